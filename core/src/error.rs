@@ -1,0 +1,403 @@
+//! Typed errors: of a step, of a rollback, and of a whole transaction.
+
+use core::fmt;
+use core::time::Duration;
+
+use crate::{Name, Storage, Summary};
+
+/// Why a step did not produce a value. Returned by awaiting a step, so the
+/// body can stop with `?` (which rolls back the completed steps).
+///
+/// Keeps the step's own error type `E`: a failed step is
+/// [`StepErrorKind::Failed`] holding the error of its last attempt.
+///
+/// ```
+/// # use transaction_manager_core::*;
+/// let clock = ManualClock::new();
+/// let manager = TransactionManager::new(&clock);
+/// let err = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |tx| {
+///     tx.step("charge").run(async |_| Err::<(), _>(402u16)).await
+/// })).unwrap_err();
+/// let step_error: &StepError<u16> = err.cause();
+/// assert_eq!(step_error.step(), "charge");
+/// assert!(matches!(step_error.kind(), StepErrorKind::Failed(402)));
+/// assert_eq!(step_error.to_string(), "step `charge` failed: 402");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepError<E> {
+    pub(crate) step: Name,
+    pub(crate) index: usize,
+    pub(crate) kind: StepErrorKind<E>,
+}
+
+/// The ways a step can fail.
+///
+/// ```
+/// use core::time::Duration;
+/// use transaction_manager_core::StepErrorKind;
+/// let kind: StepErrorKind<()> = StepErrorKind::TimedOut { timeout: Duration::from_secs(1) };
+/// assert!(kind.is_timeout());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StepErrorKind<E> {
+    /// Execute returned this error on its last attempt.
+    Failed(E),
+    /// The last attempt did not finish within the step's timeout.
+    TimedOut {
+        /// The per-attempt timeout that ran out.
+        timeout: Duration,
+    },
+    /// The step was not run: the transaction already holds as many steps as
+    /// its [`Storage`] allows.
+    CapacityExceeded {
+        /// The transaction's capacity, in steps.
+        capacity: usize,
+    },
+}
+
+impl<E> StepErrorKind<E> {
+    /// Whether the step ran out of time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, StepErrorKind::TimedOut { .. })
+    }
+}
+
+impl<E> StepError<E> {
+    /// The name of the step that failed.
+    pub fn step(&self) -> &Name {
+        &self.step
+    }
+
+    /// The index of the step that failed, from 0.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// How the step failed.
+    pub fn kind(&self) -> &StepErrorKind<E> {
+        &self.kind
+    }
+
+    /// How the step failed, by value.
+    pub fn into_kind(self) -> StepErrorKind<E> {
+        self.kind
+    }
+
+    /// The step's own error, if execute returned one (not a timeout or a
+    /// capacity error).
+    pub fn into_inner(self) -> Option<E> {
+        match self.kind {
+            StepErrorKind::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether the step ran out of time.
+    pub fn is_timeout(&self) -> bool {
+        self.kind.is_timeout()
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for StepError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            StepErrorKind::Failed(e) => write!(f, "step `{}` failed: {e}", self.step),
+            StepErrorKind::TimedOut { timeout } => {
+                write!(f, "step `{}` timed out after {timeout:?}", self.step)
+            }
+            StepErrorKind::CapacityExceeded { capacity } => write!(
+                f,
+                "step `{}` not run: the transaction's capacity of {capacity} steps is used up",
+                self.step
+            ),
+        }
+    }
+}
+
+impl<E: core::error::Error + 'static> core::error::Error for StepError<E> {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match &self.kind {
+            StepErrorKind::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// A step whose rollback failed on every attempt, and why.
+///
+/// ```
+/// # use transaction_manager_core::*;
+/// # let clock = ManualClock::new();
+/// # let manager = TransactionManager::new(&clock);
+/// struct Undo;
+/// impl Rollback<()> for Undo {
+///     type Error = &'static str;
+///     async fn rollback(&mut self, _: &mut ()) -> Result<(), &'static str> { Err("busy") }
+/// }
+/// let err = clock.block_on(manager.transaction("t").fixed::<Undo, 2>().run(async |tx| {
+///     tx.step("a").execute(async |_| Ok::<_, &str>(())).undo(|_| Undo).await?;
+///     tx.step("b").run(async |_| Err::<(), _>("down")).await
+/// })).unwrap_err();
+/// let failure = &err.rollback_failures()[0];
+/// assert_eq!((failure.step().as_str(), failure.index()), ("a", 0));
+/// assert!(matches!(failure.kind(), RollbackErrorKind::Failed("busy")));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RollbackFailure<RE> {
+    pub(crate) step: Name,
+    pub(crate) index: usize,
+    pub(crate) kind: RollbackErrorKind<RE>,
+}
+
+/// The ways a rollback can fail.
+///
+/// ```
+/// use transaction_manager_core::RollbackErrorKind;
+/// let kind: RollbackErrorKind<&str> = RollbackErrorKind::Failed("busy");
+/// assert!(!kind.is_timeout());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RollbackErrorKind<RE> {
+    /// The rollback returned this error on its last attempt.
+    Failed(RE),
+    /// The last rollback attempt did not finish within its timeout.
+    TimedOut {
+        /// The per-attempt rollback timeout that ran out.
+        timeout: Duration,
+    },
+}
+
+impl<RE> RollbackErrorKind<RE> {
+    /// Whether the rollback ran out of time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, RollbackErrorKind::TimedOut { .. })
+    }
+}
+
+impl<RE> RollbackFailure<RE> {
+    /// The name of the step whose rollback failed.
+    pub fn step(&self) -> &Name {
+        &self.step
+    }
+
+    /// The index of that step, from 0.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// How the rollback failed.
+    pub fn kind(&self) -> &RollbackErrorKind<RE> {
+        &self.kind
+    }
+
+    /// How the rollback failed, by value.
+    pub fn into_kind(self) -> RollbackErrorKind<RE> {
+        self.kind
+    }
+}
+
+impl<RE: fmt::Display> fmt::Display for RollbackFailure<RE> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            RollbackErrorKind::Failed(e) => {
+                write!(f, "rollback of step `{}` failed: {e}", self.step)
+            }
+            RollbackErrorKind::TimedOut { timeout } => {
+                write!(
+                    f,
+                    "rollback of step `{}` timed out after {timeout:?}",
+                    self.step
+                )
+            }
+        }
+    }
+}
+
+impl<RE: fmt::Debug + fmt::Display> core::error::Error for RollbackFailure<RE> {}
+
+/// Whether a failed transaction left anything behind.
+///
+/// ```
+/// use transaction_manager_core::RollbackState;
+/// assert!(RollbackState::Clean.is_clean());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RollbackState {
+    /// Every completed step that has a rollback was rolled back (or there was
+    /// nothing to roll back).
+    Clean,
+    /// At least one rollback failed: its step's effects may remain. See
+    /// [`TransactionError::rollback_failures`].
+    Partial,
+}
+
+impl RollbackState {
+    /// Whether nothing was left behind.
+    pub fn is_clean(self) -> bool {
+        self == RollbackState::Clean
+    }
+}
+
+/// A transaction that did not commit: the error that stopped it, what its
+/// rollback did, and its summary.
+///
+/// `cause` is what the body returned — usually a [`StepError`] passed on with
+/// `?`, or the caller's own error type. Every rollback failure is kept, with
+/// its step's name, so nothing is swallowed.
+///
+/// ```
+/// # use transaction_manager_core::*;
+/// # let clock = ManualClock::new();
+/// # let manager = TransactionManager::new(&clock);
+/// let err = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |_tx| {
+///     Err::<(), _>("validation failed")
+/// })).unwrap_err();
+/// assert_eq!(*err.cause(), "validation failed");
+/// assert_eq!(err.rollback_state(), RollbackState::Clean);
+/// assert_eq!(err.to_string(), "transaction `t` (tx-1) failed: validation failed; nothing to roll back");
+/// ```
+pub struct TransactionError<B, RE, S: Storage> {
+    pub(crate) cause: B,
+    pub(crate) rollback_failures: S::List<RollbackFailure<RE>>,
+    pub(crate) summary: Summary<S>,
+}
+
+impl<B, RE, S: Storage> TransactionError<B, RE, S> {
+    /// The error that stopped the transaction.
+    pub fn cause(&self) -> &B {
+        &self.cause
+    }
+
+    /// The error that stopped the transaction, by value.
+    pub fn into_cause(self) -> B {
+        self.cause
+    }
+
+    /// Every rollback that failed, in the order rollback ran (latest step
+    /// first).
+    pub fn rollback_failures(&self) -> &[RollbackFailure<RE>] {
+        &self.rollback_failures
+    }
+
+    /// [`Clean`](RollbackState::Clean) when every rollback succeeded,
+    /// [`Partial`](RollbackState::Partial) when any failed.
+    pub fn rollback_state(&self) -> RollbackState {
+        if self.rollback_failures.is_empty() {
+            RollbackState::Clean
+        } else {
+            RollbackState::Partial
+        }
+    }
+
+    /// Whether a rollback failed, so effects of the transaction may remain.
+    pub fn is_partially_rolled_back(&self) -> bool {
+        self.rollback_state() == RollbackState::Partial
+    }
+
+    /// The transaction's summary.
+    pub fn summary(&self) -> &Summary<S> {
+        &self.summary
+    }
+
+    /// The parts: cause, rollback failures, summary.
+    #[allow(clippy::type_complexity)]
+    pub fn into_parts(self) -> (B, S::List<RollbackFailure<RE>>, Summary<S>) {
+        (self.cause, self.rollback_failures, self.summary)
+    }
+}
+
+impl<B: fmt::Display, RE: fmt::Display, S: Storage> fmt::Display for TransactionError<B, RE, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "transaction `{}` ({}) failed: {}; ",
+            self.summary.info.operation, self.summary.info.id, self.cause
+        )?;
+        let rolled_back = self.summary.rolled_back_steps();
+        match self.rollback_failures.len() {
+            0 if rolled_back == 0 => f.write_str("nothing to roll back"),
+            0 => write!(f, "rolled back cleanly ({rolled_back} steps)"),
+            failed => {
+                write!(
+                    f,
+                    "PARTIALLY rolled back ({rolled_back} rolled back, {failed} failed"
+                )?;
+                for failure in self.rollback_failures.iter() {
+                    write!(f, "; {failure}")?;
+                }
+                f.write_str(")")
+            }
+        }
+    }
+}
+
+impl<B: fmt::Debug, RE: fmt::Debug, S: Storage> fmt::Debug for TransactionError<B, RE, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransactionError")
+            .field("cause", &self.cause)
+            .field("rollback_failures", &self.rollback_failures())
+            .field("summary", &self.summary)
+            .finish()
+    }
+}
+
+impl<B, RE, S> core::error::Error for TransactionError<B, RE, S>
+where
+    B: core::error::Error + 'static,
+    RE: fmt::Debug + fmt::Display,
+    S: Storage,
+{
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        Some(&self.cause)
+    }
+}
+
+/// A transaction whose body returned `Ok`: its value and its summary.
+///
+/// ```
+/// # use transaction_manager_core::*;
+/// # let clock = ManualClock::new();
+/// # let manager = TransactionManager::new(&clock);
+/// let done = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |_tx| {
+///     Ok::<_, ()>(7)
+/// })).unwrap();
+/// assert_eq!(*done.value(), 7);
+/// assert_eq!(done.into_value(), 7);
+/// ```
+pub struct Committed<T, S: Storage> {
+    pub(crate) value: T,
+    pub(crate) summary: Summary<S>,
+}
+
+impl<T, S: Storage> Committed<T, S> {
+    /// The body's value.
+    pub fn value(&self) -> &T {
+        &self.value
+    }
+
+    /// The body's value, by value.
+    pub fn into_value(self) -> T {
+        self.value
+    }
+
+    /// The transaction's summary.
+    pub fn summary(&self) -> &Summary<S> {
+        &self.summary
+    }
+
+    /// The value and the summary.
+    pub fn into_parts(self) -> (T, Summary<S>) {
+        (self.value, self.summary)
+    }
+}
+
+impl<T: fmt::Debug, S: Storage> fmt::Debug for Committed<T, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Committed")
+            .field("value", &self.value)
+            .field("summary", &self.summary)
+            .finish()
+    }
+}

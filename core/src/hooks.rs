@@ -1,0 +1,289 @@
+//! Lifecycle hooks: user code awaited at each event of a transaction.
+
+use crate::{StepRecord, Storage, Summary, TransactionInfo};
+
+/// A step event, as a hook sees it: which transaction, the step's record
+/// (name, index, status, attempts, timestamps, last error text), and the
+/// number of the attempt the event is about.
+///
+/// ```
+/// # use transaction_manager_core::*;
+/// struct PrintFailures;
+/// impl Hooks for PrintFailures {
+///     async fn on_step_failure(&self, event: &StepEvent<'_>) {
+///         println!(
+///             "{}: step {} attempt {} failed: {}",
+///             event.transaction.id(),
+///             event.step.name(),
+///             event.attempt,
+///             event.step.error().unwrap_or("?"),
+///         );
+///     }
+/// }
+/// ```
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct StepEvent<'a> {
+    /// The transaction the step belongs to.
+    pub transaction: &'a TransactionInfo,
+    /// The step's record as it stands at this event.
+    pub step: &'a StepRecord,
+    /// The attempt this event is about, from 1: an execute attempt for the
+    /// execute events, a rollback attempt for the rollback events.
+    pub attempt: u32,
+}
+
+/// Code to run at each event of a transaction's life.
+///
+/// Every method has a default that does nothing; implement the ones you
+/// need. Hooks are awaited in line — the transaction waits for a hook before
+/// it goes on — and several hooks are combined with a tuple `(a, b, c)`, a
+/// slice or array, or (with `alloc`) a `Vec`, each awaited in order.
+///
+/// The events, in the order they happen:
+///
+/// | hook | when |
+/// |---|---|
+/// | `on_transaction_start` | once, before the body runs |
+/// | `on_step_execute` | before each execute attempt |
+/// | `on_step_success` | after the attempt that succeeds |
+/// | `on_step_failure` | after each failed or timed-out attempt (the step's status is `Failed` on the last one) |
+/// | `on_rollback_start` | once, before rolling back, only if there is something to roll back |
+/// | `on_step_rollback` | before each rollback attempt |
+/// | `on_step_rollback_failure` | after each failed or timed-out rollback attempt |
+/// | `on_transaction_complete` | once, always, at the very end |
+///
+/// Hooks take `&self` because one set of hooks serves every transaction of a
+/// manager, possibly at the same time: count with atomics or a `Cell`.
+///
+/// ```
+/// use core::cell::Cell;
+/// use transaction_manager_core::*;
+///
+/// #[derive(Default)]
+/// struct CountAttempts(Cell<u32>);
+///
+/// impl Hooks for CountAttempts {
+///     async fn on_step_execute(&self, _: &StepEvent<'_>) {
+///         self.0.set(self.0.get() + 1);
+///     }
+/// }
+///
+/// let clock = ManualClock::new();
+/// let manager = TransactionManager::new(&clock).with_hooks(CountAttempts::default());
+/// clock.block_on(manager.transaction("t").fixed::<NoRollback, 2>().run(async |tx| {
+///     tx.step("a").run(async |_| Ok::<_, &str>(())).await?;
+///     tx.step("b").run(async |_| Ok::<_, &str>(())).await
+/// })).unwrap();
+/// assert_eq!(manager.hooks().0.get(), 2);
+/// ```
+#[allow(async_fn_in_trait)] // `Send` follows the implementation: see the crate docs.
+pub trait Hooks {
+    /// The transaction started; its body is about to run.
+    async fn on_transaction_start(&self, transaction: &TransactionInfo) {
+        let _ = transaction;
+    }
+
+    /// An execute attempt is about to start.
+    async fn on_step_execute(&self, event: &StepEvent<'_>) {
+        let _ = event;
+    }
+
+    /// An execute attempt succeeded; the step is `Completed`.
+    async fn on_step_success(&self, event: &StepEvent<'_>) {
+        let _ = event;
+    }
+
+    /// An execute attempt failed or timed out. `event.step.error()` says why.
+    async fn on_step_failure(&self, event: &StepEvent<'_>) {
+        let _ = event;
+    }
+
+    /// The transaction failed and completed steps are about to be rolled
+    /// back. Not called when nothing has a rollback to run.
+    async fn on_rollback_start(&self, transaction: &TransactionInfo) {
+        let _ = transaction;
+    }
+
+    /// A rollback attempt is about to start.
+    async fn on_step_rollback(&self, event: &StepEvent<'_>) {
+        let _ = event;
+    }
+
+    /// A rollback attempt failed or timed out. `event.step.rollback_error()`
+    /// says why.
+    async fn on_step_rollback_failure(&self, event: &StepEvent<'_>) {
+        let _ = event;
+    }
+
+    /// The transaction is over: committed (`success`) or failed and rolled
+    /// back as far as possible. Called exactly once per transaction.
+    async fn on_transaction_complete<S: Storage>(
+        &self,
+        transaction: &TransactionInfo,
+        success: bool,
+        summary: &Summary<S>,
+    ) {
+        let _ = (transaction, success, summary);
+    }
+}
+
+/// No hooks.
+impl Hooks for () {}
+
+/// Calls one hook method on each hook of a collection, in order.
+macro_rules! each {
+    ($iter:expr, $method:ident($($arg:expr),*)) => {
+        for hook in $iter {
+            hook.$method($($arg),*).await;
+        }
+    };
+}
+
+/// Implements every hook by calling it on each element of `self.$iter()`.
+macro_rules! impl_for_collection {
+    ($iter:ident) => {
+        async fn on_transaction_start(&self, transaction: &TransactionInfo) {
+            each!(self.$iter(), on_transaction_start(transaction));
+        }
+        async fn on_step_execute(&self, event: &StepEvent<'_>) {
+            each!(self.$iter(), on_step_execute(event));
+        }
+        async fn on_step_success(&self, event: &StepEvent<'_>) {
+            each!(self.$iter(), on_step_success(event));
+        }
+        async fn on_step_failure(&self, event: &StepEvent<'_>) {
+            each!(self.$iter(), on_step_failure(event));
+        }
+        async fn on_rollback_start(&self, transaction: &TransactionInfo) {
+            each!(self.$iter(), on_rollback_start(transaction));
+        }
+        async fn on_step_rollback(&self, event: &StepEvent<'_>) {
+            each!(self.$iter(), on_step_rollback(event));
+        }
+        async fn on_step_rollback_failure(&self, event: &StepEvent<'_>) {
+            each!(self.$iter(), on_step_rollback_failure(event));
+        }
+        async fn on_transaction_complete<St: Storage>(
+            &self,
+            transaction: &TransactionInfo,
+            success: bool,
+            summary: &Summary<St>,
+        ) {
+            each!(
+                self.$iter(),
+                on_transaction_complete(transaction, success, summary)
+            );
+        }
+    };
+}
+
+/// Each hook of the slice, in order.
+impl<H: Hooks> Hooks for [H] {
+    impl_for_collection!(iter);
+}
+
+/// Each hook of the array, in order.
+impl<H: Hooks, const N: usize> Hooks for [H; N] {
+    impl_for_collection!(iter);
+}
+
+/// The hook, if there is one.
+impl<H: Hooks> Hooks for Option<H> {
+    impl_for_collection!(iter);
+}
+
+/// Each hook of the vector, in order.
+#[cfg(feature = "alloc")]
+impl<H: Hooks> Hooks for alloc::vec::Vec<H> {
+    impl_for_collection!(iter);
+}
+
+/// Implements every hook by calling the one of `$deref` (a reference-like
+/// wrapper).
+macro_rules! impl_for_pointer {
+    ($($ty:ty),*) => {$(
+        impl<H: Hooks + ?Sized> Hooks for $ty {
+            async fn on_transaction_start(&self, transaction: &TransactionInfo) {
+                (**self).on_transaction_start(transaction).await
+            }
+            async fn on_step_execute(&self, event: &StepEvent<'_>) {
+                (**self).on_step_execute(event).await
+            }
+            async fn on_step_success(&self, event: &StepEvent<'_>) {
+                (**self).on_step_success(event).await
+            }
+            async fn on_step_failure(&self, event: &StepEvent<'_>) {
+                (**self).on_step_failure(event).await
+            }
+            async fn on_rollback_start(&self, transaction: &TransactionInfo) {
+                (**self).on_rollback_start(transaction).await
+            }
+            async fn on_step_rollback(&self, event: &StepEvent<'_>) {
+                (**self).on_step_rollback(event).await
+            }
+            async fn on_step_rollback_failure(&self, event: &StepEvent<'_>) {
+                (**self).on_step_rollback_failure(event).await
+            }
+            async fn on_transaction_complete<St: Storage>(
+                &self,
+                transaction: &TransactionInfo,
+                success: bool,
+                summary: &Summary<St>,
+            ) {
+                (**self).on_transaction_complete(transaction, success, summary).await
+            }
+        }
+    )*};
+}
+
+impl_for_pointer!(&H);
+#[cfg(feature = "alloc")]
+impl_for_pointer!(alloc::boxed::Box<H>, alloc::sync::Arc<H>, alloc::rc::Rc<H>);
+
+/// Implements every hook for a tuple by calling each element in order.
+macro_rules! impl_for_tuple {
+    ($($name:ident . $idx:tt),+) => {
+        /// Each element's hooks, in order.
+        impl<$($name: Hooks),+> Hooks for ($($name,)+) {
+            async fn on_transaction_start(&self, transaction: &TransactionInfo) {
+                $( self.$idx.on_transaction_start(transaction).await; )+
+            }
+            async fn on_step_execute(&self, event: &StepEvent<'_>) {
+                $( self.$idx.on_step_execute(event).await; )+
+            }
+            async fn on_step_success(&self, event: &StepEvent<'_>) {
+                $( self.$idx.on_step_success(event).await; )+
+            }
+            async fn on_step_failure(&self, event: &StepEvent<'_>) {
+                $( self.$idx.on_step_failure(event).await; )+
+            }
+            async fn on_rollback_start(&self, transaction: &TransactionInfo) {
+                $( self.$idx.on_rollback_start(transaction).await; )+
+            }
+            async fn on_step_rollback(&self, event: &StepEvent<'_>) {
+                $( self.$idx.on_step_rollback(event).await; )+
+            }
+            async fn on_step_rollback_failure(&self, event: &StepEvent<'_>) {
+                $( self.$idx.on_step_rollback_failure(event).await; )+
+            }
+            async fn on_transaction_complete<St: Storage>(
+                &self,
+                transaction: &TransactionInfo,
+                success: bool,
+                summary: &Summary<St>,
+            ) {
+                $( self.$idx.on_transaction_complete(transaction, success, summary).await; )+
+            }
+        }
+    };
+}
+
+impl_for_tuple!(A.0);
+impl_for_tuple!(A.0, B.1);
+impl_for_tuple!(A.0, B.1, C.2);
+impl_for_tuple!(A.0, B.1, C.2, D.3);
+impl_for_tuple!(A.0, B.1, C.2, D.3, E.4);
+impl_for_tuple!(A.0, B.1, C.2, D.3, E.4, F.5);
+impl_for_tuple!(A.0, B.1, C.2, D.3, E.4, F.5, G.6);
+impl_for_tuple!(A.0, B.1, C.2, D.3, E.4, F.5, G.6, H.7);

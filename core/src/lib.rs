@@ -1,0 +1,110 @@
+//! The engine of [transaction-manager](https://crates.io/crates/transaction-manager):
+//! multi-step async transactions that roll back every completed step, in
+//! reverse order, when a later step fails.
+//!
+//! `#![no_std]`, no allocator needed, no runtime: time comes from a
+//! [`Clock`] that an adapter crate binds to tokio, smol or embassy, or from
+//! [`ManualClock`] in tests.
+//!
+//! ```
+//! use core::time::Duration;
+//! use transaction_manager_core::*;
+//!
+//! // Firmware style: the peripherals are a context lent to every step and
+//! // rollback, and rollbacks are data (an enum), so no allocator is needed.
+//! #[derive(Default)]
+//! struct Board { rail_on: bool, bus_ready: bool }
+//!
+//! enum Undo { PowerOff, ReleaseBus }
+//!
+//! impl Rollback<Board> for Undo {
+//!     type Error = &'static str;
+//!     async fn rollback(&mut self, board: &mut Board) -> Result<(), Self::Error> {
+//!         match self {
+//!             Undo::PowerOff => board.rail_on = false,
+//!             Undo::ReleaseBus => board.bus_ready = false,
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let clock = ManualClock::new();
+//! let manager = TransactionManager::new(&clock).with_timeout(Duration::from_millis(100));
+//! let mut board = Board::default();
+//!
+//! let result = clock.block_on(manager.transaction("bring-up").fixed::<Undo, 4>().run_with(
+//!     &mut board,
+//!     async |tx| {
+//!         tx.step("power").execute(async |b: &mut Board| { b.rail_on = true; Ok(()) }).undo(|_| Undo::PowerOff).await?;
+//!         tx.step("bus").execute(async |b: &mut Board| { b.bus_ready = true; Ok(()) }).undo(|_| Undo::ReleaseBus).await?;
+//!         tx.step("sensor").run(async |_| Err::<(), _>("no ACK")).await?;
+//!         Ok::<_, StepError<&str>>(())
+//!     },
+//! ));
+//!
+//! let error = result.unwrap_err();
+//! assert_eq!(error.cause().to_string(), "step `sensor` failed: no ACK");
+//! assert!(error.rollback_state().is_clean());
+//! assert!(!board.rail_on && !board.bus_ready);
+//! ```
+//!
+//! # `Send`
+//!
+//! [`Hooks`] and [`Rollback`] use `async fn` in traits. A transaction future
+//! is `Send` exactly when everything it holds across an await is: the
+//! compiler checks this on the concrete types where you spawn it, so a
+//! transaction of `Send` steps can go to `tokio::spawn`, and one of `!Send`
+//! steps still runs on a single-threaded executor.
+//!
+//! # Features
+//!
+//! - `alloc`: [`Unbounded`] storage, closure rollbacks ([`BoxedRollback`]),
+//!   [`TransactionManager::run`], names from `String`, whole error texts.
+//! - `std`: implies `alloc`.
+//! - `log`: log messages through the `log` crate, with transaction id, step
+//!   and attempt; silent until the application installs a logger.
+
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+#[macro_use]
+mod fmt;
+
+mod clock;
+mod error;
+mod hooks;
+mod manager;
+mod manual_clock;
+mod record;
+mod retry;
+mod rollback;
+mod storage;
+mod summary;
+mod text;
+mod transaction;
+
+pub use clock::Clock;
+pub use error::{
+    Committed, RollbackErrorKind, RollbackFailure, RollbackState, StepError, StepErrorKind,
+    TransactionError,
+};
+pub use hooks::{Hooks, StepEvent};
+pub use manager::{
+    Closures, LocalClosures, Outcome, Records, TransactionBuilder, TransactionManager, UndoLog,
+};
+pub use manual_clock::{ManualClock, ManualSleep};
+pub use record::{StepRecord, StepStatus, TransactionId, TransactionInfo};
+pub use retry::{Jitter, RetryPolicy, SplitMix64};
+#[cfg(feature = "alloc")]
+pub use rollback::{BoxError, BoxedRollback, LocalBoxedRollback};
+pub use rollback::{NoRollback, Rollback, RollbackFn};
+#[cfg(feature = "alloc")]
+pub use storage::Unbounded;
+pub use storage::{Fixed, List, Storage};
+pub use summary::Summary;
+pub use text::Name;
+pub use transaction::{Execute, Step, Transaction};

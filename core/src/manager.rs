@@ -1,0 +1,429 @@
+//! The entry point: a manager holds a clock, hooks and defaults, and starts
+//! transactions.
+
+use core::marker::PhantomData;
+use core::sync::atomic::{AtomicUsize, Ordering};
+use core::time::Duration;
+
+use crate::{
+    Clock, Committed, Hooks, Name, RetryPolicy, Rollback, Storage, Transaction, TransactionError,
+    TransactionId, TransactionInfo,
+};
+
+/// What running a transaction returns: the value and summary of a committed
+/// transaction, or the error of one that was rolled back.
+///
+/// `T` is the body's value, `B` its error, `RE` the rollback error type and
+/// `S` the storage.
+pub type Outcome<T, B, RE, S> = Result<Committed<T, S>, TransactionError<B, RE, S>>;
+
+/// Starts transactions: owns the [`Clock`], the [`Hooks`] and the default
+/// step policy shared by every transaction it runs.
+///
+/// One manager can run any number of transactions, one after another or at
+/// the same time (it is `Sync` when its clock and hooks are); each gets a
+/// fresh [`TransactionId`].
+///
+/// ```
+/// use core::time::Duration;
+/// use transaction_manager_core::*;
+///
+/// let clock = ManualClock::new();
+/// let manager = TransactionManager::new(&clock)
+///     .with_retry(RetryPolicy::new().with_max_retries(2))
+///     .with_timeout(Duration::from_secs(5));
+///
+/// let done = clock.block_on(manager.transaction("provision").fixed::<NoRollback, 4>().run(async |tx| {
+///     let user = tx.step("create_user").run(async |_| Ok::<_, &str>(42)).await?;
+///     Ok::<_, StepError<&str>>(user)
+/// }));
+/// assert_eq!(done.unwrap().into_value(), 42);
+/// ```
+#[derive(Debug)]
+pub struct TransactionManager<C, H = ()> {
+    pub(crate) clock: C,
+    pub(crate) hooks: H,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) timeout: Option<Duration>,
+    jitter_seed: u64,
+    next_id: AtomicUsize,
+}
+
+impl<C: Clock> TransactionManager<C> {
+    /// A manager with no hooks, no retries and no timeouts by default.
+    ///
+    /// ```
+    /// # use transaction_manager_core::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// # let _ = manager;
+    /// ```
+    pub const fn new(clock: C) -> Self {
+        Self {
+            clock,
+            hooks: (),
+            retry: RetryPolicy::new(),
+            timeout: None,
+            jitter_seed: 0x5EED_0F_7AB1E,
+            next_id: AtomicUsize::new(1),
+        }
+    }
+}
+
+impl<C, H> TransactionManager<C, H> {
+    /// Replaces the hooks. Combine several with a tuple: `(a, b)`.
+    ///
+    /// ```
+    /// # use transaction_manager_core::*;
+    /// struct Quiet;
+    /// impl Hooks for Quiet {}
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock).with_hooks((Quiet, Quiet));
+    /// # let _ = manager;
+    /// ```
+    pub fn with_hooks<H2: Hooks>(self, hooks: H2) -> TransactionManager<C, H2> {
+        TransactionManager {
+            clock: self.clock,
+            hooks,
+            retry: self.retry,
+            timeout: self.timeout,
+            jitter_seed: self.jitter_seed,
+            next_id: self.next_id,
+        }
+    }
+
+    /// The retry policy of steps that do not set their own (and of their
+    /// rollbacks).
+    ///
+    /// ```
+    /// # use transaction_manager_core::*;
+    /// # let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock).with_retry(RetryPolicy::new().with_max_retries(3));
+    /// assert_eq!(manager.retry().max_retries(), 3);
+    /// ```
+    #[must_use]
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The per-attempt timeout of steps that do not set their own (and of
+    /// their rollbacks).
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// # use transaction_manager_core::*;
+    /// # let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock).with_timeout(Duration::from_secs(30));
+    /// assert_eq!(manager.timeout(), Some(Duration::from_secs(30)));
+    /// ```
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Seeds the jitter of every transaction this manager runs (each
+    /// transaction mixes in its id, so two transactions jitter differently
+    /// but a rerun with the same seed and ids replays the same delays).
+    ///
+    /// ```
+    /// # use transaction_manager_core::*;
+    /// # let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock).with_jitter_seed(1234);
+    /// # let _ = manager;
+    /// ```
+    #[must_use]
+    pub fn with_jitter_seed(mut self, seed: u64) -> Self {
+        self.jitter_seed = seed;
+        self
+    }
+
+    /// The manager's clock.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    /// The manager's hooks.
+    pub fn hooks(&self) -> &H {
+        &self.hooks
+    }
+
+    /// The default retry policy.
+    pub fn retry(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    /// The default per-attempt timeout.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// Prepares a transaction for `operation`. Choose where its undo records
+    /// live ([`fixed`](TransactionBuilder::fixed), or with `alloc` the
+    /// closure-friendly default), then [`run`](TransactionBuilder::run) it.
+    ///
+    /// ```
+    /// # use transaction_manager_core::*;
+    /// # let clock = ManualClock::new();
+    /// # let manager = TransactionManager::new(&clock);
+    /// let builder = manager.transaction("provision");
+    /// assert_eq!(builder.info().operation(), "provision");
+    /// ```
+    pub fn transaction(&self, operation: impl Into<Name>) -> TransactionBuilder<'_, C, H> {
+        let id = self.next_id();
+        self.builder(id, Some(operation.into()))
+    }
+
+    /// Prepares a transaction whose operation name is its id (`tx-N`).
+    ///
+    /// ```
+    /// # use transaction_manager_core::*;
+    /// # let clock = ManualClock::new();
+    /// # let manager = TransactionManager::new(&clock);
+    /// let builder = manager.unnamed_transaction();
+    /// assert_eq!(builder.info().operation(), "tx-1");
+    /// ```
+    pub fn unnamed_transaction(&self) -> TransactionBuilder<'_, C, H> {
+        let id = self.next_id();
+        self.builder(id, None)
+    }
+
+    fn builder(&self, id: TransactionId, operation: Option<Name>) -> TransactionBuilder<'_, C, H> {
+        TransactionBuilder {
+            manager: self,
+            unnamed: operation.is_none(),
+            info: TransactionInfo {
+                id,
+                operation: operation.unwrap_or_else(|| Name::format(id)),
+            },
+            jitter_seed: self.jitter_seed ^ id.get().wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            log: PhantomData,
+        }
+    }
+
+    fn next_id(&self) -> TransactionId {
+        #[cfg(target_has_atomic = "ptr")]
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // Targets without atomic read-modify-write (thumbv6m) are single-core:
+        // only an interrupt starting a transaction in between could repeat an id.
+        #[cfg(not(target_has_atomic = "ptr"))]
+        let id = {
+            let id = self.next_id.load(Ordering::Relaxed);
+            self.next_id.store(id.wrapping_add(1), Ordering::Relaxed);
+            id
+        };
+        TransactionId::new(id as u64)
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl<C: Clock, H: Hooks> TransactionManager<C, H> {
+    /// Runs `body` as a transaction named `operation`, with closure
+    /// rollbacks ([`BoxedRollback`](crate::BoxedRollback)) and no limit on
+    /// steps. The same as `self.transaction(operation).run(body)`.
+    ///
+    /// ```
+    /// # use transaction_manager_core::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let result = clock.block_on(manager.run("provision", async |tx| {
+    ///     let id = tx
+    ///         .step("create_user")
+    ///         .execute(async |_| Ok::<_, &str>(7))
+    ///         .rollback(|id| async move { println!("delete user {id}"); Ok::<_, &str>(()) })
+    ///         .await?;
+    ///     Ok::<_, StepError<&str>>(id)
+    /// }));
+    /// assert_eq!(result.unwrap().into_value(), 7);
+    /// ```
+    #[allow(clippy::type_complexity)]
+    pub async fn run<'r, T, B, F>(
+        &self,
+        operation: impl Into<Name>,
+        body: F,
+    ) -> Outcome<T, B, crate::BoxError, crate::Unbounded>
+    where
+        F: AsyncFnOnce(
+            &mut Transaction<'_, C, (), crate::BoxedRollback<'r>, crate::Unbounded, H>,
+        ) -> Result<T, B>,
+    {
+        self.transaction(operation).run(body).await
+    }
+}
+
+/// Chooses where a transaction's undo records live and of what type they
+/// are. Set by [`TransactionBuilder::fixed`], [`TransactionBuilder::unbounded`],
+/// [`TransactionBuilder::local`], or left at the default.
+#[diagnostic::on_unimplemented(
+    message = "choose where this transaction keeps its undo records",
+    label = "no undo log chosen",
+    note = "without the `alloc` feature, call `.fixed::<UndoType, CAPACITY>()` on the transaction builder \
+            (use `NoRollback` as UndoType if no step has a rollback); with `alloc`, the default keeps \
+            closure rollbacks on the heap"
+)]
+pub trait UndoLog<'r> {
+    /// The undo record type.
+    type Undo;
+    /// The storage for step and undo records.
+    type Storage: Storage;
+}
+
+/// Undo records of type `U` in storage `S`. See [`TransactionBuilder::fixed`].
+#[derive(Debug)]
+pub struct Records<U, S>(PhantomData<fn() -> (U, S)>);
+
+impl<U, S: Storage> UndoLog<'_> for Records<U, S> {
+    type Undo = U;
+    type Storage = S;
+}
+
+/// The default undo log: with `alloc`, `Send` closure rollbacks
+/// ([`BoxedRollback`](crate::BoxedRollback)) without a limit on steps.
+#[derive(Debug)]
+pub struct Closures(());
+
+/// Closure rollbacks that need not be `Send`
+/// ([`LocalBoxedRollback`](crate::LocalBoxedRollback)). See
+/// [`TransactionBuilder::local`].
+#[derive(Debug)]
+pub struct LocalClosures(());
+
+#[cfg(feature = "alloc")]
+impl<'r> UndoLog<'r> for Closures {
+    type Undo = crate::BoxedRollback<'r>;
+    type Storage = crate::Unbounded;
+}
+
+#[cfg(feature = "alloc")]
+impl<'r> UndoLog<'r> for LocalClosures {
+    type Undo = crate::LocalBoxedRollback<'r>;
+    type Storage = crate::Unbounded;
+}
+
+/// A transaction about to run: its id and operation are fixed, its undo log
+/// can still be chosen. Made by [`TransactionManager::transaction`].
+///
+/// ```
+/// # use transaction_manager_core::*;
+/// let clock = ManualClock::new();
+/// let manager = TransactionManager::new(&clock);
+/// let done = clock.block_on(
+///     manager
+///         .transaction("count")
+///         .with_id(TransactionId::new(100))
+///         .fixed::<NoRollback, 1>()
+///         .run(async |tx| Ok::<_, ()>(tx.id())),
+/// );
+/// assert_eq!(done.unwrap().into_value(), TransactionId::new(100));
+/// ```
+#[must_use = "a transaction does nothing until it is run"]
+pub struct TransactionBuilder<'m, C, H, L = Closures> {
+    manager: &'m TransactionManager<C, H>,
+    info: TransactionInfo,
+    /// The operation name is the id's text, to follow `with_id`.
+    unnamed: bool,
+    jitter_seed: u64,
+    log: PhantomData<fn() -> L>,
+}
+
+impl<'m, C, H, L> TransactionBuilder<'m, C, H, L> {
+    /// The id and operation the transaction will run with.
+    pub fn info(&self) -> &TransactionInfo {
+        &self.info
+    }
+
+    /// Uses `id` instead of the one the manager assigned (for example an id
+    /// from an incoming request).
+    pub fn with_id(mut self, id: TransactionId) -> Self {
+        self.info.id = id;
+        if self.unnamed {
+            self.info.operation = Name::format(id);
+        }
+        self
+    }
+
+    /// Seeds this transaction's jitter.
+    pub fn with_jitter_seed(mut self, seed: u64) -> Self {
+        self.jitter_seed = seed;
+        self
+    }
+
+    /// Keeps at most `N` steps, inline, with undo records of type `U`: no
+    /// allocator needed. Step `N + 1` fails with `CapacityExceeded` before
+    /// it runs. `U` is usually an enum implementing [`Rollback`], one variant
+    /// per kind of step; use [`NoRollback`](crate::NoRollback) when no step
+    /// has a rollback.
+    pub fn fixed<U, const N: usize>(
+        self,
+    ) -> TransactionBuilder<'m, C, H, Records<U, crate::Fixed<N>>> {
+        self.with_log()
+    }
+
+    /// Keeps any number of steps on the heap, with undo records of type `U`.
+    #[cfg(feature = "alloc")]
+    pub fn unbounded<U>(self) -> TransactionBuilder<'m, C, H, Records<U, crate::Unbounded>> {
+        self.with_log()
+    }
+
+    /// Closure rollbacks that need not be `Send`
+    /// ([`LocalBoxedRollback`](crate::LocalBoxedRollback)), any number of
+    /// steps. For transactions that stay on one thread.
+    #[cfg(feature = "alloc")]
+    pub fn local(self) -> TransactionBuilder<'m, C, H, LocalClosures> {
+        self.with_log()
+    }
+
+    fn with_log<L2>(self) -> TransactionBuilder<'m, C, H, L2> {
+        TransactionBuilder {
+            manager: self.manager,
+            info: self.info,
+            unnamed: self.unnamed,
+            jitter_seed: self.jitter_seed,
+            log: PhantomData,
+        }
+    }
+}
+
+impl<C: Clock, H: Hooks, L> TransactionBuilder<'_, C, H, L> {
+    /// Runs `body` as the transaction, with no context (`()`).
+    ///
+    /// `body` receives the [`Transaction`] and adds steps to it. If it
+    /// returns `Ok`, the transaction commits. If it returns `Err` — a step's
+    /// error passed on with `?`, or an error of its own — every completed
+    /// step with a rollback is rolled back, latest first, and the error comes
+    /// back in a [`TransactionError`] with every rollback failure.
+    #[allow(clippy::type_complexity)]
+    pub async fn run<'r, T, B, F>(
+        self,
+        body: F,
+    ) -> Outcome<T, B, <L::Undo as Rollback<()>>::Error, L::Storage>
+    where
+        L: UndoLog<'r>,
+        L::Undo: Rollback<()>,
+        F: AsyncFnOnce(&mut Transaction<'_, C, (), L::Undo, L::Storage, H>) -> Result<T, B>,
+    {
+        self.run_with(&mut (), body).await
+    }
+
+    /// Runs `body` as the transaction, lending `context` mutably to every
+    /// step's execute and every rollback, so steps can use `&mut`
+    /// resources (peripherals, a connection) without `RefCell`. The body
+    /// reaches it with [`Transaction::context`].
+    #[allow(clippy::type_complexity)]
+    pub async fn run_with<'r, Ctx: ?Sized, T, B, F>(
+        self,
+        context: &mut Ctx,
+        body: F,
+    ) -> Outcome<T, B, <L::Undo as Rollback<Ctx>>::Error, L::Storage>
+    where
+        L: UndoLog<'r>,
+        L::Undo: Rollback<Ctx>,
+        F: AsyncFnOnce(&mut Transaction<'_, C, Ctx, L::Undo, L::Storage, H>) -> Result<T, B>,
+    {
+        let mut tx = Transaction::new(self.manager, context, self.info, self.jitter_seed);
+        tx.start().await;
+        let result = body(&mut tx).await;
+        tx.finish(result).await
+    }
+}

@@ -1,0 +1,299 @@
+//! What a transaction knows about itself and each of its steps.
+
+use core::fmt;
+use core::time::Duration;
+
+use crate::Name;
+use crate::text::ErrorText;
+
+/// Where a step is in its life.
+///
+/// `Pending → InProgress → Completed | Failed`, and a completed step with a
+/// rollback that is rolled back ends `RolledBack` or `RollbackFailed`.
+///
+/// ```
+/// use transaction_manager_core::StepStatus;
+/// assert_eq!(StepStatus::RollbackFailed.as_str(), "rollback_failed");
+/// assert_eq!(StepStatus::Completed.to_string(), "completed");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StepStatus {
+    /// Registered, not started.
+    Pending,
+    /// Executing, or waiting to retry.
+    InProgress,
+    /// Executed successfully (and not rolled back).
+    Completed,
+    /// Execute failed on every attempt, or timed out.
+    Failed,
+    /// Completed, then rolled back successfully.
+    RolledBack,
+    /// Completed, then every rollback attempt failed or timed out.
+    RollbackFailed,
+}
+
+impl StepStatus {
+    /// The status as `snake_case` text, as the reference package names it.
+    ///
+    /// ```
+    /// # use transaction_manager_core::StepStatus;
+    /// assert_eq!(StepStatus::InProgress.as_str(), "in_progress");
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::InProgress => "in_progress",
+            StepStatus::Completed => "completed",
+            StepStatus::Failed => "failed",
+            StepStatus::RolledBack => "rolled_back",
+            StepStatus::RollbackFailed => "rollback_failed",
+        }
+    }
+}
+
+impl fmt::Display for StepStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Identifies one transaction run by a manager; unique per manager.
+///
+/// ```
+/// use transaction_manager_core::TransactionId;
+/// assert_eq!(TransactionId::new(7).to_string(), "tx-7");
+/// assert_eq!(TransactionId::new(7).get(), 7);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TransactionId(u64);
+
+impl TransactionId {
+    /// An id with the given number.
+    ///
+    /// ```
+    /// # use transaction_manager_core::TransactionId;
+    /// let id = TransactionId::new(1);
+    /// # let _ = id;
+    /// ```
+    pub const fn new(id: u64) -> Self {
+        Self(id)
+    }
+
+    /// The number.
+    ///
+    /// ```
+    /// # use transaction_manager_core::TransactionId;
+    /// assert_eq!(TransactionId::new(3).get(), 3);
+    /// ```
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for TransactionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tx-{}", self.0)
+    }
+}
+
+/// The identity of a running transaction, as hooks see it.
+///
+/// ```
+/// use transaction_manager_core::{ManualClock, TransactionManager};
+/// let clock = ManualClock::new();
+/// let manager = TransactionManager::new(&clock);
+/// let builder = manager.transaction("provision");
+/// assert_eq!(builder.info().operation(), "provision");
+/// ```
+#[derive(Clone, Debug)]
+pub struct TransactionInfo {
+    pub(crate) id: TransactionId,
+    pub(crate) operation: Name,
+}
+
+impl TransactionInfo {
+    /// The transaction's id.
+    ///
+    /// ```
+    /// # use transaction_manager_core::{ManualClock, TransactionId, TransactionManager};
+    /// # let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let tx = manager.transaction("op").with_id(TransactionId::new(9));
+    /// assert_eq!(tx.info().id(), TransactionId::new(9));
+    /// ```
+    pub fn id(&self) -> TransactionId {
+        self.id
+    }
+
+    /// The operation name; the id's text (`tx-N`) when none was given.
+    ///
+    /// ```
+    /// # use transaction_manager_core::{ManualClock, TransactionId, TransactionManager};
+    /// # let clock = ManualClock::new();
+    /// # let manager = TransactionManager::new(&clock);
+    /// let tx = manager.unnamed_transaction().with_id(TransactionId::new(5));
+    /// assert_eq!(tx.info().operation(), "tx-5");
+    /// ```
+    pub fn operation(&self) -> &Name {
+        &self.operation
+    }
+}
+
+/// Everything a transaction recorded about one step: the per-step part of a
+/// [`Summary`](crate::Summary), and what hooks see.
+///
+/// Times are readings of the transaction's [`Clock`](crate::Clock).
+///
+/// ```
+/// # use transaction_manager_core::*;
+/// let clock = ManualClock::new();
+/// let manager = TransactionManager::new(&clock);
+/// let done = clock.block_on(manager.transaction("op").fixed::<NoRollback, 2>().run(async |tx| {
+///     tx.step("check").run(async |_| Ok::<_, &str>(())).await?;
+///     Ok::<_, StepError<&str>>(())
+/// })).unwrap();
+/// let step = &done.summary().steps()[0];
+/// assert_eq!((step.name().as_str(), step.status(), step.attempts()), ("check", StepStatus::Completed, 1));
+/// ```
+#[derive(Clone, Debug)]
+pub struct StepRecord {
+    pub(crate) index: usize,
+    pub(crate) name: Name,
+    pub(crate) status: StepStatus,
+    pub(crate) has_rollback: bool,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) started_at: Option<Duration>,
+    pub(crate) completed_at: Option<Duration>,
+    pub(crate) attempts: u32,
+    pub(crate) error: Option<ErrorText>,
+    pub(crate) rollback_started_at: Option<Duration>,
+    pub(crate) rollback_completed_at: Option<Duration>,
+    pub(crate) rollback_attempts: u32,
+    pub(crate) rollback_error: Option<ErrorText>,
+}
+
+impl StepRecord {
+    pub(crate) fn new(
+        index: usize,
+        name: Name,
+        timeout: Option<Duration>,
+        has_rollback: bool,
+    ) -> Self {
+        Self {
+            index,
+            name,
+            status: StepStatus::Pending,
+            has_rollback,
+            timeout,
+            started_at: None,
+            completed_at: None,
+            attempts: 0,
+            error: None,
+            rollback_started_at: None,
+            rollback_completed_at: None,
+            rollback_attempts: 0,
+            rollback_error: None,
+        }
+    }
+
+    /// Position of the step in its transaction, from 0.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The step's name.
+    pub fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// The step's current status.
+    pub fn status(&self) -> StepStatus {
+        self.status
+    }
+
+    /// Whether the step was given a rollback.
+    pub fn has_rollback(&self) -> bool {
+        self.has_rollback
+    }
+
+    /// The per-attempt timeout of execute, if any.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// When the first execute attempt started.
+    pub fn started_at(&self) -> Option<Duration> {
+        self.started_at
+    }
+
+    /// When execute finished for good (succeeded, or failed its last attempt).
+    pub fn completed_at(&self) -> Option<Duration> {
+        self.completed_at
+    }
+
+    /// Time from the first execute attempt to the end of the last, including
+    /// backoff delays.
+    pub fn duration(&self) -> Option<Duration> {
+        Some(self.completed_at?.saturating_sub(self.started_at?))
+    }
+
+    /// Execute attempts made so far (1 + retries).
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The text of the most recent execute error (or timeout), if any. Kept
+    /// after a later attempt succeeds, so a retried step shows why it was
+    /// retried. Without `alloc`, cut to 96 bytes.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_ref().map(ErrorText::as_str)
+    }
+
+    /// When the first rollback attempt started.
+    pub fn rollback_started_at(&self) -> Option<Duration> {
+        self.rollback_started_at
+    }
+
+    /// When the rollback finished for good.
+    pub fn rollback_completed_at(&self) -> Option<Duration> {
+        self.rollback_completed_at
+    }
+
+    /// Rollback attempts made (0 when the step was not rolled back).
+    pub fn rollback_attempts(&self) -> u32 {
+        self.rollback_attempts
+    }
+
+    /// The text of the most recent rollback error (or timeout), if any.
+    pub fn rollback_error(&self) -> Option<&str> {
+        self.rollback_error.as_ref().map(ErrorText::as_str)
+    }
+}
+
+impl fmt::Display for StepRecord {
+    /// One line: `#index name status, attempts, duration[, error]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "#{} {} [{}] attempts: {}",
+            self.index, self.name, self.status, self.attempts
+        )?;
+        if let Some(d) = self.duration() {
+            write!(f, ", took {d:?}")?;
+        }
+        if let Some(t) = self.timeout {
+            write!(f, ", timeout {t:?}")?;
+        }
+        if let Some(e) = self.error() {
+            write!(f, ", error: {e}")?;
+        }
+        if self.rollback_attempts > 0 {
+            write!(f, ", rollback attempts: {}", self.rollback_attempts)?;
+        }
+        if let Some(e) = self.rollback_error() {
+            write!(f, ", rollback error: {e}")?;
+        }
+        Ok(())
+    }
+}

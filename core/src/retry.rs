@@ -1,0 +1,362 @@
+//! How often to try again, and how long to wait in between.
+
+use core::time::Duration;
+
+/// Retries and exponential backoff for a step's execute or rollback.
+///
+/// An operation is attempted once, then retried up to `max_retries` times.
+/// The delay before retry `n` (`n = 0, 1, 2, …`) is
+/// `initial_interval * multiplier^n`, capped at `max_interval` if one is set,
+/// then spread by [`Jitter`]. The defaults match the reference behaviour: no
+/// retries, a 500 ms initial interval, multiplier 2, no cap, no jitter.
+///
+/// All arithmetic is integer and saturating: a policy with `u32::MAX` retries
+/// or a `Duration::MAX` interval never overflows or panics; the delay just
+/// stops growing at `Duration::MAX` (or the cap).
+///
+/// ```
+/// use core::time::Duration;
+/// use transaction_manager_core::RetryPolicy;
+///
+/// let policy = RetryPolicy::new().with_max_retries(3);
+/// assert_eq!(policy.delay(0), Duration::from_millis(500));
+/// assert_eq!(policy.delay(1), Duration::from_secs(1));
+/// assert_eq!(policy.delay(2), Duration::from_secs(2));
+///
+/// let capped = policy.with_max_interval(Duration::from_millis(1500));
+/// assert_eq!(capped.delay(2), Duration::from_millis(1500));
+/// assert_eq!(RetryPolicy::new().delay(u32::MAX), Duration::MAX);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RetryPolicy {
+    max_retries: u32,
+    initial_interval: Duration,
+    multiplier: u32,
+    max_interval: Option<Duration>,
+    jitter: Jitter,
+}
+
+/// How a computed backoff delay is randomised, so that many clients retrying
+/// the same failure do not retry in lockstep.
+///
+/// Randomness comes from the transaction's own [`SplitMix64`], seeded per
+/// transaction (see `TransactionManager::with_jitter_seed`): runs are
+/// reproducible and there is no global RNG.
+///
+/// ```
+/// use transaction_manager_core::{Jitter, RetryPolicy};
+/// let policy = RetryPolicy::new().with_max_retries(5).with_jitter(Jitter::Equal);
+/// assert_eq!(policy.jitter(), Jitter::Equal);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Jitter {
+    /// Wait exactly the computed delay.
+    #[default]
+    None,
+    /// Wait a uniformly random time in `[0, delay]`.
+    Full,
+    /// Wait `delay / 2` plus a uniformly random time in `[0, delay / 2]`.
+    Equal,
+}
+
+impl RetryPolicy {
+    /// The reference's default retry interval: 500 ms.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(500);
+
+    /// No retries, 500 ms initial interval, multiplier 2, no cap, no jitter.
+    ///
+    /// ```
+    /// # use transaction_manager_core::RetryPolicy;
+    /// assert_eq!(RetryPolicy::new().max_retries(), 0);
+    /// ```
+    pub const fn new() -> Self {
+        Self {
+            max_retries: 0,
+            initial_interval: Self::DEFAULT_INTERVAL,
+            multiplier: 2,
+            max_interval: None,
+            jitter: Jitter::None,
+        }
+    }
+
+    /// Retries after the first attempt; `n + 1` attempts in all.
+    ///
+    /// ```
+    /// # use transaction_manager_core::RetryPolicy;
+    /// assert_eq!(RetryPolicy::new().with_max_retries(2).max_retries(), 2);
+    /// ```
+    #[must_use]
+    pub const fn with_max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// The delay before the first retry.
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// # use transaction_manager_core::RetryPolicy;
+    /// let p = RetryPolicy::new().with_initial_interval(Duration::from_millis(10));
+    /// assert_eq!(p.delay(3), Duration::from_millis(80));
+    /// ```
+    #[must_use]
+    pub const fn with_initial_interval(mut self, interval: Duration) -> Self {
+        self.initial_interval = interval;
+        self
+    }
+
+    /// The factor each delay grows by. `1` gives a constant delay; `0` waits
+    /// the initial interval once, then retries at once.
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// # use transaction_manager_core::RetryPolicy;
+    /// let p = RetryPolicy::new().with_multiplier(3);
+    /// assert_eq!(p.delay(2), Duration::from_millis(4500));
+    /// ```
+    #[must_use]
+    pub const fn with_multiplier(mut self, multiplier: u32) -> Self {
+        self.multiplier = multiplier;
+        self
+    }
+
+    /// The longest any one delay may be, before jitter.
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// # use transaction_manager_core::RetryPolicy;
+    /// let p = RetryPolicy::new().with_max_interval(Duration::from_secs(1));
+    /// assert_eq!(p.delay(10), Duration::from_secs(1));
+    /// ```
+    #[must_use]
+    pub const fn with_max_interval(mut self, cap: Duration) -> Self {
+        self.max_interval = Some(cap);
+        self
+    }
+
+    /// How the delay is randomised.
+    ///
+    /// ```
+    /// # use transaction_manager_core::{Jitter, RetryPolicy};
+    /// let p = RetryPolicy::new().with_jitter(Jitter::Full);
+    /// assert_eq!(p.jitter(), Jitter::Full);
+    /// ```
+    #[must_use]
+    pub const fn with_jitter(mut self, jitter: Jitter) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Retries after the first attempt.
+    ///
+    /// ```
+    /// # use transaction_manager_core::RetryPolicy;
+    /// assert_eq!(RetryPolicy::default().max_retries(), 0);
+    /// ```
+    pub const fn max_retries(&self) -> u32 {
+        self.max_retries
+    }
+
+    /// The delay before the first retry.
+    ///
+    /// ```
+    /// # use transaction_manager_core::RetryPolicy;
+    /// assert_eq!(RetryPolicy::new().initial_interval(), RetryPolicy::DEFAULT_INTERVAL);
+    /// ```
+    pub const fn initial_interval(&self) -> Duration {
+        self.initial_interval
+    }
+
+    /// The factor each delay grows by.
+    ///
+    /// ```
+    /// # use transaction_manager_core::RetryPolicy;
+    /// assert_eq!(RetryPolicy::new().multiplier(), 2);
+    /// ```
+    pub const fn multiplier(&self) -> u32 {
+        self.multiplier
+    }
+
+    /// The cap on one delay, if any.
+    ///
+    /// ```
+    /// # use transaction_manager_core::RetryPolicy;
+    /// assert_eq!(RetryPolicy::new().max_interval(), None);
+    /// ```
+    pub const fn max_interval(&self) -> Option<Duration> {
+        self.max_interval
+    }
+
+    /// How the delay is randomised.
+    ///
+    /// ```
+    /// # use transaction_manager_core::{Jitter, RetryPolicy};
+    /// assert_eq!(RetryPolicy::new().jitter(), Jitter::None);
+    /// ```
+    pub const fn jitter(&self) -> Jitter {
+        self.jitter
+    }
+
+    /// The delay before retry `retry` (0-based), before jitter:
+    /// `min(initial_interval * multiplier^retry, max_interval)`, saturating.
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// # use transaction_manager_core::RetryPolicy;
+    /// let p = RetryPolicy::new();
+    /// assert_eq!(p.delay(0), Duration::from_millis(500));
+    /// assert_eq!(p.delay(4), Duration::from_secs(8));
+    /// ```
+    pub fn delay(&self, retry: u32) -> Duration {
+        let cap = self.max_interval.unwrap_or(Duration::MAX);
+        let mut delay = self.initial_interval.min(cap);
+        // Stops as soon as the delay can no longer change, so the loop runs
+        // at most ~100 times even for `retry == u32::MAX`.
+        for _ in 0..retry {
+            if delay >= cap || delay.is_zero() || self.multiplier == 1 {
+                break;
+            }
+            delay = delay.saturating_mul(self.multiplier).min(cap);
+        }
+        delay
+    }
+
+    /// The delay before retry `retry` with this policy's jitter applied,
+    /// drawing randomness from `rng`.
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// # use transaction_manager_core::{Jitter, RetryPolicy, SplitMix64};
+    /// let p = RetryPolicy::new().with_jitter(Jitter::Equal);
+    /// let d = p.jittered_delay(1, &mut SplitMix64::new(7));
+    /// assert!(d >= Duration::from_millis(500) && d <= Duration::from_secs(1));
+    /// ```
+    pub fn jittered_delay(&self, retry: u32, rng: &mut SplitMix64) -> Duration {
+        let delay = self.delay(retry);
+        match self.jitter {
+            Jitter::None => delay,
+            Jitter::Full => uniform_up_to(delay, rng),
+            Jitter::Equal => {
+                let half = delay / 2;
+                half.saturating_add(uniform_up_to(delay - half, rng))
+            }
+        }
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A uniformly distributed duration in `[0, max]`, in whole nanoseconds.
+/// Durations beyond `u64::MAX` ns (584 years) are drawn from `[0, u64::MAX]`.
+fn uniform_up_to(max: Duration, rng: &mut SplitMix64) -> Duration {
+    let max = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+    let span = u128::from(max) + 1;
+    // Lemire's multiply-shift: maps 64 random bits onto [0, span) with no
+    // division and a bias below 2^-64 per value.
+    let nanos = (u128::from(rng.next_u64()) * span) >> 64;
+    Duration::from_nanos(nanos as u64)
+}
+
+/// A tiny, fast, seedable pseudo-random generator (SplitMix64) for jitter.
+///
+/// Not for cryptography. Each transaction owns one, so jitter needs no
+/// global state and the same seed replays the same delays.
+///
+/// ```
+/// use transaction_manager_core::SplitMix64;
+/// let (mut a, mut b) = (SplitMix64::new(1), SplitMix64::new(1));
+/// assert_eq!(a.next_u64(), b.next_u64());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SplitMix64 {
+    state: u64,
+}
+
+impl SplitMix64 {
+    /// A generator seeded with `seed`.
+    ///
+    /// ```
+    /// # use transaction_manager_core::SplitMix64;
+    /// let mut rng = SplitMix64::new(0);
+    /// assert_ne!(rng.next_u64(), rng.next_u64());
+    /// ```
+    pub const fn new(seed: u64) -> Self {
+        Self { state: seed }
+    }
+
+    /// The next 64 random bits.
+    ///
+    /// ```
+    /// # use transaction_manager_core::SplitMix64;
+    /// let _bits: u64 = SplitMix64::new(42).next_u64();
+    /// ```
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_double_from_500ms() {
+        let p = RetryPolicy::new();
+        let ms: [u64; 5] = [500, 1000, 2000, 4000, 8000];
+        for (n, want) in ms.iter().enumerate() {
+            assert_eq!(p.delay(n as u32), Duration::from_millis(*want));
+        }
+    }
+
+    #[test]
+    fn huge_inputs_saturate() {
+        let p = RetryPolicy::new()
+            .with_initial_interval(Duration::MAX)
+            .with_multiplier(u32::MAX)
+            .with_max_retries(u32::MAX);
+        assert_eq!(p.delay(u32::MAX), Duration::MAX);
+        let mut rng = SplitMix64::new(3);
+        for jitter in [Jitter::None, Jitter::Full, Jitter::Equal] {
+            let _ = p.with_jitter(jitter).jittered_delay(u32::MAX, &mut rng);
+        }
+        assert_eq!(
+            RetryPolicy::new().with_multiplier(0).delay(5),
+            Duration::ZERO
+        );
+        assert_eq!(
+            RetryPolicy::new().with_multiplier(1).delay(u32::MAX),
+            Duration::from_millis(500)
+        );
+        let zero = RetryPolicy::new().with_initial_interval(Duration::ZERO);
+        assert_eq!(zero.delay(u32::MAX), Duration::ZERO);
+    }
+
+    #[test]
+    fn jitter_stays_in_range_and_replays() {
+        let base = RetryPolicy::new().with_initial_interval(Duration::from_millis(100));
+        let mut rng = SplitMix64::new(11);
+        let mut seen_low = false;
+        for n in 0..2000 {
+            let d = base.with_jitter(Jitter::Full).jittered_delay(2, &mut rng);
+            assert!(d <= Duration::from_millis(400), "{n}: {d:?}");
+            seen_low |= d < Duration::from_millis(200);
+            let e = base.with_jitter(Jitter::Equal).jittered_delay(2, &mut rng);
+            assert!(e >= Duration::from_millis(200) && e <= Duration::from_millis(400));
+        }
+        assert!(seen_low, "full jitter never went below half the delay");
+        let mut r1 = SplitMix64::new(5);
+        let mut r2 = SplitMix64::new(5);
+        let j = base.with_jitter(Jitter::Full);
+        for n in 0..10 {
+            assert_eq!(j.jittered_delay(n, &mut r1), j.jittered_delay(n, &mut r2));
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Owned text that works with and without an allocator: step and operation
+//! names, and the error text kept in summaries.
+
+use core::fmt::{self, Display, Write};
+
+#[cfg(feature = "alloc")]
+use alloc::string::String;
+
+/// The name of a step or an operation.
+///
+/// Built from a `&'static str` on any target, and with the `alloc` feature
+/// also from a `String`, so servers can name steps at run time
+/// (`format!("attach-disk-{n}")`). Names need not be unique: steps are told
+/// apart by their index.
+///
+/// ```
+/// use transaction_manager_core::Name;
+/// let name = Name::from("create_user");
+/// assert_eq!(name.as_str(), "create_user");
+/// assert_eq!(name, "create_user");
+/// ```
+#[derive(Clone)]
+pub struct Name(NameRepr);
+
+#[derive(Clone)]
+enum NameRepr {
+    Static(&'static str),
+    /// A name the library formats itself (the default operation name).
+    Inline(heapless::String<24>),
+    #[cfg(feature = "alloc")]
+    Owned(String),
+}
+
+impl Name {
+    /// The name as text.
+    ///
+    /// ```
+    /// # use transaction_manager_core::Name;
+    /// assert_eq!(Name::from("vm").as_str(), "vm");
+    /// ```
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            NameRepr::Static(s) => s,
+            NameRepr::Inline(s) => s.as_str(),
+            #[cfg(feature = "alloc")]
+            NameRepr::Owned(s) => s.as_str(),
+        }
+    }
+
+    /// Formats `value` into a name of at most 24 bytes (longer text is cut at
+    /// a character boundary). Needs no allocator.
+    pub(crate) fn format(value: impl Display) -> Self {
+        let mut out = Truncating::<24>::new();
+        let _ = write!(out, "{value}");
+        Self(NameRepr::Inline(out.finish()))
+    }
+}
+
+impl From<&'static str> for Name {
+    fn from(s: &'static str) -> Self {
+        Self(NameRepr::Static(s))
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl From<String> for Name {
+    fn from(s: String) -> Self {
+        Self(NameRepr::Owned(s))
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl From<&String> for Name {
+    fn from(s: &String) -> Self {
+        Self(NameRepr::Owned(s.clone()))
+    }
+}
+
+impl AsRef<str> for Name {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Name {}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Bytes of error text a summary keeps per error without an allocator.
+#[cfg(not(feature = "alloc"))]
+pub(crate) const ERROR_TEXT_BYTES: usize = 96;
+
+/// The `Display` text of an error, kept in a summary after the error value
+/// itself has moved on (into the final error, or been dropped after a
+/// retry). With `alloc` the whole text is kept; without, the first
+/// `ERROR_TEXT_BYTES` bytes, ending in `…` when cut.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct ErrorText(
+    #[cfg(feature = "alloc")] String,
+    #[cfg(not(feature = "alloc"))] heapless::String<ERROR_TEXT_BYTES>,
+);
+
+impl ErrorText {
+    pub(crate) fn capture(error: &dyn Display) -> Self {
+        #[cfg(feature = "alloc")]
+        {
+            use alloc::string::ToString;
+            Self(error.to_string())
+        }
+        #[cfg(not(feature = "alloc"))]
+        {
+            let mut out = Truncating::<ERROR_TEXT_BYTES>::new();
+            let _ = write!(out, "{error}");
+            Self(out.finish())
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl fmt::Debug for ErrorText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// A `fmt::Write` into a fixed buffer that keeps what fits and marks a cut
+/// with `…` instead of failing.
+struct Truncating<const N: usize> {
+    buf: heapless::String<N>,
+    cut: bool,
+}
+
+impl<const N: usize> Truncating<N> {
+    const ELLIPSIS: &'static str = "…";
+
+    fn new() -> Self {
+        Self {
+            buf: heapless::String::new(),
+            cut: false,
+        }
+    }
+
+    fn finish(mut self) -> heapless::String<N> {
+        if self.cut {
+            // Make room for the marker at a character boundary.
+            while self.buf.len() + Self::ELLIPSIS.len() > N {
+                if self.buf.pop().is_none() {
+                    break;
+                }
+            }
+            let _ = self.buf.push_str(Self::ELLIPSIS);
+        }
+        self.buf
+    }
+}
+
+impl<const N: usize> Write for Truncating<N> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if self.cut {
+            return Err(fmt::Error);
+        }
+        for c in s.chars() {
+            if self.buf.push(c).is_err() {
+                self.cut = true;
+                // Stop formatting: nothing more will be kept.
+                return Err(fmt::Error);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_keeps_char_boundaries() {
+        let mut t = Truncating::<8>::new();
+        let _ = write!(t, "héllo wörld");
+        let s = t.finish();
+        assert!(s.len() <= 8);
+        assert!(s.ends_with('…'), "{s}");
+        assert!(s.starts_with("hé"));
+    }
+
+    #[test]
+    fn short_text_is_kept_whole() {
+        let mut t = Truncating::<8>::new();
+        let _ = write!(t, "{}", 1234);
+        assert_eq!(t.finish().as_str(), "1234");
+        assert_eq!(Name::format(format_args!("tx-{}", 7)).as_str(), "tx-7");
+    }
+}
