@@ -16,11 +16,11 @@
 //!
 //! let result = manager.run("provision", async |tx| {
 //!     let user = tx.step("create_user")
-//!         .execute(async |_| Ok::<_, std::io::Error>(42))
+//!         .execute(|| async { Ok::<_, std::io::Error>(42) })
 //!         .rollback(|id| async move { println!("deleting user {id}"); Ok::<_, std::io::Error>(()) })
 //!         .await?;
 //!     let vm = tx.step("create_vm")
-//!         .execute(async |_| Ok::<_, std::io::Error>(format!("vm-of-{user}")))
+//!         .execute(|| async { Ok::<_, std::io::Error>(format!("vm-of-{user}")) })
 //!         .rollback(|vm| async move { println!("deleting {vm}"); Ok::<_, std::io::Error>(()) })
 //!         .await?;
 //!     Ok::<_, StepError<std::io::Error>>(vm)
@@ -48,9 +48,6 @@
 #[doc(inline)]
 pub use transaction_manager_core::*;
 
-/// The tokio adapter crate.
-#[cfg(feature = "tokio")]
-pub use transaction_manager_tokio as tokio;
 #[cfg(feature = "tokio")]
 #[doc(inline)]
 pub use transaction_manager_tokio::TokioClock;

@@ -12,7 +12,7 @@
 //! # async fn main() {
 //! let manager = TransactionManager::new(TokioClock::new());
 //! let done = manager.run("hello", async |tx| {
-//!     tx.step("greet").run(async |_| Ok::<_, std::io::Error>("hi")).await
+//!     tx.step("greet").run(|| async { Ok::<_, std::io::Error>("hi") }).await
 //! }).await.unwrap();
 //! assert_eq!(done.into_value(), "hi");
 //! # }

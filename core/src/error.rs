@@ -16,7 +16,7 @@ use crate::{Name, Storage, Summary};
 /// let clock = ManualClock::new();
 /// let manager = TransactionManager::new(&clock);
 /// let err = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |tx| {
-///     tx.step("charge").run(async |_| Err::<(), _>(402u16)).await
+///     tx.step("charge").run(|| async { Err::<(), _>(402u16) }).await
 /// })).unwrap_err();
 /// let step_error: &StepError<u16> = err.cause();
 /// assert_eq!(step_error.step(), "charge");
@@ -136,8 +136,8 @@ impl<E: core::error::Error + 'static> core::error::Error for StepError<E> {
 ///     async fn rollback(&mut self, _: &mut ()) -> Result<(), &'static str> { Err("busy") }
 /// }
 /// let err = clock.block_on(manager.transaction("t").fixed::<Undo, 2>().run(async |tx| {
-///     tx.step("a").execute(async |_| Ok::<_, &str>(())).undo(|_| Undo).await?;
-///     tx.step("b").run(async |_| Err::<(), _>("down")).await
+///     tx.step("a").execute(|| async { Ok::<_, &str>(()) }).undo(|_| Undo).await?;
+///     tx.step("b").run(|| async { Err::<(), _>("down") }).await
 /// })).unwrap_err();
 /// let failure = &err.rollback_failures()[0];
 /// assert_eq!((failure.step().as_str(), failure.index()), ("a", 0));

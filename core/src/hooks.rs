@@ -72,8 +72,8 @@ pub struct StepEvent<'a> {
 /// let clock = ManualClock::new();
 /// let manager = TransactionManager::new(&clock).with_hooks(CountAttempts::default());
 /// clock.block_on(manager.transaction("t").fixed::<NoRollback, 2>().run(async |tx| {
-///     tx.step("a").run(async |_| Ok::<_, &str>(())).await?;
-///     tx.step("b").run(async |_| Ok::<_, &str>(())).await
+///     tx.step("a").run(|| async { Ok::<_, &str>(()) }).await?;
+///     tx.step("b").run(|| async { Ok::<_, &str>(()) }).await
 /// })).unwrap();
 /// assert_eq!(manager.hooks().0.get(), 2);
 /// ```

@@ -35,9 +35,9 @@
 //! let result = clock.block_on(manager.transaction("bring-up").fixed::<Undo, 4>().run_with(
 //!     &mut board,
 //!     async |tx| {
-//!         tx.step("power").execute(async |b: &mut Board| { b.rail_on = true; Ok(()) }).undo(|_| Undo::PowerOff).await?;
-//!         tx.step("bus").execute(async |b: &mut Board| { b.bus_ready = true; Ok(()) }).undo(|_| Undo::ReleaseBus).await?;
-//!         tx.step("sensor").run(async |_| Err::<(), _>("no ACK")).await?;
+//!         tx.step("power").execute_with(async |b: &mut Board| { b.rail_on = true; Ok(()) }).undo(|_| Undo::PowerOff).await?;
+//!         tx.step("bus").execute_with(async |b: &mut Board| { b.bus_ready = true; Ok(()) }).undo(|_| Undo::ReleaseBus).await?;
+//!         tx.step("sensor").run(|| async { Err::<(), _>("no ACK") }).await?;
 //!         Ok::<_, StepError<&str>>(())
 //!     },
 //! ));
@@ -107,4 +107,4 @@ pub use storage::Unbounded;
 pub use storage::{Fixed, List, Storage};
 pub use summary::Summary;
 pub use text::Name;
-pub use transaction::{Execute, Step, Transaction};
+pub use transaction::{Execute, Plain, Step, StepFn, Transaction, WithContext};

@@ -34,7 +34,7 @@ pub type Outcome<T, B, RE, S> = Result<Committed<T, S>, TransactionError<B, RE, 
 ///     .with_timeout(Duration::from_secs(5));
 ///
 /// let done = clock.block_on(manager.transaction("provision").fixed::<NoRollback, 4>().run(async |tx| {
-///     let user = tx.step("create_user").run(async |_| Ok::<_, &str>(42)).await?;
+///     let user = tx.step("create_user").run(|| async { Ok::<_, &str>(42) }).await?;
 ///     Ok::<_, StepError<&str>>(user)
 /// }));
 /// assert_eq!(done.unwrap().into_value(), 42);
@@ -197,9 +197,13 @@ impl<C, H> TransactionManager<C, H> {
                 id,
                 operation: operation.unwrap_or_else(|| Name::format(id)),
             },
-            jitter_seed: self.jitter_seed ^ id.get().wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            jitter_seed: None,
             log: PhantomData,
         }
+    }
+
+    fn jitter_seed_for(&self, id: TransactionId) -> u64 {
+        self.jitter_seed ^ id.get().wrapping_mul(0x9E37_79B9_7F4A_7C15)
     }
 
     fn next_id(&self) -> TransactionId {
@@ -230,7 +234,7 @@ impl<C: Clock, H: Hooks> TransactionManager<C, H> {
     /// let result = clock.block_on(manager.run("provision", async |tx| {
     ///     let id = tx
     ///         .step("create_user")
-    ///         .execute(async |_| Ok::<_, &str>(7))
+    ///         .execute(|| async { Ok::<_, &str>(7) })
     ///         .rollback(|id| async move { println!("delete user {id}"); Ok::<_, &str>(()) })
     ///         .await?;
     ///     Ok::<_, StepError<&str>>(id)
@@ -238,14 +242,14 @@ impl<C: Clock, H: Hooks> TransactionManager<C, H> {
     /// assert_eq!(result.unwrap().into_value(), 7);
     /// ```
     #[allow(clippy::type_complexity)]
-    pub async fn run<'r, T, B, F>(
+    pub async fn run<T, B, F>(
         &self,
         operation: impl Into<Name>,
         body: F,
     ) -> Outcome<T, B, crate::BoxError, crate::Unbounded>
     where
         F: AsyncFnOnce(
-            &mut Transaction<'_, C, (), crate::BoxedRollback<'r>, crate::Unbounded, H>,
+            &mut Transaction<'_, C, (), crate::BoxedRollback, crate::Unbounded, H>,
         ) -> Result<T, B>,
     {
         self.transaction(operation).run(body).await
@@ -262,7 +266,7 @@ impl<C: Clock, H: Hooks> TransactionManager<C, H> {
             (use `NoRollback` as UndoType if no step has a rollback); with `alloc`, the default keeps \
             closure rollbacks on the heap"
 )]
-pub trait UndoLog<'r> {
+pub trait UndoLog {
     /// The undo record type.
     type Undo;
     /// The storage for step and undo records.
@@ -273,7 +277,7 @@ pub trait UndoLog<'r> {
 #[derive(Debug)]
 pub struct Records<U, S>(PhantomData<fn() -> (U, S)>);
 
-impl<U, S: Storage> UndoLog<'_> for Records<U, S> {
+impl<U, S: Storage> UndoLog for Records<U, S> {
     type Undo = U;
     type Storage = S;
 }
@@ -283,20 +287,20 @@ impl<U, S: Storage> UndoLog<'_> for Records<U, S> {
 #[derive(Debug)]
 pub struct Closures(());
 
-/// Closure rollbacks that need not be `Send`
+/// Closure rollbacks that need not be `Send` and may borrow for `'r`
 /// ([`LocalBoxedRollback`](crate::LocalBoxedRollback)). See
 /// [`TransactionBuilder::local`].
 #[derive(Debug)]
-pub struct LocalClosures(());
+pub struct LocalClosures<'r>(PhantomData<&'r ()>);
 
 #[cfg(feature = "alloc")]
-impl<'r> UndoLog<'r> for Closures {
-    type Undo = crate::BoxedRollback<'r>;
+impl UndoLog for Closures {
+    type Undo = crate::BoxedRollback;
     type Storage = crate::Unbounded;
 }
 
 #[cfg(feature = "alloc")]
-impl<'r> UndoLog<'r> for LocalClosures {
+impl<'r> UndoLog for LocalClosures<'r> {
     type Undo = crate::LocalBoxedRollback<'r>;
     type Storage = crate::Unbounded;
 }
@@ -323,7 +327,9 @@ pub struct TransactionBuilder<'m, C, H, L = Closures> {
     info: TransactionInfo,
     /// The operation name is the id's text, to follow `with_id`.
     unnamed: bool,
-    jitter_seed: u64,
+    /// Set by `with_jitter_seed`; otherwise derived from the manager's seed
+    /// and the final id when the transaction runs.
+    jitter_seed: Option<u64>,
     log: PhantomData<fn() -> L>,
 }
 
@@ -345,7 +351,7 @@ impl<'m, C, H, L> TransactionBuilder<'m, C, H, L> {
 
     /// Seeds this transaction's jitter.
     pub fn with_jitter_seed(mut self, seed: u64) -> Self {
-        self.jitter_seed = seed;
+        self.jitter_seed = Some(seed);
         self
     }
 
@@ -370,7 +376,7 @@ impl<'m, C, H, L> TransactionBuilder<'m, C, H, L> {
     /// ([`LocalBoxedRollback`](crate::LocalBoxedRollback)), any number of
     /// steps. For transactions that stay on one thread.
     #[cfg(feature = "alloc")]
-    pub fn local(self) -> TransactionBuilder<'m, C, H, LocalClosures> {
+    pub fn local<'r>(self) -> TransactionBuilder<'m, C, H, LocalClosures<'r>> {
         self.with_log()
     }
 
@@ -394,12 +400,12 @@ impl<C: Clock, H: Hooks, L> TransactionBuilder<'_, C, H, L> {
     /// step with a rollback is rolled back, latest first, and the error comes
     /// back in a [`TransactionError`] with every rollback failure.
     #[allow(clippy::type_complexity)]
-    pub async fn run<'r, T, B, F>(
+    pub async fn run<T, B, F>(
         self,
         body: F,
     ) -> Outcome<T, B, <L::Undo as Rollback<()>>::Error, L::Storage>
     where
-        L: UndoLog<'r>,
+        L: UndoLog,
         L::Undo: Rollback<()>,
         F: AsyncFnOnce(&mut Transaction<'_, C, (), L::Undo, L::Storage, H>) -> Result<T, B>,
     {
@@ -411,17 +417,20 @@ impl<C: Clock, H: Hooks, L> TransactionBuilder<'_, C, H, L> {
     /// resources (peripherals, a connection) without `RefCell`. The body
     /// reaches it with [`Transaction::context`].
     #[allow(clippy::type_complexity)]
-    pub async fn run_with<'r, Ctx: ?Sized, T, B, F>(
+    pub async fn run_with<Ctx: ?Sized, T, B, F>(
         self,
         context: &mut Ctx,
         body: F,
     ) -> Outcome<T, B, <L::Undo as Rollback<Ctx>>::Error, L::Storage>
     where
-        L: UndoLog<'r>,
+        L: UndoLog,
         L::Undo: Rollback<Ctx>,
         F: AsyncFnOnce(&mut Transaction<'_, C, Ctx, L::Undo, L::Storage, H>) -> Result<T, B>,
     {
-        let mut tx = Transaction::new(self.manager, context, self.info, self.jitter_seed);
+        let seed = self
+            .jitter_seed
+            .unwrap_or_else(|| self.manager.jitter_seed_for(self.info.id));
+        let mut tx = Transaction::new(self.manager, context, self.info, seed);
         tx.start().await;
         let result = body(&mut tx).await;
         tx.finish(result).await

@@ -150,7 +150,7 @@ impl TransactionInfo {
 /// let clock = ManualClock::new();
 /// let manager = TransactionManager::new(&clock);
 /// let done = clock.block_on(manager.transaction("op").fixed::<NoRollback, 2>().run(async |tx| {
-///     tx.step("check").run(async |_| Ok::<_, &str>(())).await?;
+///     tx.step("check").run(|| async { Ok::<_, &str>(()) }).await?;
 ///     Ok::<_, StepError<&str>>(())
 /// })).unwrap();
 /// let step = &done.summary().steps()[0];

@@ -56,7 +56,7 @@ pub trait Rollback<Ctx: ?Sized> {
 /// let clock = ManualClock::new();
 /// let manager = TransactionManager::new(&clock);
 /// let done = clock.block_on(manager.transaction("read-only").fixed::<NoRollback, 2>().run(async |tx| {
-///     tx.step("read").run(async |_| Ok::<_, &str>(5)).await
+///     tx.step("read").run(|| async { Ok::<_, &str>(5) }).await
 /// })).unwrap();
 /// assert_eq!(done.into_value(), 5);
 /// ```
@@ -122,20 +122,27 @@ mod boxed {
     pub type BoxError = Box<dyn core::error::Error + Send + Sync + 'static>;
 
     macro_rules! boxed_rollback {
-        ($(#[$doc:meta])* $name:ident $(+ $bound:ident)?) => {
+        (
+            $(#[$doc:meta])*
+            $name:ident<$($lt:lifetime)?> $(+ $bound:ident)?, life: $life:lifetime
+        ) => {
             $(#[$doc])*
-            pub struct $name<'a>(
-                Box<dyn FnMut() -> Pin<Box<dyn Future<Output = Result<(), BoxError>> $(+ $bound)? + 'a>> $(+ $bound)? + 'a>,
+            pub struct $name<$($lt)?>(
+                Box<
+                    dyn FnMut() -> Pin<Box<dyn Future<Output = Result<(), BoxError>> $(+ $bound)? + $life>>
+                        $(+ $bound)?
+                        + $life,
+                >,
             );
 
-            impl<'a> $name<'a> {
+            impl<$($lt)?> $name<$($lt)?> {
                 /// Boxes `rollback`, to be called with a clone of `output`
                 /// on each attempt.
                 pub fn new<G, Out, Fut, E>(mut rollback: G, output: Out) -> Self
                 where
-                    G: FnMut(Out) -> Fut $(+ $bound)? + 'a,
-                    Out: Clone $(+ $bound)? + 'a,
-                    Fut: Future<Output = Result<(), E>> $(+ $bound)? + 'a,
+                    G: FnMut(Out) -> Fut $(+ $bound)? + $life,
+                    Out: Clone $(+ $bound)? + $life,
+                    Fut: Future<Output = Result<(), E>> $(+ $bound)? + $life,
                     E: Into<BoxError>,
                 {
                     Self(Box::new(move || {
@@ -145,11 +152,11 @@ mod boxed {
                 }
             }
 
-            impl<'a, G, Out, Fut, E> From<RollbackFn<G, Out>> for $name<'a>
+            impl<$($lt,)? G, Out, Fut, E> From<RollbackFn<G, Out>> for $name<$($lt)?>
             where
-                G: FnMut(Out) -> Fut $(+ $bound)? + 'a,
-                Out: Clone $(+ $bound)? + 'a,
-                Fut: Future<Output = Result<(), E>> $(+ $bound)? + 'a,
+                G: FnMut(Out) -> Fut $(+ $bound)? + $life,
+                Out: Clone $(+ $bound)? + $life,
+                Fut: Future<Output = Result<(), E>> $(+ $bound)? + $life,
                 E: Into<BoxError>,
             {
                 fn from(f: RollbackFn<G, Out>) -> Self {
@@ -158,7 +165,7 @@ mod boxed {
                 }
             }
 
-            impl<Ctx: ?Sized> Rollback<Ctx> for $name<'_> {
+            impl<$($lt,)? Ctx: ?Sized> Rollback<Ctx> for $name<$($lt)?> {
                 type Error = BoxError;
 
                 async fn rollback(&mut self, _: &mut Ctx) -> Result<(), BoxError> {
@@ -166,7 +173,7 @@ mod boxed {
                 }
             }
 
-            impl core::fmt::Debug for $name<'_> {
+            impl<$($lt)?> core::fmt::Debug for $name<$($lt)?> {
                 fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
                     f.write_str(stringify!($name))
                 }
@@ -175,14 +182,22 @@ mod boxed {
     }
 
     boxed_rollback!(
-        /// A rollback closure with its step's output, boxed; `Send`, so the
-        /// transaction can be spawned on a multi-threaded runtime. The undo
-        /// type of [`TransactionManager::run`](crate::TransactionManager::run).
+        /// A rollback closure with its step's output, boxed; `Send + 'static`,
+        /// so the transaction can be spawned on a multi-threaded runtime. The
+        /// undo type of [`TransactionManager::run`](crate::TransactionManager::run).
         ///
         /// The closure receives a clone of the step's output on every
         /// attempt, so the output must be `Clone` (wrap it in an `Arc` if it
         /// is not). Its error can be of any type that converts into
         /// [`BoxError`].
+        ///
+        /// The closure and its futures own what they use (`'static`): clone
+        /// an `Arc` of your client into the closure, and again into each
+        /// future (`move |id| { let api = api.clone(); async move { … } }`).
+        /// A lifetime parameter here would make the compiler's `Send` check
+        /// of the spawned transaction fail ("implementation of `AsyncFnOnce`
+        /// is not general enough", rust-lang/rust#110338). To borrow instead,
+        /// use [`LocalBoxedRollback`], which is not `Send`.
         ///
         /// ```
         /// use transaction_manager_core::{BoxedRollback, Rollback};
@@ -195,13 +210,14 @@ mod boxed {
         /// # }
         /// assert!(ok.is_ok());
         /// ```
-        BoxedRollback + Send
+        BoxedRollback<> + Send, life: 'static
     );
 
     boxed_rollback!(
-        /// Like [`BoxedRollback`] but without the `Send` bounds, for
+        /// Like [`BoxedRollback`] but without the `Send` bound, for
         /// transactions that stay on one thread (`Rc`, `RefCell`, a tokio
-        /// `LocalSet`, a single-threaded executor).
+        /// `LocalSet`, a single-threaded executor, `ManualClock` tests). Its
+        /// closures may borrow from the caller for `'a`.
         ///
         /// ```
         /// use std::rc::Rc;
@@ -215,6 +231,6 @@ mod boxed {
         /// transaction_manager_core::ManualClock::new().block_on(undo.rollback(&mut ())).unwrap();
         /// assert_eq!(*log.borrow(), [3]);
         /// ```
-        LocalBoxedRollback
+        LocalBoxedRollback<'a>, life: 'a
     );
 }

@@ -19,8 +19,8 @@ use crate::{Name, StepRecord, StepStatus, Storage, TransactionId, TransactionInf
 /// let clock = ManualClock::new();
 /// let manager = TransactionManager::new(&clock);
 /// let err = clock.block_on(manager.transaction("order").fixed::<NoRollback, 4>().run(async |tx| {
-///     tx.step("reserve").run(async |_| Ok::<_, &str>(1)).await?;
-///     tx.step("charge").run(async |_| Err::<(), _>("card declined")).await?;
+///     tx.step("reserve").run(|| async { Ok::<_, &str>(1) }).await?;
+///     tx.step("charge").run(|| async { Err::<(), _>("card declined") }).await?;
 ///     Ok::<_, StepError<&str>>(())
 /// })).unwrap_err();
 /// let summary = err.summary();

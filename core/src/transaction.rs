@@ -30,7 +30,7 @@ use crate::{
 /// let done = clock.block_on(manager.transaction("count").fixed::<NoRollback, 2>().run_with(
 ///     &mut counter,
 ///     async |tx| {
-///         tx.step("add").run(async |n: &mut u32| { *n += 1; Ok::<_, &str>(()) }).await?;
+///         tx.step("add").run_with(async |n: &mut u32| { *n += 1; Ok::<_, &str>(()) }).await?;
 ///         *tx.context() += 10;
 ///         Ok::<_, StepError<&str>>(tx.steps().len())
 ///     },
@@ -203,16 +203,15 @@ impl<C: Clock, Ctx: ?Sized, U: Rollback<Ctx>, S: Storage, H: Hooks>
 
     /// Runs one step: attempts with timeout and retries, records each in the
     /// summary, calls the hooks, and keeps an undo record when it completes.
-    pub(crate) async fn execute<Out, E, F, M>(
+    pub(crate) async fn execute<A, M>(
         &mut self,
         config: StepConfig,
-        mut execute: F,
+        mut execute: A,
         undo: Option<M>,
-    ) -> Result<Out, StepError<E>>
+    ) -> Result<A::Output, StepError<A::Error>>
     where
-        F: AsyncFnMut(&mut Ctx) -> Result<Out, E>,
-        E: fmt::Display,
-        M: FnOnce(&Out) -> U,
+        A: StepFn<Ctx>,
+        M: FnOnce(&A::Output) -> U,
     {
         let index = self.steps.len();
         let mut undo = undo;
@@ -257,7 +256,7 @@ impl<C: Clock, Ctx: ?Sized, U: Rollback<Ctx>, S: Storage, H: Hooks>
             };
             hooks.on_step_execute(&event).await;
 
-            let result = with_timeout(clock, config.timeout, execute(&mut *self.ctx)).await;
+            let result = with_timeout(clock, config.timeout, execute.call(&mut *self.ctx)).await;
             let record = &mut self.steps[index];
             let kind = match result {
                 Some(Ok(output)) => {
@@ -495,7 +494,12 @@ async fn with_timeout<C: Clock, F: Future>(
 ///     tx.step("flaky")
 ///         .timeout(Duration::from_secs(1))
 ///         .retry(RetryPolicy::new().with_max_retries(2))
-///         .run(async |_| { calls += 1; if calls < 3 { Err("busy") } else { Ok(calls) } })
+///         .run(|| {
+///             // Count in the closure; the future gets a copy.
+///             calls += 1;
+///             let n = calls;
+///             async move { if n < 3 { Err("busy") } else { Ok(n) } }
+///         })
 ///         .await
 /// }));
 /// assert_eq!(done.unwrap().into_value(), 3);
@@ -553,58 +557,145 @@ impl<'s, 't, C, Ctx: ?Sized, U, S: Storage, H> Step<'s, 't, C, Ctx, U, S, H> {
     /// Gives the step its execute function, to be followed by its rollback
     /// ([`Execute::rollback`] or [`Execute::undo`]), then awaited.
     ///
-    /// `execute` is called once per attempt with the transaction's context.
-    pub fn execute<F, Out, E>(self, execute: F) -> Execute<'s, 't, C, Ctx, U, S, H, F>
+    /// `execute` is called once per attempt and returns that attempt's
+    /// future: `|| api.create_user("alice")`, or `|| async { … }`. It may
+    /// borrow anything that outlives the transaction, and the transaction
+    /// stays `Send` when the future is. For steps that need the
+    /// transaction's context mutably, see [`Step::execute_with`].
+    pub fn execute<F, Fut, Out, E>(self, execute: F) -> Execute<'s, 't, C, Ctx, U, S, H, Plain<F>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Out, E>>,
+    {
+        Execute {
+            step: self,
+            execute: Plain(execute),
+        }
+    }
+
+    /// Like [`execute`](Step::execute), but each attempt borrows the
+    /// transaction's context mutably: `async |board: &mut Board| …`.
+    ///
+    /// The async closure should capture nothing and reach everything
+    /// through the context: a capturing async closure makes the compiler's
+    /// `Send` check of a spawned transaction fail (rust-lang/rust#139475).
+    /// Single-threaded executors (embassy, `LocalSet`) are not affected.
+    pub fn execute_with<F, Out, E>(
+        self,
+        execute: F,
+    ) -> Execute<'s, 't, C, Ctx, U, S, H, WithContext<F>>
     where
         F: AsyncFnMut(&mut Ctx) -> Result<Out, E>,
     {
         Execute {
             step: self,
-            execute,
+            execute: WithContext(execute),
         }
     }
 }
 
 impl<C: Clock, Ctx: ?Sized, U: Rollback<Ctx>, S: Storage, H: Hooks> Step<'_, '_, C, Ctx, U, S, H> {
     /// Runs the step without a rollback: nothing to undo if a later step
-    /// fails. Returns execute's value, or why it failed for good.
-    pub async fn run<F, Out, E>(self, execute: F) -> Result<Out, StepError<E>>
+    /// fails. Returns execute's value, or why it failed for good. `execute`
+    /// is as for [`Step::execute`].
+    pub async fn run<F, Fut, Out, E>(self, execute: F) -> Result<Out, StepError<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Out, E>>,
+        E: fmt::Display,
+    {
+        self.tx
+            .execute(self.config, Plain(execute), None::<fn(&Out) -> U>)
+            .await
+    }
+
+    /// Runs the step without a rollback, lending the context to each
+    /// attempt. `execute` is as for [`Step::execute_with`].
+    pub async fn run_with<F, Out, E>(self, execute: F) -> Result<Out, StepError<E>>
     where
         F: AsyncFnMut(&mut Ctx) -> Result<Out, E>,
         E: fmt::Display,
     {
         self.tx
-            .execute(self.config, execute, None::<fn(&Out) -> U>)
+            .execute(self.config, WithContext(execute), None::<fn(&Out) -> U>)
             .await
     }
 }
 
-/// A step with its execute function, waiting for its rollback. Made by
-/// [`Step::execute`].
-#[must_use = "a step does nothing until its rollback is given and it is awaited"]
-pub struct Execute<'s, 't, C, Ctx: ?Sized, U, S: Storage, H, F> {
-    step: Step<'s, 't, C, Ctx, U, S, H>,
-    execute: F,
+/// One attempt of a step's execute function, however it was given.
+///
+/// Implemented by [`Plain`] (`FnMut() -> Future`) and [`WithContext`]
+/// (`AsyncFnMut(&mut Ctx)`); you do not implement it yourself.
+pub trait StepFn<Ctx: ?Sized> {
+    /// What a successful attempt returns.
+    type Output;
+    /// What a failed attempt returns.
+    type Error: fmt::Display;
+
+    /// Starts one attempt.
+    fn call(&mut self, ctx: &mut Ctx) -> impl Future<Output = Result<Self::Output, Self::Error>>;
 }
 
-impl<C: Clock, Ctx: ?Sized, U: Rollback<Ctx>, S: Storage, H: Hooks, F>
-    Execute<'_, '_, C, Ctx, U, S, H, F>
+/// An execute function that takes no context: `FnMut() -> Future`.
+#[derive(Debug)]
+pub struct Plain<F>(F);
+
+impl<Ctx: ?Sized, F, Fut, Out, E> StepFn<Ctx> for Plain<F>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Out, E>>,
+    E: fmt::Display,
+{
+    type Output = Out;
+    type Error = E;
+
+    fn call(&mut self, _: &mut Ctx) -> impl Future<Output = Result<Out, E>> {
+        (self.0)()
+    }
+}
+
+/// An execute function that borrows the context: `AsyncFnMut(&mut Ctx)`.
+#[derive(Debug)]
+pub struct WithContext<F>(F);
+
+impl<Ctx: ?Sized, F, Out, E> StepFn<Ctx> for WithContext<F>
+where
+    F: AsyncFnMut(&mut Ctx) -> Result<Out, E>,
+    E: fmt::Display,
+{
+    type Output = Out;
+    type Error = E;
+
+    fn call(&mut self, ctx: &mut Ctx) -> impl Future<Output = Result<Out, E>> {
+        (self.0)(ctx)
+    }
+}
+
+/// A step with its execute function, waiting for its rollback. Made by
+/// [`Step::execute`] and [`Step::execute_with`].
+#[must_use = "a step does nothing until its rollback is given and it is awaited"]
+pub struct Execute<'s, 't, C, Ctx: ?Sized, U, S: Storage, H, A> {
+    step: Step<'s, 't, C, Ctx, U, S, H>,
+    execute: A,
+}
+
+impl<C: Clock, Ctx: ?Sized, U: Rollback<Ctx>, S: Storage, H: Hooks, A: StepFn<Ctx>>
+    Execute<'_, '_, C, Ctx, U, S, H, A>
 {
     /// Runs the step with a rollback closure that receives (a clone of) the
-    /// step's output. For transactions whose undo type converts from a
-    /// [`RollbackFn`](crate::RollbackFn), such as the default
-    /// [`BoxedRollback`](crate::BoxedRollback).
-    pub async fn rollback<G, Fut, RE, Out, E>(self, rollback: G) -> Result<Out, StepError<E>>
+    /// step's output and returns the rollback's future:
+    /// `|user| api.delete_user(user.id)`. For transactions whose undo type
+    /// converts from a [`RollbackFn`](crate::RollbackFn), such as the
+    /// default [`BoxedRollback`](crate::BoxedRollback).
+    pub async fn rollback<G, Fut, RE>(self, rollback: G) -> Result<A::Output, StepError<A::Error>>
     where
-        F: AsyncFnMut(&mut Ctx) -> Result<Out, E>,
-        E: fmt::Display,
-        G: FnMut(Out) -> Fut,
+        G: FnMut(A::Output) -> Fut,
         Fut: Future<Output = Result<(), RE>>,
-        Out: Clone,
-        U: From<crate::RollbackFn<G, Out>>,
+        A::Output: Clone,
+        U: From<crate::RollbackFn<G, A::Output>>,
     {
         let make_undo =
-            move |output: &Out| U::from(crate::RollbackFn::new(rollback, output.clone()));
+            move |output: &A::Output| U::from(crate::RollbackFn::new(rollback, output.clone()));
         self.step
             .tx
             .execute(self.step.config, self.execute, Some(make_undo))
@@ -613,11 +704,9 @@ impl<C: Clock, Ctx: ?Sized, U: Rollback<Ctx>, S: Storage, H: Hooks, F>
 
     /// Runs the step and, once it completes, records `make_undo(&output)` as
     /// its undo record: "rollbacks as data", for an undo enum.
-    pub async fn undo<M, Out, E>(self, make_undo: M) -> Result<Out, StepError<E>>
+    pub async fn undo<M>(self, make_undo: M) -> Result<A::Output, StepError<A::Error>>
     where
-        F: AsyncFnMut(&mut Ctx) -> Result<Out, E>,
-        E: fmt::Display,
-        M: FnOnce(&Out) -> U,
+        M: FnOnce(&A::Output) -> U,
     {
         self.step
             .tx

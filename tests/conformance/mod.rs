@@ -1,0 +1,190 @@
+//! The behaviour every runtime must show, written once.
+//!
+//! Each scenario is an `async fn` generic over the [`Clock`], so the same
+//! code runs on `ManualClock`, tokio's paused clock, and any other adapter.
+//! A runtime's test file expands [`conformance_suite!`] with a macro that
+//! drives one scenario to completion on that runtime.
+//!
+//! Scenarios check what happened in order — step calls, rollback arguments
+//! and hook events interleaved in one log — plus statuses, typed errors and
+//! summary fields, and virtual time where the runtime has it.
+
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use transaction_manager::*;
+
+mod scenarios;
+pub use scenarios::*;
+
+/// How a runtime's clock can be checked.
+#[derive(Clone, Copy, Debug)]
+pub enum Timing {
+    /// Virtual or paused time: every delay is exact, and scenarios use the
+    /// reference's real intervals (500 ms, 1 s, 2 s, …).
+    Exact,
+    /// Real time: durations are divided by 100 to keep the suite fast, and
+    /// only lower bounds are checked.
+    Real,
+}
+
+impl Timing {
+    /// A scenario duration in milliseconds, scaled for this runtime.
+    pub fn ms(self, ms: u64) -> Duration {
+        match self {
+            Timing::Exact => Duration::from_millis(ms),
+            Timing::Real => Duration::from_micros(ms * 10),
+        }
+    }
+
+    /// Checks a time reading against the expected one.
+    #[track_caller]
+    pub fn assert_at(self, actual: Duration, expected: Duration) {
+        match self {
+            Timing::Exact => assert_eq!(actual, expected, "virtual time"),
+            Timing::Real => assert!(
+                actual >= expected,
+                "{actual:?} is earlier than {expected:?}"
+            ),
+        }
+    }
+}
+
+/// One ordered log shared by steps, rollbacks and hooks. `Send + Sync`, so
+/// the same scenarios also work where the transaction must be `Send`.
+#[derive(Clone, Default)]
+pub struct Log(Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    /// A log that lives for the rest of the test process, so `'static`
+    /// rollback closures (`BoxedRollback`) can use it without cloning.
+    pub fn leaked() -> &'static Log {
+        Box::leak(Box::default())
+    }
+
+    pub fn push(&self, entry: impl Into<String>) {
+        self.0.lock().unwrap().push(entry.into());
+    }
+
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+
+    /// Entries that do not come from hooks (steps and rollbacks only).
+    pub fn calls(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| !e.starts_with("hook "))
+            .cloned()
+            .collect()
+    }
+
+    pub fn count(&self, entry: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| *e == entry)
+            .count()
+    }
+}
+
+/// Hooks that write every event, with the step's attempt, status and last
+/// error, into the log.
+pub struct Recorder(pub Log);
+
+fn describe(prefix: &str, event: &StepEvent<'_>, error: Option<&str>) -> String {
+    let mut s = format!(
+        "hook {prefix} {} #{} {}",
+        event.step.name(),
+        event.attempt,
+        event.step.status()
+    );
+    if let Some(e) = error {
+        s.push_str(": ");
+        s.push_str(e);
+    }
+    s
+}
+
+impl Hooks for Recorder {
+    async fn on_transaction_start(&self, tx: &TransactionInfo) {
+        self.0.push(format!("hook start {}", tx.operation()));
+    }
+    async fn on_step_execute(&self, e: &StepEvent<'_>) {
+        self.0.push(describe("execute", e, None));
+    }
+    async fn on_step_success(&self, e: &StepEvent<'_>) {
+        self.0.push(describe("success", e, None));
+    }
+    async fn on_step_failure(&self, e: &StepEvent<'_>) {
+        self.0.push(describe("failure", e, e.step.error()));
+    }
+    async fn on_rollback_start(&self, tx: &TransactionInfo) {
+        self.0
+            .push(format!("hook rollback_start {}", tx.operation()));
+    }
+    async fn on_step_rollback(&self, e: &StepEvent<'_>) {
+        self.0.push(describe("rollback", e, None));
+    }
+    async fn on_step_rollback_failure(&self, e: &StepEvent<'_>) {
+        self.0
+            .push(describe("rollback_failure", e, e.step.rollback_error()));
+    }
+    async fn on_transaction_complete<S: Storage>(
+        &self,
+        tx: &TransactionInfo,
+        success: bool,
+        summary: &Summary<S>,
+    ) {
+        self.0.push(format!(
+            "hook complete {} success={success} steps={} rolled_back={} rollback_errors={}",
+            tx.operation(),
+            summary.total_steps(),
+            summary.rolled_back_steps(),
+            summary.rollback_errors()
+        ));
+    }
+}
+
+/// Expands to one `#[test]` per scenario, each driven by `$run!(scenario)`.
+/// `$run` receives the scenario's path and must call it as
+/// `scenario(clock, timing).await` on its runtime.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($run:ident) => {
+        $crate::conformance_suite!(@tests $run:
+            two_steps_succeed,
+            failure_rolls_back_completed_steps_in_reverse,
+            rollback_failure_is_reported_with_the_cause,
+            steps_without_rollback_are_passed_over_on_body_error,
+            execute_timeout_is_a_typed_error,
+            rollback_timeout_counts_as_rollback_failure,
+            retry_succeeds_after_exact_backoff,
+            backoff_doubles_from_500ms,
+            retries_exhausted_fails_the_step,
+            rollback_retry_succeeds,
+            rollback_retries_exhausted,
+            rollback_policy_can_differ_from_the_step,
+            hooks_fire_in_order_on_success,
+            hooks_fire_in_order_on_failure,
+            capacity_exceeded_rolls_back_what_completed,
+            context_is_lent_to_steps_and_rollbacks,
+            summary_records_times_attempts_and_errors,
+            jitter_is_reproducible_from_the_seed,
+            caller_can_recover_from_a_failed_step,
+        );
+    };
+    (@tests $run:ident: $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $run!($crate::conformance::$name);
+            }
+        )*
+    };
+}

@@ -1,0 +1,172 @@
+//! The conformance suite on tokio with paused time, plus what is specific to
+//! tokio: multi-thread runtimes, `tokio::spawn` (`Send`), and `!Send` steps
+//! on a `LocalSet`.
+
+mod conformance;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use transaction_manager::{RollbackState, StepError, StepStatus, TokioClock, TransactionManager};
+
+macro_rules! on_tokio_paused {
+    ($scenario:path) => {{
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async { $scenario(TokioClock::new(), conformance::Timing::Exact).await });
+    }};
+}
+
+conformance_suite!(on_tokio_paused);
+
+fn assert_send<T: Send>(value: T) -> T {
+    value
+}
+
+type R<T> = Result<T, StepError<std::io::Error>>;
+
+fn io_error(text: &str) -> std::io::Error {
+    std::io::Error::other(text.to_string())
+}
+
+/// 13. A transaction of `Send` steps is a `Send` future (checked at compile
+/// time by `assert_send`) and runs to completion under `tokio::spawn` on a
+/// multi-thread runtime — commit and rollback both.
+#[test]
+fn spawned_on_a_multi_thread_runtime() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // Multi-thread runtimes cannot pause time, and tests never sleep for
+        // real: the steps yield instead, and nothing retries or times out.
+        let manager = std::sync::Arc::new(TransactionManager::new(TokioClock::new()));
+        let undone = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut handles = Vec::new();
+        for n in 0..8u32 {
+            let manager = manager.clone();
+            let undone = undone.clone();
+            let transaction = async move {
+                manager
+                    .run(format!("job-{n}"), async |tx| {
+                        let id = tx
+                            .step("create")
+                            .execute(|| async {
+                                tokio::task::yield_now().await;
+                                Ok(n)
+                            })
+                            .rollback(move |id| {
+                                let undone = undone.clone();
+                                async move {
+                                    undone.lock().unwrap().push(id);
+                                    tokio::task::yield_now().await;
+                                    Ok::<_, std::io::Error>(())
+                                }
+                            })
+                            .await?;
+                        if id % 2 == 1 {
+                            tx.step("fail")
+                                .run(|| async { Err::<(), _>(io_error("odd")) })
+                                .await?;
+                        }
+                        R::Ok(id)
+                    })
+                    .await
+            };
+            handles.push(tokio::spawn(assert_send(transaction)));
+        }
+        let mut committed = 0;
+        for (n, handle) in handles.into_iter().enumerate() {
+            match handle.await.expect("the task does not panic") {
+                Ok(done) => {
+                    committed += 1;
+                    assert_eq!(*done.value() as usize, n);
+                }
+                Err(err) => {
+                    assert_eq!(n % 2, 1);
+                    assert_eq!(err.rollback_state(), RollbackState::Clean);
+                    assert_eq!(err.summary().steps()[0].status(), StepStatus::RolledBack);
+                    assert_eq!(err.cause().to_string(), "step `fail` failed: odd");
+                }
+            }
+        }
+        assert_eq!(committed, 4);
+        let mut undone = undone.lock().unwrap().clone();
+        undone.sort();
+        assert_eq!(undone, [1, 3, 5, 7]);
+    });
+}
+
+/// Steps that are not `Send` (`Rc`, `RefCell`) run on a `LocalSet` with
+/// `LocalBoxedRollback` (`.local()`), on a current-thread runtime.
+#[test]
+fn not_send_steps_on_a_local_set() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async {
+        let manager = TransactionManager::new(TokioClock::new());
+        let journal = Rc::new(RefCell::new(Vec::<String>::new()));
+        let j = journal.clone();
+        let task = tokio::task::spawn_local(async move {
+            let j = &j;
+            manager
+                .transaction("local")
+                .local()
+                .run(async |tx| {
+                    let handle = tx
+                        .step("open")
+                        .execute(|| async {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                            Ok(Rc::new("handle-1".to_string()))
+                        })
+                        .rollback(move |h: Rc<String>| async move {
+                            j.borrow_mut().push(format!("close {h}"));
+                            Ok::<_, std::io::Error>(())
+                        })
+                        .await?;
+                    j.borrow_mut().push(format!("opened {handle}"));
+                    tx.step("use")
+                        .run(|| async { Err::<(), _>(io_error("broken pipe")) })
+                        .await?;
+                    R::Ok(())
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        let result = task.await.unwrap();
+        assert!(result.unwrap_err().contains("broken pipe"));
+        assert_eq!(*journal.borrow(), ["opened handle-1", "close handle-1"]);
+    });
+}
+
+/// The clock follows tokio's paused time exactly, so timeouts and backoff
+/// read as whole virtual durations.
+#[test]
+fn clock_follows_paused_time() {
+    use transaction_manager::Clock;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let clock = TokioClock::new();
+        clock.sleep(Duration::from_millis(1500)).await;
+        assert_eq!(clock.now(), Duration::from_millis(1500));
+        // Durations too large to add to an instant wait "forever", not panic.
+        let never = clock.sleep(Duration::MAX);
+        let outcome = tokio::time::timeout(Duration::from_secs(3600), never).await;
+        assert!(outcome.is_err());
+    });
+}
