@@ -33,7 +33,7 @@ fn io_error(text: &str) -> std::io::Error {
     std::io::Error::other(text.to_string())
 }
 
-/// 13. A transaction of `Send` steps is a `Send` future (checked at compile
+/// Scenario 13: A transaction of `Send` steps is a `Send` future (checked at compile
 /// time by `assert_send`) and runs to completion under `tokio::spawn` on a
 /// multi-thread runtime — commit and rollback both.
 #[test]

@@ -318,7 +318,7 @@ impl<B: fmt::Display, RE: fmt::Display, S: Storage> fmt::Display for Transaction
         let rolled_back = self.summary.rolled_back_steps();
         match self.rollback_failures.len() {
             0 if rolled_back == 0 => f.write_str("nothing to roll back"),
-            0 => write!(f, "rolled back cleanly ({rolled_back} steps)"),
+            0 => write!(f, "rolled back cleanly ({rolled_back} {})", steps(rolled_back)),
             failed => {
                 write!(
                     f,
@@ -352,6 +352,10 @@ where
     fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
         Some(&self.cause)
     }
+}
+
+fn steps(n: usize) -> &'static str {
+    if n == 1 { "step" } else { "steps" }
 }
 
 /// A transaction whose body returned `Ok`: its value and its summary.

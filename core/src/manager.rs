@@ -64,7 +64,7 @@ impl<C: Clock> TransactionManager<C> {
             hooks: (),
             retry: RetryPolicy::new(),
             timeout: None,
-            jitter_seed: 0x5EED_0F_7AB1E,
+            jitter_seed: 0x05EE_D0F7_AB1E,
             next_id: AtomicUsize::new(1),
         }
     }

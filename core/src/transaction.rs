@@ -148,7 +148,7 @@ impl<C: Clock, Ctx: ?Sized, U: Rollback<Ctx>, S: Storage, H: Hooks>
             Ok(value) => {
                 let summary = self.into_summary();
                 tm_info!(
-                    "{} `{}`: committed after {} steps",
+                    "{} `{}`: committed after {} step(s)",
                     summary.info.id,
                     summary.info.operation,
                     summary.total_steps()
@@ -174,7 +174,7 @@ impl<C: Clock, Ctx: ?Sized, U: Rollback<Ctx>, S: Storage, H: Hooks>
                     );
                 } else {
                     tm_error!(
-                        "{} `{}`: PARTIALLY rolled back, {} rollbacks failed",
+                        "{} `{}`: PARTIALLY rolled back, {} rollback(s) failed",
                         summary.info.id,
                         summary.info.operation,
                         rollback_failures.len()
@@ -353,7 +353,7 @@ impl<C: Clock, Ctx: ?Sized, U: Rollback<Ctx>, S: Storage, H: Hooks>
         let clock = &self.manager.clock;
         let hooks = &self.manager.hooks;
         tm_info!(
-            "{} `{}`: rolling back {} steps",
+            "{} `{}`: rolling back {} completed step(s)",
             self.info.id,
             self.info.operation,
             self.undo.len()
@@ -702,6 +702,32 @@ impl<C: Clock, Ctx: ?Sized, U: Rollback<Ctx>, S: Storage, H: Hooks, A: StepFn<Ct
             .await
     }
 
+    /// Like [`rollback`](Execute::rollback), but each rollback attempt
+    /// receives a clone of `state` with the output, as a pair — `state` is
+    /// typically an `Arc` of the client that undoes the step:
+    /// `.rollback_using(&api, |(api, user)| async move { api.delete_user(user.id).await })`.
+    ///
+    /// [`BoxedRollback`](crate::BoxedRollback) closures own what they use
+    /// (`'static`, so the transaction can be spawned); this spares the
+    /// `let api = api.clone()` that would otherwise go before the closure
+    /// and again inside it.
+    pub async fn rollback_using<St, G, Fut, RE>(
+        self,
+        state: &St,
+        rollback: G,
+    ) -> Result<A::Output, StepError<A::Error>>
+    where
+        St: Clone,
+        G: FnMut((St, A::Output)) -> Fut,
+        Fut: Future<Output = Result<(), RE>>,
+        A::Output: Clone,
+        U: From<crate::RollbackFn<G, (St, A::Output)>>,
+    {
+        let state = state.clone();
+        let make_undo = move |output: &A::Output| U::from(crate::RollbackFn::new(rollback, (state, output.clone())));
+        self.step.tx.execute(self.step.config, self.execute, Some(make_undo)).await
+    }
+
     /// Runs the step and, once it completes, records `make_undo(&output)` as
     /// its undo record: "rollbacks as data", for an undo enum.
     pub async fn undo<M>(self, make_undo: M) -> Result<A::Output, StepError<A::Error>>
@@ -714,3 +740,4 @@ impl<C: Clock, Ctx: ?Sized, U: Rollback<Ctx>, S: Storage, H: Hooks, A: StepFn<Ct
             .await
     }
 }
+

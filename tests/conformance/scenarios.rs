@@ -23,7 +23,7 @@ fn manager<C: Clock>(clock: C, log: &Log) -> TransactionManager<C, Recorder> {
     TransactionManager::new(clock).with_hooks(Recorder(log.clone()))
 }
 
-/// 1. Two steps succeed: no rollback runs, the second step uses the first's
+/// Scenario 1: Two steps succeed: no rollback runs, the second step uses the first's
 /// value, the summary counts two completed steps.
 pub async fn two_steps_succeed<C: Clock + Clone>(clock: C, _t: Timing) {
     let log = Log::leaked();
@@ -93,7 +93,7 @@ pub async fn two_steps_succeed<C: Clock + Clone>(clock: C, _t: Timing) {
     }
 }
 
-/// 2. The third step fails: the two completed steps are rolled back, latest
+/// Scenario 2: The third step fails: the two completed steps are rolled back, latest
 /// first, each with its own output; the failed step is not rolled back; the
 /// error is the failed step's own, typed.
 pub async fn failure_rolls_back_completed_steps_in_reverse<C: Clock + Clone>(clock: C, _t: Timing) {
@@ -162,7 +162,7 @@ pub async fn failure_rolls_back_completed_steps_in_reverse<C: Clock + Clone>(clo
     );
 }
 
-/// 3. A rollback fails: rollback goes on with the earlier steps, and the
+/// Scenario 3: A rollback fails: rollback goes on with the earlier steps, and the
 /// error carries the original cause and the rollback failure with its step.
 pub async fn rollback_failure_is_reported_with_the_cause<C: Clock + Clone>(clock: C, _t: Timing) {
     let log = Log::leaked();
@@ -241,7 +241,7 @@ impl From<StepError<&'static str>> for AppError {
     }
 }
 
-/// 4. Steps without a rollback are passed over, and an error of the
+/// Scenario 4: Steps without a rollback are passed over, and an error of the
 /// caller's own code (not a step) rolls back the completed steps too.
 pub async fn steps_without_rollback_are_passed_over_on_body_error<C: Clock + Clone>(
     clock: C,
@@ -294,7 +294,7 @@ pub async fn steps_without_rollback_are_passed_over_on_body_error<C: Clock + Clo
     assert_eq!(err.rollback_state(), RollbackState::Clean);
 }
 
-/// 5. An attempt that outlives its timeout fails with a typed timeout; the
+/// Scenario 5: An attempt that outlives its timeout fails with a typed timeout; the
 /// timed-out step is not rolled back, and nothing else was done.
 pub async fn execute_timeout_is_a_typed_error<C: Clock + Clone>(clock: C, t: Timing) {
     let log = Log::leaked();
@@ -350,7 +350,7 @@ pub async fn execute_timeout_is_a_typed_error<C: Clock + Clone>(clock: C, t: Tim
     assert_eq!(err.rollback_state(), RollbackState::Clean);
 }
 
-/// 6. A rollback attempt that outlives its timeout is a rollback failure.
+/// Scenario 6: A rollback attempt that outlives its timeout is a rollback failure.
 pub async fn rollback_timeout_counts_as_rollback_failure<C: Clock + Clone>(clock: C, t: Timing) {
     let log = Log::leaked();
     let manager = manager(clock.clone(), log);
@@ -386,7 +386,7 @@ pub async fn rollback_timeout_counts_as_rollback_failure<C: Clock + Clone>(clock
     let [failure] = err.rollback_failures() else {
         panic!("one failure expected")
     };
-    assert_eq!(failure.kind().is_timeout(), true);
+    assert!(failure.kind().is_timeout());
     assert!(
         matches!(failure.kind(), RollbackErrorKind::TimedOut { timeout } if *timeout == t.ms(1_000))
     );
@@ -403,7 +403,7 @@ pub async fn rollback_timeout_counts_as_rollback_failure<C: Clock + Clone>(clock
     assert_eq!(err.rollback_state(), RollbackState::Partial);
 }
 
-/// 7. Execute fails once, then succeeds with one retry, after exactly the
+/// Scenario 7: Execute fails once, then succeeds with one retry, after exactly the
 /// default 500 ms backoff.
 pub async fn retry_succeeds_after_exact_backoff<C: Clock + Clone>(clock: C, t: Timing) {
     let log = Log::leaked();
@@ -450,7 +450,7 @@ pub async fn retry_succeeds_after_exact_backoff<C: Clock + Clone>(clock: C, t: T
     t.assert_at(step.duration().unwrap(), t.ms(500));
 }
 
-/// 7b. Delays before retries 0, 1, 2 are 500 ms, 1 s, 2 s: with the default
+/// Scenario 7b: Delays before retries 0, 1, 2 are 500 ms, 1 s, 2 s: with the default
 /// policy the fourth attempt starts at 3.5 s.
 pub async fn backoff_doubles_from_500ms<C: Clock + Clone>(clock: C, t: Timing) {
     let log = Log::leaked();
@@ -483,7 +483,7 @@ pub async fn backoff_doubles_from_500ms<C: Clock + Clone>(clock: C, t: Timing) {
     }
 }
 
-/// 8. Execute keeps failing: called `max_retries + 1` times, then the step
+/// Scenario 8: Execute keeps failing: called `max_retries + 1` times, then the step
 /// fails with the last attempt's error.
 pub async fn retries_exhausted_fails_the_step<C: Clock + Clone>(clock: C, t: Timing) {
     let log = Log::leaked();
@@ -527,7 +527,7 @@ pub async fn retries_exhausted_fails_the_step<C: Clock + Clone>(clock: C, t: Tim
     assert_eq!(err.summary().failed_steps(), 1);
 }
 
-/// 9. A rollback fails once, then succeeds on its retry (the rollback uses
+/// Scenario 9: A rollback fails once, then succeeds on its retry (the rollback uses
 /// the step's own policy by default): the step is rolled back, with no
 /// rollback error in the result.
 pub async fn rollback_retry_succeeds<C: Clock + Clone>(clock: C, t: Timing) {
@@ -583,7 +583,7 @@ pub async fn rollback_retry_succeeds<C: Clock + Clone>(clock: C, t: Timing) {
     }
 }
 
-/// 10. A rollback keeps failing: called `max_retries + 1` times, the step is
+/// Scenario 10: A rollback keeps failing: called `max_retries + 1` times, the step is
 /// rollback-failed and the last error is in the result.
 pub async fn rollback_retries_exhausted<C: Clock + Clone>(clock: C, t: Timing) {
     let log = Log::leaked();
@@ -638,7 +638,7 @@ pub async fn rollback_retries_exhausted<C: Clock + Clone>(clock: C, t: Timing) {
     ));
 }
 
-/// 10b. The rollback's retries and timeout can be set apart from the step's.
+/// Scenario 10b: The rollback's retries and timeout can be set apart from the step's.
 pub async fn rollback_policy_can_differ_from_the_step<C: Clock + Clone>(clock: C, t: Timing) {
     let log = Log::leaked();
     let manager = manager(clock.clone(), log);
@@ -693,7 +693,7 @@ pub async fn rollback_policy_can_differ_from_the_step<C: Clock + Clone>(clock: C
     }
 }
 
-/// 11a. Hook events of a committed transaction with a retried step.
+/// Scenario 11a: Hook events of a committed transaction with a retried step.
 pub async fn hooks_fire_in_order_on_success<C: Clock + Clone>(clock: C, t: Timing) {
     let log = Log::leaked();
     let manager = manager(clock, log);
@@ -730,7 +730,7 @@ pub async fn hooks_fire_in_order_on_success<C: Clock + Clone>(clock: C, t: Timin
     );
 }
 
-/// 11b. Hook events of a failed transaction: execute failures, the rollback
+/// Scenario 11b: Hook events of a failed transaction: execute failures, the rollback
 /// start, each rollback attempt and failure, and exactly one completion.
 pub async fn hooks_fire_in_order_on_failure<C: Clock + Clone>(clock: C, t: Timing) {
     let log = Log::leaked();
@@ -807,7 +807,7 @@ impl Rollback<Vec<String>> for Undo {
     }
 }
 
-/// 12. A fixed-capacity transaction that tries step N + 1 gets a typed
+/// Scenario 12: A fixed-capacity transaction that tries step N + 1 gets a typed
 /// capacity error before the step runs, and the N completed steps are
 /// rolled back.
 pub async fn capacity_exceeded_rolls_back_what_completed<C: Clock + Clone>(clock: C, _t: Timing) {
