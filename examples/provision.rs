@@ -25,14 +25,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let user = tx
                 .step("create_user")
                 .execute(|| cloud.create_user("alice"))
-                .rollback_using(&cloud, |(cloud, user)| async move { cloud.delete_user(user.id).await })
+                .rollback_using(&cloud, |(cloud, user)| async move {
+                    cloud.delete_user(user.id).await
+                })
                 .await?;
 
             println!("  step 2: create a VM owned by user {}", user.id);
             let vm = tx
                 .step("create_vm")
                 .execute(|| cloud.create_vm(user.id))
-                .rollback_using(&cloud, |(cloud, vm)| async move { cloud.delete_vm(&vm.id).await })
+                .rollback_using(&cloud, |(cloud, vm)| async move {
+                    cloud.delete_vm(&vm.id).await
+                })
                 .await?;
 
             Ok::<_, StepError<CloudError>>((user, vm))

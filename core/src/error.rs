@@ -318,7 +318,11 @@ impl<B: fmt::Display, RE: fmt::Display, S: Storage> fmt::Display for Transaction
         let rolled_back = self.summary.rolled_back_steps();
         match self.rollback_failures.len() {
             0 if rolled_back == 0 => f.write_str("nothing to roll back"),
-            0 => write!(f, "rolled back cleanly ({rolled_back} {})", steps(rolled_back)),
+            0 => write!(
+                f,
+                "rolled back cleanly ({rolled_back} {})",
+                steps(rolled_back)
+            ),
             failed => {
                 write!(
                     f,

@@ -724,8 +724,13 @@ impl<C: Clock, Ctx: ?Sized, U: Rollback<Ctx>, S: Storage, H: Hooks, A: StepFn<Ct
         U: From<crate::RollbackFn<G, (St, A::Output)>>,
     {
         let state = state.clone();
-        let make_undo = move |output: &A::Output| U::from(crate::RollbackFn::new(rollback, (state, output.clone())));
-        self.step.tx.execute(self.step.config, self.execute, Some(make_undo)).await
+        let make_undo = move |output: &A::Output| {
+            U::from(crate::RollbackFn::new(rollback, (state, output.clone())))
+        };
+        self.step
+            .tx
+            .execute(self.step.config, self.execute, Some(make_undo))
+            .await
     }
 
     /// Runs the step and, once it completes, records `make_undo(&output)` as
@@ -740,4 +745,3 @@ impl<C: Clock, Ctx: ?Sized, U: Rollback<Ctx>, S: Storage, H: Hooks, A: StepFn<Ct
             .await
     }
 }
-
