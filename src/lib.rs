@@ -2,7 +2,8 @@
 //! reverse order, when a later step fails.
 //!
 //! This facade re-exports [`transaction-manager-core`](transaction_manager_core)
-//! (the whole engine, `no_std`) and the runtime adapters enabled by features.
+//! (the whole engine, `no_std`) and the runtime adapters enabled by
+//! features. It is `no_std` itself unless a feature brings in `std`.
 //!
 //! ```
 //! use std::time::Duration;
@@ -32,14 +33,48 @@
 //! # }
 //! ```
 //!
-//! # Features
+//! # Choosing a runtime
 //!
-//! | feature | default | what it adds |
-//! |---|---|---|
-//! | `tokio` | yes | [`TokioClock`], a clock on `tokio::time` (implies `std`) |
-//! | `alloc` | via `std` | unbounded undo logs, closure rollbacks, [`TransactionManager::run`] |
-//! | `std` | via `tokio` | implies `alloc` |
-//! | `log` | no | log messages through the `log` crate |
+//! The engine is the same on every runtime; only the [`Clock`] changes. A
+//! feature flag brings in an adapter:
+//!
+//! | runtime | feature | clock | spawner |
+//! |---|---|---|---|
+//! | tokio | `tokio` (default) | `TokioClock` | `TokioSpawner` |
+//! | smol / async-executor | `smol` | `SmolClock` | `SmolSpawner` |
+//! | embassy | `embassy` | `EmbassyClock` | a rollback task (see the embassy adapter) |
+//! | tests, any | — | [`ManualClock`] | — |
+//!
+//! A library that runs transactions but should not choose a runtime depends
+//! on `transaction-manager` with `default-features = false` and stays
+//! generic over [`Clock`]:
+//!
+//! ```
+//! use transaction_manager::{Clock, Fixed, NoRollback, StepError, Summary, TransactionManager};
+//!
+//! /// Works on any runtime: the application passes its manager.
+//! pub async fn health_check<C: Clock>(manager: &TransactionManager<C>) -> Result<u32, StepError<&'static str>> {
+//!     let done = manager
+//!         .transaction("health-check")
+//!         .fixed::<NoRollback, 2>()
+//!         .run(async |tx| {
+//!             let a = tx.step("ping_a").run(|| async { Ok(1) }).await?;
+//!             let b = tx.step("ping_b").run(|| async { Ok(2) }).await?;
+//!             Ok::<_, StepError<&str>>(a + b)
+//!         })
+//!         .await
+//!         .map_err(|e| e.into_cause())?;
+//!     Ok(done.into_value())
+//! }
+//!
+//! // The application picks the runtime; here, virtual time.
+//! let clock = transaction_manager::ManualClock::new();
+//! let manager = TransactionManager::new(&clock);
+//! assert_eq!(clock.block_on(health_check(&manager)), Ok(3));
+//! ```
+//!
+//! # Feature flags
+#![doc = document_features::document_features!()]
 
 #![no_std]
 #![forbid(unsafe_code)]
@@ -48,6 +83,12 @@
 #[doc(inline)]
 pub use transaction_manager_core::*;
 
+#[cfg(feature = "embassy")]
+#[doc(inline)]
+pub use transaction_manager_embassy::EmbassyClock;
+#[cfg(feature = "smol")]
+#[doc(inline)]
+pub use transaction_manager_smol::{SmolClock, SmolSleep, SmolSpawner};
 #[cfg(feature = "tokio")]
 #[doc(inline)]
-pub use transaction_manager_tokio::TokioClock;
+pub use transaction_manager_tokio::{TokioClock, TokioSpawner};

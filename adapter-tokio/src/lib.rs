@@ -1,5 +1,5 @@
 //! [tokio] adapter of [transaction-manager](https://crates.io/crates/transaction-manager):
-//! a [`Clock`] on `tokio::time`.
+//! a [`Clock`] on `tokio::time` and a [`Spawner`] on the tokio runtime.
 //!
 //! Everything else — steps, retries, timeouts, rollback, hooks — lives in
 //! `transaction-manager-core`; this crate only tells it the time.
@@ -23,8 +23,11 @@
 
 use core::time::Duration;
 
+use core::future::Future;
+
+use tokio::runtime::Handle;
 use tokio::time::Instant;
-pub use transaction_manager_core::Clock;
+pub use transaction_manager_core::{Clock, Spawner};
 
 /// A [`Clock`] on tokio's timer: `sleep` is `tokio::time::sleep`, and `now`
 /// is the time since the clock was created, by `tokio::time::Instant` — so
@@ -96,5 +99,57 @@ impl Clock for TokioClock {
     /// durations too large to add to the current instant.
     fn sleep(&self, duration: Duration) -> Self::Sleep {
         tokio::time::sleep(duration)
+    }
+}
+
+/// A [`Spawner`] on a tokio runtime: spawned futures are detached tasks.
+///
+/// ```
+/// use transaction_manager_tokio::{Spawner, TokioSpawner};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (tx, rx) = tokio::sync::oneshot::channel();
+/// TokioSpawner::current().spawn(async move { tx.send(42).unwrap() });
+/// assert_eq!(rx.await.unwrap(), 42);
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct TokioSpawner {
+    handle: Handle,
+}
+
+impl TokioSpawner {
+    /// A spawner onto the runtime this is called from.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as `tokio::runtime::Handle::current` does.
+    pub fn current() -> Self {
+        Self::new(Handle::current())
+    }
+
+    /// A spawner onto the runtime of `handle`.
+    pub fn new(handle: Handle) -> Self {
+        Self { handle }
+    }
+
+    /// The runtime handle.
+    pub fn inner(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// The runtime handle, by value.
+    pub fn into_inner(self) -> Handle {
+        self.handle
+    }
+}
+
+impl Spawner for TokioSpawner {
+    fn spawn<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        drop(self.handle.spawn(future));
     }
 }

@@ -1,44 +1,40 @@
 //! The one place log messages leave the crate.
 //!
-//! Every message the engine emits goes through these macros, so switching the
-//! backend (or compiling messages out) is a change to this file only. Without
-//! a logging feature the arguments are still evaluated by reference, so the
-//! call sites compile without "unused variable" warnings and cost nothing.
+//! Every message the engine emits goes through these macros: to the `log`
+//! crate with the `log` feature, to `defmt` with the `defmt` feature, and
+//! nowhere otherwise — then the arguments are only borrowed, so call sites
+//! compile without "unused" warnings and cost nothing. Format strings use
+//! only `{}` and `{:?}`, which both backends understand.
+//!
+//! With both features on, messages go to both: features stay additive, so
+//! a dependency that turns `log` on cannot break a firmware build that
+//! uses `defmt`.
 
 #![allow(unused_macros)]
 
-macro_rules! tm_debug {
-    ($s:literal $(, $x:expr)* $(,)?) => {{
+macro_rules! tm_log {
+    ($level:ident, $s:literal $(, $x:expr)* $(,)?) => {{
         #[cfg(feature = "log")]
-        ::log::debug!(target: "transaction_manager", $s $(, $x)*);
-        #[cfg(not(feature = "log"))]
+        ::log::$level!(target: "transaction_manager", $s $(, $x)*);
+        #[cfg(feature = "defmt")]
+        ::defmt::$level!($s $(, $x)*);
+        #[cfg(not(any(feature = "log", feature = "defmt")))]
         let _ = ($(&$x),*);
     }};
+}
+
+macro_rules! tm_debug {
+    ($($t:tt)*) => { tm_log!(debug, $($t)*) };
 }
 
 macro_rules! tm_info {
-    ($s:literal $(, $x:expr)* $(,)?) => {{
-        #[cfg(feature = "log")]
-        ::log::info!(target: "transaction_manager", $s $(, $x)*);
-        #[cfg(not(feature = "log"))]
-        let _ = ($(&$x),*);
-    }};
+    ($($t:tt)*) => { tm_log!(info, $($t)*) };
 }
 
 macro_rules! tm_warn {
-    ($s:literal $(, $x:expr)* $(,)?) => {{
-        #[cfg(feature = "log")]
-        ::log::warn!(target: "transaction_manager", $s $(, $x)*);
-        #[cfg(not(feature = "log"))]
-        let _ = ($(&$x),*);
-    }};
+    ($($t:tt)*) => { tm_log!(warn, $($t)*) };
 }
 
 macro_rules! tm_error {
-    ($s:literal $(, $x:expr)* $(,)?) => {{
-        #[cfg(feature = "log")]
-        ::log::error!(target: "transaction_manager", $s $(, $x)*);
-        #[cfg(not(feature = "log"))]
-        let _ = ($(&$x),*);
-    }};
+    ($($t:tt)*) => { tm_log!(error, $($t)*) };
 }

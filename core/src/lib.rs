@@ -63,6 +63,9 @@
 //! - `std`: implies `alloc`.
 //! - `log`: log messages through the `log` crate, with transaction id, step
 //!   and attempt; silent until the application installs a logger.
+//! - `defmt`: the same messages through `defmt`, and `defmt::Format` for the
+//!   public types, for microcontrollers. `log` and `defmt` together is a
+//!   compile error.
 
 #![no_std]
 #![forbid(unsafe_code)]
@@ -75,6 +78,8 @@ extern crate alloc;
 mod fmt;
 
 mod clock;
+#[cfg(feature = "defmt")]
+mod defmt_impls;
 mod error;
 mod hooks;
 mod manager;
@@ -82,6 +87,7 @@ mod manual_clock;
 mod record;
 mod retry;
 mod rollback;
+mod spawn;
 mod storage;
 mod summary;
 mod text;
@@ -102,6 +108,7 @@ pub use retry::{Jitter, RetryPolicy, SplitMix64};
 #[cfg(feature = "alloc")]
 pub use rollback::{BoxError, BoxedRollback, LocalBoxedRollback};
 pub use rollback::{NoRollback, Rollback, RollbackFn};
+pub use spawn::Spawner;
 #[cfg(feature = "alloc")]
 pub use storage::Unbounded;
 pub use storage::{Fixed, List, Storage};

@@ -1,0 +1,122 @@
+//! [embassy](https://embassy.dev) adapter of
+//! [transaction-manager](https://crates.io/crates/transaction-manager): a
+//! [`Clock`] on `embassy-time`. `#![no_std]`, no allocator.
+//!
+//! Summary times and timeouts use `embassy_time::Instant` and `Timer`, so
+//! they follow whatever time driver the firmware links (a HAL's, a SysTick
+//! driver, or embassy-time's `mock-driver` in host tests).
+//!
+//! A firmware transaction keeps its undo records as an enum in fixed
+//! capacity and lends its peripherals to steps and rollbacks:
+//!
+//! ```
+//! use transaction_manager_core::{Rollback, StepError, TransactionManager};
+//! use transaction_manager_embassy::EmbassyClock;
+//!
+//! struct Board { rail_on: bool }
+//! enum Undo { RailOff }
+//!
+//! impl Rollback<Board> for Undo {
+//!     type Error = &'static str;
+//!     async fn rollback(&mut self, board: &mut Board) -> Result<(), &'static str> {
+//!         board.rail_on = false;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! async fn bring_up(board: &mut Board) -> bool {
+//!     let manager = TransactionManager::new(EmbassyClock);
+//!     manager
+//!         .transaction("bring-up")
+//!         .fixed::<Undo, 4>()
+//!         .run_with(board, async |tx| {
+//!             tx.step("rail")
+//!                 .execute_with(async |b: &mut Board| { b.rail_on = true; Ok::<_, &str>(()) })
+//!                 .undo(|_| Undo::RailOff)
+//!                 .await?;
+//!             Ok::<_, StepError<&str>>(())
+//!         })
+//!         .await
+//!         .is_ok()
+//! }
+//! ```
+//!
+//! # In place of a `Spawner`
+//!
+//! embassy spawns only `#[embassy_executor::task]` functions, whose futures
+//! live in static memory sized at compile time; it cannot run an arbitrary
+//! future handed over at run time, so this crate has no
+//! [`Spawner`](transaction_manager_core::Spawner). What takes its place is
+//! a task the firmware writes once — "the rollback task" — fed the *data*
+//! of pending rollbacks (the undo enum, which is plain data) through a
+//! static `embassy_sync::channel::Channel`; it owns or borrows the
+//! peripherals and runs each rollback with the same engine.
+
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use core::time::Duration;
+
+use embassy_time::{Instant, TICK_HZ, Timer};
+pub use transaction_manager_core::Clock;
+
+/// A [`Clock`] on `embassy-time`: `now` is `embassy_time::Instant::now()`
+/// (time since boot), `sleep` an `embassy_time::Timer`.
+///
+/// Durations are converted to driver ticks rounding up, so a sleep never
+/// ends early; one too long for the tick counter waits until
+/// `Instant::MAX` ("forever") instead of overflowing.
+///
+/// ```
+/// use transaction_manager_embassy::EmbassyClock;
+/// let clock = EmbassyClock;
+/// # let _ = clock;
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EmbassyClock;
+
+impl Clock for EmbassyClock {
+    type Sleep = Timer;
+
+    fn now(&self) -> Duration {
+        ticks_to_duration(Instant::now().as_ticks())
+    }
+
+    fn sleep(&self, duration: Duration) -> Timer {
+        let ticks = duration_to_ticks(duration);
+        let deadline = Instant::now()
+            .checked_add(embassy_time::Duration::from_ticks(ticks))
+            .unwrap_or(Instant::MAX);
+        Timer::at(deadline)
+    }
+}
+
+/// Ticks of the driver for `duration`, rounded up, saturating at `u64::MAX`.
+pub fn duration_to_ticks(duration: Duration) -> u64 {
+    let ticks = (duration.as_nanos() * u128::from(TICK_HZ)).div_ceil(1_000_000_000);
+    u64::try_from(ticks).unwrap_or(u64::MAX)
+}
+
+/// The time `ticks` of the driver stand for, saturating at `Duration::MAX`.
+pub fn ticks_to_duration(ticks: u64) -> Duration {
+    let nanos = u128::from(ticks) * 1_000_000_000 / u128::from(TICK_HZ);
+    let secs = u64::try_from(nanos / 1_000_000_000).unwrap_or(u64::MAX);
+    Duration::new(secs, (nanos % 1_000_000_000) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversions_round_up_and_saturate() {
+        assert_eq!(duration_to_ticks(Duration::ZERO), 0);
+        assert_eq!(duration_to_ticks(Duration::MAX), u64::MAX);
+        let one_tick = ticks_to_duration(1);
+        assert_eq!(duration_to_ticks(one_tick), 1);
+        assert_eq!(duration_to_ticks(Duration::from_nanos(1)), 1, "never rounds a wait down to zero");
+        assert_eq!(ticks_to_duration(duration_to_ticks(Duration::from_millis(1500))), Duration::from_millis(1500));
+        let _ = ticks_to_duration(u64::MAX);
+    }
+}

@@ -1,0 +1,151 @@
+//! `defmt::Format` for the public types, so firmware can print them over a
+//! probe without `core::fmt`.
+
+use defmt::{Format, Formatter, write};
+
+use crate::{
+    Committed, Jitter, Name, RetryPolicy, RollbackErrorKind, RollbackFailure, RollbackState,
+    StepError, StepErrorKind, StepRecord, StepStatus, Storage, Summary, TransactionError,
+    TransactionId, TransactionInfo,
+};
+
+impl Format for Name {
+    fn format(&self, f: Formatter<'_>) {
+        write!(f, "{=str}", self.as_str())
+    }
+}
+
+impl Format for TransactionId {
+    fn format(&self, f: Formatter<'_>) {
+        write!(f, "tx-{=u64}", self.get())
+    }
+}
+
+impl Format for TransactionInfo {
+    fn format(&self, f: Formatter<'_>) {
+        write!(f, "{} ({})", self.operation, self.id)
+    }
+}
+
+impl Format for StepStatus {
+    fn format(&self, f: Formatter<'_>) {
+        write!(f, "{=str}", self.as_str())
+    }
+}
+
+impl Format for Jitter {
+    fn format(&self, f: Formatter<'_>) {
+        let name = match self {
+            Jitter::None => "none",
+            Jitter::Full => "full",
+            Jitter::Equal => "equal",
+        };
+        write!(f, "{=str}", name)
+    }
+}
+
+impl Format for RetryPolicy {
+    fn format(&self, f: Formatter<'_>) {
+        write!(
+            f,
+            "RetryPolicy {{ max_retries: {=u32}, initial_interval: {}, multiplier: {=u32}, max_interval: {}, jitter: {} }}",
+            self.max_retries(),
+            self.initial_interval(),
+            self.multiplier(),
+            self.max_interval(),
+            self.jitter()
+        )
+    }
+}
+
+impl Format for StepRecord {
+    fn format(&self, f: Formatter<'_>) {
+        write!(
+            f,
+            "#{=usize} {} [{}] attempts: {=u32}, took {}, error: {}, rollback attempts: {=u32}, rollback error: {}",
+            self.index(),
+            self.name(),
+            self.status(),
+            self.attempts(),
+            self.duration(),
+            self.error(),
+            self.rollback_attempts(),
+            self.rollback_error()
+        )
+    }
+}
+
+impl<S: Storage> Format for Summary<S> {
+    fn format(&self, f: Formatter<'_>) {
+        write!(
+            f,
+            "transaction {}: {=usize} steps, {=usize} completed, {=usize} failed, {=usize} rolled back, {=usize} rollback errors",
+            self.info(),
+            self.total_steps(),
+            self.completed_steps(),
+            self.failed_steps(),
+            self.rolled_back_steps(),
+            self.rollback_errors()
+        );
+        for step in self.steps() {
+            write!(f, "\n  {}", step);
+        }
+    }
+}
+
+impl<E: Format> Format for StepErrorKind<E> {
+    fn format(&self, f: Formatter<'_>) {
+        match self {
+            StepErrorKind::Failed(e) => write!(f, "failed: {}", e),
+            StepErrorKind::TimedOut { timeout } => write!(f, "timed out after {}", timeout),
+            StepErrorKind::CapacityExceeded { capacity } => {
+                write!(f, "not run: capacity of {=usize} steps used up", capacity)
+            }
+        }
+    }
+}
+
+impl<E: Format> Format for StepError<E> {
+    fn format(&self, f: Formatter<'_>) {
+        write!(f, "step `{}` {}", self.step(), self.kind())
+    }
+}
+
+impl<RE: Format> Format for RollbackErrorKind<RE> {
+    fn format(&self, f: Formatter<'_>) {
+        match self {
+            RollbackErrorKind::Failed(e) => write!(f, "failed: {}", e),
+            RollbackErrorKind::TimedOut { timeout } => write!(f, "timed out after {}", timeout),
+        }
+    }
+}
+
+impl<RE: Format> Format for RollbackFailure<RE> {
+    fn format(&self, f: Formatter<'_>) {
+        write!(f, "rollback of step `{}` {}", self.step(), self.kind())
+    }
+}
+
+impl Format for RollbackState {
+    fn format(&self, f: Formatter<'_>) {
+        match self {
+            RollbackState::Clean => write!(f, "rolled back cleanly"),
+            RollbackState::Partial => write!(f, "PARTIALLY rolled back"),
+        }
+    }
+}
+
+impl<B: Format, RE: Format, S: Storage> Format for TransactionError<B, RE, S> {
+    fn format(&self, f: Formatter<'_>) {
+        write!(f, "transaction {} failed: {}; {}", self.summary().info(), self.cause(), self.rollback_state());
+        for failure in self.rollback_failures() {
+            write!(f, "; {}", failure);
+        }
+    }
+}
+
+impl<T: Format, S: Storage> Format for Committed<T, S> {
+    fn format(&self, f: Formatter<'_>) {
+        write!(f, "committed {}: {}", self.summary().info(), self.value())
+    }
+}

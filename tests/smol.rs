@@ -1,0 +1,109 @@
+//! The conformance suite on smol (`async-io` timers, real time: durations
+//! scaled down 100×, only lower bounds on time checked), plus smol
+//! specifics: a multi-threaded `async-executor` with spawned (`Send`)
+//! transactions, and `futures_lite::future::block_on` driving async-io from
+//! its own reactor thread.
+
+mod conformance;
+
+use std::sync::{Arc, Mutex};
+
+use transaction_manager::{RollbackState, SmolClock, SmolSpawner, Spawner, StepError, TransactionManager};
+
+macro_rules! on_smol {
+    ($scenario:path) => {{
+        smol::block_on($scenario(SmolClock::new(), conformance::Timing::Real));
+    }};
+}
+
+conformance_suite!(on_smol);
+
+fn assert_send<T: Send>(value: T) -> T {
+    value
+}
+
+/// Transactions spawned on a multi-threaded executor (two worker threads)
+/// are `Send`, commit or roll back, and the spawner runs a detached future.
+#[test]
+fn spawned_on_a_multi_threaded_executor() {
+    let executor = Arc::new(smol::Executor::new());
+    let (stop, shutdown) = async_channel_pair();
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let executor = executor.clone();
+            let shutdown = shutdown.clone();
+            std::thread::spawn(move || futures_lite::future::block_on(executor.run(shutdown.recv())))
+        })
+        .collect();
+
+    let manager = Arc::new(TransactionManager::new(SmolClock::new()));
+    let undone = Arc::new(Mutex::new(Vec::new()));
+    let tasks: Vec<_> = (0..6u32)
+        .map(|n| {
+            let manager = manager.clone();
+            let undone = undone.clone();
+            executor.spawn(assert_send(async move {
+                manager
+                    .run(format!("job-{n}"), async |tx| {
+                        let id = tx
+                            .step("create")
+                            .execute(|| async {
+                                futures_lite::future::yield_now().await;
+                                Ok::<_, std::io::Error>(n)
+                            })
+                            .rollback_using(&undone, |(undone, id)| async move {
+                                undone.lock().unwrap().push(id);
+                                Ok::<_, std::io::Error>(())
+                            })
+                            .await?;
+                        if id % 3 == 0 {
+                            tx.step("fail").run(|| async { Err::<(), _>(std::io::Error::other("no")) }).await?;
+                        }
+                        Ok::<_, StepError<std::io::Error>>(id)
+                    })
+                    .await
+                    .map(|done| done.into_value())
+                    .map_err(|e| e.rollback_state())
+            }))
+        })
+        .collect();
+    let results: Vec<_> = tasks.into_iter().map(futures_lite::future::block_on).collect();
+    assert_eq!(results, [Err(RollbackState::Clean), Ok(1), Ok(2), Err(RollbackState::Clean), Ok(4), Ok(5)]);
+    let mut undone = undone.lock().unwrap().clone();
+    undone.sort();
+    assert_eq!(undone, [0, 3]);
+
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    SmolSpawner::new(executor.clone()).spawn(async move { done_tx.send("detached ran").unwrap() });
+    assert_eq!(done_rx.recv().unwrap(), "detached ran");
+
+    drop(stop);
+    for worker in workers {
+        worker.join().unwrap();
+    }
+}
+
+/// A one-shot stop signal for the executor threads, from std only.
+fn async_channel_pair() -> (StopSender, StopReceiver) {
+    let (tx, rx) = smol::channel::bounded::<()>(1);
+    (StopSender(tx), StopReceiver(rx))
+}
+
+struct StopSender(#[allow(dead_code)] smol::channel::Sender<()>);
+
+#[derive(Clone)]
+struct StopReceiver(smol::channel::Receiver<()>);
+
+impl StopReceiver {
+    async fn recv(self) {
+        let _ = self.0.recv().await;
+    }
+}
+
+/// `futures_lite::future::block_on` does not drive async-io itself; timers
+/// still fire because async-io runs its reactor on a thread of its own.
+#[test]
+fn runs_under_futures_lite_block_on() {
+    futures_lite::future::block_on(conformance::backoff_doubles_from_500ms(SmolClock::new(), conformance::Timing::Real));
+    futures_lite::future::block_on(conformance::execute_timeout_is_a_typed_error(SmolClock::new(), conformance::Timing::Real));
+}
