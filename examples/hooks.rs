@@ -87,7 +87,7 @@ impl Hooks for AttemptCounter {
 
 #[tokio::main]
 async fn main() {
-    let cloud = Arc::new(FakeCloud::new());
+    let cloud = Arc::new(FakeCloud::new(TokioClock::new()));
     cloud.fail_next("create_vm", 1); // the VM needs a retry
     cloud.fail_next("assign_ip", 2); // the address never comes
     cloud.fail_next("delete_user", 1); // undoing the user needs a retry

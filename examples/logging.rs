@@ -21,7 +21,7 @@ async fn main() {
     .format_timestamp_millis()
     .init();
 
-    let cloud = Arc::new(FakeCloud::new());
+    let cloud = Arc::new(FakeCloud::new(TokioClock::new()));
     cloud.fail_next("create_user", 1); // one retry
     cloud.fail_next("charge", 5); // then the payment never goes through
 

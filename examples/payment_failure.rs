@@ -13,7 +13,7 @@ use transaction_manager::{StepError, StepErrorKind, TokioClock, TransactionManag
 
 #[tokio::main]
 async fn main() {
-    let cloud = Arc::new(FakeCloud::new());
+    let cloud = Arc::new(FakeCloud::new(TokioClock::new()));
     let manager = TransactionManager::new(TokioClock::new()).with_timeout(Duration::from_secs(5));
 
     println!("signing up bob on the $250 plan (the account limit is $100):");

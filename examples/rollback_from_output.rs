@@ -13,7 +13,7 @@ use transaction_manager::{StepError, TokioClock, TransactionManager};
 
 #[tokio::main]
 async fn main() {
-    let cloud = Arc::new(FakeCloud::new());
+    let cloud = Arc::new(FakeCloud::new(TokioClock::new()));
     // Opening the port keeps failing: nothing retries it.
     cloud.fail_next("open_port", 1);
     let manager = TransactionManager::new(TokioClock::new());

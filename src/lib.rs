@@ -75,7 +75,6 @@
 //!
 //! # Feature flags
 #![doc = document_features::document_features!()]
-
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -8,7 +8,9 @@ mod conformance;
 
 use std::sync::{Arc, Mutex};
 
-use transaction_manager::{RollbackState, SmolClock, SmolSpawner, Spawner, StepError, TransactionManager};
+use transaction_manager::{
+    RollbackState, SmolClock, SmolSpawner, Spawner, StepError, TransactionManager,
+};
 
 macro_rules! on_smol {
     ($scenario:path) => {{
@@ -32,7 +34,9 @@ fn spawned_on_a_multi_threaded_executor() {
         .map(|_| {
             let executor = executor.clone();
             let shutdown = shutdown.clone();
-            std::thread::spawn(move || futures_lite::future::block_on(executor.run(shutdown.recv())))
+            std::thread::spawn(move || {
+                futures_lite::future::block_on(executor.run(shutdown.recv()))
+            })
         })
         .collect();
 
@@ -57,7 +61,9 @@ fn spawned_on_a_multi_threaded_executor() {
                             })
                             .await?;
                         if id % 3 == 0 {
-                            tx.step("fail").run(|| async { Err::<(), _>(std::io::Error::other("no")) }).await?;
+                            tx.step("fail")
+                                .run(|| async { Err::<(), _>(std::io::Error::other("no")) })
+                                .await?;
                         }
                         Ok::<_, StepError<std::io::Error>>(id)
                     })
@@ -67,8 +73,21 @@ fn spawned_on_a_multi_threaded_executor() {
             }))
         })
         .collect();
-    let results: Vec<_> = tasks.into_iter().map(futures_lite::future::block_on).collect();
-    assert_eq!(results, [Err(RollbackState::Clean), Ok(1), Ok(2), Err(RollbackState::Clean), Ok(4), Ok(5)]);
+    let results: Vec<_> = tasks
+        .into_iter()
+        .map(futures_lite::future::block_on)
+        .collect();
+    assert_eq!(
+        results,
+        [
+            Err(RollbackState::Clean),
+            Ok(1),
+            Ok(2),
+            Err(RollbackState::Clean),
+            Ok(4),
+            Ok(5)
+        ]
+    );
     let mut undone = undone.lock().unwrap().clone();
     undone.sort();
     assert_eq!(undone, [0, 3]);
@@ -104,6 +123,12 @@ impl StopReceiver {
 /// still fire because async-io runs its reactor on a thread of its own.
 #[test]
 fn runs_under_futures_lite_block_on() {
-    futures_lite::future::block_on(conformance::backoff_doubles_from_500ms(SmolClock::new(), conformance::Timing::Real));
-    futures_lite::future::block_on(conformance::execute_timeout_is_a_typed_error(SmolClock::new(), conformance::Timing::Real));
+    futures_lite::future::block_on(conformance::backoff_doubles_from_500ms(
+        SmolClock::new(),
+        conformance::Timing::Real,
+    ));
+    futures_lite::future::block_on(conformance::execute_timeout_is_a_typed_error(
+        SmolClock::new(),
+        conformance::Timing::Real,
+    ));
 }

@@ -137,7 +137,13 @@ impl Format for RollbackState {
 
 impl<B: Format, RE: Format, S: Storage> Format for TransactionError<B, RE, S> {
     fn format(&self, f: Formatter<'_>) {
-        write!(f, "transaction {} failed: {}; {}", self.summary().info(), self.cause(), self.rollback_state());
+        write!(
+            f,
+            "transaction {} failed: {}; {}",
+            self.summary().info(),
+            self.cause(),
+            self.rollback_state()
+        );
         for failure in self.rollback_failures() {
             write!(f, "; {}", failure);
         }

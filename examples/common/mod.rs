@@ -10,6 +10,10 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use transaction_manager::Clock;
+
+pub mod provision;
+
 /// What the pretend API can fail with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloudError {
@@ -76,16 +80,19 @@ struct State {
     failures: BTreeMap<&'static str, u32>,
 }
 
-/// The pretend provider. Cheap to share behind an `Arc`.
-pub struct FakeCloud {
+/// The pretend provider. Cheap to share behind an `Arc`. Its latency is a
+/// sleep on the runtime's own clock, so it runs on any runtime.
+pub struct FakeCloud<C> {
+    clock: C,
     state: Mutex<State>,
     latency: Duration,
     payment_limit_cents: u64,
 }
 
-impl FakeCloud {
-    pub fn new() -> Self {
+impl<C: Clock> FakeCloud<C> {
+    pub fn new(clock: C) -> Self {
         Self {
+            clock,
             state: Mutex::new(State::default()),
             latency: Duration::from_millis(20),
             payment_limit_cents: 10_000,
@@ -98,7 +105,7 @@ impl FakeCloud {
     }
 
     async fn call(&self, operation: &'static str) -> Result<(), CloudError> {
-        tokio::time::sleep(self.latency).await;
+        self.clock.sleep(self.latency).await;
         let mut state = self.state.lock().unwrap();
         match state.failures.get_mut(operation) {
             Some(n) if *n > 0 => {

@@ -53,7 +53,10 @@ fn check() -> bool {
     let manager = TransactionManager::new(&clock)
         .with_retry(RetryPolicy::new().with_max_retries(2))
         .with_timeout(Duration::from_millis(100));
-    let mut pins = Pins { power: false, bus: false };
+    let mut pins = Pins {
+        power: false,
+        bus: false,
+    };
     let result = clock.block_on(manager.transaction("bring-up").fixed::<Undo, 4>().run_with(
         &mut pins,
         async |tx| {
