@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use common::{CloudError, FakeCloud};
 use transaction_manager::{
-    Hooks, RetryPolicy, StepError, StepEvent, Storage, Summary, TokioClock, TransactionInfo,
-    TransactionManager,
+    Hooks, RetryPolicy, StepError, StepEvent, Storage, Summary, TokioClock, TransactionInfo, TransactionManager,
 };
 
 /// Prints each event as it happens.
@@ -21,21 +20,13 @@ struct Narrator;
 
 impl Hooks for Narrator {
     async fn on_transaction_start(&self, tx: &TransactionInfo) {
-        println!(
-            "[hook] transaction {} ({}) started",
-            tx.operation(),
-            tx.id()
-        );
+        println!("[hook] transaction {} ({}) started", tx.operation(), tx.id());
     }
     async fn on_step_execute(&self, e: &StepEvent<'_>) {
         println!("[hook]   {} attempt {} starting", e.step.name(), e.attempt);
     }
     async fn on_step_success(&self, e: &StepEvent<'_>) {
-        println!(
-            "[hook]   {} succeeded on attempt {}",
-            e.step.name(),
-            e.attempt
-        );
+        println!("[hook]   {} succeeded on attempt {}", e.step.name(), e.attempt);
     }
     async fn on_step_failure(&self, e: &StepEvent<'_>) {
         println!(
@@ -60,12 +51,7 @@ impl Hooks for Narrator {
             e.step.rollback_error().unwrap_or("?")
         );
     }
-    async fn on_transaction_complete<S: Storage>(
-        &self,
-        tx: &TransactionInfo,
-        success: bool,
-        summary: &Summary<S>,
-    ) {
+    async fn on_transaction_complete<S: Storage>(&self, tx: &TransactionInfo, success: bool, summary: &Summary<S>) {
         println!(
             "[hook] transaction {} complete: success={success}, {} rolled back, {} rollback errors",
             tx.id(),
@@ -94,27 +80,19 @@ async fn main() {
 
     let manager = TransactionManager::new(TokioClock::new())
         .with_hooks((Narrator, AttemptCounter::default()))
-        .with_retry(
-            RetryPolicy::new()
-                .with_max_retries(1)
-                .with_initial_interval(Duration::from_millis(100)),
-        );
+        .with_retry(RetryPolicy::new().with_max_retries(1).with_initial_interval(Duration::from_millis(100)));
 
     let result = manager
         .run("provision", async |tx| {
             let user = tx
                 .step("create_user")
                 .execute(|| cloud.create_user("carol"))
-                .rollback_using(&cloud, |(cloud, user)| async move {
-                    cloud.delete_user(user.id).await
-                })
+                .rollback_using(&cloud, |(cloud, user)| async move { cloud.delete_user(user.id).await })
                 .await?;
             let vm = tx
                 .step("create_vm")
                 .execute(|| cloud.create_vm(user.id))
-                .rollback_using(&cloud, |(cloud, vm)| async move {
-                    cloud.delete_vm(&vm.id).await
-                })
+                .rollback_using(&cloud, |(cloud, vm)| async move { cloud.delete_vm(&vm.id).await })
                 .await?;
             tx.step("assign_ip").run(|| cloud.assign_ip(&vm.id)).await?;
             Ok::<_, StepError<CloudError>>(())
@@ -123,9 +101,6 @@ async fn main() {
 
     let error = result.expect_err("assign_ip fails twice");
     println!("result: {error}");
-    println!(
-        "execute attempts counted by the second hook: {}",
-        manager.hooks().1.0.load(Ordering::Relaxed)
-    );
+    println!("execute attempts counted by the second hook: {}", manager.hooks().1.0.load(Ordering::Relaxed));
     println!("left in the cloud: {}", cloud.inventory());
 }

@@ -23,16 +23,11 @@ async fn main() {
             let user = tx
                 .step("create_user")
                 .execute(|| cloud.create_user("bob"))
-                .rollback_using(&cloud, |(cloud, user)| async move {
-                    cloud.delete_user(user.id).await
-                })
+                .rollback_using(&cloud, |(cloud, user)| async move { cloud.delete_user(user.id).await })
                 .await?;
 
             println!("  step 2: charge $250");
-            let payment = tx
-                .step("charge")
-                .run(|| cloud.charge(user.id, 25_000))
-                .await?;
+            let payment = tx.step("charge").run(|| cloud.charge(user.id, 25_000)).await?;
 
             Ok::<_, StepError<CloudError>>(payment)
         })
@@ -41,16 +36,8 @@ async fn main() {
     let error = result.expect_err("the payment is above the limit");
     println!("transaction failed: {error}");
     // The cause keeps the API's own error type: match on it.
-    if let StepErrorKind::Failed(CloudError::LimitExceeded {
-        amount_cents,
-        limit_cents,
-    }) = error.cause().kind()
-    {
-        println!(
-            "  -> ask bob for a plan under ${} (asked for ${})",
-            limit_cents / 100,
-            amount_cents / 100
-        );
+    if let StepErrorKind::Failed(CloudError::LimitExceeded { amount_cents, limit_cents }) = error.cause().kind() {
+        println!("  -> ask bob for a plan under ${} (asked for ${})", limit_cents / 100, amount_cents / 100);
     }
     println!("rolled back cleanly: {}", error.rollback_state().is_clean());
     println!("{}", error.summary());

@@ -24,9 +24,7 @@ async fn main() {
             let vm = tx
                 .step("create_vm")
                 .execute(|| cloud.create_vm(1))
-                .rollback_using(&cloud, |(cloud, vm)| async move {
-                    cloud.delete_vm(&vm.id).await
-                })
+                .rollback_using(&cloud, |(cloud, vm)| async move { cloud.delete_vm(&vm.id).await })
                 .await?;
 
             let ip: Ip = tx
@@ -41,9 +39,7 @@ async fn main() {
                 .await?;
             println!("  {} got address {ip}", vm.id);
 
-            tx.step("open_port")
-                .run(|| cloud.open_port(ip, 443))
-                .await?;
+            tx.step("open_port").run(|| cloud.open_port(ip, 443)).await?;
             Ok::<_, StepError<CloudError>>(ip)
         })
         .await;

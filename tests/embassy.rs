@@ -22,9 +22,7 @@ static DRIVER_IN_USE: Mutex<()> = Mutex::new(());
 const MAX_VIRTUAL_TIME: Duration = Duration::from_secs(3600);
 
 fn block_on_mock_time<F: Future>(future: F) -> F::Output {
-    let _serial = DRIVER_IN_USE
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _serial = DRIVER_IN_USE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let driver = MockDriver::get();
     driver.reset();
     let mut future = pin!(future);
@@ -37,10 +35,7 @@ fn block_on_mock_time<F: Future>(future: F) -> F::Output {
         }
         driver.advance(step);
         waited += Duration::from_millis(1);
-        assert!(
-            waited < MAX_VIRTUAL_TIME,
-            "the scenario waited an hour of virtual time: stuck"
-        );
+        assert!(waited < MAX_VIRTUAL_TIME, "the scenario waited an hour of virtual time: stuck");
     }
 }
 
@@ -62,10 +57,7 @@ fn clock_follows_the_mock_driver() {
         clock.sleep(Duration::from_millis(1500)).await;
         assert_eq!(clock.now(), Duration::from_millis(1500));
         clock.sleep(Duration::from_nanos(1)).await;
-        assert!(
-            clock.now() > Duration::from_millis(1500),
-            "a 1 ns sleep still waits one tick"
-        );
+        assert!(clock.now() > Duration::from_millis(1500), "a 1 ns sleep still waits one tick");
         let mut forever = pin!(clock.sleep(Duration::MAX));
         let mut cx = Context::from_waker(Waker::noop());
         MockDriver::get().advance(embassy_time::Duration::from_secs(365 * 24 * 3600));

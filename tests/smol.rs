@@ -8,9 +8,7 @@ mod conformance;
 
 use std::sync::{Arc, Mutex};
 
-use transaction_manager::{
-    RollbackState, SmolClock, SmolSpawner, Spawner, StepError, TransactionManager,
-};
+use transaction_manager::{RollbackState, SmolClock, SmolSpawner, Spawner, StepError, TransactionManager};
 
 macro_rules! on_smol {
     ($scenario:path) => {{
@@ -34,9 +32,7 @@ fn spawned_on_a_multi_threaded_executor() {
         .map(|_| {
             let executor = executor.clone();
             let shutdown = shutdown.clone();
-            std::thread::spawn(move || {
-                futures_lite::future::block_on(executor.run(shutdown.recv()))
-            })
+            std::thread::spawn(move || futures_lite::future::block_on(executor.run(shutdown.recv())))
         })
         .collect();
 
@@ -61,9 +57,7 @@ fn spawned_on_a_multi_threaded_executor() {
                             })
                             .await?;
                         if id % 3 == 0 {
-                            tx.step("fail")
-                                .run(|| async { Err::<(), _>(std::io::Error::other("no")) })
-                                .await?;
+                            tx.step("fail").run(|| async { Err::<(), _>(std::io::Error::other("no")) }).await?;
                         }
                         Ok::<_, StepError<std::io::Error>>(id)
                     })
@@ -73,21 +67,8 @@ fn spawned_on_a_multi_threaded_executor() {
             }))
         })
         .collect();
-    let results: Vec<_> = tasks
-        .into_iter()
-        .map(futures_lite::future::block_on)
-        .collect();
-    assert_eq!(
-        results,
-        [
-            Err(RollbackState::Clean),
-            Ok(1),
-            Ok(2),
-            Err(RollbackState::Clean),
-            Ok(4),
-            Ok(5)
-        ]
-    );
+    let results: Vec<_> = tasks.into_iter().map(futures_lite::future::block_on).collect();
+    assert_eq!(results, [Err(RollbackState::Clean), Ok(1), Ok(2), Err(RollbackState::Clean), Ok(4), Ok(5)]);
     let mut undone = undone.lock().unwrap().clone();
     undone.sort();
     assert_eq!(undone, [0, 3]);

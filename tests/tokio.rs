@@ -12,11 +12,7 @@ use transaction_manager::{RollbackState, StepError, StepStatus, TokioClock, Tran
 
 macro_rules! on_tokio_paused {
     ($scenario:path) => {{
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
         rt.block_on(async { $scenario(TokioClock::new(), conformance::Timing::Exact).await });
     }};
 }
@@ -38,11 +34,7 @@ fn io_error(text: &str) -> std::io::Error {
 /// multi-thread runtime — commit and rollback both.
 #[test]
 fn spawned_on_a_multi_thread_runtime() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap();
     rt.block_on(async {
         // Multi-thread runtimes cannot pause time, and tests never sleep for
         // real: the steps yield instead, and nothing retries or times out.
@@ -71,9 +63,7 @@ fn spawned_on_a_multi_thread_runtime() {
                             })
                             .await?;
                         if id % 2 == 1 {
-                            tx.step("fail")
-                                .run(|| async { Err::<(), _>(io_error("odd")) })
-                                .await?;
+                            tx.step("fail").run(|| async { Err::<(), _>(io_error("odd")) }).await?;
                         }
                         R::Ok(id)
                     })
@@ -107,11 +97,7 @@ fn spawned_on_a_multi_thread_runtime() {
 /// `LocalBoxedRollback` (`.local()`), on a current-thread runtime.
 #[test]
 fn not_send_steps_on_a_local_set() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async {
         let manager = TransactionManager::new(TokioClock::new());
@@ -135,9 +121,7 @@ fn not_send_steps_on_a_local_set() {
                         })
                         .await?;
                     j.borrow_mut().push(format!("opened {handle}"));
-                    tx.step("use")
-                        .run(|| async { Err::<(), _>(io_error("broken pipe")) })
-                        .await?;
+                    tx.step("use").run(|| async { Err::<(), _>(io_error("broken pipe")) }).await?;
                     R::Ok(())
                 })
                 .await
@@ -155,11 +139,7 @@ fn not_send_steps_on_a_local_set() {
 #[test]
 fn clock_follows_paused_time() {
     use transaction_manager::Clock;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
     rt.block_on(async {
         let clock = TokioClock::new();
         clock.sleep(Duration::from_millis(1500)).await;

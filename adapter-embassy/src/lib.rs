@@ -85,9 +85,7 @@ impl Clock for EmbassyClock {
 
     fn sleep(&self, duration: Duration) -> Timer {
         let ticks = duration_to_ticks(duration);
-        let deadline = Instant::now()
-            .checked_add(embassy_time::Duration::from_ticks(ticks))
-            .unwrap_or(Instant::MAX);
+        let deadline = Instant::now().checked_add(embassy_time::Duration::from_ticks(ticks)).unwrap_or(Instant::MAX);
         Timer::at(deadline)
     }
 }
@@ -115,15 +113,8 @@ mod tests {
         assert_eq!(duration_to_ticks(Duration::MAX), u64::MAX);
         let one_tick = ticks_to_duration(1);
         assert_eq!(duration_to_ticks(one_tick), 1);
-        assert_eq!(
-            duration_to_ticks(Duration::from_nanos(1)),
-            1,
-            "never rounds a wait down to zero"
-        );
-        assert_eq!(
-            ticks_to_duration(duration_to_ticks(Duration::from_millis(1500))),
-            Duration::from_millis(1500)
-        );
+        assert_eq!(duration_to_ticks(Duration::from_nanos(1)), 1, "never rounds a wait down to zero");
+        assert_eq!(ticks_to_duration(duration_to_ticks(Duration::from_millis(1500))), Duration::from_millis(1500));
         let _ = ticks_to_duration(u64::MAX);
     }
 }

@@ -55,9 +55,7 @@ pub struct TokioClock {
 impl TokioClock {
     /// A clock whose epoch is now.
     pub fn new() -> Self {
-        Self {
-            epoch: Instant::now(),
-        }
+        Self { epoch: Instant::now() }
     }
 
     /// A clock whose epoch is `epoch`.

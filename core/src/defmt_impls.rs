@@ -4,14 +4,40 @@
 use defmt::{Format, Formatter, write};
 
 use crate::{
-    Committed, Jitter, Name, RetryPolicy, RollbackErrorKind, RollbackFailure, RollbackState,
-    StepError, StepErrorKind, StepRecord, StepStatus, Storage, Summary, TransactionError,
-    TransactionId, TransactionInfo,
+    Committed, InterruptReason, Interrupted, Jitter, Name, PanicMessage, RetryPolicy, RollbackErrorKind,
+    RollbackFailure, RollbackState, StepError, StepErrorKind, StepRecord, StepStatus, Storage, Summary,
+    TransactionError, TransactionId, TransactionInfo,
 };
 
 impl Format for Name {
     fn format(&self, f: Formatter<'_>) {
         write!(f, "{=str}", self.as_str())
+    }
+}
+
+impl Format for PanicMessage {
+    fn format(&self, f: Formatter<'_>) {
+        write!(f, "{=str}", self.as_str())
+    }
+}
+
+impl Format for InterruptReason {
+    fn format(&self, f: Formatter<'_>) {
+        match self {
+            InterruptReason::DeadlineExceeded { deadline } => {
+                write!(f, "the transaction's deadline of {} passed", deadline)
+            }
+            InterruptReason::Cancelled => write!(f, "the transaction was cancelled"),
+        }
+    }
+}
+
+impl Format for Interrupted {
+    fn format(&self, f: Formatter<'_>) {
+        match self.step() {
+            Some(step) => write!(f, "{} during step `{}`", self.reason(), step),
+            None => write!(f, "{} between steps", self.reason()),
+        }
     }
 }
 
@@ -101,6 +127,9 @@ impl<E: Format> Format for StepErrorKind<E> {
             StepErrorKind::CapacityExceeded { capacity } => {
                 write!(f, "not run: capacity of {=usize} steps used up", capacity)
             }
+            StepErrorKind::Panicked(message) => write!(f, "panicked: {}", message),
+            StepErrorKind::Interrupted(reason) => write!(f, "interrupted: {}", reason),
+            StepErrorKind::EmptyName => write!(f, "not run: empty name"),
         }
     }
 }
@@ -116,6 +145,7 @@ impl<RE: Format> Format for RollbackErrorKind<RE> {
         match self {
             RollbackErrorKind::Failed(e) => write!(f, "failed: {}", e),
             RollbackErrorKind::TimedOut { timeout } => write!(f, "timed out after {}", timeout),
+            RollbackErrorKind::Panicked(message) => write!(f, "panicked: {}", message),
         }
     }
 }
@@ -137,13 +167,7 @@ impl Format for RollbackState {
 
 impl<B: Format, RE: Format, S: Storage> Format for TransactionError<B, RE, S> {
     fn format(&self, f: Formatter<'_>) {
-        write!(
-            f,
-            "transaction {} failed: {}; {}",
-            self.summary().info(),
-            self.cause(),
-            self.rollback_state()
-        );
+        write!(f, "transaction {} failed: {}; {}", self.summary().info(), self.cause(), self.rollback_state());
         for failure in self.rollback_failures() {
             write!(f, "; {}", failure);
         }

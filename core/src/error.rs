@@ -3,7 +3,7 @@
 use core::fmt;
 use core::time::Duration;
 
-use crate::{Name, Storage, Summary};
+use crate::{InterruptReason, Name, PanicMessage, StepRecord, StepStatus, Storage, Summary};
 
 /// Why a step did not produce a value. Returned by awaiting a step, so the
 /// body can stop with `?` (which rolls back the completed steps).
@@ -54,12 +54,28 @@ pub enum StepErrorKind<E> {
         /// The transaction's capacity, in steps.
         capacity: usize,
     },
+    /// Execute, or a hook of this step, panicked (caught with the `std`
+    /// feature). A step whose hook panicked is not retried.
+    Panicked(PanicMessage),
+    /// The transaction was stopped from outside while this step was in
+    /// progress (or, for the step named `(between steps)`, while the body
+    /// was between steps). See [`Interrupted`](crate::Interrupted).
+    Interrupted(InterruptReason),
+    /// The step was not run: its name is empty. Names identify steps in
+    /// summaries, logs and hooks.
+    EmptyName,
 }
 
 impl<E> StepErrorKind<E> {
     /// Whether the step ran out of time.
     pub fn is_timeout(&self) -> bool {
         matches!(self, StepErrorKind::TimedOut { .. })
+    }
+
+    /// Whether the step may have taken effect although it failed: it timed
+    /// out, panicked, or was interrupted mid-attempt.
+    pub fn is_uncertain(&self) -> bool {
+        matches!(self, StepErrorKind::TimedOut { .. } | StepErrorKind::Panicked(_) | StepErrorKind::Interrupted(_))
     }
 }
 
@@ -106,11 +122,12 @@ impl<E: fmt::Display> fmt::Display for StepError<E> {
             StepErrorKind::TimedOut { timeout } => {
                 write!(f, "step `{}` timed out after {timeout:?}", self.step)
             }
-            StepErrorKind::CapacityExceeded { capacity } => write!(
-                f,
-                "step `{}` not run: the transaction's capacity of {capacity} steps is used up",
-                self.step
-            ),
+            StepErrorKind::CapacityExceeded { capacity } => {
+                write!(f, "step `{}` not run: the transaction's capacity of {capacity} steps is used up", self.step)
+            }
+            StepErrorKind::Panicked(message) => write!(f, "step `{}` panicked: {message}", self.step),
+            StepErrorKind::Interrupted(reason) => write!(f, "step `{}` interrupted: {reason}", self.step),
+            StepErrorKind::EmptyName => f.write_str("step not run: its name is empty"),
         }
     }
 }
@@ -167,6 +184,9 @@ pub enum RollbackErrorKind<RE> {
         /// The per-attempt rollback timeout that ran out.
         timeout: Duration,
     },
+    /// The rollback, or a hook of it, panicked (caught with the `std`
+    /// feature).
+    Panicked(PanicMessage),
 }
 
 impl<RE> RollbackErrorKind<RE> {
@@ -205,11 +225,10 @@ impl<RE: fmt::Display> fmt::Display for RollbackFailure<RE> {
                 write!(f, "rollback of step `{}` failed: {e}", self.step)
             }
             RollbackErrorKind::TimedOut { timeout } => {
-                write!(
-                    f,
-                    "rollback of step `{}` timed out after {timeout:?}",
-                    self.step
-                )
+                write!(f, "rollback of step `{}` timed out after {timeout:?}", self.step)
+            }
+            RollbackErrorKind::Panicked(message) => {
+                write!(f, "rollback of step `{}` panicked: {message}", self.step)
             }
         }
     }
@@ -228,8 +247,9 @@ pub enum RollbackState {
     /// Every completed step that has a rollback was rolled back (or there was
     /// nothing to roll back).
     Clean,
-    /// At least one rollback failed: its step's effects may remain. See
-    /// [`TransactionError::rollback_failures`].
+    /// At least one rollback failed, or was never attempted: effects of
+    /// those steps may remain. See [`TransactionError::rollback_failures`]
+    /// and [`TransactionError::skipped_rollbacks`].
     Partial,
 }
 
@@ -284,16 +304,24 @@ impl<B, RE, S: Storage> TransactionError<B, RE, S> {
     /// [`Clean`](RollbackState::Clean) when every rollback succeeded,
     /// [`Partial`](RollbackState::Partial) when any failed.
     pub fn rollback_state(&self) -> RollbackState {
-        if self.rollback_failures.is_empty() {
+        if self.rollback_failures.is_empty() && self.summary.rollback_skipped_steps() == 0 {
             RollbackState::Clean
         } else {
             RollbackState::Partial
         }
     }
 
-    /// Whether a rollback failed, so effects of the transaction may remain.
+    /// Whether a rollback failed or was skipped, so effects of the
+    /// transaction may remain.
     pub fn is_partially_rolled_back(&self) -> bool {
         self.rollback_state() == RollbackState::Partial
+    }
+
+    /// The steps with a rollback that were never attempted because an
+    /// earlier rollback failed under
+    /// [`RollbackFailurePolicy::Stop`](crate::RollbackFailurePolicy::Stop).
+    pub fn skipped_rollbacks(&self) -> impl Iterator<Item = &StepRecord> {
+        self.summary.steps().iter().filter(|s| s.status() == StepStatus::RollbackSkipped)
     }
 
     /// The transaction's summary.
@@ -310,24 +338,17 @@ impl<B, RE, S: Storage> TransactionError<B, RE, S> {
 
 impl<B: fmt::Display, RE: fmt::Display, S: Storage> fmt::Display for TransactionError<B, RE, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "transaction `{}` ({}) failed: {}; ",
-            self.summary.info.operation, self.summary.info.id, self.cause
-        )?;
+        write!(f, "transaction `{}` ({}) failed: {}; ", self.summary.info.operation, self.summary.info.id, self.cause)?;
         let rolled_back = self.summary.rolled_back_steps();
-        match self.rollback_failures.len() {
-            0 if rolled_back == 0 => f.write_str("nothing to roll back"),
-            0 => write!(
-                f,
-                "rolled back cleanly ({rolled_back} {})",
-                steps(rolled_back)
-            ),
-            failed => {
-                write!(
-                    f,
-                    "PARTIALLY rolled back ({rolled_back} rolled back, {failed} failed"
-                )?;
+        let skipped = self.summary.rollback_skipped_steps();
+        match (self.rollback_failures.len(), skipped) {
+            (0, 0) if rolled_back == 0 => f.write_str("nothing to roll back"),
+            (0, 0) => write!(f, "rolled back cleanly ({rolled_back} {})", steps(rolled_back)),
+            (failed, skipped) => {
+                write!(f, "PARTIALLY rolled back ({rolled_back} rolled back, {failed} failed")?;
+                if skipped > 0 {
+                    write!(f, ", {skipped} never attempted")?;
+                }
                 for failure in self.rollback_failures.iter() {
                     write!(f, "; {failure}")?;
                 }
@@ -403,9 +424,6 @@ impl<T, S: Storage> Committed<T, S> {
 
 impl<T: fmt::Debug, S: Storage> fmt::Debug for Committed<T, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Committed")
-            .field("value", &self.value)
-            .field("summary", &self.summary)
-            .finish()
+        f.debug_struct("Committed").field("value", &self.value).field("summary", &self.summary).finish()
     }
 }

@@ -1,6 +1,6 @@
 //! Lifecycle hooks: user code awaited at each event of a transaction.
 
-use crate::{StepRecord, Storage, Summary, TransactionInfo};
+use crate::{Abandoned, StepRecord, Storage, Summary, TransactionInfo};
 
 /// A step event, as a hook sees it: which transaction, the step's record
 /// (name, index, status, attempts, timestamps, last error text), and the
@@ -117,7 +117,9 @@ pub trait Hooks {
     }
 
     /// The transaction is over: committed (`success`) or failed and rolled
-    /// back as far as possible. Called exactly once per transaction.
+    /// back as far as possible. Called exactly once per transaction that
+    /// runs to its end (see [`on_transaction_abandoned`](Hooks::on_transaction_abandoned)
+    /// for one whose future is dropped).
     async fn on_transaction_complete<S: Storage>(
         &self,
         transaction: &TransactionInfo,
@@ -125,6 +127,17 @@ pub trait Hooks {
         summary: &Summary<S>,
     ) {
         let _ = (transaction, success, summary);
+    }
+
+    /// The transaction's future was dropped before it finished, owing the
+    /// rollbacks in `abandoned.pending()`; the manager's
+    /// [`AbandonPolicy`](crate::AbandonPolicy) takes them over next.
+    /// Called from `Drop`, so it is not async and must not block; a panic
+    /// in it is caught (with `std`). `on_transaction_complete` is not called
+    /// for such a transaction (except by [`Abandoned::roll_back`], if the
+    /// policy runs it).
+    fn on_transaction_abandoned<U, S: Storage>(&self, abandoned: &Abandoned<U, S>) {
+        let _ = abandoned;
     }
 }
 
@@ -170,10 +183,7 @@ macro_rules! impl_for_collection {
             success: bool,
             summary: &Summary<St>,
         ) {
-            each!(
-                self.$iter(),
-                on_transaction_complete(transaction, success, summary)
-            );
+            each!(self.$iter(), on_transaction_complete(transaction, success, summary));
         }
     };
 }
@@ -233,6 +243,9 @@ macro_rules! impl_for_pointer {
             ) {
                 (**self).on_transaction_complete(transaction, success, summary).await
             }
+            fn on_transaction_abandoned<U, St: Storage>(&self, abandoned: &Abandoned<U, St>) {
+                (**self).on_transaction_abandoned(abandoned)
+            }
         }
     )*};
 }
@@ -274,6 +287,9 @@ macro_rules! impl_for_tuple {
                 summary: &Summary<St>,
             ) {
                 $( self.$idx.on_transaction_complete(transaction, success, summary).await; )+
+            }
+            fn on_transaction_abandoned<U, St: Storage>(&self, abandoned: &Abandoned<U, St>) {
+                $( self.$idx.on_transaction_abandoned(abandoned); )+
             }
         }
     };

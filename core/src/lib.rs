@@ -73,45 +73,56 @@
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
 
 #[macro_use]
 mod fmt;
 
+mod abandon;
 mod clock;
 #[cfg(feature = "defmt")]
 mod defmt_impls;
 mod error;
 mod hooks;
+mod interrupt;
+mod ledger;
 mod manager;
 mod manual_clock;
+mod panic;
 mod record;
 mod retry;
 mod rollback;
 mod spawn;
+mod step;
 mod storage;
 mod summary;
 mod text;
 mod transaction;
 
+pub use abandon::{AbandonPolicy, Abandoned, DetachedRollback, RollbackReport, Spawned, Unattended};
 pub use clock::Clock;
 pub use error::{
-    Committed, RollbackErrorKind, RollbackFailure, RollbackState, StepError, StepErrorKind,
-    TransactionError,
+    Committed, RollbackErrorKind, RollbackFailure, RollbackState, StepError, StepErrorKind, TransactionError,
 };
 pub use hooks::{Hooks, StepEvent};
-pub use manager::{
-    Closures, LocalClosures, Outcome, Records, TransactionBuilder, TransactionManager, UndoLog,
+pub use interrupt::{
+    Cancel, Deadline, Interrupt, InterruptReason, Interrupted, IntoBodyError, IntoReason, Never, NoInterrupt,
 };
+pub use ledger::RollbackFailurePolicy;
+pub use manager::{Closures, LocalClosures, Outcome, Records, TransactionBuilder, TransactionManager, UndoLog};
 pub use manual_clock::{ManualClock, ManualSleep};
+pub use panic::PanicMessage;
 pub use record::{StepRecord, StepStatus, TransactionId, TransactionInfo};
 pub use retry::{Jitter, RetryPolicy, SplitMix64};
 #[cfg(feature = "alloc")]
 pub use rollback::{BoxError, BoxedRollback, LocalBoxedRollback};
 pub use rollback::{NoRollback, Rollback, RollbackFn};
 pub use spawn::Spawner;
+pub use step::{Execute, Maybe, Plain, Step, StepFn, WithContext};
 #[cfg(feature = "alloc")]
 pub use storage::Unbounded;
 pub use storage::{Fixed, List, Storage};
 pub use summary::Summary;
 pub use text::Name;
-pub use transaction::{Execute, Plain, Step, StepFn, Transaction, WithContext};
+pub use transaction::Transaction;

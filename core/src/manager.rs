@@ -5,9 +5,12 @@ use core::marker::PhantomData;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use core::time::Duration;
 
+use crate::interrupt::{Cancel, Deadline, IntoBodyError, IntoReason, NoInterrupt};
+use crate::ledger::Ledger;
+use crate::transaction::{Either, race};
 use crate::{
-    Clock, Committed, Hooks, Name, RetryPolicy, Rollback, Storage, Transaction, TransactionError,
-    TransactionId, TransactionInfo,
+    AbandonPolicy, Clock, Committed, Hooks, Interrupt, Name, RetryPolicy, Rollback, RollbackFailurePolicy, Spawned,
+    Storage, Transaction, TransactionError, TransactionId, TransactionInfo, Unattended,
 };
 
 /// What running a transaction returns: the value and summary of a committed
@@ -40,11 +43,13 @@ pub type Outcome<T, B, RE, S> = Result<Committed<T, S>, TransactionError<B, RE, 
 /// assert_eq!(done.unwrap().into_value(), 42);
 /// ```
 #[derive(Debug)]
-pub struct TransactionManager<C, H = ()> {
+pub struct TransactionManager<C, H = (), A = Unattended> {
     pub(crate) clock: C,
     pub(crate) hooks: H,
+    pub(crate) abandon: A,
     pub(crate) retry: RetryPolicy,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) on_rollback_failure: RollbackFailurePolicy,
     jitter_seed: u64,
     next_id: AtomicUsize,
 }
@@ -62,15 +67,17 @@ impl<C: Clock> TransactionManager<C> {
         Self {
             clock,
             hooks: (),
+            abandon: Unattended,
             retry: RetryPolicy::new(),
             timeout: None,
+            on_rollback_failure: RollbackFailurePolicy::Continue,
             jitter_seed: 0x05EE_D0F7_AB1E,
             next_id: AtomicUsize::new(1),
         }
     }
 }
 
-impl<C, H> TransactionManager<C, H> {
+impl<C, H, A> TransactionManager<C, H, A> {
     /// Replaces the hooks. Combine several with a tuple: `(a, b)`.
     ///
     /// ```
@@ -81,15 +88,77 @@ impl<C, H> TransactionManager<C, H> {
     /// let manager = TransactionManager::new(&clock).with_hooks((Quiet, Quiet));
     /// # let _ = manager;
     /// ```
-    pub fn with_hooks<H2: Hooks>(self, hooks: H2) -> TransactionManager<C, H2> {
+    pub fn with_hooks<H2: Hooks>(self, hooks: H2) -> TransactionManager<C, H2, A> {
         TransactionManager {
             clock: self.clock,
             hooks,
+            abandon: self.abandon,
             retry: self.retry,
             timeout: self.timeout,
+            on_rollback_failure: self.on_rollback_failure,
             jitter_seed: self.jitter_seed,
             next_id: self.next_id,
         }
+    }
+
+    /// Finishes the rollbacks of transactions whose future is dropped before
+    /// they end (cancellation), on tasks spawned with `spawner`. See
+    /// [`AbandonPolicy`] and [`Spawned`].
+    ///
+    /// ```
+    /// # use transaction_manager_core::*;
+    /// struct Inline;
+    /// impl Spawner for Inline {
+    ///     fn spawn<F: core::future::Future<Output = ()> + Send + 'static>(&self, f: F) {
+    ///         ManualClock::new().block_on(f)
+    ///     }
+    /// }
+    /// let manager = TransactionManager::new(Frozen).with_spawner(Inline);
+    /// # #[derive(Clone)] struct Frozen;
+    /// # impl Clock for Frozen {
+    /// #     type Sleep = core::future::Ready<()>;
+    /// #     fn now(&self) -> core::time::Duration { core::time::Duration::ZERO }
+    /// #     fn sleep(&self, _: core::time::Duration) -> Self::Sleep { core::future::ready(()) }
+    /// # }
+    /// # let _ = manager;
+    /// ```
+    pub fn with_spawner<Sp>(self, spawner: Sp) -> TransactionManager<C, H, Spawned<Sp>> {
+        self.with_abandon_policy(Spawned(spawner))
+    }
+
+    /// Sets what happens to the rollbacks a dropped transaction still owes
+    /// (default: [`Unattended`]). See [`AbandonPolicy`].
+    pub fn with_abandon_policy<A2>(self, policy: A2) -> TransactionManager<C, H, A2> {
+        TransactionManager {
+            clock: self.clock,
+            hooks: self.hooks,
+            abandon: policy,
+            retry: self.retry,
+            timeout: self.timeout,
+            on_rollback_failure: self.on_rollback_failure,
+            jitter_seed: self.jitter_seed,
+            next_id: self.next_id,
+        }
+    }
+
+    /// What happens to the remaining rollbacks when one fails for good
+    /// (default: [`RollbackFailurePolicy::Continue`]).
+    ///
+    /// ```
+    /// # use transaction_manager_core::*;
+    /// # let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock).with_rollback_failure_policy(RollbackFailurePolicy::Stop);
+    /// # let _ = manager;
+    /// ```
+    #[must_use]
+    pub fn with_rollback_failure_policy(mut self, policy: RollbackFailurePolicy) -> Self {
+        self.on_rollback_failure = policy;
+        self
+    }
+
+    /// The abandon policy.
+    pub fn abandon_policy(&self) -> &A {
+        &self.abandon
     }
 
     /// The retry policy of steps that do not set their own (and of their
@@ -170,7 +239,7 @@ impl<C, H> TransactionManager<C, H> {
     /// let builder = manager.transaction("provision");
     /// assert_eq!(builder.info().operation(), "provision");
     /// ```
-    pub fn transaction(&self, operation: impl Into<Name>) -> TransactionBuilder<'_, C, H> {
+    pub fn transaction(&self, operation: impl Into<Name>) -> TransactionBuilder<'_, Self> {
         let id = self.next_id();
         self.builder(id, Some(operation.into()))
     }
@@ -184,20 +253,19 @@ impl<C, H> TransactionManager<C, H> {
     /// let builder = manager.unnamed_transaction();
     /// assert_eq!(builder.info().operation(), "tx-1");
     /// ```
-    pub fn unnamed_transaction(&self) -> TransactionBuilder<'_, C, H> {
+    pub fn unnamed_transaction(&self) -> TransactionBuilder<'_, Self> {
         let id = self.next_id();
         self.builder(id, None)
     }
 
-    fn builder(&self, id: TransactionId, operation: Option<Name>) -> TransactionBuilder<'_, C, H> {
+    fn builder(&self, id: TransactionId, operation: Option<Name>) -> TransactionBuilder<'_, Self> {
         TransactionBuilder {
             manager: self,
             unnamed: operation.is_none(),
-            info: TransactionInfo {
-                id,
-                operation: operation.unwrap_or_else(|| Name::format(id)),
-            },
+            info: TransactionInfo { id, operation: operation.unwrap_or_else(|| Name::format(id)) },
             jitter_seed: None,
+            on_rollback_failure: self.on_rollback_failure,
+            interrupt: NoInterrupt,
             log: PhantomData,
         }
     }
@@ -222,7 +290,10 @@ impl<C, H> TransactionManager<C, H> {
 }
 
 #[cfg(feature = "alloc")]
-impl<C: Clock, H: Hooks> TransactionManager<C, H> {
+impl<C: Clock, H: Hooks, A> TransactionManager<C, H, A>
+where
+    A: AbandonPolicy<C, H, (), crate::BoxedRollback, crate::Unbounded>,
+{
     /// Runs `body` as a transaction named `operation`, with closure
     /// rollbacks ([`BoxedRollback`](crate::BoxedRollback)) and no limit on
     /// steps. The same as `self.transaction(operation).run(body)`.
@@ -248,9 +319,7 @@ impl<C: Clock, H: Hooks> TransactionManager<C, H> {
         body: F,
     ) -> Outcome<T, B, crate::BoxError, crate::Unbounded>
     where
-        F: AsyncFnOnce(
-            &mut Transaction<'_, C, (), crate::BoxedRollback, crate::Unbounded, H>,
-        ) -> Result<T, B>,
+        F: AsyncFnOnce(&mut Transaction<'_, Self, (), crate::BoxedRollback, crate::Unbounded>) -> Result<T, B>,
     {
         self.transaction(operation).run(body).await
     }
@@ -306,7 +375,8 @@ impl<'r> UndoLog for LocalClosures<'r> {
 }
 
 /// A transaction about to run: its id and operation are fixed, its undo log
-/// can still be chosen. Made by [`TransactionManager::transaction`].
+/// and interrupts can still be chosen. Made by
+/// [`TransactionManager::transaction`].
 ///
 /// ```
 /// # use transaction_manager_core::*;
@@ -322,18 +392,20 @@ impl<'r> UndoLog for LocalClosures<'r> {
 /// assert_eq!(done.unwrap().into_value(), TransactionId::new(100));
 /// ```
 #[must_use = "a transaction does nothing until it is run"]
-pub struct TransactionBuilder<'m, C, H, L = Closures> {
-    manager: &'m TransactionManager<C, H>,
+pub struct TransactionBuilder<'m, M, L = Closures, I = NoInterrupt> {
+    manager: &'m M,
     info: TransactionInfo,
     /// The operation name is the id's text, to follow `with_id`.
     unnamed: bool,
     /// Set by `with_jitter_seed`; otherwise derived from the manager's seed
     /// and the final id when the transaction runs.
     jitter_seed: Option<u64>,
+    on_rollback_failure: RollbackFailurePolicy,
+    interrupt: I,
     log: PhantomData<fn() -> L>,
 }
 
-impl<'m, C, H, L> TransactionBuilder<'m, C, H, L> {
+impl<'m, M, L, I> TransactionBuilder<'m, M, L, I> {
     /// The id and operation the transaction will run with.
     pub fn info(&self) -> &TransactionInfo {
         &self.info
@@ -355,20 +427,59 @@ impl<'m, C, H, L> TransactionBuilder<'m, C, H, L> {
         self
     }
 
+    /// What happens to the remaining rollbacks when one fails for good, for
+    /// this transaction.
+    pub fn with_rollback_failure_policy(mut self, policy: RollbackFailurePolicy) -> Self {
+        self.on_rollback_failure = policy;
+        self
+    }
+
+    /// Gives the whole transaction a deadline, measured on its clock from
+    /// when the body starts. When it passes, the body is dropped at its
+    /// current await point (the step in progress is abandoned and counts as
+    /// failed), the completed steps are rolled back — the rollback itself is
+    /// not cut short — and the body's error is built from an
+    /// [`Interrupted`] (`B: From<Interrupted>`; `StepError` qualifies).
+    pub fn with_deadline(self, deadline: Duration) -> TransactionBuilder<'m, M, L, (I, Deadline)> {
+        self.with_interrupt(|previous| (previous, Deadline(deadline)))
+    }
+
+    /// Stops the transaction when `signal` completes, as
+    /// [`with_deadline`](TransactionBuilder::with_deadline) does when its
+    /// deadline passes: the body is dropped and the completed steps are
+    /// rolled back before `run` returns. The way to cancel a transaction
+    /// without losing its rollback on any runtime, including `no_std`.
+    pub fn cancel_on<F: core::future::Future<Output = ()>>(
+        self,
+        signal: F,
+    ) -> TransactionBuilder<'m, M, L, (I, Cancel<F>)> {
+        self.with_interrupt(|previous| (previous, Cancel(signal)))
+    }
+
+    fn with_interrupt<I2>(self, add: impl FnOnce(I) -> I2) -> TransactionBuilder<'m, M, L, I2> {
+        TransactionBuilder {
+            manager: self.manager,
+            info: self.info,
+            unnamed: self.unnamed,
+            jitter_seed: self.jitter_seed,
+            on_rollback_failure: self.on_rollback_failure,
+            interrupt: add(self.interrupt),
+            log: PhantomData,
+        }
+    }
+
     /// Keeps at most `N` steps, inline, with undo records of type `U`: no
     /// allocator needed. Step `N + 1` fails with `CapacityExceeded` before
-    /// it runs. `U` is usually an enum implementing [`Rollback`], one variant
-    /// per kind of step; use [`NoRollback`](crate::NoRollback) when no step
-    /// has a rollback.
-    pub fn fixed<U, const N: usize>(
-        self,
-    ) -> TransactionBuilder<'m, C, H, Records<U, crate::Fixed<N>>> {
+    /// it runs; with `N = 0` every step does. `U` is usually an enum
+    /// implementing [`Rollback`], one variant per kind of step; use
+    /// [`NoRollback`](crate::NoRollback) when no step has a rollback.
+    pub fn fixed<U, const N: usize>(self) -> TransactionBuilder<'m, M, Records<U, crate::Fixed<N>>, I> {
         self.with_log()
     }
 
     /// Keeps any number of steps on the heap, with undo records of type `U`.
     #[cfg(feature = "alloc")]
-    pub fn unbounded<U>(self) -> TransactionBuilder<'m, C, H, Records<U, crate::Unbounded>> {
+    pub fn unbounded<U>(self) -> TransactionBuilder<'m, M, Records<U, crate::Unbounded>, I> {
         self.with_log()
     }
 
@@ -376,38 +487,43 @@ impl<'m, C, H, L> TransactionBuilder<'m, C, H, L> {
     /// ([`LocalBoxedRollback`](crate::LocalBoxedRollback)), any number of
     /// steps. For transactions that stay on one thread.
     #[cfg(feature = "alloc")]
-    pub fn local<'r>(self) -> TransactionBuilder<'m, C, H, LocalClosures<'r>> {
+    pub fn local<'r>(self) -> TransactionBuilder<'m, M, LocalClosures<'r>, I> {
         self.with_log()
     }
 
-    fn with_log<L2>(self) -> TransactionBuilder<'m, C, H, L2> {
+    fn with_log<L2>(self) -> TransactionBuilder<'m, M, L2, I> {
         TransactionBuilder {
             manager: self.manager,
             info: self.info,
             unnamed: self.unnamed,
             jitter_seed: self.jitter_seed,
+            on_rollback_failure: self.on_rollback_failure,
+            interrupt: self.interrupt,
             log: PhantomData,
         }
     }
 }
 
-impl<C: Clock, H: Hooks, L> TransactionBuilder<'_, C, H, L> {
+impl<C: Clock, H: Hooks, A, L, I> TransactionBuilder<'_, TransactionManager<C, H, A>, L, I>
+where
+    I: Interrupt<C>,
+{
     /// Runs `body` as the transaction, with no context (`()`).
     ///
     /// `body` receives the [`Transaction`] and adds steps to it. If it
     /// returns `Ok`, the transaction commits. If it returns `Err` — a step's
     /// error passed on with `?`, or an error of its own — every completed
     /// step with a rollback is rolled back, latest first, and the error comes
-    /// back in a [`TransactionError`] with every rollback failure.
+    /// back in a [`TransactionError`] with every rollback failure. With the
+    /// `std` feature, a panic in the body rolls back too, then resumes.
     #[allow(clippy::type_complexity)]
-    pub async fn run<T, B, F>(
-        self,
-        body: F,
-    ) -> Outcome<T, B, <L::Undo as Rollback<()>>::Error, L::Storage>
+    pub async fn run<T, B, F>(self, body: F) -> Outcome<T, B, <L::Undo as Rollback<()>>::Error, L::Storage>
     where
         L: UndoLog,
         L::Undo: Rollback<()>,
-        F: AsyncFnOnce(&mut Transaction<'_, C, (), L::Undo, L::Storage, H>) -> Result<T, B>,
+        A: AbandonPolicy<C, H, (), L::Undo, L::Storage>,
+        I::Output: IntoBodyError<B>,
+        F: AsyncFnOnce(&mut Transaction<'_, TransactionManager<C, H, A>, (), L::Undo, L::Storage>) -> Result<T, B>,
     {
         self.run_with(&mut (), body).await
     }
@@ -425,14 +541,33 @@ impl<C: Clock, H: Hooks, L> TransactionBuilder<'_, C, H, L> {
     where
         L: UndoLog,
         L::Undo: Rollback<Ctx>,
-        F: AsyncFnOnce(&mut Transaction<'_, C, Ctx, L::Undo, L::Storage, H>) -> Result<T, B>,
+        A: AbandonPolicy<C, H, Ctx, L::Undo, L::Storage>,
+        I::Output: IntoBodyError<B>,
+        F: AsyncFnOnce(&mut Transaction<'_, TransactionManager<C, H, A>, Ctx, L::Undo, L::Storage>) -> Result<T, B>,
     {
-        let seed = self
-            .jitter_seed
-            .unwrap_or_else(|| self.manager.jitter_seed_for(self.info.id));
-        let mut tx = Transaction::new(self.manager, context, self.info, seed);
+        let manager = self.manager;
+        let seed = self.jitter_seed.unwrap_or_else(|| manager.jitter_seed_for(self.info.id));
+        let ledger = Ledger::new(self.info, manager.clock.now(), seed, self.on_rollback_failure);
+        let mut tx = Transaction::new(manager, context, ledger);
         tx.start().await;
-        let result = body(&mut tx).await;
-        tx.finish(result).await
+        let stopped = {
+            let body = crate::panic::guarded_body(body(&mut tx));
+            race(body, self.interrupt.wait(&manager.clock)).await
+        };
+        match stopped {
+            Either::Left(Ok(Ok(value))) => tx.commit(value).await,
+            Either::Left(Ok(Err(cause))) => tx.abort(cause).await,
+            Either::Right(interrupt) => {
+                let reason = interrupt.into_reason();
+                tm_warn!("{}: interrupted: {}", tx.id(), reason);
+                let (step, steps) = tx.interrupted(&reason);
+                tx.abort(interrupt.into_body_error(step, steps)).await
+            }
+            Either::Left(Err(panic)) => {
+                tm_error!("{}: the body panicked; rolling back before resuming the panic", tx.id());
+                let _ = tx.abort::<T, crate::panic::BodyPanicked>(crate::panic::BodyPanicked).await;
+                crate::panic::resume(panic)
+            }
+        }
     }
 }

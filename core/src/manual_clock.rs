@@ -75,20 +75,12 @@ impl ManualClock {
     /// assert_eq!(clock.now(), Duration::from_secs(1));
     /// ```
     pub fn sleep(&self, duration: Duration) -> ManualSleep<'_> {
-        ManualSleep {
-            clock: self,
-            deadline: self.now.get().saturating_add(duration),
-            slot: None,
-        }
+        ManualSleep { clock: self, deadline: self.now.get().saturating_add(duration), slot: None }
     }
 
     /// A clock at time zero with no pending sleeps.
     pub fn new() -> Self {
-        Self {
-            now: Cell::new(Duration::ZERO),
-            slots: RefCell::new(Default::default()),
-            overflow: Cell::new(None),
-        }
+        Self { now: Cell::new(Duration::ZERO), slots: RefCell::new(Default::default()), overflow: Cell::new(None) }
     }
 
     /// Moves time forward by `by` (saturating at `Duration::MAX`) and wakes

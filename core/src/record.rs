@@ -8,8 +8,9 @@ use crate::text::ErrorText;
 
 /// Where a step is in its life.
 ///
-/// `Pending → InProgress → Completed | Failed`, and a completed step with a
-/// rollback that is rolled back ends `RolledBack` or `RollbackFailed`.
+/// `Pending → InProgress → Completed | Failed`, and a step that is rolled
+/// back ends `RolledBack`, `RollbackFailed` or (when rollback stopped at an
+/// earlier failure) `RollbackSkipped`.
 ///
 /// ```
 /// use transaction_manager_core::StepStatus;
@@ -31,6 +32,10 @@ pub enum StepStatus {
     RolledBack,
     /// Completed, then every rollback attempt failed or timed out.
     RollbackFailed,
+    /// Completed and has a rollback, but it was never attempted: an
+    /// earlier rollback failed and the transaction's
+    /// [`RollbackFailurePolicy`](crate::RollbackFailurePolicy) is `Stop`.
+    RollbackSkipped,
 }
 
 impl StepStatus {
@@ -48,6 +53,7 @@ impl StepStatus {
             StepStatus::Failed => "failed",
             StepStatus::RolledBack => "rolled_back",
             StepStatus::RollbackFailed => "rollback_failed",
+            StepStatus::RollbackSkipped => "rollback_skipped",
         }
     }
 }
@@ -174,12 +180,7 @@ pub struct StepRecord {
 }
 
 impl StepRecord {
-    pub(crate) fn new(
-        index: usize,
-        name: Name,
-        timeout: Option<Duration>,
-        has_rollback: bool,
-    ) -> Self {
+    pub(crate) fn new(index: usize, name: Name, timeout: Option<Duration>, has_rollback: bool) -> Self {
         Self {
             index,
             name,
@@ -274,11 +275,7 @@ impl StepRecord {
 impl fmt::Display for StepRecord {
     /// One line: `#index name status, attempts, duration[, error]`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "#{} {} [{}] attempts: {}",
-            self.index, self.name, self.status, self.attempts
-        )?;
+        write!(f, "#{} {} [{}] attempts: {}", self.index, self.name, self.status, self.attempts)?;
         if let Some(d) = self.duration() {
             write!(f, ", took {d:?}")?;
         }

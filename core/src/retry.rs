@@ -327,14 +327,8 @@ mod tests {
         for jitter in [Jitter::None, Jitter::Full, Jitter::Equal] {
             let _ = p.with_jitter(jitter).jittered_delay(u32::MAX, &mut rng);
         }
-        assert_eq!(
-            RetryPolicy::new().with_multiplier(0).delay(5),
-            Duration::ZERO
-        );
-        assert_eq!(
-            RetryPolicy::new().with_multiplier(1).delay(u32::MAX),
-            Duration::from_millis(500)
-        );
+        assert_eq!(RetryPolicy::new().with_multiplier(0).delay(5), Duration::ZERO);
+        assert_eq!(RetryPolicy::new().with_multiplier(1).delay(u32::MAX), Duration::from_millis(500));
         let zero = RetryPolicy::new().with_initial_interval(Duration::ZERO);
         assert_eq!(zero.delay(u32::MAX), Duration::ZERO);
     }

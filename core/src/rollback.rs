@@ -213,6 +213,16 @@ mod boxed {
         BoxedRollback<> + Send, life: 'static
     );
 
+    /// A dropped transaction's closure rollbacks can finish on a spawned
+    /// task.
+    impl crate::DetachedRollback for BoxedRollback {
+        type Error = BoxError;
+
+        fn rollback_detached(&mut self) -> impl Future<Output = Result<(), BoxError>> + Send {
+            (self.0)()
+        }
+    }
+
     boxed_rollback!(
         /// Like [`BoxedRollback`] but without the `Send` bound, for
         /// transactions that stay on one thread (`Rc`, `RefCell`, a tokio

@@ -82,6 +82,12 @@ impl<S: Storage> Summary<S> {
         self.count(StepStatus::RollbackFailed)
     }
 
+    /// Steps whose rollback was never attempted (see
+    /// [`StepStatus::RollbackSkipped`]).
+    pub fn rollback_skipped_steps(&self) -> usize {
+        self.count(StepStatus::RollbackSkipped)
+    }
+
     /// When the transaction started, by its clock.
     pub fn started_at(&self) -> Duration {
         self.started_at

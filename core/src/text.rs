@@ -165,10 +165,7 @@ impl<const N: usize> Truncating<N> {
     const ELLIPSIS: &'static str = "…";
 
     fn new() -> Self {
-        Self {
-            buf: heapless::String::new(),
-            cut: false,
-        }
+        Self { buf: heapless::String::new(), cut: false }
     }
 
     fn finish(mut self) -> heapless::String<N> {

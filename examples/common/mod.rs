@@ -29,10 +29,7 @@ impl fmt::Display for CloudError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CloudError::Unavailable(what) => write!(f, "{what} is temporarily unavailable"),
-            CloudError::LimitExceeded {
-                amount_cents,
-                limit_cents,
-            } => write!(
+            CloudError::LimitExceeded { amount_cents, limit_cents } => write!(
                 f,
                 "payment of ${}.{:02} exceeds the limit of ${}.{:02}",
                 amount_cents / 100,
@@ -124,10 +121,7 @@ impl<C: Clock> FakeCloud<C> {
         let id = s.next_user;
         s.users.insert(id, name.to_string());
         println!("    [cloud] created user {id} ({name})");
-        Ok(User {
-            id,
-            name: name.to_string(),
-        })
+        Ok(User { id, name: name.to_string() })
     }
 
     pub async fn delete_user(&self, id: u32) -> Result<(), CloudError> {
@@ -195,10 +189,7 @@ impl<C: Clock> FakeCloud<C> {
         self.call("charge").await?;
         if amount_cents > self.payment_limit_cents {
             println!("    [cloud] payment of {amount_cents} cents for user {user} declined");
-            return Err(CloudError::LimitExceeded {
-                amount_cents,
-                limit_cents: self.payment_limit_cents,
-            });
+            return Err(CloudError::LimitExceeded { amount_cents, limit_cents: self.payment_limit_cents });
         }
         println!("    [cloud] charged user {user} {amount_cents} cents");
         Ok(format!("pay-{user}-{amount_cents}"))

@@ -30,19 +30,14 @@ where
                 .step("create_user")
                 .execute(|| cloud.create_user(name))
                 // The rollback gets the user the step created.
-                .rollback_using(cloud, |(cloud, user)| async move {
-                    cloud.delete_user(user.id).await
-                })
+                .rollback_using(cloud, |(cloud, user)| async move { cloud.delete_user(user.id).await })
                 .await?;
 
             println!("  step 2: create a VM owned by user {}", user.id);
             let vm = tx
                 .step("create_vm")
                 .execute(|| cloud.create_vm(user.id))
-                .rollback_using(
-                    cloud,
-                    |(cloud, vm)| async move { cloud.delete_vm(&vm.id).await },
-                )
+                .rollback_using(cloud, |(cloud, vm)| async move { cloud.delete_vm(&vm.id).await })
                 .await?;
 
             Ok::<_, StepError<CloudError>>((user, vm))
@@ -51,11 +46,7 @@ where
 
     match result {
         Ok(committed) => {
-            println!(
-                "committed: {} owns {}",
-                committed.value().0.name,
-                committed.value().1.id
-            );
+            println!("committed: {} owns {}", committed.value().0.name, committed.value().1.id);
             println!("{}", committed.summary());
             println!("left in the cloud: {}", cloud.inventory());
             Ok(committed.into_value())

@@ -44,10 +44,7 @@ impl Timing {
     pub fn assert_at(self, actual: Duration, expected: Duration) {
         match self {
             Timing::Exact => assert_eq!(actual, expected, "virtual time"),
-            Timing::Real => assert!(
-                actual >= expected,
-                "{actual:?} is earlier than {expected:?}"
-            ),
+            Timing::Real => assert!(actual >= expected, "{actual:?} is earlier than {expected:?}"),
         }
     }
 }
@@ -74,22 +71,11 @@ impl Log {
 
     /// Entries that do not come from hooks (steps and rollbacks only).
     pub fn calls(&self) -> Vec<String> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| !e.starts_with("hook "))
-            .cloned()
-            .collect()
+        self.0.lock().unwrap().iter().filter(|e| !e.starts_with("hook ")).cloned().collect()
     }
 
     pub fn count(&self, entry: &str) -> usize {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| *e == entry)
-            .count()
+        self.0.lock().unwrap().iter().filter(|e| *e == entry).count()
     }
 }
 
@@ -98,12 +84,7 @@ impl Log {
 pub struct Recorder(pub Log);
 
 fn describe(prefix: &str, event: &StepEvent<'_>, error: Option<&str>) -> String {
-    let mut s = format!(
-        "hook {prefix} {} #{} {}",
-        event.step.name(),
-        event.attempt,
-        event.step.status()
-    );
+    let mut s = format!("hook {prefix} {} #{} {}", event.step.name(), event.attempt, event.step.status());
     if let Some(e) = error {
         s.push_str(": ");
         s.push_str(e);
@@ -125,22 +106,15 @@ impl Hooks for Recorder {
         self.0.push(describe("failure", e, e.step.error()));
     }
     async fn on_rollback_start(&self, tx: &TransactionInfo) {
-        self.0
-            .push(format!("hook rollback_start {}", tx.operation()));
+        self.0.push(format!("hook rollback_start {}", tx.operation()));
     }
     async fn on_step_rollback(&self, e: &StepEvent<'_>) {
         self.0.push(describe("rollback", e, None));
     }
     async fn on_step_rollback_failure(&self, e: &StepEvent<'_>) {
-        self.0
-            .push(describe("rollback_failure", e, e.step.rollback_error()));
+        self.0.push(describe("rollback_failure", e, e.step.rollback_error()));
     }
-    async fn on_transaction_complete<S: Storage>(
-        &self,
-        tx: &TransactionInfo,
-        success: bool,
-        summary: &Summary<S>,
-    ) {
+    async fn on_transaction_complete<S: Storage>(&self, tx: &TransactionInfo, success: bool, summary: &Summary<S>) {
         self.0.push(format!(
             "hook complete {} success={success} steps={} rolled_back={} rollback_errors={}",
             tx.operation(),

@@ -13,9 +13,7 @@ impl Timing {
     /// `retries` retries with the reference's default backoff (500 ms × 2ⁿ),
     /// scaled for this runtime.
     pub fn retries(self, retries: u32) -> RetryPolicy {
-        RetryPolicy::new()
-            .with_max_retries(retries)
-            .with_initial_interval(self.ms(500))
+        RetryPolicy::new().with_max_retries(retries).with_initial_interval(self.ms(500))
     }
 }
 
@@ -74,20 +72,11 @@ pub async fn two_steps_succeed<C: Clock + Clone>(clock: C, _t: Timing) {
     let s = done.summary();
     assert_eq!(s.operation_name(), "provision");
     assert_eq!(
-        (
-            s.total_steps(),
-            s.completed_steps(),
-            s.failed_steps(),
-            s.rolled_back_steps(),
-            s.rollback_errors()
-        ),
+        (s.total_steps(), s.completed_steps(), s.failed_steps(), s.rolled_back_steps(), s.rollback_errors()),
         (2, 2, 0, 0, 0)
     );
     for (i, step) in s.steps().iter().enumerate() {
-        assert_eq!(
-            (step.index(), step.status(), step.attempts()),
-            (i, StepStatus::Completed, 1)
-        );
+        assert_eq!((step.index(), step.status(), step.attempts()), (i, StepStatus::Completed, 1));
         assert!(step.has_rollback());
         assert_eq!((step.error(), step.rollback_attempts()), (None, 0));
     }
@@ -129,29 +118,14 @@ pub async fn failure_rolls_back_completed_steps_in_reverse<C: Clock + Clone>(clo
         .await
         .expect_err("the transaction fails");
 
-    assert_eq!(
-        log.calls(),
-        ["undo create_user user-3", "undo reserve_stock 3"]
-    );
+    assert_eq!(log.calls(), ["undo create_user user-3", "undo reserve_stock 3"]);
     let cause = err.cause();
     assert_eq!((cause.step().as_str(), cause.index()), ("charge", 2));
     assert_eq!(cause.kind(), &StepErrorKind::Failed("card declined"));
     assert_eq!(err.rollback_state(), RollbackState::Clean);
     assert!(err.rollback_failures().is_empty());
-    let statuses: Vec<_> = err
-        .summary()
-        .steps()
-        .iter()
-        .map(StepRecord::status)
-        .collect();
-    assert_eq!(
-        statuses,
-        [
-            StepStatus::RolledBack,
-            StepStatus::RolledBack,
-            StepStatus::Failed
-        ]
-    );
+    let statuses: Vec<_> = err.summary().steps().iter().map(StepRecord::status).collect();
+    assert_eq!(statuses, [StepStatus::RolledBack, StepStatus::RolledBack, StepStatus::Failed]);
     assert_eq!(err.summary().steps()[2].rollback_attempts(), 0);
     assert_eq!(
         err.to_string(),
@@ -183,9 +157,7 @@ pub async fn rollback_failure_is_reported_with_the_cause<C: Clock + Clone>(clock
                     Err::<(), _>("hypervisor unreachable")
                 })
                 .await?;
-            tx.step("attach_disk")
-                .run(|| async { Err::<(), _>("no capacity") })
-                .await?;
+            tx.step("attach_disk").run(|| async { Err::<(), _>("no capacity") }).await?;
             R::Ok(())
         })
         .await
@@ -196,10 +168,7 @@ pub async fn rollback_failure_is_reported_with_the_cause<C: Clock + Clone>(clock
     assert_eq!(err.rollback_state(), RollbackState::Partial);
     assert!(err.is_partially_rolled_back());
     let [failure] = err.rollback_failures() else {
-        panic!(
-            "one rollback failure expected: {:?}",
-            err.rollback_failures()
-        )
+        panic!("one rollback failure expected: {:?}", err.rollback_failures())
     };
     assert_eq!((failure.step().as_str(), failure.index()), ("create_vm", 1));
     match failure.kind() {
@@ -211,20 +180,11 @@ pub async fn rollback_failure_is_reported_with_the_cause<C: Clock + Clone>(clock
     assert_eq!(steps[1].status(), StepStatus::RollbackFailed);
     assert_eq!(steps[1].rollback_error(), Some("hypervisor unreachable"));
     assert_eq!(steps[2].status(), StepStatus::Failed);
-    assert_eq!(
-        (
-            err.summary().rolled_back_steps(),
-            err.summary().rollback_errors()
-        ),
-        (1, 1)
-    );
+    assert_eq!((err.summary().rolled_back_steps(), err.summary().rollback_errors()), (1, 1));
     let text = err.to_string();
     assert!(text.contains("no capacity"), "{text}");
     assert!(text.contains("PARTIALLY rolled back"), "{text}");
-    assert!(
-        text.contains("rollback of step `create_vm` failed: hypervisor unreachable"),
-        "{text}"
-    );
+    assert!(text.contains("rollback of step `create_vm` failed: hypervisor unreachable"), "{text}");
 }
 
 /// The body's own error type: a step error, or a failure of the caller's
@@ -243,10 +203,7 @@ impl From<StepError<&'static str>> for AppError {
 
 /// Scenario 4: Steps without a rollback are passed over, and an error of the
 /// caller's own code (not a step) rolls back the completed steps too.
-pub async fn steps_without_rollback_are_passed_over_on_body_error<C: Clock + Clone>(
-    clock: C,
-    _t: Timing,
-) {
+pub async fn steps_without_rollback_are_passed_over_on_body_error<C: Clock + Clone>(clock: C, _t: Timing) {
     let log = Log::leaked();
     let manager = manager(clock, log);
     let err = manager
@@ -276,20 +233,8 @@ pub async fn steps_without_rollback_are_passed_over_on_body_error<C: Clock + Clo
 
     assert_eq!(err.cause(), &AppError::Validation("empty batch"));
     assert_eq!(log.calls(), ["undo write_rows 0", "undo open_batch 10"]);
-    let statuses: Vec<_> = err
-        .summary()
-        .steps()
-        .iter()
-        .map(StepRecord::status)
-        .collect();
-    assert_eq!(
-        statuses,
-        [
-            StepStatus::RolledBack,
-            StepStatus::Completed,
-            StepStatus::RolledBack
-        ]
-    );
+    let statuses: Vec<_> = err.summary().steps().iter().map(StepRecord::status).collect();
+    assert_eq!(statuses, [StepStatus::RolledBack, StepStatus::Completed, StepStatus::RolledBack]);
     assert!(!err.summary().steps()[1].has_rollback());
     assert_eq!(err.rollback_state(), RollbackState::Clean);
 }
@@ -321,32 +266,14 @@ pub async fn execute_timeout_is_a_typed_error<C: Clock + Clone>(clock: C, t: Tim
 
     t.assert_at(clock.now() - start, t.ms(5_000));
     assert!(err.cause().is_timeout());
-    assert_eq!(
-        err.cause().kind(),
-        &StepErrorKind::TimedOut {
-            timeout: t.ms(5_000)
-        }
-    );
-    assert!(
-        err.cause().to_string().contains("timed out after"),
-        "{}",
-        err.cause()
-    );
+    assert_eq!(err.cause().kind(), &StepErrorKind::TimedOut { timeout: t.ms(5_000) });
+    assert!(err.cause().to_string().contains("timed out after"), "{}", err.cause());
     let step = &err.summary().steps()[0];
-    assert_eq!(
-        (step.status(), step.timeout()),
-        (StepStatus::Failed, Some(t.ms(5_000)))
-    );
+    assert_eq!((step.status(), step.timeout()), (StepStatus::Failed, Some(t.ms(5_000))));
     assert!(step.error().unwrap().starts_with("timed out after"));
-    assert!(
-        log.calls().is_empty(),
-        "the timed-out step is not rolled back"
-    );
+    assert!(log.calls().is_empty(), "the timed-out step is not rolled back");
     let events = log.take();
-    assert!(
-        !events.iter().any(|e| e.starts_with("hook rollback")),
-        "{events:?}"
-    );
+    assert!(!events.iter().any(|e| e.starts_with("hook rollback")), "{events:?}");
     assert_eq!(err.rollback_state(), RollbackState::Clean);
 }
 
@@ -373,9 +300,7 @@ pub async fn rollback_timeout_counts_as_rollback_failure<C: Clock + Clone>(clock
                     }
                 })
                 .await?;
-            tx.step("create_vm")
-                .run(|| async { Err::<(), _>("quota") })
-                .await?;
+            tx.step("create_vm").run(|| async { Err::<(), _>("quota") }).await?;
             R::Ok(())
         })
         .await
@@ -383,23 +308,11 @@ pub async fn rollback_timeout_counts_as_rollback_failure<C: Clock + Clone>(clock
 
     t.assert_at(clock.now() - start, t.ms(1_000));
     assert_eq!(log.calls(), ["undo create_user 5"]);
-    let [failure] = err.rollback_failures() else {
-        panic!("one failure expected")
-    };
+    let [failure] = err.rollback_failures() else { panic!("one failure expected") };
     assert!(failure.kind().is_timeout());
-    assert!(
-        matches!(failure.kind(), RollbackErrorKind::TimedOut { timeout } if *timeout == t.ms(1_000))
-    );
-    assert_eq!(
-        err.summary().steps()[0].status(),
-        StepStatus::RollbackFailed
-    );
-    assert!(
-        err.summary().steps()[0]
-            .rollback_error()
-            .unwrap()
-            .starts_with("timed out after")
-    );
+    assert!(matches!(failure.kind(), RollbackErrorKind::TimedOut { timeout } if *timeout == t.ms(1_000)));
+    assert_eq!(err.summary().steps()[0].status(), StepStatus::RollbackFailed);
+    assert!(err.summary().steps()[0].rollback_error().unwrap().starts_with("timed out after"));
     assert_eq!(err.rollback_state(), RollbackState::Partial);
 }
 
@@ -442,11 +355,7 @@ pub async fn retry_succeeds_after_exact_backoff<C: Clock + Clone>(clock: C, t: T
     }
     let step = &done.summary().steps()[0];
     assert_eq!((step.status(), step.attempts()), (StepStatus::Completed, 2));
-    assert_eq!(
-        step.error(),
-        Some("refused"),
-        "the retried error stays visible"
-    );
+    assert_eq!(step.error(), Some("refused"), "the retried error stays visible");
     t.assert_at(step.duration().unwrap(), t.ms(500));
 }
 
@@ -507,10 +416,7 @@ pub async fn retries_exhausted_fails_the_step<C: Clock + Clone>(clock: C, t: Tim
     assert_eq!(calls, 3);
     assert_eq!(err.cause().kind(), &StepErrorKind::Failed("busy 3"));
     let events = log.take();
-    let failures: Vec<_> = events
-        .iter()
-        .filter(|e| e.starts_with("hook failure"))
-        .collect();
+    let failures: Vec<_> = events.iter().filter(|e| e.starts_with("hook failure")).collect();
     assert_eq!(
         failures,
         [
@@ -520,10 +426,7 @@ pub async fn retries_exhausted_fails_the_step<C: Clock + Clone>(clock: C, t: Tim
         ]
     );
     let step = &err.summary().steps()[0];
-    assert_eq!(
-        (step.status(), step.attempts(), step.error()),
-        (StepStatus::Failed, 3, Some("busy 3"))
-    );
+    assert_eq!((step.status(), step.attempts(), step.error()), (StepStatus::Failed, 3, Some("busy 3")));
     assert_eq!(err.summary().failed_steps(), 1);
 }
 
@@ -547,16 +450,12 @@ pub async fn rollback_retry_succeeds<C: Clock + Clone>(clock: C, t: Timing) {
                     attempts += 1;
                     let now = c.now() - start;
                     async move {
-                        log.push(format!(
-                            "undo create_user {id} attempt {attempts} at {now:?}"
-                        ));
+                        log.push(format!("undo create_user {id} attempt {attempts} at {now:?}"));
                         if attempts == 1 { Err("locked") } else { Ok(()) }
                     }
                 })
                 .await?;
-            tx.step("create_vm")
-                .run(|| async { Err::<(), _>("quota") })
-                .await?;
+            tx.step("create_vm").run(|| async { Err::<(), _>("quota") }).await?;
             R::Ok(())
         })
         .await
@@ -565,21 +464,12 @@ pub async fn rollback_retry_succeeds<C: Clock + Clone>(clock: C, t: Timing) {
     assert_eq!(err.rollback_state(), RollbackState::Clean);
     assert!(err.rollback_failures().is_empty());
     let step = &err.summary().steps()[0];
-    assert_eq!(
-        (step.status(), step.rollback_attempts()),
-        (StepStatus::RolledBack, 2)
-    );
+    assert_eq!((step.status(), step.rollback_attempts()), (StepStatus::RolledBack, 2));
     assert_eq!(step.rollback_error(), Some("locked"));
     let calls = log.calls();
     assert_eq!(calls.len(), 2);
     if let Timing::Exact = t {
-        assert_eq!(
-            calls,
-            [
-                "undo create_user 9 attempt 1 at 0ns",
-                "undo create_user 9 attempt 2 at 500ms",
-            ]
-        );
+        assert_eq!(calls, ["undo create_user 9 attempt 1 at 0ns", "undo create_user 9 attempt 2 at 500ms",]);
     }
 }
 
@@ -602,40 +492,22 @@ pub async fn rollback_retries_exhausted<C: Clock + Clone>(clock: C, t: Timing) {
                     }
                 })
                 .await?;
-            tx.step("create_vm")
-                .run(|| async { Err::<(), _>("quota") })
-                .await?;
+            tx.step("create_vm").run(|| async { Err::<(), _>("quota") }).await?;
             R::Ok(())
         })
         .await
         .expect_err("the transaction fails");
 
-    assert_eq!(
-        log.calls(),
-        ["undo attempt 1", "undo attempt 2", "undo attempt 3"]
-    );
-    let [failure] = err.rollback_failures() else {
-        panic!("one failure expected")
-    };
-    assert_eq!(
-        failure.to_string(),
-        "rollback of step `create_user` failed: still locked (3)"
-    );
+    assert_eq!(log.calls(), ["undo attempt 1", "undo attempt 2", "undo attempt 3"]);
+    let [failure] = err.rollback_failures() else { panic!("one failure expected") };
+    assert_eq!(failure.to_string(), "rollback of step `create_user` failed: still locked (3)");
     let step = &err.summary().steps()[0];
-    assert_eq!(
-        (step.status(), step.rollback_attempts()),
-        (StepStatus::RollbackFailed, 3)
-    );
+    assert_eq!((step.status(), step.rollback_attempts()), (StepStatus::RollbackFailed, 3));
     assert_eq!(step.rollback_error(), Some("still locked (3)"));
     let events = log.take();
-    let hook_failures = events
-        .iter()
-        .filter(|e| e.starts_with("hook rollback_failure"))
-        .count();
+    let hook_failures = events.iter().filter(|e| e.starts_with("hook rollback_failure")).count();
     assert_eq!(hook_failures, 3);
-    assert!(events.contains(
-        &"hook rollback_failure create_user #3 rollback_failed: still locked (3)".to_string()
-    ));
+    assert!(events.contains(&"hook rollback_failure create_user #3 rollback_failed: still locked (3)".to_string()));
 }
 
 /// Scenario 10b: The rollback's retries and timeout can be set apart from the step's.
@@ -652,11 +524,7 @@ pub async fn rollback_policy_can_differ_from_the_step<C: Clock + Clone>(clock: C
             tx.step("create_user")
                 .timeout(t.ms(50))
                 .rollback_timeout(None)
-                .rollback_retry(
-                    RetryPolicy::new()
-                        .with_max_retries(1)
-                        .with_initial_interval(t.ms(100)),
-                )
+                .rollback_retry(RetryPolicy::new().with_max_retries(1).with_initial_interval(t.ms(100)))
                 .execute(|| async { Ok(1u32) })
                 .rollback(move |_| {
                     attempts += 1;
@@ -664,17 +532,12 @@ pub async fn rollback_policy_can_differ_from_the_step<C: Clock + Clone>(clock: C
                     async move {
                         // Longer than the step's timeout: the rollback has none.
                         c.sleep(t.ms(200)).await;
-                        log.push(format!(
-                            "undo attempt {attempts} done at {:?}",
-                            c.now() - start
-                        ));
+                        log.push(format!("undo attempt {attempts} done at {:?}", c.now() - start));
                         if attempts == 1 { Err("flaky") } else { Ok(()) }
                     }
                 })
                 .await?;
-            tx.step("fail")
-                .run(|| async { Err::<(), _>("boom") })
-                .await?;
+            tx.step("fail").run(|| async { Err::<(), _>("boom") }).await?;
             R::Ok(())
         })
         .await
@@ -683,13 +546,7 @@ pub async fn rollback_policy_can_differ_from_the_step<C: Clock + Clone>(clock: C
     assert_eq!(err.rollback_state(), RollbackState::Clean);
     assert_eq!(err.summary().steps()[0].rollback_attempts(), 2);
     if let Timing::Exact = t {
-        assert_eq!(
-            log.calls(),
-            [
-                "undo attempt 1 done at 200ms",
-                "undo attempt 2 done at 500ms"
-            ]
-        );
+        assert_eq!(log.calls(), ["undo attempt 1 done at 200ms", "undo attempt 2 done at 500ms"]);
     }
 }
 
@@ -743,22 +600,11 @@ pub async fn hooks_fire_in_order_on_failure<C: Clock + Clone>(clock: C, t: Timin
                 .execute(|| async { Ok(1u8) })
                 .rollback(move |_| {
                     undo_calls += 1;
-                    async move {
-                        if undo_calls == 1 {
-                            Err("undo busy")
-                        } else {
-                            Ok(())
-                        }
-                    }
+                    async move { if undo_calls == 1 { Err("undo busy") } else { Ok(()) } }
                 })
                 .await?;
-            tx.step("no_undo")
-                .run(|| async { Ok::<_, &str>(()) })
-                .await?;
-            tx.step("b")
-                .retry(t.retries(1))
-                .run(|| async { Err::<(), _>("down") })
-                .await?;
+            tx.step("no_undo").run(|| async { Ok::<_, &str>(()) }).await?;
+            tx.step("b").retry(t.retries(1)).run(|| async { Err::<(), _>("down") }).await?;
             R::Ok(())
         })
         .await
@@ -819,14 +665,8 @@ pub async fn capacity_exceeded_rolls_back_what_completed<C: Clock + Clone>(clock
         .transaction("bounded")
         .fixed::<Undo, 2>()
         .run_with(&mut undone, async |tx| {
-            tx.step("one")
-                .execute(|| async { Ok(1u32) })
-                .undo(|n| Undo::Release(*n))
-                .await?;
-            tx.step("two")
-                .execute(|| async { Ok(()) })
-                .undo(|_| Undo::PowerOff)
-                .await?;
+            tx.step("one").execute(|| async { Ok(1u32) }).undo(|n| Undo::Release(*n)).await?;
+            tx.step("two").execute(|| async { Ok(()) }).undo(|_| Undo::PowerOff).await?;
             tx.step("three")
                 .execute(|| {
                     ran_third = true;
@@ -841,21 +681,12 @@ pub async fn capacity_exceeded_rolls_back_what_completed<C: Clock + Clone>(clock
 
     assert!(!ran_third, "the step past capacity must not run");
     assert_eq!(undone, ["power off", "release 1"]);
-    assert_eq!(
-        err.cause().kind(),
-        &StepErrorKind::CapacityExceeded { capacity: 2 }
-    );
-    assert_eq!(
-        (err.cause().step().as_str(), err.cause().index()),
-        ("three", 2)
-    );
+    assert_eq!(err.cause().kind(), &StepErrorKind::CapacityExceeded { capacity: 2 });
+    assert_eq!((err.cause().step().as_str(), err.cause().index()), ("three", 2));
     assert_eq!(err.summary().total_steps(), 2);
     assert_eq!(err.summary().rolled_back_steps(), 2);
     assert!(err.cause().to_string().contains("capacity of 2 steps"));
-    assert!(
-        !log.take().iter().any(|e| e.contains("three")),
-        "hooks never saw the refused step"
-    );
+    assert!(!log.take().iter().any(|e| e.contains("three")), "hooks never saw the refused step");
 }
 
 /// A board whose peripherals the steps and rollbacks borrow mutably.
@@ -923,15 +754,8 @@ pub async fn context_is_lent_to_steps_and_rollbacks<C: Clock + Clone>(clock: C, 
         .await
         .expect_err("the radio fails");
 
-    assert_eq!(
-        err.cause().kind(),
-        &StepErrorKind::Failed("radio: no response")
-    );
-    assert_eq!(
-        (board.rail_mv, board.bus_up),
-        (0, false),
-        "rolled back through &mut Board"
-    );
+    assert_eq!(err.cause().kind(), &StepErrorKind::Failed("radio: no response"));
+    assert_eq!((board.rail_mv, board.bus_up), (0, false), "rolled back through &mut Board");
     assert!(board.radio_up, "the failed step itself is not rolled back");
 }
 
@@ -955,25 +779,15 @@ pub async fn summary_records_times_attempts_and_errors<C: Clock + Clone>(clock: 
                     Ok::<_, &str>(())
                 })
                 .await?;
-            tx.step("fail")
-                .retry(t.retries(1))
-                .run(|| async { Err::<(), _>("nope") })
-                .await?;
+            tx.step("fail").retry(t.retries(1)).run(|| async { Err::<(), _>("nope") }).await?;
             R::Ok(())
         })
         .await
         .expect_err("fails");
 
     let s = err.summary();
-    assert_eq!(
-        s.operation_name().as_str(),
-        s.transaction_id().to_string(),
-        "defaults to the id"
-    );
-    assert_eq!(
-        (s.total_steps(), s.completed_steps(), s.failed_steps()),
-        (2, 0, 1)
-    );
+    assert_eq!(s.operation_name().as_str(), s.transaction_id().to_string(), "defaults to the id");
+    assert_eq!((s.total_steps(), s.completed_steps(), s.failed_steps()), (2, 0, 1));
     assert_eq!((s.rolled_back_steps(), s.rollback_errors()), (1, 0));
     let [wait, fail] = s.steps() else { panic!() };
     assert_eq!(wait.timeout(), Some(t.ms(2_000)));
@@ -987,10 +801,7 @@ pub async fn summary_records_times_attempts_and_errors<C: Clock + Clone>(clock: 
     t.assert_at(wait.rollback_completed_at().unwrap() - start, t.ms(900));
     t.assert_at(s.duration(), t.ms(900));
     let text = s.to_string();
-    assert!(
-        text.contains("2 steps, 0 completed, 1 failed, 1 rolled back, 0 rollback errors"),
-        "{text}"
-    );
+    assert!(text.contains("2 steps, 0 completed, 1 failed, 1 rolled back, 0 rollback errors"), "{text}");
     assert!(text.contains("#1 fail [failed] attempts: 2"), "{text}");
     assert!(text.contains("error: nope"), "{text}");
 }
@@ -1000,9 +811,7 @@ pub async fn summary_records_times_attempts_and_errors<C: Clock + Clone>(clock: 
 pub async fn jitter_is_reproducible_from_the_seed<C: Clock + Clone>(clock: C, t: Timing) {
     let log = Log::leaked();
     let policy = t.retries(4).with_jitter(Jitter::Full);
-    let manager = manager(clock.clone(), log)
-        .with_retry(policy)
-        .with_jitter_seed(99);
+    let manager = manager(clock.clone(), log).with_retry(policy).with_jitter_seed(99);
     let mut runs = Vec::new();
     for _ in 0..2 {
         let c = &clock;
@@ -1031,11 +840,7 @@ pub async fn jitter_is_reproducible_from_the_seed<C: Clock + Clone>(clock: C, t:
     }
     if let Timing::Exact = t {
         assert_eq!(runs[0], runs[1], "same seed, same delays");
-        assert_ne!(
-            runs[0],
-            (0..4).map(|n| policy.delay(n)).collect::<Vec<_>>(),
-            "jitter applied"
-        );
+        assert_ne!(runs[0], (0..4).map(|n| policy.delay(n)).collect::<Vec<_>>(), "jitter applied");
     }
 }
 
@@ -1046,16 +851,11 @@ pub async fn caller_can_recover_from_a_failed_step<C: Clock + Clone>(clock: C, _
     let manager = manager(clock, log);
     let done = manager
         .run("fallback", async |tx| {
-            let primary = tx
-                .step("primary_region")
-                .run(|| async { Err::<&str, _>("region down") })
-                .await;
+            let primary = tx.step("primary_region").run(|| async { Err::<&str, _>("region down") }).await;
             let region = match primary {
                 Ok(region) => region,
                 Err(e) if matches!(e.kind(), StepErrorKind::Failed("region down")) => {
-                    tx.step("backup_region")
-                        .run(|| async { Ok::<_, &str>("eu-2") })
-                        .await?
+                    tx.step("backup_region").run(|| async { Ok::<_, &str>("eu-2") }).await?
                 }
                 Err(e) => return Err(e),
             };
@@ -1066,9 +866,6 @@ pub async fn caller_can_recover_from_a_failed_step<C: Clock + Clone>(clock: C, _
 
     assert_eq!(*done.value(), "eu-2");
     let s = done.summary();
-    assert_eq!(
-        (s.total_steps(), s.completed_steps(), s.failed_steps()),
-        (2, 1, 1)
-    );
+    assert_eq!((s.total_steps(), s.completed_steps(), s.failed_steps()), (2, 1, 1));
     assert!(log.take().last().unwrap().contains("success=true"));
 }

@@ -1,0 +1,252 @@
+//! What a transaction knows and owes: its step records and its undo
+//! records, and the rollback loop that pays the undo records back.
+
+use core::fmt;
+use core::future::Future;
+use core::time::Duration;
+
+use crate::panic::guarded;
+use crate::text::ErrorText;
+use crate::transaction::{TimedOut, with_timeout};
+use crate::{
+    Clock, Hooks, List, Name, RetryPolicy, Rollback, RollbackErrorKind, RollbackFailure, SplitMix64, StepEvent,
+    StepRecord, StepStatus, Storage, Summary, TransactionId, TransactionInfo,
+};
+
+/// What happens to the remaining rollbacks when one fails for good.
+///
+/// ```
+/// use transaction_manager_core::RollbackFailurePolicy;
+/// assert_eq!(RollbackFailurePolicy::default(), RollbackFailurePolicy::Continue);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum RollbackFailurePolicy {
+    /// Go on rolling back the earlier steps (the reference behaviour): undo
+    /// as much as possible.
+    #[default]
+    Continue,
+    /// Stop at the first rollback that fails for good: the earlier steps
+    /// are left as they are, with status
+    /// [`RollbackSkipped`](StepStatus::RollbackSkipped) — for when undoing
+    /// an earlier step is unsafe while a later one is still in place.
+    Stop,
+}
+
+/// What the transaction keeps to roll back one step.
+pub(crate) struct UndoRecord<U> {
+    pub(crate) step: usize,
+    pub(crate) undo: U,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) timeout: Option<Duration>,
+    /// Registered before the step's outcome is known ("uncertain"
+    /// rollback): replaced when the step completes, dropped when it fails
+    /// with certainty.
+    pub(crate) provisional: bool,
+}
+
+/// The records of one transaction: the summary being written, and the undo
+/// records still owed.
+pub(crate) struct Ledger<U, S: Storage> {
+    pub(crate) info: TransactionInfo,
+    pub(crate) started_at: Duration,
+    pub(crate) rng: SplitMix64,
+    pub(crate) on_rollback_failure: RollbackFailurePolicy,
+    pub(crate) steps: S::List<StepRecord>,
+    pub(crate) undo: S::List<UndoRecord<U>>,
+}
+
+/// How the rollback loop calls one undo record.
+pub(crate) trait UndoCall<U, Ctx: ?Sized> {
+    type Error: fmt::Display;
+
+    fn call<'a>(undo: &'a mut U, ctx: &'a mut Ctx) -> impl Future<Output = Result<(), Self::Error>> + 'a;
+}
+
+/// Through [`Rollback`], with the transaction's context.
+pub(crate) struct ViaRollback;
+
+impl<U: Rollback<Ctx>, Ctx: ?Sized> UndoCall<U, Ctx> for ViaRollback {
+    type Error = U::Error;
+
+    fn call<'a>(undo: &'a mut U, ctx: &'a mut Ctx) -> impl Future<Output = Result<(), U::Error>> + 'a {
+        undo.rollback(ctx)
+    }
+}
+
+impl<U, S: Storage> Ledger<U, S> {
+    pub(crate) fn new(
+        info: TransactionInfo,
+        started_at: Duration,
+        seed: u64,
+        on_rollback_failure: RollbackFailurePolicy,
+    ) -> Self {
+        Self {
+            info,
+            started_at,
+            rng: SplitMix64::new(seed),
+            on_rollback_failure,
+            steps: Default::default(),
+            undo: Default::default(),
+        }
+    }
+
+    /// A placeholder left behind when the real ledger is moved out.
+    pub(crate) fn empty() -> Self {
+        let info = TransactionInfo { id: TransactionId::new(0), operation: Name::from("") };
+        Self::new(info, Duration::ZERO, 0, RollbackFailurePolicy::Continue)
+    }
+
+    /// The step in progress, if any (the last one, still `InProgress`).
+    pub(crate) fn in_progress(&self) -> Option<(Name, usize)> {
+        let last = self.steps.last()?;
+        (last.status == StepStatus::InProgress).then(|| (last.name.clone(), last.index))
+    }
+
+    /// Marks the step in progress as failed, abandoned for `why`: its
+    /// attempt was dropped mid-way, so its outcome is uncertain.
+    pub(crate) fn abandon_in_progress(&mut self, why: &dyn fmt::Display, now: Duration) {
+        if let Some(last) = self.steps.last_mut() {
+            if last.status == StepStatus::InProgress {
+                last.status = StepStatus::Failed;
+                last.completed_at = Some(now);
+                last.error = Some(ErrorText::capture(why));
+            }
+        }
+    }
+
+    /// The step records of the steps whose rollback is still owed, latest
+    /// first.
+    pub(crate) fn pending(&self) -> impl Iterator<Item = &StepRecord> {
+        self.undo.iter().rev().map(|u| &self.steps[u.step])
+    }
+
+    pub(crate) fn into_summary(self, completed_at: Duration) -> Summary<S> {
+        Summary { info: self.info, started_at: self.started_at, completed_at, steps: self.steps }
+    }
+
+    /// Rolls back every undo record, latest first, each with its own
+    /// retries and timeout, and returns the rollbacks that failed for good.
+    ///
+    /// A record leaves the ledger only once its rollback is over, so if this
+    /// future is dropped mid-rollback, the record being rolled back and all
+    /// earlier ones are still owed.
+    pub(crate) async fn roll_back<K, Ctx, C, H>(
+        &mut self,
+        ctx: &mut Ctx,
+        clock: &C,
+        hooks: &H,
+    ) -> S::List<RollbackFailure<K::Error>>
+    where
+        K: UndoCall<U, Ctx>,
+        Ctx: ?Sized,
+        C: Clock,
+        H: Hooks,
+    {
+        let mut failures = S::List::default();
+        if self.undo.is_empty() {
+            return failures;
+        }
+        tm_info!("{} `{}`: rolling back {} step(s)", self.info.id, self.info.operation, self.undo.len());
+        if let Err(panic) = guarded(hooks.on_rollback_start(&self.info)).await {
+            tm_error!("{} `{}`: on_rollback_start hook panicked: {}", self.info.id, self.info.operation, panic);
+        }
+        while let Some(entry) = self.undo.last_mut() {
+            let index = entry.step;
+            self.steps[index].rollback_started_at = Some(clock.now());
+            let mut retry = 0u32;
+            let failed = loop {
+                let attempt = retry.saturating_add(1);
+                self.steps[index].rollback_attempts = attempt;
+                tm_debug!(
+                    "{} `{}`: rolling back step `{}`, attempt {}",
+                    self.info.id,
+                    self.info.operation,
+                    self.steps[index].name,
+                    attempt
+                );
+                let event = StepEvent { transaction: &self.info, step: &self.steps[index], attempt };
+                let hook = guarded(hooks.on_step_rollback(&event)).await;
+                let hook_panicked = hook.is_err();
+                let result = match hook {
+                    Err(panic) => Err(RollbackErrorKind::Panicked(panic)),
+                    Ok(()) => match guarded(with_timeout(clock, entry.timeout, K::call(&mut entry.undo, ctx))).await {
+                        Ok(Some(Ok(()))) => Ok(()),
+                        Ok(Some(Err(error))) => Err(RollbackErrorKind::Failed(error)),
+                        Ok(None) => Err(RollbackErrorKind::TimedOut { timeout: entry.timeout.unwrap_or_default() }),
+                        Err(panic) => Err(RollbackErrorKind::Panicked(panic)),
+                    },
+                };
+                let record = &mut self.steps[index];
+                let kind = match result {
+                    Ok(()) => {
+                        record.status = StepStatus::RolledBack;
+                        record.rollback_completed_at = Some(clock.now());
+                        tm_info!("{} `{}`: step `{}` rolled back", self.info.id, self.info.operation, record.name);
+                        break None;
+                    }
+                    Err(kind) => kind,
+                };
+                record.rollback_error = Some(match &kind {
+                    RollbackErrorKind::Failed(error) => ErrorText::capture(error),
+                    RollbackErrorKind::TimedOut { timeout } => ErrorText::capture(&TimedOut(*timeout)),
+                    RollbackErrorKind::Panicked(message) => ErrorText::capture(&Panicked(message)),
+                });
+                // A broken hook is not retried around.
+                let last = retry >= entry.retry.max_retries() || hook_panicked;
+                if last {
+                    record.status = StepStatus::RollbackFailed;
+                    record.rollback_completed_at = Some(clock.now());
+                }
+                tm_warn!(
+                    "{} `{}`: rollback of step `{}` attempt {} failed: {}{}",
+                    self.info.id,
+                    self.info.operation,
+                    record.name,
+                    attempt,
+                    record.rollback_error().unwrap_or_default(),
+                    if last { " (no retries left)" } else { "" }
+                );
+                let event = StepEvent { transaction: &self.info, step: &self.steps[index], attempt };
+                let hook_failed = guarded(hooks.on_step_rollback_failure(&event)).await.is_err();
+                if last || hook_failed {
+                    let record = &mut self.steps[index];
+                    record.status = StepStatus::RollbackFailed;
+                    record.rollback_completed_at.get_or_insert(clock.now());
+                    break Some(RollbackFailure { step: record.name.clone(), index, kind });
+                }
+                drop(kind);
+                let delay = entry.retry.jittered_delay(retry, &mut self.rng);
+                if !delay.is_zero() {
+                    clock.sleep(delay).await;
+                }
+                retry += 1;
+            };
+            self.undo.pop();
+            if let Some(failure) = failed {
+                // Cannot fail: there are no more failures than undo records,
+                // and both lists have the same capacity.
+                let _ = failures.push(failure);
+                if self.on_rollback_failure == RollbackFailurePolicy::Stop {
+                    while let Some(skipped) = self.undo.pop() {
+                        self.steps[skipped.step].status = StepStatus::RollbackSkipped;
+                    }
+                    tm_error!(
+                        "{} `{}`: rollback stopped at the first failure; earlier steps left as they are",
+                        self.info.id,
+                        self.info.operation
+                    );
+                }
+            }
+        }
+        failures
+    }
+}
+
+/// The text recorded for a panic.
+pub(crate) struct Panicked<'a>(pub(crate) &'a crate::PanicMessage);
+
+impl fmt::Display for Panicked<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "panicked: {}", self.0)
+    }
+}

@@ -1,0 +1,367 @@
+//! Building a step: its options, its execute function, its rollback.
+
+use core::fmt;
+use core::future::Future;
+use core::time::Duration;
+
+use crate::{AbandonPolicy, Clock, Hooks, RetryPolicy, Rollback, StepError, Storage, Transaction, TransactionManager};
+
+/// A step's settings, collected by [`Step`] before it runs.
+pub(crate) struct StepConfig {
+    pub(crate) name: crate::Name,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) rollback_timeout: Option<Option<Duration>>,
+    pub(crate) rollback_retry: Option<RetryPolicy>,
+}
+
+/// What an uncertain rollback receives: the step's output if it completed,
+/// or `Uncertain` if it failed in a way that may still have taken effect —
+/// an attempt that timed out, panicked, or was cut short by a deadline, a
+/// cancel signal or a dropped transaction.
+///
+/// See [`Execute::rollback_uncertain`] and [`Execute::undo_uncertain`].
+///
+/// ```
+/// use transaction_manager_core::Maybe;
+/// let maybe: Maybe<u32> = Maybe::Uncertain;
+/// assert_eq!(maybe.completed(), None);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Maybe<T> {
+    /// The step completed and returned this.
+    Completed(T),
+    /// The step failed, but one of its attempts may have taken effect.
+    Uncertain,
+}
+
+impl<T> Maybe<T> {
+    /// The output, if the step completed.
+    pub fn completed(self) -> Option<T> {
+        match self {
+            Maybe::Completed(output) => Some(output),
+            Maybe::Uncertain => None,
+        }
+    }
+
+    /// A `Maybe` of a reference.
+    pub fn as_ref(&self) -> Maybe<&T> {
+        match self {
+            Maybe::Completed(output) => Maybe::Completed(output),
+            Maybe::Uncertain => Maybe::Uncertain,
+        }
+    }
+}
+
+impl<T: Clone> Maybe<&T> {
+    /// A `Maybe` of a clone.
+    pub fn cloned(self) -> Maybe<T> {
+        match self {
+            Maybe::Completed(output) => Maybe::Completed(output.clone()),
+            Maybe::Uncertain => Maybe::Uncertain,
+        }
+    }
+}
+
+/// A step being configured. Made by [`Transaction::step`].
+///
+/// Options default to the manager's ([`TransactionManager::with_retry`],
+/// [`TransactionManager::with_timeout`]); the rollback's default to the
+/// step's own, as in the reference.
+///
+/// Durations: a zero timeout lets an attempt be polled once, and times it
+/// out if that did not finish it; `Duration::MAX` waits as long as the
+/// clock can. Names need not be unique (steps are told apart by index); an
+/// empty name is refused with [`StepErrorKind::EmptyName`](crate::StepErrorKind::EmptyName).
+///
+/// ```
+/// # use core::time::Duration;
+/// # use transaction_manager_core::*;
+/// let clock = ManualClock::new();
+/// let manager = TransactionManager::new(&clock);
+/// let mut calls = 0;
+/// let done = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |tx| {
+///     tx.step("flaky")
+///         .timeout(Duration::from_secs(1))
+///         .retry(RetryPolicy::new().with_max_retries(2))
+///         .run(|| {
+///             // Count in the closure; the future gets a copy.
+///             calls += 1;
+///             let n = calls;
+///             async move { if n < 3 { Err("busy") } else { Ok(n) } }
+///         })
+///         .await
+/// }));
+/// assert_eq!(done.unwrap().into_value(), 3);
+/// // Two retries: 500 ms, then 1 s of virtual time.
+/// assert_eq!(clock.now(), Duration::from_millis(1500));
+/// ```
+#[must_use = "a step does nothing until it is run"]
+pub struct Step<'s, 't, M, Ctx: ?Sized, U, S: Storage> {
+    pub(crate) tx: &'s mut Transaction<'t, M, Ctx, U, S>,
+    pub(crate) config: StepConfig,
+}
+
+impl<'s, 't, M, Ctx: ?Sized, U, S: Storage> Step<'s, 't, M, Ctx, U, S> {
+    /// Gives each execute attempt at most `timeout`; an attempt that takes
+    /// longer is abandoned (its future dropped) and counts as failed.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeout = Some(timeout);
+        self
+    }
+
+    /// Lets attempts take as long as they take, even if the manager sets a
+    /// default timeout.
+    pub fn no_timeout(mut self) -> Self {
+        self.config.timeout = None;
+        self
+    }
+
+    /// Retries and backoff of execute (and, unless set separately, of the
+    /// rollback).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.config.retry = policy;
+        self
+    }
+
+    /// Shorthand for changing only the number of retries of the step's
+    /// policy.
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.config.retry = self.config.retry.with_max_retries(retries);
+        self
+    }
+
+    /// The rollback's per-attempt timeout (`None`: no timeout), instead of
+    /// the step's.
+    pub fn rollback_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.rollback_timeout = Some(timeout);
+        self
+    }
+
+    /// The rollback's retries and backoff, instead of the step's.
+    pub fn rollback_retry(mut self, policy: RetryPolicy) -> Self {
+        self.config.rollback_retry = Some(policy);
+        self
+    }
+
+    /// Gives the step its execute function, to be followed by its rollback
+    /// ([`Execute::rollback`] or [`Execute::undo`]), then awaited.
+    ///
+    /// `execute` is called once per attempt and returns that attempt's
+    /// future: `|| api.create_user("alice")`, or `|| async { … }`. It may
+    /// borrow anything that outlives the transaction, and the transaction
+    /// stays `Send` when the future is. For steps that need the
+    /// transaction's context mutably, see [`Step::execute_with`].
+    pub fn execute<F, Fut, Out, E>(self, execute: F) -> Execute<'s, 't, M, Ctx, U, S, Plain<F>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Out, E>>,
+    {
+        Execute { step: self, execute: Plain(execute) }
+    }
+
+    /// Like [`execute`](Step::execute), but each attempt borrows the
+    /// transaction's context mutably: `async |board: &mut Board| …`.
+    ///
+    /// The async closure should capture nothing and reach everything
+    /// through the context: a capturing async closure makes the compiler's
+    /// `Send` check of a spawned transaction fail (rust-lang/rust#139475).
+    /// Single-threaded executors (embassy, `LocalSet`) are not affected.
+    pub fn execute_with<F, Out, E>(self, execute: F) -> Execute<'s, 't, M, Ctx, U, S, WithContext<F>>
+    where
+        F: AsyncFnMut(&mut Ctx) -> Result<Out, E>,
+    {
+        Execute { step: self, execute: WithContext(execute) }
+    }
+}
+
+impl<C, H, A, Ctx: ?Sized, U, S: Storage> Step<'_, '_, TransactionManager<C, H, A>, Ctx, U, S>
+where
+    C: Clock,
+    H: Hooks,
+    U: Rollback<Ctx>,
+    A: AbandonPolicy<C, H, Ctx, U, S>,
+{
+    /// Runs the step without a rollback: nothing to undo if a later step
+    /// fails. Returns execute's value, or why it failed for good. `execute`
+    /// is as for [`Step::execute`].
+    pub async fn run<F, Fut, Out, E>(self, execute: F) -> Result<Out, StepError<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Out, E>>,
+        E: fmt::Display,
+    {
+        self.tx.execute(self.config, Plain(execute), None::<fn(crate::Maybe<&Out>) -> Option<U>>).await
+    }
+
+    /// Runs the step without a rollback, lending the context to each
+    /// attempt. `execute` is as for [`Step::execute_with`].
+    pub async fn run_with<F, Out, E>(self, execute: F) -> Result<Out, StepError<E>>
+    where
+        F: AsyncFnMut(&mut Ctx) -> Result<Out, E>,
+        E: fmt::Display,
+    {
+        self.tx.execute(self.config, WithContext(execute), None::<fn(crate::Maybe<&Out>) -> Option<U>>).await
+    }
+}
+
+/// One attempt of a step's execute function, however it was given.
+///
+/// Implemented by [`Plain`] (`FnMut() -> Future`) and [`WithContext`]
+/// (`AsyncFnMut(&mut Ctx)`); you do not implement it yourself.
+pub trait StepFn<Ctx: ?Sized> {
+    /// What a successful attempt returns.
+    type Output;
+    /// What a failed attempt returns.
+    type Error: fmt::Display;
+
+    /// Starts one attempt.
+    fn call(&mut self, ctx: &mut Ctx) -> impl Future<Output = Result<Self::Output, Self::Error>>;
+}
+
+/// An execute function that takes no context: `FnMut() -> Future`.
+#[derive(Debug)]
+pub struct Plain<F>(F);
+
+impl<Ctx: ?Sized, F, Fut, Out, E> StepFn<Ctx> for Plain<F>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Out, E>>,
+    E: fmt::Display,
+{
+    type Output = Out;
+    type Error = E;
+
+    fn call(&mut self, _: &mut Ctx) -> impl Future<Output = Result<Out, E>> {
+        (self.0)()
+    }
+}
+
+/// An execute function that borrows the context: `AsyncFnMut(&mut Ctx)`.
+#[derive(Debug)]
+pub struct WithContext<F>(F);
+
+impl<Ctx: ?Sized, F, Out, E> StepFn<Ctx> for WithContext<F>
+where
+    F: AsyncFnMut(&mut Ctx) -> Result<Out, E>,
+    E: fmt::Display,
+{
+    type Output = Out;
+    type Error = E;
+
+    fn call(&mut self, ctx: &mut Ctx) -> impl Future<Output = Result<Out, E>> {
+        (self.0)(ctx)
+    }
+}
+
+/// A step with its execute function, waiting for its rollback. Made by
+/// [`Step::execute`] and [`Step::execute_with`].
+#[must_use = "a step does nothing until its rollback is given and it is awaited"]
+pub struct Execute<'s, 't, M, Ctx: ?Sized, U, S: Storage, F> {
+    step: Step<'s, 't, M, Ctx, U, S>,
+    execute: F,
+}
+
+impl<C, H, A, Ctx: ?Sized, U, S: Storage, F> Execute<'_, '_, TransactionManager<C, H, A>, Ctx, U, S, F>
+where
+    C: Clock,
+    H: Hooks,
+    U: Rollback<Ctx>,
+    A: AbandonPolicy<C, H, Ctx, U, S>,
+    F: StepFn<Ctx>,
+{
+    /// Runs the step with a rollback closure that receives (a clone of) the
+    /// step's output and returns the rollback's future:
+    /// `|user| api.delete_user(user.id)`. For transactions whose undo type
+    /// converts from a [`RollbackFn`](crate::RollbackFn), such as the
+    /// default [`BoxedRollback`](crate::BoxedRollback).
+    pub async fn rollback<G, Fut, RE>(self, rollback: G) -> Result<F::Output, StepError<F::Error>>
+    where
+        G: FnMut(F::Output) -> Fut,
+        Fut: Future<Output = Result<(), RE>>,
+        F::Output: Clone,
+        U: From<crate::RollbackFn<G, F::Output>>,
+    {
+        let mut rollback = Some(rollback);
+        let make_undo = move |output: Maybe<&F::Output>| {
+            let output = output.completed()?;
+            Some(U::from(crate::RollbackFn::new(rollback.take()?, output.clone())))
+        };
+        self.step.tx.execute(self.step.config, self.execute, Some(make_undo)).await
+    }
+
+    /// Like [`rollback`](Execute::rollback), but each rollback attempt
+    /// receives a clone of `state` with the output, as a pair — `state` is
+    /// typically an `Arc` of the client that undoes the step:
+    /// `.rollback_using(&api, |(api, user)| async move { api.delete_user(user.id).await })`.
+    ///
+    /// [`BoxedRollback`](crate::BoxedRollback) closures own what they use
+    /// (`'static`, so the transaction can be spawned); this spares the
+    /// `let api = api.clone()` that would otherwise go before the closure
+    /// and again inside it.
+    pub async fn rollback_using<St, G, Fut, RE>(self, state: &St, rollback: G) -> Result<F::Output, StepError<F::Error>>
+    where
+        St: Clone,
+        G: FnMut((St, F::Output)) -> Fut,
+        Fut: Future<Output = Result<(), RE>>,
+        F::Output: Clone,
+        U: From<crate::RollbackFn<G, (St, F::Output)>>,
+    {
+        let state = state.clone();
+        let mut rollback = Some(rollback);
+        let make_undo = move |output: Maybe<&F::Output>| {
+            let output = output.completed()?;
+            Some(U::from(crate::RollbackFn::new(rollback.take()?, (state.clone(), output.clone()))))
+        };
+        self.step.tx.execute(self.step.config, self.execute, Some(make_undo)).await
+    }
+
+    /// Runs the step with a rollback that also covers an *uncertain*
+    /// failure: if the step fails and any attempt timed out, panicked or was
+    /// cut short (deadline, cancel signal, dropped transaction), that
+    /// attempt may have taken effect, so the step is rolled back too,
+    /// receiving [`Maybe::Uncertain`]. A step that completed gets
+    /// [`Maybe::Completed`] with its output; a step whose every attempt
+    /// failed with an error is not rolled back.
+    ///
+    /// Such a rollback must be idempotent: it may run for an attempt that
+    /// had no effect, and a rollback interrupted mid-way is attempted again.
+    /// The closure is cloned for each use, so it must be `Clone`.
+    pub async fn rollback_uncertain<G, Fut, RE>(self, rollback: G) -> Result<F::Output, StepError<F::Error>>
+    where
+        G: FnMut(Maybe<F::Output>) -> Fut + Clone,
+        Fut: Future<Output = Result<(), RE>>,
+        F::Output: Clone,
+        U: From<crate::RollbackFn<G, Maybe<F::Output>>>,
+    {
+        let make_undo =
+            move |output: Maybe<&F::Output>| Some(U::from(crate::RollbackFn::new(rollback.clone(), output.cloned())));
+        self.step.tx.execute(self.step.config, self.execute, Some(make_undo)).await
+    }
+
+    /// Runs the step and, once it completes, records `make_undo(&output)` as
+    /// its undo record: "rollbacks as data", for an undo enum.
+    pub async fn undo<Mk>(self, make_undo: Mk) -> Result<F::Output, StepError<F::Error>>
+    where
+        Mk: FnOnce(&F::Output) -> U,
+    {
+        let mut make_undo = Some(make_undo);
+        let make_undo = move |output: Maybe<&F::Output>| {
+            let output = output.completed()?;
+            Some(make_undo.take()?(output))
+        };
+        self.step.tx.execute(self.step.config, self.execute, Some(make_undo)).await
+    }
+
+    /// Like [`undo`](Execute::undo), for uncertain failures too (see
+    /// [`rollback_uncertain`](Execute::rollback_uncertain)): `make_undo`
+    /// gets `Maybe::Completed(&output)` or `Maybe::Uncertain`. The undo
+    /// record must be idempotent.
+    pub async fn undo_uncertain<Mk>(self, mut make_undo: Mk) -> Result<F::Output, StepError<F::Error>>
+    where
+        Mk: FnMut(Maybe<&F::Output>) -> U,
+    {
+        let make_undo = move |output: Maybe<&F::Output>| Some(make_undo(output));
+        self.step.tx.execute(self.step.config, self.execute, Some(make_undo)).await
+    }
+}
