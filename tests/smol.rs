@@ -113,3 +113,74 @@ fn runs_under_futures_lite_block_on() {
         conformance::Timing::Real,
     ));
 }
+
+/// A transaction dropped after k polls, for every k until it completes, on
+/// a manager with a `SmolSpawner`: after the spawned rollback finishes,
+/// every step that completed was rolled back exactly once.
+#[test]
+fn dropped_at_every_await_point_rolls_back_on_a_spawned_task() {
+    use std::time::Duration;
+    use transaction_manager::Clock;
+
+    let executor = Arc::new(smol::Executor::new());
+    {
+        let executor = executor.clone();
+        std::thread::spawn(move || smol::block_on(executor.run(std::future::pending::<()>())));
+    }
+    let clock = SmolClock::new();
+    let ms = |n: u64| Duration::from_micros(n * 100);
+    let mut k = 0;
+    loop {
+        let log = conformance::Log::leaked();
+        let manager = TransactionManager::new(clock).with_spawner(SmolSpawner::new(executor.clone()));
+        let finished = smol::block_on(async {
+            let transaction = manager.run("drop me", async |tx| {
+                for n in 1..=2u8 {
+                    tx.step("create")
+                        .execute(|| async {
+                            clock.sleep(ms(10)).await;
+                            log.push(format!("done {n}"));
+                            Ok(n)
+                        })
+                        .rollback(move |n| async move {
+                            clock.sleep(ms(5)).await;
+                            log.push(format!("undo {n}"));
+                            Ok::<_, std::io::Error>(())
+                        })
+                        .await?;
+                }
+                tx.step("fails").run(|| async { Err::<(), _>(std::io::Error::other("boom")) }).await?;
+                Ok::<_, StepError<std::io::Error>>(())
+            });
+            let mut transaction = std::pin::pin!(transaction);
+            for _ in 0..k {
+                if conformance::poll_once(transaction.as_mut()).await.is_ready() {
+                    return true;
+                }
+                clock.sleep(ms(1)).await;
+            }
+            false
+        });
+        // Wait for the spawned rollback: real time, bounded.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let calls = log.calls();
+            let balanced = (1..=2).all(|n| {
+                let done = calls.iter().filter(|e| **e == format!("done {n}")).count();
+                let undone = calls.iter().filter(|e| **e == format!("undo {n}")).count();
+                assert!(undone <= done, "k={k}: step {n} rolled back more than it completed: {calls:?}");
+                undone == done
+            });
+            if balanced {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "k={k}: the spawned rollback never finished: {calls:?}");
+            std::thread::yield_now();
+        }
+        if finished {
+            assert!(k > 3);
+            break;
+        }
+        k += 1;
+    }
+}

@@ -150,3 +150,66 @@ fn clock_follows_paused_time() {
         assert!(outcome.is_err());
     });
 }
+
+/// A transaction dropped after k polls, for every k until it completes, on
+/// a manager with a `TokioSpawner`: after the spawned rollback finishes,
+/// every step that completed was rolled back exactly once.
+#[test]
+fn dropped_at_every_await_point_rolls_back_on_a_spawned_task() {
+    use transaction_manager::{RetryPolicy, TokioSpawner};
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+    rt.block_on(async {
+        let mut k = 0;
+        loop {
+            let log = conformance::Log::leaked();
+            let manager = TransactionManager::new(TokioClock::new()).with_spawner(TokioSpawner::current());
+            let finished = {
+                let transaction = manager.run("drop me", async |tx| {
+                    for n in 1..=2u8 {
+                        tx.step("create")
+                            .retry(
+                                RetryPolicy::new().with_max_retries(1).with_initial_interval(Duration::from_millis(10)),
+                            )
+                            .execute(|| async {
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                                log.push(format!("done {n}"));
+                                Ok(n)
+                            })
+                            .rollback(move |n| async move {
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                                log.push(format!("undo {n}"));
+                                Ok::<_, std::io::Error>(())
+                            })
+                            .await?;
+                    }
+                    tx.step("fails").run(|| async { Err::<(), _>(io_error("boom")) }).await?;
+                    R::Ok(())
+                });
+                let mut transaction = std::pin::pin!(transaction);
+                let mut finished = false;
+                for _ in 0..k {
+                    if conformance::poll_once(transaction.as_mut()).await.is_ready() {
+                        finished = true;
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                finished
+            };
+            // Let the spawned rollback run to its end (paused time advances).
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let calls = log.calls();
+            for n in 1..=2 {
+                let done = calls.iter().filter(|e| **e == format!("done {n}")).count();
+                let undone = calls.iter().filter(|e| **e == format!("undo {n}")).count();
+                assert_eq!(undone, done, "k={k}: step {n}: {calls:?}");
+            }
+            if finished {
+                assert!(k > 5);
+                break;
+            }
+            k += 1;
+        }
+    });
+}

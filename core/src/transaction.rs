@@ -387,9 +387,29 @@ pub(crate) async fn with_timeout<C: Clock, F: Future>(
     let Some(timeout) = timeout else {
         return Some(future.await);
     };
+    if timeout.is_zero() {
+        // Defined the same on every clock (some timers yield once even when
+        // already due): the attempt gets exactly one poll.
+        let mut future = pin!(future);
+        return poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await.map(Some).into_ready();
+    }
     match race(future, clock.sleep(timeout)).await {
         Either::Left(output) => Some(output),
         Either::Right(()) => None,
+    }
+}
+
+trait IntoReady<T> {
+    fn into_ready(self) -> Option<T>;
+}
+
+impl<T> IntoReady<T> for Poll<Option<T>> {
+    /// `Pending` is a timed-out attempt.
+    fn into_ready(self) -> Option<T> {
+        match self {
+            Poll::Ready(output) => output,
+            Poll::Pending => None,
+        }
     }
 }
 

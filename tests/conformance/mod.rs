@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use transaction_manager::*;
 
+mod reliability;
 mod scenarios;
+pub use reliability::*;
 pub use scenarios::*;
 
 /// How a runtime's clock can be checked.
@@ -151,6 +153,16 @@ macro_rules! conformance_suite {
             summary_records_times_attempts_and_errors,
             jitter_is_reproducible_from_the_seed,
             caller_can_recover_from_a_failed_step,
+            deadline_rolls_back_before_returning,
+            cancel_signal_rolls_back_before_returning,
+            uncertain_rollback_covers_a_timed_out_step,
+            uncertain_rollback_follows_what_happened,
+            rollback_can_stop_at_the_first_failure,
+            panics_are_failures_of_their_attempt,
+            hook_panics_fail_the_attempt,
+            body_panic_rolls_back_then_resumes,
+            bad_input_has_defined_behaviour,
+            dropped_at_every_await_point_hands_over_its_rollbacks,
         );
     };
     (@tests $run:ident: $($name:ident),* $(,)?) => {
