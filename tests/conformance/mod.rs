@@ -18,7 +18,9 @@ use transaction_manager::*;
 
 mod reliability;
 mod scenarios;
+#[allow(unused_imports)]
 pub use reliability::*;
+#[allow(unused_imports)]
 pub use scenarios::*;
 
 /// How a runtime's clock can be checked.
