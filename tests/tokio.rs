@@ -38,7 +38,10 @@ fn spawned_on_a_multi_thread_runtime() {
     rt.block_on(async {
         // Multi-thread runtimes cannot pause time, and tests never sleep for
         // real: the steps yield instead, and nothing retries or times out.
-        let manager = std::sync::Arc::new(TransactionManager::new(TokioClock::new()));
+        // With a spawner, so that the Send check covers that policy too.
+        let manager = std::sync::Arc::new(
+            TransactionManager::new(TokioClock::new()).with_spawner(transaction_manager::TokioSpawner::current()),
+        );
         let undone = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut handles = Vec::new();
         for n in 0..8u32 {
