@@ -7,9 +7,7 @@
 
 use core::time::Duration;
 
-use transaction_manager_core::{
-    ManualClock, RetryPolicy, Rollback, StepError, StepErrorKind, TransactionManager,
-};
+use transaction_manager_core::{ManualClock, RetryPolicy, Rollback, StepError, StepErrorKind, TransactionManager};
 
 unsafe extern "C" {
     fn exit(status: i32) -> !;
@@ -53,36 +51,30 @@ fn check() -> bool {
     let manager = TransactionManager::new(&clock)
         .with_retry(RetryPolicy::new().with_max_retries(2))
         .with_timeout(Duration::from_millis(100));
-    let mut pins = Pins {
-        power: false,
-        bus: false,
-    };
-    let result = clock.block_on(manager.transaction("bring-up").fixed::<Undo, 4>().run_with(
-        &mut pins,
-        async |tx| {
-            tx.step("power")
-                .execute_with(async |p: &mut Pins| {
-                    p.power = true;
-                    Ok(())
-                })
-                .undo(|_| Undo::PowerOff)
-                .await?;
-            tx.step("bus")
-                .execute_with(async |p: &mut Pins| {
-                    p.bus = true;
-                    Ok(())
-                })
-                .undo(|_| Undo::BusOff)
-                .await?;
-            tx.step("sensor")
-                .run(|| async {
-                    clock.sleep(Duration::from_secs(1)).await;
-                    Ok::<(), core::convert::Infallible>(())
-                })
-                .await?;
-            Ok::<(), StepError<core::convert::Infallible>>(())
-        },
-    ));
+    let mut pins = Pins { power: false, bus: false };
+    let result = clock.block_on(manager.transaction("bring-up").fixed::<Undo, 4>().run_with(&mut pins, async |tx| {
+        tx.step("power")
+            .execute_with(async |p: &mut Pins| {
+                p.power = true;
+                Ok(())
+            })
+            .undo(|_| Undo::PowerOff)
+            .await?;
+        tx.step("bus")
+            .execute_with(async |p: &mut Pins| {
+                p.bus = true;
+                Ok(())
+            })
+            .undo(|_| Undo::BusOff)
+            .await?;
+        tx.step("sensor")
+            .run(|| async {
+                clock.sleep(Duration::from_secs(1)).await;
+                Ok::<(), core::convert::Infallible>(())
+            })
+            .await?;
+        Ok::<(), StepError<core::convert::Infallible>>(())
+    }));
     let Err(error) = result else { return false };
     matches!(error.cause().kind(), StepErrorKind::TimedOut { .. })
         && error.rollback_state().is_clean()
