@@ -439,7 +439,7 @@ impl<'m, M, L, I> TransactionBuilder<'m, M, L, I> {
     /// current await point (the step in progress is abandoned and counts as
     /// failed), the completed steps are rolled back — the rollback itself is
     /// not cut short — and the body's error is built from an
-    /// [`Interrupted`] (`B: From<Interrupted>`; `StepError` qualifies).
+    /// [`Interrupted`](crate::Interrupted) (`B: From<Interrupted>`; `StepError` qualifies).
     pub fn with_deadline(self, deadline: Duration) -> TransactionBuilder<'m, M, L, (I, Deadline)> {
         self.with_interrupt(|previous| (previous, Deadline(deadline)))
     }
