@@ -63,7 +63,9 @@ impl<U, S: Storage> Abandoned<U, S> {
     where
         U: DetachedRollback,
     {
-        let failures = self.ledger.roll_back::<ViaDetached, (), C, ()>(&mut (), clock, &()).await;
+        let span = tm_span!("abandoned_transaction", id = self.ledger.info.id, operation = self.ledger.info.operation);
+        let failures =
+            crate::trace::within(&span, self.ledger.roll_back::<ViaDetached, (), C, ()>(&mut (), clock, &())).await;
         RollbackReport { failures, summary: self.ledger.into_summary(clock.now()) }
     }
 }

@@ -7,6 +7,7 @@ use core::time::Duration;
 
 use crate::panic::guarded;
 use crate::text::ErrorText;
+use crate::trace::within;
 use crate::transaction::{TimedOut, with_timeout};
 use crate::{
     Clock, Hooks, List, Name, RetryPolicy, Rollback, RollbackErrorKind, RollbackFailure, SplitMix64, StepEvent,
@@ -164,21 +165,27 @@ impl<U, S: Storage> Ledger<U, S> {
                     self.steps[index].name,
                     attempt
                 );
+                let span = tm_span!("rollback", step = self.steps[index].name, index = index, attempt = attempt);
                 let event = StepEvent { transaction: &self.info, step: &self.steps[index], attempt };
-                let hook = guarded(hooks.on_step_rollback(&event)).await;
+                let hook = within(&span, guarded(hooks.on_step_rollback(&event))).await;
                 let hook_panicked = hook.is_err();
                 let result = match hook {
                     Err(panic) => Err(RollbackErrorKind::Panicked(panic)),
-                    Ok(()) => match guarded(with_timeout(clock, entry.timeout, K::call(&mut entry.undo, ctx))).await {
-                        Ok(Some(Ok(()))) => Ok(()),
-                        Ok(Some(Err(error))) => Err(RollbackErrorKind::Failed(error)),
-                        Ok(None) => Err(RollbackErrorKind::TimedOut { timeout: entry.timeout.unwrap_or_default() }),
-                        Err(panic) => Err(RollbackErrorKind::Panicked(panic)),
-                    },
+                    Ok(()) => {
+                        match within(&span, guarded(with_timeout(clock, entry.timeout, K::call(&mut entry.undo, ctx))))
+                            .await
+                        {
+                            Ok(Some(Ok(()))) => Ok(()),
+                            Ok(Some(Err(error))) => Err(RollbackErrorKind::Failed(error)),
+                            Ok(None) => Err(RollbackErrorKind::TimedOut { timeout: entry.timeout.unwrap_or_default() }),
+                            Err(panic) => Err(RollbackErrorKind::Panicked(panic)),
+                        }
+                    }
                 };
                 let record = &mut self.steps[index];
                 let kind = match result {
                     Ok(()) => {
+                        crate::trace::outcome(&span, "ok");
                         record.status = StepStatus::RolledBack;
                         record.rollback_completed_at = Some(clock.now());
                         tm_info!("{} `{}`: step `{}` rolled back", self.info.id, self.info.operation, record.name);
@@ -191,6 +198,15 @@ impl<U, S: Storage> Ledger<U, S> {
                     RollbackErrorKind::TimedOut { timeout } => ErrorText::capture(&TimedOut(*timeout)),
                     RollbackErrorKind::Panicked(message) => ErrorText::capture(&Panicked(message)),
                 });
+                crate::trace::outcome(
+                    &span,
+                    match &kind {
+                        RollbackErrorKind::TimedOut { .. } => "timeout",
+                        RollbackErrorKind::Panicked(_) => "panic",
+                        _ => "error",
+                    },
+                );
+                tm_event!(error, &span, "rollback attempt failed", error = record.rollback_error().unwrap_or_default());
                 // A broken hook is not retried around.
                 let last = retry >= entry.retry.max_retries() || hook_panicked;
                 if last {
@@ -207,7 +223,7 @@ impl<U, S: Storage> Ledger<U, S> {
                     if last { " (no retries left)" } else { "" }
                 );
                 let event = StepEvent { transaction: &self.info, step: &self.steps[index], attempt };
-                let hook_failed = guarded(hooks.on_step_rollback_failure(&event)).await.is_err();
+                let hook_failed = within(&span, guarded(hooks.on_step_rollback_failure(&event))).await.is_err();
                 if last || hook_failed {
                     let record = &mut self.steps[index];
                     record.status = StepStatus::RollbackFailed;
@@ -216,6 +232,8 @@ impl<U, S: Storage> Ledger<U, S> {
                 }
                 drop(kind);
                 let delay = entry.retry.jittered_delay(retry, &mut self.rng);
+                tm_event!(info, &span, "retrying rollback", delay = crate::trace::AsDebug(delay));
+                crate::trace::close(span);
                 if !delay.is_zero() {
                     clock.sleep(delay).await;
                 }

@@ -63,6 +63,14 @@
 //! - `std`: implies `alloc`.
 //! - `log`: log messages through the `log` crate, with transaction id, step
 //!   and attempt; silent until the application installs a logger.
+//! - `tracing`: a `tracing` span per transaction (id, operation, outcome),
+//!   per step attempt and per rollback attempt (step, index, attempt,
+//!   outcome), and events for retries (with their delay) and rollback
+//!   failures.
+//! - `metrics`: [`Metrics`], a hook counting executes, retries, rollbacks,
+//!   failures and durations per step name, in a fixed table.
+//! - `serde`: `Serialize` for summaries, step records, statuses and errors
+//!   (errors as text).
 //! - `defmt`: the same messages through `defmt`, and `defmt::Format` for the
 //!   public types, for microcontrollers. `log` and `defmt` together is a
 //!   compile error.
@@ -78,6 +86,8 @@ extern crate std;
 
 #[macro_use]
 mod fmt;
+#[macro_use]
+mod trace;
 
 mod abandon;
 mod clock;
@@ -89,10 +99,14 @@ mod interrupt;
 mod ledger;
 mod manager;
 mod manual_clock;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod panic;
 mod record;
 mod retry;
 mod rollback;
+#[cfg(feature = "serde")]
+mod serde_impls;
 mod spawn;
 mod step;
 mod storage;
@@ -112,6 +126,8 @@ pub use interrupt::{
 pub use ledger::RollbackFailurePolicy;
 pub use manager::{Closures, LocalClosures, Outcome, Records, TransactionBuilder, TransactionManager, UndoLog};
 pub use manual_clock::{ManualClock, ManualSleep};
+#[cfg(feature = "metrics")]
+pub use metrics::{Metrics, StepMetrics};
 pub use panic::PanicMessage;
 pub use record::{StepRecord, StepStatus, TransactionId, TransactionInfo};
 pub use retry::{Jitter, RetryPolicy, SplitMix64};

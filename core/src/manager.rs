@@ -546,28 +546,41 @@ where
         F: AsyncFnOnce(&mut Transaction<'_, TransactionManager<C, H, A>, Ctx, L::Undo, L::Storage>) -> Result<T, B>,
     {
         let manager = self.manager;
-        let seed = self.jitter_seed.unwrap_or_else(|| manager.jitter_seed_for(self.info.id));
-        let ledger = Ledger::new(self.info, manager.clock.now(), seed, self.on_rollback_failure);
-        let mut tx = Transaction::new(manager, context, ledger);
-        tx.start().await;
-        let stopped = {
-            let body = crate::panic::guarded_body(body(&mut tx));
-            race(body, self.interrupt.wait(&manager.clock)).await
-        };
-        match stopped {
-            Either::Left(Ok(Ok(value))) => tx.commit(value).await,
-            Either::Left(Ok(Err(cause))) => tx.abort(cause).await,
-            Either::Right(interrupt) => {
-                let reason = interrupt.into_reason();
-                tm_warn!("{}: interrupted: {}", tx.id(), reason);
-                let (step, steps) = tx.interrupted(&reason);
-                tx.abort(interrupt.into_body_error(step, steps)).await
+        let span = tm_span!("transaction", id = self.info.id, operation = self.info.operation);
+        let outcome = crate::trace::within(&span, async {
+            let seed = self.jitter_seed.unwrap_or_else(|| manager.jitter_seed_for(self.info.id));
+            let ledger = Ledger::new(self.info, manager.clock.now(), seed, self.on_rollback_failure);
+            let mut tx = Transaction::new(manager, context, ledger);
+            tx.start().await;
+            let stopped = {
+                let body = crate::panic::guarded_body(body(&mut tx));
+                race(body, self.interrupt.wait(&manager.clock)).await
+            };
+            match stopped {
+                Either::Left(Ok(Ok(value))) => tx.commit(value).await,
+                Either::Left(Ok(Err(cause))) => tx.abort(cause).await,
+                Either::Right(interrupt) => {
+                    let reason = interrupt.into_reason();
+                    tm_warn!("{}: interrupted: {}", tx.id(), reason);
+                    let (step, steps) = tx.interrupted(&reason);
+                    tx.abort(interrupt.into_body_error(step, steps)).await
+                }
+                Either::Left(Err(panic)) => {
+                    tm_error!("{}: the body panicked; rolling back before resuming the panic", tx.id());
+                    let _ = tx.abort::<T, crate::panic::BodyPanicked>(crate::panic::BodyPanicked).await;
+                    crate::panic::resume(panic)
+                }
             }
-            Either::Left(Err(panic)) => {
-                tm_error!("{}: the body panicked; rolling back before resuming the panic", tx.id());
-                let _ = tx.abort::<T, crate::panic::BodyPanicked>(crate::panic::BodyPanicked).await;
-                crate::panic::resume(panic)
-            }
-        }
+        })
+        .await;
+        crate::trace::outcome(
+            &span,
+            match &outcome {
+                Ok(_) => "committed",
+                Err(error) if error.rollback_state().is_clean() => "rolled_back",
+                Err(_) => "partially_rolled_back",
+            },
+        );
+        outcome
     }
 }

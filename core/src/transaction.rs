@@ -13,6 +13,7 @@ use crate::manager::Outcome;
 use crate::panic::guarded;
 use crate::step::{Maybe, Step, StepConfig, StepFn};
 use crate::text::ErrorText;
+use crate::trace::within;
 use crate::{
     AbandonPolicy, Abandoned, Clock, Committed, Hooks, List, Rollback, StepError, StepErrorKind, StepEvent, StepRecord,
     StepStatus, Storage, TransactionError, TransactionInfo, TransactionManager,
@@ -266,17 +267,22 @@ where
             let attempt = retry.saturating_add(1);
             ledger.steps[index].attempts = attempt;
             tm_debug!("{} `{}`: step `{}` attempt {}", info.id, info.operation, ledger.steps[index].name, attempt);
+            let span = tm_span!("step", name = ledger.steps[index].name, index = index, attempt = attempt);
             let event = StepEvent { transaction: &ledger.info, step: &ledger.steps[index], attempt };
-            let hook = guarded(hooks.on_step_execute(&event)).await;
+            let hook = within(&span, guarded(hooks.on_step_execute(&event))).await;
             let hook_panicked = hook.is_err();
             let result = match hook {
                 Err(panic) => Err(StepErrorKind::Panicked(panic)),
-                Ok(()) => match guarded(with_timeout(clock, config.timeout, execute.call(&mut *self.ctx))).await {
-                    Ok(Some(Ok(output))) => Ok(output),
-                    Ok(Some(Err(error))) => Err(StepErrorKind::Failed(error)),
-                    Ok(None) => Err(StepErrorKind::TimedOut { timeout: config.timeout.unwrap_or_default() }),
-                    Err(panic) => Err(StepErrorKind::Panicked(panic)),
-                },
+                Ok(()) => {
+                    match within(&span, guarded(with_timeout(clock, config.timeout, execute.call(&mut *self.ctx))))
+                        .await
+                    {
+                        Ok(Some(Ok(output))) => Ok(output),
+                        Ok(Some(Err(error))) => Err(StepErrorKind::Failed(error)),
+                        Ok(None) => Err(StepErrorKind::TimedOut { timeout: config.timeout.unwrap_or_default() }),
+                        Err(panic) => Err(StepErrorKind::Panicked(panic)),
+                    }
+                }
             };
             let record = &mut ledger.steps[index];
             let kind = match result {
@@ -302,8 +308,9 @@ where
                         ledger.steps[index].name,
                         attempt
                     );
+                    crate::trace::outcome(&span, "ok");
                     let event = StepEvent { transaction: &ledger.info, step: &ledger.steps[index], attempt };
-                    return match guarded(hooks.on_step_success(&event)).await {
+                    return match within(&span, guarded(hooks.on_step_success(&event))).await {
                         Ok(()) => Ok(output),
                         // The step did its work, so its undo record stays
                         // and is rolled back when the body stops.
@@ -318,6 +325,7 @@ where
                 Err(kind) => kind,
             };
             uncertain |= kind.is_uncertain();
+            crate::trace::outcome(&span, outcome_of(&kind));
             record.error = Some(match &kind {
                 StepErrorKind::Failed(error) => ErrorText::capture(error),
                 StepErrorKind::TimedOut { timeout } => ErrorText::capture(&TimedOut(*timeout)),
@@ -339,8 +347,9 @@ where
                 record.error().unwrap_or_default(),
                 if last { " (no retries left)" } else { "" }
             );
+            tm_event!(warn, &span, "attempt failed", error = ledger.steps[index].error().unwrap_or_default());
             let event = StepEvent { transaction: &ledger.info, step: &ledger.steps[index], attempt };
-            if let Err(panic) = guarded(hooks.on_step_failure(&event)).await {
+            if let Err(panic) = within(&span, guarded(hooks.on_step_failure(&event))).await {
                 tm_error!("{}: on_step_failure hook panicked: {}", info.id, panic);
                 let record = &mut ledger.steps[index];
                 record.status = StepStatus::Failed;
@@ -359,12 +368,23 @@ where
             // its text stays in the step's record.
             drop(kind);
             let delay = config.retry.jittered_delay(retry, &mut ledger.rng);
+            tm_event!(info, &span, "retrying", delay = crate::trace::AsDebug(delay));
+            crate::trace::close(span);
             tm_debug!("{} `{}`: step `{}` retrying in {:?}", info.id, info.operation, ledger.steps[index].name, delay);
             if !delay.is_zero() {
                 clock.sleep(delay).await;
             }
             retry += 1;
         }
+    }
+}
+
+/// A failed attempt's `outcome`, for its span.
+fn outcome_of<E>(kind: &StepErrorKind<E>) -> &'static str {
+    match kind {
+        StepErrorKind::TimedOut { .. } => "timeout",
+        StepErrorKind::Panicked(_) => "panic",
+        _ => "error",
     }
 }
 

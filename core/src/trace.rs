@@ -1,0 +1,83 @@
+//! `tracing` spans, with nothing left of them when the `tracing` feature is
+//! off: one span per transaction, one per step attempt and rollback
+//! attempt, each with an `outcome` field filled in when it ends.
+
+use core::future::Future;
+
+#[cfg(feature = "tracing")]
+pub(crate) use tracing::Span;
+
+/// Stands in for `tracing::Span` when the feature is off.
+#[cfg(not(feature = "tracing"))]
+pub(crate) struct Span;
+
+/// Awaits `future` inside `span` (entered on every poll, as
+/// `tracing::Instrument` does).
+#[cfg(feature = "tracing")]
+pub(crate) async fn within<F: Future>(span: &Span, future: F) -> F::Output {
+    tracing::Instrument::instrument(future, span.clone()).await
+}
+
+#[cfg(not(feature = "tracing"))]
+pub(crate) async fn within<F: Future>(_: &Span, future: F) -> F::Output {
+    future.await
+}
+
+/// Fills in the span's `outcome` field.
+#[cfg(feature = "tracing")]
+pub(crate) fn outcome(span: &Span, outcome: &'static str) {
+    span.record("outcome", outcome);
+}
+
+#[cfg(not(feature = "tracing"))]
+pub(crate) fn outcome(_: &Span, _: &'static str) {}
+
+/// `span!(kind, field = value, ...)`: an info-level span named `kind` in
+/// the `transaction_manager` target, with an empty `outcome` field.
+macro_rules! tm_span {
+    ($kind:literal $(, $field:ident = $value:expr)* $(,)?) => {{
+        #[cfg(feature = "tracing")]
+        let span = ::tracing::info_span!(
+            target: "transaction_manager",
+            $kind,
+            $($field = ::tracing::field::display(&$value),)*
+            outcome = ::tracing::field::Empty
+        );
+        #[cfg(not(feature = "tracing"))]
+        let span = {
+            let _ = ($(&$value),*);
+            crate::trace::Span
+        };
+        span
+    }};
+}
+
+/// A structured `tracing` event inside `parent`; nothing without the feature.
+macro_rules! tm_event {
+    ($level:ident, $parent:expr, $message:literal $(, $field:ident = $value:expr)* $(,)?) => {{
+        #[cfg(feature = "tracing")]
+        ::tracing::$level!(
+            target: "transaction_manager",
+            parent: $parent,
+            $($field = ::tracing::field::display(&$value),)*
+            $message
+        );
+        #[cfg(not(feature = "tracing"))]
+        let _ = ($parent, $(&$value),*);
+    }};
+}
+
+/// Shows a value with its `Debug` form, for span and event fields.
+pub(crate) struct AsDebug<T>(pub(crate) T);
+
+impl<T: core::fmt::Debug> core::fmt::Display for AsDebug<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// Ends a span before the backoff delay, so the delay is not counted in
+/// the attempt.
+pub(crate) fn close(span: Span) {
+    let _ = span;
+}
