@@ -67,11 +67,12 @@ if ! command -v defmt-print >/dev/null; then
     echo "installing defmt-print"
     cargo install --locked --quiet defmt-print
 fi
-/usr/bin/rustc --version
-/usr/bin/cargo --version
-qemu-system-arm --version | head -n1
-arm-none-eabi-ld --version | head -n1
-defmt-print --version | head -n1
+# First lines only, without `| head`: a tool writing into a closed pipe
+# fails, and pipefail would fail the script with it.
+for tool in /usr/bin/rustc /usr/bin/cargo qemu-system-arm arm-none-eabi-ld defmt-print; do
+    version=$("$tool" --version)
+    echo "${version%%$'\n'*}"
+done
 
 step "format (examples/firmware)"
 if cargo fmt --version >/dev/null 2>&1; then
@@ -137,7 +138,11 @@ for target in "${TARGETS[@]}"; do
             else
                 grep -E '^(.* )?(scenarios:|UNEXPECTED|panic)' "$log" || true
             fi
-            ((status == 0)) || fail "$bin on ${BOARD[$target]} ($flavour) exited with $status (124: timeout); log: $log"
+            if ((status == 124)); then
+                fail "$bin on ${BOARD[$target]} ($flavour) still running after ${QEMU_TIMEOUT} s; log: $log"
+            elif ((status != 0)); then
+                fail "$bin on ${BOARD[$target]} ($flavour) exited with status $status; log: $log"
+            fi
         done
     done
 done
