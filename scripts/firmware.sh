@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# The firmware CI step, self-contained (`.ci/run` calls it; it also runs by
+# hand from any directory):
+#
+#   1. installs what it needs if missing: Debian's rustc-web, cargo-web and
+#      rust-web-src (a compiler that can build `core` for thumb targets with
+#      -Zbuild-std, since rustup cannot download them here), GNU binutils for
+#      ARM (the linker, `size`, `nm`), QEMU, and `defmt-print`;
+#   2. proves the libraries are no_std: transaction-manager-core,
+#      transaction-manager-embassy and the facade (default-features = false,
+#      features = ["embassy"]) build for thumbv7m-none-eabi against `core`
+#      alone, so a dependency that pulls in `std` fails here;
+#   3. builds examples/firmware for thumbv7m-none-eabi (QEMU mps2-an385) and
+#      thumbv7em-none-eabihf (mps2-an386), twice each: semihosting text and
+#      defmt — both binaries each time: `firmware` (the bring-up through
+#      transaction-manager) and `hand-written` (the same without it);
+#   4. runs all eight ELF files in QEMU (under `timeout`), decoding the defmt
+#      ones with defmt-print; each checks its own scenarios and exits 0 only
+#      if all ended as expected — any other status fails this script;
+#   5. prints the footprint table (library vs hand-written) and the size of
+#      the transaction's future.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+FIRMWARE=$ROOT/examples/firmware
+OUT=$ROOT/target/firmware          # one target dir for every thumb build
+ELF_DIR=$OUT/elf
+LOG_DIR=$OUT/logs
+# board for each target
+declare -A BOARD=([thumbv7m-none-eabi]=mps2-an385 [thumbv7em-none-eabihf]=mps2-an386)
+TARGETS=(thumbv7m-none-eabi thumbv7em-none-eabihf)
+QEMU_TIMEOUT=60                     # a run takes about half a second
+START=$SECONDS
+
+step() { printf '\n==> %s\n' "$*"; }
+fail() {
+    echo "FAILED: $*" >&2
+    exit 1
+}
+
+# Debian's toolchain, not the rustup proxies in ~/.cargo/bin that shadow it;
+# RUSTC_BOOTSTRAP lets its stable cargo use -Zbuild-std. Warnings are errors
+# (registry dependencies are built with --cap-lints, so this holds our code).
+thumb_cargo() {
+    PATH=/usr/bin:$PATH RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 \
+        RUSTFLAGS="-D warnings" CARGO_TARGET_DIR=$OUT CARGO_TERM_COLOR=never \
+        /usr/bin/cargo "$@"
+}
+
+step "toolchain"
+missing=()
+for pkg in rustc-web cargo-web rust-web-src binutils-arm-none-eabi qemu-system-arm; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$pkg")
+    fi
+done
+if ((${#missing[@]})); then
+    echo "installing ${missing[*]}"
+    sudo=""
+    [[ $(id -u) == 0 ]] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
+fi
+if ! command -v defmt-print >/dev/null; then
+    # A host tool: any cargo builds it (about 100 s on 2 cores).
+    echo "installing defmt-print"
+    cargo install --locked --quiet defmt-print
+fi
+# First lines only, without `| head`: a tool writing into a closed pipe
+# fails, and pipefail would fail the script with it.
+for tool in /usr/bin/rustc /usr/bin/cargo qemu-system-arm arm-none-eabi-ld defmt-print; do
+    version=$("$tool" --version)
+    echo "${version%%$'\n'*}"
+done
+
+step "format (examples/firmware)"
+if cargo fmt --version >/dev/null 2>&1; then
+    cargo fmt --manifest-path "$FIRMWARE/Cargo.toml" --check
+else
+    echo "cargo fmt not available: skipped"
+fi
+
+step "no_std: the libraries build for thumbv7m-none-eabi against core alone"
+for args in "-p transaction-manager-core" \
+    "-p transaction-manager-embassy" \
+    "-p transaction-manager --no-default-features --features embassy"; do
+    echo "--- cargo build -Zbuild-std=core --target thumbv7m-none-eabi $args"
+    # shellcheck disable=SC2086 # $args is a list of arguments
+    thumb_cargo build --quiet --locked --release -Zbuild-std=core --target thumbv7m-none-eabi $args
+done
+echo "no_std build passed"
+
+step "build the firmware (both targets; semihosting and defmt)"
+mkdir -p "$ELF_DIR" "$LOG_DIR"
+for target in "${TARGETS[@]}"; do
+    for flavour in semihosting defmt; do
+        features=()
+        [[ $flavour == defmt ]] && features=(--features defmt)
+        echo "--- $target, $flavour"
+        (cd "$FIRMWARE" && thumb_cargo build --quiet --locked --release --bins \
+            --target "$target" "${features[@]}")
+        mkdir -p "$ELF_DIR/$target/$flavour"
+        for bin in firmware hand-written; do
+            cp "$OUT/$target/release/$bin" "$ELF_DIR/$target/$flavour/$bin"
+        done
+    done
+done
+
+qemu() { # target elf
+    timeout "$QEMU_TIMEOUT" qemu-system-arm -machine "${BOARD[$1]}" -nographic \
+        -semihosting-config enable=on,target=native -icount shift=5 -kernel "$2" </dev/null
+}
+
+step "run in QEMU: every scenario must end as expected"
+for target in "${TARGETS[@]}"; do
+    for flavour in semihosting defmt; do
+        for bin in firmware hand-written; do
+            elf=$ELF_DIR/$target/$flavour/$bin
+            log=$LOG_DIR/$target-$flavour-$bin.log
+            echo "--- $bin on ${BOARD[$target]} ($target, $flavour)"
+            if [[ $flavour == defmt ]]; then
+                # defmt-print reads until QEMU exits, so it never stops early.
+                set +e
+                qemu "$target" "$elf" | defmt-print -e "$elf" >"$log" 2>&1
+                statuses=("${PIPESTATUS[@]}")
+                set -e
+                status=${statuses[0]}
+                ((statuses[1] == 0)) || fail "defmt-print exited with ${statuses[1]} ($log)"
+            else
+                set +e
+                qemu "$target" "$elf" >"$log" 2>&1
+                status=$?
+                set -e
+            fi
+            if [[ $bin == firmware && $flavour == semihosting ]]; then
+                cat "$log"
+            else
+                grep -E '^(.* )?(scenarios:|UNEXPECTED|panic)' "$log" || true
+            fi
+            if ((status == 124)); then
+                fail "$bin on ${BOARD[$target]} ($flavour) still running after ${QEMU_TIMEOUT} s; log: $log"
+            elif ((status != 0)); then
+                fail "$bin on ${BOARD[$target]} ($flavour) exited with status $status; log: $log"
+            fi
+        done
+    done
+done
+
+step "footprint: transaction-manager vs the same bring-up written by hand"
+echo "opt-level \"s\", fat LTO, codegen-units 1, panic abort. flash = .vector_table + .text + .rodata;"
+echo "RAM = .data + .bss (.bss holds the embassy task, and so the transaction's future)."
+section() { # elf name -> size of that section (0 if absent)
+    arm-none-eabi-size -A "$1" | awk -v s="$2" '$1 == s { print $2; found = 1 } END { if (!found) print 0 }'
+}
+printf '\n%-22s %-12s %-13s %7s %7s %7s %7s %7s %7s\n' \
+    target output binary flash .text .rodata .data .bss RAM
+for target in "${TARGETS[@]}"; do
+    for flavour in semihosting defmt; do
+        declare -A size=()
+        for bin in firmware hand-written; do
+            elf=$ELF_DIR/$target/$flavour/$bin
+            for s in .vector_table .text .rodata .data .bss; do
+                size[$bin$s]=$(section "$elf" "$s")
+            done
+            size[${bin}flash]=$((size[$bin.vector_table] + size[$bin.text] + size[$bin.rodata]))
+            size[${bin}ram]=$((size[$bin.data] + size[$bin.bss]))
+            printf '%-22s %-12s %-13s %7d %7d %7d %7d %7d %7d\n' "$target" "$flavour" "$bin" \
+                "${size[${bin}flash]}" "${size[$bin.text]}" "${size[$bin.rodata]}" \
+                "${size[$bin.data]}" "${size[$bin.bss]}" "${size[${bin}ram]}"
+        done
+        delta() { echo $((size[firmware$1] - size[hand-written$1])); }
+        printf '%-22s %-12s %-13s %+7d %+7d %+7d %+7d %+7d %+7d\n' "$target" "$flavour" \
+            "library cost" "$(delta flash)" "$(delta .text)" "$(delta .rodata)" "$(delta .data)" \
+            "$(delta .bss)" "$(delta ram)"
+        unset size
+    done
+done
+echo
+for target in "${TARGETS[@]}"; do
+    log=$LOG_DIR/$target-semihosting
+    printf '%-22s %s; hand-written %s\n' "$target" \
+        "$(grep -o 'transaction future: [0-9]* bytes' "$log-firmware.log")" \
+        "$(grep -o 'bring-up future: [0-9]* bytes' "$log-hand-written.log")"
+done
+
+printf '\nfirmware step passed in %d s\n' $((SECONDS - START))
