@@ -11,6 +11,10 @@
 //! here too, and the `no_alloc` bench checks it on a core built without
 //! `alloc`.
 
+// `Work` spells out `Send + 'static` on its futures, so the impls keep the
+// `-> impl Future` form.
+#![allow(clippy::manual_async_fn)]
+
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
@@ -22,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use transaction_manager::{
-    BoxError, Clock, Fixed, ManualClock, ManualSleep, NoRollback, Outcome, RetryPolicy, Rollback,
-    SmolClock, StepError, StepRecord, TokioClock, TransactionManager, Unbounded,
+    BoxError, Clock, Fixed, ManualClock, ManualSleep, NoRollback, Outcome, RetryPolicy, SmolClock,
+    StepError, StepRecord, TokioClock, TransactionManager, Unbounded,
 };
 use transaction_manager_bench::{
     CountingAlloc, Mode, Report, Timing, machine, measure, proc_status_kib, start_counting,
@@ -34,59 +38,11 @@ use transaction_manager_bench::{
 static ALLOC: CountingAlloc = CountingAlloc;
 
 // ---------------------------------------------------------------------------
-// The work: the same futures for the library and the hand-written code.
+// The work: see `common.rs`; here the yields of the runtimes.
 
-/// The error every step and rollback uses.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Boom;
-
-impl fmt::Display for Boom {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("boom")
-    }
-}
-
-impl std::error::Error for Boom {}
-
-/// What a step, a failing step, a flaky step and a rollback do.
-trait Work: Copy + Send + Sync + 'static {
-    fn step(self, v: u32) -> impl Future<Output = Result<u32, Boom>> + Send + 'static;
-    fn fail(self, v: u32) -> impl Future<Output = Result<u32, Boom>> + Send + 'static;
-    /// Fails on attempts 1 and 2, succeeds on the third.
-    fn flaky(self, attempt: u32) -> impl Future<Output = Result<u32, Boom>> + Send + 'static;
-    fn undo(self, v: u32) -> impl Future<Output = Result<(), Boom>> + Send + 'static;
-}
-
-/// Futures that are ready at once.
-#[derive(Clone, Copy)]
-struct Noop;
-
-impl Work for Noop {
-    fn step(self, v: u32) -> impl Future<Output = Result<u32, Boom>> + Send + 'static {
-        async move { Ok(black_box(v)) }
-    }
-    fn fail(self, v: u32) -> impl Future<Output = Result<u32, Boom>> + Send + 'static {
-        async move {
-            black_box(v);
-            Err(black_box(Boom))
-        }
-    }
-    fn flaky(self, attempt: u32) -> impl Future<Output = Result<u32, Boom>> + Send + 'static {
-        async move {
-            if black_box(attempt) < 3 {
-                Err(Boom)
-            } else {
-                Ok(attempt)
-            }
-        }
-    }
-    fn undo(self, v: u32) -> impl Future<Output = Result<(), Boom>> + Send + 'static {
-        async move {
-            black_box(v);
-            Ok(())
-        }
-    }
-}
+#[macro_use]
+mod common;
+use common::{Boom, HandError, Noop, Undo, Work};
 
 /// A realistic cheap step: one yield to the executor.
 #[derive(Clone, Copy)]
@@ -162,55 +118,6 @@ impl Work for LiteYield {
     }
 }
 
-/// Rollbacks as data: the no-alloc path's undo record.
-#[derive(Clone, Copy)]
-enum Undo<W> {
-    Release(W, u32),
-}
-
-impl<W: Work> Rollback<()> for Undo<W> {
-    type Error = Boom;
-
-    async fn rollback(&mut self, _: &mut ()) -> Result<(), Boom> {
-        let Undo::Release(w, v) = *self;
-        w.undo(v).await
-    }
-}
-
-/// The hand-written transaction's error: the cause, which step, and how
-/// many rollbacks failed.
-#[derive(Debug)]
-#[allow(dead_code)] // Read through `Debug` and the checks only.
-struct HandError {
-    cause: Boom,
-    step: usize,
-    rollback_failures: u32,
-}
-
-// ---------------------------------------------------------------------------
-// The transactions, library and hand-written, generated for any number of
-// steps. `ok` steps succeed, a `fail` step fails; each step gets the
-// previous step's value plus one.
-
-/// No-alloc path: `fixed::<Undo, N>()`, enum undo records.
-macro_rules! lib_fixed {
-    ($m:expr, $w:expr, $cap:literal; $($name:literal => $kind:ident),+) => {{
-        let w = $w;
-        $m.transaction("op").fixed::<Undo<_>, $cap>().run(async move |tx| {
-            let mut acc = 0u32;
-            $(
-                let prev = acc;
-                acc = tx
-                    .step($name)
-                    .execute(move || w.$kind(prev + 1))
-                    .undo(|&v| Undo::Release(w, v))
-                    .await?;
-            )+
-            Ok::<_, StepError<Boom>>(acc)
-        })
-    }};
-}
-
 /// Default (alloc) path: `manager.run`, closure rollbacks (`BoxedRollback`).
 macro_rules! lib_alloc {
     ($m:expr, $w:expr; $($name:literal => $kind:ident),+) => {{
@@ -227,44 +134,6 @@ macro_rules! lib_alloc {
             )+
             Ok::<_, StepError<Boom>>(acc)
         })
-    }};
-}
-
-/// By hand: the same futures, the completed steps' values kept in an
-/// array, and on failure each completed step rolled back, latest first,
-/// counting failed rollbacks.
-macro_rules! hand {
-    ($w:expr, $cap:literal; $($name:literal => $kind:ident),+) => {{
-        let w = $w;
-        // The last step's bookkeeping is never read: fine, it is the same
-        // code for every step.
-        #[allow(unused_assignments)]
-        let transaction = async move {
-            let mut done = [0u32; $cap];
-            let mut len = 0usize;
-            let mut acc = 0u32;
-            $(
-                let _: &str = $name;
-                match w.$kind(acc + 1).await {
-                    Ok(v) => {
-                        done[len] = v;
-                        len += 1;
-                        acc = v;
-                    }
-                    Err(cause) => {
-                        let mut rollback_failures = 0;
-                        for &v in done[..len].iter().rev() {
-                            if w.undo(v).await.is_err() {
-                                rollback_failures += 1;
-                            }
-                        }
-                        return Err(HandError { cause, step: len, rollback_failures });
-                    }
-                }
-            )+
-            Ok::<u32, HandError>(acc)
-        };
-        transaction
     }};
 }
 
@@ -343,6 +212,24 @@ async fn backon_retry<W: Work, S: backon::Sleeper>(w: W, sleeper: S) -> Result<u
             .with_max_times(2),
     )
     .sleep(sleeper)
+    .await
+}
+
+/// backon with a sleeper that returns at once for a zero delay, as the
+/// library and the hand loop do (tokio's `sleep(ZERO)` waits for the next
+/// timer tick, about 1 ms).
+async fn backon_retry_skip_zero<W: Work, S: backon::Sleeper + Copy>(
+    w: W,
+    sleeper: S,
+) -> Result<u32, Boom> {
+    backon_retry(w, move |d: Duration| {
+        let sleep = (!d.is_zero()).then(|| sleeper.sleep(d));
+        async move {
+            if let Some(sleep) = sleep {
+                sleep.await;
+            }
+        }
+    })
     .await
 }
 
@@ -562,6 +449,10 @@ fn check_results<R: Runtime>(rt: &R, report: &mut Report) {
         format!("{name}: backon retry succeeds on attempt 3"),
     );
     report.check(
+        rt.block_on(backon_retry_skip_zero(Noop, rt.sleeper())) == Ok(3),
+        format!("{name}: backon (zero delay skipped) retry succeeds on attempt 3"),
+    );
+    report.check(
         rt.block_on(hand_retry(&rt.clock(), Noop)) == Ok(3),
         format!("{name}: hand retry succeeds on attempt 3"),
     );
@@ -671,17 +562,26 @@ fn figures_time<R: Runtime>(rt: &R, mode: Mode, report: &mut Report) {
     let backon = time(rt, mode, || backon_retry(Noop, rt.sleeper()));
     let clock = rt.clock();
     let hand = time(rt, mode, || hand_retry(&clock, Noop));
+    let backon0 = time(rt, mode, || backon_retry_skip_zero(Noop, rt.sleeper()));
     let lib1 = time(rt, mode, || lib_fixed!(&m, Noop, 1; "a" => step));
     report.time_row("library (1-step transaction)", lib, "backon", backon);
+    report.time_row(
+        "library (1-step transaction)",
+        lib,
+        "backon, 0 skipped",
+        backon0,
+    );
     report.time_row("library (1-step transaction)", lib, "hand loop", hand);
     report.time_row("backon", backon, "hand loop", hand);
     report.value_row(
         "library retries alone (minus a 1-step tx)",
         &format!(
-            "{:.1} ns vs backon {:.1} ns (ratio {:.2}x)",
+            "{:.1} ns vs backon {:.1} ns (ratio {:.2}x), backon 0 skipped {:.1} ns (ratio {:.2}x)",
             lib.median_ns - lib1.median_ns,
             backon.median_ns,
-            (lib.median_ns - lib1.median_ns) / backon.median_ns
+            (lib.median_ns - lib1.median_ns) / backon.median_ns,
+            backon0.median_ns,
+            (lib.median_ns - lib1.median_ns) / backon0.median_ns
         ),
     );
 }
@@ -695,7 +595,7 @@ fn figure_allocs<R: Runtime>(rt: &R, mode: Mode, report: &mut Report) {
     let runs = if mode.is_smoke() { 10 } else { 10_000 };
     let clock = rt.clock();
     report.section(&format!("{name}: heap allocations per transaction"));
-    let rows: [(&str, (f64, f64), bool); 8] = [
+    let rows: [(&str, (f64, f64), bool); 9] = [
         (
             "fixed, success (3 steps)",
             allocs_per_run(rt, runs, || lib_fixed_ok3(&m, Noop)),
@@ -731,6 +631,11 @@ fn figure_allocs<R: Runtime>(rt: &R, mode: Mode, report: &mut Report) {
         (
             "backon retry",
             allocs_per_run(rt, runs, || backon_retry(Noop, rt.sleeper())),
+            false,
+        ),
+        (
+            "backon retry, 0 skipped",
+            allocs_per_run(rt, runs, || backon_retry_skip_zero(Noop, rt.sleeper())),
             false,
         ),
         (
