@@ -298,8 +298,21 @@ impl Runtime for Manual {
     fn sleeper(&self) -> ManualSleeper {
         ManualSleeper(self.0)
     }
+    /// `ManualClock::block_on` without its stall limit: that limit counts
+    /// every pending poll while no timer waits, progress or not, so a batch
+    /// of more than 100,000 yields panics (reported in BENCHMARKS.md).
+    /// Otherwise the same: jump to the next deadline whenever one waits.
     fn block_on<F: Future>(&self, f: F) -> F::Output {
-        self.0.block_on(f)
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        loop {
+            if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+                return out;
+            }
+            if let Some(deadline) = self.0.next_deadline() {
+                self.0.advance_to(deadline);
+            }
+        }
     }
 }
 
@@ -767,58 +780,84 @@ impl Nap {
 
 static REACHED: AtomicUsize = AtomicUsize::new(0);
 
-async fn scale_task(kind: ScaleKind, m: &'static TransactionManager<TokioClock>, nap: Nap) -> u32 {
-    let sleep_step = move || async move {
-        REACHED.fetch_add(1, Ordering::Relaxed);
-        nap.nap().await;
-        Ok::<u32, Boom>(2)
-    };
+/// Step 2's work: count that this task reached its sleep, then sleep.
+async fn sleep_step(nap: Nap) -> Result<u32, Boom> {
+    REACHED.fetch_add(1, Ordering::Relaxed);
+    nap.nap().await;
+    Ok(2)
+}
+
+/// A bare task: the same sleep, nothing else.
+async fn bare_task(nap: Nap) -> u32 {
+    sleep_step(nap).await.map_or(0, |v| v + 1)
+}
+
+async fn fixed_task(m: &'static TransactionManager<TokioClock>, nap: Nap) -> u32 {
+    m.transaction("op")
+        .fixed::<Undo<Noop>, 3>()
+        .run(async move |tx| {
+            let a = tx
+                .step("a")
+                .execute(|| Noop.step(1))
+                .undo(|&v| Undo::Release(Noop, v))
+                .await?;
+            let b = tx
+                .step("sleep")
+                .execute(move || sleep_step(nap))
+                .undo(|&v| Undo::Release(Noop, v))
+                .await?;
+            tx.step("c")
+                .execute(move || Noop.step(a + b))
+                .undo(|&v| Undo::Release(Noop, v))
+                .await
+        })
+        .await
+        .map_or(0, |c| c.into_value())
+}
+
+async fn alloc_task(m: &'static TransactionManager<TokioClock>, nap: Nap) -> u32 {
+    m.run("op", async move |tx| {
+        let a = tx
+            .step("a")
+            .execute(|| Noop.step(1))
+            .rollback(move |v| Noop.undo(v))
+            .await?;
+        let b = tx
+            .step("sleep")
+            .execute(move || sleep_step(nap))
+            .rollback(move |v| Noop.undo(v))
+            .await?;
+        tx.step("c")
+            .execute(move || Noop.step(a + b))
+            .rollback(move |v| Noop.undo(v))
+            .await
+    })
+    .await
+    .map_or(0, |c| c.into_value())
+}
+
+/// Spawns `n` tasks of `kind`, each its own future type (a `match` inside
+/// one future would give every kind the largest kind's size).
+fn spawn_all(
+    kind: ScaleKind,
+    m: &'static TransactionManager<TokioClock>,
+    nap: Nap,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<u32>> {
     match kind {
-        ScaleKind::Bare => {
-            REACHED.fetch_add(1, Ordering::Relaxed);
-            nap.nap().await;
-            3
-        }
-        ScaleKind::Fixed => m
-            .transaction("op")
-            .fixed::<Undo<Noop>, 3>()
-            .run(async move |tx| {
-                let a = tx
-                    .step("a")
-                    .execute(|| Noop.step(1))
-                    .undo(|&v| Undo::Release(Noop, v))
-                    .await?;
-                let b = tx
-                    .step("sleep")
-                    .execute(sleep_step)
-                    .undo(|&v| Undo::Release(Noop, v))
-                    .await?;
-                tx.step("c")
-                    .execute(move || Noop.step(a + b))
-                    .undo(|&v| Undo::Release(Noop, v))
-                    .await
-            })
-            .await
-            .map_or(0, |c| c.into_value()),
-        ScaleKind::Alloc => m
-            .run("op", async move |tx| {
-                let a = tx
-                    .step("a")
-                    .execute(|| Noop.step(1))
-                    .rollback(move |v| Noop.undo(v))
-                    .await?;
-                let b = tx
-                    .step("sleep")
-                    .execute(sleep_step)
-                    .rollback(move |v| Noop.undo(v))
-                    .await?;
-                tx.step("c")
-                    .execute(move || Noop.step(a + b))
-                    .rollback(move |v| Noop.undo(v))
-                    .await
-            })
-            .await
-            .map_or(0, |c| c.into_value()),
+        ScaleKind::Bare => (0..n).map(|_| tokio::spawn(bare_task(nap))).collect(),
+        ScaleKind::Fixed => (0..n).map(|_| tokio::spawn(fixed_task(m, nap))).collect(),
+        ScaleKind::Alloc => (0..n).map(|_| tokio::spawn(alloc_task(m, nap))).collect(),
+    }
+}
+
+/// Bytes of the future each kind spawns.
+fn task_future_size(kind: ScaleKind, m: &'static TransactionManager<TokioClock>) -> usize {
+    let nap = Nap::For(Duration::ZERO);
+    match kind {
+        ScaleKind::Bare => size_of_val(&bare_task(nap)),
+        ScaleKind::Fixed => size_of_val(&fixed_task(m, nap)),
+        ScaleKind::Alloc => size_of_val(&alloc_task(m, nap)),
     }
 }
 
@@ -839,11 +878,9 @@ fn scale_child(kind: ScaleKind, n: usize) {
         // Memory phase: every task sleeps until one deadline after the
         // last spawn, so all N are in flight at once; RSS is read then.
         REACHED.store(0, Ordering::SeqCst);
-        let margin = Duration::from_millis(500) + Duration::from_micros(6) * n as u32;
+        let margin = Duration::from_secs(1) + Duration::from_micros(15) * n as u32;
         let deadline = tokio::time::Instant::now() + margin;
-        let handles: Vec<_> = (0..n)
-            .map(|_| tokio::spawn(scale_task(kind, m, Nap::Until(deadline))))
-            .collect();
+        let handles = spawn_all(kind, m, Nap::Until(deadline), n);
         while REACHED.load(Ordering::SeqCst) < n {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -857,9 +894,7 @@ fn scale_child(kind: ScaleKind, n: usize) {
 
         // Wall phase: spawn N, each sleeping 1 ms in step 2, wait for all.
         let start = Instant::now();
-        let handles: Vec<_> = (0..n)
-            .map(|_| tokio::spawn(scale_task(kind, m, Nap::For(Duration::from_millis(1)))))
-            .collect();
+        let handles = spawn_all(kind, m, Nap::For(Duration::from_millis(1)), n);
         let mut sum = 0u64;
         for h in handles {
             sum += u64::from(h.await.expect("task"));
@@ -869,10 +904,11 @@ fn scale_child(kind: ScaleKind, n: usize) {
     });
     let hwm = proc_status_kib("VmHWM").unwrap_or(0);
     println!(
-        "SCALE {} {n} {base} {inflight} {hwm} {} {}",
+        "SCALE {} {n} {base} {inflight} {hwm} {} {} {}",
         kind.as_str(),
         wall.as_micros(),
-        u8::from(all_in_flight)
+        u8::from(all_in_flight),
+        task_future_size(kind, m)
     );
 }
 
@@ -882,6 +918,7 @@ struct ScaleResult {
     hwm_kib: u64,
     wall: Duration,
     all_in_flight: bool,
+    future_bytes: usize,
 }
 
 fn run_scale_child(kind: ScaleKind, n: usize) -> Option<ScaleResult> {
@@ -899,6 +936,7 @@ fn run_scale_child(kind: ScaleKind, n: usize) -> Option<ScaleResult> {
         hwm_kib: f.get(5)?.parse().ok()?,
         wall: Duration::from_micros(f.get(6)?.parse().ok()?),
         all_in_flight: *f.get(7)? == "1",
+        future_bytes: f.get(8)?.parse().ok()?,
     })
 }
 
@@ -924,7 +962,8 @@ fn figure_scale(mode: Mode, with_1m: bool, report: &mut Report) {
             report.value_row(
                 &format!("{kind:?}: in-flight RSS per task"),
                 &format!(
-                    "{per_task:.0} B (RSS {} -> {} KiB, peak {} KiB){}",
+                    "{per_task:.0} B (future {} B; RSS {} -> {} KiB, peak {} KiB){}",
+                    r.future_bytes,
                     r.base_kib,
                     r.inflight_kib,
                     r.hwm_kib,
