@@ -556,6 +556,15 @@ fn figures_time<R: Runtime>(rt: &R, mode: Mode, report: &mut Report) {
         ),
     );
 
+    // The engine reads the clock twice per step (start, end) and twice
+    // per transaction: part of the per-step cost on a real clock.
+    let clock = rt.clock();
+    let now = time(rt, mode, || async { black_box(clock.now()) });
+    report.value_row(
+        "one Clock::now() (the engine makes 2 per step)",
+        &format!("{:.1} ns", now.median_ns),
+    );
+
     report.section(&format!(
         "{name}: failure path, 3 steps, the third fails, 2 rollbacks"
     ));
