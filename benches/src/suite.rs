@@ -887,7 +887,7 @@ fn scale_child(kind: ScaleKind, n: usize) {
         // Memory phase: every task sleeps until one deadline after the
         // last spawn, so all N are in flight at once; RSS is read then.
         REACHED.store(0, Ordering::SeqCst);
-        let margin = Duration::from_secs(1) + Duration::from_micros(15) * n as u32;
+        let margin = Duration::from_secs(1) + Duration::from_micros(30) * n as u32;
         let deadline = tokio::time::Instant::now() + margin;
         let handles = spawn_all(kind, m, Nap::Until(deadline), n);
         while REACHED.load(Ordering::SeqCst) < n {
