@@ -2,8 +2,8 @@
 //!
 //! `cargo bench -p transaction-manager-bench --no-default-features --bench no_alloc`
 //! (add `-- --smoke` for the CI run). With default features off, this
-//! package depends on `transaction-manager-core` only, with no features, so
-//! nothing in the build turns `alloc` on; the binary checks that (a 200-byte
+//! package drops the facade and depends on `transaction-manager-core` with
+//! no features, so nothing in the build turns `alloc` on; the binary checks that (a 200-byte
 //! error text must come back cut to 96 bytes) and fails if it finds `alloc`.
 //!
 //! Checks: success, failure (two rollbacks) and retry transactions on
