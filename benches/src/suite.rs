@@ -1,0 +1,1127 @@
+//! What transaction-manager costs, against the same work written by hand.
+//!
+//! `cargo bench -p transaction-manager-bench --bench suite` prints every
+//! figure with its baseline and their ratio; `-- --smoke` runs the same code
+//! with tiny counts and fails (exit 1) only on a wrong result or an
+//! allocation where there must be none, never on timing. `-- --scale-1m`
+//! adds the 1,000,000-transaction scale run.
+//!
+//! The core here has `alloc` (the facade brings in `std`); the code path
+//! without it (`fixed::<U, N>()` storage, enum undo records) is measured
+//! here too, and the `no_alloc` bench checks it on a core built without
+//! `alloc`.
+
+// `Work` spells out `Send + 'static` on its futures, so the impls keep the
+// `-> impl Future` form.
+#![allow(clippy::manual_async_fn)]
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::hint::black_box;
+use std::mem::size_of_val;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use transaction_manager::{
+    BoxError, Clock, Fixed, ManualClock, ManualSleep, NoRollback, Outcome, RetryPolicy, SmolClock,
+    StepError, StepRecord, TokioClock, TransactionManager, Unbounded,
+};
+use transaction_manager_bench::{
+    CountingAlloc, Mode, Report, Timing, machine, measure, proc_status_kib, start_counting,
+    stop_counting,
+};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+// ---------------------------------------------------------------------------
+// The work: see `common.rs`; here the yields of the runtimes.
+
+#[macro_use]
+mod common;
+use common::{Boom, HandError, Noop, Undo, Work};
+
+/// A realistic cheap step: one yield to the executor.
+#[derive(Clone, Copy)]
+struct TokioYield;
+
+impl Work for TokioYield {
+    fn step(self, v: u32) -> impl Future<Output = Result<u32, Boom>> + Send + 'static {
+        async move {
+            tokio::task::yield_now().await;
+            Ok(black_box(v))
+        }
+    }
+    fn fail(self, v: u32) -> impl Future<Output = Result<u32, Boom>> + Send + 'static {
+        async move {
+            tokio::task::yield_now().await;
+            black_box(v);
+            Err(Boom)
+        }
+    }
+    fn flaky(self, attempt: u32) -> impl Future<Output = Result<u32, Boom>> + Send + 'static {
+        async move {
+            tokio::task::yield_now().await;
+            if black_box(attempt) < 3 {
+                Err(Boom)
+            } else {
+                Ok(attempt)
+            }
+        }
+    }
+    fn undo(self, v: u32) -> impl Future<Output = Result<(), Boom>> + Send + 'static {
+        async move {
+            tokio::task::yield_now().await;
+            black_box(v);
+            Ok(())
+        }
+    }
+}
+
+/// One yield, for executors other than tokio (`futures_lite::future::yield_now`).
+#[derive(Clone, Copy)]
+struct LiteYield;
+
+impl Work for LiteYield {
+    fn step(self, v: u32) -> impl Future<Output = Result<u32, Boom>> + Send + 'static {
+        async move {
+            futures_lite::future::yield_now().await;
+            Ok(black_box(v))
+        }
+    }
+    fn fail(self, v: u32) -> impl Future<Output = Result<u32, Boom>> + Send + 'static {
+        async move {
+            futures_lite::future::yield_now().await;
+            black_box(v);
+            Err(Boom)
+        }
+    }
+    fn flaky(self, attempt: u32) -> impl Future<Output = Result<u32, Boom>> + Send + 'static {
+        async move {
+            futures_lite::future::yield_now().await;
+            if black_box(attempt) < 3 {
+                Err(Boom)
+            } else {
+                Ok(attempt)
+            }
+        }
+    }
+    fn undo(self, v: u32) -> impl Future<Output = Result<(), Boom>> + Send + 'static {
+        async move {
+            futures_lite::future::yield_now().await;
+            black_box(v);
+            Ok(())
+        }
+    }
+}
+
+/// Default (alloc) path: `manager.run`, closure rollbacks (`BoxedRollback`).
+macro_rules! lib_alloc {
+    ($m:expr, $w:expr; $($name:literal => $kind:ident),+) => {{
+        let w = $w;
+        $m.run("op", async move |tx| {
+            let mut acc = 0u32;
+            $(
+                let prev = acc;
+                acc = tx
+                    .step($name)
+                    .execute(move || w.$kind(prev + 1))
+                    .rollback(move |v| w.undo(v))
+                    .await?;
+            )+
+            Ok::<_, StepError<Boom>>(acc)
+        })
+    }};
+}
+
+type FixedOutcome<const N: usize> = Outcome<u32, StepError<Boom>, Boom, Fixed<N>>;
+type AllocOutcome = Outcome<u32, StepError<Boom>, BoxError, Unbounded>;
+
+fn lib_fixed_ok3<C: Clock, W: Work>(
+    m: &TransactionManager<C>,
+    w: W,
+) -> impl Future<Output = FixedOutcome<3>> + '_ {
+    lib_fixed!(m, w, 3; "a" => step, "b" => step, "c" => step)
+}
+
+fn lib_fixed_fail3<C: Clock, W: Work>(
+    m: &TransactionManager<C>,
+    w: W,
+) -> impl Future<Output = FixedOutcome<3>> + '_ {
+    lib_fixed!(m, w, 3; "a" => step, "b" => step, "c" => fail)
+}
+
+fn lib_alloc_ok3<C: Clock, W: Work>(
+    m: &TransactionManager<C>,
+    w: W,
+) -> impl Future<Output = AllocOutcome> + '_ {
+    lib_alloc!(m, w; "a" => step, "b" => step, "c" => step)
+}
+
+fn lib_alloc_fail3<C: Clock, W: Work>(
+    m: &TransactionManager<C>,
+    w: W,
+) -> impl Future<Output = AllocOutcome> + '_ {
+    lib_alloc!(m, w; "a" => step, "b" => step, "c" => fail)
+}
+
+fn hand_ok3<W: Work>(w: W) -> impl Future<Output = Result<u32, HandError>> {
+    hand!(w, 3; "a" => step, "b" => step, "c" => step)
+}
+
+fn hand_fail3<W: Work>(w: W) -> impl Future<Output = Result<u32, HandError>> {
+    hand!(w, 3; "a" => step, "b" => step, "c" => fail)
+}
+
+const RETRY: RetryPolicy = RetryPolicy::new()
+    .with_max_retries(2)
+    .with_initial_interval(Duration::ZERO);
+
+/// One step failing twice then succeeding, zero backoff, in a transaction.
+fn lib_retry<C: Clock, W: Work>(
+    m: &TransactionManager<C>,
+    w: W,
+) -> impl Future<Output = Outcome<u32, StepError<Boom>, Infallible, Fixed<1>>> + '_ {
+    m.transaction("op")
+        .fixed::<NoRollback, 1>()
+        .run(async move |tx| {
+            let mut calls = 0u32;
+            tx.step("flaky")
+                .retry(RETRY)
+                .run(|| {
+                    calls += 1;
+                    w.flaky(calls)
+                })
+                .await
+        })
+}
+
+/// The same retries with backon: exponential, zero delay, two retries.
+async fn backon_retry<W: Work, S: backon::Sleeper>(w: W, sleeper: S) -> Result<u32, Boom> {
+    let mut calls = 0u32;
+    (|| {
+        calls += 1;
+        w.flaky(calls)
+    })
+    .retry(
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::ZERO)
+            .with_max_times(2),
+    )
+    .sleep(sleeper)
+    .await
+}
+
+/// backon with a sleeper that returns at once for a zero delay, as the
+/// library and the hand loop do (tokio's `sleep(ZERO)` waits for the next
+/// timer tick, about 1 ms).
+async fn backon_retry_skip_zero<W: Work, S: backon::Sleeper + Copy>(
+    w: W,
+    sleeper: S,
+) -> Result<u32, Boom> {
+    backon_retry(w, move |d: Duration| {
+        let sleep = (!d.is_zero()).then(|| sleeper.sleep(d));
+        async move {
+            if let Some(sleep) = sleep {
+                sleep.await;
+            }
+        }
+    })
+    .await
+}
+
+/// The same retries by hand: a loop, the delay `interval × 2ⁿ` slept only
+/// when it is not zero (as the library does).
+async fn hand_retry<C: Clock, W: Work>(clock: &C, w: W) -> Result<u32, Boom> {
+    let interval = RETRY.initial_interval();
+    let mut calls = 0u32;
+    let mut retry = 0u32;
+    loop {
+        calls += 1;
+        match w.flaky(calls).await {
+            Ok(v) => return Ok(v),
+            Err(e) if retry >= RETRY.max_retries() => return Err(e),
+            Err(_) => {
+                let delay = interval.saturating_mul(1 << retry.min(31));
+                if !delay.is_zero() {
+                    clock.sleep(delay).await;
+                }
+                retry += 1;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Runtimes: each runs a future to completion and gives a clock, a cheap
+// step and a backon sleeper.
+
+trait Runtime {
+    type Clock: Clock + Copy;
+    type Yield: Work;
+    type Sleeper: backon::Sleeper + Copy;
+    const NAME: &'static str;
+    fn clock(&self) -> Self::Clock;
+    fn yield_work(&self) -> Self::Yield;
+    fn sleeper(&self) -> Self::Sleeper;
+    fn block_on<F: Future>(&self, f: F) -> F::Output;
+}
+
+/// `ManualClock` (virtual time), leaked so backon's `'static` sleeper can
+/// hold it.
+struct Manual(&'static ManualClock);
+
+#[derive(Clone, Copy)]
+struct ManualSleeper(&'static ManualClock);
+
+impl backon::Sleeper for ManualSleeper {
+    type Sleep = ManualSleep<'static>;
+    fn sleep(&self, d: Duration) -> ManualSleep<'static> {
+        self.0.sleep(d)
+    }
+}
+
+impl Runtime for Manual {
+    type Clock = &'static ManualClock;
+    type Yield = LiteYield;
+    type Sleeper = ManualSleeper;
+    const NAME: &'static str = "ManualClock";
+    fn clock(&self) -> &'static ManualClock {
+        self.0
+    }
+    fn yield_work(&self) -> LiteYield {
+        LiteYield
+    }
+    fn sleeper(&self) -> ManualSleeper {
+        ManualSleeper(self.0)
+    }
+    /// `ManualClock::block_on` without its stall limit: that limit counts
+    /// every pending poll while no timer waits, progress or not, so a batch
+    /// of more than 100,000 yields panics (reported in BENCHMARKS.md).
+    /// Otherwise the same: jump to the next deadline whenever one waits.
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        loop {
+            if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+                return out;
+            }
+            if let Some(deadline) = self.0.next_deadline() {
+                self.0.advance_to(deadline);
+            }
+        }
+    }
+}
+
+/// tokio, current-thread runtime with the timer, `TokioClock`.
+struct Tokio(tokio::runtime::Runtime);
+
+impl Runtime for Tokio {
+    type Clock = TokioClock;
+    type Yield = TokioYield;
+    type Sleeper = backon::TokioSleeper;
+    const NAME: &'static str = "tokio";
+    fn clock(&self) -> TokioClock {
+        TokioClock::new()
+    }
+    fn yield_work(&self) -> TokioYield {
+        TokioYield
+    }
+    fn sleeper(&self) -> backon::TokioSleeper {
+        backon::TokioSleeper
+    }
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.0.block_on(f)
+    }
+}
+
+/// smol: `async_io::block_on` (what `smol::block_on` is), `SmolClock`.
+struct Smol;
+
+#[derive(Clone, Copy)]
+struct SmolSleeper;
+
+impl backon::Sleeper for SmolSleeper {
+    type Sleep = async_io::Timer;
+    fn sleep(&self, d: Duration) -> async_io::Timer {
+        async_io::Timer::after(d)
+    }
+}
+
+impl Runtime for Smol {
+    type Clock = SmolClock;
+    type Yield = LiteYield;
+    type Sleeper = SmolSleeper;
+    const NAME: &'static str = "smol";
+    fn clock(&self) -> SmolClock {
+        SmolClock::new()
+    }
+    fn yield_work(&self) -> LiteYield {
+        LiteYield
+    }
+    fn sleeper(&self) -> SmolSleeper {
+        SmolSleeper
+    }
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        async_io::block_on(f)
+    }
+}
+
+/// Times `iters` runs of `f()` inside one `block_on`, so only the work is
+/// timed, not entering the executor.
+fn time<R: Runtime, F: FnMut() -> Fut, Fut: Future>(rt: &R, mode: Mode, mut f: F) -> Timing {
+    measure(mode, |iters| {
+        rt.block_on(async {
+            let start = Instant::now();
+            for _ in 0..iters {
+                black_box(f().await);
+            }
+            start.elapsed()
+        })
+    })
+}
+
+/// Allocations per run of `f()`, over `runs` runs inside one `block_on`
+/// (after one run outside the count, so one-time set-up is not counted).
+fn allocs_per_run<R: Runtime, F: FnMut() -> Fut, Fut: Future>(
+    rt: &R,
+    runs: u64,
+    mut f: F,
+) -> (f64, f64) {
+    rt.block_on(async {
+        black_box(f().await);
+        start_counting();
+        for _ in 0..runs {
+            black_box(f().await);
+        }
+        let a = stop_counting();
+        (a.count as f64 / runs as f64, a.bytes as f64 / runs as f64)
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Checks of results: the timed code must compute the right thing.
+
+fn check_results<R: Runtime>(rt: &R, report: &mut Report) {
+    let m = TransactionManager::new(rt.clock());
+    let name = R::NAME;
+    let w = rt.yield_work();
+
+    let ok = rt.block_on(lib_fixed_ok3(&m, Noop));
+    report.check(
+        matches!(&ok, Ok(c) if *c.value() == 3 && c.summary().completed_steps() == 3),
+        format!("{name}: fixed 3-step success returns 3 with 3 completed steps"),
+    );
+    let ok = rt.block_on(lib_fixed_ok3(&m, w));
+    report.check(
+        matches!(&ok, Ok(c) if *c.value() == 3),
+        format!("{name}: fixed 3-step success with a yield returns 3"),
+    );
+    let ok = rt.block_on(lib_alloc_ok3(&m, w));
+    report.check(
+        matches!(&ok, Ok(c) if *c.value() == 3 && c.summary().completed_steps() == 3),
+        format!("{name}: alloc 3-step success returns 3"),
+    );
+    for (what, err) in [
+        (
+            "fixed",
+            rt.block_on(lib_fixed_fail3(&m, Noop)).err().map(|e| {
+                (
+                    e.cause().index(),
+                    e.summary().rolled_back_steps(),
+                    e.rollback_state().is_clean(),
+                )
+            }),
+        ),
+        (
+            "alloc",
+            rt.block_on(lib_alloc_fail3(&m, Noop)).err().map(|e| {
+                (
+                    e.cause().index(),
+                    e.summary().rolled_back_steps(),
+                    e.rollback_state().is_clean(),
+                )
+            }),
+        ),
+    ] {
+        report.check(
+            err == Some((2, 2, true)),
+            format!("{name}: {what} failure path fails at step 2 and rolls back 2 steps cleanly (got {err:?})"),
+        );
+    }
+    let retried = rt.block_on(lib_retry(&m, Noop));
+    report.check(
+        matches!(&retried, Ok(c) if *c.value() == 3 && c.summary().steps()[0].attempts() == 3),
+        format!("{name}: retry path succeeds on attempt 3"),
+    );
+    report.check(
+        rt.block_on(backon_retry(Noop, rt.sleeper())) == Ok(3),
+        format!("{name}: backon retry succeeds on attempt 3"),
+    );
+    report.check(
+        rt.block_on(backon_retry_skip_zero(Noop, rt.sleeper())) == Ok(3),
+        format!("{name}: backon (zero delay skipped) retry succeeds on attempt 3"),
+    );
+    report.check(
+        rt.block_on(hand_retry(&rt.clock(), Noop)) == Ok(3),
+        format!("{name}: hand retry succeeds on attempt 3"),
+    );
+    report.check(
+        matches!(rt.block_on(hand_ok3(Noop)), Ok(3)),
+        format!("{name}: hand 3-step success returns 3"),
+    );
+    report.check(
+        matches!(
+            rt.block_on(hand_fail3(w)),
+            Err(HandError {
+                step: 2,
+                rollback_failures: 0,
+                ..
+            })
+        ),
+        format!("{name}: hand failure path fails at step 2"),
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Figures 1-3: time.
+
+fn figures_time<R: Runtime>(rt: &R, mode: Mode, report: &mut Report) {
+    let m = TransactionManager::new(rt.clock());
+    let name = R::NAME;
+    let y = rt.yield_work();
+    report.section(&format!(
+        "{name}: success path, 3 steps (median ns per transaction)"
+    ));
+    let hand = time(rt, mode, || hand_ok3(Noop));
+    let fixed = time(rt, mode, || lib_fixed_ok3(&m, Noop));
+    let alloc = time(rt, mode, || lib_alloc_ok3(&m, Noop));
+    report.time_row_per(
+        "no-op steps, fixed::<Undo, 3> (no alloc)",
+        fixed,
+        "hand",
+        hand,
+        3,
+    );
+    report.time_row_per(
+        "no-op steps, manager.run (closures)",
+        alloc,
+        "hand",
+        hand,
+        3,
+    );
+    let hand_y = time(rt, mode, || hand_ok3(y));
+    let fixed_y = time(rt, mode, || lib_fixed_ok3(&m, y));
+    let alloc_y = time(rt, mode, || lib_alloc_ok3(&m, y));
+    report.time_row_per(
+        "1 yield per step, fixed (no alloc)",
+        fixed_y,
+        "hand",
+        hand_y,
+        3,
+    );
+    report.time_row_per("1 yield per step, manager.run", alloc_y, "hand", hand_y, 3);
+
+    // Fixed cost per transaction vs marginal cost per step: 1 and 8 steps.
+    let l1 = time(rt, mode, || lib_fixed!(&m, Noop, 1; "a" => step));
+    let l8 = time(rt, mode, || {
+        lib_fixed!(&m, Noop, 8; "a" => step, "b" => step, "c" => step, "d" => step,
+            "e" => step, "f" => step, "g" => step, "h" => step)
+    });
+    let h1 = time(rt, mode, || hand!(Noop, 1; "a" => step));
+    let h8 = time(rt, mode, || {
+        hand!(Noop, 8; "a" => step, "b" => step, "c" => step, "d" => step,
+            "e" => step, "f" => step, "g" => step, "h" => step)
+    });
+    report.time_row("no-op, 1 step, fixed", l1, "hand", h1);
+    report.time_row_per("no-op, 8 steps, fixed", l8, "hand", h8, 8);
+    let slope_l = (l8.median_ns - l1.median_ns) / 7.0;
+    let slope_h = (h8.median_ns - h1.median_ns) / 7.0;
+    report.value_row(
+        "marginal cost of one more step (8 vs 1)",
+        &format!(
+            "library {slope_l:.1} ns | hand {slope_h:.1} ns | diff {:+.1} ns",
+            slope_l - slope_h
+        ),
+    );
+    report.value_row(
+        "fixed cost per transaction (1-step minus slope)",
+        &format!(
+            "library {:.1} ns | hand {:.1} ns",
+            l1.median_ns - slope_l,
+            h1.median_ns - slope_h
+        ),
+    );
+
+    // The engine reads the clock twice per step (start, end) and twice
+    // per transaction: part of the per-step cost on a real clock.
+    let clock = rt.clock();
+    let now = time(rt, mode, || async { black_box(clock.now()) });
+    report.value_row(
+        "one Clock::now() (the engine makes 2 per step)",
+        &format!("{:.1} ns", now.median_ns),
+    );
+
+    report.section(&format!(
+        "{name}: failure path, 3 steps, the third fails, 2 rollbacks"
+    ));
+    let hand = time(rt, mode, || hand_fail3(Noop));
+    let fixed = time(rt, mode, || lib_fixed_fail3(&m, Noop));
+    let alloc = time(rt, mode, || lib_alloc_fail3(&m, Noop));
+    report.time_row("no-op steps, fixed (enum undo)", fixed, "hand", hand);
+    report.time_row("no-op steps, manager.run (closures)", alloc, "hand", hand);
+    let hand_y = time(rt, mode, || hand_fail3(y));
+    let fixed_y = time(rt, mode, || lib_fixed_fail3(&m, y));
+    report.time_row("1 yield per step/rollback, fixed", fixed_y, "hand", hand_y);
+
+    report.section(&format!(
+        "{name}: retry path, fails twice then succeeds, zero backoff"
+    ));
+    let lib = time(rt, mode, || lib_retry(&m, Noop));
+    let backon = time(rt, mode, || backon_retry(Noop, rt.sleeper()));
+    let clock = rt.clock();
+    let hand = time(rt, mode, || hand_retry(&clock, Noop));
+    let backon0 = time(rt, mode, || backon_retry_skip_zero(Noop, rt.sleeper()));
+    let lib1 = time(rt, mode, || lib_fixed!(&m, Noop, 1; "a" => step));
+    report.time_row("library (1-step transaction)", lib, "backon", backon);
+    report.time_row(
+        "library (1-step transaction)",
+        lib,
+        "backon, 0 skipped",
+        backon0,
+    );
+    report.time_row("library (1-step transaction)", lib, "hand loop", hand);
+    report.time_row("backon", backon, "hand loop", hand);
+    report.value_row(
+        "library retries alone (minus a 1-step tx)",
+        &format!(
+            "{:.1} ns vs backon {:.1} ns (ratio {:.2}x), backon 0 skipped {:.1} ns (ratio {:.2}x)",
+            lib.median_ns - lib1.median_ns,
+            backon.median_ns,
+            (lib.median_ns - lib1.median_ns) / backon.median_ns,
+            backon0.median_ns,
+            (lib.median_ns - lib1.median_ns) / backon0.median_ns
+        ),
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Figure 4: heap allocations per transaction.
+
+fn figure_allocs<R: Runtime>(rt: &R, mode: Mode, report: &mut Report) {
+    let m = TransactionManager::new(rt.clock());
+    let name = R::NAME;
+    let runs = if mode.is_smoke() { 10 } else { 10_000 };
+    let clock = rt.clock();
+    report.section(&format!("{name}: heap allocations per transaction"));
+    let rows: [(&str, (f64, f64), bool); 9] = [
+        (
+            "fixed, success (3 steps)",
+            allocs_per_run(rt, runs, || lib_fixed_ok3(&m, Noop)),
+            true,
+        ),
+        (
+            "fixed, failure (2 rollbacks)",
+            allocs_per_run(rt, runs, || lib_fixed_fail3(&m, Noop)),
+            false,
+        ),
+        (
+            "fixed, retry (2 failed attempts)",
+            allocs_per_run(rt, runs, || lib_retry(&m, Noop)),
+            false,
+        ),
+        (
+            "manager.run, success (3 steps)",
+            allocs_per_run(rt, runs, || lib_alloc_ok3(&m, Noop)),
+            false,
+        ),
+        (
+            "manager.run, failure (2 rollbacks)",
+            allocs_per_run(rt, runs, || lib_alloc_fail3(&m, Noop)),
+            false,
+        ),
+        (
+            "hand-written, success and failure",
+            allocs_per_run(rt, runs, || async {
+                (hand_ok3(Noop).await.is_ok(), hand_fail3(Noop).await.is_ok())
+            }),
+            true,
+        ),
+        (
+            "backon retry",
+            allocs_per_run(rt, runs, || backon_retry(Noop, rt.sleeper())),
+            false,
+        ),
+        (
+            "backon retry, 0 skipped",
+            allocs_per_run(rt, runs, || backon_retry_skip_zero(Noop, rt.sleeper())),
+            false,
+        ),
+        (
+            "hand retry loop",
+            allocs_per_run(rt, runs, || hand_retry(&clock, Noop)),
+            true,
+        ),
+    ];
+    for (what, (count, bytes), must_be_zero) in rows {
+        report.value_row(what, &format!("{count:.2} allocations, {bytes:.0} bytes"));
+        if must_be_zero {
+            report.check(
+                count == 0.0,
+                format!("{name}: {what} must not allocate (made {count} per transaction)"),
+            );
+        }
+    }
+    report.note(
+        "(fixed failure/retry allocate only because this build's core has `alloc`: each failed \
+         attempt's error text is a String; the no_alloc bench shows 0 on a core without `alloc`)",
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Figure 6: sizes.
+
+fn figure_sizes<R: Runtime>(rt: &R, report: &mut Report) {
+    let m = TransactionManager::new(rt.clock());
+    let name = R::NAME;
+    report.section(&format!("{name}: size_of the transaction future (bytes)"));
+    let f1 = size_of_val(&lib_fixed!(&m, Noop, 1; "a" => step));
+    let f3 = size_of_val(&lib_fixed_ok3(&m, Noop));
+    let f8 = size_of_val(
+        &lib_fixed!(&m, Noop, 8; "a" => step, "b" => step, "c" => step,
+        "d" => step, "e" => step, "f" => step, "g" => step, "h" => step),
+    );
+    let a1 = size_of_val(&lib_alloc!(&m, Noop; "a" => step));
+    let a3 = size_of_val(&lib_alloc_ok3(&m, Noop));
+    let a8 = size_of_val(&lib_alloc!(&m, Noop; "a" => step, "b" => step, "c" => step,
+        "d" => step, "e" => step, "f" => step, "g" => step, "h" => step));
+    let h1 = size_of_val(&hand!(Noop, 1; "a" => step));
+    let h3 = size_of_val(&hand_ok3(Noop));
+    let h8 = size_of_val(&hand!(Noop, 8; "a" => step, "b" => step, "c" => step,
+        "d" => step, "e" => step, "f" => step, "g" => step, "h" => step));
+    report.value_row(
+        "fixed::<Undo, N> with N = steps: 1 / 3 / 8",
+        &format!("{f1} / {f3} / {f8}"),
+    );
+    report.value_row(
+        "manager.run (heap lists): 1 / 3 / 8",
+        &format!("{a1} / {a3} / {a8}"),
+    );
+    report.value_row("hand-written: 1 / 3 / 8", &format!("{h1} / {h3} / {h8}"));
+    // Bytes per unit of capacity: the same 1-step body, capacity 1 vs 9.
+    let c1 = size_of_val(&lib_fixed!(&m, Noop, 1; "a" => step));
+    let c9 = size_of_val(&lib_fixed!(&m, Noop, 9; "a" => step));
+    let per_slot = (c9 - c1) / 8;
+    report.value_row(
+        "future bytes per step of capacity (cap 9 vs 1)",
+        &format!("{per_slot}"),
+    );
+    report.check(f1 > 0 && h1 > 0, "sizes are measured");
+}
+
+fn undo_state_sizes(report: &Report) {
+    let record = size_of::<StepRecord>();
+    let undo = size_of::<Undo<Noop>>();
+    let policy = size_of::<RetryPolicy>();
+    // UndoRecord<U> = { step: usize, undo: U, retry: RetryPolicy, timeout: Option<Duration> }.
+    let undo_record = (8 + undo + policy + 16).next_multiple_of(8);
+    report.value_row(
+        "size_of StepRecord (this build: alloc)",
+        &format!("{record}"),
+    );
+    report.value_row(
+        "undo record per step (Undo enum)",
+        &format!("~{undo_record} (step index 8 + Undo {undo} + RetryPolicy {policy} + timeout 16)"),
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Figure 5: scale, in child processes.
+
+/// What one scale child runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ScaleKind {
+    /// Tasks that do the same sleep, nothing else.
+    Bare,
+    /// `fixed::<Undo, 3>()`, enum undo records.
+    Fixed,
+    /// `manager.run`, closure rollbacks.
+    Alloc,
+}
+
+impl ScaleKind {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "bare" => Some(Self::Bare),
+            "fixed" => Some(Self::Fixed),
+            "alloc" => Some(Self::Alloc),
+            _ => None,
+        }
+    }
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Bare => "bare",
+            Self::Fixed => "fixed",
+            Self::Alloc => "alloc",
+        }
+    }
+}
+
+/// Sleeps in step 2: until `deadline` (memory phase: every transaction is
+/// in flight at once) or for 1 ms (wall phase).
+#[derive(Clone, Copy)]
+enum Nap {
+    Until(tokio::time::Instant),
+    For(Duration),
+}
+
+impl Nap {
+    async fn nap(self) {
+        match self {
+            Nap::Until(t) => tokio::time::sleep_until(t).await,
+            Nap::For(d) => tokio::time::sleep(d).await,
+        }
+    }
+}
+
+static REACHED: AtomicUsize = AtomicUsize::new(0);
+
+/// Step 2's work: count that this task reached its sleep, then sleep.
+async fn sleep_step(nap: Nap) -> Result<u32, Boom> {
+    REACHED.fetch_add(1, Ordering::Relaxed);
+    nap.nap().await;
+    Ok(2)
+}
+
+/// A bare task: the same sleep, nothing else.
+async fn bare_task(nap: Nap) -> u32 {
+    sleep_step(nap).await.map_or(0, |v| v + 1)
+}
+
+async fn fixed_task(m: &'static TransactionManager<TokioClock>, nap: Nap) -> u32 {
+    m.transaction("op")
+        .fixed::<Undo<Noop>, 3>()
+        .run(async move |tx| {
+            let a = tx
+                .step("a")
+                .execute(|| Noop.step(1))
+                .undo(|&v| Undo::Release(Noop, v))
+                .await?;
+            let b = tx
+                .step("sleep")
+                .execute(move || sleep_step(nap))
+                .undo(|&v| Undo::Release(Noop, v))
+                .await?;
+            tx.step("c")
+                .execute(move || Noop.step(a + b))
+                .undo(|&v| Undo::Release(Noop, v))
+                .await
+        })
+        .await
+        .map_or(0, |c| c.into_value())
+}
+
+async fn alloc_task(m: &'static TransactionManager<TokioClock>, nap: Nap) -> u32 {
+    m.run("op", async move |tx| {
+        let a = tx
+            .step("a")
+            .execute(|| Noop.step(1))
+            .rollback(move |v| Noop.undo(v))
+            .await?;
+        let b = tx
+            .step("sleep")
+            .execute(move || sleep_step(nap))
+            .rollback(move |v| Noop.undo(v))
+            .await?;
+        tx.step("c")
+            .execute(move || Noop.step(a + b))
+            .rollback(move |v| Noop.undo(v))
+            .await
+    })
+    .await
+    .map_or(0, |c| c.into_value())
+}
+
+/// Spawns `n` tasks of `kind`, each its own future type (a `match` inside
+/// one future would give every kind the largest kind's size).
+fn spawn_all(
+    kind: ScaleKind,
+    m: &'static TransactionManager<TokioClock>,
+    nap: Nap,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<u32>> {
+    match kind {
+        ScaleKind::Bare => (0..n).map(|_| tokio::spawn(bare_task(nap))).collect(),
+        ScaleKind::Fixed => (0..n).map(|_| tokio::spawn(fixed_task(m, nap))).collect(),
+        ScaleKind::Alloc => (0..n).map(|_| tokio::spawn(alloc_task(m, nap))).collect(),
+    }
+}
+
+/// Bytes of the future each kind spawns.
+fn task_future_size(kind: ScaleKind, m: &'static TransactionManager<TokioClock>) -> usize {
+    let nap = Nap::For(Duration::ZERO);
+    match kind {
+        ScaleKind::Bare => size_of_val(&bare_task(nap)),
+        ScaleKind::Fixed => size_of_val(&fixed_task(m, nap)),
+        ScaleKind::Alloc => size_of_val(&alloc_task(m, nap)),
+    }
+}
+
+/// One scale run, in this (child) process; prints one `SCALE` line.
+fn scale_child(kind: ScaleKind, n: usize) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .expect("tokio runtime");
+    let m: &'static TransactionManager<TokioClock> =
+        Box::leak(Box::new(TransactionManager::new(TokioClock::new())));
+    let (base, inflight, all_in_flight, wall) = rt.block_on(async {
+        // Warm the runtime and the allocator a little, then read the base.
+        tokio::spawn(async {}).await.expect("task");
+        let base = proc_status_kib("VmRSS").unwrap_or(0);
+
+        // Memory phase: every task sleeps until one deadline after the
+        // last spawn, so all N are in flight at once; RSS is read then.
+        REACHED.store(0, Ordering::SeqCst);
+        let margin = Duration::from_secs(1) + Duration::from_micros(30) * n as u32;
+        let deadline = tokio::time::Instant::now() + margin;
+        let handles = spawn_all(kind, m, Nap::Until(deadline), n);
+        while REACHED.load(Ordering::SeqCst) < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let all_in_flight = tokio::time::Instant::now() < deadline;
+        let inflight = proc_status_kib("VmRSS").unwrap_or(0);
+        let mut sum = 0u64;
+        for h in handles {
+            sum += u64::from(h.await.expect("task"));
+        }
+        assert_eq!(sum, 3 * n as u64, "every transaction returns 3");
+
+        // Wall phase: spawn N, each sleeping 1 ms in step 2, wait for all.
+        let start = Instant::now();
+        let handles = spawn_all(kind, m, Nap::For(Duration::from_millis(1)), n);
+        let mut sum = 0u64;
+        for h in handles {
+            sum += u64::from(h.await.expect("task"));
+        }
+        assert_eq!(sum, 3 * n as u64, "every transaction returns 3");
+        (base, inflight, all_in_flight, start.elapsed())
+    });
+    let hwm = proc_status_kib("VmHWM").unwrap_or(0);
+    println!(
+        "SCALE {} {n} {base} {inflight} {hwm} {} {} {}",
+        kind.as_str(),
+        wall.as_micros(),
+        u8::from(all_in_flight),
+        task_future_size(kind, m)
+    );
+}
+
+struct ScaleResult {
+    base_kib: u64,
+    inflight_kib: u64,
+    hwm_kib: u64,
+    wall: Duration,
+    all_in_flight: bool,
+    future_bytes: usize,
+}
+
+fn run_scale_child(kind: ScaleKind, n: usize) -> Option<ScaleResult> {
+    let exe = std::env::current_exe().ok()?;
+    let out = Command::new(exe)
+        .args(["--scale-child", kind.as_str(), &n.to_string()])
+        .output()
+        .ok()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().find(|l| l.starts_with("SCALE "))?;
+    let f: Vec<&str> = line.split_whitespace().collect();
+    Some(ScaleResult {
+        base_kib: f.get(3)?.parse().ok()?,
+        inflight_kib: f.get(4)?.parse().ok()?,
+        hwm_kib: f.get(5)?.parse().ok()?,
+        wall: Duration::from_micros(f.get(6)?.parse().ok()?),
+        all_in_flight: *f.get(7)? == "1",
+        future_bytes: f.get(8)?.parse().ok()?,
+    })
+}
+
+fn figure_scale(mode: Mode, with_1m: bool, report: &mut Report) {
+    let counts: &[usize] = match (mode, with_1m) {
+        (Mode::Smoke, _) => &[1_000],
+        (Mode::Full, false) => &[100_000],
+        (Mode::Full, true) => &[100_000, 1_000_000],
+    };
+    for &n in counts {
+        report.section(&format!(
+            "tokio multi-thread (2 workers): {n} concurrent transactions, 3 steps, a sleep in step 2"
+        ));
+        let mut results = Vec::new();
+        for kind in [ScaleKind::Bare, ScaleKind::Fixed, ScaleKind::Alloc] {
+            let r = run_scale_child(kind, n);
+            report.check(
+                r.is_some(),
+                format!("scale child {kind:?} {n} ran and reported"),
+            );
+            let Some(r) = r else { continue };
+            let per_task = (r.inflight_kib.saturating_sub(r.base_kib)) as f64 * 1024.0 / n as f64;
+            report.value_row(
+                &format!("{kind:?}: in-flight RSS per task"),
+                &format!(
+                    "{per_task:.0} B (future {} B; RSS {} -> {} KiB, peak {} KiB){}",
+                    r.future_bytes,
+                    r.base_kib,
+                    r.inflight_kib,
+                    r.hwm_kib,
+                    if r.all_in_flight {
+                        ""
+                    } else {
+                        " [WARNING: some finished before the last spawn]"
+                    }
+                ),
+            );
+            results.push((kind, r, per_task));
+        }
+        let Some((_, bare, bare_per)) = results.iter().find(|(k, ..)| *k == ScaleKind::Bare) else {
+            continue;
+        };
+        for (kind, r, per) in results.iter().filter(|(k, ..)| *k != ScaleKind::Bare) {
+            let over = per - bare_per;
+            report.value_row(
+                &format!("{kind:?}: per transaction over bare"),
+                &format!(
+                    "{over:+.0} B (target <= 1024 B: {}) | wall {:.0} ms vs bare {:.0} ms, ratio {:.2}x | peak RSS over bare {:+.0} B/tx",
+                    if over <= 1024.0 { "met" } else { "NOT met" },
+                    r.wall.as_secs_f64() * 1e3,
+                    bare.wall.as_secs_f64() * 1e3,
+                    r.wall.as_secs_f64() / bare.wall.as_secs_f64(),
+                    (r.hwm_kib as f64 - bare.hwm_kib as f64) * 1024.0 / n as f64,
+                ),
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--scale-child") {
+        let kind = args.get(i + 1).and_then(|k| ScaleKind::parse(k));
+        let n = args.get(i + 2).and_then(|n| n.parse().ok());
+        let (Some(kind), Some(n)) = (kind, n) else {
+            eprintln!("usage: --scale-child bare|fixed|alloc N");
+            std::process::exit(2);
+        };
+        scale_child(kind, n);
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--profile-loop") {
+        profile_loop(args.get(i + 1).map_or("", String::as_str));
+        return;
+    }
+    let mode = Mode::from_env();
+    let with_1m = args.iter().any(|a| a == "--scale-1m");
+    let only = |section: &str| {
+        // `--only time,allocs,sizes,scale` runs a subset.
+        args.iter()
+            .position(|a| a == "--only")
+            .and_then(|i| args.get(i + 1))
+            .is_none_or(|list| list.split(',').any(|s| s == section))
+    };
+    let mut report = Report::default();
+    println!("# transaction-manager benchmarks ({mode:?})");
+    println!("machine: {}", machine());
+    println!(
+        "core: built {} (probe: error text of 200 bytes kept whole)",
+        if core_has_alloc() {
+            "with `alloc`"
+        } else {
+            "without `alloc`"
+        }
+    );
+
+    let manual = Manual(Box::leak(Box::new(ManualClock::new())));
+    let tokio = Tokio(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("tokio runtime"),
+    );
+    check_results(&manual, &mut report);
+    check_results(&tokio, &mut report);
+    check_results(&Smol, &mut report);
+
+    if only("time") {
+        figures_time(&manual, mode, &mut report);
+        figures_time(&tokio, mode, &mut report);
+        figures_time(&Smol, mode, &mut report);
+    }
+    if only("allocs") {
+        figure_allocs(&manual, mode, &mut report);
+        figure_allocs(&tokio, mode, &mut report);
+    }
+    if only("sizes") {
+        figure_sizes(&manual, &mut report);
+        figure_sizes(&tokio, &mut report);
+        figure_sizes(&Smol, &mut report);
+        report.section(
+            "undo state per step (alloc build; see the no_alloc bench for the core without alloc)",
+        );
+        undo_state_sizes(&report);
+    }
+    if only("scale") {
+        figure_scale(mode, with_1m, &mut report);
+    }
+    report.finish();
+}
+
+/// Runs one case 200,000 times on `ManualClock` with nothing else, for a
+/// profiler: `valgrind --tool=callgrind <bench binary> --profile-loop fixed_ok3`.
+fn profile_loop(case: &str) {
+    const RUNS: u32 = 200_000;
+    let manual = Manual(Box::leak(Box::new(ManualClock::new())));
+    let m = TransactionManager::new(manual.clock());
+    let tokio = TokioClock::new();
+    let mt = TransactionManager::new(tokio);
+    manual.block_on(async {
+        for _ in 0..RUNS {
+            match case {
+                "fixed_ok3" => drop(black_box(lib_fixed_ok3(&m, Noop).await)),
+                "fixed_ok3_tokioclock" => drop(black_box(lib_fixed_ok3(&mt, Noop).await)),
+                "alloc_ok3" => drop(black_box(lib_alloc_ok3(&m, Noop).await)),
+                "fixed_fail3" => drop(black_box(lib_fixed_fail3(&m, Noop).await)),
+                "retry" => drop(black_box(lib_retry(&m, Noop).await)),
+                "hand_ok3" => drop(black_box(hand_ok3(Noop).await)),
+                _ => {
+                    eprintln!("unknown case {case:?}");
+                    std::process::exit(2);
+                }
+            }
+        }
+    });
+}
+
+/// Whether this build's core has `alloc`: it keeps a long error text whole
+/// (without `alloc` it cuts it to 96 bytes).
+fn core_has_alloc() -> bool {
+    struct Long;
+    impl fmt::Display for Long {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&"x".repeat(200))
+        }
+    }
+    let clock = ManualClock::new();
+    let m = TransactionManager::new(&clock);
+    let err = clock
+        .block_on(
+            m.transaction("probe")
+                .fixed::<NoRollback, 1>()
+                .run(async |tx| tx.step("long").run(|| async { Err::<(), _>(Long) }).await),
+        )
+        .expect_err("the probe step fails");
+    err.summary().steps()[0].error().map_or(0, str::len) >= 200
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# CI smoke run of the benchmarks: the same code paths with tiny counts, so
+# the bench binaries never rot. Fails on a wrong result or an allocation
+# where there must be none; never on timing. A few seconds once built.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The suite: tokio, smol, ManualClock; the core has `alloc` here.
+cargo bench --quiet -p transaction-manager-bench --bench suite -- --smoke
+# The core alone without `alloc`: zero allocations on every path.
+cargo bench --quiet -p transaction-manager-bench --no-default-features --bench no_alloc -- --smoke
