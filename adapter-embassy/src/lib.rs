@@ -90,17 +90,32 @@ impl Clock for EmbassyClock {
     }
 }
 
+/// Nanoseconds per tick, when a tick is a whole number of nanoseconds
+/// (every common tick rate): then conversions need only 32-bit division,
+/// which Cortex-M does in hardware.
+const NANOS_PER_TICK: Option<u32> =
+    if 1_000_000_000 % TICK_HZ == 0 { Some((1_000_000_000 / TICK_HZ) as u32) } else { None };
+
 /// Ticks of the driver for `duration`, rounded up, saturating at `u64::MAX`.
 pub fn duration_to_ticks(duration: Duration) -> u64 {
-    let ticks = (duration.as_nanos() * u128::from(TICK_HZ)).div_ceil(1_000_000_000);
-    u64::try_from(ticks).unwrap_or(u64::MAX)
+    let whole = duration.as_secs().saturating_mul(TICK_HZ);
+    let sub_second = match NANOS_PER_TICK {
+        Some(per_tick) => u64::from(duration.subsec_nanos().div_ceil(per_tick)),
+        // subsec_nanos < 1e9 and TICK_HZ < 2^34, so this cannot overflow.
+        None => (u64::from(duration.subsec_nanos()) * TICK_HZ).div_ceil(1_000_000_000),
+    };
+    whole.saturating_add(sub_second)
 }
 
 /// The time `ticks` of the driver stand for, saturating at `Duration::MAX`.
 pub fn ticks_to_duration(ticks: u64) -> Duration {
-    let nanos = u128::from(ticks) * 1_000_000_000 / u128::from(TICK_HZ);
-    let secs = u64::try_from(nanos / 1_000_000_000).unwrap_or(u64::MAX);
-    Duration::new(secs, (nanos % 1_000_000_000) as u32)
+    let secs = ticks / TICK_HZ;
+    let rest = ticks % TICK_HZ;
+    let nanos = match NANOS_PER_TICK {
+        Some(per_tick) => rest as u32 * per_tick,
+        None => (rest * 1_000_000_000 / TICK_HZ) as u32,
+    };
+    Duration::new(secs, nanos)
 }
 
 #[cfg(test)]

@@ -47,13 +47,7 @@ impl Work for Noop {
         }
     }
     fn flaky(self, attempt: u32) -> impl Future<Output = Result<u32, Boom>> + Send + 'static {
-        async move {
-            if black_box(attempt) < 3 {
-                Err(Boom)
-            } else {
-                Ok(attempt)
-            }
-        }
+        async move { if black_box(attempt) < 3 { Err(Boom) } else { Ok(attempt) } }
     }
     fn undo(self, v: u32) -> impl Future<Output = Result<(), Boom>> + Send + 'static {
         async move {

@@ -78,10 +78,7 @@ pub fn start_counting() {
 /// Stops counting and returns what was counted since [`start_counting`].
 pub fn stop_counting() -> Allocs {
     COUNTING.store(false, Ordering::SeqCst);
-    Allocs {
-        count: ALLOCS.load(Ordering::Relaxed),
-        bytes: BYTES.load(Ordering::Relaxed),
-    }
+    Allocs { count: ALLOCS.load(Ordering::Relaxed), bytes: BYTES.load(Ordering::Relaxed) }
 }
 
 /// How hard to measure: full runs, or the CI smoke run (tiny counts, the
@@ -100,11 +97,7 @@ impl Mode {
     pub fn from_env() -> Self {
         let smoke_arg = std::env::args().any(|a| a == "--smoke");
         let smoke_env = std::env::var("TM_BENCH_SMOKE").is_ok_and(|v| v != "0" && !v.is_empty());
-        if smoke_arg || smoke_env {
-            Mode::Smoke
-        } else {
-            Mode::Full
-        }
+        if smoke_arg || smoke_env { Mode::Smoke } else { Mode::Full }
     }
 
     /// Whether this is the smoke run.
@@ -152,16 +145,9 @@ pub fn measure(mode: Mode, mut run: impl FnMut(u64) -> Duration) -> Timing {
             (scaled.max(1.0) as u64, SAMPLES)
         }
     };
-    let mut per_iter: Vec<f64> = (0..samples)
-        .map(|_| run(iters).as_nanos() as f64 / iters as f64)
-        .collect();
+    let mut per_iter: Vec<f64> = (0..samples).map(|_| run(iters).as_nanos() as f64 / iters as f64).collect();
     per_iter.sort_by(f64::total_cmp);
-    Timing {
-        median_ns: per_iter[per_iter.len() / 2],
-        min_ns: per_iter[0],
-        iters,
-        samples,
-    }
+    Timing { median_ns: per_iter[per_iter.len() / 2], min_ns: per_iter[0], iters, samples }
 }
 
 /// One line of `/proc/self/status`, in KiB (`VmHWM`, `VmRSS`).
@@ -213,14 +199,7 @@ impl Report {
     }
 
     /// A timing row, also divided by `per` (steps) for the per-step figures.
-    pub fn time_row_per(
-        &self,
-        figure: &str,
-        library: Timing,
-        baseline_name: &str,
-        baseline: Timing,
-        per: u32,
-    ) {
+    pub fn time_row_per(&self, figure: &str, library: Timing, baseline_name: &str, baseline: Timing, per: u32) {
         let (l, b) = (library.median_ns, baseline.median_ns);
         let mut line = format!(
             "{figure:<44} library {l:>9.1} ns | {baseline_name} {b:>9.1} ns | diff {:>+8.1} ns | ratio {:>5.2}x",
@@ -228,11 +207,7 @@ impl Report {
             l / b.max(f64::MIN_POSITIVE)
         );
         if per > 1 {
-            let _ = write!(
-                line,
-                " | per step: diff {:>+7.1} ns",
-                (l - b) / f64::from(per)
-            );
+            let _ = write!(line, " | per step: diff {:>+7.1} ns", (l - b) / f64::from(per));
         }
         println!("{line}");
     }

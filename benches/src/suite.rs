@@ -26,12 +26,11 @@ use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use transaction_manager::{
-    BoxError, Clock, Fixed, ManualClock, ManualSleep, NoRollback, Outcome, RetryPolicy, SmolClock,
-    StepError, StepRecord, TokioClock, TransactionManager, Unbounded,
+    BoxError, Clock, Fixed, ManualClock, ManualSleep, NoRollback, Outcome, RetryPolicy, SmolClock, StepError,
+    StepRecord, TokioClock, TransactionManager, Unbounded,
 };
 use transaction_manager_bench::{
-    CountingAlloc, Mode, Report, Timing, machine, measure, proc_status_kib, start_counting,
-    stop_counting,
+    CountingAlloc, Mode, Report, Timing, machine, measure, proc_status_kib, start_counting, stop_counting,
 };
 
 #[global_allocator]
@@ -65,11 +64,7 @@ impl Work for TokioYield {
     fn flaky(self, attempt: u32) -> impl Future<Output = Result<u32, Boom>> + Send + 'static {
         async move {
             tokio::task::yield_now().await;
-            if black_box(attempt) < 3 {
-                Err(Boom)
-            } else {
-                Ok(attempt)
-            }
+            if black_box(attempt) < 3 { Err(Boom) } else { Ok(attempt) }
         }
     }
     fn undo(self, v: u32) -> impl Future<Output = Result<(), Boom>> + Send + 'static {
@@ -102,11 +97,7 @@ impl Work for LiteYield {
     fn flaky(self, attempt: u32) -> impl Future<Output = Result<u32, Boom>> + Send + 'static {
         async move {
             futures_lite::future::yield_now().await;
-            if black_box(attempt) < 3 {
-                Err(Boom)
-            } else {
-                Ok(attempt)
-            }
+            if black_box(attempt) < 3 { Err(Boom) } else { Ok(attempt) }
         }
     }
     fn undo(self, v: u32) -> impl Future<Output = Result<(), Boom>> + Send + 'static {
@@ -140,31 +131,19 @@ macro_rules! lib_alloc {
 type FixedOutcome<const N: usize> = Outcome<u32, StepError<Boom>, Boom, Fixed<N>>;
 type AllocOutcome = Outcome<u32, StepError<Boom>, BoxError, Unbounded>;
 
-fn lib_fixed_ok3<C: Clock, W: Work>(
-    m: &TransactionManager<C>,
-    w: W,
-) -> impl Future<Output = FixedOutcome<3>> + '_ {
+fn lib_fixed_ok3<C: Clock, W: Work>(m: &TransactionManager<C>, w: W) -> impl Future<Output = FixedOutcome<3>> + '_ {
     lib_fixed!(m, w, 3; "a" => step, "b" => step, "c" => step)
 }
 
-fn lib_fixed_fail3<C: Clock, W: Work>(
-    m: &TransactionManager<C>,
-    w: W,
-) -> impl Future<Output = FixedOutcome<3>> + '_ {
+fn lib_fixed_fail3<C: Clock, W: Work>(m: &TransactionManager<C>, w: W) -> impl Future<Output = FixedOutcome<3>> + '_ {
     lib_fixed!(m, w, 3; "a" => step, "b" => step, "c" => fail)
 }
 
-fn lib_alloc_ok3<C: Clock, W: Work>(
-    m: &TransactionManager<C>,
-    w: W,
-) -> impl Future<Output = AllocOutcome> + '_ {
+fn lib_alloc_ok3<C: Clock, W: Work>(m: &TransactionManager<C>, w: W) -> impl Future<Output = AllocOutcome> + '_ {
     lib_alloc!(m, w; "a" => step, "b" => step, "c" => step)
 }
 
-fn lib_alloc_fail3<C: Clock, W: Work>(
-    m: &TransactionManager<C>,
-    w: W,
-) -> impl Future<Output = AllocOutcome> + '_ {
+fn lib_alloc_fail3<C: Clock, W: Work>(m: &TransactionManager<C>, w: W) -> impl Future<Output = AllocOutcome> + '_ {
     lib_alloc!(m, w; "a" => step, "b" => step, "c" => fail)
 }
 
@@ -176,27 +155,23 @@ fn hand_fail3<W: Work>(w: W) -> impl Future<Output = Result<u32, HandError>> {
     hand!(w, 3; "a" => step, "b" => step, "c" => fail)
 }
 
-const RETRY: RetryPolicy = RetryPolicy::new()
-    .with_max_retries(2)
-    .with_initial_interval(Duration::ZERO);
+const RETRY: RetryPolicy = RetryPolicy::new().with_max_retries(2).with_initial_interval(Duration::ZERO);
 
 /// One step failing twice then succeeding, zero backoff, in a transaction.
 fn lib_retry<C: Clock, W: Work>(
     m: &TransactionManager<C>,
     w: W,
 ) -> impl Future<Output = Outcome<u32, StepError<Boom>, Infallible, Fixed<1>>> + '_ {
-    m.transaction("op")
-        .fixed::<NoRollback, 1>()
-        .run(async move |tx| {
-            let mut calls = 0u32;
-            tx.step("flaky")
-                .retry(RETRY)
-                .run(|| {
-                    calls += 1;
-                    w.flaky(calls)
-                })
-                .await
-        })
+    m.transaction("op").fixed::<NoRollback, 1>().run(async move |tx| {
+        let mut calls = 0u32;
+        tx.step("flaky")
+            .retry(RETRY)
+            .run(|| {
+                calls += 1;
+                w.flaky(calls)
+            })
+            .await
+    })
 }
 
 /// The same retries with backon: exponential, zero delay, two retries.
@@ -206,11 +181,7 @@ async fn backon_retry<W: Work, S: backon::Sleeper>(w: W, sleeper: S) -> Result<u
         calls += 1;
         w.flaky(calls)
     })
-    .retry(
-        ExponentialBuilder::default()
-            .with_min_delay(Duration::ZERO)
-            .with_max_times(2),
-    )
+    .retry(ExponentialBuilder::default().with_min_delay(Duration::ZERO).with_max_times(2))
     .sleep(sleeper)
     .await
 }
@@ -218,10 +189,7 @@ async fn backon_retry<W: Work, S: backon::Sleeper>(w: W, sleeper: S) -> Result<u
 /// backon with a sleeper that returns at once for a zero delay, as the
 /// library and the hand loop do (tokio's `sleep(ZERO)` waits for the next
 /// timer tick, about 1 ms).
-async fn backon_retry_skip_zero<W: Work, S: backon::Sleeper + Copy>(
-    w: W,
-    sleeper: S,
-) -> Result<u32, Boom> {
+async fn backon_retry_skip_zero<W: Work, S: backon::Sleeper + Copy>(w: W, sleeper: S) -> Result<u32, Boom> {
     backon_retry(w, move |d: Duration| {
         let sleep = (!d.is_zero()).then(|| sleeper.sleep(d));
         async move {
@@ -386,11 +354,7 @@ fn time<R: Runtime, F: FnMut() -> Fut, Fut: Future>(rt: &R, mode: Mode, mut f: F
 
 /// Allocations per run of `f()`, over `runs` runs inside one `block_on`
 /// (after one run outside the count, so one-time set-up is not counted).
-fn allocs_per_run<R: Runtime, F: FnMut() -> Fut, Fut: Future>(
-    rt: &R,
-    runs: u64,
-    mut f: F,
-) -> (f64, f64) {
+fn allocs_per_run<R: Runtime, F: FnMut() -> Fut, Fut: Future>(rt: &R, runs: u64, mut f: F) -> (f64, f64) {
     rt.block_on(async {
         black_box(f().await);
         start_counting();
@@ -416,10 +380,8 @@ fn check_results<R: Runtime>(rt: &R, report: &mut Report) {
         format!("{name}: fixed 3-step success returns 3 with 3 completed steps"),
     );
     let ok = rt.block_on(lib_fixed_ok3(&m, w));
-    report.check(
-        matches!(&ok, Ok(c) if *c.value() == 3),
-        format!("{name}: fixed 3-step success with a yield returns 3"),
-    );
+    report
+        .check(matches!(&ok, Ok(c) if *c.value() == 3), format!("{name}: fixed 3-step success with a yield returns 3"));
     let ok = rt.block_on(lib_alloc_ok3(&m, w));
     report.check(
         matches!(&ok, Ok(c) if *c.value() == 3 && c.summary().completed_steps() == 3),
@@ -428,23 +390,15 @@ fn check_results<R: Runtime>(rt: &R, report: &mut Report) {
     for (what, err) in [
         (
             "fixed",
-            rt.block_on(lib_fixed_fail3(&m, Noop)).err().map(|e| {
-                (
-                    e.cause().index(),
-                    e.summary().rolled_back_steps(),
-                    e.rollback_state().is_clean(),
-                )
-            }),
+            rt.block_on(lib_fixed_fail3(&m, Noop))
+                .err()
+                .map(|e| (e.cause().index(), e.summary().rolled_back_steps(), e.rollback_state().is_clean())),
         ),
         (
             "alloc",
-            rt.block_on(lib_alloc_fail3(&m, Noop)).err().map(|e| {
-                (
-                    e.cause().index(),
-                    e.summary().rolled_back_steps(),
-                    e.rollback_state().is_clean(),
-                )
-            }),
+            rt.block_on(lib_alloc_fail3(&m, Noop))
+                .err()
+                .map(|e| (e.cause().index(), e.summary().rolled_back_steps(), e.rollback_state().is_clean())),
         ),
     ] {
         report.check(
@@ -469,19 +423,9 @@ fn check_results<R: Runtime>(rt: &R, report: &mut Report) {
         rt.block_on(hand_retry(&rt.clock(), Noop)) == Ok(3),
         format!("{name}: hand retry succeeds on attempt 3"),
     );
+    report.check(matches!(rt.block_on(hand_ok3(Noop)), Ok(3)), format!("{name}: hand 3-step success returns 3"));
     report.check(
-        matches!(rt.block_on(hand_ok3(Noop)), Ok(3)),
-        format!("{name}: hand 3-step success returns 3"),
-    );
-    report.check(
-        matches!(
-            rt.block_on(hand_fail3(w)),
-            Err(HandError {
-                step: 2,
-                rollback_failures: 0,
-                ..
-            })
-        ),
+        matches!(rt.block_on(hand_fail3(w)), Err(HandError { step: 2, rollback_failures: 0, .. })),
         format!("{name}: hand failure path fails at step 2"),
     );
 }
@@ -493,36 +437,16 @@ fn figures_time<R: Runtime>(rt: &R, mode: Mode, report: &mut Report) {
     let m = TransactionManager::new(rt.clock());
     let name = R::NAME;
     let y = rt.yield_work();
-    report.section(&format!(
-        "{name}: success path, 3 steps (median ns per transaction)"
-    ));
+    report.section(&format!("{name}: success path, 3 steps (median ns per transaction)"));
     let hand = time(rt, mode, || hand_ok3(Noop));
     let fixed = time(rt, mode, || lib_fixed_ok3(&m, Noop));
     let alloc = time(rt, mode, || lib_alloc_ok3(&m, Noop));
-    report.time_row_per(
-        "no-op steps, fixed::<Undo, 3> (no alloc)",
-        fixed,
-        "hand",
-        hand,
-        3,
-    );
-    report.time_row_per(
-        "no-op steps, manager.run (closures)",
-        alloc,
-        "hand",
-        hand,
-        3,
-    );
+    report.time_row_per("no-op steps, fixed::<Undo, 3> (no alloc)", fixed, "hand", hand, 3);
+    report.time_row_per("no-op steps, manager.run (closures)", alloc, "hand", hand, 3);
     let hand_y = time(rt, mode, || hand_ok3(y));
     let fixed_y = time(rt, mode, || lib_fixed_ok3(&m, y));
     let alloc_y = time(rt, mode, || lib_alloc_ok3(&m, y));
-    report.time_row_per(
-        "1 yield per step, fixed (no alloc)",
-        fixed_y,
-        "hand",
-        hand_y,
-        3,
-    );
+    report.time_row_per("1 yield per step, fixed (no alloc)", fixed_y, "hand", hand_y, 3);
     report.time_row_per("1 yield per step, manager.run", alloc_y, "hand", hand_y, 3);
 
     // Fixed cost per transaction vs marginal cost per step: 1 and 8 steps.
@@ -542,32 +466,20 @@ fn figures_time<R: Runtime>(rt: &R, mode: Mode, report: &mut Report) {
     let slope_h = (h8.median_ns - h1.median_ns) / 7.0;
     report.value_row(
         "marginal cost of one more step (8 vs 1)",
-        &format!(
-            "library {slope_l:.1} ns | hand {slope_h:.1} ns | diff {:+.1} ns",
-            slope_l - slope_h
-        ),
+        &format!("library {slope_l:.1} ns | hand {slope_h:.1} ns | diff {:+.1} ns", slope_l - slope_h),
     );
     report.value_row(
         "fixed cost per transaction (1-step minus slope)",
-        &format!(
-            "library {:.1} ns | hand {:.1} ns",
-            l1.median_ns - slope_l,
-            h1.median_ns - slope_h
-        ),
+        &format!("library {:.1} ns | hand {:.1} ns", l1.median_ns - slope_l, h1.median_ns - slope_h),
     );
 
     // The engine reads the clock twice per step (start, end) and twice
     // per transaction: part of the per-step cost on a real clock.
     let clock = rt.clock();
     let now = time(rt, mode, || async { black_box(clock.now()) });
-    report.value_row(
-        "one Clock::now() (the engine makes 2 per step)",
-        &format!("{:.1} ns", now.median_ns),
-    );
+    report.value_row("one Clock::now() (the engine makes 2 per step)", &format!("{:.1} ns", now.median_ns));
 
-    report.section(&format!(
-        "{name}: failure path, 3 steps, the third fails, 2 rollbacks"
-    ));
+    report.section(&format!("{name}: failure path, 3 steps, the third fails, 2 rollbacks"));
     let hand = time(rt, mode, || hand_fail3(Noop));
     let fixed = time(rt, mode, || lib_fixed_fail3(&m, Noop));
     let alloc = time(rt, mode, || lib_alloc_fail3(&m, Noop));
@@ -577,9 +489,7 @@ fn figures_time<R: Runtime>(rt: &R, mode: Mode, report: &mut Report) {
     let fixed_y = time(rt, mode, || lib_fixed_fail3(&m, y));
     report.time_row("1 yield per step/rollback, fixed", fixed_y, "hand", hand_y);
 
-    report.section(&format!(
-        "{name}: retry path, fails twice then succeeds, zero backoff"
-    ));
+    report.section(&format!("{name}: retry path, fails twice then succeeds, zero backoff"));
     let lib = time(rt, mode, || lib_retry(&m, Noop));
     let backon = time(rt, mode, || backon_retry(Noop, rt.sleeper()));
     let clock = rt.clock();
@@ -587,12 +497,7 @@ fn figures_time<R: Runtime>(rt: &R, mode: Mode, report: &mut Report) {
     let backon0 = time(rt, mode, || backon_retry_skip_zero(Noop, rt.sleeper()));
     let lib1 = time(rt, mode, || lib_fixed!(&m, Noop, 1; "a" => step));
     report.time_row("library (1-step transaction)", lib, "backon", backon);
-    report.time_row(
-        "library (1-step transaction)",
-        lib,
-        "backon, 0 skipped",
-        backon0,
-    );
+    report.time_row("library (1-step transaction)", lib, "backon, 0 skipped", backon0);
     report.time_row("library (1-step transaction)", lib, "hand loop", hand);
     report.time_row("backon", backon, "hand loop", hand);
     report.value_row(
@@ -618,61 +523,24 @@ fn figure_allocs<R: Runtime>(rt: &R, mode: Mode, report: &mut Report) {
     let clock = rt.clock();
     report.section(&format!("{name}: heap allocations per transaction"));
     let rows: [(&str, (f64, f64), bool); 9] = [
-        (
-            "fixed, success (3 steps)",
-            allocs_per_run(rt, runs, || lib_fixed_ok3(&m, Noop)),
-            true,
-        ),
-        (
-            "fixed, failure (2 rollbacks)",
-            allocs_per_run(rt, runs, || lib_fixed_fail3(&m, Noop)),
-            false,
-        ),
-        (
-            "fixed, retry (2 failed attempts)",
-            allocs_per_run(rt, runs, || lib_retry(&m, Noop)),
-            false,
-        ),
-        (
-            "manager.run, success (3 steps)",
-            allocs_per_run(rt, runs, || lib_alloc_ok3(&m, Noop)),
-            false,
-        ),
-        (
-            "manager.run, failure (2 rollbacks)",
-            allocs_per_run(rt, runs, || lib_alloc_fail3(&m, Noop)),
-            false,
-        ),
+        ("fixed, success (3 steps)", allocs_per_run(rt, runs, || lib_fixed_ok3(&m, Noop)), true),
+        ("fixed, failure (2 rollbacks)", allocs_per_run(rt, runs, || lib_fixed_fail3(&m, Noop)), false),
+        ("fixed, retry (2 failed attempts)", allocs_per_run(rt, runs, || lib_retry(&m, Noop)), false),
+        ("manager.run, success (3 steps)", allocs_per_run(rt, runs, || lib_alloc_ok3(&m, Noop)), false),
+        ("manager.run, failure (2 rollbacks)", allocs_per_run(rt, runs, || lib_alloc_fail3(&m, Noop)), false),
         (
             "hand-written, success and failure",
-            allocs_per_run(rt, runs, || async {
-                (hand_ok3(Noop).await.is_ok(), hand_fail3(Noop).await.is_ok())
-            }),
+            allocs_per_run(rt, runs, || async { (hand_ok3(Noop).await.is_ok(), hand_fail3(Noop).await.is_ok()) }),
             true,
         ),
-        (
-            "backon retry",
-            allocs_per_run(rt, runs, || backon_retry(Noop, rt.sleeper())),
-            false,
-        ),
-        (
-            "backon retry, 0 skipped",
-            allocs_per_run(rt, runs, || backon_retry_skip_zero(Noop, rt.sleeper())),
-            false,
-        ),
-        (
-            "hand retry loop",
-            allocs_per_run(rt, runs, || hand_retry(&clock, Noop)),
-            true,
-        ),
+        ("backon retry", allocs_per_run(rt, runs, || backon_retry(Noop, rt.sleeper())), false),
+        ("backon retry, 0 skipped", allocs_per_run(rt, runs, || backon_retry_skip_zero(Noop, rt.sleeper())), false),
+        ("hand retry loop", allocs_per_run(rt, runs, || hand_retry(&clock, Noop)), true),
     ];
     for (what, (count, bytes), must_be_zero) in rows {
         report.value_row(what, &format!("{count:.2} allocations, {bytes:.0} bytes"));
         if must_be_zero {
-            report.check(
-                count == 0.0,
-                format!("{name}: {what} must not allocate (made {count} per transaction)"),
-            );
+            report.check(count == 0.0, format!("{name}: {what} must not allocate (made {count} per transaction)"));
         }
     }
     report.note(
@@ -690,10 +558,8 @@ fn figure_sizes<R: Runtime>(rt: &R, report: &mut Report) {
     report.section(&format!("{name}: size_of the transaction future (bytes)"));
     let f1 = size_of_val(&lib_fixed!(&m, Noop, 1; "a" => step));
     let f3 = size_of_val(&lib_fixed_ok3(&m, Noop));
-    let f8 = size_of_val(
-        &lib_fixed!(&m, Noop, 8; "a" => step, "b" => step, "c" => step,
-        "d" => step, "e" => step, "f" => step, "g" => step, "h" => step),
-    );
+    let f8 = size_of_val(&lib_fixed!(&m, Noop, 8; "a" => step, "b" => step, "c" => step,
+        "d" => step, "e" => step, "f" => step, "g" => step, "h" => step));
     let a1 = size_of_val(&lib_alloc!(&m, Noop; "a" => step));
     let a3 = size_of_val(&lib_alloc_ok3(&m, Noop));
     let a8 = size_of_val(&lib_alloc!(&m, Noop; "a" => step, "b" => step, "c" => step,
@@ -702,23 +568,14 @@ fn figure_sizes<R: Runtime>(rt: &R, report: &mut Report) {
     let h3 = size_of_val(&hand_ok3(Noop));
     let h8 = size_of_val(&hand!(Noop, 8; "a" => step, "b" => step, "c" => step,
         "d" => step, "e" => step, "f" => step, "g" => step, "h" => step));
-    report.value_row(
-        "fixed::<Undo, N> with N = steps: 1 / 3 / 8",
-        &format!("{f1} / {f3} / {f8}"),
-    );
-    report.value_row(
-        "manager.run (heap lists): 1 / 3 / 8",
-        &format!("{a1} / {a3} / {a8}"),
-    );
+    report.value_row("fixed::<Undo, N> with N = steps: 1 / 3 / 8", &format!("{f1} / {f3} / {f8}"));
+    report.value_row("manager.run (heap lists): 1 / 3 / 8", &format!("{a1} / {a3} / {a8}"));
     report.value_row("hand-written: 1 / 3 / 8", &format!("{h1} / {h3} / {h8}"));
     // Bytes per unit of capacity: the same 1-step body, capacity 1 vs 9.
     let c1 = size_of_val(&lib_fixed!(&m, Noop, 1; "a" => step));
     let c9 = size_of_val(&lib_fixed!(&m, Noop, 9; "a" => step));
     let per_slot = (c9 - c1) / 8;
-    report.value_row(
-        "future bytes per step of capacity (cap 9 vs 1)",
-        &format!("{per_slot}"),
-    );
+    report.value_row("future bytes per step of capacity (cap 9 vs 1)", &format!("{per_slot}"));
     report.check(f1 > 0 && h1 > 0, "sizes are measured");
 }
 
@@ -728,10 +585,7 @@ fn undo_state_sizes(report: &Report) {
     let policy = size_of::<RetryPolicy>();
     // UndoRecord<U> = { step: usize, undo: U, retry: RetryPolicy, timeout: Option<Duration> }.
     let undo_record = (8 + undo + policy + 16).next_multiple_of(8);
-    report.value_row(
-        "size_of StepRecord (this build: alloc)",
-        &format!("{record}"),
-    );
+    report.value_row("size_of StepRecord (this build: alloc)", &format!("{record}"));
     report.value_row(
         "undo record per step (Undo enum)",
         &format!("~{undo_record} (step index 8 + Undo {undo} + RetryPolicy {policy} + timeout 16)"),
@@ -805,20 +659,9 @@ async fn fixed_task(m: &'static TransactionManager<TokioClock>, nap: Nap) -> u32
     m.transaction("op")
         .fixed::<Undo<Noop>, 3>()
         .run(async move |tx| {
-            let a = tx
-                .step("a")
-                .execute(|| Noop.step(1))
-                .undo(|&v| Undo::Release(Noop, v))
-                .await?;
-            let b = tx
-                .step("sleep")
-                .execute(move || sleep_step(nap))
-                .undo(|&v| Undo::Release(Noop, v))
-                .await?;
-            tx.step("c")
-                .execute(move || Noop.step(a + b))
-                .undo(|&v| Undo::Release(Noop, v))
-                .await
+            let a = tx.step("a").execute(|| Noop.step(1)).undo(|&v| Undo::Release(Noop, v)).await?;
+            let b = tx.step("sleep").execute(move || sleep_step(nap)).undo(|&v| Undo::Release(Noop, v)).await?;
+            tx.step("c").execute(move || Noop.step(a + b)).undo(|&v| Undo::Release(Noop, v)).await
         })
         .await
         .map_or(0, |c| c.into_value())
@@ -826,20 +669,9 @@ async fn fixed_task(m: &'static TransactionManager<TokioClock>, nap: Nap) -> u32
 
 async fn alloc_task(m: &'static TransactionManager<TokioClock>, nap: Nap) -> u32 {
     m.run("op", async move |tx| {
-        let a = tx
-            .step("a")
-            .execute(|| Noop.step(1))
-            .rollback(move |v| Noop.undo(v))
-            .await?;
-        let b = tx
-            .step("sleep")
-            .execute(move || sleep_step(nap))
-            .rollback(move |v| Noop.undo(v))
-            .await?;
-        tx.step("c")
-            .execute(move || Noop.step(a + b))
-            .rollback(move |v| Noop.undo(v))
-            .await
+        let a = tx.step("a").execute(|| Noop.step(1)).rollback(move |v| Noop.undo(v)).await?;
+        let b = tx.step("sleep").execute(move || sleep_step(nap)).rollback(move |v| Noop.undo(v)).await?;
+        tx.step("c").execute(move || Noop.step(a + b)).rollback(move |v| Noop.undo(v)).await
     })
     .await
     .map_or(0, |c| c.into_value())
@@ -872,13 +704,9 @@ fn task_future_size(kind: ScaleKind, m: &'static TransactionManager<TokioClock>)
 
 /// One scale run, in this (child) process; prints one `SCALE` line.
 fn scale_child(kind: ScaleKind, n: usize) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .expect("tokio runtime");
-    let m: &'static TransactionManager<TokioClock> =
-        Box::leak(Box::new(TransactionManager::new(TokioClock::new())));
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().expect("tokio runtime");
+    let m: &'static TransactionManager<TokioClock> = Box::leak(Box::new(TransactionManager::new(TokioClock::new())));
     let (base, inflight, all_in_flight, wall) = rt.block_on(async {
         // Warm the runtime and the allocator a little, then read the base.
         tokio::spawn(async {}).await.expect("task");
@@ -932,10 +760,7 @@ struct ScaleResult {
 
 fn run_scale_child(kind: ScaleKind, n: usize) -> Option<ScaleResult> {
     let exe = std::env::current_exe().ok()?;
-    let out = Command::new(exe)
-        .args(["--scale-child", kind.as_str(), &n.to_string()])
-        .output()
-        .ok()?;
+    let out = Command::new(exe).args(["--scale-child", kind.as_str(), &n.to_string()]).output().ok()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().find(|l| l.starts_with("SCALE "))?;
     let f: Vec<&str> = line.split_whitespace().collect();
@@ -962,10 +787,7 @@ fn figure_scale(mode: Mode, with_1m: bool, report: &mut Report) {
         let mut results = Vec::new();
         for kind in [ScaleKind::Bare, ScaleKind::Fixed, ScaleKind::Alloc] {
             let r = run_scale_child(kind, n);
-            report.check(
-                r.is_some(),
-                format!("scale child {kind:?} {n} ran and reported"),
-            );
+            report.check(r.is_some(), format!("scale child {kind:?} {n} ran and reported"));
             let Some(r) = r else { continue };
             let per_task = (r.inflight_kib.saturating_sub(r.base_kib)) as f64 * 1024.0 / n as f64;
             report.value_row(
@@ -976,11 +798,7 @@ fn figure_scale(mode: Mode, with_1m: bool, report: &mut Report) {
                     r.base_kib,
                     r.inflight_kib,
                     r.hwm_kib,
-                    if r.all_in_flight {
-                        ""
-                    } else {
-                        " [WARNING: some finished before the last spawn]"
-                    }
+                    if r.all_in_flight { "" } else { " [WARNING: some finished before the last spawn]" }
                 ),
             );
             results.push((kind, r, per_task));
@@ -1037,20 +855,11 @@ fn main() {
     println!("machine: {}", machine());
     println!(
         "core: built {} (probe: error text of 200 bytes kept whole)",
-        if core_has_alloc() {
-            "with `alloc`"
-        } else {
-            "without `alloc`"
-        }
+        if core_has_alloc() { "with `alloc`" } else { "without `alloc`" }
     );
 
     let manual = Manual(Box::leak(Box::new(ManualClock::new())));
-    let tokio = Tokio(
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("tokio runtime"),
-    );
+    let tokio = Tokio(tokio::runtime::Builder::new_current_thread().enable_time().build().expect("tokio runtime"));
     check_results(&manual, &mut report);
     check_results(&tokio, &mut report);
     check_results(&Smol, &mut report);
@@ -1068,9 +877,7 @@ fn main() {
         figure_sizes(&manual, &mut report);
         figure_sizes(&tokio, &mut report);
         figure_sizes(&Smol, &mut report);
-        report.section(
-            "undo state per step (alloc build; see the no_alloc bench for the core without alloc)",
-        );
+        report.section("undo state per step (alloc build; see the no_alloc bench for the core without alloc)");
         undo_state_sizes(&report);
     }
     if only("scale") {
@@ -1106,7 +913,7 @@ fn profile_loop(case: &str) {
 }
 
 /// Whether this build's core has `alloc`: it keeps a long error text whole
-/// (without `alloc` it cuts it to 96 bytes).
+/// (without `alloc` it cuts it short).
 fn core_has_alloc() -> bool {
     struct Long;
     impl fmt::Display for Long {

@@ -21,12 +21,12 @@ pub struct Abandoned<U, S: Storage> {
 impl<U, S: Storage> Abandoned<U, S> {
     /// The transaction's id and operation.
     pub fn info(&self) -> &TransactionInfo {
-        &self.ledger.info
+        &self.ledger.summary.info
     }
 
     /// Every step record of the transaction so far.
     pub fn steps(&self) -> &[StepRecord] {
-        &self.ledger.steps
+        &self.ledger.summary.steps
     }
 
     /// The steps whose rollback is still owed, latest first.
@@ -50,11 +50,16 @@ impl<U, S: Storage> Abandoned<U, S> {
         H: Hooks,
     {
         let failures = self.ledger.roll_back::<ViaRollback, _, _, _>(ctx, clock, hooks).await;
-        let summary = self.ledger.into_summary(clock.now());
-        if let Err(panic) = crate::panic::guarded(hooks.on_transaction_complete(&summary.info, false, &summary)).await {
-            tm_error!("{}: on_transaction_complete hook panicked: {}", summary.info.id, panic);
+        let summary = &mut self.ledger.summary;
+        summary.completed_at = clock.now();
+        if H::ENABLED {
+            if let Err(panic) =
+                crate::panic::guarded(hooks.on_transaction_complete(&summary.info, false, summary)).await
+            {
+                tm_error!("{}: on_transaction_complete hook panicked: {}", summary.info.id, panic);
+            }
         }
-        RollbackReport { failures, summary }
+        RollbackReport { failures, summary: self.ledger.take_summary() }
     }
 
     /// Rolls back on a detached task: no context, no hooks, a `Send`
@@ -63,17 +68,22 @@ impl<U, S: Storage> Abandoned<U, S> {
     where
         U: DetachedRollback,
     {
-        let span = tm_span!("abandoned_transaction", id = self.ledger.info.id, operation = self.ledger.info.operation);
+        let span = tm_span!(
+            "abandoned_transaction",
+            id = self.ledger.summary.info.id,
+            operation = self.ledger.summary.info.operation
+        );
         let failures =
             crate::trace::within(&span, self.ledger.roll_back::<ViaDetached, (), C, ()>(&mut (), clock, &())).await;
-        RollbackReport { failures, summary: self.ledger.into_summary(clock.now()) }
+        self.ledger.summary.completed_at = clock.now();
+        RollbackReport { failures, summary: self.ledger.take_summary() }
     }
 }
 
 impl<U, S: Storage> fmt::Debug for Abandoned<U, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Abandoned")
-            .field("transaction", &self.ledger.info)
+            .field("transaction", &self.ledger.summary.info)
             .field("pending", &self.pending_len())
             .finish()
     }
@@ -180,7 +190,7 @@ macro_rules! spawned_for_storage {
             fn abandon(&self, clock: &C, _: &H, abandoned: Abandoned<U, $storage>) {
                 let clock = clock.clone();
                 self.0.spawn(async move {
-                    let id = abandoned.ledger.info.id;
+                    let id = abandoned.ledger.summary.info.id;
                     let report = abandoned.roll_back_detached(&clock).await;
                     match report.rollback_state() {
                         RollbackState::Clean => tm_info!("{}: abandoned transaction rolled back", id),

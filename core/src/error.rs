@@ -120,7 +120,7 @@ impl<E: fmt::Display> fmt::Display for StepError<E> {
         match &self.kind {
             StepErrorKind::Failed(e) => write!(f, "step `{}` failed: {e}", self.step),
             StepErrorKind::TimedOut { timeout } => {
-                write!(f, "step `{}` timed out after {timeout:?}", self.step)
+                write!(f, "step `{}` timed out after {}", self.step, crate::text::Dur(*timeout))
             }
             StepErrorKind::CapacityExceeded { capacity } => {
                 write!(f, "step `{}` not run: the transaction's capacity of {capacity} steps is used up", self.step)
@@ -225,7 +225,7 @@ impl<RE: fmt::Display> fmt::Display for RollbackFailure<RE> {
                 write!(f, "rollback of step `{}` failed: {e}", self.step)
             }
             RollbackErrorKind::TimedOut { timeout } => {
-                write!(f, "rollback of step `{}` timed out after {timeout:?}", self.step)
+                write!(f, "rollback of step `{}` timed out after {}", self.step, crate::text::Dur(*timeout))
             }
             RollbackErrorKind::Panicked(message) => {
                 write!(f, "rollback of step `{}` panicked: {message}", self.step)

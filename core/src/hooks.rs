@@ -79,6 +79,10 @@ pub struct StepEvent<'a> {
 /// ```
 #[allow(async_fn_in_trait)] // `Send` follows the implementation: see the crate docs.
 pub trait Hooks {
+    /// Whether any method does anything. `false` only for no-op hooks
+    /// (`()`), so the engine skips calling them; leave it at `true`.
+    const ENABLED: bool = true;
+
     /// The transaction started; its body is about to run.
     async fn on_transaction_start(&self, transaction: &TransactionInfo) {
         let _ = transaction;
@@ -142,7 +146,9 @@ pub trait Hooks {
 }
 
 /// No hooks.
-impl Hooks for () {}
+impl Hooks for () {
+    const ENABLED: bool = false;
+}
 
 /// Calls one hook method on each hook of a collection, in order.
 macro_rules! each {
@@ -156,6 +162,8 @@ macro_rules! each {
 /// Implements every hook by calling it on each element of `self.$iter()`.
 macro_rules! impl_for_collection {
     ($iter:ident) => {
+        const ENABLED: bool = H::ENABLED;
+
         async fn on_transaction_start(&self, transaction: &TransactionInfo) {
             each!(self.$iter(), on_transaction_start(transaction));
         }
@@ -214,6 +222,8 @@ impl<H: Hooks> Hooks for alloc::vec::Vec<H> {
 macro_rules! impl_for_pointer {
     ($($ty:ty),*) => {$(
         impl<H: Hooks + ?Sized> Hooks for $ty {
+            const ENABLED: bool = H::ENABLED;
+
             async fn on_transaction_start(&self, transaction: &TransactionInfo) {
                 (**self).on_transaction_start(transaction).await
             }
@@ -259,6 +269,8 @@ macro_rules! impl_for_tuple {
     ($($name:ident . $idx:tt),+) => {
         /// Each element's hooks, in order.
         impl<$($name: Hooks),+> Hooks for ($($name,)+) {
+            const ENABLED: bool = false $(|| $name::ENABLED)+;
+
             async fn on_transaction_start(&self, transaction: &TransactionInfo) {
                 $( self.$idx.on_transaction_start(transaction).await; )+
             }

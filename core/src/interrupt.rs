@@ -34,7 +34,7 @@ impl fmt::Display for InterruptReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             InterruptReason::DeadlineExceeded { deadline } => {
-                write!(f, "the transaction's deadline of {deadline:?} passed")
+                write!(f, "the transaction's deadline of {} passed", crate::text::Dur(*deadline))
             }
             InterruptReason::Cancelled => f.write_str("the transaction was cancelled"),
         }
@@ -121,13 +121,12 @@ pub enum Never {}
 /// Something that can stop a transaction from outside. Implemented by
 /// [`NoInterrupt`] (the default), [`Deadline`], [`Cancel`] and pairs of
 /// them; set with the builder's `with_deadline` and `cancel_on`.
-#[allow(async_fn_in_trait)]
 pub trait Interrupt<C> {
     /// [`InterruptReason`] for real interrupts, [`Never`] for none.
     type Output: IntoReason + Copy;
 
     /// Resolves when the transaction must stop.
-    async fn wait(self, clock: &C) -> Self::Output;
+    fn wait(self, clock: &C) -> impl Future<Output = Self::Output>;
 }
 
 /// No interrupt: the transaction runs until its body returns.
@@ -137,8 +136,8 @@ pub struct NoInterrupt;
 impl<C> Interrupt<C> for NoInterrupt {
     type Output = Never;
 
-    async fn wait(self, _: &C) -> Never {
-        pending().await
+    fn wait(self, _: &C) -> impl Future<Output = Never> {
+        pending()
     }
 }
 
@@ -150,9 +149,8 @@ pub struct Deadline(pub Duration);
 impl<C: Clock> Interrupt<C> for Deadline {
     type Output = InterruptReason;
 
-    async fn wait(self, clock: &C) -> InterruptReason {
-        clock.sleep(self.0).await;
-        InterruptReason::DeadlineExceeded { deadline: self.0 }
+    fn wait(self, clock: &C) -> impl Future<Output = InterruptReason> {
+        Then { future: clock.sleep(self.0), value: InterruptReason::DeadlineExceeded { deadline: self.0 } }
     }
 }
 
@@ -165,9 +163,26 @@ pub struct Cancel<F>(pub F);
 impl<C, F: Future> Interrupt<C> for Cancel<F> {
     type Output = InterruptReason;
 
-    async fn wait(self, _: &C) -> InterruptReason {
-        self.0.await;
-        InterruptReason::Cancelled
+    fn wait(self, _: &C) -> impl Future<Output = InterruptReason> {
+        Then { future: self.0, value: InterruptReason::Cancelled }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Completes with `value` when `future` completes.
+    struct Then<F> {
+        #[pin]
+        future: F,
+        value: InterruptReason,
+    }
+}
+
+impl<F: Future> Future for Then<F> {
+    type Output = InterruptReason;
+
+    fn poll(self: core::pin::Pin<&mut Self>, cx: &mut core::task::Context<'_>) -> core::task::Poll<InterruptReason> {
+        let this = self.project();
+        this.future.poll(cx).map(|_| *this.value)
     }
 }
 
@@ -179,12 +194,12 @@ where
 {
     type Output = InterruptReason;
 
-    async fn wait(self, clock: &C) -> InterruptReason {
+    fn wait(self, clock: &C) -> impl Future<Output = InterruptReason> {
         let (a, b) = self;
-        match crate::transaction::race(a.wait(clock), b.wait(clock)).await {
-            crate::transaction::Either::Left(first) => first.into_reason(),
-            crate::transaction::Either::Right(second) => second.into_reason(),
-        }
+        crate::future::map(crate::future::race(a.wait(clock), b.wait(clock)), |either| match either {
+            crate::future::Either::Left(first) => first.into_reason(),
+            crate::future::Either::Right(second) => second.into_reason(),
+        })
     }
 }
 

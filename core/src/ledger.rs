@@ -5,10 +5,11 @@ use core::fmt;
 use core::future::Future;
 use core::time::Duration;
 
+use crate::future::with_timeout;
 use crate::panic::guarded;
 use crate::text::ErrorText;
 use crate::trace::within;
-use crate::transaction::{TimedOut, with_timeout};
+use crate::transaction::TimedOut;
 use crate::{
     Clock, Hooks, List, Name, RetryPolicy, Rollback, RollbackErrorKind, RollbackFailure, SplitMix64, StepEvent,
     StepRecord, StepStatus, Storage, Summary, TransactionId, TransactionInfo,
@@ -39,20 +40,15 @@ pub(crate) struct UndoRecord<U> {
     pub(crate) undo: U,
     pub(crate) retry: RetryPolicy,
     pub(crate) timeout: Option<Duration>,
-    /// Registered before the step's outcome is known ("uncertain"
-    /// rollback): replaced when the step completes, dropped when it fails
-    /// with certainty.
-    pub(crate) provisional: bool,
 }
 
 /// The records of one transaction: the summary being written, and the undo
 /// records still owed.
 pub(crate) struct Ledger<U, S: Storage> {
-    pub(crate) info: TransactionInfo,
-    pub(crate) started_at: Duration,
+    /// The summary being written: hooks borrow it where it is.
+    pub(crate) summary: Summary<S>,
     pub(crate) rng: SplitMix64,
     pub(crate) on_rollback_failure: RollbackFailurePolicy,
-    pub(crate) steps: S::List<StepRecord>,
     pub(crate) undo: S::List<UndoRecord<U>>,
 }
 
@@ -82,11 +78,9 @@ impl<U, S: Storage> Ledger<U, S> {
         on_rollback_failure: RollbackFailurePolicy,
     ) -> Self {
         Self {
-            info,
-            started_at,
+            summary: Summary { info, started_at, completed_at: started_at, steps: Default::default() },
             rng: SplitMix64::new(seed),
             on_rollback_failure,
-            steps: Default::default(),
             undo: Default::default(),
         }
     }
@@ -99,17 +93,17 @@ impl<U, S: Storage> Ledger<U, S> {
 
     /// The step in progress, if any (the last one, still `InProgress`).
     pub(crate) fn in_progress(&self) -> Option<(Name, usize)> {
-        let last = self.steps.last()?;
+        let last = self.summary.steps.last()?;
         (last.status == StepStatus::InProgress).then(|| (last.name.clone(), last.index))
     }
 
     /// Marks the step in progress as failed, abandoned for `why`: its
     /// attempt was dropped mid-way, so its outcome is uncertain.
     pub(crate) fn abandon_in_progress(&mut self, why: &dyn fmt::Display, now: Duration) {
-        if let Some(last) = self.steps.last_mut() {
+        if let Some(last) = self.summary.steps.last_mut() {
             if last.status == StepStatus::InProgress {
                 last.status = StepStatus::Failed;
-                last.completed_at = Some(now);
+                last.completed_at = crate::record::At::some(now);
                 last.error = Some(ErrorText::capture(why));
             }
         }
@@ -118,11 +112,18 @@ impl<U, S: Storage> Ledger<U, S> {
     /// The step records of the steps whose rollback is still owed, latest
     /// first.
     pub(crate) fn pending(&self) -> impl Iterator<Item = &StepRecord> {
-        self.undo.iter().rev().map(|u| &self.steps[u.step])
+        self.undo.iter().rev().map(|u| &self.summary.steps[u.step])
     }
 
-    pub(crate) fn into_summary(self, completed_at: Duration) -> Summary<S> {
-        Summary { info: self.info, started_at: self.started_at, completed_at, steps: self.steps }
+    /// Takes the summary out, leaving an empty one, once it is complete.
+    pub(crate) fn take_summary(&mut self) -> Summary<S> {
+        let empty = Summary {
+            info: TransactionInfo { id: TransactionId::new(0), operation: Name::from("") },
+            started_at: Duration::ZERO,
+            completed_at: Duration::ZERO,
+            steps: Default::default(),
+        };
+        core::mem::replace(&mut self.summary, empty)
     }
 
     /// Rolls back every undo record, latest first, each with its own
@@ -147,27 +148,40 @@ impl<U, S: Storage> Ledger<U, S> {
         if self.undo.is_empty() {
             return failures;
         }
-        tm_info!("{} `{}`: rolling back {} step(s)", self.info.id, self.info.operation, self.undo.len());
-        if let Err(panic) = guarded(hooks.on_rollback_start(&self.info)).await {
-            tm_error!("{} `{}`: on_rollback_start hook panicked: {}", self.info.id, self.info.operation, panic);
+        tm_info!(
+            "{} `{}`: rolling back {} step(s)",
+            self.summary.info.id,
+            self.summary.info.operation,
+            self.undo.len()
+        );
+        let hook = if H::ENABLED { guarded(hooks.on_rollback_start(&self.summary.info)).await } else { Ok(()) };
+        if let Err(panic) = hook {
+            tm_error!(
+                "{} `{}`: on_rollback_start hook panicked: {}",
+                self.summary.info.id,
+                self.summary.info.operation,
+                panic
+            );
         }
         while let Some(entry) = self.undo.last_mut() {
             let index = entry.step;
-            self.steps[index].rollback_started_at = Some(clock.now());
+            self.summary.steps[index].rollback_started_at = crate::record::At::some(clock.now());
             let mut retry = 0u32;
             let failed = loop {
                 let attempt = retry.saturating_add(1);
-                self.steps[index].rollback_attempts = attempt;
+                self.summary.steps[index].rollback_attempts = attempt;
                 tm_debug!(
                     "{} `{}`: rolling back step `{}`, attempt {}",
-                    self.info.id,
-                    self.info.operation,
-                    self.steps[index].name,
+                    self.summary.info.id,
+                    self.summary.info.operation,
+                    self.summary.steps[index].name,
                     attempt
                 );
-                let span = tm_span!("rollback", step = self.steps[index].name, index = index, attempt = attempt);
-                let event = StepEvent { transaction: &self.info, step: &self.steps[index], attempt };
-                let hook = within(&span, guarded(hooks.on_step_rollback(&event))).await;
+                let span =
+                    tm_span!("rollback", step = self.summary.steps[index].name, index = index, attempt = attempt);
+                let event = StepEvent { transaction: &self.summary.info, step: &self.summary.steps[index], attempt };
+                let hook =
+                    if H::ENABLED { within(&span, guarded(hooks.on_step_rollback(&event))).await } else { Ok(()) };
                 let hook_panicked = hook.is_err();
                 let result = match hook {
                     Err(panic) => Err(RollbackErrorKind::Panicked(panic)),
@@ -182,13 +196,18 @@ impl<U, S: Storage> Ledger<U, S> {
                         }
                     }
                 };
-                let record = &mut self.steps[index];
+                let record = &mut self.summary.steps[index];
                 let kind = match result {
                     Ok(()) => {
                         crate::trace::outcome(&span, "ok");
                         record.status = StepStatus::RolledBack;
-                        record.rollback_completed_at = Some(clock.now());
-                        tm_info!("{} `{}`: step `{}` rolled back", self.info.id, self.info.operation, record.name);
+                        record.rollback_completed_at = crate::record::At::some(clock.now());
+                        tm_info!(
+                            "{} `{}`: step `{}` rolled back",
+                            self.summary.info.id,
+                            self.summary.info.operation,
+                            record.name
+                        );
                         break None;
                     }
                     Err(kind) => kind,
@@ -211,23 +230,26 @@ impl<U, S: Storage> Ledger<U, S> {
                 let last = retry >= entry.retry.max_retries() || hook_panicked;
                 if last {
                     record.status = StepStatus::RollbackFailed;
-                    record.rollback_completed_at = Some(clock.now());
+                    record.rollback_completed_at = crate::record::At::some(clock.now());
                 }
                 tm_warn!(
                     "{} `{}`: rollback of step `{}` attempt {} failed: {}{}",
-                    self.info.id,
-                    self.info.operation,
+                    self.summary.info.id,
+                    self.summary.info.operation,
                     record.name,
                     attempt,
                     record.rollback_error().unwrap_or_default(),
                     if last { " (no retries left)" } else { "" }
                 );
-                let event = StepEvent { transaction: &self.info, step: &self.steps[index], attempt };
-                let hook_failed = within(&span, guarded(hooks.on_step_rollback_failure(&event))).await.is_err();
+                let event = StepEvent { transaction: &self.summary.info, step: &self.summary.steps[index], attempt };
+                let hook_failed =
+                    H::ENABLED && within(&span, guarded(hooks.on_step_rollback_failure(&event))).await.is_err();
                 if last || hook_failed {
-                    let record = &mut self.steps[index];
+                    let record = &mut self.summary.steps[index];
                     record.status = StepStatus::RollbackFailed;
-                    record.rollback_completed_at.get_or_insert(clock.now());
+                    if record.rollback_completed_at.is_none() {
+                        record.rollback_completed_at = crate::record::At::some(clock.now());
+                    }
                     break Some(RollbackFailure { step: record.name.clone(), index, kind });
                 }
                 drop(kind);
@@ -246,12 +268,12 @@ impl<U, S: Storage> Ledger<U, S> {
                 let _ = failures.push(failure);
                 if self.on_rollback_failure == RollbackFailurePolicy::Stop {
                     while let Some(skipped) = self.undo.pop() {
-                        self.steps[skipped.step].status = StepStatus::RollbackSkipped;
+                        self.summary.steps[skipped.step].status = StepStatus::RollbackSkipped;
                     }
                     tm_error!(
                         "{} `{}`: rollback stopped at the first failure; earlier steps left as they are",
-                        self.info.id,
-                        self.info.operation
+                        self.summary.info.id,
+                        self.summary.info.operation
                     );
                 }
             }

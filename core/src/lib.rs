@@ -94,6 +94,7 @@ mod clock;
 #[cfg(feature = "defmt")]
 mod defmt_impls;
 mod error;
+mod future;
 mod hooks;
 mod interrupt;
 mod ledger;

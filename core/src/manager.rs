@@ -5,9 +5,9 @@ use core::marker::PhantomData;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use core::time::Duration;
 
+use crate::future::{Either, race};
 use crate::interrupt::{Cancel, Deadline, IntoBodyError, IntoReason, NoInterrupt};
 use crate::ledger::Ledger;
-use crate::transaction::{Either, race};
 use crate::{
     AbandonPolicy, Clock, Committed, Hooks, Interrupt, Name, RetryPolicy, Rollback, RollbackFailurePolicy, Spawned,
     Storage, Transaction, TransactionError, TransactionId, TransactionInfo, Unattended,
@@ -549,8 +549,8 @@ where
         let span = tm_span!("transaction", id = self.info.id, operation = self.info.operation);
         let outcome = crate::trace::within(&span, async {
             let seed = self.jitter_seed.unwrap_or_else(|| manager.jitter_seed_for(self.info.id));
-            let ledger = Ledger::new(self.info, manager.clock.now(), seed, self.on_rollback_failure);
-            let mut tx = Transaction::new(manager, context, ledger);
+            let mut ledger = Ledger::new(self.info, manager.clock.now(), seed, self.on_rollback_failure);
+            let mut tx = Transaction::new(manager, context, &mut ledger);
             tx.start().await;
             let stopped = {
                 let body = crate::panic::guarded_body(body(&mut tx));

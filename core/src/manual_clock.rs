@@ -147,9 +147,12 @@ impl ManualClock {
     ///
     /// # Panics
     ///
-    /// Panics if the future stays pending for 100,000 polls in a row while
-    /// no sleep is waiting on this clock: it waits on something that only
-    /// another thread or runtime could provide, and would never finish here.
+    /// Panics if the future stays pending for 100,000 polls in a row without
+    /// waking itself while no sleep is waiting on this clock: it waits on
+    /// something that only another thread or runtime could provide, and
+    /// would never finish here. (Without the `alloc` feature wakes cannot be
+    /// observed, so 100,000 pending polls in a row without a timer count as
+    /// stuck even if the future woke itself each time.)
     ///
     /// ```
     /// # use core::time::Duration;
@@ -163,11 +166,18 @@ impl ManualClock {
     /// ```
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         let mut future = pin!(future);
-        let mut cx = Context::from_waker(Waker::noop());
+        let woken = WakeFlag::new();
+        let waker = woken.waker();
+        let mut cx = Context::from_waker(&waker);
         let mut idle = 0u32;
         loop {
             if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
                 return out;
+            }
+            if woken.take() {
+                // It woke itself (a yield, a channel): progress, poll again.
+                idle = 0;
+                continue;
             }
             match self.next_deadline() {
                 Some(deadline) => {
@@ -175,8 +185,10 @@ impl ManualClock {
                     self.advance_to(deadline);
                 }
                 None => {
-                    // No timer to jump to: the future may have yielded and
-                    // woken itself, so poll again, but not forever.
+                    // Nothing woke it and no timer will: it waits on
+                    // something outside this clock. (Without `alloc` there
+                    // is no real waker, so every pending poll lands here,
+                    // and only a long run of them counts as stuck.)
                     idle += 1;
                     assert!(
                         idle < STALL_LIMIT,
@@ -270,5 +282,112 @@ impl Future for ManualSleep<'_> {
 impl Drop for ManualSleep<'_> {
     fn drop(&mut self) {
         self.clock.release(self.slot.take());
+    }
+}
+
+/// Whether the future `block_on` drives has woken itself since the last
+/// poll. A real waker needs `Arc` (and atomics); without them every poll is
+/// treated as "not woken".
+#[cfg(all(feature = "alloc", target_has_atomic = "ptr"))]
+struct WakeFlag(alloc::sync::Arc<Flag>);
+
+#[cfg(all(feature = "alloc", target_has_atomic = "ptr"))]
+struct Flag(core::sync::atomic::AtomicBool);
+
+#[cfg(all(feature = "alloc", target_has_atomic = "ptr"))]
+impl alloc::task::Wake for Flag {
+    fn wake(self: alloc::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &alloc::sync::Arc<Self>) {
+        self.0.store(true, core::sync::atomic::Ordering::Release);
+    }
+}
+
+#[cfg(all(feature = "alloc", target_has_atomic = "ptr"))]
+impl WakeFlag {
+    fn new() -> Self {
+        Self(alloc::sync::Arc::new(Flag(core::sync::atomic::AtomicBool::new(false))))
+    }
+
+    fn waker(&self) -> Waker {
+        Waker::from(self.0.clone())
+    }
+
+    fn take(&self) -> bool {
+        self.0.0.swap(false, core::sync::atomic::Ordering::Acquire)
+    }
+}
+
+#[cfg(not(all(feature = "alloc", target_has_atomic = "ptr")))]
+struct WakeFlag;
+
+#[cfg(not(all(feature = "alloc", target_has_atomic = "ptr")))]
+impl WakeFlag {
+    fn new() -> Self {
+        Self
+    }
+
+    fn waker(&self) -> Waker {
+        Waker::noop().clone()
+    }
+
+    fn take(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pending `n` times, waking itself each time (a yield).
+    struct Yields(u32);
+
+    impl Future for Yields {
+        type Output = ();
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            if self.0 == 0 {
+                return Poll::Ready(());
+            }
+            self.0 -= 1;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    #[cfg(all(feature = "alloc", target_has_atomic = "ptr"))]
+    #[test]
+    fn many_self_wakes_are_progress_not_a_stall() {
+        let clock = ManualClock::new();
+        clock.block_on(Yields(3 * STALL_LIMIT));
+    }
+
+    #[test]
+    #[should_panic(expected = "can never finish")]
+    fn a_future_nothing_can_wake_is_reported() {
+        let clock = ManualClock::new();
+        clock.block_on(core::future::pending::<()>());
+    }
+
+    #[test]
+    fn sleeps_end_exactly_at_their_deadline() {
+        let clock = ManualClock::new();
+        let order = core::cell::RefCell::new(heapless::Vec::<u64, 4>::new());
+        clock.block_on(async {
+            let late = async {
+                clock.sleep(Duration::from_millis(30)).await;
+                order.borrow_mut().push(30).unwrap();
+            };
+            let early = async {
+                clock.sleep(Duration::from_millis(10)).await;
+                order.borrow_mut().push(10).unwrap();
+            };
+            crate::future::race(crate::future::race(late, early), core::future::pending::<()>()).await;
+        });
+        assert_eq!(order.borrow().as_slice(), [10]);
+        assert_eq!(clock.now(), Duration::from_millis(10));
     }
 }

@@ -48,39 +48,45 @@ impl fmt::Display for PanicMessage {
     }
 }
 
-/// Awaits `future`, turning a panic while polling it into `Err`.
-#[cfg(feature = "std")]
-pub(crate) async fn guarded<F: Future>(future: F) -> Result<F::Output, PanicMessage> {
-    caught(future).await.map_err(|payload| message_of(&*payload))
+pin_project_lite::pin_project! {
+    /// A future whose panics (while polling it) become `Err`: with `std`,
+    /// the message of the panic; without, panics are not caught.
+    pub(crate) struct Guarded<F> {
+        #[pin]
+        future: F,
+    }
 }
 
-/// Without `std`, panics are not caught.
-#[cfg(not(feature = "std"))]
-pub(crate) async fn guarded<F: Future>(future: F) -> Result<F::Output, PanicMessage> {
-    Ok(future.await)
+/// Awaits `future`, turning a panic while polling it into `Err`.
+pub(crate) fn guarded<F: Future>(future: F) -> Guarded<F> {
+    Guarded { future }
+}
+
+impl<F: Future> Future for Guarded<F> {
+    type Output = Result<F::Output, PanicMessage>;
+
+    fn poll(self: core::pin::Pin<&mut Self>, cx: &mut core::task::Context<'_>) -> core::task::Poll<Self::Output> {
+        let future = self.project().future;
+        #[cfg(feature = "std")]
+        {
+            // The future is not polled again after it panicked, so no broken
+            // invariant inside it can be observed: asserting unwind safety is
+            // sound.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.poll(cx))) {
+                Ok(poll) => poll.map(Ok),
+                Err(payload) => core::task::Poll::Ready(Err(message_of(&*payload))),
+            }
+        }
+        #[cfg(not(feature = "std"))]
+        {
+            future.poll(cx).map(Ok)
+        }
+    }
 }
 
 /// A caught panic's payload, to resume unwinding with later.
 #[cfg(feature = "std")]
 pub(crate) type Payload = std::boxed::Box<dyn core::any::Any + Send + 'static>;
-
-/// Awaits `future`, returning a panic's payload instead of unwinding.
-#[cfg(feature = "std")]
-pub(crate) async fn caught<F: Future>(future: F) -> Result<F::Output, Payload> {
-    use core::pin::pin;
-    use core::task::Poll;
-    use std::panic::{AssertUnwindSafe, catch_unwind};
-
-    let mut future = pin!(future);
-    // The future is not polled again after it panicked, so no broken
-    // invariant inside it can be observed: asserting unwind safety is sound.
-    core::future::poll_fn(|cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
-        Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-        Ok(Poll::Pending) => Poll::Pending,
-        Err(payload) => Poll::Ready(Err(payload)),
-    })
-    .await
-}
 
 /// Runs `f`, catching a panic (used in `Drop`, where a panic while
 /// unwinding would abort the process).
@@ -114,15 +120,37 @@ pub(crate) type BodyPanic = Payload;
 #[cfg(not(feature = "std"))]
 pub(crate) type BodyPanic = core::convert::Infallible;
 
-/// Awaits the body, catching a panic in it (with `std`).
-#[cfg(feature = "std")]
-pub(crate) async fn guarded_body<F: Future>(body: F) -> Result<F::Output, BodyPanic> {
-    caught(body).await
+pin_project_lite::pin_project! {
+    /// The body's future, with a panic in it kept (with `std`) to resume
+    /// after the rollback.
+    pub(crate) struct GuardedBody<F> {
+        #[pin]
+        body: F,
+    }
 }
 
-#[cfg(not(feature = "std"))]
-pub(crate) async fn guarded_body<F: Future>(body: F) -> Result<F::Output, BodyPanic> {
-    Ok(body.await)
+/// Awaits the body, catching a panic in it (with `std`).
+pub(crate) fn guarded_body<F: Future>(body: F) -> GuardedBody<F> {
+    GuardedBody { body }
+}
+
+impl<F: Future> Future for GuardedBody<F> {
+    type Output = Result<F::Output, BodyPanic>;
+
+    fn poll(self: core::pin::Pin<&mut Self>, cx: &mut core::task::Context<'_>) -> core::task::Poll<Self::Output> {
+        let body = self.project().body;
+        #[cfg(feature = "std")]
+        {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body.poll(cx))) {
+                Ok(poll) => poll.map(Ok),
+                Err(payload) => core::task::Poll::Ready(Err(payload)),
+            }
+        }
+        #[cfg(not(feature = "std"))]
+        {
+            body.poll(cx).map(Ok)
+        }
+    }
 }
 
 /// Resumes a caught panic of the body, after its rollback.

@@ -12,7 +12,7 @@ use core::time::Duration;
 ///
 /// All arithmetic is integer and saturating: a policy with `u32::MAX` retries
 /// or a `Duration::MAX` interval never overflows or panics; the delay just
-/// stops growing at `Duration::MAX` (or the cap).
+/// stops growing at [`RetryPolicy::MAX_DELAY`] (584 years) or the cap.
 ///
 /// ```
 /// use core::time::Duration;
@@ -25,15 +25,36 @@ use core::time::Duration;
 ///
 /// let capped = policy.with_max_interval(Duration::from_millis(1500));
 /// assert_eq!(capped.delay(2), Duration::from_millis(1500));
-/// assert_eq!(RetryPolicy::new().delay(u32::MAX), Duration::MAX);
+/// assert_eq!(RetryPolicy::new().delay(u32::MAX), RetryPolicy::MAX_DELAY);
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RetryPolicy {
     max_retries: u32,
-    initial_interval: Duration,
     multiplier: u32,
-    max_interval: Option<Duration>,
+    /// Nanoseconds: 24 bytes in all instead of 48 with `Duration`s, since a
+    /// policy is kept with every undo record.
+    initial_interval: u64,
+    /// Nanoseconds; `u64::MAX` for no cap.
+    max_interval: u64,
     jitter: Jitter,
+}
+
+/// Whole nanoseconds, saturating at `u64::MAX` (584 years).
+const fn nanos(duration: Duration) -> u64 {
+    let nanos = duration.as_nanos();
+    if nanos > u64::MAX as u128 { u64::MAX } else { nanos as u64 }
+}
+
+impl core::fmt::Debug for RetryPolicy {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RetryPolicy")
+            .field("max_retries", &self.max_retries)
+            .field("initial_interval", &self.initial_interval())
+            .field("multiplier", &self.multiplier)
+            .field("max_interval", &self.max_interval())
+            .field("jitter", &self.jitter)
+            .finish()
+    }
 }
 
 /// How a computed backoff delay is randomised, so that many clients retrying
@@ -63,6 +84,10 @@ impl RetryPolicy {
     /// The reference's default retry interval: 500 ms.
     pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(500);
 
+    /// The longest delay a policy computes: `u64::MAX` nanoseconds (about
+    /// 584 years). Longer intervals and caps are treated as this.
+    pub const MAX_DELAY: Duration = Duration::from_nanos(u64::MAX);
+
     /// No retries, 500 ms initial interval, multiplier 2, no cap, no jitter.
     ///
     /// ```
@@ -72,9 +97,9 @@ impl RetryPolicy {
     pub const fn new() -> Self {
         Self {
             max_retries: 0,
-            initial_interval: Self::DEFAULT_INTERVAL,
             multiplier: 2,
-            max_interval: None,
+            initial_interval: nanos(Self::DEFAULT_INTERVAL),
+            max_interval: u64::MAX,
             jitter: Jitter::None,
         }
     }
@@ -101,7 +126,7 @@ impl RetryPolicy {
     /// ```
     #[must_use]
     pub const fn with_initial_interval(mut self, interval: Duration) -> Self {
-        self.initial_interval = interval;
+        self.initial_interval = nanos(interval);
         self
     }
 
@@ -130,7 +155,7 @@ impl RetryPolicy {
     /// ```
     #[must_use]
     pub const fn with_max_interval(mut self, cap: Duration) -> Self {
-        self.max_interval = Some(cap);
+        self.max_interval = nanos(cap);
         self
     }
 
@@ -164,7 +189,7 @@ impl RetryPolicy {
     /// assert_eq!(RetryPolicy::new().initial_interval(), RetryPolicy::DEFAULT_INTERVAL);
     /// ```
     pub const fn initial_interval(&self) -> Duration {
-        self.initial_interval
+        Duration::from_nanos(self.initial_interval)
     }
 
     /// The factor each delay grows by.
@@ -184,7 +209,7 @@ impl RetryPolicy {
     /// assert_eq!(RetryPolicy::new().max_interval(), None);
     /// ```
     pub const fn max_interval(&self) -> Option<Duration> {
-        self.max_interval
+        if self.max_interval == u64::MAX { None } else { Some(Duration::from_nanos(self.max_interval)) }
     }
 
     /// How the delay is randomised.
@@ -208,15 +233,19 @@ impl RetryPolicy {
     /// assert_eq!(p.delay(4), Duration::from_secs(8));
     /// ```
     pub fn delay(&self, retry: u32) -> Duration {
-        let cap = self.max_interval.unwrap_or(Duration::MAX);
+        Duration::from_nanos(self.delay_nanos(retry))
+    }
+
+    fn delay_nanos(&self, retry: u32) -> u64 {
+        let cap = self.max_interval;
         let mut delay = self.initial_interval.min(cap);
         // Stops as soon as the delay can no longer change, so the loop runs
-        // at most ~100 times even for `retry == u32::MAX`.
+        // at most 64 times even for `retry == u32::MAX`.
         for _ in 0..retry {
-            if delay >= cap || delay.is_zero() || self.multiplier == 1 {
+            if delay >= cap || delay == 0 || self.multiplier == 1 {
                 break;
             }
-            delay = delay.saturating_mul(self.multiplier).min(cap);
+            delay = delay.saturating_mul(u64::from(self.multiplier)).min(cap);
         }
         delay
     }
@@ -232,15 +261,15 @@ impl RetryPolicy {
     /// assert!(d >= Duration::from_millis(500) && d <= Duration::from_secs(1));
     /// ```
     pub fn jittered_delay(&self, retry: u32, rng: &mut SplitMix64) -> Duration {
-        let delay = self.delay(retry);
-        match self.jitter {
+        let delay = self.delay_nanos(retry);
+        Duration::from_nanos(match self.jitter {
             Jitter::None => delay,
             Jitter::Full => uniform_up_to(delay, rng),
             Jitter::Equal => {
                 let half = delay / 2;
-                half.saturating_add(uniform_up_to(delay - half, rng))
+                half + uniform_up_to(delay - half, rng)
             }
-        }
+        })
     }
 }
 
@@ -250,15 +279,12 @@ impl Default for RetryPolicy {
     }
 }
 
-/// A uniformly distributed duration in `[0, max]`, in whole nanoseconds.
-/// Durations beyond `u64::MAX` ns (584 years) are drawn from `[0, u64::MAX]`.
-fn uniform_up_to(max: Duration, rng: &mut SplitMix64) -> Duration {
-    let max = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+/// A uniformly distributed number of nanoseconds in `[0, max]`.
+fn uniform_up_to(max: u64, rng: &mut SplitMix64) -> u64 {
     let span = u128::from(max) + 1;
     // Lemire's multiply-shift: maps 64 random bits onto [0, span) with no
     // division and a bias below 2^-64 per value.
-    let nanos = (u128::from(rng.next_u64()) * span) >> 64;
-    Duration::from_nanos(nanos as u64)
+    ((u128::from(rng.next_u64()) * span) >> 64) as u64
 }
 
 /// A tiny, fast, seedable pseudo-random generator (SplitMix64) for jitter.
@@ -322,7 +348,7 @@ mod tests {
             .with_initial_interval(Duration::MAX)
             .with_multiplier(u32::MAX)
             .with_max_retries(u32::MAX);
-        assert_eq!(p.delay(u32::MAX), Duration::MAX);
+        assert_eq!(p.delay(u32::MAX), RetryPolicy::MAX_DELAY);
         let mut rng = SplitMix64::new(3);
         for jitter in [Jitter::None, Jitter::Full, Jitter::Equal] {
             let _ = p.with_jitter(jitter).jittered_delay(u32::MAX, &mut rng);

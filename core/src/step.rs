@@ -185,23 +185,23 @@ where
     /// Runs the step without a rollback: nothing to undo if a later step
     /// fails. Returns execute's value, or why it failed for good. `execute`
     /// is as for [`Step::execute`].
-    pub async fn run<F, Fut, Out, E>(self, execute: F) -> Result<Out, StepError<E>>
+    pub fn run<F, Fut, Out, E>(self, execute: F) -> impl Future<Output = Result<Out, StepError<E>>>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Out, E>>,
         E: fmt::Display,
     {
-        self.tx.execute(self.config, Plain(execute), None::<fn(crate::Maybe<&Out>) -> Option<U>>).await
+        self.tx.execute(self.config, Plain(execute), None::<fn(crate::Maybe<&Out>) -> Option<U>>)
     }
 
     /// Runs the step without a rollback, lending the context to each
     /// attempt. `execute` is as for [`Step::execute_with`].
-    pub async fn run_with<F, Out, E>(self, execute: F) -> Result<Out, StepError<E>>
+    pub fn run_with<F, Out, E>(self, execute: F) -> impl Future<Output = Result<Out, StepError<E>>>
     where
         F: AsyncFnMut(&mut Ctx) -> Result<Out, E>,
         E: fmt::Display,
     {
-        self.tx.execute(self.config, WithContext(execute), None::<fn(crate::Maybe<&Out>) -> Option<U>>).await
+        self.tx.execute(self.config, WithContext(execute), None::<fn(crate::Maybe<&Out>) -> Option<U>>)
     }
 }
 
@@ -275,7 +275,7 @@ where
     /// `|user| api.delete_user(user.id)`. For transactions whose undo type
     /// converts from a [`RollbackFn`](crate::RollbackFn), such as the
     /// default [`BoxedRollback`](crate::BoxedRollback).
-    pub async fn rollback<G, Fut, RE>(self, rollback: G) -> Result<F::Output, StepError<F::Error>>
+    pub fn rollback<G, Fut, RE>(self, rollback: G) -> impl Future<Output = Result<F::Output, StepError<F::Error>>>
     where
         G: FnMut(F::Output) -> Fut,
         Fut: Future<Output = Result<(), RE>>,
@@ -287,7 +287,7 @@ where
             let output = output.completed()?;
             Some(U::from(crate::RollbackFn::new(rollback.take()?, output.clone())))
         };
-        self.step.tx.execute(self.step.config, self.execute, Some(make_undo)).await
+        self.step.tx.execute(self.step.config, self.execute, Some(make_undo))
     }
 
     /// Like [`rollback`](Execute::rollback), but each rollback attempt
@@ -299,7 +299,11 @@ where
     /// (`'static`, so the transaction can be spawned); this spares the
     /// `let api = api.clone()` that would otherwise go before the closure
     /// and again inside it.
-    pub async fn rollback_using<St, G, Fut, RE>(self, state: &St, rollback: G) -> Result<F::Output, StepError<F::Error>>
+    pub fn rollback_using<St, G, Fut, RE>(
+        self,
+        state: &St,
+        rollback: G,
+    ) -> impl Future<Output = Result<F::Output, StepError<F::Error>>>
     where
         St: Clone,
         G: FnMut((St, F::Output)) -> Fut,
@@ -313,7 +317,7 @@ where
             let output = output.completed()?;
             Some(U::from(crate::RollbackFn::new(rollback.take()?, (state.clone(), output.clone()))))
         };
-        self.step.tx.execute(self.step.config, self.execute, Some(make_undo)).await
+        self.step.tx.execute(self.step.config, self.execute, Some(make_undo))
     }
 
     /// Runs the step with a rollback that also covers an *uncertain*
@@ -327,7 +331,10 @@ where
     /// Such a rollback must be idempotent: it may run for an attempt that
     /// had no effect, and a rollback interrupted mid-way is attempted again.
     /// The closure is cloned for each use, so it must be `Clone`.
-    pub async fn rollback_uncertain<G, Fut, RE>(self, rollback: G) -> Result<F::Output, StepError<F::Error>>
+    pub fn rollback_uncertain<G, Fut, RE>(
+        self,
+        rollback: G,
+    ) -> impl Future<Output = Result<F::Output, StepError<F::Error>>>
     where
         G: FnMut(Maybe<F::Output>) -> Fut + Clone,
         Fut: Future<Output = Result<(), RE>>,
@@ -336,12 +343,12 @@ where
     {
         let make_undo =
             move |output: Maybe<&F::Output>| Some(U::from(crate::RollbackFn::new(rollback.clone(), output.cloned())));
-        self.step.tx.execute(self.step.config, self.execute, Some(make_undo)).await
+        self.step.tx.execute(self.step.config, self.execute, Some(make_undo))
     }
 
     /// Runs the step and, once it completes, records `make_undo(&output)` as
     /// its undo record: "rollbacks as data", for an undo enum.
-    pub async fn undo<Mk>(self, make_undo: Mk) -> Result<F::Output, StepError<F::Error>>
+    pub fn undo<Mk>(self, make_undo: Mk) -> impl Future<Output = Result<F::Output, StepError<F::Error>>>
     where
         Mk: FnOnce(&F::Output) -> U,
     {
@@ -350,18 +357,18 @@ where
             let output = output.completed()?;
             Some(make_undo.take()?(output))
         };
-        self.step.tx.execute(self.step.config, self.execute, Some(make_undo)).await
+        self.step.tx.execute(self.step.config, self.execute, Some(make_undo))
     }
 
     /// Like [`undo`](Execute::undo), for uncertain failures too (see
     /// [`rollback_uncertain`](Execute::rollback_uncertain)): `make_undo`
     /// gets `Maybe::Completed(&output)` or `Maybe::Uncertain`. The undo
     /// record must be idempotent.
-    pub async fn undo_uncertain<Mk>(self, mut make_undo: Mk) -> Result<F::Output, StepError<F::Error>>
+    pub fn undo_uncertain<Mk>(self, mut make_undo: Mk) -> impl Future<Output = Result<F::Output, StepError<F::Error>>>
     where
         Mk: FnMut(Maybe<&F::Output>) -> U,
     {
         let make_undo = move |output: Maybe<&F::Output>| Some(make_undo(output));
-        self.step.tx.execute(self.step.config, self.execute, Some(make_undo)).await
+        self.step.tx.execute(self.step.config, self.execute, Some(make_undo))
     }
 }

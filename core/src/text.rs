@@ -114,14 +114,15 @@ impl Display for Name {
     }
 }
 
-/// Bytes of error text a summary keeps per error without an allocator.
+/// Bytes of error text a summary keeps per error without an allocator
+/// (with the length, 64 bytes per text).
 #[cfg(not(feature = "alloc"))]
-pub(crate) const ERROR_TEXT_BYTES: usize = 96;
+pub(crate) const ERROR_TEXT_BYTES: usize = 56;
 
 /// The `Display` text of an error, kept in a summary after the error value
 /// itself has moved on (into the final error, or been dropped after a
 /// retry). With `alloc` the whole text is kept; without, the first
-/// `ERROR_TEXT_BYTES` bytes, ending in `…` when cut.
+/// `ERROR_TEXT_BYTES` (56) bytes, ending in `…` when cut.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct ErrorText(
     #[cfg(feature = "alloc")] String,
@@ -218,5 +219,68 @@ mod tests {
         let _ = write!(t, "{}", 1234);
         assert_eq!(t.finish().as_str(), "1234");
         assert_eq!(Name::format(format_args!("tx-{}", 7)).as_str(), "tx-7");
+    }
+}
+
+/// A duration as text like `Debug` writes it (`20ms`, `1.5s`, `250µs`) but
+/// with 32-bit integer arithmetic only: `Duration`'s own `Debug` costs about
+/// 1.5 KB of flash on a Cortex-M.
+pub(crate) struct Dur(pub(crate) core::time::Duration);
+
+impl Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0.as_secs();
+        let nanos = self.0.subsec_nanos();
+        let (whole, fraction, digits, unit): (u64, u32, u32, &str) = if secs > 0 {
+            (secs, nanos, 9, "s")
+        } else if nanos >= 1_000_000 {
+            (u64::from(nanos / 1_000_000), nanos % 1_000_000, 6, "ms")
+        } else if nanos >= 1_000 {
+            (u64::from(nanos / 1_000), nanos % 1_000, 3, "µs")
+        } else {
+            (u64::from(nanos), 0, 0, "ns")
+        };
+        match u32::try_from(whole) {
+            Ok(whole) => write!(f, "{whole}")?,
+            Err(_) => write!(f, "{whole}")?,
+        }
+        if fraction > 0 {
+            // The fraction's digits, without trailing zeros.
+            let mut fraction = fraction;
+            let mut digits = digits;
+            while fraction % 10 == 0 {
+                fraction /= 10;
+                digits -= 1;
+            }
+            write!(f, ".{fraction:0width$}", width = digits as usize)?;
+        }
+        f.write_str(unit)
+    }
+}
+
+#[cfg(test)]
+mod dur_tests {
+    use super::*;
+    use core::time::Duration;
+
+    #[test]
+    fn like_debug() {
+        for d in [
+            Duration::ZERO,
+            Duration::from_nanos(7),
+            Duration::from_micros(250),
+            Duration::from_millis(20),
+            Duration::from_millis(1500),
+            Duration::from_secs(30),
+            Duration::new(42, 477_002),
+            Duration::from_nanos(42_477_002),
+            Duration::MAX,
+        ] {
+            let mut ours = heapless::String::<64>::new();
+            let mut theirs = heapless::String::<64>::new();
+            write!(ours, "{}", Dur(d)).unwrap();
+            write!(theirs, "{d:?}").unwrap();
+            assert_eq!(ours, theirs);
+        }
     }
 }

@@ -11,16 +11,16 @@ pub(crate) use tracing::Span;
 #[cfg(not(feature = "tracing"))]
 pub(crate) struct Span;
 
-/// Awaits `future` inside `span` (entered on every poll, as
-/// `tracing::Instrument` does).
+/// `future`, entered in `span` on every poll (`tracing::Instrument`).
 #[cfg(feature = "tracing")]
-pub(crate) async fn within<F: Future>(span: &Span, future: F) -> F::Output {
-    tracing::Instrument::instrument(future, span.clone()).await
+pub(crate) fn within<F: Future>(span: &Span, future: F) -> tracing::instrument::Instrumented<F> {
+    tracing::Instrument::instrument(future, span.clone())
 }
 
+/// Without `tracing`, the future itself.
 #[cfg(not(feature = "tracing"))]
-pub(crate) async fn within<F: Future>(_: &Span, future: F) -> F::Output {
-    future.await
+pub(crate) fn within<F: Future>(_: &Span, future: F) -> F {
+    future
 }
 
 /// Fills in the span's `outcome` field.

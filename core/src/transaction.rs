@@ -3,11 +3,9 @@
 //! it ends — or is dropped before it ends.
 
 use core::fmt;
-use core::future::{Future, poll_fn};
-use core::pin::pin;
-use core::task::Poll;
 use core::time::Duration;
 
+use crate::future::with_timeout;
 use crate::ledger::{Ledger, Panicked, UndoRecord, ViaRollback};
 use crate::manager::Outcome;
 use crate::panic::guarded;
@@ -60,7 +58,11 @@ use crate::{
 pub struct Transaction<'t, M, Ctx: ?Sized, U, S: Storage> {
     pub(crate) manager: &'t M,
     pub(crate) ctx: &'t mut Ctx,
-    pub(crate) ledger: Ledger<U, S>,
+    /// Built in place by `run_with` and only borrowed here: moving it would
+    /// copy the full capacity of its inline lists.
+    pub(crate) ledger: &'t mut Ledger<U, S>,
+    /// The policies of the step being run.
+    running: RunningStep,
     /// Hands the owed rollbacks to the manager's abandon policy if the
     /// transaction is dropped before it finished; `None` once it finished.
     /// A function pointer, chosen where the policy's bounds are known, so
@@ -101,17 +103,17 @@ impl<'t, C, H, A, Ctx: ?Sized, U, S: Storage> Transaction<'t, TransactionManager
 
     /// The transaction's id and operation.
     pub fn info(&self) -> &TransactionInfo {
-        &self.ledger.info
+        &self.ledger.summary.info
     }
 
     /// The transaction's id.
     pub fn id(&self) -> crate::TransactionId {
-        self.ledger.info.id
+        self.ledger.summary.info.id
     }
 
     /// The records of the steps run so far.
     pub fn steps(&self) -> &[StepRecord] {
-        &self.ledger.steps
+        &self.ledger.summary.steps
     }
 
     /// The transaction's clock, for steps that need to wait or read the time.
@@ -125,20 +127,24 @@ impl<'t, C: Clock, H: Hooks, A, Ctx: ?Sized, U: Rollback<Ctx>, S: Storage>
 where
     A: AbandonPolicy<C, H, Ctx, U, S>,
 {
-    pub(crate) fn new(manager: &'t TransactionManager<C, H, A>, ctx: &'t mut Ctx, ledger: Ledger<U, S>) -> Self {
-        Self { manager, ctx, ledger, on_drop: Some(Self::abandon) }
+    pub(crate) fn new(
+        manager: &'t TransactionManager<C, H, A>,
+        ctx: &'t mut Ctx,
+        ledger: &'t mut Ledger<U, S>,
+    ) -> Self {
+        Self { manager, ctx, ledger, running: RunningStep::default(), on_drop: Some(Self::abandon) }
     }
 
     /// `on_drop`: the transaction was dropped before it finished.
     fn abandon(&mut self) {
         let manager = self.manager;
-        let mut ledger = core::mem::replace(&mut self.ledger, Ledger::empty());
+        let mut ledger = core::mem::replace(&mut *self.ledger, Ledger::empty());
         ledger.abandon_in_progress(&"interrupted: the transaction was dropped", manager.clock.now());
         let abandoned = Abandoned { ledger };
         tm_error!(
             "{} `{}`: dropped before it finished, owing {} rollback(s)",
-            abandoned.ledger.info.id,
-            abandoned.ledger.info.operation,
+            abandoned.ledger.summary.info.id,
+            abandoned.ledger.summary.info.operation,
             abandoned.pending_len()
         );
         // Panics must not escape `Drop` (a panic while unwinding aborts).
@@ -153,8 +159,11 @@ where
     }
 
     pub(crate) async fn start(&mut self) {
-        let info = &self.ledger.info;
+        let info = &self.ledger.summary.info;
         tm_info!("{} `{}`: transaction started", info.id, info.operation);
+        if !H::ENABLED {
+            return;
+        }
         if let Err(panic) = guarded(self.manager.hooks.on_transaction_start(info)).await {
             tm_error!("{} `{}`: on_transaction_start hook panicked: {}", info.id, info.operation, panic);
         }
@@ -164,34 +173,32 @@ where
     pub(crate) fn interrupted(&mut self, why: &dyn fmt::Display) -> (Option<(crate::Name, usize)>, usize) {
         let step = self.ledger.in_progress();
         self.ledger.abandon_in_progress(why, self.manager.clock.now());
-        (step, self.ledger.steps.len())
+        (step, self.ledger.summary.steps.len())
     }
 
     /// The body returned `Ok`: commit.
-    pub(crate) async fn commit<T, B>(mut self, value: T) -> Outcome<T, B, U::Error, S> {
+    pub(crate) async fn commit<T, B>(&mut self, value: T) -> Outcome<T, B, U::Error, S> {
         self.on_drop = None;
         let manager = self.manager;
-        let ledger = core::mem::replace(&mut self.ledger, Ledger::empty());
-        let summary = ledger.into_summary(manager.clock.now());
+        let summary = &mut self.ledger.summary;
+        summary.completed_at = manager.clock.now();
         tm_info!("{} `{}`: committed after {} step(s)", summary.info.id, summary.info.operation, summary.total_steps());
-        let hook = guarded(manager.hooks.on_transaction_complete(&summary.info, true, &summary)).await;
-        if let Err(panic) = hook {
-            tm_error!("{}: on_transaction_complete hook panicked: {}", summary.info.id, panic);
-        }
-        Ok(Committed { value, summary })
+        complete(&manager.hooks, &self.ledger.summary, true).await;
+        Ok(Committed { value, summary: self.ledger.take_summary() })
     }
 
     /// The body failed: roll back the completed steps.
-    pub(crate) async fn abort<T, B>(mut self, cause: B) -> Outcome<T, B, U::Error, S> {
+    pub(crate) async fn abort<T, B>(&mut self, cause: B) -> Outcome<T, B, U::Error, S> {
         let manager = self.manager;
-        tm_warn!("{} `{}`: body failed; rolling back", self.ledger.info.id, self.ledger.info.operation);
+        let info = &self.ledger.summary.info;
+        tm_warn!("{} `{}`: body failed; rolling back", info.id, info.operation);
         // The ledger stays in `self` while rolling back: if this future is
         // dropped now, what is still owed goes to the abandon policy.
         let rollback_failures =
             self.ledger.roll_back::<ViaRollback, _, _, _>(&mut *self.ctx, &manager.clock, &manager.hooks).await;
         self.on_drop = None;
-        let ledger = core::mem::replace(&mut self.ledger, Ledger::empty());
-        let summary = ledger.into_summary(manager.clock.now());
+        let summary = &mut self.ledger.summary;
+        summary.completed_at = manager.clock.now();
         if rollback_failures.is_empty() && summary.rollback_skipped_steps() == 0 {
             tm_info!("{} `{}`: rolled back cleanly", summary.info.id, summary.info.operation);
         } else {
@@ -202,16 +209,89 @@ where
                 rollback_failures.len()
             );
         }
-        let hook = guarded(manager.hooks.on_transaction_complete(&summary.info, false, &summary)).await;
-        if let Err(panic) = hook {
-            tm_error!("{}: on_transaction_complete hook panicked: {}", summary.info.id, panic);
+        complete(&manager.hooks, &self.ledger.summary, false).await;
+        Err(TransactionError { cause, rollback_failures, summary: self.ledger.take_summary() })
+    }
+
+    /// Records a new step (its record, and its policies for the attempts
+    /// to come), or says why it cannot run. Not generic over the step, so
+    /// one copy serves every step of a transaction type.
+    fn begin_step(&mut self, config: StepConfig, with_undo: bool) -> Result<usize, (crate::Name, usize, Refused)> {
+        let ledger = &mut self.ledger;
+        let index = ledger.summary.steps.len();
+        let info = &ledger.summary.info;
+        if config.name.as_str().is_empty() {
+            tm_error!("{} `{}`: step #{} refused: empty name", info.id, info.operation, index);
+            return Err((config.name, index, Refused::EmptyName));
         }
-        Err(TransactionError { cause, rollback_failures, summary })
+        if !ledger.summary.steps.has_room() || (with_undo && !ledger.undo.has_room()) {
+            let capacity = S::CAPACITY.unwrap_or(usize::MAX);
+            tm_error!(
+                "{} `{}`: step `{}` refused: capacity of {} steps used up",
+                info.id,
+                info.operation,
+                config.name,
+                capacity
+            );
+            return Err((config.name, index, Refused::Capacity(capacity)));
+        }
+        self.running = RunningStep {
+            retry: config.retry,
+            rollback_retry: config.rollback_retry.unwrap_or(config.retry),
+            rollback_timeout: config.rollback_timeout.unwrap_or(config.timeout),
+        };
+        let mut record = StepRecord::new(index, config.name, config.timeout, with_undo);
+        record.status = StepStatus::InProgress;
+        record.started_at = crate::record::At::some(self.manager.clock.now());
+        // Cannot fail: room was checked above.
+        let _ = ledger.summary.steps.push(record);
+        Ok(index)
+    }
+
+    /// An undo record for the running step.
+    fn undo_record(&self, index: usize, undo: U) -> UndoRecord<U> {
+        UndoRecord { step: index, undo, retry: self.running.rollback_retry, timeout: self.running.rollback_timeout }
+    }
+
+    /// Bookkeeping of a completed attempt. Not generic over the step.
+    fn step_completed(&mut self, index: usize, attempt: u32) {
+        let record = &mut self.ledger.summary.steps[index];
+        record.status = StepStatus::Completed;
+        record.completed_at = crate::record::At::some(self.manager.clock.now());
+        let info = &self.ledger.summary.info;
+        tm_debug!("{} `{}`: step `{}` completed on attempt {}", info.id, info.operation, record.name, attempt);
+        let _ = (info, attempt);
+    }
+
+    /// Bookkeeping of a failed attempt: its error text, and whether it was
+    /// the last. Not generic over the step.
+    fn step_failed(&mut self, index: usize, attempt: u32, error: &dyn fmt::Display, hook_panicked: bool) -> bool {
+        let last = attempt > self.running.retry.max_retries() || hook_panicked;
+        let record = &mut self.ledger.summary.steps[index];
+        record.error = Some(ErrorText::capture(error));
+        if last {
+            record.status = StepStatus::Failed;
+            record.completed_at = crate::record::At::some(self.manager.clock.now());
+        }
+        let info = &self.ledger.summary.info;
+        tm_warn!(
+            "{} `{}`: step `{}` attempt {} failed: {}{}",
+            info.id,
+            info.operation,
+            record.name,
+            attempt,
+            record.error().unwrap_or_default(),
+            if last { " (no retries left)" } else { "" }
+        );
+        let _ = info;
+        last
     }
 
     /// Runs one step: attempts with timeout and retries, records each in the
     /// summary, calls the hooks, and keeps an undo record when the step
     /// completes (or, for uncertain rollbacks, when its outcome is unknown).
+    /// Only what differs per step lives here; the bookkeeping is in the
+    /// helpers above.
     pub(crate) async fn execute<F, M>(
         &mut self,
         config: StepConfig,
@@ -222,102 +302,76 @@ where
         F: StepFn<Ctx>,
         M: FnMut(Maybe<&F::Output>) -> Option<U>,
     {
-        let ledger = &mut self.ledger;
-        let index = ledger.steps.len();
-        let info = &ledger.info;
-        if config.name.as_str().is_empty() {
-            tm_error!("{} `{}`: step #{} refused: empty name", info.id, info.operation, index);
-            return Err(StepError { step: config.name, index, kind: StepErrorKind::EmptyName });
-        }
-        if !ledger.steps.has_room() || (make_undo.is_some() && !ledger.undo.has_room()) {
-            let capacity = S::CAPACITY.unwrap_or(usize::MAX);
-            tm_error!(
-                "{} `{}`: step `{}` refused: capacity of {} steps used up",
-                info.id,
-                info.operation,
-                config.name,
-                capacity
-            );
-            return Err(StepError { step: config.name, index, kind: StepErrorKind::CapacityExceeded { capacity } });
-        }
+        let index = match self.begin_step(config, make_undo.is_some()) {
+            Ok(index) => index,
+            Err((step, index, refused)) => return Err(StepError { step, index, kind: refused.into_kind() }),
+        };
         let clock = &self.manager.clock;
         let hooks = &self.manager.hooks;
-        let mut record = StepRecord::new(index, config.name, config.timeout, make_undo.is_some());
-        record.status = StepStatus::InProgress;
-        record.started_at = Some(clock.now());
-        // Cannot fail: room was checked above.
-        let _ = ledger.steps.push(record);
-        let undo_record = |undo| UndoRecord {
-            step: index,
-            undo,
-            retry: config.rollback_retry.unwrap_or(config.retry),
-            timeout: config.rollback_timeout.unwrap_or(config.timeout),
-            provisional: true,
-        };
+        let timeout = self.ledger.summary.steps[index].timeout;
         // An uncertain rollback is owed from the first attempt on: if the
         // transaction is stopped or dropped mid-attempt, it still runs.
         let mut provisional = false;
         if let Some(undo) = make_undo.as_mut().and_then(|make| make(Maybe::Uncertain)) {
-            let _ = ledger.undo.push(undo_record(undo));
+            let undo = self.undo_record(index, undo);
+            let _ = self.ledger.undo.push(undo);
             provisional = true;
         }
         let mut uncertain = false;
-        let mut retry = 0u32;
+        let mut attempt = 0u32;
         loop {
-            let attempt = retry.saturating_add(1);
-            ledger.steps[index].attempts = attempt;
-            tm_debug!("{} `{}`: step `{}` attempt {}", info.id, info.operation, ledger.steps[index].name, attempt);
-            let span = tm_span!("step", name = ledger.steps[index].name, index = index, attempt = attempt);
-            let event = StepEvent { transaction: &ledger.info, step: &ledger.steps[index], attempt };
-            let hook = within(&span, guarded(hooks.on_step_execute(&event))).await;
+            attempt = attempt.saturating_add(1);
+            let ledger = &mut self.ledger;
+            ledger.summary.steps[index].attempts = attempt;
+            let span = tm_span!("step", name = ledger.summary.steps[index].name, index = index, attempt = attempt);
+            let hook = if H::ENABLED {
+                let event =
+                    StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
+                within(&span, guarded(hooks.on_step_execute(&event))).await
+            } else {
+                Ok(())
+            };
             let hook_panicked = hook.is_err();
             let result = match hook {
                 Err(panic) => Err(StepErrorKind::Panicked(panic)),
                 Ok(()) => {
-                    match within(&span, guarded(with_timeout(clock, config.timeout, execute.call(&mut *self.ctx))))
-                        .await
-                    {
+                    match within(&span, guarded(with_timeout(clock, timeout, execute.call(&mut *self.ctx)))).await {
                         Ok(Some(Ok(output))) => Ok(output),
                         Ok(Some(Err(error))) => Err(StepErrorKind::Failed(error)),
-                        Ok(None) => Err(StepErrorKind::TimedOut { timeout: config.timeout.unwrap_or_default() }),
+                        Ok(None) => Err(StepErrorKind::TimedOut { timeout: timeout.unwrap_or_default() }),
                         Err(panic) => Err(StepErrorKind::Panicked(panic)),
                     }
                 }
             };
-            let record = &mut ledger.steps[index];
             let kind = match result {
                 Ok(output) => {
-                    record.status = StepStatus::Completed;
-                    record.completed_at = Some(clock.now());
+                    self.step_completed(index, attempt);
                     if let Some(undo) = make_undo.as_mut().and_then(|make| make(Maybe::Completed(&output))) {
-                        let mut undo = undo_record(undo);
-                        undo.provisional = false;
+                        let undo = self.undo_record(index, undo);
                         if provisional {
-                            if let Some(last) = ledger.undo.last_mut() {
+                            if let Some(last) = self.ledger.undo.last_mut() {
                                 *last = undo;
                             }
                         } else {
                             // Cannot fail: room was checked before the step ran.
-                            let _ = ledger.undo.push(undo);
+                            let _ = self.ledger.undo.push(undo);
                         }
                     }
-                    tm_debug!(
-                        "{} `{}`: step `{}` completed on attempt {}",
-                        info.id,
-                        info.operation,
-                        ledger.steps[index].name,
-                        attempt
-                    );
                     crate::trace::outcome(&span, "ok");
-                    let event = StepEvent { transaction: &ledger.info, step: &ledger.steps[index], attempt };
+                    if !H::ENABLED {
+                        return Ok(output);
+                    }
+                    let ledger = &self.ledger;
+                    let event =
+                        StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
                     return match within(&span, guarded(hooks.on_step_success(&event))).await {
                         Ok(()) => Ok(output),
                         // The step did its work, so its undo record stays
                         // and is rolled back when the body stops.
                         Err(panic) => {
-                            let record = &mut ledger.steps[index];
+                            let record = &mut self.ledger.summary.steps[index];
                             record.error = Some(ErrorText::capture(&Panicked(&panic)));
-                            tm_error!("{}: on_step_success hook panicked: {}", info.id, panic);
+                            tm_error!("on_step_success hook panicked: {}", panic);
                             Err(StepError { step: record.name.clone(), index, kind: StepErrorKind::Panicked(panic) })
                         }
                     };
@@ -326,56 +380,61 @@ where
             };
             uncertain |= kind.is_uncertain();
             crate::trace::outcome(&span, outcome_of(&kind));
-            record.error = Some(match &kind {
-                StepErrorKind::Failed(error) => ErrorText::capture(error),
-                StepErrorKind::TimedOut { timeout } => ErrorText::capture(&TimedOut(*timeout)),
-                StepErrorKind::Panicked(message) => ErrorText::capture(&Panicked(message)),
-                _ => ErrorText::capture(&"failed"),
-            });
-            // A broken hook is not retried around.
-            let mut last = retry >= config.retry.max_retries() || hook_panicked;
-            if last {
-                record.status = StepStatus::Failed;
-                record.completed_at = Some(clock.now());
+            let mut last = match &kind {
+                StepErrorKind::Failed(error) => self.step_failed(index, attempt, error, hook_panicked),
+                StepErrorKind::TimedOut { timeout } => {
+                    self.step_failed(index, attempt, &TimedOut(*timeout), hook_panicked)
+                }
+                StepErrorKind::Panicked(message) => self.step_failed(index, attempt, &Panicked(message), hook_panicked),
+                _ => self.step_failed(index, attempt, &"failed", hook_panicked),
+            };
+            let ledger = &mut self.ledger;
+            tm_event!(warn, &span, "attempt failed", error = ledger.summary.steps[index].error().unwrap_or_default());
+            if H::ENABLED {
+                let event =
+                    StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
+                if let Err(panic) = within(&span, guarded(hooks.on_step_failure(&event))).await {
+                    tm_error!("on_step_failure hook panicked: {}", panic);
+                    let record = &mut self.ledger.summary.steps[index];
+                    record.status = StepStatus::Failed;
+                    if record.completed_at.is_none() {
+                        record.completed_at = crate::record::At::some(clock.now());
+                    }
+                    last = true;
+                }
             }
-            tm_warn!(
-                "{} `{}`: step `{}` attempt {} failed: {}{}",
-                info.id,
-                info.operation,
-                record.name,
-                attempt,
-                record.error().unwrap_or_default(),
-                if last { " (no retries left)" } else { "" }
-            );
-            tm_event!(warn, &span, "attempt failed", error = ledger.steps[index].error().unwrap_or_default());
-            let event = StepEvent { transaction: &ledger.info, step: &ledger.steps[index], attempt };
-            if let Err(panic) = within(&span, guarded(hooks.on_step_failure(&event))).await {
-                tm_error!("{}: on_step_failure hook panicked: {}", info.id, panic);
-                let record = &mut ledger.steps[index];
-                record.status = StepStatus::Failed;
-                record.completed_at.get_or_insert(clock.now());
-                last = true;
-            }
+            let ledger = &mut self.ledger;
             if last {
                 if provisional && !uncertain {
                     // Every attempt failed cleanly: nothing to undo.
                     ledger.undo.pop();
-                    ledger.steps[index].has_rollback = false;
+                    ledger.summary.steps[index].has_rollback = false;
                 }
-                return Err(StepError { step: ledger.steps[index].name.clone(), index, kind });
+                return Err(StepError { step: ledger.summary.steps[index].name.clone(), index, kind });
             }
             // The error of an attempt that will be retried is dropped here;
             // its text stays in the step's record.
             drop(kind);
-            let delay = config.retry.jittered_delay(retry, &mut ledger.rng);
+            let delay = self.running.retry.jittered_delay(attempt - 1, &mut ledger.rng);
             tm_event!(info, &span, "retrying", delay = crate::trace::AsDebug(delay));
             crate::trace::close(span);
-            tm_debug!("{} `{}`: step `{}` retrying in {:?}", info.id, info.operation, ledger.steps[index].name, delay);
+            tm_debug!("step `{}` retrying in {:?}", ledger.summary.steps[index].name, delay);
             if !delay.is_zero() {
                 clock.sleep(delay).await;
             }
-            retry += 1;
         }
+    }
+}
+
+/// `on_transaction_complete`, with the summary borrowed where it is. It
+/// borrows only the hooks and the summary (not the whole transaction, whose
+/// undo records need not be `Sync`), so the future stays `Send`.
+pub(crate) async fn complete<H: Hooks, S: Storage>(hooks: &H, summary: &crate::Summary<S>, success: bool) {
+    if !H::ENABLED {
+        return;
+    }
+    if let Err(panic) = guarded(hooks.on_transaction_complete(&summary.info, success, summary)).await {
+        tm_error!("{}: on_transaction_complete hook panicked: {}", summary.info.id, panic);
     }
 }
 
@@ -388,66 +447,34 @@ fn outcome_of<E>(kind: &StepErrorKind<E>) -> &'static str {
     }
 }
 
+/// The retry policies and rollback timeout of the step being run.
+#[derive(Default)]
+struct RunningStep {
+    retry: crate::RetryPolicy,
+    rollback_retry: crate::RetryPolicy,
+    rollback_timeout: Option<Duration>,
+}
+
+/// Why a step was refused before it ran.
+enum Refused {
+    EmptyName,
+    Capacity(usize),
+}
+
+impl Refused {
+    fn into_kind<E>(self) -> StepErrorKind<E> {
+        match self {
+            Refused::EmptyName => StepErrorKind::EmptyName,
+            Refused::Capacity(capacity) => StepErrorKind::CapacityExceeded { capacity },
+        }
+    }
+}
+
 /// The text recorded for an attempt that ran out of time.
 pub(crate) struct TimedOut(pub(crate) Duration);
 
 impl fmt::Display for TimedOut {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "timed out after {:?}", self.0)
+        write!(f, "timed out after {}", crate::text::Dur(self.0))
     }
-}
-
-/// Runs `future`, giving up when `timeout` passes on `clock` first. `None`
-/// means it timed out. When both are ready at once, the future wins.
-pub(crate) async fn with_timeout<C: Clock, F: Future>(
-    clock: &C,
-    timeout: Option<Duration>,
-    future: F,
-) -> Option<F::Output> {
-    let Some(timeout) = timeout else {
-        return Some(future.await);
-    };
-    if timeout.is_zero() {
-        // Defined the same on every clock (some timers yield once even when
-        // already due): the attempt gets exactly one poll.
-        let mut future = pin!(future);
-        return poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await.map(Some).into_ready();
-    }
-    match race(future, clock.sleep(timeout)).await {
-        Either::Left(output) => Some(output),
-        Either::Right(()) => None,
-    }
-}
-
-trait IntoReady<T> {
-    fn into_ready(self) -> Option<T>;
-}
-
-impl<T> IntoReady<T> for Poll<Option<T>> {
-    /// `Pending` is a timed-out attempt.
-    fn into_ready(self) -> Option<T> {
-        match self {
-            Poll::Ready(output) => output,
-            Poll::Pending => None,
-        }
-    }
-}
-
-pub(crate) enum Either<A, B> {
-    Left(A),
-    Right(B),
-}
-
-/// Polls both futures until one is ready; the first wins a tie. Both are
-/// dropped when it returns.
-pub(crate) async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> {
-    let mut a = pin!(a);
-    let mut b = pin!(b);
-    poll_fn(|cx| {
-        if let Poll::Ready(output) = a.as_mut().poll(cx) {
-            return Poll::Ready(Either::Left(output));
-        }
-        b.as_mut().poll(cx).map(Either::Right)
-    })
-    .await
 }

@@ -54,17 +54,9 @@ impl Board {
     pub fn new(faults: Faults) -> Self {
         Self {
             power: PowerRail { on: false },
-            i2c: I2cBus {
-                up: false,
-                stuck: faults.bus_stuck,
-            },
-            sensor: Sensor {
-                hangs: faults.sensor_hangs,
-            },
-            radio: Radio {
-                up: false,
-                silent_starts: faults.radio_silent_starts,
-            },
+            i2c: I2cBus { up: false, stuck: faults.bus_stuck },
+            sensor: Sensor { hangs: faults.sensor_hangs },
+            radio: Radio { up: false, silent_starts: faults.radio_silent_starts },
         }
     }
 }

@@ -46,11 +46,8 @@ pub fn init() {
 /// Ends the QEMU run: status 0 if `success`, 1 otherwise (semihosting
 /// `SYS_EXIT`, which QEMU turns into its own exit status).
 pub fn exit(success: bool) -> ! {
-    let status = if success {
-        cortex_m_semihosting::debug::EXIT_SUCCESS
-    } else {
-        cortex_m_semihosting::debug::EXIT_FAILURE
-    };
+    let status =
+        if success { cortex_m_semihosting::debug::EXIT_SUCCESS } else { cortex_m_semihosting::debug::EXIT_FAILURE };
     loop {
         cortex_m_semihosting::debug::exit(status);
     }

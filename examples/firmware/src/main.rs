@@ -16,8 +16,7 @@ use firmware::board::{Board, Faults, HwError};
 use firmware::say;
 use firmware::scenario::{self, Outcome, Report, Status};
 use transaction_manager::{
-    Committed, EmbassyClock, Fixed, RetryPolicy, Rollback, StepError, StepStatus, TransactionError,
-    TransactionManager,
+    Committed, EmbassyClock, Fixed, RetryPolicy, Rollback, StepError, StepStatus, TransactionError, TransactionManager,
 };
 
 /// How to undo each step that has a rollback: plain data, kept inline in
@@ -46,16 +45,12 @@ struct Up {
     chip_id: u8,
 }
 
-const POWER_RETRY: RetryPolicy = RetryPolicy::new()
-    .with_max_retries(2)
-    .with_initial_interval(Duration::from_millis(10));
-const BUS_RETRY: RetryPolicy = RetryPolicy::new()
-    .with_max_retries(1)
-    .with_initial_interval(Duration::from_millis(5));
+const POWER_RETRY: RetryPolicy =
+    RetryPolicy::new().with_max_retries(2).with_initial_interval(Duration::from_millis(10));
+const BUS_RETRY: RetryPolicy = RetryPolicy::new().with_max_retries(1).with_initial_interval(Duration::from_millis(5));
 const RADIO_RETRY: RetryPolicy = POWER_RETRY;
 
-type BringUp =
-    Result<Committed<Up, Fixed<4>>, TransactionError<StepError<HwError>, HwError, Fixed<4>>>;
+type BringUp = Result<Committed<Up, Fixed<4>>, TransactionError<StepError<HwError>, HwError, Fixed<4>>>;
 
 /// The transaction. The board is lent to each step and each rollback in
 /// turn; the closures capture nothing and reach it through their argument.
@@ -63,35 +58,32 @@ fn bring_up<'a>(
     manager: &'a TransactionManager<EmbassyClock>,
     board: &'a mut Board,
 ) -> impl Future<Output = BringUp> + 'a {
-    manager
-        .transaction("bring-up")
-        .fixed::<Undo, 4>()
-        .run_with(board, async |tx| {
-            let rail_mv = tx
-                .step("power")
-                .retry(POWER_RETRY)
-                .execute_with(async |b: &mut Board| b.power.on().await)
-                .undo(|_| Undo::RailOff)
-                .await?;
-            tx.step("i2c")
-                .retry(BUS_RETRY)
-                .execute_with(async |b: &mut Board| b.i2c.init().await)
-                .undo(|_| Undo::ReleaseBus)
-                .await?;
-            // Reading an id changes nothing: no rollback.
-            let chip_id = tx
-                .step("sensor")
-                .timeout(Duration::from_millis(20))
-                .retry(BUS_RETRY)
-                .run_with(async |b: &mut Board| b.sensor.probe().await)
-                .await?;
-            tx.step("radio")
-                .retry(RADIO_RETRY)
-                .execute_with(async |b: &mut Board| b.radio.start().await)
-                .undo(|_| Undo::RadioOff)
-                .await?;
-            Ok::<_, StepError<HwError>>(Up { rail_mv, chip_id })
-        })
+    manager.transaction("bring-up").fixed::<Undo, 4>().run_with(board, async |tx| {
+        let rail_mv = tx
+            .step("power")
+            .retry(POWER_RETRY)
+            .execute_with(async |b: &mut Board| b.power.on().await)
+            .undo(|_| Undo::RailOff)
+            .await?;
+        tx.step("i2c")
+            .retry(BUS_RETRY)
+            .execute_with(async |b: &mut Board| b.i2c.init().await)
+            .undo(|_| Undo::ReleaseBus)
+            .await?;
+        // Reading an id changes nothing: no rollback.
+        let chip_id = tx
+            .step("sensor")
+            .timeout(Duration::from_millis(20))
+            .retry(BUS_RETRY)
+            .run_with(async |b: &mut Board| b.sensor.probe().await)
+            .await?;
+        tx.step("radio")
+            .retry(RADIO_RETRY)
+            .execute_with(async |b: &mut Board| b.radio.start().await)
+            .undo(|_| Undo::RadioOff)
+            .await?;
+        Ok::<_, StepError<HwError>>(Up { rail_mv, chip_id })
+    })
 }
 
 /// Prints the outcome as a firmware would log it, and reduces it to the
@@ -116,10 +108,7 @@ fn report(result: &BringUp) -> Report {
         Ok(done) => {
             let up = done.value();
             say!("board up: rail {} mV, sensor {}", up.rail_mv, up.chip_id);
-            Outcome::Up {
-                rail_mv: up.rail_mv,
-                chip_id: up.chip_id,
-            }
+            Outcome::Up { rail_mv: up.rail_mv, chip_id: up.chip_id }
         }
         Err(error) => {
             say!("{}", error);
@@ -141,10 +130,7 @@ async fn main(_spawner: Spawner) {
     // Measured, not run: the transaction's future is what the task stores
     // while the bring-up runs.
     let mut board = Board::new(Faults::default());
-    say!(
-        "transaction future: {} bytes",
-        core::mem::size_of_val(&bring_up(&manager, &mut board))
-    );
+    say!("transaction future: {} bytes", core::mem::size_of_val(&bring_up(&manager, &mut board)));
 
     let passed = scenario::run_all(async |board| report(&bring_up(&manager, board).await)).await;
     firmware::exit(passed)

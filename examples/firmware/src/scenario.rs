@@ -20,11 +20,7 @@ pub enum Outcome {
     Up { rail_mv: u16, chip_id: u8 },
     /// Step `step` (an index into [`STEPS`]) failed for good, and the steps
     /// before it were rolled back — `partial` when a rollback failed.
-    Failed {
-        step: usize,
-        timed_out: bool,
-        partial: bool,
-    },
+    Failed { step: usize, timed_out: bool, partial: bool },
 }
 
 /// Where each step ended.
@@ -93,46 +89,18 @@ use Status::*;
 pub const SCENARIOS: [Scenario; 4] = [
     Scenario {
         name: "all steps succeed",
-        faults: Faults {
-            radio_silent_starts: 0,
-            sensor_hangs: false,
-            bus_stuck: false,
-        },
-        outcome: Outcome::Up {
-            rail_mv: 3300,
-            chip_id: Sensor::CHIP_ID,
-        },
+        faults: Faults { radio_silent_starts: 0, sensor_hangs: false, bus_stuck: false },
+        outcome: Outcome::Up { rail_mv: 3300, chip_id: Sensor::CHIP_ID },
         steps: [Done, Done, Done, Done],
-        left: Left {
-            rail: true,
-            bus: true,
-            radio: true,
-        },
-        trace: &[
-            (RailOn, 0),
-            (BusUp, 1),
-            (SensorProbe, 1),
-            (SensorReady, 3),
-            (RadioUp, 6),
-        ],
+        left: Left { rail: true, bus: true, radio: true },
+        trace: &[(RailOn, 0), (BusUp, 1), (SensorProbe, 1), (SensorReady, 3), (RadioUp, 6)],
     },
     Scenario {
         name: "radio answers on the third try",
-        faults: Faults {
-            radio_silent_starts: 2,
-            sensor_hangs: false,
-            bus_stuck: false,
-        },
-        outcome: Outcome::Up {
-            rail_mv: 3300,
-            chip_id: Sensor::CHIP_ID,
-        },
+        faults: Faults { radio_silent_starts: 2, sensor_hangs: false, bus_stuck: false },
+        outcome: Outcome::Up { rail_mv: 3300, chip_id: Sensor::CHIP_ID },
         steps: [Done, Done, Done, Done],
-        left: Left {
-            rail: true,
-            bus: true,
-            radio: true,
-        },
+        left: Left { rail: true, bus: true, radio: true },
         trace: &[
             (RailOn, 0),
             (BusUp, 1),
@@ -147,22 +115,10 @@ pub const SCENARIOS: [Scenario; 4] = [
     },
     Scenario {
         name: "sensor hangs: i2c and power rolled back",
-        faults: Faults {
-            radio_silent_starts: 0,
-            sensor_hangs: true,
-            bus_stuck: false,
-        },
-        outcome: Outcome::Failed {
-            step: 2,
-            timed_out: true,
-            partial: false,
-        },
+        faults: Faults { radio_silent_starts: 0, sensor_hangs: true, bus_stuck: false },
+        outcome: Outcome::Failed { step: 2, timed_out: true, partial: false },
         steps: [RolledBack, RolledBack, Failed, NotRun],
-        left: Left {
-            rail: false,
-            bus: false,
-            radio: false,
-        },
+        left: Left { rail: false, bus: false, radio: false },
         trace: &[
             (RailOn, 0),
             (BusUp, 1),
@@ -176,22 +132,10 @@ pub const SCENARIOS: [Scenario; 4] = [
     },
     Scenario {
         name: "radio dead, bus stuck: partially rolled back",
-        faults: Faults {
-            radio_silent_starts: u8::MAX,
-            sensor_hangs: false,
-            bus_stuck: true,
-        },
-        outcome: Outcome::Failed {
-            step: 3,
-            timed_out: false,
-            partial: true,
-        },
+        faults: Faults { radio_silent_starts: u8::MAX, sensor_hangs: false, bus_stuck: true },
+        outcome: Outcome::Failed { step: 3, timed_out: false, partial: true },
         steps: [RolledBack, RollbackFailed, Done, Failed],
-        left: Left {
-            rail: false,
-            bus: true,
-            radio: false,
-        },
+        left: Left { rail: false, bus: true, radio: false },
         trace: &[
             (RailOn, 0),
             (BusUp, 1),
@@ -226,11 +170,7 @@ pub async fn run_all(mut bring_up: impl AsyncFnMut(&mut Board) -> Report) -> boo
             say!("UNEXPECTED: {}", scenario.name);
         }
     }
-    say!(
-        "scenarios: {} as expected, {} unexpected",
-        SCENARIOS.len() - unexpected,
-        unexpected
-    );
+    say!("scenarios: {} as expected, {} unexpected", SCENARIOS.len() - unexpected, unexpected);
     unexpected == 0
 }
 
@@ -244,19 +184,10 @@ fn check(scenario: &Scenario, report: &Report, board: &Board) -> bool {
     for (i, (got, want)) in report.steps.iter().zip(scenario.steps).enumerate() {
         if *got != want {
             ok = false;
-            say!(
-                "  step {}: expected {}, got {}",
-                STEPS[i],
-                want.as_str(),
-                got.as_str()
-            );
+            say!("  step {}: expected {}, got {}", STEPS[i], want.as_str(), got.as_str());
         }
     }
-    let left = Left {
-        rail: board.power.is_on(),
-        bus: board.i2c.is_up(),
-        radio: board.radio.is_up(),
-    };
+    let left = Left { rail: board.power.is_on(), bus: board.i2c.is_up(), radio: board.radio.is_up() };
     if left != scenario.left {
         ok = false;
         say!(
@@ -302,24 +233,11 @@ fn trace_matches(expected: &[(Event, u32)]) -> bool {
 fn say_outcome(label: &str, outcome: Outcome) {
     match outcome {
         Outcome::Up { rail_mv, chip_id } => {
-            say!(
-                "{}: up, rail {} mV, sensor chip id {}",
-                label,
-                rail_mv,
-                chip_id
-            )
+            say!("{}: up, rail {} mV, sensor chip id {}", label, rail_mv, chip_id)
         }
-        Outcome::Failed {
-            step,
-            timed_out,
-            partial,
-        } => say!(
-            "{}: failed at {}, timed out: {}, partial rollback: {}",
-            label,
-            STEPS[step],
-            timed_out,
-            partial
-        ),
+        Outcome::Failed { step, timed_out, partial } => {
+            say!("{}: failed at {}, timed out: {}, partial rollback: {}", label, STEPS[step], timed_out, partial)
+        }
     }
 }
 

@@ -53,9 +53,7 @@ impl Driver for SysTickDriver {
             if queue.schedule_wake(at, waker) {
                 // Also wakes at once a timer whose deadline has passed.
                 let now = self.ticks.borrow(cs).get();
-                self.next_deadline
-                    .borrow(cs)
-                    .set(queue.next_expiration(now));
+                self.next_deadline.borrow(cs).set(queue.next_expiration(now));
             }
         });
     }

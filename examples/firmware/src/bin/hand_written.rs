@@ -22,20 +22,9 @@ struct Policy {
     backoff: Duration,
 }
 
-const POWER: Policy = Policy {
-    timeout: Duration::from_millis(50),
-    retries: 2,
-    backoff: Duration::from_millis(10),
-};
-const BUS: Policy = Policy {
-    timeout: Duration::from_millis(50),
-    retries: 1,
-    backoff: Duration::from_millis(5),
-};
-const SENSOR: Policy = Policy {
-    timeout: Duration::from_millis(20),
-    ..BUS
-};
+const POWER: Policy = Policy { timeout: Duration::from_millis(50), retries: 2, backoff: Duration::from_millis(10) };
+const BUS: Policy = Policy { timeout: Duration::from_millis(50), retries: 1, backoff: Duration::from_millis(5) };
+const SENSOR: Policy = Policy { timeout: Duration::from_millis(20), ..BUS };
 const RADIO: Policy = POWER;
 
 /// Why an operation failed on its last attempt.
@@ -77,23 +66,17 @@ async fn bring_up(board: &mut Board) -> Report {
             break 'run (1, failure);
         }
         steps[1] = Status::Done;
-        let chip_id =
-            match attempt(board, &SENSOR, async |b: &mut Board| b.sensor.probe().await).await {
-                Ok(id) => id,
-                Err(failure) => break 'run (2, failure),
-            };
+        let chip_id = match attempt(board, &SENSOR, async |b: &mut Board| b.sensor.probe().await).await {
+            Ok(id) => id,
+            Err(failure) => break 'run (2, failure),
+        };
         steps[2] = Status::Done;
-        if let Err(failure) =
-            attempt(board, &RADIO, async |b: &mut Board| b.radio.start().await).await
-        {
+        if let Err(failure) = attempt(board, &RADIO, async |b: &mut Board| b.radio.start().await).await {
             break 'run (3, failure);
         }
         steps[3] = Status::Done;
         say!("board up: rail {} mV, sensor {}", rail_mv, chip_id);
-        return Report {
-            outcome: Outcome::Up { rail_mv, chip_id },
-            steps,
-        };
+        return Report { outcome: Outcome::Up { rail_mv, chip_id }, steps };
     };
     steps[failed] = Status::Failed;
     match failure {
@@ -120,20 +103,9 @@ async fn bring_up(board: &mut Board) -> Report {
             }
         };
     }
-    say!(
-        "{}",
-        if partial {
-            "PARTIALLY rolled back"
-        } else {
-            "rolled back cleanly"
-        }
-    );
+    say!("{}", if partial { "PARTIALLY rolled back" } else { "rolled back cleanly" });
     Report {
-        outcome: Outcome::Failed {
-            step: failed,
-            timed_out: matches!(failure, Failure::TimedOut),
-            partial,
-        },
+        outcome: Outcome::Failed { step: failed, timed_out: matches!(failure, Failure::TimedOut), partial },
         steps,
     }
 }
@@ -143,10 +115,7 @@ async fn main(_spawner: Spawner) {
     firmware::init();
 
     let mut board = Board::new(Faults::default());
-    say!(
-        "bring-up future: {} bytes",
-        core::mem::size_of_val(&bring_up(&mut board))
-    );
+    say!("bring-up future: {} bytes", core::mem::size_of_val(&bring_up(&mut board)));
 
     let passed = scenario::run_all(async |board| bring_up(board).await).await;
     firmware::exit(passed)

@@ -1,0 +1,112 @@
+//! The few future combinators the engine needs, written as plain structs.
+//!
+//! `async fn` wrappers that take a future by value keep two copies of it in
+//! their state (the argument and the awaited value), so stacking them
+//! doubles a transaction's future at every layer. These store their inner
+//! futures once.
+
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+use core::time::Duration;
+
+use pin_project_lite::pin_project;
+
+use crate::Clock;
+
+pub(crate) enum Either<A, B> {
+    Left(A),
+    Right(B),
+}
+
+pin_project! {
+    /// Polls both futures until one is ready; the first wins a tie.
+    pub(crate) struct Race<A, B> {
+        #[pin]
+        a: A,
+        #[pin]
+        b: B,
+    }
+}
+
+pub(crate) fn race<A: Future, B: Future>(a: A, b: B) -> Race<A, B> {
+    Race { a, b }
+}
+
+impl<A: Future, B: Future> Future for Race<A, B> {
+    type Output = Either<A::Output, B::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.a.poll(cx) {
+            return Poll::Ready(Either::Left(output));
+        }
+        this.b.poll(cx).map(Either::Right)
+    }
+}
+
+pin_project! {
+    /// Runs a future, giving up when a timeout passes first (`None`). With
+    /// no timeout it just runs the future; with a zero timeout the future
+    /// gets exactly one poll, the same on every clock (some timers yield
+    /// once even when already due). When both are ready at once, the
+    /// future wins.
+    pub(crate) struct WithTimeout<F, S> {
+        #[pin]
+        future: F,
+        #[pin]
+        sleep: Option<S>,
+        zero: bool,
+    }
+}
+
+pub(crate) fn with_timeout<C: Clock, F: Future>(
+    clock: &C,
+    timeout: Option<Duration>,
+    future: F,
+) -> WithTimeout<F, C::Sleep> {
+    let zero = timeout == Some(Duration::ZERO);
+    let sleep = timeout.filter(|t| !t.is_zero()).map(|t| clock.sleep(t));
+    WithTimeout { future, sleep, zero }
+}
+
+impl<F: Future, S: Future<Output = ()>> Future for WithTimeout<F, S> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.future.poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        if *this.zero {
+            return Poll::Ready(None);
+        }
+        match this.sleep.as_pin_mut() {
+            Some(sleep) => sleep.poll(cx).map(|()| None),
+            None => Poll::Pending,
+        }
+    }
+}
+
+pin_project! {
+    /// Maps a future's output with a function pointer (`I` is the future's
+    /// output).
+    pub(crate) struct Map<F, I, O> {
+        #[pin]
+        future: F,
+        map: fn(I) -> O,
+    }
+}
+
+pub(crate) fn map<F: Future, O>(future: F, map: fn(F::Output) -> O) -> Map<F, F::Output, O> {
+    Map { future, map }
+}
+
+impl<F: Future<Output = I>, I, O> Future for Map<F, I, O> {
+    type Output = O;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<O> {
+        let this = self.project();
+        this.future.poll(cx).map(*this.map)
+    }
+}
