@@ -15,18 +15,6 @@ pub(crate) struct StepConfig {
     pub(crate) rollback_retry: Option<RetryPolicy>,
 }
 
-impl StepConfig {
-    pub(crate) fn unnamed() -> Self {
-        Self {
-            name: crate::Name::from(""),
-            timeout: None,
-            retry: RetryPolicy::new(),
-            rollback_timeout: None,
-            rollback_retry: None,
-        }
-    }
-}
-
 /// What an uncertain rollback receives: the step's output if it completed,
 /// or `Uncertain` if it failed in a way that may still have taken effect —
 /// an attempt that timed out, panicked, or was cut short by a deadline, a
@@ -203,7 +191,7 @@ where
         Fut: Future<Output = Result<Out, E>>,
         E: fmt::Display,
     {
-        self.tx.stage(self.config).execute(Plain(execute), None::<fn(crate::Maybe<&Out>) -> Option<U>>)
+        self.tx.execute(self.config, Plain(execute), None::<fn(crate::Maybe<&Out>) -> Option<U>>)
     }
 
     /// Runs the step without a rollback, lending the context to each
@@ -213,7 +201,7 @@ where
         F: AsyncFnMut(&mut Ctx) -> Result<Out, E>,
         E: fmt::Display,
     {
-        self.tx.stage(self.config).execute(WithContext(execute), None::<fn(crate::Maybe<&Out>) -> Option<U>>)
+        self.tx.execute(self.config, WithContext(execute), None::<fn(crate::Maybe<&Out>) -> Option<U>>)
     }
 }
 
@@ -299,7 +287,7 @@ where
             let output = output.completed()?;
             Some(U::from(crate::RollbackFn::new(rollback.take()?, output.clone())))
         };
-        self.step.tx.stage(self.step.config).execute(self.execute, Some(make_undo))
+        self.step.tx.execute(self.step.config, self.execute, Some(make_undo))
     }
 
     /// Like [`rollback`](Execute::rollback), but each rollback attempt
@@ -329,7 +317,7 @@ where
             let output = output.completed()?;
             Some(U::from(crate::RollbackFn::new(rollback.take()?, (state.clone(), output.clone()))))
         };
-        self.step.tx.stage(self.step.config).execute(self.execute, Some(make_undo))
+        self.step.tx.execute(self.step.config, self.execute, Some(make_undo))
     }
 
     /// Runs the step with a rollback that also covers an *uncertain*
@@ -355,7 +343,7 @@ where
     {
         let make_undo =
             move |output: Maybe<&F::Output>| Some(U::from(crate::RollbackFn::new(rollback.clone(), output.cloned())));
-        self.step.tx.stage(self.step.config).execute(self.execute, Some(make_undo))
+        self.step.tx.execute(self.step.config, self.execute, Some(make_undo))
     }
 
     /// Runs the step and, once it completes, records `make_undo(&output)` as
@@ -369,7 +357,7 @@ where
             let output = output.completed()?;
             Some(make_undo.take()?(output))
         };
-        self.step.tx.stage(self.step.config).execute(self.execute, Some(make_undo))
+        self.step.tx.execute(self.step.config, self.execute, Some(make_undo))
     }
 
     /// Like [`undo`](Execute::undo), for uncertain failures too (see
@@ -381,6 +369,6 @@ where
         Mk: FnMut(Maybe<&F::Output>) -> U,
     {
         let make_undo = move |output: Maybe<&F::Output>| Some(make_undo(output));
-        self.step.tx.stage(self.step.config).execute(self.execute, Some(make_undo))
+        self.step.tx.execute(self.step.config, self.execute, Some(make_undo))
     }
 }

@@ -63,9 +63,6 @@ pub struct Transaction<'t, M, Ctx: ?Sized, U, S: Storage> {
     pub(crate) ledger: &'t mut Ledger<U, S>,
     /// The policies of the step being run.
     running: RunningStep,
-    /// The settings of the step about to run, parked here by the builder
-    /// so that they are not stored in every step's future.
-    staged: Option<StepConfig>,
     /// Hands the owed rollbacks to the manager's abandon policy if the
     /// transaction is dropped before it finished; `None` once it finished.
     /// A function pointer, chosen where the policy's bounds are known, so
@@ -135,7 +132,7 @@ where
         ctx: &'t mut Ctx,
         ledger: &'t mut Ledger<U, S>,
     ) -> Self {
-        Self { manager, ctx, ledger, running: RunningStep::default(), staged: None, on_drop: Some(Self::abandon) }
+        Self { manager, ctx, ledger, running: RunningStep::default(), on_drop: Some(Self::abandon) }
     }
 
     /// `on_drop`: the transaction was dropped before it finished.
@@ -214,13 +211,6 @@ where
         }
         complete(&manager.hooks, &self.ledger.summary, false).await;
         Err(TransactionError { cause, rollback_failures, summary: self.ledger.take_summary() })
-    }
-
-    /// Parks the settings of the step about to run; its future takes them
-    /// when first polled (a future dropped unpolled leaves no record).
-    pub(crate) fn stage(&mut self, config: StepConfig) -> &mut Self {
-        self.staged = Some(config);
-        self
     }
 
     /// Records a new step (its record, and its policies for the attempts
@@ -390,6 +380,7 @@ where
     /// shared helpers above, so each step adds little code.
     pub(crate) async fn execute<F, M>(
         &mut self,
+        config: StepConfig,
         mut execute: F,
         mut make_undo: Option<M>,
     ) -> Result<F::Output, StepError<F::Error>>
@@ -397,10 +388,6 @@ where
         F: StepFn<Ctx>,
         M: FnMut(Maybe<&F::Output>) -> Option<U>,
     {
-        // Always staged: the builder stages the settings right before it
-        // creates this future, which borrows the transaction until it ends.
-        // Were it missing, the nameless step is refused like an empty name.
-        let config = self.staged.take().unwrap_or_else(StepConfig::unnamed);
         let index = match self.begin_step(config, make_undo.is_some()) {
             Ok(index) => index,
             Err((step, index, refused)) => return Err(StepError { step, index, kind: refused.into_kind() }),
