@@ -287,97 +287,11 @@ where
         last
     }
 
-    /// Starts attempt `attempt` of step `index`: records it and calls
-    /// `on_step_execute`. Shared by every step of the transaction.
-    async fn attempt_started(
-        &mut self,
-        index: usize,
-        attempt: u32,
-        span: &crate::trace::Span,
-    ) -> Result<(), crate::PanicMessage> {
-        let ledger = &mut *self.ledger;
-        ledger.summary.steps[index].attempts = attempt;
-        tm_debug!(
-            "{} `{}`: step `{}` attempt {}",
-            ledger.summary.info.id,
-            ledger.summary.info.operation,
-            ledger.summary.steps[index].name,
-            attempt
-        );
-        if !H::ENABLED {
-            return Ok(());
-        }
-        let event = StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-        within(span, guarded(self.manager.hooks.on_step_execute(&event))).await
-    }
-
-    /// The attempt completed the step: records it and calls
-    /// `on_step_success`. Shared by every step.
-    async fn attempt_succeeded(
-        &mut self,
-        index: usize,
-        attempt: u32,
-        span: &crate::trace::Span,
-    ) -> Result<(), crate::PanicMessage> {
-        self.step_completed(index, attempt);
-        crate::trace::outcome(span, "ok");
-        if !H::ENABLED {
-            return Ok(());
-        }
-        let ledger = &*self.ledger;
-        let event = StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-        let hook = within(span, guarded(self.manager.hooks.on_step_success(&event))).await;
-        if let Err(panic) = &hook {
-            // The step did its work, so its undo record stays and is rolled
-            // back when the body stops.
-            self.ledger.summary.steps[index].error = Some(ErrorText::capture(&Panicked(panic)));
-            tm_error!("on_step_success hook panicked: {}", panic);
-        }
-        hook
-    }
-
-    /// After a failed attempt (its error already recorded, `last` decided):
-    /// calls `on_step_failure`. Returns whether the step failed for good (a
-    /// panicking hook ends it). Shared by every step.
-    async fn attempt_failed(&mut self, index: usize, attempt: u32, mut last: bool, span: &crate::trace::Span) -> bool {
-        let ledger = &mut *self.ledger;
-        tm_event!(warn, span, "attempt failed", error = ledger.summary.steps[index].error().unwrap_or_default());
-        if H::ENABLED {
-            let event = StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-            if let Err(panic) = within(span, guarded(self.manager.hooks.on_step_failure(&event))).await {
-                tm_error!("on_step_failure hook panicked: {}", panic);
-                let now = self.manager.clock.now();
-                let record = &mut self.ledger.summary.steps[index];
-                record.status = StepStatus::Failed;
-                if record.completed_at.is_none() {
-                    record.completed_at = crate::record::At::some(now);
-                }
-                last = true;
-            }
-        }
-        last
-    }
-
-    /// Waits out the backoff before the next attempt. Shared by every step.
-    async fn backoff(&mut self, index: usize, attempt: u32, span: crate::trace::Span) {
-        let ledger = &mut *self.ledger;
-        let delay = self.running.retry.jittered_delay(attempt - 1, &mut ledger.rng);
-        tm_event!(info, &span, "retrying", delay = crate::trace::AsDebug(delay));
-        crate::trace::close(span);
-        tm_debug!("step `{}` retrying in {:?}", ledger.summary.steps[index].name, delay);
-        let _ = index;
-        if !delay.is_zero() {
-            self.manager.clock.sleep(delay).await;
-        }
-    }
-
     /// Runs one step: attempts with timeout and retries, records each in the
     /// summary, calls the hooks, and keeps an undo record when the step
     /// completes (or, for uncertain rollbacks, when its outcome is unknown).
-    ///
-    /// Only what differs per step lives here — calling the attempt and
-    /// making the undo record; the bookkeeping, hooks and backoff are in the
-    /// shared helpers above, so each step adds little code.
+    /// Only what differs per step lives here; the bookkeeping is in the
+    /// helpers above.
     pub(crate) async fn execute<F, M>(
         &mut self,
         config: StepConfig,
@@ -392,6 +306,8 @@ where
             Ok(index) => index,
             Err((step, index, refused)) => return Err(StepError { step, index, kind: refused.into_kind() }),
         };
+        let clock = &self.manager.clock;
+        let hooks = &self.manager.hooks;
         let timeout = self.ledger.summary.steps[index].timeout;
         // An uncertain rollback is owed from the first attempt on: if the
         // transaction is stopped or dropped mid-attempt, it still runs.
@@ -405,14 +321,21 @@ where
         let mut attempt = 0u32;
         loop {
             attempt = attempt.saturating_add(1);
-            let span = self.attempt_span(index, attempt);
-            let hook = self.attempt_started(index, attempt, &span).await;
+            let ledger = &mut self.ledger;
+            ledger.summary.steps[index].attempts = attempt;
+            let span = tm_span!("step", name = ledger.summary.steps[index].name, index = index, attempt = attempt);
+            let hook = if H::ENABLED {
+                let event =
+                    StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
+                within(&span, guarded(hooks.on_step_execute(&event))).await
+            } else {
+                Ok(())
+            };
             let hook_panicked = hook.is_err();
             let result = match hook {
                 Err(panic) => Err(StepErrorKind::Panicked(panic)),
                 Ok(()) => {
-                    let call = execute.call(&mut *self.ctx);
-                    match within(&span, guarded(with_timeout(&self.manager.clock, timeout, call))).await {
+                    match within(&span, guarded(with_timeout(clock, timeout, execute.call(&mut *self.ctx)))).await {
                         Ok(Some(Ok(output))) => Ok(output),
                         Ok(Some(Err(error))) => Err(StepErrorKind::Failed(error)),
                         Ok(None) => Err(StepErrorKind::TimedOut { timeout: timeout.unwrap_or_default() }),
@@ -422,6 +345,7 @@ where
             };
             let kind = match result {
                 Ok(output) => {
+                    self.step_completed(index, attempt);
                     if let Some(undo) = make_undo.as_mut().and_then(|make| make(Maybe::Completed(&output))) {
                         let undo = self.undo_record(index, undo);
                         if provisional {
@@ -433,11 +357,22 @@ where
                             let _ = self.ledger.undo.push(undo);
                         }
                     }
-                    return match self.attempt_succeeded(index, attempt, &span).await {
+                    crate::trace::outcome(&span, "ok");
+                    if !H::ENABLED {
+                        return Ok(output);
+                    }
+                    let ledger = &self.ledger;
+                    let event =
+                        StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
+                    return match within(&span, guarded(hooks.on_step_success(&event))).await {
                         Ok(()) => Ok(output),
+                        // The step did its work, so its undo record stays
+                        // and is rolled back when the body stops.
                         Err(panic) => {
-                            let step = self.ledger.summary.steps[index].name.clone();
-                            Err(StepError { step, index, kind: StepErrorKind::Panicked(panic) })
+                            let record = &mut self.ledger.summary.steps[index];
+                            record.error = Some(ErrorText::capture(&Panicked(&panic)));
+                            tm_error!("on_step_success hook panicked: {}", panic);
+                            Err(StepError { step: record.name.clone(), index, kind: StepErrorKind::Panicked(panic) })
                         }
                     };
                 }
@@ -445,7 +380,7 @@ where
             };
             uncertain |= kind.is_uncertain();
             crate::trace::outcome(&span, outcome_of(&kind));
-            let last = match &kind {
+            let mut last = match &kind {
                 StepErrorKind::Failed(error) => self.step_failed(index, attempt, error, hook_panicked),
                 StepErrorKind::TimedOut { timeout } => {
                     self.step_failed(index, attempt, &TimedOut(*timeout), hook_panicked)
@@ -453,26 +388,41 @@ where
                 StepErrorKind::Panicked(message) => self.step_failed(index, attempt, &Panicked(message), hook_panicked),
                 _ => self.step_failed(index, attempt, &"failed", hook_panicked),
             };
-            if self.attempt_failed(index, attempt, last, &span).await {
+            let ledger = &mut self.ledger;
+            tm_event!(warn, &span, "attempt failed", error = ledger.summary.steps[index].error().unwrap_or_default());
+            if H::ENABLED {
+                let event =
+                    StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
+                if let Err(panic) = within(&span, guarded(hooks.on_step_failure(&event))).await {
+                    tm_error!("on_step_failure hook panicked: {}", panic);
+                    let record = &mut self.ledger.summary.steps[index];
+                    record.status = StepStatus::Failed;
+                    if record.completed_at.is_none() {
+                        record.completed_at = crate::record::At::some(clock.now());
+                    }
+                    last = true;
+                }
+            }
+            let ledger = &mut self.ledger;
+            if last {
                 if provisional && !uncertain {
                     // Every attempt failed cleanly: nothing to undo.
-                    self.ledger.undo.pop();
-                    self.ledger.summary.steps[index].has_rollback = false;
+                    ledger.undo.pop();
+                    ledger.summary.steps[index].has_rollback = false;
                 }
-                let step = self.ledger.summary.steps[index].name.clone();
-                return Err(StepError { step, index, kind });
+                return Err(StepError { step: ledger.summary.steps[index].name.clone(), index, kind });
             }
-            // The error of an attempt that will be retried is dropped before
-            // the backoff; its text stays in the step's record.
+            // The error of an attempt that will be retried is dropped here;
+            // its text stays in the step's record.
             drop(kind);
-            self.backoff(index, attempt, span).await;
+            let delay = self.running.retry.jittered_delay(attempt - 1, &mut ledger.rng);
+            tm_event!(info, &span, "retrying", delay = crate::trace::AsDebug(delay));
+            crate::trace::close(span);
+            tm_debug!("step `{}` retrying in {:?}", ledger.summary.steps[index].name, delay);
+            if !delay.is_zero() {
+                clock.sleep(delay).await;
+            }
         }
-    }
-
-    /// The tracing span of one attempt (nothing without `tracing`).
-    fn attempt_span(&self, index: usize, attempt: u32) -> crate::trace::Span {
-        let name = &self.ledger.summary.steps[index].name;
-        tm_span!("step", name = name, index = index, attempt = attempt)
     }
 }
 
