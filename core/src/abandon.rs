@@ -103,11 +103,7 @@ impl<RE, S: Storage> RollbackReport<RE, S> {
 
     /// [`Clean`](RollbackState::Clean) when every owed rollback succeeded.
     pub fn rollback_state(&self) -> RollbackState {
-        if self.failures.is_empty() && self.summary.rollback_skipped_steps() == 0 {
-            RollbackState::Clean
-        } else {
-            RollbackState::Partial
-        }
+        RollbackState::of(self.failures.len(), &self.summary)
     }
 
     /// The transaction's summary after the rollback.

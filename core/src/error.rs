@@ -254,6 +254,15 @@ pub enum RollbackState {
 }
 
 impl RollbackState {
+    /// Clean when no rollback failed and none was skipped.
+    pub(crate) fn of<S: Storage>(failures: usize, summary: &Summary<S>) -> Self {
+        if failures == 0 && summary.rollback_skipped_steps() == 0 {
+            RollbackState::Clean
+        } else {
+            RollbackState::Partial
+        }
+    }
+
     /// Whether nothing was left behind.
     pub fn is_clean(self) -> bool {
         self == RollbackState::Clean
@@ -304,11 +313,7 @@ impl<B, RE, S: Storage> TransactionError<B, RE, S> {
     /// [`Clean`](RollbackState::Clean) when every rollback succeeded,
     /// [`Partial`](RollbackState::Partial) when any failed.
     pub fn rollback_state(&self) -> RollbackState {
-        if self.rollback_failures.is_empty() && self.summary.rollback_skipped_steps() == 0 {
-            RollbackState::Clean
-        } else {
-            RollbackState::Partial
-        }
+        RollbackState::of(self.rollback_failures.len(), &self.summary)
     }
 
     /// Whether a rollback failed or was skipped, so effects of the

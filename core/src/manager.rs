@@ -457,15 +457,7 @@ impl<'m, M, L, I> TransactionBuilder<'m, M, L, I> {
     }
 
     fn with_interrupt<I2>(self, add: impl FnOnce(I) -> I2) -> TransactionBuilder<'m, M, L, I2> {
-        TransactionBuilder {
-            manager: self.manager,
-            info: self.info,
-            unnamed: self.unnamed,
-            jitter_seed: self.jitter_seed,
-            on_rollback_failure: self.on_rollback_failure,
-            interrupt: add(self.interrupt),
-            log: PhantomData,
-        }
+        self.rebuild(add)
     }
 
     /// Keeps at most `N` steps, inline, with undo records of type `U`: no
@@ -492,13 +484,18 @@ impl<'m, M, L, I> TransactionBuilder<'m, M, L, I> {
     }
 
     fn with_log<L2>(self) -> TransactionBuilder<'m, M, L2, I> {
+        self.rebuild(|interrupt| interrupt)
+    }
+
+    /// The same builder with another undo log type and interrupt.
+    fn rebuild<L2, I2>(self, interrupt: impl FnOnce(I) -> I2) -> TransactionBuilder<'m, M, L2, I2> {
         TransactionBuilder {
             manager: self.manager,
             info: self.info,
             unnamed: self.unnamed,
             jitter_seed: self.jitter_seed,
             on_rollback_failure: self.on_rollback_failure,
-            interrupt: self.interrupt,
+            interrupt: interrupt(self.interrupt),
             log: PhantomData,
         }
     }

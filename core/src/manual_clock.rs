@@ -343,8 +343,10 @@ mod tests {
     use super::*;
 
     /// Pending `n` times, waking itself each time (a yield).
+    #[cfg(all(feature = "alloc", target_has_atomic = "ptr"))]
     struct Yields(u32);
 
+    #[cfg(all(feature = "alloc", target_has_atomic = "ptr"))]
     impl Future for Yields {
         type Output = ();
 

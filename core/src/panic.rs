@@ -66,21 +66,29 @@ impl<F: Future> Future for Guarded<F> {
     type Output = Result<F::Output, PanicMessage>;
 
     fn poll(self: core::pin::Pin<&mut Self>, cx: &mut core::task::Context<'_>) -> core::task::Poll<Self::Output> {
-        let future = self.project().future;
-        #[cfg(feature = "std")]
-        {
-            // The future is not polled again after it panicked, so no broken
-            // invariant inside it can be observed: asserting unwind safety is
-            // sound.
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.poll(cx))) {
-                Ok(poll) => poll.map(Ok),
-                Err(payload) => core::task::Poll::Ready(Err(message_of(&*payload))),
-            }
+        poll_catching(self.project().future, cx).map(|result| result.map_err(message_of))
+    }
+}
+
+/// Polls `future`, returning a panic in it as `Err` (with `std`; without,
+/// a panic follows the target's panic strategy and `Err` never happens).
+fn poll_catching<F: Future>(
+    future: core::pin::Pin<&mut F>,
+    cx: &mut core::task::Context<'_>,
+) -> core::task::Poll<Result<F::Output, BodyPanic>> {
+    #[cfg(feature = "std")]
+    {
+        // The future is not polled again after it panicked, so no broken
+        // invariant inside it can be observed: asserting unwind safety is
+        // sound.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.poll(cx))) {
+            Ok(poll) => poll.map(Ok),
+            Err(payload) => core::task::Poll::Ready(Err(payload)),
         }
-        #[cfg(not(feature = "std"))]
-        {
-            future.poll(cx).map(Ok)
-        }
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        future.poll(cx).map(Ok)
     }
 }
 
@@ -92,7 +100,7 @@ pub(crate) type Payload = std::boxed::Box<dyn core::any::Any + Send + 'static>;
 /// unwinding would abort the process).
 #[cfg(feature = "std")]
 pub(crate) fn caught_sync(f: impl FnOnce()) -> Result<(), PanicMessage> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| message_of(&*payload))
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(message_of)
 }
 
 #[cfg(not(feature = "std"))]
@@ -102,7 +110,7 @@ pub(crate) fn caught_sync(f: impl FnOnce()) -> Result<(), PanicMessage> {
 }
 
 #[cfg(feature = "std")]
-pub(crate) fn message_of(payload: &(dyn core::any::Any + Send)) -> PanicMessage {
+pub(crate) fn message_of(payload: Payload) -> PanicMessage {
     let text: &str = if let Some(s) = payload.downcast_ref::<&str>() {
         s
     } else if let Some(s) = payload.downcast_ref::<std::string::String>() {
@@ -138,18 +146,7 @@ impl<F: Future> Future for GuardedBody<F> {
     type Output = Result<F::Output, BodyPanic>;
 
     fn poll(self: core::pin::Pin<&mut Self>, cx: &mut core::task::Context<'_>) -> core::task::Poll<Self::Output> {
-        let body = self.project().body;
-        #[cfg(feature = "std")]
-        {
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body.poll(cx))) {
-                Ok(poll) => poll.map(Ok),
-                Err(payload) => core::task::Poll::Ready(Err(payload)),
-            }
-        }
-        #[cfg(not(feature = "std"))]
-        {
-            body.poll(cx).map(Ok)
-        }
+        poll_catching(self.project().body, cx)
     }
 }
 
@@ -167,3 +164,9 @@ pub(crate) fn resume(panic: BodyPanic) -> ! {
 /// The cause recorded while rolling back after the body panicked (the
 /// transaction's result is never returned: the panic resumes).
 pub(crate) struct BodyPanicked;
+
+/// Without `std` nothing is caught, so there is never a message to take.
+#[cfg(not(feature = "std"))]
+fn message_of(never: BodyPanic) -> PanicMessage {
+    match never {}
+}

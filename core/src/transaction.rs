@@ -13,8 +13,8 @@ use crate::step::{Maybe, Step, StepConfig, StepFn};
 use crate::text::ErrorText;
 use crate::trace::within;
 use crate::{
-    AbandonPolicy, Abandoned, Clock, Committed, Hooks, List, Rollback, StepError, StepErrorKind, StepEvent, StepRecord,
-    StepStatus, Storage, TransactionError, TransactionInfo, TransactionManager,
+    AbandonPolicy, Abandoned, Clock, Committed, Hooks, List, Rollback, RollbackState, StepError, StepErrorKind,
+    StepEvent, StepRecord, StepStatus, Storage, TransactionError, TransactionInfo, TransactionManager,
 };
 
 /// A transaction in progress: the handle its body receives, to add steps.
@@ -199,7 +199,7 @@ where
         self.on_drop = None;
         let summary = &mut self.ledger.summary;
         summary.completed_at = manager.clock.now();
-        if rollback_failures.is_empty() && summary.rollback_skipped_steps() == 0 {
+        if RollbackState::of(rollback_failures.len(), summary).is_clean() {
             tm_info!("{} `{}`: rolled back cleanly", summary.info.id, summary.info.operation);
         } else {
             tm_error!(
