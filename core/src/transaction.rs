@@ -260,7 +260,6 @@ where
         record.completed_at = crate::record::At::some(self.manager.clock.now());
         let info = &self.ledger.summary.info;
         tm_debug!("{} `{}`: step `{}` completed on attempt {}", info.id, info.operation, record.name, attempt);
-        let _ = (info, attempt);
     }
 
     /// Bookkeeping of a failed attempt: its error text, and whether it was
@@ -283,7 +282,6 @@ where
             record.error().unwrap_or_default(),
             if last { " (no retries left)" } else { "" }
         );
-        let _ = info;
         last
     }
 
