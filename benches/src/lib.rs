@@ -240,3 +240,25 @@ impl Report {
         }
     }
 }
+
+/// Whether this build's core has `alloc`: it keeps a 200-byte error text
+/// whole (without `alloc` it cuts it short).
+pub fn core_has_alloc() -> bool {
+    use transaction_manager_core::{ManualClock, NoRollback, TransactionManager};
+    struct Long;
+    impl std::fmt::Display for Long {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&"x".repeat(200))
+        }
+    }
+    let clock = ManualClock::new();
+    let m = TransactionManager::new(&clock);
+    let err = clock
+        .block_on(
+            m.transaction("probe")
+                .fixed::<NoRollback, 1>()
+                .run(async |tx| tx.step("long").run(|| async { Err::<(), _>(Long) }).await),
+        )
+        .expect_err("the probe step fails");
+    err.summary().steps()[0].error().map_or(0, str::len) >= 200
+}

@@ -11,13 +11,14 @@
 //! time against the hand-written code on `ManualClock`, and sizes.
 
 use std::convert::Infallible;
-use std::fmt;
 use std::future::Future;
 use std::hint::black_box;
 use std::mem::size_of_val;
 use std::time::{Duration, Instant};
 
-use transaction_manager_bench::{CountingAlloc, Mode, Report, Timing, machine, measure, start_counting, stop_counting};
+use transaction_manager_bench::{
+    CountingAlloc, Mode, Report, Timing, core_has_alloc, machine, measure, start_counting, stop_counting,
+};
 use transaction_manager_core::{
     Fixed, ManualClock, NoRollback, Outcome, RetryPolicy, StepError, StepRecord, TransactionManager,
 };
@@ -97,26 +98,6 @@ fn allocs<F: FnMut() -> Fut, Fut: Future>(clock: &ManualClock, runs: u64, mut f:
         }
         stop_counting().count as f64 / runs as f64
     })
-}
-
-/// Whether the core keeps a 200-byte error text whole (it has `alloc`).
-fn core_has_alloc() -> bool {
-    struct Long;
-    impl fmt::Display for Long {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str(&"x".repeat(200))
-        }
-    }
-    let clock = ManualClock::new();
-    let m = TransactionManager::new(&clock);
-    let err = clock
-        .block_on(
-            m.transaction("probe")
-                .fixed::<NoRollback, 1>()
-                .run(async |tx| tx.step("long").run(|| async { Err::<(), _>(Long) }).await),
-        )
-        .expect_err("the probe step fails");
-    err.summary().steps()[0].error().map_or(0, str::len) >= 200
 }
 
 fn main() {

@@ -16,7 +16,6 @@
 #![allow(clippy::manual_async_fn)]
 
 use std::convert::Infallible;
-use std::fmt;
 use std::future::Future;
 use std::hint::black_box;
 use std::mem::size_of_val;
@@ -30,7 +29,8 @@ use transaction_manager::{
     StepRecord, TokioClock, TransactionManager, Unbounded,
 };
 use transaction_manager_bench::{
-    CountingAlloc, Mode, Report, Timing, machine, measure, proc_status_kib, start_counting, stop_counting,
+    CountingAlloc, Mode, Report, Timing, core_has_alloc, machine, measure, proc_status_kib, start_counting,
+    stop_counting,
 };
 
 #[global_allocator]
@@ -910,25 +910,4 @@ fn profile_loop(case: &str) {
             }
         }
     });
-}
-
-/// Whether this build's core has `alloc`: it keeps a long error text whole
-/// (without `alloc` it cuts it short).
-fn core_has_alloc() -> bool {
-    struct Long;
-    impl fmt::Display for Long {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str(&"x".repeat(200))
-        }
-    }
-    let clock = ManualClock::new();
-    let m = TransactionManager::new(&clock);
-    let err = clock
-        .block_on(
-            m.transaction("probe")
-                .fixed::<NoRollback, 1>()
-                .run(async |tx| tx.step("long").run(|| async { Err::<(), _>(Long) }).await),
-        )
-        .expect_err("the probe step fails");
-    err.summary().steps()[0].error().map_or(0, str::len) >= 200
 }
