@@ -16,8 +16,11 @@ use std::time::Duration;
 
 use transaction_manager::*;
 
+mod interleavings;
 mod reliability;
 mod scenarios;
+#[allow(unused_imports)]
+pub use interleavings::*;
 #[allow(unused_imports)]
 pub use reliability::*;
 #[allow(unused_imports)]
@@ -165,6 +168,18 @@ macro_rules! conformance_suite {
             body_panic_rolls_back_then_resumes,
             bad_input_has_defined_behaviour,
             dropped_at_every_await_point_hands_over_its_rollbacks,
+            deadline_in_backoff_does_not_roll_back_a_clean_failure,
+            dropped_in_backoff_owes_nothing_for_a_clean_failure,
+            interrupt_inside_a_hook_does_not_roll_back_a_step_that_did_not_run,
+            hook_panic_before_the_first_attempt_is_not_uncertain,
+            interrupt_that_already_fired_starts_no_step,
+            no_step_starts_at_the_deadline,
+            no_retry_starts_after_the_deadline,
+            rollback_hook_panics_do_not_stop_the_rollback,
+            panic_in_the_execute_closure_is_a_failed_attempt,
+            panics_in_display_and_clone_do_not_escape,
+            clock_panics_do_not_lose_rollbacks,
+            step_dropped_by_the_body_is_recorded_as_interrupted,
         );
     };
     (@tests $run:ident: $($name:ident),* $(,)?) => {
