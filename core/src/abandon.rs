@@ -80,6 +80,28 @@ impl<U, S: Storage> Abandoned<U, S> {
     }
 }
 
+/// Dropped while it still owes rollbacks — by the [`Unattended`] policy, by
+/// a runtime shutting down with the rollback task spawned by [`Spawned`]
+/// still running, or by [`Abandoned::roll_back`] dropped half-way: the lost
+/// rollbacks are logged at error level, one line per step.
+impl<U, S: Storage> Drop for Abandoned<U, S> {
+    fn drop(&mut self) {
+        if self.ledger.undo.is_empty() {
+            return;
+        }
+        let info = &self.ledger.summary.info;
+        for step in self.ledger.pending() {
+            tm_error!(
+                "{} `{}`: rollback of step `{}` (#{}) LOST: its undo record was dropped before it ran",
+                info.id,
+                info.operation,
+                step.name,
+                step.index
+            );
+        }
+    }
+}
+
 impl<U, S: Storage> fmt::Debug for Abandoned<U, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Abandoned")

@@ -127,6 +127,13 @@ pub trait Interrupt<C> {
 
     /// Resolves when the transaction must stop.
     fn wait(self, clock: &C) -> impl Future<Output = Self::Output>;
+
+    /// The deadline among these interrupts, if any, from when the body
+    /// starts: no step or retry starts at or after it, even if the body is
+    /// polled before `wait` resolves.
+    fn deadline(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// No interrupt: the transaction runs until its body returns.
@@ -151,6 +158,10 @@ impl<C: Clock> Interrupt<C> for Deadline {
 
     fn wait(self, clock: &C) -> impl Future<Output = InterruptReason> {
         Then { future: clock.sleep(self.0), value: InterruptReason::DeadlineExceeded { deadline: self.0 } }
+    }
+
+    fn deadline(&self) -> Option<Duration> {
+        Some(self.0)
     }
 }
 
@@ -200,6 +211,13 @@ where
             crate::future::Either::Left(first) => first.into_reason(),
             crate::future::Either::Right(second) => second.into_reason(),
         })
+    }
+
+    fn deadline(&self) -> Option<Duration> {
+        match (self.0.deadline(), self.1.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 

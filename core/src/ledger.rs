@@ -6,7 +6,7 @@ use core::future::Future;
 use core::time::Duration;
 
 use crate::future::with_timeout;
-use crate::panic::guarded;
+use crate::panic::guarded_call;
 use crate::text::ErrorText;
 use crate::trace::within;
 use crate::transaction::TimedOut;
@@ -154,7 +154,8 @@ impl<U, S: Storage> Ledger<U, S> {
             self.summary.info.operation,
             self.undo.len()
         );
-        let hook = if H::ENABLED { guarded(hooks.on_rollback_start(&self.summary.info)).await } else { Ok(()) };
+        let hook =
+            if H::ENABLED { guarded_call(|| hooks.on_rollback_start(&self.summary.info)).await } else { Ok(()) };
         if let Err(panic) = hook {
             tm_error!(
                 "{} `{}`: on_rollback_start hook panicked: {}",
@@ -163,9 +164,11 @@ impl<U, S: Storage> Ledger<U, S> {
                 panic
             );
         }
+        // Hooks only observe: a panic in one is logged and neither stops nor
+        // shortens a rollback.
         while let Some(entry) = self.undo.last_mut() {
             let index = entry.step;
-            self.summary.steps[index].rollback_started_at = crate::record::At::some(clock.now());
+            self.summary.steps[index].rollback_started_at = crate::record::At::some(crate::panic::now(clock));
             let mut retry = 0u32;
             let failed = loop {
                 let attempt = retry.saturating_add(1);
@@ -179,29 +182,16 @@ impl<U, S: Storage> Ledger<U, S> {
                 );
                 let span =
                     tm_span!("rollback", step = self.summary.steps[index].name, index = index, attempt = attempt);
-                let event = StepEvent { transaction: &self.summary.info, step: &self.summary.steps[index], attempt };
-                let hook =
-                    if H::ENABLED { within(&span, guarded(hooks.on_step_rollback(&event))).await } else { Ok(()) };
-                let hook_panicked = hook.is_err();
-                let result = match hook {
-                    Err(panic) => Err(RollbackErrorKind::Panicked(panic)),
-                    Ok(()) => {
-                        match within(&span, guarded(with_timeout(clock, entry.timeout, K::call(&mut entry.undo, ctx))))
-                            .await
-                        {
-                            Ok(Some(Ok(()))) => Ok(()),
-                            Ok(Some(Err(error))) => Err(RollbackErrorKind::Failed(error)),
-                            Ok(None) => Err(RollbackErrorKind::TimedOut { timeout: entry.timeout.unwrap_or_default() }),
-                            Err(panic) => Err(RollbackErrorKind::Panicked(panic)),
-                        }
-                    }
-                };
-                let record = &mut self.summary.steps[index];
+                let undo = &mut entry.undo;
+                let timeout = entry.timeout;
+                let result =
+                    within(&span, guarded_call(|| with_timeout(clock, timeout, K::call(undo, &mut *ctx)))).await;
                 let kind = match result {
-                    Ok(()) => {
+                    Ok(Some(Ok(()))) => {
                         crate::trace::outcome(&span, "ok");
+                        let record = &mut self.summary.steps[index];
                         record.status = StepStatus::RolledBack;
-                        record.rollback_completed_at = crate::record::At::some(clock.now());
+                        record.rollback_completed_at = crate::record::At::some(crate::panic::now(clock));
                         tm_info!(
                             "{} `{}`: step `{}` rolled back",
                             self.summary.info.id,
@@ -210,8 +200,11 @@ impl<U, S: Storage> Ledger<U, S> {
                         );
                         break None;
                     }
-                    Err(kind) => kind,
+                    Ok(Some(Err(error))) => RollbackErrorKind::Failed(error),
+                    Ok(None) => RollbackErrorKind::TimedOut { timeout: timeout.unwrap_or_default() },
+                    Err(panic) => RollbackErrorKind::Panicked(panic),
                 };
+                let record = &mut self.summary.steps[index];
                 record.rollback_error = Some(match &kind {
                     RollbackErrorKind::Failed(error) => ErrorText::capture(error),
                     RollbackErrorKind::TimedOut { timeout } => ErrorText::capture(&TimedOut(*timeout)),
@@ -226,55 +219,88 @@ impl<U, S: Storage> Ledger<U, S> {
                     },
                 );
                 tm_event!(error, &span, "rollback attempt failed", error = record.rollback_error().unwrap_or_default());
-                // A broken hook is not retried around.
-                let last = retry >= entry.retry.max_retries() || hook_panicked;
+                let last = retry >= entry.retry.max_retries();
                 if last {
                     record.status = StepStatus::RollbackFailed;
-                    record.rollback_completed_at = crate::record::At::some(clock.now());
+                    record.rollback_completed_at = crate::record::At::some(crate::panic::now(clock));
+                    tm_error!(
+                        "{} `{}`: rollback of step `{}` failed for good on attempt {}: {}",
+                        self.summary.info.id,
+                        self.summary.info.operation,
+                        record.name,
+                        attempt,
+                        record.rollback_error().unwrap_or_default(),
+                    );
+                } else {
+                    tm_warn!(
+                        "{} `{}`: rollback of step `{}` attempt {} failed: {}; retrying",
+                        self.summary.info.id,
+                        self.summary.info.operation,
+                        record.name,
+                        attempt,
+                        record.rollback_error().unwrap_or_default(),
+                    );
                 }
-                tm_warn!(
-                    "{} `{}`: rollback of step `{}` attempt {} failed: {}{}",
-                    self.summary.info.id,
-                    self.summary.info.operation,
-                    record.name,
-                    attempt,
-                    record.rollback_error().unwrap_or_default(),
-                    if last { " (no retries left)" } else { "" }
-                );
-                let event = StepEvent { transaction: &self.summary.info, step: &self.summary.steps[index], attempt };
-                let hook_failed =
-                    H::ENABLED && within(&span, guarded(hooks.on_step_rollback_failure(&event))).await.is_err();
-                if last || hook_failed {
-                    let record = &mut self.summary.steps[index];
-                    record.status = StepStatus::RollbackFailed;
-                    if record.rollback_completed_at.is_none() {
-                        record.rollback_completed_at = crate::record::At::some(clock.now());
+                if H::ENABLED {
+                    let event =
+                        StepEvent { transaction: &self.summary.info, step: &self.summary.steps[index], attempt };
+                    if let Err(panic) =
+                        within(&span, guarded_call(|| hooks.on_step_rollback_failure(&event))).await
+                    {
+                        tm_error!("on_step_rollback_failure hook panicked: {}", panic);
                     }
-                    break Some(RollbackFailure { step: record.name.clone(), index, kind });
+                }
+                if last {
+                    break Some(RollbackFailure { step: self.summary.steps[index].name.clone(), index, kind });
                 }
                 drop(kind);
                 let delay = entry.retry.jittered_delay(retry, &mut self.rng);
                 tm_event!(info, &span, "retrying rollback", delay = crate::trace::AsDebug(delay));
                 crate::trace::close(span);
                 if !delay.is_zero() {
-                    clock.sleep(delay).await;
+                    if let Err(panic) = guarded_call(|| clock.sleep(delay)).await {
+                        // The clock broke its contract: this rollback ends
+                        // as failed, the earlier ones still run.
+                        let record = &mut self.summary.steps[index];
+                        record.status = StepStatus::RollbackFailed;
+                        record.rollback_completed_at = crate::record::At::some(crate::panic::now(clock));
+                        record.rollback_error = Some(ErrorText::capture(&Panicked(&panic)));
+                        tm_error!("the clock's sleep() panicked in a rollback backoff: {}", panic);
+                        let kind = RollbackErrorKind::Panicked(panic);
+                        break Some(RollbackFailure { step: record.name.clone(), index, kind });
+                    }
                 }
                 retry += 1;
             };
+            // The rollback is over: the record leaves the ledger before the
+            // hook below, so a drop during that hook does not repeat it.
             self.undo.pop();
-            if let Some(failure) = failed {
-                // Cannot fail: there are no more failures than undo records,
-                // and both lists have the same capacity.
-                let _ = failures.push(failure);
-                if self.on_rollback_failure == RollbackFailurePolicy::Stop {
-                    while let Some(skipped) = self.undo.pop() {
-                        self.summary.steps[skipped.step].status = StepStatus::RollbackSkipped;
+            match failed {
+                None => {
+                    if H::ENABLED {
+                        let span = tm_span!("rollback", step = self.summary.steps[index].name, index = index);
+                        let attempt = self.summary.steps[index].rollback_attempts;
+                        let event =
+                            StepEvent { transaction: &self.summary.info, step: &self.summary.steps[index], attempt };
+                        if let Err(panic) = within(&span, guarded_call(|| hooks.on_step_rollback(&event))).await {
+                            tm_error!("on_step_rollback hook panicked: {}", panic);
+                        }
                     }
-                    tm_error!(
-                        "{} `{}`: rollback stopped at the first failure; earlier steps left as they are",
-                        self.summary.info.id,
-                        self.summary.info.operation
-                    );
+                }
+                Some(failure) => {
+                    // Cannot fail: there are no more failures than undo
+                    // records, and both lists have the same capacity.
+                    let _ = failures.push(failure);
+                    if self.on_rollback_failure == RollbackFailurePolicy::Stop {
+                        while let Some(skipped) = self.undo.pop() {
+                            self.summary.steps[skipped.step].status = StepStatus::RollbackSkipped;
+                        }
+                        tm_error!(
+                            "{} `{}`: rollback stopped at the first failure; earlier steps left as they are",
+                            self.summary.info.id,
+                            self.summary.info.operation
+                        );
+                    }
                 }
             }
         }

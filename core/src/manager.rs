@@ -546,23 +546,37 @@ where
         let span = tm_span!("transaction", id = self.info.id, operation = self.info.operation);
         let outcome = crate::trace::within(&span, async {
             let seed = self.jitter_seed.unwrap_or_else(|| manager.jitter_seed_for(self.info.id));
-            let mut ledger = Ledger::new(self.info, manager.clock.now(), seed, self.on_rollback_failure);
+            let mut ledger =
+                Ledger::new(self.info, crate::panic::now(&manager.clock), seed, self.on_rollback_failure);
             let mut tx = Transaction::new(manager, context, &mut ledger);
             tx.start().await;
+            let interrupt = self.interrupt;
+            tx.deadline_at = interrupt.deadline().map(|d| crate::panic::now(&manager.clock).saturating_add(d));
             let stopped = {
-                let body = crate::panic::guarded_body(body(&mut tx));
-                race(body, self.interrupt.wait(&manager.clock)).await
+                // The interrupt is polled first: one that has already fired
+                // (a cancel signal, a zero deadline) starts no step, and at
+                // the deadline instant the deadline wins over whatever else
+                // is due. Both are inside the panic guard: a panicking cancel
+                // future or clock rolls back like a panicking body.
+                let wait = crate::panic::guarded_call(|| interrupt.wait(&manager.clock));
+                let body = async { body(&mut tx).await };
+                crate::panic::guarded_body(race(wait, body)).await
             };
             match stopped {
-                Either::Left(Ok(Ok(value))) => tx.commit(value).await,
-                Either::Left(Ok(Err(cause))) => tx.abort(cause).await,
-                Either::Right(interrupt) => {
+                Ok(Either::Right(Ok(value))) => tx.commit(value).await,
+                Ok(Either::Right(Err(cause))) => tx.abort(cause).await,
+                Ok(Either::Left(Ok(interrupt))) => {
                     let reason = interrupt.into_reason();
                     tm_warn!("{}: interrupted: {}", tx.id(), reason);
                     let (step, steps) = tx.interrupted(&reason);
                     tx.abort(interrupt.into_body_error(step, steps)).await
                 }
-                Either::Left(Err(panic)) => {
+                Ok(Either::Left(Err(panic))) => {
+                    tm_error!("{}: the interrupt panicked: {}; rolling back", tx.id(), panic);
+                    let _ = tx.abort::<T, crate::panic::BodyPanicked>(crate::panic::BodyPanicked).await;
+                    crate::panic::resume_message(panic)
+                }
+                Err(panic) => {
                     tm_error!("{}: the body panicked; rolling back before resuming the panic", tx.id());
                     let _ = tx.abort::<T, crate::panic::BodyPanicked>(crate::panic::BodyPanicked).await;
                     crate::panic::resume(panic)

@@ -70,6 +70,40 @@ impl<F: Future> Future for Guarded<F> {
     }
 }
 
+/// Calls `make` and awaits the future it returns, both inside the guard: a
+/// panic in the call itself (an execute closure, a `Rollback` impl that
+/// does work before its first `.await`, a hook, a clock's `sleep`) is
+/// caught like a panic while polling.
+pub(crate) fn guarded_call<Fut: Future>(
+    make: impl FnOnce() -> Fut,
+) -> impl Future<Output = Result<Fut::Output, PanicMessage>> {
+    guarded(async move { make().await })
+}
+
+/// Runs `f`, returning a panic in it as `Err` (with `std`; without, a panic
+/// follows the target's panic strategy).
+#[cfg(feature = "std")]
+pub(crate) fn caught<T>(f: impl FnOnce() -> T) -> Result<T, PanicMessage> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(message_of)
+}
+
+#[cfg(not(feature = "std"))]
+pub(crate) fn caught<T>(f: impl FnOnce() -> T) -> Result<T, PanicMessage> {
+    Ok(f())
+}
+
+/// The clock's time; a `now()` that panics (against the [`Clock`]
+/// contract) reads as zero instead of unwinding through the engine's
+/// bookkeeping, where it could stop a rollback.
+///
+/// [`Clock`]: crate::Clock
+pub(crate) fn now<C: crate::Clock + ?Sized>(clock: &C) -> core::time::Duration {
+    caught(|| clock.now()).unwrap_or_else(|panic| {
+        tm_error!("the clock's now() panicked: {}", panic);
+        core::time::Duration::ZERO
+    })
+}
+
 /// Polls `future`, returning a panic in it as `Err` (with `std`; without,
 /// a panic follows the target's panic strategy and `Err` never happens).
 fn poll_catching<F: Future>(
@@ -96,18 +130,6 @@ fn poll_catching<F: Future>(
 #[cfg(feature = "std")]
 pub(crate) type Payload = std::boxed::Box<dyn core::any::Any + Send + 'static>;
 
-/// Runs `f`, catching a panic (used in `Drop`, where a panic while
-/// unwinding would abort the process).
-#[cfg(feature = "std")]
-pub(crate) fn caught_sync(f: impl FnOnce()) -> Result<(), PanicMessage> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(message_of)
-}
-
-#[cfg(not(feature = "std"))]
-pub(crate) fn caught_sync(f: impl FnOnce()) -> Result<(), PanicMessage> {
-    f();
-    Ok(())
-}
 
 #[cfg(feature = "std")]
 pub(crate) fn message_of(payload: Payload) -> PanicMessage {
@@ -159,6 +181,19 @@ pub(crate) fn resume(panic: BodyPanic) -> ! {
 #[cfg(not(feature = "std"))]
 pub(crate) fn resume(panic: BodyPanic) -> ! {
     match panic {}
+}
+
+/// Resumes, after the rollback, a panic that was caught as a message (in
+/// the interrupt: a cancel future or the clock).
+#[cfg(feature = "std")]
+pub(crate) fn resume_message(panic: PanicMessage) -> ! {
+    std::panic::resume_unwind(std::boxed::Box::new(std::string::String::from(panic.as_str())))
+}
+
+#[cfg(not(feature = "std"))]
+pub(crate) fn resume_message(panic: PanicMessage) -> ! {
+    // Without `std` nothing is caught, so no message exists to resume.
+    panic!("{}", panic)
 }
 
 /// The cause recorded while rolling back after the body panicked (the

@@ -130,7 +130,16 @@ pub(crate) struct ErrorText(
 );
 
 impl ErrorText {
+    /// The text of `error`. A `Display` that panics (user code) leaves a
+    /// text saying so instead of unwinding through the engine (with `std`).
     pub(crate) fn capture(error: &dyn Display) -> Self {
+        match crate::panic::caught(|| Self::capture_unguarded(error)) {
+            Ok(text) => text,
+            Err(panic) => Self::capture_unguarded(&DisplayPanicked(&panic)),
+        }
+    }
+
+    fn capture_unguarded(error: &dyn Display) -> Self {
         #[cfg(feature = "alloc")]
         {
             use alloc::string::ToString;
@@ -146,6 +155,15 @@ impl ErrorText {
 
     pub(crate) fn as_str(&self) -> &str {
         self.0.as_str()
+    }
+}
+
+/// The text kept for an error whose `Display` panicked.
+struct DisplayPanicked<'a>(&'a crate::PanicMessage);
+
+impl Display for DisplayPanicked<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<its Display panicked: {}>", self.0)
     }
 }
 

@@ -8,7 +8,7 @@ use core::time::Duration;
 use crate::future::with_timeout;
 use crate::ledger::{Ledger, Panicked, UndoRecord, ViaRollback};
 use crate::manager::Outcome;
-use crate::panic::guarded;
+use crate::panic::guarded_call;
 use crate::step::{Maybe, Step, StepConfig, StepFn};
 use crate::text::ErrorText;
 use crate::trace::within;
@@ -63,6 +63,9 @@ pub struct Transaction<'t, M, Ctx: ?Sized, U, S: Storage> {
     pub(crate) ledger: &'t mut Ledger<U, S>,
     /// The policies of the step being run.
     running: RunningStep,
+    /// When the transaction's deadline passes, on its clock: no step (and
+    /// no retry) starts at or after it.
+    pub(crate) deadline_at: Option<Duration>,
     /// Hands the owed rollbacks to the manager's abandon policy if the
     /// transaction is dropped before it finished; `None` once it finished.
     /// A function pointer, chosen where the policy's bounds are known, so
@@ -132,14 +135,21 @@ where
         ctx: &'t mut Ctx,
         ledger: &'t mut Ledger<U, S>,
     ) -> Self {
-        Self { manager, ctx, ledger, running: RunningStep::default(), on_drop: Some(Self::abandon) }
+        Self {
+            manager,
+            ctx,
+            ledger,
+            running: RunningStep::default(),
+            deadline_at: None,
+            on_drop: Some(Self::abandon),
+        }
     }
 
     /// `on_drop`: the transaction was dropped before it finished.
     fn abandon(&mut self) {
         let manager = self.manager;
         let mut ledger = core::mem::replace(&mut *self.ledger, Ledger::empty());
-        ledger.abandon_in_progress(&"interrupted: the transaction was dropped", manager.clock.now());
+        ledger.abandon_in_progress(&"interrupted: the transaction was dropped", crate::panic::now(&manager.clock));
         let abandoned = Abandoned { ledger };
         tm_error!(
             "{} `{}`: dropped before it finished, owing {} rollback(s)",
@@ -148,11 +158,10 @@ where
             abandoned.pending_len()
         );
         // Panics must not escape `Drop` (a panic while unwinding aborts).
-        if let Err(panic) = crate::panic::caught_sync(|| manager.hooks.on_transaction_abandoned(&abandoned)) {
+        if let Err(panic) = crate::panic::caught(|| manager.hooks.on_transaction_abandoned(&abandoned)) {
             tm_error!("on_transaction_abandoned hook panicked: {}", panic);
         }
-        if let Err(panic) =
-            crate::panic::caught_sync(|| manager.abandon.abandon(&manager.clock, &manager.hooks, abandoned))
+        if let Err(panic) = crate::panic::caught(|| manager.abandon.abandon(&manager.clock, &manager.hooks, abandoned))
         {
             tm_error!("abandon policy panicked: {}", panic);
         }
@@ -164,24 +173,51 @@ where
         if !H::ENABLED {
             return;
         }
-        if let Err(panic) = guarded(self.manager.hooks.on_transaction_start(info)).await {
+        let hooks = &self.manager.hooks;
+        if let Err(panic) = guarded_call(|| hooks.on_transaction_start(info)).await {
             tm_error!("{} `{}`: on_transaction_start hook panicked: {}", info.id, info.operation, panic);
+        }
+    }
+
+    /// The clock's time (a panicking `now()` reads as zero).
+    fn now(&self) -> Duration {
+        crate::panic::now(&self.manager.clock)
+    }
+
+    /// A step whose future the body dropped mid-way (its own `select` or
+    /// timeout around the step) is still `InProgress`: record it as
+    /// interrupted. Its undo record, if one is owed, is already right: an
+    /// uncertain record is in the ledger only while an attempt is in flight
+    /// or after one that may have taken effect.
+    fn settle_dropped_step(&mut self) {
+        if self.ledger.in_progress().is_some() {
+            let now = self.now();
+            self.ledger.abandon_in_progress(&"interrupted: the step's future was dropped", now);
         }
     }
 
     /// The body was stopped from outside: the step it was in is abandoned.
     pub(crate) fn interrupted(&mut self, why: &dyn fmt::Display) -> (Option<(crate::Name, usize)>, usize) {
         let step = self.ledger.in_progress();
-        self.ledger.abandon_in_progress(why, self.manager.clock.now());
+        let now = self.now();
+        self.ledger.abandon_in_progress(why, now);
         (step, self.ledger.summary.steps.len())
+    }
+
+    /// Whether the transaction's deadline has passed: no step or retry may
+    /// start then.
+    fn past_deadline(&self) -> bool {
+        self.deadline_at.is_some_and(|deadline| self.now() >= deadline)
     }
 
     /// The body returned `Ok`: commit.
     pub(crate) async fn commit<T, B>(&mut self, value: T) -> Outcome<T, B, U::Error, S> {
         self.on_drop = None;
+        self.settle_dropped_step();
         let manager = self.manager;
+        let now = self.now();
         let summary = &mut self.ledger.summary;
-        summary.completed_at = manager.clock.now();
+        summary.completed_at = now;
         tm_info!("{} `{}`: committed after {} step(s)", summary.info.id, summary.info.operation, summary.total_steps());
         complete(&manager.hooks, &self.ledger.summary, true).await;
         Ok(Committed { value, summary: self.ledger.take_summary() })
@@ -189,17 +225,22 @@ where
 
     /// The body failed: roll back the completed steps.
     pub(crate) async fn abort<T, B>(&mut self, cause: B) -> Outcome<T, B, U::Error, S> {
+        self.settle_dropped_step();
         let manager = self.manager;
         let info = &self.ledger.summary.info;
-        tm_warn!("{} `{}`: body failed; rolling back", info.id, info.operation);
+        let owed = self.ledger.undo.len();
+        tm_warn!("{} `{}`: body failed; {} step(s) to roll back", info.id, info.operation, owed);
         // The ledger stays in `self` while rolling back: if this future is
         // dropped now, what is still owed goes to the abandon policy.
         let rollback_failures =
             self.ledger.roll_back::<ViaRollback, _, _, _>(&mut *self.ctx, &manager.clock, &manager.hooks).await;
         self.on_drop = None;
+        let now = self.now();
         let summary = &mut self.ledger.summary;
-        summary.completed_at = manager.clock.now();
-        if RollbackState::of(rollback_failures.len(), summary).is_clean() {
+        summary.completed_at = now;
+        if owed == 0 {
+            tm_info!("{} `{}`: nothing to roll back", summary.info.id, summary.info.operation);
+        } else if RollbackState::of(rollback_failures.len(), summary).is_clean() {
             tm_info!("{} `{}`: rolled back cleanly", summary.info.id, summary.info.operation);
         } else {
             tm_error!(
@@ -217,6 +258,8 @@ where
     /// to come), or says why it cannot run. Not generic over the step, so
     /// one copy serves every step of a transaction type.
     fn begin_step(&mut self, config: StepConfig, with_undo: bool) -> Result<usize, (crate::Name, usize, Refused)> {
+        self.settle_dropped_step();
+        let now = self.now();
         let ledger = &mut self.ledger;
         let index = ledger.summary.steps.len();
         let info = &ledger.summary.info;
@@ -242,7 +285,7 @@ where
         };
         let mut record = StepRecord::new(index, config.name, config.timeout, with_undo);
         record.status = StepStatus::InProgress;
-        record.started_at = crate::record::At::some(self.manager.clock.now());
+        record.started_at = crate::record::At::some(now);
         // Cannot fail: room was checked above.
         let _ = ledger.summary.steps.push(record);
         Ok(index)
@@ -255,41 +298,74 @@ where
 
     /// Bookkeeping of a completed attempt. Not generic over the step.
     fn step_completed(&mut self, index: usize, attempt: u32) {
+        let now = self.now();
         let record = &mut self.ledger.summary.steps[index];
         record.status = StepStatus::Completed;
-        record.completed_at = crate::record::At::some(self.manager.clock.now());
+        record.completed_at = crate::record::At::some(now);
         let info = &self.ledger.summary.info;
         tm_debug!("{} `{}`: step `{}` completed on attempt {}", info.id, info.operation, record.name, attempt);
     }
 
     /// Bookkeeping of a failed attempt: its error text, and whether it was
     /// the last. Not generic over the step.
-    fn step_failed(&mut self, index: usize, attempt: u32, error: &dyn fmt::Display, hook_panicked: bool) -> bool {
-        let last = attempt > self.running.retry.max_retries() || hook_panicked;
+    fn step_failed(&mut self, index: usize, attempt: u32, error: &dyn fmt::Display, final_: bool) -> bool {
+        let last = final_ || is_last_attempt(attempt, self.running.retry.max_retries());
+        let now = self.now();
         let record = &mut self.ledger.summary.steps[index];
         record.error = Some(ErrorText::capture(error));
+        let info = &self.ledger.summary.info;
         if last {
             record.status = StepStatus::Failed;
-            record.completed_at = crate::record::At::some(self.manager.clock.now());
+            record.completed_at = crate::record::At::some(now);
+            tm_error!(
+                "{} `{}`: step `{}` failed for good on attempt {}: {}",
+                info.id,
+                info.operation,
+                record.name,
+                attempt,
+                record.error().unwrap_or_default()
+            );
+        } else {
+            tm_warn!(
+                "{} `{}`: step `{}` attempt {} failed: {}; retrying",
+                info.id,
+                info.operation,
+                record.name,
+                attempt,
+                record.error().unwrap_or_default()
+            );
         }
-        let info = &self.ledger.summary.info;
-        tm_warn!(
-            "{} `{}`: step `{}` attempt {} failed: {}{}",
-            info.id,
-            info.operation,
-            record.name,
-            attempt,
-            record.error().unwrap_or_default(),
-            if last { " (no retries left)" } else { "" }
-        );
         last
+    }
+
+    /// Ends a step for good on a panic outside its attempts (its undo
+    /// record could not be made, or the clock panicked in the backoff).
+    fn step_broke<E>(&mut self, index: usize, panic: crate::PanicMessage) -> StepError<E> {
+        let now = self.now();
+        let record = &mut self.ledger.summary.steps[index];
+        record.status = StepStatus::Failed;
+        record.completed_at = crate::record::At::some(now);
+        record.error = Some(ErrorText::capture(&Panicked(&panic)));
+        let info = &self.ledger.summary.info;
+        tm_error!("{} `{}`: step `{}` failed for good: {}", info.id, info.operation, record.name, panic);
+        StepError { step: record.name.clone(), index, kind: StepErrorKind::Panicked(panic) }
+    }
+
+    /// Whether the running step's undo record is the last one in the ledger
+    /// (pushed for an uncertain rollback while an attempt runs).
+    fn owes(&self, index: usize) -> bool {
+        self.ledger.undo.last().is_some_and(|u| u.step == index)
     }
 
     /// Runs one step: attempts with timeout and retries, records each in the
     /// summary, calls the hooks, and keeps an undo record when the step
-    /// completes (or, for uncertain rollbacks, when its outcome is unknown).
-    /// Only what differs per step lives here; the bookkeeping is in the
-    /// helpers above.
+    /// completes — or, for uncertain rollbacks, while an attempt is in
+    /// flight and after one that may have taken effect. Only what differs
+    /// per step lives here; the bookkeeping is in the helpers above.
+    ///
+    /// Every call into user code (the execute closure and its future, the
+    /// undo maker and the output's `Clone`, hooks, the clock's `sleep`) is
+    /// inside the panic guard.
     pub(crate) async fn execute<F, M>(
         &mut self,
         config: StepConfig,
@@ -300,6 +376,11 @@ where
         F: StepFn<Ctx>,
         M: FnMut(Maybe<&F::Output>) -> Option<U>,
     {
+        if self.past_deadline() {
+            // No step starts at or after the deadline: wait for the
+            // interrupt, which is due and stops the body.
+            core::future::pending::<()>().await;
+        }
         let index = match self.begin_step(config, make_undo.is_some()) {
             Ok(index) => index,
             Err((step, index, refused)) => return Err(StepError { step, index, kind: refused.into_kind() }),
@@ -307,14 +388,11 @@ where
         let clock = &self.manager.clock;
         let hooks = &self.manager.hooks;
         let timeout = self.ledger.summary.steps[index].timeout;
-        // An uncertain rollback is owed from the first attempt on: if the
-        // transaction is stopped or dropped mid-attempt, it still runs.
-        let mut provisional = false;
-        if let Some(undo) = make_undo.as_mut().and_then(|make| make(Maybe::Uncertain)) {
-            let undo = self.undo_record(index, undo);
-            let _ = self.ledger.undo.push(undo);
-            provisional = true;
-        }
+        // The uncertain undo record, while it is not in the ledger. It is in
+        // the ledger exactly while an attempt is in flight, or after one that
+        // may have taken effect (timed out, panicked): never because of where
+        // a hook or a backoff wait was interrupted.
+        let mut parked: Option<UndoRecord<U>> = None;
         let mut uncertain = false;
         let mut attempt = 0u32;
         loop {
@@ -325,36 +403,65 @@ where
             let hook = if H::ENABLED {
                 let event =
                     StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-                within(&span, guarded(hooks.on_step_execute(&event))).await
+                within(&span, guarded_call(|| hooks.on_step_execute(&event))).await
             } else {
                 Ok(())
             };
-            let hook_panicked = hook.is_err();
-            let result = match hook {
-                Err(panic) => Err(StepErrorKind::Panicked(panic)),
+            // A broken hook fails the attempt before it starts: nothing ran,
+            // and it is not retried around.
+            let (result, ran) = match hook {
+                Err(panic) => (Err(StepErrorKind::Panicked(panic)), false),
                 Ok(()) => {
-                    match within(&span, guarded(with_timeout(clock, timeout, execute.call(&mut *self.ctx)))).await {
-                        Ok(Some(Ok(output))) => Ok(output),
-                        Ok(Some(Err(error))) => Err(StepErrorKind::Failed(error)),
-                        Ok(None) => Err(StepErrorKind::TimedOut { timeout: timeout.unwrap_or_default() }),
-                        Err(panic) => Err(StepErrorKind::Panicked(panic)),
-                    }
-                }
-            };
-            let kind = match result {
-                Ok(output) => {
-                    self.step_completed(index, attempt);
-                    if let Some(undo) = make_undo.as_mut().and_then(|make| make(Maybe::Completed(&output))) {
-                        let undo = self.undo_record(index, undo);
-                        if provisional {
-                            if let Some(last) = self.ledger.undo.last_mut() {
-                                *last = undo;
+                    if !uncertain {
+                        if parked.is_none() {
+                            let made = crate::panic::caught(|| make_undo.as_mut().and_then(|make| make(Maybe::Uncertain)));
+                            match made {
+                                Ok(undo) => parked = undo.map(|undo| self.undo_record(index, undo)),
+                                Err(panic) => return Err(self.step_broke(index, panic)),
                             }
-                        } else {
+                        }
+                        if let Some(undo) = parked.take() {
                             // Cannot fail: room was checked before the step ran.
                             let _ = self.ledger.undo.push(undo);
                         }
                     }
+                    let ctx = &mut *self.ctx;
+                    let attempt_result =
+                        within(&span, guarded_call(|| with_timeout(clock, timeout, execute.call(ctx)))).await;
+                    let result = match attempt_result {
+                        Ok(Some(Ok(output))) => Ok(output),
+                        Ok(Some(Err(error))) => Err(StepErrorKind::Failed(error)),
+                        Ok(None) => Err(StepErrorKind::TimedOut { timeout: timeout.unwrap_or_default() }),
+                        Err(panic) => Err(StepErrorKind::Panicked(panic)),
+                    };
+                    (result, true)
+                }
+            };
+            let kind = match result {
+                Ok(output) => {
+                    let made = crate::panic::caught(|| make_undo.as_mut().and_then(|make| make(Maybe::Completed(&output))));
+                    match made {
+                        Ok(Some(undo)) => {
+                            let undo = self.undo_record(index, undo);
+                            if self.owes(index) {
+                                if let Some(last) = self.ledger.undo.last_mut() {
+                                    *last = undo;
+                                }
+                            } else {
+                                // Cannot fail: room was checked before the step ran.
+                                let _ = self.ledger.undo.push(undo);
+                            }
+                        }
+                        Ok(None) => {}
+                        // The step took effect but its undo record cannot be
+                        // made: it fails for good (a retry would repeat the
+                        // effect); an uncertain record, if any, stays owed.
+                        Err(panic) => {
+                            crate::trace::outcome(&span, "panic");
+                            return Err(self.step_broke(index, panic));
+                        }
+                    }
+                    self.step_completed(index, attempt);
                     crate::trace::outcome(&span, "ok");
                     if !H::ENABLED {
                         return Ok(output);
@@ -362,7 +469,7 @@ where
                     let ledger = &self.ledger;
                     let event =
                         StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-                    return match within(&span, guarded(hooks.on_step_success(&event))).await {
+                    return match within(&span, guarded_call(|| hooks.on_step_success(&event))).await {
                         Ok(()) => Ok(output),
                         // The step did its work, so its undo record stays
                         // and is rolled back when the body stops.
@@ -376,36 +483,41 @@ where
                 }
                 Err(kind) => kind,
             };
-            uncertain |= kind.is_uncertain();
+            if ran {
+                uncertain |= kind.is_uncertain();
+                if !uncertain && self.owes(index) {
+                    // A clean failure: nothing took effect, nothing owed.
+                    parked = self.ledger.undo.pop();
+                }
+            }
             crate::trace::outcome(&span, outcome_of(&kind));
             let mut last = match &kind {
-                StepErrorKind::Failed(error) => self.step_failed(index, attempt, error, hook_panicked),
-                StepErrorKind::TimedOut { timeout } => {
-                    self.step_failed(index, attempt, &TimedOut(*timeout), hook_panicked)
-                }
-                StepErrorKind::Panicked(message) => self.step_failed(index, attempt, &Panicked(message), hook_panicked),
-                _ => self.step_failed(index, attempt, &"failed", hook_panicked),
+                StepErrorKind::Failed(error) => self.step_failed(index, attempt, error, !ran),
+                StepErrorKind::TimedOut { timeout } => self.step_failed(index, attempt, &TimedOut(*timeout), !ran),
+                StepErrorKind::Panicked(message) => self.step_failed(index, attempt, &Panicked(message), !ran),
+                _ => self.step_failed(index, attempt, &"failed", !ran),
             };
             let ledger = &mut self.ledger;
             tm_event!(warn, &span, "attempt failed", error = ledger.summary.steps[index].error().unwrap_or_default());
             if H::ENABLED {
                 let event =
                     StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-                if let Err(panic) = within(&span, guarded(hooks.on_step_failure(&event))).await {
+                if let Err(panic) = within(&span, guarded_call(|| hooks.on_step_failure(&event))).await {
                     tm_error!("on_step_failure hook panicked: {}", panic);
+                    let now = self.now();
                     let record = &mut self.ledger.summary.steps[index];
                     record.status = StepStatus::Failed;
                     if record.completed_at.is_none() {
-                        record.completed_at = crate::record::At::some(clock.now());
+                        record.completed_at = crate::record::At::some(now);
                     }
                     last = true;
                 }
             }
             let ledger = &mut self.ledger;
             if last {
-                if provisional && !uncertain {
-                    // Every attempt failed cleanly: nothing to undo.
-                    ledger.undo.pop();
+                if parked.is_some() {
+                    // Its uncertain rollback is not owed: every attempt
+                    // failed cleanly.
                     ledger.summary.steps[index].has_rollback = false;
                 }
                 return Err(StepError { step: ledger.summary.steps[index].name.clone(), index, kind });
@@ -418,10 +530,23 @@ where
             crate::trace::close(span);
             tm_debug!("step `{}` retrying in {:?}", ledger.summary.steps[index].name, delay);
             if !delay.is_zero() {
-                clock.sleep(delay).await;
+                if let Err(panic) = guarded_call(|| clock.sleep(delay)).await {
+                    return Err(self.step_broke(index, panic));
+                }
+            }
+            if self.past_deadline() {
+                // No retry starts at or after the deadline.
+                core::future::pending::<()>().await;
             }
         }
     }
+}
+
+/// Whether attempt number `attempt` (from 1) is the last one a policy of
+/// `max_retries` allows. Bounded even for `u32::MAX` retries: the attempt
+/// counter cannot pass `u32::MAX`, so that attempt is the last.
+pub(crate) fn is_last_attempt(attempt: u32, max_retries: u32) -> bool {
+    attempt > max_retries || attempt == u32::MAX
 }
 
 /// `on_transaction_complete`, with the summary borrowed where it is. It
@@ -431,7 +556,7 @@ pub(crate) async fn complete<H: Hooks, S: Storage>(hooks: &H, summary: &crate::S
     if !H::ENABLED {
         return;
     }
-    if let Err(panic) = guarded(hooks.on_transaction_complete(&summary.info, success, summary)).await {
+    if let Err(panic) = guarded_call(|| hooks.on_transaction_complete(&summary.info, success, summary)).await {
         tm_error!("{}: on_transaction_complete hook panicked: {}", summary.info.id, panic);
     }
 }
