@@ -41,7 +41,7 @@ impl Hooks for Narrator {
         println!("[hook] rolling back {}", tx.id());
     }
     async fn on_step_rollback(&self, e: &StepEvent<'_>) {
-        println!("[hook]   undoing {} (attempt {})", e.step.name(), e.attempt);
+        println!("[hook]   undid {} (attempt {})", e.step.name(), e.attempt);
     }
     async fn on_step_rollback_failure(&self, e: &StepEvent<'_>) {
         println!(

@@ -216,3 +216,72 @@ fn dropped_at_every_await_point_rolls_back_on_a_spawned_task() {
         }
     });
 }
+
+/// Every log line the library writes, for tests that check a report.
+struct Captured;
+
+static CAPTURED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+impl log::Log for Captured {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        CAPTURED.lock().unwrap().push(format!("{} {}", record.level(), record.args()));
+    }
+    fn flush(&self) {}
+}
+
+fn captured_lines(containing: &str) -> Vec<String> {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        log::set_logger(&Captured).expect("no other logger in this test binary");
+        log::set_max_level(log::LevelFilter::Trace);
+    });
+    CAPTURED.lock().unwrap().iter().filter(|l| l.contains(containing)).cloned().collect()
+}
+
+/// A rollback spawned for a dropped transaction is itself dropped when the
+/// tokio runtime shuts down before it finished: each step whose rollback is
+/// lost this way is reported at error level, by name.
+#[test]
+fn runtime_shutdown_reports_each_lost_rollback() {
+    let _ = captured_lines("");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+    rt.block_on(async {
+        let manager =
+            TransactionManager::new(TokioClock::new()).with_spawner(transaction_manager::TokioSpawner::current());
+        let transaction = manager.run("shutdown-lost", async |tx| {
+            for name in ["first", "second"] {
+                tx.step(name)
+                    .execute(|| async { Ok(()) })
+                    .rollback(|()| async {
+                        // Long enough that the runtime shuts down first.
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        Ok::<_, std::io::Error>(())
+                    })
+                    .await?;
+            }
+            tx.step("hangs")
+                .run(|| async {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    Ok::<_, std::io::Error>(())
+                })
+                .await?;
+            R::Ok(())
+        });
+        tokio::select! {
+            biased;
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = transaction => unreachable!("the last step hangs"),
+        }
+        // Let the spawned rollback start (it waits in `second`'s rollback).
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    });
+    drop(rt);
+    let lost = captured_lines("shutdown-lost");
+    let lost: Vec<_> = lost.iter().filter(|l| l.contains("LOST")).collect();
+    assert_eq!(lost.len(), 2, "{lost:?}");
+    assert!(lost[0].starts_with("ERROR") && lost[0].contains("`second`"), "{lost:?}");
+    assert!(lost[1].contains("`first`"), "{lost:?}");
+}

@@ -49,9 +49,17 @@ pub struct StepEvent<'a> {
 /// | `on_step_success` | after the attempt that succeeds |
 /// | `on_step_failure` | after each failed or timed-out attempt (the step's status is `Failed` on the last one) |
 /// | `on_rollback_start` | once, before rolling back, only if there is something to roll back |
-/// | `on_step_rollback` | before each rollback attempt |
 /// | `on_step_rollback_failure` | after each failed or timed-out rollback attempt |
+/// | `on_step_rollback` | once per step, after its rollback succeeded (the step is `RolledBack`) |
 /// | `on_transaction_complete` | once, always, at the very end |
+///
+/// Hooks observe; they cannot change the outcome of a rollback. A panic
+/// in a hook (with `std`) is caught: in `on_step_execute` it fails that
+/// attempt before it starts (nothing ran, and it is not retried around), in
+/// `on_step_success` the step's error becomes the panic (its undo record
+/// stays owed), in `on_step_failure` it ends the step's retries; in every
+/// other hook it is logged and ignored — a hook never stops or shortens a
+/// rollback.
 ///
 /// Hooks take `&self` because one set of hooks serves every transaction of a
 /// manager, possibly at the same time: count with atomics or a `Cell`.
@@ -109,7 +117,11 @@ pub trait Hooks {
         let _ = transaction;
     }
 
-    /// A rollback attempt is about to start.
+    /// The step's rollback succeeded: it is `RolledBack`. Called once per
+    /// step, after the attempt that succeeded (`event.attempt`), as in the
+    /// Python package this library grew from (`async-transaction-manager`
+    /// 0.1.2). Each failed attempt before it was reported to
+    /// [`on_step_rollback_failure`](Hooks::on_step_rollback_failure).
     async fn on_step_rollback(&self, event: &StepEvent<'_>) {
         let _ = event;
     }

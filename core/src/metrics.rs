@@ -31,7 +31,7 @@ pub struct StepMetrics {
     pub retries: u64,
     /// Steps that failed for good.
     pub failed_steps: u64,
-    /// Rollback attempts started.
+    /// Steps rolled back (rollbacks that succeeded).
     pub rollbacks: u64,
     /// Rollback attempts that failed or timed out.
     pub rollback_failures: u64,
@@ -156,7 +156,7 @@ impl<const N: usize> Metrics<N> {
             ("failures", "Execute attempts failed or timed out", |m| m.failures),
             ("retries", "Failed attempts retried", |m| m.retries),
             ("failed_steps", "Steps failed for good", |m| m.failed_steps),
-            ("rollbacks", "Rollback attempts started", |m| m.rollbacks),
+            ("rollbacks", "Steps rolled back", |m| m.rollbacks),
             ("rollback_failures", "Rollback attempts failed or timed out", |m| m.rollback_failures),
         ];
         for (name, help, value) in counters {

@@ -601,3 +601,19 @@ impl fmt::Display for TimedOut {
         write!(f, "timed out after {}", crate::text::Dur(self.0))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_last_attempt;
+
+    #[test]
+    fn attempts_are_bounded_even_for_u32_max_retries() {
+        assert!(!is_last_attempt(1, 1));
+        assert!(is_last_attempt(2, 1));
+        assert!(is_last_attempt(1, 0));
+        // The attempt counter saturates at u32::MAX: that attempt is the
+        // last, so an always-failing step with u32::MAX retries stops.
+        assert!(!is_last_attempt(u32::MAX - 1, u32::MAX));
+        assert!(is_last_attempt(u32::MAX, u32::MAX));
+    }
+}
