@@ -241,6 +241,10 @@ impl<U, S: Storage> Ledger<U, S> {
                         record.rollback_error().unwrap_or_default(),
                     );
                 }
+                if last {
+                    // Its hook runs below, once the record left the ledger.
+                    break Some(RollbackFailure { step: self.summary.steps[index].name.clone(), index, kind });
+                }
                 if H::ENABLED {
                     let event =
                         StepEvent { transaction: &self.summary.info, step: &self.summary.steps[index], attempt };
@@ -249,9 +253,6 @@ impl<U, S: Storage> Ledger<U, S> {
                     {
                         tm_error!("on_step_rollback_failure hook panicked: {}", panic);
                     }
-                }
-                if last {
-                    break Some(RollbackFailure { step: self.summary.steps[index].name.clone(), index, kind });
                 }
                 drop(kind);
                 let delay = entry.retry.jittered_delay(retry, &mut self.rng);
@@ -273,20 +274,21 @@ impl<U, S: Storage> Ledger<U, S> {
                 retry += 1;
             };
             // The rollback is over: the record leaves the ledger before the
-            // hook below, so a drop during that hook does not repeat it.
+            // step's last hook, so a drop during that hook does not repeat it.
             self.undo.pop();
-            match failed {
-                None => {
-                    if H::ENABLED {
-                        let span = tm_span!("rollback", step = self.summary.steps[index].name, index = index);
-                        let attempt = self.summary.steps[index].rollback_attempts;
-                        let event =
-                            StepEvent { transaction: &self.summary.info, step: &self.summary.steps[index], attempt };
-                        if let Err(panic) = within(&span, guarded_call(|| hooks.on_step_rollback(&event))).await {
-                            tm_error!("on_step_rollback hook panicked: {}", panic);
-                        }
-                    }
+            if H::ENABLED {
+                let attempt = self.summary.steps[index].rollback_attempts;
+                let event = StepEvent { transaction: &self.summary.info, step: &self.summary.steps[index], attempt };
+                let hook = match failed {
+                    None => guarded_call(|| hooks.on_step_rollback(&event)).await,
+                    Some(_) => guarded_call(|| hooks.on_step_rollback_failure(&event)).await,
+                };
+                if let Err(panic) = hook {
+                    tm_error!("a rollback hook of step `{}` panicked: {}", self.summary.steps[index].name, panic);
                 }
+            }
+            match failed {
+                None => {}
                 Some(failure) => {
                     // Cannot fail: there are no more failures than undo
                     // records, and both lists have the same capacity.
