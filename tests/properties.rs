@@ -1,79 +1,336 @@
-//! Property tests: random transactions (0–16 steps, random retries, random
-//! outcome per attempt of execute and rollback — success, error, timeout,
-//! panic — random uncertain rollbacks, a random error of the body's own, a
-//! random rollback failure policy), checked against a model of the
-//! reference semantics.
+//! Property tests: random transactions checked against an independent
+//! model of what must happen, event by event, in virtual time.
 //!
-//! The model predicts the exact log of every transaction — step calls,
-//! rollback calls and hook events, interleaved — so one comparison checks
-//! every invariant: each completed step with a rollback is rolled back
-//! exactly once (attempts until one succeeds), in strict reverse order; no
-//! step that did not complete is rolled back (unless its rollback covers
-//! uncertain outcomes and an attempt was uncertain); hooks fire in a valid
-//! order, `on_transaction_complete` exactly once. The summary and the error
-//! value (cause and every rollback failure) are checked against the model
-//! too.
+//! The domain: 0–24 steps, each with no rollback, a rollback or an
+//! uncertain rollback; per execute attempt success (at once, after a while,
+//! or exactly at its timeout), error, timeout, panic in the future or in the
+//! execute closure itself; per rollback attempt success, slow success,
+//! error, timeout or panic; hooks that wait or panic at any event; a body
+//! that fails before any step or after any step, or recovers from a step's
+//! error and goes on; a deadline, a cancel signal or a drop of the whole
+//! transaction at any instant (ties with other events included); closure
+//! rollbacks on the heap, or undo records as data with a context in
+//! `Fixed<8>` storage (steps past the capacity refused); jitter; the
+//! rollback failure policy; and up to three transactions running at once on
+//! one clock.
 //!
-//! Seeded and reproducible: 10,000 cases by default (set
-//! `TM_PROPTEST_CASES` for more), on `ManualClock`, so they take about a
-//! second.
+//! The model predicts the exact log of every transaction — hook events,
+//! execute and rollback calls, each with its virtual time — plus every
+//! step's status and attempts, the error (cause and every rollback
+//! failure), and for a dropped transaction what it handed over and what
+//! rolling that back did. So one comparison checks every invariant: a step
+//! is rolled back only if it completed, or opted into uncertain rollbacks
+//! and an attempt of it was in flight or ended uncertain; rollbacks run
+//! latest first, each at least once and — unless a drop cut one short —
+//! exactly once; no step or retry starts at or after a deadline or a fired
+//! cancel signal; a hook never stops a rollback; backoff waits exactly what
+//! the policy says; `on_transaction_complete` runs exactly once.
+//!
+//! A fresh seed each run, printed; replay one with `TM_PROPTEST_SEED=<n>`.
+//! `TM_PROPTEST_CASES` sets the number of groups (default 3,000).
 
-#[allow(unused_imports)]
-mod conformance;
-
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use transaction_manager::*;
 
-use conformance::{Log, Recorder};
+const TIMEOUT: Duration = Duration::from_millis(10);
+const SLOW: Duration = Duration::from_millis(3);
+const LONG: Duration = Duration::from_secs(1);
+const BACKOFF: Duration = Duration::from_millis(1);
+const CAPACITY: usize = 8;
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+// ---------------------------------------------------------------- the domain
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Attempt {
     Ok,
+    /// Succeeds after `SLOW`.
+    Slow,
+    /// Succeeds exactly at its timeout: the attempt wins the tie.
+    Exact,
     Err,
     Timeout,
     Panic,
+    /// The execute closure itself panics (not its future).
+    ClosurePanic,
+}
+
+impl Attempt {
+    fn succeeds(self) -> bool {
+        matches!(self, Attempt::Ok | Attempt::Slow | Attempt::Exact)
+    }
+
+    /// How long the attempt takes, as the engine sees it.
+    fn duration(self) -> Duration {
+        match self {
+            Attempt::Slow => SLOW,
+            Attempt::Exact | Attempt::Timeout => TIMEOUT,
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// May have taken effect although it failed.
+    fn uncertain(self) -> bool {
+        matches!(self, Attempt::Timeout | Attempt::Panic | Attempt::ClosurePanic)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Event {
+    Execute,
+    Success,
+    Failure,
+    Rollback,
+    RollbackFailure,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Act {
+    Pass,
+    Wait(Duration),
+    Panic,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Undo {
+    None,
+    Plain,
+    Uncertain,
 }
 
 #[derive(Clone, Debug)]
 struct StepSpec {
-    rollback: bool,
-    uncertain: bool,
+    undo: Undo,
     execute: Vec<Attempt>,
-    undo: Vec<Attempt>,
+    rollback: Vec<Attempt>,
+    /// The body catches this step's error and goes on.
+    recover: bool,
+    hooks: Vec<(Event, u32, Act)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BodyError {
+    None,
+    Before,
+    After(usize),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    None,
+    /// From when the body starts.
+    Deadline(Duration),
+    /// At this time from the start.
+    Cancel(Duration),
+    /// The transaction's future is dropped at this time from the start.
+    Drop(Duration),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Storage {
+    /// `LocalBoxedRollback` closures, unbounded.
+    Closures,
+    /// Undo records as data, a context, `Fixed<CAPACITY>`.
+    Fixed,
 }
 
 #[derive(Clone, Debug)]
 struct Case {
     steps: Vec<StepSpec>,
-    /// The body fails on its own after this step completes.
-    body_error_after: Option<usize>,
+    body_error: BodyError,
     stop_on_rollback_failure: bool,
+    storage: Storage,
+    stop: Stop,
+    jitter: Jitter,
+    seed: u64,
+    start: Act,
+    rollback_start: Act,
+    complete: Act,
 }
 
-fn attempt() -> impl Strategy<Value = Attempt> {
-    prop_oneof![4 => Just(Attempt::Ok), 2 => Just(Attempt::Err), 1 => Just(Attempt::Timeout), 1 => Just(Attempt::Panic)]
+impl Case {
+    fn act(&self, step: usize, event: Event, attempt: u32) -> Act {
+        self.steps[step].hooks.iter().find(|(e, a, _)| *e == event && *a == attempt).map_or(Act::Pass, |h| h.2)
+    }
+
+    fn policy(&self, attempts: usize) -> RetryPolicy {
+        RetryPolicy::new()
+            .with_max_retries(attempts as u32 - 1)
+            .with_initial_interval(BACKOFF)
+            .with_jitter(self.jitter)
+    }
+}
+
+fn execute_attempt() -> impl Strategy<Value = Attempt> {
+    prop_oneof![
+        4 => Just(Attempt::Ok),
+        1 => Just(Attempt::Slow),
+        1 => Just(Attempt::Exact),
+        2 => Just(Attempt::Err),
+        1 => Just(Attempt::Timeout),
+        1 => Just(Attempt::Panic),
+        1 => Just(Attempt::ClosurePanic),
+    ]
+}
+
+fn rollback_attempt() -> impl Strategy<Value = Attempt> {
+    prop_oneof![
+        4 => Just(Attempt::Ok),
+        1 => Just(Attempt::Slow),
+        2 => Just(Attempt::Err),
+        1 => Just(Attempt::Timeout),
+        1 => Just(Attempt::Panic),
+    ]
+}
+
+fn act() -> impl Strategy<Value = Act> {
+    prop_oneof![
+        6 => Just(Act::Pass),
+        1 => (1u64..=20).prop_map(|ms| Act::Wait(Duration::from_millis(ms))),
+        1 => Just(Act::Panic),
+    ]
+}
+
+fn hook() -> impl Strategy<Value = (Event, u32, Act)> {
+    let event = prop_oneof![
+        Just(Event::Execute),
+        Just(Event::Success),
+        Just(Event::Failure),
+        Just(Event::Rollback),
+        Just(Event::RollbackFailure),
+    ];
+    let act = prop_oneof![
+        (1u64..=20).prop_map(|ms| Act::Wait(Duration::from_millis(ms))),
+        Just(Act::Panic),
+    ];
+    (event, 1u32..=3, act)
 }
 
 fn step_spec() -> impl Strategy<Value = StepSpec> {
-    (any::<bool>(), any::<bool>(), prop::collection::vec(attempt(), 1..=4), prop::collection::vec(attempt(), 1..=3))
-        .prop_map(|(rollback, uncertain, execute, undo)| StepSpec {
-            rollback,
-            uncertain: rollback && uncertain,
-            execute,
-            undo,
-        })
+    let undo = prop_oneof![1 => Just(Undo::None), 2 => Just(Undo::Plain), 2 => Just(Undo::Uncertain)];
+    (
+        undo,
+        prop::collection::vec(execute_attempt(), 1..=4),
+        prop::collection::vec(rollback_attempt(), 1..=3),
+        prop::bool::weighted(0.15),
+        prop::collection::vec(hook(), 0..=1),
+    )
+        .prop_map(|(undo, execute, rollback, recover, hooks)| StepSpec { undo, execute, rollback, recover, hooks })
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    (prop::collection::vec(step_spec(), 0..=16), prop::option::of(0usize..16), any::<bool>())
-        .prop_map(|(steps, body_error_after, stop)| Case { steps, body_error_after, stop_on_rollback_failure: stop })
+    let ms = |max: u64| (0..=max).prop_map(Duration::from_millis);
+    let body_error = prop_oneof![
+        6 => Just(BodyError::None),
+        1 => Just(BodyError::Before),
+        2 => (0usize..24).prop_map(BodyError::After),
+    ];
+    let stop = prop_oneof![
+        3 => Just(Stop::None),
+        2 => ms(150).prop_map(Stop::Deadline),
+        2 => ms(150).prop_map(Stop::Cancel),
+        2 => ms(150).prop_map(Stop::Drop),
+    ];
+    let jitter = prop_oneof![3 => Just(Jitter::None), 1 => Just(Jitter::Full), 1 => Just(Jitter::Equal)];
+    let storage = prop_oneof![Just(Storage::Closures), Just(Storage::Fixed)];
+    (
+        (prop::collection::vec(step_spec(), 0..=24), body_error, any::<bool>(), storage),
+        (stop, jitter, any::<u64>(), act(), act(), act()),
+    )
+        .prop_map(
+            |((steps, body_error, stop_on_rollback_failure, storage), (stop, jitter, seed, start, rollback_start, complete))| {
+                Case {
+                    steps,
+                    body_error,
+                    stop_on_rollback_failure,
+                    storage,
+                    stop,
+                    jitter,
+                    seed,
+                    start,
+                    rollback_start,
+                    complete,
+                }
+            },
+        )
 }
 
-const TIMEOUT: Duration = Duration::from_millis(10);
+// ------------------------------------------------------------ what is compared
+
+/// A step's record as the engine reports it (or the model predicts it).
+#[derive(Clone, Debug, PartialEq)]
+struct StepView {
+    status: StepStatus,
+    attempts: u32,
+    rollback_attempts: u32,
+    completed_at: Option<Duration>,
+    error: Option<String>,
+}
+
+#[derive(Debug, PartialEq)]
+enum Ending {
+    Committed,
+    /// `run` returned the error: its cause, each rollback failure
+    /// (`(index, what)`), and whether the rollback was clean.
+    Failed { cause: String, failures: Vec<(usize, String)>, clean: bool },
+    /// Dropped while it owed rollbacks or before it ended: what rolling
+    /// back the handed-over records did.
+    Dropped { failures: Vec<(usize, String)>, clean: bool },
+    /// Dropped after it ended (in `on_transaction_complete`), or before it
+    /// started: nothing handed over.
+    DroppedQuietly,
+}
+
+#[derive(Debug, PartialEq)]
+struct Observed {
+    log: Vec<String>,
+    steps: Vec<StepView>,
+    ending: Ending,
+}
+
+fn view(record: &StepRecord) -> StepView {
+    StepView {
+        status: record.status(),
+        attempts: record.attempts(),
+        rollback_attempts: record.rollback_attempts(),
+        completed_at: record.completed_at(),
+        error: record.error().map(str::to_string),
+    }
+}
+
+fn step_error_text(error: &StepError<String>) -> String {
+    let what = match error.kind() {
+        StepErrorKind::Failed(e) => format!("failed: {e}"),
+        StepErrorKind::TimedOut { timeout } => format!("timed out after {timeout:?}"),
+        StepErrorKind::Panicked(m) => format!("panicked: {m}"),
+        StepErrorKind::CapacityExceeded { capacity } => format!("capacity {capacity}"),
+        StepErrorKind::Interrupted(reason) => format!("interrupted: {reason}"),
+        other => format!("{other:?}"),
+    };
+    format!("{} #{}: {what}", error.step(), error.index())
+}
+
+fn rollback_failure_texts<E: std::fmt::Display>(failures: &[RollbackFailure<E>]) -> Vec<(usize, String)> {
+    failures
+        .iter()
+        .map(|f| {
+            let what = match f.kind() {
+                RollbackErrorKind::Failed(e) => format!("failed: {e}"),
+                RollbackErrorKind::TimedOut { .. } => "timed out".to_string(),
+                RollbackErrorKind::Panicked(m) => format!("panicked: {m}"),
+                _ => "other".to_string(),
+            };
+            (f.index(), what)
+        })
+        .collect()
+}
 
 #[derive(Debug, PartialEq)]
 enum CaseError {
@@ -87,271 +344,857 @@ impl From<StepError<String>> for CaseError {
     }
 }
 
-/// What the model predicts for one step.
-#[derive(Debug)]
-struct Expected {
-    status: StepStatus,
-    attempts: u32,
-    rollback_attempts: u32,
-}
-
-fn failure_text(attempt: Attempt, step: usize, n: usize, what: &str) -> String {
-    match attempt {
-        Attempt::Err => format!("{what} {step}.{n} failed"),
-        Attempt::Timeout => format!("timed out after {TIMEOUT:?}"),
-        Attempt::Panic => "panicked: injected".to_string(),
-        Attempt::Ok => unreachable!(),
+impl From<Interrupted> for CaseError {
+    fn from(i: Interrupted) -> Self {
+        CaseError::Step(i.into())
     }
 }
 
-/// A failure the model predicts: step index (`usize::MAX` for the body's
-/// own error), what the last attempt did, and its text.
-type Failure = (usize, Attempt, String);
-
-/// What the model predicts for a whole transaction.
-struct Prediction {
-    log: Vec<String>,
-    steps: Vec<Expected>,
-    cause: Option<Failure>,
-    rollback_failures: Vec<Failure>,
+fn cause_text(cause: &CaseError) -> String {
+    match cause {
+        CaseError::Body => "body".to_string(),
+        CaseError::Step(e) => step_error_text(e),
+    }
 }
 
-/// The model: the log, statuses and errors the reference semantics imply.
-fn model(case: &Case) -> Prediction {
-    let mut log = vec!["hook start case".to_string()];
-    let mut expected = Vec::new();
-    let mut cause = None; // (step, last attempt kind, text) or body error (usize::MAX)
-    let mut owed = Vec::new(); // (step, uncertain) in completion order
-    for (i, spec) in case.steps.iter().enumerate() {
-        let tries = spec.execute.iter().position(|a| *a == Attempt::Ok).map_or(spec.execute.len(), |p| p + 1);
-        let completed = spec.execute.get(tries - 1) == Some(&Attempt::Ok);
-        let mut uncertain = false;
-        for (n, attempt) in spec.execute[..tries].iter().enumerate() {
-            let n1 = n + 1;
-            log.push(format!("hook execute s{i} #{n1} in_progress"));
-            log.push(format!("exec s{i} #{n1}"));
-            if *attempt == Attempt::Ok {
-                log.push(format!("hook success s{i} #{n1} completed"));
-            } else {
-                uncertain |= matches!(attempt, Attempt::Timeout | Attempt::Panic);
-                let status = if n1 == tries { "failed" } else { "in_progress" };
-                log.push(format!("hook failure s{i} #{n1} {status}: {}", failure_text(*attempt, i, n1, "exec")));
-            }
-        }
-        expected.push(Expected {
-            status: if completed { StepStatus::Completed } else { StepStatus::Failed },
-            attempts: tries as u32,
-            rollback_attempts: 0,
-        });
-        if completed && spec.rollback {
-            owed.push((i, false));
-        }
-        if !completed {
-            if spec.uncertain && uncertain {
-                owed.push((i, true));
-            }
-            let last = spec.execute[tries - 1];
-            cause = Some((i, last, failure_text(last, i, tries, "exec")));
-            break;
-        }
-        if case.body_error_after == Some(i) {
-            cause = Some((usize::MAX, Attempt::Err, String::new()));
-            break;
+// ------------------------------------------------------------ running a case
+
+/// What a transaction's steps, rollbacks and hooks share: its log, the
+/// clock, the plan, and call counters.
+struct Shared<'a> {
+    case: &'a Case,
+    clock: &'a ManualClock,
+    log: RefCell<Vec<String>>,
+    execute_calls: RefCell<Vec<usize>>,
+    rollback_calls: RefCell<Vec<usize>>,
+}
+
+impl<'a> Shared<'a> {
+    fn new(case: &'a Case, clock: &'a ManualClock) -> Self {
+        let n = case.steps.len();
+        Shared {
+            case,
+            clock,
+            log: RefCell::default(),
+            execute_calls: RefCell::new(vec![0; n]),
+            rollback_calls: RefCell::new(vec![0; n]),
         }
     }
-    let mut failures = Vec::new();
-    if cause.is_some() && !owed.is_empty() {
-        log.push("hook rollback_start case".to_string());
-        let mut stopped = false;
-        for &(i, uncertain) in owed.iter().rev() {
-            if stopped {
-                expected[i].status = StepStatus::RollbackSkipped;
-                continue;
-            }
-            let spec = &case.steps[i];
-            let before = if uncertain { "failed" } else { "completed" };
-            let tries = spec.undo.iter().position(|a| *a == Attempt::Ok).map_or(spec.undo.len(), |p| p + 1);
-            for (n, attempt) in spec.undo[..tries].iter().enumerate() {
-                let n1 = n + 1;
-                log.push(format!("hook rollback s{i} #{n1} {before}"));
-                let input = if !spec.uncertain {
-                    String::new()
-                } else if uncertain {
-                    " Uncertain".to_string()
-                } else {
-                    format!(" Completed({i})")
-                };
-                log.push(format!("undo s{i} #{n1}{input}"));
-                if *attempt != Attempt::Ok {
-                    let status = if n1 == tries { "rollback_failed" } else { before };
-                    log.push(format!(
-                        "hook rollback_failure s{i} #{n1} {status}: {}",
-                        failure_text(*attempt, i, n1, "undo")
-                    ));
+
+    fn push(&self, entry: String) {
+        self.log.borrow_mut().push(format!("@{} {entry}", self.clock.now().as_nanos()));
+    }
+
+    /// One execute attempt of step `i`: the closure's own work (which may
+    /// panic), then its future.
+    fn attempt(&'a self, i: usize) -> impl Future<Output = Result<usize, String>> + 'a {
+        let n = {
+            let mut calls = self.execute_calls.borrow_mut();
+            calls[i] += 1;
+            calls[i]
+        };
+        self.push(format!("exec s{i} #{n}"));
+        let attempt = self.case.steps[i].execute[n - 1];
+        if attempt == Attempt::ClosurePanic {
+            panic!("injected");
+        }
+        async move {
+            match attempt {
+                Attempt::Ok => Ok(i),
+                Attempt::Slow => {
+                    self.clock.sleep(SLOW).await;
+                    Ok(i)
                 }
-            }
-            expected[i].rollback_attempts = tries as u32;
-            if spec.undo[tries - 1] == Attempt::Ok {
-                expected[i].status = StepStatus::RolledBack;
-            } else {
-                expected[i].status = StepStatus::RollbackFailed;
-                let last = spec.undo[tries - 1];
-                failures.push((i, last, failure_text(last, i, tries, "undo")));
-                stopped = case.stop_on_rollback_failure;
+                Attempt::Exact => {
+                    self.clock.sleep(TIMEOUT).await;
+                    Ok(i)
+                }
+                Attempt::Err => Err(format!("exec {i}.{n} failed")),
+                Attempt::Timeout => {
+                    self.clock.sleep(LONG).await;
+                    Ok(i)
+                }
+                Attempt::Panic | Attempt::ClosurePanic => panic!("injected"),
             }
         }
     }
-    let rolled_back = expected.iter().filter(|e| e.status == StepStatus::RolledBack).count();
-    let rollback_errors = expected.iter().filter(|e| e.status == StepStatus::RollbackFailed).count();
-    log.push(format!(
-        "hook complete case success={} steps={} rolled_back={rolled_back} rollback_errors={rollback_errors}",
-        cause.is_none(),
-        expected.len()
-    ));
-    Prediction { log, steps: expected, cause, rollback_failures: failures }
+
+    /// One rollback attempt of step `i` (`input` describes what it got).
+    fn rollback(&'a self, i: usize, input: String) -> impl Future<Output = Result<(), String>> + 'a {
+        let k = {
+            let mut calls = self.rollback_calls.borrow_mut();
+            calls[i] += 1;
+            calls[i]
+        };
+        self.push(format!("undo s{i} #{k}{input}"));
+        let attempt = self.case.steps[i].rollback.get(k - 1).copied().unwrap_or(Attempt::Ok);
+        async move {
+            match attempt {
+                Attempt::Err => Err(format!("undo {i}.{k} failed")),
+                Attempt::Slow => {
+                    self.clock.sleep(SLOW).await;
+                    Ok(())
+                }
+                Attempt::Timeout => {
+                    self.clock.sleep(LONG).await;
+                    Ok(())
+                }
+                Attempt::Panic => panic!("injected"),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    async fn act(&self, act: Act) {
+        match act {
+            Act::Pass => {}
+            Act::Wait(d) => self.clock.sleep(d).await,
+            Act::Panic => panic!("injected"),
+        }
+    }
 }
 
-/// Runs `case` for real on `ManualClock` and compares with the model.
-fn check(case: &Case) -> Result<(), TestCaseError> {
-    let clock = ManualClock::new();
-    let log = Log::default();
-    let policy =
-        if case.stop_on_rollback_failure { RollbackFailurePolicy::Stop } else { RollbackFailurePolicy::Continue };
-    let manager = TransactionManager::new(&clock)
-        .with_hooks(Recorder(log.clone()))
-        .with_timeout(TIMEOUT)
-        .with_rollback_failure_policy(policy);
-    let calls = RefCell::new(Vec::<usize>::new()); // execute attempts per step
-    let log = &log;
-    let clock_ref = &clock;
+/// Hooks that log every event and wait or panic where the plan says.
+struct Recorder<'a>(&'a Shared<'a>);
 
-    let result = clock.block_on(manager.transaction("case").local().run(async |tx| {
-        for (i, spec) in case.steps.iter().enumerate() {
-            calls.borrow_mut().push(0);
-            let execute = || {
-                let n = {
-                    let mut calls = calls.borrow_mut();
-                    calls[i] += 1;
-                    calls[i]
-                };
-                log.push(format!("exec s{i} #{n}"));
-                let attempt = spec.execute[n - 1];
-                async move {
-                    match attempt {
-                        Attempt::Ok => Ok(i),
-                        Attempt::Err => Err(format!("exec {i}.{n} failed")),
-                        Attempt::Timeout => {
-                            clock_ref.sleep(Duration::from_secs(1)).await;
-                            Ok(i)
-                        }
-                        Attempt::Panic => panic!("injected"),
-                    }
-                }
-            };
-            let undo_attempt = move |input: String| {
-                let n = log.calls().iter().filter(|e| e.starts_with(&format!("undo s{i} #"))).count() + 1;
-                log.push(format!("undo s{i} #{n}{input}"));
-                let attempt = spec.undo[n - 1];
-                async move {
-                    match attempt {
-                        Attempt::Ok => Ok(()),
-                        Attempt::Err => Err(format!("undo {i}.{n} failed")),
-                        Attempt::Timeout => {
-                            clock_ref.sleep(Duration::from_secs(1)).await;
-                            Ok(())
-                        }
-                        Attempt::Panic => panic!("injected"),
-                    }
-                }
-            };
-            let step = tx
-                .step(format!("s{i}"))
-                .retry(
-                    RetryPolicy::new()
-                        .with_max_retries(spec.execute.len() as u32 - 1)
-                        .with_initial_interval(Duration::from_millis(1)),
-                )
-                .rollback_retry(
-                    RetryPolicy::new()
-                        .with_max_retries(spec.undo.len() as u32 - 1)
-                        .with_initial_interval(Duration::from_millis(1)),
-                );
-            if spec.uncertain {
-                step.execute(execute)
-                    .rollback_uncertain(move |m: Maybe<usize>| undo_attempt(format!(" {m:?}")))
-                    .await?;
-            } else if spec.rollback {
-                step.execute(execute).rollback(move |_| undo_attempt(String::new())).await?;
-            } else {
-                step.run(execute).await?;
+impl Recorder<'_> {
+    async fn step(&self, event: Event, name: &str, e: &StepEvent<'_>, error: Option<&str>) {
+        let mut entry = format!("hook {name} s{} #{} {}", e.step.index(), e.attempt, e.step.status());
+        if let Some(error) = error {
+            entry.push_str(": ");
+            entry.push_str(error);
+        }
+        self.0.push(entry);
+        self.0.act(self.0.case.act(e.step.index(), event, e.attempt)).await;
+    }
+}
+
+impl Hooks for Recorder<'_> {
+    async fn on_transaction_start(&self, _: &TransactionInfo) {
+        self.0.push("hook start".into());
+        self.0.act(self.0.case.start).await;
+    }
+    async fn on_step_execute(&self, e: &StepEvent<'_>) {
+        self.step(Event::Execute, "execute", e, None).await
+    }
+    async fn on_step_success(&self, e: &StepEvent<'_>) {
+        self.step(Event::Success, "success", e, None).await
+    }
+    async fn on_step_failure(&self, e: &StepEvent<'_>) {
+        self.step(Event::Failure, "failure", e, e.step.error()).await
+    }
+    async fn on_rollback_start(&self, _: &TransactionInfo) {
+        self.0.push("hook rollback_start".into());
+        self.0.act(self.0.case.rollback_start).await;
+    }
+    async fn on_step_rollback(&self, e: &StepEvent<'_>) {
+        self.step(Event::Rollback, "rollback", e, None).await
+    }
+    async fn on_step_rollback_failure(&self, e: &StepEvent<'_>) {
+        self.step(Event::RollbackFailure, "rollback_failure", e, e.step.rollback_error()).await
+    }
+    async fn on_transaction_complete<S: transaction_manager::Storage>(
+        &self,
+        _: &TransactionInfo,
+        success: bool,
+        summary: &Summary<S>,
+    ) {
+        self.0.push(format!(
+            "hook complete success={success} steps={} rolled_back={} rollback_errors={}",
+            summary.total_steps(),
+            summary.rolled_back_steps(),
+            summary.rollback_errors()
+        ));
+        self.0.act(self.0.case.complete).await;
+    }
+    fn on_transaction_abandoned<U, S: transaction_manager::Storage>(&self, abandoned: &Abandoned<U, S>) {
+        self.0.push(format!("hook abandoned pending={}", abandoned.pending_len()));
+    }
+}
+
+/// Keeps what a dropped transaction hands over, to roll it back after.
+struct Keep<U, S: transaction_manager::Storage>(Rc<RefCell<Vec<Abandoned<U, S>>>>);
+
+impl<U, S: transaction_manager::Storage> Clone for Keep<U, S> {
+    fn clone(&self) -> Self {
+        Keep(self.0.clone())
+    }
+}
+
+impl<C, H, Ctx: ?Sized, U, S: transaction_manager::Storage> AbandonPolicy<C, H, Ctx, U, S> for Keep<U, S> {
+    fn abandon(&self, _: &C, _: &H, abandoned: Abandoned<U, S>) {
+        self.0.borrow_mut().push(abandoned);
+    }
+}
+
+/// The context of `Storage::Fixed` transactions.
+struct Harness<'a> {
+    shared: &'a Shared<'a>,
+    attempts: usize,
+}
+
+/// An undo record as data: which step, and (for an uncertain rollback)
+/// what it got.
+struct UndoRecord {
+    step: usize,
+    input: Option<Maybe<usize>>,
+}
+
+impl<'a> Rollback<Harness<'a>> for UndoRecord {
+    type Error = String;
+
+    async fn rollback(&mut self, h: &mut Harness<'a>) -> Result<(), String> {
+        let input = self.input.map_or(String::new(), |m| format!(" {m:?}"));
+        h.shared.rollback(self.step, input).await
+    }
+}
+
+/// Runs `transaction`, dropping it at `drop_at` if it has not finished
+/// (the drop timer is checked first, like an interrupt).
+async fn drop_at<F: Future>(clock: &ManualClock, at: Option<Duration>, transaction: F) -> Option<F::Output> {
+    let mut transaction = Some(Box::pin(transaction));
+    let mut timer = at.map(|at| Box::pin(clock.sleep(at)));
+    std::future::poll_fn(move |cx| {
+        if let Some(timer) = timer.as_mut() {
+            if timer.as_mut().poll(cx).is_ready() {
+                transaction = None; // dropped now, at this instant
+                return Poll::Ready(None);
             }
-            if case.body_error_after == Some(i) {
+        }
+        match transaction.as_mut().expect("polled after the end").as_mut().poll(cx) {
+            Poll::Ready(output) => Poll::Ready(Some(output)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+macro_rules! body {
+    ($case:expr, |$step:ident, $i:ident, $spec:ident| $run_step:expr) => {
+        async |tx| {
+            let case: &Case = $case;
+            if case.body_error == BodyError::Before {
                 return Err(CaseError::Body);
             }
+            for ($i, $spec) in case.steps.iter().enumerate() {
+                let $step = tx
+                    .step(format!("s{}", $i))
+                    .retry(case.policy($spec.execute.len()))
+                    .rollback_retry(case.policy($spec.rollback.len()));
+                let result: Result<usize, StepError<String>> = $run_step;
+                if let Err(error) = result {
+                    if !$spec.recover {
+                        return Err(CaseError::Step(error));
+                    }
+                }
+                if case.body_error == BodyError::After($i) {
+                    return Err(CaseError::Body);
+                }
+            }
+            Ok::<_, CaseError>(())
         }
-        Ok::<_, CaseError>(())
-    }));
-
-    let Prediction { log: expected_log, steps: expected, cause, rollback_failures: failures } = model(case);
-    prop_assert_eq!(log.take(), expected_log);
-    let summary = match &result {
-        Ok(done) => done.summary(),
-        Err(err) => err.summary(),
     };
-    prop_assert_eq!(summary.total_steps(), expected.len());
-    for (record, expected) in summary.steps().iter().zip(&expected) {
-        prop_assert_eq!(record.status(), expected.status, "step {}", record.index());
-        prop_assert_eq!(record.attempts(), expected.attempts);
-        prop_assert_eq!(record.rollback_attempts(), expected.rollback_attempts);
-    }
-    let count = |s| expected.iter().filter(|e| e.status == s).count();
-    prop_assert_eq!(summary.completed_steps(), count(StepStatus::Completed));
-    prop_assert_eq!(summary.failed_steps(), count(StepStatus::Failed));
-    prop_assert_eq!(summary.rolled_back_steps(), count(StepStatus::RolledBack));
-    prop_assert_eq!(summary.rollback_errors(), count(StepStatus::RollbackFailed));
-    prop_assert_eq!(summary.rollback_skipped_steps(), count(StepStatus::RollbackSkipped));
+}
 
-    let skipped = summary.rollback_skipped_steps();
-    match (result, cause) {
-        (Ok(_), None) => {}
-        (Err(err), Some((step, attempt, text))) => {
-            // The original cause, typed.
-            match err.cause() {
-                CaseError::Body => prop_assert_eq!(step, usize::MAX),
-                CaseError::Step(e) => {
-                    prop_assert_eq!(e.index(), step);
-                    match (e.kind(), attempt) {
-                        (StepErrorKind::Failed(message), Attempt::Err) => {
-                            prop_assert_eq!(format!("exec {message}").replace("exec exec", "exec"), text)
+/// Runs the transaction with the interrupt the case asks for; `$builder`
+/// has its storage chosen, `$run` runs it with a body.
+macro_rules! with_interrupt {
+    ($case:expr, $clock:expr, $builder:expr, |$b:ident| $run:expr) => {{
+        let builder = $builder;
+        match $case.stop {
+            Stop::Deadline(d) => {
+                let $b = builder.with_deadline(d);
+                drop_at($clock, None, $run).await
+            }
+            Stop::Cancel(at) => {
+                let $b = builder.cancel_on($clock.sleep(at));
+                drop_at($clock, None, $run).await
+            }
+            Stop::Drop(at) => {
+                let $b = builder;
+                drop_at($clock, Some(at), $run).await
+            }
+            Stop::None => {
+                let $b = builder;
+                drop_at($clock, None, $run).await
+            }
+        }
+    }};
+}
+
+fn failure_policy(case: &Case) -> RollbackFailurePolicy {
+    if case.stop_on_rollback_failure { RollbackFailurePolicy::Stop } else { RollbackFailurePolicy::Continue }
+}
+
+async fn run_closures<'a>(shared: &'a Shared<'a>) -> (Vec<StepView>, Ending) {
+    let case = shared.case;
+    let clock = shared.clock;
+    let keep = Keep::<LocalBoxedRollback<'a>, Unbounded>(Rc::default());
+    let manager = TransactionManager::new(clock)
+        .with_hooks(Recorder(shared))
+        .with_timeout(TIMEOUT)
+        .with_rollback_failure_policy(failure_policy(case))
+        .with_abandon_policy(keep.clone());
+    let outcome = with_interrupt!(
+        case,
+        clock,
+        manager.transaction("case").with_jitter_seed(case.seed).local(),
+        |builder| builder.run(body!(case, |step, i, spec| match spec.undo {
+            Undo::None => step.run(|| shared.attempt(i)).await,
+            Undo::Plain => step.execute(|| shared.attempt(i)).rollback(move |_| shared.rollback(i, String::new())).await,
+            Undo::Uncertain => {
+                step.execute(|| shared.attempt(i))
+                    .rollback_uncertain(move |m: Maybe<usize>| shared.rollback(i, format!(" {m:?}")))
+                    .await
+            }
+        }))
+    );
+    let handed = keep.0.borrow_mut().drain(..).collect::<Vec<_>>();
+    finish(outcome, handed, manager.hooks(), clock, &mut ()).await
+}
+
+async fn run_fixed<'a>(shared: &'a Shared<'a>) -> (Vec<StepView>, Ending, usize) {
+    let case = shared.case;
+    let clock = shared.clock;
+    let keep = Keep::<UndoRecord, Fixed<CAPACITY>>(Rc::default());
+    let manager = TransactionManager::new(clock)
+        .with_hooks(Recorder(shared))
+        .with_timeout(TIMEOUT)
+        .with_rollback_failure_policy(failure_policy(case))
+        .with_abandon_policy(keep.clone());
+    let mut harness = Harness { shared, attempts: 0 };
+    let outcome = with_interrupt!(
+        case,
+        clock,
+        manager.transaction("case").with_jitter_seed(case.seed).fixed::<UndoRecord, CAPACITY>(),
+        |builder| builder.run_with(&mut harness, body!(case, |step, i, spec| {
+            macro_rules! attempt {
+                () => {
+                    async move |h: &mut Harness<'a>| {
+                        h.attempts += 1;
+                        h.shared.attempt(i).await
+                    }
+                };
+            }
+            match spec.undo {
+                Undo::None => step.run_with(attempt!()).await,
+                Undo::Plain => step.execute_with(attempt!()).undo(|_| UndoRecord { step: i, input: None }).await,
+                Undo::Uncertain => {
+                    step.execute_with(attempt!())
+                        .undo_uncertain(move |m: Maybe<&usize>| UndoRecord { step: i, input: Some(m.cloned()) })
+                        .await
+                }
+            }
+        }))
+    );
+    let handed = keep.0.borrow_mut().drain(..).collect::<Vec<_>>();
+    let (steps, ending) = finish(outcome, handed, manager.hooks(), clock, &mut harness).await;
+    (steps, ending, harness.attempts)
+}
+
+type Outcome<S, RE> = Option<Result<Committed<(), S>, TransactionError<CaseError, RE, S>>>;
+
+/// What the transaction's end shows: its steps and how it ended; a
+/// dropped transaction's handed-over records are rolled back here.
+async fn finish<U, S, Ctx>(
+    outcome: Outcome<S, U::Error>,
+    handed: Vec<Abandoned<U, S>>,
+    hooks: &Recorder<'_>,
+    clock: &ManualClock,
+    ctx: &mut Ctx,
+) -> (Vec<StepView>, Ending)
+where
+    S: transaction_manager::Storage,
+    U: Rollback<Ctx>,
+    Ctx: ?Sized,
+{
+    let views = |steps: &[StepRecord]| steps.iter().map(view).collect::<Vec<_>>();
+    match outcome {
+        Some(Ok(done)) => {
+            assert!(handed.is_empty());
+            (views(done.summary().steps()), Ending::Committed)
+        }
+        Some(Err(err)) => {
+            assert!(handed.is_empty());
+            let ending = Ending::Failed {
+                cause: cause_text(err.cause()),
+                failures: rollback_failure_texts(err.rollback_failures()),
+                clean: err.rollback_state().is_clean(),
+            };
+            (views(err.summary().steps()), ending)
+        }
+        None => {
+            let mut handed = handed.into_iter();
+            let Some(abandoned) = handed.next() else { return (Vec::new(), Ending::DroppedQuietly) };
+            assert!(handed.next().is_none());
+            let report = abandoned.roll_back(ctx, &clock, hooks).await;
+            let ending = Ending::Dropped {
+                failures: rollback_failure_texts(report.failures()),
+                clean: report.rollback_state().is_clean(),
+            };
+            (views(report.summary().steps()), ending)
+        }
+    }
+}
+
+// ------------------------------------------------------------------ the model
+
+/// An undo record the model's ledger holds: which step, and for an
+/// uncertain rollback whether the step completed.
+#[derive(Clone, Copy, Debug)]
+struct Owed {
+    step: usize,
+    /// `None`: a plain rollback; `Some(true)`: uncertain, the step
+    /// completed; `Some(false)`: uncertain, it did not.
+    uncertain: Option<bool>,
+}
+
+/// Why the model's transaction stopped where it did.
+enum Cut {
+    /// The body was stopped at the stop time (inside step `Some(i)`, or
+    /// between steps).
+    Stopped(Option<usize>),
+}
+
+/// The model: walks through the transaction the way the reference
+/// semantics and the library's promises say it must go, in virtual time.
+struct Model<'c> {
+    case: &'c Case,
+    t: Duration,
+    /// When the body is stopped (deadline, cancel signal or drop).
+    body_stop: Option<Duration>,
+    /// When the whole transaction's future is dropped.
+    drop_at: Option<Duration>,
+    log: Vec<String>,
+    steps: Vec<StepView>,
+    owed: Vec<Owed>,
+    rng: SplitMix64,
+    rollback_calls: Vec<usize>,
+}
+
+fn failure_text(attempt: Attempt, what: &str, i: usize, n: usize) -> String {
+    match attempt {
+        Attempt::Err => format!("{what} {i}.{n} failed"),
+        Attempt::Timeout => format!("timed out after {TIMEOUT:?}"),
+        _ => "panicked: injected".to_string(),
+    }
+}
+
+impl<'c> Model<'c> {
+    fn push(&mut self, entry: String) {
+        self.log.push(format!("@{} {entry}", self.t.as_nanos()));
+    }
+
+    /// Waits `d`; `false` if `stop` comes first (time is then the stop's).
+    fn wait(&mut self, d: Duration, stop: Option<Duration>) -> bool {
+        match stop {
+            Some(s) if self.t + d >= s => {
+                self.t = self.t.max(s);
+                false
+            }
+            _ => {
+                self.t += d;
+                true
+            }
+        }
+    }
+
+    /// Whether the stop has come (nothing more may happen in the body).
+    fn stopped(&self) -> bool {
+        self.body_stop.is_some_and(|s| self.t >= s)
+    }
+
+    fn act_wait(act: Act) -> Duration {
+        if let Act::Wait(d) = act { d } else { Duration::ZERO }
+    }
+
+    fn counts(&self) -> (usize, usize, usize) {
+        let count = |s| self.steps.iter().filter(|v| v.status == s).count();
+        (self.steps.len(), count(StepStatus::RolledBack), count(StepStatus::RollbackFailed))
+    }
+
+    /// Runs step `i`; `Err(cut)` when the body is stopped inside it or
+    /// right after it, `Ok(Err(text))` when it failed for good.
+    fn step(&mut self, i: usize) -> Result<Result<(), String>, Cut> {
+        let case = self.case;
+        let spec = &case.steps[i];
+        if case.storage == Storage::Fixed && self.steps.len() >= CAPACITY {
+            return Ok(Err(format!("s{i} #{}: capacity {CAPACITY}", self.steps.len())));
+        }
+        self.steps.push(StepView {
+            status: StepStatus::InProgress,
+            attempts: 0,
+            rollback_attempts: 0,
+            completed_at: None,
+            error: None,
+        });
+        let index = self.steps.len() - 1;
+        let mut uncertain = false;
+        let policy = case.policy(spec.execute.len());
+        for n in 1..=spec.execute.len() as u32 {
+            self.steps[index].attempts = n;
+            self.push(format!("hook execute s{i} #{n} in_progress"));
+            let act = case.act(i, Event::Execute, n);
+            if !self.wait(Self::act_wait(act), self.body_stop) {
+                return Err(Cut::Stopped(Some(index)));
+            }
+            let (attempt, ran) = if act == Act::Panic {
+                (Attempt::Panic, false)
+            } else {
+                if spec.undo == Undo::Uncertain && !self.owes(i) {
+                    // Owed while the attempt is in flight.
+                    self.owed.push(Owed { step: i, uncertain: Some(false) });
+                }
+                self.push(format!("exec s{i} #{n}"));
+                let attempt = spec.execute[n as usize - 1];
+                if !self.wait(attempt.duration(), self.body_stop) {
+                    return Err(Cut::Stopped(Some(index)));
+                }
+                (attempt, true)
+            };
+            if attempt.succeeds() {
+                self.steps[index].status = StepStatus::Completed;
+                self.steps[index].completed_at = Some(self.t);
+                match spec.undo {
+                    Undo::None => {}
+                    Undo::Plain => self.owed.push(Owed { step: i, uncertain: None }),
+                    Undo::Uncertain => self.owed.last_mut().expect("owed while in flight").uncertain = Some(true),
+                }
+                self.push(format!("hook success s{i} #{n} completed"));
+                let act = case.act(i, Event::Success, n);
+                if !self.wait(Self::act_wait(act), self.body_stop) {
+                    return Err(Cut::Stopped(None));
+                }
+                if act == Act::Panic {
+                    self.steps[index].error = Some("panicked: injected".into());
+                    return Ok(Err(format!("s{i} #{index}: panicked: injected")));
+                }
+                return Ok(Ok(()));
+            }
+            if ran {
+                uncertain |= attempt.uncertain();
+                if !uncertain && self.owes(i) {
+                    // A clean failure: nothing took effect.
+                    self.owed.pop();
+                }
+            }
+            let text = if ran { failure_text(attempt, "exec", i, n as usize) } else { "panicked: injected".into() };
+            let mut last = !ran || n as usize == spec.execute.len();
+            self.steps[index].error = Some(text.clone());
+            if last {
+                self.steps[index].status = StepStatus::Failed;
+                self.steps[index].completed_at = Some(self.t);
+            }
+            let status = if last { "failed" } else { "in_progress" };
+            self.push(format!("hook failure s{i} #{n} {status}: {text}"));
+            let act = case.act(i, Event::Failure, n);
+            if !self.wait(Self::act_wait(act), self.body_stop) {
+                return Err(Cut::Stopped(if last { None } else { Some(index) }));
+            }
+            if act == Act::Panic && !last {
+                last = true;
+                self.steps[index].status = StepStatus::Failed;
+                self.steps[index].completed_at = Some(self.t);
+            }
+            let kind = match attempt {
+                Attempt::Err => format!("failed: exec {i}.{n} failed"),
+                Attempt::Timeout => format!("timed out after {TIMEOUT:?}"),
+                _ => "panicked: injected".into(),
+            };
+            if last {
+                return Ok(Err(format!("s{i} #{index}: {kind}")));
+            }
+            let delay = policy.jittered_delay(n - 1, &mut self.rng);
+            if !self.wait(delay, self.body_stop) {
+                return Err(Cut::Stopped(Some(index)));
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// Whether the model's ledger ends with step `i`'s record.
+    fn owes(&self, i: usize) -> bool {
+        self.owed.last().is_some_and(|o| o.step == i)
+    }
+
+    /// Rolls back what is owed, latest first, at `self.t`; with `cut`, the
+    /// transaction's future may be dropped meanwhile: `false` then (what is
+    /// still owed stays in `self.owed`).
+    fn roll_back(&mut self, cut: Option<Duration>) -> Result<Vec<(usize, String)>, ()> {
+        let case = self.case;
+        let mut failures = Vec::new();
+        if self.owed.is_empty() {
+            return Ok(failures);
+        }
+        self.push("hook rollback_start".into());
+        if !self.wait(Self::act_wait(case.rollback_start), cut) {
+            return Err(());
+        }
+        while let Some(&owed) = self.owed.last() {
+            let i = owed.step;
+            let spec = &case.steps[i];
+            let index = i; // steps past the capacity have no record, and come last
+            let before = self.steps[index].status;
+            let policy = case.policy(spec.rollback.len());
+            let mut failed = None;
+            for m in 1..=spec.rollback.len() as u32 {
+                self.steps[index].rollback_attempts = m;
+                let k = {
+                    self.rollback_calls[i] += 1;
+                    self.rollback_calls[i]
+                };
+                let input = match owed.uncertain {
+                    None => String::new(),
+                    Some(true) => format!(" Completed({i})"),
+                    Some(false) => " Uncertain".to_string(),
+                };
+                self.push(format!("undo s{i} #{k}{input}"));
+                let attempt = spec.rollback.get(k - 1).copied().unwrap_or(Attempt::Ok);
+                let d = match attempt {
+                    Attempt::Slow => SLOW,
+                    Attempt::Timeout => TIMEOUT,
+                    _ => Duration::ZERO,
+                };
+                if !self.wait(d, cut) {
+                    return Err(());
+                }
+                if matches!(attempt, Attempt::Ok | Attempt::Slow) {
+                    break;
+                }
+                let text = failure_text(attempt, "undo", i, k);
+                let last = m as usize == spec.rollback.len();
+                if last {
+                    let what = match attempt {
+                        Attempt::Err => format!("failed: {text}"),
+                        Attempt::Timeout => "timed out".into(),
+                        _ => "panicked: injected".into(),
+                    };
+                    failed = Some((text, what));
+                    break;
+                }
+                self.push(format!("hook rollback_failure s{i} #{m} {before}: {text}"));
+                if !self.wait(Self::act_wait(case.act(i, Event::RollbackFailure, m)), cut) {
+                    return Err(());
+                }
+                let delay = policy.jittered_delay(m - 1, &mut self.rng);
+                if !self.wait(delay, cut) {
+                    return Err(());
+                }
+            }
+            // Over: the record leaves the ledger before the last hook.
+            self.owed.pop();
+            let m = self.steps[index].rollback_attempts;
+            match failed {
+                None => {
+                    self.steps[index].status = StepStatus::RolledBack;
+                    self.push(format!("hook rollback s{i} #{m} rolled_back"));
+                    if !self.wait(Self::act_wait(case.act(i, Event::Rollback, m)), cut) {
+                        return Err(());
+                    }
+                }
+                Some((text, what)) => {
+                    self.steps[index].status = StepStatus::RollbackFailed;
+                    self.push(format!("hook rollback_failure s{i} #{m} rollback_failed: {text}"));
+                    failures.push((index, what));
+                    let wait = self.wait(Self::act_wait(case.act(i, Event::RollbackFailure, m)), cut);
+                    if case.stop_on_rollback_failure {
+                        while let Some(skipped) = self.owed.pop() {
+                            self.steps[skipped.step].status = StepStatus::RollbackSkipped;
                         }
-                        (StepErrorKind::TimedOut { timeout }, Attempt::Timeout) => prop_assert_eq!(*timeout, TIMEOUT),
-                        (StepErrorKind::Panicked(message), Attempt::Panic) => {
-                            prop_assert_eq!(message.as_str(), "injected")
-                        }
-                        (kind, attempt) => prop_assert!(false, "cause {:?} for {:?}", kind, attempt),
+                    }
+                    if !wait {
+                        return Err(());
                     }
                 }
             }
-            // Every rollback failure, in rollback order, nothing swallowed.
-            prop_assert_eq!(err.rollback_failures().len(), failures.len());
-            for (failure, (step, attempt, text)) in err.rollback_failures().iter().zip(&failures) {
-                prop_assert_eq!(failure.index(), *step);
-                let matches = match (failure.kind(), attempt) {
-                    (RollbackErrorKind::Failed(e), Attempt::Err) => {
-                        format!("undo {e}").replace("undo undo", "undo") == *text
-                    }
-                    (RollbackErrorKind::TimedOut { .. }, Attempt::Timeout) => true,
-                    (RollbackErrorKind::Panicked(m), Attempt::Panic) => m.as_str() == "injected",
-                    _ => false,
-                };
-                prop_assert!(matches, "rollback failure {:?} for {:?}", failure, attempt);
-            }
-            let clean = failures.is_empty() && skipped == 0;
-            prop_assert_eq!(err.rollback_state().is_clean(), clean);
         }
-        (result, cause) => prop_assert!(false, "result {:?} but the model says {:?}", result.is_ok(), cause),
+        Ok(failures)
+    }
+
+    fn complete(&mut self, success: bool, cut: Option<Duration>) -> bool {
+        let (steps, rolled_back, errors) = self.counts();
+        self.push(format!(
+            "hook complete success={success} steps={steps} rolled_back={rolled_back} rollback_errors={errors}"
+        ));
+        self.wait(Self::act_wait(self.case.complete), cut)
+    }
+
+    /// The transaction was dropped: it hands over what it owes, and the
+    /// test rolls that back.
+    fn dropped(mut self) -> Observed {
+        if let Some(last) = self.steps.last_mut() {
+            if last.status == StepStatus::InProgress {
+                last.status = StepStatus::Failed;
+                last.completed_at = Some(self.t);
+                last.error = Some("interrupted: the transaction was dropped".into());
+            }
+        }
+        self.push(format!("hook abandoned pending={}", self.owed.len()));
+        let failures = self.roll_back(None).expect("not cut");
+        let skipped = self.steps.iter().any(|s| s.status == StepStatus::RollbackSkipped);
+        self.complete(false, None);
+        let clean = failures.is_empty() && !skipped;
+        Observed { log: self.log, steps: self.steps, ending: Ending::Dropped { failures, clean } }
+    }
+
+    /// The body failed with `cause` (or was interrupted): roll back.
+    fn abort(mut self, cause: String) -> Observed {
+        let Ok(failures) = self.roll_back(self.drop_at) else { return self.dropped() };
+        let skipped = self.steps.iter().any(|s| s.status == StepStatus::RollbackSkipped);
+        let clean = failures.is_empty() && !skipped;
+        if !self.complete(false, self.drop_at) {
+            return Observed { log: self.log, steps: Vec::new(), ending: Ending::DroppedQuietly };
+        }
+        Observed { log: self.log, steps: self.steps, ending: Ending::Failed { cause, failures, clean } }
+    }
+}
+
+fn model(case: &Case) -> Observed {
+    let drop_at = match case.stop {
+        Stop::Drop(at) => Some(at),
+        _ => None,
+    };
+    let mut m = Model {
+        case,
+        t: Duration::ZERO,
+        body_stop: None,
+        drop_at,
+        log: Vec::new(),
+        steps: Vec::new(),
+        owed: Vec::new(),
+        rng: SplitMix64::new(case.seed),
+        rollback_calls: vec![0; case.steps.len()],
+    };
+    if drop_at == Some(Duration::ZERO) {
+        // Dropped before its first poll: it never started.
+        return Observed { log: Vec::new(), steps: Vec::new(), ending: Ending::DroppedQuietly };
+    }
+    m.push("hook start".into());
+    if !m.wait(Model::act_wait(case.start), drop_at) {
+        return m.dropped();
+    }
+    m.body_stop = match case.stop {
+        Stop::None => None,
+        Stop::Deadline(d) => Some(m.t + d),
+        Stop::Cancel(at) | Stop::Drop(at) => Some(at),
+    };
+    let interrupted = |m: Model, inside: Option<usize>| -> Observed {
+        if drop_at.is_some() {
+            return m.dropped();
+        }
+        let reason = match case.stop {
+            Stop::Deadline(d) => InterruptReason::DeadlineExceeded { deadline: d },
+            _ => InterruptReason::Cancelled,
+        };
+        let mut m = m;
+        let cause = match inside {
+            Some(index) => {
+                let step = &mut m.steps[index];
+                step.status = StepStatus::Failed;
+                step.completed_at = Some(m.t);
+                step.error = Some(reason.to_string());
+                format!("s{index} #{index}: interrupted: {reason}")
+            }
+            None => format!("(between steps) #{}: interrupted: {reason}", m.steps.len()),
+        };
+        m.abort(cause)
+    };
+    if m.stopped() {
+        return interrupted(m, None);
+    }
+    if case.body_error == BodyError::Before {
+        return m.abort("body".into());
+    }
+    for i in 0..case.steps.len() {
+        if m.stopped() {
+            return interrupted(m, None);
+        }
+        match m.step(i) {
+            Err(Cut::Stopped(inside)) => return interrupted(m, inside),
+            Ok(Err(cause)) if !case.steps[i].recover => return m.abort(cause),
+            Ok(_) => {}
+        }
+        if case.body_error == BodyError::After(i) {
+            return m.abort("body".into());
+        }
+    }
+    // The body returns `Ok` in the same instant as its last event.
+    if m.stopped() {
+        return interrupted(m, None);
+    }
+    if !m.complete(true, drop_at) {
+        return Observed { log: m.log, steps: Vec::new(), ending: Ending::DroppedQuietly };
+    }
+    Observed { log: m.log, steps: m.steps, ending: Ending::Committed }
+}
+
+// ------------------------------------------------------------------ the check
+
+/// Runs the cases of a group at the same time on one clock and compares
+/// each with the model.
+fn check(cases: &[Case]) -> Result<(), TestCaseError> {
+    let clock = ManualClock::new();
+    let shared: Vec<Shared<'_>> = cases.iter().map(|case| Shared::new(case, &clock)).collect();
+    let runs: Vec<Pin<Box<dyn Future<Output = (Vec<StepView>, Ending, Option<usize>)> + '_>>> = shared
+        .iter()
+        .map(|shared| -> Pin<Box<dyn Future<Output = _> + '_>> {
+            match shared.case.storage {
+                Storage::Closures => Box::pin(async move {
+                    let (steps, ending) = run_closures(shared).await;
+                    (steps, ending, None)
+                }),
+                Storage::Fixed => Box::pin(async move {
+                    let (steps, ending, attempts) = run_fixed(shared).await;
+                    (steps, ending, Some(attempts))
+                }),
+            }
+        })
+        .collect();
+    let results = clock.block_on(join_all(runs));
+    for ((case, shared), (steps, ending, attempts)) in cases.iter().zip(&shared).zip(results) {
+        let log = shared.log.take();
+        if let Some(attempts) = attempts {
+            // The context was lent to every attempt.
+            prop_assert_eq!(attempts, log.iter().filter(|e| e.split_once(' ').is_some_and(|(_, e)| e.starts_with("exec "))).count());
+        }
+        let expected = model(case);
+        prop_assert_eq!(&log, &expected.log, "the log");
+        prop_assert_eq!(&steps, &expected.steps, "the step records");
+        prop_assert_eq!(&ending, &expected.ending, "the ending");
+        if !steps.is_empty() {
+            prop_assert!(steps.iter().all(|s| s.status != StepStatus::InProgress), "a step left in progress");
+        }
     }
     Ok(())
+}
+
+/// Polls every future until all are done; outputs in order.
+async fn join_all<'f, T>(mut futures: Vec<Pin<Box<dyn Future<Output = T> + 'f>>>) -> Vec<T> {
+    let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(move |cx| {
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                if let Poll::Ready(value) = future.as_mut().poll(cx) {
+                    *output = Some(value);
+                }
+            }
+        }
+        if outputs.iter().all(Option::is_some) {
+            Poll::Ready(outputs.iter_mut().map(|o| o.take().unwrap()).collect())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+fn seed() -> u64 {
+    if let Some(seed) = std::env::var("TM_PROPTEST_SEED").ok().and_then(|v| v.parse().ok()) {
+        return seed;
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let mut mix = SplitMix64::new(now.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32));
+    mix.next_u64()
 }
 
 #[test]
@@ -365,18 +1208,27 @@ fn random_transactions_match_the_model() {
             default_hook(info);
         }
     }));
-    let cases = std::env::var("TM_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
-    let config = Config { cases, failure_persistence: None, ..Config::default() };
-    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]);
-    let mut runner = TestRunner::new_with_rng(config, rng);
-    let ran = std::cell::Cell::new(0u32);
-    let outcome = runner.run(&case(), |case| {
+    let seed = seed();
+    println!("property test seed: {seed} (replay: TM_PROPTEST_SEED={seed})");
+    eprintln!("property test seed: {seed} (replay: TM_PROPTEST_SEED={seed})");
+    let groups = std::env::var("TM_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(3_000);
+    let config = Config { cases: groups, failure_persistence: None, ..Config::default() };
+    let mut bytes = [0u8; 32];
+    let mut mix = SplitMix64::new(seed);
+    for chunk in bytes.chunks_mut(8) {
+        chunk.copy_from_slice(&mix.next_u64().to_le_bytes());
+    }
+    let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
+    let ran = Cell::new(0u32);
+    let transactions = Cell::new(0usize);
+    let outcome = runner.run(&prop::collection::vec(case(), 1..=3), |cases| {
         ran.set(ran.get() + 1);
-        check(&case)
+        transactions.set(transactions.get() + cases.len());
+        check(&cases)
     });
     if let Err(error) = outcome {
-        panic!("{error}");
+        panic!("seed {seed} (replay: TM_PROPTEST_SEED={seed}): {error}");
     }
-    println!("{} random transactions checked against the model", ran.get());
-    assert!(ran.get() >= cases);
+    println!("{} random transactions in {} groups checked against the model", transactions.get(), ran.get());
+    assert!(ran.get() >= groups);
 }

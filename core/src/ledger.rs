@@ -274,8 +274,19 @@ impl<U, S: Storage> Ledger<U, S> {
                 retry += 1;
             };
             // The rollback is over: the record leaves the ledger before the
-            // step's last hook, so a drop during that hook does not repeat it.
+            // step's last hook, so a drop during that hook does not repeat it
+            // (and, with `Stop`, does not roll back the steps it skips).
             self.undo.pop();
+            if failed.is_some() && self.on_rollback_failure == RollbackFailurePolicy::Stop {
+                while let Some(skipped) = self.undo.pop() {
+                    self.summary.steps[skipped.step].status = StepStatus::RollbackSkipped;
+                }
+                tm_error!(
+                    "{} `{}`: rollback stopped at the first failure; earlier steps left as they are",
+                    self.summary.info.id,
+                    self.summary.info.operation
+                );
+            }
             if H::ENABLED {
                 let attempt = self.summary.steps[index].rollback_attempts;
                 let event = StepEvent { transaction: &self.summary.info, step: &self.summary.steps[index], attempt };
@@ -287,23 +298,10 @@ impl<U, S: Storage> Ledger<U, S> {
                     tm_error!("a rollback hook of step `{}` panicked: {}", self.summary.steps[index].name, panic);
                 }
             }
-            match failed {
-                None => {}
-                Some(failure) => {
-                    // Cannot fail: there are no more failures than undo
-                    // records, and both lists have the same capacity.
-                    let _ = failures.push(failure);
-                    if self.on_rollback_failure == RollbackFailurePolicy::Stop {
-                        while let Some(skipped) = self.undo.pop() {
-                            self.summary.steps[skipped.step].status = StepStatus::RollbackSkipped;
-                        }
-                        tm_error!(
-                            "{} `{}`: rollback stopped at the first failure; earlier steps left as they are",
-                            self.summary.info.id,
-                            self.summary.info.operation
-                        );
-                    }
-                }
+            if let Some(failure) = failed {
+                // Cannot fail: there are no more failures than undo records,
+                // and both lists have the same capacity.
+                let _ = failures.push(failure);
             }
         }
         failures
