@@ -156,7 +156,9 @@ fn clock_follows_paused_time() {
 
 /// A transaction dropped after k polls, for every k until it completes, on
 /// a manager with a `TokioSpawner`: after the spawned rollback finishes,
-/// every step that completed was rolled back exactly once.
+/// every step that completed was rolled back exactly once. Each rollback
+/// fails on its first attempt, so the spawned rollback must follow the
+/// step's rollback retry policy too.
 #[test]
 fn dropped_at_every_await_point_rolls_back_on_a_spawned_task() {
     use transaction_manager::{RetryPolicy, TokioSpawner};
@@ -166,6 +168,7 @@ fn dropped_at_every_await_point_rolls_back_on_a_spawned_task() {
         let mut k = 0;
         loop {
             let log = conformance::Log::leaked();
+            let undo_calls: &'static [std::sync::atomic::AtomicU32; 3] = Box::leak(Box::default());
             let manager = TransactionManager::new(TokioClock::new()).with_spawner(TokioSpawner::current());
             let finished = {
                 let transaction = manager.run("drop me", async |tx| {
@@ -181,6 +184,9 @@ fn dropped_at_every_await_point_rolls_back_on_a_spawned_task() {
                             })
                             .rollback(move |n| async move {
                                 tokio::time::sleep(Duration::from_millis(5)).await;
+                                if undo_calls[usize::from(n)].fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                                    return Err(io_error("busy: try again"));
+                                }
                                 log.push(format!("undo {n}"));
                                 Ok::<_, std::io::Error>(())
                             })
