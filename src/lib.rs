@@ -74,7 +74,13 @@
 //! ```
 //!
 //! # Feature flags
-#![doc = document_features::document_features!()]
+//!
+//! Every feature is additive.
+#![cfg_attr(feature = "docs", doc = document_features::document_features!())]
+#![cfg_attr(
+    not(feature = "docs"),
+    doc = "The table of features is rendered on docs.rs (the `docs` feature); they are listed in `Cargo.toml`."
+)]
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
