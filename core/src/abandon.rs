@@ -217,7 +217,7 @@ spawned_for_storage! {
 /// is. [`BoxedRollback`](crate::BoxedRollback) implements it.
 ///
 /// ```
-/// use transaction_manager_core::DetachedRollback;
+/// use transaction_manager::DetachedRollback;
 ///
 /// enum Undo { DeleteUser(u32) }
 ///

@@ -34,7 +34,7 @@ use core::time::Duration;
 ///
 /// ```
 /// use core::time::Duration;
-/// use transaction_manager_core::Clock;
+/// use transaction_manager::Clock;
 ///
 /// struct Frozen;
 ///

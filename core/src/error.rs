@@ -12,7 +12,7 @@ use crate::{InterruptReason, Name, PanicMessage, StepRecord, StepStatus, Storage
 /// [`StepErrorKind::Failed`] holding the error of its last attempt.
 ///
 /// ```
-/// # use transaction_manager_core::*;
+/// # use transaction_manager::*;
 /// let clock = ManualClock::new();
 /// let manager = TransactionManager::new(&clock);
 /// let err = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |tx| {
@@ -34,7 +34,7 @@ pub struct StepError<E> {
 ///
 /// ```
 /// use core::time::Duration;
-/// use transaction_manager_core::StepErrorKind;
+/// use transaction_manager::StepErrorKind;
 /// let kind: StepErrorKind<()> = StepErrorKind::TimedOut { timeout: Duration::from_secs(1) };
 /// assert!(kind.is_timeout());
 /// ```
@@ -144,7 +144,7 @@ impl<E: core::error::Error + 'static> core::error::Error for StepError<E> {
 /// A step whose rollback failed on every attempt, and why.
 ///
 /// ```
-/// # use transaction_manager_core::*;
+/// # use transaction_manager::*;
 /// # let clock = ManualClock::new();
 /// # let manager = TransactionManager::new(&clock);
 /// struct Undo;
@@ -170,7 +170,7 @@ pub struct RollbackFailure<RE> {
 /// The ways a rollback can fail.
 ///
 /// ```
-/// use transaction_manager_core::RollbackErrorKind;
+/// use transaction_manager::RollbackErrorKind;
 /// let kind: RollbackErrorKind<&str> = RollbackErrorKind::Failed("busy");
 /// assert!(!kind.is_timeout());
 /// ```
@@ -239,7 +239,7 @@ impl<RE: fmt::Debug + fmt::Display> core::error::Error for RollbackFailure<RE> {
 /// Whether a failed transaction left anything behind.
 ///
 /// ```
-/// use transaction_manager_core::RollbackState;
+/// use transaction_manager::RollbackState;
 /// assert!(RollbackState::Clean.is_clean());
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -277,7 +277,7 @@ impl RollbackState {
 /// its step's name, so nothing is swallowed.
 ///
 /// ```
-/// # use transaction_manager_core::*;
+/// # use transaction_manager::*;
 /// # let clock = ManualClock::new();
 /// # let manager = TransactionManager::new(&clock);
 /// let err = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |_tx| {
@@ -391,7 +391,7 @@ fn steps(n: usize) -> &'static str {
 /// A transaction whose body returned `Ok`: its value and its summary.
 ///
 /// ```
-/// # use transaction_manager_core::*;
+/// # use transaction_manager::*;
 /// # let clock = ManualClock::new();
 /// # let manager = TransactionManager::new(&clock);
 /// let done = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |_tx| {

@@ -2,6 +2,9 @@
 //! multi-step async transactions that roll back every completed step, in
 //! reverse order, when a later step fails.
 //!
+//! Its behaviour follows the Python package `async-transaction-manager`
+//! 0.1.2, with typed errors where that package returns nulls and strings.
+//!
 //! `#![no_std]`, no allocator needed, no runtime: time comes from a
 //! [`Clock`] that an adapter crate binds to tokio, smol or embassy, or from
 //! [`ManualClock`] in tests.

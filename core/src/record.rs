@@ -13,7 +13,7 @@ use crate::text::ErrorText;
 /// earlier failure) `RollbackSkipped`.
 ///
 /// ```
-/// use transaction_manager_core::StepStatus;
+/// use transaction_manager::StepStatus;
 /// assert_eq!(StepStatus::RollbackFailed.as_str(), "rollback_failed");
 /// assert_eq!(StepStatus::Completed.to_string(), "completed");
 /// ```
@@ -39,10 +39,11 @@ pub enum StepStatus {
 }
 
 impl StepStatus {
-    /// The status as `snake_case` text, as the reference package names it.
+    /// The status as `snake_case` text, as the Python package
+    /// `async-transaction-manager` (0.1.2) names it.
     ///
     /// ```
-    /// # use transaction_manager_core::StepStatus;
+    /// # use transaction_manager::StepStatus;
     /// assert_eq!(StepStatus::InProgress.as_str(), "in_progress");
     /// ```
     pub const fn as_str(self) -> &'static str {
@@ -67,7 +68,7 @@ impl fmt::Display for StepStatus {
 /// Identifies one transaction run by a manager; unique per manager.
 ///
 /// ```
-/// use transaction_manager_core::TransactionId;
+/// use transaction_manager::TransactionId;
 /// assert_eq!(TransactionId::new(7).to_string(), "tx-7");
 /// assert_eq!(TransactionId::new(7).get(), 7);
 /// ```
@@ -78,7 +79,7 @@ impl TransactionId {
     /// An id with the given number.
     ///
     /// ```
-    /// # use transaction_manager_core::TransactionId;
+    /// # use transaction_manager::TransactionId;
     /// let id = TransactionId::new(1);
     /// # let _ = id;
     /// ```
@@ -89,7 +90,7 @@ impl TransactionId {
     /// The number.
     ///
     /// ```
-    /// # use transaction_manager_core::TransactionId;
+    /// # use transaction_manager::TransactionId;
     /// assert_eq!(TransactionId::new(3).get(), 3);
     /// ```
     pub const fn get(self) -> u64 {
@@ -106,7 +107,7 @@ impl fmt::Display for TransactionId {
 /// The identity of a running transaction, as hooks see it.
 ///
 /// ```
-/// use transaction_manager_core::{ManualClock, TransactionManager};
+/// use transaction_manager::{ManualClock, TransactionManager};
 /// let clock = ManualClock::new();
 /// let manager = TransactionManager::new(&clock);
 /// let builder = manager.transaction("provision");
@@ -122,7 +123,7 @@ impl TransactionInfo {
     /// The transaction's id.
     ///
     /// ```
-    /// # use transaction_manager_core::{ManualClock, TransactionId, TransactionManager};
+    /// # use transaction_manager::{ManualClock, TransactionId, TransactionManager};
     /// # let clock = ManualClock::new();
     /// let manager = TransactionManager::new(&clock);
     /// let tx = manager.transaction("op").with_id(TransactionId::new(9));
@@ -135,7 +136,7 @@ impl TransactionInfo {
     /// The operation name; the id's text (`tx-N`) when none was given.
     ///
     /// ```
-    /// # use transaction_manager_core::{ManualClock, TransactionId, TransactionManager};
+    /// # use transaction_manager::{ManualClock, TransactionId, TransactionManager};
     /// # let clock = ManualClock::new();
     /// # let manager = TransactionManager::new(&clock);
     /// let tx = manager.unnamed_transaction().with_id(TransactionId::new(5));
@@ -152,7 +153,7 @@ impl TransactionInfo {
 /// Times are readings of the transaction's [`Clock`](crate::Clock).
 ///
 /// ```
-/// # use transaction_manager_core::*;
+/// # use transaction_manager::*;
 /// let clock = ManualClock::new();
 /// let manager = TransactionManager::new(&clock);
 /// let done = clock.block_on(manager.transaction("op").fixed::<NoRollback, 2>().run(async |tx| {

@@ -23,7 +23,7 @@ pub(crate) struct StepConfig {
 /// See [`Execute::rollback_uncertain`] and [`Execute::undo_uncertain`].
 ///
 /// ```
-/// use transaction_manager_core::Maybe;
+/// use transaction_manager::Maybe;
 /// let maybe: Maybe<u32> = Maybe::Uncertain;
 /// assert_eq!(maybe.completed(), None);
 /// ```
@@ -67,7 +67,8 @@ impl<T: Clone> Maybe<&T> {
 ///
 /// Options default to the manager's ([`TransactionManager::with_retry`],
 /// [`TransactionManager::with_timeout`]); the rollback's default to the
-/// step's own, as in the reference.
+/// step's own (as in the Python `async-transaction-manager` 0.1.2, whose
+/// behaviour this library keeps).
 ///
 /// Durations: a zero timeout lets an attempt be polled once, and times it
 /// out if that did not finish it; `Duration::MAX` waits as long as the
@@ -76,7 +77,7 @@ impl<T: Clone> Maybe<&T> {
 ///
 /// ```
 /// # use core::time::Duration;
-/// # use transaction_manager_core::*;
+/// # use transaction_manager::*;
 /// let clock = ManualClock::new();
 /// let manager = TransactionManager::new(&clock);
 /// let mut calls = 0;

@@ -15,7 +15,7 @@ use crate::{Name, StepRecord, StepStatus, Storage, TransactionId, TransactionInf
 /// terminal or a log.
 ///
 /// ```
-/// # use transaction_manager_core::*;
+/// # use transaction_manager::*;
 /// let clock = ManualClock::new();
 /// let manager = TransactionManager::new(&clock);
 /// let err = clock.block_on(manager.transaction("order").fixed::<NoRollback, 4>().run(async |tx| {
