@@ -75,8 +75,8 @@
 //! - `serde`: `Serialize` for summaries, step records, statuses and errors
 //!   (errors as text).
 //! - `defmt`: the same messages through `defmt`, and `defmt::Format` for the
-//!   public types, for microcontrollers. `log` and `defmt` together is a
-//!   compile error.
+//!   public types, for microcontrollers. With `log` and `defmt` both on,
+//!   every message goes to both (features stay additive).
 
 #![no_std]
 #![forbid(unsafe_code)]
