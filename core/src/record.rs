@@ -169,6 +169,9 @@ pub struct StepRecord {
     pub(crate) name: Name,
     pub(crate) status: StepStatus,
     pub(crate) has_rollback: bool,
+    /// Execute's last attempt succeeded (the step's own status may have
+    /// moved on to a rollback status since).
+    pub(crate) succeeded: bool,
     pub(crate) timeout: Option<Duration>,
     pub(crate) started_at: At,
     pub(crate) completed_at: At,
@@ -187,6 +190,7 @@ impl StepRecord {
             name,
             status: StepStatus::Pending,
             has_rollback,
+            succeeded: false,
             timeout,
             started_at: At::NONE,
             completed_at: At::NONE,
@@ -219,6 +223,25 @@ impl StepRecord {
         self.has_rollback
     }
 
+    /// Whether execute succeeded, on its last attempt: true for a step that
+    /// completed (and stays true after it is rolled back), false for one
+    /// that failed or has not finished.
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let err = clock.block_on(manager.transaction("t").fixed::<NoRollback, 2>().run(async |tx| {
+    ///     tx.step("ok").run(|| async { Ok::<_, &str>(()) }).await?;
+    ///     tx.step("down").run(|| async { Err::<(), _>("503") }).await
+    /// })).unwrap_err();
+    /// let steps = err.summary().steps();
+    /// assert!(steps[0].succeeded() && !steps[1].succeeded());
+    /// ```
+    pub fn succeeded(&self) -> bool {
+        self.succeeded
+    }
+
     /// The per-attempt timeout of execute, if any.
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout
@@ -247,7 +270,9 @@ impl StepRecord {
 
     /// The text of the most recent execute error (or timeout), if any. Kept
     /// after a later attempt succeeds, so a retried step shows why it was
-    /// retried. Without `alloc`, cut to 56 bytes.
+    /// retried ([`succeeded`](StepRecord::succeeded) tells the two apart;
+    /// `Display` prints it as `last failed attempt: …`). Without `alloc`,
+    /// cut to 56 bytes.
     pub fn error(&self) -> Option<&str> {
         self.error.as_ref().map(ErrorText::as_str)
     }
@@ -274,9 +299,12 @@ impl StepRecord {
 }
 
 impl fmt::Display for StepRecord {
-    /// One line: `#index name status, attempts, duration[, error]`.
+    /// One line: ``#index `name` [status] attempts: n``, then the duration,
+    /// the timeout, the error (`error: …` for a step that failed, `last
+    /// failed attempt: …` for one that succeeded after retries) and the
+    /// rollback's attempts and error.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{} {} [{}] attempts: {}", self.index, self.name, self.status, self.attempts)?;
+        write!(f, "#{} `{}` [{}] attempts: {}", self.index, self.name, self.status, self.attempts)?;
         if let Some(d) = self.duration() {
             write!(f, ", took {}", crate::text::Dur(d))?;
         }
@@ -284,7 +312,8 @@ impl fmt::Display for StepRecord {
             write!(f, ", timeout {}", crate::text::Dur(t))?;
         }
         if let Some(e) = self.error() {
-            write!(f, ", error: {e}")?;
+            let label = if self.succeeded { "last failed attempt" } else { "error" };
+            write!(f, ", {label}: {e}")?;
         }
         if self.rollback_attempts > 0 {
             write!(f, ", rollback attempts: {}", self.rollback_attempts)?;

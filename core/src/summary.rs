@@ -143,7 +143,7 @@ impl<S: Storage> fmt::Display for Summary<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "transaction {} ({}): {} steps, {} completed, {} failed, {} rolled back, {} rollback errors, took {}",
+            "transaction `{}` ({}): {} steps, {} completed, {} failed, {} rolled back, {} rollback errors, took {}",
             self.info.operation,
             self.info.id,
             self.total_steps(),

@@ -278,6 +278,7 @@ where
     fn step_completed(&mut self, index: usize, attempt: u32) {
         let record = &mut self.ledger.summary.steps[index];
         record.status = StepStatus::Completed;
+        record.succeeded = true;
         record.completed_at = crate::record::At::some(self.manager.clock.now());
         let info = &self.ledger.summary.info;
         tm_debug!("{} `{}`: step `{}` completed on attempt {}", info.id, info.operation, record.name, attempt);
