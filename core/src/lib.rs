@@ -139,7 +139,7 @@ pub use retry::{Jitter, RetryPolicy, SplitMix64};
 pub use rollback::{BoxError, BoxedRollback, LocalBoxedRollback};
 pub use rollback::{NoRollback, Rollback, RollbackFn};
 pub use spawn::Spawner;
-pub use step::{Execute, Maybe, Plain, Step, StepFn, WithContext};
+pub use step::{Execute, MapErr, Maybe, Plain, Step, StepFn, WithContext};
 #[cfg(feature = "alloc")]
 pub use storage::Unbounded;
 pub use storage::{Fixed, List, Storage};

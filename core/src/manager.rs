@@ -186,9 +186,12 @@ impl<C, H, A> TransactionManager<C, H, A> {
     /// let manager = TransactionManager::new(&clock).with_timeout(Duration::from_secs(30));
     /// assert_eq!(manager.timeout(), Some(Duration::from_secs(30)));
     /// ```
+    ///
+    /// Takes any duration that converts into `core::time::Duration`, such as
+    /// `embassy_time::Duration`.
     #[must_use]
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+    pub fn with_timeout(mut self, timeout: impl Into<Duration>) -> Self {
+        self.timeout = Some(timeout.into());
         self
     }
 
@@ -440,7 +443,11 @@ impl<'m, M, L, I> TransactionBuilder<'m, M, L, I> {
     /// failed), the completed steps are rolled back — the rollback itself is
     /// not cut short — and the body's error is built from an
     /// [`Interrupted`](crate::Interrupted) (`B: From<Interrupted>`; `StepError` qualifies).
-    pub fn with_deadline(self, deadline: Duration) -> TransactionBuilder<'m, M, L, (I, Deadline)> {
+    ///
+    /// Takes any duration that converts into `core::time::Duration`, such as
+    /// `embassy_time::Duration`.
+    pub fn with_deadline(self, deadline: impl Into<Duration>) -> TransactionBuilder<'m, M, L, (I, Deadline)> {
+        let deadline = deadline.into();
         self.with_interrupt(|previous| (previous, Deadline(deadline)))
     }
 
