@@ -238,6 +238,16 @@ pub trait DetachedRollback: Send + 'static {
     fn rollback_detached(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
+/// A transaction without rollbacks owes nothing, so a manager with a
+/// spawner runs it too.
+impl DetachedRollback for crate::NoRollback {
+    type Error = core::convert::Infallible;
+
+    async fn rollback_detached(&mut self) -> Result<(), Self::Error> {
+        match *self {}
+    }
+}
+
 /// Through [`DetachedRollback`], without a context.
 pub(crate) struct ViaDetached;
 

@@ -93,6 +93,7 @@ mod fmt;
 mod trace;
 
 mod abandon;
+mod any_manager;
 mod clock;
 #[cfg(feature = "defmt")]
 mod defmt_impls;
@@ -119,6 +120,7 @@ mod text;
 mod transaction;
 
 pub use abandon::{AbandonPolicy, Abandoned, DetachedRollback, RollbackReport, Spawned, Unattended};
+pub use any_manager::Manager;
 pub use clock::Clock;
 pub use error::{
     Committed, RollbackErrorKind, RollbackFailure, RollbackState, StepError, StepErrorKind, TransactionError,
