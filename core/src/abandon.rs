@@ -230,6 +230,13 @@ spawned_for_storage! {
 ///     }
 /// }
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be rolled back on a spawned task: it does not implement `DetachedRollback`",
+    label = "the manager has a spawner, so its undo records must implement `DetachedRollback`",
+    note = "`with_spawner` finishes a dropped transaction's rollbacks on another task, without the context: \
+            implement `DetachedRollback` for `{Self}`, or build this manager without `with_spawner` \
+            (the default `Unattended` policy takes any undo type)"
+)]
 pub trait DetachedRollback: Send + 'static {
     /// What a failed attempt returns.
     type Error: fmt::Display + Send + 'static;

@@ -37,6 +37,12 @@ use core::fmt;
 /// }
 /// ```
 #[allow(async_fn_in_trait)] // `Send` follows the implementation: see the crate docs.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an undo record of a transaction whose context is `{Ctx}`",
+    label = "the undo type of this transaction",
+    note = "implement `Rollback<{Ctx}>` for `{Self}` (one variant per kind of step, matched in `rollback`), \
+            or use `NoRollback` if no step has a rollback"
+)]
 pub trait Rollback<Ctx: ?Sized> {
     /// What a failed rollback attempt returns. Its `Display` text goes into
     /// the summary.
