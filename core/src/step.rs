@@ -197,10 +197,15 @@ impl<'s, 't, M, Ctx: ?Sized, U, S: Storage> Step<'s, 't, M, Ctx, U, S> {
     /// Like [`execute`](Step::execute), but each attempt borrows the
     /// transaction's context mutably: `async |board: &mut Board| …`.
     ///
-    /// The async closure should capture nothing and reach everything
-    /// through the context: a capturing async closure makes the compiler's
-    /// `Send` check of a spawned transaction fail (rust-lang/rust#139475).
-    /// Single-threaded executors (embassy, `LocalSet`) are not affected.
+    /// When the transaction must be `Send` (spawned on a multi-thread
+    /// runtime), the async closure must not hold a reference: one that
+    /// captures a local by reference, or into which a reference was moved,
+    /// makes the compiler's `Send` check of the spawned transaction fail
+    /// ("implementation of `Send` is not general enough",
+    /// rust-lang/rust#139475). Owned captures work (`async move |ctx| …`
+    /// with copies, clones, `Arc`s), and so does reaching everything
+    /// through the context. Single-threaded executors (embassy,
+    /// `LocalSet`) are not affected.
     pub fn execute_with<F, Out, E>(self, execute: F) -> Execute<'s, 't, M, Ctx, U, S, WithContext<F>>
     where
         F: AsyncFnMut(&mut Ctx) -> Result<Out, E>,
