@@ -46,15 +46,37 @@
 //! | tests, any | — | [`ManualClock`] | — |
 //!
 //! A library that runs transactions but should not choose a runtime depends
-//! on `transaction-manager` with `default-features = false` and stays
-//! generic over [`Clock`]:
+//! on `transaction-manager` with `default-features = false` (plus `alloc`
+//! for closure rollbacks) and takes the application's manager as
+//! [`&impl Manager`](Manager): any clock, any hooks, with or without a
+//! spawner. A transaction with a fixed undo log adds one bound on the
+//! manager's abandon policy:
 //!
 //! ```
-//! use transaction_manager::{Clock, Fixed, NoRollback, StepError, Summary, TransactionManager};
+//! use transaction_manager::{AbandonPolicy, Fixed, Manager, NoRollback, StepError};
 //!
-//! /// Works on any runtime: the application passes its manager.
-//! pub async fn health_check<C: Clock>(manager: &TransactionManager<C>) -> Result<u32, StepError<&'static str>> {
+//! /// Closure rollbacks: `&impl Manager` is all it takes.
+//! pub async fn create_account(manager: &impl Manager) -> Result<u64, StepError<std::io::Error>> {
+//!     let committed = manager
+//!         .manager()
+//!         .run("create_account", async |tx| {
+//!             tx.step("insert")
+//!                 .execute(|| async { Ok::<_, std::io::Error>(42) })
+//!                 .rollback(|id| async move { println!("delete {id}"); Ok::<_, std::io::Error>(()) })
+//!                 .await
+//!         })
+//!         .await
+//!         .map_err(|error| error.into_cause())?;
+//!     Ok(committed.into_value())
+//! }
+//!
+//! /// A fixed undo log (no allocator): one more bound.
+//! pub async fn health_check<M: Manager>(manager: &M) -> Result<u32, StepError<&'static str>>
+//! where
+//!     M::Abandon: AbandonPolicy<M::Clock, M::Hooks, (), NoRollback, Fixed<2>>,
+//! {
 //!     let done = manager
+//!         .manager()
 //!         .transaction("health-check")
 //!         .fixed::<NoRollback, 2>()
 //!         .run(async |tx| {
@@ -67,14 +89,24 @@
 //!     Ok(done.into_value())
 //! }
 //!
-//! // The application picks the runtime; here, virtual time.
+//! // The application picks the runtime, the hooks, the spawner; here,
+//! // virtual time and a hook.
+//! struct Audit;
+//! impl transaction_manager::Hooks for Audit {}
 //! let clock = transaction_manager::ManualClock::new();
-//! let manager = TransactionManager::new(&clock);
+//! let manager = transaction_manager::TransactionManager::new(&clock).with_hooks(Audit);
+//! assert_eq!(clock.block_on(create_account(&manager)).unwrap(), 42);
 //! assert_eq!(clock.block_on(health_check(&manager)), Ok(3));
 //! ```
 //!
 //! # Feature flags
-#![doc = document_features::document_features!()]
+//!
+//! Every feature is additive.
+#![cfg_attr(feature = "docs", doc = document_features::document_features!())]
+#![cfg_attr(
+    not(feature = "docs"),
+    doc = "The table of features is rendered on docs.rs (the `docs` feature); they are listed in `Cargo.toml`."
+)]
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -91,3 +123,9 @@ pub use transaction_manager_smol::{SmolClock, SmolSleep, SmolSpawner};
 #[cfg(feature = "tokio")]
 #[doc(inline)]
 pub use transaction_manager_tokio::{TokioClock, TokioSpawner};
+
+/// The README's examples that compile as they stand (the other blocks are
+/// excerpts, marked `ignore`), checked by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}

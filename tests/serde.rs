@@ -1,8 +1,6 @@
 //! The `serde` feature: the JSON shape of a summary and of a transaction
 //! error is pinned, field by field.
 
-#![cfg(feature = "serde")]
-
 use std::time::Duration;
 
 use transaction_manager::*;

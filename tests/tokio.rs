@@ -291,3 +291,49 @@ fn runtime_shutdown_reports_each_lost_rollback() {
     assert!(lost[0].starts_with("ERROR") && lost[0].contains("`second`"), "{lost:?}");
     assert!(lost[1].contains("`first`"), "{lost:?}");
 }
+
+/// `&impl Manager` accepts a tokio manager with hooks and a spawner (the
+/// README's runtime-agnostic library function), for closure rollbacks and
+/// for a fixed log of `NoRollback`.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn any_manager_bound_accepts_a_manager_with_a_spawner() {
+    use transaction_manager::{AbandonPolicy, Fixed, Hooks, Manager, NoRollback, TokioSpawner};
+
+    async fn provision(manager: &impl Manager) -> Result<u32, StepError<&'static str>> {
+        let done = manager
+            .manager()
+            .run("provision", async |tx| {
+                tx.step("create").execute(|| async { Ok::<_, &str>(7) }).rollback(|_| async { Ok::<_, &str>(()) }).await
+            })
+            .await
+            .map_err(|e| e.into_cause())?;
+        Ok(done.into_value())
+    }
+
+    async fn ping<M: Manager>(manager: &M) -> Result<u32, StepError<&'static str>>
+    where
+        M::Abandon: AbandonPolicy<M::Clock, M::Hooks, (), NoRollback, Fixed<1>>,
+    {
+        let done = manager
+            .manager()
+            .transaction("ping")
+            .fixed::<NoRollback, 1>()
+            .run(async |tx| tx.step("ping").run(|| async { Ok(1) }).await)
+            .await
+            .map_err(|e| e.into_cause())?;
+        Ok(done.into_value())
+    }
+
+    struct Quiet;
+    impl Hooks for Quiet {}
+    let manager = TransactionManager::new(TokioClock::new()).with_hooks(Quiet).with_spawner(TokioSpawner::current());
+    assert_eq!(provision(&manager).await, Ok(7));
+    assert_eq!(ping(&manager).await, Ok(1));
+    // And spawned on a multi-thread runtime's task: the future is `Send`.
+    let manager = std::sync::Arc::new(manager);
+    let handle = tokio::spawn({
+        let manager = manager.clone();
+        async move { provision(&*manager).await }
+    });
+    assert_eq!(handle.await.unwrap(), Ok(7));
+}

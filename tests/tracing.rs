@@ -1,8 +1,6 @@
 //! The `tracing` feature: the span tree of a failing transaction, captured
 //! with a test subscriber and compared whole.
 
-#![cfg(feature = "tracing")]
-
 #[path = "../examples/common/tree.rs"]
 mod tree;
 

@@ -10,8 +10,7 @@
 //! capacity and lends its peripherals to steps and rollbacks:
 //!
 //! ```
-//! use transaction_manager_core::{Rollback, StepError, TransactionManager};
-//! use transaction_manager_embassy::EmbassyClock;
+//! use transaction_manager::{EmbassyClock, Rollback, StepError, TransactionManager};
 //!
 //! struct Board { rail_on: bool }
 //! enum Undo { RailOff }
@@ -69,7 +68,7 @@ pub use transaction_manager_core::Clock;
 /// `Instant::MAX` ("forever") instead of overflowing.
 ///
 /// ```
-/// use transaction_manager_embassy::EmbassyClock;
+/// use transaction_manager::EmbassyClock;
 /// let clock = EmbassyClock;
 /// # let _ = clock;
 /// ```

@@ -8,8 +8,7 @@
 //! a thread of its own).
 //!
 //! ```
-//! use transaction_manager_core::{StepError, TransactionManager};
-//! use transaction_manager_smol::SmolClock;
+//! use transaction_manager::{SmolClock, StepError, TransactionManager};
 //!
 //! let manager = TransactionManager::new(SmolClock::new());
 //! let done = async_io::block_on(manager.run("hello", async |tx| {
@@ -36,7 +35,7 @@ pub use transaction_manager_core::{Clock, Spawner};
 ///
 /// ```
 /// use std::time::Duration;
-/// use transaction_manager_smol::{Clock, SmolClock};
+/// use transaction_manager::{Clock, SmolClock};
 ///
 /// let clock = SmolClock::new();
 /// async_io::block_on(clock.sleep(Duration::from_millis(1)));
@@ -56,7 +55,7 @@ impl SmolClock {
     /// A clock whose epoch is `epoch`.
     ///
     /// ```
-    /// # use transaction_manager_smol::SmolClock;
+    /// # use transaction_manager::SmolClock;
     /// let epoch = std::time::Instant::now();
     /// assert_eq!(SmolClock::with_epoch(epoch).into_inner(), epoch);
     /// ```
@@ -114,7 +113,7 @@ impl Future for SmolSleep {
 /// ```
 /// use std::sync::Arc;
 /// use std::sync::atomic::{AtomicBool, Ordering};
-/// use transaction_manager_smol::{SmolSpawner, Spawner};
+/// use transaction_manager::{SmolSpawner, Spawner};
 ///
 /// let executor = Arc::new(async_executor::Executor::new());
 /// let spawner = SmolSpawner::new(executor.clone());

@@ -5,8 +5,7 @@
 //! `transaction-manager-core`; this crate only tells it the time.
 //!
 //! ```
-//! use transaction_manager_core::{StepError, TransactionManager};
-//! use transaction_manager_tokio::TokioClock;
+//! use transaction_manager::{StepError, TokioClock, TransactionManager};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
@@ -38,7 +37,7 @@ pub use transaction_manager_core::{Clock, Spawner};
 /// clock does not.
 ///
 /// ```
-/// use transaction_manager_tokio::{Clock, TokioClock};
+/// use transaction_manager::{Clock, TokioClock};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
@@ -61,7 +60,7 @@ impl TokioClock {
     /// A clock whose epoch is `epoch`.
     ///
     /// ```
-    /// # use transaction_manager_tokio::TokioClock;
+    /// # use transaction_manager::TokioClock;
     /// let clock = TokioClock::with_epoch(tokio::time::Instant::now());
     /// assert_eq!(clock.into_inner(), clock.epoch());
     /// ```
@@ -103,7 +102,7 @@ impl Clock for TokioClock {
 /// A [`Spawner`] on a tokio runtime: spawned futures are detached tasks.
 ///
 /// ```
-/// use transaction_manager_tokio::{Spawner, TokioSpawner};
+/// use transaction_manager::{Spawner, TokioSpawner};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {

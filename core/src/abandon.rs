@@ -239,7 +239,7 @@ spawned_for_storage! {
 /// is. [`BoxedRollback`](crate::BoxedRollback) implements it.
 ///
 /// ```
-/// use transaction_manager_core::DetachedRollback;
+/// use transaction_manager::DetachedRollback;
 ///
 /// enum Undo { DeleteUser(u32) }
 ///
@@ -252,12 +252,29 @@ spawned_for_storage! {
 ///     }
 /// }
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be rolled back on a spawned task: it does not implement `DetachedRollback`",
+    label = "the manager has a spawner, so its undo records must implement `DetachedRollback`",
+    note = "`with_spawner` finishes a dropped transaction's rollbacks on another task, without the context: \
+            implement `DetachedRollback` for `{Self}`, or build this manager without `with_spawner` \
+            (the default `Unattended` policy takes any undo type)"
+)]
 pub trait DetachedRollback: Send + 'static {
     /// What a failed attempt returns.
     type Error: fmt::Display + Send + 'static;
 
     /// Undoes the step; called once per attempt.
     fn rollback_detached(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// A transaction without rollbacks owes nothing, so a manager with a
+/// spawner runs it too.
+impl DetachedRollback for crate::NoRollback {
+    type Error = core::convert::Infallible;
+
+    async fn rollback_detached(&mut self) -> Result<(), Self::Error> {
+        match *self {}
+    }
 }
 
 /// Through [`DetachedRollback`], without a context.

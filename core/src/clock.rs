@@ -34,7 +34,7 @@ use core::time::Duration;
 ///
 /// ```
 /// use core::time::Duration;
-/// use transaction_manager_core::Clock;
+/// use transaction_manager::Clock;
 ///
 /// struct Frozen;
 ///
@@ -45,6 +45,12 @@ use core::time::Duration;
 /// }
 /// assert_eq!(Frozen.now(), Duration::ZERO);
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `Clock`",
+    label = "the manager's clock",
+    note = "pass `TokioClock::new()`, `SmolClock::new()`, `EmbassyClock`, or a reference to a `ManualClock` \
+            (`TransactionManager::new(&clock)`)"
+)]
 pub trait Clock {
     /// The future returned by [`Clock::sleep`]. Not boxed: the engine stores
     /// it inline in the transaction's future.

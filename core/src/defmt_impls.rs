@@ -49,7 +49,7 @@ impl Format for TransactionId {
 
 impl Format for TransactionInfo {
     fn format(&self, f: Formatter<'_>) {
-        write!(f, "{} ({})", self.operation, self.id)
+        write!(f, "`{}` ({})", self.operation, self.id)
     }
 }
 
@@ -86,14 +86,18 @@ impl Format for RetryPolicy {
 
 impl Format for StepRecord {
     fn format(&self, f: Formatter<'_>) {
+        // The same words as `Display`: a step that succeeded after retries
+        // shows its last failed attempt, not an `error`.
+        let label = if self.succeeded() { "last failed attempt" } else { "error" };
         write!(
             f,
-            "#{=usize} {} [{}] attempts: {=u32}, took {}, error: {}, rollback attempts: {=u32}, rollback error: {}",
+            "#{=usize} `{}` [{}] attempts: {=u32}, took {}, {=str}: {}, rollback attempts: {=u32}, rollback error: {}",
             self.index(),
             self.name(),
             self.status(),
             self.attempts(),
             self.duration(),
+            label,
             self.error(),
             self.rollback_attempts(),
             self.rollback_error()

@@ -12,7 +12,7 @@ use crate::{InterruptReason, Name, PanicMessage, StepRecord, StepStatus, Storage
 /// [`StepErrorKind::Failed`] holding the error of its last attempt.
 ///
 /// ```
-/// # use transaction_manager_core::*;
+/// # use transaction_manager::*;
 /// let clock = ManualClock::new();
 /// let manager = TransactionManager::new(&clock);
 /// let err = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |tx| {
@@ -34,7 +34,7 @@ pub struct StepError<E> {
 ///
 /// ```
 /// use core::time::Duration;
-/// use transaction_manager_core::StepErrorKind;
+/// use transaction_manager::StepErrorKind;
 /// let kind: StepErrorKind<()> = StepErrorKind::TimedOut { timeout: Duration::from_secs(1) };
 /// assert!(kind.is_timeout());
 /// ```
@@ -67,6 +67,25 @@ pub enum StepErrorKind<E> {
 }
 
 impl<E> StepErrorKind<E> {
+    /// Converts the step's own error (in [`Failed`](StepErrorKind::Failed))
+    /// with `f`; the other kinds carry no error and stay as they are.
+    ///
+    /// ```
+    /// use transaction_manager::StepErrorKind;
+    /// let kind: StepErrorKind<u16> = StepErrorKind::Failed(503);
+    /// assert_eq!(kind.map(u32::from), StepErrorKind::Failed(503u32));
+    /// ```
+    pub fn map<E2>(self, f: impl FnOnce(E) -> E2) -> StepErrorKind<E2> {
+        match self {
+            StepErrorKind::Failed(e) => StepErrorKind::Failed(f(e)),
+            StepErrorKind::TimedOut { timeout } => StepErrorKind::TimedOut { timeout },
+            StepErrorKind::CapacityExceeded { capacity } => StepErrorKind::CapacityExceeded { capacity },
+            StepErrorKind::Panicked(message) => StepErrorKind::Panicked(message),
+            StepErrorKind::Interrupted(reason) => StepErrorKind::Interrupted(reason),
+            StepErrorKind::EmptyName => StepErrorKind::EmptyName,
+        }
+    }
+
     /// Whether the step ran out of time.
     pub fn is_timeout(&self) -> bool {
         matches!(self, StepErrorKind::TimedOut { .. })
@@ -98,6 +117,72 @@ impl<E> StepError<E> {
     /// How the step failed, by value.
     pub fn into_kind(self) -> StepErrorKind<E> {
         self.kind
+    }
+
+    /// Converts the step's own error with `f`, keeping the step's name,
+    /// index and the kind of failure: for a body whose steps have different
+    /// error types, `.await.map_err(|e| e.map(AppError::Io))?`. (On the step
+    /// itself, [`Execute::map_err`](crate::Execute::map_err) does the same
+    /// for each attempt, so the summary shows the converted text.)
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// #[derive(Debug, PartialEq)]
+    /// enum AppError { Http(u16), Parse(&'static str) }
+    ///
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let err = clock.block_on(manager.transaction("t").fixed::<NoRollback, 2>().run(async |tx| {
+    ///     let body = tx.step("fetch").run(|| async { Ok::<_, u16>("42x") }).await.map_err(|e| e.map(AppError::Http))?;
+    ///     let n: u32 = tx.step("parse")
+    ///         .run(|| async move { body.parse::<u32>().map_err(|_| "not a number") })
+    ///         .await
+    ///         .map_err(|e| e.map(AppError::Parse))?;
+    ///     Ok::<_, StepError<AppError>>(n)
+    /// })).unwrap_err();
+    /// assert_eq!(err.cause().kind(), &StepErrorKind::Failed(AppError::Parse("not a number")));
+    /// assert_eq!(err.cause().step(), "parse");
+    /// ```
+    pub fn map<E2>(self, f: impl FnOnce(E) -> E2) -> StepError<E2> {
+        StepError { step: self.step, index: self.index, kind: self.kind.map(f) }
+    }
+
+    /// Converts the step's own error with `Into`: `map(Into::into)`, for
+    /// `.await.map_err(StepError::err_into)?` into a body whose error type
+    /// converts from each step's.
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let err = clock.block_on(manager.transaction("t").fixed::<NoRollback, 2>().run(async |tx| {
+    ///     tx.step("small").run(|| async { Ok::<_, u8>(1) }).await.map_err(StepError::err_into)?;
+    ///     tx.step("large").run(|| async { Err::<(), u16>(503) }).await?;
+    ///     Ok::<_, StepError<u16>>(())
+    /// })).unwrap_err();
+    /// assert_eq!(err.cause().to_string(), "step `large` failed: 503");
+    /// ```
+    pub fn err_into<E2: From<E>>(self) -> StepError<E2> {
+        self.map(E2::from)
+    }
+
+    /// The step's own error, if execute returned one (not a timeout or a
+    /// capacity error).
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// # let clock = ManualClock::new();
+    /// # let manager = TransactionManager::new(&clock);
+    /// let err = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |tx| {
+    ///     tx.step("charge").run(|| async { Err::<(), _>(402u16) }).await
+    /// })).unwrap_err();
+    /// assert_eq!(err.cause().error(), Some(&402));
+    /// ```
+    pub fn error(&self) -> Option<&E> {
+        match &self.kind {
+            StepErrorKind::Failed(e) => Some(e),
+            _ => None,
+        }
     }
 
     /// The step's own error, if execute returned one (not a timeout or a
@@ -144,7 +229,7 @@ impl<E: core::error::Error + 'static> core::error::Error for StepError<E> {
 /// A step whose rollback failed on every attempt, and why.
 ///
 /// ```
-/// # use transaction_manager_core::*;
+/// # use transaction_manager::*;
 /// # let clock = ManualClock::new();
 /// # let manager = TransactionManager::new(&clock);
 /// struct Undo;
@@ -170,7 +255,7 @@ pub struct RollbackFailure<RE> {
 /// The ways a rollback can fail.
 ///
 /// ```
-/// use transaction_manager_core::RollbackErrorKind;
+/// use transaction_manager::RollbackErrorKind;
 /// let kind: RollbackErrorKind<&str> = RollbackErrorKind::Failed("busy");
 /// assert!(!kind.is_timeout());
 /// ```
@@ -216,6 +301,71 @@ impl<RE> RollbackFailure<RE> {
     pub fn into_kind(self) -> RollbackErrorKind<RE> {
         self.kind
     }
+
+    /// The rollback's own error, if it returned one (not a timeout or a
+    /// panic). For closure rollbacks this is a [`BoxError`](crate::BoxError):
+    /// see [`downcast_ref`](RollbackFailure::downcast_ref).
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// # let clock = ManualClock::new();
+    /// # let manager = TransactionManager::new(&clock);
+    /// struct Undo;
+    /// impl Rollback<()> for Undo {
+    ///     type Error = u16;
+    ///     async fn rollback(&mut self, _: &mut ()) -> Result<(), u16> { Err(503) }
+    /// }
+    /// let err = clock.block_on(manager.transaction("t").fixed::<Undo, 2>().run(async |tx| {
+    ///     tx.step("a").execute(|| async { Ok::<_, &str>(()) }).undo(|_| Undo).await?;
+    ///     tx.step("b").run(|| async { Err::<(), _>("down") }).await
+    /// })).unwrap_err();
+    /// assert_eq!(err.rollback_failures()[0].error(), Some(&503));
+    /// ```
+    pub fn error(&self) -> Option<&RE> {
+        match &self.kind {
+            RollbackErrorKind::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl RollbackFailure<crate::BoxError> {
+    /// The boxed error of a closure rollback as its own type `T`, for tests
+    /// and for handling: `None` if the rollback timed out or panicked, or
+    /// its error is of another type.
+    ///
+    /// Errors boxed from a `&str` or a `String` become a private type of
+    /// the standard library: compare their text instead
+    /// (`failure.error().map(ToString::to_string)`).
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// #[derive(Debug, PartialEq)]
+    /// struct Conflict { version: u32 }
+    /// impl core::fmt::Display for Conflict {
+    ///     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    ///         write!(f, "conflict at version {}", self.version)
+    ///     }
+    /// }
+    /// impl core::error::Error for Conflict {}
+    ///
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let err = clock.block_on(manager.run("t", async |tx| {
+    ///     tx.step("a")
+    ///         .execute(|| async { Ok::<_, &str>(()) })
+    ///         .rollback(|()| async { Err::<(), _>(Conflict { version: 7 }) })
+    ///         .await?;
+    ///     tx.step("b").run(|| async { Err::<(), _>("down") }).await
+    /// })).unwrap_err();
+    /// let failure = &err.rollback_failures()[0];
+    /// assert_eq!(failure.downcast_ref::<Conflict>(), Some(&Conflict { version: 7 }));
+    /// assert!(failure.downcast_ref::<std::io::Error>().is_none());
+    /// ```
+    pub fn downcast_ref<T: core::error::Error + 'static>(&self) -> Option<&T> {
+        self.error()?.downcast_ref::<T>()
+    }
 }
 
 impl<RE: fmt::Display> fmt::Display for RollbackFailure<RE> {
@@ -239,7 +389,7 @@ impl<RE: fmt::Debug + fmt::Display> core::error::Error for RollbackFailure<RE> {
 /// Whether a failed transaction left anything behind.
 ///
 /// ```
-/// use transaction_manager_core::RollbackState;
+/// use transaction_manager::RollbackState;
 /// assert!(RollbackState::Clean.is_clean());
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -277,7 +427,7 @@ impl RollbackState {
 /// its step's name, so nothing is swallowed.
 ///
 /// ```
-/// # use transaction_manager_core::*;
+/// # use transaction_manager::*;
 /// # let clock = ManualClock::new();
 /// # let manager = TransactionManager::new(&clock);
 /// let err = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |_tx| {
@@ -391,7 +541,7 @@ fn steps(n: usize) -> &'static str {
 /// A transaction whose body returned `Ok`: its value and its summary.
 ///
 /// ```
-/// # use transaction_manager_core::*;
+/// # use transaction_manager::*;
 /// # let clock = ManualClock::new();
 /// # let manager = TransactionManager::new(&clock);
 /// let done = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |_tx| {

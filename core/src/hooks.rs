@@ -7,7 +7,7 @@ use crate::{Abandoned, StepRecord, Storage, Summary, TransactionInfo};
 /// number of the attempt the event is about.
 ///
 /// ```
-/// # use transaction_manager_core::*;
+/// # use transaction_manager::*;
 /// struct PrintFailures;
 /// impl Hooks for PrintFailures {
 ///     async fn on_step_failure(&self, event: &StepEvent<'_>) {
@@ -66,7 +66,7 @@ pub struct StepEvent<'a> {
 ///
 /// ```
 /// use core::cell::Cell;
-/// use transaction_manager_core::*;
+/// use transaction_manager::*;
 ///
 /// #[derive(Default)]
 /// struct CountAttempts(Cell<u32>);

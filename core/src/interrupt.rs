@@ -12,7 +12,7 @@ use crate::{Clock, Name, StepError, StepErrorKind};
 ///
 /// ```
 /// use core::time::Duration;
-/// use transaction_manager_core::InterruptReason;
+/// use transaction_manager::InterruptReason;
 /// let why = InterruptReason::DeadlineExceeded { deadline: Duration::from_secs(30) };
 /// assert_eq!(why.to_string(), "the transaction's deadline of 30s passed");
 /// ```
@@ -52,7 +52,7 @@ impl fmt::Display for InterruptReason {
 ///
 /// ```
 /// use core::time::Duration;
-/// use transaction_manager_core::*;
+/// use transaction_manager::*;
 ///
 /// let clock = ManualClock::new();
 /// let manager = TransactionManager::new(&clock);

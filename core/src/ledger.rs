@@ -18,13 +18,13 @@ use crate::{
 /// What happens to the remaining rollbacks when one fails for good.
 ///
 /// ```
-/// use transaction_manager_core::RollbackFailurePolicy;
+/// use transaction_manager::RollbackFailurePolicy;
 /// assert_eq!(RollbackFailurePolicy::default(), RollbackFailurePolicy::Continue);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum RollbackFailurePolicy {
-    /// Go on rolling back the earlier steps (the reference behaviour): undo
-    /// as much as possible.
+    /// Go on rolling back the earlier steps, as the Python
+    /// `async-transaction-manager` (0.1.2) does: undo as much as possible.
     #[default]
     Continue,
     /// Stop at the first rollback that fails for good: the earlier steps

@@ -2,6 +2,9 @@
 //! multi-step async transactions that roll back every completed step, in
 //! reverse order, when a later step fails.
 //!
+//! Its behaviour follows the Python package `async-transaction-manager`
+//! 0.1.2, with typed errors where that package returns nulls and strings.
+//!
 //! `#![no_std]`, no allocator needed, no runtime: time comes from a
 //! [`Clock`] that an adapter crate binds to tokio, smol or embassy, or from
 //! [`ManualClock`] in tests.
@@ -72,8 +75,8 @@
 //! - `serde`: `Serialize` for summaries, step records, statuses and errors
 //!   (errors as text).
 //! - `defmt`: the same messages through `defmt`, and `defmt::Format` for the
-//!   public types, for microcontrollers. `log` and `defmt` together is a
-//!   compile error.
+//!   public types, for microcontrollers. With `log` and `defmt` both on,
+//!   every message goes to both (features stay additive).
 
 #![no_std]
 #![forbid(unsafe_code)]
@@ -90,6 +93,7 @@ mod fmt;
 mod trace;
 
 mod abandon;
+mod any_manager;
 mod clock;
 #[cfg(feature = "defmt")]
 mod defmt_impls;
@@ -116,6 +120,7 @@ mod text;
 mod transaction;
 
 pub use abandon::{AbandonPolicy, Abandoned, DetachedRollback, RollbackReport, Spawned, Unattended};
+pub use any_manager::Manager;
 pub use clock::Clock;
 pub use error::{
     Committed, RollbackErrorKind, RollbackFailure, RollbackState, StepError, StepErrorKind, TransactionError,
@@ -136,7 +141,7 @@ pub use retry::{Jitter, RetryPolicy, SplitMix64};
 pub use rollback::{BoxError, BoxedRollback, LocalBoxedRollback};
 pub use rollback::{NoRollback, Rollback, RollbackFn};
 pub use spawn::Spawner;
-pub use step::{Execute, Maybe, Plain, Step, StepFn, WithContext};
+pub use step::{Execute, MapErr, Maybe, Plain, Step, StepFn, WithContext};
 #[cfg(feature = "alloc")]
 pub use storage::Unbounded;
 pub use storage::{Fixed, List, Storage};

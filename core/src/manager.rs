@@ -29,7 +29,7 @@ pub type Outcome<T, B, RE, S> = Result<Committed<T, S>, TransactionError<B, RE, 
 ///
 /// ```
 /// use core::time::Duration;
-/// use transaction_manager_core::*;
+/// use transaction_manager::*;
 ///
 /// let clock = ManualClock::new();
 /// let manager = TransactionManager::new(&clock)
@@ -58,7 +58,7 @@ impl<C: Clock> TransactionManager<C> {
     /// A manager with no hooks, no retries and no timeouts by default.
     ///
     /// ```
-    /// # use transaction_manager_core::*;
+    /// # use transaction_manager::*;
     /// let clock = ManualClock::new();
     /// let manager = TransactionManager::new(&clock);
     /// # let _ = manager;
@@ -81,7 +81,7 @@ impl<C, H, A> TransactionManager<C, H, A> {
     /// Replaces the hooks. Combine several with a tuple: `(a, b)`.
     ///
     /// ```
-    /// # use transaction_manager_core::*;
+    /// # use transaction_manager::*;
     /// struct Quiet;
     /// impl Hooks for Quiet {}
     /// let clock = ManualClock::new();
@@ -106,7 +106,7 @@ impl<C, H, A> TransactionManager<C, H, A> {
     /// [`AbandonPolicy`] and [`Spawned`].
     ///
     /// ```
-    /// # use transaction_manager_core::*;
+    /// # use transaction_manager::*;
     /// struct Inline;
     /// impl Spawner for Inline {
     ///     fn spawn<F: core::future::Future<Output = ()> + Send + 'static>(&self, f: F) {
@@ -145,7 +145,7 @@ impl<C, H, A> TransactionManager<C, H, A> {
     /// (default: [`RollbackFailurePolicy::Continue`]).
     ///
     /// ```
-    /// # use transaction_manager_core::*;
+    /// # use transaction_manager::*;
     /// # let clock = ManualClock::new();
     /// let manager = TransactionManager::new(&clock).with_rollback_failure_policy(RollbackFailurePolicy::Stop);
     /// # let _ = manager;
@@ -165,7 +165,7 @@ impl<C, H, A> TransactionManager<C, H, A> {
     /// rollbacks).
     ///
     /// ```
-    /// # use transaction_manager_core::*;
+    /// # use transaction_manager::*;
     /// # let clock = ManualClock::new();
     /// let manager = TransactionManager::new(&clock).with_retry(RetryPolicy::new().with_max_retries(3));
     /// assert_eq!(manager.retry().max_retries(), 3);
@@ -181,14 +181,17 @@ impl<C, H, A> TransactionManager<C, H, A> {
     ///
     /// ```
     /// # use core::time::Duration;
-    /// # use transaction_manager_core::*;
+    /// # use transaction_manager::*;
     /// # let clock = ManualClock::new();
     /// let manager = TransactionManager::new(&clock).with_timeout(Duration::from_secs(30));
     /// assert_eq!(manager.timeout(), Some(Duration::from_secs(30)));
     /// ```
+    ///
+    /// Takes any duration that converts into `core::time::Duration`, such as
+    /// `embassy_time::Duration`.
     #[must_use]
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+    pub fn with_timeout(mut self, timeout: impl Into<Duration>) -> Self {
+        self.timeout = Some(timeout.into());
         self
     }
 
@@ -197,7 +200,7 @@ impl<C, H, A> TransactionManager<C, H, A> {
     /// but a rerun with the same seed and ids replays the same delays).
     ///
     /// ```
-    /// # use transaction_manager_core::*;
+    /// # use transaction_manager::*;
     /// # let clock = ManualClock::new();
     /// let manager = TransactionManager::new(&clock).with_jitter_seed(1234);
     /// # let _ = manager;
@@ -233,7 +236,7 @@ impl<C, H, A> TransactionManager<C, H, A> {
     /// closure-friendly default), then [`run`](TransactionBuilder::run) it.
     ///
     /// ```
-    /// # use transaction_manager_core::*;
+    /// # use transaction_manager::*;
     /// # let clock = ManualClock::new();
     /// # let manager = TransactionManager::new(&clock);
     /// let builder = manager.transaction("provision");
@@ -247,7 +250,7 @@ impl<C, H, A> TransactionManager<C, H, A> {
     /// Prepares a transaction whose operation name is its id (`tx-N`).
     ///
     /// ```
-    /// # use transaction_manager_core::*;
+    /// # use transaction_manager::*;
     /// # let clock = ManualClock::new();
     /// # let manager = TransactionManager::new(&clock);
     /// let builder = manager.unnamed_transaction();
@@ -299,7 +302,7 @@ where
     /// steps. The same as `self.transaction(operation).run(body)`.
     ///
     /// ```
-    /// # use transaction_manager_core::*;
+    /// # use transaction_manager::*;
     /// let clock = ManualClock::new();
     /// let manager = TransactionManager::new(&clock);
     /// let result = clock.block_on(manager.run("provision", async |tx| {
@@ -379,7 +382,7 @@ impl<'r> UndoLog for LocalClosures<'r> {
 /// [`TransactionManager::transaction`].
 ///
 /// ```
-/// # use transaction_manager_core::*;
+/// # use transaction_manager::*;
 /// let clock = ManualClock::new();
 /// let manager = TransactionManager::new(&clock);
 /// let done = clock.block_on(
@@ -440,7 +443,11 @@ impl<'m, M, L, I> TransactionBuilder<'m, M, L, I> {
     /// failed), the completed steps are rolled back — the rollback itself is
     /// not cut short — and the body's error is built from an
     /// [`Interrupted`](crate::Interrupted) (`B: From<Interrupted>`; `StepError` qualifies).
-    pub fn with_deadline(self, deadline: Duration) -> TransactionBuilder<'m, M, L, (I, Deadline)> {
+    ///
+    /// Takes any duration that converts into `core::time::Duration`, such as
+    /// `embassy_time::Duration`.
+    pub fn with_deadline(self, deadline: impl Into<Duration>) -> TransactionBuilder<'m, M, L, (I, Deadline)> {
+        let deadline = deadline.into();
         self.with_interrupt(|previous| (previous, Deadline(deadline)))
     }
 

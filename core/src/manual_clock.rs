@@ -31,7 +31,7 @@ const STALL_LIMIT: u32 = 100_000;
 ///
 /// ```
 /// use core::time::Duration;
-/// use transaction_manager_core::ManualClock;
+/// use transaction_manager::ManualClock;
 ///
 /// let clock = ManualClock::new();
 /// let slept = clock.block_on(async {
@@ -57,7 +57,7 @@ impl ManualClock {
     /// The current virtual time.
     ///
     /// ```
-    /// # use transaction_manager_core::ManualClock;
+    /// # use transaction_manager::ManualClock;
     /// assert_eq!(ManualClock::new().now(), core::time::Duration::ZERO);
     /// ```
     pub fn now(&self) -> Duration {
@@ -69,7 +69,7 @@ impl ManualClock {
     ///
     /// ```
     /// # use core::time::Duration;
-    /// # use transaction_manager_core::ManualClock;
+    /// # use transaction_manager::ManualClock;
     /// let clock = ManualClock::new();
     /// clock.block_on(clock.sleep(Duration::from_secs(1)));
     /// assert_eq!(clock.now(), Duration::from_secs(1));
@@ -88,7 +88,7 @@ impl ManualClock {
     ///
     /// ```
     /// # use core::time::Duration;
-    /// # use transaction_manager_core::ManualClock;
+    /// # use transaction_manager::ManualClock;
     /// let clock = ManualClock::new();
     /// clock.advance(Duration::from_millis(1500));
     /// assert_eq!(clock.now(), Duration::from_millis(1500));
@@ -102,7 +102,7 @@ impl ManualClock {
     ///
     /// ```
     /// # use core::time::Duration;
-    /// # use transaction_manager_core::ManualClock;
+    /// # use transaction_manager::ManualClock;
     /// let clock = ManualClock::new();
     /// clock.advance_to(Duration::from_secs(2));
     /// clock.advance_to(Duration::from_secs(1));
@@ -129,7 +129,7 @@ impl ManualClock {
     ///
     /// ```
     /// # use core::time::Duration;
-    /// # use transaction_manager_core::ManualClock;
+    /// # use transaction_manager::ManualClock;
     /// let clock = ManualClock::new();
     /// assert_eq!(clock.next_deadline(), None);
     /// ```
@@ -156,7 +156,7 @@ impl ManualClock {
     ///
     /// ```
     /// # use core::time::Duration;
-    /// # use transaction_manager_core::ManualClock;
+    /// # use transaction_manager::ManualClock;
     /// let clock = ManualClock::new();
     /// let value = clock.block_on(async {
     ///     clock.sleep(Duration::from_millis(500)).await;

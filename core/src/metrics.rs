@@ -12,7 +12,7 @@ use crate::{Hooks, Name, StepEvent, StepStatus};
 /// Counters for the steps of one name.
 ///
 /// ```
-/// use transaction_manager_core::StepMetrics;
+/// use transaction_manager::StepMetrics;
 /// let m = StepMetrics::new("create_user".into());
 /// assert_eq!(m.executes, 0);
 /// ```
@@ -87,7 +87,7 @@ struct Table<const N: usize> {
 /// Combine it with your own hooks in a tuple: `.with_hooks((Metrics::<16>::new(), MyHooks))`.
 ///
 /// ```
-/// # use transaction_manager_core::*;
+/// # use transaction_manager::*;
 /// let clock = ManualClock::new();
 /// let manager = TransactionManager::new(&clock).with_hooks(Metrics::<8>::new());
 /// let _ = clock.block_on(manager.transaction("t").fixed::<NoRollback, 2>().run(async |tx| {

@@ -14,7 +14,7 @@ use crate::text::ErrorText;
 /// with and without it.
 ///
 /// ```
-/// # use transaction_manager_core::*;
+/// # use transaction_manager::*;
 /// let clock = ManualClock::new();
 /// let manager = TransactionManager::new(&clock);
 /// # #[cfg(feature = "std")] {

@@ -13,7 +13,7 @@ use crate::text::ErrorText;
 /// earlier failure) `RollbackSkipped`.
 ///
 /// ```
-/// use transaction_manager_core::StepStatus;
+/// use transaction_manager::StepStatus;
 /// assert_eq!(StepStatus::RollbackFailed.as_str(), "rollback_failed");
 /// assert_eq!(StepStatus::Completed.to_string(), "completed");
 /// ```
@@ -39,10 +39,11 @@ pub enum StepStatus {
 }
 
 impl StepStatus {
-    /// The status as `snake_case` text, as the reference package names it.
+    /// The status as `snake_case` text, as the Python package
+    /// `async-transaction-manager` (0.1.2) names it.
     ///
     /// ```
-    /// # use transaction_manager_core::StepStatus;
+    /// # use transaction_manager::StepStatus;
     /// assert_eq!(StepStatus::InProgress.as_str(), "in_progress");
     /// ```
     pub const fn as_str(self) -> &'static str {
@@ -67,7 +68,7 @@ impl fmt::Display for StepStatus {
 /// Identifies one transaction run by a manager; unique per manager.
 ///
 /// ```
-/// use transaction_manager_core::TransactionId;
+/// use transaction_manager::TransactionId;
 /// assert_eq!(TransactionId::new(7).to_string(), "tx-7");
 /// assert_eq!(TransactionId::new(7).get(), 7);
 /// ```
@@ -78,7 +79,7 @@ impl TransactionId {
     /// An id with the given number.
     ///
     /// ```
-    /// # use transaction_manager_core::TransactionId;
+    /// # use transaction_manager::TransactionId;
     /// let id = TransactionId::new(1);
     /// # let _ = id;
     /// ```
@@ -89,7 +90,7 @@ impl TransactionId {
     /// The number.
     ///
     /// ```
-    /// # use transaction_manager_core::TransactionId;
+    /// # use transaction_manager::TransactionId;
     /// assert_eq!(TransactionId::new(3).get(), 3);
     /// ```
     pub const fn get(self) -> u64 {
@@ -106,7 +107,7 @@ impl fmt::Display for TransactionId {
 /// The identity of a running transaction, as hooks see it.
 ///
 /// ```
-/// use transaction_manager_core::{ManualClock, TransactionManager};
+/// use transaction_manager::{ManualClock, TransactionManager};
 /// let clock = ManualClock::new();
 /// let manager = TransactionManager::new(&clock);
 /// let builder = manager.transaction("provision");
@@ -122,7 +123,7 @@ impl TransactionInfo {
     /// The transaction's id.
     ///
     /// ```
-    /// # use transaction_manager_core::{ManualClock, TransactionId, TransactionManager};
+    /// # use transaction_manager::{ManualClock, TransactionId, TransactionManager};
     /// # let clock = ManualClock::new();
     /// let manager = TransactionManager::new(&clock);
     /// let tx = manager.transaction("op").with_id(TransactionId::new(9));
@@ -135,7 +136,7 @@ impl TransactionInfo {
     /// The operation name; the id's text (`tx-N`) when none was given.
     ///
     /// ```
-    /// # use transaction_manager_core::{ManualClock, TransactionId, TransactionManager};
+    /// # use transaction_manager::{ManualClock, TransactionId, TransactionManager};
     /// # let clock = ManualClock::new();
     /// # let manager = TransactionManager::new(&clock);
     /// let tx = manager.unnamed_transaction().with_id(TransactionId::new(5));
@@ -152,7 +153,7 @@ impl TransactionInfo {
 /// Times are readings of the transaction's [`Clock`](crate::Clock).
 ///
 /// ```
-/// # use transaction_manager_core::*;
+/// # use transaction_manager::*;
 /// let clock = ManualClock::new();
 /// let manager = TransactionManager::new(&clock);
 /// let done = clock.block_on(manager.transaction("op").fixed::<NoRollback, 2>().run(async |tx| {
@@ -168,6 +169,9 @@ pub struct StepRecord {
     pub(crate) name: Name,
     pub(crate) status: StepStatus,
     pub(crate) has_rollback: bool,
+    /// Execute's last attempt succeeded (the step's own status may have
+    /// moved on to a rollback status since).
+    pub(crate) succeeded: bool,
     pub(crate) timeout: Option<Duration>,
     pub(crate) started_at: At,
     pub(crate) completed_at: At,
@@ -186,6 +190,7 @@ impl StepRecord {
             name,
             status: StepStatus::Pending,
             has_rollback,
+            succeeded: false,
             timeout,
             started_at: At::NONE,
             completed_at: At::NONE,
@@ -218,6 +223,25 @@ impl StepRecord {
         self.has_rollback
     }
 
+    /// Whether execute succeeded, on its last attempt: true for a step that
+    /// completed (and stays true after it is rolled back), false for one
+    /// that failed or has not finished.
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let err = clock.block_on(manager.transaction("t").fixed::<NoRollback, 2>().run(async |tx| {
+    ///     tx.step("ok").run(|| async { Ok::<_, &str>(()) }).await?;
+    ///     tx.step("down").run(|| async { Err::<(), _>("503") }).await
+    /// })).unwrap_err();
+    /// let steps = err.summary().steps();
+    /// assert!(steps[0].succeeded() && !steps[1].succeeded());
+    /// ```
+    pub fn succeeded(&self) -> bool {
+        self.succeeded
+    }
+
     /// The per-attempt timeout of execute, if any.
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout
@@ -246,7 +270,9 @@ impl StepRecord {
 
     /// The text of the most recent execute error (or timeout), if any. Kept
     /// after a later attempt succeeds, so a retried step shows why it was
-    /// retried. Without `alloc`, cut to 56 bytes.
+    /// retried ([`succeeded`](StepRecord::succeeded) tells the two apart;
+    /// `Display` prints it as `last failed attempt: …`). Without `alloc`,
+    /// cut to 56 bytes.
     pub fn error(&self) -> Option<&str> {
         self.error.as_ref().map(ErrorText::as_str)
     }
@@ -273,9 +299,12 @@ impl StepRecord {
 }
 
 impl fmt::Display for StepRecord {
-    /// One line: `#index name status, attempts, duration[, error]`.
+    /// One line: ``#index `name` [status] attempts: n``, then the duration,
+    /// the timeout, the error (`error: …` for a step that failed, `last
+    /// failed attempt: …` for one that succeeded after retries) and the
+    /// rollback's attempts and error.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{} {} [{}] attempts: {}", self.index, self.name, self.status, self.attempts)?;
+        write!(f, "#{} `{}` [{}] attempts: {}", self.index, self.name, self.status, self.attempts)?;
         if let Some(d) = self.duration() {
             write!(f, ", took {}", crate::text::Dur(d))?;
         }
@@ -283,7 +312,8 @@ impl fmt::Display for StepRecord {
             write!(f, ", timeout {}", crate::text::Dur(t))?;
         }
         if let Some(e) = self.error() {
-            write!(f, ", error: {e}")?;
+            let label = if self.succeeded { "last failed attempt" } else { "error" };
+            write!(f, ", {label}: {e}")?;
         }
         if self.rollback_attempts > 0 {
             write!(f, ", rollback attempts: {}", self.rollback_attempts)?;

@@ -7,8 +7,9 @@ use core::time::Duration;
 /// An operation is attempted once, then retried up to `max_retries` times.
 /// The delay before retry `n` (`n = 0, 1, 2, …`) is
 /// `initial_interval * multiplier^n`, capped at `max_interval` if one is set,
-/// then spread by [`Jitter`]. The defaults match the reference behaviour: no
-/// retries, a 500 ms initial interval, multiplier 2, no cap, no jitter.
+/// then spread by [`Jitter`]. The defaults are those of the Python package
+/// `async-transaction-manager` (0.1.2) this library ports: no retries, a
+/// 500 ms initial interval, multiplier 2, no cap, no jitter.
 ///
 /// All arithmetic is integer and saturating: a policy with `u32::MAX` retries
 /// or a `Duration::MAX` interval never overflows or panics; the delay just
@@ -16,7 +17,7 @@ use core::time::Duration;
 ///
 /// ```
 /// use core::time::Duration;
-/// use transaction_manager_core::RetryPolicy;
+/// use transaction_manager::RetryPolicy;
 ///
 /// let policy = RetryPolicy::new().with_max_retries(3);
 /// assert_eq!(policy.delay(0), Duration::from_millis(500));
@@ -65,7 +66,7 @@ impl core::fmt::Debug for RetryPolicy {
 /// reproducible and there is no global RNG.
 ///
 /// ```
-/// use transaction_manager_core::{Jitter, RetryPolicy};
+/// use transaction_manager::{Jitter, RetryPolicy};
 /// let policy = RetryPolicy::new().with_max_retries(5).with_jitter(Jitter::Equal);
 /// assert_eq!(policy.jitter(), Jitter::Equal);
 /// ```
@@ -81,7 +82,8 @@ pub enum Jitter {
 }
 
 impl RetryPolicy {
-    /// The reference's default retry interval: 500 ms.
+    /// The default retry interval: 500 ms (as in the Python
+    /// `async-transaction-manager` 0.1.2).
     pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(500);
 
     /// The longest delay a policy computes: `u64::MAX` nanoseconds (about
@@ -91,7 +93,7 @@ impl RetryPolicy {
     /// No retries, 500 ms initial interval, multiplier 2, no cap, no jitter.
     ///
     /// ```
-    /// # use transaction_manager_core::RetryPolicy;
+    /// # use transaction_manager::RetryPolicy;
     /// assert_eq!(RetryPolicy::new().max_retries(), 0);
     /// ```
     pub const fn new() -> Self {
@@ -107,7 +109,7 @@ impl RetryPolicy {
     /// Retries after the first attempt; `n + 1` attempts in all.
     ///
     /// ```
-    /// # use transaction_manager_core::RetryPolicy;
+    /// # use transaction_manager::RetryPolicy;
     /// assert_eq!(RetryPolicy::new().with_max_retries(2).max_retries(), 2);
     /// ```
     #[must_use]
@@ -120,7 +122,7 @@ impl RetryPolicy {
     ///
     /// ```
     /// # use core::time::Duration;
-    /// # use transaction_manager_core::RetryPolicy;
+    /// # use transaction_manager::RetryPolicy;
     /// let p = RetryPolicy::new().with_initial_interval(Duration::from_millis(10));
     /// assert_eq!(p.delay(3), Duration::from_millis(80));
     /// ```
@@ -135,7 +137,7 @@ impl RetryPolicy {
     ///
     /// ```
     /// # use core::time::Duration;
-    /// # use transaction_manager_core::RetryPolicy;
+    /// # use transaction_manager::RetryPolicy;
     /// let p = RetryPolicy::new().with_multiplier(3);
     /// assert_eq!(p.delay(2), Duration::from_millis(4500));
     /// ```
@@ -149,7 +151,7 @@ impl RetryPolicy {
     ///
     /// ```
     /// # use core::time::Duration;
-    /// # use transaction_manager_core::RetryPolicy;
+    /// # use transaction_manager::RetryPolicy;
     /// let p = RetryPolicy::new().with_max_interval(Duration::from_secs(1));
     /// assert_eq!(p.delay(10), Duration::from_secs(1));
     /// ```
@@ -162,7 +164,7 @@ impl RetryPolicy {
     /// How the delay is randomised.
     ///
     /// ```
-    /// # use transaction_manager_core::{Jitter, RetryPolicy};
+    /// # use transaction_manager::{Jitter, RetryPolicy};
     /// let p = RetryPolicy::new().with_jitter(Jitter::Full);
     /// assert_eq!(p.jitter(), Jitter::Full);
     /// ```
@@ -175,7 +177,7 @@ impl RetryPolicy {
     /// Retries after the first attempt.
     ///
     /// ```
-    /// # use transaction_manager_core::RetryPolicy;
+    /// # use transaction_manager::RetryPolicy;
     /// assert_eq!(RetryPolicy::default().max_retries(), 0);
     /// ```
     pub const fn max_retries(&self) -> u32 {
@@ -185,7 +187,7 @@ impl RetryPolicy {
     /// The delay before the first retry.
     ///
     /// ```
-    /// # use transaction_manager_core::RetryPolicy;
+    /// # use transaction_manager::RetryPolicy;
     /// assert_eq!(RetryPolicy::new().initial_interval(), RetryPolicy::DEFAULT_INTERVAL);
     /// ```
     pub const fn initial_interval(&self) -> Duration {
@@ -195,7 +197,7 @@ impl RetryPolicy {
     /// The factor each delay grows by.
     ///
     /// ```
-    /// # use transaction_manager_core::RetryPolicy;
+    /// # use transaction_manager::RetryPolicy;
     /// assert_eq!(RetryPolicy::new().multiplier(), 2);
     /// ```
     pub const fn multiplier(&self) -> u32 {
@@ -205,7 +207,7 @@ impl RetryPolicy {
     /// The cap on one delay, if any.
     ///
     /// ```
-    /// # use transaction_manager_core::RetryPolicy;
+    /// # use transaction_manager::RetryPolicy;
     /// assert_eq!(RetryPolicy::new().max_interval(), None);
     /// ```
     pub const fn max_interval(&self) -> Option<Duration> {
@@ -215,7 +217,7 @@ impl RetryPolicy {
     /// How the delay is randomised.
     ///
     /// ```
-    /// # use transaction_manager_core::{Jitter, RetryPolicy};
+    /// # use transaction_manager::{Jitter, RetryPolicy};
     /// assert_eq!(RetryPolicy::new().jitter(), Jitter::None);
     /// ```
     pub const fn jitter(&self) -> Jitter {
@@ -227,7 +229,7 @@ impl RetryPolicy {
     ///
     /// ```
     /// # use core::time::Duration;
-    /// # use transaction_manager_core::RetryPolicy;
+    /// # use transaction_manager::RetryPolicy;
     /// let p = RetryPolicy::new();
     /// assert_eq!(p.delay(0), Duration::from_millis(500));
     /// assert_eq!(p.delay(4), Duration::from_secs(8));
@@ -255,7 +257,7 @@ impl RetryPolicy {
     ///
     /// ```
     /// # use core::time::Duration;
-    /// # use transaction_manager_core::{Jitter, RetryPolicy, SplitMix64};
+    /// # use transaction_manager::{Jitter, RetryPolicy, SplitMix64};
     /// let p = RetryPolicy::new().with_jitter(Jitter::Equal);
     /// let d = p.jittered_delay(1, &mut SplitMix64::new(7));
     /// assert!(d >= Duration::from_millis(500) && d <= Duration::from_secs(1));
@@ -293,7 +295,7 @@ fn uniform_up_to(max: u64, rng: &mut SplitMix64) -> u64 {
 /// global state and the same seed replays the same delays.
 ///
 /// ```
-/// use transaction_manager_core::SplitMix64;
+/// use transaction_manager::SplitMix64;
 /// let (mut a, mut b) = (SplitMix64::new(1), SplitMix64::new(1));
 /// assert_eq!(a.next_u64(), b.next_u64());
 /// ```
@@ -306,7 +308,7 @@ impl SplitMix64 {
     /// A generator seeded with `seed`.
     ///
     /// ```
-    /// # use transaction_manager_core::SplitMix64;
+    /// # use transaction_manager::SplitMix64;
     /// let mut rng = SplitMix64::new(0);
     /// assert_ne!(rng.next_u64(), rng.next_u64());
     /// ```
@@ -317,7 +319,7 @@ impl SplitMix64 {
     /// The next 64 random bits.
     ///
     /// ```
-    /// # use transaction_manager_core::SplitMix64;
+    /// # use transaction_manager::SplitMix64;
     /// let _bits: u64 = SplitMix64::new(42).next_u64();
     /// ```
     pub fn next_u64(&mut self) -> u64 {

@@ -19,7 +19,7 @@ use core::fmt;
 /// closure instead, for code that prefers closures.
 ///
 /// ```
-/// use transaction_manager_core::Rollback;
+/// use transaction_manager::Rollback;
 ///
 /// struct Board { rail_on: bool, bus_ready: bool }
 ///
@@ -37,6 +37,12 @@ use core::fmt;
 /// }
 /// ```
 #[allow(async_fn_in_trait)] // `Send` follows the implementation: see the crate docs.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an undo record of a transaction whose context is `{Ctx}`",
+    label = "the undo type of this transaction",
+    note = "implement `Rollback<{Ctx}>` for `{Self}` (one variant per kind of step, matched in `rollback`), \
+            or use `NoRollback` if no step has a rollback"
+)]
 pub trait Rollback<Ctx: ?Sized> {
     /// What a failed rollback attempt returns. Its `Display` text goes into
     /// the summary.
@@ -52,7 +58,7 @@ pub trait Rollback<Ctx: ?Sized> {
 /// It has no values, so nothing is ever stored or rolled back.
 ///
 /// ```
-/// # use transaction_manager_core::*;
+/// # use transaction_manager::*;
 /// let clock = ManualClock::new();
 /// let manager = TransactionManager::new(&clock);
 /// let done = clock.block_on(manager.transaction("read-only").fixed::<NoRollback, 2>().run(async |tx| {
@@ -78,7 +84,7 @@ impl<Ctx: ?Sized> Rollback<Ctx> for NoRollback {
 /// of your own can too.
 ///
 /// ```
-/// use transaction_manager_core::RollbackFn;
+/// use transaction_manager::RollbackFn;
 /// let record = RollbackFn::new(|ip: [u8; 4]| async move { Ok::<_, &str>(()) }, [10, 0, 0, 7]);
 /// assert_eq!(record.output(), &[10, 0, 0, 7]);
 /// ```
@@ -200,13 +206,13 @@ mod boxed {
         /// use [`LocalBoxedRollback`], which is not `Send`.
         ///
         /// ```
-        /// use transaction_manager_core::{BoxedRollback, Rollback};
+        /// use transaction_manager::{BoxedRollback, Rollback};
         /// let mut undo = BoxedRollback::new(|id: u32| async move {
         ///     if id == 7 { Ok(()) } else { Err("unknown id") }
         /// }, 7);
         /// let ok = futures_lite_block_on(undo.rollback(&mut ()));
         /// # fn futures_lite_block_on<F: core::future::Future>(f: F) -> F::Output {
-        /// #     transaction_manager_core::ManualClock::new().block_on(f)
+        /// #     transaction_manager::ManualClock::new().block_on(f)
         /// # }
         /// assert!(ok.is_ok());
         /// ```
@@ -231,14 +237,14 @@ mod boxed {
         ///
         /// ```
         /// use std::rc::Rc;
-        /// use transaction_manager_core::{LocalBoxedRollback, Rollback};
+        /// use transaction_manager::{LocalBoxedRollback, Rollback};
         /// let log = Rc::new(std::cell::RefCell::new(Vec::new()));
         /// let l = log.clone();
         /// let mut undo = LocalBoxedRollback::new(move |id: u32| {
         ///     let l = l.clone();
         ///     async move { l.borrow_mut().push(id); Ok::<_, &str>(()) }
         /// }, 3);
-        /// transaction_manager_core::ManualClock::new().block_on(undo.rollback(&mut ())).unwrap();
+        /// transaction_manager::ManualClock::new().block_on(undo.rollback(&mut ())).unwrap();
         /// assert_eq!(*log.borrow(), [3]);
         /// ```
         LocalBoxedRollback<'a>, life: 'a

@@ -27,7 +27,7 @@ use core::future::Future;
 ///
 /// ```
 /// use core::future::Future;
-/// use transaction_manager_core::Spawner;
+/// use transaction_manager::Spawner;
 ///
 /// /// Runs each future on a new OS thread (a sketch, not a runtime).
 /// struct ThreadSpawner;
@@ -38,7 +38,7 @@ use core::future::Future;
 ///         F: Future<Output = ()> + Send + 'static,
 ///     {
 ///         std::thread::spawn(move || {
-///             transaction_manager_core::ManualClock::new().block_on(future)
+///             transaction_manager::ManualClock::new().block_on(future)
 ///         });
 ///     }
 /// }

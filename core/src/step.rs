@@ -23,7 +23,7 @@ pub(crate) struct StepConfig {
 /// See [`Execute::rollback_uncertain`] and [`Execute::undo_uncertain`].
 ///
 /// ```
-/// use transaction_manager_core::Maybe;
+/// use transaction_manager::Maybe;
 /// let maybe: Maybe<u32> = Maybe::Uncertain;
 /// assert_eq!(maybe.completed(), None);
 /// ```
@@ -67,7 +67,8 @@ impl<T: Clone> Maybe<&T> {
 ///
 /// Options default to the manager's ([`TransactionManager::with_retry`],
 /// [`TransactionManager::with_timeout`]); the rollback's default to the
-/// step's own, as in the reference.
+/// step's own (as in the Python `async-transaction-manager` 0.1.2, whose
+/// behaviour this library keeps).
 ///
 /// Durations: a zero timeout lets an attempt be polled once, and times it
 /// out if that did not finish it; `Duration::MAX` waits as long as the
@@ -76,7 +77,7 @@ impl<T: Clone> Maybe<&T> {
 ///
 /// ```
 /// # use core::time::Duration;
-/// # use transaction_manager_core::*;
+/// # use transaction_manager::*;
 /// let clock = ManualClock::new();
 /// let manager = TransactionManager::new(&clock);
 /// let mut calls = 0;
@@ -105,8 +106,11 @@ pub struct Step<'s, 't, M, Ctx: ?Sized, U, S: Storage> {
 impl<'s, 't, M, Ctx: ?Sized, U, S: Storage> Step<'s, 't, M, Ctx, U, S> {
     /// Gives each execute attempt at most `timeout`; an attempt that takes
     /// longer is abandoned (its future dropped) and counts as failed.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.config.timeout = Some(timeout);
+    ///
+    /// Takes any duration that converts into `core::time::Duration`, such as
+    /// `embassy_time::Duration`.
+    pub fn timeout(mut self, timeout: impl Into<Duration>) -> Self {
+        self.config.timeout = Some(timeout.into());
         self
     }
 
@@ -128,6 +132,36 @@ impl<'s, 't, M, Ctx: ?Sized, U, S: Storage> Step<'s, 't, M, Ctx, U, S> {
     /// policy.
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.config.retry = self.config.retry.with_max_retries(retries);
+        self
+    }
+
+    /// Shorthand for changing only the delay before the step's first retry
+    /// ([`RetryPolicy::with_initial_interval`]); later delays still grow by
+    /// the policy's multiplier. Applies to the rollback too, unless it has
+    /// its own policy.
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let mut calls = 0;
+    /// let done = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |tx| {
+    ///     tx.step("flaky")
+    ///         .max_retries(2)
+    ///         .retry_interval(Duration::from_millis(100))
+    ///         .run(|| {
+    ///             calls += 1;
+    ///             let n = calls;
+    ///             async move { if n < 3 { Err("busy") } else { Ok(n) } }
+    ///         })
+    ///         .await
+    /// }));
+    /// assert_eq!(done.unwrap().into_value(), 3);
+    /// assert_eq!(clock.now(), Duration::from_millis(300)); // 100 ms, then 200 ms
+    /// ```
+    pub fn retry_interval(mut self, interval: impl Into<Duration>) -> Self {
+        self.config.retry = self.config.retry.with_initial_interval(interval.into());
         self
     }
 
@@ -163,10 +197,15 @@ impl<'s, 't, M, Ctx: ?Sized, U, S: Storage> Step<'s, 't, M, Ctx, U, S> {
     /// Like [`execute`](Step::execute), but each attempt borrows the
     /// transaction's context mutably: `async |board: &mut Board| …`.
     ///
-    /// The async closure should capture nothing and reach everything
-    /// through the context: a capturing async closure makes the compiler's
-    /// `Send` check of a spawned transaction fail (rust-lang/rust#139475).
-    /// Single-threaded executors (embassy, `LocalSet`) are not affected.
+    /// When the transaction must be `Send` (spawned on a multi-thread
+    /// runtime), the async closure must not hold a reference: one that
+    /// captures a local by reference, or into which a reference was moved,
+    /// makes the compiler's `Send` check of the spawned transaction fail
+    /// ("implementation of `Send` is not general enough",
+    /// rust-lang/rust#139475). Owned captures work (`async move |ctx| …`
+    /// with copies, clones, `Arc`s), and so does reaching everything
+    /// through the context. Single-threaded executors (embassy,
+    /// `LocalSet`) are not affected.
     pub fn execute_with<F, Out, E>(self, execute: F) -> Execute<'s, 't, M, Ctx, U, S, WithContext<F>>
     where
         F: AsyncFnMut(&mut Ctx) -> Result<Out, E>,
@@ -254,12 +293,105 @@ where
     }
 }
 
+/// An execute function whose errors are converted, attempt by attempt. Made
+/// by [`Execute::map_err`] and [`Execute::err_into`].
+pub struct MapErr<F, G> {
+    execute: F,
+    map: G,
+}
+
+impl<F: fmt::Debug, G> fmt::Debug for MapErr<F, G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MapErr").field("execute", &self.execute).finish_non_exhaustive()
+    }
+}
+
+impl<Ctx: ?Sized, F, G, E2> StepFn<Ctx> for MapErr<F, G>
+where
+    F: StepFn<Ctx>,
+    G: FnMut(F::Error) -> E2,
+    E2: fmt::Display,
+{
+    type Output = F::Output;
+    type Error = E2;
+
+    fn call(&mut self, ctx: &mut Ctx) -> impl Future<Output = Result<F::Output, E2>> {
+        let MapErr { execute, map } = self;
+        let attempt = execute.call(ctx);
+        async move { attempt.await.map_err(map) }
+    }
+}
+
 /// A step with its execute function, waiting for its rollback. Made by
 /// [`Step::execute`] and [`Step::execute_with`].
 #[must_use = "a step does nothing until its rollback is given and it is awaited"]
 pub struct Execute<'s, 't, M, Ctx: ?Sized, U, S: Storage, F> {
     step: Step<'s, 't, M, Ctx, U, S>,
     execute: F,
+}
+
+impl<'s, 't, M, Ctx: ?Sized, U, S: Storage, F: StepFn<Ctx>> Execute<'s, 't, M, Ctx, U, S, F> {
+    /// Converts each failed attempt's error with `map`, so this step's error
+    /// type matches the body's and `?` works, while execute keeps its own
+    /// type. The summary records the converted error's text.
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// #[derive(Debug)]
+    /// enum AppError { Io(std::io::Error), Parse(core::num::ParseIntError) }
+    /// impl core::fmt::Display for AppError {
+    ///     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    ///         match self { AppError::Io(e) => write!(f, "io: {e}"), AppError::Parse(e) => write!(f, "parse: {e}") }
+    ///     }
+    /// }
+    ///
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let err = clock.block_on(manager.transaction("t").fixed::<NoRollback, 2>().run(async |tx| {
+    ///     let text = tx.step("read")
+    ///         .execute(|| async { Ok::<_, std::io::Error>(String::from("4o2")) })
+    ///         .map_err(AppError::Io)
+    ///         .no_rollback()
+    ///         .await?;
+    ///     let n = tx.step("parse")
+    ///         .execute(|| { let text = text.clone(); async move { text.parse::<u32>() } })
+    ///         .map_err(AppError::Parse)
+    ///         .no_rollback()
+    ///         .await?;
+    ///     Ok::<_, StepError<AppError>>(n)
+    /// })).unwrap_err();
+    /// assert!(matches!(err.cause().kind(), StepErrorKind::Failed(AppError::Parse(_))));
+    /// assert_eq!(err.summary().steps()[1].error(), Some("parse: invalid digit found in string"));
+    /// ```
+    pub fn map_err<G, E2>(self, map: G) -> Execute<'s, 't, M, Ctx, U, S, MapErr<F, G>>
+    where
+        G: FnMut(F::Error) -> E2,
+        E2: fmt::Display,
+    {
+        Execute { step: self.step, execute: MapErr { execute: self.execute, map } }
+    }
+
+    /// Converts each failed attempt's error with `Into`: `.err_into::<AppError>()`
+    /// is `.map_err(AppError::from)`.
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let err = clock.block_on(manager.transaction("t").fixed::<NoRollback, 2>().run(async |tx| {
+    ///     tx.step("small").execute(|| async { Ok::<_, u8>(1) }).err_into::<u32>().no_rollback().await?;
+    ///     tx.step("large").execute(|| async { Err::<(), _>(70_000u32) }).no_rollback().await?;
+    ///     Ok::<_, StepError<u32>>(())
+    /// })).unwrap_err();
+    /// assert_eq!(err.cause().error(), Some(&70_000));
+    /// ```
+    #[allow(clippy::type_complexity)]
+    pub fn err_into<E2>(self) -> Execute<'s, 't, M, Ctx, U, S, MapErr<F, fn(F::Error) -> E2>>
+    where
+        E2: From<F::Error> + fmt::Display,
+    {
+        self.map_err(E2::from as fn(F::Error) -> E2)
+    }
 }
 
 impl<C, H, A, Ctx: ?Sized, U, S: Storage, F> Execute<'_, '_, TransactionManager<C, H, A>, Ctx, U, S, F>
@@ -270,6 +402,13 @@ where
     A: AbandonPolicy<C, H, Ctx, U, S>,
     F: StepFn<Ctx>,
 {
+    /// Runs the step without a rollback, like [`Step::run`]: for a step
+    /// whose errors were converted with [`map_err`](Execute::map_err) or
+    /// [`err_into`](Execute::err_into) and that has nothing to undo.
+    pub fn no_rollback(self) -> impl Future<Output = Result<F::Output, StepError<F::Error>>> {
+        self.step.tx.execute(self.step.config, self.execute, None::<fn(crate::Maybe<&F::Output>) -> Option<U>>)
+    }
+
     /// Runs the step with a rollback closure that receives (a clone of) the
     /// step's output and returns the rollback's future:
     /// `|user| api.delete_user(user.id)`. For transactions whose undo type
@@ -343,6 +482,52 @@ where
     {
         let make_undo =
             move |output: Maybe<&F::Output>| Some(U::from(crate::RollbackFn::new(rollback.clone(), output.cloned())));
+        self.step.tx.execute(self.step.config, self.execute, Some(make_undo))
+    }
+
+    /// [`rollback_uncertain`](Execute::rollback_uncertain) with a shared
+    /// client, as [`rollback_using`](Execute::rollback_using) does it: each
+    /// rollback attempt receives a clone of `state` and the
+    /// [`Maybe`] output, as a pair.
+    ///
+    /// ```
+    /// # #[cfg(feature = "std")] {
+    /// # use core::time::Duration;
+    /// # use std::sync::{Arc, Mutex};
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let released = Arc::new(Mutex::new(Vec::new()));
+    /// let err = clock.block_on(manager.run("t", async |tx| {
+    ///     tx.step("reserve")
+    ///         .timeout(Duration::from_secs(1))
+    ///         .execute(|| core::future::pending::<Result<u32, &str>>())   // hangs: outcome unknown
+    ///         .rollback_uncertain_using(&released, |(released, seat)| async move {
+    ///             released.lock().unwrap().push(seat.completed());
+    ///             Ok::<_, &str>(())
+    ///         })
+    ///         .await
+    /// })).unwrap_err();
+    /// assert!(err.cause().is_timeout());
+    /// assert_eq!(*released.lock().unwrap(), [None]); // rolled back, as `Maybe::Uncertain`
+    /// # }
+    /// ```
+    pub fn rollback_uncertain_using<St, G, Fut, RE>(
+        self,
+        state: &St,
+        rollback: G,
+    ) -> impl Future<Output = Result<F::Output, StepError<F::Error>>>
+    where
+        St: Clone,
+        G: FnMut((St, Maybe<F::Output>)) -> Fut + Clone,
+        Fut: Future<Output = Result<(), RE>>,
+        F::Output: Clone,
+        U: From<crate::RollbackFn<G, (St, Maybe<F::Output>)>>,
+    {
+        let state = state.clone();
+        let make_undo = move |output: Maybe<&F::Output>| {
+            Some(U::from(crate::RollbackFn::new(rollback.clone(), (state.clone(), output.cloned()))))
+        };
         self.step.tx.execute(self.step.config, self.execute, Some(make_undo))
     }
 

@@ -22,7 +22,7 @@ mod sealed {
 /// having the same capacity.
 ///
 /// ```
-/// use transaction_manager_core::{Fixed, Storage};
+/// use transaction_manager::{Fixed, Storage};
 /// assert_eq!(Fixed::<4>::CAPACITY, Some(4));
 /// ```
 pub trait Storage: sealed::Sealed {
@@ -50,7 +50,7 @@ pub trait List<T>: Default + Deref<Target = [T]> + DerefMut + sealed::Sealed {
 /// Room for `N` steps, inline in the transaction: no allocator needed.
 ///
 /// ```
-/// use transaction_manager_core::{Fixed, Storage};
+/// use transaction_manager::{Fixed, Storage};
 /// assert_eq!(<Fixed<8> as Storage>::CAPACITY, Some(8));
 /// ```
 #[derive(Debug, Clone, Copy, Default)]
@@ -82,7 +82,7 @@ impl<T, const N: usize> List<T> for heapless::Vec<T, N> {
 /// No limit on steps; records live on the heap. Needs the `alloc` feature.
 ///
 /// ```
-/// use transaction_manager_core::{Storage, Unbounded};
+/// use transaction_manager::{Storage, Unbounded};
 /// assert_eq!(Unbounded::CAPACITY, None);
 /// ```
 #[cfg(feature = "alloc")]

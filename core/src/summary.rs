@@ -15,7 +15,7 @@ use crate::{Name, StepRecord, StepStatus, Storage, TransactionId, TransactionInf
 /// terminal or a log.
 ///
 /// ```
-/// # use transaction_manager_core::*;
+/// # use transaction_manager::*;
 /// let clock = ManualClock::new();
 /// let manager = TransactionManager::new(&clock);
 /// let err = clock.block_on(manager.transaction("order").fixed::<NoRollback, 4>().run(async |tx| {
@@ -143,7 +143,7 @@ impl<S: Storage> fmt::Display for Summary<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "transaction {} ({}): {} steps, {} completed, {} failed, {} rolled back, {} rollback errors, took {}",
+            "transaction `{}` ({}): {} steps, {} completed, {} failed, {} rolled back, {} rollback errors, took {}",
             self.info.operation,
             self.info.id,
             self.total_steps(),

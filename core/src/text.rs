@@ -14,7 +14,7 @@ use alloc::string::String;
 /// apart by their index.
 ///
 /// ```
-/// use transaction_manager_core::Name;
+/// use transaction_manager::Name;
 /// let name = Name::from("create_user");
 /// assert_eq!(name.as_str(), "create_user");
 /// assert_eq!(name, "create_user");
@@ -35,7 +35,7 @@ impl Name {
     /// The name as text.
     ///
     /// ```
-    /// # use transaction_manager_core::Name;
+    /// # use transaction_manager::Name;
     /// assert_eq!(Name::from("vm").as_str(), "vm");
     /// ```
     pub fn as_str(&self) -> &str {

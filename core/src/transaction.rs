@@ -29,7 +29,7 @@ use crate::{
 /// attempt to keep it, so no step can be added after the transaction ended.
 ///
 /// ```compile_fail
-/// # use transaction_manager_core::*;
+/// # use transaction_manager::*;
 /// let clock = ManualClock::new();
 /// let manager = TransactionManager::new(&clock);
 /// let mut kept = None;
@@ -40,7 +40,7 @@ use crate::{
 /// ```
 ///
 /// ```
-/// # use transaction_manager_core::*;
+/// # use transaction_manager::*;
 /// let clock = ManualClock::new();
 /// let manager = TransactionManager::new(&clock);
 /// let mut counter = 0u32;
@@ -120,8 +120,29 @@ impl<'t, C, H, A, Ctx: ?Sized, U, S: Storage> Transaction<'t, TransactionManager
     }
 
     /// The transaction's clock, for steps that need to wait or read the time.
-    pub fn clock(&self) -> &C {
-        &self.manager.clock
+    ///
+    /// The returned `&C` outlives this borrow of the transaction, so a step's
+    /// execute closure can use it while `tx.step(..)` holds the transaction:
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let done = clock.block_on(manager.transaction("settle").fixed::<NoRollback, 1>().run(async |tx| {
+    ///     let clock = tx.clock();
+    ///     tx.step("wait_for_settle")
+    ///         .run(|| async move {
+    ///             clock.sleep(Duration::from_millis(20)).await;
+    ///             Ok::<_, &str>(clock.now())
+    ///         })
+    ///         .await
+    /// }));
+    /// assert_eq!(done.unwrap().into_value(), Duration::from_millis(20));
+    /// ```
+    pub fn clock(&self) -> &'t C {
+        let manager: &'t TransactionManager<C, H, A> = self.manager;
+        &manager.clock
     }
 }
 
@@ -301,6 +322,7 @@ where
         let now = self.now();
         let record = &mut self.ledger.summary.steps[index];
         record.status = StepStatus::Completed;
+        record.succeeded = true;
         record.completed_at = crate::record::At::some(now);
         let info = &self.ledger.summary.info;
         tm_debug!("{} `{}`: step `{}` completed on attempt {}", info.id, info.operation, record.name, attempt);

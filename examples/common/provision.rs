@@ -1,29 +1,30 @@
-//! The provisioning transaction itself, generic over the runtime's clock:
+//! The provisioning transaction itself, generic over the manager (so over
+//! the runtime's clock, the hooks and the spawner):
 //! `provision` (tokio), `provision_smol` and the embassy host example all
 //! run exactly this code, and print the same story.
 
 use std::sync::Arc;
 
-use transaction_manager::{Clock, Hooks, StepError, TransactionManager};
+use transaction_manager::{Clock, Manager, StepError};
 
 use super::{CloudError, FakeCloud, User, Vm};
 
 /// Creates a user, then a VM owned by that user, as one transaction. If the
 /// VM cannot be created, the user is deleted again.
-pub async fn provision<C, H>(
-    manager: &TransactionManager<C, H>,
-    cloud: &Arc<FakeCloud<C>>,
+pub async fn provision<M: Manager>(
+    manager: &M,
+    cloud: &Arc<FakeCloud<M::Clock>>,
     name: &str,
 ) -> Result<(User, Vm), String>
 where
     // The rollbacks hold the cloud (and so its clock) and are `Send +
     // 'static`, so that the transaction can be spawned on any runtime.
-    C: Clock + Send + Sync + 'static,
-    C::Sleep: Send,
-    H: Hooks,
+    M::Clock: Send + Sync + 'static,
+    <M::Clock as Clock>::Sleep: Send,
 {
     println!("provisioning {name}'s workspace:");
     let result = manager
+        .manager()
         .run("provision", async |tx| {
             println!("  step 1: create the user");
             let user = tx

@@ -803,7 +803,7 @@ pub async fn summary_records_times_attempts_and_errors<C: Clock + Clone>(clock: 
     t.assert_at(s.duration(), t.ms(900));
     let text = s.to_string();
     assert!(text.contains("2 steps, 0 completed, 1 failed, 1 rolled back, 0 rollback errors"), "{text}");
-    assert!(text.contains("#1 fail [failed] attempts: 2"), "{text}");
+    assert!(text.contains("#1 `fail` [failed] attempts: 2"), "{text}");
     assert!(text.contains("error: nope"), "{text}");
 }
 

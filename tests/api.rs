@@ -1,0 +1,329 @@
+//! The API users reach for first (issue 16): error mapping between steps,
+//! shorthands, the clock inside a step, summary wording, typed rollback
+//! errors, and one bound for "any manager". On `ManualClock`: virtual time,
+//! exact.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use transaction_manager::{
+    AbandonPolicy, Fixed, Hooks, Manager, ManualClock, NoRollback, RetryPolicy, StepError, StepErrorKind, StepStatus,
+    TransactionManager,
+};
+
+/// A body's own error type, converting from each step's.
+#[derive(Debug, PartialEq)]
+enum AppError {
+    Http(u16),
+    Parse(&'static str),
+}
+
+impl fmt::Display for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppError::Http(status) => write!(f, "http {status}"),
+            AppError::Parse(why) => write!(f, "parse: {why}"),
+        }
+    }
+}
+
+impl From<u16> for AppError {
+    fn from(status: u16) -> Self {
+        AppError::Http(status)
+    }
+}
+
+#[test]
+fn steps_with_different_error_types_compose_with_question_mark() {
+    let clock = ManualClock::new();
+    let manager = TransactionManager::new(&clock);
+    let undone = Arc::new(Mutex::new(Vec::new()));
+    let err = clock
+        .block_on(manager.run("import", async |tx| {
+            // u16 errors, converted per attempt on the builder.
+            let body = tx
+                .step("fetch")
+                .execute(|| async { Ok::<_, u16>("12x") })
+                .err_into::<AppError>()
+                .rollback_using(&undone, |(undone, _)| async move {
+                    undone.lock().unwrap().push("fetch");
+                    Ok::<_, &str>(())
+                })
+                .await?;
+            // &str errors, converted on the builder with a function.
+            let n = tx
+                .step("parse")
+                .execute(|| async move { body.parse::<u32>().map_err(|_| "not a number") })
+                .map_err(AppError::Parse)
+                .no_rollback()
+                .await?;
+            Ok::<_, StepError<AppError>>(n)
+        }))
+        .unwrap_err();
+    assert_eq!(err.cause().kind(), &StepErrorKind::Failed(AppError::Parse("not a number")));
+    assert_eq!(err.cause().to_string(), "step `parse` failed: parse: not a number");
+    // The summary keeps the converted text; the completed step was rolled back.
+    assert_eq!(err.summary().steps()[1].error(), Some("parse: not a number"));
+    assert_eq!(*undone.lock().unwrap(), ["fetch"]);
+}
+
+#[test]
+fn step_error_map_keeps_step_index_and_kind() {
+    let clock = ManualClock::new();
+    let manager = TransactionManager::new(&clock);
+    let err = clock
+        .block_on(manager.transaction("t").fixed::<NoRollback, 2>().run(async |tx| {
+            tx.step("ok").run(|| async { Ok::<_, u16>(()) }).await.map_err(StepError::err_into)?;
+            tx.step("slow")
+                .timeout(Duration::from_millis(10))
+                .run(std::future::pending::<Result<(), &str>>)
+                .await
+                .map_err(|e| e.map(AppError::Parse))?;
+            Ok::<_, StepError<AppError>>(())
+        }))
+        .unwrap_err();
+    let cause = err.into_cause();
+    assert_eq!((cause.step().as_str(), cause.index()), ("slow", 1));
+    assert_eq!(cause.kind(), &StepErrorKind::TimedOut { timeout: Duration::from_millis(10) });
+    assert_eq!(cause.error(), None);
+}
+
+#[test]
+fn retry_interval_shorthand_sets_the_first_delay_of_execute_and_rollback() {
+    let clock = ManualClock::new();
+    let manager = TransactionManager::new(&clock);
+    let mut attempts_at = Vec::new();
+    let err = clock
+        .block_on(manager.run("t", async |tx| {
+            tx.step("flaky")
+                .max_retries(2)
+                .retry_interval(Duration::from_millis(100))
+                .execute(|| {
+                    attempts_at.push(clock.now());
+                    let n = attempts_at.len();
+                    async move { if n < 3 { Err("busy") } else { Ok(()) } }
+                })
+                .rollback(|()| async { Err::<(), _>("still busy") })
+                .await?;
+            tx.step("fails").run(|| async { Err::<(), _>("no") }).await
+        }))
+        .unwrap_err();
+    let ms = |n| Duration::from_millis(n);
+    assert_eq!(attempts_at, [ms(0), ms(100), ms(300)]);
+    // The rollback follows the step's policy: 2 retries, 100 ms then 200 ms.
+    let flaky = &err.summary().steps()[0];
+    assert_eq!(flaky.rollback_attempts(), 3);
+    assert_eq!((flaky.rollback_started_at(), flaky.rollback_completed_at()), (Some(ms(300)), Some(ms(600))));
+    assert!(err.is_partially_rolled_back());
+}
+
+#[test]
+fn durations_take_embassy_time_durations() {
+    let clock = ManualClock::new();
+    let manager = TransactionManager::new(&clock).with_timeout(embassy_time::Duration::from_millis(50));
+    assert_eq!(manager.timeout(), Some(Duration::from_millis(50)));
+    let err = clock
+        .block_on(
+            manager.transaction("t").with_deadline(embassy_time::Duration::from_secs(1)).fixed::<NoRollback, 2>().run(
+                async |tx| {
+                    tx.step("a")
+                        .timeout(embassy_time::Duration::from_millis(20))
+                        .retry_interval(embassy_time::Duration::from_millis(5))
+                        .run(std::future::pending::<Result<(), &str>>)
+                        .await
+                },
+            ),
+        )
+        .unwrap_err();
+    assert_eq!(err.cause().kind(), &StepErrorKind::TimedOut { timeout: Duration::from_millis(20) });
+    assert_eq!(clock.now(), Duration::from_millis(20));
+}
+
+#[test]
+fn rollback_uncertain_using_covers_a_timed_out_step_with_shared_state() {
+    let clock = ManualClock::new();
+    let manager = TransactionManager::new(&clock);
+    let released = Arc::new(Mutex::new(Vec::new()));
+    let err = clock
+        .block_on(manager.run("t", async |tx| {
+            tx.step("done")
+                .execute(|| async { Ok::<_, &str>(1u32) })
+                .rollback_uncertain_using(&released, |(released, seat)| async move {
+                    released.lock().unwrap().push(seat.completed());
+                    Ok::<_, &str>(())
+                })
+                .await?;
+            tx.step("hangs")
+                .timeout(Duration::from_secs(1))
+                .execute(std::future::pending::<Result<u32, &str>>)
+                .rollback_uncertain_using(&released, |(released, seat)| async move {
+                    released.lock().unwrap().push(seat.completed());
+                    Ok::<_, &str>(())
+                })
+                .await?;
+            Ok::<_, StepError<&str>>(())
+        }))
+        .unwrap_err();
+    assert!(err.rollback_state().is_clean());
+    // Latest first: the uncertain step, then the completed one with its output.
+    assert_eq!(*released.lock().unwrap(), [None, Some(1)]);
+}
+
+#[test]
+fn a_step_reaches_the_transaction_clock() {
+    let clock = ManualClock::new();
+    let manager = TransactionManager::new(&clock);
+    let done = clock
+        .block_on(manager.transaction("t").fixed::<NoRollback, 2>().run(async |tx| {
+            let clock = tx.clock();
+            let started = tx
+                .step("settle")
+                .run(|| async move {
+                    let started = clock.now();
+                    clock.sleep(Duration::from_millis(250)).await;
+                    Ok::<_, &str>(started)
+                })
+                .await?;
+            Ok::<_, StepError<&str>>((started, tx.clock().now()))
+        }))
+        .unwrap();
+    assert_eq!(done.into_value(), (Duration::ZERO, Duration::from_millis(250)));
+}
+
+#[test]
+fn summary_shows_a_retried_success_as_its_last_failed_attempt() {
+    let clock = ManualClock::new();
+    let manager = TransactionManager::new(&clock);
+    let mut calls = 0;
+    let done = clock
+        .block_on(manager.transaction("order").fixed::<NoRollback, 1>().run(async |tx| {
+            tx.step("charge")
+                .retry(RetryPolicy::new().with_max_retries(1).with_initial_interval(Duration::from_millis(10)))
+                .run(|| {
+                    calls += 1;
+                    let n = calls;
+                    async move { if n == 1 { Err("503 unavailable") } else { Ok(()) } }
+                })
+                .await
+        }))
+        .unwrap();
+    let step = &done.summary().steps()[0];
+    assert_eq!((step.status(), step.succeeded(), step.error()), (StepStatus::Completed, true, Some("503 unavailable")));
+    let text = done.summary().to_string();
+    assert!(text.starts_with("transaction `order` (tx-1): 1 steps"), "{text}");
+    assert!(
+        text.contains("#0 `charge` [completed] attempts: 2, took 10ms, last failed attempt: 503 unavailable"),
+        "{text}"
+    );
+    assert!(!text.contains("error:"), "{text}");
+}
+
+#[test]
+fn summary_and_errors_quote_step_names_alike() {
+    let clock = ManualClock::new();
+    let manager = TransactionManager::new(&clock);
+    let err = clock
+        .block_on(
+            manager
+                .transaction("order")
+                .fixed::<NoRollback, 1>()
+                .run(async |tx| tx.step("charge").run(|| async { Err::<(), _>("card declined") }).await),
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "transaction `order` (tx-1) failed: step `charge` failed: card declined; nothing to roll back"
+    );
+    let text = err.summary().to_string();
+    assert!(text.starts_with("transaction `order` (tx-1):"), "{text}");
+    assert!(text.contains("#0 `charge` [failed] attempts: 1, took 0ns, error: card declined"), "{text}");
+}
+
+/// A rollback error of a type of its own, to downcast to.
+#[derive(Debug, PartialEq)]
+struct Conflict {
+    version: u32,
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conflict at version {}", self.version)
+    }
+}
+
+impl std::error::Error for Conflict {}
+
+#[test]
+fn rollback_failures_downcast_to_their_own_type() {
+    let clock = ManualClock::new();
+    let manager = TransactionManager::new(&clock);
+    let err = clock
+        .block_on(manager.run("t", async |tx| {
+            tx.step("a")
+                .execute(|| async { Ok::<_, &str>(3u32) })
+                .rollback(|version| async move { Err::<(), _>(Conflict { version }) })
+                .await?;
+            tx.step("b").execute(|| async { Ok::<_, &str>(()) }).rollback(|()| async { Err::<(), _>("gone") }).await?;
+            tx.step("c").run(|| async { Err::<(), _>("down") }).await
+        }))
+        .unwrap_err();
+    let failures = err.rollback_failures();
+    assert_eq!(failures.len(), 2);
+    // Latest first: `b` (a &str error: compare its text), then `a`.
+    assert_eq!(failures[0].downcast_ref::<Conflict>(), None);
+    assert_eq!(failures[0].error().map(ToString::to_string).as_deref(), Some("gone"));
+    assert_eq!(failures[1].downcast_ref::<Conflict>(), Some(&Conflict { version: 3 }));
+}
+
+/// A library function written against `Manager`: closure rollbacks need no
+/// further bound.
+async fn provision(manager: &impl Manager) -> Result<u32, StepError<&'static str>> {
+    let done = manager
+        .manager()
+        .run("provision", async |tx| {
+            tx.step("create").execute(|| async { Ok::<_, &str>(7) }).rollback(|_| async { Ok::<_, &str>(()) }).await
+        })
+        .await
+        .map_err(|e| e.into_cause())?;
+    Ok(done.into_value())
+}
+
+/// A fixed undo log adds one bound, on the manager's abandon policy.
+async fn health_check<M: Manager>(manager: &M) -> Result<u32, StepError<&'static str>>
+where
+    M::Abandon: AbandonPolicy<M::Clock, M::Hooks, (), NoRollback, Fixed<2>>,
+{
+    let done = manager
+        .manager()
+        .transaction("health-check")
+        .fixed::<NoRollback, 2>()
+        .run(async |tx| {
+            let a = tx.step("ping_a").run(|| async { Ok(1) }).await?;
+            let b = tx.step("ping_b").run(|| async { Ok(2) }).await?;
+            Ok::<_, StepError<&str>>(a + b)
+        })
+        .await
+        .map_err(|e| e.into_cause())?;
+    Ok(done.into_value())
+}
+
+#[test]
+fn one_bound_accepts_any_manager() {
+    struct Counting(Arc<Mutex<u32>>);
+    impl Hooks for Counting {
+        async fn on_transaction_start(&self, _: &transaction_manager::TransactionInfo) {
+            *self.0.lock().unwrap() += 1;
+        }
+    }
+    let clock = ManualClock::new();
+    let started = Arc::new(Mutex::new(0));
+    let plain = TransactionManager::new(&clock);
+    let with_hooks = TransactionManager::new(&clock).with_hooks(Counting(started.clone()));
+    assert_eq!(clock.block_on(provision(&plain)), Ok(7));
+    assert_eq!(clock.block_on(provision(&with_hooks)), Ok(7));
+    assert_eq!(clock.block_on(health_check(&with_hooks)), Ok(3));
+    // `&&TransactionManager` works too.
+    assert_eq!(clock.block_on(provision(&&with_hooks)), Ok(7));
+    assert_eq!(*started.lock().unwrap(), 3);
+}
