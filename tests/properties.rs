@@ -161,10 +161,7 @@ impl Case {
     }
 
     fn policy(&self, attempts: usize) -> RetryPolicy {
-        RetryPolicy::new()
-            .with_max_retries(attempts as u32 - 1)
-            .with_initial_interval(BACKOFF)
-            .with_jitter(self.jitter)
+        RetryPolicy::new().with_max_retries(attempts as u32 - 1).with_initial_interval(BACKOFF).with_jitter(self.jitter)
     }
 }
 
@@ -206,10 +203,7 @@ fn hook() -> impl Strategy<Value = (Event, u32, Act)> {
         Just(Event::Rollback),
         Just(Event::RollbackFailure),
     ];
-    let act = prop_oneof![
-        (1u64..=20).prop_map(|ms| Act::Wait(Duration::from_millis(ms))),
-        Just(Act::Panic),
-    ];
+    let act = prop_oneof![(1u64..=20).prop_map(|ms| Act::Wait(Duration::from_millis(ms))), Just(Act::Panic),];
     (event, 1u32..=3, act)
 }
 
@@ -245,7 +239,10 @@ fn case() -> impl Strategy<Value = Case> {
         (stop, jitter, any::<u64>(), act(), act(), act()),
     )
         .prop_map(
-            |((steps, body_error, stop_on_rollback_failure, storage), (stop, jitter, seed, start, rollback_start, complete))| {
+            |(
+                (steps, body_error, stop_on_rollback_failure, storage),
+                (stop, jitter, seed, start, rollback_start, complete),
+            )| {
                 Case {
                     steps,
                     body_error,
@@ -279,10 +276,17 @@ enum Ending {
     Committed,
     /// `run` returned the error: its cause, each rollback failure
     /// (`(index, what)`), and whether the rollback was clean.
-    Failed { cause: String, failures: Vec<(usize, String)>, clean: bool },
+    Failed {
+        cause: String,
+        failures: Vec<(usize, String)>,
+        clean: bool,
+    },
     /// Dropped while it owed rollbacks or before it ended: what rolling
     /// back the handed-over records did.
-    Dropped { failures: Vec<(usize, String)>, clean: bool },
+    Dropped {
+        failures: Vec<(usize, String)>,
+        clean: bool,
+    },
     /// Dropped after it ended (in `on_transaction_complete`), or before it
     /// started: nothing handed over.
     DroppedQuietly,
@@ -635,20 +639,19 @@ async fn run_closures<'a>(shared: &'a Shared<'a>) -> (Vec<StepView>, Ending) {
         .with_timeout(TIMEOUT)
         .with_rollback_failure_policy(failure_policy(case))
         .with_abandon_policy(keep.clone());
-    let outcome = with_interrupt!(
-        case,
-        clock,
-        manager.transaction("case").with_jitter_seed(case.seed).local(),
-        |builder| builder.run(body!(case, |step, i, spec| match spec.undo {
-            Undo::None => step.run(|| shared.attempt(i)).await,
-            Undo::Plain => step.execute(|| shared.attempt(i)).rollback(move |_| shared.rollback(i, String::new())).await,
-            Undo::Uncertain => {
-                step.execute(|| shared.attempt(i))
-                    .rollback_uncertain(move |m: Maybe<usize>| shared.rollback(i, format!(" {m:?}")))
-                    .await
-            }
-        }))
-    );
+    let outcome =
+        with_interrupt!(case, clock, manager.transaction("case").with_jitter_seed(case.seed).local(), |builder| {
+            builder.run(body!(case, |step, i, spec| match spec.undo {
+                Undo::None => step.run(|| shared.attempt(i)).await,
+                Undo::Plain =>
+                    step.execute(|| shared.attempt(i)).rollback(move |_| shared.rollback(i, String::new())).await,
+                Undo::Uncertain => {
+                    step.execute(|| shared.attempt(i))
+                        .rollback_uncertain(move |m: Maybe<usize>| shared.rollback(i, format!(" {m:?}")))
+                        .await
+                }
+            }))
+        });
     let handed = keep.0.borrow_mut().drain(..).collect::<Vec<_>>();
     finish(outcome, handed, manager.hooks(), clock, &mut ()).await
 }
@@ -667,25 +670,28 @@ async fn run_fixed<'a>(shared: &'a Shared<'a>) -> (Vec<StepView>, Ending, usize)
         case,
         clock,
         manager.transaction("case").with_jitter_seed(case.seed).fixed::<UndoRecord, CAPACITY>(),
-        |builder| builder.run_with(&mut harness, body!(case, |step, i, spec| {
-            macro_rules! attempt {
-                () => {
-                    async move |h: &mut Harness<'a>| {
-                        h.attempts += 1;
-                        h.shared.attempt(i).await
-                    }
-                };
-            }
-            match spec.undo {
-                Undo::None => step.run_with(attempt!()).await,
-                Undo::Plain => step.execute_with(attempt!()).undo(|_| UndoRecord { step: i, input: None }).await,
-                Undo::Uncertain => {
-                    step.execute_with(attempt!())
-                        .undo_uncertain(move |m: Maybe<&usize>| UndoRecord { step: i, input: Some(m.cloned()) })
-                        .await
+        |builder| builder.run_with(
+            &mut harness,
+            body!(case, |step, i, spec| {
+                macro_rules! attempt {
+                    () => {
+                        async move |h: &mut Harness<'a>| {
+                            h.attempts += 1;
+                            h.shared.attempt(i).await
+                        }
+                    };
                 }
-            }
-        }))
+                match spec.undo {
+                    Undo::None => step.run_with(attempt!()).await,
+                    Undo::Plain => step.execute_with(attempt!()).undo(|_| UndoRecord { step: i, input: None }).await,
+                    Undo::Uncertain => {
+                        step.execute_with(attempt!())
+                            .undo_uncertain(move |m: Maybe<&usize>| UndoRecord { step: i, input: Some(m.cloned()) })
+                            .await
+                    }
+                }
+            })
+        )
     );
     let handed = keep.0.borrow_mut().drain(..).collect::<Vec<_>>();
     let (steps, ending) = finish(outcome, handed, manager.hooks(), clock, &mut harness).await;
@@ -1130,12 +1136,16 @@ fn model(case: &Case) -> Observed {
 
 // ------------------------------------------------------------------ the check
 
+/// One transaction of a group: its step records, how it ended, and (with a
+/// context) how many attempts the context saw.
+type Run<'a> = Pin<Box<dyn Future<Output = (Vec<StepView>, Ending, Option<usize>)> + 'a>>;
+
 /// Runs the cases of a group at the same time on one clock and compares
 /// each with the model.
 fn check(cases: &[Case]) -> Result<(), TestCaseError> {
     let clock = ManualClock::new();
     let shared: Vec<Shared<'_>> = cases.iter().map(|case| Shared::new(case, &clock)).collect();
-    let runs: Vec<Pin<Box<dyn Future<Output = (Vec<StepView>, Ending, Option<usize>)> + '_>>> = shared
+    let runs: Vec<Run<'_>> = shared
         .iter()
         .map(|shared| -> Pin<Box<dyn Future<Output = _> + '_>> {
             match shared.case.storage {
@@ -1155,7 +1165,10 @@ fn check(cases: &[Case]) -> Result<(), TestCaseError> {
         let log = shared.log.take();
         if let Some(attempts) = attempts {
             // The context was lent to every attempt.
-            prop_assert_eq!(attempts, log.iter().filter(|e| e.split_once(' ').is_some_and(|(_, e)| e.starts_with("exec "))).count());
+            prop_assert_eq!(
+                attempts,
+                log.iter().filter(|e| e.split_once(' ').is_some_and(|(_, e)| e.starts_with("exec "))).count()
+            );
         }
         let expected = model(case);
         prop_assert_eq!(&log, &expected.log, "the log");

@@ -154,8 +154,7 @@ impl<U, S: Storage> Ledger<U, S> {
             self.summary.info.operation,
             self.undo.len()
         );
-        let hook =
-            if H::ENABLED { guarded_call(|| hooks.on_rollback_start(&self.summary.info)).await } else { Ok(()) };
+        let hook = if H::ENABLED { guarded_call(|| hooks.on_rollback_start(&self.summary.info)).await } else { Ok(()) };
         if let Err(panic) = hook {
             tm_error!(
                 "{} `{}`: on_rollback_start hook panicked: {}",
@@ -248,9 +247,7 @@ impl<U, S: Storage> Ledger<U, S> {
                 if H::ENABLED {
                     let event =
                         StepEvent { transaction: &self.summary.info, step: &self.summary.steps[index], attempt };
-                    if let Err(panic) =
-                        within(&span, guarded_call(|| hooks.on_step_rollback_failure(&event))).await
-                    {
+                    if let Err(panic) = within(&span, guarded_call(|| hooks.on_step_rollback_failure(&event))).await {
                         tm_error!("on_step_rollback_failure hook panicked: {}", panic);
                     }
                 }

@@ -553,8 +553,7 @@ where
         let span = tm_span!("transaction", id = self.info.id, operation = self.info.operation);
         let outcome = crate::trace::within(&span, async {
             let seed = self.jitter_seed.unwrap_or_else(|| manager.jitter_seed_for(self.info.id));
-            let mut ledger =
-                Ledger::new(self.info, crate::panic::now(&manager.clock), seed, self.on_rollback_failure);
+            let mut ledger = Ledger::new(self.info, crate::panic::now(&manager.clock), seed, self.on_rollback_failure);
             let mut tx = Transaction::new(manager, context, &mut ledger);
             tx.start().await;
             let interrupt = self.interrupt;

@@ -130,7 +130,6 @@ fn poll_catching<F: Future>(
 #[cfg(feature = "std")]
 pub(crate) type Payload = std::boxed::Box<dyn core::any::Any + Send + 'static>;
 
-
 #[cfg(feature = "std")]
 pub(crate) fn message_of(payload: Payload) -> PanicMessage {
     let text: &str = if let Some(s) = payload.downcast_ref::<&str>() {

@@ -156,14 +156,7 @@ where
         ctx: &'t mut Ctx,
         ledger: &'t mut Ledger<U, S>,
     ) -> Self {
-        Self {
-            manager,
-            ctx,
-            ledger,
-            running: RunningStep::default(),
-            deadline_at: None,
-            on_drop: Some(Self::abandon),
-        }
+        Self { manager, ctx, ledger, running: RunningStep::default(), deadline_at: None, on_drop: Some(Self::abandon) }
     }
 
     /// `on_drop`: the transaction was dropped before it finished.
@@ -259,10 +252,10 @@ where
         let now = self.now();
         let summary = &mut self.ledger.summary;
         summary.completed_at = now;
-        if owed == 0 {
-            tm_info!("{} `{}`: nothing to roll back", summary.info.id, summary.info.operation);
-        } else if RollbackState::of(rollback_failures.len(), summary).is_clean() {
-            tm_info!("{} `{}`: rolled back cleanly", summary.info.id, summary.info.operation);
+        if RollbackState::of(rollback_failures.len(), summary).is_clean() {
+            // The same words as the error's `Display`.
+            let what = if owed == 0 { "nothing to roll back" } else { "rolled back cleanly" };
+            tm_info!("{} `{}`: {}", summary.info.id, summary.info.operation, what);
         } else {
             tm_error!(
                 "{} `{}`: PARTIALLY rolled back, {} rollback(s) failed",
@@ -436,7 +429,8 @@ where
                 Ok(()) => {
                     if !uncertain {
                         if parked.is_none() {
-                            let made = crate::panic::caught(|| make_undo.as_mut().and_then(|make| make(Maybe::Uncertain)));
+                            let made =
+                                crate::panic::caught(|| make_undo.as_mut().and_then(|make| make(Maybe::Uncertain)));
                             match made {
                                 Ok(undo) => parked = undo.map(|undo| self.undo_record(index, undo)),
                                 Err(panic) => return Err(self.step_broke(index, panic)),
@@ -461,7 +455,8 @@ where
             };
             let kind = match result {
                 Ok(output) => {
-                    let made = crate::panic::caught(|| make_undo.as_mut().and_then(|make| make(Maybe::Completed(&output))));
+                    let made =
+                        crate::panic::caught(|| make_undo.as_mut().and_then(|make| make(Maybe::Completed(&output))));
                     match made {
                         Ok(Some(undo)) => {
                             let undo = self.undo_record(index, undo);

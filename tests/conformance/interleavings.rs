@@ -72,7 +72,10 @@ fn scripted<C: Clock + Clone>(
 }
 
 /// An uncertain rollback that logs its calls; `'static` for `BoxedRollback`.
-fn undo_logged(log: &'static Log, name: &'static str) -> impl FnMut(Maybe<u8>) -> std::future::Ready<Result<(), &'static str>> + Clone {
+fn undo_logged(
+    log: &'static Log,
+    name: &'static str,
+) -> impl FnMut(Maybe<u8>) -> std::future::Ready<Result<(), &'static str>> + Clone {
     move |maybe| {
         log.push(format!("undo {name} {maybe:?}"));
         std::future::ready(Ok(()))
@@ -136,10 +139,7 @@ pub async fn dropped_in_backoff_owes_nothing_for_a_clean_failure<C: Clock + Clon
 /// Cases 3 and 5: an interrupt inside `on_step_execute` (before the first
 /// attempt) or inside the last `on_step_failure` (after a clean failure):
 /// the uncertain step is not rolled back.
-pub async fn interrupt_inside_a_hook_does_not_roll_back_a_step_that_did_not_run<C: Clock + Clone>(
-    clock: C,
-    t: Timing,
-) {
+pub async fn interrupt_inside_a_hook_does_not_roll_back_a_step_that_did_not_run<C: Clock + Clone>(clock: C, t: Timing) {
     const IN_EXECUTE: &[(&str, Duration)] = &[("execute b", Duration::from_secs(3600))];
     const IN_FAILURE: &[(&str, Duration)] = &[("failure b", Duration::from_secs(3600))];
     for (hook, waits) in [("execute", IN_EXECUTE), ("failure", IN_FAILURE)] {
@@ -162,7 +162,8 @@ pub async fn interrupt_inside_a_hook_does_not_roll_back_a_step_that_did_not_run<
             .await
             .expect_err("the deadline passes in the hook");
         assert!(matches!(err.cause().kind(), StepErrorKind::Interrupted(_)), "{hook}: {:?}", err.cause());
-        let expected: &[&str] = if hook == "execute" { &["undo a Completed(1)"] } else { &["exec b", "undo a Completed(1)"] };
+        let expected: &[&str] =
+            if hook == "execute" { &["undo a Completed(1)"] } else { &["exec b", "undo a Completed(1)"] };
         assert_eq!(log.calls(), expected, "{hook}: b is not rolled back");
         assert_eq!(err.summary().steps()[1].status(), StepStatus::Failed, "{hook}");
     }
@@ -522,7 +523,8 @@ pub async fn clock_panics_do_not_lose_rollbacks<C: Clock + Clone>(clock: C, t: T
         .await;
         now_panics.store(false, Ordering::SeqCst);
         sleep_panics.store(0, Ordering::SeqCst);
-        let err = outcome.unwrap_or_else(|p| panic!("{arm}: a panic escaped: {p}")).expect_err("b fails");
+        let Ok(outcome) = outcome else { panic!("{arm}: a panic escaped: {:?}", outcome.err()) };
+        let err = outcome.expect_err("b fails");
         assert_eq!(log.calls(), ["undo a"], "{arm}");
         assert_eq!(err.summary().steps()[0].status(), StepStatus::RolledBack, "{arm}");
     }
