@@ -337,3 +337,51 @@ async fn any_manager_bound_accepts_a_manager_with_a_spawner() {
     });
     assert_eq!(handle.await.unwrap(), Ok(7));
 }
+
+/// A transaction run inside a step of another is dropped when the outer
+/// transaction's deadline cuts that step. With a spawner on the nested
+/// transaction's manager, its owed rollbacks still run, on a spawned task
+/// (the README's "Nested transactions").
+#[test]
+fn nested_transaction_cut_by_the_outer_deadline_rolls_back_with_a_spawner() {
+    use transaction_manager::TokioSpawner;
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+    rt.block_on(async {
+        let log = conformance::Log::leaked();
+        let nested = TransactionManager::new(TokioClock::new()).with_spawner(TokioSpawner::current());
+        let outer = TransactionManager::new(TokioClock::new());
+        let err = outer
+            .transaction("outer")
+            .with_deadline(Duration::from_millis(100))
+            .run(async |tx| {
+                tx.step("nested")
+                    .run(|| {
+                        nested.run("inner", async |tx| {
+                            tx.step("a")
+                                .execute(|| async { Ok(()) })
+                                .rollback(move |()| async move {
+                                    log.push("undo inner a");
+                                    Ok::<_, std::io::Error>(())
+                                })
+                                .await?;
+                            tx.step("hangs")
+                                .run(|| async {
+                                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                                    Ok::<_, std::io::Error>(())
+                                })
+                                .await?;
+                            R::Ok(())
+                        })
+                    })
+                    .await?;
+                Ok::<_, StepError<_>>(())
+            })
+            .await
+            .expect_err("the outer deadline passes");
+        assert!(err.cause().kind().is_uncertain(), "{:?}", err.cause().kind());
+        // The spawned rollback of the nested transaction runs next.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(log.calls(), ["undo inner a"]);
+    });
+}

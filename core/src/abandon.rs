@@ -42,6 +42,10 @@ impl<U, S: Storage> Abandoned<U, S> {
     /// Rolls back the owed steps, latest first, with each step's retries and
     /// timeout, calling the rollback hooks and, at the end,
     /// `on_transaction_complete` with `success = false`.
+    ///
+    /// If this future is dropped half-way, the undo records not rolled back
+    /// yet are dropped with it and reported at error level, one line per
+    /// step; run it to completion (a task of its own) to avoid that.
     pub async fn roll_back<Ctx, C, H>(mut self, ctx: &mut Ctx, clock: &C, hooks: &H) -> RollbackReport<U::Error, S>
     where
         U: crate::Rollback<Ctx>,
@@ -160,6 +164,12 @@ impl<RE: fmt::Debug, S: Storage> fmt::Debug for RollbackReport<RE, S> {
 ///   static channel to a firmware's rollback task.
 ///
 /// `abandon` runs inside `Drop`: it must not block, and cannot await.
+///
+/// A transaction run inside a step of another is dropped when the outer
+/// transaction's deadline or cancel signal cuts that step: its rollbacks go
+/// to *its* manager's policy. With [`Unattended`] they are only reported;
+/// give that manager a spawner, or give the nested transaction an earlier
+/// deadline or its own cancel signal so it rolls back before it is cut.
 #[diagnostic::on_unimplemented(
     message = "the manager's abandon policy `{Self}` cannot take over this transaction's rollbacks",
     note = "`Spawned` (from `with_spawner`) finishes the rollbacks of a dropped transaction on a \

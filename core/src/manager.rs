@@ -444,6 +444,11 @@ impl<'m, M, L, I> TransactionBuilder<'m, M, L, I> {
     /// not cut short — and the body's error is built from an
     /// [`Interrupted`](crate::Interrupted) (`B: From<Interrupted>`; `StepError` qualifies).
     ///
+    /// No step and no retry starts at or after the deadline: with
+    /// `Duration::ZERO` no step runs at all, and an attempt that would end
+    /// exactly at the deadline is cut (the deadline wins the tie; the step
+    /// counts as uncertain).
+    ///
     /// Takes any duration that converts into `core::time::Duration`, such as
     /// `embassy_time::Duration`.
     pub fn with_deadline(self, deadline: impl Into<Duration>) -> TransactionBuilder<'m, M, L, (I, Deadline)> {
@@ -456,6 +461,10 @@ impl<'m, M, L, I> TransactionBuilder<'m, M, L, I> {
     /// deadline passes: the body is dropped and the completed steps are
     /// rolled back before `run` returns. The way to cancel a transaction
     /// without losing its rollback on any runtime, including `no_std`.
+    ///
+    /// The signal is checked before the body each time the transaction is
+    /// polled: a signal that has already completed (`async {}`) starts no
+    /// step.
     pub fn cancel_on<F: core::future::Future<Output = ()>>(
         self,
         signal: F,
@@ -472,6 +481,15 @@ impl<'m, M, L, I> TransactionBuilder<'m, M, L, I> {
     /// it runs; with `N = 0` every step does. `U` is usually an enum
     /// implementing [`Rollback`], one variant per kind of step; use
     /// [`NoRollback`](crate::NoRollback) when no step has a rollback.
+    ///
+    /// The records live inside the transaction's future, so its size grows
+    /// with `N`: measured on x86_64 with `std`, a one-step transaction's
+    /// future is 1.6 KiB with `N = 1` and about 360 bytes more per slot —
+    /// `Fixed<64>` 24 KiB, `Fixed<2048>` 721 KiB, more than a thread's
+    /// default stack. Keep `N` to what the transaction needs, box the
+    /// future (`Box::pin`) when `N` is large, or use
+    /// [`unbounded`](TransactionBuilder::unbounded) (heap) for long
+    /// transactions.
     pub fn fixed<U, const N: usize>(self) -> TransactionBuilder<'m, M, Records<U, crate::Fixed<N>>, I> {
         self.with_log()
     }

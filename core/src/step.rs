@@ -20,6 +20,12 @@ pub(crate) struct StepConfig {
 /// an attempt that timed out, panicked, or was cut short by a deadline, a
 /// cancel signal or a dropped transaction.
 ///
+/// The rule: a step is uncertain only while an attempt of it is actually
+/// in flight, or after an attempt that ended in a way that may have taken
+/// effect. Where a hook or a backoff wait was interrupted never makes it
+/// uncertain: a step stopped before its first attempt started, or whose
+/// attempts all failed with an error, is not rolled back.
+///
 /// See [`Execute::rollback_uncertain`] and [`Execute::undo_uncertain`].
 ///
 /// ```
