@@ -385,3 +385,30 @@ fn nested_transaction_cut_by_the_outer_deadline_rolls_back_with_a_spawner() {
         assert_eq!(log.calls(), ["undo inner a"]);
     });
 }
+
+/// A step that fails for good is logged at error level (as the reference
+/// does), a failed attempt that will be retried at warn; a failed
+/// transaction with nothing to roll back says so in the words its error's
+/// `Display` uses.
+#[test]
+fn log_levels_follow_the_reference() {
+    use transaction_manager::RetryPolicy;
+
+    let _ = captured_lines("");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+    let err = rt
+        .block_on(TransactionManager::new(TokioClock::new()).run("log-levels", async |tx| {
+            tx.step("flaky")
+                .retry(RetryPolicy::new().with_max_retries(1))
+                .run(|| async { Err::<(), _>(io_error("down")) })
+                .await?;
+            R::Ok(())
+        }))
+        .expect_err("the step fails");
+    let lines = captured_lines("log-levels");
+    let step = |level: &str, text: &str| lines.iter().any(|l| l.starts_with(level) && l.contains(text));
+    assert!(step("WARN", "step `flaky` attempt 1 failed: down; retrying"), "{lines:#?}");
+    assert!(step("ERROR", "step `flaky` failed for good on attempt 2: down"), "{lines:#?}");
+    assert!(step("INFO", "nothing to roll back"), "{lines:#?}");
+    assert!(err.to_string().ends_with("nothing to roll back"), "{err}");
+}
