@@ -17,8 +17,12 @@
 #   4. runs all eight ELF files in QEMU (under `timeout`), decoding the defmt
 #      ones with defmt-print; each checks its own scenarios and exits 0 only
 #      if all ended as expected — any other status fails this script;
-#   5. prints the footprint table (library vs hand-written) and the size of
-#      the transaction's future.
+#   5. prints the footprint table (library vs hand-written): sections, and
+#      per target and output the stack high-water mark (the stack is painted
+#      at reset; each binary prints how much of it the four scenarios used),
+#      .text, .data + .bss and the transaction's future;
+#   6. checks every one of those values against examples/firmware/budget.toml
+#      and fails, naming the metric, the value and the budget, on any over.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -176,12 +180,91 @@ for target in "${TARGETS[@]}"; do
         unset size
     done
 done
-echo
+
+# The issue-11 table, per target and output: stack high-water mark (each
+# firmware prints it after its four scenarios; the stack is painted at
+# reset by cortex-m-rt's `paint-stack`), .text, .data + .bss, and the size
+# of the transaction's future (hand-written: its bring-up future).
+logged() { # log "text before the number" -> the number (fails if absent)
+    local found
+    found=$(grep -m 1 -o "$2: [0-9]*" "$1") || true
+    [[ -n $found ]] || fail "no \"$2\" line in $1"
+    echo "${found##* }"
+}
+declare -A measured=()
 for target in "${TARGETS[@]}"; do
-    log=$LOG_DIR/$target-semihosting
-    printf '%-22s %s; hand-written %s\n' "$target" \
-        "$(grep -o 'transaction future: [0-9]* bytes' "$log-firmware.log")" \
-        "$(grep -o 'bring-up future: [0-9]* bytes' "$log-hand-written.log")"
+    for flavour in semihosting defmt; do
+        for bin in firmware hand-written; do
+            elf=$ELF_DIR/$target/$flavour/$bin
+            log=$LOG_DIR/$target-$flavour-$bin.log
+            key=$target.$flavour.$bin
+            measured[$key.stack]=$(logged "$log" "stack high-water mark")
+            measured[$key.text]=$(section "$elf" .text)
+            measured[$key.ram]=$(($(section "$elf" .data) + $(section "$elf" .bss)))
+            if [[ $bin == firmware ]]; then
+                measured[$key.future]=$(logged "$log" "transaction future")
+            else
+                measured[$key.future]=$(logged "$log" "bring-up future")
+            fi
+        done
+    done
+done
+declare -A label=([stack]="stack high-water mark" [text]=".text" [ram]=".data + .bss" [future]="transaction future")
+METRICS=(stack text ram future)
+for target in "${TARGETS[@]}"; do
+    for flavour in semihosting defmt; do
+        printf '\n%s (%s), %s output, bytes:\n' "$target" "${BOARD[$target]}" "$flavour"
+        printf '| %-22s | %12s | %9s | %9s |\n' "" hand-written library cost
+        printf '|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..24})" "$(printf -- '-%.0s' {1..13}):" \
+            "$(printf -- '-%.0s' {1..10}):" "$(printf -- '-%.0s' {1..10}):"
+        for metric in "${METRICS[@]}"; do
+            hand=${measured[$target.$flavour.hand-written.$metric]}
+            lib=${measured[$target.$flavour.firmware.$metric]}
+            printf '| %-22s | %12d | %9d | %+9d |\n' "${label[$metric]}" "$hand" "$lib" $((lib - hand))
+        done
+    done
 done
 
+# Every measured value above has a budget; one above its budget fails CI.
+# FIRMWARE_BUDGET=other.toml checks against another file (to try a change).
+BUDGET_FILE=${FIRMWARE_BUDGET:-$FIRMWARE/budget.toml}
+step "budgets (${BUDGET_FILE#"$ROOT"/})"
+[[ -f $BUDGET_FILE ]] || fail "no budget file: $BUDGET_FILE"
+# A small subset of TOML: `[table.name]` headers and `key = integer` lines,
+# `#` comments. Prints "table.name.key value" per line.
+budget_lines=$(awk '
+    { sub(/#.*/, "") }
+    /^[[:space:]]*\[[^]]+\][[:space:]]*$/ { gsub(/[][[:space:]"]/, ""); table = $0; next }
+    /=/ {
+        split($0, kv, "=")
+        key = kv[1]; value = kv[2]
+        gsub(/[[:space:]"]/, "", key); gsub(/[[:space:]_]/, "", value)
+        if (value !~ /^[0-9]+$/) { print "not a byte count: " table "." key " = " value > "/dev/stderr"; exit 1 }
+        print table "." key, value
+    }' "$BUDGET_FILE") || fail "cannot read $BUDGET_FILE"
+declare -A budget=()
+while read -r key value; do
+    budget[$key]=$value
+done <<<"$budget_lines"
+over=0
+printf '%-54s %9s %9s %9s\n' metric measured budget headroom
+for key in $(printf '%s\n' "${!measured[@]}" | sort); do
+    value=${measured[$key]}
+    limit=${budget[$key]:-}
+    if [[ -z $limit ]]; then
+        echo "NO BUDGET: $key (measured $value bytes) has no line in $BUDGET_FILE" >&2
+        over=$((over + 1))
+        continue
+    fi
+    printf '%-54s %9d %9d %+9d\n' "$key" "$value" "$limit" $((limit - value))
+    if ((value > limit)); then
+        echo "OVER BUDGET: $key (${label[${key##*.}]}) is $value bytes, budget $limit bytes (+$((value - limit)))" >&2
+        over=$((over + 1))
+    fi
+done
+for key in "${!budget[@]}"; do
+    [[ -n ${measured[$key]:-} ]] || echo "warning: budget $key matches nothing measured (typo?)"
+done
+((over == 0)) || fail "$over footprint value(s) over budget or without one (see above; $BUDGET_FILE says how to change a budget)"
+echo "every value within its budget"
 printf '\nfirmware step passed in %d s\n' $((SECONDS - START))

@@ -1,6 +1,7 @@
 //! The measuring kit shared by the bench binaries: a counting global
-//! allocator, a wall-clock sampler (warm-up, many samples, median), the
-//! table the figures are printed in, and `/proc/self/status` readings.
+//! allocator, a sampler of wall time and this thread's CPU time (warm-up,
+//! many samples, median of each), the table the figures are printed in,
+//! and `/proc/self/status` readings.
 //!
 //! No timing is ever asserted: checks (`Report::check`) are about results
 //! and allocation counts only, so a slow machine never fails a smoke run.
@@ -106,13 +107,57 @@ impl Mode {
     }
 }
 
+/// This thread's CPU time (`clock_gettime(CLOCK_THREAD_CPUTIME_ID)`): on a
+/// shared machine it leaves out the time the thread waited for a core,
+/// which wall time counts.
+pub fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a
+    // constant Linux always has.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Wall time and this thread's CPU time, started together.
+#[derive(Clone, Copy, Debug)]
+pub struct Stopwatch {
+    wall: Instant,
+    cpu: Duration,
+}
+
+impl Stopwatch {
+    /// Reads both clocks.
+    pub fn start() -> Self {
+        Stopwatch { cpu: thread_cpu_time(), wall: Instant::now() }
+    }
+
+    /// Wall and CPU time since [`Stopwatch::start`].
+    pub fn elapsed(&self) -> Elapsed {
+        let wall = self.wall.elapsed();
+        Elapsed { wall, cpu: thread_cpu_time().saturating_sub(self.cpu) }
+    }
+}
+
+/// What a [`Stopwatch`] measured.
+#[derive(Clone, Copy, Debug)]
+pub struct Elapsed {
+    /// Wall-clock time.
+    pub wall: Duration,
+    /// CPU time of the measuring thread.
+    pub cpu: Duration,
+}
+
 /// Median time per iteration over many samples.
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
-    /// Median over the samples, in nanoseconds per iteration.
+    /// Median wall time over the samples, in nanoseconds per iteration.
     pub median_ns: f64,
-    /// The fastest sample, in nanoseconds per iteration.
+    /// The fastest sample's wall time, in nanoseconds per iteration.
     pub min_ns: f64,
+    /// Median thread CPU time over the samples, in nanoseconds per
+    /// iteration (each clock's median on its own).
+    pub cpu_median_ns: f64,
     /// Iterations per sample.
     pub iters: u64,
     /// Samples taken.
@@ -124,10 +169,11 @@ const SAMPLES: usize = 31;
 const WARM_UP: Duration = Duration::from_millis(150);
 
 /// Times `run`, which runs `iters` iterations of the work and returns how
-/// long they took (so it can time inside an executor and leave the
-/// executor's start-up out). Warm-up, then calibration to about 20 ms per
-/// sample, then 31 samples; the median is the figure.
-pub fn measure(mode: Mode, mut run: impl FnMut(u64) -> Duration) -> Timing {
+/// long they took, by a [`Stopwatch`] (so it can time inside an executor
+/// and leave the executor's start-up out). Warm-up, then calibration to
+/// about 20 ms of wall time per sample, then 31 samples; the medians of
+/// wall and of CPU time are the figures.
+pub fn measure(mode: Mode, mut run: impl FnMut(u64) -> Elapsed) -> Timing {
     let (iters, samples) = match mode {
         Mode::Smoke => (black_box(3), 3),
         Mode::Full => {
@@ -135,19 +181,26 @@ pub fn measure(mode: Mode, mut run: impl FnMut(u64) -> Duration) -> Timing {
             let mut iters = 1u64;
             // Warm-up doubles as calibration.
             while start.elapsed() < WARM_UP {
-                let took = run(iters);
+                let took = run(iters).wall;
                 if took < SAMPLE / 4 {
                     iters = iters.saturating_mul(2);
                 }
             }
-            let took = run(iters).max(Duration::from_nanos(1));
+            let took = run(iters).wall.max(Duration::from_nanos(1));
             let scaled = (iters as f64 * SAMPLE.as_secs_f64() / took.as_secs_f64()).ceil();
             (scaled.max(1.0) as u64, SAMPLES)
         }
     };
-    let mut per_iter: Vec<f64> = (0..samples).map(|_| run(iters).as_nanos() as f64 / iters as f64).collect();
-    per_iter.sort_by(f64::total_cmp);
-    Timing { median_ns: per_iter[per_iter.len() / 2], min_ns: per_iter[0], iters, samples }
+    let per_iter = |d: Duration| d.as_nanos() as f64 / iters as f64;
+    let (mut wall, mut cpu): (Vec<f64>, Vec<f64>) = (0..samples)
+        .map(|_| {
+            let took = run(iters);
+            (per_iter(took.wall), per_iter(took.cpu))
+        })
+        .unzip();
+    wall.sort_by(f64::total_cmp);
+    cpu.sort_by(f64::total_cmp);
+    Timing { median_ns: wall[wall.len() / 2], min_ns: wall[0], cpu_median_ns: cpu[cpu.len() / 2], iters, samples }
 }
 
 /// One line of `/proc/self/status`, in KiB (`VmHWM`, `VmRSS`).
@@ -199,15 +252,24 @@ impl Report {
     }
 
     /// A timing row, also divided by `per` (steps) for the per-step figures.
+    /// Each figure is wall time with this thread's CPU time after it.
     pub fn time_row_per(&self, figure: &str, library: Timing, baseline_name: &str, baseline: Timing, per: u32) {
         let (l, b) = (library.median_ns, baseline.median_ns);
+        let (lc, bc) = (library.cpu_median_ns, baseline.cpu_median_ns);
         let mut line = format!(
-            "{figure:<44} library {l:>9.1} ns | {baseline_name} {b:>9.1} ns | diff {:>+8.1} ns | ratio {:>5.2}x",
+            "{figure:<44} library {l:>9.1} ns (cpu {lc:>9.1}) | {baseline_name} {b:>9.1} ns (cpu {bc:>9.1}) | diff {:>+8.1} ns (cpu {:>+8.1}) | ratio {:>5.2}x (cpu {:>5.2}x)",
             l - b,
-            l / b.max(f64::MIN_POSITIVE)
+            lc - bc,
+            l / b.max(f64::MIN_POSITIVE),
+            lc / bc.max(f64::MIN_POSITIVE),
         );
         if per > 1 {
-            let _ = write!(line, " | per step: diff {:>+7.1} ns", (l - b) / f64::from(per));
+            let _ = write!(
+                line,
+                " | per step: diff {:>+7.1} ns (cpu {:>+7.1})",
+                (l - b) / f64::from(per),
+                (lc - bc) / f64::from(per)
+            );
         }
         println!("{line}");
     }

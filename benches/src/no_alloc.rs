@@ -14,10 +14,10 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::hint::black_box;
 use std::mem::size_of_val;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use transaction_manager_bench::{
-    CountingAlloc, Mode, Report, Timing, core_has_alloc, machine, measure, start_counting, stop_counting,
+    CountingAlloc, Mode, Report, Stopwatch, Timing, core_has_alloc, machine, measure, start_counting, stop_counting,
 };
 use transaction_manager_core::{
     Fixed, ManualClock, NoRollback, Outcome, RetryPolicy, StepError, StepRecord, TransactionManager,
@@ -80,7 +80,7 @@ async fn hand_retry() -> Result<u32, Boom> {
 fn time<F: FnMut() -> Fut, Fut: Future>(clock: &ManualClock, mode: Mode, mut f: F) -> Timing {
     measure(mode, |iters| {
         clock.block_on(async {
-            let start = Instant::now();
+            let start = Stopwatch::start();
             for _ in 0..iters {
                 black_box(f().await);
             }

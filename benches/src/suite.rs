@@ -26,10 +26,10 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use transaction_manager::{
     BoxError, Clock, Fixed, ManualClock, ManualSleep, NoRollback, Outcome, RetryPolicy, SmolClock, StepError,
-    StepRecord, TokioClock, TransactionManager, Unbounded,
+    StepRecord, Summary, TokioClock, TransactionManager, Unbounded,
 };
 use transaction_manager_bench::{
-    CountingAlloc, Mode, Report, Timing, core_has_alloc, machine, measure, proc_status_kib, start_counting,
+    CountingAlloc, Mode, Report, Stopwatch, Timing, core_has_alloc, machine, measure, proc_status_kib, start_counting,
     stop_counting,
 };
 
@@ -157,13 +157,23 @@ fn hand_fail3<W: Work>(w: W) -> impl Future<Output = Result<u32, HandError>> {
 
 const RETRY: RetryPolicy = RetryPolicy::new().with_max_retries(2).with_initial_interval(Duration::ZERO);
 
-/// One step failing twice then succeeding, zero backoff, in a transaction.
+/// `Work::flaky` fails on attempts 1 and 2: starting its count at
+/// `2 - failures` makes it fail `failures` times (0, 1 or 2), then succeed.
+/// A run-time number, so the runs with and without retries are the same
+/// type and the same code (pass it through `black_box`).
+fn first_attempt(failures: u32) -> u32 {
+    2u32.saturating_sub(failures)
+}
+
+/// One step failing `failures` times then succeeding, zero backoff, in a
+/// 1-step transaction.
 fn lib_retry<C: Clock, W: Work>(
     m: &TransactionManager<C>,
     w: W,
+    failures: u32,
 ) -> impl Future<Output = Outcome<u32, StepError<Boom>, Infallible, Fixed<1>>> + '_ {
     m.transaction("op").fixed::<NoRollback, 1>().run(async move |tx| {
-        let mut calls = 0u32;
+        let mut calls = first_attempt(failures);
         tx.step("flaky")
             .retry(RETRY)
             .run(|| {
@@ -175,8 +185,8 @@ fn lib_retry<C: Clock, W: Work>(
 }
 
 /// The same retries with backon: exponential, zero delay, two retries.
-async fn backon_retry<W: Work, S: backon::Sleeper>(w: W, sleeper: S) -> Result<u32, Boom> {
-    let mut calls = 0u32;
+async fn backon_retry<W: Work, S: backon::Sleeper>(w: W, sleeper: S, failures: u32) -> Result<u32, Boom> {
+    let mut calls = first_attempt(failures);
     (|| {
         calls += 1;
         w.flaky(calls)
@@ -189,23 +199,31 @@ async fn backon_retry<W: Work, S: backon::Sleeper>(w: W, sleeper: S) -> Result<u
 /// backon with a sleeper that returns at once for a zero delay, as the
 /// library and the hand loop do (tokio's `sleep(ZERO)` waits for the next
 /// timer tick, about 1 ms).
-async fn backon_retry_skip_zero<W: Work, S: backon::Sleeper + Copy>(w: W, sleeper: S) -> Result<u32, Boom> {
-    backon_retry(w, move |d: Duration| {
-        let sleep = (!d.is_zero()).then(|| sleeper.sleep(d));
-        async move {
-            if let Some(sleep) = sleep {
-                sleep.await;
+async fn backon_retry_skip_zero<W: Work, S: backon::Sleeper + Copy>(
+    w: W,
+    sleeper: S,
+    failures: u32,
+) -> Result<u32, Boom> {
+    backon_retry(
+        w,
+        move |d: Duration| {
+            let sleep = (!d.is_zero()).then(|| sleeper.sleep(d));
+            async move {
+                if let Some(sleep) = sleep {
+                    sleep.await;
+                }
             }
-        }
-    })
+        },
+        failures,
+    )
     .await
 }
 
 /// The same retries by hand: a loop, the delay `interval × 2ⁿ` slept only
 /// when it is not zero (as the library does).
-async fn hand_retry<C: Clock, W: Work>(clock: &C, w: W) -> Result<u32, Boom> {
+async fn hand_retry<C: Clock, W: Work>(clock: &C, w: W, failures: u32) -> Result<u32, Boom> {
     let interval = RETRY.initial_interval();
-    let mut calls = 0u32;
+    let mut calls = first_attempt(failures);
     let mut retry = 0u32;
     loop {
         calls += 1;
@@ -343,7 +361,7 @@ impl Runtime for Smol {
 fn time<R: Runtime, F: FnMut() -> Fut, Fut: Future>(rt: &R, mode: Mode, mut f: F) -> Timing {
     measure(mode, |iters| {
         rt.block_on(async {
-            let start = Instant::now();
+            let start = Stopwatch::start();
             for _ in 0..iters {
                 black_box(f().await);
             }
@@ -406,23 +424,25 @@ fn check_results<R: Runtime>(rt: &R, report: &mut Report) {
             format!("{name}: {what} failure path fails at step 2 and rolls back 2 steps cleanly (got {err:?})"),
         );
     }
-    let retried = rt.block_on(lib_retry(&m, Noop));
-    report.check(
-        matches!(&retried, Ok(c) if *c.value() == 3 && c.summary().steps()[0].attempts() == 3),
-        format!("{name}: retry path succeeds on attempt 3"),
-    );
-    report.check(
-        rt.block_on(backon_retry(Noop, rt.sleeper())) == Ok(3),
-        format!("{name}: backon retry succeeds on attempt 3"),
-    );
-    report.check(
-        rt.block_on(backon_retry_skip_zero(Noop, rt.sleeper())) == Ok(3),
-        format!("{name}: backon (zero delay skipped) retry succeeds on attempt 3"),
-    );
-    report.check(
-        rt.block_on(hand_retry(&rt.clock(), Noop)) == Ok(3),
-        format!("{name}: hand retry succeeds on attempt 3"),
-    );
+    for failures in [0, 2] {
+        let retried = rt.block_on(lib_retry(&m, Noop, failures));
+        report.check(
+            matches!(&retried, Ok(c) if *c.value() == 3 && c.summary().steps()[0].attempts() == failures + 1),
+            format!("{name}: retry path with {failures} failures succeeds on attempt {}", failures + 1),
+        );
+        report.check(
+            rt.block_on(backon_retry(Noop, rt.sleeper(), failures)) == Ok(3),
+            format!("{name}: backon retry with {failures} failures succeeds"),
+        );
+        report.check(
+            rt.block_on(backon_retry_skip_zero(Noop, rt.sleeper(), failures)) == Ok(3),
+            format!("{name}: backon (zero delay skipped) retry with {failures} failures succeeds"),
+        );
+        report.check(
+            rt.block_on(hand_retry(&rt.clock(), Noop, failures)) == Ok(3),
+            format!("{name}: hand retry with {failures} failures succeeds"),
+        );
+    }
     report.check(matches!(rt.block_on(hand_ok3(Noop)), Ok(3)), format!("{name}: hand 3-step success returns 3"));
     report.check(
         matches!(rt.block_on(hand_fail3(w)), Err(HandError { step: 2, rollback_failures: 0, .. })),
@@ -449,28 +469,52 @@ fn figures_time<R: Runtime>(rt: &R, mode: Mode, report: &mut Report) {
     report.time_row_per("1 yield per step, fixed (no alloc)", fixed_y, "hand", hand_y, 3);
     report.time_row_per("1 yield per step, manager.run", alloc_y, "hand", hand_y, 3);
 
-    // Fixed cost per transaction vs marginal cost per step: 1 and 8 steps.
-    let l1 = time(rt, mode, || lib_fixed!(&m, Noop, 1; "a" => step));
-    let l8 = time(rt, mode, || {
+    // Per step and per capacity slot, separately: a fixed capacity of 8
+    // with 1 and with 8 steps gives the cost of a step; 1 step with a
+    // capacity of 1 and of 8 gives the cost of a slot of capacity, used or
+    // not. The hand-written code keeps an 8-value array in both.
+    let l1c1 = time(rt, mode, || lib_fixed!(&m, Noop, 1; "a" => step));
+    let l1c8 = time(rt, mode, || lib_fixed!(&m, Noop, 8; "a" => step));
+    let l8c8 = time(rt, mode, || {
         lib_fixed!(&m, Noop, 8; "a" => step, "b" => step, "c" => step, "d" => step,
             "e" => step, "f" => step, "g" => step, "h" => step)
     });
-    let h1 = time(rt, mode, || hand!(Noop, 1; "a" => step));
+    let h1 = time(rt, mode, || hand!(Noop, 8; "a" => step));
     let h8 = time(rt, mode, || {
         hand!(Noop, 8; "a" => step, "b" => step, "c" => step, "d" => step,
             "e" => step, "f" => step, "g" => step, "h" => step)
     });
-    report.time_row("no-op, 1 step, fixed", l1, "hand", h1);
-    report.time_row_per("no-op, 8 steps, fixed", l8, "hand", h8, 8);
-    let slope_l = (l8.median_ns - l1.median_ns) / 7.0;
-    let slope_h = (h8.median_ns - h1.median_ns) / 7.0;
+    report.time_row("no-op, 1 step, fixed::<Undo, 1>", l1c1, "hand", h1);
+    report.time_row("no-op, 1 step, fixed::<Undo, 8>", l1c8, "hand", h1);
+    report.time_row_per("no-op, 8 steps, fixed::<Undo, 8>", l8c8, "hand", h8, 8);
+    let step_l = per(l8c8, l1c8, 7.0);
+    let step_h = per(h8, h1, 7.0);
     report.value_row(
-        "marginal cost of one more step (8 vs 1)",
-        &format!("library {slope_l:.1} ns | hand {slope_h:.1} ns | diff {:+.1} ns", slope_l - slope_h),
+        "cost of one more step (8 vs 1 step, capacity 8)",
+        &format!(
+            "library {:.1} ns (cpu {:.1}) | hand {:.1} ns (cpu {:.1}) | diff {:+.1} ns (cpu {:+.1}) [target <= 50]",
+            step_l.0,
+            step_l.1,
+            step_h.0,
+            step_h.1,
+            step_l.0 - step_h.0,
+            step_l.1 - step_h.1
+        ),
+    );
+    let slot = per(l1c8, l1c1, 7.0);
+    report.value_row(
+        "cost of one more capacity slot (1 step, cap 8 vs 1)",
+        &format!("library {:.1} ns (cpu {:.1})", slot.0, slot.1),
     );
     report.value_row(
-        "fixed cost per transaction (1-step minus slope)",
-        &format!("library {:.1} ns | hand {:.1} ns", l1.median_ns - slope_l, h1.median_ns - slope_h),
+        "fixed cost per transaction (1 step, cap 1, minus a step)",
+        &format!(
+            "library {:.1} ns (cpu {:.1}) | hand {:.1} ns (cpu {:.1})",
+            l1c1.median_ns - step_l.0,
+            l1c1.cpu_median_ns - step_l.1,
+            h1.median_ns - step_h.0,
+            h1.cpu_median_ns - step_h.1
+        ),
     );
 
     // The engine reads the clock twice per step (start, end) and twice
@@ -489,28 +533,52 @@ fn figures_time<R: Runtime>(rt: &R, mode: Mode, report: &mut Report) {
     let fixed_y = time(rt, mode, || lib_fixed_fail3(&m, y));
     report.time_row("1 yield per step/rollback, fixed", fixed_y, "hand", hand_y);
 
-    report.section(&format!("{name}: retry path, fails twice then succeeds, zero backoff"));
-    let lib = time(rt, mode, || lib_retry(&m, Noop));
-    let backon = time(rt, mode, || backon_retry(Noop, rt.sleeper()));
+    report.section(&format!("{name}: retry path, a 1-step transaction, zero backoff: 2 failures vs none"));
+    // The same code with 2 failures and with none (a run-time count): the
+    // difference is what the two retries cost, for each implementation.
     let clock = rt.clock();
-    let hand = time(rt, mode, || hand_retry(&clock, Noop));
-    let backon0 = time(rt, mode, || backon_retry_skip_zero(Noop, rt.sleeper()));
-    let lib1 = time(rt, mode, || lib_fixed!(&m, Noop, 1; "a" => step));
-    report.time_row("library (1-step transaction)", lib, "backon", backon);
-    report.time_row("library (1-step transaction)", lib, "backon, 0 skipped", backon0);
-    report.time_row("library (1-step transaction)", lib, "hand loop", hand);
-    report.time_row("backon", backon, "hand loop", hand);
+    let lib2 = time(rt, mode, || lib_retry(&m, Noop, black_box(2)));
+    let lib0 = time(rt, mode, || lib_retry(&m, Noop, black_box(0)));
+    let backon2 = time(rt, mode, || backon_retry(Noop, rt.sleeper(), black_box(2)));
+    let backon0 = time(rt, mode, || backon_retry(Noop, rt.sleeper(), black_box(0)));
+    let skip2 = time(rt, mode, || backon_retry_skip_zero(Noop, rt.sleeper(), black_box(2)));
+    let skip0 = time(rt, mode, || backon_retry_skip_zero(Noop, rt.sleeper(), black_box(0)));
+    let hand2 = time(rt, mode, || hand_retry(&clock, Noop, black_box(2)));
+    let hand0 = time(rt, mode, || hand_retry(&clock, Noop, black_box(0)));
+    report.time_row("2 failures: library (whole 1-step tx)", lib2, "backon, 0 skipped", skip2);
+    report.time_row("2 failures: library (whole 1-step tx)", lib2, "backon", backon2);
+    report.time_row("2 failures: library (whole 1-step tx)", lib2, "hand loop", hand2);
+    report.time_row("no failure: library (same tx)", lib0, "backon, 0 skipped", skip0);
+    report.time_row("no failure: library (same tx)", lib0, "backon", backon0);
+    report.time_row("no failure: library (same tx)", lib0, "hand loop", hand0);
+    let alone = |two: Timing, none: Timing| (two.median_ns - none.median_ns, two.cpu_median_ns - none.cpu_median_ns);
+    let (lib_r, backon_r, skip_r, hand_r) =
+        (alone(lib2, lib0), alone(backon2, backon0), alone(skip2, skip0), alone(hand2, hand0));
     report.value_row(
-        "library retries alone (minus a 1-step tx)",
+        "2 retries alone (2 failures minus none)",
         &format!(
-            "{:.1} ns vs backon {:.1} ns (ratio {:.2}x), backon 0 skipped {:.1} ns (ratio {:.2}x)",
-            lib.median_ns - lib1.median_ns,
-            backon.median_ns,
-            (lib.median_ns - lib1.median_ns) / backon.median_ns,
-            backon0.median_ns,
-            (lib.median_ns - lib1.median_ns) / backon0.median_ns
+            "library {:.1} ns (cpu {:.1}) | backon {:.1} ns (cpu {:.1}) | backon, 0 skipped {:.1} ns (cpu {:.1}) | hand {:.1} ns (cpu {:.1})",
+            lib_r.0, lib_r.1, backon_r.0, backon_r.1, skip_r.0, skip_r.1, hand_r.0, hand_r.1
         ),
     );
+    let ratio = |a: f64, b: f64| a / b.max(f64::MIN_POSITIVE);
+    let verdict = |r: f64| if r <= 1.0 { "met" } else { "NOT met" };
+    report.value_row(
+        "target: retries no slower than backon, 0 skipped",
+        &format!(
+            "retries alone vs retries alone: {:.2}x (cpu {:.2}x): {} | library retries alone vs backon's whole call: {:.2}x (cpu {:.2}x)",
+            ratio(lib_r.0, skip_r.0),
+            ratio(lib_r.1, skip_r.1),
+            verdict(ratio(lib_r.1, skip_r.1)),
+            ratio(lib_r.0, skip2.median_ns),
+            ratio(lib_r.1, skip2.cpu_median_ns),
+        ),
+    );
+}
+
+/// Cost per unit between two timings `n` units apart: (wall, cpu) in ns.
+fn per(more: Timing, fewer: Timing, n: f64) -> (f64, f64) {
+    ((more.median_ns - fewer.median_ns) / n, (more.cpu_median_ns - fewer.cpu_median_ns) / n)
 }
 
 // ---------------------------------------------------------------------------
@@ -525,7 +593,7 @@ fn figure_allocs<R: Runtime>(rt: &R, mode: Mode, report: &mut Report) {
     let rows: [(&str, (f64, f64), bool); 9] = [
         ("fixed, success (3 steps)", allocs_per_run(rt, runs, || lib_fixed_ok3(&m, Noop)), true),
         ("fixed, failure (2 rollbacks)", allocs_per_run(rt, runs, || lib_fixed_fail3(&m, Noop)), false),
-        ("fixed, retry (2 failed attempts)", allocs_per_run(rt, runs, || lib_retry(&m, Noop)), false),
+        ("fixed, retry (2 failed attempts)", allocs_per_run(rt, runs, || lib_retry(&m, Noop, 2)), false),
         ("manager.run, success (3 steps)", allocs_per_run(rt, runs, || lib_alloc_ok3(&m, Noop)), false),
         ("manager.run, failure (2 rollbacks)", allocs_per_run(rt, runs, || lib_alloc_fail3(&m, Noop)), false),
         (
@@ -533,9 +601,9 @@ fn figure_allocs<R: Runtime>(rt: &R, mode: Mode, report: &mut Report) {
             allocs_per_run(rt, runs, || async { (hand_ok3(Noop).await.is_ok(), hand_fail3(Noop).await.is_ok()) }),
             true,
         ),
-        ("backon retry", allocs_per_run(rt, runs, || backon_retry(Noop, rt.sleeper())), false),
-        ("backon retry, 0 skipped", allocs_per_run(rt, runs, || backon_retry_skip_zero(Noop, rt.sleeper())), false),
-        ("hand retry loop", allocs_per_run(rt, runs, || hand_retry(&clock, Noop)), true),
+        ("backon retry", allocs_per_run(rt, runs, || backon_retry(Noop, rt.sleeper(), 2)), false),
+        ("backon retry, 0 skipped", allocs_per_run(rt, runs, || backon_retry_skip_zero(Noop, rt.sleeper(), 2)), false),
+        ("hand retry loop", allocs_per_run(rt, runs, || hand_retry(&clock, Noop, 2)), true),
     ];
     for (what, (count, bytes), must_be_zero) in rows {
         report.value_row(what, &format!("{count:.2} allocations, {bytes:.0} bytes"));
@@ -571,15 +639,29 @@ fn figure_sizes<R: Runtime>(rt: &R, report: &mut Report) {
     report.value_row("fixed::<Undo, N> with N = steps: 1 / 3 / 8", &format!("{f1} / {f3} / {f8}"));
     report.value_row("manager.run (heap lists): 1 / 3 / 8", &format!("{a1} / {a3} / {a8}"));
     report.value_row("hand-written: 1 / 3 / 8", &format!("{h1} / {h3} / {h8}"));
-    // Bytes per unit of capacity: the same 1-step body, capacity 1 vs 9.
+    // Bytes per unit of capacity: the same 1-step body, capacity 1 vs 9;
+    // bytes per step: capacity 8, 1 step vs 8 steps.
     let c1 = size_of_val(&lib_fixed!(&m, Noop, 1; "a" => step));
     let c9 = size_of_val(&lib_fixed!(&m, Noop, 9; "a" => step));
     let per_slot = (c9 - c1) / 8;
     report.value_row("future bytes per step of capacity (cap 9 vs 1)", &format!("{per_slot}"));
+    let s1 = size_of_val(&lib_fixed!(&m, Noop, 8; "a" => step));
+    let per_step = (f8 as f64 - s1 as f64) / 7.0;
+    report.value_row("future bytes per step (8 vs 1 step, capacity 8)", &format!("{per_step:.1}"));
     report.check(f1 > 0 && h1 > 0, "sizes are measured");
 }
 
 fn undo_state_sizes(report: &Report) {
+    // The values a transaction returns, which its layers move (memcpy).
+    report.value_row(
+        "size_of Summary<Fixed<3>> / Outcome (fixed, 3) / Outcome (alloc)",
+        &format!(
+            "{} / {} / {}",
+            size_of::<Summary<Fixed<3>>>(),
+            size_of::<FixedOutcome<3>>(),
+            size_of::<AllocOutcome>()
+        ),
+    );
     let record = size_of::<StepRecord>();
     let undo = size_of::<Undo<Noop>>();
     let policy = size_of::<RetryPolicy>();
@@ -887,7 +969,11 @@ fn main() {
 }
 
 /// Runs one case 200,000 times on `ManualClock` with nothing else, for a
-/// profiler: `valgrind --tool=callgrind <bench binary> --profile-loop fixed_ok3`.
+/// profiler: `valgrind --tool=callgrind --toggle-collect='suite::profile_loop::{{closure}}'
+/// <bench binary> --profile-loop fixed_ok3` counts only the loop (divide by
+/// 200,000). The pattern must be exact: the cases written with the macros
+/// have closures named `suite::profile_loop::{{closure}}::{{closure}}`,
+/// and a wildcard matching them would switch collection off inside them.
 fn profile_loop(case: &str) {
     const RUNS: u32 = 200_000;
     let manual = Manual(Box::leak(Box::new(ManualClock::new())));
@@ -901,7 +987,27 @@ fn profile_loop(case: &str) {
                 "fixed_ok3_tokioclock" => drop(black_box(lib_fixed_ok3(&mt, Noop).await)),
                 "alloc_ok3" => drop(black_box(lib_alloc_ok3(&m, Noop).await)),
                 "fixed_fail3" => drop(black_box(lib_fixed_fail3(&m, Noop).await)),
-                "retry" => drop(black_box(lib_retry(&m, Noop).await)),
+                "retry" => drop(black_box(lib_retry(&m, Noop, black_box(2)).await)),
+                "retry0" => drop(black_box(lib_retry(&m, Noop, black_box(0)).await)),
+                "backon_skip0_retry" => {
+                    let _ = black_box(backon_retry_skip_zero(Noop, manual.sleeper(), black_box(2)).await);
+                }
+                "backon_skip0_retry0" => {
+                    let _ = black_box(backon_retry_skip_zero(Noop, manual.sleeper(), black_box(0)).await);
+                }
+                "hand_retry" => {
+                    let _ = black_box(hand_retry(&manual.clock(), Noop, black_box(2)).await);
+                }
+                "hand_retry0" => {
+                    let _ = black_box(hand_retry(&manual.clock(), Noop, black_box(0)).await);
+                }
+                "fixed_1step_cap1" => drop(black_box(lib_fixed!(&m, Noop, 1; "a" => step).await)),
+                "fixed_1step_cap8" => drop(black_box(lib_fixed!(&m, Noop, 8; "a" => step).await)),
+                "fixed_8steps_cap8" => drop(black_box(
+                    lib_fixed!(&m, Noop, 8; "a" => step, "b" => step, "c" => step, "d" => step,
+                        "e" => step, "f" => step, "g" => step, "h" => step)
+                    .await,
+                )),
                 "hand_ok3" => drop(black_box(hand_ok3(Noop).await)),
                 _ => {
                     eprintln!("unknown case {case:?}");

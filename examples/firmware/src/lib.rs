@@ -11,6 +11,7 @@
 
 pub mod board;
 pub mod scenario;
+pub mod stack;
 pub mod time_driver;
 pub mod trace;
 

@@ -133,5 +133,9 @@ async fn main(_spawner: Spawner) {
     say!("transaction future: {} bytes", core::mem::size_of_val(&bring_up(&manager, &mut board)));
 
     let passed = scenario::run_all(async |board| report(&bring_up(&manager, board).await)).await;
+    // Read before printing it: the print's own frames are not the
+    // bring-up's. scripts/firmware.sh parses this line.
+    let stack = firmware::stack::high_water_mark();
+    say!("stack high-water mark: {} bytes (of {} reserved)", stack, firmware::stack::size());
     firmware::exit(passed)
 }
