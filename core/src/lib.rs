@@ -93,6 +93,7 @@ mod fmt;
 mod trace;
 
 mod abandon;
+mod action;
 mod any_manager;
 mod clock;
 #[cfg(feature = "defmt")]
@@ -120,6 +121,7 @@ mod text;
 mod transaction;
 
 pub use abandon::{AbandonPolicy, Abandoned, DetachedRollback, RollbackReport, Spawned, Unattended};
+pub use action::Action;
 pub use any_manager::Manager;
 pub use clock::Clock;
 pub use error::{

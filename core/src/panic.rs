@@ -5,13 +5,16 @@
 use core::fmt;
 use core::future::Future;
 
+#[cfg(feature = "std")]
 use crate::text::ErrorText;
 
 /// The message of a panic caught in a step, a rollback or a hook.
 ///
 /// Only produced with the `std` feature (catching a panic needs
 /// unwinding); the type exists everywhere so matching on errors is the same
-/// with and without it.
+/// with and without it. Without `std` it has no values at all, so errors
+/// and records carry no room for a message that can never exist, and the
+/// code that would handle one is compiled out.
 ///
 /// ```
 /// # use transaction_manager::*;
@@ -26,13 +29,21 @@ use crate::text::ErrorText;
 /// # }
 /// ```
 #[derive(Clone, PartialEq, Eq)]
-pub struct PanicMessage(pub(crate) ErrorText);
+pub struct PanicMessage(
+    #[cfg(feature = "std")] pub(crate) ErrorText,
+    #[cfg(not(feature = "std"))] crate::interrupt::Never,
+);
 
 impl PanicMessage {
     /// The panic's message (`"<non-string panic payload>"` when the payload
     /// was not text).
     pub fn as_str(&self) -> &str {
-        self.0.as_str()
+        #[cfg(feature = "std")]
+        {
+            self.0.as_str()
+        }
+        #[cfg(not(feature = "std"))]
+        match self.0 {}
     }
 }
 
@@ -191,8 +202,8 @@ pub(crate) fn resume_message(panic: PanicMessage) -> ! {
 
 #[cfg(not(feature = "std"))]
 pub(crate) fn resume_message(panic: PanicMessage) -> ! {
-    // Without `std` nothing is caught, so no message exists to resume.
-    panic!("{}", panic)
+    // Without `std` nothing is caught: no message exists.
+    match panic.0 {}
 }
 
 /// The cause recorded while rolling back after the body panicked (the

@@ -236,7 +236,18 @@ where
         Fut: Future<Output = Result<Out, E>>,
         E: fmt::Display,
     {
-        self.tx.execute(self.config, Plain(execute), None::<fn(crate::Maybe<&Out>) -> Option<U>>)
+        self.tx.execute(self.config, Parts { execute: Plain(execute), undo: None::<fn(crate::Maybe<&Out>) -> Option<U>> })
+    }
+
+    /// Runs the step given as data (an [`Action`](crate::Action), usually a
+    /// variant of an enum of the transaction's steps), with the undo record
+    /// its [`undo`](crate::Action::undo) says it owes. Every step performed
+    /// with one action type shares one copy of the step engine.
+    pub fn perform<Act>(self, action: Act) -> impl Future<Output = Result<Act::Output, StepError<Act::Error>>>
+    where
+        Act: crate::Action<Ctx, Undo = U>,
+    {
+        self.tx.execute(self.config, crate::action::ActionParts(action))
     }
 
     /// Runs the step without a rollback, lending the context to each
@@ -246,7 +257,7 @@ where
         F: AsyncFnMut(&mut Ctx) -> Result<Out, E>,
         E: fmt::Display,
     {
-        self.tx.execute(self.config, WithContext(execute), None::<fn(crate::Maybe<&Out>) -> Option<U>>)
+        self.tx.execute(self.config, Parts { execute: WithContext(execute), undo: None::<fn(crate::Maybe<&Out>) -> Option<U>> })
     }
 }
 
@@ -412,7 +423,7 @@ where
     /// whose errors were converted with [`map_err`](Execute::map_err) or
     /// [`err_into`](Execute::err_into) and that has nothing to undo.
     pub fn no_rollback(self) -> impl Future<Output = Result<F::Output, StepError<F::Error>>> {
-        self.step.tx.execute(self.step.config, self.execute, None::<fn(crate::Maybe<&F::Output>) -> Option<U>>)
+        self.step.tx.execute(self.step.config, Parts { execute: self.execute, undo: None::<fn(crate::Maybe<&F::Output>) -> Option<U>> })
     }
 
     /// Runs the step with a rollback closure that receives (a clone of) the
@@ -432,7 +443,7 @@ where
             let output = output.completed()?;
             Some(U::from(crate::RollbackFn::new(rollback.take()?, output.clone())))
         };
-        self.step.tx.execute(self.step.config, self.execute, Some(make_undo))
+        self.step.tx.execute(self.step.config, Parts { execute: self.execute, undo: Some(make_undo) })
     }
 
     /// Like [`rollback`](Execute::rollback), but each rollback attempt
@@ -462,7 +473,7 @@ where
             let output = output.completed()?;
             Some(U::from(crate::RollbackFn::new(rollback.take()?, (state.clone(), output.clone()))))
         };
-        self.step.tx.execute(self.step.config, self.execute, Some(make_undo))
+        self.step.tx.execute(self.step.config, Parts { execute: self.execute, undo: Some(make_undo) })
     }
 
     /// Runs the step with a rollback that also covers an *uncertain*
@@ -488,7 +499,7 @@ where
     {
         let make_undo =
             move |output: Maybe<&F::Output>| Some(U::from(crate::RollbackFn::new(rollback.clone(), output.cloned())));
-        self.step.tx.execute(self.step.config, self.execute, Some(make_undo))
+        self.step.tx.execute(self.step.config, Parts { execute: self.execute, undo: Some(make_undo) })
     }
 
     /// [`rollback_uncertain`](Execute::rollback_uncertain) with a shared
@@ -534,7 +545,7 @@ where
         let make_undo = move |output: Maybe<&F::Output>| {
             Some(U::from(crate::RollbackFn::new(rollback.clone(), (state.clone(), output.cloned()))))
         };
-        self.step.tx.execute(self.step.config, self.execute, Some(make_undo))
+        self.step.tx.execute(self.step.config, Parts { execute: self.execute, undo: Some(make_undo) })
     }
 
     /// Runs the step and, once it completes, records `make_undo(&output)` as
@@ -548,7 +559,7 @@ where
             let output = output.completed()?;
             Some(make_undo.take()?(output))
         };
-        self.step.tx.execute(self.step.config, self.execute, Some(make_undo))
+        self.step.tx.execute(self.step.config, Parts { execute: self.execute, undo: Some(make_undo) })
     }
 
     /// Like [`undo`](Execute::undo), for uncertain failures too (see
@@ -560,6 +571,51 @@ where
         Mk: FnMut(Maybe<&F::Output>) -> U,
     {
         let make_undo = move |output: Maybe<&F::Output>| Some(make_undo(output));
-        self.step.tx.execute(self.step.config, self.execute, Some(make_undo))
+        self.step.tx.execute(self.step.config, Parts { execute: self.execute, undo: Some(make_undo) })
+    }
+}
+
+/// What the engine needs of one step: its attempts, and its undo records.
+/// Not generic over the call site when the step is an [`Action`]: every
+/// step of one action type shares one copy of the step engine.
+pub(crate) trait StepParts<Ctx: ?Sized, U> {
+    type Output;
+    type Error: fmt::Display;
+
+    /// Whether the step may owe an undo record (it then needs room for one).
+    fn has_undo(&self) -> bool;
+
+    /// Starts one attempt.
+    fn call(&mut self, ctx: &mut Ctx) -> impl Future<Output = Result<Self::Output, Self::Error>>;
+
+    /// The undo record owed for `output` (`Maybe::Uncertain`: while an
+    /// attempt is in flight, or after an uncertain one), if any.
+    fn make_undo(&mut self, output: Maybe<&Self::Output>) -> Option<U>;
+}
+
+/// A step given as closures: an execute function, and an undo maker.
+pub(crate) struct Parts<F, M> {
+    pub(crate) execute: F,
+    pub(crate) undo: Option<M>,
+}
+
+impl<Ctx: ?Sized, U, F, M> StepParts<Ctx, U> for Parts<F, M>
+where
+    F: StepFn<Ctx>,
+    M: FnMut(Maybe<&F::Output>) -> Option<U>,
+{
+    type Output = F::Output;
+    type Error = F::Error;
+
+    fn has_undo(&self) -> bool {
+        self.undo.is_some()
+    }
+
+    fn call(&mut self, ctx: &mut Ctx) -> impl Future<Output = Result<F::Output, F::Error>> {
+        self.execute.call(ctx)
+    }
+
+    fn make_undo(&mut self, output: Maybe<&F::Output>) -> Option<U> {
+        self.undo.as_mut().and_then(|make| make(output))
     }
 }

@@ -9,7 +9,7 @@ use crate::future::with_timeout;
 use crate::ledger::{Ledger, Panicked, UndoRecord, ViaRollback};
 use crate::manager::Outcome;
 use crate::panic::guarded_call;
-use crate::step::{Maybe, Step, StepConfig, StepFn};
+use crate::step::{Maybe, Step, StepConfig, StepParts};
 use crate::text::ErrorText;
 use crate::trace::within;
 use crate::{
@@ -381,22 +381,20 @@ where
     /// Every call into user code (the execute closure and its future, the
     /// undo maker and the output's `Clone`, hooks, the clock's `sleep`) is
     /// inside the panic guard.
-    pub(crate) async fn execute<F, M>(
+    pub(crate) async fn execute<P>(
         &mut self,
         config: StepConfig,
-        mut execute: F,
-        mut make_undo: Option<M>,
-    ) -> Result<F::Output, StepError<F::Error>>
+        mut parts: P,
+    ) -> Result<P::Output, StepError<P::Error>>
     where
-        F: StepFn<Ctx>,
-        M: FnMut(Maybe<&F::Output>) -> Option<U>,
+        P: StepParts<Ctx, U>,
     {
         if self.past_deadline() {
             // No step starts at or after the deadline: wait for the
             // interrupt, which is due and stops the body.
             core::future::pending::<()>().await;
         }
-        let index = match self.begin_step(config, make_undo.is_some()) {
+        let index = match self.begin_step(config, parts.has_undo()) {
             Ok(index) => index,
             Err((step, index, refused)) => return Err(StepError { step, index, kind: refused.into_kind() }),
         };
@@ -430,7 +428,7 @@ where
                     if !uncertain {
                         if parked.is_none() {
                             let made =
-                                crate::panic::caught(|| make_undo.as_mut().and_then(|make| make(Maybe::Uncertain)));
+                                crate::panic::caught(|| parts.make_undo(Maybe::Uncertain));
                             match made {
                                 Ok(undo) => parked = undo.map(|undo| self.undo_record(index, undo)),
                                 Err(panic) => return Err(self.step_broke(index, panic)),
@@ -443,7 +441,7 @@ where
                     }
                     let ctx = &mut *self.ctx;
                     let attempt_result =
-                        within(&span, guarded_call(|| with_timeout(clock, timeout, execute.call(ctx)))).await;
+                        within(&span, guarded_call(|| with_timeout(clock, timeout, parts.call(ctx)))).await;
                     let result = match attempt_result {
                         Ok(Some(Ok(output))) => Ok(output),
                         Ok(Some(Err(error))) => Err(StepErrorKind::Failed(error)),
@@ -456,7 +454,7 @@ where
             let kind = match result {
                 Ok(output) => {
                     let made =
-                        crate::panic::caught(|| make_undo.as_mut().and_then(|make| make(Maybe::Completed(&output))));
+                        crate::panic::caught(|| parts.make_undo(Maybe::Completed(&output)));
                     match made {
                         Ok(Some(undo)) => {
                             let undo = self.undo_record(index, undo);

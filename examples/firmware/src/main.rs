@@ -16,7 +16,8 @@ use firmware::board::{Board, Faults, HwError};
 use firmware::say;
 use firmware::scenario::{self, Outcome, Report, Status};
 use transaction_manager::{
-    Committed, EmbassyClock, Fixed, RetryPolicy, Rollback, StepError, StepStatus, TransactionError, TransactionManager,
+    Action, Committed, EmbassyClock, Fixed, Maybe, RetryPolicy, Rollback, StepError, StepStatus, TransactionError,
+    TransactionManager,
 };
 
 /// How to undo each step that has a rollback: plain data, kept inline in
@@ -50,45 +51,73 @@ const POWER_RETRY: RetryPolicy =
 const BUS_RETRY: RetryPolicy = RetryPolicy::new().with_max_retries(1).with_initial_interval(Duration::from_millis(5));
 const RADIO_RETRY: RetryPolicy = POWER_RETRY;
 
-type BringUp = Result<Committed<Up, Fixed<4>>, TransactionError<StepError<HwError>, HwError, Fixed<4>>>;
+/// The steps of the bring-up, as data: every step shares one copy of the
+/// library's step engine.
+enum BringUp {
+    Power,
+    Bus,
+    Sensor,
+    Radio,
+}
 
-/// The transaction. The board is lent to each step and each rollback in
-/// turn; the closures capture nothing and reach it through their argument.
+/// What a step returns.
+enum Done {
+    Rail(u16),
+    Bus,
+    Chip(u8),
+    Radio,
+}
+
+impl Action<Board> for BringUp {
+    type Output = Done;
+    type Error = HwError;
+    type Undo = Undo;
+
+    async fn execute(&mut self, board: &mut Board) -> Result<Done, HwError> {
+        match self {
+            BringUp::Power => board.power.on().await.map(Done::Rail),
+            BringUp::Bus => board.i2c.init().await.map(|()| Done::Bus),
+            BringUp::Sensor => board.sensor.probe().await.map(Done::Chip),
+            BringUp::Radio => board.radio.start().await.map(|()| Done::Radio),
+        }
+    }
+
+    fn undo(&self, output: Maybe<&Done>) -> Option<Undo> {
+        match (self, output) {
+            (_, Maybe::Uncertain) => None,
+            (BringUp::Power, _) => Some(Undo::RailOff),
+            (BringUp::Bus, _) => Some(Undo::ReleaseBus),
+            // Reading an id changes nothing: no rollback.
+            (BringUp::Sensor, _) => None,
+            (BringUp::Radio, _) => Some(Undo::RadioOff),
+        }
+    }
+}
+
+type BringUpResult = Result<Committed<Up, Fixed<4>>, TransactionError<StepError<HwError>, HwError, Fixed<4>>>;
+
 fn bring_up<'a>(
     manager: &'a TransactionManager<EmbassyClock>,
     board: &'a mut Board,
-) -> impl Future<Output = BringUp> + 'a {
+) -> impl Future<Output = BringUpResult> + 'a {
     manager.transaction("bring-up").fixed::<Undo, 4>().run_with(board, async |tx| {
-        let rail_mv = tx
-            .step("power")
-            .retry(POWER_RETRY)
-            .execute_with(async |b: &mut Board| b.power.on().await)
-            .undo(|_| Undo::RailOff)
-            .await?;
-        tx.step("i2c")
-            .retry(BUS_RETRY)
-            .execute_with(async |b: &mut Board| b.i2c.init().await)
-            .undo(|_| Undo::ReleaseBus)
-            .await?;
-        // Reading an id changes nothing: no rollback.
-        let chip_id = tx
-            .step("sensor")
-            .timeout(Duration::from_millis(20))
-            .retry(BUS_RETRY)
-            .run_with(async |b: &mut Board| b.sensor.probe().await)
-            .await?;
-        tx.step("radio")
-            .retry(RADIO_RETRY)
-            .execute_with(async |b: &mut Board| b.radio.start().await)
-            .undo(|_| Undo::RadioOff)
-            .await?;
+        let Done::Rail(rail_mv) = tx.step("power").retry(POWER_RETRY).perform(BringUp::Power).await? else {
+            unreachable!()
+        };
+        tx.step("i2c").retry(BUS_RETRY).perform(BringUp::Bus).await?;
+        let Done::Chip(chip_id) =
+            tx.step("sensor").timeout(Duration::from_millis(20)).retry(BUS_RETRY).perform(BringUp::Sensor).await?
+        else {
+            unreachable!()
+        };
+        tx.step("radio").retry(RADIO_RETRY).perform(BringUp::Radio).await?;
         Ok::<_, StepError<HwError>>(Up { rail_mv, chip_id })
     })
 }
 
 /// Prints the outcome as a firmware would log it, and reduces it to the
 /// report the scenario checks compare.
-fn report(result: &BringUp) -> Report {
+fn report(result: &BringUpResult) -> Report {
     let summary = match result {
         Ok(done) => done.summary(),
         Err(error) => error.summary(),
