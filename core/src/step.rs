@@ -236,7 +236,8 @@ where
         Fut: Future<Output = Result<Out, E>>,
         E: fmt::Display,
     {
-        self.tx.execute(self.config, Parts { execute: Plain(execute), undo: None::<fn(crate::Maybe<&Out>) -> Option<U>> })
+        self.tx
+            .execute(self.config, Parts { execute: Plain(execute), undo: None::<fn(crate::Maybe<&Out>) -> Option<U>> })
     }
 
     /// Runs the step given as data (an [`Action`](crate::Action), usually a
@@ -257,7 +258,10 @@ where
         F: AsyncFnMut(&mut Ctx) -> Result<Out, E>,
         E: fmt::Display,
     {
-        self.tx.execute(self.config, Parts { execute: WithContext(execute), undo: None::<fn(crate::Maybe<&Out>) -> Option<U>> })
+        self.tx.execute(
+            self.config,
+            Parts { execute: WithContext(execute), undo: None::<fn(crate::Maybe<&Out>) -> Option<U>> },
+        )
     }
 }
 
@@ -423,7 +427,10 @@ where
     /// whose errors were converted with [`map_err`](Execute::map_err) or
     /// [`err_into`](Execute::err_into) and that has nothing to undo.
     pub fn no_rollback(self) -> impl Future<Output = Result<F::Output, StepError<F::Error>>> {
-        self.step.tx.execute(self.step.config, Parts { execute: self.execute, undo: None::<fn(crate::Maybe<&F::Output>) -> Option<U>> })
+        self.step.tx.execute(
+            self.step.config,
+            Parts { execute: self.execute, undo: None::<fn(crate::Maybe<&F::Output>) -> Option<U>> },
+        )
     }
 
     /// Runs the step with a rollback closure that receives (a clone of) the

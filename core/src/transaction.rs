@@ -427,8 +427,7 @@ where
                 Ok(()) => {
                     if !uncertain {
                         if parked.is_none() {
-                            let made =
-                                crate::panic::caught(|| parts.make_undo(Maybe::Uncertain));
+                            let made = crate::panic::caught(|| parts.make_undo(Maybe::Uncertain));
                             match made {
                                 Ok(undo) => parked = undo.map(|undo| self.undo_record(index, undo)),
                                 Err(panic) => return Err(self.step_broke(index, panic)),
@@ -453,8 +452,7 @@ where
             };
             let kind = match result {
                 Ok(output) => {
-                    let made =
-                        crate::panic::caught(|| parts.make_undo(Maybe::Completed(&output)));
+                    let made = crate::panic::caught(|| parts.make_undo(Maybe::Completed(&output)));
                     match made {
                         Ok(Some(undo)) => {
                             let undo = self.undo_record(index, undo);
