@@ -586,26 +586,42 @@ where
                 let body = async { body(&mut tx).await };
                 crate::panic::guarded_body(race(wait, body)).await
             };
-            match stopped {
-                Ok(Either::Right(Ok(value))) => tx.commit(value).await,
-                Ok(Either::Right(Err(cause))) => tx.abort(cause).await,
+            let ended = match stopped {
+                Ok(Either::Right(Ok(value))) => {
+                    tx.commit().await;
+                    Ok(value)
+                }
+                Ok(Either::Right(Err(cause))) => Err((cause, tx.abort().await)),
                 Ok(Either::Left(Ok(interrupt))) => {
                     let reason = interrupt.into_reason();
                     tm_warn!("{}: interrupted: {}", tx.id(), reason);
                     let (step, steps) = tx.interrupted(&reason);
-                    tx.abort(interrupt.into_body_error(step, steps)).await
+                    Err((interrupt.into_body_error(step, steps), tx.abort().await))
                 }
+                // Panics are caught only with `std`: without it these arms
+                // cannot happen (their values do not exist), and compile
+                // to nothing.
                 Ok(Either::Left(Err(panic))) => {
-                    tm_error!("{}: the interrupt panicked: {}; rolling back", tx.id(), panic);
-                    let _ = tx.abort::<T, crate::panic::BodyPanicked>(crate::panic::BodyPanicked).await;
+                    #[cfg(feature = "std")]
+                    {
+                        tm_error!("{}: the interrupt panicked: {}; rolling back", tx.id(), panic);
+                        let _ = tx.abort().await;
+                    }
                     crate::panic::resume_message(panic)
                 }
                 Err(panic) => {
-                    tm_error!("{}: the body panicked; rolling back before resuming the panic", tx.id());
-                    let _ = tx.abort::<T, crate::panic::BodyPanicked>(crate::panic::BodyPanicked).await;
+                    #[cfg(feature = "std")]
+                    {
+                        tm_error!("{}: the body panicked; rolling back before resuming the panic", tx.id());
+                        let _ = tx.abort().await;
+                    }
                     crate::panic::resume(panic)
                 }
-            }
+            };
+            drop(tx);
+            // The outcome is built once, around the summary moved out of the
+            // ledger: no copy of it travels through the layers above.
+            outcome_of(ended, ledger.summary)
         })
         .await;
         crate::trace::outcome(
@@ -617,5 +633,20 @@ where
             },
         );
         outcome
+    }
+}
+
+/// The outcome of a transaction that ended: its value, or its body's error
+/// and the rollbacks that failed; with its summary. Out of line, so the
+/// moves of the summary are in one place, not in every caller's frame.
+#[inline(never)]
+#[allow(clippy::type_complexity)]
+fn outcome_of<T, B, RE, S: Storage>(
+    ended: Result<T, (B, S::List<crate::RollbackFailure<RE>>)>,
+    summary: crate::Summary<S>,
+) -> Outcome<T, B, RE, S> {
+    match ended {
+        Ok(value) => Ok(Committed { value, summary }),
+        Err((cause, rollback_failures)) => Err(TransactionError { cause, rollback_failures, summary }),
     }
 }

@@ -206,10 +206,6 @@ pub(crate) fn resume_message(panic: PanicMessage) -> ! {
     match panic.0 {}
 }
 
-/// The cause recorded while rolling back after the body panicked (the
-/// transaction's result is never returned: the panic resumes).
-pub(crate) struct BodyPanicked;
-
 /// Without `std` nothing is caught, so there is never a message to take.
 #[cfg(not(feature = "std"))]
 fn message_of(never: BodyPanic) -> PanicMessage {

@@ -7,14 +7,13 @@ use core::time::Duration;
 
 use crate::future::with_timeout;
 use crate::ledger::{Ledger, Panicked, UndoRecord, ViaRollback};
-use crate::manager::Outcome;
 use crate::panic::guarded_call;
 use crate::step::{Maybe, Step, StepConfig, StepParts};
 use crate::text::ErrorText;
 use crate::trace::within;
 use crate::{
-    AbandonPolicy, Abandoned, Clock, Committed, Hooks, List, Rollback, RollbackState, StepError, StepErrorKind,
-    StepEvent, StepRecord, StepStatus, Storage, TransactionError, TransactionInfo, TransactionManager,
+    AbandonPolicy, Abandoned, Clock, Hooks, List, Rollback, RollbackState, StepError, StepErrorKind, StepEvent,
+    StepRecord, StepStatus, Storage, TransactionInfo, TransactionManager,
 };
 
 /// A transaction in progress: the handle its body receives, to add steps.
@@ -225,7 +224,7 @@ where
     }
 
     /// The body returned `Ok`: commit.
-    pub(crate) async fn commit<T, B>(&mut self, value: T) -> Outcome<T, B, U::Error, S> {
+    pub(crate) async fn commit(&mut self) {
         self.on_drop = None;
         self.settle_dropped_step();
         let manager = self.manager;
@@ -234,11 +233,12 @@ where
         summary.completed_at = now;
         tm_info!("{} `{}`: committed after {} step(s)", summary.info.id, summary.info.operation, summary.total_steps());
         complete(&manager.hooks, &self.ledger.summary, true).await;
-        Ok(Committed { value, summary: self.ledger.take_summary() })
     }
 
     /// The body failed: roll back the completed steps.
-    pub(crate) async fn abort<T, B>(&mut self, cause: B) -> Outcome<T, B, U::Error, S> {
+    /// Returns the rollbacks that failed for good; the caller builds the
+    /// error around them and the summary, once (not moved through layers).
+    pub(crate) async fn abort(&mut self) -> S::List<crate::RollbackFailure<U::Error>> {
         self.settle_dropped_step();
         let manager = self.manager;
         let info = &self.ledger.summary.info;
@@ -246,8 +246,12 @@ where
         tm_warn!("{} `{}`: body failed; {} step(s) to roll back", info.id, info.operation, owed);
         // The ledger stays in `self` while rolling back: if this future is
         // dropped now, what is still owed goes to the abandon policy.
-        let rollback_failures =
-            self.ledger.roll_back::<ViaRollback, _, _, _>(&mut *self.ctx, &manager.clock, &manager.hooks).await;
+        let rollback_failures = crate::future::boundary(self.ledger.roll_back::<ViaRollback, _, _, _>(
+            &mut *self.ctx,
+            &manager.clock,
+            &manager.hooks,
+        ))
+        .await;
         self.on_drop = None;
         let now = self.now();
         let summary = &mut self.ledger.summary;
@@ -265,7 +269,7 @@ where
             );
         }
         complete(&manager.hooks, &self.ledger.summary, false).await;
-        Err(TransactionError { cause, rollback_failures, summary: self.ledger.take_summary() })
+        rollback_failures
     }
 
     /// Records a new step (its record, and its policies for the attempts
