@@ -33,6 +33,11 @@ LOG_DIR=$OUT/logs
 # board for each target
 declare -A BOARD=([thumbv7m-none-eabi]=mps2-an385 [thumbv7em-none-eabihf]=mps2-an386)
 TARGETS=(thumbv7m-none-eabi thumbv7em-none-eabihf)
+# The library's profiles: `semihosting` and `defmt` are the compact profile
+# (no error texts kept: `default-features = false`, `embassy`), printing
+# through semihosting or defmt; `full` keeps error texts (`error-text`), with
+# semihosting output.
+FLAVOURS=(semihosting defmt full)
 QEMU_TIMEOUT=60                     # a run takes about half a second
 START=$SECONDS
 
@@ -95,12 +100,13 @@ for args in "-p transaction-manager-core" \
 done
 echo "no_std build passed"
 
-step "build the firmware (both targets; semihosting and defmt)"
+step "build the firmware (both targets; profiles: compact with semihosting or defmt output, full)"
 mkdir -p "$ELF_DIR" "$LOG_DIR"
 for target in "${TARGETS[@]}"; do
-    for flavour in semihosting defmt; do
+    for flavour in "${FLAVOURS[@]}"; do
         features=()
         [[ $flavour == defmt ]] && features=(--features defmt)
+        [[ $flavour == full ]] && features=(--features error-text)
         echo "--- $target, $flavour"
         (cd "$FIRMWARE" && thumb_cargo build --quiet --locked --release --bins \
             --target "$target" "${features[@]}")
@@ -118,7 +124,7 @@ qemu() { # target elf
 
 step "run in QEMU: every scenario must end as expected"
 for target in "${TARGETS[@]}"; do
-    for flavour in semihosting defmt; do
+    for flavour in "${FLAVOURS[@]}"; do
         for bin in firmware hand-written; do
             elf=$ELF_DIR/$target/$flavour/$bin
             log=$LOG_DIR/$target-$flavour-$bin.log
@@ -160,7 +166,7 @@ section() { # elf name -> size of that section (0 if absent)
 printf '\n%-22s %-12s %-13s %7s %7s %7s %7s %7s %7s\n' \
     target output binary flash .text .rodata .data .bss RAM
 for target in "${TARGETS[@]}"; do
-    for flavour in semihosting defmt; do
+    for flavour in "${FLAVOURS[@]}"; do
         declare -A size=()
         for bin in firmware hand-written; do
             elf=$ELF_DIR/$target/$flavour/$bin
@@ -193,7 +199,7 @@ logged() { # log "text before the number" -> the number (fails if absent)
 }
 declare -A measured=()
 for target in "${TARGETS[@]}"; do
-    for flavour in semihosting defmt; do
+    for flavour in "${FLAVOURS[@]}"; do
         for bin in firmware hand-written; do
             elf=$ELF_DIR/$target/$flavour/$bin
             log=$LOG_DIR/$target-$flavour-$bin.log
@@ -212,7 +218,7 @@ done
 declare -A label=([stack]="stack high-water mark" [text]=".text" [ram]=".data + .bss" [future]="transaction future")
 METRICS=(stack text ram future)
 for target in "${TARGETS[@]}"; do
-    for flavour in semihosting defmt; do
+    for flavour in "${FLAVOURS[@]}"; do
         printf '\n%s (%s), %s output, bytes:\n' "$target" "${BOARD[$target]}" "$flavour"
         printf '| %-22s | %12s | %9s | %9s |\n' "" hand-written library cost
         printf '|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..24})" "$(printf -- '-%.0s' {1..13}):" \

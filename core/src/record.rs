@@ -272,9 +272,10 @@ impl StepRecord {
     /// after a later attempt succeeds, so a retried step shows why it was
     /// retried ([`succeeded`](StepRecord::succeeded) tells the two apart;
     /// `Display` prints it as `last failed attempt: …`). Without `alloc`,
-    /// cut to 56 bytes.
+    /// cut to 56 bytes; without the `error-text` feature, always `None`
+    /// (no text is kept).
     pub fn error(&self) -> Option<&str> {
-        self.error.as_ref().map(ErrorText::as_str)
+        self.error.as_ref().filter(|_| ErrorText::KEPT).map(ErrorText::as_str)
     }
 
     /// When the first rollback attempt started.
@@ -292,9 +293,10 @@ impl StepRecord {
         self.rollback_attempts
     }
 
-    /// The text of the most recent rollback error (or timeout), if any.
+    /// The text of the most recent rollback error (or timeout), if any
+    /// (always `None` without the `error-text` feature).
     pub fn rollback_error(&self) -> Option<&str> {
-        self.rollback_error.as_ref().map(ErrorText::as_str)
+        self.rollback_error.as_ref().filter(|_| ErrorText::KEPT).map(ErrorText::as_str)
     }
 }
 

@@ -382,6 +382,7 @@ impl<'s, 't, M, Ctx: ?Sized, U, S: Storage, F: StepFn<Ctx>> Execute<'s, 't, M, C
     ///     Ok::<_, StepError<AppError>>(n)
     /// })).unwrap_err();
     /// assert!(matches!(err.cause().kind(), StepErrorKind::Failed(AppError::Parse(_))));
+    /// # #[cfg(feature = "error-text")]
     /// assert_eq!(err.summary().steps()[1].error(), Some("parse: invalid digit found in string"));
     /// ```
     pub fn map_err<G, E2>(self, map: G) -> Execute<'s, 't, M, Ctx, U, S, MapErr<F, G>>

@@ -26,6 +26,7 @@ use crate::{Name, StepRecord, StepStatus, Storage, TransactionId, TransactionInf
 /// let summary = err.summary();
 /// assert_eq!(summary.operation_name(), "order");
 /// assert_eq!((summary.total_steps(), summary.completed_steps(), summary.failed_steps()), (2, 1, 1));
+/// # #[cfg(feature = "error-text")] // kept with `alloc`, or the `error-text` feature
 /// assert_eq!(summary.steps()[1].error(), Some("card declined"));
 /// println!("{summary}");
 /// ```

@@ -116,22 +116,37 @@ impl Display for Name {
 
 /// Bytes of error text a summary keeps per error without an allocator
 /// (with the length, 64 bytes per text).
-#[cfg(not(feature = "alloc"))]
+#[cfg(all(feature = "error-text", not(feature = "alloc")))]
 pub(crate) const ERROR_TEXT_BYTES: usize = 56;
 
 /// The `Display` text of an error, kept in a summary after the error value
 /// itself has moved on (into the final error, or been dropped after a
 /// retry). With `alloc` the whole text is kept; without, the first
 /// `ERROR_TEXT_BYTES` (56) bytes, ending in `…` when cut.
+///
+/// Without the `error-text` feature (and without `alloc`, which implies
+/// it) no text is kept at all: the type is empty, capturing does nothing,
+/// and records report no error text — the compact firmware profile.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct ErrorText(
     #[cfg(feature = "alloc")] String,
-    #[cfg(not(feature = "alloc"))] heapless::String<ERROR_TEXT_BYTES>,
+    #[cfg(all(feature = "error-text", not(feature = "alloc")))] heapless::String<ERROR_TEXT_BYTES>,
 );
 
 impl ErrorText {
+    /// Whether texts are kept (the `error-text` feature).
+    pub(crate) const KEPT: bool = cfg!(feature = "error-text");
+
     /// The text of `error`. A `Display` that panics (user code) leaves a
     /// text saying so instead of unwinding through the engine (with `std`).
+    #[cfg(not(feature = "error-text"))]
+    pub(crate) fn capture(_: &dyn Display) -> Self {
+        Self()
+    }
+
+    /// The text of `error`. A `Display` that panics (user code) leaves a
+    /// text saying so instead of unwinding through the engine (with `std`).
+    #[cfg(feature = "error-text")]
     pub(crate) fn capture(error: &dyn Display) -> Self {
         match crate::panic::caught(|| Self::capture_unguarded(error)) {
             Ok(text) => text,
@@ -139,13 +154,14 @@ impl ErrorText {
         }
     }
 
+    #[cfg(feature = "error-text")]
     fn capture_unguarded(error: &dyn Display) -> Self {
         #[cfg(feature = "alloc")]
         {
             use alloc::string::ToString;
             Self(error.to_string())
         }
-        #[cfg(not(feature = "alloc"))]
+        #[cfg(all(feature = "error-text", not(feature = "alloc")))]
         {
             let mut out = Truncating::<ERROR_TEXT_BYTES>::new();
             let _ = write!(out, "{error}");
@@ -154,13 +170,20 @@ impl ErrorText {
     }
 
     pub(crate) fn as_str(&self) -> &str {
-        self.0.as_str()
+        #[cfg(feature = "error-text")]
+        {
+            self.0.as_str()
+        }
+        #[cfg(not(feature = "error-text"))]
+        ""
     }
 }
 
 /// The text kept for an error whose `Display` panicked.
+#[cfg(feature = "error-text")]
 struct DisplayPanicked<'a>(&'a crate::PanicMessage);
 
+#[cfg(feature = "error-text")]
 impl Display for DisplayPanicked<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "<its Display panicked: {}>", self.0)
