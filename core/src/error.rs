@@ -91,6 +91,25 @@ impl<E> StepErrorKind<E> {
         matches!(self, StepErrorKind::TimedOut { .. })
     }
 
+    /// What kind of failure this is, in a few words and without formatting
+    /// machinery: for compact firmware logs.
+    ///
+    /// ```
+    /// use transaction_manager::StepErrorKind;
+    /// let kind: StepErrorKind<&str> = StepErrorKind::TimedOut { timeout: core::time::Duration::from_millis(20) };
+    /// assert_eq!(kind.as_str(), "timed out");
+    /// ```
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StepErrorKind::Failed(_) => "failed",
+            StepErrorKind::TimedOut { .. } => "timed out",
+            StepErrorKind::CapacityExceeded { .. } => "capacity exceeded",
+            StepErrorKind::Panicked(_) => "panicked",
+            StepErrorKind::Interrupted(_) => "interrupted",
+            StepErrorKind::EmptyName => "empty name",
+        }
+    }
+
     /// Whether the step may have taken effect although it failed: it timed
     /// out, panicked, or was interrupted mid-attempt.
     pub fn is_uncertain(&self) -> bool {

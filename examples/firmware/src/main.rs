@@ -124,7 +124,13 @@ fn report(result: &BringUpResult) -> Report {
     };
     let mut steps = [Status::NotRun; 4];
     for (status, record) in steps.iter_mut().zip(summary.steps()) {
+        // The full profile prints the library's summary lines; the compact
+        // one what the hand-written bring-up prints, so that the library's
+        // `Display` code is not linked (see README.md).
+        #[cfg(feature = "error-text")]
         say!("  {}", record);
+        #[cfg(not(feature = "error-text"))]
+        say!("  #{} `{}` {}", record.index(), record.name().as_str(), record.status().as_str());
         *status = match record.status() {
             StepStatus::Completed => Status::Done,
             StepStatus::Failed => Status::Failed,
@@ -140,7 +146,20 @@ fn report(result: &BringUpResult) -> Report {
             Outcome::Up { rail_mv: up.rail_mv, chip_id: up.chip_id }
         }
         Err(error) => {
+            #[cfg(feature = "error-text")]
             say!("{}", error);
+            #[cfg(not(feature = "error-text"))]
+            {
+                let cause = error.cause();
+                match cause.error() {
+                    Some(hw) => say!("bring-up failed: step `{}`: {}", cause.step().as_str(), hw),
+                    None => say!("bring-up failed: step `{}`: {}", cause.step().as_str(), cause.kind().as_str()),
+                }
+                say!(
+                    "{}",
+                    if error.is_partially_rolled_back() { "PARTIALLY rolled back" } else { "rolled back cleanly" }
+                );
+            }
             Outcome::Failed {
                 step: error.cause().index(),
                 timed_out: error.cause().is_timeout(),
