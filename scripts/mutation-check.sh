@@ -6,6 +6,7 @@
 # it, and fails if a mutant passes. The work tree is restored after each.
 #
 # Usage: bash scripts/mutation-check.sh [patch ...]   (default: all)
+# It edits core/src in place while it runs: do not edit or commit meanwhile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
