@@ -69,3 +69,10 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     }
     exit(false)
 }
+
+/// The size of the future `make` would return, without calling it: building
+/// a future only to measure it would give the measuring task's stack frame a
+/// slot of that size for good.
+pub fn future_size<F: core::future::Future>(_make: impl FnOnce() -> F) -> usize {
+    core::mem::size_of::<F>()
+}

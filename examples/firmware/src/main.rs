@@ -178,7 +178,7 @@ async fn main(_spawner: Spawner) {
     // Measured, not run: the transaction's future is what the task stores
     // while the bring-up runs.
     let mut board = Board::new(Faults::default());
-    say!("transaction future: {} bytes", core::mem::size_of_val(&bring_up(&manager, &mut board)));
+    say!("transaction future: {} bytes", firmware::future_size(|| bring_up(&manager, &mut board)));
 
     let passed = scenario::run_all(async |board| report(&bring_up(&manager, board).await)).await;
     // Read before printing it: the print's own frames are not the

@@ -115,7 +115,7 @@ async fn main(_spawner: Spawner) {
     firmware::init();
 
     let mut board = Board::new(Faults::default());
-    say!("bring-up future: {} bytes", core::mem::size_of_val(&bring_up(&mut board)));
+    say!("bring-up future: {} bytes", firmware::future_size(|| bring_up(&mut board)));
 
     let passed = scenario::run_all(async |board| bring_up(board).await).await;
     // Read before printing it: the print's own frames are not the
