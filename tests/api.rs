@@ -327,3 +327,37 @@ fn one_bound_accepts_any_manager() {
     assert_eq!(clock.block_on(provision(&&with_hooks)), Ok(7));
     assert_eq!(*started.lock().unwrap(), 3);
 }
+
+/// Without per-step times (`with_step_times(false)`) no step or rollback
+/// time is recorded, and the rest — timeouts, rollback, the transaction's
+/// own times — works as before.
+#[test]
+fn step_times_can_be_turned_off() {
+    use std::time::Duration;
+    use transaction_manager::{ManualClock, StepError, StepStatus, TransactionManager};
+
+    let clock = ManualClock::new();
+    let manager = TransactionManager::new(&clock).with_step_times(false);
+    let c = &clock;
+    let err = clock
+        .block_on(manager.run("no times", async |tx| {
+            tx.step("a").execute(|| async { Ok(1u8) }).rollback(|_| async { Ok::<_, &str>(()) }).await?;
+            tx.step("slow")
+                .timeout(Duration::from_millis(10))
+                .run(|| async {
+                    c.sleep(Duration::from_secs(1)).await;
+                    Ok::<_, &str>(())
+                })
+                .await?;
+            Ok::<_, StepError<&str>>(())
+        }))
+        .expect_err("the second step times out");
+    assert!(err.cause().is_timeout());
+    let steps = err.summary().steps();
+    assert_eq!((steps[0].status(), steps[1].status()), (StepStatus::RolledBack, StepStatus::Failed));
+    for step in steps {
+        assert_eq!((step.started_at(), step.completed_at(), step.duration()), (None, None, None));
+        assert_eq!((step.rollback_started_at(), step.rollback_completed_at()), (None, None));
+    }
+    assert_eq!(err.summary().duration(), Duration::from_millis(10));
+}

@@ -501,6 +501,27 @@ fn figures_time<R: Runtime>(rt: &R, mode: Mode, report: &mut Report) {
             step_l.1 - step_h.1
         ),
     );
+    // The same with per-step times off (`with_step_times(false)`): two
+    // clock readings fewer per step.
+    let quiet = TransactionManager::new(rt.clock()).with_step_times(false);
+    let q1c8 = time(rt, mode, || lib_fixed!(&quiet, Noop, 8; "a" => step));
+    let q8c8 = time(rt, mode, || {
+        lib_fixed!(&quiet, Noop, 8; "a" => step, "b" => step, "c" => step, "d" => step,
+            "e" => step, "f" => step, "g" => step, "h" => step)
+    });
+    let step_q = per(q8c8, q1c8, 7.0);
+    report.value_row(
+        "cost of one more step, step times off",
+        &format!(
+            "library {:.1} ns (cpu {:.1}) | hand {:.1} ns (cpu {:.1}) | diff {:+.1} ns (cpu {:+.1}) [target <= 50]",
+            step_q.0,
+            step_q.1,
+            step_h.0,
+            step_h.1,
+            step_q.0 - step_h.0,
+            step_q.1 - step_h.1
+        ),
+    );
     let slot = per(l1c8, l1c1, 7.0);
     report.value_row(
         "cost of one more capacity slot (1 step, cap 8 vs 1)",

@@ -49,6 +49,8 @@ pub(crate) struct Ledger<U, S: Storage> {
     pub(crate) summary: Summary<S>,
     pub(crate) rng: SplitMix64,
     pub(crate) on_rollback_failure: RollbackFailurePolicy,
+    /// Whether step records get start and end times.
+    pub(crate) step_times: bool,
     pub(crate) undo: S::List<UndoRecord<U>>,
 }
 
@@ -76,19 +78,27 @@ impl<U, S: Storage> Ledger<U, S> {
         started_at: Duration,
         seed: u64,
         on_rollback_failure: RollbackFailurePolicy,
+        step_times: bool,
     ) -> Self {
         Self {
             summary: Summary { info, started_at, completed_at: started_at, steps: Default::default() },
             rng: SplitMix64::new(seed),
             on_rollback_failure,
+            step_times,
             undo: Default::default(),
         }
+    }
+
+    /// A step's timestamp: the clock's time, or none without per-step times
+    /// ([`TransactionManager::with_step_times`](crate::TransactionManager::with_step_times)).
+    pub(crate) fn stamp<C: Clock + ?Sized>(&self, clock: &C) -> crate::record::At {
+        stamp(self.step_times, clock)
     }
 
     /// A placeholder left behind when the real ledger is moved out.
     pub(crate) fn empty() -> Self {
         let info = TransactionInfo { id: TransactionId::new(0), operation: Name::from("") };
-        Self::new(info, Duration::ZERO, 0, RollbackFailurePolicy::Continue)
+        Self::new(info, Duration::ZERO, 0, RollbackFailurePolicy::Continue, false)
     }
 
     /// The step in progress, if any (the last one, still `InProgress`).
@@ -99,11 +109,11 @@ impl<U, S: Storage> Ledger<U, S> {
 
     /// Marks the step in progress as failed, abandoned for `why`: its
     /// attempt was dropped mid-way, so its outcome is uncertain.
-    pub(crate) fn abandon_in_progress(&mut self, why: &dyn fmt::Display, now: Duration) {
+    pub(crate) fn abandon_in_progress(&mut self, why: &dyn fmt::Display, now: crate::record::At) {
         if let Some(last) = self.summary.steps.last_mut() {
             if last.status == StepStatus::InProgress {
                 last.status = StepStatus::Failed;
-                last.completed_at = crate::record::At::some(now);
+                last.completed_at = now;
                 last.error = Some(ErrorText::capture(why));
             }
         }
@@ -163,11 +173,12 @@ impl<U, S: Storage> Ledger<U, S> {
                 panic
             );
         }
+        let step_times = self.step_times;
         // Hooks only observe: a panic in one is logged and neither stops nor
         // shortens a rollback.
         while let Some(entry) = self.undo.last_mut() {
             let index = entry.step;
-            self.summary.steps[index].rollback_started_at = crate::record::At::some(crate::panic::now(clock));
+            self.summary.steps[index].rollback_started_at = stamp(step_times, clock);
             let mut retry = 0u32;
             let failed = loop {
                 let attempt = retry.saturating_add(1);
@@ -190,7 +201,7 @@ impl<U, S: Storage> Ledger<U, S> {
                         crate::trace::outcome(&span, "ok");
                         let record = &mut self.summary.steps[index];
                         record.status = StepStatus::RolledBack;
-                        record.rollback_completed_at = crate::record::At::some(crate::panic::now(clock));
+                        record.rollback_completed_at = stamp(step_times, clock);
                         tm_info!(
                             "{} `{}`: step `{}` rolled back",
                             self.summary.info.id,
@@ -221,7 +232,7 @@ impl<U, S: Storage> Ledger<U, S> {
                 let last = retry >= entry.retry.max_retries();
                 if last {
                     record.status = StepStatus::RollbackFailed;
-                    record.rollback_completed_at = crate::record::At::some(crate::panic::now(clock));
+                    record.rollback_completed_at = stamp(step_times, clock);
                     tm_error!(
                         "{} `{}`: rollback of step `{}` failed for good on attempt {}: {}",
                         self.summary.info.id,
@@ -261,7 +272,7 @@ impl<U, S: Storage> Ledger<U, S> {
                         // as failed, the earlier ones still run.
                         let record = &mut self.summary.steps[index];
                         record.status = StepStatus::RollbackFailed;
-                        record.rollback_completed_at = crate::record::At::some(crate::panic::now(clock));
+                        record.rollback_completed_at = stamp(step_times, clock);
                         record.rollback_error = Some(ErrorText::capture(&Panicked(&panic)));
                         tm_error!("the clock's sleep() panicked in a rollback backoff: {}", panic);
                         let kind = RollbackErrorKind::Panicked(panic);
@@ -312,4 +323,9 @@ impl fmt::Display for Panicked<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "panicked: {}", self.0)
     }
+}
+
+/// A rollback timestamp (none without per-step times).
+fn stamp<C: Clock + ?Sized>(step_times: bool, clock: &C) -> crate::record::At {
+    if step_times { crate::record::At::some(crate::panic::now(clock)) } else { crate::record::At::NONE }
 }

@@ -162,7 +162,7 @@ where
     fn abandon(&mut self) {
         let manager = self.manager;
         let mut ledger = core::mem::replace(&mut *self.ledger, Ledger::empty());
-        ledger.abandon_in_progress(&"interrupted: the transaction was dropped", crate::panic::now(&manager.clock));
+        ledger.abandon_in_progress(&"interrupted: the transaction was dropped", ledger.stamp(&manager.clock));
         let abandoned = Abandoned { ledger };
         tm_error!(
             "{} `{}`: dropped before it finished, owing {} rollback(s)",
@@ -197,6 +197,12 @@ where
         crate::panic::now(&self.manager.clock)
     }
 
+    /// A step's timestamp: the clock's time, or none when the manager turned
+    /// per-step times off.
+    fn stamp(&self) -> crate::record::At {
+        self.ledger.stamp(&self.manager.clock)
+    }
+
     /// A step whose future the body dropped mid-way (its own `select` or
     /// timeout around the step) is still `InProgress`: record it as
     /// interrupted. Its undo record, if one is owed, is already right: an
@@ -204,7 +210,7 @@ where
     /// or after one that may have taken effect.
     fn settle_dropped_step(&mut self) {
         if self.ledger.in_progress().is_some() {
-            let now = self.now();
+            let now = self.stamp();
             self.ledger.abandon_in_progress(&"interrupted: the step's future was dropped", now);
         }
     }
@@ -212,7 +218,7 @@ where
     /// The body was stopped from outside: the step it was in is abandoned.
     pub(crate) fn interrupted(&mut self, why: &dyn fmt::Display) -> (Option<(crate::Name, usize)>, usize) {
         let step = self.ledger.in_progress();
-        let now = self.now();
+        let now = self.stamp();
         self.ledger.abandon_in_progress(why, now);
         (step, self.ledger.summary.steps.len())
     }
@@ -277,7 +283,7 @@ where
     /// one copy serves every step of a transaction type.
     fn begin_step(&mut self, config: StepConfig, with_undo: bool) -> Result<usize, (crate::Name, usize, Refused)> {
         self.settle_dropped_step();
-        let now = self.now();
+        let now = self.stamp();
         let ledger = &mut self.ledger;
         let index = ledger.summary.steps.len();
         let info = &ledger.summary.info;
@@ -303,7 +309,7 @@ where
         };
         let mut record = StepRecord::new(index, config.name, config.timeout, with_undo);
         record.status = StepStatus::InProgress;
-        record.started_at = crate::record::At::some(now);
+        record.started_at = now;
         // Cannot fail: room was checked above.
         let _ = ledger.summary.steps.push(record);
         Ok(index)
@@ -316,11 +322,11 @@ where
 
     /// Bookkeeping of a completed attempt. Not generic over the step.
     fn step_completed(&mut self, index: usize, attempt: u32) {
-        let now = self.now();
+        let now = self.stamp();
         let record = &mut self.ledger.summary.steps[index];
         record.status = StepStatus::Completed;
         record.succeeded = true;
-        record.completed_at = crate::record::At::some(now);
+        record.completed_at = now;
         let info = &self.ledger.summary.info;
         tm_debug!("{} `{}`: step `{}` completed on attempt {}", info.id, info.operation, record.name, attempt);
     }
@@ -329,13 +335,13 @@ where
     /// the last. Not generic over the step.
     fn step_failed(&mut self, index: usize, attempt: u32, error: &dyn fmt::Display, final_: bool) -> bool {
         let last = final_ || is_last_attempt(attempt, self.running.retry.max_retries());
-        let now = self.now();
+        let now = self.stamp();
         let record = &mut self.ledger.summary.steps[index];
         record.error = Some(ErrorText::capture(error));
         let info = &self.ledger.summary.info;
         if last {
             record.status = StepStatus::Failed;
-            record.completed_at = crate::record::At::some(now);
+            record.completed_at = now;
             tm_error!(
                 "{} `{}`: step `{}` failed for good on attempt {}: {}",
                 info.id,
@@ -360,10 +366,10 @@ where
     /// Ends a step for good on a panic outside its attempts (its undo
     /// record could not be made, or the clock panicked in the backoff).
     fn step_broke<E>(&mut self, index: usize, panic: crate::PanicMessage) -> StepError<E> {
-        let now = self.now();
+        let now = self.stamp();
         let record = &mut self.ledger.summary.steps[index];
         record.status = StepStatus::Failed;
-        record.completed_at = crate::record::At::some(now);
+        record.completed_at = now;
         record.error = Some(ErrorText::capture(&Panicked(&panic)));
         let info = &self.ledger.summary.info;
         tm_error!("{} `{}`: step `{}` failed for good: {}", info.id, info.operation, record.name, panic);
@@ -521,11 +527,11 @@ where
                     StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
                 if let Err(panic) = within(&span, guarded_call(|| hooks.on_step_failure(&event))).await {
                     tm_error!("on_step_failure hook panicked: {}", panic);
-                    let now = self.now();
+                    let now = self.stamp();
                     let record = &mut self.ledger.summary.steps[index];
                     record.status = StepStatus::Failed;
                     if record.completed_at.is_none() {
-                        record.completed_at = crate::record::At::some(now);
+                        record.completed_at = now;
                     }
                     last = true;
                 }
