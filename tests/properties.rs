@@ -10,7 +10,8 @@
 //! error and goes on; a deadline, a cancel signal or a drop of the whole
 //! transaction at any instant (ties with other events included); closure
 //! rollbacks on the heap, or undo records as data with a context in
-//! `Fixed<8>` storage (steps past the capacity refused); jitter; the
+//! `Fixed<8>` storage (steps past the capacity refused), with the steps as
+//! closures or as data (`Action`, `Step::perform`); jitter; the
 //! rollback failure policy; and up to three transactions running at once on
 //! one clock.
 //!
@@ -139,6 +140,9 @@ enum Storage {
     Closures,
     /// Undo records as data, a context, `Fixed<CAPACITY>`.
     Fixed,
+    /// The same, with the steps as data too: an `Action` enum performed
+    /// with `Step::perform`.
+    Actions,
 }
 
 #[derive(Clone, Debug)]
@@ -233,7 +237,7 @@ fn case() -> impl Strategy<Value = Case> {
         2 => ms(150).prop_map(Stop::Drop),
     ];
     let jitter = prop_oneof![3 => Just(Jitter::None), 1 => Just(Jitter::Full), 1 => Just(Jitter::Equal)];
-    let storage = prop_oneof![Just(Storage::Closures), Just(Storage::Fixed)];
+    let storage = prop_oneof![Just(Storage::Closures), Just(Storage::Fixed), Just(Storage::Actions)];
     (
         (prop::collection::vec(step_spec(), 0..=24), body_error, any::<bool>(), storage),
         (stop, jitter, any::<u64>(), act(), act(), act()),
@@ -656,6 +660,32 @@ async fn run_closures<'a>(shared: &'a Shared<'a>) -> (Vec<StepView>, Ending) {
     finish(outcome, handed, manager.hooks(), clock, &mut ()).await
 }
 
+/// A step as data: which step of the case, and what rollback it has.
+struct CaseAction {
+    step: usize,
+    undo: Undo,
+}
+
+impl<'a> Action<Harness<'a>> for CaseAction {
+    type Output = usize;
+    type Error = String;
+    type Undo = UndoRecord;
+
+    async fn execute(&mut self, h: &mut Harness<'a>) -> Result<usize, String> {
+        h.attempts += 1;
+        h.shared.attempt(self.step).await
+    }
+
+    fn undo(&self, output: Maybe<&usize>) -> Option<UndoRecord> {
+        match (self.undo, output) {
+            (Undo::None, _) | (Undo::Plain, Maybe::Uncertain) => None,
+            (Undo::Plain, Maybe::Completed(_)) => Some(UndoRecord { step: self.step, input: None }),
+            (Undo::Uncertain, output) => Some(UndoRecord { step: self.step, input: Some(output.cloned()) }),
+        }
+    }
+}
+
+/// Runs a `Storage::Fixed` or `Storage::Actions` case.
 async fn run_fixed<'a>(shared: &'a Shared<'a>) -> (Vec<StepView>, Ending, usize) {
     let case = shared.case;
     let clock = shared.clock;
@@ -681,13 +711,19 @@ async fn run_fixed<'a>(shared: &'a Shared<'a>) -> (Vec<StepView>, Ending, usize)
                         }
                     };
                 }
-                match spec.undo {
-                    Undo::None => step.run_with(attempt!()).await,
-                    Undo::Plain => step.execute_with(attempt!()).undo(|_| UndoRecord { step: i, input: None }).await,
-                    Undo::Uncertain => {
-                        step.execute_with(attempt!())
-                            .undo_uncertain(move |m: Maybe<&usize>| UndoRecord { step: i, input: Some(m.cloned()) })
-                            .await
+                if case.storage == Storage::Actions {
+                    step.perform(CaseAction { step: i, undo: spec.undo }).await
+                } else {
+                    match spec.undo {
+                        Undo::None => step.run_with(attempt!()).await,
+                        Undo::Plain => {
+                            step.execute_with(attempt!()).undo(|_| UndoRecord { step: i, input: None }).await
+                        }
+                        Undo::Uncertain => {
+                            step.execute_with(attempt!())
+                                .undo_uncertain(move |m: Maybe<&usize>| UndoRecord { step: i, input: Some(m.cloned()) })
+                                .await
+                        }
                     }
                 }
             })
@@ -824,7 +860,7 @@ impl<'c> Model<'c> {
     fn step(&mut self, i: usize) -> Result<Result<(), String>, Cut> {
         let case = self.case;
         let spec = &case.steps[i];
-        if case.storage == Storage::Fixed && self.steps.len() >= CAPACITY {
+        if case.storage != Storage::Closures && self.steps.len() >= CAPACITY {
             return Ok(Err(format!("s{i} #{}: capacity {CAPACITY}", self.steps.len())));
         }
         self.steps.push(StepView {
@@ -1153,7 +1189,7 @@ fn check(cases: &[Case]) -> Result<(), TestCaseError> {
                     let (steps, ending) = run_closures(shared).await;
                     (steps, ending, None)
                 }),
-                Storage::Fixed => Box::pin(async move {
+                Storage::Fixed | Storage::Actions => Box::pin(async move {
                     let (steps, ending, attempts) = run_fixed(shared).await;
                     (steps, ending, Some(attempts))
                 }),
