@@ -90,19 +90,7 @@ impl<U, S: Storage> Abandoned<U, S> {
 /// rollbacks are logged at error level, one line per step.
 impl<U, S: Storage> Drop for Abandoned<U, S> {
     fn drop(&mut self) {
-        if self.ledger.undo.is_empty() {
-            return;
-        }
-        let info = &self.ledger.summary.info;
-        for step in self.ledger.pending() {
-            tm_error!(
-                "{} `{}`: rollback of step `{}` (#{}) LOST: its undo record was dropped before it ran",
-                info.id,
-                info.operation,
-                step.name,
-                step.index
-            );
-        }
+        self.ledger.report_lost();
     }
 }
 
@@ -178,6 +166,12 @@ impl<RE: fmt::Debug, S: Storage> fmt::Debug for RollbackReport<RE, S> {
             Sync + 'static`. Use a manager without a spawner for this transaction."
 )]
 pub trait AbandonPolicy<C, H, Ctx: ?Sized, U, S: Storage> {
+    /// Whether the policy takes the records at all. `false` only for
+    /// [`Unattended`]: the transaction then reports what it owes where it
+    /// is, without moving its records out (which would cost a copy of them
+    /// on the stack in every future that can drop a transaction).
+    const TAKES_RECORDS: bool = true;
+
     /// Takes over the owed rollbacks of a dropped transaction.
     fn abandon(&self, clock: &C, hooks: &H, abandoned: Abandoned<U, S>);
 }
@@ -189,6 +183,8 @@ pub trait AbandonPolicy<C, H, Ctx: ?Sized, U, S: Storage> {
 pub struct Unattended;
 
 impl<C, H, Ctx: ?Sized, U, S: Storage> AbandonPolicy<C, H, Ctx, U, S> for Unattended {
+    const TAKES_RECORDS: bool = false;
+
     fn abandon(&self, _: &C, _: &H, abandoned: Abandoned<U, S>) {
         drop(abandoned);
     }

@@ -119,6 +119,22 @@ impl<U, S: Storage> Ledger<U, S> {
         }
     }
 
+    /// Logs each rollback still owed as lost (its undo record is about to
+    /// be dropped unrun), one error line per step.
+    pub(crate) fn report_lost(&self) {
+        let info = &self.summary.info;
+        for step in self.pending() {
+            tm_error!(
+                "{} `{}`: rollback of step `{}` (#{}) LOST: its undo record was dropped before it ran",
+                info.id,
+                info.operation,
+                step.name,
+                step.index
+            );
+        }
+        let _ = info;
+    }
+
     /// The step records of the steps whose rollback is still owed, latest
     /// first.
     pub(crate) fn pending(&self) -> impl Iterator<Item = &StepRecord> {

@@ -161,6 +161,21 @@ where
     /// `on_drop`: the transaction was dropped before it finished.
     fn abandon(&mut self) {
         let manager = self.manager;
+        if !A::TAKES_RECORDS && !H::ENABLED {
+            // Nobody takes the records and no hook looks at them: report
+            // them where they are instead of moving them out.
+            let now = self.stamp();
+            let ledger = &mut *self.ledger;
+            ledger.abandon_in_progress(&"interrupted: the transaction was dropped", now);
+            tm_error!(
+                "{} `{}`: dropped before it finished, owing {} rollback(s)",
+                ledger.summary.info.id,
+                ledger.summary.info.operation,
+                ledger.undo.len()
+            );
+            ledger.report_lost();
+            return;
+        }
         let mut ledger = core::mem::replace(&mut *self.ledger, Ledger::empty());
         ledger.abandon_in_progress(&"interrupted: the transaction was dropped", ledger.stamp(&manager.clock));
         let abandoned = Abandoned { ledger };
