@@ -100,7 +100,8 @@ impl TransactionId {
 
 impl fmt::Display for TransactionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "tx-{}", self.0)
+        f.write_str("tx-")?;
+        fmt::Display::fmt(&crate::text::Decimal(self.0), f)
     }
 }
 

@@ -268,6 +268,32 @@ mod tests {
 /// 1.5 KB of flash on a Cortex-M.
 pub(crate) struct Dur(pub(crate) core::time::Duration);
 
+/// A `u64` in decimal, without `core`'s `u64` formatter: a few bytes of
+/// code where that one (with its padding support) is a few hundred, on
+/// targets where `u64` arithmetic is not native. Ids and long durations
+/// only; no padding.
+pub(crate) struct Decimal(pub(crate) u64);
+
+impl Display for Decimal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Ok(small) = u32::try_from(self.0) {
+            return Display::fmt(&small, f);
+        }
+        let mut digits = [0u8; 20];
+        let mut n = self.0;
+        let mut start = digits.len();
+        while n > 0 {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        for &digit in &digits[start..] {
+            f.write_char(char::from(digit))?;
+        }
+        Ok(())
+    }
+}
+
 impl Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let secs = self.0.as_secs();
@@ -283,7 +309,7 @@ impl Display for Dur {
         };
         match u32::try_from(whole) {
             Ok(whole) => write!(f, "{whole}")?,
-            Err(_) => write!(f, "{whole}")?,
+            Err(_) => Display::fmt(&Decimal(whole), f)?,
         }
         if fraction > 0 {
             // The fraction's digits, without trailing zeros.
@@ -303,6 +329,17 @@ impl Display for Dur {
 mod dur_tests {
     use super::*;
     use core::time::Duration;
+
+    #[test]
+    fn decimal_like_display() {
+        for n in [0, 7, u64::from(u32::MAX), u64::from(u32::MAX) + 1, 10_000_000_000_000_000_000, u64::MAX] {
+            let mut out = Truncating::<32>::new();
+            let _ = write!(out, "{}", Decimal(n));
+            let mut expected = Truncating::<32>::new();
+            let _ = write!(expected, "{n}");
+            assert_eq!(out.finish().as_str(), expected.finish().as_str());
+        }
+    }
 
     #[test]
     fn like_debug() {
