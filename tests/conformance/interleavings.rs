@@ -593,3 +593,80 @@ pub async fn step_dropped_by_the_body_is_recorded_as_interrupted<C: Clock + Clon
     assert!(slow.completed_at().is_some());
     assert_eq!(summary.completed_steps() + summary.failed_steps(), summary.total_steps());
 }
+
+/// Steps as data (`Action`, `Step::perform`): one enum for the steps, one
+/// for the undo records, a context lent to both; a failure rolls back the
+/// completed steps in reverse order, an uncertain rollback covers a step
+/// that timed out, and a step with no undo record is passed over.
+pub async fn steps_as_data_roll_back_in_reverse<C: Clock + Clone>(clock: C, t: Timing) {
+    struct Board<C> {
+        clock: C,
+        t: Timing,
+        log: Vec<String>,
+    }
+    #[derive(Debug)]
+    enum BringUp {
+        Power,
+        Probe,
+        Radio,
+    }
+    enum Off {
+        Power,
+        Radio(Maybe<u8>),
+    }
+    impl<C: Clock> Action<Board<C>> for BringUp {
+        type Output = u8;
+        type Error = &'static str;
+        type Undo = Off;
+        async fn execute(&mut self, board: &mut Board<C>) -> Result<u8, &'static str> {
+            board.log.push(format!("exec {self:?}"));
+            match self {
+                BringUp::Power => Ok(1),
+                BringUp::Probe => Ok(2),
+                BringUp::Radio => {
+                    board.clock.sleep(board.t.ms(1_000)).await; // times out
+                    Ok(3)
+                }
+            }
+        }
+        fn undo(&self, output: Maybe<&u8>) -> Option<Off> {
+            match self {
+                BringUp::Power => output.completed().map(|_| Off::Power),
+                BringUp::Probe => None,
+                BringUp::Radio => Some(Off::Radio(output.cloned())),
+            }
+        }
+    }
+    impl<C: Clock> Rollback<Board<C>> for Off {
+        type Error = &'static str;
+        async fn rollback(&mut self, board: &mut Board<C>) -> Result<(), &'static str> {
+            match self {
+                Off::Power => board.log.push("undo power".into()),
+                Off::Radio(maybe) => board.log.push(format!("undo radio {maybe:?}")),
+            }
+            Ok(())
+        }
+    }
+
+    let manager = TransactionManager::new(clock.clone());
+    let mut board = Board { clock, t, log: Vec::new() };
+    let err = manager
+        .transaction("bring-up")
+        .fixed::<Off, 3>()
+        .run_with(&mut board, async |tx| {
+            tx.step("power").perform(BringUp::Power).await?;
+            tx.step("probe").perform(BringUp::Probe).await?;
+            tx.step("radio").timeout(t.ms(100)).perform(BringUp::Radio).await?;
+            R::Ok(())
+        })
+        .await
+        .expect_err("the radio times out");
+    assert!(err.cause().is_timeout());
+    assert_eq!(
+        board.log,
+        ["exec Power", "exec Probe", "exec Radio", "undo radio Uncertain", "undo power"],
+        "latest first; probe owes nothing"
+    );
+    let statuses: Vec<_> = err.summary().steps().iter().map(StepRecord::status).collect();
+    assert_eq!(statuses, [StepStatus::RolledBack, StepStatus::Completed, StepStatus::RolledBack]);
+}

@@ -180,6 +180,7 @@ macro_rules! conformance_suite {
             panics_in_display_and_clone_do_not_escape,
             clock_panics_do_not_lose_rollbacks,
             step_dropped_by_the_body_is_recorded_as_interrupted,
+            steps_as_data_roll_back_in_reverse,
         );
     };
     (@tests $run:ident: $($name:ident),* $(,)?) => {
