@@ -221,17 +221,19 @@ impl<E> StepError<E> {
 
 impl<E: fmt::Display> fmt::Display for StepError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let StepErrorKind::EmptyName = self.kind {
+            return f.write_str("step not run: its name is empty");
+        }
+        write!(f, "step `{}` ", self.step)?;
         match &self.kind {
-            StepErrorKind::Failed(e) => write!(f, "step `{}` failed: {e}", self.step),
-            StepErrorKind::TimedOut { timeout } => {
-                write!(f, "step `{}` timed out after {}", self.step, crate::text::Dur(*timeout))
-            }
+            StepErrorKind::Failed(e) => write!(f, "failed: {e}"),
+            StepErrorKind::TimedOut { timeout } => write!(f, "timed out after {}", crate::text::Dur(*timeout)),
             StepErrorKind::CapacityExceeded { capacity } => {
-                write!(f, "step `{}` not run: the transaction's capacity of {capacity} steps is used up", self.step)
+                write!(f, "not run: the transaction's capacity of {capacity} steps is used up")
             }
-            StepErrorKind::Panicked(message) => write!(f, "step `{}` panicked: {message}", self.step),
-            StepErrorKind::Interrupted(reason) => write!(f, "step `{}` interrupted: {reason}", self.step),
-            StepErrorKind::EmptyName => f.write_str("step not run: its name is empty"),
+            StepErrorKind::Panicked(message) => write!(f, "panicked: {message}"),
+            StepErrorKind::Interrupted(reason) => write!(f, "interrupted: {reason}"),
+            StepErrorKind::EmptyName => Ok(()),
         }
     }
 }

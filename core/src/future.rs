@@ -110,27 +110,3 @@ impl<F: Future<Output = I>, I, O> Future for Map<F, I, O> {
         this.future.poll(cx).map(*this.map)
     }
 }
-
-pin_project! {
-    /// A future polled through a function of its own, never inlined into
-    /// its caller's: the code of a big state machine (a step, the rollback)
-    /// then exists once, not once per place that awaits it, and its
-    /// temporaries live in its own stack frame only while it is polled.
-    pub(crate) struct Boundary<F> {
-        #[pin]
-        future: F,
-    }
-}
-
-pub(crate) fn boundary<F: Future>(future: F) -> Boundary<F> {
-    Boundary { future }
-}
-
-impl<F: Future> Future for Boundary<F> {
-    type Output = F::Output;
-
-    #[inline(never)]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.project().future.poll(cx)
-    }
-}

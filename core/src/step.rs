@@ -248,7 +248,7 @@ where
     where
         Act: crate::Action<Ctx, Undo = U>,
     {
-        crate::future::boundary(self.tx.execute(self.config, crate::action::ActionParts(action)))
+        self.tx.execute(self.config, crate::action::ActionParts(action))
     }
 
     /// Runs the step without a rollback, lending the context to each

@@ -307,10 +307,7 @@ impl Display for Dur {
         } else {
             (u64::from(nanos), 0, 0, "ns")
         };
-        match u32::try_from(whole) {
-            Ok(whole) => write!(f, "{whole}")?,
-            Err(_) => Display::fmt(&Decimal(whole), f)?,
-        }
+        Display::fmt(&Decimal(whole), f)?;
         if fraction > 0 {
             // The fraction's digits, without trailing zeros.
             let mut fraction = fraction;

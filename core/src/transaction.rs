@@ -267,12 +267,8 @@ where
         tm_warn!("{} `{}`: body failed; {} step(s) to roll back", info.id, info.operation, owed);
         // The ledger stays in `self` while rolling back: if this future is
         // dropped now, what is still owed goes to the abandon policy.
-        let rollback_failures = crate::future::boundary(self.ledger.roll_back::<ViaRollback, _, _, _>(
-            &mut *self.ctx,
-            &manager.clock,
-            &manager.hooks,
-        ))
-        .await;
+        let rollback_failures =
+            self.ledger.roll_back::<ViaRollback, _, _, _>(&mut *self.ctx, &manager.clock, &manager.hooks).await;
         self.on_drop = None;
         let now = self.now();
         let summary = &mut self.ledger.summary;
