@@ -529,7 +529,13 @@ pub async fn dropped_at_every_await_point_hands_over_its_rollbacks<C: Clock + Cl
         }
         if finished {
             assert!(k > 5, "the transaction has several await points");
-            assert!(handed_over > 3, "several drops owed rollbacks ({handed_over})");
+            // On a real clock (smol) where the drops land depends on the
+            // scheduler: a loaded machine gave 2. The invariant above holds
+            // for every k either way; how many drops owed something is
+            // pinned only in virtual time.
+            if matches!(t, Timing::Exact) {
+                assert!(handed_over > 3, "several drops owed rollbacks ({handed_over})");
+            }
             break;
         }
         k += 1;
