@@ -568,7 +568,9 @@ pub async fn step_dropped_by_the_body_is_recorded_as_interrupted<C: Clock + Clon
         .run("select", async |tx| {
             {
                 let step = tx.step("slow").run(|| async {
-                    c.sleep(t.ms(1_000)).await;
+                    // Far longer than the body waits, even on a real clock
+                    // on a loaded machine.
+                    c.sleep(t.ms(1_000_000)).await;
                     Ok::<_, &str>(())
                 });
                 let mut step = pin!(step);
