@@ -7,6 +7,9 @@
 #
 # Usage: bash scripts/mutation-check.sh [patch ...]   (default: all)
 # It edits core/src in place while it runs: do not edit or commit meanwhile.
+# Patches apply with one line of context (-C1), so that unrelated edits near
+# a mutated line do not break them; one whose lines changed fails loudly
+# ("no longer applies"): regenerate it from a hand edit with `git diff`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +24,7 @@ fi
 applied=""
 restore() {
     if [ -n "$applied" ]; then
-        git apply -R "$applied"
+        git apply -C1 -R "$applied"
         applied=""
     fi
 }
@@ -35,11 +38,11 @@ fi
 survivors=0
 for patch in "${patches[@]}"; do
     name=$(basename "$patch" .patch)
-    if ! git apply --check "$patch" 2>/dev/null; then
+    if ! git apply -C1 --check "$patch" 2>/dev/null; then
         echo "mutation $name no longer applies to the engine: update the patch" >&2
         exit 2
     fi
-    git apply "$patch"
+    git apply -C1 "$patch"
     applied="$patch"
     # Build first, so that a mutant that does not compile is reported as
     # such instead of as "caught".
