@@ -489,18 +489,7 @@ fn figures_time<R: Runtime>(rt: &R, mode: Mode, report: &mut Report) {
     report.time_row_per("no-op, 8 steps, fixed::<Undo, 8>", l8c8, "hand", h8, 8);
     let step_l = per(l8c8, l1c8, 7.0);
     let step_h = per(h8, h1, 7.0);
-    report.value_row(
-        "cost of one more step (8 vs 1 step, capacity 8)",
-        &format!(
-            "library {:.1} ns (cpu {:.1}) | hand {:.1} ns (cpu {:.1}) | diff {:+.1} ns (cpu {:+.1}) [target <= 50]",
-            step_l.0,
-            step_l.1,
-            step_h.0,
-            step_h.1,
-            step_l.0 - step_h.0,
-            step_l.1 - step_h.1
-        ),
-    );
+    report.value_row("cost of one more step (8 vs 1 step, capacity 8)", &step_row(step_l, step_h));
     // The same with per-step times off (`with_step_times(false)`): two
     // clock readings fewer per step.
     let quiet = TransactionManager::new(rt.clock()).with_step_times(false);
@@ -510,18 +499,7 @@ fn figures_time<R: Runtime>(rt: &R, mode: Mode, report: &mut Report) {
             "e" => step, "f" => step, "g" => step, "h" => step)
     });
     let step_q = per(q8c8, q1c8, 7.0);
-    report.value_row(
-        "cost of one more step, step times off",
-        &format!(
-            "library {:.1} ns (cpu {:.1}) | hand {:.1} ns (cpu {:.1}) | diff {:+.1} ns (cpu {:+.1}) [target <= 50]",
-            step_q.0,
-            step_q.1,
-            step_h.0,
-            step_h.1,
-            step_q.0 - step_h.0,
-            step_q.1 - step_h.1
-        ),
-    );
+    report.value_row("cost of one more step, step times off", &step_row(step_q, step_h));
     let slot = per(l1c8, l1c1, 7.0);
     report.value_row(
         "cost of one more capacity slot (1 step, cap 8 vs 1)",
@@ -600,6 +578,19 @@ fn figures_time<R: Runtime>(rt: &R, mode: Mode, report: &mut Report) {
 /// Cost per unit between two timings `n` units apart: (wall, cpu) in ns.
 fn per(more: Timing, fewer: Timing, n: f64) -> (f64, f64) {
     ((more.median_ns - fewer.median_ns) / n, (more.cpu_median_ns - fewer.cpu_median_ns) / n)
+}
+
+/// A per-step cost, library against hand-written, wall and CPU (from `per`).
+fn step_row(library: (f64, f64), hand: (f64, f64)) -> String {
+    format!(
+        "library {:.1} ns (cpu {:.1}) | hand {:.1} ns (cpu {:.1}) | diff {:+.1} ns (cpu {:+.1}) [target <= 50]",
+        library.0,
+        library.1,
+        hand.0,
+        hand.1,
+        library.0 - hand.0,
+        library.1 - hand.1
+    )
 }
 
 // ---------------------------------------------------------------------------

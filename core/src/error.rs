@@ -91,22 +91,23 @@ impl<E> StepErrorKind<E> {
         matches!(self, StepErrorKind::TimedOut { .. })
     }
 
-    /// What kind of failure this is, in a few words and without formatting
-    /// machinery: for compact firmware logs.
+    /// The kind's name, without formatting machinery: for compact
+    /// firmware logs. The same names as the `kind` field of a serialized
+    /// `StepError` (`serde` feature).
     ///
     /// ```
     /// use transaction_manager::StepErrorKind;
     /// let kind: StepErrorKind<&str> = StepErrorKind::TimedOut { timeout: core::time::Duration::from_millis(20) };
-    /// assert_eq!(kind.as_str(), "timed out");
+    /// assert_eq!(kind.as_str(), "timed_out");
     /// ```
     pub fn as_str(&self) -> &'static str {
         match self {
             StepErrorKind::Failed(_) => "failed",
-            StepErrorKind::TimedOut { .. } => "timed out",
-            StepErrorKind::CapacityExceeded { .. } => "capacity exceeded",
+            StepErrorKind::TimedOut { .. } => "timed_out",
+            StepErrorKind::CapacityExceeded { .. } => "capacity_exceeded",
             StepErrorKind::Panicked(_) => "panicked",
             StepErrorKind::Interrupted(_) => "interrupted",
-            StepErrorKind::EmptyName => "empty name",
+            StepErrorKind::EmptyName => "empty_name",
         }
     }
 

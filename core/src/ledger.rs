@@ -132,7 +132,6 @@ impl<U, S: Storage> Ledger<U, S> {
                 step.index
             );
         }
-        let _ = info;
     }
 
     /// The step records of the steps whose rollback is still owed, latest

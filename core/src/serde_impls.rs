@@ -8,8 +8,8 @@ use core::time::Duration;
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use crate::{
-    Committed, Name, RollbackErrorKind, RollbackFailure, RollbackState, StepError, StepErrorKind, StepRecord,
-    StepStatus, Storage, Summary, TransactionError, TransactionId,
+    Committed, Name, RollbackErrorKind, RollbackFailure, RollbackState, StepError, StepRecord, StepStatus, Storage,
+    Summary, TransactionError, TransactionId,
 };
 
 fn secs(duration: Duration) -> f64 {
@@ -97,24 +97,13 @@ impl<S: Storage> Serialize for Summary<S> {
     }
 }
 
-fn step_kind<E>(kind: &StepErrorKind<E>) -> &'static str {
-    match kind {
-        StepErrorKind::Failed(_) => "failed",
-        StepErrorKind::TimedOut { .. } => "timed_out",
-        StepErrorKind::CapacityExceeded { .. } => "capacity_exceeded",
-        StepErrorKind::Panicked(_) => "panicked",
-        StepErrorKind::Interrupted(_) => "interrupted",
-        StepErrorKind::EmptyName => "empty_name",
-    }
-}
-
 /// `step`, `index`, `kind` (`"failed"`, `"timed_out"`, …), `error` (text).
 impl<E: Display> Serialize for StepError<E> {
     fn serialize<Se: Serializer>(&self, serializer: Se) -> Result<Se::Ok, Se::Error> {
         let mut s = serializer.serialize_struct("StepError", 4)?;
         s.serialize_field("step", self.step())?;
         s.serialize_field("index", &self.index())?;
-        s.serialize_field("kind", step_kind(self.kind()))?;
+        s.serialize_field("kind", self.kind().as_str())?;
         s.collect_str_field("error", self)?;
         s.end()
     }

@@ -161,30 +161,22 @@ where
     /// `on_drop`: the transaction was dropped before it finished.
     fn abandon(&mut self) {
         let manager = self.manager;
+        let now = self.stamp();
+        let ledger = &mut *self.ledger;
+        ledger.abandon_in_progress(&"interrupted: the transaction was dropped", now);
+        tm_error!(
+            "{} `{}`: dropped before it finished, owing {} rollback(s)",
+            ledger.summary.info.id,
+            ledger.summary.info.operation,
+            ledger.undo.len()
+        );
         if !A::TAKES_RECORDS && !H::ENABLED {
             // Nobody takes the records and no hook looks at them: report
             // them where they are instead of moving them out.
-            let now = self.stamp();
-            let ledger = &mut *self.ledger;
-            ledger.abandon_in_progress(&"interrupted: the transaction was dropped", now);
-            tm_error!(
-                "{} `{}`: dropped before it finished, owing {} rollback(s)",
-                ledger.summary.info.id,
-                ledger.summary.info.operation,
-                ledger.undo.len()
-            );
             ledger.report_lost();
             return;
         }
-        let mut ledger = core::mem::replace(&mut *self.ledger, Ledger::empty());
-        ledger.abandon_in_progress(&"interrupted: the transaction was dropped", ledger.stamp(&manager.clock));
-        let abandoned = Abandoned { ledger };
-        tm_error!(
-            "{} `{}`: dropped before it finished, owing {} rollback(s)",
-            abandoned.ledger.summary.info.id,
-            abandoned.ledger.summary.info.operation,
-            abandoned.pending_len()
-        );
+        let abandoned = Abandoned { ledger: core::mem::replace(ledger, Ledger::empty()) };
         // Panics must not escape `Drop` (a panic while unwinding aborts).
         if let Err(panic) = crate::panic::caught(|| manager.hooks.on_transaction_abandoned(&abandoned)) {
             tm_error!("on_transaction_abandoned hook panicked: {}", panic);
