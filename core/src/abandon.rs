@@ -53,7 +53,7 @@ impl<U, S: Storage> Abandoned<U, S> {
         C: Clock,
         H: Hooks,
     {
-        let failures = self.ledger.roll_back::<ViaRollback, _, _, _>(ctx, clock, hooks).await;
+        let failures = self.ledger.roll_back::<ViaRollback, _, _, _, _>(ctx, clock, hooks, &crate::NoJournal).await;
         let summary = &mut self.ledger.summary;
         summary.completed_at = clock.now();
         if H::ENABLED {
@@ -78,7 +78,8 @@ impl<U, S: Storage> Abandoned<U, S> {
             operation = self.ledger.summary.info.operation
         );
         let failures =
-            crate::trace::within(&span, self.ledger.roll_back::<ViaDetached, (), C, ()>(&mut (), clock, &())).await;
+            crate::trace::within(&span, self.ledger.roll_back::<ViaDetached, (), C, (), _>(&mut (), clock, &(), &crate::NoJournal))
+                .await;
         self.ledger.summary.completed_at = clock.now();
         RollbackReport { failures, summary: self.ledger.take_summary() }
     }

@@ -134,6 +134,7 @@ impl<E: Format> Format for StepErrorKind<E> {
             StepErrorKind::Panicked(message) => write!(f, "panicked: {}", message),
             StepErrorKind::Interrupted(reason) => write!(f, "interrupted: {}", reason),
             StepErrorKind::EmptyName => write!(f, "not run: empty name"),
+            StepErrorKind::Journal(failure) => write!(f, "not recorded: journal entry {=str} failed", failure.entry().as_str()),
         }
     }
 }
@@ -181,5 +182,33 @@ impl<B: Format, RE: Format, S: Storage> Format for TransactionError<B, RE, S> {
 impl<T: Format, S: Storage> Format for Committed<T, S> {
     fn format(&self, f: Formatter<'_>) {
         write!(f, "committed {}: {}", self.summary().info(), self.value())
+    }
+}
+
+impl Format for crate::EntryKind {
+    fn format(&self, f: Formatter<'_>) {
+        write!(f, "{=str}", self.as_str())
+    }
+}
+
+impl Format for crate::JournalFailure {
+    fn format(&self, f: Formatter<'_>) {
+        write!(f, "journal: writing `{}` failed", self.entry());
+        if !self.error().is_empty() {
+            write!(f, ": {=str}", self.error());
+        }
+    }
+}
+
+impl Format for crate::CodecError {
+    fn format(&self, f: Formatter<'_>) {
+        match self {
+            crate::CodecError::BufferTooSmall => write!(f, "buffer too small for the undo record"),
+            crate::CodecError::Invalid => write!(f, "undo record cannot be decoded"),
+            crate::CodecError::NewerSchema { found, known } => {
+                write!(f, "undo record has schema {=u32}, newer than {=u32}", found, known)
+            }
+            crate::CodecError::NewerFormat { found } => write!(f, "journal entry has newer format {=u8}", found),
+        }
     }
 }

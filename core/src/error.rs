@@ -64,6 +64,12 @@ pub enum StepErrorKind<E> {
     /// The step was not run: its name is empty. Names identify steps in
     /// summaries, logs and hooks.
     EmptyName,
+    /// The manager's journal could not write this step's entry: its intent
+    /// (the step did not run) or its `Done` (the step ran and its undo
+    /// record is kept in memory, so the transaction rolls it back when the
+    /// body stops). For the step named `(commit)`, the transaction's
+    /// `Committed` entry: its steps were rolled back.
+    Journal(crate::JournalFailure),
 }
 
 impl<E> StepErrorKind<E> {
@@ -83,6 +89,7 @@ impl<E> StepErrorKind<E> {
             StepErrorKind::Panicked(message) => StepErrorKind::Panicked(message),
             StepErrorKind::Interrupted(reason) => StepErrorKind::Interrupted(reason),
             StepErrorKind::EmptyName => StepErrorKind::EmptyName,
+            StepErrorKind::Journal(failure) => StepErrorKind::Journal(failure),
         }
     }
 
@@ -108,6 +115,7 @@ impl<E> StepErrorKind<E> {
             StepErrorKind::Panicked(_) => "panicked",
             StepErrorKind::Interrupted(_) => "interrupted",
             StepErrorKind::EmptyName => "empty_name",
+            StepErrorKind::Journal(_) => "journal",
         }
     }
 
@@ -235,6 +243,7 @@ impl<E: fmt::Display> fmt::Display for StepError<E> {
             StepErrorKind::Panicked(message) => write!(f, "panicked: {message}"),
             StepErrorKind::Interrupted(reason) => write!(f, "interrupted: {reason}"),
             StepErrorKind::EmptyName => Ok(()),
+            StepErrorKind::Journal(failure) => write!(f, "not recorded: {failure}"),
         }
     }
 }

@@ -6,6 +6,7 @@ use core::future::Future;
 use core::time::Duration;
 
 use crate::future::with_timeout;
+use crate::journal::{Entry, EntryKind, JournalFor};
 use crate::panic::guarded_call;
 use crate::text::ErrorText;
 use crate::trace::within;
@@ -157,17 +158,19 @@ impl<U, S: Storage> Ledger<U, S> {
     /// A record leaves the ledger only once its rollback is over, so if this
     /// future is dropped mid-rollback, the record being rolled back and all
     /// earlier ones are still owed.
-    pub(crate) async fn roll_back<K, Ctx, C, H>(
+    pub(crate) async fn roll_back<K, Ctx, C, H, J>(
         &mut self,
         ctx: &mut Ctx,
         clock: &C,
         hooks: &H,
+        journal: &J,
     ) -> S::List<RollbackFailure<K::Error>>
     where
         K: UndoCall<U, Ctx>,
         Ctx: ?Sized,
         C: Clock,
         H: Hooks,
+        J: JournalFor<U>,
     {
         let mut failures = S::List::default();
         if self.undo.is_empty() {
@@ -268,7 +271,8 @@ impl<U, S: Storage> Ledger<U, S> {
                 }
                 if last {
                     // Its hook runs below, once the record left the ledger.
-                    break Some(RollbackFailure { step: self.summary.steps[index].name.clone(), index, kind });
+                    let record = &self.summary.steps[index];
+                    break Some(RollbackFailure { step: record.name.clone(), index: record.index, kind });
                 }
                 if H::ENABLED {
                     let event =
@@ -291,11 +295,21 @@ impl<U, S: Storage> Ledger<U, S> {
                         record.rollback_error = Some(ErrorText::capture(&Panicked(&panic)));
                         tm_error!("the clock's sleep() panicked in a rollback backoff: {}", panic);
                         let kind = RollbackErrorKind::Panicked(panic);
-                        break Some(RollbackFailure { step: record.name.clone(), index, kind });
+                        break Some(RollbackFailure { step: record.name.clone(), index: record.index, kind });
                     }
                 }
                 retry += 1;
             };
+            if J::ENABLED {
+                // Lazy: if it is lost, recovery repeats this (idempotent)
+                // rollback.
+                let kind = if failed.is_none() { EntryKind::Undone } else { EntryKind::UndoFailed };
+                let step = u32::try_from(self.summary.steps[index].index).unwrap_or(u32::MAX);
+                let entry = Entry::new(self.summary.info.id, Some(step), kind);
+                if let Err(failure) = journal.write(&entry).await {
+                    tm_error!("{}: {}", self.summary.info.id, failure);
+                }
+            }
             // The rollback is over: the record leaves the ledger before the
             // step's last hook, so a drop during that hook does not repeat it
             // (and, with `Stop`, does not roll back the steps it skips).

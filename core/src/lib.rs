@@ -102,6 +102,7 @@ mod error;
 mod future;
 mod hooks;
 mod interrupt;
+mod journal;
 mod ledger;
 mod manager;
 mod manual_clock;
@@ -130,6 +131,14 @@ pub use error::{
 pub use hooks::{Hooks, StepEvent};
 pub use interrupt::{
     Cancel, Deadline, Interrupt, InterruptReason, Interrupted, IntoBodyError, IntoReason, Never, NoInterrupt,
+};
+#[cfg(feature = "json")]
+pub use journal::Json;
+#[cfg(feature = "postcard")]
+pub use journal::Postcard;
+pub use journal::{
+    CodecError, Entry, EntryKind, FORMAT, IdempotencyKey, Journal, JournalFailure, JournalFor, Journaled, NoJournal,
+    StoredEntry, UndoCodec,
 };
 pub use ledger::RollbackFailurePolicy;
 pub use manager::{Closures, LocalClosures, Outcome, Records, TransactionBuilder, TransactionManager, UndoLog};

@@ -8,6 +8,7 @@ use core::time::Duration;
 use crate::future::{Either, race};
 use crate::interrupt::{Cancel, Deadline, IntoBodyError, IntoReason, NoInterrupt};
 use crate::ledger::Ledger;
+use crate::journal::{JournalFor, JournalIds, Journaled, NoJournal};
 use crate::{
     AbandonPolicy, Clock, Committed, Hooks, Interrupt, Name, RetryPolicy, Rollback, RollbackFailurePolicy, Spawned,
     Storage, Transaction, TransactionError, TransactionId, TransactionInfo, Unattended,
@@ -43,10 +44,11 @@ pub type Outcome<T, B, RE, S> = Result<Committed<T, S>, TransactionError<B, RE, 
 /// assert_eq!(done.unwrap().into_value(), 42);
 /// ```
 #[derive(Debug)]
-pub struct TransactionManager<C, H = (), A = Unattended> {
+pub struct TransactionManager<C, H = (), A = Unattended, J = NoJournal> {
     pub(crate) clock: C,
     pub(crate) hooks: H,
     pub(crate) abandon: A,
+    pub(crate) journal: J,
     pub(crate) retry: RetryPolicy,
     pub(crate) timeout: Option<Duration>,
     pub(crate) on_rollback_failure: RollbackFailurePolicy,
@@ -69,6 +71,7 @@ impl<C: Clock> TransactionManager<C> {
             clock,
             hooks: (),
             abandon: Unattended,
+            journal: NoJournal,
             retry: RetryPolicy::new(),
             timeout: None,
             on_rollback_failure: RollbackFailurePolicy::Continue,
@@ -79,7 +82,7 @@ impl<C: Clock> TransactionManager<C> {
     }
 }
 
-impl<C, H, A> TransactionManager<C, H, A> {
+impl<C, H, A, J> TransactionManager<C, H, A, J> {
     /// Replaces the hooks. Combine several with a tuple: `(a, b)`.
     ///
     /// ```
@@ -90,11 +93,12 @@ impl<C, H, A> TransactionManager<C, H, A> {
     /// let manager = TransactionManager::new(&clock).with_hooks((Quiet, Quiet));
     /// # let _ = manager;
     /// ```
-    pub fn with_hooks<H2: Hooks>(self, hooks: H2) -> TransactionManager<C, H2, A> {
+    pub fn with_hooks<H2: Hooks>(self, hooks: H2) -> TransactionManager<C, H2, A, J> {
         TransactionManager {
             clock: self.clock,
             hooks,
             abandon: self.abandon,
+            journal: self.journal,
             retry: self.retry,
             timeout: self.timeout,
             on_rollback_failure: self.on_rollback_failure,
@@ -125,17 +129,18 @@ impl<C, H, A> TransactionManager<C, H, A> {
     /// # }
     /// # let _ = manager;
     /// ```
-    pub fn with_spawner<Sp>(self, spawner: Sp) -> TransactionManager<C, H, Spawned<Sp>> {
+    pub fn with_spawner<Sp>(self, spawner: Sp) -> TransactionManager<C, H, Spawned<Sp>, J> {
         self.with_abandon_policy(Spawned(spawner))
     }
 
     /// Sets what happens to the rollbacks a dropped transaction still owes
     /// (default: [`Unattended`]). See [`AbandonPolicy`].
-    pub fn with_abandon_policy<A2>(self, policy: A2) -> TransactionManager<C, H, A2> {
+    pub fn with_abandon_policy<A2>(self, policy: A2) -> TransactionManager<C, H, A2, J> {
         TransactionManager {
             clock: self.clock,
             hooks: self.hooks,
             abandon: policy,
+            journal: self.journal,
             retry: self.retry,
             timeout: self.timeout,
             on_rollback_failure: self.on_rollback_failure,
@@ -143,6 +148,48 @@ impl<C, H, A> TransactionManager<C, H, A> {
             jitter_seed: self.jitter_seed,
             next_id: self.next_id,
         }
+    }
+
+    /// Writes every transaction this manager runs to `journal`, its undo
+    /// records encoded by `codec`, so that the rollbacks a transaction owes
+    /// survive a crash or a power cut: after a restart,
+    /// [`recover`](TransactionManager::recover) rolls back every
+    /// transaction the journal shows unfinished.
+    ///
+    /// A journaled step's `Done` entry (its undo record) is durable before
+    /// its value returns to the body, and a transaction's `Committed`
+    /// before `run` returns `Ok`; ids come from the journal, unique across
+    /// restarts. Only undo records the codec can encode can be journaled:
+    /// a closure rollback does not compile with a journaled manager.
+    ///
+    /// ```
+    /// # #[cfg(feature = "postcard")] {
+    /// use transaction_manager::*;
+    /// # fn journal() -> impl Journal { transaction_manager::testing::MemoryJournal::new() }
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock).with_journal(journal(), Postcard::<1>);
+    /// # let _ = manager;
+    /// # }
+    /// ```
+    pub fn with_journal<J2, Co>(self, journal: J2, codec: Co) -> TransactionManager<C, H, A, Journaled<J2, Co>> {
+        TransactionManager {
+            clock: self.clock,
+            hooks: self.hooks,
+            abandon: self.abandon,
+            journal: Journaled::new(journal, codec),
+            retry: self.retry,
+            timeout: self.timeout,
+            on_rollback_failure: self.on_rollback_failure,
+            step_times: self.step_times,
+            jitter_seed: self.jitter_seed,
+            next_id: self.next_id,
+        }
+    }
+
+    /// The manager's journal ([`NoJournal`] unless set with
+    /// [`with_journal`](TransactionManager::with_journal)).
+    pub fn journal(&self) -> &J {
+        &self.journal
     }
 
     /// What happens to the remaining rollbacks when one fails for good
@@ -261,6 +308,9 @@ impl<C, H, A> TransactionManager<C, H, A> {
         self.timeout
     }
 
+}
+
+impl<C, H, A, J: JournalIds> TransactionManager<C, H, A, J> {
     /// Prepares a transaction for `operation`. Choose where its undo records
     /// live ([`fixed`](TransactionBuilder::fixed), or with `alloc` the
     /// closure-friendly default), then [`run`](TransactionBuilder::run) it.
@@ -308,6 +358,9 @@ impl<C, H, A> TransactionManager<C, H, A> {
     }
 
     fn next_id(&self) -> TransactionId {
+        if let Some(id) = self.journal.next_id() {
+            return id;
+        }
         #[cfg(target_has_atomic = "ptr")]
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         // Targets without atomic read-modify-write (thumbv6m) are single-core:
@@ -556,7 +609,7 @@ impl<'m, M, L, I> TransactionBuilder<'m, M, L, I> {
     }
 }
 
-impl<C: Clock, H: Hooks, A, L, I> TransactionBuilder<'_, TransactionManager<C, H, A>, L, I>
+impl<C: Clock, H: Hooks, A, J, L, I> TransactionBuilder<'_, TransactionManager<C, H, A, J>, L, I>
 where
     I: Interrupt<C>,
 {
@@ -574,8 +627,10 @@ where
         L: UndoLog,
         L::Undo: Rollback<()>,
         A: AbandonPolicy<C, H, (), L::Undo, L::Storage>,
+        J: JournalFor<L::Undo>,
+        J::CommitFailure: IntoBodyError<B>,
         I::Output: IntoBodyError<B>,
-        F: AsyncFnOnce(&mut Transaction<'_, TransactionManager<C, H, A>, (), L::Undo, L::Storage>) -> Result<T, B>,
+        F: AsyncFnOnce(&mut Transaction<'_, TransactionManager<C, H, A, J>, (), L::Undo, L::Storage>) -> Result<T, B>,
     {
         self.run_with(&mut (), body).await
     }
@@ -594,8 +649,10 @@ where
         L: UndoLog,
         L::Undo: Rollback<Ctx>,
         A: AbandonPolicy<C, H, Ctx, L::Undo, L::Storage>,
+        J: JournalFor<L::Undo>,
+        J::CommitFailure: IntoBodyError<B>,
         I::Output: IntoBodyError<B>,
-        F: AsyncFnOnce(&mut Transaction<'_, TransactionManager<C, H, A>, Ctx, L::Undo, L::Storage>) -> Result<T, B>,
+        F: AsyncFnOnce(&mut Transaction<'_, TransactionManager<C, H, A, J>, Ctx, L::Undo, L::Storage>) -> Result<T, B>,
     {
         let manager = self.manager;
         let span = tm_span!("transaction", id = self.info.id, operation = self.info.operation);
@@ -623,10 +680,15 @@ where
                 crate::panic::guarded_body(race(wait, body)).await
             };
             let ended = match stopped {
-                Ok(Either::Right(Ok(value))) => {
-                    tx.commit().await;
-                    Ok(value)
-                }
+                Ok(Either::Right(Ok(value))) => match tx.commit().await {
+                    Ok(()) => Ok(value),
+                    // The journal could not record the commit: roll back.
+                    Err(failure) => {
+                        let steps = tx.steps().len();
+                        let cause = J::commit_failure(failure).into_body_error(None, steps);
+                        Err((cause, tx.abort().await))
+                    }
+                },
                 Ok(Either::Right(Err(cause))) => Err((cause, tx.abort().await)),
                 Ok(Either::Left(Ok(interrupt))) => {
                     let reason = interrupt.into_reason();

@@ -106,6 +106,34 @@ impl RetryPolicy {
         }
     }
 
+    /// The policy's fields, as a journal keeps them.
+    pub(crate) const fn to_parts(self) -> (u32, u32, u64, u64, u8) {
+        let jitter = match self.jitter {
+            Jitter::None => 0,
+            Jitter::Full => 1,
+            Jitter::Equal => 2,
+        };
+        (self.max_retries, self.multiplier, self.initial_interval, self.max_interval, jitter)
+    }
+
+    /// A policy from [`to_parts`](Self::to_parts), or `None` for an
+    /// unknown jitter.
+    pub(crate) const fn from_parts(
+        max_retries: u32,
+        multiplier: u32,
+        initial_interval: u64,
+        max_interval: u64,
+        jitter: u8,
+    ) -> Option<Self> {
+        let jitter = match jitter {
+            0 => Jitter::None,
+            1 => Jitter::Full,
+            2 => Jitter::Equal,
+            _ => return None,
+        };
+        Some(Self { max_retries, multiplier, initial_interval, max_interval, jitter })
+    }
+
     /// Retries after the first attempt; `n + 1` attempts in all.
     ///
     /// ```

@@ -220,12 +220,13 @@ impl<'s, 't, M, Ctx: ?Sized, U, S: Storage> Step<'s, 't, M, Ctx, U, S> {
     }
 }
 
-impl<C, H, A, Ctx: ?Sized, U, S: Storage> Step<'_, '_, TransactionManager<C, H, A>, Ctx, U, S>
+impl<C, H, A, J, Ctx: ?Sized, U, S: Storage> Step<'_, '_, TransactionManager<C, H, A, J>, Ctx, U, S>
 where
     C: Clock,
     H: Hooks,
     U: Rollback<Ctx>,
     A: AbandonPolicy<C, H, Ctx, U, S>,
+    J: crate::JournalFor<U>,
 {
     /// Runs the step without a rollback: nothing to undo if a later step
     /// fails. Returns execute's value, or why it failed for good. `execute`
@@ -416,12 +417,13 @@ impl<'s, 't, M, Ctx: ?Sized, U, S: Storage, F: StepFn<Ctx>> Execute<'s, 't, M, C
     }
 }
 
-impl<C, H, A, Ctx: ?Sized, U, S: Storage, F> Execute<'_, '_, TransactionManager<C, H, A>, Ctx, U, S, F>
+impl<C, H, A, J, Ctx: ?Sized, U, S: Storage, F> Execute<'_, '_, TransactionManager<C, H, A, J>, Ctx, U, S, F>
 where
     C: Clock,
     H: Hooks,
     U: Rollback<Ctx>,
     A: AbandonPolicy<C, H, Ctx, U, S>,
+    J: crate::JournalFor<U>,
     F: StepFn<Ctx>,
 {
     /// Runs the step without a rollback, like [`Step::run`]: for a step

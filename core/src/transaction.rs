@@ -6,6 +6,7 @@ use core::fmt;
 use core::time::Duration;
 
 use crate::future::with_timeout;
+use crate::journal::{Entry, EntryKind, JournalFailure, JournalFor};
 use crate::ledger::{Ledger, Panicked, UndoRecord, ViaRollback};
 use crate::panic::guarded_call;
 use crate::step::{Maybe, Step, StepConfig, StepParts};
@@ -80,11 +81,11 @@ impl<M, Ctx: ?Sized, U, S: Storage> Drop for Transaction<'_, M, Ctx, U, S> {
     }
 }
 
-impl<'t, C, H, A, Ctx: ?Sized, U, S: Storage> Transaction<'t, TransactionManager<C, H, A>, Ctx, U, S> {
+impl<'t, C, H, A, J, Ctx: ?Sized, U, S: Storage> Transaction<'t, TransactionManager<C, H, A, J>, Ctx, U, S> {
     /// Starts building a step named `name`; set its options, then run it
     /// with [`Step::run`] (no rollback) or [`Step::execute`] followed by a
     /// rollback.
-    pub fn step(&mut self, name: impl Into<crate::Name>) -> Step<'_, 't, TransactionManager<C, H, A>, Ctx, U, S> {
+    pub fn step(&mut self, name: impl Into<crate::Name>) -> Step<'_, 't, TransactionManager<C, H, A, J>, Ctx, U, S> {
         Step {
             config: StepConfig {
                 name: name.into(),
@@ -111,6 +112,28 @@ impl<'t, C, H, A, Ctx: ?Sized, U, S: Storage> Transaction<'t, TransactionManager
     /// The transaction's id.
     pub fn id(&self) -> crate::TransactionId {
         self.ledger.summary.info.id
+    }
+
+    /// The idempotency key of the next step (the one the next
+    /// [`step`](Transaction::step) call starts): this transaction's id and
+    /// that step's index. Pass it to the API the step calls, and keep it in
+    /// its undo record, so that a step or rollback repeated after a crash
+    /// is recognised by the API.
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let done = clock.block_on(manager.transaction("t").with_id(TransactionId::new(9)).fixed::<NoRollback, 2>().run(async |tx| {
+    ///     tx.step("a").run(|| async { Ok::<_, &str>(()) }).await?;
+    ///     let key = tx.next_step_key();
+    ///     tx.step("b").run(|| async move { Ok::<_, &str>(key.to_string()) }).await
+    /// }));
+    /// assert_eq!(done.unwrap().into_value(), "tx-9.1");
+    /// ```
+    pub fn next_step_key(&self) -> crate::IdempotencyKey {
+        let index = u32::try_from(self.ledger.summary.steps.len()).unwrap_or(u32::MAX);
+        crate::IdempotencyKey::new(self.ledger.summary.info.id, index)
     }
 
     /// The records of the steps run so far.
@@ -140,18 +163,19 @@ impl<'t, C, H, A, Ctx: ?Sized, U, S: Storage> Transaction<'t, TransactionManager
     /// assert_eq!(done.unwrap().into_value(), Duration::from_millis(20));
     /// ```
     pub fn clock(&self) -> &'t C {
-        let manager: &'t TransactionManager<C, H, A> = self.manager;
+        let manager: &'t TransactionManager<C, H, A, J> = self.manager;
         &manager.clock
     }
 }
 
-impl<'t, C: Clock, H: Hooks, A, Ctx: ?Sized, U: Rollback<Ctx>, S: Storage>
-    Transaction<'t, TransactionManager<C, H, A>, Ctx, U, S>
+impl<'t, C: Clock, H: Hooks, A, J, Ctx: ?Sized, U: Rollback<Ctx>, S: Storage>
+    Transaction<'t, TransactionManager<C, H, A, J>, Ctx, U, S>
 where
     A: AbandonPolicy<C, H, Ctx, U, S>,
+    J: JournalFor<U>,
 {
     pub(crate) fn new(
-        manager: &'t TransactionManager<C, H, A>,
+        manager: &'t TransactionManager<C, H, A, J>,
         ctx: &'t mut Ctx,
         ledger: &'t mut Ledger<U, S>,
     ) -> Self {
@@ -190,6 +214,15 @@ where
     pub(crate) async fn start(&mut self) {
         let info = &self.ledger.summary.info;
         tm_info!("{} `{}`: transaction started", info.id, info.operation);
+        if J::ENABLED {
+            // Lazy: recovery needs no `Begin` (a durable `Done` names its
+            // transaction), so a failure here is only logged; the step
+            // entries that matter fail on their own if the journal is broken.
+            let entry = Entry::new(info.id, None, EntryKind::Begin).with_text(info.operation.as_str());
+            if let Err(failure) = self.manager.journal.write(&entry).await {
+                tm_error!("{} `{}`: {}", info.id, info.operation, failure);
+            }
+        }
         if !H::ENABLED {
             return;
         }
@@ -236,16 +269,28 @@ where
         self.deadline_at.is_some_and(|deadline| self.now() >= deadline)
     }
 
-    /// The body returned `Ok`: commit.
-    pub(crate) async fn commit(&mut self) {
-        self.on_drop = None;
+    /// The body returned `Ok`: commit. With a journal, the `Committed`
+    /// entry is durable first; if it cannot be written the transaction is
+    /// not committed (recovery would roll it back after `Ok`): the caller
+    /// rolls it back instead.
+    pub(crate) async fn commit(&mut self) -> Result<(), JournalFailure> {
         self.settle_dropped_step();
+        if J::ENABLED {
+            let info = &self.ledger.summary.info;
+            let entry = Entry::new(info.id, None, EntryKind::Committed);
+            if let Err(failure) = self.manager.journal.write(&entry).await {
+                tm_error!("{} `{}`: not committed: {}; rolling back", info.id, info.operation, failure);
+                return Err(failure);
+            }
+        }
+        self.on_drop = None;
         let manager = self.manager;
         let now = self.now();
         let summary = &mut self.ledger.summary;
         summary.completed_at = now;
         tm_info!("{} `{}`: committed after {} step(s)", summary.info.id, summary.info.operation, summary.total_steps());
         complete(&manager.hooks, &self.ledger.summary, true).await;
+        Ok(())
     }
 
     /// The body failed: roll back the completed steps.
@@ -259,13 +304,25 @@ where
         tm_warn!("{} `{}`: body failed; {} step(s) to roll back", info.id, info.operation, owed);
         // The ledger stays in `self` while rolling back: if this future is
         // dropped now, what is still owed goes to the abandon policy.
-        let rollback_failures =
-            self.ledger.roll_back::<ViaRollback, _, _, _>(&mut *self.ctx, &manager.clock, &manager.hooks).await;
-        self.on_drop = None;
+        let rollback_failures = self
+            .ledger
+            .roll_back::<ViaRollback, _, _, _, _>(&mut *self.ctx, &manager.clock, &manager.hooks, &manager.journal)
+            .await;
         let now = self.now();
         let summary = &mut self.ledger.summary;
         summary.completed_at = now;
-        if RollbackState::of(rollback_failures.len(), summary).is_clean() {
+        let clean = RollbackState::of(rollback_failures.len(), summary).is_clean();
+        if J::ENABLED {
+            let entry = Entry::new(summary.info.id, None, EntryKind::RolledBack).with_byte(u8::from(clean));
+            if let Err(failure) = manager.journal.write(&entry).await {
+                // Lazy: if it is lost, recovery repeats the (idempotent)
+                // rollbacks whose `Undone` it does not find.
+                tm_error!("{} `{}`: {}", summary.info.id, summary.info.operation, failure);
+            }
+        }
+        self.on_drop = None;
+        let summary = &self.ledger.summary;
+        if clean {
             // The same words as the error's `Display`.
             let what = if owed == 0 { "nothing to roll back" } else { "rolled back cleanly" };
             tm_info!("{} `{}`: {}", summary.info.id, summary.info.operation, what);
@@ -379,6 +436,30 @@ where
         StepError { step: record.name.clone(), index, kind: StepErrorKind::Panicked(panic) }
     }
 
+    /// Writes the running step's undo record (the last in the ledger) to
+    /// the journal as `kind`.
+    async fn journal_undo(&self, index: usize, kind: EntryKind) -> Result<(), JournalFailure> {
+        let ledger = &*self.ledger;
+        let Some(undo) = ledger.undo.last() else { return Ok(()) };
+        let record = &ledger.summary.steps[index];
+        let entry = Entry::new(ledger.summary.info.id, Some(step_index(index)), kind);
+        self.manager.journal.write_undo(entry, record.name.as_str(), undo.retry, undo.timeout, &undo.undo).await
+    }
+
+    /// Ends a step for good because the journal could not record it.
+    fn step_not_recorded<E>(&mut self, index: usize, failure: JournalFailure) -> StepError<E> {
+        let now = self.stamp();
+        let info = &self.ledger.summary.info;
+        tm_error!("{} `{}`: step #{}: {}", info.id, info.operation, index, failure);
+        let record = &mut self.ledger.summary.steps[index];
+        if record.status != StepStatus::Completed {
+            record.status = StepStatus::Failed;
+            record.completed_at = now;
+        }
+        record.error = Some(ErrorText::capture(&failure));
+        StepError { step: record.name.clone(), index, kind: StepErrorKind::Journal(failure) }
+    }
+
     /// Whether the running step's undo record is the last one in the ledger
     /// (pushed for an uncertain rollback while an attempt runs).
     fn owes(&self, index: usize) -> bool {
@@ -449,6 +530,15 @@ where
                         if let Some(undo) = parked.take() {
                             // Cannot fail: room was checked before the step ran.
                             let _ = self.ledger.undo.push(undo);
+                            if J::ENABLED && attempt == 1 {
+                                // The intent is durable before the first
+                                // attempt: if it cannot be written, the step
+                                // does not run.
+                                if let Err(failure) = self.journal_undo(index, EntryKind::Intent).await {
+                                    self.ledger.undo.pop();
+                                    return Err(self.step_not_recorded(index, failure));
+                                }
+                            }
                         }
                     }
                     let ctx = &mut *self.ctx;
@@ -476,6 +566,16 @@ where
                             } else {
                                 // Cannot fail: room was checked before the step ran.
                                 let _ = self.ledger.undo.push(undo);
+                            }
+                            if J::ENABLED {
+                                // Durable before the value reaches the body. If
+                                // it cannot be written, the undo record stays
+                                // owed in memory and the step fails, so the
+                                // body stops and rolls it back.
+                                if let Err(failure) = self.journal_undo(index, EntryKind::Done).await {
+                                    self.step_completed(index, attempt);
+                                    return Err(self.step_not_recorded(index, failure));
+                                }
                             }
                         }
                         Ok(None) => {}
@@ -545,7 +645,16 @@ where
                     // Its uncertain rollback is not owed: every attempt
                     // failed cleanly.
                     ledger.summary.steps[index].has_rollback = false;
+                    if J::ENABLED {
+                        // Lazy: if it is lost, recovery runs the (idempotent)
+                        // uncertain rollback once more than needed.
+                        let entry = Entry::new(ledger.summary.info.id, Some(step_index(index)), EntryKind::Released);
+                        if let Err(failure) = self.manager.journal.write(&entry).await {
+                            tm_error!("{}: {}", self.ledger.summary.info.id, failure);
+                        }
+                    }
                 }
+                let ledger = &mut self.ledger;
                 return Err(StepError { step: ledger.summary.steps[index].name.clone(), index, kind });
             }
             // The error of an attempt that will be retried is dropped here;
@@ -566,6 +675,11 @@ where
             }
         }
     }
+}
+
+/// A step's index as the journal keeps it.
+pub(crate) fn step_index(index: usize) -> u32 {
+    u32::try_from(index).unwrap_or(u32::MAX)
 }
 
 /// Whether attempt number `attempt` (from 1) is the last one a policy of

@@ -1,0 +1,856 @@
+//! The durable journal: what a transaction writes down so that, after a
+//! crash or a power cut, the rollbacks it still owed are not lost.
+//!
+//! Recovery rolls back; it never replays the body. After a crash an
+//! unfinished transaction is failed, and its owed undo records (plain data,
+//! decoded with an [`UndoCodec`]) are rolled back by the same engine, with
+//! the same policies and hooks. Bodies therefore need no determinism, and
+//! versioning is only about decoding old undo records.
+//!
+//! The core works on bytes: a [`Journal`] stores [`Entry`]s whose payload
+//! the core encodes, so it needs no serde. Codecs sit beside it
+//! ([`Postcard`] with the `postcard` feature, `no_std`; [`Json`] with
+//! `json`).
+
+use core::fmt;
+use core::future::Future;
+use core::time::Duration;
+
+use crate::text::ErrorText;
+use crate::{Name, RetryPolicy, TransactionId};
+
+/// The kinds of journal entries, in the order a transaction writes them.
+///
+/// The number of each kind ([`EntryKind::code`]) is part of the journal
+/// format: backends store it, and it never changes.
+///
+/// ```
+/// use transaction_manager::EntryKind;
+/// assert_eq!(EntryKind::from_code(EntryKind::Done.code()), Some(EntryKind::Done));
+/// assert!(EntryKind::Done.is_durable());
+/// assert!(!EntryKind::Undone.is_durable());
+/// assert!(EntryKind::Committed.ends_transaction());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EntryKind {
+    /// The transaction started (payload: its operation name).
+    Begin,
+    /// A step that opted into uncertain rollback is about to make its first
+    /// attempt (payload: its uncertain undo record). Durable.
+    Intent,
+    /// A step completed (payload: its undo record). Durable before the
+    /// step's value returns to the body.
+    Done,
+    /// A step's uncertain undo record is not owed: every attempt failed
+    /// cleanly.
+    Released,
+    /// A step was rolled back.
+    Undone,
+    /// A step's rollback failed for good.
+    UndoFailed,
+    /// The transaction committed. Durable before `run` returns `Ok`.
+    Committed,
+    /// The transaction ended rolled back (payload: `1` if every rollback
+    /// succeeded, `0` if some failed).
+    RolledBack,
+    /// Recovery could not roll the transaction back (payload: why, as
+    /// text): an undo record that cannot be decoded, or more owed
+    /// rollbacks than the recovery's storage holds. It stays unfinished
+    /// until a later recovery can roll it back or an operator resolves it.
+    Stuck,
+    /// An operator resolved a stuck transaction by hand.
+    Resolved,
+}
+
+impl EntryKind {
+    /// Every kind, in code order.
+    pub const ALL: [EntryKind; 10] = [
+        EntryKind::Begin,
+        EntryKind::Intent,
+        EntryKind::Done,
+        EntryKind::Released,
+        EntryKind::Undone,
+        EntryKind::UndoFailed,
+        EntryKind::Committed,
+        EntryKind::RolledBack,
+        EntryKind::Stuck,
+        EntryKind::Resolved,
+    ];
+
+    /// The kind's number in the journal format (1 to 10).
+    pub const fn code(self) -> u8 {
+        match self {
+            EntryKind::Begin => 1,
+            EntryKind::Intent => 2,
+            EntryKind::Done => 3,
+            EntryKind::Released => 4,
+            EntryKind::Undone => 5,
+            EntryKind::UndoFailed => 6,
+            EntryKind::Committed => 7,
+            EntryKind::RolledBack => 8,
+            EntryKind::Stuck => 9,
+            EntryKind::Resolved => 10,
+        }
+    }
+
+    /// The kind with number `code`, if there is one.
+    pub const fn from_code(code: u8) -> Option<EntryKind> {
+        Some(match code {
+            1 => EntryKind::Begin,
+            2 => EntryKind::Intent,
+            3 => EntryKind::Done,
+            4 => EntryKind::Released,
+            5 => EntryKind::Undone,
+            6 => EntryKind::UndoFailed,
+            7 => EntryKind::Committed,
+            8 => EntryKind::RolledBack,
+            9 => EntryKind::Stuck,
+            10 => EntryKind::Resolved,
+            _ => return None,
+        })
+    }
+
+    /// Whether [`Journal::append`] must make the entry durable before it
+    /// returns: `Intent`, `Done`, `Committed`, `Stuck` and `Resolved`. The
+    /// others may be written lazily: losing one only repeats an idempotent
+    /// rollback at recovery.
+    pub const fn is_durable(self) -> bool {
+        matches!(
+            self,
+            EntryKind::Intent | EntryKind::Done | EntryKind::Committed | EntryKind::Stuck | EntryKind::Resolved
+        )
+    }
+
+    /// Whether the transaction is over once this entry is written
+    /// (`Committed`, `RolledBack`, `Resolved`): recovery leaves it alone.
+    pub const fn ends_transaction(self) -> bool {
+        matches!(self, EntryKind::Committed | EntryKind::RolledBack | EntryKind::Resolved)
+    }
+
+    /// The kind's name, snake_case.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Begin => "begin",
+            EntryKind::Intent => "intent",
+            EntryKind::Done => "done",
+            EntryKind::Released => "released",
+            EntryKind::Undone => "undone",
+            EntryKind::UndoFailed => "undo_failed",
+            EntryKind::Committed => "committed",
+            EntryKind::RolledBack => "rolled_back",
+            EntryKind::Stuck => "stuck",
+            EntryKind::Resolved => "resolved",
+        }
+    }
+}
+
+impl fmt::Display for EntryKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stable key for one step of one transaction: the transaction's id and
+/// the step's index. Pass it to the external API a step calls (and keep it
+/// in the undo record), so that an execute or rollback repeated after a
+/// crash is recognised and harmless.
+///
+/// Printed as `tx-<id>.<index>`.
+///
+/// ```
+/// use transaction_manager::{IdempotencyKey, TransactionId};
+/// let key = IdempotencyKey::new(TransactionId::new(42), 3);
+/// assert_eq!(key.to_string(), "tx-42.3");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(any(feature = "postcard", feature = "json"), derive(serde::Serialize, serde::Deserialize))]
+pub struct IdempotencyKey {
+    transaction: u64,
+    step: u32,
+}
+
+impl IdempotencyKey {
+    /// The key of step `step` of transaction `transaction`.
+    pub const fn new(transaction: TransactionId, step: u32) -> Self {
+        Self { transaction: transaction.get(), step }
+    }
+
+    /// The transaction's id.
+    pub const fn transaction(self) -> TransactionId {
+        TransactionId::new(self.transaction)
+    }
+
+    /// The step's index.
+    pub const fn step(self) -> u32 {
+        self.step
+    }
+}
+
+impl fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tx-{}.{}", self.transaction, self.step)
+    }
+}
+
+/// Why a payload could not be encoded or decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The buffer the journal offered is too small; a journal with a
+    /// growable buffer retries with a larger one.
+    BufferTooSmall,
+    /// The bytes are not a valid payload (corrupt, or an unknown variant).
+    Invalid,
+    /// The payload was written by a newer version of the program: its
+    /// schema number is above the codec's.
+    NewerSchema {
+        /// The schema number in the journal.
+        found: u32,
+        /// The newest schema the codec knows.
+        known: u32,
+    },
+    /// The journal entry was written in a newer format than this library
+    /// reads.
+    NewerFormat {
+        /// The format number in the journal.
+        found: u8,
+    },
+}
+
+impl fmt::Display for CodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CodecError::BufferTooSmall => f.write_str("the buffer is too small for the undo record"),
+            CodecError::Invalid => f.write_str("the undo record cannot be decoded (corrupt, or an unknown variant)"),
+            CodecError::NewerSchema { found, known } => {
+                write!(f, "the undo record has schema {found}, newer than this program's {known}")
+            }
+            CodecError::NewerFormat { found } => {
+                write!(f, "the journal entry has format {found}, newer than this library's {FORMAT}")
+            }
+        }
+    }
+}
+
+impl core::error::Error for CodecError {}
+
+/// Turns undo records of type `U` into bytes and back, for a journal.
+///
+/// `SCHEMA` numbers the layout of `U`. Raise it when `U` changes in a way
+/// old bytes no longer decode as (a variant removed or reordered, a field
+/// changed); `decode` receives the schema an entry was written with, so
+/// it can decode old entries the old way. An entry with a schema above
+/// the codec's is never guessed at: its transaction becomes *stuck*
+/// (listed by recovery, resolved by an operator or by a newer program).
+///
+/// ```
+/// use transaction_manager::{CodecError, UndoCodec};
+///
+/// #[derive(Debug, PartialEq)]
+/// enum Undo { PowerOff, Release(u8) }
+///
+/// struct Bytes;
+/// impl UndoCodec<Undo> for Bytes {
+///     const SCHEMA: u32 = 1;
+///     fn encode(&self, undo: &Undo, buf: &mut [u8]) -> Result<usize, CodecError> {
+///         let bytes = match undo { Undo::PowerOff => [0, 0], Undo::Release(n) => [1, *n] };
+///         buf.get_mut(..2).ok_or(CodecError::BufferTooSmall)?.copy_from_slice(&bytes);
+///         Ok(2)
+///     }
+///     fn decode(&self, _schema: u32, bytes: &[u8]) -> Result<Undo, CodecError> {
+///         match bytes {
+///             [0, 0] => Ok(Undo::PowerOff),
+///             [1, n] => Ok(Undo::Release(*n)),
+///             _ => Err(CodecError::Invalid),
+///         }
+///     }
+/// }
+///
+/// let mut buf = [0u8; 8];
+/// let n = Bytes.encode(&Undo::Release(7), &mut buf).unwrap();
+/// assert_eq!(Bytes.decode(1, &buf[..n]), Ok(Undo::Release(7)));
+/// ```
+pub trait UndoCodec<U> {
+    /// The schema number of `U`'s current layout.
+    const SCHEMA: u32;
+
+    /// Writes `undo` into `buf`, returning the number of bytes written, or
+    /// [`CodecError::BufferTooSmall`].
+    fn encode(&self, undo: &U, buf: &mut [u8]) -> Result<usize, CodecError>;
+
+    /// Reads an undo record written with schema `schema` (at most
+    /// `Self::SCHEMA`: newer ones are refused before this is called).
+    fn decode(&self, schema: u32, bytes: &[u8]) -> Result<U, CodecError>;
+}
+
+/// The [postcard](https://docs.rs/postcard) codec: compact, `no_std`, no
+/// allocator. For undo types that implement serde's `Serialize` and
+/// `Deserialize`. `SCHEMA` is the schema number (default 1).
+///
+/// ```
+/// use transaction_manager::{Postcard, UndoCodec};
+///
+/// #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+/// enum Undo { DeleteVm { id: u64 } }
+///
+/// let mut buf = [0u8; 16];
+/// let n = Postcard::<1>.encode(&Undo::DeleteVm { id: 300 }, &mut buf).unwrap();
+/// assert_eq!(Postcard::<1>.decode(1, &buf[..n]), Ok(Undo::DeleteVm { id: 300 }));
+/// ```
+#[cfg(feature = "postcard")]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Postcard<const SCHEMA: u32 = 1>;
+
+#[cfg(feature = "postcard")]
+impl<U, const SCHEMA: u32> UndoCodec<U> for Postcard<SCHEMA>
+where
+    U: serde::Serialize + serde::de::DeserializeOwned,
+{
+    const SCHEMA: u32 = SCHEMA;
+
+    fn encode(&self, undo: &U, buf: &mut [u8]) -> Result<usize, CodecError> {
+        match postcard::to_slice(undo, buf) {
+            Ok(written) => Ok(written.len()),
+            Err(postcard::Error::SerializeBufferFull) => Err(CodecError::BufferTooSmall),
+            Err(_) => Err(CodecError::Invalid),
+        }
+    }
+
+    fn decode(&self, _: u32, bytes: &[u8]) -> Result<U, CodecError> {
+        match postcard::take_from_bytes::<U>(bytes) {
+            Ok((undo, [])) => Ok(undo),
+            _ => Err(CodecError::Invalid),
+        }
+    }
+}
+
+/// A JSON codec (with `serde_json`): readable in the journal, for servers.
+/// For undo types that implement serde's `Serialize` and `Deserialize`.
+/// `SCHEMA` is the schema number (default 1).
+///
+/// ```
+/// use transaction_manager::{Json, UndoCodec};
+///
+/// #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+/// enum Undo { DeleteVm { id: u64 } }
+///
+/// let mut buf = [0u8; 64];
+/// let n = Json::<1>.encode(&Undo::DeleteVm { id: 300 }, &mut buf).unwrap();
+/// assert_eq!(&buf[..n], br#"{"DeleteVm":{"id":300}}"#);
+/// assert_eq!(Json::<1>.decode(1, &buf[..n]), Ok(Undo::DeleteVm { id: 300 }));
+/// ```
+#[cfg(feature = "json")]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Json<const SCHEMA: u32 = 1>;
+
+#[cfg(feature = "json")]
+impl<U, const SCHEMA: u32> UndoCodec<U> for Json<SCHEMA>
+where
+    U: serde::Serialize + serde::de::DeserializeOwned,
+{
+    const SCHEMA: u32 = SCHEMA;
+
+    fn encode(&self, undo: &U, buf: &mut [u8]) -> Result<usize, CodecError> {
+        let bytes = serde_json::to_vec(undo).map_err(|_| CodecError::Invalid)?;
+        let out = buf.get_mut(..bytes.len()).ok_or(CodecError::BufferTooSmall)?;
+        out.copy_from_slice(&bytes);
+        Ok(bytes.len())
+    }
+
+    fn decode(&self, _: u32, bytes: &[u8]) -> Result<U, CodecError> {
+        serde_json::from_slice(bytes).map_err(|_| CodecError::Invalid)
+    }
+}
+
+/// The format number of the payloads the core writes. Entries with a
+/// higher number are refused (the transaction becomes stuck), never
+/// guessed at.
+pub const FORMAT: u8 = 1;
+
+/// One entry a transaction appends to its journal.
+///
+/// A journal stores, per entry: the transaction's id, the step's index
+/// (none for the transaction's own entries), the kind's
+/// [`code`](EntryKind::code), and the payload bytes that
+/// [`write_payload`](Entry::write_payload) produces. Entries are
+/// idempotent: the same (transaction, step, kind) may be appended again
+/// (a retried write, a repeated recovery), and keeping either copy is
+/// right.
+pub struct Entry<'a> {
+    transaction: TransactionId,
+    step: Option<u32>,
+    kind: EntryKind,
+    payload: Payload<'a>,
+}
+
+enum Payload<'a> {
+    None,
+    Text(&'a str),
+    Byte(u8),
+    Undo(&'a UndoPayload<'a>),
+}
+
+/// What the journal keeps of an owed rollback: everything recovery needs
+/// to run it as the transaction would have.
+pub(crate) struct UndoPayload<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) schema: u32,
+    pub(crate) undo: &'a (dyn Fn(&mut [u8]) -> Result<usize, CodecError> + Sync),
+}
+
+impl<'a> Entry<'a> {
+    pub(crate) fn new(transaction: TransactionId, step: Option<u32>, kind: EntryKind) -> Self {
+        Self { transaction, step, kind, payload: Payload::None }
+    }
+
+    pub(crate) fn with_text(mut self, text: &'a str) -> Self {
+        self.payload = Payload::Text(text);
+        self
+    }
+
+    pub(crate) fn with_byte(mut self, byte: u8) -> Self {
+        self.payload = Payload::Byte(byte);
+        self
+    }
+
+    pub(crate) fn with_undo(mut self, undo: &'a UndoPayload<'a>) -> Self {
+        self.payload = Payload::Undo(undo);
+        self
+    }
+
+    /// The transaction's id.
+    pub fn transaction(&self) -> TransactionId {
+        self.transaction
+    }
+
+    /// The step's index, or `None` for the transaction's own entries
+    /// (`Begin`, `Committed`, `RolledBack`, `Stuck`, `Resolved`).
+    pub fn step(&self) -> Option<u32> {
+        self.step
+    }
+
+    /// The entry's kind.
+    pub fn kind(&self) -> EntryKind {
+        self.kind
+    }
+
+    /// Whether the entry must be durable when `append` returns (see
+    /// [`EntryKind::is_durable`]).
+    pub fn is_durable(&self) -> bool {
+        self.kind.is_durable()
+    }
+
+    /// Writes the payload into `buf` and returns its length. On
+    /// [`CodecError::BufferTooSmall`], a journal with a growable buffer
+    /// retries with a larger one (`payload_len_hint` is a good start); a
+    /// journal with a fixed buffer fails the append.
+    pub fn write_payload(&self, buf: &mut [u8]) -> Result<usize, CodecError> {
+        match &self.payload {
+            Payload::None => Ok(0),
+            Payload::Text(text) => put(buf, 0, text.as_bytes()),
+            Payload::Byte(byte) => put(buf, 0, &[*byte]),
+            Payload::Undo(undo) => {
+                let name = undo.name.as_bytes();
+                let name_len = u16::try_from(name.len()).unwrap_or(u16::MAX);
+                let name = &name[..usize::from(name_len)];
+                let (max_retries, multiplier, initial, max, jitter) = undo.retry.to_parts();
+                let timeout = match undo.timeout {
+                    Some(timeout) => u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX - 1),
+                    None => u64::MAX,
+                };
+                let mut at = put(buf, 0, &[FORMAT])?;
+                at = put(buf, at, &undo.schema.to_le_bytes())?;
+                at = put(buf, at, &name_len.to_le_bytes())?;
+                at = put(buf, at, name)?;
+                at = put(buf, at, &max_retries.to_le_bytes())?;
+                at = put(buf, at, &multiplier.to_le_bytes())?;
+                at = put(buf, at, &initial.to_le_bytes())?;
+                at = put(buf, at, &max.to_le_bytes())?;
+                at = put(buf, at, &[jitter])?;
+                at = put(buf, at, &timeout.to_le_bytes())?;
+                let rest = buf.get_mut(at..).ok_or(CodecError::BufferTooSmall)?;
+                Ok(at + (undo.undo)(rest)?)
+            }
+        }
+    }
+
+    /// A size the payload usually fits in: the exact size without an undo
+    /// record, the fixed part plus 64 bytes with one.
+    pub fn payload_len_hint(&self) -> usize {
+        match &self.payload {
+            Payload::None => 0,
+            Payload::Text(text) => text.len(),
+            Payload::Byte(_) => 1,
+            Payload::Undo(undo) => UNDO_HEADER + undo.name.len() + 64,
+        }
+    }
+}
+
+impl fmt::Debug for Entry<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("transaction", &self.transaction)
+            .field("step", &self.step)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Bytes of an undo payload before the name and the undo record.
+const UNDO_HEADER: usize = 1 + 4 + 2 + 4 + 4 + 8 + 8 + 1 + 8;
+
+fn put(buf: &mut [u8], at: usize, bytes: &[u8]) -> Result<usize, CodecError> {
+    let end = at + bytes.len();
+    buf.get_mut(at..end).ok_or(CodecError::BufferTooSmall)?.copy_from_slice(bytes);
+    Ok(end)
+}
+
+/// An entry as a journal hands it back to recovery.
+#[derive(Clone, Copy, Debug)]
+pub struct StoredEntry<'a> {
+    /// The step's index, or `None` for the transaction's own entries.
+    pub step: Option<u32>,
+    /// The kind's [`code`](EntryKind::code) as stored: an unknown code
+    /// makes the transaction stuck.
+    pub kind: u8,
+    /// The payload bytes as written by [`Entry::write_payload`].
+    pub payload: &'a [u8],
+}
+
+/// A decoded undo payload.
+pub(crate) struct DecodedUndo<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) schema: u32,
+    pub(crate) undo: &'a [u8],
+}
+
+/// Reads an undo payload written by [`Entry::write_payload`].
+pub(crate) fn decode_undo_payload(bytes: &[u8]) -> Result<DecodedUndo<'_>, CodecError> {
+    let mut reader = Reader(bytes);
+    let format = reader.take::<1>()?[0];
+    if format > FORMAT {
+        return Err(CodecError::NewerFormat { found: format });
+    }
+    let schema = u32::from_le_bytes(reader.take()?);
+    let name_len = usize::from(u16::from_le_bytes(reader.take()?));
+    let name = core::str::from_utf8(reader.slice(name_len)?).map_err(|_| CodecError::Invalid)?;
+    let max_retries = u32::from_le_bytes(reader.take()?);
+    let multiplier = u32::from_le_bytes(reader.take()?);
+    let initial = u64::from_le_bytes(reader.take()?);
+    let max = u64::from_le_bytes(reader.take()?);
+    let jitter = reader.take::<1>()?[0];
+    let retry = RetryPolicy::from_parts(max_retries, multiplier, initial, max, jitter).ok_or(CodecError::Invalid)?;
+    let timeout = match u64::from_le_bytes(reader.take()?) {
+        u64::MAX => None,
+        nanos => Some(Duration::from_nanos(nanos)),
+    };
+    Ok(DecodedUndo { name, retry, timeout, schema, undo: reader.0 })
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn slice(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        if self.0.len() < n {
+            return Err(CodecError::Invalid);
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.slice(N)?);
+        Ok(out)
+    }
+}
+
+/// Durable storage for the entries of journaled transactions: SQLite
+/// (`transaction-manager-sqlite`), flash, Postgres, or an in-memory one in
+/// tests.
+///
+/// An implementation MUST:
+/// - make an entry whose [`is_durable`](Entry::is_durable) is true survive
+///   a crash or power cut before `append` returns `Ok` (other entries may
+///   be buffered and written with a later one);
+/// - keep entries idempotent: appending the same (transaction, step, kind)
+///   again is not an error;
+/// - hand entries back in [`read`](Journal::read) in the order they were
+///   first appended;
+/// - give out ids with [`next_id`](Journal::next_id) that no transaction of
+///   this journal had before, in this process or an earlier one, or in
+///   another process sharing the journal;
+/// - never drop an entry it accepted: a write that fails is an `Err` from
+///   `append` (a full disk, a read-only file), never a silent loss.
+#[allow(async_fn_in_trait)] // `Send` follows the implementation: see the crate docs.
+pub trait Journal {
+    /// What a failed journal call returns.
+    type Error: fmt::Display;
+
+    /// A transaction id never given out before by this journal.
+    fn next_id(&self) -> TransactionId;
+
+    /// Appends `entry` (durably, if [`Entry::is_durable`]).
+    async fn append(&self, entry: &Entry<'_>) -> Result<(), Self::Error>;
+
+    /// The unfinished transaction (one without an entry that
+    /// [`ends_transaction`](EntryKind::ends_transaction)) with the smallest
+    /// id above `after` (any id if `None`), if there is one.
+    async fn next_unfinished(&self, after: Option<TransactionId>) -> Result<Option<TransactionId>, Self::Error>;
+
+    /// Calls `visit` with each entry of transaction `id`, in the order they
+    /// were appended.
+    async fn read(&self, id: TransactionId, visit: &mut dyn FnMut(StoredEntry<'_>)) -> Result<(), Self::Error>;
+}
+
+impl<J: Journal + ?Sized> Journal for &J {
+    type Error = J::Error;
+
+    fn next_id(&self) -> TransactionId {
+        (**self).next_id()
+    }
+
+    async fn append(&self, entry: &Entry<'_>) -> Result<(), Self::Error> {
+        (**self).append(entry).await
+    }
+
+    async fn next_unfinished(&self, after: Option<TransactionId>) -> Result<Option<TransactionId>, Self::Error> {
+        (**self).next_unfinished(after).await
+    }
+
+    async fn read(&self, id: TransactionId, visit: &mut dyn FnMut(StoredEntry<'_>)) -> Result<(), Self::Error> {
+        (**self).read(id, visit).await
+    }
+}
+
+/// A journal call that failed: which entry, and the journal's error text.
+/// What a journaled step returns (as [`StepErrorKind::Journal`](crate::StepErrorKind::Journal))
+/// when its `Done` or intent could not be written, and what a journaled
+/// transaction's body error is built from when its `Committed` could not
+/// be (`B: From<JournalFailure>`; `StepError<E>` qualifies).
+///
+/// ```
+/// use transaction_manager::{EntryKind, JournalFailure};
+/// let failure = JournalFailure::new(EntryKind::Done, &"disk full");
+/// assert_eq!(failure.entry(), EntryKind::Done);
+/// # #[cfg(feature = "error-text")]
+/// assert_eq!(failure.to_string(), "journal: writing `done` failed: disk full");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalFailure {
+    entry: EntryKind,
+    text: ErrorText,
+}
+
+impl JournalFailure {
+    /// A failure to write `entry`, for `error` (its text is kept with the
+    /// `error-text` feature).
+    pub fn new(entry: EntryKind, error: &dyn fmt::Display) -> Self {
+        Self { entry, text: ErrorText::capture(error) }
+    }
+
+    /// The entry that could not be written.
+    pub fn entry(&self) -> EntryKind {
+        self.entry
+    }
+
+    /// The journal's error text (empty without the `error-text` feature).
+    pub fn error(&self) -> &str {
+        self.text.as_str()
+    }
+}
+
+impl fmt::Display for JournalFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "journal: writing `{}` failed", self.entry)?;
+        if !self.text.as_str().is_empty() {
+            write!(f, ": {}", self.text.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+impl core::error::Error for JournalFailure {}
+
+impl<B: From<JournalFailure>> crate::IntoBodyError<B> for JournalFailure {
+    fn into_body_error(self, _: Option<(Name, usize)>, _: usize) -> B {
+        B::from(self)
+    }
+}
+
+/// The body error of a journaled transaction whose `Committed` entry could
+/// not be written: its steps are rolled back (the journal would otherwise
+/// roll them back at the next recovery, after `run` said `Ok`).
+impl<E> From<JournalFailure> for crate::StepError<E> {
+    fn from(failure: JournalFailure) -> Self {
+        crate::StepError {
+            step: Name::from("(commit)"),
+            index: usize::MAX,
+            kind: crate::StepErrorKind::Journal(failure),
+        }
+    }
+}
+
+/// What a manager writes its transactions to: [`NoJournal`] (the default)
+/// or a [`Journaled`] journal and codec. The engine's view of a journal,
+/// for undo records of type `U`; implemented by those two only.
+///
+/// A manager with a journal runs only transactions whose undo records its
+/// codec can encode: closure rollbacks ([`BoxedRollback`](crate::BoxedRollback))
+/// cannot be, so such a transaction does not compile.
+#[diagnostic::on_unimplemented(
+    message = "this manager's journal cannot keep undo records of type `{U}`",
+    label = "a journaled transaction needs undo records as data",
+    note = "a journal keeps undo records as bytes, encoded by its codec: use an undo enum that the \
+            codec can encode (for `Postcard`/`Json`: derive serde's `Serialize` and `Deserialize`) \
+            with `.fixed::<Undo, N>()` or `.unbounded::<Undo>()`; closure rollbacks stay in memory, \
+            so run them with a manager without a journal"
+)]
+pub trait JournalFor<U>: JournalIds {
+    /// Whether anything is written.
+    #[doc(hidden)]
+    const ENABLED: bool;
+
+    /// What the body error of a transaction whose commit could not be
+    /// written is built from.
+    #[doc(hidden)]
+    type CommitFailure;
+
+    /// Writes `entry`.
+    #[doc(hidden)]
+    fn write<'a>(&'a self, entry: &'a Entry<'a>) -> impl Future<Output = Result<(), JournalFailure>> + 'a;
+
+    /// Writes `entry` with `undo` as its payload.
+    #[doc(hidden)]
+    fn write_undo<'a>(
+        &'a self,
+        entry: Entry<'a>,
+        name: &'a str,
+        retry: RetryPolicy,
+        timeout: Option<Duration>,
+        undo: &'a U,
+    ) -> impl Future<Output = Result<(), JournalFailure>> + 'a;
+
+    #[doc(hidden)]
+    fn commit_failure(failure: JournalFailure) -> Self::CommitFailure;
+}
+
+/// Where a manager's transaction ids come from: its journal, if it has one
+/// (ids unique across restarts), or else a counter. Implemented by
+/// [`NoJournal`] and [`Journaled`] only.
+pub trait JournalIds: sealed::Sealed {
+    /// An id from the journal, or `None` without one.
+    #[doc(hidden)]
+    fn next_id(&self) -> Option<TransactionId>;
+}
+
+pub(crate) mod sealed {
+    pub trait Sealed {}
+}
+
+/// No journal: transactions live in memory only (the default).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoJournal;
+
+impl sealed::Sealed for NoJournal {}
+
+impl JournalIds for NoJournal {
+    fn next_id(&self) -> Option<TransactionId> {
+        None
+    }
+}
+
+impl<U> JournalFor<U> for NoJournal {
+    const ENABLED: bool = false;
+    type CommitFailure = crate::Never;
+
+    // Not `async fn`: the futures hold nothing, so a transaction stays
+    // `Send` whatever its undo type.
+    fn write<'a>(&'a self, _: &'a Entry<'a>) -> impl Future<Output = Result<(), JournalFailure>> + 'a {
+        core::future::ready(Ok(()))
+    }
+
+    fn write_undo<'a>(
+        &'a self,
+        _: Entry<'a>,
+        _: &'a str,
+        _: RetryPolicy,
+        _: Option<Duration>,
+        _: &'a U,
+    ) -> impl Future<Output = Result<(), JournalFailure>> + 'a {
+        core::future::ready(Ok(()))
+    }
+
+    fn commit_failure(_: JournalFailure) -> crate::Never {
+        unreachable!("no journal, no journal failure")
+    }
+}
+
+/// A journal and the codec of its undo records: what
+/// [`TransactionManager::with_journal`](crate::TransactionManager::with_journal)
+/// keeps. Use [`journal`](Journaled::journal) to reach the journal.
+#[derive(Debug)]
+pub struct Journaled<J, Co> {
+    journal: J,
+    codec: Co,
+}
+
+impl<J, Co> Journaled<J, Co> {
+    pub(crate) fn new(journal: J, codec: Co) -> Self {
+        Self { journal, codec }
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &J {
+        &self.journal
+    }
+
+    /// The codec.
+    pub fn codec(&self) -> &Co {
+        &self.codec
+    }
+}
+
+impl<J, Co> sealed::Sealed for Journaled<J, Co> {}
+
+impl<J: Journal, Co> JournalIds for Journaled<J, Co> {
+    fn next_id(&self) -> Option<TransactionId> {
+        Some(self.journal.next_id())
+    }
+}
+
+impl<U: Sync, J: Journal, Co: UndoCodec<U> + Sync> JournalFor<U> for Journaled<J, Co> {
+    const ENABLED: bool = true;
+    type CommitFailure = JournalFailure;
+
+    fn write<'a>(&'a self, entry: &'a Entry<'a>) -> impl Future<Output = Result<(), JournalFailure>> + 'a {
+        async move { self.journal.append(entry).await.map_err(|error| JournalFailure::new(entry.kind(), &error)) }
+    }
+
+    fn write_undo<'a>(
+        &'a self,
+        entry: Entry<'a>,
+        name: &'a str,
+        retry: RetryPolicy,
+        timeout: Option<Duration>,
+        undo: &'a U,
+    ) -> impl Future<Output = Result<(), JournalFailure>> + 'a {
+        async move {
+            let codec = &self.codec;
+            let encode = move |buf: &mut [u8]| codec.encode(undo, buf);
+            let payload = UndoPayload { name, retry, timeout, schema: Co::SCHEMA, undo: &encode };
+            let entry = entry.with_undo(&payload);
+            self.journal.append(&entry).await.map_err(|error| JournalFailure::new(entry.kind(), &error))
+        }
+    }
+
+    fn commit_failure(failure: JournalFailure) -> JournalFailure {
+        failure
+    }
+}
