@@ -77,9 +77,11 @@ impl<U, S: Storage> Abandoned<U, S> {
             id = self.ledger.summary.info.id,
             operation = self.ledger.summary.info.operation
         );
-        let failures =
-            crate::trace::within(&span, self.ledger.roll_back::<ViaDetached, (), C, (), _>(&mut (), clock, &(), &crate::NoJournal))
-                .await;
+        let failures = crate::trace::within(
+            &span,
+            self.ledger.roll_back::<ViaDetached, (), C, (), _>(&mut (), clock, &(), &crate::NoJournal),
+        )
+        .await;
         self.ledger.summary.completed_at = clock.now();
         RollbackReport { failures, summary: self.ledger.take_summary() }
     }

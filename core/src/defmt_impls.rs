@@ -134,7 +134,7 @@ impl<E: Format> Format for StepErrorKind<E> {
             StepErrorKind::Panicked(message) => write!(f, "panicked: {}", message),
             StepErrorKind::Interrupted(reason) => write!(f, "interrupted: {}", reason),
             StepErrorKind::EmptyName => write!(f, "not run: empty name"),
-            StepErrorKind::Journal(failure) => write!(f, "not recorded: journal entry {=str} failed", failure.entry().as_str()),
+            StepErrorKind::Journal(failure) => write!(f, "not recorded: {}", failure),
         }
     }
 }
@@ -193,7 +193,10 @@ impl Format for crate::EntryKind {
 
 impl Format for crate::JournalFailure {
     fn format(&self, f: Formatter<'_>) {
-        write!(f, "journal: writing `{}` failed", self.entry());
+        match self.entry() {
+            Some(entry) => write!(f, "journal: writing `{}` failed", entry),
+            None => write!(f, "journal: reading failed"),
+        }
         if !self.error().is_empty() {
             write!(f, ": {=str}", self.error());
         }

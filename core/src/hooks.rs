@@ -155,6 +155,23 @@ pub trait Hooks {
     fn on_transaction_abandoned<U, S: Storage>(&self, abandoned: &Abandoned<U, S>) {
         let _ = abandoned;
     }
+
+    /// Recovery found `transaction` unfinished in the journal (a crash, a
+    /// power cut, a dropped future) and is about to roll back the `owed`
+    /// steps it still owes, with the rollback hooks and, at the end,
+    /// `on_transaction_complete` (`success = false`). See
+    /// [`TransactionManager::recover`](crate::TransactionManager::recover).
+    async fn on_transaction_recovered(&self, transaction: &TransactionInfo, owed: usize) {
+        let _ = (transaction, owed);
+    }
+
+    /// Recovery cannot roll `transaction` back (`reason`: an undo record it
+    /// cannot decode, or more owed steps than its storage holds): it stays
+    /// in the journal as *stuck* until a later recovery can roll it back
+    /// or an operator resolves it.
+    async fn on_transaction_stuck(&self, transaction: &TransactionInfo, reason: &str) {
+        let _ = (transaction, reason);
+    }
 }
 
 /// No hooks.
@@ -204,6 +221,17 @@ macro_rules! impl_for_collection {
             summary: &Summary<St>,
         ) {
             each!(self.$iter(), on_transaction_complete(transaction, success, summary));
+        }
+        fn on_transaction_abandoned<U, St: Storage>(&self, abandoned: &Abandoned<U, St>) {
+            for hook in self.$iter() {
+                hook.on_transaction_abandoned(abandoned);
+            }
+        }
+        async fn on_transaction_recovered(&self, transaction: &TransactionInfo, owed: usize) {
+            each!(self.$iter(), on_transaction_recovered(transaction, owed));
+        }
+        async fn on_transaction_stuck(&self, transaction: &TransactionInfo, reason: &str) {
+            each!(self.$iter(), on_transaction_stuck(transaction, reason));
         }
     };
 }
@@ -268,6 +296,12 @@ macro_rules! impl_for_pointer {
             fn on_transaction_abandoned<U, St: Storage>(&self, abandoned: &Abandoned<U, St>) {
                 (**self).on_transaction_abandoned(abandoned)
             }
+            async fn on_transaction_recovered(&self, transaction: &TransactionInfo, owed: usize) {
+                (**self).on_transaction_recovered(transaction, owed).await
+            }
+            async fn on_transaction_stuck(&self, transaction: &TransactionInfo, reason: &str) {
+                (**self).on_transaction_stuck(transaction, reason).await
+            }
         }
     )*};
 }
@@ -314,6 +348,12 @@ macro_rules! impl_for_tuple {
             }
             fn on_transaction_abandoned<U, St: Storage>(&self, abandoned: &Abandoned<U, St>) {
                 $( self.$idx.on_transaction_abandoned(abandoned); )+
+            }
+            async fn on_transaction_recovered(&self, transaction: &TransactionInfo, owed: usize) {
+                $( self.$idx.on_transaction_recovered(transaction, owed).await; )+
+            }
+            async fn on_transaction_stuck(&self, transaction: &TransactionInfo, reason: &str) {
+                $( self.$idx.on_transaction_stuck(transaction, reason).await; )+
             }
         }
     };

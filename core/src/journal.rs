@@ -638,13 +638,13 @@ impl<J: Journal + ?Sized> Journal for &J {
 /// ```
 /// use transaction_manager::{EntryKind, JournalFailure};
 /// let failure = JournalFailure::new(EntryKind::Done, &"disk full");
-/// assert_eq!(failure.entry(), EntryKind::Done);
+/// assert_eq!(failure.entry(), Some(EntryKind::Done));
 /// # #[cfg(feature = "error-text")]
 /// assert_eq!(failure.to_string(), "journal: writing `done` failed: disk full");
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JournalFailure {
-    entry: EntryKind,
+    entry: Option<EntryKind>,
     text: ErrorText,
 }
 
@@ -652,11 +652,16 @@ impl JournalFailure {
     /// A failure to write `entry`, for `error` (its text is kept with the
     /// `error-text` feature).
     pub fn new(entry: EntryKind, error: &dyn fmt::Display) -> Self {
-        Self { entry, text: ErrorText::capture(error) }
+        Self { entry: Some(entry), text: ErrorText::capture(error) }
     }
 
-    /// The entry that could not be written.
-    pub fn entry(&self) -> EntryKind {
+    /// A failure to read the journal (recovery), for `error`.
+    pub fn reading(error: &dyn fmt::Display) -> Self {
+        Self { entry: None, text: ErrorText::capture(error) }
+    }
+
+    /// The entry that could not be written, or `None` if reading failed.
+    pub fn entry(&self) -> Option<EntryKind> {
         self.entry
     }
 
@@ -668,7 +673,10 @@ impl JournalFailure {
 
 impl fmt::Display for JournalFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "journal: writing `{}` failed", self.entry)?;
+        match self.entry {
+            Some(entry) => write!(f, "journal: writing `{entry}` failed")?,
+            None => f.write_str("journal: reading failed")?,
+        }
         if !self.text.as_str().is_empty() {
             write!(f, ": {}", self.text.as_str())?;
         }

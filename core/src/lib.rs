@@ -106,10 +106,13 @@ mod journal;
 mod ledger;
 mod manager;
 mod manual_clock;
+#[cfg(feature = "std")]
+mod memory_journal;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod panic;
 mod record;
+mod recovery;
 mod retry;
 mod rollback;
 #[cfg(feature = "serde")]
@@ -143,10 +146,13 @@ pub use journal::{
 pub use ledger::RollbackFailurePolicy;
 pub use manager::{Closures, LocalClosures, Outcome, Records, TransactionBuilder, TransactionManager, UndoLog};
 pub use manual_clock::{ManualClock, ManualSleep};
+#[cfg(feature = "std")]
+pub use memory_journal::{JournalRow, MemoryJournal, MemoryJournalError};
 #[cfg(feature = "metrics")]
 pub use metrics::{Metrics, StepMetrics};
 pub use panic::PanicMessage;
 pub use record::{StepRecord, StepStatus, TransactionId, TransactionInfo};
+pub use recovery::Recovery;
 pub use retry::{Jitter, RetryPolicy, SplitMix64};
 #[cfg(feature = "alloc")]
 pub use rollback::{BoxError, BoxedRollback, LocalBoxedRollback};

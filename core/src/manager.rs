@@ -7,8 +7,8 @@ use core::time::Duration;
 
 use crate::future::{Either, race};
 use crate::interrupt::{Cancel, Deadline, IntoBodyError, IntoReason, NoInterrupt};
-use crate::ledger::Ledger;
 use crate::journal::{JournalFor, JournalIds, Journaled, NoJournal};
+use crate::ledger::Ledger;
 use crate::{
     AbandonPolicy, Clock, Committed, Hooks, Interrupt, Name, RetryPolicy, Rollback, RollbackFailurePolicy, Spawned,
     Storage, Transaction, TransactionError, TransactionId, TransactionInfo, Unattended,
@@ -52,7 +52,7 @@ pub struct TransactionManager<C, H = (), A = Unattended, J = NoJournal> {
     pub(crate) retry: RetryPolicy,
     pub(crate) timeout: Option<Duration>,
     pub(crate) on_rollback_failure: RollbackFailurePolicy,
-    step_times: bool,
+    pub(crate) step_times: bool,
     jitter_seed: u64,
     next_id: AtomicUsize,
 }
@@ -163,9 +163,9 @@ impl<C, H, A, J> TransactionManager<C, H, A, J> {
     /// a closure rollback does not compile with a journaled manager.
     ///
     /// ```
-    /// # #[cfg(feature = "postcard")] {
+    /// # #[cfg(all(feature = "postcard", feature = "std"))] {
     /// use transaction_manager::*;
-    /// # fn journal() -> impl Journal { transaction_manager::testing::MemoryJournal::new() }
+    /// # fn journal() -> impl Journal { MemoryJournal::new() }
     /// let clock = ManualClock::new();
     /// let manager = TransactionManager::new(&clock).with_journal(journal(), Postcard::<1>);
     /// # let _ = manager;
@@ -307,7 +307,6 @@ impl<C, H, A, J> TransactionManager<C, H, A, J> {
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout
     }
-
 }
 
 impl<C, H, A, J: JournalIds> TransactionManager<C, H, A, J> {
@@ -353,7 +352,7 @@ impl<C, H, A, J: JournalIds> TransactionManager<C, H, A, J> {
         }
     }
 
-    fn jitter_seed_for(&self, id: TransactionId) -> u64 {
+    pub(crate) fn jitter_seed_for(&self, id: TransactionId) -> u64 {
         self.jitter_seed ^ id.get().wrapping_mul(0x9E37_79B9_7F4A_7C15)
     }
 

@@ -45,6 +45,11 @@ pub trait List<T>: Default + Deref<Target = [T]> + DerefMut + sealed::Sealed {
 
     /// Whether one more item fits.
     fn has_room(&self) -> bool;
+
+    /// Removes and returns the item at `index`, shifting the later ones
+    /// down (keeps their order).
+    #[doc(hidden)]
+    fn remove_at(&mut self, index: usize) -> T;
 }
 
 /// Room for `N` steps, inline in the transaction: no allocator needed.
@@ -76,6 +81,10 @@ impl<T, const N: usize> List<T> for heapless::Vec<T, N> {
 
     fn has_room(&self) -> bool {
         !self.is_full()
+    }
+
+    fn remove_at(&mut self, index: usize) -> T {
+        heapless::Vec::remove(self, index)
     }
 }
 
@@ -114,5 +123,9 @@ impl<T> List<T> for alloc::vec::Vec<T> {
 
     fn has_room(&self) -> bool {
         true
+    }
+
+    fn remove_at(&mut self, index: usize) -> T {
+        alloc::vec::Vec::remove(self, index)
     }
 }

@@ -198,7 +198,7 @@ impl fmt::Debug for ErrorText {
 
 /// A `fmt::Write` into a fixed buffer that keeps what fits and marks a cut
 /// with `…` instead of failing.
-struct Truncating<const N: usize> {
+pub(crate) struct Truncating<const N: usize> {
     buf: heapless::String<N>,
     cut: bool,
 }
@@ -206,11 +206,11 @@ struct Truncating<const N: usize> {
 impl<const N: usize> Truncating<N> {
     const ELLIPSIS: &'static str = "…";
 
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self { buf: heapless::String::new(), cut: false }
     }
 
-    fn finish(mut self) -> heapless::String<N> {
+    pub(crate) fn finish(mut self) -> heapless::String<N> {
         if self.cut {
             // Make room for the marker at a character boundary.
             while self.buf.len() + Self::ELLIPSIS.len() > N {

@@ -1,0 +1,339 @@
+//! Recovery: after a restart, roll back every transaction the journal
+//! shows unfinished, with the same engine, policies and hooks.
+
+use core::fmt::{self, Write as _};
+
+use crate::journal::{CodecError, Entry, EntryKind, Journal, JournalFailure, Journaled, StoredEntry, UndoCodec};
+use crate::ledger::{Ledger, UndoRecord, ViaRollback};
+use crate::panic::guarded_call;
+use crate::text::Truncating;
+use crate::{
+    Clock, Hooks, List, Name, RollbackFailurePolicy, RollbackState, StepRecord, StepStatus, Storage, TransactionId,
+    TransactionInfo, TransactionManager,
+};
+
+/// What [`TransactionManager::recover`] did.
+///
+/// ```
+/// use transaction_manager::Recovery;
+/// let report = Recovery::default();
+/// assert_eq!(report.found(), 0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Recovery {
+    found: usize,
+    rolled_back: usize,
+    partially_rolled_back: usize,
+    stuck: usize,
+}
+
+impl Recovery {
+    /// Unfinished transactions found in the journal.
+    pub fn found(&self) -> usize {
+        self.found
+    }
+
+    /// Of those, the ones whose owed rollbacks all succeeded (including
+    /// those that owed nothing).
+    pub fn rolled_back(&self) -> usize {
+        self.rolled_back
+    }
+
+    /// Of those, the ones where some rollback failed for good (see the
+    /// hooks and the log for which).
+    pub fn partially_rolled_back(&self) -> usize {
+        self.partially_rolled_back
+    }
+
+    /// Of those, the ones that could not be rolled back and stay in the
+    /// journal as *stuck* (see [`TransactionManager::stuck`]).
+    pub fn stuck(&self) -> usize {
+        self.stuck
+    }
+}
+
+impl fmt::Display for Recovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} unfinished transaction(s): {} rolled back, {} partially rolled back, {} stuck",
+            self.found, self.rolled_back, self.partially_rolled_back, self.stuck
+        )
+    }
+}
+
+/// Why a transaction is stuck.
+enum Problem {
+    UnknownKind(u8),
+    Undecodable { step: u32, error: CodecError },
+    Capacity(usize),
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::UnknownKind(code) => write!(f, "a journal entry of unknown kind {code}"),
+            Problem::Undecodable { step, error } => write!(f, "step #{step}: {error}"),
+            Problem::Capacity(capacity) => {
+                write!(f, "it owes more rollbacks than the recovery's storage holds ({capacity})")
+            }
+        }
+    }
+}
+
+/// What reading one transaction's entries gave.
+struct Read<U, S: Storage> {
+    ledger: Ledger<U, S>,
+    problem: Option<Problem>,
+    finished: bool,
+}
+
+impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journaled<J, Co>> {
+    /// Rolls back every transaction the journal shows unfinished — cut by
+    /// a crash, a power cut or a dropped future — and returns what it did.
+    /// Call it at start-up, **before** this process runs transactions on
+    /// the journal (it cannot tell an unfinished transaction from one still
+    /// running), and in every process sharing the journal only when none
+    /// of them is running transactions.
+    ///
+    /// Recovery rolls back; it never replays a body. Each owed undo record
+    /// (a durable `Done`, or an uncertain step's intent) is decoded with the
+    /// manager's codec and rolled back with `ctx`, latest first, under the
+    /// rollback policy and timeout it was written with, calling
+    /// [`Hooks::on_transaction_recovered`], the rollback hooks and
+    /// `on_transaction_complete`. `S` is the storage of one recovered
+    /// transaction's records (`Fixed<N>` with `N` at least the transaction
+    /// capacity used when running, or `Unbounded`).
+    ///
+    /// A transaction that cannot be rolled back — an undo record the codec
+    /// cannot decode (corrupt, an unknown variant, a newer schema), an entry
+    /// of an unknown kind, more owed rollbacks than `S` holds — is never
+    /// dropped: it is marked *stuck* in the journal, reported to
+    /// [`Hooks::on_transaction_stuck`], listed by
+    /// [`stuck`](TransactionManager::stuck), tried again by the next
+    /// recovery, and ends only when rolled back or
+    /// [`resolve`](TransactionManager::resolve)d by an operator.
+    ///
+    /// Fails only when the journal cannot be read or a `Stuck` entry cannot
+    /// be written; what was rolled back before that stays rolled back.
+    pub async fn recover<U, S, Ctx>(&self, ctx: &mut Ctx) -> Result<Recovery, JournalFailure>
+    where
+        Ctx: ?Sized,
+        U: crate::Rollback<Ctx> + Sync,
+        Co: UndoCodec<U> + Sync,
+        S: Storage,
+    {
+        let mut report = Recovery::default();
+        let mut after = None;
+        let journal = self.journal.journal();
+        while let Some(id) = journal.next_unfinished(after).await.map_err(|e| JournalFailure::reading(&e))? {
+            after = Some(id);
+            let read = self.read_transaction::<U, S>(id).await?;
+            if read.finished {
+                continue;
+            }
+            report.found += 1;
+            let Read { mut ledger, problem, .. } = read;
+            let info = ledger.summary.info.clone();
+            if let Some(problem) = problem {
+                report.stuck += 1;
+                let mut reason = Truncating::<120>::new();
+                let _ = write!(reason, "{problem}");
+                let reason = reason.finish();
+                tm_error!("{} `{}`: STUCK, cannot be rolled back: {}", info.id, info.operation, reason.as_str());
+                let entry = Entry::new(id, None, EntryKind::Stuck).with_text(reason.as_str());
+                self.journal.journal().append(&entry).await.map_err(|e| JournalFailure::new(EntryKind::Stuck, &e))?;
+                if H::ENABLED {
+                    let hooks = &self.hooks;
+                    if let Err(panic) = guarded_call(|| hooks.on_transaction_stuck(&info, reason.as_str())).await {
+                        tm_error!("on_transaction_stuck hook panicked: {}", panic);
+                    }
+                }
+                continue;
+            }
+            let owed = ledger.undo.len();
+            tm_warn!("{} `{}`: recovered unfinished, {} rollback(s) owed", info.id, info.operation, owed);
+            if H::ENABLED {
+                let hooks = &self.hooks;
+                if let Err(panic) = guarded_call(|| hooks.on_transaction_recovered(&info, owed)).await {
+                    tm_error!("on_transaction_recovered hook panicked: {}", panic);
+                }
+            }
+            let failures =
+                ledger.roll_back::<ViaRollback, _, _, _, _>(&mut *ctx, &self.clock, &self.hooks, &self.journal).await;
+            ledger.summary.completed_at = crate::panic::now(&self.clock);
+            let clean = RollbackState::of(failures.len(), &ledger.summary).is_clean();
+            drop(failures);
+            if clean {
+                report.rolled_back += 1;
+                tm_info!("{} `{}`: recovered and rolled back", info.id, info.operation);
+            } else {
+                report.partially_rolled_back += 1;
+                tm_error!("{} `{}`: recovered, PARTIALLY rolled back", info.id, info.operation);
+            }
+            let entry = Entry::new(id, None, EntryKind::RolledBack).with_byte(u8::from(clean));
+            if let Err(error) = journal.append(&entry).await {
+                // Lazy: the next recovery repeats the idempotent rollbacks.
+                tm_error!("{}: {}", id, JournalFailure::new(EntryKind::RolledBack, &error));
+            }
+            crate::transaction::complete(&self.hooks, &ledger.summary, false).await;
+        }
+        if report.found > 0 {
+            tm_info!("recovery: {} unfinished, {} stuck", report.found, report.stuck);
+        }
+        Ok(report)
+    }
+
+    /// Calls `visit` with the id and reason of each *stuck* transaction
+    /// (one an earlier [`recover`](TransactionManager::recover) could not
+    /// roll back), and returns how many there are.
+    pub async fn stuck(&self, mut visit: impl FnMut(TransactionId, &str)) -> Result<usize, JournalFailure> {
+        let journal = self.journal.journal();
+        let mut after = None;
+        let mut count = 0;
+        while let Some(id) = journal.next_unfinished(after).await.map_err(|e| JournalFailure::reading(&e))? {
+            after = Some(id);
+            let mut reason: Option<Truncating<120>> = None;
+            journal
+                .read(id, &mut |entry| {
+                    if entry.kind == EntryKind::Stuck.code() && reason.is_none() {
+                        let mut text = Truncating::<120>::new();
+                        let _ = text.write_str(core::str::from_utf8(entry.payload).unwrap_or("?"));
+                        reason = Some(text);
+                    }
+                })
+                .await
+                .map_err(|e| JournalFailure::reading(&e))?;
+            if let Some(reason) = reason {
+                count += 1;
+                visit(id, reason.finish().as_str());
+            }
+        }
+        Ok(count)
+    }
+
+    /// Ends a stuck transaction by hand: an operator has dealt with what it
+    /// owed (or decided nothing is owed). Recovery leaves it alone from
+    /// then on. Durable when it returns.
+    pub async fn resolve(&self, id: TransactionId) -> Result<(), JournalFailure> {
+        let entry = Entry::new(id, None, EntryKind::Resolved);
+        self.journal.journal().append(&entry).await.map_err(|e| JournalFailure::new(EntryKind::Resolved, &e))?;
+        tm_warn!("{}: resolved by hand", id);
+        Ok(())
+    }
+
+    /// Reads one transaction's entries into a ledger of what it owes.
+    async fn read_transaction<U, S>(&self, id: TransactionId) -> Result<Read<U, S>, JournalFailure>
+    where
+        Co: UndoCodec<U>,
+        S: Storage,
+    {
+        let info = TransactionInfo { id, operation: Name::from("(unknown)") };
+        let now = crate::panic::now(&self.clock);
+        let seed = self.jitter_seed_for(id);
+        let ledger = Ledger::new(info, now, seed, RollbackFailurePolicy::Continue, self.step_times);
+        let mut read = Read { ledger, problem: None, finished: false };
+        let codec = self.journal.codec();
+        self.journal
+            .journal()
+            .read(id, &mut |entry| apply(&mut read, codec, entry))
+            .await
+            .map_err(|e| JournalFailure::reading(&e))?;
+        Ok(read)
+    }
+}
+
+/// Applies one stored entry to what a transaction owes.
+fn apply<U, S: Storage, Co: UndoCodec<U>>(read: &mut Read<U, S>, codec: &Co, entry: StoredEntry<'_>) {
+    let Some(kind) = EntryKind::from_code(entry.kind) else {
+        read.problem.get_or_insert(Problem::UnknownKind(entry.kind));
+        return;
+    };
+    let ledger = &mut read.ledger;
+    let step = entry.step;
+    let position = step.and_then(|step| ledger.summary.steps.iter().position(|r| r.index == step as usize));
+    match kind {
+        EntryKind::Begin => {
+            if let Ok(text) = core::str::from_utf8(entry.payload) {
+                ledger.summary.info.operation = owned_name(text);
+            }
+        }
+        EntryKind::Intent | EntryKind::Done => {
+            let Some(step) = step else { return };
+            let decoded = crate::journal::decode_undo_payload(entry.payload).and_then(|payload| {
+                if payload.schema > Co::SCHEMA {
+                    return Err(CodecError::NewerSchema { found: payload.schema, known: Co::SCHEMA });
+                }
+                let undo = codec.decode(payload.schema, payload.undo)?;
+                Ok((payload, undo))
+            });
+            let (payload, undo) = match decoded {
+                Ok(decoded) => decoded,
+                Err(error) => {
+                    read.problem.get_or_insert(Problem::Undecodable { step, error });
+                    return;
+                }
+            };
+            let status = if kind == EntryKind::Done { StepStatus::Completed } else { StepStatus::Failed };
+            match position {
+                Some(at) => {
+                    // A `Done` after the step's intent: the completed record
+                    // replaces the uncertain one.
+                    ledger.summary.steps[at].status = status;
+                    ledger.summary.steps[at].succeeded = kind == EntryKind::Done;
+                    if let Some(owed) = ledger.undo.iter_mut().find(|u| u.step == at) {
+                        owed.undo = undo;
+                        owed.retry = payload.retry;
+                        owed.timeout = payload.timeout;
+                    } else if ledger
+                        .undo
+                        .push(UndoRecord { step: at, undo, retry: payload.retry, timeout: payload.timeout })
+                        .is_err()
+                    {
+                        read.problem.get_or_insert(Problem::Capacity(S::CAPACITY.unwrap_or(usize::MAX)));
+                    }
+                }
+                None => {
+                    let at = ledger.summary.steps.len();
+                    let mut record = StepRecord::new(step as usize, owned_name(payload.name), None, true);
+                    record.status = status;
+                    record.succeeded = kind == EntryKind::Done;
+                    let record_room = ledger.summary.steps.push(record).is_ok();
+                    let undo = UndoRecord { step: at, undo, retry: payload.retry, timeout: payload.timeout };
+                    if !record_room || ledger.undo.push(undo).is_err() {
+                        read.problem.get_or_insert(Problem::Capacity(S::CAPACITY.unwrap_or(usize::MAX)));
+                    }
+                }
+            }
+        }
+        EntryKind::Released | EntryKind::Undone => {
+            let Some(at) = position else { return };
+            if let Some(owed) = ledger.undo.iter().position(|u| u.step == at) {
+                ledger.undo.remove_at(owed);
+            }
+            let record = &mut ledger.summary.steps[at];
+            record.has_rollback = kind == EntryKind::Undone;
+            if kind == EntryKind::Undone {
+                record.status = StepStatus::RolledBack;
+            }
+        }
+        // Tried again: a rollback that failed for good before the crash may
+        // succeed now (the transaction did not end).
+        EntryKind::UndoFailed => {}
+        EntryKind::Committed | EntryKind::RolledBack | EntryKind::Resolved => read.finished = true,
+        // Still unfinished: tried again.
+        EntryKind::Stuck => {}
+    }
+}
+
+/// A name read from the journal (cut to 24 bytes without an allocator).
+fn owned_name(text: &str) -> Name {
+    #[cfg(feature = "alloc")]
+    {
+        Name::from(alloc::string::String::from(text))
+    }
+    #[cfg(not(feature = "alloc"))]
+    {
+        Name::format(text)
+    }
+}

@@ -1,0 +1,495 @@
+//! Journaled transactions and recovery, on virtual time with the in-memory
+//! journal: crash injection after every write, bad input, and the
+//! guarantees the README states.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use futures_lite::future;
+use transaction_manager::*;
+
+/// Resources a transaction creates, as the outside world sees them.
+#[derive(Default, Debug)]
+struct World {
+    /// Resources that exist.
+    live: BTreeSet<String>,
+    /// Steps that completed in the live run.
+    completed: BTreeSet<String>,
+    /// Steps whose value reached the body.
+    returned: BTreeSet<String>,
+    /// Steps with an uncertain rollback that made an attempt.
+    uncertain: BTreeSet<String>,
+    /// Successful rollbacks, in order.
+    rolled_back: Vec<String>,
+    rollback_attempts: BTreeMap<String, u32>,
+    /// Resources whose first rollback attempt fails.
+    fail_rollback_once: BTreeSet<String>,
+    execute_attempts: BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+enum Undo {
+    Delete(String),
+}
+
+impl Rollback<World> for Undo {
+    type Error = String;
+
+    async fn rollback(&mut self, world: &mut World) -> Result<(), String> {
+        let Undo::Delete(name) = self;
+        let attempts = world.rollback_attempts.entry(name.clone()).or_default();
+        *attempts += 1;
+        if world.fail_rollback_once.contains(name) && *attempts == 1 {
+            return Err(format!("{name}: busy"));
+        }
+        world.live.remove(name);
+        world.rolled_back.push(name.clone());
+        Ok(())
+    }
+}
+
+type Manager<'c> = TransactionManager<&'c ManualClock, (), Unattended, Journaled<MemoryJournal, Postcard<1>>>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scenario {
+    /// Three steps, committed.
+    Commit,
+    /// Two steps, the third fails: both rolled back.
+    Fail,
+    /// A step fails once and is retried, then a later step fails.
+    Retry,
+    /// The second step's rollback fails for good (no rollback retries).
+    FailingRollback,
+    /// The second step times out after taking effect (uncertain rollback).
+    Uncertain,
+}
+
+const SCENARIOS: [Scenario; 5] =
+    [Scenario::Commit, Scenario::Fail, Scenario::Retry, Scenario::FailingRollback, Scenario::Uncertain];
+
+/// Creates resource `r<index>` (the step's index), failing the first
+/// `fail_first` attempts.
+async fn create(world: &mut World, name: String, fail_first: u32) -> Result<String, String> {
+    let attempts = world.execute_attempts.entry(name.clone()).or_default();
+    *attempts += 1;
+    if *attempts <= fail_first {
+        return Err(format!("{name}: flaky"));
+    }
+    world.live.insert(name.clone());
+    world.completed.insert(name.clone());
+    Ok(name)
+}
+
+async fn run(manager: &Manager<'_>, world: &mut World, scenario: Scenario) -> Result<(), String> {
+    let clock: &ManualClock = manager.clock();
+    if scenario == Scenario::FailingRollback {
+        world.fail_rollback_once.insert("r1".into());
+    }
+    let outcome = manager
+        .transaction("provision")
+        .fixed::<Undo, 4>()
+        .run_with(world, async |tx| {
+            let retries = if scenario == Scenario::Retry { 1 } else { 0 };
+            tx.step("r0")
+                .retry(RetryPolicy::new().with_max_retries(retries))
+                .execute_with(async move |w: &mut World| create(w, "r0".into(), retries).await)
+                .undo(|name| Undo::Delete(name.clone()))
+                .await?;
+            tx.context().returned.insert("r0".into());
+            if scenario == Scenario::Uncertain {
+                tx.step("r1")
+                    .timeout(Duration::from_secs(1))
+                    .execute_with(async |w: &mut World| {
+                        w.live.insert("r1".into());
+                        w.uncertain.insert("r1".into());
+                        clock.sleep(Duration::from_secs(5)).await;
+                        Ok::<_, String>(())
+                    })
+                    .undo_uncertain(|_| Undo::Delete("r1".into()))
+                    .await?;
+            } else {
+                tx.step("r1")
+                    .rollback_retry(RetryPolicy::new())
+                    .execute_with(async |w: &mut World| create(w, "r1".into(), 0).await)
+                    .undo(|name| Undo::Delete(name.clone()))
+                    .await?;
+                tx.context().returned.insert("r1".into());
+            }
+            if scenario == Scenario::Commit {
+                tx.step("r2")
+                    .execute_with(async |w: &mut World| create(w, "r2".into(), 0).await)
+                    .undo(|name| Undo::Delete(name.clone()))
+                    .await?;
+                tx.context().returned.insert("r2".into());
+                return Ok(());
+            }
+            tx.step("r2").run(|| async { Err::<(), _>("r2: refused".to_string()) }).await?;
+            Ok::<_, StepError<String>>(())
+        })
+        .await;
+    outcome.map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// Runs `scenario` with the power cut after `cut` appends (`None`: never),
+/// restarts, recovers, and checks the guarantees. Returns how many appends
+/// the run made.
+fn crash_and_recover(scenario: Scenario, cut: Option<usize>) -> (usize, usize) {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    if let Some(cut) = cut {
+        journal.cut_power_after(cut);
+    }
+    let manager = TransactionManager::new(&clock).with_journal(journal.clone(), Postcard::<1>);
+    let mut world = World::default();
+    let id = TransactionId::new(1);
+    // The transaction runs until it ends or the power is cut; then it is
+    // dropped as a crash would drop it (the default policy runs nothing).
+    let outcome = clock.block_on(future::or(async { Some(run(&manager, &mut world, scenario).await) }, async {
+        journal.power_lost().await;
+        None
+    }));
+    let appends = journal.appends();
+    let crashed = outcome.is_none();
+    assert_eq!(crashed, journal.is_power_lost());
+    if !crashed {
+        // The journal's writer catches up with the lazy entries.
+        journal.flush();
+    }
+
+    let restarted = journal.restart();
+    let committed = restarted.has(id, None, EntryKind::Committed);
+    let done: BTreeSet<String> = restarted
+        .entries(id)
+        .iter()
+        .filter(|row| row.kind == EntryKind::Done.code())
+        .map(|row| format!("r{}", row.step.unwrap()))
+        .collect();
+    let rolled_back_before = world.rolled_back.clone();
+    let undone: BTreeSet<u32> = restarted
+        .entries(id)
+        .iter()
+        .filter(|row| row.kind == EntryKind::Undone.code())
+        .map(|row| row.step.unwrap())
+        .collect();
+
+    // Restart: a new manager on what survived, recovering first.
+    let clock = ManualClock::new();
+    let manager = TransactionManager::new(&clock).with_journal(restarted.clone(), Postcard::<1>);
+    let report = clock.block_on(manager.recover::<Undo, Fixed<4>, _>(&mut world)).unwrap();
+    let context = format!("{scenario:?}, power cut after {cut:?} appends: {report}, world {world:?}");
+    assert_eq!(report.stuck(), 0, "{context}");
+
+    if committed {
+        assert_eq!(outcome, Some(Ok(())), "{context}");
+        assert!(world.rolled_back.is_empty(), "a committed transaction is never rolled back: {context}");
+        assert_eq!(report.found(), 0, "{context}");
+    }
+    if outcome == Some(Ok(())) {
+        assert!(committed, "`run` returned Ok only after `Committed` was durable: {context}");
+    }
+    // Every step whose `Done` was durable is rolled back at least once,
+    // unless the transaction committed, or its rollback failed for good
+    // and the transaction ended saying so.
+    let ended_partial = restarted.has(id, None, EntryKind::RolledBack) && !committed;
+    for name in &done {
+        if committed {
+            continue;
+        }
+        let index: u32 = name[1..].parse().unwrap();
+        let failed_for_good = ended_partial && restarted.has(id, Some(index), EntryKind::UndoFailed);
+        assert!(
+            world.rolled_back.contains(name) || failed_for_good,
+            "{name} had a durable Done and was not rolled back: {context}"
+        );
+    }
+    // A step's value reaches the body only once its `Done` is durable: a
+    // step that returned is rolled back unless the transaction committed.
+    for name in &world.returned {
+        if committed {
+            continue;
+        }
+        assert!(done.contains(name), "{name} returned to the body before its Done was durable: {context}");
+    }
+    // Nothing else is rolled back, unless it opted into uncertain rollback.
+    for name in &world.rolled_back {
+        assert!(
+            world.completed.contains(name) || world.uncertain.contains(name),
+            "{name} was rolled back but never completed: {context}"
+        );
+    }
+    // Recovery rolled back only what the journal still owed: nothing the
+    // live run had already rolled back and recorded.
+    for name in &world.rolled_back[rolled_back_before.len()..] {
+        let index: u32 = name[1..].parse().unwrap();
+        assert!(!undone.contains(&index), "{name} was rolled back again although its Undone was durable: {context}");
+    }
+    // A second recovery finds nothing.
+    let again = clock.block_on(manager.recover::<Undo, Fixed<4>, _>(&mut world)).unwrap();
+    assert_eq!(again.found(), 0, "{context}");
+    (appends, usize::from(world.rolled_back.len() > rolled_back_before.len()))
+}
+
+#[test]
+fn power_cut_after_every_write_loses_no_owed_rollback() {
+    let mut runs = 0;
+    let mut recovered = 0;
+    for scenario in SCENARIOS {
+        let (total, _) = crash_and_recover(scenario, None);
+        assert!(total >= 3, "{scenario:?} wrote {total} entries");
+        for cut in 0..=total {
+            recovered += crash_and_recover(scenario, Some(cut)).1;
+            runs += 1;
+        }
+    }
+    assert!(runs > 30, "{runs} crash points");
+    // The net is not vacuous: many crash points leave rollbacks owed.
+    assert!(recovered >= runs / 2, "only {recovered} of {runs} crash points had rollbacks to recover");
+}
+
+#[test]
+fn journaled_transaction_writes_its_entries_in_order() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = TransactionManager::new(&clock).with_journal(journal.clone(), Postcard::<1>);
+    let mut world = World::default();
+    let result = clock.block_on(run(&manager, &mut world, Scenario::Fail));
+    assert!(result.is_err());
+    journal.flush();
+    let kinds: Vec<(Option<u32>, EntryKind)> = journal
+        .entries(TransactionId::new(1))
+        .iter()
+        .map(|row| (row.step, EntryKind::from_code(row.kind).unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (None, EntryKind::Begin),
+            (Some(0), EntryKind::Done),
+            (Some(1), EntryKind::Done),
+            (Some(1), EntryKind::Undone),
+            (Some(0), EntryKind::Undone),
+            (None, EntryKind::RolledBack),
+        ]
+    );
+}
+
+#[test]
+fn ids_come_from_the_journal_and_continue_after_a_restart() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = TransactionManager::new(&clock).with_journal(journal.clone(), Postcard::<1>);
+    assert_eq!(manager.transaction("a").info().id(), TransactionId::new(1));
+    assert_eq!(manager.transaction("b").info().id(), TransactionId::new(2));
+    let restarted = journal.restart();
+    let manager = TransactionManager::new(&clock).with_journal(restarted, Postcard::<1>);
+    assert_eq!(manager.transaction("c").info().id(), TransactionId::new(3));
+}
+
+#[test]
+fn a_failed_done_write_fails_the_step_and_rolls_it_back_in_memory() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = TransactionManager::new(&clock).with_journal(journal.clone(), Postcard::<1>);
+    let mut world = World::default();
+    let err = clock
+        .block_on(manager.transaction("t").fixed::<Undo, 2>().run_with(&mut world, async |tx| {
+            tx.step("r0")
+                .execute_with(async |w: &mut World| create(w, "r0".into(), 0).await)
+                .undo(|n| Undo::Delete(n.clone()))
+                .await?;
+            journal.fail_writes(Some("disk full"));
+            tx.step("r1")
+                .execute_with(async |w: &mut World| create(w, "r1".into(), 0).await)
+                .undo(|n| Undo::Delete(n.clone()))
+                .await?;
+            Ok::<_, StepError<String>>(())
+        }))
+        .unwrap_err();
+    let StepErrorKind::Journal(failure) = err.cause().kind() else { panic!("{:?}", err.cause()) };
+    assert_eq!(failure.entry(), Some(EntryKind::Done));
+    assert_eq!(failure.error(), "disk full");
+    assert_eq!(err.cause().step(), "r1");
+    assert_eq!(err.cause().to_string(), "step `r1` not recorded: journal: writing `done` failed: disk full");
+    // Both steps took effect; both are rolled back in memory, latest first.
+    assert_eq!(world.rolled_back, ["r1", "r0"]);
+    assert!(world.live.is_empty());
+    assert!(err.rollback_state().is_clean());
+}
+
+#[test]
+fn a_failed_commit_write_rolls_back_and_returns_the_error() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = TransactionManager::new(&clock).with_journal(journal.clone(), Postcard::<1>);
+    let mut world = World::default();
+    let err = clock
+        .block_on(manager.transaction("t").fixed::<Undo, 2>().run_with(&mut world, async |tx| {
+            tx.step("r0")
+                .execute_with(async |w: &mut World| create(w, "r0".into(), 0).await)
+                .undo(|n| Undo::Delete(n.clone()))
+                .await?;
+            journal.fail_writes(Some("read-only file"));
+            Ok::<_, StepError<String>>(())
+        }))
+        .unwrap_err();
+    assert_eq!(err.cause().step(), "(commit)");
+    assert!(matches!(err.cause().kind(), StepErrorKind::Journal(f) if f.entry() == Some(EntryKind::Committed)));
+    assert_eq!(world.rolled_back, ["r0"]);
+}
+
+#[test]
+fn an_undecodable_undo_record_makes_the_transaction_stuck_until_resolved() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = TransactionManager::new(&clock).with_journal(journal.clone(), Postcard::<1>);
+    let mut world = World::default();
+    // A crash after the first step's Done: one rollback owed.
+    journal.cut_power_after(2);
+    let crashed = clock.block_on(future::or(async { Some(run(&manager, &mut world, Scenario::Fail).await) }, async {
+        journal.power_lost().await;
+        None
+    }));
+    assert!(crashed.is_none());
+    let restarted = journal.restart();
+    // A corrupt entry for another transaction, and one of unknown kind.
+    restarted.insert_raw(TransactionId::new(50), Some(0), EntryKind::Done.code(), b"\x01garbage");
+    restarted.insert_raw(TransactionId::new(51), None, 200, b"");
+
+    let manager = TransactionManager::new(&clock).with_journal(restarted.clone(), Postcard::<1>);
+    let report = clock.block_on(manager.recover::<Undo, Fixed<4>, _>(&mut world)).unwrap();
+    assert_eq!((report.found(), report.rolled_back(), report.stuck()), (3, 1, 2), "{report}");
+    assert_eq!(world.rolled_back, ["r0"]);
+
+    let mut stuck = Vec::new();
+    let count = clock.block_on(manager.stuck(|id, reason| stuck.push((id.get(), reason.to_string())))).unwrap();
+    assert_eq!(count, 2);
+    assert_eq!(stuck[0].0, 50);
+    assert!(stuck[0].1.contains("cannot be decoded"), "{}", stuck[0].1);
+    assert_eq!(stuck[1], (51, "a journal entry of unknown kind 200".to_string()));
+
+    // Still stuck at the next recovery: never dropped.
+    let report = clock.block_on(manager.recover::<Undo, Fixed<4>, _>(&mut world)).unwrap();
+    assert_eq!((report.found(), report.stuck()), (2, 2));
+    clock.block_on(manager.resolve(TransactionId::new(50))).unwrap();
+    clock.block_on(manager.resolve(TransactionId::new(51))).unwrap();
+    let report = clock.block_on(manager.recover::<Undo, Fixed<4>, _>(&mut world)).unwrap();
+    assert_eq!(report.found(), 0);
+}
+
+#[test]
+fn an_undo_record_from_a_newer_schema_is_stuck_not_guessed() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    // Written by a newer program (schema 2).
+    let newer = TransactionManager::new(&clock).with_journal(journal.clone(), Postcard::<2>);
+    let mut world = World::default();
+    journal.cut_power_after(2);
+    let _ = clock.block_on(future::or(
+        async {
+            let _ = newer
+                .transaction("t")
+                .fixed::<Undo, 2>()
+                .run_with(&mut world, async |tx| {
+                    tx.step("r0")
+                        .execute_with(async |w: &mut World| create(w, "r0".into(), 0).await)
+                        .undo(|n| Undo::Delete(n.clone()))
+                        .await?;
+                    // Its `Done` is the third append: the power is cut there.
+                    tx.step("r1")
+                        .execute_with(async |w: &mut World| create(w, "r1".into(), 0).await)
+                        .undo(|n| Undo::Delete(n.clone()))
+                        .await?;
+                    Ok::<_, StepError<String>>(())
+                })
+                .await;
+        },
+        journal.power_lost(),
+    ));
+    // Recovered by the older program (schema 1).
+    let manager = TransactionManager::new(&clock).with_journal(journal.restart(), Postcard::<1>);
+    let report = clock.block_on(manager.recover::<Undo, Fixed<4>, _>(&mut world)).unwrap();
+    assert_eq!(report.stuck(), 1);
+    let mut reasons = Vec::new();
+    clock.block_on(manager.stuck(|_, reason| reasons.push(reason.to_string()))).unwrap();
+    assert_eq!(reasons, ["step #0: the undo record has schema 2, newer than this program's 1"]);
+    assert!(world.live.contains("r0"), "not rolled back on a guess");
+}
+
+#[test]
+fn recovery_capacity_too_small_is_stuck() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = TransactionManager::new(&clock).with_journal(journal.clone(), Postcard::<1>);
+    let mut world = World::default();
+    journal.cut_power_after(3);
+    let _ = clock.block_on(future::or(
+        async {
+            let _ = run(&manager, &mut world, Scenario::Fail).await;
+        },
+        journal.power_lost(),
+    ));
+    let manager = TransactionManager::new(&clock).with_journal(journal.restart(), Postcard::<1>);
+    let report = clock.block_on(manager.recover::<Undo, Fixed<1>, _>(&mut world)).unwrap();
+    assert_eq!(report.stuck(), 1, "{report}");
+    let report = clock.block_on(manager.recover::<Undo, Fixed<4>, _>(&mut world)).unwrap();
+    assert_eq!(report.rolled_back(), 1, "{report}");
+    // The live run rolled `r1` back, but the power was cut on its (lazy)
+    // `Undone`: recovery repeats that idempotent rollback.
+    assert_eq!(world.rolled_back, ["r1", "r1", "r0"]);
+}
+
+#[test]
+fn recovery_calls_the_hooks() {
+    #[derive(Default)]
+    struct Log(std::sync::Mutex<Vec<String>>);
+    impl Hooks for Log {
+        async fn on_transaction_recovered(&self, transaction: &TransactionInfo, owed: usize) {
+            self.0.lock().unwrap().push(format!(
+                "recovered {} {} owing {owed}",
+                transaction.id(),
+                transaction.operation()
+            ));
+        }
+        async fn on_step_rollback(&self, event: &StepEvent<'_>) {
+            self.0.lock().unwrap().push(format!("rolled back {}", event.step.name()));
+        }
+        async fn on_transaction_complete<S: Storage>(&self, t: &TransactionInfo, success: bool, _: &Summary<S>) {
+            self.0.lock().unwrap().push(format!("complete {} {success}", t.id()));
+        }
+    }
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = TransactionManager::new(&clock).with_journal(journal.clone(), Postcard::<1>);
+    let mut world = World::default();
+    journal.cut_power_after(3);
+    let _ = clock.block_on(future::or(
+        async {
+            let _ = run(&manager, &mut world, Scenario::Fail).await;
+        },
+        journal.power_lost(),
+    ));
+    let manager =
+        TransactionManager::new(&clock).with_hooks(Log::default()).with_journal(journal.restart(), Postcard::<1>);
+    clock.block_on(manager.recover::<Undo, Fixed<4>, _>(&mut world)).unwrap();
+    assert_eq!(
+        *manager.hooks().0.lock().unwrap(),
+        ["recovered tx-1 provision owing 2", "rolled back r1", "rolled back r0", "complete tx-1 false"]
+    );
+}
+
+#[test]
+fn idempotency_keys_name_the_step_across_restarts() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = TransactionManager::new(&clock).with_journal(journal.clone(), Postcard::<1>);
+    let keys = clock
+        .block_on(manager.transaction("t").fixed::<Undo, 2>().run_with(&mut World::default(), async |tx| {
+            let first = tx.next_step_key();
+            tx.step("a").run(|| async { Ok::<_, String>(()) }).await?;
+            let second = tx.next_step_key();
+            Ok::<_, StepError<String>>((first, second))
+        }))
+        .unwrap()
+        .into_value();
+    assert_eq!((keys.0.to_string(), keys.1.to_string()), ("tx-1.0".into(), "tx-1.1".into()));
+}
