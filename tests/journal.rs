@@ -384,7 +384,7 @@ fn an_undo_record_from_a_newer_schema_is_stuck_not_guessed() {
     let newer = TransactionManager::new(&clock).with_journal(journal.clone(), Postcard::<2>);
     let mut world = World::default();
     journal.cut_power_after(2);
-    let _ = clock.block_on(future::or(
+    clock.block_on(future::or(
         async {
             let _ = newer
                 .transaction("t")
@@ -422,7 +422,7 @@ fn recovery_capacity_too_small_is_stuck() {
     let manager = TransactionManager::new(&clock).with_journal(journal.clone(), Postcard::<1>);
     let mut world = World::default();
     journal.cut_power_after(3);
-    let _ = clock.block_on(future::or(
+    clock.block_on(future::or(
         async {
             let _ = run(&manager, &mut world, Scenario::Fail).await;
         },
@@ -462,7 +462,7 @@ fn recovery_calls_the_hooks() {
     let manager = TransactionManager::new(&clock).with_journal(journal.clone(), Postcard::<1>);
     let mut world = World::default();
     journal.cut_power_after(3);
-    let _ = clock.block_on(future::or(
+    clock.block_on(future::or(
         async {
             let _ = run(&manager, &mut world, Scenario::Fail).await;
         },

@@ -837,25 +837,25 @@ impl<U: Sync, J: Journal, Co: UndoCodec<U> + Sync> JournalFor<U> for Journaled<J
     const ENABLED: bool = true;
     type CommitFailure = JournalFailure;
 
+    // Not `async fn`: that would capture `U`, which need not outlive `'a`.
+    #[allow(clippy::manual_async_fn)]
     fn write<'a>(&'a self, entry: &'a Entry<'a>) -> impl Future<Output = Result<(), JournalFailure>> + 'a {
         async move { self.journal.append(entry).await.map_err(|error| JournalFailure::new(entry.kind(), &error)) }
     }
 
-    fn write_undo<'a>(
+    async fn write_undo<'a>(
         &'a self,
         entry: Entry<'a>,
         name: &'a str,
         retry: RetryPolicy,
         timeout: Option<Duration>,
         undo: &'a U,
-    ) -> impl Future<Output = Result<(), JournalFailure>> + 'a {
-        async move {
-            let codec = &self.codec;
-            let encode = move |buf: &mut [u8]| codec.encode(undo, buf);
-            let payload = UndoPayload { name, retry, timeout, schema: Co::SCHEMA, undo: &encode };
-            let entry = entry.with_undo(&payload);
-            self.journal.append(&entry).await.map_err(|error| JournalFailure::new(entry.kind(), &error))
-        }
+    ) -> Result<(), JournalFailure> {
+        let codec = &self.codec;
+        let encode = move |buf: &mut [u8]| codec.encode(undo, buf);
+        let payload = UndoPayload { name, retry, timeout, schema: Co::SCHEMA, undo: &encode };
+        let entry = entry.with_undo(&payload);
+        self.journal.append(&entry).await.map_err(|error| JournalFailure::new(entry.kind(), &error))
     }
 
     fn commit_failure(failure: JournalFailure) -> JournalFailure {

@@ -3,6 +3,7 @@
 //! it ends — or is dropped before it ends.
 
 use core::fmt;
+use core::future::Future;
 use core::time::Duration;
 
 use crate::future::with_timeout;
@@ -438,12 +439,17 @@ where
 
     /// Writes the running step's undo record (the last in the ledger) to
     /// the journal as `kind`.
-    async fn journal_undo(&self, index: usize, kind: EntryKind) -> Result<(), JournalFailure> {
+    ///
+    /// Not `async fn`: the future is the journal's own, so without a
+    /// journal it holds nothing (no `&U` across an await, which would make a
+    /// transaction of `!Sync` undo records `!Send`).
+    fn journal_undo(&self, index: usize, kind: EntryKind) -> impl Future<Output = Result<(), JournalFailure>> + '_ {
         let ledger = &*self.ledger;
-        let Some(undo) = ledger.undo.last() else { return Ok(()) };
+        // Called right after the record was pushed: it is there.
+        let undo = ledger.undo.last().filter(|u| u.step == index).expect("the step's undo record was just pushed");
         let record = &ledger.summary.steps[index];
         let entry = Entry::new(ledger.summary.info.id, Some(step_index(index)), kind);
-        self.manager.journal.write_undo(entry, record.name.as_str(), undo.retry, undo.timeout, &undo.undo).await
+        self.manager.journal.write_undo(entry, record.name.as_str(), undo.retry, undo.timeout, &undo.undo)
     }
 
     /// Ends a step for good because the journal could not record it.
