@@ -123,15 +123,15 @@ impl SqliteJournal {
         let mut conn = Connection::open(path).map_err(opening)?;
         // SQLite opens a write-protected file read-only without a word.
         if conn.is_readonly("main").map_err(opening)? {
-            return Self::open_read_only(path, conn);
+            drop(conn);
+            return Self::open_read_only(path);
         }
         schema::configure_writer(&conn).map_err(opening)?;
         let epoch = match schema::set_up(&mut conn) {
             // A read-only directory (no `-wal` file) or mount.
             Err(SqliteJournalError::ReadOnly { .. }) => {
                 drop(conn);
-                let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(opening)?;
-                return Self::open_read_only(path, conn);
+                return Self::open_read_only(path);
             }
             Err(SqliteJournalError::Sqlite(cause)) => {
                 return Err(SqliteJournalError::Open { path: path.to_owned(), cause });
@@ -157,13 +157,17 @@ impl SqliteJournal {
         })
     }
 
-    fn open_read_only(path: &Path, conn: Connection) -> Result<Self, SqliteJournalError> {
-        let opening = |error| SqliteJournalError::opening(path, error);
-        conn.busy_timeout(schema::BUSY_TIMEOUT).map_err(opening)?;
-        if !schema::has_tables(&conn)? {
-            return Err(SqliteJournalError::ReadOnly { cause: None });
-        }
-        schema::check_schema(&conn)?;
+    fn open_read_only(path: &Path) -> Result<Self, SqliteJournalError> {
+        let conn = match read_only_connection(path, false) {
+            // A WAL file in a read-only directory without its `-shm` file:
+            // SQLite cannot share memory with writers, but there can be
+            // none (a writer needs a `-wal` file there), so the file can
+            // be read as immutable.
+            Err(SqliteJournalError::Open { cause, .. }) if cause.code() == Some(CANTOPEN) => {
+                read_only_connection(path, true)?
+            }
+            other => other?,
+        };
         let cannot_write = OnceLock::new();
         let _ = cannot_write.set(SqliteJournalError::ReadOnly { cause: None });
         Ok(SqliteJournal {
@@ -297,6 +301,46 @@ impl std::fmt::Debug for SqliteJournal {
             .field("read_only", &self.is_read_only())
             .finish_non_exhaustive()
     }
+}
+
+/// SQLite's `SQLITE_CANTOPEN`.
+const CANTOPEN: i32 = 14;
+
+/// A read-only connection to a journal that cannot be written, checked:
+/// it holds a journal of a schema this version reads.
+fn read_only_connection(path: &Path, immutable: bool) -> Result<Connection, SqliteJournalError> {
+    let opening = |error| SqliteJournalError::opening(path, error);
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    let conn = if immutable {
+        Connection::open_with_flags(format!("{}?immutable=1", file_uri(path)), flags)
+    } else {
+        Connection::open_with_flags(path, flags - OpenFlags::SQLITE_OPEN_URI)
+    }
+    .map_err(opening)?;
+    conn.busy_timeout(schema::BUSY_TIMEOUT).map_err(opening)?;
+    // The first read: where a WAL file that cannot be shared fails.
+    let has_tables = schema::has_tables(&conn).map_err(|error| match error {
+        SqliteJournalError::Sqlite(cause) => SqliteJournalError::Open { path: path.to_owned(), cause },
+        other => other,
+    })?;
+    if !has_tables {
+        return Err(SqliteJournalError::ReadOnly { cause: None });
+    }
+    schema::check_schema(&conn)?;
+    Ok(conn)
+}
+
+/// `path` as an absolute `file:` URI, its special characters escaped.
+fn file_uri(path: &Path) -> String {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut uri = String::from("file:");
+    for byte in absolute.to_string_lossy().bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => uri.push(char::from(byte)),
+            _ => uri.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    uri
 }
 
 fn open_reader(path: &Path) -> Result<Connection, SqliteJournalError> {
