@@ -388,6 +388,7 @@ enum Payload<'a> {
     None,
     Text(&'a str),
     Byte(u8),
+    Raw(&'a [u8]),
     Undo(&'a UndoPayload<'a>),
 }
 
@@ -404,6 +405,22 @@ pub(crate) struct UndoPayload<'a> {
 impl<'a> Entry<'a> {
     pub(crate) fn new(transaction: TransactionId, step: Option<u32>, kind: EntryKind) -> Self {
         Self { transaction, step, kind, payload: Payload::None }
+    }
+
+    /// An entry whose payload is `payload`, as it is: for the tests and
+    /// benchmarks of journal implementations, which need entries without
+    /// running transactions. The engine builds its own entries.
+    ///
+    /// ```
+    /// use transaction_manager::{Entry, EntryKind, TransactionId};
+    /// let entry = Entry::new_raw(TransactionId::new(7), Some(0), EntryKind::Done, b"undo");
+    /// let mut buf = [0u8; 8];
+    /// let n = entry.write_payload(&mut buf).unwrap();
+    /// assert_eq!(&buf[..n], b"undo");
+    /// assert_eq!(entry.payload_len_hint(), 4);
+    /// ```
+    pub fn new_raw(transaction: TransactionId, step: Option<u32>, kind: EntryKind, payload: &'a [u8]) -> Self {
+        Self { transaction, step, kind, payload: Payload::Raw(payload) }
     }
 
     pub(crate) fn with_text(mut self, text: &'a str) -> Self {
@@ -452,6 +469,7 @@ impl<'a> Entry<'a> {
             Payload::None => Ok(0),
             Payload::Text(text) => put(buf, 0, text.as_bytes()),
             Payload::Byte(byte) => put(buf, 0, &[*byte]),
+            Payload::Raw(bytes) => put(buf, 0, bytes),
             Payload::Undo(undo) => {
                 let name = undo.name.as_bytes();
                 let name_len = u16::try_from(name.len()).unwrap_or(u16::MAX);
@@ -484,6 +502,7 @@ impl<'a> Entry<'a> {
             Payload::None => 0,
             Payload::Text(text) => text.len(),
             Payload::Byte(_) => 1,
+            Payload::Raw(bytes) => bytes.len(),
             Payload::Undo(undo) => UNDO_HEADER + undo.name.len() + 64,
         }
     }

@@ -1,0 +1,525 @@
+//! `SqliteJournal`: the `Journal` on a SQLite file.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::thread::JoinHandle;
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags};
+use transaction_manager_core::{CodecError, Entry, Journal, StoredEntry, TransactionId};
+
+use crate::writer::{PendingLazy, Request, Row};
+use crate::{SqliteJournalError, oneshot, schema, writer};
+
+/// The largest payload (encoded undo record and its header) an entry may
+/// have: 16 MiB. An undo record is a handful of ids, not a document; a
+/// larger one is most likely a bug, and is refused with
+/// [`SqliteJournalError::PayloadTooLarge`].
+pub const MAX_PAYLOAD: usize = 16 << 20;
+
+/// A [`Journal`] in a SQLite file: the embedded default for `std`
+/// programs. Several processes may share the file.
+///
+/// - One writer thread owns the write connection. `append` encodes the
+///   entry's payload on the caller's thread and sends it over a channel;
+///   the writer commits every entry waiting in the channel in one SQLite
+///   transaction (one fsync for the batch: group commit).
+/// - A durable entry ([`Entry::is_durable`]) is acknowledged once the
+///   transaction that holds it committed. The others are acknowledged at
+///   once and written with the writer's next batch (within one commit's
+///   time); a read through this journal waits for them, so it always sees
+///   this journal's own appends.
+/// - WAL mode with `synchronous = FULL`: a commit survives a power cut.
+/// - Ids: each `open` durably takes a new *epoch* of the file; ids are
+///   `epoch << 32 | counter`, handed out from an atomic counter with no
+///   I/O, unique across restarts and across processes sharing the file.
+/// - `read` and `next_unfinished` run on a separate read connection,
+///   synchronously inside the async call: they are for recovery (at
+///   start-up, rare), a read is an indexed query of well under a
+///   millisecond, and in WAL mode it never waits for the writer's fsync
+///   (going through the writer thread would queue it behind commits).
+///
+/// Dropping the journal waits for the writer thread to write what it was
+/// sent (at most one commit), so lazy entries are on disk when `drop`
+/// returns.
+///
+/// ```
+/// use transaction_manager::{Entry, EntryKind, Journal, TransactionId};
+/// use transaction_manager_sqlite::SqliteJournal;
+///
+/// # let dir = std::env::temp_dir().join(format!("tm-sqlite-doc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// let journal = SqliteJournal::open(dir.join("journal.db"))?;
+/// let id = journal.next_id();
+/// futures_lite::future::block_on(async {
+///     journal.append(&Entry::new_raw(id, None, EntryKind::Begin, b"provision")).await?;
+///     journal.append(&Entry::new_raw(id, Some(0), EntryKind::Done, b"undo record")).await?;
+///     assert_eq!(journal.next_unfinished(None).await?, Some(id));
+///
+///     let mut kinds = Vec::new();
+///     journal.read(id, &mut |entry| kinds.push(entry.kind)).await?;
+///     assert_eq!(kinds, [EntryKind::Begin.code(), EntryKind::Done.code()]);
+///     Ok::<(), transaction_manager_sqlite::SqliteJournalError>(())
+/// })?;
+/// # drop(journal);
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok::<(), transaction_manager_sqlite::SqliteJournalError>(())
+/// ```
+pub struct SqliteJournal {
+    path: PathBuf,
+    ids: Ids,
+    /// `None` for a read-only file.
+    writer: Option<Writer>,
+    /// Set when nothing can be written: the file is read-only, or a new
+    /// epoch could not be taken. Every `append` returns it.
+    cannot_write: OnceLock<SqliteJournalError>,
+    reader: Mutex<Connection>,
+}
+
+struct Writer {
+    /// `None` only in `drop`, to close the channel before joining.
+    requests: Option<Sender<Request>>,
+    thread: Option<JoinHandle<()>>,
+    pending_lazy: PendingLazy,
+}
+
+impl SqliteJournal {
+    /// Opens the journal at `path`, creating the file and its tables if
+    /// needed, and takes a new epoch for this journal's ids (one durable
+    /// write).
+    ///
+    /// A read-only file opens read-only: [`read`](Journal::read) and
+    /// [`next_unfinished`](Journal::next_unfinished) work, every
+    /// [`append`](Journal::append) fails with
+    /// [`SqliteJournalError::ReadOnly`], and ids come from the reserved
+    /// epoch 0 (unique within this value; none of them can ever be stored).
+    ///
+    /// # Errors
+    ///
+    /// [`Open`](SqliteJournalError::Open) if the file cannot be opened or
+    /// created, [`NewerSchema`](SqliteJournalError::NewerSchema) if a newer
+    /// version of this crate wrote it, [`Corrupt`](SqliteJournalError::Corrupt)
+    /// if it is not a SQLite file, [`DiskFull`](SqliteJournalError::DiskFull),
+    /// or [`ReadOnly`](SqliteJournalError::ReadOnly) for a read-only file
+    /// that holds no journal.
+    ///
+    /// ```
+    /// use transaction_manager::Journal;
+    /// use transaction_manager_sqlite::SqliteJournal;
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("tm-sqlite-doc-open-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let first = SqliteJournal::open(dir.join("journal.db"))?.next_id();
+    /// let second = SqliteJournal::open(dir.join("journal.db"))?.next_id();
+    /// assert_ne!(first, second); // each open takes a new epoch
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), transaction_manager_sqlite::SqliteJournalError>(())
+    /// ```
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, SqliteJournalError> {
+        let path = path.as_ref();
+        let opening = |error| SqliteJournalError::opening(path, error);
+        let mut conn = Connection::open(path).map_err(opening)?;
+        // SQLite opens a write-protected file read-only without a word.
+        if conn.is_readonly("main").map_err(opening)? {
+            drop(conn);
+            return Self::open_read_only(path);
+        }
+        schema::configure_writer(&conn).map_err(opening)?;
+        let epoch = match schema::set_up(&mut conn) {
+            // A read-only directory (no `-wal` file) or mount.
+            Err(SqliteJournalError::ReadOnly { .. }) => {
+                drop(conn);
+                return Self::open_read_only(path);
+            }
+            Err(SqliteJournalError::Sqlite(cause)) => {
+                return Err(SqliteJournalError::Open { path: path.to_owned(), cause });
+            }
+            other => other?,
+        };
+        let reader = open_reader(path)?;
+        let pending_lazy: PendingLazy = Arc::new(AtomicUsize::new(0));
+        let (requests, receiver) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("tm-sqlite-writer".into())
+            .spawn({
+                let pending_lazy = pending_lazy.clone();
+                move || writer::run(conn, receiver, pending_lazy)
+            })
+            .map_err(|_| SqliteJournalError::WriterGone)?;
+        Ok(SqliteJournal {
+            path: path.to_owned(),
+            ids: Ids::new(epoch),
+            writer: Some(Writer { requests: Some(requests), thread: Some(thread), pending_lazy }),
+            cannot_write: OnceLock::new(),
+            reader: Mutex::new(reader),
+        })
+    }
+
+    fn open_read_only(path: &Path) -> Result<Self, SqliteJournalError> {
+        let conn = match read_only_connection(path, false) {
+            // A WAL file in a read-only directory without its `-shm` file:
+            // SQLite cannot share memory with writers, but there can be
+            // none (a writer needs a `-wal` file there), so the file can
+            // be read as immutable.
+            Err(SqliteJournalError::Open { cause, .. }) if cause.code() == Some(CANTOPEN) => {
+                read_only_connection(path, true)?
+            }
+            other => other?,
+        };
+        let cannot_write = OnceLock::new();
+        let _ = cannot_write.set(SqliteJournalError::ReadOnly { cause: None });
+        Ok(SqliteJournal {
+            path: path.to_owned(),
+            ids: Ids::new(0),
+            writer: None,
+            cannot_write,
+            reader: Mutex::new(conn),
+        })
+    }
+
+    /// The file's path, as given to [`open`](Self::open).
+    ///
+    /// ```
+    /// # use transaction_manager_sqlite::SqliteJournal;
+    /// # let dir = std::env::temp_dir().join(format!("tm-sqlite-doc-path-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let journal = SqliteJournal::open(dir.join("journal.db"))?;
+    /// assert!(journal.path().ends_with("journal.db"));
+    /// # drop(journal);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), transaction_manager_sqlite::SqliteJournalError>(())
+    /// ```
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the journal was opened read-only (a write-protected file or
+    /// directory): every `append` fails.
+    ///
+    /// ```
+    /// # use transaction_manager_sqlite::SqliteJournal;
+    /// # let dir = std::env::temp_dir().join(format!("tm-sqlite-doc-ro-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// assert!(!SqliteJournal::open(dir.join("journal.db"))?.is_read_only());
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), transaction_manager_sqlite::SqliteJournalError>(())
+    /// ```
+    pub fn is_read_only(&self) -> bool {
+        self.writer.is_none()
+    }
+
+    /// Waits until every entry appended so far, lazy ones too, is
+    /// committed. Reads do this by themselves; call it to make lazy
+    /// entries durable at a point of your choosing (before a planned
+    /// shutdown, say).
+    ///
+    /// # Errors
+    ///
+    /// The error of the write that failed (lazy entries of a failed write
+    /// are kept and written again with the next one).
+    ///
+    /// ```
+    /// use transaction_manager::{Entry, EntryKind, Journal};
+    /// # use transaction_manager_sqlite::SqliteJournal;
+    /// # let dir = std::env::temp_dir().join(format!("tm-sqlite-doc-flush-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let journal = SqliteJournal::open(dir.join("journal.db"))?;
+    /// let id = journal.next_id();
+    /// futures_lite::future::block_on(async {
+    ///     journal.append(&Entry::new_raw(id, Some(0), EntryKind::Undone, &[])).await?; // lazy
+    ///     journal.flush().await // now durable
+    /// })?;
+    /// # drop(journal);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), transaction_manager_sqlite::SqliteJournalError>(())
+    /// ```
+    pub async fn flush(&self) -> Result<(), SqliteJournalError> {
+        let Some(writer) = &self.writer else { return Ok(()) };
+        let (reply, answer) = oneshot::channel();
+        writer.send(Request::Flush(reply))?;
+        answer.await
+    }
+
+    /// Waits for this journal's lazy entries before a read, so that a read
+    /// sees every entry appended before it.
+    async fn settle(&self) -> Result<(), SqliteJournalError> {
+        match &self.writer {
+            Some(writer) if writer.pending_lazy.load(Ordering::Acquire) > 0 => self.flush().await,
+            _ => Ok(()),
+        }
+    }
+
+    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A poisoned lock means a read panicked; the connection is fine.
+        self.reader.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new epoch from the writer thread, or the fallback of a journal
+    /// that cannot write.
+    fn new_epoch(&self) -> u32 {
+        if self.cannot_write.get().is_none() {
+            if let Some(writer) = &self.writer {
+                let (reply, answer) = mpsc::sync_channel(1);
+                let result = writer
+                    .send(Request::NewEpoch(reply))
+                    .and_then(|()| answer.recv().map_err(|_| SqliteJournalError::WriterGone)?);
+                match result {
+                    Ok(epoch) => return epoch,
+                    Err(error) => {
+                        let _ = self.cannot_write.set(error);
+                    }
+                }
+            }
+        }
+        0
+    }
+}
+
+impl Writer {
+    fn send(&self, request: Request) -> Result<(), SqliteJournalError> {
+        let requests = self.requests.as_ref().ok_or(SqliteJournalError::WriterGone)?;
+        requests.send(request).map_err(|_| SqliteJournalError::WriterGone)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the channel lets the thread write what is left and end.
+        drop(self.requests.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for SqliteJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteJournal")
+            .field("path", &self.path)
+            .field("read_only", &self.is_read_only())
+            .finish_non_exhaustive()
+    }
+}
+
+/// SQLite's `SQLITE_CANTOPEN`.
+const CANTOPEN: i32 = 14;
+
+/// A read-only connection to a journal that cannot be written, checked:
+/// it holds a journal of a schema this version reads.
+fn read_only_connection(path: &Path, immutable: bool) -> Result<Connection, SqliteJournalError> {
+    let opening = |error| SqliteJournalError::opening(path, error);
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    let conn = if immutable {
+        Connection::open_with_flags(format!("{}?immutable=1", file_uri(path)), flags)
+    } else {
+        Connection::open_with_flags(path, flags - OpenFlags::SQLITE_OPEN_URI)
+    }
+    .map_err(opening)?;
+    conn.busy_timeout(schema::BUSY_TIMEOUT).map_err(opening)?;
+    // The first read: where a WAL file that cannot be shared fails.
+    let has_tables = schema::has_tables(&conn).map_err(|error| match error {
+        SqliteJournalError::Sqlite(cause) => SqliteJournalError::Open { path: path.to_owned(), cause },
+        other => other,
+    })?;
+    if !has_tables {
+        return Err(SqliteJournalError::ReadOnly { cause: None });
+    }
+    schema::check_schema(&conn)?;
+    Ok(conn)
+}
+
+/// `path` as an absolute `file:` URI, its special characters escaped.
+fn file_uri(path: &Path) -> String {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut uri = String::from("file:");
+    for byte in absolute.to_string_lossy().bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => uri.push(char::from(byte)),
+            _ => uri.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    uri
+}
+
+fn open_reader(path: &Path) -> Result<Connection, SqliteJournalError> {
+    let opening = |error| SqliteJournalError::opening(path, error);
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(opening)?;
+    conn.busy_timeout(schema::BUSY_TIMEOUT).map_err(opening)?;
+    Ok(conn)
+}
+
+/// Encodes an entry's payload into a buffer that grows as needed.
+fn encode(entry: &Entry<'_>) -> Result<Vec<u8>, SqliteJournalError> {
+    let mut len = entry.payload_len_hint().min(MAX_PAYLOAD);
+    let mut buf = Vec::new();
+    loop {
+        buf.resize(len, 0);
+        match entry.write_payload(&mut buf) {
+            Ok(written) => {
+                buf.truncate(written);
+                return Ok(buf);
+            }
+            Err(CodecError::BufferTooSmall) if len >= MAX_PAYLOAD => {
+                return Err(SqliteJournalError::PayloadTooLarge { limit: MAX_PAYLOAD });
+            }
+            Err(CodecError::BufferTooSmall) => len = len.saturating_mul(2).clamp(64, MAX_PAYLOAD),
+            Err(error) => return Err(SqliteJournalError::Encode(error)),
+        }
+    }
+}
+
+impl Journal for SqliteJournal {
+    type Error = SqliteJournalError;
+
+    fn next_id(&self) -> TransactionId {
+        TransactionId::new(self.ids.next(|| self.new_epoch()))
+    }
+
+    async fn append(&self, entry: &Entry<'_>) -> Result<(), SqliteJournalError> {
+        if let Some(error) = self.cannot_write.get() {
+            return Err(error.clone());
+        }
+        let writer = self.writer.as_ref().ok_or(SqliteJournalError::ReadOnly { cause: None })?;
+        let row = Row {
+            tx: schema::to_sql(entry.transaction().get()),
+            step: entry.step().map_or(-1, i64::from),
+            kind: entry.kind().code(),
+            durable: entry.is_durable(),
+            ends: entry.kind().ends_transaction(),
+            payload: encode(entry)?,
+        };
+        if row.durable {
+            let (reply, answer) = oneshot::channel();
+            writer.send(Request::Append(row, Some(reply)))?;
+            answer.await
+        } else {
+            // Counted before it is sent, so a read never misses it.
+            writer.pending_lazy.fetch_add(1, Ordering::AcqRel);
+            writer.send(Request::Append(row, None)).inspect_err(|_| {
+                writer.pending_lazy.fetch_sub(1, Ordering::AcqRel);
+            })
+        }
+    }
+
+    async fn next_unfinished(&self, after: Option<TransactionId>) -> Result<Option<TransactionId>, SqliteJournalError> {
+        self.settle().await?;
+        let start = match after {
+            None => 0,
+            Some(after) => match after.get().checked_add(1) {
+                Some(start) => start,
+                None => return Ok(None),
+            },
+        };
+        let conn = self.reader();
+        let mut query = conn
+            .prepare("SELECT tx FROM tm_transactions WHERE finished = 0 AND tx BETWEEN ?1 AND ?2 ORDER BY tx LIMIT 1")
+            .map_err(SqliteJournalError::from_sqlite)?;
+        for (low, high) in schema::unsigned_ranges(start) {
+            let mut rows = query.query([low, high]).map_err(SqliteJournalError::from_sqlite)?;
+            if let Some(row) = rows.next().map_err(SqliteJournalError::from_sqlite)? {
+                let id: i64 = row.get(0).map_err(SqliteJournalError::from_sqlite)?;
+                return Ok(Some(TransactionId::new(schema::from_sql(id))));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn read(&self, id: TransactionId, visit: &mut dyn FnMut(StoredEntry<'_>)) -> Result<(), SqliteJournalError> {
+        self.settle().await?;
+        // Collected first, so that `visit` runs without the lock (it may
+        // use the journal itself).
+        let entries = {
+            let conn = self.reader();
+            let mut query = conn
+                .prepare("SELECT step, kind, payload FROM tm_entries WHERE tx = ?1 ORDER BY seq")
+                .map_err(SqliteJournalError::from_sqlite)?;
+            let rows = query
+                .query_map([schema::to_sql(id.get())], |row| {
+                    let step = match row.get::<_, i64>(0)? {
+                        -1 => None,
+                        step => {
+                            Some(u32::try_from(step).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(0, step))?)
+                        }
+                    };
+                    // An unknown kind that fits the format is handed on as
+                    // stored: the core makes its transaction stuck.
+                    let kind = row.get::<_, i64>(1)?;
+                    let kind = u8::try_from(kind).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(1, kind))?;
+                    let payload = match row.get_ref(2)? {
+                        ValueRef::Blob(bytes) => bytes.to_vec(),
+                        other => {
+                            return Err(rusqlite::Error::InvalidColumnType(2, "payload".into(), other.data_type()));
+                        }
+                    };
+                    Ok((step, kind, payload))
+                })
+                .map_err(SqliteJournalError::from_sqlite)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(SqliteJournalError::from_sqlite)?
+        };
+        for (step, kind, payload) in &entries {
+            visit(StoredEntry { step: *step, kind: *kind, payload });
+        }
+        Ok(())
+    }
+}
+
+/// Transaction ids `epoch << 32 | counter`, the counter in the low 32 bits
+/// of one atomic; when it runs out, a new epoch is taken synchronously
+/// (once every 2^32 - 1 ids: one durable write on the thread that hit it).
+struct Ids {
+    /// The last id handed out (counter 0 at the start of an epoch).
+    last: AtomicU64,
+    /// Held while a new epoch is taken, so only one thread takes it.
+    refill: Mutex<()>,
+}
+
+impl Ids {
+    fn new(epoch: u32) -> Self {
+        Ids { last: AtomicU64::new(u64::from(epoch) << 32), refill: Mutex::new(()) }
+    }
+
+    fn next(&self, new_epoch: impl Fn() -> u32) -> u64 {
+        let mut last = self.last.load(Ordering::Relaxed);
+        loop {
+            if last & u64::from(u32::MAX) == u64::from(u32::MAX) {
+                let _refill = self.refill.lock().unwrap_or_else(PoisonError::into_inner);
+                // Another thread may have taken the new epoch meanwhile.
+                if self.last.load(Ordering::Relaxed) == last {
+                    self.last.store(u64::from(new_epoch()) << 32, Ordering::Relaxed);
+                }
+                last = self.last.load(Ordering::Relaxed);
+                continue;
+            }
+            match self.last.compare_exchange_weak(last, last + 1, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return last + 1,
+                Err(now) => last = now,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ids;
+
+    #[test]
+    fn ids_take_a_new_epoch_when_the_counter_runs_out() {
+        let ids = Ids::new(7);
+        assert_eq!(ids.next(|| unreachable!()), 7 << 32 | 1);
+        ids.last.store(7 << 32 | u64::from(u32::MAX - 1), std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(ids.next(|| unreachable!()), 7 << 32 | u64::from(u32::MAX));
+        assert_eq!(ids.next(|| 9), 9 << 32 | 1);
+        assert_eq!(ids.next(|| unreachable!()), 9 << 32 | 2);
+    }
+
+    #[test]
+    fn ids_of_a_journal_that_cannot_write_are_never_zero() {
+        let ids = Ids::new(0);
+        assert_eq!(ids.next(|| unreachable!()), 1);
+        ids.last.store(u64::from(u32::MAX), std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(ids.next(|| 0), 1);
+    }
+}

@@ -1,0 +1,150 @@
+//! The journal's tables, the schema number, and the epochs that make
+//! transaction ids unique across processes.
+//!
+//! ```sql
+//! tm_meta(key, value)                 -- 'schema' = 1, 'epoch' = last epoch handed out
+//! tm_entries(seq, tx, step, kind, payload)
+//!     seq: the rowid, in first-append order; UNIQUE (tx, step, kind)
+//!     step: -1 for the transaction's own entries
+//! tm_transactions(tx, finished)       -- one row per transaction; a partial
+//!                                     -- index on the unfinished ones
+//! ```
+//!
+//! Ids are stored as SQLite's signed 64-bit integers, bit for bit (`u64 as
+//! i64`): the ids this crate hands out stay below 2^63 for the first 2^31
+//! epochs and read the same in both, and larger ones (given by another
+//! journal, or after 2^31 epochs) keep their order by
+//! [`unsigned_ranges`].
+
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use crate::SqliteJournalError;
+
+/// The schema number this version writes and the newest it reads.
+pub(crate) const SCHEMA: i64 = 1;
+
+/// How long a connection waits for another connection's write lock (two
+/// processes sharing the file) before a write fails with "busy".
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+const CREATE: &str = "
+    CREATE TABLE IF NOT EXISTS tm_entries (
+        seq INTEGER PRIMARY KEY,
+        tx INTEGER NOT NULL,
+        step INTEGER NOT NULL,
+        kind INTEGER NOT NULL,
+        payload BLOB NOT NULL,
+        UNIQUE (tx, step, kind)
+    );
+    CREATE TABLE IF NOT EXISTS tm_transactions (
+        tx INTEGER PRIMARY KEY,
+        finished INTEGER NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS tm_unfinished ON tm_transactions (tx) WHERE finished = 0;
+    INSERT OR IGNORE INTO tm_meta (key, value) VALUES ('schema', 1);
+";
+
+/// Sets up the write connection: WAL, `synchronous = FULL`, the busy
+/// timeout.
+pub(crate) fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // WAL: readers (recovery, another process) never block the writer, and
+    // a commit is one append to the log and one fsync.
+    // (Where SQLite cannot use WAL, it keeps its rollback journal: commits
+    // stay durable, readers wait for the writer.)
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
+    // FULL, not NORMAL: in WAL mode NORMAL does not fsync the log at each
+    // commit, only at checkpoints, so a power cut can lose commits that were
+    // already acknowledged. A `Done` must survive once `append` returned.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(())
+}
+
+/// Creates the tables if needed, refuses a newer schema, and takes the next
+/// epoch, all in one write transaction: two processes opening the file at
+/// once get different epochs.
+pub(crate) fn set_up(conn: &mut Connection) -> Result<u32, SqliteJournalError> {
+    let sql = SqliteJournalError::from_sqlite;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS tm_meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;",
+    )
+    .map_err(sql)?;
+    check_schema(&tx)?;
+    tx.execute_batch(CREATE).map_err(sql)?;
+    let epoch = next_epoch(&tx)?;
+    tx.commit().map_err(sql)?;
+    Ok(epoch)
+}
+
+/// Takes the next epoch in its own write transaction.
+pub(crate) fn allocate_epoch(conn: &mut Connection) -> Result<u32, SqliteJournalError> {
+    let sql = SqliteJournalError::from_sqlite;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
+    let epoch = next_epoch(&tx)?;
+    tx.commit().map_err(sql)?;
+    Ok(epoch)
+}
+
+fn next_epoch(tx: &rusqlite::Transaction<'_>) -> Result<u32, SqliteJournalError> {
+    let epoch: i64 = tx
+        .query_row(
+            "INSERT INTO tm_meta (key, value) VALUES ('epoch', 1)
+             ON CONFLICT (key) DO UPDATE SET value = value + 1 RETURNING value",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(SqliteJournalError::from_sqlite)?;
+    // Epoch 0 is never handed out (it is the fallback of a journal that
+    // cannot write), so ids from the file are never 0.
+    u32::try_from(epoch).ok().filter(|&e| e > 0).ok_or(SqliteJournalError::IdsExhausted)
+}
+
+/// Refuses a file whose schema number is above [`SCHEMA`].
+pub(crate) fn check_schema(conn: &Connection) -> Result<(), SqliteJournalError> {
+    let found: Option<i64> = conn
+        .query_row("SELECT value FROM tm_meta WHERE key = 'schema'", [], |row| row.get(0))
+        .optional()
+        .map_err(SqliteJournalError::from_sqlite)?;
+    match found {
+        Some(found) if found > SCHEMA => Err(SqliteJournalError::NewerSchema { found, known: SCHEMA }),
+        _ => Ok(()),
+    }
+}
+
+/// Whether the file holds a journal (a read-only file may hold nothing).
+pub(crate) fn has_tables(conn: &Connection) -> Result<bool, SqliteJournalError> {
+    conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('tm_meta', 'tm_entries', 'tm_transactions')",
+        [],
+        |row| row.get::<_, i64>(0),
+    )
+    .map(|n| n == 3)
+    .map_err(SqliteJournalError::from_sqlite)
+}
+
+/// Transaction ids as stored (`u64` bit for bit in an `i64`).
+pub(crate) fn to_sql(id: u64) -> i64 {
+    id as i64
+}
+
+/// The stored form of an id back.
+pub(crate) fn from_sql(id: i64) -> u64 {
+    id as u64
+}
+
+/// The stored ranges (inclusive, in the order to search them) that hold the
+/// ids from `start` up, in unsigned order: ids below 2^63 are stored as
+/// non-negative numbers and come first, larger ones are stored negative.
+pub(crate) fn unsigned_ranges(start: u64) -> impl Iterator<Item = (i64, i64)> {
+    let high = (i64::MIN, -1);
+    if start <= i64::MAX as u64 {
+        [Some((start as i64, i64::MAX)), Some(high)]
+    } else {
+        [Some((to_sql(start), -1)), None]
+    }
+    .into_iter()
+    .flatten()
+}

@@ -1,0 +1,126 @@
+//! The one thread that writes: it owns the write connection and commits
+//! every request waiting in its channel in one SQLite transaction (group
+//! commit: one fsync for the whole batch), then answers them all.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
+
+use rusqlite::{Connection, TransactionBehavior, params};
+
+use crate::{SqliteJournalError, oneshot, schema};
+
+/// The most rows one SQLite transaction takes: bounds how long the first
+/// appender of a big batch waits.
+const MAX_BATCH: usize = 1024;
+
+/// One entry, encoded by the appender.
+pub(crate) struct Row {
+    pub(crate) tx: i64,
+    pub(crate) step: i64,
+    pub(crate) kind: u8,
+    /// `Entry::is_durable`: its appender waits for the commit.
+    pub(crate) durable: bool,
+    /// `EntryKind::ends_transaction`: the transaction is marked finished.
+    pub(crate) ends: bool,
+    pub(crate) payload: Vec<u8>,
+}
+
+/// What the writer thread is asked to do.
+pub(crate) enum Request {
+    /// Write a row; answer when it is committed (`Some`: durable entries),
+    /// or not at all (lazy ones, already acknowledged).
+    Append(Row, Option<oneshot::Sender>),
+    /// Answer when everything sent before is committed.
+    Flush(oneshot::Sender),
+    /// Take a new epoch (the id counter ran out).
+    NewEpoch(SyncSender<Result<u32, SqliteJournalError>>),
+}
+
+/// Lazy rows sent but not committed yet: reads wait for them (a flush)
+/// while it is above zero, so a journal reads its own writes.
+pub(crate) type PendingLazy = Arc<AtomicUsize>;
+
+/// The writer thread's body: runs until every sender is dropped, then
+/// writes what is left and returns.
+pub(crate) fn run(mut conn: Connection, requests: Receiver<Request>, pending_lazy: PendingLazy) {
+    // Lazy rows of a batch that failed: already acknowledged, so they are
+    // written again with the next batch instead of being dropped.
+    let mut carried: Vec<Row> = Vec::new();
+    while let Ok(first) = requests.recv() {
+        let mut rows = std::mem::take(&mut carried);
+        let mut waiting = Vec::new();
+        let mut take = |request: Request, rows: &mut Vec<Row>| match request {
+            Request::Append(row, reply) => {
+                rows.push(row);
+                if let Some(reply) = reply {
+                    waiting.push(reply);
+                }
+            }
+            Request::Flush(reply) => waiting.push(reply),
+            Request::NewEpoch(reply) => {
+                // Rare (every 2^32 ids): its own transaction, at once.
+                let _ = reply.send(schema::allocate_epoch(&mut conn));
+            }
+        };
+        take(first, &mut rows);
+        while rows.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(request) => take(request, &mut rows),
+                Err(_) => break,
+            }
+        }
+        match write(&mut conn, &rows) {
+            Ok(()) => {
+                pending_lazy.fetch_sub(rows.iter().filter(|row| row.is_lazy()).count(), Ordering::Release);
+                for reply in waiting {
+                    reply.send(Ok(()));
+                }
+            }
+            Err(error) => {
+                let error = SqliteJournalError::from_sqlite(error);
+                carried = rows.into_iter().filter(Row::is_lazy).collect();
+                for reply in waiting {
+                    reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+    // Every sender is gone (the journal was dropped): one last try for lazy
+    // rows a failed batch left; nobody is left to tell if it fails too.
+    if !carried.is_empty() {
+        let _ = write(&mut conn, &carried);
+    }
+}
+
+impl Row {
+    fn is_lazy(&self) -> bool {
+        !self.durable
+    }
+}
+
+/// Writes `rows` in one transaction: one fsync at its commit.
+fn write(conn: &mut Connection, rows: &[Row]) -> rusqlite::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        // First write kept: a repeated entry is the same entry.
+        let mut insert =
+            tx.prepare("INSERT OR IGNORE INTO tm_entries (tx, step, kind, payload) VALUES (?1, ?2, ?3, ?4)")?;
+        let mut open = tx.prepare("INSERT OR IGNORE INTO tm_transactions (tx, finished) VALUES (?1, 0)")?;
+        let mut finish = tx.prepare(
+            "INSERT INTO tm_transactions (tx, finished) VALUES (?1, 1) ON CONFLICT (tx) DO UPDATE SET finished = 1",
+        )?;
+        for row in rows {
+            insert.execute(params![row.tx, row.step, row.kind, row.payload])?;
+            if row.ends {
+                finish.execute([row.tx])?;
+            } else {
+                open.execute([row.tx])?;
+            }
+        }
+    }
+    tx.commit()
+}
