@@ -123,6 +123,9 @@ pub use transaction_manager_smol::{SmolClock, SmolSleep, SmolSpawner};
 #[cfg(feature = "tokio")]
 #[doc(inline)]
 pub use transaction_manager_tokio::{TokioClock, TokioSpawner};
+#[cfg(feature = "sqlite")]
+#[doc(inline)]
+pub use transaction_manager_sqlite::{SqliteJournal, SqliteJournalError};
 
 /// The README's examples that compile as they stand (the other blocks are
 /// excerpts, marked `ignore`), checked by `cargo test --doc`.

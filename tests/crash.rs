@@ -1,0 +1,237 @@
+//! Real crashes: a child process runs journaled transactions against a
+//! SQLite journal and is killed with SIGKILL at random points, 200 times;
+//! each restart recovers first. The effects (resources created and
+//! deleted) go to a separate, fsynced log. At the end the journal and the
+//! effects are checked against the guarantees:
+//!
+//! - every step whose `Done` is durable is rolled back, unless its
+//!   transaction committed;
+//! - a committed transaction is never rolled back;
+//! - nothing is rolled back that was not created;
+//! - after recovery nothing is unfinished.
+//!
+//! No sleeps: the parent waits for lines the child prints after each effect
+//! is durable, and kills it after a random number of them. Replay a run
+//! with `TM_CRASH_SEED=<seed>` (printed with `--nocapture`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use transaction_manager::{
+    EntryKind, IdempotencyKey, Journal, Postcard, Rollback, SqliteJournal, StepError, TokioClock, TransactionId,
+    TransactionManager, Unbounded,
+};
+
+const KILLS: usize = 200;
+const CHILD_ENV: &str = "TM_CRASH_CHILD_DIR";
+
+/// The effects log: one fsynced line per resource created or deleted.
+struct Effects {
+    log: File,
+}
+
+impl Effects {
+    fn open(dir: &Path) -> Effects {
+        let log = OpenOptions::new().create(true).append(true).open(dir.join("effects.log")).unwrap();
+        Effects { log }
+    }
+
+    fn record(&mut self, what: &str, key: &str) {
+        writeln!(self.log, "{what} {key}").unwrap();
+        self.log.sync_data().unwrap();
+        // After the effect is durable: the parent may kill us from here on.
+        println!("{what} {key}");
+    }
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Delete(IdempotencyKey);
+
+impl Rollback<Effects> for Delete {
+    type Error = std::io::Error;
+
+    async fn rollback(&mut self, effects: &mut Effects) -> Result<(), std::io::Error> {
+        effects.record("delete", &self.0.to_string());
+        Ok(())
+    }
+}
+
+type Manager = TransactionManager<TokioClock, (), transaction_manager::Unattended, transaction_manager::Journaled<SqliteJournal, Postcard<1>>>;
+
+/// The child: recover, then run transactions until killed.
+fn child(dir: &Path, seed: u64) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    runtime.block_on(async {
+        let journal = SqliteJournal::open(dir.join("journal.db")).unwrap();
+        let manager: Manager = TransactionManager::new(TokioClock::new()).with_journal(journal, Postcard::<1>);
+        let mut effects = Effects::open(dir);
+        let report = manager.recover::<Delete, Unbounded, _>(&mut effects).await.unwrap();
+        println!("recovered {}", report.found());
+        let mut rng = seed;
+        loop {
+            rng = next(rng);
+            let fail = rng % 2 == 0;
+            let _ = manager
+                .transaction("provision")
+                .unbounded::<Delete>()
+                .run_with(&mut effects, async |tx| {
+                    for _ in 0..3 {
+                        let key = tx.next_step_key();
+                        tx.step("create")
+                            .execute_with(async move |effects: &mut Effects| {
+                                effects.record("create", &key.to_string());
+                                Ok::<_, std::io::Error>(key)
+                            })
+                            .undo(|key| Delete(*key))
+                            .await?;
+                    }
+                    if fail {
+                        tx.step("check").run(|| async { Err(std::io::Error::other("refused")) }).await?;
+                    }
+                    Ok::<_, StepError<std::io::Error>>(())
+                })
+                .await;
+            println!("ended");
+        }
+    });
+}
+
+fn next(state: u64) -> u64 {
+    state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407)
+}
+
+#[test]
+fn child_entry() {
+    // Only does something when started by `killed_at_random_points_...`.
+    if let Ok(dir) = std::env::var(CHILD_ENV) {
+        let seed = std::env::var("TM_CRASH_CHILD_SEED").unwrap().parse().unwrap();
+        child(Path::new(&dir), seed);
+    }
+}
+
+fn spawn_child(dir: &Path, seed: u64) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, dir)
+        .env("TM_CRASH_CHILD_SEED", seed.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn killed_at_random_points_loses_no_owed_rollback() {
+    let seed: u64 = std::env::var("TM_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+    println!("TM_CRASH_SEED={seed}");
+    let dir: PathBuf = std::env::temp_dir().join(format!("tm-crash-{}-{seed}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let mut rng = seed;
+    let mut lines_seen = 0usize;
+    for kill in 0..KILLS {
+        rng = next(rng);
+        // Kill after 1 to 24 lines (effects or ends) past the recovery line.
+        let after = 1 + (rng >> 33) as usize % 24;
+        let mut child = spawn_child(&dir, rng ^ kill as u64);
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut seen = 0;
+        for line in stdout.lines() {
+            let line = line.unwrap();
+            // The test harness prints its own lines too.
+            if !["create ", "delete ", "ended"].iter().any(|p| line.starts_with(p)) {
+                continue;
+            }
+            lines_seen += 1;
+            seen += 1;
+            if seen >= after {
+                break;
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    // A last restart that only recovers: kill it once it said so.
+    let mut child = spawn_child(&dir, 0);
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    for line in stdout.lines() {
+        if line.unwrap().starts_with("recovered") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The effects, and what the journal says.
+    let mut created = BTreeSet::new();
+    let mut deleted: BTreeMap<String, usize> = BTreeMap::new();
+    for line in std::fs::read_to_string(dir.join("effects.log")).unwrap().lines() {
+        // A kill can cut the last line short: it was not fsynced, so it
+        // was never reported either.
+        match line.split_once(' ') {
+            Some(("create", key)) => {
+                created.insert(key.to_string());
+            }
+            Some(("delete", key)) => *deleted.entry(key.to_string()).or_default() += 1,
+            _ => {}
+        }
+    }
+    let journal = SqliteJournal::open(dir.join("journal.db")).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let transactions: BTreeSet<u64> = created
+        .iter()
+        .map(|key| key.trim_start_matches("tx-").split('.').next().unwrap().parse().unwrap())
+        .collect();
+    let mut committed_count = 0;
+    let mut leaked = 0;
+    for &id in &transactions {
+        let id = TransactionId::new(id);
+        let mut entries = Vec::new();
+        runtime.block_on(journal.read(id, &mut |e| entries.push((e.step, e.kind)))).unwrap();
+        let committed = entries.iter().any(|&(_, kind)| kind == EntryKind::Committed.code());
+        committed_count += usize::from(committed);
+        for &(step, kind) in &entries {
+            if kind != EntryKind::Done.code() {
+                continue;
+            }
+            let key = IdempotencyKey::new(id, step.unwrap()).to_string();
+            if committed {
+                assert!(!deleted.contains_key(&key), "{key}: its transaction committed, yet it was rolled back");
+            } else {
+                assert!(deleted.contains_key(&key), "{key}: its Done was durable, yet it was never rolled back");
+            }
+        }
+        for key in created.iter().filter(|k| k.starts_with(&format!("{id}."))) {
+            let step: u32 = key.rsplit('.').next().unwrap().parse().unwrap();
+            let done = entries.iter().any(|&(s, kind)| s == Some(step) && kind == EntryKind::Done.code());
+            if !done && !deleted.contains_key(key) {
+                // Created, killed before its `Done` was durable: the gap
+                // the README names (only an uncertain rollback covers it).
+                leaked += 1;
+            }
+        }
+    }
+    for key in deleted.keys() {
+        assert!(created.contains(key), "{key} was rolled back but never created");
+    }
+    let unfinished = runtime.block_on(journal.next_unfinished(None)).unwrap();
+    assert_eq!(unfinished, None, "recovery left a transaction unfinished");
+    println!(
+        "{KILLS} kills, {lines_seen} lines: {} transactions ({committed_count} committed), {} resources created, \
+         {} rolled back ({} more than once), {leaked} created but killed before their Done was durable",
+        transactions.len(),
+        created.len(),
+        deleted.len(),
+        deleted.values().filter(|&&n| n > 1).count(),
+    );
+    assert!(transactions.len() >= KILLS / 2, "too few transactions ran: the kills came too early");
+    drop(journal);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
