@@ -120,6 +120,9 @@ pub use transaction_manager_embassy::EmbassyClock;
 #[cfg(feature = "smol")]
 #[doc(inline)]
 pub use transaction_manager_smol::{SmolClock, SmolSleep, SmolSpawner};
+#[cfg(feature = "sqlite")]
+#[doc(inline)]
+pub use transaction_manager_sqlite::{SqliteCause, SqliteJournal, SqliteJournalError};
 #[cfg(feature = "tokio")]
 #[doc(inline)]
 pub use transaction_manager_tokio::{TokioClock, TokioSpawner};
