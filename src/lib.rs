@@ -120,12 +120,12 @@ pub use transaction_manager_embassy::EmbassyClock;
 #[cfg(feature = "smol")]
 #[doc(inline)]
 pub use transaction_manager_smol::{SmolClock, SmolSleep, SmolSpawner};
+#[cfg(feature = "sqlite")]
+#[doc(inline)]
+pub use transaction_manager_sqlite::{SqliteCause, SqliteJournal, SqliteJournalError};
 #[cfg(feature = "tokio")]
 #[doc(inline)]
 pub use transaction_manager_tokio::{TokioClock, TokioSpawner};
-#[cfg(feature = "sqlite")]
-#[doc(inline)]
-pub use transaction_manager_sqlite::{SqliteJournal, SqliteJournalError};
 
 /// The README's examples that compile as they stand (the other blocks are
 /// excerpts, marked `ignore`), checked by `cargo test --doc`.

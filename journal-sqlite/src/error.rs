@@ -101,6 +101,12 @@ impl SqliteJournalError {
     }
 }
 
+impl From<rusqlite::Error> for SqliteJournalError {
+    fn from(error: rusqlite::Error) -> Self {
+        SqliteJournalError::from_sqlite(error)
+    }
+}
+
 impl fmt::Display for SqliteJournalError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -120,14 +120,14 @@ impl SqliteJournal {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, SqliteJournalError> {
         let path = path.as_ref();
         let opening = |error| SqliteJournalError::opening(path, error);
-        let mut conn = Connection::open(path).map_err(opening)?;
+        let conn = Connection::open(path).map_err(opening)?;
         // SQLite opens a write-protected file read-only without a word.
         if conn.is_readonly("main").map_err(opening)? {
             drop(conn);
             return Self::open_read_only(path);
         }
         schema::configure_writer(&conn).map_err(opening)?;
-        let epoch = match schema::set_up(&mut conn) {
+        let epoch = match schema::set_up(&conn) {
             // A read-only directory (no `-wal` file) or mount.
             Err(SqliteJournalError::ReadOnly { .. }) => {
                 drop(conn);
@@ -354,9 +354,8 @@ fn open_reader(path: &Path) -> Result<Connection, SqliteJournalError> {
 /// Encodes an entry's payload into a buffer that grows as needed.
 fn encode(entry: &Entry<'_>) -> Result<Vec<u8>, SqliteJournalError> {
     let mut len = entry.payload_len_hint().min(MAX_PAYLOAD);
-    let mut buf = Vec::new();
     loop {
-        buf.resize(len, 0);
+        let mut buf = vec![0; len];
         match entry.write_payload(&mut buf) {
             Ok(written) => {
                 buf.truncate(written);

@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension};
 
 use crate::SqliteJournalError;
 
@@ -62,34 +62,49 @@ pub(crate) fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Runs `write` in a write transaction taken at once (`BEGIN IMMEDIATE`:
+/// it waits for another process's writer up to the busy timeout, instead of
+/// failing when it upgrades from reading), committed if it returns `Ok`,
+/// rolled back otherwise.
+pub(crate) fn in_write_transaction<T, E: From<rusqlite::Error>>(
+    conn: &Connection,
+    write: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    match write().and_then(|value| Ok(conn.execute_batch("COMMIT").map(|()| value)?)) {
+        Ok(value) => Ok(value),
+        Err(error) => {
+            // Still in the transaction when the write or the commit failed
+            // (a full disk): undo it, so the next batch starts clean.
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            Err(error)
+        }
+    }
+}
+
 /// Creates the tables if needed, refuses a newer schema, and takes the next
 /// epoch, all in one write transaction: two processes opening the file at
 /// once get different epochs.
-pub(crate) fn set_up(conn: &mut Connection) -> Result<u32, SqliteJournalError> {
-    let sql = SqliteJournalError::from_sqlite;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
-    tx.execute_batch(
-        "CREATE TABLE IF NOT EXISTS tm_meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;",
-    )
-    .map_err(sql)?;
-    check_schema(&tx)?;
-    tx.execute_batch(CREATE).map_err(sql)?;
-    let epoch = next_epoch(&tx)?;
-    tx.commit().map_err(sql)?;
-    Ok(epoch)
+pub(crate) fn set_up(conn: &Connection) -> Result<u32, SqliteJournalError> {
+    in_write_transaction(conn, || {
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS tm_meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;",
+        )?;
+        check_schema(conn)?;
+        conn.execute_batch(CREATE)?;
+        next_epoch(conn)
+    })
 }
 
 /// Takes the next epoch in its own write transaction.
-pub(crate) fn allocate_epoch(conn: &mut Connection) -> Result<u32, SqliteJournalError> {
-    let sql = SqliteJournalError::from_sqlite;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
-    let epoch = next_epoch(&tx)?;
-    tx.commit().map_err(sql)?;
-    Ok(epoch)
+pub(crate) fn allocate_epoch(conn: &Connection) -> Result<u32, SqliteJournalError> {
+    in_write_transaction(conn, || next_epoch(conn))
 }
 
-fn next_epoch(tx: &rusqlite::Transaction<'_>) -> Result<u32, SqliteJournalError> {
-    let epoch: i64 = tx
+fn next_epoch(conn: &Connection) -> Result<u32, SqliteJournalError> {
+    let epoch: i64 = conn
         .query_row(
             "INSERT INTO tm_meta (key, value) VALUES ('epoch', 1)
              ON CONFLICT (key) DO UPDATE SET value = value + 1 RETURNING value",

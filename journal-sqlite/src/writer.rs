@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, Statement, params};
 
 use crate::{SqliteJournalError, oneshot, schema};
 
@@ -43,7 +43,13 @@ pub(crate) type PendingLazy = Arc<AtomicUsize>;
 
 /// The writer thread's body: runs until every sender is dropped, then
 /// writes what is left and returns.
-pub(crate) fn run(mut conn: Connection, requests: Receiver<Request>, pending_lazy: PendingLazy) {
+pub(crate) fn run(conn: Connection, requests: Receiver<Request>, pending_lazy: PendingLazy) {
+    let mut statements = match Statements::prepare(&conn) {
+        Ok(statements) => statements,
+        // Answered by dropping the replies: `WriterGone`. (Unreachable in
+        // practice: `open` created these tables just before.)
+        Err(_) => return,
+    };
     // Lazy rows of a batch that failed: already acknowledged, so they are
     // written again with the next batch instead of being dropped.
     let mut carried: Vec<Row> = Vec::new();
@@ -60,7 +66,7 @@ pub(crate) fn run(mut conn: Connection, requests: Receiver<Request>, pending_laz
             Request::Flush(reply) => waiting.push(reply),
             Request::NewEpoch(reply) => {
                 // Rare (every 2^32 ids): its own transaction, at once.
-                let _ = reply.send(schema::allocate_epoch(&mut conn));
+                let _ = reply.send(schema::allocate_epoch(&conn));
             }
         };
         take(first, &mut rows);
@@ -70,7 +76,7 @@ pub(crate) fn run(mut conn: Connection, requests: Receiver<Request>, pending_laz
                 Err(_) => break,
             }
         }
-        match write(&mut conn, &rows) {
+        match statements.write(&conn, &rows) {
             Ok(()) => {
                 pending_lazy.fetch_sub(rows.iter().filter(|row| row.is_lazy()).count(), Ordering::Release);
                 for reply in waiting {
@@ -89,7 +95,46 @@ pub(crate) fn run(mut conn: Connection, requests: Receiver<Request>, pending_laz
     // Every sender is gone (the journal was dropped): one last try for lazy
     // rows a failed batch left; nobody is left to tell if it fails too.
     if !carried.is_empty() {
-        let _ = write(&mut conn, &carried);
+        let _ = statements.write(&conn, &carried);
+    }
+}
+
+/// The writer's statements, prepared once.
+struct Statements<'c> {
+    insert: Statement<'c>,
+    open: Statement<'c>,
+    finish: Statement<'c>,
+}
+
+impl<'c> Statements<'c> {
+    fn prepare(conn: &'c Connection) -> rusqlite::Result<Self> {
+        Ok(Statements {
+            // First write kept: a repeated entry is the same entry.
+            insert: conn
+                .prepare("INSERT OR IGNORE INTO tm_entries (tx, step, kind, payload) VALUES (?1, ?2, ?3, ?4)")?,
+            open: conn.prepare("INSERT OR IGNORE INTO tm_transactions (tx, finished) VALUES (?1, 0)")?,
+            finish: conn.prepare(
+                "INSERT INTO tm_transactions (tx, finished) VALUES (?1, 1) ON CONFLICT (tx) DO UPDATE SET finished = 1",
+            )?,
+        })
+    }
+
+    /// Writes `rows` in one transaction: one fsync at its commit.
+    fn write(&mut self, conn: &Connection, rows: &[Row]) -> rusqlite::Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        schema::in_write_transaction(conn, || {
+            for row in rows {
+                self.insert.execute(params![row.tx, row.step, row.kind, row.payload])?;
+                if row.ends {
+                    self.finish.execute([row.tx])?;
+                } else {
+                    self.open.execute([row.tx])?;
+                }
+            }
+            Ok(())
+        })
     }
 }
 
@@ -97,30 +142,4 @@ impl Row {
     fn is_lazy(&self) -> bool {
         !self.durable
     }
-}
-
-/// Writes `rows` in one transaction: one fsync at its commit.
-fn write(conn: &mut Connection, rows: &[Row]) -> rusqlite::Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    {
-        // First write kept: a repeated entry is the same entry.
-        let mut insert =
-            tx.prepare("INSERT OR IGNORE INTO tm_entries (tx, step, kind, payload) VALUES (?1, ?2, ?3, ?4)")?;
-        let mut open = tx.prepare("INSERT OR IGNORE INTO tm_transactions (tx, finished) VALUES (?1, 0)")?;
-        let mut finish = tx.prepare(
-            "INSERT INTO tm_transactions (tx, finished) VALUES (?1, 1) ON CONFLICT (tx) DO UPDATE SET finished = 1",
-        )?;
-        for row in rows {
-            insert.execute(params![row.tx, row.step, row.kind, row.payload])?;
-            if row.ends {
-                finish.execute([row.tx])?;
-            } else {
-                open.execute([row.tx])?;
-            }
-        }
-    }
-    tx.commit()
 }
