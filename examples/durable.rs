@@ -14,9 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use transaction_manager::{
-    Postcard, Rollback, SqliteJournal, StepError, TokioClock, TransactionManager, Unbounded,
-};
+use transaction_manager::{Postcard, Rollback, SqliteJournal, StepError, TokioClock, TransactionManager, Unbounded};
 
 /// The fake cloud: one file per resource.
 struct Cloud {
@@ -77,11 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("tm-durable-example-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     println!("1. A process provisions a user and a VM, journaled in {}", dir.join("journal.db").display());
-    let mut child = Command::new(std::env::current_exe()?)
-        .arg("--child")
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .spawn()?;
+    let mut child = Command::new(std::env::current_exe()?).arg("--child").arg(&dir).stdout(Stdio::piped()).spawn()?;
     let lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
     for line in lines {
         let line = line?;
