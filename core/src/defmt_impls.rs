@@ -134,6 +134,7 @@ impl<E: Format> Format for StepErrorKind<E> {
             StepErrorKind::Panicked(message) => write!(f, "panicked: {}", message),
             StepErrorKind::Interrupted(reason) => write!(f, "interrupted: {}", reason),
             StepErrorKind::EmptyName => write!(f, "not run: empty name"),
+            StepErrorKind::Cancelled => write!(f, "cancelled: another member of its group failed"),
         }
     }
 }

@@ -64,6 +64,11 @@ pub enum StepErrorKind<E> {
     /// The step was not run: its name is empty. Names identify steps in
     /// summaries, logs and hooks.
     EmptyName,
+    /// The step was a member of a parallel group that cancels its other
+    /// members when one fails ([`Group::cancel_on_failure`](crate::Group::cancel_on_failure)),
+    /// and another member failed first. An attempt in flight was dropped,
+    /// so its outcome is uncertain.
+    Cancelled,
 }
 
 impl<E> StepErrorKind<E> {
@@ -83,6 +88,7 @@ impl<E> StepErrorKind<E> {
             StepErrorKind::Panicked(message) => StepErrorKind::Panicked(message),
             StepErrorKind::Interrupted(reason) => StepErrorKind::Interrupted(reason),
             StepErrorKind::EmptyName => StepErrorKind::EmptyName,
+            StepErrorKind::Cancelled => StepErrorKind::Cancelled,
         }
     }
 
@@ -108,13 +114,20 @@ impl<E> StepErrorKind<E> {
             StepErrorKind::Panicked(_) => "panicked",
             StepErrorKind::Interrupted(_) => "interrupted",
             StepErrorKind::EmptyName => "empty_name",
+            StepErrorKind::Cancelled => "cancelled",
         }
     }
 
     /// Whether the step may have taken effect although it failed: it timed
     /// out, panicked, or was interrupted mid-attempt.
     pub fn is_uncertain(&self) -> bool {
-        matches!(self, StepErrorKind::TimedOut { .. } | StepErrorKind::Panicked(_) | StepErrorKind::Interrupted(_))
+        matches!(
+            self,
+            StepErrorKind::TimedOut { .. }
+                | StepErrorKind::Panicked(_)
+                | StepErrorKind::Interrupted(_)
+                | StepErrorKind::Cancelled
+        )
     }
 }
 
@@ -234,6 +247,7 @@ impl<E: fmt::Display> fmt::Display for StepError<E> {
             }
             StepErrorKind::Panicked(message) => write!(f, "panicked: {message}"),
             StepErrorKind::Interrupted(reason) => write!(f, "interrupted: {reason}"),
+            StepErrorKind::Cancelled => f.write_str("cancelled: another member of its group failed"),
             StepErrorKind::EmptyName => Ok(()),
         }
     }
@@ -426,9 +440,10 @@ pub enum RollbackState {
 }
 
 impl RollbackState {
-    /// Clean when no rollback failed and none was skipped.
+    /// Clean when no rollback failed (here, or earlier in a scope) and none
+    /// was skipped.
     pub(crate) fn of<S: Storage>(failures: usize, summary: &Summary<S>) -> Self {
-        if failures == 0 && summary.rollback_skipped_steps() == 0 {
+        if failures == 0 && summary.rollback_errors() == 0 && summary.rollback_skipped_steps() == 0 {
             RollbackState::Clean
         } else {
             RollbackState::Partial
@@ -518,7 +533,9 @@ impl<B: fmt::Display, RE: fmt::Display, S: Storage> fmt::Display for Transaction
         write!(f, "transaction `{}` ({}) failed: {}; ", self.summary.info.operation, self.summary.info.id, self.cause)?;
         let rolled_back = self.summary.rolled_back_steps();
         let skipped = self.summary.rollback_skipped_steps();
-        match (self.rollback_failures.len(), skipped) {
+        // A scope's rollback that failed earlier counts too: its step is
+        // `RollbackFailed` in the summary.
+        match (self.rollback_failures.len().max(self.summary.rollback_errors()), skipped) {
             (0, 0) if rolled_back == 0 => f.write_str("nothing to roll back"),
             (0, 0) => write!(f, "rolled back cleanly ({rolled_back} {})", steps(rolled_back)),
             (failed, skipped) => {

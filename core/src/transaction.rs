@@ -62,6 +62,9 @@ pub struct Transaction<'t, M, Ctx: ?Sized, U, S: Storage> {
     pub(crate) ledger: &'t mut Ledger<U, S>,
     /// The policies of the step being run.
     running: RunningStep,
+    /// The innermost scope the body is in ([`Transaction::scope`]), which
+    /// new steps record.
+    pub(crate) scope: Option<&'static str>,
     /// When the transaction's deadline passes, on its clock: no step (and
     /// no retry) starts at or after it.
     pub(crate) deadline_at: Option<Duration>,
@@ -155,7 +158,15 @@ where
         ctx: &'t mut Ctx,
         ledger: &'t mut Ledger<U, S>,
     ) -> Self {
-        Self { manager, ctx, ledger, running: RunningStep::default(), deadline_at: None, on_drop: Some(Self::abandon) }
+        Self {
+            manager,
+            ctx,
+            ledger,
+            running: RunningStep::default(),
+            scope: None,
+            deadline_at: None,
+            on_drop: Some(Self::abandon),
+        }
     }
 
     /// `on_drop`: the transaction was dropped before it finished.
@@ -206,7 +217,7 @@ where
 
     /// A step's timestamp: the clock's time, or none when the manager turned
     /// per-step times off.
-    fn stamp(&self) -> crate::record::At {
+    pub(crate) fn stamp(&self) -> crate::record::At {
         self.ledger.stamp(&self.manager.clock)
     }
 
@@ -215,7 +226,7 @@ where
     /// interrupted. Its undo record, if one is owed, is already right: an
     /// uncertain record is in the ledger only while an attempt is in flight
     /// or after one that may have taken effect.
-    fn settle_dropped_step(&mut self) {
+    pub(crate) fn settle_dropped_step(&mut self) {
         if self.ledger.in_progress().is_some() {
             let now = self.stamp();
             self.ledger.abandon_in_progress(&"interrupted: the step's future was dropped", now);
@@ -232,7 +243,7 @@ where
 
     /// Whether the transaction's deadline has passed: no step or retry may
     /// start then.
-    fn past_deadline(&self) -> bool {
+    pub(crate) fn past_deadline(&self) -> bool {
         self.deadline_at.is_some_and(|deadline| self.now() >= deadline)
     }
 
@@ -313,6 +324,7 @@ where
         let mut record = StepRecord::new(index, config.name, config.timeout, with_undo);
         record.status = StepStatus::InProgress;
         record.started_at = now;
+        record.scope = self.scope;
         // Cannot fail: room was checked above.
         let _ = ledger.summary.steps.push(record);
         Ok(index)
@@ -324,7 +336,7 @@ where
     }
 
     /// Bookkeeping of a completed attempt. Not generic over the step.
-    fn step_completed(&mut self, index: usize, attempt: u32) {
+    pub(crate) fn step_completed(&mut self, index: usize, attempt: u32) {
         let now = self.stamp();
         let record = &mut self.ledger.summary.steps[index];
         record.status = StepStatus::Completed;
