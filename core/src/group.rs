@@ -1262,13 +1262,19 @@ mod driver {
 
         /// An undo record (data) made from the output, as
         /// [`Execute::undo`](crate::Execute::undo).
-        pub fn undo<Mk>(self, make_undo: Mk) -> Member<F, UndoWith<Mk>> {
+        pub fn undo<Mk, U>(self, make_undo: Mk) -> Member<F, UndoWith<Mk>>
+        where
+            Mk: FnOnce(&F::Output) -> U,
+        {
             self.with(UndoWith(Some(make_undo)))
         }
 
         /// An undo record (data) that also covers an uncertain outcome, as
         /// [`Execute::undo_uncertain`](crate::Execute::undo_uncertain).
-        pub fn undo_uncertain<Mk>(self, make_undo: Mk) -> Member<F, UndoMaybe<Mk>> {
+        pub fn undo_uncertain<Mk, U>(self, make_undo: Mk) -> Member<F, UndoMaybe<Mk>>
+        where
+            Mk: FnMut(Maybe<&F::Output>) -> U,
+        {
             self.with(UndoMaybe(make_undo))
         }
     }
