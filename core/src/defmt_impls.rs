@@ -101,7 +101,10 @@ impl Format for StepRecord {
             self.error(),
             self.rollback_attempts(),
             self.rollback_error()
-        )
+        );
+        if let Some(scope) = self.scope() {
+            write!(f, ", in scope `{=str}`", scope);
+        }
     }
 }
 

@@ -66,18 +66,22 @@ where
     /// assert_eq!(*log.lock().unwrap(), ["release 40"]);
     /// # }
     /// ```
+    #[allow(clippy::type_complexity)]
     pub async fn scope<T, B, F>(&mut self, name: &'static str, body: F) -> Result<T, ScopeError<B, U::Error, S>>
     where
-        F: AsyncFnOnce(&mut Self) -> Result<T, B>,
+        F: AsyncFnOnce(&mut Transaction<'_, TransactionManager<C, H, A>, Ctx, U, S>) -> Result<T, B>,
     {
         self.settle_dropped_step();
         let floor = self.ledger.undo.len();
         let first_step = self.ledger.summary.steps.len();
-        let outer = self.scope.replace(name);
         let info = &self.ledger.summary.info;
         tm_debug!("{} `{}`: scope `{}` started", info.id, info.operation, name);
-        let result = body(self).await;
-        self.scope = outer;
+        // The body gets a handle of its own (the same records), so a scope
+        // future dropped half-way leaves this handle as it was.
+        let result = {
+            let mut inner = self.nested(name);
+            body(&mut inner).await
+        };
         let cause = match result {
             Ok(value) => return Ok(value),
             Err(cause) => cause,

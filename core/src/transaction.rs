@@ -83,6 +83,23 @@ impl<M, Ctx: ?Sized, U, S: Storage> Drop for Transaction<'_, M, Ctx, U, S> {
     }
 }
 
+impl<M, Ctx: ?Sized, U, S: Storage> Transaction<'_, M, Ctx, U, S> {
+    /// The handle a scope's body receives: the same records, reborrowed,
+    /// with the scope's name for the steps it adds. If it is dropped, this
+    /// transaction (still borrowed by it) is what abandons them.
+    pub(crate) fn nested(&mut self, scope: &'static str) -> Transaction<'_, M, Ctx, U, S> {
+        Transaction {
+            manager: self.manager,
+            ctx: &mut *self.ctx,
+            ledger: &mut *self.ledger,
+            running: RunningStep::default(),
+            scope: Some(scope),
+            deadline_at: self.deadline_at,
+            on_drop: None,
+        }
+    }
+}
+
 impl<'t, C, H, A, Ctx: ?Sized, U, S: Storage> Transaction<'t, TransactionManager<C, H, A>, Ctx, U, S> {
     /// Starts building a step named `name`; set its options, then run it
     /// with [`Step::run`] (no rollback) or [`Step::execute`] followed by a
