@@ -467,7 +467,7 @@ where
             core::future::pending::<()>().await;
         }
         self.settle_dropped_step();
-        let n = members.len();
+        let n = members.count();
         let mut pinned = pin!(members.into_pinned());
         // Reserve: every member fits, or none runs.
         let base = self.ledger.summary.steps.len();
@@ -770,7 +770,7 @@ where
         if last {
             self.member_done(Ms::slot(pinned.as_mut(), i), Some(kind), first, i);
             if on_failure == OnMemberFailure::Cancel {
-                let n = Ms::len_pinned(pinned.as_mut());
+                let n = Ms::count_pinned(pinned.as_mut());
                 self.cancel_members::<Ms, E>(pinned.as_mut(), n).await;
             }
         } else {
@@ -1389,11 +1389,11 @@ mod driver {
         #[doc(hidden)]
         type Pinned;
         #[doc(hidden)]
-        fn len(&self) -> usize;
+        fn count(&self) -> usize;
         #[doc(hidden)]
         fn into_pinned(self) -> Self::Pinned;
         #[doc(hidden)]
-        fn len_pinned(pinned: Pin<&mut Self::Pinned>) -> usize;
+        fn count_pinned(pinned: Pin<&mut Self::Pinned>) -> usize;
         #[doc(hidden)]
         fn slot<'a>(pinned: Pin<&'a mut Self::Pinned>, i: usize) -> Pin<&'a mut (dyn Slot<U, E> + 'a)>;
         #[doc(hidden)]
@@ -1420,7 +1420,7 @@ mod driver {
                 type Output = ($($t::Output,)+);
                 type Pinned = $pinned<$($t),+>;
 
-                fn len(&self) -> usize {
+                fn count(&self) -> usize {
                     $n
                 }
 
@@ -1428,7 +1428,7 @@ mod driver {
                     $pinned { $($f: self.$i,)+ }
                 }
 
-                fn len_pinned(_: Pin<&mut Self::Pinned>) -> usize {
+                fn count_pinned(_: Pin<&mut Self::Pinned>) -> usize {
                     $n
                 }
 
@@ -1454,7 +1454,7 @@ mod driver {
                 type Output = [M::Output; $n];
                 type Pinned = $pinned<$(same!($t, M)),+>;
 
-                fn len(&self) -> usize {
+                fn count(&self) -> usize {
                     $n
                 }
 
@@ -1463,7 +1463,7 @@ mod driver {
                     $pinned { $($f,)+ }
                 }
 
-                fn len_pinned(_: Pin<&mut Self::Pinned>) -> usize {
+                fn count_pinned(_: Pin<&mut Self::Pinned>) -> usize {
                     $n
                 }
 
@@ -1505,7 +1505,7 @@ mod driver {
         type Output = alloc::vec::Vec<M::Output>;
         type Pinned = alloc::vec::Vec<Pin<alloc::boxed::Box<M>>>;
 
-        fn len(&self) -> usize {
+        fn count(&self) -> usize {
             alloc::vec::Vec::len(self)
         }
 
@@ -1513,7 +1513,7 @@ mod driver {
             self.into_iter().map(alloc::boxed::Box::pin).collect()
         }
 
-        fn len_pinned(pinned: Pin<&mut Self::Pinned>) -> usize {
+        fn count_pinned(pinned: Pin<&mut Self::Pinned>) -> usize {
             pinned.len()
         }
 

@@ -490,3 +490,52 @@ pub async fn group_capacity_is_reserved_before_any_member_starts<C: Clock + Clon
     assert_eq!(err.summary().total_steps(), 1);
     assert!(log.calls().is_empty());
 }
+
+/// A member that panics fails that attempt, which is retried; a panic in
+/// its execute closure too. The others are not disturbed. A `Vec` of
+/// members returns a `Vec` of values.
+pub async fn group_member_panics_are_failures_of_their_attempt<C: Clock + Clone>(clock: C, t: Timing) {
+    let log = Log::leaked();
+    let manager = manager(clock.clone(), log);
+    let c = &clock;
+    let done = manager
+        .run("panics", async |tx| {
+            let mut calls = 0u32;
+            let values = tx
+                .parallel(vec![
+                    member("steady").execute(Box::new(move || {
+                        Box::pin(async move {
+                            c.sleep(t.ms(100)).await;
+                            Ok::<_, &str>(1u32)
+                        })
+                            as std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, &str>> + '_>>
+                    }) as Box<dyn FnMut() -> _>),
+                    member("flaky").retry(t.retries(2)).execute(Box::new(move || {
+                        calls += 1;
+                        if calls == 1 {
+                            panic!("injected: closure bug");
+                        }
+                        let n = calls;
+                        Box::pin(async move {
+                            if n == 2 {
+                                panic!("injected: future bug");
+                            }
+                            Ok::<_, &str>(n)
+                        })
+                            as std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, &str>> + '_>>
+                    }) as Box<dyn FnMut() -> _>),
+                ])
+                .await?;
+            R::Ok(values)
+        })
+        .await
+        .expect("the flaky member succeeds on its third attempt");
+
+    assert_eq!(done.value(), &[1u32, 3]);
+    let log = log.take();
+    assert!(log.contains(&"hook failure flaky #1 in_progress: panicked: injected: closure bug".to_string()), "{log:?}");
+    assert!(log.contains(&"hook failure flaky #2 in_progress: panicked: injected: future bug".to_string()), "{log:?}");
+    let steps = done.summary().steps();
+    assert_eq!((steps[1].status(), steps[1].attempts()), (StepStatus::Completed, 3));
+    assert_eq!((steps[0].status(), steps[0].attempts()), (StepStatus::Completed, 1));
+}

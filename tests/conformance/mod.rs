@@ -191,6 +191,7 @@ macro_rules! conformance_suite {
             dropped_in_the_middle_of_a_group_hands_over_its_rollbacks,
             deadline_in_the_middle_of_a_group_rolls_back,
             group_capacity_is_reserved_before_any_member_starts,
+            group_member_panics_are_failures_of_their_attempt,
         );
     };
     (@tests $run:ident: $($name:ident),* $(,)?) => {
