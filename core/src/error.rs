@@ -440,10 +440,9 @@ pub enum RollbackState {
 }
 
 impl RollbackState {
-    /// Clean when no rollback failed (here, or earlier in a scope) and none
-    /// was skipped.
+    /// Clean when no rollback failed and none was skipped.
     pub(crate) fn of<S: Storage>(failures: usize, summary: &Summary<S>) -> Self {
-        if failures == 0 && summary.rollback_errors() == 0 && summary.rollback_skipped_steps() == 0 {
+        if failures == 0 && summary.rollback_skipped_steps() == 0 {
             RollbackState::Clean
         } else {
             RollbackState::Partial
@@ -499,8 +498,12 @@ impl<B, RE, S: Storage> TransactionError<B, RE, S> {
 
     /// [`Clean`](RollbackState::Clean) when every rollback succeeded,
     /// [`Partial`](RollbackState::Partial) when any failed.
+    ///
+    /// A scope ([`Transaction::scope`](crate::Transaction::scope)) whose
+    /// rollback failed earlier counts too: its step stays `RollbackFailed`.
     pub fn rollback_state(&self) -> RollbackState {
-        RollbackState::of(self.rollback_failures.len(), &self.summary)
+        let failures = self.rollback_failures.len().max(self.summary.rollback_errors());
+        RollbackState::of(failures, &self.summary)
     }
 
     /// Whether a rollback failed or was skipped, so effects of the
