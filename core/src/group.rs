@@ -768,6 +768,7 @@ where
             }
         }
         if last {
+            close_span(Ms::slot(pinned.as_mut(), i).run_mut());
             self.member_done(Ms::slot(pinned.as_mut(), i), Some(kind), first, i);
             if on_failure == OnMemberFailure::Cancel {
                 let n = Ms::count_pinned(pinned.as_mut());
@@ -779,6 +780,10 @@ where
             let mut slot = Ms::slot(pinned.as_mut(), i);
             let run = slot.as_mut().run_mut();
             let delay = run.retry.jittered_delay(attempt - 1, &mut self.ledger.rng);
+            if let Some(span) = &run.span {
+                tm_event!(info, span, "retrying", delay = crate::trace::AsDebug(delay));
+            }
+            close_span(run);
             tm_debug!("step `{}` retrying in {:?}", self.ledger.summary.steps[index].name, delay);
             run.phase = if delay.is_zero() { Phase::Due } else { Phase::Backoff { until: now.saturating_add(delay) } };
         }
@@ -802,14 +807,14 @@ where
                 run.unowed = true;
             }
         }
-        end_span(
-            run,
-            match kind {
+        if let Some(span) = &run.span {
+            let outcome = match kind {
                 StepErrorKind::TimedOut { .. } => "timeout",
                 StepErrorKind::Panicked(_) => "panic",
                 _ => "error",
-            },
-        );
+            };
+            crate::trace::outcome(span, outcome);
+        }
         let last = !ran || is_last_attempt(run.attempt, run.retry.max_retries());
         let now = self.stamp();
         let record = &mut self.ledger.summary.steps[run.index];
@@ -819,6 +824,9 @@ where
             StepErrorKind::Panicked(message) => ErrorText::capture(&Panicked(message)),
             _ => ErrorText::capture(&"failed"),
         });
+        if let Some(span) = &run.span {
+            tm_event!(warn, span, "attempt failed", error = record.error().unwrap_or_default());
+        }
         let info = &self.ledger.summary.info;
         if last {
             record.status = StepStatus::Failed;
@@ -936,6 +944,13 @@ fn remove_undo<U, S: Storage>(undo: &mut S::List<UndoRecord<U>>, step: usize) {
 fn end_span(run: &mut Run, outcome: &'static str) {
     if let Some(span) = run.span.take() {
         crate::trace::outcome(&span, outcome);
+        crate::trace::close(span);
+    }
+}
+
+/// Ends the span of a member's attempt whose outcome is recorded.
+fn close_span(run: &mut Run) {
+    if let Some(span) = run.span.take() {
         crate::trace::close(span);
     }
 }
