@@ -54,6 +54,7 @@ pub fn member(name: impl Into<Name>) -> MemberBuilder {
             name: name.into(),
             timeout: None,
             retry: None,
+            max_retries: None,
             rollback_timeout: None,
             rollback_retry: None,
         },
@@ -61,14 +62,26 @@ pub fn member(name: impl Into<Name>) -> MemberBuilder {
 }
 
 /// A member's options, collected before the group runs; unset ones are
-/// the manager's.
+/// the manager's. When the group starts they are resolved in place (all
+/// `Some`), so the member keeps one copy of its policies.
 #[derive(Debug)]
 pub struct Settings {
     name: Name,
     timeout: Option<Option<Duration>>,
     retry: Option<RetryPolicy>,
+    max_retries: Option<u32>,
     rollback_timeout: Option<Option<Duration>>,
     rollback_retry: Option<RetryPolicy>,
+}
+
+impl Settings {
+    fn timeout(&self) -> Option<Duration> {
+        self.timeout.flatten()
+    }
+
+    fn retry(&self) -> RetryPolicy {
+        self.retry.unwrap_or_default()
+    }
 }
 
 /// A group member being configured. Made by [`member`].
@@ -98,10 +111,29 @@ impl MemberBuilder {
         self
     }
 
-    /// The number of retries, with the manager's policy otherwise.
+    /// Changes only the number of retries of the member's policy (the
+    /// manager's, unless [`retry`](MemberBuilder::retry) set one).
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let every_100ms = RetryPolicy::new().with_initial_interval(Duration::from_millis(100));
+    /// let manager = TransactionManager::new(&clock).with_retry(every_100ms);
+    /// let mut calls = 0;
+    /// let done = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |tx| {
+    ///     let (n,) = tx.parallel((member("flaky").max_retries(2).execute(|| {
+    ///         calls += 1;
+    ///         let n = calls;
+    ///         async move { if n < 3 { Err("busy") } else { Ok(n) } }
+    ///     }),)).await?;
+    ///     Ok::<_, StepError<&str>>(n)
+    /// }));
+    /// assert_eq!(done.unwrap().into_value(), 3);
+    /// assert_eq!(clock.now(), Duration::from_millis(300)); // 100 ms, then 200 ms
+    /// ```
     pub fn max_retries(mut self, retries: u32) -> Self {
-        self.settings.retry = Some(self.settings.retry.unwrap_or_default().with_max_retries(retries));
-        self.settings.rollback_retry = self.settings.rollback_retry.map(|p| p.with_max_retries(retries));
+        self.settings.max_retries = Some(retries);
         self
     }
 
@@ -392,12 +424,13 @@ where
     /// in the order given), retries, timeout and rollback. Members must all
     /// have one error type: convert with [`Member::map_err`] or
     /// [`Member::err_into`].
-    pub async fn run<Ms, E>(self, members: Ms) -> Result<Ms::Output, GroupError<E, S>>
+    pub fn run<Ms, E>(self, members: Ms) -> impl Future<Output = Result<Ms::Output, GroupError<E, S>>>
     where
         Ms: Members<U, E>,
         E: fmt::Display,
     {
-        self.tx.run_group(self.on_failure, members).await
+        // Not an `async fn`: a wrapper would keep a second copy of the members.
+        self.tx.run_group(self.on_failure, members)
     }
 }
 
@@ -440,12 +473,12 @@ where
     /// assert_eq!(*undone.lock().unwrap(), ["vm-1"]); // it finished, then was rolled back
     /// # }
     /// ```
-    pub async fn parallel<Ms, E>(&mut self, members: Ms) -> Result<Ms::Output, GroupError<E, S>>
+    pub fn parallel<Ms, E>(&mut self, members: Ms) -> impl Future<Output = Result<Ms::Output, GroupError<E, S>>>
     where
         Ms: Members<U, E>,
         E: fmt::Display,
     {
-        self.run_group(OnMemberFailure::Finish, members).await
+        self.run_group(OnMemberFailure::Finish, members)
     }
 
     /// The group engine: reserve, start, poll, bookkeeping, until every
@@ -569,7 +602,7 @@ where
                     let timeout = {
                         let mut slot = Ms::slot(pinned.as_mut(), i);
                         slot.as_mut().stop();
-                        slot.as_mut().run_mut().timeout.unwrap_or_default()
+                        slot.settings().timeout().unwrap_or_default()
                     };
                     let kind = StepErrorKind::TimedOut { timeout };
                     self.member_failed::<Ms, E>(pinned.as_mut(), i, kind, true, on_failure, &mut first).await;
@@ -617,19 +650,25 @@ where
         let now = self.stamp();
         let manager = self.manager;
         let has_undo = slot.has_undo();
-        let settings = slot.settings();
-        let timeout = settings.timeout.unwrap_or(manager.timeout);
-        let retry = settings.retry.unwrap_or(manager.retry);
-        let rollback_retry = settings.rollback_retry.unwrap_or(retry);
-        let rollback_timeout = settings.rollback_timeout.unwrap_or(timeout);
         let index = self.ledger.summary.steps.len();
+        let run = slot.as_mut().run_mut();
+        let settings = &mut run.settings;
+        let timeout = settings.timeout.unwrap_or(manager.timeout);
+        let mut retry = settings.retry.unwrap_or(manager.retry);
+        if let Some(retries) = settings.max_retries {
+            retry = retry.with_max_retries(retries);
+        }
+        settings.timeout = Some(timeout);
+        settings.retry = Some(retry);
+        settings.rollback_retry = Some(settings.rollback_retry.unwrap_or(retry));
+        settings.rollback_timeout = Some(settings.rollback_timeout.unwrap_or(timeout));
         let mut record = StepRecord::new(index, settings.name.clone(), timeout, has_undo);
         record.status = StepStatus::InProgress;
         record.started_at = now;
         record.scope = self.scope;
         // Cannot fail: room was reserved.
         let _ = self.ledger.summary.steps.push(record);
-        *slot.as_mut().run_mut() = Run { index, timeout, retry, rollback_retry, rollback_timeout, ..Run::default() };
+        run.index = index;
     }
 
     /// Counts a member's next attempt.
@@ -663,7 +702,7 @@ where
             }
         }
         let now = crate::panic::now(&self.manager.clock);
-        let timeout = slot.as_mut().run_mut().timeout;
+        let timeout = slot.settings().timeout();
         let span = slot.as_mut().run_mut().span.take();
         let started = within_span(&span, || caught(|| slot.as_mut().start()));
         let run = slot.as_mut().run_mut();
@@ -678,7 +717,13 @@ where
     }
 
     fn member_undo_record(&self, run: &Run, undo: U) -> UndoRecord<U> {
-        UndoRecord { step: run.index, undo, retry: run.rollback_retry, timeout: run.rollback_timeout }
+        let settings = &run.settings;
+        UndoRecord {
+            step: run.index,
+            undo,
+            retry: settings.rollback_retry.unwrap_or_default(),
+            timeout: settings.rollback_timeout.flatten(),
+        }
     }
 
     /// Bookkeeping of a member's attempt that succeeded: its undo record
@@ -779,7 +824,7 @@ where
             let now = crate::panic::now(&self.manager.clock);
             let mut slot = Ms::slot(pinned.as_mut(), i);
             let run = slot.as_mut().run_mut();
-            let delay = run.retry.jittered_delay(attempt - 1, &mut self.ledger.rng);
+            let delay = run.settings.retry().jittered_delay(attempt - 1, &mut self.ledger.rng);
             if let Some(span) = &run.span {
                 tm_event!(info, span, "retrying", delay = crate::trace::AsDebug(delay));
             }
@@ -815,7 +860,7 @@ where
             };
             crate::trace::outcome(span, outcome);
         }
-        let last = !ran || is_last_attempt(run.attempt, run.retry.max_retries());
+        let last = !ran || is_last_attempt(run.attempt, run.settings.retry().max_retries());
         let now = self.stamp();
         let record = &mut self.ledger.summary.steps[run.index];
         record.error = Some(match kind {
@@ -1065,16 +1110,12 @@ pub enum Phase {
     Done,
 }
 
-/// A member's bookkeeping while its group runs.
-#[derive(Default)]
+/// A member's options and bookkeeping while its group runs.
 pub struct Run {
+    pub(crate) settings: Settings,
     pub(crate) index: usize,
     pub(crate) attempt: u32,
     pub(crate) phase: Phase,
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) retry: RetryPolicy,
-    pub(crate) rollback_retry: RetryPolicy,
-    pub(crate) rollback_timeout: Option<Duration>,
     /// An attempt of it ended in a way that may have taken effect.
     pub(crate) uncertain: bool,
     /// Its undo record is in the ledger.
@@ -1085,6 +1126,19 @@ pub struct Run {
 }
 
 impl Run {
+    fn new(settings: Settings) -> Self {
+        Run {
+            settings,
+            index: 0,
+            attempt: 0,
+            phase: Phase::Due,
+            uncertain: false,
+            owed: false,
+            unowed: false,
+            span: None,
+        }
+    }
+
     fn is_due(&self) -> bool {
         matches!(self.phase, Phase::Due)
     }
@@ -1194,7 +1248,6 @@ mod driver {
         /// or [`Group::run`].
         #[must_use = "a member does nothing until it is run in a group"]
         pub struct Member<F: MemberFn, R> {
-            settings: Settings,
             execute: F,
             undo: R,
             run: Run,
@@ -1207,17 +1260,17 @@ mod driver {
 
     impl<F: MemberFn, R> fmt::Debug for Member<F, R> {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.debug_struct("Member").field("name", &self.settings.name).finish_non_exhaustive()
+            f.debug_struct("Member").field("name", &self.run.settings.name).finish_non_exhaustive()
         }
     }
 
     impl<F: MemberFn, R> Member<F, R> {
         pub(super) fn new(settings: Settings, execute: F, undo: R) -> Self {
-            Self { settings, execute, undo, run: Run::default(), attempt: None, output: None, error: None }
+            Self { execute, undo, run: Run::new(settings), attempt: None, output: None, error: None }
         }
 
         fn with<R2>(self, undo: R2) -> Member<F, R2> {
-            Member::new(self.settings, self.execute, undo)
+            Member::new(self.run.settings, self.execute, undo)
         }
 
         /// Converts each failed attempt's error with `map`, as
@@ -1228,7 +1281,7 @@ mod driver {
             G: FnMut(F::Error) -> E2,
             E2: fmt::Display,
         {
-            Member::new(self.settings, MapErrors { inner: self.execute, map }, self.undo)
+            Member::new(self.run.settings, MapErrors { inner: self.execute, map }, self.undo)
         }
 
         /// Converts each failed attempt's error with `Into`.
@@ -1319,7 +1372,7 @@ mod driver {
 
     impl<U, F: MemberFn, R: MemberUndo<F::Output, U>> Slot<U, F::Error> for Member<F, R> {
         fn settings(&self) -> &Settings {
-            &self.settings
+            &self.run.settings
         }
 
         fn run_mut(self: Pin<&mut Self>) -> &mut Run {
@@ -1364,7 +1417,7 @@ mod driver {
                 // Dropping an attempt runs user code: a panic there is logged,
                 // the member's outcome is already decided.
                 if let Err(panic) = caught(|| this.attempt.set(None)) {
-                    tm_error!("dropping an attempt of step `{}` panicked: {}", this.settings.name, panic);
+                    tm_error!("dropping an attempt of step `{}` panicked: {}", this.run.settings.name, panic);
                 }
             }
         }
