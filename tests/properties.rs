@@ -27,6 +27,10 @@
 //! cancel signal; a hook never stops a rollback; backoff waits exactly what
 //! the policy says; `on_transaction_complete` runs exactly once.
 //!
+//! `random_groups_and_scopes_match_the_model` (at the end) does the same
+//! for parallel groups, with and without `cancel_on_failure`, inside a
+//! scope or not, with a smaller model of its own.
+//!
 //! A fresh seed each run, printed; replay one with `TM_PROPTEST_SEED=<n>`.
 //! `TM_PROPTEST_CASES` sets the number of groups (default 3,000).
 
@@ -1280,4 +1284,340 @@ fn random_transactions_match_the_model() {
     }
     println!("{} random transactions in {} groups checked against the model", transactions.get(), ran.get());
     assert!(ran.get() >= groups);
+}
+
+// ------------------------------------------------- parallel groups, scopes
+//
+// A second, smaller model: one parallel group of 1–4 members (each with
+// 1–3 attempts that succeed, fail or time out after a random time, and a
+// rollback that may fail), the default policy or `cancel_on_failure`, run
+// at the top of the body or inside a scope, then a step that may fail. The
+// model replays the members' timelines in virtual time and predicts every
+// member's status and attempts, the rollbacks in order (reverse order of
+// completion, uncertain records where their attempt started), the group's
+// error (first failure, the others), and when everything ended. Cases in
+// which two members do something at the same instant are skipped: which
+// goes first is the poll order, not a promise.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MemberAttempt {
+    Ok(u64),
+    Err(u64),
+    Timeout,
+}
+
+#[derive(Clone, Debug)]
+struct MemberSpec {
+    attempts: Vec<MemberAttempt>,
+    rollback_fails: bool,
+}
+
+#[derive(Clone, Debug)]
+struct GroupCase {
+    members: Vec<MemberSpec>,
+    /// The same for every member (a `Vec` of members has one type).
+    undo: Undo,
+    cancel: bool,
+    in_scope: bool,
+    fail_after: bool,
+}
+
+const MEMBER_TIMEOUT: u64 = 10;
+
+fn member_attempt() -> impl Strategy<Value = MemberAttempt> {
+    prop_oneof![
+        3 => (1..=9u64).prop_map(MemberAttempt::Ok),
+        3 => (1..=9u64).prop_map(MemberAttempt::Err),
+        1 => Just(MemberAttempt::Timeout),
+    ]
+}
+
+fn group_case() -> impl Strategy<Value = GroupCase> {
+    let member = (prop::collection::vec(member_attempt(), 1..=3), any::<bool>())
+        .prop_map(|(attempts, rollback_fails)| MemberSpec { attempts, rollback_fails });
+    let undo = prop_oneof![Just(Undo::None), Just(Undo::Plain), Just(Undo::Uncertain)];
+    (prop::collection::vec(member, 1..=4), undo, any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+        |(members, undo, cancel, in_scope, fail_after)| GroupCase { members, undo, cancel, in_scope, fail_after },
+    )
+}
+
+/// One member's timeline, as the model replays it.
+#[derive(Clone, Debug, Default)]
+struct Timeline {
+    /// (start, end) of each attempt made.
+    attempts: Vec<(u64, u64)>,
+    completed_at: Option<u64>,
+    failed_at: Option<u64>,
+    /// When its uncertain undo record went into the ledger for good.
+    uncertain_since: Option<u64>,
+}
+
+fn timeline(spec: &MemberSpec, undo: Undo) -> Timeline {
+    let mut line = Timeline::default();
+    let mut t = 0;
+    for (k, attempt) in spec.attempts.iter().enumerate() {
+        let end = match attempt {
+            MemberAttempt::Ok(d) | MemberAttempt::Err(d) => t + d,
+            MemberAttempt::Timeout => t + MEMBER_TIMEOUT,
+        };
+        line.attempts.push((t, end));
+        match attempt {
+            MemberAttempt::Ok(_) => {
+                line.completed_at = Some(end);
+                return line;
+            }
+            MemberAttempt::Timeout if undo == Undo::Uncertain && line.uncertain_since.is_none() => {
+                line.uncertain_since = Some(t);
+            }
+            _ => {}
+        }
+        if k + 1 == spec.attempts.len() {
+            line.failed_at = Some(end);
+            return line;
+        }
+        t = end + (1 << k);
+    }
+    line
+}
+
+#[derive(Debug, PartialEq)]
+struct GroupObserved {
+    statuses: Vec<(StepStatus, u32)>,
+    rollbacks: Vec<String>,
+    /// The group's error: the first member that failed, the others.
+    group_error: Option<(usize, Vec<usize>)>,
+    committed: bool,
+    ended_at: u64,
+}
+
+/// The model, or `None` for a case with a tie between members.
+fn group_model(case: &GroupCase) -> Option<GroupObserved> {
+    let mut lines: Vec<Timeline> = case.members.iter().map(|m| timeline(m, case.undo)).collect();
+    // Ties: two members' attempts starting or ending at the same instant
+    // (the first attempts all start at 0, in member order: not a tie).
+    let mut instants: Vec<u64> = Vec::new();
+    for line in &lines {
+        for (k, &(start, end)) in line.attempts.iter().enumerate() {
+            if k > 0 {
+                instants.push(start);
+            }
+            instants.push(end);
+        }
+    }
+    let mut sorted = instants.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() != instants.len() {
+        return None;
+    }
+    let first = (0..lines.len()).filter(|&i| lines[i].failed_at.is_some()).min_by_key(|&i| lines[i].failed_at);
+    let mut cancelled = vec![false; lines.len()];
+    if case.cancel {
+        if let Some(first) = first {
+            let at = lines[first].failed_at.unwrap();
+            for (i, line) in lines.iter_mut().enumerate() {
+                if i == first || line.completed_at.is_some_and(|c| c < at) {
+                    continue;
+                }
+                // Cut at `at`: the attempts that started before it stay.
+                line.attempts.retain(|&(start, _)| start < at);
+                if line.uncertain_since.is_some_and(|u| u >= at) {
+                    line.uncertain_since = None;
+                }
+                let in_flight = line.attempts.last().is_some_and(|&(_, end)| end > at);
+                if in_flight && case.undo == Undo::Uncertain && line.uncertain_since.is_none() {
+                    line.uncertain_since = Some(line.attempts.last().unwrap().0);
+                }
+                line.completed_at = None;
+                line.failed_at = Some(at);
+                cancelled[i] = true;
+            }
+        }
+    }
+    let group_failed = first.is_some();
+    let group_end = if case.cancel && group_failed {
+        lines[first.unwrap()].failed_at.unwrap()
+    } else {
+        lines.iter().map(|l| l.completed_at.or(l.failed_at).unwrap()).max().unwrap()
+    };
+    // Undo records in ledger order: (when, member) — completions at their
+    // instant, uncertain records where their attempt started.
+    let mut records: Vec<(u64, usize, bool)> = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        match (line.completed_at, line.uncertain_since) {
+            (Some(at), _) if case.undo != Undo::None => records.push((at, i, true)),
+            (None, Some(since)) => records.push((since, i, false)),
+            _ => {}
+        }
+    }
+    records.sort_by_key(|&(at, i, _)| (at, i));
+    let mut statuses: Vec<(StepStatus, u32)> = lines
+        .iter()
+        .map(|l| {
+            let status = if l.completed_at.is_some() { StepStatus::Completed } else { StepStatus::Failed };
+            (status, l.attempts.len() as u32)
+        })
+        .collect();
+    let rolled_back = group_failed || case.fail_after;
+    let mut rollbacks = Vec::new();
+    if rolled_back {
+        for &(_, i, completed) in records.iter().rev() {
+            rollbacks.push(format!("undo {i} {}", if completed { "completed" } else { "uncertain" }));
+            statuses[i].0 =
+                if case.members[i].rollback_fails { StepStatus::RollbackFailed } else { StepStatus::RolledBack };
+        }
+    }
+    let group_error = first.map(|first| {
+        let others = (0..lines.len()).filter(|&i| i != first && lines[i].failed_at.is_some()).collect();
+        (first, others)
+    });
+    let _ = cancelled;
+    Some(GroupObserved {
+        statuses,
+        rollbacks,
+        group_error,
+        committed: if group_failed { case.in_scope } else { !case.fail_after },
+        ended_at: group_end,
+    })
+}
+
+fn run_group_case(case: &GroupCase) -> GroupObserved {
+    let clock = ManualClock::new();
+    let manager = TransactionManager::new(&clock);
+    let log: Rc<RefCell<Vec<String>>> = Rc::default();
+    let group_error: RefCell<Option<(usize, Vec<usize>)>> = RefCell::new(None);
+    let c = &clock;
+    let members = || {
+        case.members.iter().enumerate().map(move |(i, spec)| {
+            let calls = Cell::new(0usize);
+            let attempts = spec.attempts.clone();
+            member(format!("m{i}"))
+                .timeout(Duration::from_millis(MEMBER_TIMEOUT))
+                .retry(
+                    RetryPolicy::new()
+                        .with_max_retries(spec.attempts.len() as u32 - 1)
+                        .with_initial_interval(Duration::from_millis(1)),
+                )
+                .rollback_retry(RetryPolicy::new())
+                .execute(move || {
+                    let attempt = attempts[calls.get()];
+                    calls.set(calls.get() + 1);
+                    async move {
+                        match attempt {
+                            MemberAttempt::Ok(d) => {
+                                c.sleep(Duration::from_millis(d)).await;
+                                Ok(i)
+                            }
+                            MemberAttempt::Err(d) => {
+                                c.sleep(Duration::from_millis(d)).await;
+                                Err("no")
+                            }
+                            MemberAttempt::Timeout => {
+                                c.sleep(LONG).await;
+                                Ok(i)
+                            }
+                        }
+                    }
+                })
+        })
+    };
+    // Rollbacks own what they use (`'static`).
+    let undo = |i: usize| {
+        let log = log.clone();
+        let fails = case.members[i].rollback_fails;
+        move |completed: bool| {
+            let log = log.clone();
+            async move {
+                log.borrow_mut().push(format!("undo {i} {}", if completed { "completed" } else { "uncertain" }));
+                if fails { Err("stuck") } else { Ok(()) }
+            }
+        }
+    };
+    // One body for the three kinds of members (one type per `Vec`).
+    macro_rules! body {
+        ($members:expr) => {
+            async |tx: &mut Transaction<'_, _, (), LocalBoxedRollback<'static>, Unbounded>| {
+                let run = async |tx: &mut Transaction<'_, _, (), LocalBoxedRollback<'static>, Unbounded>| {
+                    let group = tx.group();
+                    let group = if case.cancel { group.cancel_on_failure() } else { group };
+                    match group.run($members).await {
+                        Ok(values) => Ok(values),
+                        Err(error) => {
+                            let index = |e: &StepError<&str>| e.index();
+                            *group_error.borrow_mut() =
+                                Some((index(error.first()), error.others().iter().map(index).collect()));
+                            Err(StepError::from(error))
+                        }
+                    }
+                };
+                if case.in_scope {
+                    if tx.scope("s", run).await.is_err() {
+                        return Ok(());
+                    }
+                } else {
+                    run(tx).await?;
+                }
+                if case.fail_after {
+                    tx.step("after").run(|| async { Err::<(), _>("after") }).await?;
+                }
+                Ok::<_, StepError<&str>>(())
+            }
+        };
+    }
+    let result = match case.undo {
+        Undo::None => clock.block_on(manager.transaction("g").local().run(body!(members().collect::<Vec<_>>()))),
+        Undo::Plain => clock.block_on(manager.transaction("g").local().run(body!(members()
+            .enumerate()
+            .map(|(i, m)| {
+                let undo = undo(i);
+                m.rollback(move |_| undo(true))
+            })
+            .collect::<Vec<_>>()))),
+        Undo::Uncertain => clock.block_on(manager.transaction("g").local().run(body!(members()
+            .enumerate()
+            .map(|(i, m)| {
+                let undo = undo(i);
+                m.rollback_uncertain(move |maybe: Maybe<usize>| undo(maybe.completed().is_some()))
+            })
+            .collect::<Vec<_>>()))),
+    };
+    let (committed, summary) = match result {
+        Ok(done) => (true, done.into_parts().1),
+        Err(error) => (false, error.into_parts().2),
+    };
+    let n = case.members.len();
+    let statuses = summary.steps()[..n].iter().map(|s| (s.status(), s.attempts())).collect();
+    let rollbacks = log.borrow().clone();
+    GroupObserved {
+        statuses,
+        rollbacks,
+        group_error: group_error.take(),
+        committed,
+        ended_at: clock.now().as_millis() as u64,
+    }
+}
+
+#[test]
+fn random_groups_and_scopes_match_the_model() {
+    let seed = seed();
+    println!("group property test seed: {seed} (replay: TM_PROPTEST_SEED={seed})");
+    let cases = std::env::var("TM_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(3_000);
+    let config = Config { cases, failure_persistence: None, max_global_rejects: cases * 10, ..Config::default() };
+    let mut bytes = [0u8; 32];
+    let mut mix = SplitMix64::new(seed ^ 0x6A0_0B5);
+    for chunk in bytes.chunks_mut(8) {
+        chunk.copy_from_slice(&mix.next_u64().to_le_bytes());
+    }
+    let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
+    let outcome = runner.run(&group_case(), |case| {
+        let Some(expected) = group_model(&case) else {
+            return Err(TestCaseError::reject("two members act at the same instant"));
+        };
+        let observed = run_group_case(&case);
+        prop_assert_eq!(observed, expected);
+        Ok(())
+    });
+    if let Err(error) = outcome {
+        panic!("seed {seed} (replay: TM_PROPTEST_SEED={seed}): {error}");
+    }
 }

@@ -48,14 +48,14 @@ fn summary_and_error_json_shape() {
                     "started_at": 0.0, "completed_at": 0.25, "duration": 0.25,
                     "attempts": 1, "error": null, "timeout": 2.0, "has_rollback": true,
                     "rollback_attempts": 1, "rollback_started_at": 0.25, "rollback_completed_at": 0.25,
-                    "rollback_error": "locked"
+                    "rollback_error": "locked", "scope": null
                 },
                 {
                     "name": "charge", "index": 1, "status": "failed",
                     "started_at": 0.25, "completed_at": 0.25, "duration": 0.0,
                     "attempts": 1, "error": "card declined", "timeout": 2.0, "has_rollback": false,
                     "rollback_attempts": 0, "rollback_started_at": null, "rollback_completed_at": null,
-                    "rollback_error": null
+                    "rollback_error": null, "scope": null
                 }
             ]
         }

@@ -412,3 +412,50 @@ fn log_levels_follow_the_reference() {
     assert!(step("INFO", "nothing to roll back"), "{lines:#?}");
     assert!(err.to_string().ends_with("nothing to roll back"), "{err}");
 }
+
+/// A transaction with a parallel group inside a scope is a `Send` future
+/// when its steps are: it runs under `tokio::spawn` on a multi-thread
+/// runtime, and the group's members really overlap.
+#[test]
+fn groups_and_scopes_are_send_on_a_multi_thread_runtime() {
+    use transaction_manager::member;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap();
+    rt.block_on(async {
+        let undone = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let state = undone.clone();
+        let transaction = async move {
+            let manager = TransactionManager::new(TokioClock::new());
+            manager
+                .run("spawned group", async |tx| {
+                    let (a, b) = tx
+                        .scope("both", async |tx| {
+                            tx.parallel((
+                                member("a")
+                                    .execute(|| async {
+                                        tokio::task::yield_now().await;
+                                        Ok::<_, std::io::Error>(1u32)
+                                    })
+                                    .rollback_using(&state, |(undone, n)| async move {
+                                        undone.lock().unwrap().push(n);
+                                        Ok::<_, std::io::Error>(())
+                                    }),
+                                member("b").execute(|| async {
+                                    tokio::task::yield_now().await;
+                                    Ok::<_, std::io::Error>(2u32)
+                                }),
+                            ))
+                            .await
+                            .map_err(StepError::from)
+                        })
+                        .await?;
+                    tx.step("fail").run(|| async { Err::<(), _>(io_error("after the group")) }).await?;
+                    R::Ok(a + b)
+                })
+                .await
+        };
+        let err = tokio::spawn(assert_send(transaction)).await.unwrap().expect_err("the last step fails");
+        assert!(err.rollback_state().is_clean());
+        assert_eq!(*undone.lock().unwrap(), [1]);
+        assert_eq!(err.summary().steps()[0].scope(), Some("both"));
+    });
+}

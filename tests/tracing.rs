@@ -58,3 +58,45 @@ transaction{id=tx-7 operation=provision outcome=partially_rolled_back}
 "
     );
 }
+
+/// A parallel group: one span per member attempt, with its outcome, and
+/// the retry events inside the attempt that failed.
+#[test]
+fn group_members_have_spans_of_their_own() {
+    let tree = tree::TreeLayer::default();
+    let subscriber = tracing_subscriber::registry().with(tree.clone());
+    let clock = &ManualClock::new();
+    let manager = TransactionManager::new(clock);
+    tracing::subscriber::with_default(subscriber, || {
+        let mut calls = 0;
+        let result =
+            clock.block_on(manager.transaction("provision").with_id(TransactionId::new(8)).local().run(async |tx| {
+                tx.parallel((
+                    member("create_vm").timeout(Duration::from_secs(1)).execute(|| async {
+                        clock.sleep(Duration::from_secs(5)).await;
+                        Ok::<_, &str>(())
+                    }),
+                    member("reserve_ip").retry(RetryPolicy::new().with_max_retries(1)).execute(|| {
+                        calls += 1;
+                        let first = calls == 1;
+                        async move { if first { Err("busy") } else { Ok(()) } }
+                    }),
+                ))
+                .await?;
+                Ok::<_, StepError<&str>>(())
+            }));
+        assert!(result.is_err());
+    });
+    assert_eq!(
+        tree.render(),
+        "\
+transaction{id=tx-8 operation=provision outcome=rolled_back}
+  step{name=create_vm index=0 attempt=1 outcome=timeout}
+    WARN attempt failed error=timed out after 1s
+  step{name=reserve_ip index=1 attempt=1 outcome=error}
+    WARN attempt failed error=busy
+    INFO retrying delay=500ms
+  step{name=reserve_ip index=1 attempt=2 outcome=ok}
+"
+    );
+}

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use transaction_manager::{
     BoxError, Clock, Fixed, ManualClock, ManualSleep, NoRollback, Outcome, RetryPolicy, SmolClock, StepError,
-    StepRecord, Summary, TokioClock, TransactionManager, Unbounded,
+    StepRecord, Summary, TokioClock, TransactionManager, Unbounded, member,
 };
 use transaction_manager_bench::{
     CountingAlloc, Mode, Report, Stopwatch, Timing, core_has_alloc, machine, measure, proc_status_kib, start_counting,
@@ -133,6 +133,20 @@ type AllocOutcome = Outcome<u32, StepError<Boom>, BoxError, Unbounded>;
 
 fn lib_fixed_ok3<C: Clock, W: Work>(m: &TransactionManager<C>, w: W) -> impl Future<Output = FixedOutcome<3>> + '_ {
     lib_fixed!(m, w, 3; "a" => step, "b" => step, "c" => step)
+}
+
+/// Two steps as one parallel group: the same work as
+/// `lib_fixed!(m, w, 2; "a" => step, "b" => step)`, at the same time.
+fn lib_group2<C: Clock, W: Work>(m: &TransactionManager<C>, w: W) -> impl Future<Output = FixedOutcome<2>> + '_ {
+    m.transaction("op").fixed::<Undo<W>, 2>().run(async move |tx| {
+        let (a, b) = tx
+            .parallel((
+                member("a").execute(move || w.step(1)).undo(move |&v| Undo::Release(w, v)),
+                member("b").execute(move || w.step(2)).undo(move |&v| Undo::Release(w, v)),
+            ))
+            .await?;
+        Ok::<_, StepError<Boom>>(a + b)
+    })
 }
 
 fn lib_fixed_fail3<C: Clock, W: Work>(m: &TransactionManager<C>, w: W) -> impl Future<Output = FixedOutcome<3>> + '_ {
@@ -651,6 +665,14 @@ fn figure_sizes<R: Runtime>(rt: &R, report: &mut Report) {
     report.value_row("fixed::<Undo, N> with N = steps: 1 / 3 / 8", &format!("{f1} / {f3} / {f8}"));
     report.value_row("manager.run (heap lists): 1 / 3 / 8", &format!("{a1} / {a3} / {a8}"));
     report.value_row("hand-written: 1 / 3 / 8", &format!("{h1} / {h3} / {h8}"));
+    // A parallel group of two against the same two steps one after the
+    // other (both `fixed::<Undo, 2>`).
+    let seq2 = size_of_val(&lib_fixed!(&m, Noop, 2; "a" => step, "b" => step));
+    let group2 = size_of_val(&lib_group2(&m, Noop));
+    report.value_row(
+        "2-member group / 2 sequential steps (fixed, capacity 2)",
+        &format!("{group2} / {seq2} = {:.2}x", group2 as f64 / seq2 as f64),
+    );
     // Bytes per unit of capacity: the same 1-step body, capacity 1 vs 9;
     // bytes per step: capacity 8, 1 step vs 8 steps.
     let c1 = size_of_val(&lib_fixed!(&m, Noop, 1; "a" => step));

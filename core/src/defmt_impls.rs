@@ -101,7 +101,10 @@ impl Format for StepRecord {
             self.error(),
             self.rollback_attempts(),
             self.rollback_error()
-        )
+        );
+        if let Some(scope) = self.scope() {
+            write!(f, ", in scope `{=str}`", scope);
+        }
     }
 }
 
@@ -135,6 +138,7 @@ impl<E: Format> Format for StepErrorKind<E> {
             StepErrorKind::Interrupted(reason) => write!(f, "interrupted: {}", reason),
             StepErrorKind::EmptyName => write!(f, "not run: empty name"),
             StepErrorKind::Journal(failure) => write!(f, "not recorded: {}", failure),
+            StepErrorKind::Cancelled => write!(f, "cancelled: another member of its group failed"),
         }
     }
 }

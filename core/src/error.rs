@@ -70,6 +70,11 @@ pub enum StepErrorKind<E> {
     /// body stops). For the step named `(commit)`, the transaction's
     /// `Committed` entry: its steps were rolled back.
     Journal(crate::JournalFailure),
+    /// The step was a member of a parallel group that cancels its other
+    /// members when one fails ([`Group::cancel_on_failure`](crate::Group::cancel_on_failure)),
+    /// and another member failed first. An attempt in flight was dropped,
+    /// so its outcome is uncertain.
+    Cancelled,
 }
 
 impl<E> StepErrorKind<E> {
@@ -90,6 +95,7 @@ impl<E> StepErrorKind<E> {
             StepErrorKind::Interrupted(reason) => StepErrorKind::Interrupted(reason),
             StepErrorKind::EmptyName => StepErrorKind::EmptyName,
             StepErrorKind::Journal(failure) => StepErrorKind::Journal(failure),
+            StepErrorKind::Cancelled => StepErrorKind::Cancelled,
         }
     }
 
@@ -116,13 +122,20 @@ impl<E> StepErrorKind<E> {
             StepErrorKind::Interrupted(_) => "interrupted",
             StepErrorKind::EmptyName => "empty_name",
             StepErrorKind::Journal(_) => "journal",
+            StepErrorKind::Cancelled => "cancelled",
         }
     }
 
     /// Whether the step may have taken effect although it failed: it timed
     /// out, panicked, or was interrupted mid-attempt.
     pub fn is_uncertain(&self) -> bool {
-        matches!(self, StepErrorKind::TimedOut { .. } | StepErrorKind::Panicked(_) | StepErrorKind::Interrupted(_))
+        matches!(
+            self,
+            StepErrorKind::TimedOut { .. }
+                | StepErrorKind::Panicked(_)
+                | StepErrorKind::Interrupted(_)
+                | StepErrorKind::Cancelled
+        )
     }
 }
 
@@ -242,6 +255,7 @@ impl<E: fmt::Display> fmt::Display for StepError<E> {
             }
             StepErrorKind::Panicked(message) => write!(f, "panicked: {message}"),
             StepErrorKind::Interrupted(reason) => write!(f, "interrupted: {reason}"),
+            StepErrorKind::Cancelled => f.write_str("cancelled: another member of its group failed"),
             StepErrorKind::EmptyName => Ok(()),
             StepErrorKind::Journal(failure) => write!(f, "not recorded: {failure}"),
         }
@@ -493,8 +507,12 @@ impl<B, RE, S: Storage> TransactionError<B, RE, S> {
 
     /// [`Clean`](RollbackState::Clean) when every rollback succeeded,
     /// [`Partial`](RollbackState::Partial) when any failed.
+    ///
+    /// A scope ([`Transaction::scope`](crate::Transaction::scope)) whose
+    /// rollback failed earlier counts too: its step stays `RollbackFailed`.
     pub fn rollback_state(&self) -> RollbackState {
-        RollbackState::of(self.rollback_failures.len(), &self.summary)
+        let failures = self.rollback_failures.len().max(self.summary.rollback_errors());
+        RollbackState::of(failures, &self.summary)
     }
 
     /// Whether a rollback failed or was skipped, so effects of the
@@ -527,7 +545,9 @@ impl<B: fmt::Display, RE: fmt::Display, S: Storage> fmt::Display for Transaction
         write!(f, "transaction `{}` ({}) failed: {}; ", self.summary.info.operation, self.summary.info.id, self.cause)?;
         let rolled_back = self.summary.rolled_back_steps();
         let skipped = self.summary.rollback_skipped_steps();
-        match (self.rollback_failures.len(), skipped) {
+        // A scope's rollback that failed earlier counts too: its step is
+        // `RollbackFailed` in the summary.
+        match (self.rollback_failures.len().max(self.summary.rollback_errors()), skipped) {
             (0, 0) if rolled_back == 0 => f.write_str("nothing to roll back"),
             (0, 0) => write!(f, "rolled back cleanly ({rolled_back} {})", steps(rolled_back)),
             (failed, skipped) => {

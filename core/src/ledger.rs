@@ -102,21 +102,21 @@ impl<U, S: Storage> Ledger<U, S> {
         Self::new(info, Duration::ZERO, 0, RollbackFailurePolicy::Continue, false)
     }
 
-    /// The step in progress, if any (the last one, still `InProgress`).
+    /// The step in progress, if any: the first one still `InProgress` (the
+    /// members of a parallel group are in progress together).
     pub(crate) fn in_progress(&self) -> Option<(Name, usize)> {
-        let last = self.summary.steps.last()?;
-        (last.status == StepStatus::InProgress).then(|| (last.name.clone(), last.index))
+        let step = self.summary.steps.iter().find(|s| s.status == StepStatus::InProgress)?;
+        Some((step.name.clone(), step.index))
     }
 
-    /// Marks the step in progress as failed, abandoned for `why`: its
-    /// attempt was dropped mid-way, so its outcome is uncertain.
+    /// Marks the steps in progress (one, or the members of a parallel group)
+    /// as failed, abandoned for `why`: their attempts were dropped mid-way,
+    /// so their outcome is uncertain.
     pub(crate) fn abandon_in_progress(&mut self, why: &dyn fmt::Display, now: crate::record::At) {
-        if let Some(last) = self.summary.steps.last_mut() {
-            if last.status == StepStatus::InProgress {
-                last.status = StepStatus::Failed;
-                last.completed_at = now;
-                last.error = Some(ErrorText::capture(why));
-            }
+        for step in self.summary.steps.iter_mut().filter(|s| s.status == StepStatus::InProgress) {
+            step.status = StepStatus::Failed;
+            step.completed_at = now;
+            step.error = Some(ErrorText::capture(why));
         }
     }
 
@@ -158,8 +158,29 @@ impl<U, S: Storage> Ledger<U, S> {
     /// A record leaves the ledger only once its rollback is over, so if this
     /// future is dropped mid-rollback, the record being rolled back and all
     /// earlier ones are still owed.
-    pub(crate) async fn roll_back<K, Ctx, C, H, J>(
+    pub(crate) fn roll_back<'a, K, Ctx, C, H, J>(
+        &'a mut self,
+        ctx: &'a mut Ctx,
+        clock: &'a C,
+        hooks: &'a H,
+        journal: &'a J,
+    ) -> impl Future<Output = S::List<RollbackFailure<K::Error>>> + 'a
+    where
+        K: UndoCall<U, Ctx> + 'a,
+        Ctx: ?Sized,
+        C: Clock,
+        H: Hooks,
+        J: JournalFor<U>,
+    {
+        self.roll_back_to::<K, Ctx, C, H, J>(0, ctx, clock, hooks, journal)
+    }
+
+    /// Rolls back the undo records above `floor` (a scope's savepoint: the
+    /// number of records when it started), latest first, as
+    /// [`roll_back`](Ledger::roll_back) does for all of them.
+    pub(crate) async fn roll_back_to<K, Ctx, C, H, J>(
         &mut self,
+        floor: usize,
         ctx: &mut Ctx,
         clock: &C,
         hooks: &H,
@@ -173,14 +194,14 @@ impl<U, S: Storage> Ledger<U, S> {
         J: JournalFor<U>,
     {
         let mut failures = S::List::default();
-        if self.undo.is_empty() {
+        if self.undo.len() <= floor {
             return failures;
         }
         tm_info!(
             "{} `{}`: rolling back {} step(s)",
             self.summary.info.id,
             self.summary.info.operation,
-            self.undo.len()
+            self.undo.len() - floor
         );
         let hook = if H::ENABLED { guarded_call(|| hooks.on_rollback_start(&self.summary.info)).await } else { Ok(()) };
         if let Err(panic) = hook {
@@ -194,7 +215,8 @@ impl<U, S: Storage> Ledger<U, S> {
         let step_times = self.step_times;
         // Hooks only observe: a panic in one is logged and neither stops nor
         // shortens a rollback.
-        while let Some(entry) = self.undo.last_mut() {
+        while self.undo.len() > floor {
+            let Some(entry) = self.undo.last_mut() else { break };
             let index = entry.step;
             self.summary.steps[index].rollback_started_at = stamp(step_times, clock);
             let mut retry = 0u32;
@@ -315,7 +337,8 @@ impl<U, S: Storage> Ledger<U, S> {
             // (and, with `Stop`, does not roll back the steps it skips).
             self.undo.pop();
             if failed.is_some() && self.on_rollback_failure == RollbackFailurePolicy::Stop {
-                while let Some(skipped) = self.undo.pop() {
+                while self.undo.len() > floor {
+                    let Some(skipped) = self.undo.pop() else { break };
                     self.summary.steps[skipped.step].status = StepStatus::RollbackSkipped;
                 }
                 tm_error!(

@@ -100,6 +100,7 @@ mod clock;
 mod defmt_impls;
 mod error;
 mod future;
+mod group;
 mod hooks;
 mod interrupt;
 mod journal;
@@ -115,6 +116,7 @@ mod record;
 mod recovery;
 mod retry;
 mod rollback;
+mod scope;
 #[cfg(feature = "serde")]
 mod serde_impls;
 mod spawn;
@@ -130,6 +132,10 @@ pub use any_manager::Manager;
 pub use clock::Clock;
 pub use error::{
     Committed, RollbackErrorKind, RollbackFailure, RollbackState, StepError, StepErrorKind, TransactionError,
+};
+pub use group::{
+    Attempts, Group, GroupError, MapErrors, Member, MemberBuilder, MemberFn, MemberUndo, Members, NoUndo, OnCompleted,
+    OnCompletedUsing, OnUncertain, UndoMaybe, UndoWith, member,
 };
 pub use hooks::{Hooks, StepEvent};
 pub use interrupt::{
@@ -157,6 +163,7 @@ pub use retry::{Jitter, RetryPolicy, SplitMix64};
 #[cfg(feature = "alloc")]
 pub use rollback::{BoxError, BoxedRollback, LocalBoxedRollback};
 pub use rollback::{NoRollback, Rollback, RollbackFn};
+pub use scope::ScopeError;
 pub use spawn::Spawner;
 pub use step::{Execute, MapErr, Maybe, Plain, Step, StepFn, WithContext};
 #[cfg(feature = "alloc")]

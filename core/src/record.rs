@@ -182,6 +182,8 @@ pub struct StepRecord {
     pub(crate) rollback_completed_at: At,
     pub(crate) rollback_attempts: u32,
     pub(crate) rollback_error: Option<ErrorText>,
+    /// The innermost scope the step ran in ([`Transaction::scope`](crate::Transaction::scope)).
+    pub(crate) scope: Option<&'static str>,
 }
 
 impl StepRecord {
@@ -201,6 +203,7 @@ impl StepRecord {
             rollback_completed_at: At::NONE,
             rollback_attempts: 0,
             rollback_error: None,
+            scope: None,
         }
     }
 
@@ -217,6 +220,25 @@ impl StepRecord {
     /// The step's current status.
     pub fn status(&self) -> StepStatus {
         self.status
+    }
+
+    /// The innermost scope the step ran in ([`Transaction::scope`](crate::Transaction::scope)),
+    /// or `None` for a step of the transaction's own body.
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let done = clock.block_on(manager.transaction("t").fixed::<NoRollback, 2>().run(async |tx| {
+    ///     tx.step("a").run(|| async { Ok::<_, &str>(()) }).await?;
+    ///     tx.scope("payment", async |tx| tx.step("b").run(|| async { Ok::<_, &str>(()) }).await).await?;
+    ///     Ok::<_, StepError<&str>>(())
+    /// })).unwrap();
+    /// let steps = done.summary().steps();
+    /// assert_eq!((steps[0].scope(), steps[1].scope()), (None, Some("payment")));
+    /// ```
+    pub fn scope(&self) -> Option<&'static str> {
+        self.scope
     }
 
     /// Whether the step was given a rollback.
@@ -308,6 +330,9 @@ impl fmt::Display for StepRecord {
     /// rollback's attempts and error.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{} `{}` [{}] attempts: {}", self.index, self.name, self.status, self.attempts)?;
+        if let Some(scope) = self.scope {
+            write!(f, ", in scope `{scope}`")?;
+        }
         if let Some(d) = self.duration() {
             write!(f, ", took {}", crate::text::Dur(d))?;
         }

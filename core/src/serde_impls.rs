@@ -52,10 +52,11 @@ impl Serialize for RollbackState {
 
 /// `name`, `index`, `status`, `started_at`, `completed_at`, `duration`,
 /// `attempts`, `error`, `timeout`, `has_rollback`, `rollback_attempts`,
-/// `rollback_started_at`, `rollback_completed_at`, `rollback_error`.
+/// `rollback_started_at`, `rollback_completed_at`, `rollback_error`,
+/// `scope` (the innermost scope's name, or null).
 impl Serialize for StepRecord {
     fn serialize<Se: Serializer>(&self, serializer: Se) -> Result<Se::Ok, Se::Error> {
-        let mut s = serializer.serialize_struct("StepRecord", 14)?;
+        let mut s = serializer.serialize_struct("StepRecord", 15)?;
         s.serialize_field("name", self.name())?;
         s.serialize_field("index", &self.index())?;
         s.serialize_field("status", &self.status())?;
@@ -70,6 +71,7 @@ impl Serialize for StepRecord {
         s.serialize_field("rollback_started_at", &opt_secs(self.rollback_started_at()))?;
         s.serialize_field("rollback_completed_at", &opt_secs(self.rollback_completed_at()))?;
         s.serialize_field("rollback_error", &self.rollback_error())?;
+        s.serialize_field("scope", &self.scope())?;
         s.end()
     }
 }

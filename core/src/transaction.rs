@@ -64,6 +64,9 @@ pub struct Transaction<'t, M, Ctx: ?Sized, U, S: Storage> {
     pub(crate) ledger: &'t mut Ledger<U, S>,
     /// The policies of the step being run.
     running: RunningStep,
+    /// The innermost scope the body is in ([`Transaction::scope`]), which
+    /// new steps record.
+    pub(crate) scope: Option<&'static str>,
     /// When the transaction's deadline passes, on its clock: no step (and
     /// no retry) starts at or after it.
     pub(crate) deadline_at: Option<Duration>,
@@ -78,6 +81,23 @@ impl<M, Ctx: ?Sized, U, S: Storage> Drop for Transaction<'_, M, Ctx, U, S> {
     fn drop(&mut self) {
         if let Some(abandon) = self.on_drop.take() {
             abandon(self);
+        }
+    }
+}
+
+impl<M, Ctx: ?Sized, U, S: Storage> Transaction<'_, M, Ctx, U, S> {
+    /// The handle a scope's body receives: the same records, reborrowed,
+    /// with the scope's name for the steps it adds. If it is dropped, this
+    /// transaction (still borrowed by it) is what abandons them.
+    pub(crate) fn nested(&mut self, scope: &'static str) -> Transaction<'_, M, Ctx, U, S> {
+        Transaction {
+            manager: self.manager,
+            ctx: &mut *self.ctx,
+            ledger: &mut *self.ledger,
+            running: RunningStep::default(),
+            scope: Some(scope),
+            deadline_at: self.deadline_at,
+            on_drop: None,
         }
     }
 }
@@ -180,7 +200,15 @@ where
         ctx: &'t mut Ctx,
         ledger: &'t mut Ledger<U, S>,
     ) -> Self {
-        Self { manager, ctx, ledger, running: RunningStep::default(), deadline_at: None, on_drop: Some(Self::abandon) }
+        Self {
+            manager,
+            ctx,
+            ledger,
+            running: RunningStep::default(),
+            scope: None,
+            deadline_at: None,
+            on_drop: Some(Self::abandon),
+        }
     }
 
     /// `on_drop`: the transaction was dropped before it finished.
@@ -240,7 +268,7 @@ where
 
     /// A step's timestamp: the clock's time, or none when the manager turned
     /// per-step times off.
-    fn stamp(&self) -> crate::record::At {
+    pub(crate) fn stamp(&self) -> crate::record::At {
         self.ledger.stamp(&self.manager.clock)
     }
 
@@ -249,7 +277,7 @@ where
     /// interrupted. Its undo record, if one is owed, is already right: an
     /// uncertain record is in the ledger only while an attempt is in flight
     /// or after one that may have taken effect.
-    fn settle_dropped_step(&mut self) {
+    pub(crate) fn settle_dropped_step(&mut self) {
         if self.ledger.in_progress().is_some() {
             let now = self.stamp();
             self.ledger.abandon_in_progress(&"interrupted: the step's future was dropped", now);
@@ -266,7 +294,7 @@ where
 
     /// Whether the transaction's deadline has passed: no step or retry may
     /// start then.
-    fn past_deadline(&self) -> bool {
+    pub(crate) fn past_deadline(&self) -> bool {
         self.deadline_at.is_some_and(|deadline| self.now() >= deadline)
     }
 
@@ -371,6 +399,7 @@ where
         let mut record = StepRecord::new(index, config.name, config.timeout, with_undo);
         record.status = StepStatus::InProgress;
         record.started_at = now;
+        record.scope = self.scope;
         // Cannot fail: room was checked above.
         let _ = ledger.summary.steps.push(record);
         Ok(index)
@@ -382,7 +411,7 @@ where
     }
 
     /// Bookkeeping of a completed attempt. Not generic over the step.
-    fn step_completed(&mut self, index: usize, attempt: u32) {
+    pub(crate) fn step_completed(&mut self, index: usize, attempt: u32) {
         let now = self.stamp();
         let record = &mut self.ledger.summary.steps[index];
         record.status = StepStatus::Completed;

@@ -168,6 +168,17 @@ impl<C: Clock> FakeCloud<C> {
         Ok(ip)
     }
 
+    /// Reserves an address not yet attached to a VM.
+    pub async fn reserve_ip(&self) -> Result<Ip, CloudError> {
+        self.call("reserve_ip").await?;
+        let mut s = self.state.lock().unwrap();
+        s.next_ip += 1;
+        let ip = Ip([10, 0, 0, s.next_ip]);
+        s.ips.insert(ip);
+        println!("    [cloud] reserved {ip}");
+        Ok(ip)
+    }
+
     pub async fn release_ip(&self, ip: Ip) -> Result<(), CloudError> {
         self.call("release_ip").await?;
         let mut s = self.state.lock().unwrap();

@@ -16,9 +16,12 @@ use std::time::Duration;
 
 use transaction_manager::*;
 
+mod groups;
 mod interleavings;
 mod reliability;
 mod scenarios;
+#[allow(unused_imports)]
+pub use groups::*;
 #[allow(unused_imports)]
 pub use interleavings::*;
 #[allow(unused_imports)]
@@ -181,6 +184,14 @@ macro_rules! conformance_suite {
             clock_panics_do_not_lose_rollbacks,
             step_dropped_by_the_body_is_recorded_as_interrupted,
             steps_as_data_roll_back_in_reverse,
+            group_member_failure_lets_the_others_finish,
+            group_member_failure_can_cancel_the_others,
+            group_rollbacks_run_in_reverse_completion_order_and_may_fail,
+            nested_scopes_roll_back_only_their_own_steps,
+            dropped_in_the_middle_of_a_group_hands_over_its_rollbacks,
+            deadline_in_the_middle_of_a_group_rolls_back,
+            group_capacity_is_reserved_before_any_member_starts,
+            group_member_panics_are_failures_of_their_attempt,
         );
     };
     (@tests $run:ident: $($name:ident),* $(,)?) => {

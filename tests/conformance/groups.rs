@@ -1,0 +1,541 @@
+//! Parallel groups and scopes: members that run at the same time from one
+//! task, and nested transactions that roll back only their own steps.
+
+use std::time::Duration;
+
+use transaction_manager::*;
+
+use super::reliability::{Rig, ToRollbackTask, Undo, poll_once};
+use super::{Log, Recorder, Timing};
+
+type R<T> = Result<T, StepError<&'static str>>;
+
+fn manager<C: Clock>(clock: C, log: &Log) -> TransactionManager<C, Recorder> {
+    TransactionManager::new(clock).with_hooks(Recorder(log.clone()))
+}
+
+/// A group member fails for good while another is in flight: by default the
+/// other runs to completion (its value counts), then the body's `?` rolls
+/// it back. The group's error is the failed member's, typed.
+pub async fn group_member_failure_lets_the_others_finish<C: Clock + Clone>(clock: C, t: Timing) {
+    let log = Log::leaked();
+    let manager = manager(clock.clone(), log);
+    let c = &clock;
+    let start = clock.now();
+    let err = manager
+        .run("provision", async |tx| {
+            let (vm, ip) = tx
+                .parallel((
+                    member("create_vm")
+                        .execute(|| async {
+                            log.push("exec create_vm");
+                            c.sleep(t.ms(2_000)).await;
+                            log.push("created vm");
+                            Ok("vm-1")
+                        })
+                        .rollback(move |vm| async move {
+                            log.push(format!("undo {vm}"));
+                            Ok::<_, &str>(())
+                        }),
+                    member("reserve_ip").retry(t.retries(1)).execute(|| async {
+                        log.push("exec reserve_ip");
+                        c.sleep(t.ms(100)).await;
+                        Err::<&str, _>("no free address")
+                    }),
+                ))
+                .await?;
+            R::Ok((vm, ip))
+        })
+        .await
+        .expect_err("reserve_ip fails");
+
+    // reserve_ip: 100 ms, 500 ms backoff, 100 ms; create_vm ends at 2 s.
+    t.assert_at(clock.now() - start, t.ms(2_000));
+    assert_eq!(err.cause().to_string(), "step `reserve_ip` failed: no free address");
+    assert_eq!((err.cause().step().as_str(), err.cause().index()), ("reserve_ip", 1));
+    assert!(err.rollback_state().is_clean());
+    assert_eq!(
+        log.take(),
+        [
+            "hook start provision",
+            "hook execute create_vm #1 in_progress",
+            "hook execute reserve_ip #1 in_progress",
+            "exec create_vm",
+            "exec reserve_ip",
+            "hook failure reserve_ip #1 in_progress: no free address",
+            "hook execute reserve_ip #2 in_progress",
+            "exec reserve_ip",
+            "hook failure reserve_ip #2 failed: no free address",
+            "created vm",
+            "hook success create_vm #1 completed",
+            "hook rollback_start provision",
+            "undo vm-1",
+            "hook rollback create_vm #1 rolled_back",
+            "hook complete provision success=false steps=2 rolled_back=1 rollback_errors=0",
+        ]
+    );
+    let steps = err.summary().steps();
+    assert_eq!((steps[0].status(), steps[0].attempts()), (StepStatus::RolledBack, 1));
+    assert_eq!((steps[1].status(), steps[1].attempts()), (StepStatus::Failed, 2));
+    t.assert_at(steps[0].completed_at().unwrap() - start, t.ms(2_000));
+    t.assert_at(steps[1].completed_at().unwrap() - start, t.ms(700));
+}
+
+/// The same with `cancel_on_failure`: the members in flight are dropped
+/// when one fails. They fail as cancelled, with an uncertain outcome:
+/// rolled back (with `Maybe::Uncertain`) only if they opted in. Every
+/// failure is in the group's error.
+pub async fn group_member_failure_can_cancel_the_others<C: Clock + Clone>(clock: C, t: Timing) {
+    let log = Log::leaked();
+    let manager = manager(clock.clone(), log);
+    let c = &clock;
+    let start = clock.now();
+    let err = manager
+        .run("provision", async |tx| {
+            let group = tx
+                .group()
+                .cancel_on_failure()
+                .run((
+                    member("create_vm")
+                        .execute(|| async {
+                            c.sleep(t.ms(2_000)).await;
+                            log.push("created vm (must not happen)");
+                            Ok("vm-1")
+                        })
+                        .rollback_uncertain(move |vm: Maybe<&'static str>| async move {
+                            log.push(format!("undo create_vm {vm:?}"));
+                            Ok::<_, &str>(())
+                        }),
+                    member("attach_disk")
+                        .execute(|| async {
+                            c.sleep(t.ms(3_000)).await;
+                            Ok("disk-1")
+                        })
+                        .rollback(move |_| async move {
+                            log.push("undo attach_disk (must not happen: it did not opt in)");
+                            Ok::<_, &str>(())
+                        }),
+                    member("reserve_ip").execute(|| async {
+                        c.sleep(t.ms(100)).await;
+                        Err::<&str, _>("no free address")
+                    }),
+                ))
+                .await;
+            let err = group.expect_err("reserve_ip fails");
+            assert_eq!(err.first().step(), "reserve_ip");
+            let others: Vec<_> = err.others().iter().map(|e| (e.step().to_string(), e.kind().as_str())).collect();
+            assert_eq!(others, [("create_vm".into(), "cancelled"), ("attach_disk".into(), "cancelled")]);
+            assert!(err.others()[0].kind().is_uncertain());
+            Err::<(), _>(StepError::from(err))
+        })
+        .await
+        .expect_err("the group fails");
+
+    t.assert_at(clock.now() - start, t.ms(100));
+    assert_eq!(err.cause().step(), "reserve_ip");
+    assert_eq!(log.calls(), ["undo create_vm Uncertain"]);
+    let steps = err.summary().steps();
+    let statuses: Vec<_> = steps.iter().map(|s| (s.name().as_str(), s.status())).collect();
+    assert_eq!(
+        statuses,
+        [
+            ("create_vm", StepStatus::RolledBack),
+            ("attach_disk", StepStatus::Failed),
+            ("reserve_ip", StepStatus::Failed)
+        ]
+    );
+    #[cfg(feature = "std")]
+    assert_eq!(steps[1].error(), Some("cancelled: another member of its group failed"));
+    assert!(
+        log.take()
+            .contains(&"hook failure attach_disk #1 failed: cancelled: another member of its group failed".into())
+    );
+}
+
+/// A group's undo records keep the order in which its members completed:
+/// a later failure rolls them back in reverse completion order, and a
+/// rollback that fails for good is reported while the others still run.
+pub async fn group_rollbacks_run_in_reverse_completion_order_and_may_fail<C: Clock + Clone>(clock: C, t: Timing) {
+    let log = Log::leaked();
+    let manager = manager(clock.clone(), log);
+    let c = &clock;
+    let err = manager
+        .run("order", async |tx| {
+            let make = |name: &'static str, ms: u64, rollback_fails: bool| {
+                member(name)
+                    .retry(t.retries(1))
+                    .execute(move || async move {
+                        c.sleep(t.ms(ms)).await;
+                        log.push(format!("done {name}"));
+                        Ok::<_, &str>(name)
+                    })
+                    .rollback(move |name| async move {
+                        log.push(format!("undo {name}"));
+                        if rollback_fails { Err("locked") } else { Ok(()) }
+                    })
+            };
+            tx.parallel([make("a", 300, false), make("b", 100, false), make("c", 200, true)]).await?;
+            tx.step("charge").run(|| async { Err::<(), _>("card declined") }).await?;
+            R::Ok(())
+        })
+        .await
+        .expect_err("charge fails");
+
+    assert_eq!(
+        log.calls(),
+        ["done b", "done c", "done a", "undo a", "undo c", "undo c", "undo b"],
+        "rolled back in reverse completion order; c's rollback retried once"
+    );
+    assert!(err.is_partially_rolled_back());
+    assert_eq!(err.rollback_failures().len(), 1);
+    assert_eq!((err.rollback_failures()[0].step().as_str(), err.rollback_failures()[0].index()), ("c", 2));
+    let statuses: Vec<_> = err.summary().steps().iter().map(|s| (s.index(), s.status())).collect();
+    assert_eq!(
+        statuses,
+        [
+            (0, StepStatus::RolledBack),
+            (1, StepStatus::RolledBack),
+            (2, StepStatus::RollbackFailed),
+            (3, StepStatus::Failed)
+        ]
+    );
+    assert_eq!(err.summary().rollback_errors(), 1);
+}
+
+/// Scopes two deep, with a failure at each level. A failed scope rolls
+/// back only its own steps (nested scopes' included) and the body goes on
+/// another way; a scope that succeeds joins its steps to its parent's, so
+/// the parent's failure rolls them back in order. A scope's partial
+/// rollback makes the transaction's rollback partial too.
+pub async fn nested_scopes_roll_back_only_their_own_steps<C: Clock + Clone>(clock: C, _t: Timing) {
+    let log = Log::leaked();
+    let manager = manager(clock, log);
+    // A step that logs, with a rollback that logs (and may fail).
+    macro_rules! step {
+        ($tx:expr, $name:literal) => {
+            step!($tx, $name, false)
+        };
+        ($tx:expr, $name:literal, $rollback_fails:expr) => {
+            $tx.step($name)
+                .execute(|| async {
+                    log.push(concat!("exec ", $name));
+                    Ok::<_, &str>(())
+                })
+                .rollback(move |()| async move {
+                    log.push(concat!("undo ", $name));
+                    if $rollback_fails { Err("stuck") } else { Ok(()) }
+                })
+                .await
+        };
+    }
+    macro_rules! fails {
+        ($tx:expr, $name:literal, $why:literal) => {
+            $tx.step($name)
+                .run(|| async {
+                    log.push(concat!("exec ", $name));
+                    Err::<(), _>($why)
+                })
+                .await
+        };
+    }
+    let err = manager
+        .run("checkout", async |tx| {
+            step!(tx, "order")?;
+            let payment = tx
+                .scope("payment", async |tx| {
+                    step!(tx, "hold", true)?;
+                    let card = tx
+                        .scope("card", async |tx| {
+                            step!(tx, "authorize")?;
+                            fails!(tx, "capture", "declined")?;
+                            R::Ok(())
+                        })
+                        .await;
+                    let card = card.expect_err("the card is declined");
+                    assert_eq!((card.scope(), card.rollback_state()), ("card", RollbackState::Clean));
+                    assert_eq!(
+                        card.to_string(),
+                        "scope `card` failed: step `capture` failed: declined; its steps were rolled back cleanly"
+                    );
+                    log.push("card failed, trying the wallet");
+                    tx.scope("wallet", async |tx| step!(tx, "debit")).await?;
+                    fails!(tx, "receipt", "printer jammed")?;
+                    R::Ok(())
+                })
+                .await;
+            let payment = payment.expect_err("the receipt fails");
+            assert_eq!(payment.rollback_state(), RollbackState::Partial);
+            assert_eq!(payment.rollback_failures().len(), 1);
+            assert_eq!(payment.rollback_failures()[0].step(), "hold");
+            log.push("payment failed, invoicing");
+            step!(tx, "invoice")?;
+            fails!(tx, "ship", "no courier")?;
+            R::Ok(())
+        })
+        .await
+        .expect_err("shipping fails");
+
+    assert_eq!(
+        log.calls(),
+        [
+            "exec order",
+            "exec hold",
+            "exec authorize",
+            "exec capture",
+            "undo authorize",
+            "card failed, trying the wallet",
+            "exec debit",
+            "exec receipt",
+            "undo debit",
+            "undo hold",
+            "payment failed, invoicing",
+            "exec invoice",
+            "exec ship",
+            "undo invoice",
+            "undo order",
+        ]
+    );
+    assert_eq!(err.cause().step(), "ship");
+    assert_eq!(err.rollback_failures().len(), 0, "the transaction's own rollback went well");
+    assert!(err.is_partially_rolled_back(), "but the payment scope left `hold` behind");
+    let steps: Vec<_> = err.summary().steps().iter().map(|s| (s.name().as_str(), s.scope(), s.status())).collect();
+    use StepStatus::*;
+    assert_eq!(
+        steps,
+        [
+            ("order", None, RolledBack),
+            ("hold", Some("payment"), RollbackFailed),
+            ("authorize", Some("card"), RolledBack),
+            ("capture", Some("card"), Failed),
+            ("debit", Some("wallet"), RolledBack),
+            ("receipt", Some("payment"), Failed),
+            ("invoice", None, RolledBack),
+            ("ship", None, Failed),
+        ]
+    );
+    assert!(err.summary().to_string().contains("#2 `authorize` [rolled_back] attempts: 1, in scope `card`"));
+    // One `on_rollback_start` per rollback: two scopes, then the transaction.
+    assert_eq!(log.count("hook rollback_start checkout"), 3);
+    assert_eq!(log.count("hook complete checkout success=false steps=8 rolled_back=4 rollback_errors=1"), 1);
+}
+
+/// A transaction dropped after k polls, for every k, in the middle of a
+/// group: every member that completed is rolled back exactly once, by the
+/// transaction or by the rollback task it handed its records to.
+pub async fn dropped_in_the_middle_of_a_group_hands_over_its_rollbacks<C: Clock + Clone>(clock: C, t: Timing) {
+    let mut k = 0;
+    let mut handed_over = 0;
+    loop {
+        let log = Log::leaked();
+        let task = ToRollbackTask::default();
+        let manager = TransactionManager::new(clock.clone()).with_abandon_policy(task.clone());
+        let mut rig = Rig { clock: clock.clone(), delay: t.ms(5), log };
+        let c = &clock;
+        let mut attempts = 0;
+        let finished = {
+            let transaction = manager.transaction("drop me").fixed::<Undo, 4>().run_with(&mut rig, async |tx| {
+                tx.parallel((
+                    member("one")
+                        .execute(|| async {
+                            c.sleep(t.ms(10)).await;
+                            log.push("done 1");
+                            Ok(1u8)
+                        })
+                        .undo(|n| Undo(*n)),
+                    member("two")
+                        .execute(|| async {
+                            c.sleep(t.ms(30)).await;
+                            log.push("done 2");
+                            Ok(2u8)
+                        })
+                        .undo(|n| Undo(*n)),
+                    member("three")
+                        .retry(RetryPolicy::new().with_max_retries(1).with_initial_interval(t.ms(10)))
+                        .execute(|| {
+                            attempts += 1;
+                            let first = attempts == 1;
+                            async move {
+                                c.sleep(t.ms(20)).await;
+                                if first {
+                                    return Err("first attempt fails");
+                                }
+                                log.push("done 3");
+                                Ok(3u8)
+                            }
+                        })
+                        .undo(|n| Undo(*n)),
+                ))
+                .await?;
+                tx.step("fails").run(|| async { Err::<(), _>("boom") }).await?;
+                R::Ok(())
+            });
+            let mut transaction = std::pin::pin!(transaction);
+            let mut finished = false;
+            for _ in 0..k {
+                if poll_once(transaction.as_mut()).await.is_ready() {
+                    finished = true;
+                    break;
+                }
+                c.sleep(t.ms(1)).await;
+            }
+            finished
+            // Dropped here if it did not finish.
+        };
+        let handed: Vec<_> = task.0.lock().unwrap().drain(..).collect();
+        assert!(handed.len() <= 1);
+        for abandoned in handed {
+            handed_over += usize::from(abandoned.pending_len() > 0);
+            let report = abandoned.roll_back(&mut rig, &clock, &()).await;
+            assert_eq!(report.rollback_state(), RollbackState::Clean);
+        }
+        let calls = log.calls();
+        for n in 1..=3 {
+            let done = calls.iter().filter(|e| **e == format!("done {n}")).count();
+            let undone = calls.iter().filter(|e| **e == format!("undo {n}")).count();
+            assert!(done <= 1, "k={k}: {calls:?}");
+            assert_eq!(undone, done, "k={k}: member {n} completed {done} time(s), rolled back {undone}: {calls:?}");
+        }
+        if finished {
+            assert!(k > 5, "the transaction has several await points");
+            if matches!(t, Timing::Exact) {
+                assert!(handed_over >= 3, "several drops owed rollbacks ({handed_over})");
+            }
+            break;
+        }
+        k += 1;
+    }
+}
+
+/// The transaction's deadline passes in the middle of a group: the member
+/// in flight is interrupted (uncertain: rolled back because it opted in),
+/// the member that completed is rolled back, before `run` returns.
+pub async fn deadline_in_the_middle_of_a_group_rolls_back<C: Clock + Clone>(clock: C, t: Timing) {
+    let log = Log::leaked();
+    let manager = manager(clock.clone(), log);
+    let c = &clock;
+    let start = clock.now();
+    let err = manager
+        .transaction("deadline")
+        .with_deadline(t.ms(1_000))
+        .run(async |tx| {
+            tx.parallel((
+                member("quick")
+                    .execute(|| async {
+                        c.sleep(t.ms(100)).await;
+                        Ok(1u8)
+                    })
+                    .rollback(move |_| async move {
+                        log.push("undo quick");
+                        Ok::<_, &str>(())
+                    }),
+                member("hangs")
+                    .execute(|| async {
+                        c.sleep(t.ms(60_000)).await;
+                        Ok(2u8)
+                    })
+                    .rollback_uncertain(move |m: Maybe<u8>| async move {
+                        log.push(format!("undo hangs {m:?}"));
+                        Ok::<_, &str>(())
+                    }),
+            ))
+            .await?;
+            R::Ok(())
+        })
+        .await
+        .expect_err("the deadline passes");
+
+    t.assert_at(clock.now() - start, t.ms(1_000));
+    let deadline = InterruptReason::DeadlineExceeded { deadline: t.ms(1_000) };
+    assert_eq!(err.cause().kind(), &StepErrorKind::Interrupted(deadline));
+    assert_eq!((err.cause().step().as_str(), err.cause().index()), ("hangs", 1));
+    // Reverse order of the undo records: `hangs` went in when its attempt
+    // started, `quick` when it completed.
+    assert_eq!(log.calls(), ["undo quick", "undo hangs Uncertain"]);
+    let steps = err.summary().steps();
+    assert_eq!((steps[0].status(), steps[1].status()), (StepStatus::RolledBack, StepStatus::RolledBack));
+    let _ = Duration::ZERO;
+}
+
+/// Room for every member is reserved before any starts: a group that does
+/// not fit runs nothing; an empty member name is refused the same way.
+pub async fn group_capacity_is_reserved_before_any_member_starts<C: Clock + Clone>(clock: C, _t: Timing) {
+    let log = Log::leaked();
+    let manager = manager(clock, log);
+    let err = manager
+        .transaction("full")
+        .fixed::<NoRollback, 2>()
+        .run(async |tx| {
+            tx.step("first").run(|| async { Ok::<_, &str>(()) }).await?;
+            let err = tx
+                .parallel((
+                    member("a").execute(|| async {
+                        log.push("a ran (must not happen)");
+                        Ok::<_, &str>(())
+                    }),
+                    member("b").execute(|| async {
+                        log.push("b ran (must not happen)");
+                        Ok::<_, &str>(())
+                    }),
+                ))
+                .await
+                .expect_err("no room for two");
+            assert_eq!(err.first().kind(), &StepErrorKind::CapacityExceeded { capacity: 2 });
+            assert_eq!((err.first().step().as_str(), err.first().index()), ("b", 2));
+            let empty = tx.parallel([member("").execute(|| async { Ok::<_, &str>(()) })]).await.expect_err("empty");
+            assert_eq!(empty.first().kind(), &StepErrorKind::EmptyName);
+            Err::<(), _>(StepError::from(err))
+        })
+        .await
+        .expect_err("the body passes the error on");
+    assert_eq!(err.summary().total_steps(), 1);
+    assert!(log.calls().is_empty());
+}
+
+/// A member that panics fails that attempt, which is retried; a panic in
+/// its execute closure too. The others are not disturbed. A `Vec` of
+/// members returns a `Vec` of values.
+pub async fn group_member_panics_are_failures_of_their_attempt<C: Clock + Clone>(clock: C, t: Timing) {
+    let log = Log::leaked();
+    let manager = manager(clock.clone(), log);
+    let c = &clock;
+    let done = manager
+        .run("panics", async |tx| {
+            let mut calls = 0u32;
+            let values = tx
+                .parallel(vec![
+                    member("steady").execute(Box::new(move || {
+                        Box::pin(async move {
+                            c.sleep(t.ms(100)).await;
+                            Ok::<_, &str>(1u32)
+                        })
+                            as std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, &str>> + '_>>
+                    }) as Box<dyn FnMut() -> _>),
+                    member("flaky").retry(t.retries(2)).execute(Box::new(move || {
+                        calls += 1;
+                        if calls == 1 {
+                            panic!("injected: closure bug");
+                        }
+                        let n = calls;
+                        Box::pin(async move {
+                            if n == 2 {
+                                panic!("injected: future bug");
+                            }
+                            Ok::<_, &str>(n)
+                        })
+                            as std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, &str>> + '_>>
+                    }) as Box<dyn FnMut() -> _>),
+                ])
+                .await?;
+            R::Ok(values)
+        })
+        .await
+        .expect("the flaky member succeeds on its third attempt");
+
+    assert_eq!(done.value(), &[1u32, 3]);
+    let log = log.take();
+    assert!(log.contains(&"hook failure flaky #1 in_progress: panicked: injected: closure bug".to_string()), "{log:?}");
+    assert!(log.contains(&"hook failure flaky #2 in_progress: panicked: injected: future bug".to_string()), "{log:?}");
+    let steps = done.summary().steps();
+    assert_eq!((steps[1].status(), steps[1].attempts()), (StepStatus::Completed, 3));
+    assert_eq!((steps[0].status(), steps[0].attempts()), (StepStatus::Completed, 1));
+}
