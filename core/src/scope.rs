@@ -98,7 +98,13 @@ where
         );
         let rollback_failures = self
             .ledger
-            .roll_back_to::<ViaRollback, _, _, _, _>(floor, &mut *self.ctx, &manager.clock, &manager.hooks, &manager.journal)
+            .roll_back_to::<ViaRollback, _, _, _, _>(
+                floor,
+                &mut *self.ctx,
+                &manager.clock,
+                &manager.hooks,
+                &manager.journal,
+            )
             .await;
         let skipped =
             self.ledger.summary.steps[first_step..].iter().any(|step| step.status == StepStatus::RollbackSkipped);
