@@ -424,6 +424,10 @@ where
     /// in the order given), retries, timeout and rollback. Members must all
     /// have one error type: convert with [`Member::map_err`] or
     /// [`Member::err_into`].
+    ///
+    /// Hooks are awaited in line, as for steps: while one runs, the
+    /// members' attempts are not polled (their timeouts keep counting).
+    /// The group's error lists the other failures in member order.
     pub fn run<Ms, E>(self, members: Ms) -> impl Future<Output = Result<Ms::Output, GroupError<E, S>>>
     where
         Ms: Members<U, E>,
