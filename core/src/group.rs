@@ -424,6 +424,10 @@ where
     /// in the order given), retries, timeout and rollback. Members must all
     /// have one error type: convert with [`Member::map_err`] or
     /// [`Member::err_into`].
+    ///
+    /// Hooks are awaited in line, as for steps: while one runs, the
+    /// members' attempts are not polled (their timeouts keep counting).
+    /// The group's error lists the other failures in member order.
     pub fn run<Ms, E>(self, members: Ms) -> impl Future<Output = Result<Ms::Output, GroupError<E, S>>>
     where
         Ms: Members<U, E>,
@@ -1450,6 +1454,12 @@ mod driver {
     /// The members of a parallel group: a tuple (up to 12), an array (up
     /// to 12) or, with `alloc`, a `Vec` of [`Member`]s with one error type
     /// `E`, in a transaction whose undo type is `U`. Sealed.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` is not a group of members with one error type",
+        label = "the members of this group",
+        note = "pass a tuple or an array of up to 12 `member(..)`s, or (with `alloc`) a `Vec`; \
+                give them one error type with `.map_err(..)` or `.err_into::<E>()`"
+    )]
     pub trait Members<U, E> {
         /// What the group returns: a tuple, an array or a `Vec` of the
         /// members' outputs.
