@@ -210,6 +210,17 @@ fn crash_and_recover(scenario: Scenario, cut: Option<usize>) -> (usize, usize) {
         }
         assert!(done.contains(name), "{name} returned to the body before its Done was durable: {context}");
     }
+    // A step that opted into uncertain rollback and whose attempt ran (and
+    // took effect) had its intent durable first: it is rolled back too.
+    for name in &world.uncertain {
+        if committed {
+            continue;
+        }
+        assert!(
+            world.rolled_back.contains(name),
+            "{name} took effect under an uncertain rollback and was not rolled back: {context}"
+        );
+    }
     // Nothing else is rolled back, unless it opted into uncertain rollback.
     for name in &world.rolled_back {
         assert!(
