@@ -504,3 +504,61 @@ fn idempotency_keys_name_the_step_across_restarts() {
         .into_value();
     assert_eq!((keys.0.to_string(), keys.1.to_string()), ("tx-1.0".into(), "tx-1.1".into()));
 }
+
+#[test]
+fn recover_dropped_rolls_back_dropped_transactions_while_others_run() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = TransactionManager::new(&clock).with_journal(journal.clone(), Postcard::<1>);
+    let mut world = World::default();
+    let mut other = World::default();
+    // Two transactions wait in their second step; the first is dropped
+    // (a `select!` that picked another branch), the second runs on.
+    clock.block_on(async {
+        let mut running = std::pin::pin!(waiting(&manager, &mut other));
+        // Both reach their second step.
+        let first = future::or(async { Some(waiting(&manager, &mut world).await) }, async {
+            clock.sleep(Duration::from_secs(1)).await;
+            None
+        });
+        let second = future::or(async { Some(running.as_mut().await) }, async {
+            clock.sleep(Duration::from_secs(1)).await;
+            None
+        });
+        let (first, second) = future::zip(first, second).await;
+        assert!(first.is_none() && second.is_none(), "both still waiting");
+        // The first was dropped: recover_dropped rolls back its step only.
+        let report = manager.recover_dropped::<Undo, Fixed<2>, _>(&mut world).await.unwrap();
+        assert_eq!((report.found(), report.rolled_back()), (1, 1), "{report}");
+        // The other one runs on and commits; nothing of it was rolled back.
+        assert!(running.await.is_ok());
+    });
+    assert_eq!(world.rolled_back, ["r0"]);
+    assert!(other.rolled_back.is_empty());
+    assert!(other.live.contains("r0"));
+    assert_eq!(clock.block_on(manager.recover_dropped::<Undo, Fixed<2>, _>(&mut world)).unwrap().found(), 0);
+}
+
+/// A transaction that creates `r0`, then waits 10 s in its second step.
+async fn waiting(manager: &Manager<'_>, world: &mut World) -> Result<(), String> {
+    let clock: &ManualClock = manager.clock();
+    manager
+        .transaction("waiting")
+        .fixed::<Undo, 2>()
+        .run_with(world, async |tx| {
+            tx.step("r0")
+                .execute_with(async |w: &mut World| create(w, "r0".into(), 0).await)
+                .undo(|n| Undo::Delete(n.clone()))
+                .await?;
+            tx.step("wait")
+                .run(|| async {
+                    clock.sleep(Duration::from_secs(10)).await;
+                    Ok::<_, String>(())
+                })
+                .await?;
+            Ok::<_, StepError<String>>(())
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}

@@ -217,6 +217,10 @@ where
         let now = self.stamp();
         let ledger = &mut *self.ledger;
         ledger.abandon_in_progress(&"interrupted: the transaction was dropped", now);
+        if J::ENABLED {
+            // Unfinished in the journal: `recover_dropped` rolls it back.
+            manager.journal.dropped(ledger.summary.info.id);
+        }
         tm_error!(
             "{} `{}`: dropped before it finished, owing {} rollback(s)",
             ledger.summary.info.id,

@@ -197,7 +197,7 @@ fn recovery(path: &Path, n: u32) -> (Took, usize) {
         // Dropping the executor drops the transactions mid-way.
     }
     futures_lite::future::block_on(journal.flush()).unwrap();
-    drop(manager);
+    let _ = manager;
     drop(journal);
     // A restart: a new journal on the file, recovering.
     let journal = SqliteJournal::open(path).unwrap();
