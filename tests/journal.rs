@@ -562,3 +562,54 @@ async fn waiting(manager: &Manager<'_>, world: &mut World) -> Result<(), String>
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
+
+#[test]
+fn an_unknown_undo_variant_is_stuck_not_guessed() {
+    /// A newer program's undo type: one variant more, at the end.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    enum NewerUndo {
+        Delete(String),
+        Archive(String),
+    }
+    impl Rollback<World> for NewerUndo {
+        type Error = String;
+        async fn rollback(&mut self, _: &mut World) -> Result<(), String> {
+            Ok(())
+        }
+    }
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    // Written by the newer program with the same schema number (a mistake
+    // the codec cannot see): the variant it does not know is refused.
+    let newer = TransactionManager::new(&clock).with_journal(journal.clone(), Postcard::<1>);
+    let mut world = World::default();
+    journal.cut_power_after(3);
+    clock.block_on(future::or(
+        async {
+            let _ = newer
+                .transaction("t")
+                .fixed::<NewerUndo, 2>()
+                .run_with(&mut world, async |tx| {
+                    tx.step("r0")
+                        .execute_with(async |w: &mut World| create(w, "r0".into(), 0).await)
+                        .undo(|n| NewerUndo::Delete(n.clone()))
+                        .await?;
+                    tx.step("r1")
+                        .execute_with(async |w: &mut World| create(w, "r1".into(), 0).await)
+                        .undo(|n| NewerUndo::Archive(n.clone()))
+                        .await?;
+                    Ok::<_, StepError<String>>(())
+                })
+                .await;
+        },
+        journal.power_lost(),
+    ));
+    let manager = TransactionManager::new(&clock).with_journal(journal.restart(), Postcard::<1>);
+    let report = clock.block_on(manager.recover::<Undo, Fixed<4>, _>(&mut world)).unwrap();
+    assert_eq!((report.found(), report.stuck()), (1, 1), "{report}");
+    let mut reasons = Vec::new();
+    clock.block_on(manager.stuck(|_, reason| reasons.push(reason.to_string()))).unwrap();
+    assert_eq!(reasons, ["step #1: the undo record cannot be decoded (corrupt, or an unknown variant)"]);
+    // Nothing was rolled back on a guess, not even the step it could decode.
+    assert!(world.rolled_back.is_empty());
+}
