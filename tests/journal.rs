@@ -62,10 +62,31 @@ enum Scenario {
     FailingRollback,
     /// The second step times out after taking effect (uncertain rollback).
     Uncertain,
+    /// Two members in parallel, a step in a scope, then a failure.
+    Group,
 }
 
-const SCENARIOS: [Scenario; 5] =
-    [Scenario::Commit, Scenario::Fail, Scenario::Retry, Scenario::FailingRollback, Scenario::Uncertain];
+thread_local! {
+    /// What group members completed (members take no context).
+    static MEMBERS: std::cell::RefCell<BTreeSet<String>> = const { std::cell::RefCell::new(BTreeSet::new()) };
+}
+
+/// A group member's effect.
+fn member_creates(name: &'static str) -> impl FnMut() -> future::Ready<Result<String, String>> {
+    move || {
+        MEMBERS.with(|m| m.borrow_mut().insert(name.to_string()));
+        future::ready(Ok(name.to_string()))
+    }
+}
+
+const SCENARIOS: [Scenario; 6] = [
+    Scenario::Commit,
+    Scenario::Fail,
+    Scenario::Retry,
+    Scenario::FailingRollback,
+    Scenario::Uncertain,
+    Scenario::Group,
+];
 
 /// Creates resource `r<index>` (the step's index), failing the first
 /// `fail_first` attempts.
@@ -96,6 +117,25 @@ async fn run(manager: &Manager<'_>, world: &mut World, scenario: Scenario) -> Re
                 .undo(|name| Undo::Delete(name.clone()))
                 .await?;
             tx.context().returned.insert("r0".into());
+            if scenario == Scenario::Group {
+                tx.parallel((
+                    member("r1").execute(member_creates("r1")).undo(|n: &String| Undo::Delete(n.clone())),
+                    member("r2").execute(member_creates("r2")).undo(|n: &String| Undo::Delete(n.clone())),
+                ))
+                .await?;
+                tx.context().returned.extend(["r1".to_string(), "r2".to_string()]);
+                tx.scope("inner", async |tx| {
+                    tx.step("r3")
+                        .execute_with(async |w: &mut World| create(w, "r3".into(), 0).await)
+                        .undo(|name| Undo::Delete(name.clone()))
+                        .await?;
+                    Ok::<_, StepError<String>>(())
+                })
+                .await?;
+                tx.context().returned.insert("r3".into());
+                tx.step("r4").run(|| async { Err::<(), _>("r4: refused".to_string()) }).await?;
+                return Ok(());
+            }
             if scenario == Scenario::Uncertain {
                 tx.step("r1")
                     .timeout(Duration::from_secs(1))
@@ -149,6 +189,7 @@ fn crash_and_recover(scenario: Scenario, cut: Option<usize>) -> (usize, usize) {
         None
     }));
     let appends = journal.appends();
+    world.completed.extend(MEMBERS.with(|m| std::mem::take(&mut *m.borrow_mut())));
     let crashed = outcome.is_none();
     assert_eq!(crashed, journal.is_power_lost());
     if !crashed {
