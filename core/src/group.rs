@@ -576,7 +576,12 @@ where
                             // The intent is durable before the first attempt;
                             // if it cannot be written, the member does not run.
                             let refused = if J::ENABLED && owed && attempt == 1 {
-                                self.journal_member(Ms::slot(pinned.as_mut(), i), EntryKind::Intent).await
+                                let refused = self.journal_member(index, EntryKind::Intent).await;
+                                if refused.is_some() {
+                                    // Its record was taken back: nothing owed.
+                                    Ms::slot(pinned.as_mut(), i).run_mut().owed = false;
+                                }
+                                refused
                             } else {
                                 None
                             };
@@ -609,7 +614,7 @@ where
                     let owed = Ms::slot(pinned.as_mut(), i).run_mut().owed;
                     let unrecorded = if J::ENABLED && broke.is_none() && owed {
                         // Durable before the group's values reach the body.
-                        self.journal_member(Ms::slot(pinned.as_mut(), i), EntryKind::Done).await
+                        self.journal_member(index, EntryKind::Done).await
                     } else {
                         None
                     };
@@ -757,22 +762,19 @@ where
 
     /// With a journal: a member's intent (before its first attempt) or its
     /// `Done` (before the group's values reach the body), from its undo
-    /// record, the last in the ledger. If the intent cannot be written the
+    /// record. If the intent cannot be written the
     /// record is taken back (the attempt does not start); a `Done` that
     /// cannot be written leaves the record owed in memory.
-    async fn journal_member<E>(
-        &mut self,
-        mut slot: Pin<&mut dyn driver::Slot<U, E>>,
-        kind: EntryKind,
-    ) -> Option<StepErrorKind<E>> {
-        let index = slot.as_mut().run_mut().index;
+    ///
+    /// Takes the member's index, not its slot: a `dyn Slot` is not held
+    /// across an await (it would make the group `!Send`).
+    async fn journal_member<E>(&mut self, index: usize, kind: EntryKind) -> Option<StepErrorKind<E>> {
         let failure = self.journal_undo(index, kind).await.err()?;
         let info = &self.ledger.summary.info;
         tm_error!("{} `{}`: step #{}: {}", info.id, info.operation, index, failure);
         self.ledger.summary.steps[index].error = Some(ErrorText::capture(&failure));
         if kind == EntryKind::Intent {
             remove_undo::<U, S>(&mut self.ledger.undo, index);
-            slot.as_mut().run_mut().owed = false;
         }
         Some(StepErrorKind::Journal(failure))
     }
