@@ -330,21 +330,23 @@ impl<S: NorFlash, const SLOTS: usize, const BUF: usize> FlashJournal<S, SLOTS, B
         if records.start < meta.end && meta.start < records.end {
             return Err(FlashJournalError::Config);
         }
-        let mut state = State {
-            flash,
-            written: records.end - records.start,
-            records,
-            meta,
-            buf: [0; BUF],
-            slots: [None; SLOTS],
-            generation: 0,
-            boot: 0,
-        };
+        let mut state =
+            State { flash, written: 0, records, meta, buf: [0; BUF], slots: [None; SLOTS], generation: 0, boot: 0 };
         let (boot, generation) = state.read_meta().await?;
         let boot = boot.checked_add(1).ok_or(FlashJournalError::BootsExhausted)?;
         state.write_meta(boot, generation).await?;
         state.boot = boot;
         state.generation = generation;
+        // What is written since the last clear, to the page: the records
+        // range is written from its start.
+        state.written = 0;
+        let mut page = state.records.start;
+        while page < state.records.end {
+            if !state.page_is_blank(page).await? {
+                state.written += S::ERASE_SIZE as u32;
+            }
+            page += S::ERASE_SIZE as u32;
+        }
         for slot in 0..SLOTS {
             let unfinished = match state.fetch(key(slot, TRANSACTION)).await? {
                 Some(record) if !EntryKind::from_code(record.kind).is_some_and(EntryKind::ends_transaction) => {

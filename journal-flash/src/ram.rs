@@ -193,9 +193,16 @@ impl<const SIZE: usize, const PAGE: usize> ErrorType for RamFlash<'_, SIZE, PAGE
     type Error = RamFlashError;
 }
 
-/// A call the power cut stopped: it never returns.
+/// A call the power cut stopped: it never returns. It wakes its task at
+/// every poll, so that the executor polls whatever races the transaction
+/// against the cut (a dead CPU runs nothing; the simulation must notice it
+/// and drop the transaction's future).
 async fn dead() -> ! {
-    core::future::pending::<()>().await;
+    core::future::poll_fn(|cx| {
+        cx.waker().wake_by_ref();
+        core::task::Poll::<()>::Pending
+    })
+    .await;
     unreachable!()
 }
 

@@ -216,6 +216,7 @@ enum Restart {
 
 struct Run {
     writes: u32,
+    erases: u32,
     operations: u32,
     recovered_something: bool,
 }
@@ -229,7 +230,7 @@ fn open(cell: &FlashCell<SIZE>) -> FlashJournal<Flash<'_>> {
 fn crash_and_recover(scenario: Scenario, cut: Cut, restart: Restart, cell: &FlashCell<SIZE>) -> Run {
     let acks = RefCell::new(Acks::default());
     let journal = Watched { journal: open(cell), acks: &acks };
-    let (writes, operations) = (cell.writes(), cell.operations());
+    let (writes, operations, erases) = (cell.writes(), cell.operations(), cell.erases());
     match cut {
         Cut::Never => {}
         Cut::Writes(n) => cell.cut_after_writes(n),
@@ -249,6 +250,7 @@ fn crash_and_recover(scenario: Scenario, cut: Cut, restart: Restart, cell: &Flas
     assert_eq!(crashed, cell.is_dead(), "{scenario:?} {cut:?}");
     let run_writes = cell.writes() - writes;
     let run_operations = cell.operations() - operations;
+    let run_erases = cell.erases() - erases;
     cell.power_on();
     let acks = acks.take();
     let rolled_back_before = world.rolled_back.len();
@@ -324,7 +326,12 @@ fn crash_and_recover(scenario: Scenario, cut: Cut, restart: Restart, cell: &Flas
     let mut next = World::default();
     let result = clock.block_on(run(manager, &mut next, Scenario::Commit));
     assert_eq!(result, Ok(()), "{}", context("a transaction after recovery", &world));
-    Run { writes: run_writes, operations: run_operations, recovered_something: !recovered.is_empty() }
+    Run {
+        writes: run_writes,
+        operations: run_operations,
+        erases: run_erases,
+        recovered_something: !recovered.is_empty(),
+    }
 }
 
 /// Every cut point of every scenario, each from the same flash image (a
@@ -336,6 +343,9 @@ fn every_cut(restart: Restart, torn: bool) -> (usize, usize) {
         let _ = crash_and_recover(Scenario::Fail, Cut::Never, Restart::Reboot, &cell);
         let image = cell.bytes();
         let full = crash_and_recover(scenario, Cut::Never, restart, &cell);
+        // The cut points cover a clear of the records range too (a torn
+        // erase): the image is half full, so the run ends with a clear.
+        assert!(full.erases > 0, "{scenario:?}: no erase to cut");
         assert!(full.writes >= 4, "{scenario:?} made {} writes", full.writes);
         let total = if torn { full.operations } else { full.writes };
         for k in 0..=total {
