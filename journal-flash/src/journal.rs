@@ -18,8 +18,9 @@ const TRANSACTION: u8 = 0;
 const STUCK_NOTE: u8 = 255;
 /// The highest step index a record can have (keys 1 to 254 are steps 0 to 253).
 pub const MAX_STEP: u32 = 253;
-/// The meta map's only key.
-const META: u8 = 0;
+/// The meta map's only key (a `u16` like the records' keys: one copy of
+/// sequential-storage's map code serves both).
+const META: u16 = 0;
 /// Bytes of a record before the entry's payload: generation, id, kind.
 const HEADER: usize = 4 + 8 + 1;
 
@@ -225,7 +226,7 @@ fn map<'a, K: sequential_storage::map::Key, S: NorFlash>(
 
 impl<S: NorFlash, const SLOTS: usize, const BUF: usize> State<S, SLOTS, BUF> {
     async fn read_meta(&mut self) -> Result<(u32, u32), FlashJournalError<S::Error>> {
-        let mut map = map::<u8, S>(&mut self.flash, &self.meta)?;
+        let mut map = map::<u16, S>(&mut self.flash, &self.meta)?;
         Ok(match map.fetch_item::<&[u8]>(&mut self.buf, &META).await? {
             Some(bytes) if bytes.len() == 8 => (
                 u32::from_le_bytes(bytes[..4].try_into().unwrap_or_default()),
@@ -236,7 +237,7 @@ impl<S: NorFlash, const SLOTS: usize, const BUF: usize> State<S, SLOTS, BUF> {
     }
 
     async fn write_meta(&mut self, boot: u32, generation: u32) -> Result<(), FlashJournalError<S::Error>> {
-        let mut map = map::<u8, S>(&mut self.flash, &self.meta)?;
+        let mut map = map::<u16, S>(&mut self.flash, &self.meta)?;
         let mut value = [0u8; 8];
         value[..4].copy_from_slice(&boot.to_le_bytes());
         value[4..].copy_from_slice(&generation.to_le_bytes());
