@@ -228,6 +228,7 @@ async fn main(_spawner: Spawner) {
         let mut board = Board::new(Faults::default());
         if let Some(manager) = &manager {
             say!("transaction future: {} bytes", firmware::future_size(|| bring_up(manager, &mut board)));
+            say!("flash journal: {} bytes", core::mem::size_of::<Journal<'_>>());
         }
     }
     let erases = cell.erases();
