@@ -104,6 +104,9 @@ struct State<S, const SLOTS: usize, const BUF: usize> {
     boot: u32,
     /// Bytes stored in the records range since it was last cleared.
     written: u32,
+    /// A clear was cut or cancelled while writing the new generation: the
+    /// one on flash is read again before the next record is written.
+    generation_unsure: bool,
 }
 
 /// Why a [`FlashJournal`] call failed.
@@ -267,6 +270,18 @@ impl<S: NorFlash, const SLOTS: usize, const BUF: usize> State<S, SLOTS, BUF> {
         Ok(found.and_then(parse).filter(|record| record.generation == generation))
     }
 
+    /// Reads the generation back from flash after a clear that did not
+    /// finish (cancelled, or failed): records must carry the generation
+    /// the next boot will find.
+    async fn settle_generation(&mut self) -> Result<(), FlashJournalError<S::Error>> {
+        if self.generation_unsure {
+            let (_, generation) = self.read_meta().await?;
+            self.generation = generation;
+            self.generation_unsure = false;
+        }
+        Ok(())
+    }
+
     fn slot_of(&self, id: TransactionId) -> Option<usize> {
         self.slots.iter().position(|slot| *slot == Some(id))
     }
@@ -286,8 +301,13 @@ impl<S: NorFlash, const SLOTS: usize, const BUF: usize> State<S, SLOTS, BUF> {
             if !self.page_is_blank(at).await? {
                 if first {
                     first = false;
-                    self.generation = self.generation.wrapping_add(1);
-                    self.write_meta(self.boot, self.generation).await?;
+                    let next = self.generation.wrapping_add(1);
+                    // Dropped halfway, this write may or may not be on
+                    // flash: until it returns, the generation is read back.
+                    self.generation_unsure = true;
+                    self.write_meta(self.boot, next).await?;
+                    self.generation = next;
+                    self.generation_unsure = false;
                 }
                 self.flash
                     .erase(at, at + page)
@@ -331,8 +351,17 @@ impl<S: NorFlash, const SLOTS: usize, const BUF: usize> FlashJournal<S, SLOTS, B
         if records.start < meta.end && meta.start < records.end {
             return Err(FlashJournalError::Config);
         }
-        let mut state =
-            State { flash, written: 0, records, meta, buf: [0; BUF], slots: [None; SLOTS], generation: 0, boot: 0 };
+        let mut state = State {
+            flash,
+            written: 0,
+            records,
+            meta,
+            buf: [0; BUF],
+            slots: [None; SLOTS],
+            generation: 0,
+            boot: 0,
+            generation_unsure: false,
+        };
         let (boot, generation) = state.read_meta().await?;
         let boot = boot.checked_add(1).ok_or(FlashJournalError::BootsExhausted)?;
         state.write_meta(boot, generation).await?;
@@ -387,6 +416,7 @@ impl<S: NorFlash, const SLOTS: usize, const BUF: usize> Journal for FlashJournal
     async fn append(&self, entry: &Entry<'_>) -> Result<(), Self::Error> {
         let mut state = lock(&self.state).await;
         let state = &mut *state;
+        state.settle_generation().await?;
         let id = entry.transaction();
         let kind = entry.kind();
         let slot = match (kind, state.slot_of(id)) {
@@ -420,7 +450,9 @@ impl<S: NorFlash, const SLOTS: usize, const BUF: usize> Journal for FlashJournal
         }
         if kind.ends_transaction() {
             state.slots[slot] = None;
-            state.clear_if_idle().await?;
+            // The entry is on flash: a clear that fails is only put off to
+            // the next idle moment (`written` stays), not a failed append.
+            let _ = state.clear_if_idle().await;
         }
         Ok(())
     }
@@ -434,6 +466,7 @@ impl<S: NorFlash, const SLOTS: usize, const BUF: usize> Journal for FlashJournal
     async fn read(&self, id: TransactionId, visit: &mut dyn FnMut(StoredEntry<'_>)) -> Result<(), Self::Error> {
         let mut state = lock(&self.state).await;
         let state = &mut *state;
+        state.settle_generation().await?;
         let slot = match state.slot_of(id) {
             Some(slot) => slot,
             None => {

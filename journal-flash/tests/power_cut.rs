@@ -228,8 +228,8 @@ fn open(cell: &FlashCell<SIZE>) -> FlashJournal<Flash<'_>> {
 /// Runs `scenario` with the power cut at `cut`, restarts, recovers, and
 /// checks the guarantees against what the program knew was on flash.
 fn crash_and_recover(scenario: Scenario, cut: Cut, restart: Restart, cell: &FlashCell<SIZE>) -> Run {
-    let acks = RefCell::new(Acks::default());
-    let journal = Watched { journal: open(cell), acks: &acks };
+    let acks_cell = RefCell::new(Acks::default());
+    let journal = Watched { journal: open(cell), acks: &acks_cell };
     let (writes, operations, erases) = (cell.writes(), cell.operations(), cell.erases());
     match cut {
         Cut::Never => {}
@@ -252,7 +252,7 @@ fn crash_and_recover(scenario: Scenario, cut: Cut, restart: Restart, cell: &Flas
     let run_operations = cell.operations() - operations;
     let run_erases = cell.erases() - erases;
     cell.power_on();
-    let acks = acks.take();
+    let acks = acks_cell.take();
     let rolled_back_before = world.rolled_back.len();
 
     let context = |what: &str, world: &World| {
@@ -324,8 +324,36 @@ fn crash_and_recover(scenario: Scenario, cut: Cut, restart: Restart, cell: &Flas
     let again = clock.block_on(manager.recover::<Undo, Fixed<4>, _>(&mut world)).unwrap();
     assert_eq!(again.found(), 0, "{}", context("second recovery", &world));
     let mut next = World::default();
-    let result = clock.block_on(run(manager, &mut next, Scenario::Commit));
-    assert_eq!(result, Ok(()), "{}", context("a transaction after recovery", &world));
+    if restart == Restart::Reboot {
+        let result = clock.block_on(run(manager, &mut next, Scenario::Commit));
+        assert_eq!(result, Ok(()), "{}", context("a transaction after recovery", &world));
+    } else {
+        // The same journal goes on after the cancelled append: a
+        // transaction it runs now, cut in turn, is rolled back at the next
+        // boot (its records carry what the flash says, even after a clear
+        // that was cut).
+        drop(acks_cell.take());
+        cell.cut_after_writes(8);
+        let outcome = clock.block_on(future::or(
+            async {
+                power_lost(cell).await;
+                None
+            },
+            async { Some(run(manager, &mut next, Scenario::Commit).await) },
+        ));
+        cell.power_on();
+        let rebooted = TransactionManager::new(&clock).with_journal(open(cell), Postcard::<1>);
+        let committed = acks_cell.borrow().acked(None, EntryKind::Committed);
+        assert!(outcome.is_none() && !committed, "{}", context("the cut after 8 writes came too late", &next));
+        clock.block_on(rebooted.recover::<Undo, Fixed<4>, _>(&mut next)).unwrap();
+        for name in &next.returned {
+            assert!(
+                committed || next.rolled_back.contains(name),
+                "{}",
+                context(&format!("after the cancelled append, {name} was not rolled back at the next boot"), &next)
+            );
+        }
+    }
     Run {
         writes: run_writes,
         operations: run_operations,
