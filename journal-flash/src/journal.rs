@@ -41,11 +41,12 @@ type Map<'a, K, S> = MapStorage<K, &'a mut S, Uncache<K>>;
 /// [`FlashJournalError::NoFreeSlot`]), and each step has one key in its
 /// slot that is overwritten as the step moves intent → done → undone, so
 /// the map holds at most `SLOTS × (steps + 2)` live items. When no
-/// transaction is unfinished and about half the records range has been
-/// written, the journal *clears* it: it raises the generation in the meta
-/// range first, then erases the pages that are not blank; records of an
-/// older generation are ignored, so an erase cut halfway cannot bring an
-/// old transaction back.
+/// transaction is unfinished and the records written since the last clear
+/// fill all but one and a half pages of the records range (before
+/// sequential-storage would erase a page itself), the journal *clears* it:
+/// it raises the generation in the meta range first, then erases the pages
+/// that are not blank; records of an older generation are ignored, so an
+/// erase cut halfway cannot bring an old transaction back.
 ///
 /// **Guarantees** (the [`Journal`] MUST list):
 /// - every `append` that returns `Ok` is on flash (all entries, not only
@@ -156,6 +157,8 @@ struct Record<'a> {
     generation: u32,
     id: u64,
     kind: u8,
+    /// The serialized length, once serialized (for the clear's estimate).
+    len: Cell<usize>,
     entry: &'a Entry<'a>,
 }
 
@@ -170,6 +173,7 @@ impl<'a> Value<'a> for Record<'_> {
             transaction_manager_core::CodecError::BufferTooSmall => SerializationError::BufferTooSmall,
             _ => SerializationError::InvalidData,
         })?;
+        self.len.set(HEADER + len);
         Ok(HEADER + len)
     }
 
@@ -248,16 +252,13 @@ impl<S: NorFlash, const SLOTS: usize, const BUF: usize> State<S, SLOTS, BUF> {
         Ok(())
     }
 
-    async fn store(
-        &mut self,
-        key: u16,
-        record: &Record<'_>,
-        len_hint: usize,
-    ) -> Result<(), FlashJournalError<S::Error>> {
+    async fn store(&mut self, key: u16, record: &Record<'_>) -> Result<(), FlashJournalError<S::Error>> {
         let mut map = map::<u16, S>(&mut self.flash, &self.records)?;
         map.store_item(&mut self.buf, &key, record).await?;
-        // The item's header and CRC (about 8 bytes) and word padding.
-        self.written = self.written.saturating_add((HEADER + len_hint) as u32 + 12);
+        // The item: its header and CRC (8 bytes with 4-byte words), the
+        // key, the record, padded to a word.
+        let item = 8 + 2 + record.len.get() as u32;
+        self.written = self.written.saturating_add(item.next_multiple_of(4));
         Ok(())
     }
 
@@ -286,15 +287,18 @@ impl<S: NorFlash, const SLOTS: usize, const BUF: usize> State<S, SLOTS, BUF> {
         self.slots.iter().position(|slot| *slot == Some(id))
     }
 
-    /// Erases the records range when nothing is unfinished and about half
-    /// of it has been written: the generation goes up first, so an erase
-    /// cut halfway leaves only records the journal ignores.
+    /// Erases the records range when nothing is unfinished and all but one
+    /// and a half of its pages have been written: the generation goes up
+    /// first, so an erase cut halfway leaves only records the journal
+    /// ignores.
     async fn clear_if_idle(&mut self) -> Result<(), FlashJournalError<S::Error>> {
-        let half = (self.records.end - self.records.start) / 2;
-        if self.slots.iter().any(Option::is_some) || self.written < half {
+        // Before sequential-storage must erase a page itself: it keeps one
+        // page free.
+        let page = S::ERASE_SIZE as u32;
+        let threshold = (self.records.end - self.records.start).saturating_sub(page + page / 2);
+        if self.slots.iter().any(Option::is_some) || self.written < threshold {
             return Ok(());
         }
-        let page = S::ERASE_SIZE as u32;
         let mut first = true;
         let mut at = self.records.start;
         while at < self.records.end {
@@ -440,8 +444,8 @@ impl<S: NorFlash, const SLOTS: usize, const BUF: usize> Journal for FlashJournal
             (Some(step), _) if step > MAX_STEP => return Err(FlashJournalError::StepOutOfRange(step)),
             (Some(step), _) => step as u8 + 1,
         };
-        let record = Record { generation: state.generation, id: id.get(), kind: kind.code(), entry };
-        let stored = state.store(key(slot, sub), &record, entry.payload_len_hint()).await;
+        let record = Record { generation: state.generation, id: id.get(), kind: kind.code(), len: Cell::new(0), entry };
+        let stored = state.store(key(slot, sub), &record).await;
         if let Err(error) = stored {
             if kind == EntryKind::Begin {
                 state.slots[slot] = None;
