@@ -7,17 +7,22 @@
 #      -Zbuild-std, since rustup cannot download them here), GNU binutils for
 #      ARM (the linker, `size`, `nm`), QEMU, and `defmt-print`;
 #   2. proves the libraries are no_std: transaction-manager-core,
-#      transaction-manager-embassy and the facade (default-features = false,
-#      features = ["embassy"]) build for thumbv7m-none-eabi against `core`
+#      transaction-manager-embassy, the facade (default-features = false,
+#      features = ["embassy"]) and transaction-manager-flash build for thumbv7m-none-eabi against `core`
 #      alone, so a dependency that pulls in `std` fails here;
 #   3. builds examples/firmware for thumbv7m-none-eabi (QEMU mps2-an385) and
 #      thumbv7em-none-eabihf (mps2-an386), twice each: semihosting text and
 #      defmt — both binaries each time: `firmware` (the bring-up through
-#      transaction-manager) and `hand-written` (the same without it);
-#   4. runs all eight ELF files in QEMU (under `timeout`), decoding the defmt
+#      transaction-manager) and `hand-written` (the same without it); and
+#      per target a third, `journaled` (feature `journal`): the bring-up
+#      journaled to flash (transaction-manager-flash on a RAM NorFlash);
+#   4. runs every ELF file in QEMU (under `timeout`), decoding the defmt
 #      ones with defmt-print; each checks its own scenarios and exits 0 only
 #      if all ended as expected — any other status fails this script;
-#   5. prints the footprint table (library vs hand-written): sections, and
+#      `journaled` cuts the power at every write of the bring-up, reboots,
+#      recovers and checks every peripheral is off again, in reverse order;
+#   5. prints the footprint table (library vs hand-written, and journaled vs
+#      firmware): sections, and
 #      per target and output the stack high-water mark (the stack is painted
 #      at reset; each binary prints how much of it the four scenarios used),
 #      .text, .data + .bss and the transaction's future;
