@@ -8,8 +8,9 @@
 #      ARM (the linker, `size`, `nm`), QEMU, and `defmt-print`;
 #   2. proves the libraries are no_std: transaction-manager-core,
 #      transaction-manager-embassy, the facade (default-features = false,
-#      features = ["embassy"]) and transaction-manager-flash build for thumbv7m-none-eabi against `core`
-#      alone, so a dependency that pulls in `std` fails here;
+#      features = ["embassy"]) and transaction-manager-flash build for
+#      thumbv7m-none-eabi against `core` alone, so a dependency that pulls
+#      in `std` fails here;
 #   3. builds examples/firmware for thumbv7m-none-eabi (QEMU mps2-an385) and
 #      thumbv7em-none-eabihf (mps2-an386), twice each: semihosting text and
 #      defmt — both binaries each time: `firmware` (the bring-up through
