@@ -519,3 +519,73 @@ fn wear_pages_erased_per_transaction() {
         assert!(small < 1.5 && large < 0.2, "{small} {large}");
     }
 }
+
+/// A clear cut after any page it erased never brings a finished
+/// transaction back: a transaction whose steps overwrote their records
+/// often enough for sequential-storage's ring to wrap (old versions of its
+/// records on pages the clear erases last), committed, then the clear cut
+/// at every page erase (torn or whole).
+#[test]
+fn a_clear_cut_at_any_page_never_brings_a_finished_transaction_back() {
+    fn fill(cell: &FlashCell<SIZE>, rounds: u8) -> TransactionId {
+        let journal = open(cell);
+        let id = journal.next_id();
+        future::block_on(async {
+            journal.append(&Entry::new_raw(id, None, EntryKind::Begin, b"wrap")).await.unwrap();
+            // Idempotent re-appends move the ring forward (and make
+            // sequential-storage collect pages) without finishing anything.
+            for round in 0..rounds {
+                for step in 0..3 {
+                    let undo = [round; 40];
+                    journal.append(&Entry::new_raw(id, Some(step), EntryKind::Done, &undo)).await.unwrap();
+                }
+            }
+        });
+        id
+    }
+    // Every phase of the ring: the commit's record lands on each page in turn.
+    for rounds in 1..40 {
+        clear_cut(rounds);
+    }
+
+    fn clear_cut(rounds: u8) {
+        let cell = FlashCell::<SIZE>::new();
+        let id = fill(&cell, rounds);
+        let image = cell.bytes();
+        // A clean run: how many operations the commit takes, of which the
+        // last `erased` are the clear's page erases.
+        let journal = open(&cell);
+        let (operations, erases) = (cell.operations(), cell.erases());
+        future::block_on(journal.append(&Entry::new_raw(id, None, EntryKind::Committed, b""))).unwrap();
+        let total = cell.operations() - operations;
+        let erased = cell.erases() - erases;
+        if erased == 0 {
+            return; // not full enough for a clear yet
+        }
+        for k in total - erased..total {
+            let cell = FlashCell::<SIZE>::new();
+            cell.set_bytes(&image);
+            let journal = open(&cell);
+            cell.cut_after_operations(k);
+            let commit = Entry::new_raw(id, None, EntryKind::Committed, b"");
+            let cut = future::block_on(future::or(
+                async {
+                    power_lost(&cell).await;
+                    true
+                },
+                async {
+                    journal.append(&commit).await.unwrap();
+                    false
+                },
+            ));
+            assert!(cut, "cut at operation {k} of {total}");
+            cell.power_on();
+            let rebooted = open(&cell);
+            let unfinished = future::block_on(rebooted.next_unfinished(None)).unwrap();
+            assert_eq!(
+                unfinished, None,
+                "{rounds} rounds: clear cut at operation {k} of {total} ({erased} page erases)"
+            );
+        }
+    }
+}
