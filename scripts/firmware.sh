@@ -7,17 +7,23 @@
 #      -Zbuild-std, since rustup cannot download them here), GNU binutils for
 #      ARM (the linker, `size`, `nm`), QEMU, and `defmt-print`;
 #   2. proves the libraries are no_std: transaction-manager-core,
-#      transaction-manager-embassy and the facade (default-features = false,
-#      features = ["embassy"]) build for thumbv7m-none-eabi against `core`
-#      alone, so a dependency that pulls in `std` fails here;
+#      transaction-manager-embassy, the facade (default-features = false,
+#      features = ["embassy"]) and transaction-manager-flash build for
+#      thumbv7m-none-eabi against `core` alone, so a dependency that pulls
+#      in `std` fails here;
 #   3. builds examples/firmware for thumbv7m-none-eabi (QEMU mps2-an385) and
 #      thumbv7em-none-eabihf (mps2-an386), twice each: semihosting text and
 #      defmt — both binaries each time: `firmware` (the bring-up through
-#      transaction-manager) and `hand-written` (the same without it);
-#   4. runs all eight ELF files in QEMU (under `timeout`), decoding the defmt
+#      transaction-manager) and `hand-written` (the same without it); and
+#      per target a third, `journaled` (feature `journal`): the bring-up
+#      journaled to flash (transaction-manager-flash on a RAM NorFlash);
+#   4. runs every ELF file in QEMU (under `timeout`), decoding the defmt
 #      ones with defmt-print; each checks its own scenarios and exits 0 only
 #      if all ended as expected — any other status fails this script;
-#   5. prints the footprint table (library vs hand-written): sections, and
+#      `journaled` cuts the power at every write of the bring-up, reboots,
+#      recovers and checks every peripheral is off again, in reverse order;
+#   5. prints the footprint table (library vs hand-written, and journaled vs
+#      firmware): sections, and
 #      per target and output the stack high-water mark (the stack is painted
 #      at reset; each binary prints how much of it the four scenarios used),
 #      .text, .data + .bss and the transaction's future;
@@ -93,7 +99,8 @@ fi
 step "no_std: the libraries build for thumbv7m-none-eabi against core alone"
 for args in "-p transaction-manager-core" \
     "-p transaction-manager-embassy" \
-    "-p transaction-manager --no-default-features --features embassy"; do
+    "-p transaction-manager --no-default-features --features embassy" \
+    "-p transaction-manager-flash"; do
     echo "--- cargo build -Zbuild-std=core --target thumbv7m-none-eabi $args"
     # shellcheck disable=SC2086 # $args is a list of arguments
     thumb_cargo build --quiet --locked --release -Zbuild-std=core --target thumbv7m-none-eabi $args
@@ -115,6 +122,12 @@ for target in "${TARGETS[@]}"; do
             cp "$OUT/$target/release/$bin" "$ELF_DIR/$target/$flavour/$bin"
         done
     done
+    # The bring-up journaled to flash, with a power cut at every write: its
+    # own binary (feature `journal`), compact profile, semihosting output.
+    echo "--- $target, journaled (flash journal, power cuts)"
+    (cd "$FIRMWARE" && thumb_cargo build --quiet --locked --release --bin journaled \
+        --target "$target" --features journal)
+    cp "$OUT/$target/release/journaled" "$ELF_DIR/$target/semihosting/journaled"
 done
 
 qemu() { # target elf
@@ -155,6 +168,28 @@ for target in "${TARGETS[@]}"; do
             fi
         done
     done
+done
+
+step "run in QEMU: power cut at every write of the journaled bring-up, recovered at the next boot"
+for target in "${TARGETS[@]}"; do
+    elf=$ELF_DIR/$target/semihosting/journaled
+    log=$LOG_DIR/$target-semihosting-journaled.log
+    echo "--- journaled on ${BOARD[$target]} ($target)"
+    set +e
+    qemu "$target" "$elf" >"$log" 2>&1
+    status=$?
+    set -e
+    # Every cut point's line only when one went wrong: the summary otherwise.
+    grep -v '^cut after write' "$log" || true
+    grep -E 'UNEXPECTED|panic' "$log" || true
+    if ((status == 124)); then
+        fail "journaled on ${BOARD[$target]} still running after ${QEMU_TIMEOUT} s; log: $log"
+    elif ((status != 0)); then
+        fail "journaled on ${BOARD[$target]} exited with status $status; log: $log"
+    fi
+    cuts=$(grep -c '^cut after write .*, \(committed, left on\|all off, in reverse order\)$' "$log") || true
+    echo "$cuts cut points recovered as expected"
+    ((cuts > 0)) || fail "journaled on ${BOARD[$target]}: no cut point ran; log: $log"
 done
 
 step "footprint: transaction-manager vs the same bring-up written by hand"
@@ -214,6 +249,13 @@ for target in "${TARGETS[@]}"; do
             fi
         done
     done
+    elf=$ELF_DIR/$target/semihosting/journaled
+    log=$LOG_DIR/$target-semihosting-journaled.log
+    key=$target.semihosting.journaled
+    measured[$key.stack]=$(logged "$log" "stack high-water mark")
+    measured[$key.text]=$(section "$elf" .text)
+    measured[$key.ram]=$(($(section "$elf" .data) + $(section "$elf" .bss)))
+    measured[$key.future]=$(logged "$log" "transaction future")
 done
 declare -A label=([stack]="stack high-water mark" [text]=".text" [ram]=".data + .bss" [future]="transaction future")
 METRICS=(stack text ram future)
@@ -228,6 +270,21 @@ for target in "${TARGETS[@]}"; do
             lib=${measured[$target.$flavour.firmware.$metric]}
             printf '| %-22s | %12d | %9d | %+9d |\n' "${label[$metric]}" "$hand" "$lib" $((lib - hand))
         done
+    done
+done
+
+# The journal's cost: the journaled binary against `firmware` (both compact,
+# semihosting). It includes the power-cut harness (the cut loop, the
+# reboot, the checks) and the RAM flash (3 KiB of .bss) besides the journal.
+for target in "${TARGETS[@]}"; do
+    printf '\n%s (%s), journaled to flash (power-cut scenarios) against firmware, bytes:\n' "$target" "${BOARD[$target]}"
+    printf '| %-22s | %12s | %9s | %9s |\n' "" firmware journaled cost
+    printf '|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..24})" "$(printf -- '-%.0s' {1..13}):" \
+        "$(printf -- '-%.0s' {1..10}):" "$(printf -- '-%.0s' {1..10}):"
+    for metric in "${METRICS[@]}"; do
+        base=${measured[$target.semihosting.firmware.$metric]}
+        lib=${measured[$target.semihosting.journaled.$metric]}
+        printf '| %-22s | %12d | %9d | %+9d |\n' "${label[$metric]}" "$base" "$lib" $((lib - base))
     done
 done
 
