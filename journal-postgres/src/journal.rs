@@ -152,6 +152,7 @@ struct Inner {
     /// The generation this journal holds of each transaction it runs or
     /// has claimed and not ended.
     generations: Mutex<HashMap<u64, i64>>,
+    fenced: AtomicU64,
     heartbeat: tokio::task::JoinHandle<()>,
 }
 
@@ -294,6 +295,7 @@ impl PostgresJournal {
                 next_slot: AtomicUsize::new(0),
                 ids,
                 generations: Mutex::new(HashMap::new()),
+                fenced: AtomicU64::new(0),
                 heartbeat,
             }),
         })
@@ -316,6 +318,21 @@ impl PostgresJournal {
     /// generation) is no longer the transaction's row in `tm_transactions`.
     pub fn generation(&self, id: TransactionId) -> Option<i64> {
         self.generations().get(&id.get()).copied()
+    }
+
+    /// How many appends of this instance were refused with
+    /// [`Fenced`](PostgresJournalError::Fenced) so far: transactions
+    /// another instance took over while this one was paused or cut off
+    /// (a lazy entry's refusal is only logged by the engine: this counts
+    /// it too).
+    pub fn fenced_appends(&self) -> u64 {
+        self.inner.fenced.load(Ordering::Relaxed)
+    }
+
+    fn fenced(&self, transaction: TransactionId) -> PostgresJournalError {
+        self.inner.fenced.fetch_add(1, Ordering::Relaxed);
+        self.generations().remove(&transaction.get());
+        PostgresJournalError::Fenced { transaction }
     }
 
     fn generations(&self) -> std::sync::MutexGuard<'_, HashMap<u64, i64>> {
@@ -479,7 +496,8 @@ impl Journal for PostgresJournal {
                     generations.insert(entry.transaction().get(), 1);
                 } else if !generations.contains_key(&entry.transaction().get()) {
                     // The id exists and is not ours.
-                    return Err(PostgresJournalError::Fenced { transaction: entry.transaction() });
+                    drop(generations);
+                    return Err(self.fenced(entry.transaction()));
                 }
                 Ok(())
             }
@@ -499,7 +517,7 @@ impl Journal for PostgresJournal {
             }
             _ => {
                 let Some(generation) = self.generation(entry.transaction()) else {
-                    return Err(PostgresJournalError::Fenced { transaction: entry.transaction() });
+                    return Err(self.fenced(entry.transaction()));
                 };
                 let reason = String::from_utf8_lossy(&payload).into_owned();
                 let (ours, exists): (i64, bool) = self
@@ -521,7 +539,7 @@ impl Journal for PostgresJournal {
                 if ours == 0 {
                     self.generations().remove(&entry.transaction().get());
                     return Err(if exists {
-                        PostgresJournalError::Fenced { transaction: entry.transaction() }
+                        self.fenced(entry.transaction())
                     } else {
                         PostgresJournalError::NotFound { transaction: entry.transaction() }
                     });
