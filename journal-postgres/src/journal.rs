@@ -105,7 +105,7 @@ impl PostgresOptions {
 ///   `tm_entries`, idempotent on (transaction, step, kind) (the first
 ///   write is kept), read back in first-append order; the raw payload as
 ///   `bytea`, and the undo record also as `JSONB` when its codec wrote JSON
-///   ([`Json`](transaction_manager_core::Json)), for operators to read.
+///   (the `Json` codec), for operators to read.
 /// - **Durability**: a durable entry is committed with
 ///   `synchronous_commit = on` before `append` returns; lazy ones on
 ///   connections with `synchronous_commit = off` (visible at once, flushed
@@ -585,7 +585,9 @@ impl Journal for PostgresJournal {
             let step: i32 = row.get(0);
             let step = match step {
                 -1 => None,
-                step => Some(u32::try_from(step).map_err(|_| PostgresJournalError::Corrupt { what: "a negative step" })?),
+                step => {
+                    Some(u32::try_from(step).map_err(|_| PostgresJournalError::Corrupt { what: "a negative step" })?)
+                }
             };
             let kind: i16 = row.get(1);
             let kind = u8::try_from(kind).map_err(|_| PostgresJournalError::Corrupt { what: "a kind out of range" })?;

@@ -72,7 +72,8 @@ fn entries_keep_their_order_are_idempotent_and_end_transactions() {
         assert_eq!(journal.next_unfinished(None).await.unwrap(), None);
         // Another instance with the same owner id (a restart) takes it back
         // at once; a third, with another id, does not (the lease is alive).
-        let other = PostgresJournal::connect(&cluster.url(), PostgresOptions::new().owner("someone-else")).await.unwrap();
+        let other =
+            PostgresJournal::connect(&cluster.url(), PostgresOptions::new().owner("someone-else")).await.unwrap();
         assert_eq!(other.next_unfinished(None).await.unwrap(), None);
         let restarted =
             PostgresJournal::connect(&cluster.url(), PostgresOptions::new().owner(journal.owner())).await.unwrap();
@@ -126,8 +127,17 @@ fn transactions_commit_roll_back_and_keep_undo_records_as_jsonb() {
             .await
             .unwrap();
         let undo: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        assert_eq!(undo, [("create".into(), "0".into()), ("create".into(), "1".into()), ("create".into(), "0".into()), ("create".into(), "1".into())]);
-        let unfinished: i64 = client.query_one("SELECT count(*) FROM tm_transactions WHERE NOT finished", &[]).await.unwrap().get(0);
+        assert_eq!(
+            undo,
+            [
+                ("create".into(), "0".into()),
+                ("create".into(), "1".into()),
+                ("create".into(), "0".into()),
+                ("create".into(), "1".into())
+            ]
+        );
+        let unfinished: i64 =
+            client.query_one("SELECT count(*) FROM tm_transactions WHERE NOT finished", &[]).await.unwrap().get(0);
         assert_eq!(unfinished, 0);
     });
 }
@@ -147,10 +157,7 @@ fn a_restarted_instance_recovers_what_it_left_unfinished() {
         let report = manager(journal.clone()).recover::<Undo, Unbounded, _>(&mut app).await.unwrap();
         assert_eq!((report.found(), report.rolled_back()), (1, 1), "{report}");
         let deleted: Vec<(String, String, i64)> = app.effects("delete").await;
-        assert_eq!(
-            deleted,
-            [(format!("{id}.1"), "worker-1".into(), 2), (format!("{id}.0"), "worker-1".into(), 2)]
-        );
+        assert_eq!(deleted, [(format!("{id}.1"), "worker-1".into(), 2), (format!("{id}.0"), "worker-1".into(), 2)]);
         let report = manager(journal).recover::<Undo, Unbounded, _>(&mut app).await.unwrap();
         assert_eq!(report.found(), 0);
     });
@@ -169,7 +176,10 @@ fn undecodable_records_make_a_stuck_transaction_an_operator_resolves() {
         let (send, mut id) = tokio::sync::mpsc::unbounded_channel();
         let run = newer.transaction("upgrade").unbounded::<Undo>().run_with(&mut app, async |tx| {
             let key = tx.next_step_key();
-            tx.step("create").execute_with(async move |_: &mut App| Ok::<_, common::app::Refused>(key)).undo(|key| Undo::Delete(*key)).await?;
+            tx.step("create")
+                .execute_with(async move |_: &mut App| Ok::<_, common::app::Refused>(key))
+                .undo(|key| Undo::Delete(*key))
+                .await?;
             send.send(key.transaction()).unwrap();
             std::future::pending::<()>().await;
             Ok::<_, StepError<common::app::Refused>>(())
@@ -258,7 +268,7 @@ fn the_database_lost_mid_transaction_fails_the_step_and_leaves_it_recoverable() 
                 Ok::<_, StepError<common::app::Refused>>(())
             })
             .await;
-        let error = outcome.err().expect("the step's Done could not be written");
+        let error = outcome.expect_err("the step's Done could not be written");
         let text = error.to_string();
         assert!(text.contains("journal: writing `done` failed") && text.contains("lost"), "{text}");
         // Rolled back in memory: step 0's rollback ran (its effect was

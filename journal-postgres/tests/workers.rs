@@ -47,7 +47,11 @@ fn rounds() -> usize {
 }
 
 fn options() -> PostgresOptions {
-    PostgresOptions::new().lease(LEASE).renew_every(Duration::from_millis(200)).durable_connections(2).lazy_connections(1)
+    PostgresOptions::new()
+        .lease(LEASE)
+        .renew_every(Duration::from_millis(200))
+        .durable_connections(2)
+        .lazy_connections(1)
 }
 
 fn next(state: u64) -> u64 {
@@ -86,7 +90,7 @@ fn worker(url: &str, seed: u64) {
                 let mut app = App::connect(journal.clone()).await;
                 app.report = true;
                 let manager = manager(journal.clone());
-                let mut rng = seed ^ (n as u64 + 1) * 0x9e37_79b9;
+                let mut rng = seed ^ ((n as u64 + 1) * 0x9e37_79b9);
                 loop {
                     rng = next(rng);
                     let fail = rng % 2 == 0;
@@ -117,6 +121,8 @@ fn worker(url: &str, seed: u64) {
                 }
             }));
         }
+        // Until the supervisor kills the process.
+        #[allow(clippy::never_loop)]
         let loops = async {
             for handle in loops {
                 handle.await.unwrap();
@@ -239,7 +245,8 @@ fn workers_killed_and_paused_lose_no_rollback_and_never_roll_back_at_once() {
     let url = cluster.url();
     // The tables, before the workers race to create them.
     let (journal, app) = runtime.block_on(async {
-        let journal = PostgresJournal::connect(&url, PostgresOptions::new().owner("supervisor").lease(LEASE)).await.unwrap();
+        let journal =
+            PostgresJournal::connect(&url, PostgresOptions::new().owner("supervisor").lease(LEASE)).await.unwrap();
         let app = App::connect(journal.clone()).await;
         (journal, app)
     });
@@ -335,8 +342,13 @@ fn workers_killed_and_paused_lose_no_rollback_and_never_roll_back_at_once() {
     // The checks.
     runtime.block_on(async {
         let client = &app.client;
-        let created: Vec<String> =
-            client.query("SELECT key FROM effects WHERE what = 'create'", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+        let created: Vec<String> = client
+            .query("SELECT key FROM effects WHERE what = 'create'", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
         let created: std::collections::BTreeSet<String> = created.into_iter().collect();
         let deletes = client
             .query("SELECT key, owner, generation FROM effects WHERE what = 'delete' ORDER BY seq", &[])

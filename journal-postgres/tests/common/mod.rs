@@ -105,7 +105,8 @@ impl Cluster {
 
     /// A plain client, for the tests' own SQL.
     pub async fn client(&self) -> tokio_postgres::Client {
-        let (client, connection) = self.url().parse::<tokio_postgres::Config>().unwrap().connect(tokio_postgres::NoTls).await.unwrap();
+        let (client, connection) =
+            self.url().parse::<tokio_postgres::Config>().unwrap().connect(tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(async move {
             let _ = connection.await;
         });
