@@ -544,7 +544,9 @@ impl Journal for PostgresJournal {
                         PostgresJournalError::NotFound { transaction: entry.transaction() }
                     });
                 }
-                if kind.ends_transaction() {
+                // A stuck transaction is let go too: the next recovery
+                // pass claims it again (it is still this owner's).
+                if kind.ends_transaction() || kind == EntryKind::Stuck {
                     self.generations().remove(&entry.transaction().get());
                 }
                 Ok(())
@@ -559,9 +561,10 @@ impl Journal for PostgresJournal {
         let after = after.map_or(-1, to_sql);
         let owner = self.inner.owner.as_str();
         let epochs = self.inner.ids.epochs();
+        let held: Vec<i64> = self.generations().keys().map(|&tx| tx as i64).collect();
         let claimed = self
             .with_conn(self.slot(true), async |c: &Conn| {
-                let row = c.client.query_opt(&c.statements.claim, &[&owner, &after, &epochs]).await?;
+                let row = c.client.query_opt(&c.statements.claim, &[&owner, &after, &epochs, &held]).await?;
                 Ok(row.map(|row| (row.get::<_, i64>(0), row.get::<_, i64>(1))))
             })
             .await?;

@@ -63,9 +63,11 @@ const APPEND_STUCK: &str = "
         ON CONFLICT (tx, step, kind) DO NOTHING)
     SELECT (SELECT count(*) FROM t), EXISTS (SELECT 1 FROM tm_transactions WHERE tx = $1)";
 
-/// `$1` owner, `$2` after, `$3` this journal's epochs: claims the first
-/// unfinished transaction above `after` that is not this journal's own
-/// (its epochs), whose owner is this instance (an earlier incarnation, or
+/// `$1` owner, `$2` after, `$3` this journal's epochs, `$4` the
+/// transactions this journal holds (claimed and not ended): claims the
+/// first unfinished transaction above `after` that is not this journal's
+/// own (its epochs) nor held by it (another recovery loop of this journal
+/// is rolling it back), whose owner is this instance (an earlier incarnation, or
 /// a claim of an earlier pass) or whose owner's lease expired. Rows locked
 /// by an append in flight are skipped (`SKIP LOCKED`): their owner is
 /// alive. The generation is bumped, fencing out the previous holder.
@@ -73,7 +75,7 @@ const CLAIM: &str = "
     WITH candidate AS (
         SELECT t.tx FROM tm_transactions t
         LEFT JOIN tm_owners o ON o.owner = t.owner
-        WHERE NOT t.finished AND t.tx > $2 AND (t.tx >> 32) <> ALL ($3::bigint[])
+        WHERE NOT t.finished AND t.tx > $2 AND (t.tx >> 32) <> ALL ($3::bigint[]) AND t.tx <> ALL ($4::bigint[])
           AND (t.owner = $1 OR o.lease_until IS NULL OR o.lease_until < clock_timestamp())
         ORDER BY t.tx
         LIMIT 1
