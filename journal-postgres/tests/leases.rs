@@ -1,5 +1,6 @@
 //! Leases and fencing between instances in one process (the multi-process
-//! test is `workers.rs`): a live lease is renewed and never claimed; an
+//! test is `workers.rs`): a live lease is renewed, even while the database
+//! holds each renewal up for a while, and never claimed; an
 //! owner whose heartbeat is held up by a slow database loses its lease,
 //! another instance claims and rolls back its transaction, and the stale
 //! owner's next append is fenced, its in-memory rollbacks refused by the
@@ -61,11 +62,34 @@ async fn two_steps(
 }
 
 #[test]
-fn a_live_lease_is_renewed_and_never_claimed() {
+fn a_live_lease_is_renewed_under_a_slow_database_and_never_claimed() {
     let Some(cluster) = Cluster::start("renewed") else { return };
     runtime().block_on(async {
-        let lease = Duration::from_millis(600);
-        let a = PostgresJournal::connect(&cluster.url(), PostgresOptions::new().owner("a").lease(lease)).await.unwrap();
+        let lease = Duration::from_millis(900);
+        let options = PostgresOptions::new().owner("a").lease(lease).renew_every(Duration::from_millis(150));
+        let a = PostgresJournal::connect(&cluster.url(), options).await.unwrap();
+        let mut slow = cluster.client().await;
+        let (stop_slowing, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        // The database is slow for A's heartbeat: each renewal waits up to
+        // 300 ms for a lock, well within the lease.
+        let slowing = async {
+            let mut rounds = 0;
+            loop {
+                let lock = slow.transaction().await.unwrap();
+                lock.execute("SELECT 1 FROM tm_owners WHERE owner = 'a' FOR UPDATE", &[]).await.unwrap();
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+                    _ = &mut stopped => break,
+                }
+                lock.commit().await.unwrap();
+                rounds += 1;
+                // A gap, so the held-up renewal gets the row (row locks are
+                // not granted in queue order: without it, this loop could
+                // starve the heartbeat, as the next test does on purpose).
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            rounds
+        };
         let b = PostgresJournal::connect(&cluster.url(), PostgresOptions::new().owner("b")).await.unwrap();
         let mut app_a = App::connect(a.clone()).await;
         let mut app_b = App::connect(b.clone()).await;
@@ -82,11 +106,13 @@ fn a_live_lease_is_renewed_and_never_claimed() {
                 passes += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            stop_slowing.send(()).unwrap();
             go.send(()).unwrap();
             passes
         };
-        let (outcome, passes) = tokio::join!(two_steps(&mut app_a, running, wait), watcher);
+        let (outcome, passes, slowed) = tokio::join!(two_steps(&mut app_a, running, wait), watcher, slowing);
         assert!(passes > 10, "{passes}");
+        assert!(slowed > 3, "{slowed}");
         outcome.unwrap();
         assert_eq!(app_a.effects("create").await.len(), 2);
         assert!(app_a.effects("delete").await.is_empty());
