@@ -42,6 +42,11 @@ impl Default for PostgresOptions {
 impl PostgresOptions {
     /// A 30-second lease renewed every 10 seconds, 4 connections for
     /// durable entries and 2 for lazy ones, an owner id made up at connect.
+    ///
+    /// ```
+    /// # use transaction_manager_postgres::PostgresOptions;
+    /// assert_eq!(PostgresOptions::new().lease_duration(), std::time::Duration::from_secs(30));
+    /// ```
     pub fn new() -> Self {
         PostgresOptions {
             owner: None,
@@ -56,6 +61,12 @@ impl PostgresOptions {
     /// unique per connect). A stable id (`worker-3`) lets a restarted
     /// instance take its own unfinished transactions back at once, without
     /// waiting for their lease to expire.
+    ///
+    /// ```
+    /// # use transaction_manager_postgres::PostgresOptions;
+    /// let options = PostgresOptions::new().owner(format!("billing-{}", 3));
+    /// # let _ = options;
+    /// ```
     pub fn owner(mut self, owner: impl Into<String>) -> Self {
         self.owner = Some(owner.into());
         self
@@ -64,12 +75,26 @@ impl PostgresOptions {
     /// How long this instance's lease lasts after each renewal: another
     /// instance's recovery claims its unfinished transactions once it has
     /// not renewed for this long.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use transaction_manager_postgres::PostgresOptions;
+    /// let options = PostgresOptions::new().lease(Duration::from_secs(5));
+    /// assert_eq!(options.lease_duration(), Duration::from_secs(5));
+    /// ```
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self
     }
 
     /// How often the lease is renewed (default: a third of the lease).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use transaction_manager_postgres::PostgresOptions;
+    /// let options = PostgresOptions::new().lease(Duration::from_secs(3)).renew_every(Duration::from_millis(500));
+    /// # let _ = options;
+    /// ```
     pub fn renew_every(mut self, every: Duration) -> Self {
         self.renew_every = Some(every);
         self
@@ -78,6 +103,12 @@ impl PostgresOptions {
     /// Connections for durable entries (at least 1): Postgres commits
     /// concurrent transactions of different connections with one WAL flush
     /// (group commit), so more connections let more appends share one.
+    ///
+    /// ```
+    /// # use transaction_manager_postgres::PostgresOptions;
+    /// let options = PostgresOptions::new().durable_connections(8).lazy_connections(2);
+    /// # let _ = options;
+    /// ```
     pub fn durable_connections(mut self, n: usize) -> Self {
         self.durable_connections = n.max(1);
         self
@@ -85,12 +116,23 @@ impl PostgresOptions {
 
     /// Connections for lazy entries (at least 1), which commit with
     /// `synchronous_commit = off`.
+    ///
+    /// ```
+    /// # use transaction_manager_postgres::PostgresOptions;
+    /// let options = PostgresOptions::new().lazy_connections(1);
+    /// # let _ = options;
+    /// ```
     pub fn lazy_connections(mut self, n: usize) -> Self {
         self.lazy_connections = n.max(1);
         self
     }
 
     /// The lease duration.
+    ///
+    /// ```
+    /// # use transaction_manager_postgres::PostgresOptions;
+    /// assert!(PostgresOptions::new().lease_duration().as_secs() > 0);
+    /// ```
     pub fn lease_duration(&self) -> Duration {
         self.lease
     }
@@ -302,11 +344,23 @@ impl PostgresJournal {
     }
 
     /// This instance's owner id.
+    ///
+    /// ```no_run
+    /// # async fn f(journal: transaction_manager_postgres::PostgresJournal) {
+    /// println!("this instance is {}", journal.owner());
+    /// # }
+    /// ```
     pub fn owner(&self) -> &str {
         &self.inner.owner
     }
 
     /// This instance's lease duration.
+    ///
+    /// ```no_run
+    /// # async fn f(journal: transaction_manager_postgres::PostgresJournal) {
+    /// assert!(journal.lease().as_millis() > 0);
+    /// # }
+    /// ```
     pub fn lease(&self) -> Duration {
         self.inner.lease
     }
@@ -316,6 +370,14 @@ impl PostgresJournal {
     /// [`owner`](Self::owner) it is the *fence* of the transaction: a store
     /// that keeps the effects of steps can refuse a write whose (owner,
     /// generation) is no longer the transaction's row in `tm_transactions`.
+    ///
+    /// ```no_run
+    /// # async fn f(journal: transaction_manager_postgres::PostgresJournal, key: transaction_manager::IdempotencyKey) {
+    /// // In a step: write the effect only while the transaction is ours.
+    /// let fence = (journal.owner(), journal.generation(key.transaction()));
+    /// # let _ = fence;
+    /// # }
+    /// ```
     pub fn generation(&self, id: TransactionId) -> Option<i64> {
         self.generations().get(&id.get()).copied()
     }
@@ -325,6 +387,14 @@ impl PostgresJournal {
     /// another instance took over while this one was paused or cut off
     /// (a lazy entry's refusal is only logged by the engine: this counts
     /// it too).
+    ///
+    /// ```no_run
+    /// # async fn f(journal: transaction_manager_postgres::PostgresJournal) {
+    /// if journal.fenced_appends() > 0 {
+    ///     eprintln!("this instance was paused past its lease at least once");
+    /// }
+    /// # }
+    /// ```
     pub fn fenced_appends(&self) -> u64 {
         self.inner.fenced.load(Ordering::Relaxed)
     }
@@ -341,6 +411,13 @@ impl PostgresJournal {
 
     /// The config the journal connects with (for tools that need their own
     /// connection to the same database).
+    ///
+    /// ```no_run
+    /// # async fn f(journal: transaction_manager_postgres::PostgresJournal) -> Result<(), tokio_postgres::Error> {
+    /// let (client, connection) = journal.config().connect(tokio_postgres::NoTls).await?;
+    /// # let _ = (client, connection);
+    /// # Ok(()) }
+    /// ```
     pub fn config(&self) -> &Config {
         &self.inner.config
     }

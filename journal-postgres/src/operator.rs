@@ -48,6 +48,17 @@ impl PostgresJournal {
     /// # Errors
     ///
     /// The database could not be read.
+    ///
+    /// ```no_run
+    /// # async fn f(journal: transaction_manager_postgres::PostgresJournal) -> Result<(), transaction_manager_postgres::PostgresJournalError> {
+    /// for stuck in journal.stuck().await? {
+    ///     println!("{} `{}` held by {}: {}", stuck.id, stuck.operation, stuck.owner, stuck.reason);
+    ///     for step in &stuck.steps {
+    ///         println!("  #{} {:?} {:?} undo {:?}", step.index, step.name, step.entries, step.undo);
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn stuck(&self) -> Result<Vec<StuckTransaction>, PostgresJournalError> {
         let rows = self
             .reader_client(async |client| {
@@ -114,6 +125,15 @@ impl PostgresJournal {
     ///
     /// [`NotFound`](PostgresJournalError::NotFound) if the journal does not
     /// hold `id`, or the database could not be written.
+    ///
+    /// ```no_run
+    /// # async fn f(journal: transaction_manager_postgres::PostgresJournal) -> Result<(), transaction_manager_postgres::PostgresJournalError> {
+    /// for stuck in journal.stuck().await? {
+    ///     // ... after dealing with what it owed by hand:
+    ///     journal.resolve(stuck.id).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn resolve(&self, id: TransactionId) -> Result<(), PostgresJournalError> {
         use transaction_manager_core::Journal;
         let entry = transaction_manager_core::Entry::new_raw(id, None, EntryKind::Resolved, &[]);
