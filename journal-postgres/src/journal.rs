@@ -276,6 +276,12 @@ impl PostgresJournal {
     /// starts this instance's lease and its heartbeat. No TLS: use a local
     /// socket or a trusted network.
     ///
+    /// Appends wait for the database as long as it takes. To bound that,
+    /// put a statement timeout in the connection string
+    /// (`options='-c statement_timeout=5s'`): an append that runs out is
+    /// cancelled by the server, not written, and returned as
+    /// [`Postgres`](PostgresJournalError::Postgres) with SQLSTATE `57014`.
+    ///
     /// # Errors
     ///
     /// [`Connect`](PostgresJournalError::Connect) if the database cannot be
@@ -464,7 +470,10 @@ async fn take_epoch(client: &Client) -> Result<u32, PostgresJournalError> {
 /// Renews the lease every `every` until the journal is dropped. A renewal
 /// that fails (the database is slow or away) is tried again at the next
 /// tick; if the lease expires meanwhile, other instances may claim this
-/// one's transactions, and its appends to them are fenced.
+/// one's transactions, and its appends to them are fenced. A renewal after
+/// the lease expired makes it live again: what was claimed meanwhile stays
+/// with its claimer (the claim bumped its generation), the rest stays this
+/// instance's.
 async fn heartbeat(config: Config, owner: String, lease: Duration, every: Duration) {
     let lease_secs = lease.as_secs_f64();
     let mut client: Option<Client> = None;
