@@ -164,3 +164,34 @@ fn a_stale_owner_is_fenced_after_a_slow_database_let_its_lease_expire() {
         assert_eq!(app_b.effects("create").await.len(), 1);
     });
 }
+
+#[test]
+fn a_statement_timeout_bounds_an_append_on_a_slow_database() {
+    use transaction_manager::{Entry, EntryKind, Journal};
+    use transaction_manager_postgres::PostgresJournalError;
+    let Some(cluster) = Cluster::start("timeout") else { return };
+    runtime().block_on(async {
+        let url = format!("{} options='-c statement_timeout=300'", cluster.url());
+        let journal = PostgresJournal::connect(&url, PostgresOptions::new()).await.unwrap();
+        let id = journal.next_id();
+        journal.append(&Entry::new_raw(id, None, EntryKind::Begin, b"op")).await.unwrap();
+        // The transaction's row is locked: the append's fencing check waits.
+        let mut slow = cluster.client().await;
+        let lock = slow.transaction().await.unwrap();
+        lock.execute("SELECT 1 FROM tm_transactions WHERE tx = $1 FOR UPDATE", &[&(id.get() as i64)]).await.unwrap();
+        let timed_out = journal.append(&Entry::new_raw(id, Some(0), EntryKind::Done, b"undo")).await;
+        match &timed_out {
+            Err(PostgresJournalError::Postgres(cause)) => assert_eq!(cause.sqlstate(), Some("57014"), "{cause}"),
+            other => panic!("{other:?}"),
+        }
+        lock.commit().await.unwrap();
+        // Not written; written when tried again.
+        let mut kinds = Vec::new();
+        journal.read(id, &mut |e| kinds.push(e.kind)).await.unwrap();
+        assert_eq!(kinds, [EntryKind::Begin.code()]);
+        journal.append(&Entry::new_raw(id, Some(0), EntryKind::Done, b"undo")).await.unwrap();
+        kinds.clear();
+        journal.read(id, &mut |e| kinds.push(e.kind)).await.unwrap();
+        assert_eq!(kinds, [EntryKind::Begin.code(), EntryKind::Done.code()]);
+    });
+}
