@@ -55,7 +55,7 @@ impl Cluster {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let root = unsafe_free_is_root();
+        let root = is_root();
         let run_as = root.then(|| "postgres".to_string());
         if let Some(user) = &run_as {
             run(Command::new("chown").arg(user).arg(&dir));
@@ -123,7 +123,7 @@ impl Drop for Cluster {
     }
 }
 
-fn unsafe_free_is_root() -> bool {
+fn is_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
