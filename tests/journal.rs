@@ -62,10 +62,31 @@ enum Scenario {
     FailingRollback,
     /// The second step times out after taking effect (uncertain rollback).
     Uncertain,
+    /// Two members in parallel, a step in a scope, then a failure.
+    Group,
 }
 
-const SCENARIOS: [Scenario; 5] =
-    [Scenario::Commit, Scenario::Fail, Scenario::Retry, Scenario::FailingRollback, Scenario::Uncertain];
+thread_local! {
+    /// What group members completed (members take no context).
+    static MEMBERS: std::cell::RefCell<BTreeSet<String>> = const { std::cell::RefCell::new(BTreeSet::new()) };
+}
+
+/// A group member's effect.
+fn member_creates(name: &'static str) -> impl FnMut() -> future::Ready<Result<String, String>> {
+    move || {
+        MEMBERS.with(|m| m.borrow_mut().insert(name.to_string()));
+        future::ready(Ok(name.to_string()))
+    }
+}
+
+const SCENARIOS: [Scenario; 6] = [
+    Scenario::Commit,
+    Scenario::Fail,
+    Scenario::Retry,
+    Scenario::FailingRollback,
+    Scenario::Uncertain,
+    Scenario::Group,
+];
 
 /// Creates resource `r<index>` (the step's index), failing the first
 /// `fail_first` attempts.
@@ -96,6 +117,25 @@ async fn run(manager: &Manager<'_>, world: &mut World, scenario: Scenario) -> Re
                 .undo(|name| Undo::Delete(name.clone()))
                 .await?;
             tx.context().returned.insert("r0".into());
+            if scenario == Scenario::Group {
+                tx.parallel((
+                    member("r1").execute(member_creates("r1")).undo(|n: &String| Undo::Delete(n.clone())),
+                    member("r2").execute(member_creates("r2")).undo(|n: &String| Undo::Delete(n.clone())),
+                ))
+                .await?;
+                tx.context().returned.extend(["r1".to_string(), "r2".to_string()]);
+                tx.scope("inner", async |tx| {
+                    tx.step("r3")
+                        .execute_with(async |w: &mut World| create(w, "r3".into(), 0).await)
+                        .undo(|name| Undo::Delete(name.clone()))
+                        .await?;
+                    Ok::<_, StepError<String>>(())
+                })
+                .await?;
+                tx.context().returned.insert("r3".into());
+                tx.step("r4").run(|| async { Err::<(), _>("r4: refused".to_string()) }).await?;
+                return Ok(());
+            }
             if scenario == Scenario::Uncertain {
                 tx.step("r1")
                     .timeout(Duration::from_secs(1))
@@ -149,6 +189,7 @@ fn crash_and_recover(scenario: Scenario, cut: Option<usize>) -> (usize, usize) {
         None
     }));
     let appends = journal.appends();
+    world.completed.extend(MEMBERS.with(|m| std::mem::take(&mut *m.borrow_mut())));
     let crashed = outcome.is_none();
     assert_eq!(crashed, journal.is_power_lost());
     if !crashed {
@@ -209,6 +250,17 @@ fn crash_and_recover(scenario: Scenario, cut: Option<usize>) -> (usize, usize) {
             continue;
         }
         assert!(done.contains(name), "{name} returned to the body before its Done was durable: {context}");
+    }
+    // A step that opted into uncertain rollback and whose attempt ran (and
+    // took effect) had its intent durable first: it is rolled back too.
+    for name in &world.uncertain {
+        if committed {
+            continue;
+        }
+        assert!(
+            world.rolled_back.contains(name),
+            "{name} took effect under an uncertain rollback and was not rolled back: {context}"
+        );
     }
     // Nothing else is rolled back, unless it opted into uncertain rollback.
     for name in &world.rolled_back {
@@ -492,4 +544,113 @@ fn idempotency_keys_name_the_step_across_restarts() {
         .unwrap()
         .into_value();
     assert_eq!((keys.0.to_string(), keys.1.to_string()), ("tx-1.0".into(), "tx-1.1".into()));
+}
+
+#[test]
+fn recover_dropped_rolls_back_dropped_transactions_while_others_run() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = TransactionManager::new(&clock).with_journal(journal.clone(), Postcard::<1>);
+    let mut world = World::default();
+    let mut other = World::default();
+    // Two transactions wait in their second step; the first is dropped
+    // (a `select!` that picked another branch), the second runs on.
+    clock.block_on(async {
+        let mut running = std::pin::pin!(waiting(&manager, &mut other));
+        // Both reach their second step.
+        let first = future::or(async { Some(waiting(&manager, &mut world).await) }, async {
+            clock.sleep(Duration::from_secs(1)).await;
+            None
+        });
+        let second = future::or(async { Some(running.as_mut().await) }, async {
+            clock.sleep(Duration::from_secs(1)).await;
+            None
+        });
+        let (first, second) = future::zip(first, second).await;
+        assert!(first.is_none() && second.is_none(), "both still waiting");
+        // The first was dropped: recover_dropped rolls back its step only.
+        let report = manager.recover_dropped::<Undo, Fixed<2>, _>(&mut world).await.unwrap();
+        assert_eq!((report.found(), report.rolled_back()), (1, 1), "{report}");
+        // The other one runs on and commits; nothing of it was rolled back.
+        assert!(running.await.is_ok());
+    });
+    assert_eq!(world.rolled_back, ["r0"]);
+    assert!(other.rolled_back.is_empty());
+    assert!(other.live.contains("r0"));
+    assert_eq!(clock.block_on(manager.recover_dropped::<Undo, Fixed<2>, _>(&mut world)).unwrap().found(), 0);
+}
+
+/// A transaction that creates `r0`, then waits 10 s in its second step.
+async fn waiting(manager: &Manager<'_>, world: &mut World) -> Result<(), String> {
+    let clock: &ManualClock = manager.clock();
+    manager
+        .transaction("waiting")
+        .fixed::<Undo, 2>()
+        .run_with(world, async |tx| {
+            tx.step("r0")
+                .execute_with(async |w: &mut World| create(w, "r0".into(), 0).await)
+                .undo(|n| Undo::Delete(n.clone()))
+                .await?;
+            tx.step("wait")
+                .run(|| async {
+                    clock.sleep(Duration::from_secs(10)).await;
+                    Ok::<_, String>(())
+                })
+                .await?;
+            Ok::<_, StepError<String>>(())
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn an_unknown_undo_variant_is_stuck_not_guessed() {
+    /// A newer program's undo type: one variant more, at the end.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    enum NewerUndo {
+        Delete(String),
+        Archive(String),
+    }
+    impl Rollback<World> for NewerUndo {
+        type Error = String;
+        async fn rollback(&mut self, _: &mut World) -> Result<(), String> {
+            Ok(())
+        }
+    }
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    // Written by the newer program with the same schema number (a mistake
+    // the codec cannot see): the variant it does not know is refused.
+    let newer = TransactionManager::new(&clock).with_journal(journal.clone(), Postcard::<1>);
+    let mut world = World::default();
+    journal.cut_power_after(3);
+    clock.block_on(future::or(
+        async {
+            let _ = newer
+                .transaction("t")
+                .fixed::<NewerUndo, 2>()
+                .run_with(&mut world, async |tx| {
+                    tx.step("r0")
+                        .execute_with(async |w: &mut World| create(w, "r0".into(), 0).await)
+                        .undo(|n| NewerUndo::Delete(n.clone()))
+                        .await?;
+                    tx.step("r1")
+                        .execute_with(async |w: &mut World| create(w, "r1".into(), 0).await)
+                        .undo(|n| NewerUndo::Archive(n.clone()))
+                        .await?;
+                    Ok::<_, StepError<String>>(())
+                })
+                .await;
+        },
+        journal.power_lost(),
+    ));
+    let manager = TransactionManager::new(&clock).with_journal(journal.restart(), Postcard::<1>);
+    let report = clock.block_on(manager.recover::<Undo, Fixed<4>, _>(&mut world)).unwrap();
+    assert_eq!((report.found(), report.stuck()), (1, 1), "{report}");
+    let mut reasons = Vec::new();
+    clock.block_on(manager.stuck(|_, reason| reasons.push(reason.to_string()))).unwrap();
+    assert_eq!(reasons, ["step #1: the undo record cannot be decoded (corrupt, or an unknown variant)"]);
+    // Nothing was rolled back on a guess, not even the step it could decode.
+    assert!(world.rolled_back.is_empty());
 }

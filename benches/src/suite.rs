@@ -999,7 +999,65 @@ fn main() {
     if only("scale") {
         figure_scale(mode, with_1m, &mut report);
     }
+    if only("group") {
+        figure_group_wall(mode, &mut report);
+    }
     report.finish();
+}
+
+/// A parallel group of N I/O-bound steps against the same N steps one after
+/// another, on tokio with real time: each step waits `io` on a tokio timer
+/// (a stand-in for a network call). The group should take about one wait,
+/// the sequence N. Wall time only: the waits are not CPU.
+fn figure_group_wall(mode: Mode, report: &mut Report) {
+    let (io, samples) = match mode {
+        Mode::Full => (Duration::from_millis(20), 5),
+        Mode::Smoke => (Duration::from_millis(1), 1),
+    };
+    report.section(&format!("parallel group vs sequential: N steps each waiting {io:?} on tokio (real time)"));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("tokio runtime");
+    let manager = TransactionManager::new(TokioClock::new());
+    let wait = move || async move {
+        tokio::time::sleep(io).await;
+        Ok::<_, Boom>(1u32)
+    };
+    let median = |mut xs: Vec<Duration>| {
+        xs.sort();
+        xs[xs.len() / 2]
+    };
+    for n in [2usize, 4, 8] {
+        let (mut grouped, mut sequential) = (Vec::new(), Vec::new());
+        for _ in 0..samples {
+            let start = Instant::now();
+            let done = runtime.block_on(manager.transaction("group").fixed::<NoRollback, 8>().run(async |tx| {
+                let members: Vec<_> = (0..n).map(|_| member("io").execute(wait)).collect();
+                let values = tx.parallel(members).await?;
+                Ok::<_, StepError<Boom>>(values.iter().sum::<u32>())
+            }));
+            grouped.push(start.elapsed());
+            report.check(done.is_ok_and(|d| *d.value() == n as u32), format!("group of {n}: every member's value"));
+            let start = Instant::now();
+            let done = runtime.block_on(manager.transaction("sequence").fixed::<NoRollback, 8>().run(async |tx| {
+                let mut sum = 0;
+                for _ in 0..n {
+                    sum += tx.step("io").run(wait).await?;
+                }
+                Ok::<_, StepError<Boom>>(sum)
+            }));
+            sequential.push(start.elapsed());
+            report.check(done.is_ok_and(|d| *d.value() == n as u32), format!("sequence of {n}: every step's value"));
+        }
+        let (g, q) = (median(grouped), median(sequential));
+        report.value_row(
+            &format!("N = {n}"),
+            &format!(
+                "group {:>7.2} ms | sequential {:>7.2} ms | {:.2}x faster",
+                g.as_secs_f64() * 1e3,
+                q.as_secs_f64() * 1e3,
+                q.as_secs_f64() / g.as_secs_f64()
+            ),
+        );
+    }
 }
 
 /// Runs one case 200,000 times on `ManualClock` with nothing else, for a

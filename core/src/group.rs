@@ -9,6 +9,8 @@
 //! complete, so rollback undoes them in reverse completion order.
 
 use core::fmt;
+
+use crate::journal::EntryKind;
 use core::future::{Future, poll_fn};
 use core::pin::{Pin, pin};
 use core::task::{Context, Poll};
@@ -405,12 +407,13 @@ impl<M, Ctx: ?Sized, U, S: Storage> Group<'_, '_, M, Ctx, U, S> {
     }
 }
 
-impl<C, H, A, Ctx: ?Sized, U, S: Storage> Group<'_, '_, TransactionManager<C, H, A>, Ctx, U, S>
+impl<C, H, A, J, Ctx: ?Sized, U, S: Storage> Group<'_, '_, TransactionManager<C, H, A, J>, Ctx, U, S>
 where
     C: Clock,
     H: Hooks,
     U: Rollback<Ctx>,
     A: AbandonPolicy<C, H, Ctx, U, S>,
+    J: crate::JournalFor<U>,
 {
     /// Runs the members at the same time and returns their values, as a
     /// tuple for a tuple of members, an array for an array, a `Vec` for a
@@ -424,6 +427,10 @@ where
     /// in the order given), retries, timeout and rollback. Members must all
     /// have one error type: convert with [`Member::map_err`] or
     /// [`Member::err_into`].
+    ///
+    /// Hooks are awaited in line, as for steps: while one runs, the
+    /// members' attempts are not polled (their timeouts keep counting).
+    /// The group's error lists the other failures in member order.
     pub fn run<Ms, E>(self, members: Ms) -> impl Future<Output = Result<Ms::Output, GroupError<E, S>>>
     where
         Ms: Members<U, E>,
@@ -434,16 +441,17 @@ where
     }
 }
 
-impl<'t, C, H, A, Ctx: ?Sized, U, S: Storage> Transaction<'t, TransactionManager<C, H, A>, Ctx, U, S>
+impl<'t, C, H, A, J, Ctx: ?Sized, U, S: Storage> Transaction<'t, TransactionManager<C, H, A, J>, Ctx, U, S>
 where
     C: Clock,
     H: Hooks,
     U: Rollback<Ctx>,
     A: AbandonPolicy<C, H, Ctx, U, S>,
+    J: crate::JournalFor<U>,
 {
     /// Starts configuring a parallel group; see [`Group`]. For the default
     /// options, [`parallel`](Transaction::parallel) is shorter.
-    pub fn group(&mut self) -> Group<'_, 't, TransactionManager<C, H, A>, Ctx, U, S> {
+    pub fn group(&mut self) -> Group<'_, 't, TransactionManager<C, H, A, J>, Ctx, U, S> {
         Group { tx: self, on_failure: OnMemberFailure::Finish }
     }
 
@@ -562,7 +570,27 @@ where
                 let failed = match hook {
                     // A broken hook fails the attempt before it starts.
                     Err(panic) => Some((StepErrorKind::Panicked(panic), false)),
-                    Ok(()) => self.start_attempt(Ms::slot(pinned.as_mut(), i)).map(|kind| (kind, true)),
+                    Ok(()) => match self.owe_uncertain(Ms::slot(pinned.as_mut(), i)) {
+                        Err(kind) => Some((kind, true)),
+                        Ok(owed) => {
+                            // The intent is durable before the first attempt;
+                            // if it cannot be written, the member does not run.
+                            let refused = if J::ENABLED && owed && attempt == 1 {
+                                let refused = self.journal_member(index, EntryKind::Intent).await;
+                                if refused.is_some() {
+                                    // Its record was taken back: nothing owed.
+                                    Ms::slot(pinned.as_mut(), i).run_mut().owed = false;
+                                }
+                                refused
+                            } else {
+                                None
+                            };
+                            match refused {
+                                Some(kind) => Some((kind, false)),
+                                None => self.start_attempt(Ms::slot(pinned.as_mut(), i)).map(|kind| (kind, true)),
+                            }
+                        }
+                    },
                 };
                 if let Some((kind, ran)) = failed {
                     self.member_failed::<Ms, E>(pinned.as_mut(), i, kind, ran, on_failure, &mut first).await;
@@ -583,7 +611,14 @@ where
                         run.phase = Phase::Done;
                         (run.index, run.attempt)
                     };
-                    let result = match broke {
+                    let owed = Ms::slot(pinned.as_mut(), i).run_mut().owed;
+                    let unrecorded = if J::ENABLED && broke.is_none() && owed {
+                        // Durable before the group's values reach the body.
+                        self.journal_member(index, EntryKind::Done).await
+                    } else {
+                        None
+                    };
+                    let result = match broke.or(unrecorded) {
                         Some(kind) => Err(kind),
                         None => self.success_hook(index, attempt).await,
                     };
@@ -685,22 +720,6 @@ where
     /// ledger while it is in flight. A panic in the execute closure fails
     /// the attempt.
     fn start_attempt<E>(&mut self, mut slot: Pin<&mut dyn driver::Slot<U, E>>) -> Option<StepErrorKind<E>> {
-        let (uncertain, owed) = {
-            let run = slot.as_mut().run_mut();
-            (run.uncertain, run.owed)
-        };
-        if !uncertain && !owed {
-            match caught(|| slot.as_mut().make_undo(false)) {
-                Ok(Some(undo)) => {
-                    let undo = self.member_undo_record(slot.as_mut().run_mut(), undo);
-                    // Cannot fail: room was reserved.
-                    let _ = self.ledger.undo.push(undo);
-                    slot.as_mut().run_mut().owed = true;
-                }
-                Ok(None) => {}
-                Err(panic) => return Some(StepErrorKind::Panicked(panic)),
-            }
-        }
         let now = crate::panic::now(&self.manager.clock);
         let timeout = slot.settings().timeout();
         let span = slot.as_mut().run_mut().span.take();
@@ -714,6 +733,50 @@ where
             }
             Err(panic) => Some(StepErrorKind::Panicked(panic)),
         }
+    }
+
+    /// Puts a member's uncertain undo record into the ledger before its
+    /// attempt starts (it stays there while the attempt is in flight).
+    /// Returns whether one was put there; a panic in the undo maker fails
+    /// the attempt.
+    fn owe_uncertain<E>(&mut self, mut slot: Pin<&mut dyn driver::Slot<U, E>>) -> Result<bool, StepErrorKind<E>> {
+        let (uncertain, owed) = {
+            let run = slot.as_mut().run_mut();
+            (run.uncertain, run.owed)
+        };
+        if uncertain || owed {
+            return Ok(false);
+        }
+        match caught(|| slot.as_mut().make_undo(false)) {
+            Ok(Some(undo)) => {
+                let undo = self.member_undo_record(slot.as_mut().run_mut(), undo);
+                // Cannot fail: room was reserved.
+                let _ = self.ledger.undo.push(undo);
+                slot.as_mut().run_mut().owed = true;
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(panic) => Err(StepErrorKind::Panicked(panic)),
+        }
+    }
+
+    /// With a journal: a member's intent (before its first attempt) or its
+    /// `Done` (before the group's values reach the body), from its undo
+    /// record. If the intent cannot be written the
+    /// record is taken back (the attempt does not start); a `Done` that
+    /// cannot be written leaves the record owed in memory.
+    ///
+    /// Takes the member's index, not its slot: a `dyn Slot` is not held
+    /// across an await (it would make the group `!Send`).
+    async fn journal_member<E>(&mut self, index: usize, kind: EntryKind) -> Option<StepErrorKind<E>> {
+        let failure = self.journal_undo(index, kind).await.err()?;
+        let info = &self.ledger.summary.info;
+        tm_error!("{} `{}`: step #{}: {}", info.id, info.operation, index, failure);
+        self.ledger.summary.steps[index].error = Some(ErrorText::capture(&failure));
+        if kind == EntryKind::Intent {
+            remove_undo::<U, S>(&mut self.ledger.undo, index);
+        }
+        Some(StepErrorKind::Journal(failure))
     }
 
     fn member_undo_record(&self, run: &Run, undo: U) -> UndoRecord<U> {
@@ -1450,6 +1513,12 @@ mod driver {
     /// The members of a parallel group: a tuple (up to 12), an array (up
     /// to 12) or, with `alloc`, a `Vec` of [`Member`]s with one error type
     /// `E`, in a transaction whose undo type is `U`. Sealed.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` is not a group of members with one error type",
+        label = "the members of this group",
+        note = "pass a tuple or an array of up to 12 `member(..)`s, or (with `alloc`) a `Vec`; \
+                give them one error type with `.map_err(..)` or `.err_into::<E>()`"
+    )]
     pub trait Members<U, E> {
         /// What the group returns: a tuple, an array or a `Vec` of the
         /// members' outputs.

@@ -766,6 +766,14 @@ pub trait JournalFor<U>: JournalIds {
 
     #[doc(hidden)]
     fn commit_failure(failure: JournalFailure) -> Self::CommitFailure;
+
+    /// A journaled transaction was dropped before it finished: it is
+    /// unfinished in the journal; remember it for
+    /// [`recover_dropped`](crate::TransactionManager::recover_dropped).
+    #[doc(hidden)]
+    fn dropped(&self, id: TransactionId) {
+        let _ = id;
+    }
 }
 
 /// Where a manager's transaction ids come from: its journal, if it has one
@@ -826,11 +834,12 @@ impl<U> JournalFor<U> for NoJournal {
 pub struct Journaled<J, Co> {
     journal: J,
     codec: Co,
+    pub(crate) dropped: DroppedIds,
 }
 
 impl<J, Co> Journaled<J, Co> {
     pub(crate) fn new(journal: J, codec: Co) -> Self {
-        Self { journal, codec }
+        Self { journal, codec, dropped: DroppedIds::new() }
     }
 
     /// The journal.
@@ -879,5 +888,72 @@ impl<U: Sync, J: Journal, Co: UndoCodec<U> + Sync> JournalFor<U> for Journaled<J
 
     fn commit_failure(failure: JournalFailure) -> JournalFailure {
         failure
+    }
+
+    fn dropped(&self, id: TransactionId) {
+        if !self.dropped.push(id) {
+            tm_error!(
+                "{}: dropped while {} other dropped transactions wait for `recover_dropped`: it is left to the next `recover`",
+                id,
+                DroppedIds::SLOTS
+            );
+        }
+    }
+}
+
+/// The ids of journaled transactions dropped in this process and not yet
+/// recovered: a fixed set of slots (no allocator, no lock), with 64-bit
+/// atomics. Without them (32-bit microcontrollers) nothing is kept: a
+/// firmware recovers at its next boot.
+pub(crate) struct DroppedIds {
+    #[cfg(target_has_atomic = "64")]
+    slots: [core::sync::atomic::AtomicU64; DroppedIds::SLOTS],
+}
+
+impl DroppedIds {
+    /// How many dropped transactions wait at most.
+    pub(crate) const SLOTS: usize = 16;
+
+    fn new() -> Self {
+        Self {
+            #[cfg(target_has_atomic = "64")]
+            slots: [const { core::sync::atomic::AtomicU64::new(0) }; DroppedIds::SLOTS],
+        }
+    }
+
+    /// Keeps `id`; `false` when every slot is taken (or ids cannot be kept).
+    fn push(&self, id: TransactionId) -> bool {
+        #[cfg(target_has_atomic = "64")]
+        {
+            use core::sync::atomic::Ordering;
+            self.slots
+                .iter()
+                .any(|slot| slot.compare_exchange(0, id.get(), Ordering::AcqRel, Ordering::Acquire).is_ok())
+        }
+        #[cfg(not(target_has_atomic = "64"))]
+        {
+            let _ = id;
+            false
+        }
+    }
+
+    /// Takes one kept id, if any.
+    pub(crate) fn take(&self) -> Option<TransactionId> {
+        #[cfg(target_has_atomic = "64")]
+        {
+            use core::sync::atomic::Ordering;
+            self.slots.iter().find_map(|slot| match slot.swap(0, Ordering::AcqRel) {
+                0 => None,
+                id => Some(TransactionId::new(id)),
+            })
+        }
+        #[cfg(not(target_has_atomic = "64"))]
+        None
+    }
+}
+
+impl fmt::Debug for DroppedIds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DroppedIds")
     }
 }

@@ -97,6 +97,18 @@ impl MemoryJournal {
         state.cut_after = Some(state.appends + appends);
     }
 
+    /// Cuts the power now, as if the machine died at this instant (for
+    /// example in the middle of a step's attempt): buffered lazy entries
+    /// are lost and no later append returns.
+    pub fn cut_power_now(&self) {
+        let mut state = self.state();
+        state.power_lost = true;
+        state.buffered.clear();
+        for waker in state.wakers.drain(..) {
+            waker.wake();
+        }
+    }
+
     /// Whether the power was cut.
     pub fn is_power_lost(&self) -> bool {
         self.state().power_lost

@@ -132,60 +132,106 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
         let journal = self.journal.journal();
         while let Some(id) = journal.next_unfinished(after).await.map_err(|e| JournalFailure::reading(&e))? {
             after = Some(id);
-            let read = self.read_transaction::<U, S>(id).await?;
-            if read.finished {
-                continue;
-            }
-            report.found += 1;
-            let Read { mut ledger, problem, .. } = read;
-            let info = ledger.summary.info.clone();
-            if let Some(problem) = problem {
-                report.stuck += 1;
-                let mut reason = Truncating::<120>::new();
-                let _ = write!(reason, "{problem}");
-                let reason = reason.finish();
-                tm_error!("{} `{}`: STUCK, cannot be rolled back: {}", info.id, info.operation, reason.as_str());
-                let entry = Entry::new(id, None, EntryKind::Stuck).with_text(reason.as_str());
-                self.journal.journal().append(&entry).await.map_err(|e| JournalFailure::new(EntryKind::Stuck, &e))?;
-                if H::ENABLED {
-                    let hooks = &self.hooks;
-                    if let Err(panic) = guarded_call(|| hooks.on_transaction_stuck(&info, reason.as_str())).await {
-                        tm_error!("on_transaction_stuck hook panicked: {}", panic);
-                    }
-                }
-                continue;
-            }
-            let owed = ledger.undo.len();
-            tm_warn!("{} `{}`: recovered unfinished, {} rollback(s) owed", info.id, info.operation, owed);
-            if H::ENABLED {
-                let hooks = &self.hooks;
-                if let Err(panic) = guarded_call(|| hooks.on_transaction_recovered(&info, owed)).await {
-                    tm_error!("on_transaction_recovered hook panicked: {}", panic);
-                }
-            }
-            let failures =
-                ledger.roll_back::<ViaRollback, _, _, _, _>(&mut *ctx, &self.clock, &self.hooks, &self.journal).await;
-            ledger.summary.completed_at = crate::panic::now(&self.clock);
-            let clean = RollbackState::of(failures.len(), &ledger.summary).is_clean();
-            drop(failures);
-            if clean {
-                report.rolled_back += 1;
-                tm_info!("{} `{}`: recovered and rolled back", info.id, info.operation);
-            } else {
-                report.partially_rolled_back += 1;
-                tm_error!("{} `{}`: recovered, PARTIALLY rolled back", info.id, info.operation);
-            }
-            let entry = Entry::new(id, None, EntryKind::RolledBack).with_byte(u8::from(clean));
-            if let Err(error) = journal.append(&entry).await {
-                // Lazy: the next recovery repeats the idempotent rollbacks.
-                tm_error!("{}: {}", id, JournalFailure::new(EntryKind::RolledBack, &error));
-            }
-            crate::transaction::complete(&self.hooks, &ledger.summary, false).await;
+            self.recover_one::<U, S, Ctx>(id, ctx, &mut report).await?;
         }
         if report.found > 0 {
             tm_info!("recovery: {} unfinished, {} stuck", report.found, report.stuck);
         }
         Ok(report)
+    }
+
+    /// Rolls back the journaled transactions of this manager that were
+    /// dropped before they finished (a `select!` that picked another
+    /// branch, an aborted task), from their journal records — while other
+    /// transactions run, unlike [`recover`](TransactionManager::recover).
+    /// Call it now and then (after a request was cancelled, or on a timer).
+    ///
+    /// The manager keeps the ids of up to 16 dropped transactions between
+    /// calls; one dropped when all 16 wait is logged and left to the next
+    /// `recover` at start-up. Needs 64-bit atomics (every server target;
+    /// on a 32-bit microcontroller nothing is kept and the next boot's
+    /// `recover` rolls them back). A transaction whose rollbacks the
+    /// abandon policy already ran in memory (a spawner) is rolled back
+    /// again from the journal: rollbacks must be idempotent.
+    pub async fn recover_dropped<U, S, Ctx>(&self, ctx: &mut Ctx) -> Result<Recovery, JournalFailure>
+    where
+        Ctx: ?Sized,
+        U: crate::Rollback<Ctx> + Sync,
+        Co: UndoCodec<U> + Sync,
+        S: Storage,
+    {
+        let mut report = Recovery::default();
+        while let Some(id) = self.journal.dropped.take() {
+            self.recover_one::<U, S, Ctx>(id, ctx, &mut report).await?;
+        }
+        Ok(report)
+    }
+
+    /// Rolls back one unfinished transaction from its journal records, or
+    /// marks it stuck.
+    async fn recover_one<U, S, Ctx>(
+        &self,
+        id: TransactionId,
+        ctx: &mut Ctx,
+        report: &mut Recovery,
+    ) -> Result<(), JournalFailure>
+    where
+        Ctx: ?Sized,
+        U: crate::Rollback<Ctx> + Sync,
+        Co: UndoCodec<U> + Sync,
+        S: Storage,
+    {
+        let journal = self.journal.journal();
+        let read = self.read_transaction::<U, S>(id).await?;
+        if read.finished {
+            return Ok(());
+        }
+        report.found += 1;
+        let Read { mut ledger, problem, .. } = read;
+        let info = ledger.summary.info.clone();
+        if let Some(problem) = problem {
+            report.stuck += 1;
+            let mut reason = Truncating::<120>::new();
+            let _ = write!(reason, "{problem}");
+            let reason = reason.finish();
+            tm_error!("{} `{}`: STUCK, cannot be rolled back: {}", info.id, info.operation, reason.as_str());
+            let entry = Entry::new(id, None, EntryKind::Stuck).with_text(reason.as_str());
+            journal.append(&entry).await.map_err(|e| JournalFailure::new(EntryKind::Stuck, &e))?;
+            if H::ENABLED {
+                let hooks = &self.hooks;
+                if let Err(panic) = guarded_call(|| hooks.on_transaction_stuck(&info, reason.as_str())).await {
+                    tm_error!("on_transaction_stuck hook panicked: {}", panic);
+                }
+            }
+            return Ok(());
+        }
+        let owed = ledger.undo.len();
+        tm_warn!("{} `{}`: recovered unfinished, {} rollback(s) owed", info.id, info.operation, owed);
+        if H::ENABLED {
+            let hooks = &self.hooks;
+            if let Err(panic) = guarded_call(|| hooks.on_transaction_recovered(&info, owed)).await {
+                tm_error!("on_transaction_recovered hook panicked: {}", panic);
+            }
+        }
+        let failures =
+            ledger.roll_back::<ViaRollback, _, _, _, _>(&mut *ctx, &self.clock, &self.hooks, &self.journal).await;
+        ledger.summary.completed_at = crate::panic::now(&self.clock);
+        let clean = RollbackState::of(failures.len(), &ledger.summary).is_clean();
+        drop(failures);
+        if clean {
+            report.rolled_back += 1;
+            tm_info!("{} `{}`: recovered and rolled back", info.id, info.operation);
+        } else {
+            report.partially_rolled_back += 1;
+            tm_error!("{} `{}`: recovered, PARTIALLY rolled back", info.id, info.operation);
+        }
+        let entry = Entry::new(id, None, EntryKind::RolledBack).with_byte(u8::from(clean));
+        if let Err(error) = journal.append(&entry).await {
+            // Lazy: the next recovery repeats the idempotent rollbacks.
+            tm_error!("{}: {}", id, JournalFailure::new(EntryKind::RolledBack, &error));
+        }
+        crate::transaction::complete(&self.hooks, &ledger.summary, false).await;
+        Ok(())
     }
 
     /// Calls `visit` with the id and reason of each *stuck* transaction

@@ -11,12 +11,13 @@ use crate::{
     TransactionManager,
 };
 
-impl<C, H, A, Ctx: ?Sized, U, S: Storage> Transaction<'_, TransactionManager<C, H, A>, Ctx, U, S>
+impl<C, H, A, J, Ctx: ?Sized, U, S: Storage> Transaction<'_, TransactionManager<C, H, A, J>, Ctx, U, S>
 where
     C: Clock,
     H: Hooks,
     U: Rollback<Ctx>,
     A: AbandonPolicy<C, H, Ctx, U, S>,
+    J: crate::JournalFor<U>,
 {
     /// Runs `body` as a nested transaction named `name`, on this
     /// transaction's records.
@@ -69,7 +70,7 @@ where
     #[allow(clippy::type_complexity)]
     pub async fn scope<T, B, F>(&mut self, name: &'static str, body: F) -> Result<T, ScopeError<B, U::Error, S>>
     where
-        F: AsyncFnOnce(&mut Transaction<'_, TransactionManager<C, H, A>, Ctx, U, S>) -> Result<T, B>,
+        F: AsyncFnOnce(&mut Transaction<'_, TransactionManager<C, H, A, J>, Ctx, U, S>) -> Result<T, B>,
     {
         self.settle_dropped_step();
         let floor = self.ledger.undo.len();

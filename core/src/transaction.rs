@@ -217,6 +217,10 @@ where
         let now = self.stamp();
         let ledger = &mut *self.ledger;
         ledger.abandon_in_progress(&"interrupted: the transaction was dropped", now);
+        if J::ENABLED {
+            // Unfinished in the journal: `recover_dropped` rolls it back.
+            manager.journal.dropped(ledger.summary.info.id);
+        }
         tm_error!(
             "{} `{}`: dropped before it finished, owing {} rollback(s)",
             ledger.summary.info.id,
@@ -472,13 +476,25 @@ where
     /// Not `async fn`: the future is the journal's own, so without a
     /// journal it holds nothing (no `&U` across an await, which would make a
     /// transaction of `!Sync` undo records `!Send`).
-    fn journal_undo(&self, index: usize, kind: EntryKind) -> impl Future<Output = Result<(), JournalFailure>> + '_ {
+    pub(crate) fn journal_undo(
+        &self,
+        index: usize,
+        kind: EntryKind,
+    ) -> impl Future<Output = Result<(), JournalFailure>> + '_ {
         let ledger = &*self.ledger;
-        // Called right after the record was pushed: it is there.
-        let undo = ledger.undo.last().filter(|u| u.step == index).expect("the step's undo record was just pushed");
+        let undo = ledger.undo.iter().rev().find(|u| u.step == index);
         let record = &ledger.summary.steps[index];
         let entry = Entry::new(ledger.summary.info.id, Some(step_index(index)), kind);
-        self.manager.journal.write_undo(entry, record.name.as_str(), undo.retry, undo.timeout, &undo.undo)
+        let journal = &self.manager.journal;
+        // Called right after the step's record was pushed: it is there.
+        let written =
+            undo.map(|undo| journal.write_undo(entry, record.name.as_str(), undo.retry, undo.timeout, &undo.undo));
+        async move {
+            match written {
+                Some(written) => written.await,
+                None => Ok(()),
+            }
+        }
     }
 
     /// Ends a step for good because the journal could not record it.

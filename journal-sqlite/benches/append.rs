@@ -18,7 +18,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use transaction_manager::{Entry, EntryKind, Journal};
+use std::cell::Cell;
+use std::convert::Infallible;
+
+use transaction_manager::{
+    Entry, EntryKind, Fixed, Journal, ManualClock, Postcard, Rollback, StepError, TransactionManager,
+};
 use transaction_manager_sqlite::SqliteJournal;
 
 const PAYLOAD: [u8; 64] = [0x5a; 64];
@@ -98,6 +103,111 @@ fn concurrent(journal: &SqliteJournal, tasks: u32, n: u32) -> Took {
             }
         }))
     })
+}
+
+/// The undo record of the transaction figures: plain data.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Undo(u32);
+
+impl Rollback<()> for Undo {
+    type Error = Infallible;
+
+    async fn rollback(&mut self, _: &mut ()) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+/// A 3-step transaction, each step with an undo record, committed.
+macro_rules! three_steps {
+    ($manager:expr) => {
+        $manager
+            .transaction("t")
+            .fixed::<Undo, 3>()
+            .run(async |tx| {
+                for i in 0..3u32 {
+                    tx.step("s").execute(|| async move { Ok::<_, Infallible>(i) }).undo(|n| Undo(*n)).await?;
+                }
+                Ok::<_, StepError<Infallible>>(())
+            })
+            .await
+            .unwrap()
+    };
+}
+
+/// `tasks` tasks on one executor thread, `n` 3-step transactions each,
+/// with the journal or without (`journal: None`).
+fn transactions(journal: Option<&SqliteJournal>, tasks: u32, n: u32) -> Took {
+    let clock = ManualClock::new();
+    let plain = TransactionManager::new(&clock);
+    let journaled = journal.map(|journal| TransactionManager::new(&clock).with_journal(journal, Postcard::<1>));
+    let executor = async_executor::LocalExecutor::new();
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let (plain, journaled) = (&plain, journaled.as_ref());
+            executor.spawn(async move {
+                for _ in 0..n {
+                    match journaled {
+                        Some(manager) => drop(three_steps!(manager)),
+                        None => drop(three_steps!(plain)),
+                    }
+                }
+            })
+        })
+        .collect();
+    timed(|| {
+        futures_lite::future::block_on(executor.run(async {
+            for handle in handles {
+                handle.await;
+            }
+        }))
+    })
+}
+
+/// Leaves `n` journaled transactions unfinished (one durable `Done` each,
+/// then dropped, as a crash would leave them), then times `recover`.
+fn recovery(path: &Path, n: u32) -> (Took, usize) {
+    let journal = SqliteJournal::open(path).unwrap();
+    let clock = ManualClock::new();
+    let manager = TransactionManager::new(&clock).with_journal(&journal, Postcard::<1>);
+    let started = Cell::new(0u32);
+    {
+        let executor = async_executor::LocalExecutor::new();
+        for _ in 0..n {
+            let (manager, started) = (&manager, &started);
+            executor
+                .spawn(async move {
+                    let _ = manager
+                        .transaction("left")
+                        .fixed::<Undo, 2>()
+                        .run(async |tx| {
+                            tx.step("a").execute(|| async { Ok::<_, Infallible>(1) }).undo(|n| Undo(*n)).await?;
+                            started.set(started.get() + 1);
+                            std::future::pending::<()>().await;
+                            Ok::<_, StepError<Infallible>>(())
+                        })
+                        .await;
+                })
+                .detach();
+        }
+        futures_lite::future::block_on(executor.run(async {
+            while started.get() < n {
+                futures_lite::future::yield_now().await;
+            }
+        }));
+        // Dropping the executor drops the transactions mid-way.
+    }
+    futures_lite::future::block_on(journal.flush()).unwrap();
+    let _ = manager;
+    drop(journal);
+    // A restart: a new journal on the file, recovering.
+    let journal = SqliteJournal::open(path).unwrap();
+    let manager = TransactionManager::new(&clock).with_journal(&journal, Postcard::<1>);
+    let mut found = 0;
+    let took = timed(|| {
+        let report = futures_lite::future::block_on(manager.recover::<Undo, Fixed<2>, _>(&mut ())).unwrap();
+        found = report.rolled_back();
+    });
+    (took, found)
 }
 
 /// The hand-written write: one transaction (one fsync) per entry.
@@ -211,6 +321,53 @@ fn main() {
         one.wall_us / many.wall_us,
         one.cpu_us / many.cpu_us
     );
+
+    // Whole transactions through the engine: the same 3-step transaction
+    // with the journal and without, one at a time and 64 at once.
+    let (n_tx, n_tx_each) = if smoke { (4, 1) } else { (50, 5) };
+    let tx_journal = SqliteJournal::open(dir.0.join("transactions.db")).unwrap();
+    transactions(Some(&tx_journal), 1, n_tx.min(5));
+    let (mut bare1, mut jr1, mut bare64, mut jr64) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..samples {
+        bare1.push(per(transactions(None, 1, n_tx), n_tx));
+        jr1.push(per(transactions(Some(&tx_journal), 1, n_tx), n_tx));
+        bare64.push(per(transactions(None, tasks, n_tx_each), tasks * n_tx_each));
+        jr64.push(per(transactions(Some(&tx_journal), tasks, n_tx_each), tasks * n_tx_each));
+    }
+    let (bare1, jr1, bare64, jr64) = (summarize(&bare1), summarize(&jr1), summarize(&bare64), summarize(&jr64));
+    println!();
+    println!("# 3-step committed transaction (3 durable Done + 1 Committed), ManualClock, one executor thread");
+    println!();
+    let tx_row = |figure: &str, p: PerEntry| {
+        println!("{figure:<48} {:>8.1} µs/tx    (cpu {:>6.1} µs) {:>9.0} tx/s", p.wall_us, p.cpu_us, p.per_second());
+    };
+    tx_row("no journal, 1 at a time", bare1);
+    tx_row("journal, 1 at a time", jr1);
+    tx_row(&format!("no journal, {tasks} concurrent"), bare64);
+    tx_row(&format!("journal, {tasks} concurrent"), jr64);
+    println!();
+    println!(
+        "journal overhead per step, 1 at a time: {:+.1} µs (cpu {:+.1} µs); {tasks} concurrent: {:+.1} µs (cpu {:+.1} µs)",
+        (jr1.wall_us - bare1.wall_us) / 3.0,
+        (jr1.cpu_us - bare1.cpu_us) / 3.0,
+        (jr64.wall_us - bare64.wall_us) / 3.0,
+        (jr64.cpu_us - bare64.cpu_us) / 3.0,
+    );
+    drop(tx_journal);
+
+    let unfinished = if smoke { 100 } else { 10_000 };
+    let (took, rolled_back) = recovery(&dir.0.join("recovery.db"), unfinished);
+    println!();
+    println!(
+        "recovery of {unfinished} unfinished transactions (1 owed rollback each): {:.2} s (cpu {:.2} s), {:.0} tx/s",
+        took.wall.as_secs_f64(),
+        took.cpu.as_secs_f64(),
+        f64::from(unfinished) / took.wall.as_secs_f64()
+    );
+    if rolled_back != unfinished as usize {
+        println!("CHECK FAILED: recovery rolled back {rolled_back} of {unfinished}");
+        std::process::exit(1);
+    }
 
     // Checks: every entry is there, nothing else is asserted.
     drop(journal);

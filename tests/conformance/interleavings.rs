@@ -90,11 +90,13 @@ pub async fn deadline_in_backoff_does_not_roll_back_a_clean_failure<C: Clock + C
     let manager = scripted(&clock, log, &[], &[]);
     let err = manager
         .transaction("backoff")
-        .with_deadline(t.ms(300))
+        // Wide on a real clock (30 ms, then 50 ms): step `a` must run before
+        // the deadline even on a loaded machine (3 ms was not always enough).
+        .with_deadline(t.ms(3000))
         .run(async |tx| {
             tx.step("a").execute(|| async { Ok(1u8) }).rollback_uncertain(undo_logged(log, "a")).await?;
             tx.step("b")
-                .retry(RetryPolicy::new().with_max_retries(3).with_initial_interval(t.ms(500)))
+                .retry(RetryPolicy::new().with_max_retries(3).with_initial_interval(t.ms(5000)))
                 .execute(|| async { Err::<u8, _>("refused") })
                 .rollback_uncertain(undo_logged(log, "b"))
                 .await?;
@@ -147,7 +149,9 @@ pub async fn interrupt_inside_a_hook_does_not_roll_back_a_step_that_did_not_run<
         let manager = scripted(&clock, log, &[], waits);
         let err = manager
             .transaction("hooked")
-            .with_deadline(t.ms(100))
+            // Wide on a real clock: step `a` must run before the deadline
+            // even on a loaded machine.
+            .with_deadline(t.ms(3000))
             .run(async |tx| {
                 tx.step("a").execute(|| async { Ok(1u8) }).rollback_uncertain(undo_logged(log, "a")).await?;
                 tx.step("b")
@@ -269,10 +273,12 @@ pub async fn no_retry_starts_after_the_deadline<C: Clock + Clone>(clock: C, t: T
     let manager = scripted(&clock, log, &[], &[]);
     let err = manager
         .transaction("retry tie")
-        .with_deadline(t.ms(500))
+        // Wide on a real clock: the first attempt must start before the
+        // deadline even on a loaded machine.
+        .with_deadline(t.ms(5000))
         .run(async |tx| {
             tx.step("a")
-                .retry(RetryPolicy::new().with_max_retries(3).with_initial_interval(t.ms(500)))
+                .retry(RetryPolicy::new().with_max_retries(3).with_initial_interval(t.ms(5000)))
                 .run(|| async {
                     log.push("exec a");
                     Err::<u8, _>("refused")

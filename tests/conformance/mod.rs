@@ -192,6 +192,7 @@ macro_rules! conformance_suite {
             deadline_in_the_middle_of_a_group_rolls_back,
             group_capacity_is_reserved_before_any_member_starts,
             group_member_panics_are_failures_of_their_attempt,
+            group_hook_panics_and_cancel_signal,
         );
     };
     (@tests $run:ident: $($name:ident),* $(,)?) => {
