@@ -117,6 +117,9 @@ pub use transaction_manager_core::*;
 #[cfg(feature = "embassy")]
 #[doc(inline)]
 pub use transaction_manager_embassy::EmbassyClock;
+#[cfg(feature = "postgres")]
+#[doc(inline)]
+pub use transaction_manager_postgres::{PostgresJournal, PostgresJournalError, PostgresOptions};
 #[cfg(feature = "smol")]
 #[doc(inline)]
 pub use transaction_manager_smol::{SmolClock, SmolSleep, SmolSpawner};

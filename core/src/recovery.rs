@@ -94,7 +94,11 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
     /// Call it at start-up, **before** this process runs transactions on
     /// the journal (it cannot tell an unfinished transaction from one still
     /// running), and in every process sharing the journal only when none
-    /// of them is running transactions.
+    /// of them is running transactions — unless the journal's
+    /// [`next_unfinished`](Journal::next_unfinished) hands out only
+    /// transactions nobody is running: the Postgres journal claims only
+    /// those whose owner's lease expired, so there `recover` may run
+    /// continuously in every process beside their transactions.
     ///
     /// Recovery rolls back; it never replays a body. Each owed undo record
     /// (a durable `Done`, or an uncertain step's intent) is decoded with the

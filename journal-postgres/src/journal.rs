@@ -1,0 +1,747 @@
+//! `PostgresJournal`: the `Journal` on a Postgres database shared by many
+//! instances.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio_postgres::{Client, Config, NoTls};
+use transaction_manager_core::{CodecError, Entry, EntryKind, Journal, StoredEntry, TransactionId};
+
+use crate::statements::Statements;
+use crate::{PostgresJournalError, schema};
+
+/// The largest payload (encoded undo record and its header) an entry may
+/// have: 16 MiB, as for the SQLite journal.
+pub const MAX_PAYLOAD: usize = 16 << 20;
+
+/// How a [`PostgresJournal`] connects and leases.
+///
+/// ```
+/// use std::time::Duration;
+/// use transaction_manager_postgres::PostgresOptions;
+/// let options = PostgresOptions::new().owner("billing-7").lease(Duration::from_secs(10));
+/// assert_eq!(options.lease_duration(), Duration::from_secs(10));
+/// ```
+#[derive(Clone, Debug)]
+pub struct PostgresOptions {
+    owner: Option<String>,
+    lease: Duration,
+    renew_every: Option<Duration>,
+    durable_connections: usize,
+    lazy_connections: usize,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PostgresOptions {
+    /// A 30-second lease renewed every 10 seconds, 4 connections for
+    /// durable entries and 2 for lazy ones, an owner id made up at connect.
+    ///
+    /// ```
+    /// # use transaction_manager_postgres::PostgresOptions;
+    /// assert_eq!(PostgresOptions::new().lease_duration(), std::time::Duration::from_secs(30));
+    /// ```
+    pub fn new() -> Self {
+        PostgresOptions {
+            owner: None,
+            lease: Duration::from_secs(30),
+            renew_every: None,
+            durable_connections: 4,
+            lazy_connections: 2,
+        }
+    }
+
+    /// This instance's owner id (default: `<HOSTNAME>-<pid>-e<epoch>`,
+    /// unique per connect). A stable id (`worker-3`) lets a restarted
+    /// instance take its own unfinished transactions back at once, without
+    /// waiting for their lease to expire.
+    ///
+    /// ```
+    /// # use transaction_manager_postgres::PostgresOptions;
+    /// let options = PostgresOptions::new().owner(format!("billing-{}", 3));
+    /// # let _ = options;
+    /// ```
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
+        self
+    }
+
+    /// How long this instance's lease lasts after each renewal: another
+    /// instance's recovery claims its unfinished transactions once it has
+    /// not renewed for this long.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use transaction_manager_postgres::PostgresOptions;
+    /// let options = PostgresOptions::new().lease(Duration::from_secs(5));
+    /// assert_eq!(options.lease_duration(), Duration::from_secs(5));
+    /// ```
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How often the lease is renewed (default: a third of the lease).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use transaction_manager_postgres::PostgresOptions;
+    /// let options = PostgresOptions::new().lease(Duration::from_secs(3)).renew_every(Duration::from_millis(500));
+    /// # let _ = options;
+    /// ```
+    pub fn renew_every(mut self, every: Duration) -> Self {
+        self.renew_every = Some(every);
+        self
+    }
+
+    /// Connections for durable entries (at least 1): Postgres commits
+    /// concurrent transactions of different connections with one WAL flush
+    /// (group commit), so more connections let more appends share one.
+    ///
+    /// ```
+    /// # use transaction_manager_postgres::PostgresOptions;
+    /// let options = PostgresOptions::new().durable_connections(8).lazy_connections(2);
+    /// # let _ = options;
+    /// ```
+    pub fn durable_connections(mut self, n: usize) -> Self {
+        self.durable_connections = n.max(1);
+        self
+    }
+
+    /// Connections for lazy entries (at least 1), which commit with
+    /// `synchronous_commit = off`.
+    ///
+    /// ```
+    /// # use transaction_manager_postgres::PostgresOptions;
+    /// let options = PostgresOptions::new().lazy_connections(1);
+    /// # let _ = options;
+    /// ```
+    pub fn lazy_connections(mut self, n: usize) -> Self {
+        self.lazy_connections = n.max(1);
+        self
+    }
+
+    /// The lease duration.
+    ///
+    /// ```
+    /// # use transaction_manager_postgres::PostgresOptions;
+    /// assert!(PostgresOptions::new().lease_duration().as_secs() > 0);
+    /// ```
+    pub fn lease_duration(&self) -> Duration {
+        self.lease
+    }
+}
+
+/// A [`Journal`] in a Postgres database, shared by any number of
+/// processes on any number of machines. Needs a tokio runtime (the
+/// client's connections and the lease's heartbeat run as tasks on it).
+/// Cloning is cheap: clones share the connections, the lease and the ids.
+///
+/// - **Records**: the same as the SQLite journal. One row per entry in
+///   `tm_entries`, idempotent on (transaction, step, kind) (the first
+///   write is kept), read back in first-append order; the raw payload as
+///   `bytea`, and the undo record also as `JSONB` when its codec wrote JSON
+///   (the `Json` codec), for operators to read.
+/// - **Durability**: a durable entry is committed with
+///   `synchronous_commit = on` before `append` returns; lazy ones on
+///   connections with `synchronous_commit = off` (visible at once, flushed
+///   within the server's `wal_writer_delay`). Postgres flushes concurrent
+///   commits together (group commit).
+/// - **Ids**: each connect takes an *epoch* from a sequence; ids are
+///   `epoch << 32 | counter`, from an atomic counter, with no I/O.
+/// - **Ownership**: each instance has an owner id and a lease in
+///   `tm_owners`, renewed by a heartbeat task. Every transaction row holds
+///   its owner and a *generation*. [`next_unfinished`](Journal::next_unfinished)
+///   claims — `FOR UPDATE SKIP LOCKED`, bumping the generation — only
+///   transactions of an owner whose lease expired, or of this owner id
+///   but an earlier connect; never one this journal is running. So
+///   [`TransactionManager::recover`](transaction_manager_core::TransactionManager::recover)
+///   may run continuously, in every instance, while they all run
+///   transactions.
+/// - **Fencing**: every append checks owner and generation in the same
+///   statement that writes. An instance that was paused past its lease and
+///   wakes up gets [`PostgresJournalError::Fenced`] at its next append; its
+///   step fails and the transaction rolls back in memory, while the
+///   instance that claimed it rolls it back for real. Give steps the fence
+///   ([`generation`](Self::generation)) when they write to a store that
+///   can check it, so that the stale instance's in-memory rollbacks are
+///   refused there too.
+pub struct PostgresJournal {
+    inner: Arc<Inner>,
+}
+
+impl Clone for PostgresJournal {
+    fn clone(&self) -> Self {
+        PostgresJournal { inner: self.inner.clone() }
+    }
+}
+
+struct Inner {
+    config: Config,
+    owner: String,
+    lease: Duration,
+    durable: Vec<Slot>,
+    lazy: Vec<Slot>,
+    reader: Slot,
+    next_slot: AtomicUsize,
+    ids: Arc<Ids>,
+    /// The generation this journal holds of each transaction it runs or
+    /// has claimed and not ended.
+    generations: Mutex<HashMap<u64, i64>>,
+    fenced: AtomicU64,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+    }
+}
+
+/// One connection, opened again when it was lost.
+struct Slot {
+    lazy: bool,
+    conn: Mutex<Option<Arc<Conn>>>,
+}
+
+struct Conn {
+    client: Client,
+    statements: Statements,
+}
+
+impl Slot {
+    fn new(lazy: bool, conn: Conn) -> Self {
+        Slot { lazy, conn: Mutex::new(Some(Arc::new(conn))) }
+    }
+
+    async fn get(&self, config: &Config) -> Result<Arc<Conn>, PostgresJournalError> {
+        if let Some(conn) = &*self.conn.lock().unwrap_or_else(PoisonError::into_inner) {
+            if !conn.client.is_closed() {
+                return Ok(conn.clone());
+            }
+        }
+        let conn = Arc::new(open(config, self.lazy).await.map_err(|error| match error {
+            PostgresJournalError::Connect(cause) => PostgresJournalError::ConnectionLost(cause),
+            other => other,
+        })?);
+        *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Forgets a connection that failed, so the next call opens a new one.
+    fn forget_if_lost(&self, error: &PostgresJournalError) {
+        if error.is_connection_lost() {
+            *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+    }
+}
+
+async fn connect(config: &Config) -> Result<Client, PostgresJournalError> {
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| match PostgresJournalError::from_pg(e) {
+        PostgresJournalError::ConnectionLost(cause) | PostgresJournalError::Postgres(cause) => {
+            PostgresJournalError::Connect(cause)
+        }
+        other => other,
+    })?;
+    // The connection's I/O; it ends when the client is dropped or the
+    // server goes away (the client then reports itself closed).
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+async fn open(config: &Config, lazy: bool) -> Result<Conn, PostgresJournalError> {
+    let client = connect(config).await?;
+    if lazy {
+        // Lazy entries may be lost with the server's last few hundred
+        // milliseconds of commits (not with the client): the core only
+        // ever repeats an idempotent rollback for one.
+        client.batch_execute("SET synchronous_commit = off").await.map_err(PostgresJournalError::from_pg)?;
+    }
+    let statements = Statements::prepare(&client).await.map_err(PostgresJournalError::from_pg)?;
+    Ok(Conn { client, statements })
+}
+
+impl PostgresJournal {
+    /// Connects to the database at `url` (a libpq-style connection string:
+    /// `host=/tmp port=5432 user=app dbname=app`, or a `postgresql://` URL),
+    /// creates or upgrades the journal's tables, takes an id epoch, and
+    /// starts this instance's lease and its heartbeat. No TLS: use a local
+    /// socket or a trusted network.
+    ///
+    /// Appends wait for the database as long as it takes. To bound that,
+    /// put a statement timeout in the connection string
+    /// (`options='-c statement_timeout=5s'`): an append that runs out is
+    /// cancelled by the server, not written, and returned as
+    /// [`Postgres`](PostgresJournalError::Postgres) with SQLSTATE `57014`.
+    ///
+    /// # Errors
+    ///
+    /// [`Connect`](PostgresJournalError::Connect) if the database cannot be
+    /// reached, [`NewerSchema`](PostgresJournalError::NewerSchema) if a
+    /// newer version of this crate set it up.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), transaction_manager_postgres::PostgresJournalError> {
+    /// use transaction_manager_postgres::{PostgresJournal, PostgresOptions};
+    /// let journal = PostgresJournal::connect("host=/run/postgresql dbname=app", PostgresOptions::new()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self, PostgresJournalError> {
+        let config: Config = url.parse().map_err(|e| match PostgresJournalError::from_pg(e) {
+            PostgresJournalError::ConnectionLost(cause) | PostgresJournalError::Postgres(cause) => {
+                PostgresJournalError::Connect(cause)
+            }
+            other => other,
+        })?;
+        let pg = PostgresJournalError::from_pg;
+        let mut first = connect(&config).await?;
+        schema::migrate(&mut first).await?;
+        let epoch = take_epoch(&first).await?;
+        let spare = take_epoch(&first).await?;
+        let owner = options.owner.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+            format!("{host}-{}-e{epoch}", std::process::id())
+        });
+        let lease_secs = options.lease.as_secs_f64();
+        first
+            .execute(
+                "INSERT INTO tm_owners (owner, lease_until) VALUES ($1, clock_timestamp() + make_interval(secs => $2))
+                 ON CONFLICT (owner) DO UPDATE SET lease_until = EXCLUDED.lease_until, renewed_at = clock_timestamp()",
+                &[&owner, &lease_secs],
+            )
+            .await
+            .map_err(pg)?;
+        let statements = Statements::prepare(&first).await.map_err(pg)?;
+        let reader = Slot::new(false, Conn { client: first, statements });
+        let mut durable = Vec::new();
+        for _ in 0..options.durable_connections.max(1) {
+            durable.push(Slot::new(false, open(&config, false).await?));
+        }
+        let mut lazy = Vec::new();
+        for _ in 0..options.lazy_connections.max(1) {
+            lazy.push(Slot::new(true, open(&config, true).await?));
+        }
+        let renew_every = options.renew_every.unwrap_or(options.lease / 3);
+        let heartbeat = tokio::spawn(heartbeat(config.clone(), owner.clone(), options.lease, renew_every));
+        let ids = Arc::new(Ids::new(epoch, spare));
+        Ok(PostgresJournal {
+            inner: Arc::new(Inner {
+                config,
+                owner,
+                lease: options.lease,
+                durable,
+                lazy,
+                reader,
+                next_slot: AtomicUsize::new(0),
+                ids,
+                generations: Mutex::new(HashMap::new()),
+                fenced: AtomicU64::new(0),
+                heartbeat,
+            }),
+        })
+    }
+
+    /// This instance's owner id.
+    ///
+    /// ```no_run
+    /// # async fn f(journal: transaction_manager_postgres::PostgresJournal) {
+    /// println!("this instance is {}", journal.owner());
+    /// # }
+    /// ```
+    pub fn owner(&self) -> &str {
+        &self.inner.owner
+    }
+
+    /// This instance's lease duration.
+    ///
+    /// ```no_run
+    /// # async fn f(journal: transaction_manager_postgres::PostgresJournal) {
+    /// assert!(journal.lease().as_millis() > 0);
+    /// # }
+    /// ```
+    pub fn lease(&self) -> Duration {
+        self.inner.lease
+    }
+
+    /// The generation at which this instance holds transaction `id` (it
+    /// runs it, or its recovery claimed it), or `None`. With the
+    /// [`owner`](Self::owner) it is the *fence* of the transaction: a store
+    /// that keeps the effects of steps can refuse a write whose (owner,
+    /// generation) is no longer the transaction's row in `tm_transactions`.
+    ///
+    /// ```no_run
+    /// # async fn f(journal: transaction_manager_postgres::PostgresJournal, key: transaction_manager::IdempotencyKey) {
+    /// // In a step: write the effect only while the transaction is ours.
+    /// let fence = (journal.owner(), journal.generation(key.transaction()));
+    /// # let _ = fence;
+    /// # }
+    /// ```
+    pub fn generation(&self, id: TransactionId) -> Option<i64> {
+        self.generations().get(&id.get()).copied()
+    }
+
+    /// How many appends of this instance were refused with
+    /// [`Fenced`](PostgresJournalError::Fenced) so far: transactions
+    /// another instance took over while this one was paused or cut off
+    /// (a lazy entry's refusal is only logged by the engine: this counts
+    /// it too).
+    ///
+    /// ```no_run
+    /// # async fn f(journal: transaction_manager_postgres::PostgresJournal) {
+    /// if journal.fenced_appends() > 0 {
+    ///     eprintln!("this instance was paused past its lease at least once");
+    /// }
+    /// # }
+    /// ```
+    pub fn fenced_appends(&self) -> u64 {
+        self.inner.fenced.load(Ordering::Relaxed)
+    }
+
+    fn fenced(&self, transaction: TransactionId) -> PostgresJournalError {
+        self.inner.fenced.fetch_add(1, Ordering::Relaxed);
+        self.generations().remove(&transaction.get());
+        PostgresJournalError::Fenced { transaction }
+    }
+
+    fn generations(&self) -> std::sync::MutexGuard<'_, HashMap<u64, i64>> {
+        self.inner.generations.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The config the journal connects with (for tools that need their own
+    /// connection to the same database).
+    ///
+    /// ```no_run
+    /// # async fn f(journal: transaction_manager_postgres::PostgresJournal) -> Result<(), tokio_postgres::Error> {
+    /// let (client, connection) = journal.config().connect(tokio_postgres::NoTls).await?;
+    /// # let _ = (client, connection);
+    /// # Ok(()) }
+    /// ```
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    fn slot(&self, durable: bool) -> &Slot {
+        let n = self.inner.next_slot.fetch_add(1, Ordering::Relaxed);
+        let pool = if durable { &self.inner.durable } else { &self.inner.lazy };
+        &pool[n % pool.len()]
+    }
+
+    async fn with_conn<T, F>(&self, slot: &Slot, run: F) -> Result<T, PostgresJournalError>
+    where
+        F: AsyncFnOnce(&Conn) -> Result<T, tokio_postgres::Error>,
+    {
+        let conn = slot.get(&self.inner.config).await?;
+        let result = run(&conn).await.map_err(PostgresJournalError::from_pg);
+        if let Err(error) = &result {
+            slot.forget_if_lost(error);
+        }
+        result
+    }
+
+    /// A connection for the operator view.
+    pub(crate) async fn reader_client<T, F>(&self, run: F) -> Result<T, PostgresJournalError>
+    where
+        F: AsyncFnOnce(&Client) -> Result<T, tokio_postgres::Error>,
+    {
+        self.with_conn(&self.inner.reader, async |conn: &Conn| run(&conn.client).await).await
+    }
+}
+
+async fn take_epoch(client: &Client) -> Result<u32, PostgresJournalError> {
+    let row = client.query_one("SELECT nextval('tm_epochs')", &[]).await.map_err(|error| {
+        // The sequence's MAXVALUE reached: 55000 (object_not_in_prerequisite_state)? No: 2200H.
+        match error.code().map(|c| c.code()) {
+            Some("2200H") => PostgresJournalError::IdsExhausted,
+            _ => PostgresJournalError::from_pg(error),
+        }
+    })?;
+    let epoch: i64 = row.get(0);
+    u32::try_from(epoch).ok().filter(|&e| e > 0).ok_or(PostgresJournalError::IdsExhausted)
+}
+
+/// Renews the lease every `every` until the journal is dropped. A renewal
+/// that fails (the database is slow or away) is tried again at the next
+/// tick; if the lease expires meanwhile, other instances may claim this
+/// one's transactions, and its appends to them are fenced. A renewal after
+/// the lease expired makes it live again: what was claimed meanwhile stays
+/// with its claimer (the claim bumped its generation), the rest stays this
+/// instance's.
+async fn heartbeat(config: Config, owner: String, lease: Duration, every: Duration) {
+    let lease_secs = lease.as_secs_f64();
+    let mut client: Option<Client> = None;
+    loop {
+        tokio::time::sleep(every).await;
+        if client.as_ref().is_none_or(Client::is_closed) {
+            client = connect(&config).await.ok();
+        }
+        let Some(c) = &client else { continue };
+        let renewed = c
+            .execute(
+                "UPDATE tm_owners SET lease_until = clock_timestamp() + make_interval(secs => $2), \
+                 renewed_at = clock_timestamp() WHERE owner = $1",
+                &[&owner, &lease_secs],
+            )
+            .await;
+        if renewed.is_err() {
+            client = None;
+        }
+    }
+}
+
+/// Encodes an entry's payload into a buffer that grows as needed.
+fn encode(entry: &Entry<'_>) -> Result<Vec<u8>, PostgresJournalError> {
+    let mut len = entry.payload_len_hint().min(MAX_PAYLOAD);
+    loop {
+        let mut buf = vec![0; len];
+        match entry.write_payload(&mut buf) {
+            Ok(written) => {
+                buf.truncate(written);
+                return Ok(buf);
+            }
+            Err(CodecError::BufferTooSmall) if len >= MAX_PAYLOAD => {
+                return Err(PostgresJournalError::PayloadTooLarge { limit: MAX_PAYLOAD });
+            }
+            Err(CodecError::BufferTooSmall) => len = len.saturating_mul(2).clamp(64, MAX_PAYLOAD),
+            Err(error) => return Err(PostgresJournalError::Encode(error)),
+        }
+    }
+}
+
+/// The step name and the codec's bytes of an undo payload (format 1:
+/// format, schema, name length, name, retry policy, timeout, record).
+fn undo_parts(payload: &[u8]) -> Option<(&str, &[u8])> {
+    if payload.first() != Some(&1) {
+        return None;
+    }
+    let name_len = usize::from(u16::from_le_bytes(payload.get(5..7)?.try_into().ok()?));
+    let name = std::str::from_utf8(payload.get(7..7 + name_len)?).ok()?;
+    let record = payload.get(7 + name_len + 4 + 4 + 8 + 8 + 1 + 8..)?;
+    Some((name, record))
+}
+
+/// The record as JSON text, if the codec wrote JSON (an object, an array
+/// or a string: what serde gives for the enums undo records are). Text
+/// Postgres would refuse in `jsonb` (a NUL character) is left out.
+fn undo_json(record: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(record).ok()?;
+    if !(value.is_object() || value.is_array() || value.is_string()) {
+        return None;
+    }
+    let text = String::from_utf8(record.to_vec()).ok()?;
+    (!text.contains("\\u0000")).then_some(text)
+}
+
+/// Ids as stored: every id this crate hands out is below 2^63 (epochs stop
+/// at 2^31 - 1).
+fn to_sql(id: TransactionId) -> i64 {
+    id.get() as i64
+}
+
+impl Journal for PostgresJournal {
+    type Error = PostgresJournalError;
+
+    fn next_id(&self) -> TransactionId {
+        TransactionId::new(self.inner.ids.next(&self.inner.config))
+    }
+
+    async fn append(&self, entry: &Entry<'_>) -> Result<(), PostgresJournalError> {
+        let payload = encode(entry)?;
+        let kind = entry.kind();
+        let (step_name, json) = match kind {
+            EntryKind::Intent | EntryKind::Done => match undo_parts(&payload) {
+                Some((name, record)) => (Some(name.to_owned()), undo_json(record)),
+                None => (None, None),
+            },
+            _ => (None, None),
+        };
+        let tx = to_sql(entry.transaction());
+        let step = entry.step().map_or(-1, |s| i32::try_from(s).unwrap_or(i32::MAX));
+        let code = i16::from(kind.code());
+        let owner = self.inner.owner.as_str();
+        let slot = self.slot(entry.is_durable());
+        match kind {
+            EntryKind::Begin => {
+                let operation = String::from_utf8_lossy(&payload).into_owned();
+                let inserted: i64 = self
+                    .with_conn(slot, async |c: &Conn| {
+                        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
+                            [&tx, &owner, &step, &code, &payload, &json, &step_name, &operation];
+                        Ok(c.client.query_one(&c.statements.begin, &params).await?.get(0))
+                    })
+                    .await?;
+                let mut generations = self.generations();
+                if inserted == 1 {
+                    generations.insert(entry.transaction().get(), 1);
+                } else if !generations.contains_key(&entry.transaction().get()) {
+                    // The id exists and is not ours.
+                    drop(generations);
+                    return Err(self.fenced(entry.transaction()));
+                }
+                Ok(())
+            }
+            EntryKind::Resolved => {
+                let resolved: i64 = self
+                    .with_conn(slot, async |c: &Conn| {
+                        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
+                            [&tx, &owner, &step, &code, &payload, &json, &step_name];
+                        Ok(c.client.query_one(&c.statements.resolve, &params).await?.get(0))
+                    })
+                    .await?;
+                self.generations().remove(&entry.transaction().get());
+                if resolved == 0 {
+                    return Err(PostgresJournalError::NotFound { transaction: entry.transaction() });
+                }
+                Ok(())
+            }
+            _ => {
+                let Some(generation) = self.generation(entry.transaction()) else {
+                    return Err(self.fenced(entry.transaction()));
+                };
+                let reason = String::from_utf8_lossy(&payload).into_owned();
+                let (ours, exists): (i64, bool) = self
+                    .with_conn(slot, async |c: &Conn| {
+                        let row = if kind == EntryKind::Stuck {
+                            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] =
+                                [&tx, &owner, &step, &code, &payload, &json, &step_name, &generation, &reason];
+                            c.client.query_one(&c.statements.append_stuck, &params).await?
+                        } else {
+                            let statement =
+                                if kind.ends_transaction() { &c.statements.append_end } else { &c.statements.append };
+                            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
+                                [&tx, &owner, &step, &code, &payload, &json, &step_name, &generation];
+                            c.client.query_one(statement, &params).await?
+                        };
+                        Ok((row.get(0), row.get(1)))
+                    })
+                    .await?;
+                if ours == 0 {
+                    self.generations().remove(&entry.transaction().get());
+                    return Err(if exists {
+                        self.fenced(entry.transaction())
+                    } else {
+                        PostgresJournalError::NotFound { transaction: entry.transaction() }
+                    });
+                }
+                // A stuck transaction is let go too: the next recovery
+                // pass claims it again (it is still this owner's).
+                if kind.ends_transaction() || kind == EntryKind::Stuck {
+                    self.generations().remove(&entry.transaction().get());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn next_unfinished(
+        &self,
+        after: Option<TransactionId>,
+    ) -> Result<Option<TransactionId>, PostgresJournalError> {
+        let after = after.map_or(-1, to_sql);
+        let owner = self.inner.owner.as_str();
+        let epochs = self.inner.ids.epochs();
+        let held: Vec<i64> = self.generations().keys().map(|&tx| tx as i64).collect();
+        let claimed = self
+            .with_conn(self.slot(true), async |c: &Conn| {
+                let row = c.client.query_opt(&c.statements.claim, &[&owner, &after, &epochs, &held]).await?;
+                Ok(row.map(|row| (row.get::<_, i64>(0), row.get::<_, i64>(1))))
+            })
+            .await?;
+        Ok(claimed.map(|(tx, generation)| {
+            let id = TransactionId::new(tx as u64);
+            self.generations().insert(id.get(), generation);
+            id
+        }))
+    }
+
+    async fn read(
+        &self,
+        id: TransactionId,
+        visit: &mut dyn FnMut(StoredEntry<'_>),
+    ) -> Result<(), PostgresJournalError> {
+        let tx = to_sql(id);
+        let rows = self
+            .with_conn(&self.inner.reader, async |c: &Conn| c.client.query(&c.statements.read, &[&tx]).await)
+            .await?;
+        for row in &rows {
+            let step: i32 = row.get(0);
+            let step = match step {
+                -1 => None,
+                step => {
+                    Some(u32::try_from(step).map_err(|_| PostgresJournalError::Corrupt { what: "a negative step" })?)
+                }
+            };
+            let kind: i16 = row.get(1);
+            let kind = u8::try_from(kind).map_err(|_| PostgresJournalError::Corrupt { what: "a kind out of range" })?;
+            let payload: &[u8] = row.get(2);
+            visit(StoredEntry { step, kind, payload });
+        }
+        Ok(())
+    }
+}
+
+/// Transaction ids `epoch << 32 | counter`. When the counter runs out the
+/// spare epoch (taken at connect) takes over and a new spare is fetched in
+/// the background: `next_id` never waits for the database.
+struct Ids {
+    last: AtomicU64,
+    spare: Mutex<Option<u32>>,
+    epochs: Mutex<Vec<i64>>,
+}
+
+impl Ids {
+    fn new(epoch: u32, spare: u32) -> Self {
+        Ids {
+            last: AtomicU64::new(u64::from(epoch) << 32),
+            spare: Mutex::new(Some(spare)),
+            epochs: Mutex::new(vec![i64::from(epoch)]),
+        }
+    }
+
+    fn epochs(&self) -> Vec<i64> {
+        self.epochs.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn next(self: &Arc<Self>, config: &Config) -> u64 {
+        let mut last = self.last.load(Ordering::Relaxed);
+        loop {
+            if last & u64::from(u32::MAX) == u64::from(u32::MAX) {
+                let mut spare = self.spare.lock().unwrap_or_else(PoisonError::into_inner);
+                if self.last.load(Ordering::Relaxed) == last {
+                    // 2^32 ids before one round trip to the database
+                    // fetched a new spare: not a program that exists.
+                    let epoch = spare.take().expect("a new id epoch is fetched long before 2^32 more ids are used");
+                    self.epochs.lock().unwrap_or_else(PoisonError::into_inner).push(i64::from(epoch));
+                    self.last.store(u64::from(epoch) << 32, Ordering::Relaxed);
+                    let ids = self.clone();
+                    let config = config.clone();
+                    tokio::spawn(async move {
+                        loop {
+                            if let Ok(client) = connect(&config).await {
+                                if let Ok(epoch) = take_epoch(&client).await {
+                                    *ids.spare.lock().unwrap_or_else(PoisonError::into_inner) = Some(epoch);
+                                    return;
+                                }
+                            }
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    });
+                }
+                drop(spare);
+                last = self.last.load(Ordering::Relaxed);
+                continue;
+            }
+            match self.last.compare_exchange_weak(last, last + 1, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return last + 1,
+                Err(now) => last = now,
+            }
+        }
+    }
+}

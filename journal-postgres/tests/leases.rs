@@ -1,0 +1,197 @@
+//! Leases and fencing between instances in one process (the multi-process
+//! test is `workers.rs`): a live lease is renewed, even while the database
+//! holds each renewal up for a while, and never claimed; an
+//! owner whose heartbeat is held up by a slow database loses its lease,
+//! another instance claims and rolls back its transaction, and the stale
+//! owner's next append is fenced, its in-memory rollbacks refused by the
+//! store that checks the fence.
+//!
+//! Lease durations are real time by nature; the tests wait on what the
+//! database and the instances report, with generous upper bounds.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Cluster;
+use common::app::{App, Refused, Undo, manager};
+use transaction_manager::{StepError, Unbounded};
+use transaction_manager_postgres::{PostgresJournal, PostgresOptions};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// Runs a transaction on `app`: step 0 creates, step 1 reports that it runs
+/// and waits for `go` before it creates too.
+async fn two_steps(
+    app: &mut App,
+    running: tokio::sync::oneshot::Sender<()>,
+    go: tokio::sync::oneshot::Receiver<()>,
+) -> Result<(), String> {
+    let manager = manager(app.journal.clone());
+    let mut running = Some(running);
+    let mut go = Some(go);
+    manager
+        .transaction("provision")
+        .unbounded::<Undo>()
+        .run_with(app, async |tx| {
+            let key = tx.next_step_key();
+            tx.step("create")
+                .execute_with(async move |app: &mut App| app.effect("create", key).await.map(|()| key))
+                .undo(|key| Undo::Delete(*key))
+                .await?;
+            let key = tx.next_step_key();
+            let (running, go) = (running.take().unwrap(), go.take().unwrap());
+            let mut waiting = Some((running, go));
+            tx.step("create")
+                .execute_with(async move |app: &mut App| {
+                    if let Some((running, go)) = waiting.take() {
+                        running.send(()).unwrap();
+                        go.await.unwrap();
+                    }
+                    app.effect("create", key).await.map(|()| key)
+                })
+                .undo(|key| Undo::Delete(*key))
+                .await?;
+            Ok::<_, StepError<Refused>>(())
+        })
+        .await
+        .map(|_| ())
+        .map_err(|error| error.to_string())
+}
+
+#[test]
+fn a_live_lease_is_renewed_under_a_slow_database_and_never_claimed() {
+    let Some(cluster) = Cluster::start("renewed") else { return };
+    runtime().block_on(async {
+        let lease = Duration::from_millis(900);
+        let options = PostgresOptions::new().owner("a").lease(lease).renew_every(Duration::from_millis(150));
+        let a = PostgresJournal::connect(&cluster.url(), options).await.unwrap();
+        let mut slow = cluster.client().await;
+        let (stop_slowing, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        // The database is slow for A's heartbeat: each renewal waits up to
+        // 300 ms for a lock, well within the lease.
+        let slowing = async {
+            let mut rounds = 0;
+            loop {
+                let lock = slow.transaction().await.unwrap();
+                lock.execute("SELECT 1 FROM tm_owners WHERE owner = 'a' FOR UPDATE", &[]).await.unwrap();
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+                    _ = &mut stopped => break,
+                }
+                lock.commit().await.unwrap();
+                rounds += 1;
+                // A gap, so the held-up renewal gets the row (row locks are
+                // not granted in queue order: without it, this loop could
+                // starve the heartbeat, as the next test does on purpose).
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            rounds
+        };
+        let b = PostgresJournal::connect(&cluster.url(), PostgresOptions::new().owner("b")).await.unwrap();
+        let mut app_a = App::connect(a.clone()).await;
+        let mut app_b = App::connect(b.clone()).await;
+        let (running, is_running) = tokio::sync::oneshot::channel();
+        let (go, wait) = tokio::sync::oneshot::channel();
+        let watcher = async {
+            is_running.await.unwrap();
+            // Five leases long, B's recovery runs and finds nothing to claim.
+            let start = Instant::now();
+            let mut passes = 0;
+            while start.elapsed() < lease * 5 {
+                let report = manager(b.clone()).recover::<Undo, Unbounded, _>(&mut app_b).await.unwrap();
+                assert_eq!(report.found(), 0, "a live lease was claimed after {:?}", start.elapsed());
+                passes += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            stop_slowing.send(()).unwrap();
+            go.send(()).unwrap();
+            passes
+        };
+        let (outcome, passes, slowed) = tokio::join!(two_steps(&mut app_a, running, wait), watcher, slowing);
+        assert!(passes > 10, "{passes}");
+        assert!(slowed > 3, "{slowed}");
+        outcome.unwrap();
+        assert_eq!(app_a.effects("create").await.len(), 2);
+        assert!(app_a.effects("delete").await.is_empty());
+    });
+}
+
+#[test]
+fn a_stale_owner_is_fenced_after_a_slow_database_let_its_lease_expire() {
+    let Some(cluster) = Cluster::start("fenced") else { return };
+    runtime().block_on(async {
+        let lease = Duration::from_millis(800);
+        let options = PostgresOptions::new().owner("a").lease(lease).renew_every(Duration::from_millis(200));
+        let a = PostgresJournal::connect(&cluster.url(), options).await.unwrap();
+        let b = PostgresJournal::connect(&cluster.url(), PostgresOptions::new().owner("b")).await.unwrap();
+        let mut app_a = App::connect(a.clone()).await;
+        let mut app_b = App::connect(b.clone()).await;
+        let mut slow = cluster.client().await;
+        let (running, is_running) = tokio::sync::oneshot::channel();
+        let (go, wait) = tokio::sync::oneshot::channel();
+        let driver = async {
+            is_running.await.unwrap();
+            // The database is slow for A's heartbeat: its renewal waits for
+            // this lock, and its lease runs out.
+            let lock = slow.transaction().await.unwrap();
+            lock.execute("SELECT 1 FROM tm_owners WHERE owner = 'a' FOR UPDATE", &[]).await.unwrap();
+            let start = Instant::now();
+            let report = loop {
+                let report = manager(b.clone()).recover::<Undo, Unbounded, _>(&mut app_b).await.unwrap();
+                if report.found() > 0 {
+                    break report;
+                }
+                assert!(start.elapsed() < Duration::from_secs(30), "B never claimed A's transaction");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            assert!(start.elapsed() >= lease / 2, "claimed after {:?}, before the lease ran out", start.elapsed());
+            assert_eq!(report.rolled_back(), 1, "{report}");
+            lock.commit().await.unwrap();
+            // A wakes up: its step finishes, its `Done` is fenced.
+            go.send(()).unwrap();
+        };
+        let (outcome, ()) = tokio::join!(two_steps(&mut app_a, running, wait), driver);
+        let error = outcome.unwrap_err();
+        assert!(error.contains("fenced"), "{error}");
+        // Only B's rollback reached the store; A's in-memory one was refused.
+        let deleted = app_b.effects("delete").await;
+        assert_eq!(deleted.len(), 1, "{deleted:?}");
+        assert_eq!((deleted[0].1.as_str(), deleted[0].2), ("b", 2));
+        // A's step 1 ran after the claim: its own effect was refused too.
+        assert_eq!(app_b.effects("create").await.len(), 1);
+    });
+}
+
+#[test]
+fn a_statement_timeout_bounds_an_append_on_a_slow_database() {
+    use transaction_manager::{Entry, EntryKind, Journal};
+    use transaction_manager_postgres::PostgresJournalError;
+    let Some(cluster) = Cluster::start("timeout") else { return };
+    runtime().block_on(async {
+        let url = format!("{} options='-c statement_timeout=300'", cluster.url());
+        let journal = PostgresJournal::connect(&url, PostgresOptions::new()).await.unwrap();
+        let id = journal.next_id();
+        journal.append(&Entry::new_raw(id, None, EntryKind::Begin, b"op")).await.unwrap();
+        // The transaction's row is locked: the append's fencing check waits.
+        let mut slow = cluster.client().await;
+        let lock = slow.transaction().await.unwrap();
+        lock.execute("SELECT 1 FROM tm_transactions WHERE tx = $1 FOR UPDATE", &[&(id.get() as i64)]).await.unwrap();
+        let timed_out = journal.append(&Entry::new_raw(id, Some(0), EntryKind::Done, b"undo")).await;
+        match &timed_out {
+            Err(PostgresJournalError::Postgres(cause)) => assert_eq!(cause.sqlstate(), Some("57014"), "{cause}"),
+            other => panic!("{other:?}"),
+        }
+        lock.commit().await.unwrap();
+        // Not written; written when tried again.
+        let mut kinds = Vec::new();
+        journal.read(id, &mut |e| kinds.push(e.kind)).await.unwrap();
+        assert_eq!(kinds, [EntryKind::Begin.code()]);
+        journal.append(&Entry::new_raw(id, Some(0), EntryKind::Done, b"undo")).await.unwrap();
+        kinds.clear();
+        journal.read(id, &mut |e| kinds.push(e.kind)).await.unwrap();
+        assert_eq!(kinds, [EntryKind::Begin.code(), EntryKind::Done.code()]);
+    });
+}
