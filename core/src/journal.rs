@@ -604,7 +604,7 @@ impl<'a> Reader<'a> {
 ///   first appended (a journal that overwrites a step's record as the step
 ///   moves on, as on flash, may hand back each step's latest entry only,
 ///   in the order the steps were first written: recovery reaches the same
-///   decisions, but rolls a parallel group back in member order rather
+///   decisions, but rolls a parallel group back in reverse member order rather
 ///   than in reverse completion order);
 /// - give out ids with [`next_id`](Journal::next_id) that no transaction of
 ///   this journal had before, in this process or an earlier one, or in
