@@ -1,9 +1,9 @@
 //! `SqliteJournal`: the `Journal` on a SQLite file.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 
 use rusqlite::types::ValueRef;
@@ -139,7 +139,7 @@ impl SqliteJournal {
             other => other?,
         };
         let reader = open_reader(path)?;
-        let pending_lazy: PendingLazy = Arc::new(AtomicUsize::new(0));
+        let pending_lazy: PendingLazy = PendingLazy::default();
         let (requests, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("tm-sqlite-writer".into())
@@ -242,11 +242,12 @@ impl SqliteJournal {
         answer.await
     }
 
-    /// Waits for this journal's lazy entries before a read, so that a read
-    /// sees every entry appended before it.
-    async fn settle(&self) -> Result<(), SqliteJournalError> {
+    /// Waits for this journal's lazy entries of the transactions in `range`
+    /// before a read of them, so that a read sees every entry appended
+    /// before it.
+    async fn settle(&self, range: impl core::ops::RangeBounds<u64>) -> Result<(), SqliteJournalError> {
         match &self.writer {
-            Some(writer) if writer.pending_lazy.load(Ordering::Acquire) > 0 => self.flush().await,
+            Some(writer) if writer.pending_lazy.any_in(range) => self.flush().await,
             _ => Ok(()),
         }
     }
@@ -396,15 +397,13 @@ impl Journal for SqliteJournal {
             answer.await
         } else {
             // Counted before it is sent, so a read never misses it.
-            writer.pending_lazy.fetch_add(1, Ordering::AcqRel);
-            writer.send(Request::Append(row, None)).inspect_err(|_| {
-                writer.pending_lazy.fetch_sub(1, Ordering::AcqRel);
-            })
+            let tx = entry.transaction().get();
+            writer.pending_lazy.add(tx);
+            writer.send(Request::Append(row, None)).inspect_err(|_| writer.pending_lazy.remove(tx))
         }
     }
 
     async fn next_unfinished(&self, after: Option<TransactionId>) -> Result<Option<TransactionId>, SqliteJournalError> {
-        self.settle().await?;
         let start = match after {
             None => 0,
             Some(after) => match after.get().checked_add(1) {
@@ -412,6 +411,7 @@ impl Journal for SqliteJournal {
                 None => return Ok(None),
             },
         };
+        self.settle(start..).await?;
         let conn = self.reader();
         let mut query = conn
             .prepare("SELECT tx FROM tm_transactions WHERE finished = 0 AND tx BETWEEN ?1 AND ?2 ORDER BY tx LIMIT 1")
@@ -427,7 +427,7 @@ impl Journal for SqliteJournal {
     }
 
     async fn read(&self, id: TransactionId, visit: &mut dyn FnMut(StoredEntry<'_>)) -> Result<(), SqliteJournalError> {
-        self.settle().await?;
+        self.settle(id.get()..=id.get()).await?;
         // Collected first, so that `visit` runs without the lock (it may
         // use the journal itself).
         let entries = {

@@ -2,9 +2,10 @@
 //! every request waiting in its channel in one SQLite transaction (group
 //! commit: one fsync for the whole batch), then answers them all.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rusqlite::{Connection, Statement, params};
 
@@ -37,9 +38,43 @@ pub(crate) enum Request {
     NewEpoch(SyncSender<Result<u32, SqliteJournalError>>),
 }
 
-/// Lazy rows sent but not committed yet: reads wait for them (a flush)
-/// while it is above zero, so a journal reads its own writes.
-pub(crate) type PendingLazy = Arc<AtomicUsize>;
+/// Lazy rows sent but not committed yet, counted per transaction: a read
+/// that could see one of them waits for it (a flush), so a journal reads its
+/// own writes, and a read that cannot (recovery reading the next
+/// transaction while the last one's `Undone` rows are on their way) does
+/// not wait for an fsync.
+pub(crate) type PendingLazy = Arc<Pending>;
+
+/// See [`PendingLazy`].
+#[derive(Default)]
+pub(crate) struct Pending(Mutex<BTreeMap<u64, usize>>);
+
+impl Pending {
+    fn counts(&self) -> MutexGuard<'_, BTreeMap<u64, usize>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// One more lazy row of transaction `tx` on its way.
+    pub(crate) fn add(&self, tx: u64) {
+        *self.counts().entry(tx).or_default() += 1;
+    }
+
+    /// One lazy row of transaction `tx` committed (or never sent).
+    pub(crate) fn remove(&self, tx: u64) {
+        let mut counts = self.counts();
+        if let Some(count) = counts.get_mut(&tx) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&tx);
+            }
+        }
+    }
+
+    /// Whether a lazy row of a transaction in `range` is on its way.
+    pub(crate) fn any_in(&self, range: impl core::ops::RangeBounds<u64>) -> bool {
+        self.counts().range(range).next().is_some()
+    }
+}
 
 /// The writer thread's body: runs until every sender is dropped, then
 /// writes what is left and returns.
@@ -78,7 +113,9 @@ pub(crate) fn run(conn: Connection, requests: Receiver<Request>, pending_lazy: P
         }
         match statements.write(&conn, &rows) {
             Ok(()) => {
-                pending_lazy.fetch_sub(rows.iter().filter(|row| row.is_lazy()).count(), Ordering::Release);
+                for row in rows.iter().filter(|row| row.is_lazy()) {
+                    pending_lazy.remove(schema::from_sql(row.tx));
+                }
                 for reply in waiting {
                     reply.send(Ok(()));
                 }
