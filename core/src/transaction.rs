@@ -470,8 +470,8 @@ where
         StepError { step: record.name.clone(), index, kind: StepErrorKind::Panicked(panic) }
     }
 
-    /// Writes the running step's undo record (the last in the ledger) to
-    /// the journal as `kind`.
+    /// Writes step `index`'s undo record (the latest it has in the ledger)
+    /// to the journal as `kind`.
     ///
     /// Not `async fn`: the future is the journal's own, so without a
     /// journal it holds nothing (no `&U` across an await, which would make a
@@ -486,7 +486,8 @@ where
         let record = &ledger.summary.steps[index];
         let entry = Entry::new(ledger.summary.info.id, Some(step_index(index)), kind);
         let journal = &self.manager.journal;
-        // Called right after the step's record was pushed: it is there.
+        // Called right after the step's record was pushed: it is there (a
+        // step without one writes nothing).
         let written =
             undo.map(|undo| journal.write_undo(entry, record.name.as_str(), undo.retry, undo.timeout, &undo.undo));
         async move {
