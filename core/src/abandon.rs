@@ -4,7 +4,7 @@
 use core::fmt;
 use core::future::Future;
 
-use crate::ledger::{Ledger, UndoCall, ViaRollback};
+use crate::ledger::{Fork, Ledger, UndoCall, ViaRollback};
 use crate::{Clock, Hooks, RollbackFailure, RollbackState, Spawner, StepRecord, Storage, Summary, TransactionInfo};
 
 /// The rollbacks a dropped transaction still owes, as plain data: its step
@@ -36,7 +36,7 @@ impl<U, S: Storage> Abandoned<U, S> {
 
     /// How many rollbacks are owed.
     pub fn pending_len(&self) -> usize {
-        self.ledger.undo.len()
+        self.ledger.pending().count()
     }
 
     /// Rolls back the owed steps, latest first, with each step's retries and
@@ -53,7 +53,8 @@ impl<U, S: Storage> Abandoned<U, S> {
         C: Clock,
         H: Hooks,
     {
-        let failures = self.ledger.roll_back::<ViaRollback, _, _, _, _>(ctx, clock, hooks, &crate::NoJournal).await;
+        let failures =
+            self.ledger.roll_back::<ViaRollback, _, _, _, _>(ctx, Fork::NONE, clock, hooks, &crate::NoJournal).await;
         let summary = &mut self.ledger.summary;
         summary.completed_at = clock.now();
         if H::ENABLED {
@@ -79,7 +80,7 @@ impl<U, S: Storage> Abandoned<U, S> {
         );
         let failures = crate::trace::within(
             &span,
-            self.ledger.roll_back::<ViaDetached, (), C, (), _>(&mut (), clock, &(), &crate::NoJournal),
+            self.ledger.roll_back::<ViaDetached, (), C, (), _>(&mut (), Fork::NONE, clock, &(), &crate::NoJournal),
         )
         .await;
         self.ledger.summary.completed_at = clock.now();

@@ -374,6 +374,8 @@ enum OnMemberFailure {
 pub struct Group<'g, 't, M, Ctx: ?Sized, U, S: Storage> {
     tx: &'g mut Transaction<'t, M, Ctx, U, S>,
     on_failure: OnMemberFailure,
+    /// Tag the members' records for concurrent rollbacks.
+    concurrent_rollbacks: bool,
 }
 
 impl<M, Ctx: ?Sized, U, S: Storage> Group<'_, '_, M, Ctx, U, S> {
@@ -403,6 +405,57 @@ impl<M, Ctx: ?Sized, U, S: Storage> Group<'_, '_, M, Ctx, U, S> {
     /// ```
     pub fn cancel_on_failure(mut self) -> Self {
         self.on_failure = OnMemberFailure::Cancel;
+        self
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl<M, U, S: Storage> Group<'_, '_, M, (), U, S> {
+    /// If the transaction rolls back, roll back this group's completed
+    /// members at the same time (Temporal's `parallelCompensation`), each
+    /// with its own retries and timeout, instead of one after another.
+    /// They still start after every later step was rolled back, and the
+    /// steps before the group wait for all of them.
+    ///
+    /// Only in a transaction without a context ([`run`](crate::TransactionBuilder::run),
+    /// [`TransactionManager::run`]): a context is lent `&mut` to one
+    /// rollback at a time, so with [`run_with`](crate::TransactionBuilder::run_with)
+    /// this method does not exist. With `alloc` (each rollback in flight is
+    /// boxed).
+    ///
+    /// - Hooks: `on_step_rollback` / `on_step_rollback_failure` of the
+    ///   members run once all of them ended, in the order they ended; the
+    ///   hook of a failed attempt that is retried runs as it happens.
+    /// - [`RollbackFailurePolicy::Stop`](crate::RollbackFailurePolicy::Stop):
+    ///   the group's rollbacks all run; a failure among them stops the
+    ///   steps before the group.
+    /// - Recovery from a [`Journal`](crate::Journal) and rollbacks finished
+    ///   for a dropped transaction ([`Abandoned`](crate::Abandoned)) run
+    ///   them one after another; a rollback that had ended before the drop
+    ///   is not run again.
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let time = &clock;
+    /// let slow_undo = move |_| async move { time.sleep(Duration::from_secs(3)).await; Ok::<_, &str>(()) };
+    /// // `local()`: the rollbacks borrow the (single-threaded) manual clock.
+    /// let err = clock.block_on(manager.transaction("provision").local().run(async |tx| {
+    ///     tx.group().roll_back_concurrently().run((
+    ///         member("create_vm").execute(|| async { Ok::<_, &str>(()) }).rollback(slow_undo),
+    ///         member("reserve_ip").execute(|| async { Ok::<_, &str>(()) }).rollback(slow_undo),
+    ///     )).await?;
+    ///     tx.step("attach").run(|| async { Err::<(), _>("no route") }).await?;
+    ///     Ok::<_, StepError<&str>>(())
+    /// })).unwrap_err();
+    /// assert!(err.rollback_state().is_clean());
+    /// assert_eq!(clock.now(), Duration::from_secs(3), "the two rollbacks ran at the same time");
+    /// ```
+    pub fn roll_back_concurrently(mut self) -> Self {
+        self.concurrent_rollbacks = true;
+        self.tx.fork = crate::ledger::Fork::UNIT;
         self
     }
 }
@@ -437,7 +490,7 @@ where
         E: fmt::Display,
     {
         // Not an `async fn`: a wrapper would keep a second copy of the members.
-        self.tx.run_group(self.on_failure, members)
+        self.tx.run_group(self.on_failure, self.concurrent_rollbacks, members)
     }
 }
 
@@ -452,7 +505,7 @@ where
     /// Starts configuring a parallel group; see [`Group`]. For the default
     /// options, [`parallel`](Transaction::parallel) is shorter.
     pub fn group(&mut self) -> Group<'_, 't, TransactionManager<C, H, A, J>, Ctx, U, S> {
-        Group { tx: self, on_failure: OnMemberFailure::Finish }
+        Group { tx: self, on_failure: OnMemberFailure::Finish, concurrent_rollbacks: false }
     }
 
     /// Runs `members` (made with [`member`]) at the same time, from this
@@ -486,7 +539,7 @@ where
         Ms: Members<U, E>,
         E: fmt::Display,
     {
-        self.run_group(OnMemberFailure::Finish, members)
+        self.run_group(OnMemberFailure::Finish, false, members)
     }
 
     /// The group engine: reserve, start, poll, bookkeeping, until every
@@ -496,6 +549,7 @@ where
     async fn run_group<Ms, E>(
         &mut self,
         on_failure: OnMemberFailure,
+        concurrent_rollbacks: bool,
         members: Ms,
     ) -> Result<Ms::Output, GroupError<E, S>>
     where
@@ -544,6 +598,16 @@ where
         for i in 0..n {
             self.enroll(Ms::slot(pinned.as_mut(), i));
         }
+        #[cfg(feature = "alloc")]
+        if concurrent_rollbacks {
+            // One number per group: its first step's index, from 1.
+            let group = u32::try_from(base + 1).unwrap_or(u32::MAX);
+            for record in &mut self.ledger.summary.steps[base..] {
+                record.rollback_group = group;
+            }
+        }
+        #[cfg(not(feature = "alloc"))]
+        let _ = concurrent_rollbacks;
         let info = &self.ledger.summary.info;
         tm_info!("{} `{}`: group of {} step(s) started", info.id, info.operation, n);
 

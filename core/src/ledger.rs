@@ -3,6 +3,7 @@
 
 use core::fmt;
 use core::future::Future;
+use core::marker::PhantomData;
 use core::time::Duration;
 
 use crate::future::with_timeout;
@@ -54,6 +55,41 @@ pub(crate) struct Ledger<U, S: Storage> {
     pub(crate) step_times: bool,
     pub(crate) undo: S::List<UndoRecord<U>>,
 }
+
+/// How a transaction without a context (`()`) lends one to each of a
+/// group's rollbacks running at the same time
+/// ([`Group::roll_back_concurrently`](crate::Group::roll_back_concurrently)):
+/// a function, set where `Ctx = ()` is known, that the generic rollback
+/// loop calls once per rollback. Without it (`NONE`, and always without
+/// `alloc`) rollbacks run one after another.
+pub(crate) struct Fork<Ctx: ?Sized> {
+    #[cfg(feature = "alloc")]
+    pub(crate) lend: Option<for<'c> fn(&'c mut ()) -> &'c mut Ctx>,
+    ctx: PhantomData<fn(&mut Ctx)>,
+}
+
+impl<Ctx: ?Sized> Fork<Ctx> {
+    /// Rollbacks one after another.
+    pub(crate) const NONE: Self = Self {
+        #[cfg(feature = "alloc")]
+        lend: None,
+        ctx: PhantomData,
+    };
+}
+
+impl Fork<()> {
+    /// Each rollback gets a `()` of its own.
+    #[cfg(feature = "alloc")]
+    pub(crate) const UNIT: Self = Self { lend: Some(|unit| unit), ctx: PhantomData };
+}
+
+impl<Ctx: ?Sized> Clone for Fork<Ctx> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<Ctx: ?Sized> Copy for Fork<Ctx> {}
 
 /// How the rollback loop calls one undo record.
 pub(crate) trait UndoCall<U, Ctx: ?Sized> {
@@ -138,7 +174,7 @@ impl<U, S: Storage> Ledger<U, S> {
     /// The step records of the steps whose rollback is still owed, latest
     /// first.
     pub(crate) fn pending(&self) -> impl Iterator<Item = &StepRecord> {
-        self.undo.iter().rev().map(|u| &self.summary.steps[u.step])
+        self.undo.iter().rev().map(|u| &self.summary.steps[u.step]).filter(|step| !step.rollback_ended())
     }
 
     /// Takes the summary out, leaving an empty one, once it is complete.
@@ -161,6 +197,7 @@ impl<U, S: Storage> Ledger<U, S> {
     pub(crate) fn roll_back<'a, K, Ctx, C, H, J>(
         &'a mut self,
         ctx: &'a mut Ctx,
+        fork: Fork<Ctx>,
         clock: &'a C,
         hooks: &'a H,
         journal: &'a J,
@@ -172,7 +209,7 @@ impl<U, S: Storage> Ledger<U, S> {
         H: Hooks,
         J: JournalFor<U>,
     {
-        self.roll_back_to::<K, Ctx, C, H, J>(0, ctx, clock, hooks, journal)
+        self.roll_back_to::<K, Ctx, C, H, J>(0, ctx, fork, clock, hooks, journal)
     }
 
     /// Rolls back the undo records above `floor` (a scope's savepoint: the
@@ -182,6 +219,7 @@ impl<U, S: Storage> Ledger<U, S> {
         &mut self,
         floor: usize,
         ctx: &mut Ctx,
+        fork: Fork<Ctx>,
         clock: &C,
         hooks: &H,
         journal: &J,
@@ -213,151 +251,49 @@ impl<U, S: Storage> Ledger<U, S> {
             );
         }
         let step_times = self.step_times;
+        #[cfg(not(feature = "alloc"))]
+        let _ = fork;
         // Hooks only observe: a panic in one is logged and neither stops nor
         // shortens a rollback.
         while self.undo.len() > floor {
-            let Some(entry) = self.undo.last_mut() else { break };
-            let index = entry.step;
-            self.summary.steps[index].rollback_started_at = stamp(step_times, clock);
-            let mut retry = 0u32;
-            let failed = loop {
-                let attempt = retry.saturating_add(1);
-                self.summary.steps[index].rollback_attempts = attempt;
-                tm_debug!(
-                    "{} `{}`: rolling back step `{}`, attempt {}",
-                    self.summary.info.id,
-                    self.summary.info.operation,
-                    self.summary.steps[index].name,
-                    attempt
-                );
-                let span =
-                    tm_span!("rollback", step = self.summary.steps[index].name, index = index, attempt = attempt);
-                let undo = &mut entry.undo;
-                let timeout = entry.timeout;
-                let result =
-                    within(&span, guarded_call(|| with_timeout(clock, timeout, K::call(undo, &mut *ctx)))).await;
-                let kind = match result {
-                    Ok(Some(Ok(()))) => {
-                        crate::trace::outcome(&span, "ok");
-                        let record = &mut self.summary.steps[index];
-                        record.status = StepStatus::RolledBack;
-                        record.rollback_completed_at = stamp(step_times, clock);
-                        tm_info!(
-                            "{} `{}`: step `{}` rolled back",
-                            self.summary.info.id,
-                            self.summary.info.operation,
-                            record.name
-                        );
-                        break None;
+            #[cfg(feature = "alloc")]
+            if let Some(fork) = fork.lend {
+                let batch = self.batch_len(floor);
+                if batch > 1 {
+                    let stop =
+                        self.roll_back_batch::<K, Ctx, C, H, J>(batch, fork, clock, hooks, journal, &mut failures);
+                    if stop.await {
+                        self.skip_down_to(floor);
                     }
-                    Ok(Some(Err(error))) => RollbackErrorKind::Failed(error),
-                    Ok(None) => RollbackErrorKind::TimedOut { timeout: timeout.unwrap_or_default() },
-                    Err(panic) => RollbackErrorKind::Panicked(panic),
-                };
-                let record = &mut self.summary.steps[index];
-                record.rollback_error = Some(match &kind {
-                    RollbackErrorKind::Failed(error) => ErrorText::capture(error),
-                    RollbackErrorKind::TimedOut { timeout } => ErrorText::capture(&TimedOut(*timeout)),
-                    RollbackErrorKind::Panicked(message) => ErrorText::capture(&Panicked(message)),
-                });
-                crate::trace::outcome(
-                    &span,
-                    match &kind {
-                        RollbackErrorKind::TimedOut { .. } => "timeout",
-                        RollbackErrorKind::Panicked(_) => "panic",
-                        _ => "error",
-                    },
-                );
-                tm_event!(error, &span, "rollback attempt failed", error = record.rollback_error().unwrap_or_default());
-                let last = retry >= entry.retry.max_retries();
-                if last {
-                    record.status = StepStatus::RollbackFailed;
-                    record.rollback_completed_at = stamp(step_times, clock);
-                    tm_error!(
-                        "{} `{}`: rollback of step `{}` failed for good on attempt {}: {}",
-                        self.summary.info.id,
-                        self.summary.info.operation,
-                        record.name,
-                        attempt,
-                        record.rollback_error().unwrap_or_default(),
-                    );
-                } else {
-                    tm_warn!(
-                        "{} `{}`: rollback of step `{}` attempt {} failed: {}; retrying",
-                        self.summary.info.id,
-                        self.summary.info.operation,
-                        record.name,
-                        attempt,
-                        record.rollback_error().unwrap_or_default(),
-                    );
-                }
-                if last {
-                    // Its hook runs below, once the record left the ledger.
-                    let record = &self.summary.steps[index];
-                    break Some(RollbackFailure { step: record.name.clone(), index: record.index, kind });
-                }
-                if H::ENABLED {
-                    let event =
-                        StepEvent { transaction: &self.summary.info, step: &self.summary.steps[index], attempt };
-                    if let Err(panic) = within(&span, guarded_call(|| hooks.on_step_rollback_failure(&event))).await {
-                        tm_error!("on_step_rollback_failure hook panicked: {}", panic);
-                    }
-                }
-                drop(kind);
-                let delay = entry.retry.jittered_delay(retry, &mut self.rng);
-                tm_event!(info, &span, "retrying rollback", delay = crate::trace::AsDebug(delay));
-                crate::trace::close(span);
-                if !delay.is_zero() {
-                    if let Err(panic) = guarded_call(|| clock.sleep(delay)).await {
-                        // The clock broke its contract: this rollback ends
-                        // as failed, the earlier ones still run.
-                        let record = &mut self.summary.steps[index];
-                        record.status = StepStatus::RollbackFailed;
-                        record.rollback_completed_at = stamp(step_times, clock);
-                        record.rollback_error = Some(ErrorText::capture(&Panicked(&panic)));
-                        tm_error!("the clock's sleep() panicked in a rollback backoff: {}", panic);
-                        let kind = RollbackErrorKind::Panicked(panic);
-                        break Some(RollbackFailure { step: record.name.clone(), index: record.index, kind });
-                    }
-                }
-                retry += 1;
-            };
-            if J::ENABLED {
-                // Lazy: if it is lost, recovery repeats this (idempotent)
-                // rollback.
-                let kind = if failed.is_none() { EntryKind::Undone } else { EntryKind::UndoFailed };
-                let step = u32::try_from(self.summary.steps[index].index).unwrap_or(u32::MAX);
-                let entry = Entry::new(self.summary.info.id, Some(step), kind);
-                if let Err(failure) = journal.write(&entry).await {
-                    tm_error!("{}: {}", self.summary.info.id, failure);
+                    continue;
                 }
             }
+            let Some(entry) = self.undo.last_mut() else { break };
+            let index = entry.step;
+            let record = &mut self.summary.steps[index];
+            if record.rollback_ended() {
+                // Rolled back by a concurrent batch that was dropped before
+                // it took its records out: not again.
+                self.undo.pop();
+                continue;
+            }
+            let failed = roll_back_one::<K, U, Ctx, C, H>(
+                record,
+                entry,
+                &mut *ctx,
+                RollbackEnv { info: &self.summary.info, clock, hooks, step_times },
+                &mut self.rng,
+            )
+            .await;
+            Self::journal_rollback_end(&self.summary, index, failed.is_none(), journal).await;
             // The rollback is over: the record leaves the ledger before the
             // step's last hook, so a drop during that hook does not repeat it
             // (and, with `Stop`, does not roll back the steps it skips).
             self.undo.pop();
             if failed.is_some() && self.on_rollback_failure == RollbackFailurePolicy::Stop {
-                while self.undo.len() > floor {
-                    let Some(skipped) = self.undo.pop() else { break };
-                    self.summary.steps[skipped.step].status = StepStatus::RollbackSkipped;
-                }
-                tm_error!(
-                    "{} `{}`: rollback stopped at the first failure; earlier steps left as they are",
-                    self.summary.info.id,
-                    self.summary.info.operation
-                );
+                self.skip_down_to(floor);
             }
-            if H::ENABLED {
-                let attempt = self.summary.steps[index].rollback_attempts;
-                let event = StepEvent { transaction: &self.summary.info, step: &self.summary.steps[index], attempt };
-                let hook = match failed {
-                    None => guarded_call(|| hooks.on_step_rollback(&event)).await,
-                    Some(_) => guarded_call(|| hooks.on_step_rollback_failure(&event)).await,
-                };
-                if let Err(panic) = hook {
-                    tm_error!("a rollback hook of step `{}` panicked: {}", self.summary.steps[index].name, panic);
-                }
-            }
+            Self::rollback_ended_hook(&self.summary, index, failed.is_none(), hooks).await;
             if let Some(failure) = failed {
                 // Cannot fail: there are no more failures than undo records,
                 // and both lists have the same capacity.
@@ -365,6 +301,272 @@ impl<U, S: Storage> Ledger<U, S> {
             }
         }
         failures
+    }
+
+    /// With `Stop`, after a rollback failed for good: the records still owed
+    /// above `floor` are dropped unrun, their steps `RollbackSkipped`.
+    fn skip_down_to(&mut self, floor: usize) {
+        while self.undo.len() > floor {
+            let Some(skipped) = self.undo.pop() else { break };
+            self.summary.steps[skipped.step].status = StepStatus::RollbackSkipped;
+        }
+        tm_error!(
+            "{} `{}`: rollback stopped at the first failure; earlier steps left as they are",
+            self.summary.info.id,
+            self.summary.info.operation
+        );
+    }
+
+    /// With a journal, the lazy `Undone` or `UndoFailed` of one step: if it
+    /// is lost, recovery repeats this (idempotent) rollback.
+    async fn journal_rollback_end<J: JournalFor<U>>(summary: &Summary<S>, index: usize, undone: bool, journal: &J) {
+        if J::ENABLED {
+            let kind = if undone { EntryKind::Undone } else { EntryKind::UndoFailed };
+            let step = u32::try_from(summary.steps[index].index).unwrap_or(u32::MAX);
+            let entry = Entry::new(summary.info.id, Some(step), kind);
+            if let Err(failure) = journal.write(&entry).await {
+                tm_error!("{}: {}", summary.info.id, failure);
+            }
+        }
+    }
+
+    /// The last hook of a step's rollback, once its record left the ledger.
+    async fn rollback_ended_hook<H: Hooks>(summary: &Summary<S>, index: usize, undone: bool, hooks: &H) {
+        if H::ENABLED {
+            let step = &summary.steps[index];
+            let event = StepEvent { transaction: &summary.info, step, attempt: step.rollback_attempts };
+            let hook = if undone {
+                guarded_call(|| hooks.on_step_rollback(&event)).await
+            } else {
+                guarded_call(|| hooks.on_step_rollback_failure(&event)).await
+            };
+            if let Err(panic) = hook {
+                tm_error!("a rollback hook of step `{}` panicked: {}", step.name, panic);
+            }
+        }
+    }
+
+    /// How many of the latest records above `floor` belong to one group
+    /// that rolls back concurrently ([`Group::roll_back_concurrently`](crate::Group::roll_back_concurrently)).
+    #[cfg(feature = "alloc")]
+    fn batch_len(&self, floor: usize) -> usize {
+        let owed = &self.undo[floor..];
+        let Some(top) = owed.last() else { return 0 };
+        let group = self.summary.steps[top.step].rollback_group;
+        if group == 0 {
+            return 0;
+        }
+        owed.iter().rev().take_while(|u| self.summary.steps[u.step].rollback_group == group).count()
+    }
+
+    /// Rolls back the latest `batch` records at the same time, each with its
+    /// own retries and timeout, and takes them out of the ledger once all
+    /// are over. Their failures are added to `failures` in the order they
+    /// ended; returns whether to stop (a failure with `Stop`: the whole
+    /// batch still ran).
+    ///
+    /// If this future is dropped mid-way, every record of the batch is still
+    /// owed; those whose rollback had ended are recognised by their status
+    /// and not rolled back again.
+    #[cfg(feature = "alloc")]
+    async fn roll_back_batch<K, Ctx, C, H, J>(
+        &mut self,
+        batch: usize,
+        fork: for<'c> fn(&'c mut ()) -> &'c mut Ctx,
+        clock: &C,
+        hooks: &H,
+        journal: &J,
+        failures: &mut S::List<RollbackFailure<K::Error>>,
+    ) -> bool
+    where
+        K: UndoCall<U, Ctx>,
+        Ctx: ?Sized,
+        C: Clock,
+        H: Hooks,
+        J: JournalFor<U>,
+    {
+        use alloc::boxed::Box;
+        use alloc::vec::Vec;
+
+        let first = self.undo.len() - batch;
+        let env = RollbackEnv { info: &self.summary.info, clock, hooks, step_times: self.step_times };
+        tm_debug!("{} `{}`: rolling back {} steps at the same time", env.info.id, env.info.operation, batch);
+        // Each rollback gets the step record and undo record it owns, a
+        // context of its own (the transaction has none: `()`), and a
+        // generator seeded from the transaction's.
+        let mut records: Vec<Option<&mut StepRecord>> = self.summary.steps.iter_mut().map(Some).collect();
+        let mut units: Vec<()> = Vec::new();
+        units.resize(batch, ());
+        // Started latest first, as one after another would.
+        let mut rollbacks: Vec<_> = self.undo[first..]
+            .iter_mut()
+            .rev()
+            .zip(units.iter_mut())
+            .filter_map(|(entry, unit)| {
+                let index = entry.step;
+                let record = records.get_mut(index)?.take()?;
+                let mut rng = SplitMix64::new(self.rng.next_u64());
+                let ended = record.rollback_ended();
+                let rollback = async move {
+                    if ended {
+                        return None;
+                    }
+                    roll_back_one::<K, U, Ctx, C, H>(record, entry, fork(unit), env, &mut rng).await
+                };
+                Some((index, Some(Box::pin(rollback))))
+            })
+            .collect();
+        let mut ended: Vec<(usize, Option<RollbackFailure<K::Error>>)> = Vec::with_capacity(batch);
+        core::future::poll_fn(|cx| {
+            for (index, slot) in rollbacks.iter_mut() {
+                if let Some(rollback) = slot {
+                    if let core::task::Poll::Ready(failed) = rollback.as_mut().poll(cx) {
+                        *slot = None;
+                        ended.push((*index, failed));
+                    }
+                }
+            }
+            if ended.len() == rollbacks.len() { core::task::Poll::Ready(()) } else { core::task::Poll::Pending }
+        })
+        .await;
+        drop(rollbacks);
+        let mut stop = false;
+        let mut outcomes: Vec<(usize, bool)> = Vec::with_capacity(ended.len());
+        for (index, failed) in ended {
+            outcomes.push((index, failed.is_none()));
+            if let Some(failure) = failed {
+                stop |= self.on_rollback_failure == RollbackFailurePolicy::Stop;
+                // Cannot fail: there are no more failures than undo records.
+                let _ = failures.push(failure);
+            }
+        }
+        for &(index, undone) in &outcomes {
+            Self::journal_rollback_end(&self.summary, index, undone, journal).await;
+        }
+        while self.undo.len() > first {
+            self.undo.pop();
+        }
+        for &(index, undone) in &outcomes {
+            Self::rollback_ended_hook(&self.summary, index, undone, hooks).await;
+        }
+        stop
+    }
+}
+
+/// What every rollback of a transaction shares.
+pub(crate) struct RollbackEnv<'a, C, H> {
+    pub(crate) info: &'a TransactionInfo,
+    pub(crate) clock: &'a C,
+    pub(crate) hooks: &'a H,
+    pub(crate) step_times: bool,
+}
+
+impl<C, H> Clone for RollbackEnv<'_, C, H> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<C, H> Copy for RollbackEnv<'_, C, H> {}
+
+/// Rolls back one step: its attempts, each with the record's timeout,
+/// retried by the record's policy with backoff; writes the outcome into the
+/// step's record. Returns the failure if the rollback failed for good.
+async fn roll_back_one<K, U, Ctx, C, H>(
+    record: &mut StepRecord,
+    entry: &mut UndoRecord<U>,
+    ctx: &mut Ctx,
+    env: RollbackEnv<'_, C, H>,
+    rng: &mut SplitMix64,
+) -> Option<RollbackFailure<K::Error>>
+where
+    K: UndoCall<U, Ctx>,
+    Ctx: ?Sized,
+    C: Clock,
+    H: Hooks,
+{
+    let RollbackEnv { info, clock, hooks, step_times } = env;
+    record.rollback_started_at = stamp(step_times, clock);
+    let mut retry = 0u32;
+    loop {
+        let attempt = retry.saturating_add(1);
+        record.rollback_attempts = attempt;
+        tm_debug!("{} `{}`: rolling back step `{}`, attempt {}", info.id, info.operation, record.name, attempt);
+        let span = tm_span!("rollback", step = record.name, index = record.index, attempt = attempt);
+        let undo = &mut entry.undo;
+        let timeout = entry.timeout;
+        let result = within(&span, guarded_call(|| with_timeout(clock, timeout, K::call(undo, &mut *ctx)))).await;
+        let kind = match result {
+            Ok(Some(Ok(()))) => {
+                crate::trace::outcome(&span, "ok");
+                record.status = StepStatus::RolledBack;
+                record.rollback_completed_at = stamp(step_times, clock);
+                tm_info!("{} `{}`: step `{}` rolled back", info.id, info.operation, record.name);
+                return None;
+            }
+            Ok(Some(Err(error))) => RollbackErrorKind::Failed(error),
+            Ok(None) => RollbackErrorKind::TimedOut { timeout: timeout.unwrap_or_default() },
+            Err(panic) => RollbackErrorKind::Panicked(panic),
+        };
+        record.rollback_error = Some(match &kind {
+            RollbackErrorKind::Failed(error) => ErrorText::capture(error),
+            RollbackErrorKind::TimedOut { timeout } => ErrorText::capture(&TimedOut(*timeout)),
+            RollbackErrorKind::Panicked(message) => ErrorText::capture(&Panicked(message)),
+        });
+        crate::trace::outcome(
+            &span,
+            match &kind {
+                RollbackErrorKind::TimedOut { .. } => "timeout",
+                RollbackErrorKind::Panicked(_) => "panic",
+                _ => "error",
+            },
+        );
+        tm_event!(error, &span, "rollback attempt failed", error = record.rollback_error().unwrap_or_default());
+        if retry >= entry.retry.max_retries() {
+            record.status = StepStatus::RollbackFailed;
+            record.rollback_completed_at = stamp(step_times, clock);
+            tm_error!(
+                "{} `{}`: rollback of step `{}` failed for good on attempt {}: {}",
+                info.id,
+                info.operation,
+                record.name,
+                attempt,
+                record.rollback_error().unwrap_or_default(),
+            );
+            // Its hook runs once the record left the ledger.
+            return Some(RollbackFailure { step: record.name.clone(), index: record.index, kind });
+        }
+        tm_warn!(
+            "{} `{}`: rollback of step `{}` attempt {} failed: {}; retrying",
+            info.id,
+            info.operation,
+            record.name,
+            attempt,
+            record.rollback_error().unwrap_or_default(),
+        );
+        if H::ENABLED {
+            let event = StepEvent { transaction: info, step: record, attempt };
+            if let Err(panic) = within(&span, guarded_call(|| hooks.on_step_rollback_failure(&event))).await {
+                tm_error!("on_step_rollback_failure hook panicked: {}", panic);
+            }
+        }
+        drop(kind);
+        let delay = entry.retry.jittered_delay(retry, rng);
+        tm_event!(info, &span, "retrying rollback", delay = crate::trace::AsDebug(delay));
+        crate::trace::close(span);
+        if !delay.is_zero() {
+            if let Err(panic) = guarded_call(|| clock.sleep(delay)).await {
+                // The clock broke its contract: this rollback ends as
+                // failed, the earlier ones still run.
+                record.status = StepStatus::RollbackFailed;
+                record.rollback_completed_at = stamp(step_times, clock);
+                record.rollback_error = Some(ErrorText::capture(&Panicked(&panic)));
+                tm_error!("the clock's sleep() panicked in a rollback backoff: {}", panic);
+                let kind = RollbackErrorKind::Panicked(panic);
+                return Some(RollbackFailure { step: record.name.clone(), index: record.index, kind });
+            }
+        }
+        retry += 1;
     }
 }
 

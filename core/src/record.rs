@@ -184,6 +184,10 @@ pub struct StepRecord {
     pub(crate) rollback_error: Option<ErrorText>,
     /// The innermost scope the step ran in ([`Transaction::scope`](crate::Transaction::scope)).
     pub(crate) scope: Option<&'static str>,
+    /// Nonzero for the members of a group whose rollbacks run at the same
+    /// time: the same number for the members of one group.
+    #[cfg(feature = "alloc")]
+    pub(crate) rollback_group: u32,
 }
 
 impl StepRecord {
@@ -204,7 +208,14 @@ impl StepRecord {
             rollback_attempts: 0,
             rollback_error: None,
             scope: None,
+            #[cfg(feature = "alloc")]
+            rollback_group: 0,
         }
+    }
+
+    /// Its rollback ran and ended (rolled back, or failed for good).
+    pub(crate) fn rollback_ended(&self) -> bool {
+        matches!(self.status, StepStatus::RolledBack | StepStatus::RollbackFailed)
     }
 
     /// Position of the step in its transaction, from 0.

@@ -4,7 +4,7 @@
 use core::fmt::{self, Write as _};
 
 use crate::journal::{CodecError, Entry, EntryKind, Journal, JournalFailure, Journaled, StoredEntry, UndoCodec};
-use crate::ledger::{Ledger, UndoRecord, ViaRollback};
+use crate::ledger::{Fork, Ledger, UndoRecord, ViaRollback};
 use crate::panic::guarded_call;
 use crate::text::Truncating;
 use crate::{
@@ -213,8 +213,9 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
                 tm_error!("on_transaction_recovered hook panicked: {}", panic);
             }
         }
-        let failures =
-            ledger.roll_back::<ViaRollback, _, _, _, _>(&mut *ctx, &self.clock, &self.hooks, &self.journal).await;
+        let failures = ledger
+            .roll_back::<ViaRollback, _, _, _, _>(&mut *ctx, Fork::NONE, &self.clock, &self.hooks, &self.journal)
+            .await;
         ledger.summary.completed_at = crate::panic::now(&self.clock);
         let clean = RollbackState::of(failures.len(), &ledger.summary).is_clean();
         drop(failures);

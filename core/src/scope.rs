@@ -81,7 +81,12 @@ where
         // future dropped half-way leaves this handle as it was.
         let result = {
             let mut inner = self.nested(name);
-            body(&mut inner).await
+            let result = body(&mut inner).await;
+            // A group in the scope may have chosen concurrent rollbacks.
+            let fork = inner.fork;
+            drop(inner);
+            self.fork = fork;
+            result
         };
         let cause = match result {
             Ok(value) => return Ok(value),
@@ -102,6 +107,7 @@ where
             .roll_back_to::<ViaRollback, _, _, _, _>(
                 floor,
                 &mut *self.ctx,
+                self.fork,
                 &manager.clock,
                 &manager.hooks,
                 &manager.journal,

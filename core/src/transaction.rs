@@ -8,7 +8,7 @@ use core::time::Duration;
 
 use crate::future::with_timeout;
 use crate::journal::{Entry, EntryKind, JournalFailure, JournalFor};
-use crate::ledger::{Ledger, Panicked, UndoRecord, ViaRollback};
+use crate::ledger::{Fork, Ledger, Panicked, UndoRecord, ViaRollback};
 use crate::panic::guarded_call;
 use crate::step::{Maybe, Step, StepConfig, StepParts};
 use crate::text::ErrorText;
@@ -70,6 +70,10 @@ pub struct Transaction<'t, M, Ctx: ?Sized, U, S: Storage> {
     /// When the transaction's deadline passes, on its clock: no step (and
     /// no retry) starts at or after it.
     pub(crate) deadline_at: Option<Duration>,
+    /// Lends each of a group's concurrent rollbacks a context of its own;
+    /// set by [`Group::roll_back_concurrently`](crate::Group::roll_back_concurrently)
+    /// (no context, so `()`), none otherwise.
+    pub(crate) fork: Fork<Ctx>,
     /// Hands the owed rollbacks to the manager's abandon policy if the
     /// transaction is dropped before it finished; `None` once it finished.
     /// A function pointer, chosen where the policy's bounds are known, so
@@ -97,6 +101,7 @@ impl<M, Ctx: ?Sized, U, S: Storage> Transaction<'_, M, Ctx, U, S> {
             running: RunningStep::default(),
             scope: Some(scope),
             deadline_at: self.deadline_at,
+            fork: self.fork,
             on_drop: None,
         }
     }
@@ -207,6 +212,7 @@ where
             running: RunningStep::default(),
             scope: None,
             deadline_at: None,
+            fork: Fork::NONE,
             on_drop: Some(Self::abandon),
         }
     }
@@ -339,7 +345,13 @@ where
         // dropped now, what is still owed goes to the abandon policy.
         let rollback_failures = self
             .ledger
-            .roll_back::<ViaRollback, _, _, _, _>(&mut *self.ctx, &manager.clock, &manager.hooks, &manager.journal)
+            .roll_back::<ViaRollback, _, _, _, _>(
+                &mut *self.ctx,
+                self.fork,
+                &manager.clock,
+                &manager.hooks,
+                &manager.journal,
+            )
             .await;
         let now = self.now();
         let summary = &mut self.ledger.summary;

@@ -1,6 +1,7 @@
 //! Parallel groups and scopes: members that run at the same time from one
 //! task, and nested transactions that roll back only their own steps.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use transaction_manager::*;
@@ -201,6 +202,200 @@ pub async fn group_rollbacks_run_in_reverse_completion_order_and_may_fail<C: Clo
         ]
     );
     assert_eq!(err.summary().rollback_errors(), 1);
+}
+
+/// With `roll_back_concurrently`, a group's rollbacks run at the same time,
+/// each with its own retries: the rollback takes as long as the slowest
+/// (450 ms here, 850 ms one after another). They start latest first; the
+/// step before the group is rolled back once all of them ended; a rollback
+/// that fails for good is reported while the others still run; the
+/// members' last hooks run after the group's rollbacks, in the order they
+/// ended.
+pub async fn group_rollbacks_can_run_concurrently<C: Clock + Clone>(clock: C, t: Timing) {
+    let log = Log::leaked();
+    let manager = manager(clock.clone(), log);
+    let c = &clock;
+    let start = clock.now();
+    let err = manager
+        .transaction("concurrent")
+        .local()
+        .run(async |tx| {
+            tx.step("reserve")
+                .execute(|| async { Ok::<_, &str>("reserve") })
+                .rollback(move |name| async move {
+                    log.push(format!("undo {name}"));
+                    Ok::<_, &str>(())
+                })
+                .await?;
+            let make = |name: &'static str, undo_ms: u64, undo_fails: bool| {
+                member(name)
+                    .rollback_retry(RetryPolicy::new().with_max_retries(1).with_initial_interval(t.ms(50)))
+                    .execute(move || async move { Ok::<_, &str>(name) })
+                    .rollback(move |name| async move {
+                        log.push(format!("undo {name} start"));
+                        c.sleep(t.ms(undo_ms)).await;
+                        log.push(format!("undo {name} end"));
+                        if undo_fails { Err::<(), _>("locked") } else { Ok(()) }
+                    })
+            };
+            tx.group()
+                .roll_back_concurrently()
+                .run([make("a", 300, false), make("b", 100, false), make("c", 200, true)])
+                .await?;
+            tx.step("charge").run(|| async { Err::<(), _>("card declined") }).await?;
+            R::Ok(())
+        })
+        .await
+        .expect_err("charge fails");
+
+    t.assert_at(clock.now() - start, t.ms(450));
+    let rollbacks: Vec<_> = log.take().into_iter().skip_while(|e| !e.starts_with("hook rollback_start")).collect();
+    assert_eq!(
+        rollbacks,
+        [
+            "hook rollback_start concurrent",
+            "undo c start",
+            "undo b start",
+            "undo a start",
+            "undo b end",
+            "undo c end",
+            "hook rollback_failure c #1 completed: locked",
+            "undo c start",
+            "undo a end",
+            "undo c end",
+            "hook rollback b #1 rolled_back",
+            "hook rollback a #1 rolled_back",
+            "hook rollback_failure c #2 rollback_failed: locked",
+            "undo reserve",
+            "hook rollback reserve #1 rolled_back",
+            "hook complete concurrent success=false steps=5 rolled_back=3 rollback_errors=1",
+        ]
+    );
+    assert!(err.is_partially_rolled_back());
+    let failures: Vec<_> = err.rollback_failures().iter().map(|f| (f.step().as_str(), f.index())).collect();
+    assert_eq!(failures, [("c", 3)]);
+    let steps = err.summary().steps();
+    let statuses: Vec<_> = steps.iter().map(|s| (s.name().as_str(), s.status())).collect();
+    assert_eq!(
+        statuses,
+        [
+            ("reserve", StepStatus::RolledBack),
+            ("a", StepStatus::RolledBack),
+            ("b", StepStatus::RolledBack),
+            ("c", StepStatus::RollbackFailed),
+            ("charge", StepStatus::Failed)
+        ]
+    );
+    for member in &steps[1..4] {
+        t.assert_at(member.rollback_started_at().unwrap() - start, Duration::ZERO);
+    }
+    t.assert_at(steps[2].rollback_completed_at().unwrap() - start, t.ms(100));
+    t.assert_at(steps[1].rollback_completed_at().unwrap() - start, t.ms(300));
+    assert_eq!(steps[3].rollback_attempts(), 2);
+    t.assert_at(steps[0].rollback_started_at().unwrap() - start, t.ms(450));
+}
+
+/// An undo record that needs no context: it carries its clock and log.
+pub struct SlowUndo<C> {
+    pub n: u8,
+    pub clock: C,
+    pub log: &'static Log,
+    pub delay: Duration,
+}
+
+impl<C: Clock> Rollback<()> for SlowUndo<C> {
+    type Error = &'static str;
+
+    async fn rollback(&mut self, _: &mut ()) -> Result<(), &'static str> {
+        self.clock.sleep(self.delay).await;
+        // Recorded at the end of the rollback, in the same poll it returns.
+        self.log.push(format!("undo {}", self.n));
+        Ok(())
+    }
+}
+
+/// Hands the owed rollbacks of a dropped transaction without a context to
+/// a "rollback task" (a list the test drains).
+pub struct ToUnitRollbackTask<C>(pub Arc<Mutex<Vec<AbandonedSlowUndo<C>>>>);
+
+type AbandonedSlowUndo<C> = Abandoned<SlowUndo<C>, Fixed<4>>;
+
+impl<C, H> AbandonPolicy<C, H, (), SlowUndo<C>, Fixed<4>> for ToUnitRollbackTask<C> {
+    fn abandon(&self, _: &C, _: &H, abandoned: Abandoned<SlowUndo<C>, Fixed<4>>) {
+        self.0.lock().unwrap().push(abandoned);
+    }
+}
+
+/// A transaction dropped after k polls, for every k, while its group's
+/// rollbacks run at the same time (and before, and after): every member
+/// that completed is rolled back exactly once. Those whose rollback had
+/// ended when the transaction was dropped are not rolled back again by the
+/// task it handed its records to.
+pub async fn dropped_during_concurrent_rollbacks_rolls_back_each_member_once<C: Clock + Clone>(clock: C, t: Timing) {
+    let mut k = 0;
+    let mut mid_batch = 0;
+    loop {
+        let log = Log::leaked();
+        let task = ToUnitRollbackTask(Arc::default());
+        let manager = TransactionManager::new(clock.clone()).with_abandon_policy(ToUnitRollbackTask(task.0.clone()));
+        let c = &clock;
+        let undo = |n: u8| SlowUndo { n, clock: clock.clone(), log, delay: t.ms(10 * u64::from(n)) };
+        let finished = {
+            let transaction = manager.transaction("drop me").fixed::<SlowUndo<C>, 4>().run(async |tx| {
+                tx.group()
+                    .roll_back_concurrently()
+                    .run([1u8, 2, 3].map(|n| {
+                        member(format!("m{n}"))
+                            .execute(move || async move {
+                                c.sleep(t.ms(5 * u64::from(n))).await;
+                                log.push(format!("done {n}"));
+                                Ok::<_, &str>(n)
+                            })
+                            .undo(move |n| undo(*n))
+                    }))
+                    .await?;
+                tx.step("fails").run(|| async { Err::<(), _>("boom") }).await?;
+                R::Ok(())
+            });
+            let mut transaction = std::pin::pin!(transaction);
+            let mut finished = false;
+            for _ in 0..k {
+                if poll_once(transaction.as_mut()).await.is_ready() {
+                    finished = true;
+                    break;
+                }
+                c.sleep(t.ms(1)).await;
+            }
+            finished
+            // Dropped here if it did not finish.
+        };
+        let calls_at_drop = log.calls();
+        let handed: Vec<_> = task.0.lock().unwrap().drain(..).collect();
+        assert!(handed.len() <= 1);
+        for abandoned in handed {
+            let undone_before = calls_at_drop.iter().filter(|e| e.starts_with("undo")).count();
+            if undone_before > 0 && abandoned.pending_len() > 0 {
+                mid_batch += 1;
+            }
+            let report = abandoned.roll_back(&mut (), &clock, &()).await;
+            assert_eq!(report.rollback_state(), RollbackState::Clean);
+        }
+        let calls = log.calls();
+        for n in 1..=3 {
+            let done = calls.iter().filter(|e| **e == format!("done {n}")).count();
+            let undone = calls.iter().filter(|e| **e == format!("undo {n}")).count();
+            assert!(done <= 1, "k={k}: {calls:?}");
+            assert_eq!(undone, done, "k={k}: member {n} completed {done} time(s), rolled back {undone}: {calls:?}");
+        }
+        if finished {
+            assert!(k > 5, "the transaction has several await points");
+            if matches!(t, Timing::Exact) {
+                assert!(mid_batch >= 2, "several drops came after some rollbacks of the group ended ({mid_batch})");
+            }
+            break;
+        }
+        k += 1;
+    }
 }
 
 /// Scopes two deep, with a failure at each level. A failed scope rolls

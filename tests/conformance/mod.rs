@@ -187,6 +187,8 @@ macro_rules! conformance_suite {
             group_member_failure_lets_the_others_finish,
             group_member_failure_can_cancel_the_others,
             group_rollbacks_run_in_reverse_completion_order_and_may_fail,
+            group_rollbacks_can_run_concurrently,
+            dropped_during_concurrent_rollbacks_rolls_back_each_member_once,
             nested_scopes_roll_back_only_their_own_steps,
             dropped_in_the_middle_of_a_group_hands_over_its_rollbacks,
             deadline_in_the_middle_of_a_group_rolls_back,
