@@ -654,3 +654,46 @@ fn an_unknown_undo_variant_is_stuck_not_guessed() {
     // Nothing was rolled back on a guess, not even the step it could decode.
     assert!(world.rolled_back.is_empty());
 }
+
+/// A group member that opted into uncertain rollback and whose attempts all
+/// failed cleanly owes nothing: it writes `Released` after its intent, so
+/// recovery of the dropped transaction rolls back only the member that
+/// completed.
+#[test]
+fn a_group_member_that_failed_cleanly_is_released() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = TransactionManager::new(&clock).with_journal(journal.clone(), Postcard::<1>);
+    let mut world = World::default();
+    clock.block_on(async {
+        let run = manager.transaction("group").fixed::<Undo, 2>().run_with(&mut world, async |tx| {
+            let group = tx
+                .parallel((
+                    member("r0")
+                        .max_retries(1)
+                        .execute(|| future::ready(Err::<String, _>("r0: refused".to_string())))
+                        .undo_uncertain(|_| Undo::Delete("r0".into())),
+                    member("r1").execute(member_creates("r1")).undo(|n: &String| Undo::Delete(n.clone())),
+                ))
+                .await;
+            assert!(group.is_err());
+            clock.sleep(Duration::from_secs(10)).await;
+            Ok::<_, StepError<String>>(())
+        });
+        // Dropped after 1 s, in its wait.
+        future::or(async { Some(run.await) }, async {
+            clock.sleep(Duration::from_secs(1)).await;
+            None
+        })
+        .await;
+        MEMBERS.with(|m| m.borrow_mut().clear());
+        // The lazy entries are written by now.
+        journal.flush();
+    });
+    let first = TransactionId::new(1);
+    assert!(journal.has(first, Some(0), EntryKind::Intent), "{:?}", journal.entries(first));
+    assert!(journal.has(first, Some(0), EntryKind::Released), "{:?}", journal.entries(first));
+    let report = clock.block_on(manager.recover_dropped::<Undo, Fixed<2>, _>(&mut world)).unwrap();
+    assert_eq!((report.found(), report.rolled_back()), (1, 1), "{report}");
+    assert_eq!(world.rolled_back, ["r1"], "r0 failed cleanly: its uncertain rollback is not owed");
+}

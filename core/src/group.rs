@@ -843,6 +843,22 @@ where
         Some(StepErrorKind::Journal(failure))
     }
 
+    /// With a journal, after a member failed for good: if its uncertain
+    /// undo record was taken out (every attempt failed cleanly), the lazy
+    /// `Released` that tells recovery its intent is not owed. If it is
+    /// lost, recovery runs that (idempotent) rollback once more than
+    /// needed.
+    async fn journal_released(&mut self, index: usize, released: bool) {
+        if J::ENABLED && released {
+            let id = self.ledger.summary.info.id;
+            let step = u32::try_from(index).unwrap_or(u32::MAX);
+            let entry = crate::journal::Entry::new(id, Some(step), EntryKind::Released);
+            if let Err(failure) = self.manager.journal.write(&entry).await {
+                tm_error!("{}: {}", id, failure);
+            }
+        }
+    }
+
     fn member_undo_record(&self, run: &Run, undo: U) -> UndoRecord<U> {
         let settings = &run.settings;
         UndoRecord {
@@ -942,6 +958,8 @@ where
         if last {
             close_span(Ms::slot(pinned.as_mut(), i).run_mut());
             self.member_done(Ms::slot(pinned.as_mut(), i), Some(kind), first, i);
+            let released = Ms::slot(pinned.as_mut(), i).run_mut().released();
+            self.journal_released(index, released).await;
             if on_failure == OnMemberFailure::Cancel {
                 let n = Ms::count_pinned(pinned.as_mut());
                 self.cancel_members::<Ms, E>(pinned.as_mut(), n).await;
@@ -1056,6 +1074,8 @@ where
     {
         for j in 0..n {
             let Some((index, attempt)) = self.cancel_member(Ms::slot(pinned.as_mut(), j)) else { continue };
+            let released = Ms::slot(pinned.as_mut(), j).run_mut().released();
+            self.journal_released(index, released).await;
             if H::ENABLED {
                 let hooks = &self.manager.hooks;
                 let ledger = &self.ledger;
@@ -1253,6 +1273,12 @@ pub struct Run {
 }
 
 impl Run {
+    /// Its uncertain undo record was taken out after clean failures and
+    /// nothing since made it owed again.
+    pub(crate) fn released(&self) -> bool {
+        self.unowed && !self.owed && !self.uncertain
+    }
+
     fn new(settings: Settings) -> Self {
         Run {
             settings,
