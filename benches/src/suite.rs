@@ -1058,6 +1058,50 @@ fn figure_group_wall(mode: Mode, report: &mut Report) {
             ),
         );
     }
+
+    // The same group's rollbacks, after a later step fails: each member's
+    // rollback waits `io` too; concurrently (`roll_back_concurrently`)
+    // against one after another (the default). The execute part (one wait,
+    // the group) is the same in both.
+    report.section(&format!(
+        "group rollbacks, concurrent vs one by one: N members, each rollback waiting {io:?} on tokio (real time)"
+    ));
+    let undo = move |_: u32| async move {
+        tokio::time::sleep(io).await;
+        Ok::<_, Boom>(())
+    };
+    for n in [2usize, 4, 8] {
+        let (mut concurrent, mut one_by_one) = (Vec::new(), Vec::new());
+        for _ in 0..samples {
+            for together in [true, false] {
+                let start = Instant::now();
+                let failed = runtime.block_on(manager.run("undo", async |tx| {
+                    let members: Vec<_> = (0..n).map(|_| member("io").execute(wait).rollback(undo)).collect();
+                    let group = tx.group();
+                    let group = if together { group.roll_back_concurrently() } else { group };
+                    group.run(members).await?;
+                    tx.step("fails").run(|| async { Err::<(), _>(Boom) }).await?;
+                    Ok::<_, StepError<Boom>>(())
+                }));
+                let elapsed = start.elapsed();
+                report.check(
+                    failed.is_err_and(|e| e.summary().rolled_back_steps() == n && e.rollback_state().is_clean()),
+                    format!("group of {n}: every member rolled back"),
+                );
+                if together { concurrent.push(elapsed) } else { one_by_one.push(elapsed) }
+            }
+        }
+        let (c, o) = (median(concurrent), median(one_by_one));
+        report.value_row(
+            &format!("N = {n}"),
+            &format!(
+                "concurrent {:>7.2} ms | one by one {:>7.2} ms | {:.2}x faster",
+                c.as_secs_f64() * 1e3,
+                o.as_secs_f64() * 1e3,
+                o.as_secs_f64() / c.as_secs_f64()
+            ),
+        );
+    }
 }
 
 /// Runs one case 200,000 times on `ManualClock` with nothing else, for a
