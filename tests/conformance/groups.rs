@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use transaction_manager::*;
 
-use super::reliability::{Rig, ToRollbackTask, Undo, poll_once};
+use super::reliability::{Rig, ToRollbackTask, Undo, assert_each_completed_step_undone_once, poll_then_drop};
 use super::{Log, Recorder, Timing};
 
 type R<T> = Result<T, StepError<&'static str>>;
@@ -357,17 +357,7 @@ pub async fn dropped_during_concurrent_rollbacks_rolls_back_each_member_once<C: 
                 tx.step("fails").run(|| async { Err::<(), _>("boom") }).await?;
                 R::Ok(())
             });
-            let mut transaction = std::pin::pin!(transaction);
-            let mut finished = false;
-            for _ in 0..k {
-                if poll_once(transaction.as_mut()).await.is_ready() {
-                    finished = true;
-                    break;
-                }
-                c.sleep(t.ms(1)).await;
-            }
-            finished
-            // Dropped here if it did not finish.
+            poll_then_drop(transaction, k, c, t.ms(1)).await
         };
         let calls_at_drop = log.calls();
         let handed: Vec<_> = task.0.lock().unwrap().drain(..).collect();
@@ -380,13 +370,7 @@ pub async fn dropped_during_concurrent_rollbacks_rolls_back_each_member_once<C: 
             let report = abandoned.roll_back(&mut (), &clock, &()).await;
             assert_eq!(report.rollback_state(), RollbackState::Clean);
         }
-        let calls = log.calls();
-        for n in 1..=3 {
-            let done = calls.iter().filter(|e| **e == format!("done {n}")).count();
-            let undone = calls.iter().filter(|e| **e == format!("undo {n}")).count();
-            assert!(done <= 1, "k={k}: {calls:?}");
-            assert_eq!(undone, done, "k={k}: member {n} completed {done} time(s), rolled back {undone}: {calls:?}");
-        }
+        assert_each_completed_step_undone_once(log, 3, k);
         if finished {
             assert!(k > 5, "the transaction has several await points");
             if matches!(t, Timing::Exact) {
@@ -565,17 +549,7 @@ pub async fn dropped_in_the_middle_of_a_group_hands_over_its_rollbacks<C: Clock 
                 tx.step("fails").run(|| async { Err::<(), _>("boom") }).await?;
                 R::Ok(())
             });
-            let mut transaction = std::pin::pin!(transaction);
-            let mut finished = false;
-            for _ in 0..k {
-                if poll_once(transaction.as_mut()).await.is_ready() {
-                    finished = true;
-                    break;
-                }
-                c.sleep(t.ms(1)).await;
-            }
-            finished
-            // Dropped here if it did not finish.
+            poll_then_drop(transaction, k, c, t.ms(1)).await
         };
         let handed: Vec<_> = task.0.lock().unwrap().drain(..).collect();
         assert!(handed.len() <= 1);
@@ -584,13 +558,7 @@ pub async fn dropped_in_the_middle_of_a_group_hands_over_its_rollbacks<C: Clock 
             let report = abandoned.roll_back(&mut rig, &clock, &()).await;
             assert_eq!(report.rollback_state(), RollbackState::Clean);
         }
-        let calls = log.calls();
-        for n in 1..=3 {
-            let done = calls.iter().filter(|e| **e == format!("done {n}")).count();
-            let undone = calls.iter().filter(|e| **e == format!("undo {n}")).count();
-            assert!(done <= 1, "k={k}: {calls:?}");
-            assert_eq!(undone, done, "k={k}: member {n} completed {done} time(s), rolled back {undone}: {calls:?}");
-        }
+        assert_each_completed_step_undone_once(log, 3, k);
         if finished {
             assert!(k > 5, "the transaction has several await points");
             if matches!(t, Timing::Exact) {

@@ -461,6 +461,32 @@ pub async fn poll_once<F: Future + ?Sized>(future: Pin<&mut F>) -> Poll<F::Outpu
     std::future::poll_fn(|cx: &mut Context<'_>| Poll::Ready(future.take().unwrap().poll(cx))).await
 }
 
+/// Polls `transaction` up to `k` times, `tick` of `clock` apart, and drops
+/// it if it has not finished by then. Returns whether it finished.
+pub async fn poll_then_drop<F: Future, C: Clock>(transaction: F, k: usize, clock: &C, tick: Duration) -> bool {
+    let mut transaction = std::pin::pin!(transaction);
+    for _ in 0..k {
+        if poll_once(transaction.as_mut()).await.is_ready() {
+            return true;
+        }
+        clock.sleep(tick).await;
+    }
+    false
+    // Dropped here if it did not finish.
+}
+
+/// Every step `1..=steps` that completed ("done n") was rolled back
+/// ("undo n") exactly once, and none completed twice.
+pub fn assert_each_completed_step_undone_once(log: &Log, steps: u8, k: usize) {
+    let calls = log.calls();
+    for n in 1..=steps {
+        let done = calls.iter().filter(|e| **e == format!("done {n}")).count();
+        let undone = calls.iter().filter(|e| **e == format!("undo {n}")).count();
+        assert!(done <= 1, "k={k}: {calls:?}");
+        assert_eq!(undone, done, "k={k}: step {n} completed {done} time(s), rolled back {undone}: {calls:?}");
+    }
+}
+
 /// A transaction dropped after k polls, for every k until it completes:
 /// every step that completed is rolled back exactly once — by the
 /// transaction itself, or by the rollback task it handed its records to.
@@ -500,17 +526,7 @@ pub async fn dropped_at_every_await_point_hands_over_its_rollbacks<C: Clock + Cl
                 tx.step("fails").run(|| async { Err::<(), _>("boom") }).await?;
                 R::Ok(())
             });
-            let mut transaction = std::pin::pin!(transaction);
-            let mut finished = false;
-            for _ in 0..k {
-                if poll_once(transaction.as_mut()).await.is_ready() {
-                    finished = true;
-                    break;
-                }
-                c.sleep(t.ms(1)).await;
-            }
-            finished
-            // Dropped here if it did not finish.
+            poll_then_drop(transaction, k, c, t.ms(1)).await
         };
         // The rollback task runs what was handed over.
         let handed: Vec<_> = task.0.lock().unwrap().drain(..).collect();
@@ -520,13 +536,7 @@ pub async fn dropped_at_every_await_point_hands_over_its_rollbacks<C: Clock + Cl
             let report = abandoned.roll_back(&mut rig, &clock, &()).await;
             assert_eq!(report.rollback_state(), RollbackState::Clean);
         }
-        let calls = log.calls();
-        for n in 1..=2 {
-            let done = calls.iter().filter(|e| **e == format!("done {n}")).count();
-            let undone = calls.iter().filter(|e| **e == format!("undo {n}")).count();
-            assert!(done <= 1, "k={k}: {calls:?}");
-            assert_eq!(undone, done, "k={k}: step {n} completed {done} time(s), rolled back {undone}: {calls:?}");
-        }
+        assert_each_completed_step_undone_once(log, 2, k);
         if finished {
             assert!(k > 5, "the transaction has several await points");
             // On a real clock (smol) where the drops land depends on the
