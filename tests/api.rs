@@ -361,3 +361,47 @@ fn step_times_can_be_turned_off() {
     }
     assert_eq!(err.summary().duration(), Duration::from_millis(10));
 }
+
+/// With `Stop`, a rollback that fails for good in a group rolling back
+/// concurrently lets the group's other rollbacks run (they are already
+/// running), then stops: the step before the group is left as it is.
+#[test]
+fn stop_policy_with_concurrent_group_rollbacks_skips_the_steps_before() {
+    use std::sync::{Arc, Mutex};
+    use transaction_manager::{RollbackFailurePolicy, member};
+    let clock = ManualClock::new();
+    let manager = TransactionManager::new(&clock).with_rollback_failure_policy(RollbackFailurePolicy::Stop);
+    let undone = Arc::new(Mutex::new(Vec::new()));
+    let log = |name: &'static str, ok: bool| {
+        let undone = undone.clone();
+        move |_| {
+            let undone = undone.clone();
+            async move {
+                undone.lock().unwrap().push(name);
+                if ok { Ok(()) } else { Err("stuck") }
+            }
+        }
+    };
+    let err = clock
+        .block_on(manager.run("stop", async |tx| {
+            tx.step("before").execute(|| async { Ok::<_, &str>(()) }).rollback(log("before", true)).await?;
+            tx.group()
+                .roll_back_concurrently()
+                .run((
+                    member("a").execute(|| async { Ok::<_, &str>(()) }).rollback(log("a", false)),
+                    member("b").execute(|| async { Ok::<_, &str>(()) }).rollback(log("b", true)),
+                ))
+                .await?;
+            tx.step("fails").run(|| async { Err::<(), _>("no") }).await?;
+            Ok::<_, StepError<&str>>(())
+        }))
+        .unwrap_err();
+    assert_eq!(*undone.lock().unwrap(), ["b", "a"], "both group rollbacks ran; `before` did not");
+    let statuses: Vec<_> = err.summary().steps().iter().map(|s| s.status()).collect();
+    assert_eq!(
+        statuses,
+        [StepStatus::RollbackSkipped, StepStatus::RollbackFailed, StepStatus::RolledBack, StepStatus::Failed]
+    );
+    assert_eq!(err.rollback_failures().len(), 1);
+    assert!(err.is_partially_rolled_back());
+}
