@@ -17,12 +17,12 @@ use firmware::board::{Board, Faults, HwError};
 use firmware::board::{I2cBus, SpiBus};
 use firmware::say;
 use firmware::scenario::{self, Outcome, Report, Status};
+#[cfg(not(feature = "sequential-buses"))]
+use transaction_manager::member;
 use transaction_manager::{
     Action, Committed, EmbassyClock, Fixed, Maybe, RetryPolicy, Rollback, StepError, StepStatus, TransactionError,
     TransactionManager,
 };
-#[cfg(not(feature = "sequential-buses"))]
-use transaction_manager::member;
 
 /// How to undo each step that has a rollback: plain data, kept inline in
 /// the transaction (no allocator).

@@ -222,12 +222,8 @@ fn check(scenario: &Scenario, report: &Report, board: &Board) -> bool {
             say!("  step {}: expected {}, got {}", STEPS[i], want.as_str(), got.as_str());
         }
     }
-    let left = Left {
-        rail: board.power.is_on(),
-        bus: board.i2c.is_up(),
-        spi: board.spi.is_up(),
-        radio: board.radio.is_up(),
-    };
+    let left =
+        Left { rail: board.power.is_on(), bus: board.i2c.is_up(), spi: board.spi.is_up(), radio: board.radio.is_up() };
     if left != scenario.left {
         ok = false;
         say!(
