@@ -640,15 +640,18 @@ where
     /// Hooks are awaited in line, as for steps: while one runs, the
     /// members' attempts are not polled (their timeouts keep counting).
     /// The group's error lists the other failures in member order.
-    pub fn run<Ms, E>(self, mut members: Ms) -> impl Future<Output = Result<Ms::Output, GroupError<E, S>>>
+    pub fn run<Ms, E>(self, members: Ms) -> impl Future<Output = Result<Ms::Output, GroupError<E, S>>>
     where
         Ms: Members<U, E> + Lend<'g>,
         E: fmt::Display,
     {
         let (_, stopping, detached) = self.tx.split();
-        members.lend(stopping);
         // Not an `async fn`: a wrapper would keep a second copy of the members.
-        detached.run_group(self.on_failure, members)
+        detached.run_group(self.on_failure, move || {
+            let mut members = members;
+            members.lend(stopping);
+            members
+        })
     }
 
     /// Runs the members that `build` makes from the transaction's context:
@@ -697,9 +700,13 @@ where
         E: fmt::Display,
     {
         let (ctx, stopping, detached) = self.tx.split();
-        let mut members = build(ctx);
-        members.lend(stopping);
-        detached.run_group(self.on_failure, members)
+        // The members are built inside the group's future, where they stay:
+        // one copy of them, not the argument and the pinned one.
+        detached.run_group(self.on_failure, move || {
+            let mut members = build(ctx);
+            members.lend(stopping);
+            members
+        })
     }
 }
 
@@ -782,10 +789,14 @@ where
     /// member is done. Generic over the members only where it must be
     /// (pinning and outputs); the bookkeeping helpers below take a
     /// `dyn Slot` and are compiled once per transaction type.
+    ///
+    /// Takes a function that makes the members: members built inside this
+    /// future are kept once (an `async fn` keeps its arguments for good,
+    /// next to the pinned copy it polls).
     async fn run_group<Ms, E>(
         mut self,
         on_failure: OnMemberFailure,
-        members: Ms,
+        make: impl FnOnce() -> Ms,
     ) -> Result<Ms::Output, GroupError<E, S>>
     where
         Ms: Members<U, E>,
@@ -797,6 +808,7 @@ where
             core::future::pending::<()>().await;
         }
         self.settle_dropped_step();
+        let members = make();
         let n = members.count();
         let mut pinned = pin!(members.into_pinned());
         // Reserve: every member fits, or none runs.
