@@ -34,7 +34,9 @@ pub use driver::{Lend, Member, Members};
 /// options, then its execute function ([`MemberBuilder::execute`]), then
 /// optionally its rollback, and pass it to [`Transaction::parallel`] or
 /// [`Group::run`] with the other members, in a tuple, an array or (with
-/// `alloc`) a `Vec`.
+/// `alloc`) a `Vec` — or return them from the closure given to
+/// [`Transaction::parallel_with`] or [`Group::run_with`], which lends the
+/// transaction's context to the members ([`MemberBuilder::execute_on`]).
 ///
 /// Options not set default to the manager's, as for [`Transaction::step`].
 ///
@@ -352,8 +354,8 @@ impl<'s: 'p, 'p, P: ?Sized, F, A> LendFlag<'s> for Lent<'p, P, F, A> {
 }
 
 /// How a member makes its attempts: its execute function, and how its
-/// errors are converted. Implemented by [`Attempts`] and [`MapErrors`];
-/// you do not implement it yourself.
+/// errors are converted. Implemented by [`Attempts`], [`Lent`] and
+/// [`MapErrors`]; you do not implement it yourself.
 pub trait MemberFn {
     /// What a successful attempt returns.
     type Output;
@@ -577,8 +579,9 @@ enum OnMemberFailure {
 }
 
 /// A parallel group being configured. Made by [`Transaction::group`]; run
-/// it with [`Group::run`]. [`Transaction::parallel`] runs one with the
-/// defaults.
+/// it with [`Group::run`], or with [`Group::run_with`] for members that
+/// borrow parts of the context. [`Transaction::parallel`] and
+/// [`Transaction::parallel_with`] run one with the defaults.
 #[must_use = "a group does nothing until it is run"]
 pub struct Group<'g, 't, M, Ctx: ?Sized, U, S: Storage> {
     tx: &'g mut Transaction<'t, M, Ctx, U, S>,
