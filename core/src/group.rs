@@ -13,7 +13,8 @@ use core::fmt;
 use crate::journal::EntryKind;
 use core::future::{Future, poll_fn};
 use core::pin::{Pin, pin};
-use core::task::{Context, Poll};
+use core::sync::atomic::{AtomicBool, Ordering};
+use core::task::{Context, Poll, Waker};
 use core::time::Duration;
 
 use pin_project_lite::pin_project;
@@ -21,19 +22,21 @@ use pin_project_lite::pin_project;
 use crate::ledger::{Panicked, UndoRecord};
 use crate::panic::{caught, guarded_call};
 use crate::text::ErrorText;
-use crate::transaction::{TimedOut, is_last_attempt};
+use crate::transaction::{NoContext, TimedOut, is_last_attempt};
 use crate::{
     AbandonPolicy, Clock, Hooks, List, Maybe, Name, RetryPolicy, Rollback, RollbackFn, StepError, StepErrorKind,
     StepEvent, StepRecord, StepStatus, Storage, Transaction, TransactionManager,
 };
 
-pub use driver::{Member, Members};
+pub use driver::{Lend, Member, Members};
 
 /// Starts building a member of a parallel group named `name`: set its
 /// options, then its execute function ([`MemberBuilder::execute`]), then
 /// optionally its rollback, and pass it to [`Transaction::parallel`] or
 /// [`Group::run`] with the other members, in a tuple, an array or (with
-/// `alloc`) a `Vec`.
+/// `alloc`) a `Vec` — or return them from the closure given to
+/// [`Transaction::parallel_with`] or [`Group::run_with`], which lends the
+/// transaction's context to the members ([`MemberBuilder::execute_on`]).
 ///
 /// Options not set default to the manager's, as for [`Transaction::step`].
 ///
@@ -153,9 +156,10 @@ impl MemberBuilder {
     }
 
     /// Gives the member its execute function, called once per attempt:
-    /// `|| api.reserve_ip()`. Members take no context (they run at the same
-    /// time, and the context is lent to one at a time): reach shared
-    /// clients through captures (`Arc`s, references).
+    /// `|| api.reserve_ip()`. The function reaches shared clients through
+    /// captures (`Arc`s, references); to borrow a part of the
+    /// transaction's context mutably, use
+    /// [`execute_on`](MemberBuilder::execute_on).
     pub fn execute<F, Fut, Out, E>(self, execute: F) -> Member<Attempts<F>, NoUndo>
     where
         F: FnMut() -> Fut,
@@ -164,11 +168,194 @@ impl MemberBuilder {
     {
         Member::new(self.settings, Attempts(execute), NoUndo)
     }
+
+    /// Gives the member a part it borrows mutably (`&mut board.i2c`) and
+    /// its execute function, which gets the part for each attempt:
+    /// `async |bus: &mut I2c| bus.init().await`.
+    ///
+    /// This is how members reach the transaction's context: in
+    /// [`Group::run_with`] (or [`Transaction::parallel_with`]) a closure
+    /// receives the context and hands disjoint parts of it to the members,
+    /// which run at the same time, each with its own part. The part can
+    /// also be anything else the body can lend.
+    ///
+    /// An attempt that the group stops (its timeout, or
+    /// [`cancel_on_failure`](Group::cancel_on_failure)) drops the future
+    /// and gives the part back for the next attempt. An attempt that
+    /// panics (caught with `std`) takes the part with it: the member's
+    /// later attempts fail as panics too.
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// # use transaction_manager::*;
+    /// struct Board { i2c: u8, spi: u8 }
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let mut board = Board { i2c: 0, spi: 0 };
+    /// let done = clock.block_on(manager.transaction("up").fixed::<NoRollback, 2>().run_with(&mut board, async |tx| {
+    ///     let clock = tx.clock();
+    ///     tx.parallel_with(|board: &mut Board| {
+    ///         let Board { i2c, spi } = board;
+    ///         (
+    ///             member("i2c").execute_on(i2c, async move |i2c: &mut u8| {
+    ///                 clock.sleep(Duration::from_millis(3)).await;
+    ///                 *i2c = 1;
+    ///                 Ok::<_, &str>(())
+    ///             }),
+    ///             member("spi").execute_on(spi, async move |spi: &mut u8| {
+    ///                 clock.sleep(Duration::from_millis(5)).await;
+    ///                 *spi = 2;
+    ///                 Ok::<_, &str>(())
+    ///             }),
+    ///         )
+    ///     }).await?;
+    ///     Ok::<_, StepError<&str>>(clock.now())
+    /// }));
+    /// assert_eq!(done.unwrap().into_value(), Duration::from_millis(5), "at the same time: 5 ms, not 8");
+    /// assert_eq!((board.i2c, board.spi), (1, 2));
+    /// ```
+    #[allow(clippy::type_complexity)]
+    pub fn execute_on<'p, P, F, Out, E>(
+        self,
+        part: &'p mut P,
+        execute: F,
+    ) -> Member<Lent<'p, P, F, impl Future<Output = LentEnd<'p, P, F, Out, E>>>, NoUndo>
+    where
+        P: ?Sized + 'p,
+        F: AsyncFnMut(&mut P) -> Result<Out, E> + 'p,
+        E: fmt::Display,
+    {
+        let lent =
+            Lent { part: Some(part), execute: Some(execute), stopping: None, attempt: lent_attempt::<P, F, Out, E> };
+        Member::new(self.settings, lent, NoUndo)
+    }
+}
+
+/// What an attempt of a member with a part ([`MemberBuilder::execute_on`])
+/// ends with: its result (`None` if the group stopped it), and the part
+/// and execute function, handed back for the next attempt.
+pub type LentEnd<'p, P, F, Out, E> = (Option<Result<Out, E>>, &'p mut P, F);
+
+/// One attempt of a member with a part: the part and the execute function
+/// go into the attempt, and come back out when it ends — also when the
+/// group stops it, which it does by raising `stopping` and polling once.
+async fn lent_attempt<'p, P, F, Out, E>(
+    part: &'p mut P,
+    mut execute: F,
+    stopping: Option<&'p AtomicBool>,
+) -> LentEnd<'p, P, F, Out, E>
+where
+    P: ?Sized + 'p,
+    F: AsyncFnMut(&mut P) -> Result<Out, E> + 'p,
+{
+    let result = Stoppable { stopping, attempt: execute(&mut *part) }.await;
+    (result, part, execute)
+}
+
+pin_project! {
+    /// An attempt that ends with `None`, dropping the user's future, when
+    /// polled while the group stops it.
+    struct Stoppable<'s, Fut> {
+        stopping: Option<&'s AtomicBool>,
+        #[pin]
+        attempt: Fut,
+    }
+}
+
+impl<Fut: Future> Future for Stoppable<'_, Fut> {
+    type Output = Option<Fut::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if this.stopping.is_some_and(|stopping| stopping.load(Ordering::Relaxed)) {
+            return Poll::Ready(None);
+        }
+        this.attempt.poll(cx).map(Some)
+    }
+}
+
+/// A member's execute function with the part it borrows. Made by
+/// [`MemberBuilder::execute_on`].
+pub struct Lent<'p, P: ?Sized, F, A> {
+    /// Here between attempts; in the attempt while it runs.
+    part: Option<&'p mut P>,
+    execute: Option<F>,
+    /// The transaction's stop flag, lent by the group before it starts.
+    stopping: Option<&'p AtomicBool>,
+    attempt: fn(&'p mut P, F, Option<&'p AtomicBool>) -> A,
+}
+
+impl<P: ?Sized, F, A> fmt::Debug for Lent<'_, P, F, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lent").field("lent", &self.part.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl<'p, P: ?Sized, F, A, Out, E> MemberFn for Lent<'p, P, F, A>
+where
+    A: Future<Output = LentEnd<'p, P, F, Out, E>>,
+    E: fmt::Display,
+{
+    type Output = Out;
+    type Raw = E;
+    type Error = E;
+    type Attempt = A;
+
+    fn start(&mut self) -> A {
+        match (self.part.take(), self.execute.take()) {
+            (Some(part), Some(execute)) => (self.attempt)(part, execute, self.stopping),
+            // Only after an attempt that panicked: it took the part along.
+            _ => panic!("the member's part was lost with an attempt that panicked"),
+        }
+    }
+
+    fn finish(&mut self, (result, part, execute): LentEnd<'p, P, F, Out, E>) -> Option<Result<Out, E>> {
+        self.part = Some(part);
+        self.execute = Some(execute);
+        result
+    }
+
+    fn stopping(&mut self, on: bool) -> bool {
+        match self.stopping {
+            Some(stopping) => {
+                stopping.store(on, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn convert(&mut self, raw: E) -> E {
+        raw
+    }
+}
+
+/// Receives the transaction's stop flag before the group starts; see
+/// [`Lend`].
+pub trait LendFlag<'s> {
+    /// Keeps `stopping`.
+    fn lend(&mut self, stopping: &'s AtomicBool);
+}
+
+impl<'s, F> LendFlag<'s> for Attempts<F> {
+    fn lend(&mut self, _: &'s AtomicBool) {}
+}
+
+impl<'s, F: LendFlag<'s>, G> LendFlag<'s> for MapErrors<F, G> {
+    fn lend(&mut self, stopping: &'s AtomicBool) {
+        self.inner.lend(stopping);
+    }
+}
+
+impl<'s: 'p, 'p, P: ?Sized, F, A> LendFlag<'s> for Lent<'p, P, F, A> {
+    fn lend(&mut self, stopping: &'s AtomicBool) {
+        self.stopping = Some(stopping);
+    }
 }
 
 /// How a member makes its attempts: its execute function, and how its
-/// errors are converted. Implemented by [`Attempts`] and [`MapErrors`];
-/// you do not implement it yourself.
+/// errors are converted. Implemented by [`Attempts`], [`Lent`] and
+/// [`MapErrors`]; you do not implement it yourself.
 pub trait MemberFn {
     /// What a successful attempt returns.
     type Output;
@@ -177,10 +364,22 @@ pub trait MemberFn {
     /// The member's error type, after conversion.
     type Error: fmt::Display;
     /// One attempt.
-    type Attempt: Future<Output = Result<Self::Output, Self::Raw>>;
+    type Attempt: Future;
 
     /// Starts an attempt.
     fn start(&mut self) -> Self::Attempt;
+
+    /// Takes what an attempt ended with: its result, or `None` if the
+    /// group stopped it (see [`stopping`](MemberFn::stopping)).
+    fn finish(&mut self, ended: <Self::Attempt as Future>::Output) -> Option<Result<Self::Output, Self::Raw>>;
+
+    /// Raises (`on`) or lowers the flag that makes the attempt in flight
+    /// end at its next poll instead of being dropped; returns whether this
+    /// member has one.
+    fn stopping(&mut self, on: bool) -> bool {
+        let _ = on;
+        false
+    }
 
     /// Converts a failed attempt's error.
     fn convert(&mut self, raw: Self::Raw) -> Self::Error;
@@ -203,6 +402,10 @@ where
 
     fn start(&mut self) -> Fut {
         (self.0)()
+    }
+
+    fn finish(&mut self, ended: Result<Out, E>) -> Option<Result<Out, E>> {
+        Some(ended)
     }
 
     fn convert(&mut self, raw: E) -> E {
@@ -236,6 +439,14 @@ where
 
     fn start(&mut self) -> F::Attempt {
         self.inner.start()
+    }
+
+    fn finish(&mut self, ended: <F::Attempt as Future>::Output) -> Option<Result<F::Output, F::Raw>> {
+        self.inner.finish(ended)
+    }
+
+    fn stopping(&mut self, on: bool) -> bool {
+        self.inner.stopping(on)
     }
 
     fn convert(&mut self, raw: F::Raw) -> E2 {
@@ -368,8 +579,9 @@ enum OnMemberFailure {
 }
 
 /// A parallel group being configured. Made by [`Transaction::group`]; run
-/// it with [`Group::run`]. [`Transaction::parallel`] runs one with the
-/// defaults.
+/// it with [`Group::run`], or with [`Group::run_with`] for members that
+/// borrow parts of the context. [`Transaction::parallel`] and
+/// [`Transaction::parallel_with`] run one with the defaults.
 #[must_use = "a group does nothing until it is run"]
 pub struct Group<'g, 't, M, Ctx: ?Sized, U, S: Storage> {
     tx: &'g mut Transaction<'t, M, Ctx, U, S>,
@@ -460,7 +672,7 @@ impl<M, U, S: Storage> Group<'_, '_, M, (), U, S> {
     }
 }
 
-impl<C, H, A, J, Ctx: ?Sized, U, S: Storage> Group<'_, '_, TransactionManager<C, H, A, J>, Ctx, U, S>
+impl<'g, C, H, A, J, Ctx: ?Sized, U, S: Storage> Group<'g, '_, TransactionManager<C, H, A, J>, Ctx, U, S>
 where
     C: Clock,
     H: Hooks,
@@ -486,11 +698,71 @@ where
     /// The group's error lists the other failures in member order.
     pub fn run<Ms, E>(self, members: Ms) -> impl Future<Output = Result<Ms::Output, GroupError<E, S>>>
     where
-        Ms: Members<U, E>,
+        Ms: Members<U, E> + Lend<'g>,
         E: fmt::Display,
     {
+        let (_, stopping, detached) = self.tx.split();
         // Not an `async fn`: a wrapper would keep a second copy of the members.
-        self.tx.run_group(self.on_failure, self.concurrent_rollbacks, members)
+        detached.run_group(self.on_failure, self.concurrent_rollbacks, move || {
+            let mut members = members;
+            members.lend(stopping);
+            members
+        })
+    }
+
+    /// Runs the members that `build` makes from the transaction's context:
+    /// `build` receives `&mut Ctx` and hands disjoint parts of it to the
+    /// members ([`MemberBuilder::execute_on`]), which use them at the same
+    /// time. Otherwise as [`run`](Group::run).
+    ///
+    /// The group's own bookkeeping (records, undo records, hooks, journal)
+    /// never needs the context, so the members have it for the whole group.
+    /// Their rollbacks are undo records as usual
+    /// ([`Member::undo`]): rolled back later with the whole context.
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// struct Board { i2c: bool, spi: bool }
+    /// enum Undo { I2cOff, SpiOff }
+    /// impl Rollback<Board> for Undo {
+    ///     type Error = &'static str;
+    ///     async fn rollback(&mut self, board: &mut Board) -> Result<(), &'static str> {
+    ///         match self { Undo::I2cOff => board.i2c = false, Undo::SpiOff => board.spi = false }
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let mut board = Board { i2c: false, spi: false };
+    /// let err = clock.block_on(manager.transaction("up").fixed::<Undo, 2>().run_with(&mut board, async |tx| {
+    ///     tx.group().run_with(|board: &mut Board| {
+    ///         let Board { i2c, spi } = board;
+    ///         (
+    ///             member("i2c").execute_on(i2c, async |on: &mut bool| { *on = true; Ok(()) }).undo(|_| Undo::I2cOff),
+    ///             member("spi").execute_on(spi, async |_: &mut bool| Err::<(), _>("no clock")).undo(|_| Undo::SpiOff),
+    ///         )
+    ///     }).await?;
+    ///     Ok::<_, StepError<&str>>(())
+    /// })).unwrap_err();
+    /// assert_eq!(err.cause().step(), "spi");
+    /// assert_eq!(err.summary().steps()[0].status(), StepStatus::RolledBack);
+    /// assert!(!board.i2c, "rolled back with the board");
+    /// ```
+    pub fn run_with<B, Ms, E>(self, build: B) -> impl Future<Output = Result<Ms::Output, GroupError<E, S>>>
+    where
+        B: FnOnce(&'g mut Ctx) -> Ms,
+        Ms: Members<U, E> + Lend<'g>,
+        E: fmt::Display,
+    {
+        let (ctx, stopping, detached) = self.tx.split();
+        // The members are built inside the group's future, where they stay:
+        // one copy of them, not the argument and the pinned one.
+        detached.run_group(self.on_failure, self.concurrent_rollbacks, move || {
+            let mut members = build(ctx);
+            members.lend(stopping);
+            members
+        })
     }
 }
 
@@ -534,23 +806,54 @@ where
     /// assert_eq!(*undone.lock().unwrap(), ["vm-1"]); // it finished, then was rolled back
     /// # }
     /// ```
-    pub fn parallel<Ms, E>(&mut self, members: Ms) -> impl Future<Output = Result<Ms::Output, GroupError<E, S>>>
+    pub fn parallel<'g, Ms, E>(&'g mut self, members: Ms) -> impl Future<Output = Result<Ms::Output, GroupError<E, S>>>
     where
-        Ms: Members<U, E>,
+        Ms: Members<U, E> + Lend<'g>,
         E: fmt::Display,
     {
-        self.run_group(OnMemberFailure::Finish, false, members)
+        self.group().run(members)
     }
 
+    /// Runs the members that `build` makes from the transaction's context,
+    /// each borrowing its own part of it; see [`Group::run_with`] and
+    /// [`MemberBuilder::execute_on`]. When a member fails for good, the
+    /// others run to completion first.
+    pub fn parallel_with<'g, B, Ms, E>(
+        &'g mut self,
+        build: B,
+    ) -> impl Future<Output = Result<Ms::Output, GroupError<E, S>>>
+    where
+        B: FnOnce(&'g mut Ctx) -> Ms,
+        Ms: Members<U, E> + Lend<'g>,
+        E: fmt::Display,
+    {
+        self.group().run_with(build)
+    }
+}
+
+/// The group engine runs on a handle without the context
+/// ([`Transaction::split`]): the members may hold parts of the context
+/// while it runs, and one copy of the engine serves groups with and
+/// without them.
+impl<'t, C, H, A, J, U, S: Storage> Transaction<'t, TransactionManager<C, H, A, J>, NoContext, U, S>
+where
+    C: Clock,
+    H: Hooks,
+    J: crate::JournalFor<U>,
+{
     /// The group engine: reserve, start, poll, bookkeeping, until every
     /// member is done. Generic over the members only where it must be
     /// (pinning and outputs); the bookkeeping helpers below take a
     /// `dyn Slot` and are compiled once per transaction type.
+    ///
+    /// Takes a function that makes the members: members built inside this
+    /// future are kept once (an `async fn` keeps its arguments for good,
+    /// next to the pinned copy it polls).
     async fn run_group<Ms, E>(
-        &mut self,
+        mut self,
         on_failure: OnMemberFailure,
         concurrent_rollbacks: bool,
-        members: Ms,
+        make: impl FnOnce() -> Ms,
     ) -> Result<Ms::Output, GroupError<E, S>>
     where
         Ms: Members<U, E>,
@@ -562,6 +865,7 @@ where
             core::future::pending::<()>().await;
         }
         self.settle_dropped_step();
+        let members = make();
         let n = members.count();
         let mut pinned = pin!(members.into_pinned());
         // Reserve: every member fits, or none runs.
@@ -1552,24 +1856,45 @@ mod driver {
         }
 
         fn poll_attempt(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), F::Error>> {
-            let this = self.project();
-            let Some(attempt) = this.attempt.as_pin_mut() else { return Poll::Pending };
-            match attempt.poll(cx) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(Ok(output)) => {
+            let mut this = self.project();
+            let Some(attempt) = this.attempt.as_mut().as_pin_mut() else { return Poll::Pending };
+            let Poll::Ready(ended) = attempt.poll(cx) else { return Poll::Pending };
+            // Done with: `stop` must not poll it again.
+            this.attempt.set(None);
+            match this.execute.finish(ended) {
+                Some(Ok(output)) => {
                     *this.output = Some(output);
                     Poll::Ready(Ok(()))
                 }
-                Poll::Ready(Err(raw)) => Poll::Ready(Err(this.execute.convert(raw))),
+                Some(Err(raw)) => Poll::Ready(Err(this.execute.convert(raw))),
+                // Only while `stop` raises the flag, which it does not poll here.
+                None => Poll::Pending,
             }
         }
 
         fn stop(self: Pin<&mut Self>) {
             let mut this = self.project();
             if this.attempt.is_some() {
+                // A member with a part gets it back: with the flag raised,
+                // one poll ends its attempt (dropping the user's future).
+                let stoppable = this.execute.stopping(true);
                 // Dropping an attempt runs user code: a panic there is logged,
                 // the member's outcome is already decided.
-                if let Err(panic) = caught(|| this.attempt.set(None)) {
+                let stopped = caught(|| {
+                    if stoppable {
+                        if let Some(attempt) = this.attempt.as_mut().as_pin_mut() {
+                            if let Poll::Ready(ended) = attempt.poll(&mut Context::from_waker(Waker::noop())) {
+                                this.attempt.set(None);
+                                let _ = this.execute.finish(ended);
+                            }
+                        }
+                    }
+                    this.attempt.set(None);
+                });
+                if stoppable {
+                    this.execute.stopping(false);
+                }
+                if let Err(panic) = stopped {
                     tm_error!("dropping an attempt of step `{}` panicked: {}", this.run.settings.name, panic);
                 }
             }
@@ -1599,6 +1924,61 @@ mod driver {
             self.project().output.take()
         }
     }
+
+    /// Members that take the transaction's stop flag before their group
+    /// starts (those with a part, [`MemberBuilder::execute_on`], keep it);
+    /// implemented for a [`Member`] and for tuples, arrays and (with
+    /// `alloc`) `Vec`s of them. You do not implement it yourself.
+    pub trait Lend<'s> {
+        #[doc(hidden)]
+        fn lend(&mut self, stopping: &'s AtomicBool);
+    }
+
+    impl<'s, F: MemberFn + LendFlag<'s>, R> Lend<'s> for Member<F, R> {
+        fn lend(&mut self, stopping: &'s AtomicBool) {
+            self.execute.lend(stopping);
+        }
+    }
+
+    impl<'s, M: Lend<'s>, const N: usize> Lend<'s> for [M; N] {
+        fn lend(&mut self, stopping: &'s AtomicBool) {
+            for member in self {
+                member.lend(stopping);
+            }
+        }
+    }
+
+    #[cfg(feature = "alloc")]
+    impl<'s, M: Lend<'s>> Lend<'s> for alloc::vec::Vec<M> {
+        fn lend(&mut self, stopping: &'s AtomicBool) {
+            for member in self {
+                member.lend(stopping);
+            }
+        }
+    }
+
+    macro_rules! lend_tuple {
+        ($($t:ident $i:tt),+) => {
+            impl<'s, $($t: Lend<'s>),+> Lend<'s> for ($($t,)+) {
+                fn lend(&mut self, stopping: &'s AtomicBool) {
+                    $(self.$i.lend(stopping);)+
+                }
+            }
+        };
+    }
+
+    lend_tuple!(A 0);
+    lend_tuple!(A 0, B 1);
+    lend_tuple!(A 0, B 1, C 2);
+    lend_tuple!(A 0, B 1, C 2, D 3);
+    lend_tuple!(A 0, B 1, C 2, D 3, E5 4);
+    lend_tuple!(A 0, B 1, C 2, D 3, E5 4, F 5);
+    lend_tuple!(A 0, B 1, C 2, D 3, E5 4, F 5, G 6);
+    lend_tuple!(A 0, B 1, C 2, D 3, E5 4, F 5, G 6, H 7);
+    lend_tuple!(A 0, B 1, C 2, D 3, E5 4, F 5, G 6, H 7, I 8);
+    lend_tuple!(A 0, B 1, C 2, D 3, E5 4, F 5, G 6, H 7, I 8, J 9);
+    lend_tuple!(A 0, B 1, C 2, D 3, E5 4, F 5, G 6, H 7, I 8, J 9, K 10);
+    lend_tuple!(A 0, B 1, C 2, D 3, E5 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11);
 
     /// The members of a parallel group: a tuple (up to 12), an array (up
     /// to 12) or, with `alloc`, a `Vec` of [`Member`]s with one error type

@@ -134,8 +134,8 @@ pub use error::{
     Committed, RollbackErrorKind, RollbackFailure, RollbackState, StepError, StepErrorKind, TransactionError,
 };
 pub use group::{
-    Attempts, Group, GroupError, MapErrors, Member, MemberBuilder, MemberFn, MemberUndo, Members, NoUndo, OnCompleted,
-    OnCompletedUsing, OnUncertain, UndoMaybe, UndoWith, member,
+    Attempts, Group, GroupError, Lend, LendFlag, Lent, LentEnd, MapErrors, Member, MemberBuilder, MemberFn, MemberUndo,
+    Members, NoUndo, OnCompleted, OnCompletedUsing, OnUncertain, UndoMaybe, UndoWith, member,
 };
 pub use hooks::{Hooks, StepEvent};
 pub use interrupt::{

@@ -4,6 +4,7 @@
 
 use core::fmt;
 use core::future::Future;
+use core::sync::atomic::AtomicBool;
 use core::time::Duration;
 
 use crate::future::with_timeout;
@@ -79,6 +80,13 @@ pub struct Transaction<'t, M, Ctx: ?Sized, U, S: Storage> {
     /// A function pointer, chosen where the policy's bounds are known, so
     /// that `Drop` needs none.
     on_drop: Option<fn(&mut Self)>,
+    /// Raised by a parallel group for the moment it stops an attempt of a
+    /// member that borrows a part of the context
+    /// ([`MemberBuilder::execute_on`](crate::MemberBuilder::execute_on)):
+    /// the attempt sees it, drops the user's future and hands the part
+    /// back for the member's next attempt. Lent to the members (shared)
+    /// while the group engine has the rest of the transaction.
+    pub(crate) stopping: AtomicBool,
 }
 
 impl<M, Ctx: ?Sized, U, S: Storage> Drop for Transaction<'_, M, Ctx, U, S> {
@@ -103,9 +111,35 @@ impl<M, Ctx: ?Sized, U, S: Storage> Transaction<'_, M, Ctx, U, S> {
             deadline_at: self.deadline_at,
             fork: self.fork,
             on_drop: None,
+            stopping: AtomicBool::new(false),
         }
     }
+
+    /// Splits the handle for a parallel group: the context (for the
+    /// members to borrow parts of), the stop flag (shared with them), and a
+    /// handle on the same records without the context, for the group
+    /// engine, which never needs the context while the members run. If the
+    /// group is dropped, this transaction (still borrowed) abandons what it
+    /// owes, as for a scope.
+    pub(crate) fn split(&mut self) -> (&mut Ctx, &AtomicBool, Transaction<'_, M, NoContext, U, S>) {
+        let detached = Transaction {
+            manager: self.manager,
+            ctx: &mut [],
+            ledger: &mut *self.ledger,
+            running: RunningStep::default(),
+            scope: self.scope,
+            deadline_at: self.deadline_at,
+            // The group engine rolls nothing back itself.
+            fork: Fork::NONE,
+            on_drop: None,
+            stopping: AtomicBool::new(false),
+        };
+        (&mut *self.ctx, &self.stopping, detached)
+    }
 }
+
+/// The context of the handle a parallel group's engine works with: none.
+pub(crate) type NoContext = [(); 0];
 
 impl<'t, C, H, A, J, Ctx: ?Sized, U, S: Storage> Transaction<'t, TransactionManager<C, H, A, J>, Ctx, U, S> {
     /// Starts building a step named `name`; set its options, then run it
@@ -194,6 +228,81 @@ impl<'t, C, H, A, J, Ctx: ?Sized, U, S: Storage> Transaction<'t, TransactionMana
     }
 }
 
+/// What the step engine and the group engine share, with no bound on the
+/// context or the abandon policy (the group engine runs on a handle without
+/// the context).
+impl<C: Clock, H, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
+    Transaction<'_, TransactionManager<C, H, A, J>, Ctx, U, S>
+{
+    /// The clock's time (a panicking `now()` reads as zero).
+    fn now(&self) -> Duration {
+        crate::panic::now(&self.manager.clock)
+    }
+
+    /// A step's timestamp: the clock's time, or none when the manager turned
+    /// per-step times off.
+    pub(crate) fn stamp(&self) -> crate::record::At {
+        self.ledger.stamp(&self.manager.clock)
+    }
+
+    /// A step whose future the body dropped mid-way (its own `select` or
+    /// timeout around the step) is still `InProgress`: record it as
+    /// interrupted. Its undo record, if one is owed, is already right: an
+    /// uncertain record is in the ledger only while an attempt is in flight
+    /// or after one that may have taken effect.
+    pub(crate) fn settle_dropped_step(&mut self) {
+        if self.ledger.in_progress().is_some() {
+            let now = self.stamp();
+            self.ledger.abandon_in_progress(&"interrupted: the step's future was dropped", now);
+        }
+    }
+
+    /// Whether the transaction's deadline has passed: no step or retry may
+    /// start then.
+    pub(crate) fn past_deadline(&self) -> bool {
+        self.deadline_at.is_some_and(|deadline| self.now() >= deadline)
+    }
+
+    /// Bookkeeping of a completed attempt. Not generic over the step.
+    pub(crate) fn step_completed(&mut self, index: usize, attempt: u32) {
+        let now = self.stamp();
+        let record = &mut self.ledger.summary.steps[index];
+        record.status = StepStatus::Completed;
+        record.succeeded = true;
+        record.completed_at = now;
+        let info = &self.ledger.summary.info;
+        tm_debug!("{} `{}`: step `{}` completed on attempt {}", info.id, info.operation, record.name, attempt);
+    }
+
+    /// Writes step `index`'s undo record (the latest it has in the ledger)
+    /// to the journal as `kind`.
+    ///
+    /// Not `async fn`: the future is the journal's own, so without a
+    /// journal it holds nothing (no `&U` across an await, which would make a
+    /// transaction of `!Sync` undo records `!Send`).
+    pub(crate) fn journal_undo(
+        &self,
+        index: usize,
+        kind: EntryKind,
+    ) -> impl Future<Output = Result<(), JournalFailure>> + '_ {
+        let ledger = &*self.ledger;
+        let undo = ledger.undo.iter().rev().find(|u| u.step == index);
+        let record = &ledger.summary.steps[index];
+        let entry = Entry::new(ledger.summary.info.id, Some(step_index(index)), kind);
+        let journal = &self.manager.journal;
+        // Called right after the step's record was pushed: it is there (a
+        // step without one writes nothing).
+        let written =
+            undo.map(|undo| journal.write_undo(entry, record.name.as_str(), undo.retry, undo.timeout, &undo.undo));
+        async move {
+            match written {
+                Some(written) => written.await,
+                None => Ok(()),
+            }
+        }
+    }
+}
+
 impl<'t, C: Clock, H: Hooks, A, J, Ctx: ?Sized, U: Rollback<Ctx>, S: Storage>
     Transaction<'t, TransactionManager<C, H, A, J>, Ctx, U, S>
 where
@@ -214,6 +323,7 @@ where
             deadline_at: None,
             fork: Fork::NONE,
             on_drop: Some(Self::abandon),
+            stopping: AtomicBool::new(false),
         }
     }
 
@@ -271,41 +381,12 @@ where
         }
     }
 
-    /// The clock's time (a panicking `now()` reads as zero).
-    fn now(&self) -> Duration {
-        crate::panic::now(&self.manager.clock)
-    }
-
-    /// A step's timestamp: the clock's time, or none when the manager turned
-    /// per-step times off.
-    pub(crate) fn stamp(&self) -> crate::record::At {
-        self.ledger.stamp(&self.manager.clock)
-    }
-
-    /// A step whose future the body dropped mid-way (its own `select` or
-    /// timeout around the step) is still `InProgress`: record it as
-    /// interrupted. Its undo record, if one is owed, is already right: an
-    /// uncertain record is in the ledger only while an attempt is in flight
-    /// or after one that may have taken effect.
-    pub(crate) fn settle_dropped_step(&mut self) {
-        if self.ledger.in_progress().is_some() {
-            let now = self.stamp();
-            self.ledger.abandon_in_progress(&"interrupted: the step's future was dropped", now);
-        }
-    }
-
     /// The body was stopped from outside: the step it was in is abandoned.
     pub(crate) fn interrupted(&mut self, why: &dyn fmt::Display) -> (Option<(crate::Name, usize)>, usize) {
         let step = self.ledger.in_progress();
         let now = self.stamp();
         self.ledger.abandon_in_progress(why, now);
         (step, self.ledger.summary.steps.len())
-    }
-
-    /// Whether the transaction's deadline has passed: no step or retry may
-    /// start then.
-    pub(crate) fn past_deadline(&self) -> bool {
-        self.deadline_at.is_some_and(|deadline| self.now() >= deadline)
     }
 
     /// The body returned `Ok`: commit. With a journal, the `Committed`
@@ -426,17 +507,6 @@ where
         UndoRecord { step: index, undo, retry: self.running.rollback_retry, timeout: self.running.rollback_timeout }
     }
 
-    /// Bookkeeping of a completed attempt. Not generic over the step.
-    pub(crate) fn step_completed(&mut self, index: usize, attempt: u32) {
-        let now = self.stamp();
-        let record = &mut self.ledger.summary.steps[index];
-        record.status = StepStatus::Completed;
-        record.succeeded = true;
-        record.completed_at = now;
-        let info = &self.ledger.summary.info;
-        tm_debug!("{} `{}`: step `{}` completed on attempt {}", info.id, info.operation, record.name, attempt);
-    }
-
     /// Bookkeeping of a failed attempt: its error text, and whether it was
     /// the last. Not generic over the step.
     fn step_failed(&mut self, index: usize, attempt: u32, error: &dyn fmt::Display, final_: bool) -> bool {
@@ -480,34 +550,6 @@ where
         let info = &self.ledger.summary.info;
         tm_error!("{} `{}`: step `{}` failed for good: {}", info.id, info.operation, record.name, panic);
         StepError { step: record.name.clone(), index, kind: StepErrorKind::Panicked(panic) }
-    }
-
-    /// Writes step `index`'s undo record (the latest it has in the ledger)
-    /// to the journal as `kind`.
-    ///
-    /// Not `async fn`: the future is the journal's own, so without a
-    /// journal it holds nothing (no `&U` across an await, which would make a
-    /// transaction of `!Sync` undo records `!Send`).
-    pub(crate) fn journal_undo(
-        &self,
-        index: usize,
-        kind: EntryKind,
-    ) -> impl Future<Output = Result<(), JournalFailure>> + '_ {
-        let ledger = &*self.ledger;
-        let undo = ledger.undo.iter().rev().find(|u| u.step == index);
-        let record = &ledger.summary.steps[index];
-        let entry = Entry::new(ledger.summary.info.id, Some(step_index(index)), kind);
-        let journal = &self.manager.journal;
-        // Called right after the step's record was pushed: it is there (a
-        // step without one writes nothing).
-        let written =
-            undo.map(|undo| journal.write_undo(entry, record.name.as_str(), undo.retry, undo.timeout, &undo.undo));
-        async move {
-            match written {
-                Some(written) => written.await,
-                None => Ok(()),
-            }
-        }
     }
 
     /// Ends a step for good because the journal could not record it.

@@ -805,3 +805,127 @@ pub async fn group_hook_panics_and_cancel_signal<C: Clock + Clone>(clock: C, t: 
         ]
     );
 }
+
+/// The board of [`group_members_borrow_parts_of_the_context`]: two buses a
+/// group brings up at the same time, each member borrowing its own.
+#[derive(Debug, Default)]
+pub struct TwoBuses {
+    pub i2c: Bus,
+    pub spi: Bus,
+}
+
+/// One bus: whether it is up, and how often it was started.
+#[derive(Debug, Default)]
+pub struct Bus {
+    pub up: bool,
+    pub starts: u32,
+}
+
+/// How to undo a bus bring-up: data, rolled back with the whole board.
+#[derive(Debug)]
+pub enum BusUndo {
+    I2cDown,
+    SpiDown,
+}
+
+impl Rollback<TwoBuses> for BusUndo {
+    type Error = &'static str;
+
+    async fn rollback(&mut self, board: &mut TwoBuses) -> Result<(), &'static str> {
+        match self {
+            BusUndo::I2cDown => board.i2c.up = false,
+            BusUndo::SpiDown => board.spi.up = false,
+        }
+        Ok(())
+    }
+}
+
+/// Members of a `run_with` transaction borrow disjoint parts of its context
+/// (`Group::run_with`, `execute_on`) and mutate them at the same time. The
+/// SPI member's first attempt hangs and times out: the group stops it and
+/// gives its bus back for the retry, which fails for good. The I2C member
+/// finished meanwhile; the body's `?` then rolls its undo record back with
+/// the whole board.
+pub async fn group_members_borrow_parts_of_the_context<C: Clock + Clone>(clock: C, t: Timing) {
+    let log = Log::leaked();
+    let manager = manager(clock.clone(), log);
+    let c = &clock;
+    let start = clock.now();
+    let mut board = TwoBuses::default();
+    let err = manager
+        .transaction("buses")
+        .fixed::<BusUndo, 4>()
+        .run_with(&mut board, async |tx| {
+            tx.group()
+                .run_with(|board: &mut TwoBuses| {
+                    let TwoBuses { i2c, spi } = board;
+                    (
+                        member("i2c")
+                            .execute_on(i2c, async |bus: &mut Bus| {
+                                bus.starts += 1;
+                                c.sleep(t.ms(3_000)).await;
+                                bus.up = true;
+                                log.push("i2c up");
+                                Ok(3)
+                            })
+                            .undo(|_| BusUndo::I2cDown),
+                        member("spi")
+                            .timeout(t.ms(1_000))
+                            .retry(t.retries(1))
+                            .execute_on(spi, async |bus: &mut Bus| {
+                                bus.starts += 1;
+                                if bus.starts == 1 {
+                                    // Hangs: only the timeout ends it.
+                                    core::future::pending::<()>().await;
+                                }
+                                c.sleep(t.ms(100)).await;
+                                Err::<u32, _>("no clock")
+                            })
+                            .undo(|_| BusUndo::SpiDown),
+                    )
+                })
+                .await?;
+            Ok::<_, StepError<&str>>(())
+        })
+        .await
+        .expect_err("spi fails");
+
+    // i2c: 0 → 3 s. spi: 0 → 1 s (timeout), 500 ms backoff, 1.5 → 1.6 s.
+    // The group ends with its slowest member, not after the sum.
+    t.assert_at(clock.now() - start, t.ms(3_000));
+    if matches!(t, Timing::Exact) {
+        // Exact already, but say why: one after the other would be 4.6 s.
+        assert_eq!(clock.now() - start, t.ms(3_000), "the members ran at the same time");
+    } else {
+        assert!(clock.now() - start < t.ms(4_600), "the members ran at the same time");
+    }
+    assert_eq!(err.cause().to_string(), "step `spi` failed: no clock");
+    assert!(err.rollback_state().is_clean());
+    assert!(!board.i2c.up, "the completed bus was rolled back with the board");
+    assert_eq!((board.i2c.starts, board.spi.starts), (1, 2), "the retry got the bus back");
+    let steps = err.summary().steps();
+    let statuses: Vec<_> = steps.iter().map(|s| (s.name().as_str(), s.status(), s.attempts())).collect();
+    assert_eq!(statuses, [("i2c", StepStatus::RolledBack, 1), ("spi", StepStatus::Failed, 2)]);
+    t.assert_at(steps[0].completed_at().unwrap() - start, t.ms(3_000));
+    t.assert_at(steps[1].completed_at().unwrap() - start, t.ms(1_600));
+    if matches!(t, Timing::Exact) {
+        assert_eq!(steps[0].started_at(), steps[1].started_at(), "both started at once");
+    }
+    let timed_out = format!("hook failure spi #1 in_progress: timed out after {:?}", t.ms(1_000));
+    assert_eq!(
+        log.take(),
+        [
+            "hook start buses",
+            "hook execute i2c #1 in_progress",
+            "hook execute spi #1 in_progress",
+            &timed_out,
+            "hook execute spi #2 in_progress",
+            "hook failure spi #2 failed: no clock",
+            "i2c up",
+            "hook success i2c #1 completed",
+            "hook rollback_start buses",
+            "hook rollback i2c #1 rolled_back",
+            "hook complete buses success=false steps=2 rolled_back=1 rollback_errors=0",
+        ]
+    );
+}

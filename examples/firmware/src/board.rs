@@ -18,6 +18,8 @@ pub enum HwError {
     NoAnswer,
     /// The I2C bus did not release: a device holds SDA low.
     BusStuck,
+    /// The SPI controller got no clock.
+    NoClock,
 }
 
 impl fmt::Display for HwError {
@@ -25,6 +27,7 @@ impl fmt::Display for HwError {
         f.write_str(match self {
             HwError::NoAnswer => "no answer",
             HwError::BusStuck => "bus stuck (SDA low)",
+            HwError::NoClock => "no clock",
         })
     }
 }
@@ -38,13 +41,17 @@ pub struct Faults {
     pub sensor_hangs: bool,
     /// Releasing the I2C bus always fails.
     pub bus_stuck: bool,
+    /// The SPI bus never comes up.
+    pub spi_dead: bool,
 }
 
 /// Everything the bring-up touches. Steps and rollbacks borrow it mutably,
-/// one at a time.
+/// one at a time — except the two buses, which are independent: the
+/// bring-up initialises them at the same time, each borrowing its own.
 pub struct Board {
     pub power: PowerRail,
     pub i2c: I2cBus,
+    pub spi: SpiBus,
     pub sensor: Sensor,
     pub radio: Radio,
 }
@@ -55,6 +62,7 @@ impl Board {
         Self {
             power: PowerRail { on: false },
             i2c: I2cBus { up: false, stuck: faults.bus_stuck },
+            spi: SpiBus { up: false, dead: faults.spi_dead },
             sensor: Sensor { hangs: faults.sensor_hangs },
             radio: Radio { up: false, silent_starts: faults.radio_silent_starts },
         }
@@ -95,8 +103,9 @@ pub struct I2cBus {
 }
 
 impl I2cBus {
+    /// Resets the controller and waits for the bus to go idle (4 ms).
     pub async fn init(&mut self) -> Result<(), HwError> {
-        Timer::after_millis(1).await;
+        Timer::after_millis(4).await;
         self.up = true;
         trace::record(Event::BusUp);
         Ok(())
@@ -110,6 +119,38 @@ impl I2cBus {
         }
         self.up = false;
         trace::record(Event::BusDown);
+        Ok(())
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+}
+
+/// The SPI controller the flash and the display sit on; independent of the
+/// I2C bus.
+pub struct SpiBus {
+    up: bool,
+    dead: bool,
+}
+
+impl SpiBus {
+    /// Starts the controller's clock and waits for it to lock (6 ms).
+    pub async fn init(&mut self) -> Result<(), HwError> {
+        Timer::after_millis(6).await;
+        if self.dead {
+            trace::record(Event::SpiNack);
+            return Err(HwError::NoClock);
+        }
+        self.up = true;
+        trace::record(Event::SpiUp);
+        Ok(())
+    }
+
+    pub async fn release(&mut self) -> Result<(), HwError> {
+        Timer::after_millis(1).await;
+        self.up = false;
+        trace::record(Event::SpiDown);
         Ok(())
     }
 

@@ -13,8 +13,12 @@ use core::time::Duration;
 
 use embassy_executor::Spawner;
 use firmware::board::{Board, Faults, HwError};
+#[cfg(not(feature = "sequential-buses"))]
+use firmware::board::{I2cBus, SpiBus};
 use firmware::say;
 use firmware::scenario::{self, Outcome, Report, Status};
+#[cfg(not(feature = "sequential-buses"))]
+use transaction_manager::member;
 use transaction_manager::{
     Action, Committed, EmbassyClock, Fixed, Maybe, RetryPolicy, Rollback, StepError, StepStatus, TransactionError,
     TransactionManager,
@@ -25,6 +29,7 @@ use transaction_manager::{
 enum Undo {
     RailOff,
     ReleaseBus,
+    ReleaseSpi,
     RadioOff,
 }
 
@@ -35,6 +40,7 @@ impl Rollback<Board> for Undo {
         match self {
             Undo::RailOff => board.power.off().await,
             Undo::ReleaseBus => board.i2c.release().await,
+            Undo::ReleaseSpi => board.spi.release().await,
             Undo::RadioOff => board.radio.stop().await,
         }
     }
@@ -52,10 +58,15 @@ const BUS_RETRY: RetryPolicy = RetryPolicy::new().with_max_retries(1).with_initi
 const RADIO_RETRY: RetryPolicy = POWER_RETRY;
 
 /// The steps of the bring-up, as data: every step shares one copy of the
-/// library's step engine.
+/// library's step engine. (The two buses are members of a parallel group,
+/// each borrowing its own bus; with `sequential-buses`, built only to
+/// measure what the group costs, they are two steps here instead.)
 enum BringUp {
     Power,
+    #[cfg(feature = "sequential-buses")]
     Bus,
+    #[cfg(feature = "sequential-buses")]
+    Spi,
     Sensor,
     Radio,
 }
@@ -63,6 +74,7 @@ enum BringUp {
 /// What a step returns.
 enum Done {
     Rail(u16),
+    #[cfg(feature = "sequential-buses")]
     Bus,
     Chip(u8),
     Radio,
@@ -76,7 +88,10 @@ impl Action<Board> for BringUp {
     async fn execute(&mut self, board: &mut Board) -> Result<Done, HwError> {
         match self {
             BringUp::Power => board.power.on().await.map(Done::Rail),
+            #[cfg(feature = "sequential-buses")]
             BringUp::Bus => board.i2c.init().await.map(|()| Done::Bus),
+            #[cfg(feature = "sequential-buses")]
+            BringUp::Spi => board.spi.init().await.map(|()| Done::Bus),
             BringUp::Sensor => board.sensor.probe().await.map(Done::Chip),
             BringUp::Radio => board.radio.start().await.map(|()| Done::Radio),
         }
@@ -86,7 +101,10 @@ impl Action<Board> for BringUp {
         match (self, output) {
             (_, Maybe::Uncertain) => None,
             (BringUp::Power, _) => Some(Undo::RailOff),
+            #[cfg(feature = "sequential-buses")]
             (BringUp::Bus, _) => Some(Undo::ReleaseBus),
+            #[cfg(feature = "sequential-buses")]
+            (BringUp::Spi, _) => Some(Undo::ReleaseSpi),
             // Reading an id changes nothing: no rollback.
             (BringUp::Sensor, _) => None,
             (BringUp::Radio, _) => Some(Undo::RadioOff),
@@ -94,17 +112,38 @@ impl Action<Board> for BringUp {
     }
 }
 
-type BringUpResult = Result<Committed<Up, Fixed<4>>, TransactionError<StepError<HwError>, HwError, Fixed<4>>>;
+type BringUpResult = Result<Committed<Up, Fixed<5>>, TransactionError<StepError<HwError>, HwError, Fixed<5>>>;
 
 fn bring_up<'a>(
     manager: &'a TransactionManager<EmbassyClock>,
     board: &'a mut Board,
 ) -> impl Future<Output = BringUpResult> + 'a {
-    manager.transaction("bring-up").fixed::<Undo, 4>().run_with(board, async |tx| {
+    manager.transaction("bring-up").fixed::<Undo, 5>().run_with(board, async |tx| {
         let Done::Rail(rail_mv) = tx.step("power").retry(POWER_RETRY).perform(BringUp::Power).await? else {
             unreachable!()
         };
-        tx.step("i2c").retry(BUS_RETRY).perform(BringUp::Bus).await?;
+        // Two independent buses at once: each member borrows its own part
+        // of the board for the group's duration.
+        #[cfg(not(feature = "sequential-buses"))]
+        tx.parallel_with(|board: &mut Board| {
+            let Board { i2c, spi, .. } = board;
+            (
+                member("i2c")
+                    .retry(BUS_RETRY)
+                    .execute_on(i2c, async |bus: &mut I2cBus| bus.init().await)
+                    .undo(|_| Undo::ReleaseBus),
+                member("spi")
+                    .retry(BUS_RETRY)
+                    .execute_on(spi, async |bus: &mut SpiBus| bus.init().await)
+                    .undo(|_| Undo::ReleaseSpi),
+            )
+        })
+        .await?;
+        #[cfg(feature = "sequential-buses")]
+        {
+            tx.step("i2c").retry(BUS_RETRY).perform(BringUp::Bus).await?;
+            tx.step("spi").retry(BUS_RETRY).perform(BringUp::Spi).await?;
+        }
         let Done::Chip(chip_id) =
             tx.step("sensor").timeout(Duration::from_millis(20)).retry(BUS_RETRY).perform(BringUp::Sensor).await?
         else {
@@ -122,7 +161,7 @@ fn report(result: &BringUpResult) -> Report {
         Ok(done) => done.summary(),
         Err(error) => error.summary(),
     };
-    let mut steps = [Status::NotRun; 4];
+    let mut steps = [Status::NotRun; 5];
     for (status, record) in steps.iter_mut().zip(summary.steps()) {
         // The full profile prints the library's summary lines; the compact
         // one what the hand-written bring-up prints, so that the library's

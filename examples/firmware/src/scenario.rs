@@ -10,8 +10,9 @@ use crate::board::{Board, Faults, Sensor};
 use crate::say;
 use crate::trace::{self, Event};
 
-/// The steps of the bring-up, in order.
-pub const STEPS: [&str; 4] = ["power", "i2c", "sensor", "radio"];
+/// The steps of the bring-up, in order: `i2c` and `spi` run at the same
+/// time (a parallel group in `firmware`, a join in `hand-written`).
+pub const STEPS: [&str; 5] = ["power", "i2c", "spi", "sensor", "radio"];
 
 /// How a bring-up ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +50,7 @@ impl Status {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Report {
     pub outcome: Outcome,
-    pub steps: [Status; 4],
+    pub steps: [Status; 5],
 }
 
 /// Which peripherals are left on after a scenario.
@@ -57,6 +58,7 @@ pub struct Report {
 pub struct Left {
     pub rail: bool,
     pub bus: bool,
+    pub spi: bool,
     pub radio: bool,
 }
 
@@ -65,7 +67,7 @@ pub struct Scenario {
     pub name: &'static str,
     pub faults: Faults,
     pub outcome: Outcome,
-    pub steps: [Status; 4],
+    pub steps: [Status; 5],
     pub left: Left,
     /// Every event the peripherals record, with its time in ms after the
     /// first one: this pins down retries, backoff delays, timeouts and the
@@ -82,74 +84,107 @@ use Status::*;
 /// |--------|---------|---------|---------------|-----------------|
 /// | power  | 50 ms   | 2       | 10 ms         | rail off        |
 /// | i2c    | 50 ms   | 1       | 5 ms          | release the bus |
+/// | spi    | 50 ms   | 1       | 5 ms          | release the bus |
 /// | sensor | 20 ms   | 1       | 5 ms          | none            |
 /// | radio  | 50 ms   | 2       | 10 ms         | radio off       |
 ///
 /// Backoff doubles on each retry; a rollback uses its step's policy.
-pub const SCENARIOS: [Scenario; 4] = [
+///
+/// `i2c` (4 ms) and `spi` (6 ms) start together right after the rail is
+/// on: `SpiUp` at 6 and the sensor probe at 6 show that they overlapped
+/// and that the next step waited for the slower one only (one after the
+/// other, both would be at 10).
+pub const SCENARIOS: [Scenario; 5] = [
     Scenario {
         name: "all steps succeed",
-        faults: Faults { radio_silent_starts: 0, sensor_hangs: false, bus_stuck: false },
+        faults: Faults { radio_silent_starts: 0, sensor_hangs: false, bus_stuck: false, spi_dead: false },
         outcome: Outcome::Up { rail_mv: 3300, chip_id: Sensor::CHIP_ID },
-        steps: [Done, Done, Done, Done],
-        left: Left { rail: true, bus: true, radio: true },
-        trace: &[(RailOn, 0), (BusUp, 1), (SensorProbe, 1), (SensorReady, 3), (RadioUp, 6)],
+        steps: [Done, Done, Done, Done, Done],
+        left: Left { rail: true, bus: true, spi: true, radio: true },
+        trace: &[(RailOn, 0), (BusUp, 4), (SpiUp, 6), (SensorProbe, 6), (SensorReady, 8), (RadioUp, 11)],
     },
     Scenario {
         name: "radio answers on the third try",
-        faults: Faults { radio_silent_starts: 2, sensor_hangs: false, bus_stuck: false },
+        faults: Faults { radio_silent_starts: 2, sensor_hangs: false, bus_stuck: false, spi_dead: false },
         outcome: Outcome::Up { rail_mv: 3300, chip_id: Sensor::CHIP_ID },
-        steps: [Done, Done, Done, Done],
-        left: Left { rail: true, bus: true, radio: true },
+        steps: [Done, Done, Done, Done, Done],
+        left: Left { rail: true, bus: true, spi: true, radio: true },
         trace: &[
             (RailOn, 0),
-            (BusUp, 1),
-            (SensorProbe, 1),
-            (SensorReady, 3),
-            (RadioNack, 6),
+            (BusUp, 4),
+            (SpiUp, 6),
+            (SensorProbe, 6),
+            (SensorReady, 8),
+            (RadioNack, 11),
             // 10 ms backoff, then 3 ms to find no answer again.
-            (RadioNack, 19),
+            (RadioNack, 24),
             // 20 ms backoff.
-            (RadioUp, 42),
+            (RadioUp, 47),
         ],
     },
     Scenario {
-        name: "sensor hangs: i2c and power rolled back",
-        faults: Faults { radio_silent_starts: 0, sensor_hangs: true, bus_stuck: false },
-        outcome: Outcome::Failed { step: 2, timed_out: true, partial: false },
-        steps: [RolledBack, RolledBack, Failed, NotRun],
-        left: Left { rail: false, bus: false, radio: false },
+        name: "sensor hangs: spi, i2c and power rolled back",
+        faults: Faults { radio_silent_starts: 0, sensor_hangs: true, bus_stuck: false, spi_dead: false },
+        outcome: Outcome::Failed { step: 3, timed_out: true, partial: false },
+        steps: [RolledBack, RolledBack, RolledBack, Failed, NotRun],
+        left: Left { rail: false, bus: false, spi: false, radio: false },
         trace: &[
             (RailOn, 0),
-            (BusUp, 1),
-            (SensorProbe, 1),
+            (BusUp, 4),
+            (SpiUp, 6),
+            (SensorProbe, 6),
             // Timed out after 20 ms, retried after 5 ms.
-            (SensorProbe, 26),
-            // Timed out again at 46: rollback, latest step first.
-            (BusDown, 47),
-            (RailOff, 48),
+            (SensorProbe, 31),
+            // Timed out again at 51: rollback, latest step first (the
+            // buses in reverse order of completion: spi came up last).
+            (SpiDown, 52),
+            (BusDown, 53),
+            (RailOff, 54),
         ],
     },
     Scenario {
         name: "radio dead, bus stuck: partially rolled back",
-        faults: Faults { radio_silent_starts: u8::MAX, sensor_hangs: false, bus_stuck: true },
-        outcome: Outcome::Failed { step: 3, timed_out: false, partial: true },
-        steps: [RolledBack, RollbackFailed, Done, Failed],
-        left: Left { rail: false, bus: true, radio: false },
+        faults: Faults { radio_silent_starts: u8::MAX, sensor_hangs: false, bus_stuck: true, spi_dead: false },
+        outcome: Outcome::Failed { step: 4, timed_out: false, partial: true },
+        steps: [RolledBack, RollbackFailed, RolledBack, Done, Failed],
+        left: Left { rail: false, bus: true, spi: false, radio: false },
         trace: &[
             (RailOn, 0),
-            (BusUp, 1),
-            (SensorProbe, 1),
-            (SensorReady, 3),
-            (RadioNack, 6),
-            (RadioNack, 19),
-            (RadioNack, 42),
+            (BusUp, 4),
+            (SpiUp, 6),
+            (SensorProbe, 6),
+            (SensorReady, 8),
+            (RadioNack, 11),
+            (RadioNack, 24),
+            (RadioNack, 47),
             // The radio's own step failed: nothing to undo there; the
-            // sensor step has no rollback. The bus release fails twice
-            // (one retry after 5 ms), and rollback goes on with power.
-            (BusStuck, 43),
+            // sensor step has no rollback. SPI is released; the I2C bus
+            // release fails twice (one retry after 5 ms), and rollback
+            // goes on with power.
+            (SpiDown, 48),
             (BusStuck, 49),
-            (RailOff, 50),
+            (BusStuck, 55),
+            (RailOff, 56),
+        ],
+    },
+    Scenario {
+        name: "spi dead while i2c comes up: i2c and power rolled back",
+        faults: Faults { radio_silent_starts: 0, sensor_hangs: false, bus_stuck: false, spi_dead: true },
+        outcome: Outcome::Failed { step: 2, timed_out: false, partial: false },
+        steps: [RolledBack, RolledBack, Failed, NotRun, NotRun],
+        left: Left { rail: false, bus: false, spi: false, radio: false },
+        trace: &[
+            (RailOn, 0),
+            // Both buses start at 0: I2C is up at 4 while SPI's first
+            // start is still waiting for its clock (it fails at 6).
+            (BusUp, 4),
+            (SpiNack, 6),
+            // 5 ms backoff, 6 ms start: fails for good at 17.
+            (SpiNack, 17),
+            // Only then the group fails: the bus that came up is
+            // released, then the rail.
+            (BusDown, 18),
+            (RailOff, 19),
         ],
     },
 ];
@@ -187,16 +222,19 @@ fn check(scenario: &Scenario, report: &Report, board: &Board) -> bool {
             say!("  step {}: expected {}, got {}", STEPS[i], want.as_str(), got.as_str());
         }
     }
-    let left = Left { rail: board.power.is_on(), bus: board.i2c.is_up(), radio: board.radio.is_up() };
+    let left =
+        Left { rail: board.power.is_on(), bus: board.i2c.is_up(), spi: board.spi.is_up(), radio: board.radio.is_up() };
     if left != scenario.left {
         ok = false;
         say!(
-            "  left on (rail, bus, radio): expected {} {} {}, got {} {} {}",
+            "  left on (rail, bus, spi, radio): expected {} {} {} {}, got {} {} {} {}",
             scenario.left.rail,
             scenario.left.bus,
+            scenario.left.spi,
             scenario.left.radio,
             left.rail,
             left.bus,
+            left.spi,
             left.radio
         );
     }
@@ -253,5 +291,8 @@ fn event_name(event: Event) -> &'static str {
         RadioNack => "RadioNack",
         RadioUp => "RadioUp",
         RadioDown => "RadioDown",
+        SpiUp => "SpiUp",
+        SpiNack => "SpiNack",
+        SpiDown => "SpiDown",
     }
 }

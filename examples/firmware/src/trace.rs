@@ -24,10 +24,14 @@ pub enum Event {
     RadioNack,
     RadioUp,
     RadioDown,
+    SpiUp,
+    /// An SPI start whose clock did not lock.
+    SpiNack,
+    SpiDown,
 }
 
 impl Event {
-    const ALL: [Event; 10] = [
+    const ALL: [Event; 13] = [
         Event::RailOn,
         Event::RailOff,
         Event::BusUp,
@@ -38,6 +42,9 @@ impl Event {
         Event::RadioNack,
         Event::RadioUp,
         Event::RadioDown,
+        Event::SpiUp,
+        Event::SpiNack,
+        Event::SpiDown,
     ];
 
     fn from_code(code: u8) -> Option<Event> {

@@ -9,8 +9,9 @@
 #![no_main]
 
 use embassy_executor::Spawner;
+use embassy_futures::join::join;
 use embassy_time::{Duration, Timer, with_timeout};
-use firmware::board::{Board, Faults, HwError};
+use firmware::board::{Board, Faults, HwError, I2cBus, SpiBus};
 use firmware::say;
 use firmware::scenario::{self, Outcome, Report, STEPS, Status};
 
@@ -33,15 +34,16 @@ enum Failure {
     TimedOut,
 }
 
-/// Runs `op` until it succeeds or `policy` has no retries left.
-async fn attempt<T>(
-    board: &mut Board,
+/// Runs `op` on `part` (the board, or one bus of it) until it succeeds or
+/// `policy` has no retries left.
+async fn attempt<P, T>(
+    part: &mut P,
     policy: &Policy,
-    mut op: impl AsyncFnMut(&mut Board) -> Result<T, HwError>,
+    mut op: impl AsyncFnMut(&mut P) -> Result<T, HwError>,
 ) -> Result<T, Failure> {
     let mut retry = 0;
     loop {
-        let failure = match with_timeout(policy.timeout, op(board)).await {
+        let failure = match with_timeout(policy.timeout, op(part)).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(error)) => Failure::Error(error),
             Err(_) => Failure::TimedOut,
@@ -55,26 +57,35 @@ async fn attempt<T>(
 }
 
 async fn bring_up(board: &mut Board) -> Report {
-    let mut steps = [Status::NotRun; 4];
+    let mut steps = [Status::NotRun; 5];
     let (failed, failure) = 'run: {
         let rail_mv = match attempt(board, &POWER, async |b: &mut Board| b.power.on().await).await {
             Ok(mv) => mv,
             Err(failure) => break 'run (0, failure),
         };
         steps[0] = Status::Done;
-        if let Err(failure) = attempt(board, &BUS, async |b: &mut Board| b.i2c.init().await).await {
-            break 'run (1, failure);
+        // The two buses at once, each borrowing its own; both run to the end.
+        let (i2c, spi) = join(
+            attempt(&mut board.i2c, &BUS, async |bus: &mut I2cBus| bus.init().await),
+            attempt(&mut board.spi, &BUS, async |bus: &mut SpiBus| bus.init().await),
+        )
+        .await;
+        steps[1] = if i2c.is_ok() { Status::Done } else { Status::Failed };
+        steps[2] = if spi.is_ok() { Status::Done } else { Status::Failed };
+        match (i2c, spi) {
+            (Err(failure), _) => break 'run (1, failure),
+            (_, Err(failure)) => break 'run (2, failure),
+            _ => {}
         }
-        steps[1] = Status::Done;
         let chip_id = match attempt(board, &SENSOR, async |b: &mut Board| b.sensor.probe().await).await {
             Ok(id) => id,
-            Err(failure) => break 'run (2, failure),
+            Err(failure) => break 'run (3, failure),
         };
-        steps[2] = Status::Done;
-        if let Err(failure) = attempt(board, &RADIO, async |b: &mut Board| b.radio.start().await).await {
-            break 'run (3, failure);
-        }
         steps[3] = Status::Done;
+        if let Err(failure) = attempt(board, &RADIO, async |b: &mut Board| b.radio.start().await).await {
+            break 'run (4, failure);
+        }
+        steps[4] = Status::Done;
         say!("board up: rail {} mV, sensor {}", rail_mv, chip_id);
         return Report { outcome: Outcome::Up { rail_mv, chip_id }, steps };
     };
@@ -84,14 +95,18 @@ async fn bring_up(board: &mut Board) -> Report {
         Failure::TimedOut => say!("bring-up failed: step `{}` timed out", STEPS[failed]),
     }
 
-    // Undo what completed, latest first; a failed undo does not stop the
-    // others.
+    // Undo what completed, latest first (of the buses, spi comes up last);
+    // a failed undo does not stop the others.
     let mut partial = false;
-    for step in (0..failed).rev() {
+    for step in (0..steps.len()).rev() {
+        if steps[step] != Status::Done {
+            continue;
+        }
         let undone = match step {
             0 => attempt(board, &POWER, async |b: &mut Board| b.power.off().await).await,
             1 => attempt(board, &BUS, async |b: &mut Board| b.i2c.release().await).await,
-            3 => attempt(board, &RADIO, async |b: &mut Board| b.radio.stop().await).await,
+            2 => attempt(board, &BUS, async |b: &mut Board| b.spi.release().await).await,
+            4 => attempt(board, &RADIO, async |b: &mut Board| b.radio.stop().await).await,
             _ => continue, // reading the sensor's id changed nothing
         };
         steps[step] = match undone {
