@@ -769,7 +769,7 @@ where
     /// Takes the member's index, not its slot: a `dyn Slot` is not held
     /// across an await (it would make the group `!Send`).
     async fn journal_member<E>(&mut self, index: usize, kind: EntryKind) -> Option<StepErrorKind<E>> {
-        let failure = self.journal_undo(index, kind).await.err()?;
+        let failure: crate::JournalFailure = self.journal_undo(index, kind).await.err()?.into();
         let info = &self.ledger.summary.info;
         tm_error!("{} `{}`: step #{}: {}", info.id, info.operation, index, failure);
         self.ledger.summary.steps[index].error = Some(ErrorText::capture(&failure));

@@ -329,6 +329,7 @@ impl<U, S: Storage> Ledger<U, S> {
                 let step = u32::try_from(self.summary.steps[index].index).unwrap_or(u32::MAX);
                 let entry = Entry::new(self.summary.info.id, Some(step), kind);
                 if let Err(failure) = journal.write(&entry).await {
+                    let failure: crate::JournalFailure = failure.into();
                     tm_error!("{}: {}", self.summary.info.id, failure);
                 }
             }

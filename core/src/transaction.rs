@@ -253,6 +253,7 @@ where
             // entries that matter fail on their own if the journal is broken.
             let entry = Entry::new(info.id, None, EntryKind::Begin).with_text(info.operation.as_str());
             if let Err(failure) = self.manager.journal.write(&entry).await {
+                let failure: JournalFailure = failure.into();
                 tm_error!("{} `{}`: {}", info.id, info.operation, failure);
             }
         }
@@ -306,14 +307,15 @@ where
     /// entry is durable first; if it cannot be written the transaction is
     /// not committed (recovery would roll it back after `Ok`): the caller
     /// rolls it back instead.
-    pub(crate) async fn commit(&mut self) -> Result<(), JournalFailure> {
+    pub(crate) async fn commit(&mut self) -> Result<(), J::CommitFailure> {
         self.settle_dropped_step();
         if J::ENABLED {
             let info = &self.ledger.summary.info;
             let entry = Entry::new(info.id, None, EntryKind::Committed);
             if let Err(failure) = self.manager.journal.write(&entry).await {
+                let failure: JournalFailure = failure.into();
                 tm_error!("{} `{}`: not committed: {}; rolling back", info.id, info.operation, failure);
-                return Err(failure);
+                return Err(J::commit_failure(failure));
             }
         }
         self.on_drop = None;
@@ -348,6 +350,7 @@ where
         if J::ENABLED {
             let entry = Entry::new(summary.info.id, None, EntryKind::RolledBack).with_byte(u8::from(clean));
             if let Err(failure) = manager.journal.write(&entry).await {
+                let failure: JournalFailure = failure.into();
                 // Lazy: if it is lost, recovery repeats the (idempotent)
                 // rollbacks whose `Undone` it does not find.
                 tm_error!("{} `{}`: {}", summary.info.id, summary.info.operation, failure);
@@ -480,7 +483,7 @@ where
         &self,
         index: usize,
         kind: EntryKind,
-    ) -> impl Future<Output = Result<(), JournalFailure>> + '_ {
+    ) -> impl Future<Output = Result<(), J::Failure>> + '_ {
         let ledger = &*self.ledger;
         let undo = ledger.undo.iter().rev().find(|u| u.step == index);
         let record = &ledger.summary.steps[index];
@@ -490,12 +493,7 @@ where
         // step without one writes nothing).
         let written =
             undo.map(|undo| journal.write_undo(entry, record.name.as_str(), undo.retry, undo.timeout, &undo.undo));
-        async move {
-            match written {
-                Some(written) => written.await,
-                None => Ok(()),
-            }
-        }
+        crate::future::Maybe::new(written)
     }
 
     /// Ends a step for good because the journal could not record it.
@@ -588,7 +586,7 @@ where
                                 // does not run.
                                 if let Err(failure) = self.journal_undo(index, EntryKind::Intent).await {
                                     self.ledger.undo.pop();
-                                    return Err(self.step_not_recorded(index, failure));
+                                    return Err(self.step_not_recorded(index, failure.into()));
                                 }
                             }
                         }
@@ -626,7 +624,7 @@ where
                                 // body stops and rolls it back.
                                 if let Err(failure) = self.journal_undo(index, EntryKind::Done).await {
                                     self.step_completed(index, attempt);
-                                    return Err(self.step_not_recorded(index, failure));
+                                    return Err(self.step_not_recorded(index, failure.into()));
                                 }
                             }
                         }
@@ -702,6 +700,7 @@ where
                         // uncertain rollback once more than needed.
                         let entry = Entry::new(ledger.summary.info.id, Some(step_index(index)), EntryKind::Released);
                         if let Err(failure) = self.manager.journal.write(&entry).await {
+                            let failure: JournalFailure = failure.into();
                             tm_error!("{}: {}", self.ledger.summary.info.id, failure);
                         }
                     }
