@@ -359,11 +359,9 @@ impl<U, S: Storage> Ledger<U, S> {
                     tm_error!("a rollback hook of step `{}` panicked: {}", self.summary.steps[index].name, panic);
                 }
             }
-            if let Some(failure) = failed {
-                // Cannot fail: there are no more failures than undo records,
-                // and both lists have the same capacity.
-                let _ = failures.push(failure);
-            }
+            // Cannot fail: there are no more failures than undo records,
+            // and both lists have the same capacity.
+            crate::storage::push_some(&mut failures, failed);
         }
         failures
     }

@@ -608,12 +608,16 @@ where
                     let made = crate::panic::caught(|| parts.make_undo(Maybe::Completed(&output)));
                     match made {
                         Ok(Some(undo)) => {
-                            let undo = self.undo_record(index, undo);
                             if self.owes(index) {
+                                // Only the undo value changes: the step and
+                                // its rollback policy are the uncertain
+                                // record's (assigning the whole record moved
+                                // it with a `memmove`).
                                 if let Some(last) = self.ledger.undo.last_mut() {
-                                    *last = undo;
+                                    last.undo = undo;
                                 }
                             } else {
+                                let undo = self.undo_record(index, undo);
                                 // Cannot fail: room was checked before the step ran.
                                 let _ = self.ledger.undo.push(undo);
                             }
