@@ -785,7 +785,7 @@ where
             step: run.index,
             undo,
             retry: settings.rollback_retry.unwrap_or_default(),
-            timeout: settings.rollback_timeout.flatten(),
+            timeout: crate::ledger::Timeout::new(settings.rollback_timeout.flatten()),
         }
     }
 

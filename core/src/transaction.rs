@@ -414,7 +414,12 @@ where
 
     /// An undo record for the running step.
     fn undo_record(&self, index: usize, undo: U) -> UndoRecord<U> {
-        UndoRecord { step: index, undo, retry: self.running.rollback_retry, timeout: self.running.rollback_timeout }
+        UndoRecord {
+            step: index,
+            undo,
+            retry: self.running.rollback_retry,
+            timeout: crate::ledger::Timeout::new(self.running.rollback_timeout),
+        }
     }
 
     /// Bookkeeping of a completed attempt. Not generic over the step.
@@ -491,8 +496,8 @@ where
         let journal = &self.manager.journal;
         // Called right after the step's record was pushed: it is there (a
         // step without one writes nothing).
-        let written =
-            undo.map(|undo| journal.write_undo(entry, record.name.as_str(), undo.retry, undo.timeout, &undo.undo));
+        let written = undo
+            .map(|undo| journal.write_undo(entry, record.name.as_str(), undo.retry, undo.timeout.get(), &undo.undo));
         crate::future::Maybe::new(written)
     }
 
@@ -579,7 +584,7 @@ where
                         }
                         if let Some(undo) = parked.take() {
                             // Cannot fail: room was checked before the step ran.
-                            let _ = self.ledger.undo.push(undo);
+                            crate::storage::push_some(&mut self.ledger.undo, Some(undo));
                             if J::ENABLED && attempt == 1 {
                                 // The intent is durable before the first
                                 // attempt: if it cannot be written, the step
@@ -619,7 +624,7 @@ where
                             } else {
                                 let undo = self.undo_record(index, undo);
                                 // Cannot fail: room was checked before the step ran.
-                                let _ = self.ledger.undo.push(undo);
+                                crate::storage::push_some(&mut self.ledger.undo, Some(undo));
                             }
                             if J::ENABLED {
                                 // Durable before the value reaches the body. If
@@ -667,7 +672,7 @@ where
                 uncertain |= kind.is_uncertain();
                 if !uncertain && self.owes(index) {
                     // A clean failure: nothing took effect, nothing owed.
-                    parked = self.ledger.undo.pop();
+                    parked = crate::storage::pop(&mut self.ledger.undo);
                 }
             }
             crate::trace::outcome(&span, outcome_of(&kind));
