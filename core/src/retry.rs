@@ -296,14 +296,14 @@ impl RetryPolicy {
     /// ```
     pub fn jittered_delay(&self, retry: u32, rng: &mut SplitMix64) -> Duration {
         let delay = self.delay_nanos(retry);
-        Duration::from_nanos(match self.jitter {
-            Jitter::None => delay,
-            Jitter::Full => uniform_up_to(delay, rng),
-            Jitter::Equal => {
-                let half = delay / 2;
-                half + uniform_up_to(delay - half, rng)
-            }
-        })
+        // One random draw for both kinds (one copy of it in the code): a
+        // fixed part plus a uniform time in `[0, spread]`.
+        let (fixed, spread) = match self.jitter {
+            Jitter::None => return Duration::from_nanos(delay),
+            Jitter::Full => (0, delay),
+            Jitter::Equal => (delay / 2, delay - delay / 2),
+        };
+        Duration::from_nanos(fixed + uniform_up_to(spread, rng))
     }
 }
 
