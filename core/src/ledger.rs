@@ -55,6 +55,13 @@ pub(crate) struct Timeout {
     nanos: u32,
 }
 
+/// As the `Option<Duration>` it holds.
+impl fmt::Debug for Timeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.get(), f)
+    }
+}
+
 impl Timeout {
     /// Not a valid sub-second count: no timeout.
     const NONE: u32 = 1_000_000_000;

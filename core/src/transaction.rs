@@ -549,7 +549,7 @@ where
         };
         let clock = &self.manager.clock;
         let hooks = &self.manager.hooks;
-        let timeout = self.ledger.summary.steps[index].timeout;
+        let timeout = self.ledger.summary.steps[index].timeout();
         // The uncertain undo record, while it is not in the ledger. It is in
         // the ledger exactly while an attempt is in flight, or after one that
         // may have taken effect (timed out, panicked): never because of where
