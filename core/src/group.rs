@@ -18,8 +18,9 @@ use core::time::Duration;
 
 use pin_project_lite::pin_project;
 
+use crate::hooks::hook_call;
 use crate::ledger::{Panicked, UndoRecord};
-use crate::panic::{caught, guarded_call};
+use crate::panic::caught;
 use crate::text::ErrorText;
 use crate::transaction::{TimedOut, is_last_attempt};
 use crate::{
@@ -563,7 +564,7 @@ where
                     let ledger = &self.ledger;
                     let event =
                         StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-                    guarded_call(|| hooks.on_step_execute(&event)).await
+                    hook_call(hooks, || hooks.on_step_execute(&event)).await
                 } else {
                     Ok(())
                 };
@@ -833,7 +834,7 @@ where
         let hooks = &self.manager.hooks;
         let ledger = &self.ledger;
         let event = StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-        match guarded_call(|| hooks.on_step_success(&event)).await {
+        match hook_call(hooks, || hooks.on_step_success(&event)).await {
             Ok(()) => Ok(()),
             Err(panic) => {
                 tm_error!("on_step_success hook panicked: {}", panic);
@@ -864,7 +865,7 @@ where
             let hooks = &self.manager.hooks;
             let ledger = &self.ledger;
             let event = StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-            if let Err(panic) = guarded_call(|| hooks.on_step_failure(&event)).await {
+            if let Err(panic) = hook_call(hooks, || hooks.on_step_failure(&event)).await {
                 tm_error!("on_step_failure hook panicked: {}", panic);
                 let now = self.stamp();
                 let record = &mut self.ledger.summary.steps[index];
@@ -997,7 +998,7 @@ where
                 let ledger = &self.ledger;
                 let event =
                     StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-                if let Err(panic) = guarded_call(|| hooks.on_step_failure(&event)).await {
+                if let Err(panic) = hook_call(hooks, || hooks.on_step_failure(&event)).await {
                     tm_error!("on_step_failure hook panicked: {}", panic);
                 }
             }

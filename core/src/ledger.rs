@@ -6,6 +6,7 @@ use core::future::Future;
 use core::time::Duration;
 
 use crate::future::with_timeout;
+use crate::hooks::hook_call;
 use crate::journal::{Entry, EntryKind, JournalFor};
 use crate::panic::guarded_call;
 use crate::text::ErrorText;
@@ -239,7 +240,8 @@ impl<U, S: Storage> Ledger<U, S> {
             self.summary.info.operation,
             self.undo.len() - floor
         );
-        let hook = if H::ENABLED { guarded_call(|| hooks.on_rollback_start(&self.summary.info)).await } else { Ok(()) };
+        let hook =
+            if H::ENABLED { hook_call(hooks, || hooks.on_rollback_start(&self.summary.info)).await } else { Ok(()) };
         if let Err(panic) = hook {
             tm_error!(
                 "{} `{}`: on_rollback_start hook panicked: {}",
@@ -335,7 +337,8 @@ impl<U, S: Storage> Ledger<U, S> {
                 if H::ENABLED {
                     let event =
                         StepEvent { transaction: &self.summary.info, step: &self.summary.steps[index], attempt };
-                    if let Err(panic) = within(&span, guarded_call(|| hooks.on_step_rollback_failure(&event))).await {
+                    if let Err(panic) = within(&span, hook_call(hooks, || hooks.on_step_rollback_failure(&event))).await
+                    {
                         tm_error!("on_step_rollback_failure hook panicked: {}", panic);
                     }
                 }
@@ -388,8 +391,8 @@ impl<U, S: Storage> Ledger<U, S> {
                 let attempt = self.summary.steps[index].rollback_attempts;
                 let event = StepEvent { transaction: &self.summary.info, step: &self.summary.steps[index], attempt };
                 let hook = match failed {
-                    None => guarded_call(|| hooks.on_step_rollback(&event)).await,
-                    Some(_) => guarded_call(|| hooks.on_step_rollback_failure(&event)).await,
+                    None => hook_call(hooks, || hooks.on_step_rollback(&event)).await,
+                    Some(_) => hook_call(hooks, || hooks.on_step_rollback_failure(&event)).await,
                 };
                 if let Err(panic) = hook {
                     tm_error!("a rollback hook of step `{}` panicked: {}", self.summary.steps[index].name, panic);

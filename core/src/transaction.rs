@@ -7,6 +7,7 @@ use core::future::Future;
 use core::time::Duration;
 
 use crate::future::with_timeout;
+use crate::hooks::hook_call;
 use crate::journal::{Entry, EntryKind, JournalFailure, JournalFor};
 use crate::ledger::{Ledger, Panicked, UndoRecord, ViaRollback};
 use crate::panic::guarded_call;
@@ -261,7 +262,7 @@ where
             return;
         }
         let hooks = &self.manager.hooks;
-        if let Err(panic) = guarded_call(|| hooks.on_transaction_start(info)).await {
+        if let Err(panic) = hook_call(hooks, || hooks.on_transaction_start(info)).await {
             tm_error!("{} `{}`: on_transaction_start hook panicked: {}", info.id, info.operation, panic);
         }
     }
@@ -565,7 +566,7 @@ where
             let hook = if H::ENABLED {
                 let event =
                     StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-                within(&span, guarded_call(|| hooks.on_step_execute(&event))).await
+                within(&span, hook_call(hooks, || hooks.on_step_execute(&event))).await
             } else {
                 Ok(())
             };
@@ -654,7 +655,7 @@ where
                     let ledger = &self.ledger;
                     let event =
                         StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-                    return match within(&span, guarded_call(|| hooks.on_step_success(&event))).await {
+                    return match within(&span, hook_call(hooks, || hooks.on_step_success(&event))).await {
                         Ok(()) => Ok(output),
                         // The step did its work, so its undo record stays
                         // and is rolled back when the body stops.
@@ -687,7 +688,7 @@ where
             if H::ENABLED {
                 let event =
                     StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-                if let Err(panic) = within(&span, guarded_call(|| hooks.on_step_failure(&event))).await {
+                if let Err(panic) = within(&span, hook_call(hooks, || hooks.on_step_failure(&event))).await {
                     tm_error!("on_step_failure hook panicked: {}", panic);
                     let now = self.stamp();
                     let record = &mut self.ledger.summary.steps[index];
@@ -756,7 +757,7 @@ pub(crate) async fn complete<H: Hooks, S: Storage>(hooks: &H, summary: &crate::S
     if !H::ENABLED {
         return;
     }
-    if let Err(panic) = guarded_call(|| hooks.on_transaction_complete(&summary.info, success, summary)).await {
+    if let Err(panic) = hook_call(hooks, || hooks.on_transaction_complete(&summary.info, success, summary)).await {
         tm_error!("{}: on_transaction_complete hook panicked: {}", summary.info.id, panic);
     }
 }
