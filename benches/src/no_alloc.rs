@@ -185,8 +185,8 @@ fn main() {
     report.value_row(
         "undo record per step (Undo enum)",
         &format!(
-            "~{} (step index 8 + Undo {undo} + RetryPolicy {policy} + timeout 16)",
-            (8 + undo + policy + 16).next_multiple_of(8)
+            "~{} (step index 8 + Undo {undo} + RetryPolicy {policy} + timeout 12)",
+            (8 + undo + policy + 12).next_multiple_of(8)
         ),
     );
     report.finish();

@@ -699,12 +699,12 @@ fn undo_state_sizes(report: &Report) {
     let record = size_of::<StepRecord>();
     let undo = size_of::<Undo<Noop>>();
     let policy = size_of::<RetryPolicy>();
-    // UndoRecord<U> = { step: usize, undo: U, retry: RetryPolicy, timeout: Option<Duration> }.
-    let undo_record = (8 + undo + policy + 16).next_multiple_of(8);
+    // UndoRecord<U> = { step: usize, undo: U, retry: RetryPolicy, timeout: a packed 12-byte Option<Duration> }.
+    let undo_record = (8 + undo + policy + 12).next_multiple_of(8);
     report.value_row("size_of StepRecord (this build: alloc)", &format!("{record}"));
     report.value_row(
         "undo record per step (Undo enum)",
-        &format!("~{undo_record} (step index 8 + Undo {undo} + RetryPolicy {policy} + timeout 16)"),
+        &format!("~{undo_record} (step index 8 + Undo {undo} + RetryPolicy {policy} + timeout 12)"),
     );
 }
 

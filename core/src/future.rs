@@ -110,3 +110,29 @@ impl<F: Future<Output = I>, I, O> Future for Map<F, I, O> {
         this.future.poll(cx).map(*this.map)
     }
 }
+
+pin_project! {
+    /// An optional future: runs it if there is one, else is ready at once
+    /// with `Ok(())`.
+    pub(crate) struct Maybe<F> {
+        #[pin]
+        future: Option<F>,
+    }
+}
+
+impl<F> Maybe<F> {
+    pub(crate) fn new(future: Option<F>) -> Self {
+        Maybe { future }
+    }
+}
+
+impl<F: Future<Output = Result<(), E>>, E> Future for Maybe<F> {
+    type Output = Result<(), E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().future.as_pin_mut() {
+            Some(future) => future.poll(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}

@@ -19,8 +19,9 @@ use core::time::Duration;
 
 use pin_project_lite::pin_project;
 
+use crate::hooks::hook_call;
 use crate::ledger::{Panicked, UndoRecord};
-use crate::panic::{caught, guarded_call};
+use crate::panic::caught;
 use crate::text::ErrorText;
 use crate::transaction::{NoContext, TimedOut, is_last_attempt};
 use crate::{
@@ -931,7 +932,7 @@ where
                     let ledger = &self.ledger;
                     let event =
                         StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-                    guarded_call(|| hooks.on_step_execute(&event)).await
+                    hook_call(hooks, || hooks.on_step_execute(&event)).await
                 } else {
                     Ok(())
                 };
@@ -1137,7 +1138,7 @@ where
     /// Takes the member's index, not its slot: a `dyn Slot` is not held
     /// across an await (it would make the group `!Send`).
     async fn journal_member<E>(&mut self, index: usize, kind: EntryKind) -> Option<StepErrorKind<E>> {
-        let failure = self.journal_undo(index, kind).await.err()?;
+        let failure: crate::JournalFailure = self.journal_undo(index, kind).await.err()?.into();
         let info = &self.ledger.summary.info;
         tm_error!("{} `{}`: step #{}: {}", info.id, info.operation, index, failure);
         self.ledger.summary.steps[index].error = Some(ErrorText::capture(&failure));
@@ -1169,7 +1170,7 @@ where
             step: run.index,
             undo,
             retry: settings.rollback_retry.unwrap_or_default(),
-            timeout: settings.rollback_timeout.flatten(),
+            timeout: crate::ledger::Timeout::new(settings.rollback_timeout.flatten()),
         }
     }
 
@@ -1217,7 +1218,7 @@ where
         let hooks = &self.manager.hooks;
         let ledger = &self.ledger;
         let event = StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-        match guarded_call(|| hooks.on_step_success(&event)).await {
+        match hook_call(hooks, || hooks.on_step_success(&event)).await {
             Ok(()) => Ok(()),
             Err(panic) => {
                 tm_error!("on_step_success hook panicked: {}", panic);
@@ -1248,7 +1249,7 @@ where
             let hooks = &self.manager.hooks;
             let ledger = &self.ledger;
             let event = StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-            if let Err(panic) = guarded_call(|| hooks.on_step_failure(&event)).await {
+            if let Err(panic) = hook_call(hooks, || hooks.on_step_failure(&event)).await {
                 tm_error!("on_step_failure hook panicked: {}", panic);
                 let now = self.stamp();
                 let record = &mut self.ledger.summary.steps[index];
@@ -1385,7 +1386,7 @@ where
                 let ledger = &self.ledger;
                 let event =
                     StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-                if let Err(panic) = guarded_call(|| hooks.on_step_failure(&event)).await {
+                if let Err(panic) = hook_call(hooks, || hooks.on_step_failure(&event)).await {
                     tm_error!("on_step_failure hook panicked: {}", panic);
                 }
             }

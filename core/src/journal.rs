@@ -753,9 +753,17 @@ pub trait JournalFor<U>: JournalIds {
     #[doc(hidden)]
     type CommitFailure;
 
+    /// What a failed write carries: [`JournalFailure`], or [`Never`](crate::Never)
+    /// without a journal. Uninhabited there, so the engine's failure paths
+    /// after a write compile to nothing; and [`NoJournal`]'s writes are a
+    /// zero-sized future that is ready at once, so the await points they
+    /// leave in the step engine's state machine cost almost nothing.
+    #[doc(hidden)]
+    type Failure: Into<JournalFailure>;
+
     /// Writes `entry`.
     #[doc(hidden)]
-    fn write<'a>(&'a self, entry: &'a Entry<'a>) -> impl Future<Output = Result<(), JournalFailure>> + 'a;
+    fn write<'a>(&'a self, entry: &'a Entry<'a>) -> impl Future<Output = Result<(), Self::Failure>> + 'a;
 
     /// Writes `entry` with `undo` as its payload.
     #[doc(hidden)]
@@ -766,7 +774,7 @@ pub trait JournalFor<U>: JournalIds {
         retry: RetryPolicy,
         timeout: Option<Duration>,
         undo: &'a U,
-    ) -> impl Future<Output = Result<(), JournalFailure>> + 'a;
+    ) -> impl Future<Output = Result<(), Self::Failure>> + 'a;
 
     #[doc(hidden)]
     fn commit_failure(failure: JournalFailure) -> Self::CommitFailure;
@@ -808,11 +816,12 @@ impl JournalIds for NoJournal {
 impl<U> JournalFor<U> for NoJournal {
     const ENABLED: bool = false;
     type CommitFailure = crate::Never;
+    type Failure = crate::Never;
 
     // Not `async fn`: the futures hold nothing, so a transaction stays
     // `Send` whatever its undo type.
-    fn write<'a>(&'a self, _: &'a Entry<'a>) -> impl Future<Output = Result<(), JournalFailure>> + 'a {
-        core::future::ready(Ok(()))
+    fn write<'a>(&'a self, _: &'a Entry<'a>) -> impl Future<Output = Result<(), crate::Never>> + 'a {
+        NothingWritten
     }
 
     fn write_undo<'a>(
@@ -822,12 +831,31 @@ impl<U> JournalFor<U> for NoJournal {
         _: RetryPolicy,
         _: Option<Duration>,
         _: &'a U,
-    ) -> impl Future<Output = Result<(), JournalFailure>> + 'a {
-        core::future::ready(Ok(()))
+    ) -> impl Future<Output = Result<(), crate::Never>> + 'a {
+        NothingWritten
     }
 
     fn commit_failure(_: JournalFailure) -> crate::Never {
         unreachable!("no journal, no journal failure")
+    }
+}
+
+/// [`NoJournal`]'s write: nothing, ready at the first poll (zero-sized, no
+/// state, no "polled after completion" panic path).
+struct NothingWritten;
+
+impl Future for NothingWritten {
+    type Output = Result<(), crate::Never>;
+
+    fn poll(self: core::pin::Pin<&mut Self>, _: &mut core::task::Context<'_>) -> core::task::Poll<Self::Output> {
+        core::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// No journal, no failure.
+impl From<crate::Never> for JournalFailure {
+    fn from(never: crate::Never) -> Self {
+        match never {}
     }
 }
 
@@ -868,6 +896,7 @@ impl<J: Journal, Co> JournalIds for Journaled<J, Co> {
 impl<U: Sync, J: Journal, Co: UndoCodec<U> + Sync> JournalFor<U> for Journaled<J, Co> {
     const ENABLED: bool = true;
     type CommitFailure = JournalFailure;
+    type Failure = JournalFailure;
 
     // Not `async fn`: that would capture `U`, which need not outlive `'a`.
     #[allow(clippy::manual_async_fn)]

@@ -684,7 +684,7 @@ where
                     // The journal could not record the commit: roll back.
                     Err(failure) => {
                         let steps = tx.steps().len();
-                        let cause = J::commit_failure(failure).into_body_error(None, steps);
+                        let cause = failure.into_body_error(None, steps);
                         Err((cause, tx.abort().await))
                     }
                 },

@@ -173,7 +173,9 @@ pub struct StepRecord {
     /// Execute's last attempt succeeded (the step's own status may have
     /// moved on to a rollback status since).
     pub(crate) succeeded: bool,
-    pub(crate) timeout: Option<Duration>,
+    /// Packed (12 bytes aligned to 4), like the [`At`]s: a record is 104
+    /// bytes on 32-bit targets instead of 112.
+    pub(crate) timeout: crate::ledger::Timeout,
     pub(crate) started_at: At,
     pub(crate) completed_at: At,
     pub(crate) attempts: u32,
@@ -198,7 +200,7 @@ impl StepRecord {
             status: StepStatus::Pending,
             has_rollback,
             succeeded: false,
-            timeout,
+            timeout: crate::ledger::Timeout::new(timeout),
             started_at: At::NONE,
             completed_at: At::NONE,
             attempts: 0,
@@ -278,7 +280,7 @@ impl StepRecord {
 
     /// The per-attempt timeout of execute, if any.
     pub fn timeout(&self) -> Option<Duration> {
-        self.timeout
+        self.timeout.get()
     }
 
     /// When the first execute attempt started.
@@ -347,7 +349,7 @@ impl fmt::Display for StepRecord {
         if let Some(d) = self.duration() {
             write!(f, ", took {}", crate::text::Dur(d))?;
         }
-        if let Some(t) = self.timeout {
+        if let Some(t) = self.timeout() {
             write!(f, ", timeout {}", crate::text::Dur(t))?;
         }
         if let Some(e) = self.error() {
@@ -368,6 +370,8 @@ impl fmt::Display for StepRecord {
 /// nanoseconds, `u64::MAX` for "not yet". Readings past 584 years are kept
 /// as the largest representable one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// 4-byte aligned, so that a step record is too (read by value only).
+#[repr(Rust, packed(4))]
 pub(crate) struct At(u64);
 
 impl At {

@@ -4,7 +4,7 @@
 use core::fmt::{self, Write as _};
 
 use crate::journal::{CodecError, Entry, EntryKind, Journal, JournalFailure, Journaled, StoredEntry, UndoCodec};
-use crate::ledger::{Fork, Ledger, UndoRecord, ViaRollback};
+use crate::ledger::{Fork, Ledger, Timeout, UndoRecord, ViaRollback};
 use crate::panic::guarded_call;
 use crate::text::Truncating;
 use crate::{
@@ -335,10 +335,15 @@ fn apply<U, S: Storage, Co: UndoCodec<U>>(read: &mut Read<U, S>, codec: &Co, ent
                     if let Some(owed) = ledger.undo.iter_mut().find(|u| u.step == at) {
                         owed.undo = undo;
                         owed.retry = payload.retry;
-                        owed.timeout = payload.timeout;
+                        owed.timeout = Timeout::new(payload.timeout);
                     } else if ledger
                         .undo
-                        .push(UndoRecord { step: at, undo, retry: payload.retry, timeout: payload.timeout })
+                        .push(UndoRecord {
+                            step: at,
+                            undo,
+                            retry: payload.retry,
+                            timeout: Timeout::new(payload.timeout),
+                        })
                         .is_err()
                     {
                         read.problem.get_or_insert(Problem::Capacity(S::CAPACITY.unwrap_or(usize::MAX)));
@@ -350,7 +355,8 @@ fn apply<U, S: Storage, Co: UndoCodec<U>>(read: &mut Read<U, S>, codec: &Co, ent
                     record.status = status;
                     record.succeeded = kind == EntryKind::Done;
                     let record_room = ledger.summary.steps.push(record).is_ok();
-                    let undo = UndoRecord { step: at, undo, retry: payload.retry, timeout: payload.timeout };
+                    let undo =
+                        UndoRecord { step: at, undo, retry: payload.retry, timeout: Timeout::new(payload.timeout) };
                     if !record_room || ledger.undo.push(undo).is_err() {
                         read.problem.get_or_insert(Problem::Capacity(S::CAPACITY.unwrap_or(usize::MAX)));
                     }

@@ -52,6 +52,26 @@ pub trait List<T>: Default + Deref<Target = [T]> + DerefMut + sealed::Sealed {
     fn remove_at(&mut self, index: usize) -> T;
 }
 
+/// Pushes `item`, if there is one, onto `list` (dropped if full).
+///
+/// Not inlined: the item arrives behind its own pointer, so moving it into
+/// the list is a `memcpy`. Inlined into a coroutine that holds both, the
+/// move became a `memmove` (LLVM could not tell them apart), which linked
+/// `memmove` (712 bytes on thumbv7m) for this one call.
+#[inline(never)]
+pub(crate) fn push_some<T, L: List<T>>(list: &mut L, item: Option<T>) {
+    if let Some(item) = item {
+        let _ = list.push(item);
+    }
+}
+
+/// Pops the last item of `list`, not inlined, for the same reason as
+/// [`push_some`].
+#[inline(never)]
+pub(crate) fn pop<T, L: List<T>>(list: &mut L) -> Option<T> {
+    list.pop()
+}
+
 /// Room for `N` steps, inline in the transaction: no allocator needed.
 ///
 /// ```

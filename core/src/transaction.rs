@@ -8,6 +8,7 @@ use core::sync::atomic::AtomicBool;
 use core::time::Duration;
 
 use crate::future::with_timeout;
+use crate::hooks::hook_call;
 use crate::journal::{Entry, EntryKind, JournalFailure, JournalFor};
 use crate::ledger::{Fork, Ledger, Panicked, UndoRecord, ViaRollback};
 use crate::panic::guarded_call;
@@ -284,7 +285,7 @@ impl<C: Clock, H, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
         &self,
         index: usize,
         kind: EntryKind,
-    ) -> impl Future<Output = Result<(), JournalFailure>> + '_ {
+    ) -> impl Future<Output = Result<(), J::Failure>> + '_ {
         let ledger = &*self.ledger;
         let undo = ledger.undo.iter().rev().find(|u| u.step == index);
         let record = &ledger.summary.steps[index];
@@ -292,14 +293,9 @@ impl<C: Clock, H, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
         let journal = &self.manager.journal;
         // Called right after the step's record was pushed: it is there (a
         // step without one writes nothing).
-        let written =
-            undo.map(|undo| journal.write_undo(entry, record.name.as_str(), undo.retry, undo.timeout, &undo.undo));
-        async move {
-            match written {
-                Some(written) => written.await,
-                None => Ok(()),
-            }
-        }
+        let written = undo
+            .map(|undo| journal.write_undo(entry, record.name.as_str(), undo.retry, undo.timeout.get(), &undo.undo));
+        crate::future::Maybe::new(written)
     }
 }
 
@@ -369,6 +365,7 @@ where
             // entries that matter fail on their own if the journal is broken.
             let entry = Entry::new(info.id, None, EntryKind::Begin).with_text(info.operation.as_str());
             if let Err(failure) = self.manager.journal.write(&entry).await {
+                let failure: JournalFailure = failure.into();
                 tm_error!("{} `{}`: {}", info.id, info.operation, failure);
             }
         }
@@ -376,7 +373,7 @@ where
             return;
         }
         let hooks = &self.manager.hooks;
-        if let Err(panic) = guarded_call(|| hooks.on_transaction_start(info)).await {
+        if let Err(panic) = hook_call(hooks, || hooks.on_transaction_start(info)).await {
             tm_error!("{} `{}`: on_transaction_start hook panicked: {}", info.id, info.operation, panic);
         }
     }
@@ -393,14 +390,15 @@ where
     /// entry is durable first; if it cannot be written the transaction is
     /// not committed (recovery would roll it back after `Ok`): the caller
     /// rolls it back instead.
-    pub(crate) async fn commit(&mut self) -> Result<(), JournalFailure> {
+    pub(crate) async fn commit(&mut self) -> Result<(), J::CommitFailure> {
         self.settle_dropped_step();
         if J::ENABLED {
             let info = &self.ledger.summary.info;
             let entry = Entry::new(info.id, None, EntryKind::Committed);
             if let Err(failure) = self.manager.journal.write(&entry).await {
+                let failure: JournalFailure = failure.into();
                 tm_error!("{} `{}`: not committed: {}; rolling back", info.id, info.operation, failure);
-                return Err(failure);
+                return Err(J::commit_failure(failure));
             }
         }
         self.on_drop = None;
@@ -441,6 +439,7 @@ where
         if J::ENABLED {
             let entry = Entry::new(summary.info.id, None, EntryKind::RolledBack).with_byte(u8::from(clean));
             if let Err(failure) = manager.journal.write(&entry).await {
+                let failure: JournalFailure = failure.into();
                 // Lazy: if it is lost, recovery repeats the (idempotent)
                 // rollbacks whose `Undone` it does not find.
                 tm_error!("{} `{}`: {}", summary.info.id, summary.info.operation, failure);
@@ -504,7 +503,12 @@ where
 
     /// An undo record for the running step.
     fn undo_record(&self, index: usize, undo: U) -> UndoRecord<U> {
-        UndoRecord { step: index, undo, retry: self.running.rollback_retry, timeout: self.running.rollback_timeout }
+        UndoRecord {
+            step: index,
+            undo,
+            retry: self.running.rollback_retry,
+            timeout: crate::ledger::Timeout::new(self.running.rollback_timeout),
+        }
     }
 
     /// Bookkeeping of a failed attempt: its error text, and whether it was
@@ -600,7 +604,7 @@ where
         };
         let clock = &self.manager.clock;
         let hooks = &self.manager.hooks;
-        let timeout = self.ledger.summary.steps[index].timeout;
+        let timeout = self.ledger.summary.steps[index].timeout();
         // The uncertain undo record, while it is not in the ledger. It is in
         // the ledger exactly while an attempt is in flight, or after one that
         // may have taken effect (timed out, panicked): never because of where
@@ -616,7 +620,7 @@ where
             let hook = if H::ENABLED {
                 let event =
                     StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-                within(&span, guarded_call(|| hooks.on_step_execute(&event))).await
+                within(&span, hook_call(hooks, || hooks.on_step_execute(&event))).await
             } else {
                 Ok(())
             };
@@ -635,14 +639,14 @@ where
                         }
                         if let Some(undo) = parked.take() {
                             // Cannot fail: room was checked before the step ran.
-                            let _ = self.ledger.undo.push(undo);
+                            crate::storage::push_some(&mut self.ledger.undo, Some(undo));
                             if J::ENABLED && attempt == 1 {
                                 // The intent is durable before the first
                                 // attempt: if it cannot be written, the step
                                 // does not run.
                                 if let Err(failure) = self.journal_undo(index, EntryKind::Intent).await {
                                     self.ledger.undo.pop();
-                                    return Err(self.step_not_recorded(index, failure));
+                                    return Err(self.step_not_recorded(index, failure.into()));
                                 }
                             }
                         }
@@ -664,14 +668,18 @@ where
                     let made = crate::panic::caught(|| parts.make_undo(Maybe::Completed(&output)));
                     match made {
                         Ok(Some(undo)) => {
-                            let undo = self.undo_record(index, undo);
                             if self.owes(index) {
+                                // Only the undo value changes: the step and
+                                // its rollback policy are the uncertain
+                                // record's (assigning the whole record moved
+                                // it with a `memmove`).
                                 if let Some(last) = self.ledger.undo.last_mut() {
-                                    *last = undo;
+                                    last.undo = undo;
                                 }
                             } else {
+                                let undo = self.undo_record(index, undo);
                                 // Cannot fail: room was checked before the step ran.
-                                let _ = self.ledger.undo.push(undo);
+                                crate::storage::push_some(&mut self.ledger.undo, Some(undo));
                             }
                             if J::ENABLED {
                                 // Durable before the value reaches the body. If
@@ -680,7 +688,7 @@ where
                                 // body stops and rolls it back.
                                 if let Err(failure) = self.journal_undo(index, EntryKind::Done).await {
                                     self.step_completed(index, attempt);
-                                    return Err(self.step_not_recorded(index, failure));
+                                    return Err(self.step_not_recorded(index, failure.into()));
                                 }
                             }
                         }
@@ -701,7 +709,7 @@ where
                     let ledger = &self.ledger;
                     let event =
                         StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-                    return match within(&span, guarded_call(|| hooks.on_step_success(&event))).await {
+                    return match within(&span, hook_call(hooks, || hooks.on_step_success(&event))).await {
                         Ok(()) => Ok(output),
                         // The step did its work, so its undo record stays
                         // and is rolled back when the body stops.
@@ -719,7 +727,7 @@ where
                 uncertain |= kind.is_uncertain();
                 if !uncertain && self.owes(index) {
                     // A clean failure: nothing took effect, nothing owed.
-                    parked = self.ledger.undo.pop();
+                    parked = crate::storage::pop(&mut self.ledger.undo);
                 }
             }
             crate::trace::outcome(&span, outcome_of(&kind));
@@ -734,7 +742,7 @@ where
             if H::ENABLED {
                 let event =
                     StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-                if let Err(panic) = within(&span, guarded_call(|| hooks.on_step_failure(&event))).await {
+                if let Err(panic) = within(&span, hook_call(hooks, || hooks.on_step_failure(&event))).await {
                     tm_error!("on_step_failure hook panicked: {}", panic);
                     let now = self.stamp();
                     let record = &mut self.ledger.summary.steps[index];
@@ -756,6 +764,7 @@ where
                         // uncertain rollback once more than needed.
                         let entry = Entry::new(ledger.summary.info.id, Some(step_index(index)), EntryKind::Released);
                         if let Err(failure) = self.manager.journal.write(&entry).await {
+                            let failure: JournalFailure = failure.into();
                             tm_error!("{}: {}", self.ledger.summary.info.id, failure);
                         }
                     }
@@ -802,7 +811,7 @@ pub(crate) async fn complete<H: Hooks, S: Storage>(hooks: &H, summary: &crate::S
     if !H::ENABLED {
         return;
     }
-    if let Err(panic) = guarded_call(|| hooks.on_transaction_complete(&summary.info, success, summary)).await {
+    if let Err(panic) = hook_call(hooks, || hooks.on_transaction_complete(&summary.info, success, summary)).await {
         tm_error!("{}: on_transaction_complete hook panicked: {}", summary.info.id, panic);
     }
 }
