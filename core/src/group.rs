@@ -1159,6 +1159,7 @@ where
             let step = u32::try_from(index).unwrap_or(u32::MAX);
             let entry = crate::journal::Entry::new(id, Some(step), EntryKind::Released);
             if let Err(failure) = self.manager.journal.write(&entry).await {
+                let failure: crate::JournalFailure = failure.into();
                 tm_error!("{}: {}", id, failure);
             }
         }
