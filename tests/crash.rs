@@ -45,8 +45,9 @@ impl Effects {
     }
 
     fn record(&mut self, what: &str, key: &str) {
-        // One write per line (`writeln!` may issue several).
-        self.log.write_all(format!("{what} {key}\n").as_bytes()).unwrap();
+        // One write per line (`writeln!` may issue several), ended by a
+        // mark: a line cut short (a kill, a full disk) has none.
+        self.log.write_all(format!("{what} {key} .\n").as_bytes()).unwrap();
         self.log.sync_data().unwrap();
         // After the effect is durable: the parent may kill us from here on.
         println!("{what} {key}");
@@ -181,7 +182,8 @@ fn killed_at_random_points_loses_no_owed_rollback() {
     let mut deleted: BTreeMap<String, usize> = BTreeMap::new();
     for line in std::fs::read_to_string(dir.join("effects.log")).unwrap().lines() {
         // A kill can cut the last line short: it was not fsynced, so it
-        // was never reported either.
+        // was never reported either; it has no end mark.
+        let Some(line) = line.strip_suffix(" .") else { continue };
         match line.split_once(' ') {
             Some(("create", key)) => {
                 created.insert(key.to_string());
