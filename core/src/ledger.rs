@@ -211,7 +211,7 @@ impl<U, S: Storage> Ledger<U, S> {
     /// The step records of the steps whose rollback is still owed, latest
     /// first.
     pub(crate) fn pending(&self) -> impl Iterator<Item = &StepRecord> {
-        self.undo.iter().rev().map(|u| &self.summary.steps[u.step]).filter(|step| !step.rollback_ended())
+        self.undo.iter().rev().map(|u| &self.summary.steps[u.step]).filter(|step| !step.ended_in_batch())
     }
 
     /// Takes the summary out, leaving an empty one, once it is complete.
@@ -309,7 +309,7 @@ impl<U, S: Storage> Ledger<U, S> {
             let Some(entry) = self.undo.last_mut() else { break };
             let index = entry.step;
             let record = &mut self.summary.steps[index];
-            if record.rollback_ended() {
+            if record.ended_in_batch() {
                 // Rolled back by a concurrent batch that was dropped before
                 // it took its records out: not again.
                 self.undo.pop();
@@ -443,7 +443,7 @@ impl<U, S: Storage> Ledger<U, S> {
                 let index = entry.step;
                 let record = records.get_mut(index)?.take()?;
                 let mut rng = SplitMix64::new(self.rng.next_u64());
-                let ended = record.rollback_ended();
+                let ended = record.ended_in_batch();
                 let rollback = async move {
                     if ended {
                         return None;

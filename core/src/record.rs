@@ -220,6 +220,22 @@ impl StepRecord {
         matches!(self.status, StepStatus::RolledBack | StepStatus::RollbackFailed)
     }
 
+    /// It belongs to a group whose rollbacks run at the same time, and its
+    /// rollback ended: a batch dropped before it took its records out left
+    /// its record owed. (Only there: anywhere else a record whose step's
+    /// rollback ended is a second record of the step, a bug that must
+    /// show, not be passed over.)
+    pub(crate) fn ended_in_batch(&self) -> bool {
+        #[cfg(feature = "alloc")]
+        {
+            self.rollback_group != 0 && self.rollback_ended()
+        }
+        #[cfg(not(feature = "alloc"))]
+        {
+            false
+        }
+    }
+
     /// Position of the step in its transaction, from 0.
     pub fn index(&self) -> usize {
         self.index
