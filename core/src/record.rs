@@ -216,6 +216,7 @@ impl StepRecord {
     }
 
     /// Its rollback ran and ended (rolled back, or failed for good).
+    #[cfg(feature = "alloc")]
     pub(crate) fn rollback_ended(&self) -> bool {
         matches!(self.status, StepStatus::RolledBack | StepStatus::RollbackFailed)
     }
