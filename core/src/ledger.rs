@@ -442,14 +442,14 @@ impl<U, S: Storage> Ledger<U, S> {
             .filter_map(|(entry, unit)| {
                 let index = entry.step;
                 let record = records.get_mut(index)?.take()?;
+                if record.ended_in_batch() {
+                    // Its rollback ended in a batch dropped earlier: taken
+                    // out with the others, not run (nor reported) again.
+                    return None;
+                }
                 let mut rng = SplitMix64::new(self.rng.next_u64());
-                let ended = record.ended_in_batch();
-                let rollback = async move {
-                    if ended {
-                        return None;
-                    }
-                    roll_back_one::<K, U, Ctx, C, H>(record, entry, fork(unit), env, &mut rng).await
-                };
+                let rollback =
+                    async move { roll_back_one::<K, U, Ctx, C, H>(record, entry, fork(unit), env, &mut rng).await };
                 Some((index, Some(Box::pin(rollback))))
             })
             .collect();
