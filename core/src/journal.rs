@@ -506,6 +506,33 @@ impl<'a> Entry<'a> {
             Payload::Undo(undo) => UNDO_HEADER + undo.name.len() + 64,
         }
     }
+
+    /// The payload in a buffer that grows as needed, from
+    /// [`payload_len_hint`](Entry::payload_len_hint) up to `limit` bytes:
+    /// what a journal with a growable buffer calls. A payload larger than
+    /// `limit` fails with [`CodecError::BufferTooSmall`].
+    ///
+    /// ```
+    /// # use transaction_manager::{CodecError, Entry, EntryKind, TransactionId};
+    /// let entry = Entry::new_raw(TransactionId::new(1), None, EntryKind::Resolved, b"abc");
+    /// assert_eq!(entry.payload_to_vec(16).unwrap(), b"abc");
+    /// assert_eq!(entry.payload_to_vec(2), Err(CodecError::BufferTooSmall));
+    /// ```
+    #[cfg(feature = "alloc")]
+    pub fn payload_to_vec(&self, limit: usize) -> Result<alloc::vec::Vec<u8>, CodecError> {
+        let mut len = self.payload_len_hint().min(limit);
+        loop {
+            let mut buf = alloc::vec![0; len];
+            match self.write_payload(&mut buf) {
+                Ok(written) => {
+                    buf.truncate(written);
+                    return Ok(buf);
+                }
+                Err(CodecError::BufferTooSmall) if len < limit => len = len.saturating_mul(2).max(64).min(limit),
+                Err(error) => return Err(error),
+            }
+        }
+    }
 }
 
 impl fmt::Debug for Entry<'_> {

@@ -496,23 +496,12 @@ async fn heartbeat(config: Config, owner: String, lease: Duration, every: Durati
     }
 }
 
-/// Encodes an entry's payload into a buffer that grows as needed.
+/// Encodes an entry's payload, up to `MAX_PAYLOAD` bytes.
 fn encode(entry: &Entry<'_>) -> Result<Vec<u8>, PostgresJournalError> {
-    let mut len = entry.payload_len_hint().min(MAX_PAYLOAD);
-    loop {
-        let mut buf = vec![0; len];
-        match entry.write_payload(&mut buf) {
-            Ok(written) => {
-                buf.truncate(written);
-                return Ok(buf);
-            }
-            Err(CodecError::BufferTooSmall) if len >= MAX_PAYLOAD => {
-                return Err(PostgresJournalError::PayloadTooLarge { limit: MAX_PAYLOAD });
-            }
-            Err(CodecError::BufferTooSmall) => len = len.saturating_mul(2).clamp(64, MAX_PAYLOAD),
-            Err(error) => return Err(PostgresJournalError::Encode(error)),
-        }
-    }
+    entry.payload_to_vec(MAX_PAYLOAD).map_err(|error| match error {
+        CodecError::BufferTooSmall => PostgresJournalError::PayloadTooLarge { limit: MAX_PAYLOAD },
+        error => PostgresJournalError::Encode(error),
+    })
 }
 
 /// The step name and the codec's bytes of an undo payload (format 1:

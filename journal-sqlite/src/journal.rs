@@ -352,23 +352,12 @@ fn open_reader(path: &Path) -> Result<Connection, SqliteJournalError> {
     Ok(conn)
 }
 
-/// Encodes an entry's payload into a buffer that grows as needed.
+/// Encodes an entry's payload, up to `MAX_PAYLOAD` bytes.
 fn encode(entry: &Entry<'_>) -> Result<Vec<u8>, SqliteJournalError> {
-    let mut len = entry.payload_len_hint().min(MAX_PAYLOAD);
-    loop {
-        let mut buf = vec![0; len];
-        match entry.write_payload(&mut buf) {
-            Ok(written) => {
-                buf.truncate(written);
-                return Ok(buf);
-            }
-            Err(CodecError::BufferTooSmall) if len >= MAX_PAYLOAD => {
-                return Err(SqliteJournalError::PayloadTooLarge { limit: MAX_PAYLOAD });
-            }
-            Err(CodecError::BufferTooSmall) => len = len.saturating_mul(2).clamp(64, MAX_PAYLOAD),
-            Err(error) => return Err(SqliteJournalError::Encode(error)),
-        }
-    }
+    entry.payload_to_vec(MAX_PAYLOAD).map_err(|error| match error {
+        CodecError::BufferTooSmall => SqliteJournalError::PayloadTooLarge { limit: MAX_PAYLOAD },
+        error => SqliteJournalError::Encode(error),
+    })
 }
 
 impl Journal for SqliteJournal {
