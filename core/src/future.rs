@@ -136,3 +136,29 @@ impl<F: Future<Output = Result<(), E>>, E> Future for Maybe<F> {
         }
     }
 }
+
+pin_project! {
+    /// Polls its future from a function of its own that is never inlined:
+    /// the future's state machine gets its own stack frame, used only while
+    /// it is polled, instead of adding its locals to the frame of every
+    /// future that awaits it (LLVM does not overlap the locals of coroutines
+    /// inlined into one another), and its code is compiled once, not into
+    /// each caller's poll.
+    pub(crate) struct Outlined<F> {
+        #[pin]
+        future: F,
+    }
+}
+
+pub(crate) fn outlined<F: Future>(future: F) -> Outlined<F> {
+    Outlined { future }
+}
+
+impl<F: Future> Future for Outlined<F> {
+    type Output = F::Output;
+
+    #[inline(never)]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.project().future.poll(cx)
+    }
+}

@@ -704,11 +704,11 @@ where
     {
         let (_, stopping, detached) = self.tx.split();
         // Not an `async fn`: a wrapper would keep a second copy of the members.
-        detached.run_group(self.on_failure, self.concurrent_rollbacks, move || {
+        crate::future::outlined(detached.run_group(self.on_failure, self.concurrent_rollbacks, move || {
             let mut members = members;
             members.lend(stopping);
             members
-        })
+        }))
     }
 
     /// Runs the members that `build` makes from the transaction's context:
@@ -759,11 +759,11 @@ where
         let (ctx, stopping, detached) = self.tx.split();
         // The members are built inside the group's future, where they stay:
         // one copy of them, not the argument and the pinned one.
-        detached.run_group(self.on_failure, self.concurrent_rollbacks, move || {
+        crate::future::outlined(detached.run_group(self.on_failure, self.concurrent_rollbacks, move || {
             let mut members = build(ctx);
             members.lend(stopping);
             members
-        })
+        }))
     }
 }
 
