@@ -866,9 +866,10 @@ where
             core::future::pending::<()>().await;
         }
         self.settle_dropped_step();
-        let members = make();
-        let n = members.count();
-        let mut pinned = pin!(members.into_pinned());
+        // No `members` local: a value moved out of keeps its place in the
+        // future until its scope ends (576 bytes for the firmware's two).
+        let mut pinned = pin!(make().into_pinned());
+        let n = Ms::count_pinned(pinned.as_mut());
         // Reserve: every member fits, or none runs.
         let base = self.ledger.summary.steps.len();
         let capacity = S::CAPACITY.unwrap_or(usize::MAX);
