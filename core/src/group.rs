@@ -1434,7 +1434,11 @@ where
 /// order of the others.
 fn remove_undo<U, S: Storage>(undo: &mut S::List<UndoRecord<U>>, step: usize) {
     if let Some(position) = undo.iter().rposition(|u| u.step == step) {
-        undo[position..].rotate_left(1);
+        // Swaps, not `rotate_left`: that links `memmove` (712 bytes on a
+        // Cortex-M3) for a list of a few records.
+        for i in position + 1..undo.len() {
+            undo.swap(i - 1, i);
+        }
         undo.pop();
     }
 }
@@ -2042,6 +2046,8 @@ mod driver {
                     $n
                 }
 
+                // Out of line: the engine looks members up in many places.
+                #[inline(never)]
                 fn slot<'a>(pinned: Pin<&'a mut Self::Pinned>, i: usize) -> Pin<&'a mut (dyn Slot<U, E> + 'a)> {
                     let this = pinned.project();
                     match i {
@@ -2077,6 +2083,8 @@ mod driver {
                     $n
                 }
 
+                // Out of line: the engine looks members up in many places.
+                #[inline(never)]
                 fn slot<'a>(pinned: Pin<&'a mut Self::Pinned>, i: usize) -> Pin<&'a mut (dyn Slot<U, E> + 'a)> {
                     let this = pinned.project();
                     match i {

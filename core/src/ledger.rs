@@ -269,8 +269,33 @@ impl<U, S: Storage> Ledger<U, S> {
         J: JournalFor<U>,
     {
         let mut failures = S::List::default();
+        self.roll_back_into::<K, Ctx, C, H, J>(floor, ctx, fork, clock, hooks, journal, &mut failures).await;
+        failures
+    }
+
+    /// [`roll_back_to`](Ledger::roll_back_to), adding the failures to a
+    /// list the caller keeps: the list is not moved out of this future's
+    /// state when it ends (on a Cortex-M3 that move of five failures was a
+    /// `memmove` of 288 bytes, and linked `memmove` itself).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn roll_back_into<K, Ctx, C, H, J>(
+        &mut self,
+        floor: usize,
+        ctx: &mut Ctx,
+        fork: Fork<Ctx>,
+        clock: &C,
+        hooks: &H,
+        journal: &J,
+        failures: &mut S::List<RollbackFailure<K::Error>>,
+    ) where
+        K: UndoCall<U, Ctx>,
+        Ctx: ?Sized,
+        C: Clock,
+        H: Hooks,
+        J: JournalFor<U>,
+    {
         if self.undo.len() <= floor {
-            return failures;
+            return;
         }
         tm_info!(
             "{} `{}`: rolling back {} step(s)",
@@ -298,8 +323,7 @@ impl<U, S: Storage> Ledger<U, S> {
             if let Some(fork) = fork.lend {
                 let batch = self.batch_len(floor);
                 if batch > 1 {
-                    let stop =
-                        self.roll_back_batch::<K, Ctx, C, H, J>(batch, fork, clock, hooks, journal, &mut failures);
+                    let stop = self.roll_back_batch::<K, Ctx, C, H, J>(batch, fork, clock, hooks, journal, failures);
                     if stop.await {
                         self.skip_down_to(floor);
                     }
@@ -334,9 +358,8 @@ impl<U, S: Storage> Ledger<U, S> {
             Self::rollback_ended_hook(&self.summary, index, failed.is_none(), hooks).await;
             // Cannot fail: there are no more failures than undo records,
             // and both lists have the same capacity.
-            crate::storage::push_some(&mut failures, failed);
+            crate::storage::push_some(failures, failed);
         }
-        failures
     }
 
     /// With `Stop`, after a rollback failed for good: the records still owed

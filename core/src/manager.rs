@@ -745,7 +745,7 @@ where
             // machine, not one per way to fail.
             match ended {
                 Ok(value) => Ok(value),
-                Err(cause) => Err((cause, tx.abort().await)),
+                Err(cause) => Err((cause, crate::future::outlined(tx.abort()).await)),
             }
         })
         .await;

@@ -422,31 +422,22 @@ where
         tm_warn!("{} `{}`: body failed; {} step(s) to roll back", info.id, info.operation, owed);
         // The ledger stays in `self` while rolling back: if this future is
         // dropped now, what is still owed goes to the abandon policy.
-        let rollback_failures = self
-            .ledger
-            .roll_back::<ViaRollback, _, _, _, _>(
+        let mut rollback_failures = S::List::default();
+        self.ledger
+            .roll_back_into::<ViaRollback, _, _, _, _>(
+                0,
                 &mut *self.ctx,
                 self.fork,
                 &manager.clock,
                 &manager.hooks,
                 &manager.journal,
+                &mut rollback_failures,
             )
             .await;
-        // The list is kept across this one await only: a value kept across
-        // two gets a place of its own in the future, beside the rollback's
-        // (288 bytes more for the firmware's five steps).
-        self.rolled_back(owed, rollback_failures.len()).await;
-        rollback_failures
-    }
-
-    /// After the rollback: the summary's end, the journal's `RolledBack`,
-    /// the logs and the completion hook.
-    async fn rolled_back(&mut self, owed: usize, failed: usize) {
-        let manager = self.manager;
         let now = self.now();
         let summary = &mut self.ledger.summary;
         summary.completed_at = now;
-        let clean = RollbackState::of(failed, summary).is_clean();
+        let clean = RollbackState::of(rollback_failures.len(), summary).is_clean();
         if J::ENABLED {
             let entry = Entry::new(summary.info.id, None, EntryKind::RolledBack).with_byte(u8::from(clean));
             if let Err(failure) = manager.journal.write(&entry).await {
@@ -467,10 +458,11 @@ where
                 "{} `{}`: PARTIALLY rolled back, {} rollback(s) failed",
                 summary.info.id,
                 summary.info.operation,
-                failed
+                rollback_failures.len()
             );
         }
         complete(&manager.hooks, &self.ledger.summary, false).await;
+        rollback_failures
     }
 
     /// Records a new step (its record, and its policies for the attempts
