@@ -689,6 +689,10 @@ where
             manager.step_times,
         );
         let ledger_ref = &mut ledger;
+        // The rollbacks that failed, kept out here too (not moved out of the
+        // rollback's future, nor through this one's return).
+        let mut failures = <L::Storage as Storage>::List::default();
+        let failures_ref = &mut failures;
         let ended = crate::trace::within(&span, async {
             let mut tx = Transaction::new(manager, context, ledger_ref);
             tx.start().await;
@@ -727,7 +731,7 @@ where
                     #[cfg(feature = "std")]
                     {
                         tm_error!("{}: the interrupt panicked: {}; rolling back", tx.id(), panic);
-                        let _ = tx.abort().await;
+                        tx.abort(&mut *failures_ref).await;
                     }
                     crate::panic::resume_message(panic)
                 }
@@ -735,25 +739,25 @@ where
                     #[cfg(feature = "std")]
                     {
                         tm_error!("{}: the body panicked; rolling back before resuming the panic", tx.id());
-                        let _ = tx.abort().await;
+                        tx.abort(&mut *failures_ref).await;
                     }
                     crate::panic::resume(panic)
                 }
             };
             // One place awaits the rollback of a failed transaction: its
-            // future and the list it returns get one slot in this state
-            // machine, not one per way to fail.
-            match ended {
-                Ok(value) => Ok(value),
-                Err(cause) => Err((cause, crate::future::outlined(tx.abort()).await)),
+            // future gets one slot in this state machine, not one per way to
+            // fail.
+            if ended.is_err() {
+                crate::future::outlined(tx.abort(failures_ref)).await;
             }
+            ended
         })
         .await;
         crate::trace::outcome(
             &span,
             match &ended {
                 Ok(_) => "committed",
-                Err((_, failures))
+                Err(_)
                     if crate::RollbackState::of(
                         failures.len().max(ledger.summary.rollback_errors()),
                         &ledger.summary,
@@ -767,7 +771,7 @@ where
         );
         // The outcome is built once, around the summary moved out of the
         // ledger: no copy of it travels through the layers above.
-        outcome_of(ended, ledger.summary)
+        outcome_of(ended, failures, ledger.summary)
     }
 }
 
@@ -777,12 +781,13 @@ where
 #[inline(never)]
 #[allow(clippy::type_complexity)]
 fn outcome_of<T, B, RE, S: Storage>(
-    ended: Result<T, (B, S::List<crate::RollbackFailure<RE>>)>,
+    ended: Result<T, B>,
+    rollback_failures: S::List<crate::RollbackFailure<RE>>,
     summary: crate::Summary<S>,
 ) -> Outcome<T, B, RE, S> {
     match ended {
         Ok(value) => Ok(Committed { value, summary }),
-        Err((cause, rollback_failures)) => Err(transaction_error(cause, rollback_failures, summary)),
+        Err(cause) => Err(transaction_error(cause, rollback_failures, summary)),
     }
 }
 

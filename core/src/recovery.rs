@@ -383,7 +383,7 @@ fn apply<U, S: Storage, Co: UndoCodec<U>>(read: &mut Read<U, S>, codec: &Co, ent
     }
 }
 
-/// A name read from the journal (cut to 24 bytes without an allocator).
+/// A name read from the journal (cut to 16 bytes without an allocator).
 fn owned_name(text: &str) -> Name {
     #[cfg(feature = "alloc")]
     {

@@ -412,9 +412,10 @@ where
     }
 
     /// The body failed: roll back the completed steps.
-    /// Returns the rollbacks that failed for good; the caller builds the
-    /// error around them and the summary, once (not moved through layers).
-    pub(crate) async fn abort(&mut self) -> S::List<crate::RollbackFailure<U::Error>> {
+    /// Adds the rollbacks that failed for good to `rollback_failures`, a
+    /// list the caller keeps: it builds the error around them and the
+    /// summary, once (not moved through layers).
+    pub(crate) async fn abort(&mut self, rollback_failures: &mut S::List<crate::RollbackFailure<U::Error>>) {
         self.settle_dropped_step();
         let manager = self.manager;
         let info = &self.ledger.summary.info;
@@ -422,7 +423,6 @@ where
         tm_warn!("{} `{}`: body failed; {} step(s) to roll back", info.id, info.operation, owed);
         // The ledger stays in `self` while rolling back: if this future is
         // dropped now, what is still owed goes to the abandon policy.
-        let mut rollback_failures = S::List::default();
         self.ledger
             .roll_back_into::<ViaRollback, _, _, _, _>(
                 0,
@@ -431,7 +431,7 @@ where
                 &manager.clock,
                 &manager.hooks,
                 &manager.journal,
-                &mut rollback_failures,
+                &mut *rollback_failures,
             )
             .await;
         let now = self.now();
@@ -462,7 +462,6 @@ where
             );
         }
         complete(&manager.hooks, &self.ledger.summary, false).await;
-        rollback_failures
     }
 
     /// Records a new step (its record, and its policies for the attempts
