@@ -108,8 +108,14 @@ pub fn duration_to_ticks(duration: Duration) -> u64 {
 
 /// The time `ticks` of the driver stand for, saturating at `Duration::MAX`.
 pub fn ticks_to_duration(ticks: u64) -> Duration {
-    let secs = ticks / TICK_HZ;
-    let rest = ticks % TICK_HZ;
+    // Below 2^24 ticks a second (every common rate), with 32-bit divisions
+    // only: no 64-bit division routine on a 32-bit Cortex-M.
+    let (secs, rest) = if TICK_HZ < 1 << 24 {
+        let (secs, rest) = transaction_manager_core::div_rem_narrow(ticks, TICK_HZ as u32);
+        (secs, u64::from(rest))
+    } else {
+        (ticks / TICK_HZ, ticks % TICK_HZ)
+    };
     let nanos = match NANOS_PER_TICK {
         Some(per_tick) => rest as u32 * per_tick,
         None => (rest * 1_000_000_000 / TICK_HZ) as u32,

@@ -593,7 +593,7 @@ pub(crate) fn decode_undo_payload(bytes: &[u8]) -> Result<DecodedUndo<'_>, Codec
     let retry = RetryPolicy::from_parts(max_retries, multiplier, initial, max, jitter).ok_or(CodecError::Invalid)?;
     let timeout = match u64::from_le_bytes(reader.take()?) {
         u64::MAX => None,
-        nanos => Some(Duration::from_nanos(nanos)),
+        nanos => Some(crate::clock::duration_from_nanos(nanos)),
     };
     Ok(DecodedUndo { name, retry, timeout, schema, undo: reader.0 })
 }

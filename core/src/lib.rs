@@ -130,6 +130,8 @@ pub use abandon::{AbandonPolicy, Abandoned, DetachedRollback, RollbackReport, Sp
 pub use action::Action;
 pub use any_manager::Manager;
 pub use clock::Clock;
+#[doc(hidden)]
+pub use clock::div_rem_narrow;
 pub use error::{
     Committed, RollbackErrorKind, RollbackFailure, RollbackState, StepError, StepErrorKind, TransactionError,
 };

@@ -400,7 +400,7 @@ impl At {
     }
 
     pub(crate) fn get(self) -> Option<Duration> {
-        (self.0 != u64::MAX).then(|| Duration::from_nanos(self.0))
+        (self.0 != u64::MAX).then(|| crate::clock::duration_from_nanos(self.0))
     }
 
     pub(crate) fn is_none(self) -> bool {

@@ -223,7 +223,7 @@ impl RetryPolicy {
     /// assert_eq!(RetryPolicy::new().initial_interval(), RetryPolicy::DEFAULT_INTERVAL);
     /// ```
     pub const fn initial_interval(&self) -> Duration {
-        Duration::from_nanos(self.initial_interval)
+        crate::clock::duration_from_nanos(self.initial_interval)
     }
 
     /// The factor each delay grows by.
@@ -243,7 +243,7 @@ impl RetryPolicy {
     /// assert_eq!(RetryPolicy::new().max_interval(), None);
     /// ```
     pub const fn max_interval(&self) -> Option<Duration> {
-        if self.max_interval == u64::MAX { None } else { Some(Duration::from_nanos(self.max_interval)) }
+        if self.max_interval == u64::MAX { None } else { Some(crate::clock::duration_from_nanos(self.max_interval)) }
     }
 
     /// How the delay is randomised.
@@ -267,7 +267,7 @@ impl RetryPolicy {
     /// assert_eq!(p.delay(4), Duration::from_secs(8));
     /// ```
     pub fn delay(&self, retry: u32) -> Duration {
-        Duration::from_nanos(self.delay_nanos(retry))
+        crate::clock::duration_from_nanos(self.delay_nanos(retry))
     }
 
     fn delay_nanos(&self, retry: u32) -> u64 {
@@ -299,11 +299,11 @@ impl RetryPolicy {
         // One random draw for both kinds (one copy of it in the code): a
         // fixed part plus a uniform time in `[0, spread]`.
         let (fixed, spread) = match self.jitter {
-            Jitter::None => return Duration::from_nanos(delay),
+            Jitter::None => return crate::clock::duration_from_nanos(delay),
             Jitter::Full => (0, delay),
             Jitter::Equal => (delay / 2, delay - delay / 2),
         };
-        Duration::from_nanos(fixed + uniform_up_to(spread, rng))
+        crate::clock::duration_from_nanos(fixed + uniform_up_to(spread, rng))
     }
 }
 
