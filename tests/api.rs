@@ -405,3 +405,82 @@ fn stop_policy_with_concurrent_group_rollbacks_skips_the_steps_before() {
     assert_eq!(err.rollback_failures().len(), 1);
     assert!(err.is_partially_rolled_back());
 }
+
+/// Undo records for `run_with_into_ends_as_run_with_returns`: `Stuck`
+/// fails its rollback.
+enum Release {
+    Ok(&'static str),
+    Stuck,
+}
+
+impl transaction_manager::Rollback<Vec<&'static str>> for Release {
+    type Error = &'static str;
+
+    async fn rollback(&mut self, log: &mut Vec<&'static str>) -> Result<(), &'static str> {
+        match self {
+            Release::Ok(what) => {
+                log.push(what);
+                Ok(())
+            }
+            Release::Stuck => Err("stuck"),
+        }
+    }
+}
+
+#[test]
+fn run_with_into_ends_as_run_with_returns() {
+    let clock = ManualClock::new();
+    let manager = TransactionManager::new(&clock);
+    // Step `c` fails when `fail` is set: `b`'s rollback fails, `a`'s runs.
+    let body = |fail: bool| {
+        async move |tx: &mut transaction_manager::Transaction<'_, _, Vec<&'static str>, Release, Fixed<3>>| {
+            tx.step("a").execute_with(async |_: &mut Vec<_>| Ok::<_, &str>(1u32)).undo(|_| Release::Ok("a")).await?;
+            tx.step("b").execute_with(async |_: &mut Vec<_>| Ok::<_, &str>(2u32)).undo(|_| Release::Stuck).await?;
+            let c = tx.step("c").execute_with(async move |_: &mut Vec<_>| if fail { Err("down") } else { Ok(3u32) });
+            c.no_rollback().await
+        }
+    };
+    for fail in [false, true] {
+        let mut returned_log = Vec::new();
+        let returned =
+            clock.block_on(manager.transaction("t").fixed::<Release, 3>().run_with(&mut returned_log, body(fail)));
+        // The slot starts full: the previous outcome is replaced.
+        let mut into_log = Vec::new();
+        let mut slot =
+            Some(clock.block_on(manager.transaction("t").fixed::<Release, 3>().run_with(&mut Vec::new(), body(!fail))));
+        clock.block_on(manager.transaction("t").fixed::<Release, 3>().run_with_into(
+            &mut into_log,
+            &mut slot,
+            body(fail),
+        ));
+        let written = slot.expect("the outcome is written");
+        assert_eq!(into_log, returned_log);
+        let summaries = match (&returned, &written) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!((a.value(), b.value()), (&3, &3));
+                (a.summary(), b.summary())
+            }
+            (Err(a), Err(b)) => {
+                assert_eq!(a.cause().to_string(), b.cause().to_string());
+                assert_eq!(b.cause().to_string(), "step `c` failed: down");
+                let failures = |e: &transaction_manager::TransactionError<_, _, _>| {
+                    e.rollback_failures().iter().map(|f| (f.step().to_string(), f.to_string())).collect::<Vec<_>>()
+                };
+                assert_eq!(failures(a), failures(b));
+                assert_eq!(failures(b).len(), 1);
+                assert_eq!(a.is_partially_rolled_back(), b.is_partially_rolled_back());
+                (a.summary(), b.summary())
+            }
+            _ => panic!("one committed, the other did not"),
+        };
+        let steps = |s: &transaction_manager::Summary<Fixed<3>>| {
+            s.steps().iter().map(|r| (r.name().to_string(), r.status(), r.attempts())).collect::<Vec<_>>()
+        };
+        assert_eq!(steps(summaries.0), steps(summaries.1));
+        assert_eq!(summaries.1.operation_name(), "t");
+        if fail {
+            assert_eq!(summaries.1.steps()[1].status(), StepStatus::RollbackFailed);
+            assert_eq!(into_log, ["a"]);
+        }
+    }
+}

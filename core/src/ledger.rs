@@ -216,13 +216,7 @@ impl<U, S: Storage> Ledger<U, S> {
 
     /// Takes the summary out, leaving an empty one, once it is complete.
     pub(crate) fn take_summary(&mut self) -> Summary<S> {
-        let empty = Summary {
-            info: TransactionInfo { id: TransactionId::new(0), operation: Name::from("") },
-            started_at: Duration::ZERO,
-            completed_at: Duration::ZERO,
-            steps: Default::default(),
-        };
-        core::mem::replace(&mut self.summary, empty)
+        core::mem::replace(&mut self.summary, empty_summary())
     }
 
     /// Rolls back every undo record, latest first, each with its own
@@ -636,6 +630,16 @@ pub(crate) struct Panicked<'a>(pub(crate) &'a crate::PanicMessage);
 impl fmt::Display for Panicked<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "panicked: {}", self.0)
+    }
+}
+
+/// A summary with no steps, of no transaction: a placeholder.
+pub(crate) fn empty_summary<S: Storage>() -> Summary<S> {
+    Summary {
+        info: TransactionInfo { id: TransactionId::new(0), operation: Name::from("") },
+        started_at: Duration::ZERO,
+        completed_at: Duration::ZERO,
+        steps: Default::default(),
     }
 }
 

@@ -76,3 +76,13 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
 pub fn future_size<F: core::future::Future>(_make: impl FnOnce() -> F) -> usize {
     core::mem::size_of::<F>()
 }
+
+/// [`future_size`] for a function of three borrowed arguments, given as
+/// the function itself: nothing needs to exist to borrow from (a place
+/// for an outcome made only to be borrowed here would take its size in the
+/// measuring task's frame).
+pub fn future_size_of<'a, A: ?Sized + 'a, B: ?Sized + 'a, C: ?Sized + 'a, F: core::future::Future>(
+    _make: impl FnOnce(&'a A, &'a mut B, &'a mut C) -> F,
+) -> usize {
+    core::mem::size_of::<F>()
+}

@@ -12,7 +12,7 @@ use core::future::Future;
 use core::time::Duration;
 
 use embassy_executor::Spawner;
-use firmware::board::{Board, Faults, HwError};
+use firmware::board::{Board, HwError};
 #[cfg(not(feature = "sequential-buses"))]
 use firmware::board::{I2cBus, SpiBus};
 use firmware::say;
@@ -114,11 +114,14 @@ impl Action<Board> for BringUp {
 
 type BringUpResult = Result<Committed<Up, Fixed<5>>, TransactionError<StepError<HwError>, HwError, Fixed<5>>>;
 
+/// Brings the board up, writing the outcome into `result`: a returned
+/// outcome would pass through the awaiting task's stack frame twice.
 fn bring_up<'a>(
     manager: &'a TransactionManager<EmbassyClock>,
     board: &'a mut Board,
-) -> impl Future<Output = BringUpResult> + 'a {
-    manager.transaction("bring-up").fixed::<Undo, 5>().run_with(board, async |tx| {
+    result: &'a mut Option<BringUpResult>,
+) -> impl Future<Output = ()> + 'a {
+    manager.transaction("bring-up").fixed::<Undo, 5>().run_with_into(board, result, async |tx| {
         let Done::Rail(rail_mv) = tx.step("power").retry(POWER_RETRY).perform(BringUp::Power).await? else {
             unreachable!()
         };
@@ -216,10 +219,15 @@ async fn main(_spawner: Spawner) {
 
     // Measured, not run: the transaction's future is what the task stores
     // while the bring-up runs.
-    let mut board = Board::new(Faults::default());
-    say!("transaction future: {} bytes", firmware::future_size(|| bring_up(&manager, &mut board)));
+    say!("transaction future: {} bytes", firmware::future_size_of(bring_up));
 
-    let passed = scenario::run_all(async |board| report(&bring_up(&manager, board).await)).await;
+    let passed = scenario::run_all(async |board| {
+        // Kept in the task, across the `.await`, and read in place.
+        let mut result = None;
+        bring_up(&manager, board, &mut result).await;
+        report(result.as_ref().expect("the transaction ended"))
+    })
+    .await;
     // Read before printing it: the print's own frames are not the
     // bring-up's. scripts/firmware.sh parses this line.
     let stack = firmware::stack::high_water_mark();
