@@ -818,17 +818,30 @@ where
         );
         // The outcome is built once, around the summary moved out of the
         // ledger: no copy of it travels through the layers above.
-        place.put(ended, &mut failures, &mut ledger)
+        if P::IN_PLACE {
+            return place.put_in_place(ended, &mut failures, &mut ledger);
+        }
+        place.put(ended, failures, ledger.summary)
     }
 }
 
 /// Where [`TransactionBuilder::run_with_inner`] puts the outcome: returned,
-/// or written into the caller's `Option`. The failures and the summary are
-/// taken out of the transaction's state by reference, not passed by value
-/// (which copies them into the caller's frame first).
+/// or written into the caller's `Option`.
 trait Place<T, B, RE, U, S: Storage> {
     type Output;
+    /// `put_in_place` is the one to call, not `put`.
+    const IN_PLACE: bool;
+    /// Builds the outcome from the parts, moved out of the transaction's
+    /// state.
     fn put(
+        self,
+        ended: Result<T, B>,
+        failures: S::List<crate::RollbackFailure<RE>>,
+        summary: crate::Summary<S>,
+    ) -> Self::Output;
+    /// Builds the outcome with the parts taken by reference (passed by
+    /// value, they are first copied into the caller's frame).
+    fn put_in_place(
         self,
         ended: Result<T, B>,
         failures: &mut S::List<crate::RollbackFailure<RE>>,
@@ -841,7 +854,16 @@ struct Returned;
 
 impl<T, B, RE, U, S: Storage> Place<T, B, RE, U, S> for Returned {
     type Output = Outcome<T, B, RE, S>;
+    const IN_PLACE: bool = false;
     fn put(
+        self,
+        ended: Result<T, B>,
+        failures: S::List<crate::RollbackFailure<RE>>,
+        summary: crate::Summary<S>,
+    ) -> Self::Output {
+        outcome_of(ended, failures, summary)
+    }
+    fn put_in_place(
         self,
         ended: Result<T, B>,
         failures: &mut S::List<crate::RollbackFailure<RE>>,
@@ -853,12 +875,21 @@ impl<T, B, RE, U, S: Storage> Place<T, B, RE, U, S> for Returned {
 
 impl<T, B, RE, U, S: Storage> Place<T, B, RE, U, S> for &mut Option<Outcome<T, B, RE, S>> {
     type Output = ();
+    const IN_PLACE: bool = true;
+    fn put(self, ended: Result<T, B>, failures: S::List<crate::RollbackFailure<RE>>, summary: crate::Summary<S>) {
+        *self = Some(outcome_of(ended, failures, summary));
+    }
     /// The outcome is made in place with an empty summary and list, which
     /// are then swapped with the transaction's: built whole and moved, it
     /// took a frame of its own size (856 bytes on the firmware) or a place
     /// in the transaction's.
     #[inline(never)]
-    fn put(self, ended: Result<T, B>, failures: &mut S::List<crate::RollbackFailure<RE>>, ledger: &mut Ledger<U, S>) {
+    fn put_in_place(
+        self,
+        ended: Result<T, B>,
+        failures: &mut S::List<crate::RollbackFailure<RE>>,
+        ledger: &mut Ledger<U, S>,
+    ) {
         let summary = crate::ledger::empty_summary();
         let outcome = self.insert(match ended {
             Ok(value) => Ok(Committed { value, summary }),
