@@ -90,6 +90,11 @@ pub(crate) struct Ledger<U, S: Storage> {
     pub(crate) on_rollback_failure: RollbackFailurePolicy,
     /// Whether step records get start and end times.
     pub(crate) step_times: bool,
+    /// No step record below this index is `InProgress` (a record is
+    /// `InProgress` only from its push until its first status change, and
+    /// never again): the search for the step in progress starts here, so
+    /// it does not walk every earlier record at every step.
+    settled: usize,
     pub(crate) undo: S::List<UndoRecord<U>>,
 }
 
@@ -159,6 +164,7 @@ impl<U, S: Storage> Ledger<U, S> {
             rng: SplitMix64::new(seed),
             on_rollback_failure,
             step_times,
+            settled: 0,
             undo: Default::default(),
         }
     }
@@ -178,19 +184,43 @@ impl<U, S: Storage> Ledger<U, S> {
     /// The step in progress, if any: the first one still `InProgress` (the
     /// members of a parallel group are in progress together).
     pub(crate) fn in_progress(&self) -> Option<(Name, usize)> {
-        let step = self.summary.steps.iter().find(|s| s.status == StepStatus::InProgress)?;
+        let step = self.unsettled().iter().find(|s| s.status == StepStatus::InProgress)?;
         Some((step.name.clone(), step.index))
+    }
+
+    /// Whether a step is in progress; moves the mark past the records
+    /// before the first one that is.
+    pub(crate) fn has_in_progress(&mut self) -> bool {
+        let from = self.settled.min(self.summary.steps.len());
+        match self.summary.steps[from..].iter().position(|s| s.status == StepStatus::InProgress) {
+            Some(offset) => {
+                self.settled = from + offset;
+                true
+            }
+            None => {
+                self.settled = self.summary.steps.len();
+                false
+            }
+        }
+    }
+
+    /// The step records that may still be `InProgress`.
+    fn unsettled(&self) -> &[StepRecord] {
+        let steps = &self.summary.steps[..];
+        &steps[self.settled.min(steps.len())..]
     }
 
     /// Marks the steps in progress (one, or the members of a parallel group)
     /// as failed, abandoned for `why`: their attempts were dropped mid-way,
     /// so their outcome is uncertain.
     pub(crate) fn abandon_in_progress(&mut self, why: &dyn fmt::Display, now: crate::record::At) {
-        for step in self.summary.steps.iter_mut().filter(|s| s.status == StepStatus::InProgress) {
+        let from = self.settled.min(self.summary.steps.len());
+        for step in self.summary.steps[from..].iter_mut().filter(|s| s.status == StepStatus::InProgress) {
             step.status = StepStatus::Failed;
             step.completed_at = now;
             step.error = Some(ErrorText::capture(why));
         }
+        self.settled = self.summary.steps.len();
     }
 
     /// Logs each rollback still owed as lost (its undo record is about to
@@ -222,6 +252,7 @@ impl<U, S: Storage> Ledger<U, S> {
             completed_at: Duration::ZERO,
             steps: Default::default(),
         };
+        self.settled = 0;
         core::mem::replace(&mut self.summary, empty)
     }
 

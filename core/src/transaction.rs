@@ -252,7 +252,7 @@ impl<C: Clock, H, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
     /// uncertain record is in the ledger only while an attempt is in flight
     /// or after one that may have taken effect.
     pub(crate) fn settle_dropped_step(&mut self) {
-        if self.ledger.in_progress().is_some() {
+        if self.ledger.has_in_progress() {
             let now = self.stamp();
             self.ledger.abandon_in_progress(&"interrupted: the step's future was dropped", now);
         }
