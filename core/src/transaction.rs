@@ -64,8 +64,9 @@ pub struct Transaction<'t, M, Ctx: ?Sized, U, S: Storage> {
     /// Built in place by `run_with` and only borrowed here: moving it would
     /// copy the full capacity of its inline lists.
     pub(crate) ledger: &'t mut Ledger<U, S>,
-    /// The policies of the step being run.
-    running: RunningStep,
+    /// The settings of the step being built or run: set by
+    /// [`step`](Transaction::step) and the step's options.
+    pub(crate) config: StepConfig,
     /// The innermost scope the body is in ([`Transaction::scope`]), which
     /// new steps record.
     pub(crate) scope: Option<&'static str>,
@@ -107,7 +108,7 @@ impl<M, Ctx: ?Sized, U, S: Storage> Transaction<'_, M, Ctx, U, S> {
             manager: self.manager,
             ctx: &mut *self.ctx,
             ledger: &mut *self.ledger,
-            running: RunningStep::default(),
+            config: StepConfig::default(),
             scope: Some(scope),
             deadline_at: self.deadline_at,
             fork: self.fork,
@@ -127,7 +128,7 @@ impl<M, Ctx: ?Sized, U, S: Storage> Transaction<'_, M, Ctx, U, S> {
             manager: self.manager,
             ctx: &mut [],
             ledger: &mut *self.ledger,
-            running: RunningStep::default(),
+            config: StepConfig::default(),
             scope: self.scope,
             deadline_at: self.deadline_at,
             // The group engine rolls nothing back itself.
@@ -147,16 +148,13 @@ impl<'t, C, H, A, J, Ctx: ?Sized, U, S: Storage> Transaction<'t, TransactionMana
     /// with [`Step::run`] (no rollback) or [`Step::execute`] followed by a
     /// rollback.
     pub fn step(&mut self, name: impl Into<crate::Name>) -> Step<'_, 't, TransactionManager<C, H, A, J>, Ctx, U, S> {
-        Step {
-            config: StepConfig {
-                name: name.into(),
-                timeout: self.manager.timeout,
-                retry: self.manager.retry,
-                rollback_timeout: None,
-                rollback_retry: None,
-            },
-            tx: self,
-        }
+        self.config = StepConfig {
+            timeout: self.manager.timeout,
+            retry: self.manager.retry,
+            rollback_timeout: None,
+            rollback_retry: None,
+        };
+        Step { name: name.into(), tx: self }
     }
 
     /// The context the transaction was run with (`()` for
@@ -314,7 +312,7 @@ where
             manager,
             ctx,
             ledger,
-            running: RunningStep::default(),
+            config: StepConfig::default(),
             scope: None,
             deadline_at: None,
             fork: Fork::NONE,
@@ -466,15 +464,15 @@ where
     /// Records a new step (its record, and its policies for the attempts
     /// to come), or says why it cannot run. Not generic over the step, so
     /// one copy serves every step of a transaction type.
-    fn begin_step(&mut self, config: StepConfig, with_undo: bool) -> Result<usize, (crate::Name, usize, Refused)> {
+    fn begin_step(&mut self, name: crate::Name, with_undo: bool) -> Result<usize, (crate::Name, usize, Refused)> {
         self.settle_dropped_step();
         let now = self.stamp();
         let ledger = &mut self.ledger;
         let index = ledger.summary.steps.len();
         let info = &ledger.summary.info;
-        if config.name.as_str().is_empty() {
+        if name.as_str().is_empty() {
             tm_error!("{} `{}`: step #{} refused: empty name", info.id, info.operation, index);
-            return Err((config.name, index, Refused::EmptyName));
+            return Err((name, index, Refused::EmptyName));
         }
         if !ledger.summary.steps.has_room() || (with_undo && !ledger.undo.has_room()) {
             let capacity = S::CAPACITY.unwrap_or(usize::MAX);
@@ -482,17 +480,12 @@ where
                 "{} `{}`: step `{}` refused: capacity of {} steps used up",
                 info.id,
                 info.operation,
-                config.name,
+                name,
                 capacity
             );
-            return Err((config.name, index, Refused::Capacity(capacity)));
+            return Err((name, index, Refused::Capacity(capacity)));
         }
-        self.running = RunningStep {
-            retry: config.retry,
-            rollback_retry: config.rollback_retry.unwrap_or(config.retry),
-            rollback_timeout: config.rollback_timeout.unwrap_or(config.timeout),
-        };
-        let mut record = StepRecord::new(index, config.name, config.timeout, with_undo);
+        let mut record = StepRecord::new(index, name, self.config.timeout, with_undo);
         record.status = StepStatus::InProgress;
         record.started_at = now;
         record.scope = self.scope;
@@ -506,15 +499,15 @@ where
         UndoRecord {
             step: index,
             undo,
-            retry: self.running.rollback_retry,
-            timeout: crate::ledger::Timeout::new(self.running.rollback_timeout),
+            retry: self.config.rollback_retry(),
+            timeout: crate::ledger::Timeout::new(self.config.rollback_timeout()),
         }
     }
 
     /// Bookkeeping of a failed attempt: its error text, and whether it was
     /// the last. Not generic over the step.
     fn step_failed(&mut self, index: usize, attempt: u32, error: &dyn fmt::Display, final_: bool) -> bool {
-        let last = final_ || is_last_attempt(attempt, self.running.retry.max_retries());
+        let last = final_ || is_last_attempt(attempt, self.config.retry.max_retries());
         let now = self.stamp();
         let record = &mut self.ledger.summary.steps[index];
         record.error = Some(ErrorText::capture(error));
@@ -585,11 +578,7 @@ where
     /// Every call into user code (the execute closure and its future, the
     /// undo maker and the output's `Clone`, hooks, the clock's `sleep`) is
     /// inside the panic guard.
-    pub(crate) async fn execute<P>(
-        &mut self,
-        config: StepConfig,
-        mut parts: P,
-    ) -> Result<P::Output, StepError<P::Error>>
+    pub(crate) async fn execute<P>(&mut self, name: crate::Name, mut parts: P) -> Result<P::Output, StepError<P::Error>>
     where
         P: StepParts<Ctx, U>,
     {
@@ -598,7 +587,7 @@ where
             // interrupt, which is due and stops the body.
             core::future::pending::<()>().await;
         }
-        let index = match self.begin_step(config, parts.has_undo()) {
+        let index = match self.begin_step(name, parts.has_undo()) {
             Ok(index) => index,
             Err((step, index, refused)) => return Err(StepError { step, index, kind: refused.into_kind() }),
         };
@@ -775,7 +764,7 @@ where
             // The error of an attempt that will be retried is dropped here;
             // its text stays in the step's record.
             drop(kind);
-            let delay = self.running.retry.jittered_delay(attempt - 1, &mut ledger.rng);
+            let delay = self.config.retry.jittered_delay(attempt - 1, &mut ledger.rng);
             tm_event!(info, &span, "retrying", delay = crate::trace::AsDebug(delay));
             crate::trace::close(span);
             tm_debug!("step `{}` retrying in {:?}", ledger.summary.steps[index].name, delay);
@@ -823,14 +812,6 @@ fn outcome_of<E>(kind: &StepErrorKind<E>) -> &'static str {
         StepErrorKind::Panicked(_) => "panic",
         _ => "error",
     }
-}
-
-/// The retry policies and rollback timeout of the step being run.
-#[derive(Default)]
-struct RunningStep {
-    retry: crate::RetryPolicy,
-    rollback_retry: crate::RetryPolicy,
-    rollback_timeout: Option<Duration>,
 }
 
 /// Why a step was refused before it ran.
