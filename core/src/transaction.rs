@@ -504,6 +504,20 @@ where
         }
     }
 
+    /// Pushes an undo record for the running step, built where it goes.
+    /// Room was checked before the step ran, so it cannot fail. Not
+    /// inlined, for the reason given at [`push_some`](crate::storage::push_some).
+    #[inline(never)]
+    fn push_undo(&mut self, index: usize, undo: U) {
+        let record = UndoRecord {
+            step: index,
+            undo,
+            retry: self.config.rollback_retry(),
+            timeout: crate::ledger::Timeout::new(self.config.rollback_timeout()),
+        };
+        let _ = self.ledger.undo.push(record);
+    }
+
     /// Bookkeeping of a failed attempt: its error text, and whether it was
     /// the last. Not generic over the step.
     fn step_failed(&mut self, index: usize, attempt: u32, error: &dyn fmt::Display, final_: bool) -> bool {
@@ -593,7 +607,9 @@ where
         };
         let clock = &self.manager.clock;
         let hooks = &self.manager.hooks;
-        let timeout = self.ledger.summary.steps[index].timeout();
+        // The step's timeout, as its record has it (read from the settings,
+        // not decoded back from the record).
+        let timeout = self.config.timeout;
         // The uncertain undo record, while it is not in the ledger. It is in
         // the ledger exactly while an attempt is in flight, or after one that
         // may have taken effect (timed out, panicked): never because of where
@@ -666,9 +682,7 @@ where
                                     last.undo = undo;
                                 }
                             } else {
-                                let undo = self.undo_record(index, undo);
-                                // Cannot fail: room was checked before the step ran.
-                                crate::storage::push_some(&mut self.ledger.undo, Some(undo));
+                                self.push_undo(index, undo);
                             }
                             if J::ENABLED {
                                 // Durable before the value reaches the body. If
