@@ -171,6 +171,7 @@ impl<U, S: Storage> Ledger<U, S> {
 
     /// A step's timestamp: the clock's time, or none without per-step times
     /// ([`TransactionManager::with_step_times`](crate::TransactionManager::with_step_times)).
+    #[inline(always)]
     pub(crate) fn stamp<C: Clock + ?Sized>(&self, clock: &C) -> crate::record::At {
         stamp(self.step_times, clock)
     }
@@ -647,9 +648,16 @@ impl fmt::Display for Panicked<'_> {
     }
 }
 
-/// A rollback timestamp (none without per-step times).
+/// A step's or rollback's timestamp (none without per-step times). The
+/// test is inlined into every caller, so no call is made when step times
+/// are off; the clock reading is not (it is large on some clocks).
+#[inline(always)]
 fn stamp<C: Clock + ?Sized>(step_times: bool, clock: &C) -> crate::record::At {
-    if step_times { crate::record::At::some(crate::panic::now(clock)) } else { crate::record::At::NONE }
+    if step_times { stamp_now(clock) } else { crate::record::At::NONE }
+}
+
+fn stamp_now<C: Clock + ?Sized>(clock: &C) -> crate::record::At {
+    crate::record::At::some(crate::panic::now(clock))
 }
 
 #[cfg(test)]

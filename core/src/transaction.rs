@@ -240,6 +240,7 @@ impl<C: Clock, H, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
 
     /// A step's timestamp: the clock's time, or none when the manager turned
     /// per-step times off.
+    #[inline(always)]
     pub(crate) fn stamp(&self) -> crate::record::At {
         self.ledger.stamp(&self.manager.clock)
     }
@@ -258,8 +259,13 @@ impl<C: Clock, H, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
 
     /// Whether the transaction's deadline has passed: no step or retry may
     /// start then.
+    /// (Inlined: without a deadline it is one test, and no call.)
+    #[inline(always)]
     pub(crate) fn past_deadline(&self) -> bool {
-        self.deadline_at.is_some_and(|deadline| self.now() >= deadline)
+        match self.deadline_at {
+            Some(deadline) => self.now() >= deadline,
+            None => false,
+        }
     }
 
     /// Bookkeeping of a completed attempt. Not generic over the step.
