@@ -589,6 +589,42 @@ where
         self.ledger.undo.last().is_some_and(|u| u.step == index)
     }
 
+    /// Keeps the undo record of the completed step `index`: in place of
+    /// its uncertain one if it owes one, else a new one.
+    fn keep_undo(&mut self, index: usize, undo: U) {
+        if self.owes(index) {
+            // Only the undo value changes: the step and its rollback
+            // policy are the uncertain record's (assigning the whole record
+            // moved it with a `memmove`).
+            if let Some(last) = self.ledger.undo.last_mut() {
+                last.undo = undo;
+            }
+        } else {
+            self.push_undo(index, undo);
+        }
+    }
+
+    /// A completed step without a journal or hooks: its undo record (made
+    /// inside the panic guard) and its record; the same as the general
+    /// path, with nothing to await.
+    fn record_completion<P: StepParts<Ctx, U>>(
+        &mut self,
+        index: usize,
+        attempt: u32,
+        parts: &mut P,
+        output: &P::Output,
+    ) -> Result<(), StepError<P::Error>> {
+        match crate::panic::caught(|| parts.make_undo(Maybe::Completed(output))) {
+            Ok(Some(undo)) => self.keep_undo(index, undo),
+            Ok(None) => {}
+            // As in `execute`: the step took effect but its undo record
+            // cannot be made; an uncertain record, if any, stays owed.
+            Err(panic) => return Err(self.step_broke(index, panic)),
+        }
+        self.step_completed(index, attempt);
+        Ok(())
+    }
+
     /// Runs one step: attempts with timeout and retries, records each in the
     /// summary, calls the hooks, and keeps an undo record when the step
     /// completes — or, for uncertain rollbacks, while an attempt is in
@@ -675,21 +711,26 @@ where
                 }
             };
             let kind = match result {
+                // Without a journal or hooks, nothing is awaited once the
+                // step completed: this arm's values are not kept in the
+                // step's future across an await (the next arm's are).
+                Ok(output) if !J::ENABLED && !H::ENABLED => {
+                    return match self.record_completion(index, attempt, &mut parts, &output) {
+                        Ok(()) => {
+                            crate::trace::outcome(&span, "ok");
+                            Ok(output)
+                        }
+                        Err(broke) => {
+                            crate::trace::outcome(&span, "panic");
+                            Err(broke)
+                        }
+                    };
+                }
                 Ok(output) => {
                     let made = crate::panic::caught(|| parts.make_undo(Maybe::Completed(&output)));
                     match made {
                         Ok(Some(undo)) => {
-                            if self.owes(index) {
-                                // Only the undo value changes: the step and
-                                // its rollback policy are the uncertain
-                                // record's (assigning the whole record moved
-                                // it with a `memmove`).
-                                if let Some(last) = self.ledger.undo.last_mut() {
-                                    last.undo = undo;
-                                }
-                            } else {
-                                self.push_undo(index, undo);
-                            }
+                            self.keep_undo(index, undo);
                             if J::ENABLED {
                                 // Durable before the value reaches the body. If
                                 // it cannot be written, the undo record stays
