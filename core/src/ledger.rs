@@ -577,11 +577,15 @@ where
             Ok(None) => RollbackErrorKind::TimedOut { timeout: timeout.unwrap_or_default() },
             Err(panic) => RollbackErrorKind::Panicked(panic),
         };
-        record.rollback_error = Some(match &kind {
-            RollbackErrorKind::Failed(error) => ErrorText::capture(error),
-            RollbackErrorKind::TimedOut { timeout } => ErrorText::capture(&TimedOut(*timeout)),
-            RollbackErrorKind::Panicked(message) => ErrorText::capture(&Panicked(message)),
-        });
+        match &kind {
+            RollbackErrorKind::Failed(error) => ErrorText::capture_into(&mut record.rollback_error, error),
+            RollbackErrorKind::TimedOut { timeout } => {
+                ErrorText::capture_into(&mut record.rollback_error, &TimedOut(*timeout));
+            }
+            RollbackErrorKind::Panicked(message) => {
+                ErrorText::capture_into(&mut record.rollback_error, &Panicked(message));
+            }
+        }
         crate::trace::outcome(
             &span,
             match &kind {

@@ -530,7 +530,7 @@ where
         let last = final_ || is_last_attempt(attempt, self.config.retry.max_retries());
         let now = self.stamp();
         let record = &mut self.ledger.summary.steps[index];
-        record.error = Some(ErrorText::capture(error));
+        ErrorText::capture_into(&mut record.error, error);
         let info = &self.ledger.summary.info;
         if last {
             record.status = StepStatus::Failed;
