@@ -605,23 +605,28 @@ where
     }
 
     /// A completed step without a journal or hooks: its undo record (made
-    /// inside the panic guard) and its record; the same as the general
-    /// path, with nothing to await.
+    /// inside the panic guard), its record and its span's outcome, in the
+    /// order of the general path, with nothing to await.
     fn record_completion<P: StepParts<Ctx, U>>(
         &mut self,
         index: usize,
         attempt: u32,
         parts: &mut P,
         output: &P::Output,
+        span: &crate::trace::Span,
     ) -> Result<(), StepError<P::Error>> {
         match crate::panic::caught(|| parts.make_undo(Maybe::Completed(output))) {
             Ok(Some(undo)) => self.keep_undo(index, undo),
             Ok(None) => {}
             // As in `execute`: the step took effect but its undo record
             // cannot be made; an uncertain record, if any, stays owed.
-            Err(panic) => return Err(self.step_broke(index, panic)),
+            Err(panic) => {
+                crate::trace::outcome(span, "panic");
+                return Err(self.step_broke(index, panic));
+            }
         }
         self.step_completed(index, attempt);
+        crate::trace::outcome(span, "ok");
         Ok(())
     }
 
@@ -715,16 +720,7 @@ where
                 // step completed: this arm's values are not kept in the
                 // step's future across an await (the next arm's are).
                 Ok(output) if !J::ENABLED && !H::ENABLED => {
-                    return match self.record_completion(index, attempt, &mut parts, &output) {
-                        Ok(()) => {
-                            crate::trace::outcome(&span, "ok");
-                            Ok(output)
-                        }
-                        Err(broke) => {
-                            crate::trace::outcome(&span, "panic");
-                            Err(broke)
-                        }
-                    };
+                    return self.record_completion(index, attempt, &mut parts, &output, &span).map(|()| output);
                 }
                 Ok(output) => {
                     let made = crate::panic::caught(|| parts.make_undo(Maybe::Completed(&output)));
