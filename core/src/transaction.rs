@@ -689,9 +689,11 @@ where
                                 Err(panic) => return Err(self.step_broke(index, panic)),
                             }
                         }
-                        if let Some(undo) = parked.take() {
+                        // (Tested first: `take` copies the whole record out
+                        // before testing it.)
+                        if parked.is_some() {
                             // Cannot fail: room was checked before the step ran.
-                            crate::storage::push_some(&mut self.ledger.undo, Some(undo));
+                            crate::storage::push_some(&mut self.ledger.undo, parked.take());
                             if J::ENABLED && attempt == 1 {
                                 // The intent is durable before the first
                                 // attempt: if it cannot be written, the step
@@ -707,6 +709,14 @@ where
                     let attempt_result =
                         within(&span, guarded_call(|| with_timeout(clock, timeout, parts.call(ctx)))).await;
                     let result = match attempt_result {
+                        // Without a journal or hooks, nothing is awaited once
+                        // the step completed: this arm's values are not kept
+                        // in the step's future across an await (those of the
+                        // general arm below are).
+                        Ok(Some(Ok(output))) if !J::ENABLED && !H::ENABLED => {
+                            let completed = self.record_completion(index, attempt, &mut parts, &output, &span);
+                            return completed.map(|()| output);
+                        }
                         Ok(Some(Ok(output))) => Ok(output),
                         Ok(Some(Err(error))) => Err(StepErrorKind::Failed(error)),
                         Ok(None) => Err(StepErrorKind::TimedOut { timeout: timeout.unwrap_or_default() }),
@@ -716,12 +726,6 @@ where
                 }
             };
             let kind = match result {
-                // Without a journal or hooks, nothing is awaited once the
-                // step completed: this arm's values are not kept in the
-                // step's future across an await (the next arm's are).
-                Ok(output) if !J::ENABLED && !H::ENABLED => {
-                    return self.record_completion(index, attempt, &mut parts, &output, &span).map(|()| output);
-                }
                 Ok(output) => {
                     let made = crate::panic::caught(|| parts.make_undo(Maybe::Completed(&output)));
                     match made {
