@@ -1116,6 +1116,11 @@ fn profile_loop(case: &str) {
     let m = TransactionManager::new(manual.clock());
     let tokio = TokioClock::new();
     let mt = TransactionManager::new(tokio);
+    // Per-step times off (`with_step_times(false)`), as the tokio and smol
+    // rows' "step times off" figure.
+    let quiet = TransactionManager::new(manual.clock()).with_step_times(false);
+    // The same on `TokioClock` (no clock reading, no timer: only its types).
+    let quiet_tokio = TransactionManager::new(tokio).with_step_times(false);
     manual.block_on(async {
         for _ in 0..RUNS {
             match case {
@@ -1141,6 +1146,18 @@ fn profile_loop(case: &str) {
                 "fixed_1step_cap8" => drop(black_box(lib_fixed!(&m, Noop, 8; "a" => step).await)),
                 "fixed_8steps_cap8" => drop(black_box(
                     lib_fixed!(&m, Noop, 8; "a" => step, "b" => step, "c" => step, "d" => step,
+                        "e" => step, "f" => step, "g" => step, "h" => step)
+                    .await,
+                )),
+                "quiet_1step_cap8" => drop(black_box(lib_fixed!(&quiet, Noop, 8; "a" => step).await)),
+                "quiet_8steps_cap8" => drop(black_box(
+                    lib_fixed!(&quiet, Noop, 8; "a" => step, "b" => step, "c" => step, "d" => step,
+                        "e" => step, "f" => step, "g" => step, "h" => step)
+                    .await,
+                )),
+                "quiet_tokioclock_1step_cap8" => drop(black_box(lib_fixed!(&quiet_tokio, Noop, 8; "a" => step).await)),
+                "quiet_tokioclock_8steps_cap8" => drop(black_box(
+                    lib_fixed!(&quiet_tokio, Noop, 8; "a" => step, "b" => step, "c" => step, "d" => step,
                         "e" => step, "f" => step, "g" => step, "h" => step)
                     .await,
                 )),

@@ -65,9 +65,13 @@ pub(crate) fn with_timeout<C: Clock, F: Future>(
     timeout: Option<Duration>,
     future: F,
 ) -> WithTimeout<F, C::Sleep> {
-    let zero = timeout == Some(Duration::ZERO);
-    let sleep = timeout.filter(|t| !t.is_zero()).map(|t| clock.sleep(t));
-    WithTimeout { future, sleep, zero }
+    // One arm per case, so that without a timeout nothing but `None` is
+    // written where the timer would go.
+    match timeout {
+        None => WithTimeout { future, sleep: None, zero: false },
+        Some(timeout) if timeout.is_zero() => WithTimeout { future, sleep: None, zero: true },
+        Some(timeout) => WithTimeout { future, sleep: Some(clock.sleep(timeout)), zero: false },
+    }
 }
 
 impl<F: Future, S: Future<Output = ()>> Future for WithTimeout<F, S> {

@@ -90,6 +90,11 @@ pub(crate) struct Ledger<U, S: Storage> {
     pub(crate) on_rollback_failure: RollbackFailurePolicy,
     /// Whether step records get start and end times.
     pub(crate) step_times: bool,
+    /// No step record below this index is `InProgress` (a record is
+    /// `InProgress` only from its push until its first status change, and
+    /// never again): the search for the step in progress starts here, so
+    /// it does not walk every earlier record at every step.
+    settled: usize,
     pub(crate) undo: S::List<UndoRecord<U>>,
 }
 
@@ -159,12 +164,14 @@ impl<U, S: Storage> Ledger<U, S> {
             rng: SplitMix64::new(seed),
             on_rollback_failure,
             step_times,
+            settled: 0,
             undo: Default::default(),
         }
     }
 
     /// A step's timestamp: the clock's time, or none without per-step times
     /// ([`TransactionManager::with_step_times`](crate::TransactionManager::with_step_times)).
+    #[inline(always)]
     pub(crate) fn stamp<C: Clock + ?Sized>(&self, clock: &C) -> crate::record::At {
         stamp(self.step_times, clock)
     }
@@ -178,19 +185,43 @@ impl<U, S: Storage> Ledger<U, S> {
     /// The step in progress, if any: the first one still `InProgress` (the
     /// members of a parallel group are in progress together).
     pub(crate) fn in_progress(&self) -> Option<(Name, usize)> {
-        let step = self.summary.steps.iter().find(|s| s.status == StepStatus::InProgress)?;
+        let step = self.unsettled().iter().find(|s| s.status == StepStatus::InProgress)?;
         Some((step.name.clone(), step.index))
+    }
+
+    /// Whether a step is in progress; moves the mark past the records
+    /// before the first one that is.
+    pub(crate) fn has_in_progress(&mut self) -> bool {
+        let from = self.settled.min(self.summary.steps.len());
+        match self.summary.steps[from..].iter().position(|s| s.status == StepStatus::InProgress) {
+            Some(offset) => {
+                self.settled = from + offset;
+                true
+            }
+            None => {
+                self.settled = self.summary.steps.len();
+                false
+            }
+        }
+    }
+
+    /// The step records that may still be `InProgress`.
+    fn unsettled(&self) -> &[StepRecord] {
+        let steps = &self.summary.steps[..];
+        &steps[self.settled.min(steps.len())..]
     }
 
     /// Marks the steps in progress (one, or the members of a parallel group)
     /// as failed, abandoned for `why`: their attempts were dropped mid-way,
     /// so their outcome is uncertain.
     pub(crate) fn abandon_in_progress(&mut self, why: &dyn fmt::Display, now: crate::record::At) {
-        for step in self.summary.steps.iter_mut().filter(|s| s.status == StepStatus::InProgress) {
+        let from = self.settled.min(self.summary.steps.len());
+        for step in self.summary.steps[from..].iter_mut().filter(|s| s.status == StepStatus::InProgress) {
             step.status = StepStatus::Failed;
             step.completed_at = now;
             step.error = Some(ErrorText::capture(why));
         }
+        self.settled = self.summary.steps.len();
     }
 
     /// Logs each rollback still owed as lost (its undo record is about to
@@ -214,8 +245,16 @@ impl<U, S: Storage> Ledger<U, S> {
         self.undo.iter().rev().map(|u| &self.summary.steps[u.step]).filter(|step| !step.ended_in_batch())
     }
 
+    /// Swaps the summary with `other` (an empty one, once it is complete:
+    /// the outcome made in place takes it this way).
+    pub(crate) fn swap_summary(&mut self, other: &mut Summary<S>) {
+        self.settled = 0;
+        core::mem::swap(&mut self.summary, other);
+    }
+
     /// Takes the summary out, leaving an empty one, once it is complete.
     pub(crate) fn take_summary(&mut self) -> Summary<S> {
+        self.settled = 0;
         core::mem::replace(&mut self.summary, empty_summary())
     }
 
@@ -562,11 +601,15 @@ where
             Ok(None) => RollbackErrorKind::TimedOut { timeout: timeout.unwrap_or_default() },
             Err(panic) => RollbackErrorKind::Panicked(panic),
         };
-        record.rollback_error = Some(match &kind {
-            RollbackErrorKind::Failed(error) => ErrorText::capture(error),
-            RollbackErrorKind::TimedOut { timeout } => ErrorText::capture(&TimedOut(*timeout)),
-            RollbackErrorKind::Panicked(message) => ErrorText::capture(&Panicked(message)),
-        });
+        match &kind {
+            RollbackErrorKind::Failed(error) => ErrorText::capture_into(&mut record.rollback_error, error),
+            RollbackErrorKind::TimedOut { timeout } => {
+                ErrorText::capture_into(&mut record.rollback_error, &TimedOut(*timeout));
+            }
+            RollbackErrorKind::Panicked(message) => {
+                ErrorText::capture_into(&mut record.rollback_error, &Panicked(message));
+            }
+        }
         crate::trace::outcome(
             &span,
             match &kind {
@@ -643,13 +686,20 @@ pub(crate) fn empty_summary<S: Storage>() -> Summary<S> {
     }
 }
 
-/// A rollback timestamp (none without per-step times). Out of line on
-/// targets without 64-bit registers, where it is code size that counts: a
-/// reading (`Clock::now` and the panic guard) inlined at every place that
+/// A step's or rollback's timestamp (none without per-step times). The
+/// test is inlined into every caller, so no call is made when step times
+/// are off; the clock reading is not (it is large on some clocks).
+#[inline(always)]
+fn stamp<C: Clock + ?Sized>(step_times: bool, clock: &C) -> crate::record::At {
+    if step_times { stamp_now(clock) } else { crate::record::At::NONE }
+}
+
+/// Out of line on targets without 64-bit registers, where code size counts:
+/// a reading (`Clock::now` and the panic guard) inlined at every place that
 /// stamps cost 592 bytes of flash on the firmware bring-up.
 #[cfg_attr(not(target_pointer_width = "64"), inline(never))]
-fn stamp<C: Clock + ?Sized>(step_times: bool, clock: &C) -> crate::record::At {
-    if step_times { crate::record::At::some(crate::panic::now(clock)) } else { crate::record::At::NONE }
+fn stamp_now<C: Clock + ?Sized>(clock: &C) -> crate::record::At {
+    crate::record::At::some(crate::panic::now(clock))
 }
 
 #[cfg(test)]

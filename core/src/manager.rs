@@ -897,10 +897,10 @@ impl<T, B, RE, U, S: Storage> Place<T, B, RE, U, S> for &mut Option<Outcome<T, B
             Err(cause) => Err(TransactionError { cause, rollback_failures: S::List::default(), summary }),
         });
         match outcome {
-            Ok(committed) => core::mem::swap(&mut committed.summary, &mut ledger.summary),
+            Ok(committed) => ledger.swap_summary(&mut committed.summary),
             Err(error) => {
                 core::mem::swap(&mut error.rollback_failures, failures);
-                core::mem::swap(&mut error.summary, &mut ledger.summary);
+                ledger.swap_summary(&mut error.summary);
             }
         }
     }

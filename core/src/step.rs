@@ -6,13 +6,30 @@ use core::time::Duration;
 
 use crate::{AbandonPolicy, Clock, Hooks, RetryPolicy, Rollback, StepError, Storage, Transaction, TransactionManager};
 
-/// A step's settings, collected by [`Step`] before it runs.
+/// A step's settings, set by [`Step`]'s options where the transaction
+/// keeps them for the step it runs next (the step's builder borrows the
+/// transaction, so no other step can use them meanwhile): the step's
+/// future does not carry a copy of them, and running the step copies
+/// nothing. The rollback's settings default to the step's, resolved when
+/// the undo record is made.
+#[derive(Default)]
 pub(crate) struct StepConfig {
-    pub(crate) name: crate::Name,
     pub(crate) timeout: Option<Duration>,
     pub(crate) retry: RetryPolicy,
     pub(crate) rollback_timeout: Option<Option<Duration>>,
     pub(crate) rollback_retry: Option<RetryPolicy>,
+}
+
+impl StepConfig {
+    /// The rollback's retries and backoff.
+    pub(crate) fn rollback_retry(&self) -> RetryPolicy {
+        self.rollback_retry.unwrap_or(self.retry)
+    }
+
+    /// The rollback's per-attempt timeout.
+    pub(crate) fn rollback_timeout(&self) -> Option<Duration> {
+        self.rollback_timeout.unwrap_or(self.timeout)
+    }
 }
 
 /// What an uncertain rollback receives: the step's output if it completed,
@@ -105,8 +122,9 @@ impl<T: Clone> Maybe<&T> {
 /// ```
 #[must_use = "a step does nothing until it is run"]
 pub struct Step<'s, 't, M, Ctx: ?Sized, U, S: Storage> {
+    /// Holds the step's settings ([`StepConfig`]) until it runs.
     pub(crate) tx: &'s mut Transaction<'t, M, Ctx, U, S>,
-    pub(crate) config: StepConfig,
+    pub(crate) name: crate::Name,
 }
 
 impl<'s, 't, M, Ctx: ?Sized, U, S: Storage> Step<'s, 't, M, Ctx, U, S> {
@@ -115,29 +133,29 @@ impl<'s, 't, M, Ctx: ?Sized, U, S: Storage> Step<'s, 't, M, Ctx, U, S> {
     ///
     /// Takes any duration that converts into `core::time::Duration`, such as
     /// `embassy_time::Duration`.
-    pub fn timeout(mut self, timeout: impl Into<Duration>) -> Self {
-        self.config.timeout = Some(timeout.into());
+    pub fn timeout(self, timeout: impl Into<Duration>) -> Self {
+        self.tx.config.timeout = Some(timeout.into());
         self
     }
 
     /// Lets attempts take as long as they take, even if the manager sets a
     /// default timeout.
-    pub fn no_timeout(mut self) -> Self {
-        self.config.timeout = None;
+    pub fn no_timeout(self) -> Self {
+        self.tx.config.timeout = None;
         self
     }
 
     /// Retries and backoff of execute (and, unless set separately, of the
     /// rollback).
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.config.retry = policy;
+    pub fn retry(self, policy: RetryPolicy) -> Self {
+        self.tx.config.retry = policy;
         self
     }
 
     /// Shorthand for changing only the number of retries of the step's
     /// policy.
-    pub fn max_retries(mut self, retries: u32) -> Self {
-        self.config.retry = self.config.retry.with_max_retries(retries);
+    pub fn max_retries(self, retries: u32) -> Self {
+        self.tx.config.retry = self.tx.config.retry.with_max_retries(retries);
         self
     }
 
@@ -166,21 +184,21 @@ impl<'s, 't, M, Ctx: ?Sized, U, S: Storage> Step<'s, 't, M, Ctx, U, S> {
     /// assert_eq!(done.unwrap().into_value(), 3);
     /// assert_eq!(clock.now(), Duration::from_millis(300)); // 100 ms, then 200 ms
     /// ```
-    pub fn retry_interval(mut self, interval: impl Into<Duration>) -> Self {
-        self.config.retry = self.config.retry.with_initial_interval(interval.into());
+    pub fn retry_interval(self, interval: impl Into<Duration>) -> Self {
+        self.tx.config.retry = self.tx.config.retry.with_initial_interval(interval.into());
         self
     }
 
     /// The rollback's per-attempt timeout (`None`: no timeout), instead of
     /// the step's.
-    pub fn rollback_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.config.rollback_timeout = Some(timeout);
+    pub fn rollback_timeout(self, timeout: Option<Duration>) -> Self {
+        self.tx.config.rollback_timeout = Some(timeout);
         self
     }
 
     /// The rollback's retries and backoff, instead of the step's.
-    pub fn rollback_retry(mut self, policy: RetryPolicy) -> Self {
-        self.config.rollback_retry = Some(policy);
+    pub fn rollback_retry(self, policy: RetryPolicy) -> Self {
+        self.tx.config.rollback_retry = Some(policy);
         self
     }
 
@@ -237,8 +255,7 @@ where
         Fut: Future<Output = Result<Out, E>>,
         E: fmt::Display,
     {
-        self.tx
-            .execute(self.config, Parts { execute: Plain(execute), undo: None::<fn(crate::Maybe<&Out>) -> Option<U>> })
+        self.tx.execute(self.name, Parts { execute: Plain(execute), undo: None::<fn(crate::Maybe<&Out>) -> Option<U>> })
     }
 
     /// Runs the step given as data (an [`Action`](crate::Action), usually a
@@ -249,7 +266,7 @@ where
     where
         Act: crate::Action<Ctx, Undo = U>,
     {
-        self.tx.execute(self.config, crate::action::ActionParts(action))
+        self.tx.execute(self.name, crate::action::ActionParts(action))
     }
 
     /// Runs the step without a rollback, lending the context to each
@@ -260,7 +277,7 @@ where
         E: fmt::Display,
     {
         self.tx.execute(
-            self.config,
+            self.name,
             Parts { execute: WithContext(execute), undo: None::<fn(crate::Maybe<&Out>) -> Option<U>> },
         )
     }
@@ -431,7 +448,7 @@ where
     /// [`err_into`](Execute::err_into) and that has nothing to undo.
     pub fn no_rollback(self) -> impl Future<Output = Result<F::Output, StepError<F::Error>>> {
         self.step.tx.execute(
-            self.step.config,
+            self.step.name,
             Parts { execute: self.execute, undo: None::<fn(crate::Maybe<&F::Output>) -> Option<U>> },
         )
     }
@@ -453,7 +470,7 @@ where
             let output = output.completed()?;
             Some(U::from(crate::RollbackFn::new(rollback.take()?, output.clone())))
         };
-        self.step.tx.execute(self.step.config, Parts { execute: self.execute, undo: Some(make_undo) })
+        self.step.tx.execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo) })
     }
 
     /// Like [`rollback`](Execute::rollback), but each rollback attempt
@@ -483,7 +500,7 @@ where
             let output = output.completed()?;
             Some(U::from(crate::RollbackFn::new(rollback.take()?, (state.clone(), output.clone()))))
         };
-        self.step.tx.execute(self.step.config, Parts { execute: self.execute, undo: Some(make_undo) })
+        self.step.tx.execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo) })
     }
 
     /// Runs the step with a rollback that also covers an *uncertain*
@@ -509,7 +526,7 @@ where
     {
         let make_undo =
             move |output: Maybe<&F::Output>| Some(U::from(crate::RollbackFn::new(rollback.clone(), output.cloned())));
-        self.step.tx.execute(self.step.config, Parts { execute: self.execute, undo: Some(make_undo) })
+        self.step.tx.execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo) })
     }
 
     /// [`rollback_uncertain`](Execute::rollback_uncertain) with a shared
@@ -555,7 +572,7 @@ where
         let make_undo = move |output: Maybe<&F::Output>| {
             Some(U::from(crate::RollbackFn::new(rollback.clone(), (state.clone(), output.cloned()))))
         };
-        self.step.tx.execute(self.step.config, Parts { execute: self.execute, undo: Some(make_undo) })
+        self.step.tx.execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo) })
     }
 
     /// Runs the step and, once it completes, records `make_undo(&output)` as
@@ -569,7 +586,7 @@ where
             let output = output.completed()?;
             Some(make_undo.take()?(output))
         };
-        self.step.tx.execute(self.step.config, Parts { execute: self.execute, undo: Some(make_undo) })
+        self.step.tx.execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo) })
     }
 
     /// Like [`undo`](Execute::undo), for uncertain failures too (see
@@ -581,7 +598,7 @@ where
         Mk: FnMut(Maybe<&F::Output>) -> U,
     {
         let make_undo = move |output: Maybe<&F::Output>| Some(make_undo(output));
-        self.step.tx.execute(self.step.config, Parts { execute: self.execute, undo: Some(make_undo) })
+        self.step.tx.execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo) })
     }
 }
 

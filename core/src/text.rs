@@ -160,6 +160,29 @@ impl ErrorText {
         }
     }
 
+    /// Puts the text of `error` in `slot`, as `*slot =
+    /// Some(ErrorText::capture(error))` does, but reusing the text already
+    /// there: with `alloc`, a retried attempt's text is written into the
+    /// previous attempt's buffer instead of a new allocation (and a free).
+    pub(crate) fn capture_into(slot: &mut Option<Self>, error: &dyn Display) {
+        #[cfg(feature = "alloc")]
+        if let Some(Self(text)) = slot {
+            text.clear();
+            match crate::panic::caught(|| fmt::write(text, format_args!("{error}"))) {
+                Ok(Ok(())) => return,
+                // A `Display` that returned an error (against its
+                // contract): as `capture` has it.
+                Ok(Err(fmt::Error)) => {}
+                Err(panic) => {
+                    text.clear();
+                    let _ = write!(text, "{}", DisplayPanicked(&panic));
+                    return;
+                }
+            }
+        }
+        *slot = Some(Self::capture(error));
+    }
+
     #[cfg(feature = "error-text")]
     fn capture_unguarded(error: &dyn Display) -> Self {
         #[cfg(feature = "alloc")]
@@ -258,6 +281,52 @@ mod tests {
         assert!(s.len() <= 8);
         assert!(s.ends_with('…'), "{s}");
         assert!(s.starts_with("hé"));
+    }
+
+    /// A retried attempt's text replaces the previous one in its buffer,
+    /// and reads exactly as a fresh capture; a `Display` that fails or
+    /// panics leaves the same text as `capture` gives.
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn capture_into_reads_as_capture() {
+        struct Fails;
+        impl Display for Fails {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("partial")?;
+                Err(fmt::Error)
+            }
+        }
+        let mut slot = None;
+        ErrorText::capture_into(&mut slot, &"a longer first error");
+        assert_eq!(slot.as_ref().map(ErrorText::as_str), Some("a longer first error"));
+        let before = slot.as_ref().map(|t| t.0.as_ptr());
+        ErrorText::capture_into(&mut slot, &"second");
+        assert_eq!(slot.as_ref().map(ErrorText::as_str), Some("second"));
+        assert_eq!(slot.as_ref().map(|t| t.0.as_ptr()), before, "the buffer is reused");
+        #[cfg(feature = "std")]
+        {
+            let fresh = std::panic::catch_unwind(|| ErrorText::capture(&Fails)).ok();
+            let mut slot = Some(ErrorText::capture(&"x"));
+            let reused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                ErrorText::capture_into(&mut slot, &Fails);
+                slot
+            }))
+            .ok()
+            .flatten();
+            assert_eq!(reused.as_ref().map(ErrorText::as_str), fresh.as_ref().map(ErrorText::as_str));
+            assert!(fresh.is_some_and(|t| t.as_str().starts_with("<its Display panicked")));
+            struct Panics;
+            impl Display for Panics {
+                fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("partial")?;
+                    panic!("display bug")
+                }
+            }
+            let mut slot = Some(ErrorText::capture(&"x"));
+            ErrorText::capture_into(&mut slot, &Panics);
+            assert_eq!(slot.as_ref().map(ErrorText::as_str), Some(ErrorText::capture(&Panics).as_str()));
+            assert_eq!(slot.as_ref().map(ErrorText::as_str), Some("<its Display panicked: display bug>"));
+        }
     }
 
     #[test]

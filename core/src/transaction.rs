@@ -64,8 +64,9 @@ pub struct Transaction<'t, M, Ctx: ?Sized, U, S: Storage> {
     /// Built in place by `run_with` and only borrowed here: moving it would
     /// copy the full capacity of its inline lists.
     pub(crate) ledger: &'t mut Ledger<U, S>,
-    /// The policies of the step being run.
-    running: RunningStep,
+    /// The settings of the step being built or run: set by
+    /// [`step`](Transaction::step) and the step's options.
+    pub(crate) config: StepConfig,
     /// The innermost scope the body is in ([`Transaction::scope`]), which
     /// new steps record.
     pub(crate) scope: Option<&'static str>,
@@ -107,7 +108,7 @@ impl<M, Ctx: ?Sized, U, S: Storage> Transaction<'_, M, Ctx, U, S> {
             manager: self.manager,
             ctx: &mut *self.ctx,
             ledger: &mut *self.ledger,
-            running: RunningStep::default(),
+            config: StepConfig::default(),
             scope: Some(scope),
             deadline_at: self.deadline_at,
             fork: self.fork,
@@ -127,7 +128,7 @@ impl<M, Ctx: ?Sized, U, S: Storage> Transaction<'_, M, Ctx, U, S> {
             manager: self.manager,
             ctx: &mut [],
             ledger: &mut *self.ledger,
-            running: RunningStep::default(),
+            config: StepConfig::default(),
             scope: self.scope,
             deadline_at: self.deadline_at,
             // The group engine rolls nothing back itself.
@@ -147,16 +148,13 @@ impl<'t, C, H, A, J, Ctx: ?Sized, U, S: Storage> Transaction<'t, TransactionMana
     /// with [`Step::run`] (no rollback) or [`Step::execute`] followed by a
     /// rollback.
     pub fn step(&mut self, name: impl Into<crate::Name>) -> Step<'_, 't, TransactionManager<C, H, A, J>, Ctx, U, S> {
-        Step {
-            config: StepConfig {
-                name: name.into(),
-                timeout: self.manager.timeout,
-                retry: self.manager.retry,
-                rollback_timeout: None,
-                rollback_retry: None,
-            },
-            tx: self,
-        }
+        self.config = StepConfig {
+            timeout: self.manager.timeout,
+            retry: self.manager.retry,
+            rollback_timeout: None,
+            rollback_retry: None,
+        };
+        Step { name: name.into(), tx: self }
     }
 
     /// The context the transaction was run with (`()` for
@@ -242,6 +240,7 @@ impl<C: Clock, H, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
 
     /// A step's timestamp: the clock's time, or none when the manager turned
     /// per-step times off.
+    #[inline(always)]
     pub(crate) fn stamp(&self) -> crate::record::At {
         self.ledger.stamp(&self.manager.clock)
     }
@@ -252,7 +251,7 @@ impl<C: Clock, H, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
     /// uncertain record is in the ledger only while an attempt is in flight
     /// or after one that may have taken effect.
     pub(crate) fn settle_dropped_step(&mut self) {
-        if self.ledger.in_progress().is_some() {
+        if self.ledger.has_in_progress() {
             let now = self.stamp();
             self.ledger.abandon_in_progress(&"interrupted: the step's future was dropped", now);
         }
@@ -260,8 +259,13 @@ impl<C: Clock, H, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
 
     /// Whether the transaction's deadline has passed: no step or retry may
     /// start then.
+    /// (Inlined: without a deadline it is one test, and no call.)
+    #[inline(always)]
     pub(crate) fn past_deadline(&self) -> bool {
-        self.deadline_at.is_some_and(|deadline| self.now() >= deadline)
+        match self.deadline_at {
+            Some(deadline) => self.now() >= deadline,
+            None => false,
+        }
     }
 
     /// Bookkeeping of a completed attempt. Not generic over the step.
@@ -314,7 +318,7 @@ where
             manager,
             ctx,
             ledger,
-            running: RunningStep::default(),
+            config: StepConfig::default(),
             scope: None,
             deadline_at: None,
             fork: Fork::NONE,
@@ -467,15 +471,15 @@ where
     /// Records a new step (its record, and its policies for the attempts
     /// to come), or says why it cannot run. Not generic over the step, so
     /// one copy serves every step of a transaction type.
-    fn begin_step(&mut self, config: StepConfig, with_undo: bool) -> Result<usize, (crate::Name, usize, Refused)> {
+    fn begin_step(&mut self, name: crate::Name, with_undo: bool) -> Result<usize, (crate::Name, usize, Refused)> {
         self.settle_dropped_step();
         let now = self.stamp();
         let ledger = &mut self.ledger;
         let index = ledger.summary.steps.len();
         let info = &ledger.summary.info;
-        if config.name.as_str().is_empty() {
+        if name.as_str().is_empty() {
             tm_error!("{} `{}`: step #{} refused: empty name", info.id, info.operation, index);
-            return Err((config.name, index, Refused::EmptyName));
+            return Err((name, index, Refused::EmptyName));
         }
         if !ledger.summary.steps.has_room() || (with_undo && !ledger.undo.has_room()) {
             let capacity = S::CAPACITY.unwrap_or(usize::MAX);
@@ -483,17 +487,12 @@ where
                 "{} `{}`: step `{}` refused: capacity of {} steps used up",
                 info.id,
                 info.operation,
-                config.name,
+                name,
                 capacity
             );
-            return Err((config.name, index, Refused::Capacity(capacity)));
+            return Err((name, index, Refused::Capacity(capacity)));
         }
-        self.running = RunningStep {
-            retry: config.retry,
-            rollback_retry: config.rollback_retry.unwrap_or(config.retry),
-            rollback_timeout: config.rollback_timeout.unwrap_or(config.timeout),
-        };
-        let mut record = StepRecord::new(index, config.name, config.timeout, with_undo);
+        let mut record = StepRecord::new(index, name, self.config.timeout, with_undo);
         record.status = StepStatus::InProgress;
         record.started_at = now;
         record.scope = self.scope;
@@ -507,18 +506,32 @@ where
         UndoRecord {
             step: index,
             undo,
-            retry: self.running.rollback_retry,
-            timeout: crate::ledger::Timeout::new(self.running.rollback_timeout),
+            retry: self.config.rollback_retry(),
+            timeout: crate::ledger::Timeout::new(self.config.rollback_timeout()),
         }
+    }
+
+    /// Pushes an undo record for the running step, built where it goes.
+    /// Room was checked before the step ran, so it cannot fail. Not
+    /// inlined, for the reason given at [`push_some`](crate::storage::push_some).
+    #[inline(never)]
+    fn push_undo(&mut self, index: usize, undo: U) {
+        let record = UndoRecord {
+            step: index,
+            undo,
+            retry: self.config.rollback_retry(),
+            timeout: crate::ledger::Timeout::new(self.config.rollback_timeout()),
+        };
+        let _ = self.ledger.undo.push(record);
     }
 
     /// Bookkeeping of a failed attempt: its error text, and whether it was
     /// the last. Not generic over the step.
     fn step_failed(&mut self, index: usize, attempt: u32, error: &dyn fmt::Display, final_: bool) -> bool {
-        let last = final_ || is_last_attempt(attempt, self.running.retry.max_retries());
+        let last = final_ || is_last_attempt(attempt, self.config.retry.max_retries());
         let now = self.stamp();
         let record = &mut self.ledger.summary.steps[index];
-        record.error = Some(ErrorText::capture(error));
+        ErrorText::capture_into(&mut record.error, error);
         let info = &self.ledger.summary.info;
         if last {
             record.status = StepStatus::Failed;
@@ -577,6 +590,47 @@ where
         self.ledger.undo.last().is_some_and(|u| u.step == index)
     }
 
+    /// Keeps the undo record of the completed step `index`: in place of
+    /// its uncertain one if it owes one, else a new one.
+    fn keep_undo(&mut self, index: usize, undo: U) {
+        if self.owes(index) {
+            // Only the undo value changes: the step and its rollback
+            // policy are the uncertain record's (assigning the whole record
+            // moved it with a `memmove`).
+            if let Some(last) = self.ledger.undo.last_mut() {
+                last.undo = undo;
+            }
+        } else {
+            self.push_undo(index, undo);
+        }
+    }
+
+    /// A completed step without a journal or hooks: its undo record (made
+    /// inside the panic guard), its record and its span's outcome, in the
+    /// order of the general path, with nothing to await.
+    fn record_completion<P: StepParts<Ctx, U>>(
+        &mut self,
+        index: usize,
+        attempt: u32,
+        parts: &mut P,
+        output: &P::Output,
+        span: &crate::trace::Span,
+    ) -> Result<(), StepError<P::Error>> {
+        match crate::panic::caught(|| parts.make_undo(Maybe::Completed(output))) {
+            Ok(Some(undo)) => self.keep_undo(index, undo),
+            Ok(None) => {}
+            // As in `execute`: the step took effect but its undo record
+            // cannot be made; an uncertain record, if any, stays owed.
+            Err(panic) => {
+                crate::trace::outcome(span, "panic");
+                return Err(self.step_broke(index, panic));
+            }
+        }
+        self.step_completed(index, attempt);
+        crate::trace::outcome(span, "ok");
+        Ok(())
+    }
+
     /// Runs one step: attempts with timeout and retries, records each in the
     /// summary, calls the hooks, and keeps an undo record when the step
     /// completes — or, for uncertain rollbacks, while an attempt is in
@@ -586,11 +640,7 @@ where
     /// Every call into user code (the execute closure and its future, the
     /// undo maker and the output's `Clone`, hooks, the clock's `sleep`) is
     /// inside the panic guard.
-    pub(crate) async fn execute<P>(
-        &mut self,
-        config: StepConfig,
-        mut parts: P,
-    ) -> Result<P::Output, StepError<P::Error>>
+    pub(crate) async fn execute<P>(&mut self, name: crate::Name, mut parts: P) -> Result<P::Output, StepError<P::Error>>
     where
         P: StepParts<Ctx, U>,
     {
@@ -599,13 +649,15 @@ where
             // interrupt, which is due and stops the body.
             core::future::pending::<()>().await;
         }
-        let index = match self.begin_step(config, parts.has_undo()) {
+        let index = match self.begin_step(name, parts.has_undo()) {
             Ok(index) => index,
             Err((step, index, refused)) => return Err(StepError { step, index, kind: refused.into_kind() }),
         };
         let clock = &self.manager.clock;
         let hooks = &self.manager.hooks;
-        let timeout = self.ledger.summary.steps[index].timeout();
+        // The step's timeout, as its record has it (read from the settings,
+        // not decoded back from the record).
+        let timeout = self.config.timeout;
         // The uncertain undo record, while it is not in the ledger. It is in
         // the ledger exactly while an attempt is in flight, or after one that
         // may have taken effect (timed out, panicked): never because of where
@@ -638,9 +690,11 @@ where
                                 Err(panic) => return Err(self.step_broke(index, panic)),
                             }
                         }
-                        if let Some(undo) = parked.take() {
+                        // (Tested first: `take` copies the whole record out
+                        // before testing it.)
+                        if parked.is_some() {
                             // Cannot fail: room was checked before the step ran.
-                            crate::storage::push_some(&mut self.ledger.undo, Some(undo));
+                            crate::storage::push_some(&mut self.ledger.undo, parked.take());
                             if J::ENABLED && attempt == 1 {
                                 // The intent is durable before the first
                                 // attempt: if it cannot be written, the step
@@ -656,6 +710,14 @@ where
                     let attempt_result =
                         within(&span, guarded_call(|| with_timeout(clock, timeout, parts.call(ctx)))).await;
                     let result = match attempt_result {
+                        // Without a journal or hooks, nothing is awaited once
+                        // the step completed: this arm's values are not kept
+                        // in the step's future across an await (those of the
+                        // general arm below are).
+                        Ok(Some(Ok(output))) if !J::ENABLED && !H::ENABLED => {
+                            let completed = self.record_completion(index, attempt, &mut parts, &output, &span);
+                            return completed.map(|()| output);
+                        }
                         Ok(Some(Ok(output))) => Ok(output),
                         Ok(Some(Err(error))) => Err(StepErrorKind::Failed(error)),
                         Ok(None) => Err(StepErrorKind::TimedOut { timeout: timeout.unwrap_or_default() }),
@@ -669,19 +731,7 @@ where
                     let made = crate::panic::caught(|| parts.make_undo(Maybe::Completed(&output)));
                     match made {
                         Ok(Some(undo)) => {
-                            if self.owes(index) {
-                                // Only the undo value changes: the step and
-                                // its rollback policy are the uncertain
-                                // record's (assigning the whole record moved
-                                // it with a `memmove`).
-                                if let Some(last) = self.ledger.undo.last_mut() {
-                                    last.undo = undo;
-                                }
-                            } else {
-                                let undo = self.undo_record(index, undo);
-                                // Cannot fail: room was checked before the step ran.
-                                crate::storage::push_some(&mut self.ledger.undo, Some(undo));
-                            }
+                            self.keep_undo(index, undo);
                             if J::ENABLED {
                                 // Durable before the value reaches the body. If
                                 // it cannot be written, the undo record stays
@@ -776,7 +826,7 @@ where
             // The error of an attempt that will be retried is dropped here;
             // its text stays in the step's record.
             drop(kind);
-            let delay = self.running.retry.jittered_delay(attempt - 1, &mut ledger.rng);
+            let delay = self.config.retry.jittered_delay(attempt - 1, &mut ledger.rng);
             tm_event!(info, &span, "retrying", delay = crate::trace::AsDebug(delay));
             crate::trace::close(span);
             tm_debug!("step `{}` retrying in {:?}", ledger.summary.steps[index].name, delay);
@@ -824,14 +874,6 @@ fn outcome_of<E>(kind: &StepErrorKind<E>) -> &'static str {
         StepErrorKind::Panicked(_) => "panic",
         _ => "error",
     }
-}
-
-/// The retry policies and rollback timeout of the step being run.
-#[derive(Default)]
-struct RunningStep {
-    retry: crate::RetryPolicy,
-    rollback_retry: crate::RetryPolicy,
-    rollback_timeout: Option<Duration>,
 }
 
 /// Why a step was refused before it ran.
