@@ -668,8 +668,8 @@ where
     /// awaiting task's stack frame twice, once as the ready poll and once
     /// as the value. Written in place, it does not; keep `outcome` in the
     /// task (across the `.await`) and read it by reference. On the firmware
-    /// example (thumbv7m) the stack high-water mark is 2,120 bytes with it
-    /// and 3,744 with `run_with`; the task's future grows by the outcome
+    /// example (thumbv7m) the stack high-water mark is 2,016 bytes with it
+    /// and 3,632 with `run_with`; the task's future grows by the outcome
     /// instead.
     ///
     /// Whatever `outcome` held before is dropped when the transaction ends.
