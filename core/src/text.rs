@@ -289,13 +289,6 @@ mod tests {
     #[cfg(feature = "alloc")]
     #[test]
     fn capture_into_reads_as_capture() {
-        struct Fails;
-        impl Display for Fails {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("partial")?;
-                Err(fmt::Error)
-            }
-        }
         let mut slot = None;
         ErrorText::capture_into(&mut slot, &"a longer first error");
         assert_eq!(slot.as_ref().map(ErrorText::as_str), Some("a longer first error"));
@@ -305,6 +298,13 @@ mod tests {
         assert_eq!(slot.as_ref().map(|t| t.0.as_ptr()), before, "the buffer is reused");
         #[cfg(feature = "std")]
         {
+            struct Fails;
+            impl Display for Fails {
+                fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("partial")?;
+                    Err(fmt::Error)
+                }
+            }
             let fresh = std::panic::catch_unwind(|| ErrorText::capture(&Fails)).ok();
             let mut slot = Some(ErrorText::capture(&"x"));
             let reused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
