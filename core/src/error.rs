@@ -458,6 +458,13 @@ impl RollbackState {
         }
     }
 
+    /// The state after a transaction's rollback with `failures` rollback
+    /// failures: a scope whose rollback failed earlier counts too (its
+    /// step stays `RollbackFailed` in the summary).
+    pub(crate) fn after<S: Storage>(failures: usize, summary: &Summary<S>) -> Self {
+        Self::of(failures.max(summary.rollback_errors()), summary)
+    }
+
     /// Whether nothing was left behind.
     pub fn is_clean(self) -> bool {
         self == RollbackState::Clean
@@ -511,8 +518,7 @@ impl<B, RE, S: Storage> TransactionError<B, RE, S> {
     /// A scope ([`Transaction::scope`](crate::Transaction::scope)) whose
     /// rollback failed earlier counts too: its step stays `RollbackFailed`.
     pub fn rollback_state(&self) -> RollbackState {
-        let failures = self.rollback_failures.len().max(self.summary.rollback_errors());
-        RollbackState::of(failures, &self.summary)
+        RollbackState::after(self.rollback_failures.len(), &self.summary)
     }
 
     /// Whether a rollback failed or was skipped, so effects of the

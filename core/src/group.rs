@@ -2003,8 +2003,6 @@ mod driver {
         #[doc(hidden)]
         type Pinned;
         #[doc(hidden)]
-        fn count(&self) -> usize;
-        #[doc(hidden)]
         fn into_pinned(self) -> Self::Pinned;
         #[doc(hidden)]
         fn count_pinned(pinned: Pin<&mut Self::Pinned>) -> usize;
@@ -2033,10 +2031,6 @@ mod driver {
             {
                 type Output = ($($t::Output,)+);
                 type Pinned = $pinned<$($t),+>;
-
-                fn count(&self) -> usize {
-                    $n
-                }
 
                 fn into_pinned(self) -> Self::Pinned {
                     $pinned { $($f: self.$i,)+ }
@@ -2069,10 +2063,6 @@ mod driver {
             {
                 type Output = [M::Output; $n];
                 type Pinned = $pinned<$(same!($t, M)),+>;
-
-                fn count(&self) -> usize {
-                    $n
-                }
 
                 fn into_pinned(self) -> Self::Pinned {
                     let [$($f),+] = self;
@@ -2122,10 +2112,6 @@ mod driver {
     {
         type Output = alloc::vec::Vec<M::Output>;
         type Pinned = alloc::vec::Vec<Pin<alloc::boxed::Box<M>>>;
-
-        fn count(&self) -> usize {
-            alloc::vec::Vec::len(self)
-        }
 
         fn into_pinned(self) -> Self::Pinned {
             self.into_iter().map(alloc::boxed::Box::pin).collect()

@@ -805,15 +805,7 @@ where
             &span,
             match &ended {
                 Ok(_) => "committed",
-                Err(_)
-                    if crate::RollbackState::of(
-                        failures.len().max(ledger.summary.rollback_errors()),
-                        &ledger.summary,
-                    )
-                    .is_clean() =>
-                {
-                    "rolled_back"
-                }
+                Err(_) if crate::RollbackState::after(failures.len(), &ledger.summary).is_clean() => "rolled_back",
                 Err(_) => "partially_rolled_back",
             },
         );

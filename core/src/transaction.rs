@@ -516,12 +516,7 @@ where
     /// inlined, for the reason given at [`push_some`](crate::storage::push_some).
     #[inline(never)]
     fn push_undo(&mut self, index: usize, undo: U) {
-        let record = UndoRecord {
-            step: index,
-            undo,
-            retry: self.config.rollback_retry(),
-            timeout: crate::ledger::Timeout::new(self.config.rollback_timeout()),
-        };
+        let record = self.undo_record(index, undo);
         let _ = self.ledger.undo.push(record);
     }
 
