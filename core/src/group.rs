@@ -850,201 +850,214 @@ where
     /// Takes a function that makes the members: members built inside this
     /// future are kept once (an `async fn` keeps its arguments for good,
     /// next to the pinned copy it polls).
-    async fn run_group<Ms, E>(
+    ///
+    /// Not an `async fn`: one moves its arguments into locals, and the
+    /// handle (136 bytes on 32-bit targets) would be kept twice for good.
+    /// An `async move` block uses what it captures where it is.
+    #[allow(clippy::manual_async_fn)]
+    fn run_group<Ms, E>(
         mut self,
         on_failure: OnMemberFailure,
         concurrent_rollbacks: bool,
         make: impl FnOnce() -> Ms,
-    ) -> Result<Ms::Output, GroupError<E, S>>
+    ) -> impl Future<Output = Result<Ms::Output, GroupError<E, S>>>
     where
         Ms: Members<U, E>,
         E: fmt::Display,
     {
-        if self.past_deadline() {
-            // No step starts at or after the deadline: wait for the
-            // interrupt, which is due and stops the body.
-            core::future::pending::<()>().await;
-        }
-        self.settle_dropped_step();
-        // No `members` local: a value moved out of keeps its place in the
-        // future until its scope ends (576 bytes for the firmware's two).
-        let mut pinned = pin!(make().into_pinned());
-        let n = Ms::count_pinned(pinned.as_mut());
-        // Reserve: every member fits, or none runs.
-        let base = self.ledger.summary.steps.len();
-        let capacity = S::CAPACITY.unwrap_or(usize::MAX);
-        let step_room = capacity.saturating_sub(base);
-        let mut undo_room = capacity.saturating_sub(self.ledger.undo.len());
-        for i in 0..n {
-            let slot = Ms::slot(pinned.as_mut(), i);
-            let refused = if slot.settings().name.as_str().is_empty() {
-                Some(StepErrorKind::EmptyName)
-            } else if i >= step_room || (slot.has_undo() && undo_room == 0) {
-                Some(StepErrorKind::CapacityExceeded { capacity })
-            } else {
-                None
-            };
-            if let Some(kind) = refused {
-                let info = &self.ledger.summary.info;
-                tm_error!(
-                    "{} `{}`: group of {} step(s) refused at member `{}`: {}",
-                    info.id,
-                    info.operation,
-                    n,
-                    slot.settings().name,
-                    kind.as_str()
-                );
-                let first = StepError { step: slot.settings().name.clone(), index: base + i, kind };
-                return Err(GroupError { first, others: S::List::default() });
+        async move {
+            if self.past_deadline() {
+                // No step starts at or after the deadline: wait for the
+                // interrupt, which is due and stops the body.
+                core::future::pending::<()>().await;
             }
-            if slot.has_undo() {
-                undo_room -= 1;
-            }
-        }
-        for i in 0..n {
-            self.enroll(Ms::slot(pinned.as_mut(), i));
-        }
-        #[cfg(feature = "alloc")]
-        if concurrent_rollbacks {
-            // One number per group: its first step's index, from 1.
-            let group = u32::try_from(base + 1).unwrap_or(u32::MAX);
-            for record in &mut self.ledger.summary.steps[base..] {
-                record.rollback_group = group;
-            }
-        }
-        #[cfg(not(feature = "alloc"))]
-        let _ = concurrent_rollbacks;
-        let info = &self.ledger.summary.info;
-        tm_info!("{} `{}`: group of {} step(s) started", info.id, info.operation, n);
-
-        let manager = self.manager;
-        let hooks = &manager.hooks;
-        let mut timer = pin!(None::<C::Sleep>);
-        let mut timer_at: Option<Duration> = None;
-        let mut first: Option<usize> = None;
-        loop {
-            // Start the members that are due: hook, then attempt.
+            self.settle_dropped_step();
+            // No `members` local: a value moved out of keeps its place in the
+            // future until its scope ends (576 bytes for the firmware's two).
+            let mut pinned = pin!(make().into_pinned());
+            let n = Ms::count_pinned(pinned.as_mut());
+            // Reserve: every member fits, or none runs.
+            let base = self.ledger.summary.steps.len();
+            let capacity = S::CAPACITY.unwrap_or(usize::MAX);
+            let step_room = capacity.saturating_sub(base);
+            let mut undo_room = capacity.saturating_sub(self.ledger.undo.len());
             for i in 0..n {
-                if !Ms::slot(pinned.as_mut(), i).run_mut().is_due() || self.past_deadline() {
-                    continue;
-                }
-                let (index, attempt) = self.next_attempt(Ms::slot(pinned.as_mut(), i));
-                let hook = if H::ENABLED {
-                    let ledger = &self.ledger;
-                    let event =
-                        StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-                    hook_call(hooks, || hooks.on_step_execute(&event)).await
+                let slot = Ms::slot(pinned.as_mut(), i);
+                let refused = if slot.settings().name.as_str().is_empty() {
+                    Some(StepErrorKind::EmptyName)
+                } else if i >= step_room || (slot.has_undo() && undo_room == 0) {
+                    Some(StepErrorKind::CapacityExceeded { capacity })
                 } else {
-                    Ok(())
+                    None
                 };
-                let failed = match hook {
-                    // A broken hook fails the attempt before it starts.
-                    Err(panic) => Some((StepErrorKind::Panicked(panic), false)),
-                    Ok(()) => match self.owe_uncertain(Ms::slot(pinned.as_mut(), i)) {
-                        Err(kind) => Some((kind, true)),
-                        Ok(owed) => {
-                            // The intent is durable before the first attempt;
-                            // if it cannot be written, the member does not run.
-                            let refused = if J::ENABLED && owed && attempt == 1 {
-                                let refused = self.journal_member(index, EntryKind::Intent).await;
-                                if refused.is_some() {
-                                    // Its record was taken back: nothing owed.
-                                    Ms::slot(pinned.as_mut(), i).run_mut().owed = false;
+                if let Some(kind) = refused {
+                    let info = &self.ledger.summary.info;
+                    tm_error!(
+                        "{} `{}`: group of {} step(s) refused at member `{}`: {}",
+                        info.id,
+                        info.operation,
+                        n,
+                        slot.settings().name,
+                        kind.as_str()
+                    );
+                    let first = StepError { step: slot.settings().name.clone(), index: base + i, kind };
+                    return Err(GroupError { first, others: S::List::default() });
+                }
+                if slot.has_undo() {
+                    undo_room -= 1;
+                }
+            }
+            for i in 0..n {
+                self.enroll(Ms::slot(pinned.as_mut(), i));
+            }
+            #[cfg(feature = "alloc")]
+            if concurrent_rollbacks {
+                // One number per group: its first step's index, from 1.
+                let group = u32::try_from(base + 1).unwrap_or(u32::MAX);
+                for record in &mut self.ledger.summary.steps[base..] {
+                    record.rollback_group = group;
+                }
+            }
+            #[cfg(not(feature = "alloc"))]
+            let _ = concurrent_rollbacks;
+            let info = &self.ledger.summary.info;
+            tm_info!("{} `{}`: group of {} step(s) started", info.id, info.operation, n);
+
+            let manager = self.manager;
+            let hooks = &manager.hooks;
+            let mut timer = pin!(None::<C::Sleep>);
+            let mut timer_at: Option<Duration> = None;
+            let mut first: Option<usize> = None;
+            loop {
+                // Start the members that are due: hook, then attempt.
+                for i in 0..n {
+                    if !Ms::slot(pinned.as_mut(), i).run_mut().is_due() || self.past_deadline() {
+                        continue;
+                    }
+                    let (index, attempt) = self.next_attempt(Ms::slot(pinned.as_mut(), i));
+                    let hook = if H::ENABLED {
+                        let ledger = &self.ledger;
+                        let event = StepEvent {
+                            transaction: &ledger.summary.info,
+                            step: &ledger.summary.steps[index],
+                            attempt,
+                        };
+                        hook_call(hooks, || hooks.on_step_execute(&event)).await
+                    } else {
+                        Ok(())
+                    };
+                    let failed = match hook {
+                        // A broken hook fails the attempt before it starts.
+                        Err(panic) => Some((StepErrorKind::Panicked(panic), false)),
+                        Ok(()) => match self.owe_uncertain(Ms::slot(pinned.as_mut(), i)) {
+                            Err(kind) => Some((kind, true)),
+                            Ok(owed) => {
+                                // The intent is durable before the first attempt;
+                                // if it cannot be written, the member does not run.
+                                let refused = if J::ENABLED && owed && attempt == 1 {
+                                    let refused = self.journal_member(index, EntryKind::Intent).await;
+                                    if refused.is_some() {
+                                        // Its record was taken back: nothing owed.
+                                        Ms::slot(pinned.as_mut(), i).run_mut().owed = false;
+                                    }
+                                    refused
+                                } else {
+                                    None
+                                };
+                                match refused {
+                                    Some(kind) => Some((kind, false)),
+                                    None => self.start_attempt(Ms::slot(pinned.as_mut(), i)).map(|kind| (kind, true)),
                                 }
-                                refused
-                            } else {
-                                None
-                            };
-                            match refused {
-                                Some(kind) => Some((kind, false)),
-                                None => self.start_attempt(Ms::slot(pinned.as_mut(), i)).map(|kind| (kind, true)),
+                            }
+                        },
+                    };
+                    if let Some((kind, ran)) = failed {
+                        self.member_failed::<Ms, E>(pinned.as_mut(), i, kind, ran, on_failure, &mut first).await;
+                    }
+                }
+                if (0..n).all(|i| Ms::slot(pinned.as_mut(), i).run_mut().is_done()) {
+                    break;
+                }
+                let event = poll_fn(|cx| {
+                    poll_members::<Ms, U, E, C>(&manager.clock, pinned.as_mut(), n, &mut timer, &mut timer_at, cx)
+                })
+                .await;
+                match event {
+                    Event::Ended(i, Ok(())) => {
+                        let broke = self.member_completed(Ms::slot(pinned.as_mut(), i));
+                        let (index, attempt) = {
+                            let run = Ms::slot(pinned.as_mut(), i).run_mut();
+                            run.phase = Phase::Done;
+                            (run.index, run.attempt)
+                        };
+                        let owed = Ms::slot(pinned.as_mut(), i).run_mut().owed;
+                        let unrecorded = if J::ENABLED && broke.is_none() && owed {
+                            // Durable before the group's values reach the body.
+                            self.journal_member(index, EntryKind::Done).await
+                        } else {
+                            None
+                        };
+                        let result = match broke.or(unrecorded) {
+                            Some(kind) => Err(kind),
+                            None => self.success_hook(index, attempt).await,
+                        };
+                        if let Err(kind) = result {
+                            // Its undo record, if made, stays owed.
+                            self.member_done(Ms::slot(pinned.as_mut(), i), Some(kind), &mut first, i);
+                            if on_failure == OnMemberFailure::Cancel {
+                                self.cancel_members::<Ms, E>(pinned.as_mut(), n).await;
                             }
                         }
-                    },
-                };
-                if let Some((kind, ran)) = failed {
-                    self.member_failed::<Ms, E>(pinned.as_mut(), i, kind, ran, on_failure, &mut first).await;
+                    }
+                    Event::Ended(i, Err(kind)) => {
+                        self.member_failed::<Ms, E>(pinned.as_mut(), i, kind, true, on_failure, &mut first).await;
+                    }
+                    Event::TimedOut(i) => {
+                        let timeout = {
+                            let mut slot = Ms::slot(pinned.as_mut(), i);
+                            slot.as_mut().stop();
+                            slot.settings().timeout().unwrap_or_default()
+                        };
+                        let kind = StepErrorKind::TimedOut { timeout };
+                        self.member_failed::<Ms, E>(pinned.as_mut(), i, kind, true, on_failure, &mut first).await;
+                    }
+                    Event::Due(i) => Ms::slot(pinned.as_mut(), i).run_mut().phase = Phase::Due,
                 }
             }
-            if (0..n).all(|i| Ms::slot(pinned.as_mut(), i).run_mut().is_done()) {
-                break;
-            }
-            let event = poll_fn(|cx| {
-                poll_members::<Ms, U, E, C>(&manager.clock, pinned.as_mut(), n, &mut timer, &mut timer_at, cx)
-            })
-            .await;
-            match event {
-                Event::Ended(i, Ok(())) => {
-                    let broke = self.member_completed(Ms::slot(pinned.as_mut(), i));
-                    let (index, attempt) = {
-                        let run = Ms::slot(pinned.as_mut(), i).run_mut();
-                        run.phase = Phase::Done;
-                        (run.index, run.attempt)
-                    };
-                    let owed = Ms::slot(pinned.as_mut(), i).run_mut().owed;
-                    let unrecorded = if J::ENABLED && broke.is_none() && owed {
-                        // Durable before the group's values reach the body.
-                        self.journal_member(index, EntryKind::Done).await
-                    } else {
-                        None
-                    };
-                    let result = match broke.or(unrecorded) {
-                        Some(kind) => Err(kind),
-                        None => self.success_hook(index, attempt).await,
-                    };
-                    if let Err(kind) = result {
-                        // Its undo record, if made, stays owed.
-                        self.member_done(Ms::slot(pinned.as_mut(), i), Some(kind), &mut first, i);
-                        if on_failure == OnMemberFailure::Cancel {
-                            self.cancel_members::<Ms, E>(pinned.as_mut(), n).await;
+            match first {
+                None => match Ms::outputs(pinned.as_mut()) {
+                    Some(outputs) => Ok(outputs),
+                    // Every member completed, so every output is there.
+                    None => Err(GroupError {
+                        first: StepError { step: Name::from("(group)"), index: base, kind: StepErrorKind::Cancelled },
+                        others: S::List::default(),
+                    }),
+                },
+                Some(first) => {
+                    let mut others = S::List::default();
+                    let mut first_error = None;
+                    for i in 0..n {
+                        let mut slot = Ms::slot(pinned.as_mut(), i);
+                        let Some(kind) = slot.as_mut().take_error() else { continue };
+                        let error = StepError {
+                            step: slot.settings().name.clone(),
+                            index: slot.as_mut().run_mut().index,
+                            kind,
+                        };
+                        if i == first {
+                            first_error = Some(error);
+                        } else {
+                            // Cannot fail: room for every member was reserved.
+                            let _ = others.push(error);
                         }
                     }
+                    let first = first_error.unwrap_or(StepError {
+                        step: Name::from("(group)"),
+                        index: base + first,
+                        kind: StepErrorKind::Cancelled,
+                    });
+                    Err(GroupError { first, others })
                 }
-                Event::Ended(i, Err(kind)) => {
-                    self.member_failed::<Ms, E>(pinned.as_mut(), i, kind, true, on_failure, &mut first).await;
-                }
-                Event::TimedOut(i) => {
-                    let timeout = {
-                        let mut slot = Ms::slot(pinned.as_mut(), i);
-                        slot.as_mut().stop();
-                        slot.settings().timeout().unwrap_or_default()
-                    };
-                    let kind = StepErrorKind::TimedOut { timeout };
-                    self.member_failed::<Ms, E>(pinned.as_mut(), i, kind, true, on_failure, &mut first).await;
-                }
-                Event::Due(i) => Ms::slot(pinned.as_mut(), i).run_mut().phase = Phase::Due,
-            }
-        }
-        match first {
-            None => match Ms::outputs(pinned.as_mut()) {
-                Some(outputs) => Ok(outputs),
-                // Every member completed, so every output is there.
-                None => Err(GroupError {
-                    first: StepError { step: Name::from("(group)"), index: base, kind: StepErrorKind::Cancelled },
-                    others: S::List::default(),
-                }),
-            },
-            Some(first) => {
-                let mut others = S::List::default();
-                let mut first_error = None;
-                for i in 0..n {
-                    let mut slot = Ms::slot(pinned.as_mut(), i);
-                    let Some(kind) = slot.as_mut().take_error() else { continue };
-                    let error =
-                        StepError { step: slot.settings().name.clone(), index: slot.as_mut().run_mut().index, kind };
-                    if i == first {
-                        first_error = Some(error);
-                    } else {
-                        // Cannot fail: room for every member was reserved.
-                        let _ = others.push(error);
-                    }
-                }
-                let first = first_error.unwrap_or(StepError {
-                    step: Name::from("(group)"),
-                    index: base + first,
-                    kind: StepErrorKind::Cancelled,
-                });
-                Err(GroupError { first, others })
             }
         }
     }

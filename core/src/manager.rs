@@ -710,8 +710,16 @@ where
         crate::future::outlined(self.run_with_inner(context, body, outcome))
     }
 
-    #[allow(clippy::type_complexity)]
-    async fn run_with_inner<Ctx: ?Sized, T, B, F, P>(self, context: &mut Ctx, body: F, place: P) -> P::Output
+    // Not an `async fn`: one moves its arguments into locals, and this
+    // builder would be kept twice for good; an `async move` block uses
+    // what it captures where it is.
+    #[allow(clippy::type_complexity, clippy::manual_async_fn)]
+    fn run_with_inner<Ctx: ?Sized, T, B, F, P>(
+        self,
+        context: &mut Ctx,
+        body: F,
+        place: P,
+    ) -> impl Future<Output = P::Output>
     where
         P: Place<T, B, <L::Undo as Rollback<Ctx>>::Error, L::Undo, L::Storage>,
         L: UndoLog,
@@ -722,99 +730,101 @@ where
         I::Output: IntoBodyError<B>,
         F: AsyncFnOnce(&mut Transaction<'_, TransactionManager<C, H, A, J>, Ctx, L::Undo, L::Storage>) -> Result<T, B>,
     {
-        let manager = self.manager;
-        let span = tm_span!("transaction", id = self.info.id, operation = self.info.operation);
-        // The ledger lives out here: the future below ends with the small
-        // `ended`, and the outcome is built around the summary as the last
-        // thing this function does (no copy of it through an inner future's
-        // return).
-        let seed = self.jitter_seed.unwrap_or_else(|| manager.jitter_seed_for(self.info.id));
-        let mut ledger = Ledger::new(
-            self.info,
-            crate::panic::now(&manager.clock),
-            seed,
-            self.on_rollback_failure,
-            manager.step_times,
-        );
-        let ledger_ref = &mut ledger;
-        // The rollbacks that failed, kept out here too (not moved out of the
-        // rollback's future, nor through this one's return).
-        let mut failures = <L::Storage as Storage>::List::default();
-        let failures_ref = &mut failures;
-        let ended = crate::trace::within(&span, async {
-            let mut tx = Transaction::new(manager, context, ledger_ref);
-            tx.start().await;
-            let interrupt = self.interrupt;
-            tx.deadline_at = interrupt.deadline().map(|d| crate::panic::now(&manager.clock).saturating_add(d));
-            let stopped = {
-                // The interrupt is polled first: one that has already fired
-                // (a cancel signal, a zero deadline) starts no step, and at
-                // the deadline instant the deadline wins over whatever else
-                // is due. Both are inside the panic guard: a panicking cancel
-                // future or clock rolls back like a panicking body.
-                let wait = crate::panic::guarded_call(|| interrupt.wait(&manager.clock));
-                let body = async { body(&mut tx).await };
-                crate::panic::guarded_body(race(wait, body)).await
-            };
-            let ended = match stopped {
-                Ok(Either::Right(Ok(value))) => match tx.commit().await {
-                    Ok(()) => Ok(value),
-                    // The journal could not record the commit: roll back.
-                    Err(failure) => {
-                        let steps = tx.steps().len();
-                        Err(failure.into_body_error(None, steps))
+        async move {
+            let manager = self.manager;
+            let span = tm_span!("transaction", id = self.info.id, operation = self.info.operation);
+            // The ledger lives out here: the future below ends with the small
+            // `ended`, and the outcome is built around the summary as the last
+            // thing this function does (no copy of it through an inner future's
+            // return).
+            let seed = self.jitter_seed.unwrap_or_else(|| manager.jitter_seed_for(self.info.id));
+            let mut ledger = Ledger::new(
+                self.info,
+                crate::panic::now(&manager.clock),
+                seed,
+                self.on_rollback_failure,
+                manager.step_times,
+            );
+            let ledger_ref = &mut ledger;
+            // The rollbacks that failed, kept out here too (not moved out of the
+            // rollback's future, nor through this one's return).
+            let mut failures = <L::Storage as Storage>::List::default();
+            let failures_ref = &mut failures;
+            let ended = crate::trace::within(&span, async {
+                let mut tx = Transaction::new(manager, context, ledger_ref);
+                tx.start().await;
+                let interrupt = self.interrupt;
+                tx.deadline_at = interrupt.deadline().map(|d| crate::panic::now(&manager.clock).saturating_add(d));
+                let stopped = {
+                    // The interrupt is polled first: one that has already fired
+                    // (a cancel signal, a zero deadline) starts no step, and at
+                    // the deadline instant the deadline wins over whatever else
+                    // is due. Both are inside the panic guard: a panicking cancel
+                    // future or clock rolls back like a panicking body.
+                    let wait = crate::panic::guarded_call(|| interrupt.wait(&manager.clock));
+                    let body = async { body(&mut tx).await };
+                    crate::panic::guarded_body(race(wait, body)).await
+                };
+                let ended = match stopped {
+                    Ok(Either::Right(Ok(value))) => match tx.commit().await {
+                        Ok(()) => Ok(value),
+                        // The journal could not record the commit: roll back.
+                        Err(failure) => {
+                            let steps = tx.steps().len();
+                            Err(failure.into_body_error(None, steps))
+                        }
+                    },
+                    Ok(Either::Right(Err(cause))) => Err(cause),
+                    Ok(Either::Left(Ok(interrupt))) => {
+                        let reason = interrupt.into_reason();
+                        tm_warn!("{}: interrupted: {}", tx.id(), reason);
+                        let (step, steps) = tx.interrupted(&reason);
+                        Err(interrupt.into_body_error(step, steps))
                     }
+                    // Panics are caught only with `std`: without it these arms
+                    // cannot happen (their values do not exist), and compile
+                    // to nothing.
+                    Ok(Either::Left(Err(panic))) => {
+                        #[cfg(feature = "std")]
+                        {
+                            tm_error!("{}: the interrupt panicked: {}; rolling back", tx.id(), panic);
+                            tx.abort(&mut *failures_ref).await;
+                        }
+                        crate::panic::resume_message(panic)
+                    }
+                    Err(panic) => {
+                        #[cfg(feature = "std")]
+                        {
+                            tm_error!("{}: the body panicked; rolling back before resuming the panic", tx.id());
+                            tx.abort(&mut *failures_ref).await;
+                        }
+                        crate::panic::resume(panic)
+                    }
+                };
+                // One place awaits the rollback of a failed transaction: its
+                // future gets one slot in this state machine, not one per way to
+                // fail.
+                if ended.is_err() {
+                    crate::future::outlined(tx.abort(failures_ref)).await;
+                }
+                ended
+            })
+            .await;
+            crate::trace::outcome(
+                &span,
+                match &ended {
+                    Ok(_) => "committed",
+                    Err(_) if crate::RollbackState::after(failures.len(), &ledger.summary).is_clean() => "rolled_back",
+                    Err(_) => "partially_rolled_back",
                 },
-                Ok(Either::Right(Err(cause))) => Err(cause),
-                Ok(Either::Left(Ok(interrupt))) => {
-                    let reason = interrupt.into_reason();
-                    tm_warn!("{}: interrupted: {}", tx.id(), reason);
-                    let (step, steps) = tx.interrupted(&reason);
-                    Err(interrupt.into_body_error(step, steps))
-                }
-                // Panics are caught only with `std`: without it these arms
-                // cannot happen (their values do not exist), and compile
-                // to nothing.
-                Ok(Either::Left(Err(panic))) => {
-                    #[cfg(feature = "std")]
-                    {
-                        tm_error!("{}: the interrupt panicked: {}; rolling back", tx.id(), panic);
-                        tx.abort(&mut *failures_ref).await;
-                    }
-                    crate::panic::resume_message(panic)
-                }
-                Err(panic) => {
-                    #[cfg(feature = "std")]
-                    {
-                        tm_error!("{}: the body panicked; rolling back before resuming the panic", tx.id());
-                        tx.abort(&mut *failures_ref).await;
-                    }
-                    crate::panic::resume(panic)
-                }
-            };
-            // One place awaits the rollback of a failed transaction: its
-            // future gets one slot in this state machine, not one per way to
-            // fail.
-            if ended.is_err() {
-                crate::future::outlined(tx.abort(failures_ref)).await;
+            );
+            // The outcome is built once, around the summary moved out of the
+            // ledger: no copy of it travels through the layers above.
+            if P::IN_PLACE {
+                return place.put_in_place(ended, &mut failures, &mut ledger);
             }
-            ended
-        })
-        .await;
-        crate::trace::outcome(
-            &span,
-            match &ended {
-                Ok(_) => "committed",
-                Err(_) if crate::RollbackState::after(failures.len(), &ledger.summary).is_clean() => "rolled_back",
-                Err(_) => "partially_rolled_back",
-            },
-        );
-        // The outcome is built once, around the summary moved out of the
-        // ledger: no copy of it travels through the layers above.
-        if P::IN_PLACE {
-            return place.put_in_place(ended, &mut failures, &mut ledger);
+            place.put(ended, failures, ledger.summary)
         }
-        place.put(ended, failures, ledger.summary)
     }
 }
 
