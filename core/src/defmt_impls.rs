@@ -63,7 +63,9 @@ impl Format for Jitter {
     fn format(&self, f: Formatter<'_>) {
         let name = match self {
             Jitter::None => "none",
+            #[cfg(feature = "jitter")]
             Jitter::Full => "full",
+            #[cfg(feature = "jitter")]
             Jitter::Equal => "equal",
         };
         write!(f, "{=str}", name)

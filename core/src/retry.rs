@@ -69,19 +69,31 @@ impl core::fmt::Debug for RetryPolicy {
 /// transaction (see `TransactionManager::with_jitter_seed`): runs are
 /// reproducible and there is no global RNG.
 ///
+/// `Full` and `Equal` need the `jitter` feature (on with `alloc`, so with
+/// `std` and the tokio and smol adapters): without it only `None` exists,
+/// and the random draw is not compiled (about 300 bytes of flash on a
+/// Cortex-M3). The enum is `#[non_exhaustive]`, so a `match` on it keeps
+/// compiling whichever crate turns the feature on.
+///
 /// ```
 /// use transaction_manager::{Jitter, RetryPolicy};
+/// # #[cfg(feature = "jitter")] {
 /// let policy = RetryPolicy::new().with_max_retries(5).with_jitter(Jitter::Equal);
 /// assert_eq!(policy.jitter(), Jitter::Equal);
+/// # }
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Jitter {
     /// Wait exactly the computed delay.
     #[default]
     None,
-    /// Wait a uniformly random time in `[0, delay]`.
+    /// Wait a uniformly random time in `[0, delay]` (feature `jitter`).
+    #[cfg(feature = "jitter")]
     Full,
-    /// Wait `delay / 2` plus a uniformly random time in `[0, delay / 2]`.
+    /// Wait `delay / 2` plus a uniformly random time in `[0, delay / 2]`
+    /// (feature `jitter`).
+    #[cfg(feature = "jitter")]
     Equal,
 }
 
@@ -114,14 +126,17 @@ impl RetryPolicy {
     pub(crate) const fn to_parts(self) -> (u32, u32, u64, u64, u8) {
         let jitter = match self.jitter {
             Jitter::None => 0,
+            #[cfg(feature = "jitter")]
             Jitter::Full => 1,
+            #[cfg(feature = "jitter")]
             Jitter::Equal => 2,
         };
         (self.max_retries, self.multiplier, self.initial_interval, self.max_interval, jitter)
     }
 
     /// A policy from [`to_parts`](Self::to_parts), or `None` for an
-    /// unknown jitter.
+    /// unknown jitter (also `Full` and `Equal` without the `jitter`
+    /// feature: a journal read by a build that cannot apply its policy).
     pub(crate) const fn from_parts(
         max_retries: u32,
         multiplier: u32,
@@ -131,7 +146,9 @@ impl RetryPolicy {
     ) -> Option<Self> {
         let jitter = match jitter {
             0 => Jitter::None,
+            #[cfg(feature = "jitter")]
             1 => Jitter::Full,
+            #[cfg(feature = "jitter")]
             2 => Jitter::Equal,
             _ => return None,
         };
@@ -197,8 +214,10 @@ impl RetryPolicy {
     ///
     /// ```
     /// # use transaction_manager::{Jitter, RetryPolicy};
+    /// # #[cfg(feature = "jitter")] {
     /// let p = RetryPolicy::new().with_jitter(Jitter::Full);
     /// assert_eq!(p.jitter(), Jitter::Full);
+    /// # }
     /// ```
     #[must_use]
     pub const fn with_jitter(mut self, jitter: Jitter) -> Self {
@@ -290,20 +309,31 @@ impl RetryPolicy {
     /// ```
     /// # use core::time::Duration;
     /// # use transaction_manager::{Jitter, RetryPolicy, SplitMix64};
+    /// # #[cfg(feature = "jitter")] {
     /// let p = RetryPolicy::new().with_jitter(Jitter::Equal);
     /// let d = p.jittered_delay(1, &mut SplitMix64::new(7));
     /// assert!(d >= Duration::from_millis(500) && d <= Duration::from_secs(1));
+    /// # }
     /// ```
     pub fn jittered_delay(&self, retry: u32, rng: &mut SplitMix64) -> Duration {
         let delay = self.delay_nanos(retry);
-        // One random draw for both kinds (one copy of it in the code): a
-        // fixed part plus a uniform time in `[0, spread]`.
-        let (fixed, spread) = match self.jitter {
-            Jitter::None => return crate::clock::duration_from_nanos(delay),
-            Jitter::Full => (0, delay),
-            Jitter::Equal => (delay / 2, delay - delay / 2),
-        };
-        crate::clock::duration_from_nanos(fixed + uniform_up_to(spread, rng))
+        #[cfg(not(feature = "jitter"))]
+        {
+            // Only `Jitter::None` exists without the feature.
+            let _ = rng;
+            crate::clock::duration_from_nanos(delay)
+        }
+        #[cfg(feature = "jitter")]
+        {
+            // One random draw for both kinds (one copy of it in the code): a
+            // fixed part plus a uniform time in `[0, spread]`.
+            let (fixed, spread) = match self.jitter {
+                Jitter::None => return crate::clock::duration_from_nanos(delay),
+                Jitter::Full => (0, delay),
+                Jitter::Equal => (delay / 2, delay - delay / 2),
+            };
+            crate::clock::duration_from_nanos(fixed + uniform_up_to(spread, rng))
+        }
     }
 }
 
@@ -314,6 +344,7 @@ impl Default for RetryPolicy {
 }
 
 /// A uniformly distributed number of nanoseconds in `[0, max]`.
+#[cfg(feature = "jitter")]
 fn uniform_up_to(max: u64, rng: &mut SplitMix64) -> u64 {
     let span = u128::from(max) + 1;
     // Lemire's multiply-shift: maps 64 random bits onto [0, span) with no
@@ -384,7 +415,11 @@ mod tests {
             .with_max_retries(u32::MAX);
         assert_eq!(p.delay(u32::MAX), RetryPolicy::MAX_DELAY);
         let mut rng = SplitMix64::new(3);
-        for jitter in [Jitter::None, Jitter::Full, Jitter::Equal] {
+        #[cfg(feature = "jitter")]
+        let jitters = [Jitter::None, Jitter::Full, Jitter::Equal];
+        #[cfg(not(feature = "jitter"))]
+        let jitters = [Jitter::None];
+        for jitter in jitters {
             let _ = p.with_jitter(jitter).jittered_delay(u32::MAX, &mut rng);
         }
         assert_eq!(RetryPolicy::new().with_multiplier(0).delay(5), Duration::ZERO);
@@ -394,6 +429,26 @@ mod tests {
     }
 
     #[test]
+    fn a_journal_policy_with_jitter_needs_the_feature() {
+        let parts = |jitter| RetryPolicy::from_parts(2, 2, 1_000, u64::MAX, jitter);
+        assert_eq!(parts(0).map(|p| p.jitter()), Some(Jitter::None));
+        // Full and Equal: read back as written with the feature, refused
+        // (the journal cannot be applied) without it.
+        #[cfg(feature = "jitter")]
+        {
+            assert_eq!(parts(1).map(|p| p.jitter()), Some(Jitter::Full));
+            assert_eq!(parts(2).map(|p| p.jitter()), Some(Jitter::Equal));
+        }
+        #[cfg(not(feature = "jitter"))]
+        {
+            assert!(parts(1).is_none());
+            assert!(parts(2).is_none());
+        }
+        assert!(parts(3).is_none());
+    }
+
+    #[test]
+    #[cfg(feature = "jitter")]
     fn jitter_stays_in_range_and_replays() {
         let base = RetryPolicy::new().with_initial_interval(Duration::from_millis(100));
         let mut rng = SplitMix64::new(11);
