@@ -64,6 +64,9 @@
 //! - `alloc`: [`Unbounded`] storage, closure rollbacks ([`BoxedRollback`]),
 //!   [`TransactionManager::run`], names from `String`, whole error texts.
 //! - `std`: implies `alloc`.
+//! - `jitter` (implied by `alloc`): randomised backoff, [`Jitter`]`::Full`
+//!   and `::Equal`; without it only `Jitter::None` exists and no random
+//!   draw is compiled.
 //! - `log`: log messages through the `log` crate, with transaction id, step
 //!   and attempt; silent until the application installs a logger.
 //! - `tracing`: a `tracing` span per transaction (id, operation, outcome),
