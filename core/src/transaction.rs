@@ -524,7 +524,9 @@ where
     /// the last. Not generic over the step.
     fn step_failed(&mut self, index: usize, attempt: u32, error: &dyn fmt::Display, final_: bool) -> bool {
         let last = final_ || is_last_attempt(attempt, self.config.retry.max_retries());
-        let now = self.stamp();
+        // The time is kept only when the step fails for good: no clock
+        // reading for an attempt that will be retried.
+        let now = if last { self.stamp() } else { crate::record::At::NONE };
         let record = &mut self.ledger.summary.steps[index];
         ErrorText::capture_into(&mut record.error, error);
         let info = &self.ledger.summary.info;
