@@ -823,7 +823,9 @@ where
             // The error of an attempt that will be retried is dropped here;
             // its text stays in the step's record.
             drop(kind);
-            let delay = self.config.retry.jittered_delay(attempt - 1, &mut ledger.rng);
+            let retry = &self.config.retry;
+            let delay =
+                if retry.never_waits() { Duration::ZERO } else { retry.jittered_delay(attempt - 1, &mut ledger.rng) };
             tm_event!(info, &span, "retrying", delay = crate::trace::AsDebug(delay));
             crate::trace::close(span);
             tm_debug!("step `{}` retrying in {:?}", ledger.summary.steps[index].name, delay);
