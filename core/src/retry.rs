@@ -303,6 +303,15 @@ impl RetryPolicy {
         delay
     }
 
+    /// Whether every delay is zero without a random draw: a zero initial
+    /// interval and no jitter (with jitter, a draw is made even for a zero
+    /// delay, and the draws after it depend on it). Inlined, so a policy
+    /// that never waits costs one test per retry, no call.
+    #[inline(always)]
+    pub(crate) fn never_waits(&self) -> bool {
+        self.initial_interval == 0 && matches!(self.jitter, Jitter::None)
+    }
+
     /// The delay before retry `retry` with this policy's jitter applied,
     /// drawing randomness from `rng`.
     ///
@@ -316,6 +325,9 @@ impl RetryPolicy {
     /// # }
     /// ```
     pub fn jittered_delay(&self, retry: u32, rng: &mut SplitMix64) -> Duration {
+        if self.never_waits() {
+            return Duration::ZERO;
+        }
         let delay = self.delay_nanos(retry);
         #[cfg(not(feature = "jitter"))]
         {
@@ -397,6 +409,27 @@ impl SplitMix64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn never_waits_only_without_interval_and_jitter() {
+        let zero = RetryPolicy::new().with_initial_interval(Duration::ZERO);
+        assert!(zero.never_waits());
+        let mut rng = SplitMix64::new(3);
+        for n in [0, 1, 7, u32::MAX] {
+            assert_eq!(zero.jittered_delay(n, &mut rng), Duration::ZERO);
+        }
+        // No draw was made: the generator is where it started.
+        assert_eq!(rng, SplitMix64::new(3));
+        // With jitter, a zero delay still draws (the later draws depend on it).
+        for jitter in [Jitter::Full, Jitter::Equal] {
+            let p = zero.with_jitter(jitter);
+            assert!(!p.never_waits());
+            let mut rng = SplitMix64::new(3);
+            assert_eq!(p.jittered_delay(0, &mut rng), Duration::ZERO);
+            assert_ne!(rng, SplitMix64::new(3));
+        }
+        assert!(!RetryPolicy::new().never_waits());
+    }
 
     #[test]
     fn delays_double_from_500ms() {

@@ -524,7 +524,9 @@ where
     /// the last. Not generic over the step.
     fn step_failed(&mut self, index: usize, attempt: u32, error: &dyn fmt::Display, final_: bool) -> bool {
         let last = final_ || is_last_attempt(attempt, self.config.retry.max_retries());
-        let now = self.stamp();
+        // The time is kept only when the step fails for good: no clock
+        // reading for an attempt that will be retried.
+        let now = if last { self.stamp() } else { crate::record::At::NONE };
         let record = &mut self.ledger.summary.steps[index];
         ErrorText::capture_into(&mut record.error, error);
         let info = &self.ledger.summary.info;
@@ -821,7 +823,9 @@ where
             // The error of an attempt that will be retried is dropped here;
             // its text stays in the step's record.
             drop(kind);
-            let delay = self.config.retry.jittered_delay(attempt - 1, &mut ledger.rng);
+            let retry = &self.config.retry;
+            let delay =
+                if retry.never_waits() { Duration::ZERO } else { retry.jittered_delay(attempt - 1, &mut ledger.rng) };
             tm_event!(info, &span, "retrying", delay = crate::trace::AsDebug(delay));
             crate::trace::close(span);
             tm_debug!("step `{}` retrying in {:?}", ledger.summary.steps[index].name, delay);
