@@ -421,6 +421,7 @@ mod tests {
         // No draw was made: the generator is where it started.
         assert_eq!(rng, SplitMix64::new(3));
         // With jitter, a zero delay still draws (the later draws depend on it).
+        #[cfg(feature = "jitter")]
         for jitter in [Jitter::Full, Jitter::Equal] {
             let p = zero.with_jitter(jitter);
             assert!(!p.never_waits());
