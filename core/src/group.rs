@@ -1326,14 +1326,17 @@ where
             crate::trace::outcome(span, outcome);
         }
         let last = !ran || is_last_attempt(run.attempt, run.settings.retry().max_retries());
-        let now = self.stamp();
+        // As for a step: the time is kept only when the member fails for
+        // good (no clock reading for an attempt that will be retried), and
+        // the text goes into the previous attempt's buffer.
+        let now = if last { self.stamp() } else { crate::record::At::NONE };
         let record = &mut self.ledger.summary.steps[run.index];
-        record.error = Some(match kind {
-            StepErrorKind::Failed(error) => ErrorText::capture(error),
-            StepErrorKind::TimedOut { timeout } => ErrorText::capture(&TimedOut(*timeout)),
-            StepErrorKind::Panicked(message) => ErrorText::capture(&Panicked(message)),
-            _ => ErrorText::capture(&"failed"),
-        });
+        match kind {
+            StepErrorKind::Failed(error) => ErrorText::capture_into(&mut record.error, error),
+            StepErrorKind::TimedOut { timeout } => ErrorText::capture_into(&mut record.error, &TimedOut(*timeout)),
+            StepErrorKind::Panicked(message) => ErrorText::capture_into(&mut record.error, &Panicked(message)),
+            _ => ErrorText::capture_into(&mut record.error, &"failed"),
+        }
         if let Some(span) = &run.span {
             tm_event!(warn, span, "attempt failed", error = record.error().unwrap_or_default());
         }
