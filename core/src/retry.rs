@@ -71,7 +71,7 @@ impl core::fmt::Debug for RetryPolicy {
 ///
 /// `Full` and `Equal` need the `jitter` feature (on with `alloc`, so with
 /// `std` and the tokio and smol adapters): without it only `None` exists,
-/// and the random draw is not compiled (about 300 bytes of flash on a
+/// and the random draw is not compiled (about 350 bytes of flash on a
 /// Cortex-M3). The enum is `#[non_exhaustive]`, so a `match` on it keeps
 /// compiling whichever crate turns the feature on.
 ///
