@@ -126,8 +126,30 @@ impl SqliteJournal {
             drop(conn);
             return Self::open_read_only(path);
         }
-        schema::configure_writer(&conn).map_err(opening)?;
-        let epoch = match schema::set_up(&conn) {
+        // Connections opening a fresh file at once can get `SQLITE_BUSY`
+        // without the busy handler being asked (switching to WAL, or a
+        // read lock that cannot be upgraded without a deadlock): retried
+        // until the busy timeout, as a wait for a lock would be.
+        let deadline = std::time::Instant::now() + schema::BUSY_TIMEOUT;
+        let retry_busy = |busy: bool| {
+            let retry = busy && std::time::Instant::now() < deadline;
+            if retry {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            retry
+        };
+        while let Err(error) = schema::configure_writer(&conn) {
+            if !retry_busy(is_busy(&error)) {
+                return Err(opening(error));
+            }
+        }
+        let epoch = loop {
+            match schema::set_up(&conn) {
+                Err(SqliteJournalError::Sqlite(cause)) if retry_busy(matches!(cause.code(), Some(5 | 6))) => {}
+                other => break other,
+            }
+        };
+        let epoch = match epoch {
             // A read-only directory (no `-wal` file) or mount.
             Err(SqliteJournalError::ReadOnly { .. }) => {
                 drop(conn);
@@ -306,6 +328,11 @@ impl std::fmt::Debug for SqliteJournal {
 
 /// SQLite's `SQLITE_CANTOPEN`.
 const CANTOPEN: i32 = 14;
+
+/// Whether `error` is SQLite's `SQLITE_BUSY` (5) or `SQLITE_LOCKED` (6).
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(error.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
 
 /// A read-only connection to a journal that cannot be written, checked:
 /// it holds a journal of a schema this version reads.
