@@ -171,6 +171,16 @@ impl SqliteCause {
             _ => None,
         }
     }
+
+    /// Whether SQLite answered `SQLITE_BUSY` or `SQLITE_LOCKED`.
+    pub(crate) fn is_busy(&self) -> bool {
+        is_busy(&self.0)
+    }
+}
+
+/// Whether `error` is SQLite's `SQLITE_BUSY` or `SQLITE_LOCKED`.
+pub(crate) fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(error.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }
 
 impl fmt::Display for SqliteCause {

@@ -139,13 +139,13 @@ impl SqliteJournal {
             retry
         };
         while let Err(error) = schema::configure_writer(&conn) {
-            if !retry_busy(is_busy(&error)) {
+            if !retry_busy(crate::error::is_busy(&error)) {
                 return Err(opening(error));
             }
         }
         let epoch = loop {
             match schema::set_up(&conn) {
-                Err(SqliteJournalError::Sqlite(cause)) if retry_busy(matches!(cause.code(), Some(5 | 6))) => {}
+                Err(SqliteJournalError::Sqlite(cause)) if retry_busy(cause.is_busy()) => {}
                 other => break other,
             }
         };
@@ -328,11 +328,6 @@ impl std::fmt::Debug for SqliteJournal {
 
 /// SQLite's `SQLITE_CANTOPEN`.
 const CANTOPEN: i32 = 14;
-
-/// Whether `error` is SQLite's `SQLITE_BUSY` (5) or `SQLITE_LOCKED` (6).
-fn is_busy(error: &rusqlite::Error) -> bool {
-    matches!(error.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
-}
 
 /// A read-only connection to a journal that cannot be written, checked:
 /// it holds a journal of a schema this version reads.
