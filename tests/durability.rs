@@ -1,0 +1,330 @@
+//! The edges of durability (issue "Durability holes"): an owed rollback is
+//! never forgotten, recovery never touches live work, malformed journal
+//! contents make a transaction stuck, ids are refused when reused. On
+//! virtual time with the in-memory journal.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_lite::future;
+use transaction_manager::*;
+
+/// The outside world: resources that exist, and rollbacks made to fail.
+#[derive(Default, Debug)]
+struct World {
+    live: Vec<String>,
+    rolled_back: Vec<String>,
+    /// How many more rollback attempts of a resource fail.
+    failing: BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+enum Undo {
+    Delete(String),
+}
+
+impl Rollback<World> for Undo {
+    type Error = String;
+
+    async fn rollback(&mut self, world: &mut World) -> Result<(), String> {
+        let Undo::Delete(name) = self;
+        if let Some(left) = world.failing.get_mut(name.as_str()).filter(|left| **left > 0) {
+            *left -= 1;
+            return Err(format!("{name}: still attached"));
+        }
+        world.live.retain(|r| r != name);
+        world.rolled_back.push(name.clone());
+        Ok(())
+    }
+}
+
+type Manager<'c> = TransactionManager<&'c ManualClock, (), Unattended, Journaled<MemoryJournal, Postcard<1>>>;
+
+fn manager<'c>(clock: &'c ManualClock, journal: &MemoryJournal) -> Manager<'c> {
+    TransactionManager::new(clock).with_journal(journal.clone(), Postcard::<1>)
+}
+
+/// Creates `a` and `b`, then fails: both are rolled back (`b` first).
+async fn create_two_then_fail(manager: &Manager<'_>, world: &mut World) -> TransactionError<StepError<String>, String> {
+    manager
+        .transaction("provision")
+        .fixed::<Undo, 4>()
+        .run_with(world, async |tx| {
+            for name in ["a", "b"] {
+                tx.step(name)
+                    .execute_with(async move |w: &mut World| {
+                        w.live.push(name.to_string());
+                        Ok::<_, String>(name.to_string())
+                    })
+                    .undo(|n| Undo::Delete(n.clone()))
+                    .await?;
+            }
+            tx.step("c").run(|| async { Err::<(), _>("c: refused".to_string()) }).await?;
+            Ok::<_, StepError<String>>(())
+        })
+        .await
+        .unwrap_err()
+}
+
+/// Recovers, collecting each transaction recovery touched.
+fn recover_each(manager: &Manager<'_>, world: &mut World) -> (Recovery, Vec<(u64, String, RecoveryOutcome)>) {
+    let mut touched = Vec::new();
+    let report = manager
+        .clock()
+        .block_on(manager.recover_each::<Undo, Fixed<4>, _>(world, |tx: &RecoveredTransaction<'_>| {
+            touched.push((tx.id().get(), tx.operation().to_string(), tx.outcome()));
+        }))
+        .unwrap();
+    (report, touched)
+}
+
+#[test]
+fn a_rollback_that_fails_for_good_stays_owed_until_a_recovery_succeeds() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = manager(&clock, &journal);
+    let mut world = World::default();
+    // `a`'s rollback fails in the live run and at the first recovery.
+    world.failing.insert("a".into(), 2);
+    let error = clock.block_on(create_two_then_fail(&manager, &mut world));
+    assert!(error.is_partially_rolled_back());
+    assert_eq!(world.rolled_back, ["b"]);
+    let id = error.summary().transaction_id();
+    assert!(!journal.has(id, None, EntryKind::RolledBack), "a partial rollback does not end the transaction");
+
+    // Listed as owed: which step, and why its rollback failed.
+    let mut owed = Vec::new();
+    let count = clock
+        .block_on(manager.owed(|step: &OwedStep<'_>| {
+            owed.push((step.transaction().get(), step.operation().to_string(), step.step().to_string(), step.index()));
+            assert_eq!(step.error(), Some("a: still attached"));
+        }))
+        .unwrap();
+    assert_eq!(count, 1);
+    assert_eq!(owed, [(id.get(), "provision".to_string(), "a".to_string(), 0)]);
+
+    // The first recovery tries again and fails: still owed, and named.
+    let (report, touched) = recover_each(&manager, &mut world);
+    assert_eq!((report.found(), report.partially_rolled_back(), report.rolled_back()), (1, 1, 0), "{report}");
+    assert_eq!(touched, [(id.get(), "provision".to_string(), RecoveryOutcome::Owed)]);
+    assert!(!journal.has(id, None, EntryKind::RolledBack));
+
+    // The next one succeeds: the transaction ends, rolled back.
+    let (report, touched) = recover_each(&manager, &mut world);
+    assert_eq!((report.found(), report.rolled_back()), (1, 1), "{report}");
+    assert_eq!(touched, [(id.get(), "provision".to_string(), RecoveryOutcome::RolledBack)]);
+    assert_eq!(world.rolled_back, ["b", "a"]);
+    assert!(journal.has(id, None, EntryKind::RolledBack));
+    assert_eq!(clock.block_on(manager.owed(|_| {})).unwrap(), 0);
+    assert_eq!(recover_each(&manager, &mut world).0.found(), 0);
+}
+
+#[test]
+fn an_owed_rollback_survives_a_restart() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let mut world = World::default();
+    world.failing.insert("b".into(), 1);
+    let error = clock.block_on(create_two_then_fail(&manager(&clock, &journal), &mut world));
+    assert!(error.is_partially_rolled_back());
+    journal.flush();
+    // A new process on what was written.
+    let restarted = journal.restart();
+    let manager = manager(&clock, &restarted);
+    let (report, touched) = recover_each(&manager, &mut world);
+    assert_eq!((report.found(), report.rolled_back()), (1, 1), "{report}");
+    assert_eq!(touched.len(), 1);
+    assert_eq!(world.rolled_back, ["a", "b"]);
+}
+
+#[test]
+fn a_done_entry_without_a_step_makes_its_transaction_stuck() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let id = TransactionId::new(70);
+    journal.insert_raw(id, None, EntryKind::Begin.code(), b"op");
+    journal.insert_raw(id, None, EntryKind::Done.code(), b"");
+    let manager = manager(&clock, &journal);
+    let (report, touched) = recover_each(&manager, &mut World::default());
+    assert_eq!((report.found(), report.stuck()), (1, 1), "{report}");
+    assert_eq!(touched, [(70, "op".to_string(), RecoveryOutcome::Stuck)]);
+    let mut reasons = Vec::new();
+    clock.block_on(manager.stuck(|_, reason| reasons.push(reason.to_string()))).unwrap();
+    assert_eq!(reasons, ["a `done` entry without a step"]);
+}
+
+#[test]
+fn an_undone_entry_for_an_unknown_step_makes_its_transaction_stuck() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let id = TransactionId::new(71);
+    journal.insert_raw(id, Some(3), EntryKind::Undone.code(), b"");
+    let (report, _) = recover_each(&manager(&clock, &journal), &mut World::default());
+    assert_eq!((report.found(), report.stuck()), (1, 1), "{report}");
+}
+
+#[test]
+fn recover_dropped_finds_a_transaction_whose_id_is_0() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = manager(&clock, &journal);
+    let mut world = World::default();
+    clock.block_on(async {
+        let dropped = manager.transaction("zero").with_id(TransactionId::new(0)).fixed::<Undo, 2>().run_with(
+            &mut world,
+            async |tx| {
+                tx.step("a")
+                    .execute_with(async |w: &mut World| {
+                        w.live.push("a".into());
+                        Ok::<_, String>("a".to_string())
+                    })
+                    .undo(|n| Undo::Delete(n.clone()))
+                    .await?;
+                tx.step("wait")
+                    .run(|| async {
+                        manager.clock().sleep(Duration::from_secs(10)).await;
+                        Ok::<_, String>(())
+                    })
+                    .await?;
+                Ok::<_, StepError<String>>(())
+            },
+        );
+        let stopped = future::or(async { Some(dropped.await) }, async {
+            manager.clock().sleep(Duration::from_secs(1)).await;
+            None
+        })
+        .await;
+        assert!(stopped.is_none());
+    });
+    let report = clock.block_on(manager.recover_dropped::<Undo, Fixed<2>, _>(&mut world)).unwrap();
+    assert_eq!((report.found(), report.rolled_back()), (1, 1), "{report}");
+    assert_eq!(world.rolled_back, ["a"]);
+}
+
+#[test]
+fn a_transaction_id_the_journal_has_seen_is_refused_before_the_first_step() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = manager(&clock, &journal);
+    let mut world = World::default();
+    let id = TransactionId::new(500);
+    let run = |world: &mut World| {
+        clock.block_on(manager.transaction("t").with_id(id).fixed::<Undo, 2>().run_with(world, async |tx| {
+            tx.step("a")
+                .execute_with(async |w: &mut World| {
+                    w.live.push("a".into());
+                    Ok::<_, String>("a".to_string())
+                })
+                .undo(|n| Undo::Delete(n.clone()))
+                .await?;
+            Ok::<_, StepError<String>>(())
+        }))
+    };
+    assert!(run(&mut world).is_ok());
+    let error = run(&mut world).unwrap_err();
+    assert!(
+        matches!(error.cause().kind(), StepErrorKind::Journal(failure) if failure.entry() == Some(EntryKind::Begin)),
+        "{error}"
+    );
+    assert!(error.to_string().contains("already"), "{error}");
+    assert_eq!(error.summary().total_steps(), 0, "no step ran");
+    assert_eq!(world.live, ["a"], "the second run made no effect");
+}
+
+#[test]
+fn a_partial_scope_rollback_leaves_the_transaction_owed() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = manager(&clock, &journal);
+    let mut world = World::default();
+    world.failing.insert("inner".into(), 1);
+    let error = clock
+        .block_on(manager.transaction("scoped").fixed::<Undo, 4>().run_with(&mut world, async |tx| {
+            tx.step("outer")
+                .execute_with(async |w: &mut World| {
+                    w.live.push("outer".into());
+                    Ok::<_, String>("outer".to_string())
+                })
+                .undo(|n| Undo::Delete(n.clone()))
+                .await?;
+            let scoped = tx
+                .scope("optional", async |tx| {
+                    tx.step("inner")
+                        .execute_with(async |w: &mut World| {
+                            w.live.push("inner".into());
+                            Ok::<_, String>("inner".to_string())
+                        })
+                        .undo(|n| Undo::Delete(n.clone()))
+                        .await?;
+                    tx.step("refused").run(|| async { Err::<(), _>("no".to_string()) }).await?;
+                    Ok::<_, StepError<String>>(())
+                })
+                .await;
+            assert!(scoped.is_err());
+            tx.step("last").run(|| async { Err::<(), _>("last: refused".to_string()) }).await?;
+            Ok::<_, StepError<String>>(())
+        }))
+        .unwrap_err();
+    assert!(error.is_partially_rolled_back(), "{error}");
+    let id = error.summary().transaction_id();
+    // One rule for clean/partial: the journal agrees with the error.
+    assert!(!journal.has(id, None, EntryKind::RolledBack), "journaled as finished although `inner` is owed");
+    let (report, _) = recover_each(&manager, &mut world);
+    assert_eq!(report.rolled_back(), 1, "{report}");
+    assert_eq!(world.rolled_back, ["outer", "inner"]);
+}
+
+#[test]
+fn recovery_never_rolls_back_a_transaction_running_in_this_process() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = manager(&clock, &journal);
+    let world = RefCell::new(World::default());
+    let mut other = World::default();
+    let outcome = clock.block_on(async {
+        let running = async {
+            let mut running_world = World::default();
+            let outcome = manager
+                .transaction("running")
+                .fixed::<Undo, 2>()
+                .run_with(&mut running_world, async |tx| {
+                    tx.step("a")
+                        .execute_with(async |w: &mut World| {
+                            w.live.push("a".into());
+                            Ok::<_, String>("a".to_string())
+                        })
+                        .undo(|n| Undo::Delete(n.clone()))
+                        .await?;
+                    tx.step("wait")
+                        .run(|| async {
+                            manager.clock().sleep(Duration::from_secs(10)).await;
+                            Ok::<_, String>(())
+                        })
+                        .await?;
+                    Ok::<_, StepError<String>>(())
+                })
+                .await;
+            *world.borrow_mut() = running_world;
+            outcome.is_ok()
+        };
+        let recovering = async {
+            manager.clock().sleep(Duration::from_secs(1)).await;
+            let mut touched = Vec::new();
+            let report = manager
+                .recover_each::<Undo, Fixed<2>, _>(&mut other, |tx: &RecoveredTransaction<'_>| {
+                    touched.push(tx.outcome())
+                })
+                .await
+                .unwrap();
+            (report, touched)
+        };
+        future::zip(running, recovering).await
+    });
+    let (committed, (report, touched)) = outcome;
+    assert!(committed);
+    assert_eq!(report.rolled_back(), 0, "{report}");
+    assert_eq!(touched, [RecoveryOutcome::Running]);
+    assert!(other.rolled_back.is_empty());
+    assert_eq!(world.borrow().live, ["a"]);
+}
