@@ -46,7 +46,10 @@ fn manager<'c>(clock: &'c ManualClock, journal: &MemoryJournal) -> Manager<'c> {
 }
 
 /// Creates `a` and `b`, then fails: both are rolled back (`b` first).
-async fn create_two_then_fail(manager: &Manager<'_>, world: &mut World) -> TransactionError<StepError<String>, String> {
+async fn create_two_then_fail(
+    manager: &Manager<'_>,
+    world: &mut World,
+) -> TransactionError<StepError<String>, String, Fixed<4>> {
     manager
         .transaction("provision")
         .fixed::<Undo, 4>()
@@ -155,43 +158,75 @@ fn a_done_entry_without_a_step_makes_its_transaction_stuck() {
 }
 
 #[test]
-fn an_undone_entry_for_an_unknown_step_makes_its_transaction_stuck() {
+fn step_entries_without_a_step_make_their_transaction_stuck() {
+    for kind in [EntryKind::Intent, EntryKind::Undone, EntryKind::Released, EntryKind::UndoFailed] {
+        let clock = ManualClock::new();
+        let journal = MemoryJournal::new();
+        journal.insert_raw(TransactionId::new(71), None, kind.code(), b"");
+        let (report, _) = recover_each(&manager(&clock, &journal), &mut World::default());
+        assert_eq!((report.found(), report.stuck()), (1, 1), "{kind}: {report}");
+    }
+}
+
+#[test]
+fn an_undone_entry_of_a_step_without_its_done_owes_nothing() {
+    // What a journal that keeps only a step's latest entry (flash) hands
+    // back for a step that was rolled back.
     let clock = ManualClock::new();
     let journal = MemoryJournal::new();
-    let id = TransactionId::new(71);
-    journal.insert_raw(id, Some(3), EntryKind::Undone.code(), b"");
+    journal.insert_raw(TransactionId::new(72), Some(3), EntryKind::Undone.code(), b"");
     let (report, _) = recover_each(&manager(&clock, &journal), &mut World::default());
-    assert_eq!((report.found(), report.stuck()), (1, 1), "{report}");
+    assert_eq!((report.found(), report.rolled_back()), (1, 1), "{report}");
+}
+
+/// A journal whose ids start at 0 (the in-memory journal's start at 1).
+struct FromZero(MemoryJournal);
+
+impl Journal for FromZero {
+    type Error = MemoryJournalError;
+
+    fn next_id(&self) -> TransactionId {
+        TransactionId::new(self.0.next_id().get() - 1)
+    }
+
+    async fn append(&self, entry: &Entry<'_>) -> Result<(), Self::Error> {
+        self.0.append(entry).await
+    }
+
+    async fn next_unfinished(&self, after: Option<TransactionId>) -> Result<Option<TransactionId>, Self::Error> {
+        self.0.next_unfinished(after).await
+    }
+
+    async fn read(&self, id: TransactionId, visit: &mut dyn FnMut(StoredEntry<'_>)) -> Result<(), Self::Error> {
+        self.0.read(id, visit).await
+    }
 }
 
 #[test]
 fn recover_dropped_finds_a_transaction_whose_id_is_0() {
     let clock = ManualClock::new();
-    let journal = MemoryJournal::new();
-    let manager = manager(&clock, &journal);
+    let manager = TransactionManager::new(&clock).with_journal(FromZero(MemoryJournal::new()), Postcard::<1>);
     let mut world = World::default();
     clock.block_on(async {
-        let dropped = manager.transaction("zero").with_id(TransactionId::new(0)).fixed::<Undo, 2>().run_with(
-            &mut world,
-            async |tx| {
-                tx.step("a")
-                    .execute_with(async |w: &mut World| {
-                        w.live.push("a".into());
-                        Ok::<_, String>("a".to_string())
-                    })
-                    .undo(|n| Undo::Delete(n.clone()))
-                    .await?;
-                tx.step("wait")
-                    .run(|| async {
-                        manager.clock().sleep(Duration::from_secs(10)).await;
-                        Ok::<_, String>(())
-                    })
-                    .await?;
-                Ok::<_, StepError<String>>(())
-            },
-        );
+        let dropped = manager.transaction("zero").fixed::<Undo, 2>().run_with(&mut world, async |tx| {
+            assert_eq!(tx.id(), TransactionId::new(0));
+            tx.step("a")
+                .execute_with(async |w: &mut World| {
+                    w.live.push("a".into());
+                    Ok::<_, String>("a".to_string())
+                })
+                .undo(|n| Undo::Delete(n.clone()))
+                .await?;
+            tx.step("wait")
+                .run(|| async {
+                    clock.sleep(Duration::from_secs(10)).await;
+                    Ok::<_, String>(())
+                })
+                .await?;
+            Ok::<_, StepError<String>>(())
+        });
         let stopped = future::or(async { Some(dropped.await) }, async {
-            manager.clock().sleep(Duration::from_secs(1)).await;
+            clock.sleep(Duration::from_secs(1)).await;
             None
         })
         .await;
@@ -203,33 +238,41 @@ fn recover_dropped_finds_a_transaction_whose_id_is_0() {
 }
 
 #[test]
-fn a_transaction_id_the_journal_has_seen_is_refused_before_the_first_step() {
+fn a_journaled_transaction_refuses_an_id_given_by_hand() {
     let clock = ManualClock::new();
     let journal = MemoryJournal::new();
     let manager = manager(&clock, &journal);
     let mut world = World::default();
-    let id = TransactionId::new(500);
-    let run = |world: &mut World| {
-        clock.block_on(manager.transaction("t").with_id(id).fixed::<Undo, 2>().run_with(world, async |tx| {
-            tx.step("a")
+    // The first transaction takes the journal's id 1 and commits.
+    let first = clock.block_on(manager.transaction("t").fixed::<Undo, 2>().run_with(&mut world, async |tx| {
+        tx.step("a").run(|| async { Ok::<_, String>(()) }).await?;
+        Ok::<_, StepError<String>>(tx.id())
+    }));
+    let id = first.unwrap().into_value();
+    // Reusing it would hide the second one's owed rollback behind the
+    // first one's `Committed`: refused before anything runs or is written.
+    let appends = journal.appends();
+    let error = clock
+        .block_on(manager.transaction("t").with_id(id).fixed::<Undo, 2>().run_with(&mut world, async |tx| {
+            tx.step("b")
                 .execute_with(async |w: &mut World| {
-                    w.live.push("a".into());
-                    Ok::<_, String>("a".to_string())
+                    w.live.push("b".into());
+                    Ok::<_, String>("b".to_string())
                 })
                 .undo(|n| Undo::Delete(n.clone()))
                 .await?;
             Ok::<_, StepError<String>>(())
         }))
-    };
-    assert!(run(&mut world).is_ok());
-    let error = run(&mut world).unwrap_err();
+        .unwrap_err();
     assert!(
         matches!(error.cause().kind(), StepErrorKind::Journal(failure) if failure.entry() == Some(EntryKind::Begin)),
         "{error}"
     );
-    assert!(error.to_string().contains("already"), "{error}");
+    assert_eq!(error.cause().step(), "(begin)");
+    assert!(error.to_string().contains("with_id"), "{error}");
     assert_eq!(error.summary().total_steps(), 0, "no step ran");
-    assert_eq!(world.live, ["a"], "the second run made no effect");
+    assert!(world.live.is_empty(), "no effect");
+    assert_eq!(journal.appends(), appends, "nothing written");
 }
 
 #[test]

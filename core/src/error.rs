@@ -449,20 +449,16 @@ pub enum RollbackState {
 }
 
 impl RollbackState {
-    /// Clean when no rollback failed and none was skipped.
+    /// The one rule for clean or partial, used by the error, the journal,
+    /// the log and recovery alike: clean when no rollback failed for good
+    /// (`failures` of this rollback, or a step left `RollbackFailed` by an
+    /// earlier one, such as a scope's) and none was skipped.
     pub(crate) fn of<S: Storage>(failures: usize, summary: &Summary<S>) -> Self {
-        if failures == 0 && summary.rollback_skipped_steps() == 0 {
+        if failures == 0 && summary.rollback_errors() == 0 && summary.rollback_skipped_steps() == 0 {
             RollbackState::Clean
         } else {
             RollbackState::Partial
         }
-    }
-
-    /// The state after a transaction's rollback with `failures` rollback
-    /// failures: a scope whose rollback failed earlier counts too (its
-    /// step stays `RollbackFailed` in the summary).
-    pub(crate) fn after<S: Storage>(failures: usize, summary: &Summary<S>) -> Self {
-        Self::of(failures.max(summary.rollback_errors()), summary)
     }
 
     /// Whether nothing was left behind.
@@ -518,7 +514,7 @@ impl<B, RE, S: Storage> TransactionError<B, RE, S> {
     /// A scope ([`Transaction::scope`](crate::Transaction::scope)) whose
     /// rollback failed earlier counts too: its step stays `RollbackFailed`.
     pub fn rollback_state(&self) -> RollbackState {
-        RollbackState::after(self.rollback_failures.len(), &self.summary)
+        RollbackState::of(self.rollback_failures.len(), &self.summary)
     }
 
     /// Whether a rollback failed or was skipped, so effects of the

@@ -747,11 +747,9 @@ impl<B: From<JournalFailure>> crate::IntoBodyError<B> for JournalFailure {
 /// roll them back at the next recovery, after `run` said `Ok`).
 impl<E> From<JournalFailure> for crate::StepError<E> {
     fn from(failure: JournalFailure) -> Self {
-        crate::StepError {
-            step: Name::from("(commit)"),
-            index: usize::MAX,
-            kind: crate::StepErrorKind::Journal(failure),
-        }
+        // `Begin`: an id given by hand that the journal has seen.
+        let step = if failure.entry() == Some(EntryKind::Begin) { "(begin)" } else { "(commit)" };
+        crate::StepError { step: Name::from(step), index: usize::MAX, kind: crate::StepErrorKind::Journal(failure) }
     }
 }
 
@@ -813,6 +811,31 @@ pub trait JournalFor<U>: JournalIds {
     fn dropped(&self, id: TransactionId) {
         let _ = id;
     }
+
+    /// Transaction `id` starts running in this process: recovery leaves it
+    /// alone until [`ended`](JournalFor::ended).
+    #[doc(hidden)]
+    fn began(&self, id: TransactionId) {
+        let _ = id;
+    }
+
+    /// Transaction `id` no longer runs in this process (it committed,
+    /// rolled back, or was dropped).
+    #[doc(hidden)]
+    fn ended(&self, id: TransactionId) {
+        let _ = id;
+    }
+
+    /// Refuses an id given by hand
+    /// ([`with_id`](crate::TransactionBuilder::with_id)) for a journaled
+    /// transaction: only the journal's own ids are known never to have
+    /// been used (a reused id mixes two transactions' entries, and the
+    /// first one's `Committed` would hide what the second one owes).
+    /// Checking the journal instead would read it in every such
+    /// transaction's future, which a journal's `read` keeps from being
+    /// `Send`.
+    #[doc(hidden)]
+    fn refuse_given_id(&self, id: TransactionId) -> Result<(), Self::Failure>;
 }
 
 /// Where a manager's transaction ids come from: its journal, if it has one
@@ -865,6 +888,10 @@ impl<U> JournalFor<U> for NoJournal {
     fn commit_failure(_: JournalFailure) -> crate::Never {
         unreachable!("no journal, no journal failure")
     }
+
+    fn refuse_given_id(&self, _: TransactionId) -> Result<(), crate::Never> {
+        Ok(())
+    }
 }
 
 /// [`NoJournal`]'s write: nothing, ready at the first poll (zero-sized, no
@@ -894,11 +921,12 @@ pub struct Journaled<J, Co> {
     journal: J,
     codec: Co,
     pub(crate) dropped: DroppedIds,
+    pub(crate) live: LiveIds,
 }
 
 impl<J, Co> Journaled<J, Co> {
     pub(crate) fn new(journal: J, codec: Co) -> Self {
-        Self { journal, codec, dropped: DroppedIds::new() }
+        Self { journal, codec, dropped: DroppedIds::new(), live: LiveIds::new() }
     }
 
     /// The journal.
@@ -950,6 +978,19 @@ impl<U: Sync, J: Journal, Co: UndoCodec<U> + Sync> JournalFor<U> for Journaled<J
         failure
     }
 
+    fn began(&self, id: TransactionId) {
+        self.live.enter(id);
+    }
+
+    fn ended(&self, id: TransactionId) {
+        self.live.leave(id);
+    }
+
+    fn refuse_given_id(&self, id: TransactionId) -> Result<(), JournalFailure> {
+        tm_error!("{}: refused: a journaled transaction's id comes from its journal", id);
+        Err(JournalFailure::new(EntryKind::Begin, &IdGiven(id)))
+    }
+
     fn dropped(&self, id: TransactionId) {
         if !self.dropped.push(id) {
             tm_error!(
@@ -961,10 +1002,139 @@ impl<U: Sync, J: Journal, Co: UndoCodec<U> + Sync> JournalFor<U> for Journaled<J
     }
 }
 
+/// Why a transaction id given by hand is refused.
+struct IdGiven(TransactionId);
+
+impl fmt::Display for IdGiven {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "transaction id {} was given with `with_id`, but a journaled transaction's id comes from its journal \
+             (ids must never be reused, and the journal may have this one already): put your own id in the \
+             operation name or the undo records",
+            self.0.get()
+        )
+    }
+}
+
+/// A transaction id in a slot of 64-bit atomics: the id plus one, so that
+/// 0 marks an empty slot and id 0 can be kept; `u64::MAX` cannot be.
+#[cfg(target_has_atomic = "64")]
+fn slot_value(id: TransactionId) -> Option<u64> {
+    id.get().checked_add(1)
+}
+
+/// The journaled transactions running in this process, which recovery
+/// must leave alone: a fixed set of slots (no allocator, no lock) with
+/// 64-bit atomics, and a count of those that found no slot (or, without
+/// 64-bit atomics, all of them). While that count is not zero, recovery
+/// cannot tell which unfinished transactions are live and refuses to run
+/// ([`RecoveryError::LiveUnknown`](crate::RecoveryError::LiveUnknown)).
+pub(crate) struct LiveIds {
+    #[cfg(target_has_atomic = "64")]
+    slots: [core::sync::atomic::AtomicU64; LiveIds::SLOTS],
+    untracked: core::sync::atomic::AtomicUsize,
+}
+
+impl LiveIds {
+    /// How many running transactions are named at most.
+    #[cfg(target_has_atomic = "64")]
+    const SLOTS: usize = 64;
+
+    fn new() -> Self {
+        Self {
+            #[cfg(target_has_atomic = "64")]
+            slots: [const { core::sync::atomic::AtomicU64::new(0) }; LiveIds::SLOTS],
+            untracked: core::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn enter(&self, id: TransactionId) {
+        use core::sync::atomic::Ordering;
+        let _ = id; // only kept with 64-bit atomics
+        #[cfg(target_has_atomic = "64")]
+        if let Some(value) = slot_value(id) {
+            if self
+                .slots
+                .iter()
+                .any(|slot| slot.compare_exchange(0, value, Ordering::AcqRel, Ordering::Acquire).is_ok())
+            {
+                return;
+            }
+        }
+        #[cfg(target_has_atomic = "ptr")]
+        self.untracked.fetch_add(1, Ordering::AcqRel);
+        #[cfg(not(target_has_atomic = "ptr"))]
+        self.untracked.store(self.untracked.load(Ordering::Acquire).saturating_add(1), Ordering::Release);
+    }
+
+    fn leave(&self, id: TransactionId) {
+        use core::sync::atomic::Ordering;
+        let _ = id; // only kept with 64-bit atomics
+        #[cfg(target_has_atomic = "64")]
+        if let Some(value) = slot_value(id) {
+            if self
+                .slots
+                .iter()
+                .any(|slot| slot.compare_exchange(value, 0, Ordering::AcqRel, Ordering::Acquire).is_ok())
+            {
+                return;
+            }
+        }
+        #[cfg(target_has_atomic = "ptr")]
+        {
+            let _ = self.untracked.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        }
+        #[cfg(not(target_has_atomic = "ptr"))]
+        self.untracked.store(self.untracked.load(Ordering::Acquire).saturating_sub(1), Ordering::Release);
+    }
+
+    /// Whether `id` is known to run in this process.
+    pub(crate) fn contains(&self, id: TransactionId) -> bool {
+        #[cfg(target_has_atomic = "64")]
+        if let Some(value) = slot_value(id) {
+            use core::sync::atomic::Ordering;
+            return self.slots.iter().any(|slot| slot.load(Ordering::Acquire) == value);
+        }
+        let _ = id;
+        false
+    }
+
+    /// How many running transactions have no name here.
+    pub(crate) fn untracked(&self) -> usize {
+        self.untracked.load(core::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Marks `id` live for as long as the guard is kept (a recovery of it).
+    pub(crate) fn hold(&self, id: TransactionId) -> LiveGuard<'_> {
+        self.enter(id);
+        LiveGuard { live: self, id }
+    }
+}
+
+impl fmt::Debug for LiveIds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LiveIds")
+    }
+}
+
+/// A transaction held live by recovery; released when dropped.
+pub(crate) struct LiveGuard<'a> {
+    live: &'a LiveIds,
+    id: TransactionId,
+}
+
+impl Drop for LiveGuard<'_> {
+    fn drop(&mut self) {
+        self.live.leave(self.id);
+    }
+}
+
 /// The ids of journaled transactions dropped in this process and not yet
 /// recovered: a fixed set of slots (no allocator, no lock), with 64-bit
 /// atomics. Without them (32-bit microcontrollers) nothing is kept: a
-/// firmware recovers at its next boot.
+/// firmware recovers at its next boot. A slot holds the id plus one (0 is
+/// an empty slot), so id 0 is kept like any other.
 pub(crate) struct DroppedIds {
     #[cfg(target_has_atomic = "64")]
     slots: [core::sync::atomic::AtomicU64; DroppedIds::SLOTS],
@@ -986,9 +1156,8 @@ impl DroppedIds {
         #[cfg(target_has_atomic = "64")]
         {
             use core::sync::atomic::Ordering;
-            self.slots
-                .iter()
-                .any(|slot| slot.compare_exchange(0, id.get(), Ordering::AcqRel, Ordering::Acquire).is_ok())
+            let Some(value) = slot_value(id) else { return false };
+            self.slots.iter().any(|slot| slot.compare_exchange(0, value, Ordering::AcqRel, Ordering::Acquire).is_ok())
         }
         #[cfg(not(target_has_atomic = "64"))]
         {
@@ -1004,7 +1173,7 @@ impl DroppedIds {
             use core::sync::atomic::Ordering;
             self.slots.iter().find_map(|slot| match slot.swap(0, Ordering::AcqRel) {
                 0 => None,
-                id => Some(TransactionId::new(id)),
+                value => Some(TransactionId::new(value - 1)),
             })
         }
         #[cfg(not(target_has_atomic = "64"))]

@@ -413,9 +413,15 @@ impl<U, S: Storage> Ledger<U, S> {
     /// is lost, recovery repeats this (idempotent) rollback.
     async fn journal_rollback_end<J: JournalFor<U>>(summary: &Summary<S>, index: usize, undone: bool, journal: &J) {
         if J::ENABLED {
-            let kind = if undone { EntryKind::Undone } else { EntryKind::UndoFailed };
-            let step = u32::try_from(summary.steps[index].index).unwrap_or(u32::MAX);
-            let entry = Entry::new(summary.info.id, Some(step), kind);
+            let record = &summary.steps[index];
+            let step = u32::try_from(record.index).unwrap_or(u32::MAX);
+            let entry = if undone {
+                Entry::new(summary.info.id, Some(step), EntryKind::Undone)
+            } else {
+                // The error, for the list of what is owed.
+                Entry::new(summary.info.id, Some(step), EntryKind::UndoFailed)
+                    .with_text(record.rollback_error().unwrap_or_default())
+            };
             if let Err(failure) = journal.write(&entry).await {
                 let failure: crate::JournalFailure = failure.into();
                 tm_error!("{}: {}", summary.info.id, failure);

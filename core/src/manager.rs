@@ -7,7 +7,7 @@ use core::time::Duration;
 
 use crate::future::{Either, race};
 use crate::interrupt::{Cancel, Deadline, IntoBodyError, IntoReason, NoInterrupt};
-use crate::journal::{JournalFor, JournalIds, Journaled, NoJournal};
+use crate::journal::{JournalFailure, JournalFor, JournalIds, Journaled, NoJournal};
 use crate::ledger::Ledger;
 use crate::{
     AbandonPolicy, Clock, Committed, Hooks, Interrupt, Name, RetryPolicy, Rollback, RollbackFailurePolicy, Spawned,
@@ -344,6 +344,7 @@ impl<C, H, A, J: JournalIds> TransactionManager<C, H, A, J> {
         TransactionBuilder {
             manager: self,
             unnamed: operation.is_none(),
+            id_given: false,
             info: TransactionInfo { id, operation: operation.unwrap_or_else(|| Name::format(id)) },
             jitter_seed: None,
             on_rollback_failure: self.on_rollback_failure,
@@ -482,6 +483,9 @@ pub struct TransactionBuilder<'m, M, L = Closures, I = NoInterrupt> {
     info: TransactionInfo,
     /// The operation name is the id's text, to follow `with_id`.
     unnamed: bool,
+    /// The id was given by `with_id`, not by the journal: a journal checks
+    /// it has not seen it before the transaction starts.
+    id_given: bool,
     /// Set by `with_jitter_seed`; otherwise derived from the manager's seed
     /// and the final id when the transaction runs.
     jitter_seed: Option<u64>,
@@ -497,9 +501,13 @@ impl<'m, M, L, I> TransactionBuilder<'m, M, L, I> {
     }
 
     /// Uses `id` instead of the one the manager assigned (for example an id
-    /// from an incoming request).
+    /// from an incoming request). Not for a manager with a journal: there
+    /// the id comes from the journal, which alone knows it was never used,
+    /// and a transaction given one is refused before it starts (its error
+    /// is a [`JournalFailure`] for the `Begin` entry).
     pub fn with_id(mut self, id: TransactionId) -> Self {
         self.info.id = id;
+        self.id_given = true;
         if self.unnamed {
             self.info.operation = Name::format(id);
         }
@@ -600,6 +608,7 @@ impl<'m, M, L, I> TransactionBuilder<'m, M, L, I> {
             manager: self.manager,
             info: self.info,
             unnamed: self.unnamed,
+            id_given: self.id_given,
             jitter_seed: self.jitter_seed,
             on_rollback_failure: self.on_rollback_failure,
             interrupt: interrupt(self.interrupt),
@@ -750,7 +759,18 @@ where
             // rollback's future, nor through this one's return).
             let mut failures = <L::Storage as Storage>::List::default();
             let failures_ref = &mut failures;
+            let id_given = self.id_given;
             let ended = crate::trace::within(&span, async {
+                if J::ENABLED && id_given {
+                    // An id the journal may have seen would mix two
+                    // transactions' entries (and lose what the first one
+                    // owes): refused before anything is written or run.
+                    let id = ledger_ref.summary.info.id;
+                    if let Err(failure) = manager.journal.refuse_given_id(id) {
+                        let failure: JournalFailure = failure.into();
+                        return Err(J::commit_failure(failure).into_body_error(None, 0));
+                    }
+                }
                 let mut tx = Transaction::new(manager, context, ledger_ref);
                 tx.start().await;
                 let interrupt = self.interrupt;
@@ -814,7 +834,7 @@ where
                 &span,
                 match &ended {
                     Ok(_) => "committed",
-                    Err(_) if crate::RollbackState::after(failures.len(), &ledger.summary).is_clean() => "rolled_back",
+                    Err(_) if crate::RollbackState::of(failures.len(), &ledger.summary).is_clean() => "rolled_back",
                     Err(_) => "partially_rolled_back",
                 },
             );

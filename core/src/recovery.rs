@@ -12,7 +12,9 @@ use crate::{
     TransactionInfo, TransactionManager,
 };
 
-/// What [`TransactionManager::recover`] did.
+/// What [`TransactionManager::recover`] did: counts of the transactions
+/// it touched ([`recover_each`](TransactionManager::recover_each) names
+/// each one).
 ///
 /// ```
 /// use transaction_manager::Recovery;
@@ -25,22 +27,26 @@ pub struct Recovery {
     rolled_back: usize,
     partially_rolled_back: usize,
     stuck: usize,
+    running: usize,
 }
 
 impl Recovery {
-    /// Unfinished transactions found in the journal.
+    /// Unfinished transactions found in the journal and recovered (not
+    /// counting those still [`running`](Recovery::running)).
     pub fn found(&self) -> usize {
         self.found
     }
 
     /// Of those, the ones whose owed rollbacks all succeeded (including
-    /// those that owed nothing).
+    /// those that owed nothing): they are over.
     pub fn rolled_back(&self) -> usize {
         self.rolled_back
     }
 
-    /// Of those, the ones where some rollback failed for good (see the
-    /// hooks and the log for which).
+    /// Of those, the ones where some rollback failed for good (or was
+    /// skipped by [`RollbackFailurePolicy::Stop`]): they stay *owed*,
+    /// listed by [`owed`](TransactionManager::owed), and the next recovery
+    /// tries what they owe again.
     pub fn partially_rolled_back(&self) -> usize {
         self.partially_rolled_back
     }
@@ -50,22 +56,203 @@ impl Recovery {
     pub fn stuck(&self) -> usize {
         self.stuck
     }
+
+    /// Unfinished transactions left alone because they are running in
+    /// this process.
+    pub fn running(&self) -> usize {
+        self.running
+    }
+
+    fn count(&mut self, outcome: RecoveryOutcome) {
+        match outcome {
+            RecoveryOutcome::RolledBack => self.rolled_back += 1,
+            RecoveryOutcome::Owed => self.partially_rolled_back += 1,
+            RecoveryOutcome::Stuck => self.stuck += 1,
+            RecoveryOutcome::Running => {
+                self.running += 1;
+                return;
+            }
+        }
+        self.found += 1;
+    }
 }
 
 impl fmt::Display for Recovery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} unfinished transaction(s): {} rolled back, {} partially rolled back, {} stuck",
+            "{} unfinished transaction(s): {} rolled back, {} partially rolled back (still owed), {} stuck",
             self.found, self.rolled_back, self.partially_rolled_back, self.stuck
-        )
+        )?;
+        if self.running > 0 {
+            write!(f, "; {} running, left alone", self.running)?;
+        }
+        Ok(())
+    }
+}
+
+/// How recovery left one transaction.
+///
+/// ```
+/// use transaction_manager::RecoveryOutcome;
+/// assert_eq!(RecoveryOutcome::Owed.to_string(), "partially rolled back, still owed");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RecoveryOutcome {
+    /// Every owed rollback succeeded: the transaction is over.
+    RolledBack,
+    /// A rollback failed for good (or was skipped by
+    /// [`RollbackFailurePolicy::Stop`]): the transaction stays owed, and
+    /// the next recovery tries again.
+    Owed,
+    /// It cannot be rolled back (see [`TransactionManager::stuck`]).
+    Stuck,
+    /// It is running in this process: left alone.
+    Running,
+}
+
+impl fmt::Display for RecoveryOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RecoveryOutcome::RolledBack => "rolled back",
+            RecoveryOutcome::Owed => "partially rolled back, still owed",
+            RecoveryOutcome::Stuck => "stuck",
+            RecoveryOutcome::Running => "running, left alone",
+        })
+    }
+}
+
+/// One transaction recovery touched, as
+/// [`recover_each`](TransactionManager::recover_each) hands it to its
+/// visitor.
+#[derive(Clone, Copy, Debug)]
+pub struct RecoveredTransaction<'a> {
+    id: TransactionId,
+    operation: &'a str,
+    outcome: RecoveryOutcome,
+    owed: usize,
+}
+
+impl RecoveredTransaction<'_> {
+    /// The transaction's id.
+    pub fn id(&self) -> TransactionId {
+        self.id
+    }
+
+    /// Its operation name (`(unknown)` when the journal kept none).
+    pub fn operation(&self) -> &str {
+        self.operation
+    }
+
+    /// How recovery left it.
+    pub fn outcome(&self) -> RecoveryOutcome {
+        self.outcome
+    }
+
+    /// The rollbacks it still owes after this recovery.
+    pub fn owed(&self) -> usize {
+        self.owed
+    }
+}
+
+impl fmt::Display for RecoveredTransaction<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} `{}`: {}", self.id, self.operation, self.outcome)?;
+        if self.owed > 0 {
+            write!(f, " ({} rollback(s) owed)", self.owed)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why [`recover`](TransactionManager::recover) could not run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecoveryError {
+    /// The journal could not be read, or a `Stuck` entry not written. What
+    /// was rolled back before stays rolled back.
+    Journal(JournalFailure),
+    /// Transactions are running in this process that recovery cannot name
+    /// (more than it keeps track of, or a target without 64-bit atomics):
+    /// it cannot tell them from unfinished ones, so it did nothing. Run it
+    /// when fewer transactions run (at start-up, for example).
+    LiveUnknown {
+        /// How many running transactions have no name.
+        running: usize,
+    },
+}
+
+impl fmt::Display for RecoveryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecoveryError::Journal(failure) => write!(f, "recovery: {failure}"),
+            RecoveryError::LiveUnknown { running } => write!(
+                f,
+                "recovery refused: {running} transaction(s) running in this process cannot be told from unfinished ones"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for RecoveryError {}
+
+impl From<JournalFailure> for RecoveryError {
+    fn from(failure: JournalFailure) -> Self {
+        RecoveryError::Journal(failure)
+    }
+}
+
+/// One owed step, as [`owed`](TransactionManager::owed) hands it to its
+/// visitor: a rollback that failed for good and is still owed.
+#[derive(Clone, Copy, Debug)]
+pub struct OwedStep<'a> {
+    transaction: TransactionId,
+    operation: &'a str,
+    step: &'a str,
+    index: u32,
+    error: Option<&'a str>,
+}
+
+impl OwedStep<'_> {
+    /// The transaction's id.
+    pub fn transaction(&self) -> TransactionId {
+        self.transaction
+    }
+
+    /// The transaction's operation name (`(unknown)` when the journal kept
+    /// none).
+    pub fn operation(&self) -> &str {
+        self.operation
+    }
+
+    /// The step's name.
+    pub fn step(&self) -> &str {
+        self.step
+    }
+
+    /// The step's index in its transaction.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// The error its rollback failed with when it was first recorded as
+    /// failed for good (none where the journal keeps no text: the flash
+    /// journal, or a build without `error-text`).
+    pub fn error(&self) -> Option<&str> {
+        self.error
     }
 }
 
 /// Why a transaction is stuck.
 enum Problem {
     UnknownKind(u8),
-    Undecodable { step: u32, error: CodecError },
+    /// An entry that needs a step and has none.
+    NoStep(EntryKind),
+    Undecodable {
+        step: u32,
+        error: CodecError,
+    },
     Capacity(usize),
 }
 
@@ -73,6 +260,7 @@ impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Problem::UnknownKind(code) => write!(f, "a journal entry of unknown kind {code}"),
+            Problem::NoStep(kind) => write!(f, "a `{kind}` entry without a step"),
             Problem::Undecodable { step, error } => write!(f, "step #{step}: {error}"),
             Problem::Capacity(capacity) => {
                 write!(f, "it owes more rollbacks than the recovery's storage holds ({capacity})")
@@ -120,7 +308,38 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
     ///
     /// Fails only when the journal cannot be read or a `Stuck` entry cannot
     /// be written; what was rolled back before that stays rolled back.
-    pub async fn recover<U, S, Ctx>(&self, ctx: &mut Ctx) -> Result<Recovery, JournalFailure>
+    pub async fn recover<U, S, Ctx>(&self, ctx: &mut Ctx) -> Result<Recovery, RecoveryError>
+    where
+        Ctx: ?Sized,
+        U: crate::Rollback<Ctx> + Sync,
+        Co: UndoCodec<U> + Sync,
+        S: Storage,
+    {
+        self.recover_each::<U, S, Ctx>(ctx, |_| {}).await
+    }
+
+    /// [`recover`](TransactionManager::recover), calling `visit` with each
+    /// transaction it touched and how it left it (rolled back, still owed,
+    /// stuck, or running and left alone), as it goes: no allocator needed.
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// # #[derive(serde::Serialize, serde::Deserialize)] enum Undo { Off }
+    /// # impl Rollback<()> for Undo { type Error = core::convert::Infallible;
+    /// #     async fn rollback(&mut self, _: &mut ()) -> Result<(), Self::Error> { Ok(()) } }
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock).with_journal(MemoryJournal::new(), Postcard::<1>);
+    /// let report = clock.block_on(manager.recover_each::<Undo, Fixed<4>, _>(&mut (), |tx: &RecoveredTransaction<'_>| {
+    ///     println!("{tx}");   // tx-7 `provision`: partially rolled back, still owed (1 rollback(s) owed)
+    /// }))?;
+    /// assert_eq!(report.found(), 0);
+    /// # Ok::<(), RecoveryError>(())
+    /// ```
+    pub async fn recover_each<U, S, Ctx>(
+        &self,
+        ctx: &mut Ctx,
+        mut visit: impl FnMut(&RecoveredTransaction<'_>),
+    ) -> Result<Recovery, RecoveryError>
     where
         Ctx: ?Sized,
         U: crate::Rollback<Ctx> + Sync,
@@ -132,10 +351,10 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
         let journal = self.journal.journal();
         while let Some(id) = journal.next_unfinished(after).await.map_err(|e| JournalFailure::reading(&e))? {
             after = Some(id);
-            self.recover_one::<U, S, Ctx>(id, ctx, &mut report).await?;
+            self.recover_one::<U, S, Ctx, _>(id, ctx, &mut report, &mut visit).await?;
         }
         if report.found > 0 {
-            tm_info!("recovery: {} unfinished, {} stuck", report.found, report.stuck);
+            tm_info!("recovery: {}", report);
         }
         Ok(report)
     }
@@ -143,17 +362,17 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
     /// Rolls back the journaled transactions of this manager that were
     /// dropped before they finished (a `select!` that picked another
     /// branch, an aborted task), from their journal records — while other
-    /// transactions run, unlike [`recover`](TransactionManager::recover).
+    /// transactions run, as [`recover`](TransactionManager::recover) may too.
     /// Call it now and then (after a request was cancelled, or on a timer).
     ///
     /// The manager keeps the ids of up to 16 dropped transactions between
     /// calls; one dropped when all 16 wait is logged and left to the next
-    /// `recover` at start-up. Needs 64-bit atomics (every server target;
+    /// `recover`. Needs 64-bit atomics (every server target;
     /// on a 32-bit microcontroller nothing is kept and the next boot's
     /// `recover` rolls them back). A transaction whose rollbacks the
     /// abandon policy already ran in memory (a spawner) is rolled back
     /// again from the journal: rollbacks must be idempotent.
-    pub async fn recover_dropped<U, S, Ctx>(&self, ctx: &mut Ctx) -> Result<Recovery, JournalFailure>
+    pub async fn recover_dropped<U, S, Ctx>(&self, ctx: &mut Ctx) -> Result<Recovery, RecoveryError>
     where
         Ctx: ?Sized,
         U: crate::Rollback<Ctx> + Sync,
@@ -162,35 +381,52 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
     {
         let mut report = Recovery::default();
         while let Some(id) = self.journal.dropped.take() {
-            self.recover_one::<U, S, Ctx>(id, ctx, &mut report).await?;
+            self.recover_one::<U, S, Ctx, _>(id, ctx, &mut report, &mut |_: &RecoveredTransaction<'_>| {}).await?;
         }
         Ok(report)
     }
 
     /// Rolls back one unfinished transaction from its journal records, or
-    /// marks it stuck.
-    async fn recover_one<U, S, Ctx>(
+    /// marks it stuck; leaves it alone if it runs in this process.
+    async fn recover_one<U, S, Ctx, V>(
         &self,
         id: TransactionId,
         ctx: &mut Ctx,
         report: &mut Recovery,
-    ) -> Result<(), JournalFailure>
+        visit: &mut V,
+    ) -> Result<(), RecoveryError>
     where
+        V: FnMut(&RecoveredTransaction<'_>),
         Ctx: ?Sized,
         U: crate::Rollback<Ctx> + Sync,
         Co: UndoCodec<U> + Sync,
         S: Storage,
     {
+        let live = &self.journal.live;
+        if live.contains(id) {
+            tm_debug!("{}: running in this process, left alone by recovery", id);
+            report.count(RecoveryOutcome::Running);
+            visit(&RecoveredTransaction { id, operation: "(running)", outcome: RecoveryOutcome::Running, owed: 0 });
+            return Ok(());
+        }
+        let untracked = live.untracked();
+        if untracked > 0 {
+            let error = RecoveryError::LiveUnknown { running: untracked };
+            tm_error!("{}", error);
+            return Err(error);
+        }
+        // Held live while recovered: a second recovery leaves it alone, and
+        // `with_id` cannot start a transaction under its id.
+        let _held = live.hold(id);
         let journal = self.journal.journal();
         let read = self.read_transaction::<U, S>(id).await?;
         if read.finished {
             return Ok(());
         }
-        report.found += 1;
         let Read { mut ledger, problem, .. } = read;
         let info = ledger.summary.info.clone();
         if let Some(problem) = problem {
-            report.stuck += 1;
+            report.count(RecoveryOutcome::Stuck);
             let mut reason = Truncating::<120>::new();
             let _ = write!(reason, "{problem}");
             let reason = reason.finish();
@@ -203,6 +439,13 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
                     tm_error!("on_transaction_stuck hook panicked: {}", panic);
                 }
             }
+            let owed = ledger.undo.len();
+            visit(&RecoveredTransaction {
+                id,
+                operation: info.operation.as_str(),
+                outcome: RecoveryOutcome::Stuck,
+                owed,
+            });
             return Ok(());
         }
         let owed = ledger.undo.len();
@@ -219,20 +462,123 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
         ledger.summary.completed_at = crate::panic::now(&self.clock);
         let clean = RollbackState::of(failures.len(), &ledger.summary).is_clean();
         drop(failures);
-        if clean {
-            report.rolled_back += 1;
+        let still_owed = ledger.summary.rollback_errors() + ledger.summary.rollback_skipped_steps();
+        let outcome = if clean {
             tm_info!("{} `{}`: recovered and rolled back", info.id, info.operation);
+            // Only a clean rollback ends the transaction: what is still owed
+            // stays unfinished, for the next recovery.
+            let entry = Entry::new(id, None, EntryKind::RolledBack).with_byte(1);
+            if let Err(error) = journal.append(&entry).await {
+                // Lazy: the next recovery repeats the idempotent rollbacks.
+                tm_error!("{}: {}", id, JournalFailure::new(EntryKind::RolledBack, &error));
+            }
+            RecoveryOutcome::RolledBack
         } else {
-            report.partially_rolled_back += 1;
-            tm_error!("{} `{}`: recovered, PARTIALLY rolled back", info.id, info.operation);
-        }
-        let entry = Entry::new(id, None, EntryKind::RolledBack).with_byte(u8::from(clean));
-        if let Err(error) = journal.append(&entry).await {
-            // Lazy: the next recovery repeats the idempotent rollbacks.
-            tm_error!("{}: {}", id, JournalFailure::new(EntryKind::RolledBack, &error));
-        }
+            tm_error!(
+                "{} `{}`: recovered, PARTIALLY rolled back: {} rollback(s) still owed, tried again at the next recovery",
+                info.id,
+                info.operation,
+                still_owed
+            );
+            RecoveryOutcome::Owed
+        };
+        report.count(outcome);
         crate::transaction::complete(&self.hooks, &ledger.summary, false).await;
+        visit(&RecoveredTransaction { id, operation: info.operation.as_str(), outcome, owed: still_owed });
         Ok(())
+    }
+
+    /// Calls `visit` with each rollback that failed for good and is still
+    /// owed — its transaction, step and error — and returns how many there
+    /// are. Such a transaction stays unfinished in the journal: every
+    /// [`recover`](TransactionManager::recover) tries its owed rollbacks
+    /// again, and it ends when they all succeeded or an operator
+    /// [`resolve`](TransactionManager::resolve)s it. No allocator needed
+    /// (the journal is read once per owed step).
+    pub async fn owed(&self, mut visit: impl FnMut(&OwedStep<'_>)) -> Result<usize, JournalFailure> {
+        let journal = self.journal.journal();
+        let mut after = None;
+        let mut count = 0;
+        while let Some(id) = journal.next_unfinished(after).await.map_err(|e| JournalFailure::reading(&e))? {
+            after = Some(id);
+            // First read: the operation, and how many `UndoFailed` entries.
+            let mut operation = Truncating::<64>::new();
+            let mut failed = 0usize;
+            journal
+                .read(id, &mut |entry| match EntryKind::from_code(entry.kind) {
+                    Some(EntryKind::Begin) => {
+                        let _ = operation.write_str(core::str::from_utf8(entry.payload).unwrap_or("?"));
+                    }
+                    Some(EntryKind::UndoFailed) => failed += 1,
+                    _ => {}
+                })
+                .await
+                .map_err(|e| JournalFailure::reading(&e))?;
+            if failed == 0 {
+                continue;
+            }
+            let operation = operation.finish();
+            let operation = if operation.is_empty() { "(unknown)" } else { operation.as_str() };
+            // One more read per failed rollback: is it still owed, and what
+            // are its step's name and error?
+            for nth in 0..failed {
+                let mut seen = 0usize;
+                let mut step: Option<u32> = None;
+                let mut name = Truncating::<64>::new();
+                let mut error = Truncating::<120>::new();
+                let mut has_error = false;
+                let mut settled = false;
+                journal
+                    .read(id, &mut |entry| {
+                        let kind = EntryKind::from_code(entry.kind);
+                        match (kind, step) {
+                            (Some(EntryKind::UndoFailed), None) => {
+                                if seen == nth {
+                                    step = entry.step;
+                                    has_error = !entry.payload.is_empty();
+                                    let _ = error.write_str(core::str::from_utf8(entry.payload).unwrap_or("?"));
+                                }
+                                seen += 1;
+                            }
+                            (Some(EntryKind::Undone | EntryKind::Released), Some(owed)) if entry.step == Some(owed) => {
+                                settled = true;
+                            }
+                            _ => {}
+                        }
+                    })
+                    .await
+                    .map_err(|e| JournalFailure::reading(&e))?;
+                let Some(index) = step else { continue };
+                if settled {
+                    continue;
+                }
+                // The step's name is in its `Done` (or intent).
+                journal
+                    .read(id, &mut |entry| {
+                        if entry.step == Some(index)
+                            && matches!(EntryKind::from_code(entry.kind), Some(EntryKind::Done | EntryKind::Intent))
+                            && name.is_empty()
+                        {
+                            if let Ok(payload) = crate::journal::decode_undo_payload(entry.payload) {
+                                let _ = name.write_str(payload.name);
+                            }
+                        }
+                    })
+                    .await
+                    .map_err(|e| JournalFailure::reading(&e))?;
+                let name = name.finish();
+                let error = error.finish();
+                count += 1;
+                visit(&OwedStep {
+                    transaction: id,
+                    operation,
+                    step: if name.is_empty() { "(unknown)" } else { name.as_str() },
+                    index,
+                    error: if has_error { Some(error.as_str()) } else { None },
+                });
+            }
+        }
+        Ok(count)
     }
 
     /// Calls `visit` with the id and reason of each *stuck* transaction
@@ -310,7 +656,10 @@ fn apply<U, S: Storage, Co: UndoCodec<U>>(read: &mut Read<U, S>, codec: &Co, ent
             }
         }
         EntryKind::Intent | EntryKind::Done => {
-            let Some(step) = step else { return };
+            let Some(step) = step else {
+                read.problem.get_or_insert(Problem::NoStep(kind));
+                return;
+            };
             let decoded = crate::journal::decode_undo_payload(entry.payload).and_then(|payload| {
                 if payload.schema > Co::SCHEMA {
                     return Err(CodecError::NewerSchema { found: payload.schema, known: Co::SCHEMA });
@@ -364,6 +713,13 @@ fn apply<U, S: Storage, Co: UndoCodec<U>>(read: &mut Read<U, S>, codec: &Co, ent
             }
         }
         EntryKind::Released | EntryKind::Undone => {
+            if step.is_none() {
+                read.problem.get_or_insert(Problem::NoStep(kind));
+                return;
+            }
+            // A step this read has no record of: on a journal that keeps
+            // only a step's latest entry (flash), an `Undone` replaced its
+            // `Done`: nothing is owed.
             let Some(at) = position else { return };
             if let Some(owed) = ledger.undo.iter().position(|u| u.step == at) {
                 ledger.undo.remove_at(owed);
@@ -376,7 +732,11 @@ fn apply<U, S: Storage, Co: UndoCodec<U>>(read: &mut Read<U, S>, codec: &Co, ent
         }
         // Tried again: a rollback that failed for good before the crash may
         // succeed now (the transaction did not end).
-        EntryKind::UndoFailed => {}
+        EntryKind::UndoFailed => {
+            if step.is_none() {
+                read.problem.get_or_insert(Problem::NoStep(kind));
+            }
+        }
         EntryKind::Committed | EntryKind::RolledBack | EntryKind::Resolved => read.finished = true,
         // Still unfinished: tried again.
         EntryKind::Stuck => {}

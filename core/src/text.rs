@@ -239,6 +239,10 @@ impl<const N: usize> Truncating<N> {
         Self { buf: heapless::String::new(), cut: false }
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     pub(crate) fn finish(mut self) -> heapless::String<N> {
         if self.cut {
             // Make room for the marker at a character boundary.

@@ -335,6 +335,7 @@ where
         ledger.abandon_in_progress(&"interrupted: the transaction was dropped", now);
         if J::ENABLED {
             // Unfinished in the journal: `recover_dropped` rolls it back.
+            manager.journal.ended(ledger.summary.info.id);
             manager.journal.dropped(ledger.summary.info.id);
         }
         tm_error!(
@@ -364,6 +365,9 @@ where
         let info = &self.ledger.summary.info;
         tm_info!("{} `{}`: transaction started", info.id, info.operation);
         if J::ENABLED {
+            // Live from here until it commits, rolls back or is dropped:
+            // recovery in this process leaves it alone.
+            self.manager.journal.began(info.id);
             // Lazy: recovery needs no `Begin` (a durable `Done` names its
             // transaction), so a failure here is only logged; the step
             // entries that matter fail on their own if the journal is broken.
@@ -407,6 +411,9 @@ where
         }
         self.on_drop = None;
         let manager = self.manager;
+        if J::ENABLED {
+            manager.journal.ended(self.ledger.summary.info.id);
+        }
         let now = self.now();
         let summary = &mut self.ledger.summary;
         summary.completed_at = now;
@@ -442,14 +449,21 @@ where
         let summary = &mut self.ledger.summary;
         summary.completed_at = now;
         let clean = RollbackState::of(rollback_failures.len(), summary).is_clean();
-        if J::ENABLED {
-            let entry = Entry::new(summary.info.id, None, EntryKind::RolledBack).with_byte(u8::from(clean));
+        // Only a clean rollback ends the transaction in the journal: one
+        // that left a rollback owed (failed for good, or skipped by `Stop`)
+        // stays unfinished, listed by `owed`, and every later recovery
+        // tries what it still owes again.
+        if J::ENABLED && clean {
+            let entry = Entry::new(summary.info.id, None, EntryKind::RolledBack).with_byte(1);
             if let Err(failure) = manager.journal.write(&entry).await {
                 let failure: JournalFailure = failure.into();
                 // Lazy: if it is lost, recovery repeats the (idempotent)
                 // rollbacks whose `Undone` it does not find.
                 tm_error!("{} `{}`: {}", summary.info.id, summary.info.operation, failure);
             }
+        }
+        if J::ENABLED {
+            manager.journal.ended(summary.info.id);
         }
         self.on_drop = None;
         let summary = &self.ledger.summary;
