@@ -1077,7 +1077,13 @@ impl<'c> Model<'c> {
         }
         self.push(format!("hook abandoned pending={}", self.owed.len()));
         let failures = self.roll_back(None).expect("not cut");
-        let skipped = self.steps.iter().any(|s| s.status == StepStatus::RollbackSkipped);
+        // One rule for clean or partial: no rollback failed for good (also
+        // one that failed before the drop, whose failure the handed-over
+        // rollback does not list) and none was skipped.
+        let skipped = self
+            .steps
+            .iter()
+            .any(|s| matches!(s.status, StepStatus::RollbackSkipped | StepStatus::RollbackFailed));
         self.complete(false, None);
         let clean = failures.is_empty() && !skipped;
         Observed { log: self.log, steps: self.steps, ending: Ending::Dropped { failures, clean } }

@@ -283,15 +283,14 @@ fn crash_and_recover(scenario: Scenario, cut: Cut, restart: Restart, cell: &Flas
     let commit_uncertain = acks.started(None, EntryKind::Committed) && !acks.acked(None, EntryKind::Committed);
     let nothing_recovered = commit_uncertain && world.rolled_back.is_empty();
     // Every step whose value reached the body is rolled back, unless the
-    // transaction committed, or its rollback failed for good and the
-    // transaction may have ended saying so.
+    // transaction committed: a rollback that failed for good in the run left
+    // the transaction owed, and recovery tried it again.
     for name in &world.returned {
         if acks.acked(None, EntryKind::Committed) || nothing_recovered {
             continue;
         }
-        let failed_for_good = acks.started(None, EntryKind::RolledBack) && scenario == Scenario::FailingRollback;
         assert!(
-            world.rolled_back.contains(name) || failed_for_good,
+            world.rolled_back.contains(name),
             "{}",
             context(&format!("{name} reached the body and was not rolled back"), &world)
         );
@@ -321,7 +320,13 @@ fn crash_and_recover(scenario: Scenario, cut: Cut, restart: Restart, cell: &Flas
     }
     // A second recovery finds nothing, and the journal takes a new
     // transaction (its slot is free again).
-    let again = clock.block_on(manager.recover::<Undo, Fixed<4>, _>(&mut world)).unwrap();
+    // (After a partial one, the rollbacks still owed are tried again by
+    // the next recovery first.)
+    let mut again = clock.block_on(manager.recover::<Undo, Fixed<4>, _>(&mut world)).unwrap();
+    if report.partially_rolled_back() > 0 {
+        assert_eq!(again.rolled_back(), 1, "{}", context("the recovery after a partial one", &world));
+        again = clock.block_on(manager.recover::<Undo, Fixed<4>, _>(&mut world)).unwrap();
+    }
     assert_eq!(again.found(), 0, "{}", context("second recovery", &world));
     let mut next = World::default();
     if restart == Restart::Reboot {
@@ -376,7 +381,10 @@ fn every_cut(restart: Restart, torn: bool) -> (usize, usize) {
             let probe = FlashCell::<SIZE>::new();
             probe.set_bytes(&image);
             let full = crash_and_recover(scenario, Cut::Never, restart, &probe);
-            if full.erases > 0 {
+            // A failing rollback leaves its transaction owed (unfinished):
+            // its run never ends with a clear; the clear comes with the
+            // recovery that finishes it.
+            if full.erases > 0 || scenario == Scenario::FailingRollback {
                 break (image, full);
             }
             used += 1;
