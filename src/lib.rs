@@ -41,7 +41,7 @@
 //! | runtime | feature | clock | spawner |
 //! |---|---|---|---|
 //! | tokio | `tokio` (default) | `TokioClock` | `TokioSpawner` |
-//! | smol / async-executor | `smol` | `SmolClock` | `SmolSpawner` |
+//! | smol / async-executor | `smol` | `SmolClock` | `SmolSpawner` (an executor of yours, or smol's global one) |
 //! | embassy | `embassy` | `EmbassyClock` | a rollback task (see the embassy adapter) |
 //! | tests, any | — | [`ManualClock`] | — |
 //!

@@ -64,3 +64,34 @@ fn clock_follows_the_mock_driver() {
         assert!(forever.as_mut().poll(&mut cx).is_pending());
     });
 }
+
+/// A retry policy built from `embassy_time::Duration`s (the non-`const`
+/// builders that take anything `Into<Duration>`) waits exactly those
+/// intervals, capped, on embassy's clock.
+#[test]
+fn retry_policy_takes_embassy_durations() {
+    use std::cell::RefCell;
+    use transaction_manager::{RetryPolicy, StepError, TransactionManager};
+
+    let policy = RetryPolicy::new()
+        .with_max_retries(3)
+        .with_initial_interval_from(embassy_time::Duration::from_millis(5))
+        .with_max_interval_from(embassy_time::Duration::from_millis(15));
+    assert_eq!(policy.initial_interval(), Duration::from_millis(5));
+    assert_eq!(policy.max_interval(), Some(Duration::from_millis(15)));
+    let attempts_at = RefCell::new(Vec::new());
+    let result = block_on_mock_time(TransactionManager::new(EmbassyClock).run("embassy-retry", async |tx| {
+        tx.step("flaky")
+            .retry(policy)
+            .run(|| async {
+                attempts_at.borrow_mut().push(EmbassyClock.now());
+                Err::<(), _>("not yet")
+            })
+            .await?;
+        Ok::<_, StepError<&str>>(())
+    }));
+    assert!(result.is_err());
+    let ms = Duration::from_millis;
+    // Delays 5, 10, then 20 capped at 15.
+    assert_eq!(*attempts_at.borrow(), [ms(0), ms(5), ms(15), ms(30)]);
+}

@@ -184,3 +184,47 @@ fn dropped_at_every_await_point_rolls_back_on_a_spawned_task() {
         k += 1;
     }
 }
+
+/// On smol's global executor (`smol::spawn`, no executor of the program's
+/// own): `SmolSpawner::global()` runs a spawned future, and the rollbacks a
+/// dropped transaction owes.
+#[test]
+fn global_executor_runs_the_rollbacks_of_a_dropped_transaction() {
+    use std::time::Duration;
+
+    let (ran_tx, ran_rx) = std::sync::mpsc::channel();
+    SmolSpawner::global().spawn(async move { ran_tx.send("spawned ran").unwrap() });
+    assert_eq!(ran_rx.recv_timeout(Duration::from_secs(10)), Ok("spawned ran"));
+
+    let log = conformance::Log::leaked();
+    let (undone_tx, undone_rx) = std::sync::mpsc::channel();
+    let manager = TransactionManager::new(SmolClock::new()).with_spawner(SmolSpawner::global());
+    smol::block_on(async {
+        let transaction = manager.run("dropped on smol's global executor", async |tx| {
+            tx.step("create")
+                .execute(|| async {
+                    log.push("done");
+                    Ok(1u8)
+                })
+                .rollback(move |n| {
+                    let undone_tx = undone_tx.clone();
+                    async move {
+                        log.push(format!("undo {n}"));
+                        undone_tx.send(()).unwrap();
+                        Ok::<_, std::io::Error>(())
+                    }
+                })
+                .await?;
+            std::future::pending::<()>().await;
+            Ok::<_, StepError<std::io::Error>>(())
+        });
+        let mut transaction = std::pin::pin!(transaction);
+        while log.calls().is_empty() {
+            assert!(conformance::poll_once(transaction.as_mut()).await.is_pending());
+        }
+    });
+    // The transaction is dropped: its rollback runs on smol's global
+    // executor threads. Bounded real-time wait, no sleep.
+    undone_rx.recv_timeout(Duration::from_secs(10)).expect("the spawned rollback ran");
+    assert_eq!(log.calls(), ["done", "undo 1"]);
+}

@@ -413,6 +413,74 @@ fn log_levels_follow_the_reference() {
     assert!(err.to_string().ends_with("nothing to roll back"), "{err}");
 }
 
+/// The start of a rollback is logged at warning level, once, with the
+/// transaction's id and operation and the number of steps to roll back
+/// (also when there are none); its end at error level when a rollback
+/// failed, at info otherwise — as the reference does. A scope's rollback
+/// likewise.
+#[test]
+fn rollback_start_is_a_warning_and_its_end_error_or_info() {
+    let _ = captured_lines("");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+    let manager = TransactionManager::new(TokioClock::new());
+    let fail = || async { Err::<(), _>(io_error("down")) };
+    let undo_ok = |()| async { Ok::<_, std::io::Error>(()) };
+    let undo_fails = |()| async { Err::<(), _>(io_error("stuck")) };
+    let lines_of = |operation: &str| captured_lines(&format!("`{operation}`"));
+    let has = |lines: &[String], level: &str, text: &str| {
+        lines.iter().filter(|l| l.starts_with(&format!("{level} ")) && l.contains(text)).count()
+    };
+
+    rt.block_on(manager.run("rb-clean", async |tx| {
+        tx.step("a").execute(|| async { Ok::<_, std::io::Error>(()) }).rollback(undo_ok).await?;
+        tx.step("b").execute(|| async { Ok::<_, std::io::Error>(()) }).rollback(undo_ok).await?;
+        tx.step("c").run(fail).await?;
+        R::Ok(())
+    }))
+    .expect_err("c fails");
+    let lines = lines_of("rb-clean");
+    let id = lines[0].split(' ').nth(1).unwrap().to_owned();
+    assert_eq!(has(&lines, "WARN", &format!("{id} `rb-clean`: body failed; rolling back 2 step(s)")), 1, "{lines:#?}");
+    assert_eq!(lines.iter().filter(|l| l.starts_with("WARN") && l.contains("rolling back")).count(), 1, "{lines:#?}");
+    assert_eq!(has(&lines, "INFO", "`rb-clean`: rolled back cleanly"), 1, "{lines:#?}");
+
+    rt.block_on(manager.run("rb-partial", async |tx| {
+        tx.step("a").execute(|| async { Ok::<_, std::io::Error>(()) }).rollback(undo_fails).await?;
+        tx.step("b").run(fail).await?;
+        R::Ok(())
+    }))
+    .expect_err("b fails");
+    let lines = lines_of("rb-partial");
+    assert_eq!(has(&lines, "WARN", "`rb-partial`: body failed; rolling back 1 step(s)"), 1, "{lines:#?}");
+    assert_eq!(has(&lines, "ERROR", "`rb-partial`: PARTIALLY rolled back, 1 rollback(s) failed"), 1, "{lines:#?}");
+    assert_eq!(has(&lines, "INFO", "rolled back"), 0, "{lines:#?}");
+
+    rt.block_on(manager.run("rb-none", async |tx| {
+        tx.step("a").run(fail).await?;
+        R::Ok(())
+    }))
+    .expect_err("a fails");
+    let lines = lines_of("rb-none");
+    assert_eq!(has(&lines, "WARN", "`rb-none`: body failed; rolling back 0 step(s)"), 1, "{lines:#?}");
+    assert_eq!(has(&lines, "INFO", "`rb-none`: nothing to roll back"), 1, "{lines:#?}");
+
+    rt.block_on(manager.run("rb-scope", async |tx| {
+        let scope = tx
+            .scope("card", async |tx| {
+                tx.step("authorize").execute(|| async { Ok::<_, std::io::Error>(()) }).rollback(undo_ok).await?;
+                tx.step("capture").run(fail).await
+            })
+            .await;
+        assert!(scope.is_err());
+        R::Ok(())
+    }))
+    .expect("the body goes on after the scope");
+    let lines = lines_of("rb-scope");
+    assert_eq!(has(&lines, "WARN", "`rb-scope`: scope `card` failed; rolling back 1 step(s)"), 1, "{lines:#?}");
+    assert_eq!(lines.iter().filter(|l| l.starts_with("WARN") && l.contains("rolling back")).count(), 1, "{lines:#?}");
+    assert_eq!(has(&lines, "INFO", "`rb-scope`: scope `card` rolled back cleanly"), 1, "{lines:#?}");
+}
+
 /// A transaction with a parallel group inside a scope is a `Send` future
 /// when its steps are: it runs under `tokio::spawn` on a multi-thread
 /// runtime, and the group's members really overlap.

@@ -1,6 +1,7 @@
 //! [smol](https://docs.rs/smol) adapter of
 //! [transaction-manager](https://crates.io/crates/transaction-manager): a
-//! [`Clock`] on `async-io` timers and a [`Spawner`] on `async-executor`.
+//! [`Clock`] on `async-io` timers and a [`Spawner`] on `async-executor`
+//! or smol's global executor.
 //!
 //! `async-io` timers work under any executor: `smol::block_on`, an
 //! `async_executor::Executor` on one or many threads, or
@@ -107,8 +108,10 @@ impl Future for SmolSleep {
     }
 }
 
-/// A [`Spawner`] on an `async_executor::Executor`: spawned futures are
-/// detached and run by whatever threads run that executor.
+/// A [`Spawner`] on an `async_executor::Executor` (`smol::Executor`) of
+/// the program's own, or on smol's global executor (`smol::spawn`):
+/// spawned futures are detached and run by whatever threads run that
+/// executor.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -125,22 +128,43 @@ impl Future for SmolSleep {
 /// ```
 #[derive(Clone, Debug)]
 pub struct SmolSpawner {
-    executor: Arc<Executor<'static>>,
+    /// `None`: smol's global executor.
+    executor: Option<Arc<Executor<'static>>>,
 }
 
 impl SmolSpawner {
     /// A spawner onto `executor`.
     pub fn new(executor: Arc<Executor<'static>>) -> Self {
-        Self { executor }
+        Self { executor: Some(executor) }
     }
 
-    /// The executor.
-    pub fn inner(&self) -> &Arc<Executor<'static>> {
-        &self.executor
+    /// A spawner onto smol's global executor, as `smol::spawn` (its
+    /// threads start with the first future spawned; `SMOL_THREADS` sets
+    /// how many): for a program that runs no executor of its own.
+    ///
+    /// ```
+    /// use transaction_manager::{SmolClock, SmolSpawner, TransactionManager};
+    ///
+    /// // A dropped transaction's rollbacks run on smol's global executor.
+    /// let manager = TransactionManager::new(SmolClock::new()).with_spawner(SmolSpawner::global());
+    /// # let _ = manager;
+    /// ```
+    pub fn global() -> Self {
+        Self { executor: None }
     }
 
-    /// The executor, by value.
-    pub fn into_inner(self) -> Arc<Executor<'static>> {
+    /// The executor, or `None` for smol's global executor.
+    ///
+    /// ```
+    /// # use transaction_manager::SmolSpawner;
+    /// assert!(SmolSpawner::global().inner().is_none());
+    /// ```
+    pub fn inner(&self) -> Option<&Arc<Executor<'static>>> {
+        self.executor.as_ref()
+    }
+
+    /// The executor, by value, or `None` for smol's global executor.
+    pub fn into_inner(self) -> Option<Arc<Executor<'static>>> {
         self.executor
     }
 }
@@ -150,6 +174,9 @@ impl Spawner for SmolSpawner {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.executor.spawn(future).detach();
+        match &self.executor {
+            Some(executor) => executor.spawn(future).detach(),
+            None => smol::spawn(future).detach(),
+        }
     }
 }

@@ -271,6 +271,18 @@ impl core::error::Error for CodecError {}
 /// let n = Bytes.encode(&Undo::Release(7), &mut buf).unwrap();
 /// assert_eq!(Bytes.decode(1, &buf[..n]), Ok(Undo::Release(7)));
 /// ```
+// Shown when a journaled transaction's undo type is one the codec has no
+// impl for at all (a codec of the application's own and the default
+// `BoxedRollback`); for `Postcard` and `Json`, rustc names serde's unmet
+// bound instead (see `JournalFor`).
+#[diagnostic::on_unimplemented(
+    message = "the journal's codec `{Self}` cannot encode undo records of type `{U}`",
+    label = "a journaled transaction needs undo records this codec encodes",
+    note = "closure rollbacks (`BoxedRollback`, the default undo type) cannot be journaled: give the \
+            transaction an undo type this codec encodes, with `.fixed::<Undo, N>()` or \
+            `.unbounded::<Undo>()`, and `.undo(|output| Undo::…)` on its steps, or run it on a \
+            manager without a journal"
+)]
 pub trait UndoCodec<U> {
     /// The schema number of `U`'s current layout.
     const SCHEMA: u32;
@@ -760,6 +772,14 @@ impl<E> From<JournalFailure> for crate::StepError<E> {
 /// A manager with a journal runs only transactions whose undo records its
 /// codec can encode: closure rollbacks ([`BoxedRollback`](crate::BoxedRollback))
 /// cannot be, so such a transaction does not compile.
+///
+/// For a [`Journaled`] manager and an undo type its codec cannot encode,
+/// rustc names the deepest bound that failed, not this trait: for
+/// `Postcard` and `Json`, serde's ("the trait bound `BoxedRollback:
+/// serde::Serialize` is not satisfied"); for a codec of the application's
+/// own, [`UndoCodec`]'s message, which says how to fix it. This trait's
+/// message shows only for a journal type with no impl at all. The README's
+/// "Troubleshooting" quotes them.
 #[diagnostic::on_unimplemented(
     message = "this manager's journal cannot keep undo records of type `{U}`",
     label = "a journaled transaction needs undo records as data",

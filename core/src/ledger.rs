@@ -330,8 +330,8 @@ impl<U, S: Storage> Ledger<U, S> {
         if self.undo.len() <= floor {
             return;
         }
-        tm_info!(
-            "{} `{}`: rolling back {} step(s)",
+        tm_debug!(
+            "{} `{}`: {} undo record(s) to run, latest first",
             self.summary.info.id,
             self.summary.info.operation,
             self.undo.len() - floor

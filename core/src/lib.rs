@@ -80,7 +80,32 @@
 //! - `defmt`: the same messages through `defmt`, and `defmt::Format` for the
 //!   public types, for microcontrollers. With `log` and `defmt` both on,
 //!   every message goes to both (features stay additive).
-
+//!
+//! These docs are complete with every feature on (as on docs.rs); a build
+//! without a feature links the items it would add to docs.rs instead.
+// Link reference definitions, in doc attributes of their own, join the
+// crate docs above only when the item is not in this build.
+#![cfg_attr(not(all(feature = "alloc", feature = "metrics")), doc = "")]
+#![cfg_attr(
+    not(feature = "metrics"),
+    doc = "[`Metrics`]: https://docs.rs/transaction-manager-core/latest/transaction_manager_core/struct.Metrics.html"
+)]
+#![cfg_attr(
+    not(feature = "alloc"),
+    doc = "[`Unbounded`]: https://docs.rs/transaction-manager-core/latest/transaction_manager_core/struct.Unbounded.html"
+)]
+#![cfg_attr(
+    not(feature = "alloc"),
+    doc = "[`BoxedRollback`]: https://docs.rs/transaction-manager-core/latest/transaction_manager_core/struct.BoxedRollback.html"
+)]
+#![cfg_attr(
+    not(feature = "alloc"),
+    doc = "[`TransactionManager::run`]: https://docs.rs/transaction-manager-core/latest/transaction_manager_core/struct.TransactionManager.html#method.run"
+)]
+// Other items' docs name alloc-only items too (closure rollbacks,
+// unbounded storage); their links are checked in the all-features build
+// (CI's `cargo doc --all-features` with `-D warnings`).
+#![cfg_attr(not(feature = "alloc"), allow(rustdoc::broken_intra_doc_links))]
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

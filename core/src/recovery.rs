@@ -449,7 +449,7 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
             return Ok(());
         }
         let owed = ledger.undo.len();
-        tm_warn!("{} `{}`: recovered unfinished, {} rollback(s) owed", info.id, info.operation, owed);
+        tm_warn!("{} `{}`: recovered unfinished; rolling back {} step(s)", info.id, info.operation, owed);
         if H::ENABLED {
             let hooks = &self.hooks;
             if let Err(panic) = guarded_call(|| hooks.on_transaction_recovered(&info, owed)).await {

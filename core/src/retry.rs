@@ -11,6 +11,16 @@ use core::time::Duration;
 /// `async-transaction-manager` (0.1.2) this library ports: no retries, a
 /// 500 ms initial interval, multiplier 2, no cap, no jitter.
 ///
+/// The builders that set a duration come in two forms: `const`
+/// ones that take a [`core::time::Duration`]
+/// ([`with_initial_interval`](Self::with_initial_interval),
+/// [`with_max_interval`](Self::with_max_interval)), for a policy kept in a
+/// `const` or `static`, and ones that take anything `Into<Duration>`, such
+/// as `embassy_time::Duration`
+/// ([`with_initial_interval_from`](Self::with_initial_interval_from),
+/// [`with_max_interval_from`](Self::with_max_interval_from)), which cannot
+/// be `const` (a trait conversion cannot run in a `const fn`).
+///
 /// All arithmetic is integer and saturating: a policy with `u32::MAX` retries
 /// or a `Duration::MAX` interval never overflows or panics; the delay just
 /// stops growing at [`RetryPolicy::MAX_DELAY`] (584 years) or the cap.
@@ -167,18 +177,41 @@ impl RetryPolicy {
         self
     }
 
-    /// The delay before the first retry.
+    /// The delay before the first retry, as a [`core::time::Duration`].
+    ///
+    /// `const`, so a policy can be a `const` or a `static`. For another
+    /// duration type, such as `embassy_time::Duration`, use
+    /// [`with_initial_interval_from`](Self::with_initial_interval_from)
+    /// (a conversion through `Into` cannot run in a `const fn`).
     ///
     /// ```
     /// # use core::time::Duration;
     /// # use transaction_manager::RetryPolicy;
-    /// let p = RetryPolicy::new().with_initial_interval(Duration::from_millis(10));
-    /// assert_eq!(p.delay(3), Duration::from_millis(80));
+    /// const POLICY: RetryPolicy = RetryPolicy::new().with_initial_interval(Duration::from_millis(10));
+    /// assert_eq!(POLICY.delay(3), Duration::from_millis(80));
     /// ```
     #[must_use]
     pub const fn with_initial_interval(mut self, interval: Duration) -> Self {
         self.initial_interval = nanos(interval);
         self
+    }
+
+    /// The delay before the first retry, as anything `Into<Duration>`, such
+    /// as `embassy_time::Duration`.
+    ///
+    /// Not `const` (it calls `Into::into`); for a `const` or `static`
+    /// policy, use [`with_initial_interval`](Self::with_initial_interval)
+    /// with a `core::time::Duration`.
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// # use transaction_manager::RetryPolicy;
+    /// let p = RetryPolicy::new().with_initial_interval_from(embassy_time::Duration::from_millis(10));
+    /// assert_eq!(p.delay(1), Duration::from_millis(20));
+    /// ```
+    #[must_use]
+    pub fn with_initial_interval_from(self, interval: impl Into<Duration>) -> Self {
+        self.with_initial_interval(interval.into())
     }
 
     /// The factor each delay grows by. `1` gives a constant delay; `0` waits
@@ -196,18 +229,41 @@ impl RetryPolicy {
         self
     }
 
-    /// The longest any one delay may be, before jitter.
+    /// The longest any one delay may be, before jitter, as a
+    /// [`core::time::Duration`].
+    ///
+    /// `const`; for another duration type, such as
+    /// `embassy_time::Duration`, use
+    /// [`with_max_interval_from`](Self::with_max_interval_from).
     ///
     /// ```
     /// # use core::time::Duration;
     /// # use transaction_manager::RetryPolicy;
-    /// let p = RetryPolicy::new().with_max_interval(Duration::from_secs(1));
-    /// assert_eq!(p.delay(10), Duration::from_secs(1));
+    /// const POLICY: RetryPolicy = RetryPolicy::new().with_max_interval(Duration::from_secs(1));
+    /// assert_eq!(POLICY.delay(10), Duration::from_secs(1));
     /// ```
     #[must_use]
     pub const fn with_max_interval(mut self, cap: Duration) -> Self {
         self.max_interval = nanos(cap);
         self
+    }
+
+    /// The longest any one delay may be, before jitter, as anything
+    /// `Into<Duration>`, such as `embassy_time::Duration`.
+    ///
+    /// Not `const` (it calls `Into::into`); for a `const` or `static`
+    /// policy, use [`with_max_interval`](Self::with_max_interval) with a
+    /// `core::time::Duration`.
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// # use transaction_manager::RetryPolicy;
+    /// let p = RetryPolicy::new().with_max_interval_from(embassy_time::Duration::from_secs(1));
+    /// assert_eq!(p.delay(10), Duration::from_secs(1));
+    /// ```
+    #[must_use]
+    pub fn with_max_interval_from(self, cap: impl Into<Duration>) -> Self {
+        self.with_max_interval(cap.into())
     }
 
     /// How the delay is randomised.

@@ -96,7 +96,7 @@ where
         let manager = self.manager;
         let info = &self.ledger.summary.info;
         tm_warn!(
-            "{} `{}`: scope `{}` failed; {} step(s) to roll back",
+            "{} `{}`: scope `{}` failed; rolling back {} step(s)",
             info.id,
             info.operation,
             name,

@@ -431,7 +431,7 @@ where
         let manager = self.manager;
         let info = &self.ledger.summary.info;
         let owed = self.ledger.undo.len();
-        tm_warn!("{} `{}`: body failed; {} step(s) to roll back", info.id, info.operation, owed);
+        tm_warn!("{} `{}`: body failed; rolling back {} step(s)", info.id, info.operation, owed);
         // The ledger stays in `self` while rolling back: if this future is
         // dropped now, what is still owed goes to the abandon policy.
         self.ledger
