@@ -20,6 +20,21 @@ pub struct Cluster {
     dir: PathBuf,
     bin: PathBuf,
     run_as: Option<String>,
+    port: u16,
+    tcp: bool,
+}
+
+/// What a test's cluster has beyond the default (unix socket, trust): a
+/// TCP listener on 127.0.0.1 (on a free port), lines for
+/// `postgresql.conf`, a `pg_hba.conf` replacing initdb's, and files put
+/// in the data directory (a certificate and its key), private to the
+/// server's user.
+#[derive(Default)]
+pub struct Setup {
+    pub tcp: bool,
+    pub conf: Vec<String>,
+    pub hba: Option<String>,
+    pub files: Vec<(&'static str, Vec<u8>)>,
 }
 
 fn find_bin() -> Option<PathBuf> {
@@ -42,6 +57,11 @@ impl Cluster {
     /// A new cluster, started; `None` (and a line saying the test is
     /// skipped) without Postgres binaries outside CI.
     pub fn start(name: &str) -> Option<Cluster> {
+        Cluster::start_with(name, Setup::default())
+    }
+
+    /// A new cluster set up as `setup` says, started.
+    pub fn start_with(name: &str, setup: Setup) -> Option<Cluster> {
         let Some(bin) = find_bin() else {
             assert!(std::env::var_os("CI").is_none(), "no Postgres binaries: run scripts/postgres.sh install");
             eprintln!("SKIPPED {name}: no Postgres binaries (scripts/postgres.sh install)");
@@ -60,8 +80,35 @@ impl Cluster {
         if let Some(user) = &run_as {
             run(Command::new("chown").arg(user).arg(&dir));
         }
-        let cluster = Cluster { dir, bin, run_as };
+        // A free port: the OS gives one, the listener closes, the server
+        // takes it (a unix socket's name needs one even without TCP).
+        let port = if setup.tcp {
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        } else {
+            5432
+        };
+        let cluster = Cluster { dir, bin, run_as, port, tcp: setup.tcp };
         cluster.pg("initdb", &["-D", "data", "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"]);
+        let data = cluster.dir.join("data");
+        if !setup.conf.is_empty() {
+            let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+            conf.push('\n');
+            conf.push_str(&setup.conf.join("\n"));
+            conf.push('\n');
+            std::fs::write(data.join("postgresql.conf"), conf).unwrap();
+        }
+        if let Some(hba) = &setup.hba {
+            std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
+        }
+        for (name, contents) in &setup.files {
+            use std::os::unix::fs::PermissionsExt;
+            let file = data.join(name);
+            std::fs::write(&file, contents).unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if let Some(user) = &cluster.run_as {
+                run(Command::new("chown").arg(user).arg(&file));
+            }
+        }
         cluster.start_again();
         Some(cluster)
     }
@@ -86,9 +133,11 @@ impl Cluster {
 
     /// Starts the server (again, after `stop`).
     pub fn start_again(&self) {
+        let listen = if self.tcp { "127.0.0.1" } else { "" };
         let options = format!(
-            "-k {} -c listen_addresses= -p 5432 -c max_connections=300 -c shared_buffers=32MB",
-            self.dir.display()
+            "-k {} -c listen_addresses={listen} -p {} -c max_connections=300 -c shared_buffers=32MB",
+            self.dir.display(),
+            self.port
         );
         self.pg("pg_ctl", &["-D", "data", "-o", &options, "-l", "server.log", "-w", "-t", "60", "start"]);
     }
@@ -100,7 +149,12 @@ impl Cluster {
 
     /// The connection string of the server's `postgres` database.
     pub fn url(&self) -> String {
-        format!("host={} port=5432 user=postgres dbname=postgres", self.dir.display())
+        format!("host={} port={} user=postgres dbname=postgres", self.dir.display(), self.port)
+    }
+
+    /// The TCP port (with `Setup::tcp`).
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// A plain client, for the tests' own SQL.

@@ -1,0 +1,265 @@
+//! Connecting safely: credentials never appear in an error (`Display`,
+//! `Debug`, sources) or a log line; TLS with libpq's `sslmode`s against a
+//! server whose certificate comes from a test CA made here.
+
+mod common;
+
+use std::sync::Mutex;
+
+use common::{Cluster, Setup};
+use transaction_manager_postgres::{CertificateProblem, PostgresJournal, PostgresJournalError, PostgresOptions};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// Every log line of this test binary (any crate, any level).
+static LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        LOGS.lock().unwrap().push(format!("{} {}: {}", record.level(), record.target(), record.args()));
+    }
+    fn flush(&self) {}
+}
+
+fn capture_logs() {
+    static CAPTURE: Capture = Capture;
+    let _ = log::set_logger(&CAPTURE);
+    log::set_max_level(log::LevelFilter::Trace);
+}
+
+/// The error's text, its `Debug` and its sources' texts, all of which a
+/// program may print or a panic may show.
+fn every_text(error: &PostgresJournalError) -> String {
+    let mut text = format!("{error}\n{error:?}\n{error:#?}");
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(&format!("\n{cause}\n{cause:?}"));
+        source = cause.source();
+    }
+    text
+}
+
+fn assert_secret_nowhere(secret: &str, error: &PostgresJournalError) {
+    let text = every_text(error);
+    assert!(!text.contains(secret), "the secret is in the error: {text}");
+    let logs = LOGS.lock().unwrap();
+    assert!(!logs.iter().any(|line| line.contains(secret)), "the secret is in a log line");
+    assert!(!error.to_string().contains('\n'), "one line: {error}");
+}
+
+async fn connect_err(url: &str, options: PostgresOptions) -> PostgresJournalError {
+    match PostgresJournal::connect(url, options).await {
+        Ok(_) => panic!("connected"),
+        Err(error) => error,
+    }
+}
+
+/// A cluster on 127.0.0.1 that wants a SCRAM password over TCP, with a
+/// role `app` whose password is `RIGHT`.
+fn password_cluster(name: &str) -> Option<Cluster> {
+    let cluster = Cluster::start_with(
+        name,
+        Setup {
+            tcp: true,
+            conf: vec!["password_encryption = 'scram-sha-256'".into()],
+            hba: Some("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n".into()),
+            ..Setup::default()
+        },
+    )?;
+    runtime().block_on(async {
+        let client = cluster.client().await;
+        client.batch_execute(&format!("CREATE ROLE app LOGIN SUPERUSER PASSWORD '{RIGHT}'")).await.unwrap();
+    });
+    // tokio-postgres logs a batch's text at debug level: the line above
+    // is the test's own SQL, not the journal's.
+    LOGS.lock().unwrap().retain(|line| !line.contains("CREATE ROLE app"));
+    Some(cluster)
+}
+
+const RIGHT: &str = "right-Secret-4711";
+const WRONG: &str = "wrong-Secret-0815";
+
+#[test]
+fn credentials_never_appear_in_logs_or_errors() {
+    capture_logs();
+    let Some(cluster) = password_cluster("secrets") else { return };
+    let port = cluster.port();
+    let dir = cluster.dir().to_owned();
+    runtime().block_on(async {
+        // A wrong password, in each place a password can be.
+        let passfile = dir.join("pgpass");
+        std::fs::write(&passfile, format!("*:*:*:app:{WRONG}\n")).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        for url in [
+            format!("host=127.0.0.1 port={port} user=app dbname=postgres password={WRONG}"),
+            format!("host=127.0.0.1 port={port} user=app dbname=postgres password='{WRONG}' sslmode=disable"),
+            format!("postgres://app:{WRONG}@127.0.0.1:{port}/postgres"),
+            format!("postgresql://app@127.0.0.1:{port}/postgres?password={WRONG}&sslmode=prefer"),
+            format!("host=127.0.0.1 port={port} user=app dbname=postgres passfile={}", passfile.display()),
+        ] {
+            let error = connect_err(&url, PostgresOptions::new()).await;
+            assert!(matches!(error, PostgresJournalError::Connect(_)), "{error}");
+            assert!(error.to_string().contains("password authentication failed"), "{error}");
+            assert_secret_nowhere(WRONG, &error);
+        }
+        // An unreachable host and a missing certificate file, a password given.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let error =
+            connect_err(&format!("postgres://app:{WRONG}@127.0.0.1:{closed}/postgres"), PostgresOptions::new()).await;
+        assert!(matches!(error, PostgresJournalError::Connect(_)), "{error}");
+        assert_secret_nowhere(WRONG, &error);
+        let missing = dir.join("no-such-ca.pem");
+        let url = format!(
+            "host=localhost port={port} user=app password={WRONG} sslmode=verify-full sslrootcert={}",
+            missing.display()
+        );
+        let error = connect_err(&url, PostgresOptions::new()).await;
+        assert!(matches!(error, PostgresJournalError::InvalidConfig { .. }), "{error}");
+        assert!(error.to_string().contains("no-such-ca.pem"), "{error}");
+        assert_secret_nowhere(WRONG, &error);
+        // A stray space splits the password: the rest is neither a key
+        // nor a value shown.
+        let error = connect_err(
+            &format!("host=127.0.0.1 port={port} user=app password=wrong {WRONG}=x"),
+            PostgresOptions::new(),
+        )
+        .await;
+        assert!(matches!(error, PostgresJournalError::InvalidConfig { .. }), "{error}");
+        assert_secret_nowhere(WRONG, &error);
+
+        // The right one, from the URL and from the password file: the
+        // journal connects, and neither its config's `Debug` nor the
+        // options' show it.
+        std::fs::write(&passfile, format!("127.0.0.1:{port}:postgres:app:{RIGHT}\n")).unwrap();
+        for url in [
+            format!("postgres://app:{RIGHT}@127.0.0.1:{port}/postgres"),
+            format!("host=127.0.0.1 port={port} user=app dbname=postgres passfile={}", passfile.display()),
+        ] {
+            let options = PostgresOptions::new().durable_connections(1).lazy_connections(1);
+            let journal = PostgresJournal::connect(&url, options.clone()).await.unwrap();
+            let shown = format!("{:?} {options:?}", journal.config());
+            assert!(!shown.contains(RIGHT), "{shown}");
+        }
+        let logs = LOGS.lock().unwrap();
+        let leaks: Vec<&String> = logs.iter().filter(|line| line.contains(RIGHT) || line.contains(WRONG)).collect();
+        assert!(leaks.is_empty(), "a secret in the logs: {leaks:?}");
+    });
+}
+
+/// A test CA, and a server certificate for `localhost` signed by it.
+struct Pki {
+    ca_pem: String,
+    server_cert_pem: String,
+    server_key_pem: String,
+}
+
+fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "transaction-manager test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let mut server_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    server_params.distinguished_name.push(DnType::CommonName, "localhost");
+    let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
+    Pki { ca_pem: ca_cert.pem(), server_cert_pem: server_cert.pem(), server_key_pem: server_key.serialize_pem() }
+}
+
+/// A cluster that takes TCP connections over TLS only (`hostssl`), its
+/// certificate from `pki`.
+fn tls_cluster(name: &str, pki: &Pki) -> Option<Cluster> {
+    Cluster::start_with(
+        name,
+        Setup {
+            tcp: true,
+            conf: vec!["ssl = on".into(), "ssl_cert_file = 'server.crt'".into(), "ssl_key_file = 'server.key'".into()],
+            hba: Some("local all all trust\nhostssl all all 127.0.0.1/32 trust\n".into()),
+            files: vec![
+                ("server.crt", pki.server_cert_pem.clone().into_bytes()),
+                ("server.key", pki.server_key_pem.clone().into_bytes()),
+            ],
+        },
+    )
+}
+
+fn few() -> PostgresOptions {
+    PostgresOptions::new().durable_connections(1).lazy_connections(1)
+}
+
+#[test]
+fn tls_modes_verify_as_libpq_does() {
+    let pki = pki();
+    let Some(cluster) = tls_cluster("tls", &pki) else { return };
+    let port = cluster.port();
+    let ca_file = cluster.dir().join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let other_ca = pki_other_ca();
+    // `localhost` is the certificate's name; the address is given so that
+    // the name is not looked up (it could be ::1 first).
+    let by_name = format!("host=localhost hostaddr=127.0.0.1 port={port} user=postgres dbname=postgres");
+    let by_address = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
+    runtime().block_on(async {
+        // verify-full: the right CA (a file, or PEM in code) and name.
+        let url = format!("{by_name} sslmode=verify-full sslrootcert={}", ca_file.display());
+        // (The server takes TLS only: connecting proves it is used.)
+        drop(PostgresJournal::connect(&url, few()).await.unwrap());
+        let journal = PostgresJournal::connect(
+            &format!("{by_name} sslmode=verify-full"),
+            few().root_certificate_pem(pki.ca_pem.clone()),
+        )
+        .await
+        .unwrap();
+        drop(journal);
+        // …refuses another CA, and another name (the address is not in
+        // the certificate).
+        let error =
+            connect_err(&format!("{by_name} sslmode=verify-full"), few().root_certificate_pem(other_ca.clone())).await;
+        assert!(
+            matches!(error, PostgresJournalError::Certificate { problem: CertificateProblem::NotTrusted, .. }),
+            "{error}"
+        );
+        assert!(!error.to_string().contains('\n'));
+        let url = format!("{by_address} sslmode=verify-full sslrootcert={}", ca_file.display());
+        let error = connect_err(&url, few()).await;
+        assert!(
+            matches!(error, PostgresJournalError::Certificate { problem: CertificateProblem::WrongHost, .. }),
+            "{error}"
+        );
+        // verify-ca: the chain only, so the address will do; not another CA.
+        let url = format!("{by_address} sslmode=verify-ca sslrootcert={}", ca_file.display());
+        drop(PostgresJournal::connect(&url, few()).await.unwrap());
+        let error = connect_err(&format!("{by_address} sslmode=verify-ca"), few().root_certificate_pem(other_ca)).await;
+        assert!(
+            matches!(error, PostgresJournalError::Certificate { problem: CertificateProblem::NotTrusted, .. }),
+            "{error}"
+        );
+        // verify-* without a root certificate: refused before connecting.
+        let error = connect_err(&format!("{by_name} sslmode=verify-full"), few()).await;
+        assert!(matches!(error, PostgresJournalError::InvalidConfig { .. }), "{error}");
+        // require: encrypted, the certificate not checked; prefer too.
+        drop(PostgresJournal::connect(&format!("{by_address} sslmode=require"), few()).await.unwrap());
+        drop(PostgresJournal::connect(&by_address, few()).await.unwrap());
+        // disable, against a server that takes TLS only: a clear refusal.
+        let error = connect_err(&format!("{by_address} sslmode=disable"), few()).await;
+        assert!(matches!(error, PostgresJournalError::Connect(_)), "{error}");
+        assert!(error.to_string().contains("no encryption"), "{error}");
+    });
+}
+
+/// The PEM of a CA that signed nothing here.
+fn pki_other_ca() -> String {
+    pki().ca_pem
+}
