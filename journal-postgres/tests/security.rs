@@ -191,6 +191,7 @@ fn tls_cluster(name: &str, pki: &Pki) -> Option<Cluster> {
                 ("server.crt", pki.server_cert_pem.clone().into_bytes()),
                 ("server.key", pki.server_key_pem.clone().into_bytes()),
             ],
+            ..Setup::default()
         },
     )
 }
@@ -262,4 +263,67 @@ fn tls_modes_verify_as_libpq_does() {
 /// The PEM of a CA that signed nothing here.
 fn pki_other_ca() -> String {
     pki().ca_pem
+}
+
+/// The SQLSTATE of a failed statement.
+fn sqlstate(result: Result<u64, tokio_postgres::Error>) -> Option<String> {
+    result.err().and_then(|e| e.code().map(|c| c.code().to_owned()))
+}
+
+#[test]
+fn a_least_privilege_role_uses_the_journal_and_nothing_else() {
+    use transaction_manager::{Entry, EntryKind, Journal, TransactionId};
+    let Some(cluster) = Cluster::start_with("least", Setup { superuser: true, ..Setup::default() }) else { return };
+    runtime().block_on(async {
+        let superuser = cluster.client().await;
+        superuser.batch_execute(common::LEAST_PRIVILEGE_ROLES).await.unwrap();
+        let app = || few().schema("tm").migrate(false);
+        // Before the owner migrated: a typed error, nothing created.
+        let error = connect_err(&cluster.url_as("tm_app"), app()).await;
+        assert!(matches!(error, PostgresJournalError::NotMigrated { found: 0, needed: 1 }), "{error}");
+        // With migrations on, the app role may not create the tables.
+        let error = connect_err(&cluster.url_as("tm_app"), few().schema("tm")).await;
+        assert!(
+            matches!(error, PostgresJournalError::Postgres(ref cause) if cause.sqlstate() == Some("42501")),
+            "{error}"
+        );
+        PostgresJournal::migrate(&cluster.url_as("tm_owner"), PostgresOptions::new().schema("tm")).await.unwrap();
+
+        let journal = PostgresJournal::connect(&cluster.url_as("tm_app"), app()).await.unwrap();
+        let id = journal.next_id();
+        journal.append(&Entry::new_raw(id, None, EntryKind::Begin, b"op")).await.unwrap();
+        journal.append(&Entry::new_raw(id, Some(0), EntryKind::Done, b"undo")).await.unwrap();
+        let mut steps = Vec::new();
+        journal.read(id, &mut |e| steps.push(e.step)).await.unwrap();
+        assert_eq!(steps, [None, Some(0)]);
+        // Recovery as the app role: a restarted instance (same owner id,
+        // a later connect) claims what its earlier connect left.
+        let before = PostgresJournal::connect(&cluster.url_as("tm_app"), app().owner("worker-1")).await.unwrap();
+        let abandoned = before.next_id();
+        before.append(&Entry::new_raw(abandoned, None, EntryKind::Begin, b"op")).await.unwrap();
+        drop(before);
+        let restarted = PostgresJournal::connect(&cluster.url_as("tm_app"), app().owner("worker-1")).await.unwrap();
+        let claimed = restarted.next_unfinished(None).await.unwrap();
+        assert_eq!(claimed, Some(abandoned));
+
+        // The role can do nothing else with the journal's schema.
+        let (client, connection) = journal.config().connect(tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        assert_eq!(sqlstate(client.execute("CREATE TABLE tm.mine (a int)", &[]).await), Some("42501".into()));
+        assert_eq!(sqlstate(client.execute("DROP TABLE tm.tm_entries", &[]).await), Some("42501".into()));
+        assert_eq!(sqlstate(client.execute("DELETE FROM tm.tm_entries", &[]).await), Some("42501".into()));
+        assert_eq!(sqlstate(client.execute("TRUNCATE tm.tm_transactions", &[]).await), Some("42501".into()));
+
+        // A second application's journal in another schema of the same
+        // database sees none of the first one's transactions.
+        PostgresJournal::migrate(&cluster.url(), PostgresOptions::new().schema("billing")).await.unwrap();
+        let billing = PostgresJournal::connect(&cluster.url(), few().schema("billing")).await.unwrap();
+        assert_eq!(billing.next_unfinished(None).await.unwrap(), None::<TransactionId>);
+        let tables: i64 = superuser
+            .query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'billing' AND tablename LIKE 'tm_%'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(tables, 4);
+    });
 }

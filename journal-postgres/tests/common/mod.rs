@@ -22,7 +22,21 @@ pub struct Cluster {
     run_as: Option<String>,
     port: u16,
     tcp: bool,
+    least_privilege: bool,
 }
+
+/// The least-privilege roles, as the README's "Several processes" shows
+/// them: the journal's tables in schema `tm`, owned by `tm_owner` (who runs
+/// the migrations); `tm_app` may read and write their rows, take ids, and
+/// nothing else (no DDL, no DELETE).
+pub const LEAST_PRIVILEGE_ROLES: &str = "
+    CREATE ROLE tm_owner LOGIN;
+    CREATE ROLE tm_app LOGIN;
+    CREATE SCHEMA tm AUTHORIZATION tm_owner;
+    GRANT USAGE ON SCHEMA tm TO tm_app;
+    ALTER DEFAULT PRIVILEGES FOR ROLE tm_owner IN SCHEMA tm GRANT SELECT, INSERT, UPDATE ON TABLES TO tm_app;
+    ALTER DEFAULT PRIVILEGES FOR ROLE tm_owner IN SCHEMA tm GRANT USAGE ON SEQUENCES TO tm_app;
+";
 
 /// What a test's cluster has beyond the default (unix socket, trust): a
 /// TCP listener on 127.0.0.1 (on a free port), lines for
@@ -35,6 +49,9 @@ pub struct Setup {
     pub conf: Vec<String>,
     pub hba: Option<String>,
     pub files: Vec<(&'static str, Vec<u8>)>,
+    /// Journals connect as the superuser even with
+    /// `TM_PG_LEAST_PRIVILEGE` (the test makes its roles itself).
+    pub superuser: bool,
 }
 
 fn find_bin() -> Option<PathBuf> {
@@ -87,7 +104,14 @@ impl Cluster {
         } else {
             5432
         };
-        let cluster = Cluster { dir, bin, run_as, port, tcp: setup.tcp };
+        // `TM_PG_LEAST_PRIVILEGE=1`: the default clusters' journals connect
+        // as `tm_app` (the whole suite then runs with the least-privilege
+        // role); the tests' own client stays the superuser.
+        let least_privilege = std::env::var_os("TM_PG_LEAST_PRIVILEGE").is_some()
+            && !setup.tcp
+            && setup.hba.is_none()
+            && !setup.superuser;
+        let cluster = Cluster { dir, bin, run_as, port, tcp: setup.tcp, least_privilege };
         cluster.pg("initdb", &["-D", "data", "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"]);
         let data = cluster.dir.join("data");
         if !setup.conf.is_empty() {
@@ -110,6 +134,9 @@ impl Cluster {
             }
         }
         cluster.start_again();
+        if least_privilege {
+            cluster.set_up_least_privilege();
+        }
         Some(cluster)
     }
 
@@ -149,7 +176,33 @@ impl Cluster {
 
     /// The connection string of the server's `postgres` database.
     pub fn url(&self) -> String {
-        format!("host={} port={} user=postgres dbname=postgres", self.dir.display(), self.port)
+        self.url_as(if self.least_privilege { "tm_app" } else { "postgres" })
+    }
+
+    /// The roles, their schema on each role's `search_path` (the test
+    /// application's own `effects` table goes to `public`), and the
+    /// migrations, run as `tm_owner`.
+    fn set_up_least_privilege(&self) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let client = self.superuser_client().await;
+            client.batch_execute(LEAST_PRIVILEGE_ROLES).await.unwrap();
+            client
+                .batch_execute(
+                    "ALTER ROLE tm_app SET search_path = tm, public; ALTER ROLE postgres SET search_path = tm, public;
+                     GRANT CREATE ON SCHEMA public TO tm_app;",
+                )
+                .await
+                .unwrap();
+            let owner = self.url_as("tm_owner");
+            let options = transaction_manager_postgres::PostgresOptions::new().schema("tm");
+            transaction_manager_postgres::PostgresJournal::migrate(&owner, options).await.unwrap();
+        });
+    }
+
+    /// The connection string of the `postgres` database as `user`.
+    pub fn url_as(&self, user: &str) -> String {
+        format!("host={} port={} user={user} dbname=postgres", self.dir.display(), self.port)
     }
 
     /// The TCP port (with `Setup::tcp`).
@@ -159,8 +212,17 @@ impl Cluster {
 
     /// A plain client, for the tests' own SQL.
     pub async fn client(&self) -> tokio_postgres::Client {
-        let (client, connection) =
-            self.url().parse::<tokio_postgres::Config>().unwrap().connect(tokio_postgres::NoTls).await.unwrap();
+        self.superuser_client().await
+    }
+
+    async fn superuser_client(&self) -> tokio_postgres::Client {
+        let (client, connection) = self
+            .url_as("postgres")
+            .parse::<tokio_postgres::Config>()
+            .unwrap()
+            .connect(tokio_postgres::NoTls)
+            .await
+            .unwrap();
         tokio::spawn(async move {
             let _ = connection.await;
         });
