@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio_postgres::{Client, Config};
+use tokio_postgres_rustls::MakeRustlsConnect;
 use transaction_manager_core::{CodecError, Entry, EntryKind, Journal, StoredEntry, TransactionId};
 
 use crate::connection::{Target, TlsPem};
@@ -544,16 +545,31 @@ impl PostgresJournal {
     }
 
     /// The config the journal connects with (for tools that need their own
-    /// connection to the same database).
+    /// connection to the same database), with [`tls_connector`](Self::tls_connector).
+    /// Its `Debug` does not show the password.
     ///
     /// ```no_run
     /// # async fn f(journal: transaction_manager_postgres::PostgresJournal) -> Result<(), tokio_postgres::Error> {
-    /// let (client, connection) = journal.config().connect(tokio_postgres::NoTls).await?;
+    /// let (client, connection) = journal.config().connect(journal.tls_connector()).await?;
     /// # let _ = (client, connection);
     /// # Ok(()) }
     /// ```
     pub fn config(&self) -> &Config {
         &self.inner.target.config
+    }
+
+    /// The TLS connector the journal connects with: the connection
+    /// string's `sslmode` and certificates, for a connection of your own
+    /// with [`config`](Self::config). Cloning is cheap.
+    ///
+    /// ```no_run
+    /// # async fn f(journal: transaction_manager_postgres::PostgresJournal) -> Result<(), tokio_postgres::Error> {
+    /// let (client, connection) = journal.config().connect(journal.tls_connector()).await?;
+    /// # let _ = (client, connection);
+    /// # Ok(()) }
+    /// ```
+    pub fn tls_connector(&self) -> MakeRustlsConnect {
+        self.inner.target.tls.clone()
     }
 
     fn slot(&self, durable: bool) -> &Slot {

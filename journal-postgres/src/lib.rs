@@ -38,3 +38,4 @@ pub use error::{CertificateProblem, PostgresCause, PostgresJournalError};
 pub use journal::{MAX_PAYLOAD, PostgresJournal, PostgresOptions};
 pub use operator::{StuckStep, StuckTransaction};
 pub use tokio_postgres::Config;
+pub use tokio_postgres_rustls::MakeRustlsConnect;

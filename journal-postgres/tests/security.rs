@@ -6,6 +6,7 @@ mod common;
 
 use std::sync::Mutex;
 
+use common::pki::{pki, tls_cluster};
 use common::{Cluster, Setup};
 use transaction_manager_postgres::{CertificateProblem, PostgresJournal, PostgresJournalError, PostgresOptions};
 
@@ -156,46 +157,6 @@ fn credentials_never_appear_in_logs_or_errors() {
     });
 }
 
-/// A test CA, and a server certificate for `localhost` signed by it.
-struct Pki {
-    ca_pem: String,
-    server_cert_pem: String,
-    server_key_pem: String,
-}
-
-fn pki() -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "transaction-manager test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let server_key = KeyPair::generate().unwrap();
-    let mut server_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    server_params.distinguished_name.push(DnType::CommonName, "localhost");
-    let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
-    Pki { ca_pem: ca_cert.pem(), server_cert_pem: server_cert.pem(), server_key_pem: server_key.serialize_pem() }
-}
-
-/// A cluster that takes TCP connections over TLS only (`hostssl`), its
-/// certificate from `pki`.
-fn tls_cluster(name: &str, pki: &Pki) -> Option<Cluster> {
-    Cluster::start_with(
-        name,
-        Setup {
-            tcp: true,
-            conf: vec!["ssl = on".into(), "ssl_cert_file = 'server.crt'".into(), "ssl_key_file = 'server.key'".into()],
-            hba: Some("local all all trust\nhostssl all all 127.0.0.1/32 trust\n".into()),
-            files: vec![
-                ("server.crt", pki.server_cert_pem.clone().into_bytes()),
-                ("server.key", pki.server_key_pem.clone().into_bytes()),
-            ],
-            ..Setup::default()
-        },
-    )
-}
-
 fn few() -> PostgresOptions {
     PostgresOptions::new().durable_connections(1).lazy_connections(1)
 }
@@ -203,7 +164,7 @@ fn few() -> PostgresOptions {
 #[test]
 fn tls_modes_verify_as_libpq_does() {
     let pki = pki();
-    let Some(cluster) = tls_cluster("tls", &pki) else { return };
+    let Some(cluster) = tls_cluster("tls", &pki, true) else { return };
     let port = cluster.port();
     let ca_file = cluster.dir().join("ca.pem");
     std::fs::write(&ca_file, &pki.ca_pem).unwrap();

@@ -40,7 +40,7 @@ impl std::error::Error for Refused {}
 
 impl App {
     pub async fn connect(journal: PostgresJournal) -> App {
-        let (client, connection) = journal.config().connect(tokio_postgres::NoTls).await.unwrap();
+        let (client, connection) = journal.config().connect(journal.tls_connector()).await.unwrap();
         tokio::spawn(async move {
             let _ = connection.await;
         });

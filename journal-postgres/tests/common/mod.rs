@@ -11,6 +11,7 @@
 #![allow(dead_code)] // Each test file uses a part.
 
 pub mod app;
+pub mod pki;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
