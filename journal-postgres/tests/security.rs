@@ -176,8 +176,15 @@ fn tls_modes_verify_as_libpq_does() {
     runtime().block_on(async {
         // verify-full: the right CA (a file, or PEM in code) and name.
         let url = format!("{by_name} sslmode=verify-full sslrootcert={}", ca_file.display());
-        // (The server takes TLS only: connecting proves it is used.)
-        drop(PostgresJournal::connect(&url, few()).await.unwrap());
+        let journal = PostgresJournal::connect(&url, few()).await.unwrap();
+        // (The server takes TLS only; and the server says so.)
+        let (client, connection) = journal.config().connect(journal.tls_connector()).await.unwrap();
+        tokio::spawn(connection);
+        let row =
+            client.query_one("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await.unwrap();
+        let (ssl, version): (bool, String) = (row.get(0), row.get(1));
+        assert!(ssl && version.starts_with("TLSv1."), "{ssl} {version}");
+        drop(journal);
         let journal = PostgresJournal::connect(
             &format!("{by_name} sslmode=verify-full"),
             few().root_certificate_pem(pki.ca_pem.clone()),
