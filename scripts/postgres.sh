@@ -8,7 +8,11 @@
 #                                 and, as root, the `postgres` system user the
 #                                 servers run as (initdb refuses root)
 #   scripts/postgres.sh test      install, then the crate's tests, the
-#                                 multi-process kill test included
+#                                 multi-process kill test included, then
+#                                 all of them again as the least-privilege
+#                                 role (TM_PG_LEAST_PRIVILEGE=1: the
+#                                 journals connect as tm_app, whose rights
+#                                 are the README's "Several processes" SQL)
 #
 # Never assumes a server is running, and starts none that outlives a test.
 set -euo pipefail
@@ -44,6 +48,7 @@ case "${1:-test}" in
     test)
         install
         cargo test -p transaction-manager-postgres
+        TM_PG_LEAST_PRIVILEGE=1 cargo test -p transaction-manager-postgres
         ;;
     *) echo "usage: $0 install|test" >&2; exit 2 ;;
 esac

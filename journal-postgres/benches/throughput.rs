@@ -12,6 +12,11 @@
 //!   rollbacks each) of a worker killed with SIGKILL, once its lease
 //!   expired.
 //!
+//! `-- --tls` prints instead what TLS costs: connects, appends and
+//! transactions over TCP on 127.0.0.1 to one cluster, plain
+//! (`sslmode=disable`) against TLS (`verify-full`, a test CA made at
+//! start), twice each, alternating.
+//!
 //! Each figure has wall time and CPU time: the bench process's (user and
 //! system, every thread) and the server's (every Postgres process of the
 //! cluster, from `/proc`). `-- --smoke` runs it all with tiny counts and
@@ -222,6 +227,10 @@ fn main() {
     }
     let smoke = std::env::args().any(|a| a == "--smoke");
     let scale = |n: usize| if smoke { (n / 100).max(4) } else { n };
+    if std::env::args().any(|a| a == "--tls") {
+        tls(scale);
+        return;
+    }
     let cluster =
         common::Cluster::start("bench").expect("the bench needs Postgres binaries (scripts/postgres.sh install)");
     let url = cluster.url();
@@ -348,5 +357,54 @@ fn main() {
             (start - killed).as_secs_f64()
         );
         per(&took, n, "  per recovered transaction");
+    });
+}
+
+/// `-- --tls`: plain TCP against TLS on one cluster, the same loops.
+fn tls(scale: impl Fn(usize) -> usize) {
+    let pki = common::pki::pki();
+    let cluster = common::pki::tls_cluster("bench-tls", &pki, false)
+        .expect("the bench needs Postgres binaries (scripts/postgres.sh install)");
+    let tls_url = pki.verify_full_url(&cluster);
+    let plain_url = format!("host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=disable", cluster.port());
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        println!("Postgres journal over TCP on 127.0.0.1, plain against TLS (rustls, ring, verify-full), fsync on");
+        for round in 0..2 {
+            for (name, url) in [("plain", &plain_url), ("TLS", &tls_url)] {
+                let journal = PostgresJournal::connect(url, options()).await.unwrap();
+                let connects = scale(200);
+                let took = timed(&cluster, async {
+                    for _ in 0..connects {
+                        let (client, connection) = journal.config().connect(journal.tls_connector()).await.unwrap();
+                        drop(client);
+                        connection.await.unwrap();
+                    }
+                })
+                .await;
+                per(&took, connects, &format!("[{round}] {name}: connect (+ handshake) and close"));
+                let n = scale(1000);
+                let id = journal.next_id();
+                journal.append(&Entry::new_raw(id, None, EntryKind::Begin, b"bench")).await.unwrap();
+                let payload = [0x5a_u8; 64];
+                let took = timed(&cluster, async {
+                    for step in 0..n as u32 {
+                        journal.append(&Entry::new_raw(id, Some(step), EntryKind::Done, &payload)).await.unwrap();
+                    }
+                })
+                .await;
+                per(&took, n, &format!("[{round}] {name}: durable `Done`, one appender"));
+                let took = timed(&cluster, async {
+                    for step in 0..n as u32 {
+                        journal.append(&Entry::new_raw(id, Some(step), EntryKind::Undone, &[])).await.unwrap();
+                    }
+                })
+                .await;
+                per(&took, n, &format!("[{round}] {name}: lazy `Undone`, one appender"));
+                let total = scale(2000);
+                let took = timed(&cluster, transactions(&journal, 16, total)).await;
+                per(&took, total, &format!("[{round}] {name}: transactions, 16 concurrent"));
+            }
+        }
     });
 }

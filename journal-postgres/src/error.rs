@@ -22,6 +22,36 @@ pub enum PostgresJournalError {
     /// The database could not be reached at connect time (it is down, the
     /// address or the credentials are wrong).
     Connect(PostgresCause),
+    /// The connection string or the TLS settings cannot be used: an
+    /// unknown key, a bad `sslmode`, a certificate file that cannot be
+    /// read, … The reason never holds a value of the connection string (a
+    /// mistyped quote can put part of a password anywhere): keys, file
+    /// paths and what is wrong only.
+    InvalidConfig {
+        /// What is wrong.
+        reason: String,
+    },
+    /// TLS was required and the server's certificate was refused
+    /// (`sslmode=verify-ca` or `verify-full`, or a root certificate given):
+    /// not signed by the root certificate, or not made for the host name
+    /// connected to.
+    Certificate {
+        /// Why it was refused.
+        problem: CertificateProblem,
+        /// The handshake's error.
+        cause: PostgresCause,
+    },
+    /// The database's journal tables are missing or older than this
+    /// version of the crate, and the journal was told not to migrate them
+    /// ([`PostgresOptions::migrate`](crate::PostgresOptions::migrate)): run
+    /// [`PostgresJournal::migrate`](crate::PostgresJournal::migrate) with
+    /// the owner role first.
+    NotMigrated {
+        /// The schema number in the database (0: no tables).
+        found: i64,
+        /// The schema this version needs.
+        needed: i64,
+    },
     /// The connection was lost (the server went away or ended the
     /// session). The entry was not written; the journal reconnects at its
     /// next call.
@@ -66,7 +96,43 @@ pub enum PostgresJournalError {
     Postgres(PostgresCause),
 }
 
+/// Why the server's certificate was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CertificateProblem {
+    /// It is not signed by the root certificate given (or is self-signed).
+    NotTrusted,
+    /// It is not made for the host name connected to (`verify-full`).
+    WrongHost,
+    /// Expired, not yet valid, revoked, unreadable, …
+    Other,
+}
+
+impl fmt::Display for CertificateProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CertificateProblem::NotTrusted => "it is not signed by the root certificate",
+            CertificateProblem::WrongHost => "it is not made for the host name connected to",
+            CertificateProblem::Other => "it is not valid",
+        })
+    }
+}
+
 impl PostgresJournalError {
+    /// A connect's error: a refused certificate sorted out, the rest as
+    /// [`Connect`](Self::Connect).
+    pub(crate) fn connecting(error: tokio_postgres::Error) -> Self {
+        if let Some(problem) = certificate_problem(&error) {
+            return PostgresJournalError::Certificate { problem, cause: PostgresCause(Arc::new(error)) };
+        }
+        match PostgresJournalError::from_pg(error) {
+            PostgresJournalError::ConnectionLost(cause) | PostgresJournalError::Postgres(cause) => {
+                PostgresJournalError::Connect(cause)
+            }
+            other => other,
+        }
+    }
+
     /// Sorts a client error into the variant that says what it means.
     pub(crate) fn from_pg(error: tokio_postgres::Error) -> Self {
         let lost = error.is_closed()
@@ -85,6 +151,27 @@ impl PostgresJournalError {
     }
 }
 
+/// The rustls certificate error in `error`'s sources (tokio-rustls puts it
+/// inside an `io::Error`, whose `source` skips it: `get_ref` does not).
+fn certificate_problem(error: &tokio_postgres::Error) -> Option<CertificateProblem> {
+    use rustls::CertificateError as E;
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let tls = cause
+            .downcast_ref::<rustls::Error>()
+            .or_else(|| cause.downcast_ref::<std::io::Error>()?.get_ref()?.downcast_ref::<rustls::Error>());
+        if let Some(rustls::Error::InvalidCertificate(certificate)) = tls {
+            return Some(match certificate {
+                E::UnknownIssuer | E::BadSignature | E::UnhandledCriticalExtension => CertificateProblem::NotTrusted,
+                E::NotValidForName | E::NotValidForNameContext { .. } => CertificateProblem::WrongHost,
+                _ => CertificateProblem::Other,
+            });
+        }
+        source = cause.source();
+    }
+    None
+}
+
 fn is_io(error: &tokio_postgres::Error) -> bool {
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
@@ -100,6 +187,17 @@ impl fmt::Display for PostgresJournalError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PostgresJournalError::Connect(cause) => write!(f, "cannot connect to the journal's database: {cause}"),
+            PostgresJournalError::InvalidConfig { reason } => {
+                write!(f, "the journal's connection settings are invalid: {reason}")
+            }
+            PostgresJournalError::Certificate { problem, cause } => {
+                write!(f, "the database server's certificate is refused: {problem} ({cause})")
+            }
+            PostgresJournalError::NotMigrated { found, needed } => write!(
+                f,
+                "the journal's tables are at schema {found}, this version needs {needed}, and migrations are off \
+                 (run PostgresJournal::migrate as the tables' owner)"
+            ),
             PostgresJournalError::ConnectionLost(cause) => {
                 write!(f, "the connection to the journal's database was lost: {cause}")
             }
@@ -129,7 +227,8 @@ impl std::error::Error for PostgresJournalError {
         match self {
             PostgresJournalError::Connect(cause)
             | PostgresJournalError::ConnectionLost(cause)
-            | PostgresJournalError::Postgres(cause) => Some(cause),
+            | PostgresJournalError::Postgres(cause)
+            | PostgresJournalError::Certificate { cause, .. } => Some(cause),
             PostgresJournalError::Encode(error) => Some(error),
             _ => None,
         }

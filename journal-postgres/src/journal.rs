@@ -6,9 +6,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
+use tokio_postgres_rustls::MakeRustlsConnect;
 use transaction_manager_core::{CodecError, Entry, EntryKind, Journal, StoredEntry, TransactionId};
 
+use crate::connection::{Target, TlsPem};
 use crate::statements::Statements;
 use crate::{PostgresJournalError, schema};
 
@@ -24,13 +26,33 @@ pub const MAX_PAYLOAD: usize = 16 << 20;
 /// let options = PostgresOptions::new().owner("billing-7").lease(Duration::from_secs(10));
 /// assert_eq!(options.lease_duration(), Duration::from_secs(10));
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PostgresOptions {
     owner: Option<String>,
     lease: Duration,
     renew_every: Option<Duration>,
     durable_connections: usize,
     lazy_connections: usize,
+    schema: Option<String>,
+    migrate: bool,
+    tls: TlsPem,
+}
+
+/// Without the PEM texts: a client key is a secret.
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresOptions")
+            .field("owner", &self.owner)
+            .field("lease", &self.lease)
+            .field("renew_every", &self.renew_every)
+            .field("durable_connections", &self.durable_connections)
+            .field("lazy_connections", &self.lazy_connections)
+            .field("schema", &self.schema)
+            .field("migrate", &self.migrate)
+            .field("root_certificate_pem", &self.tls.root.is_some())
+            .field("client_certificate_pem", &self.tls.client.is_some())
+            .finish()
+    }
 }
 
 impl Default for PostgresOptions {
@@ -54,7 +76,69 @@ impl PostgresOptions {
             renew_every: None,
             durable_connections: 4,
             lazy_connections: 2,
+            schema: None,
+            migrate: true,
+            tls: TlsPem::default(),
         }
+    }
+
+    /// The Postgres schema that holds the journal's tables (default: the
+    /// connection's `search_path`, usually `public`), so that several
+    /// applications can share one database. Every connection of the
+    /// journal sets its `search_path` to it; migrating creates it if it
+    /// does not exist.
+    ///
+    /// ```
+    /// # use transaction_manager_postgres::PostgresOptions;
+    /// let options = PostgresOptions::new().schema("billing_journal");
+    /// ```
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// Whether [`PostgresJournal::connect`] creates or upgrades the
+    /// journal's tables (default: yes). Off, it only checks that they are
+    /// up to date ([`NotMigrated`](PostgresJournalError::NotMigrated) if
+    /// not): for a role that may use the tables but not create them, after
+    /// [`PostgresJournal::migrate`] ran as their owner.
+    ///
+    /// ```
+    /// # use transaction_manager_postgres::PostgresOptions;
+    /// let options = PostgresOptions::new().schema("tm").migrate(false);
+    /// ```
+    pub fn migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+
+    /// The root certificate (PEM, one or more) that the server's
+    /// certificate must chain to, instead of a `sslrootcert` file in the
+    /// connection string. As with libpq, with a root certificate `prefer`
+    /// and `require` check the chain too.
+    ///
+    /// ```
+    /// # use transaction_manager_postgres::PostgresOptions;
+    /// # let ca_pem = b"-----BEGIN CERTIFICATE-----...".to_vec();
+    /// let options = PostgresOptions::new().root_certificate_pem(ca_pem);
+    /// ```
+    pub fn root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.root = Some(pem.into());
+        self
+    }
+
+    /// A client certificate and its private key (PEM), instead of
+    /// `sslcert` and `sslkey` files in the connection string. The key is
+    /// never shown (`Debug` says only whether one is set).
+    ///
+    /// ```
+    /// # use transaction_manager_postgres::PostgresOptions;
+    /// # let (cert_pem, key_pem) = (Vec::new(), Vec::new());
+    /// let options = PostgresOptions::new().client_certificate_pem(cert_pem, key_pem);
+    /// ```
+    pub fn client_certificate_pem(mut self, cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
+        self.tls.client = Some((cert.into(), key.into()));
+        self
     }
 
     /// This instance's owner id (default: `<HOSTNAME>-<pid>-e<epoch>`,
@@ -183,7 +267,7 @@ impl Clone for PostgresJournal {
 }
 
 struct Inner {
-    config: Config,
+    target: Target,
     owner: String,
     lease: Duration,
     durable: Vec<Slot>,
@@ -220,13 +304,13 @@ impl Slot {
         Slot { lazy, conn: Mutex::new(Some(Arc::new(conn))) }
     }
 
-    async fn get(&self, config: &Config) -> Result<Arc<Conn>, PostgresJournalError> {
+    async fn get(&self, target: &Target) -> Result<Arc<Conn>, PostgresJournalError> {
         if let Some(conn) = &*self.conn.lock().unwrap_or_else(PoisonError::into_inner) {
             if !conn.client.is_closed() {
                 return Ok(conn.clone());
             }
         }
-        let conn = Arc::new(open(config, self.lazy).await.map_err(|error| match error {
+        let conn = Arc::new(open(target, self.lazy).await.map_err(|error| match error {
             PostgresJournalError::Connect(cause) => PostgresJournalError::ConnectionLost(cause),
             other => other,
         })?);
@@ -242,23 +326,23 @@ impl Slot {
     }
 }
 
-async fn connect(config: &Config) -> Result<Client, PostgresJournalError> {
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| match PostgresJournalError::from_pg(e) {
-        PostgresJournalError::ConnectionLost(cause) | PostgresJournalError::Postgres(cause) => {
-            PostgresJournalError::Connect(cause)
-        }
-        other => other,
-    })?;
+async fn connect(target: &Target) -> Result<Client, PostgresJournalError> {
+    let (client, connection) =
+        target.config.connect(target.tls.clone()).await.map_err(PostgresJournalError::connecting)?;
     // The connection's I/O; it ends when the client is dropped or the
     // server goes away (the client then reports itself closed).
     tokio::spawn(async move {
         let _ = connection.await;
     });
+    if let Some(schema) = &target.schema {
+        let set = format!("SET search_path TO {}", schema::quote_identifier(schema));
+        client.batch_execute(&set).await.map_err(PostgresJournalError::connecting)?;
+    }
     Ok(client)
 }
 
-async fn open(config: &Config, lazy: bool) -> Result<Conn, PostgresJournalError> {
-    let client = connect(config).await?;
+async fn open(target: &Target, lazy: bool) -> Result<Conn, PostgresJournalError> {
+    let client = connect(target).await?;
     if lazy {
         // Lazy entries may be lost with the server's last few hundred
         // milliseconds of commits (not with the client): the core only
@@ -273,8 +357,25 @@ impl PostgresJournal {
     /// Connects to the database at `url` (a libpq-style connection string:
     /// `host=/tmp port=5432 user=app dbname=app`, or a `postgresql://` URL),
     /// creates or upgrades the journal's tables, takes an id epoch, and
-    /// starts this instance's lease and its heartbeat. No TLS: use a local
-    /// socket or a trusted network.
+    /// starts this instance's lease and its heartbeat.
+    ///
+    /// TLS (rustls) as libpq does it, from the string's `sslmode`:
+    /// `disable`; `prefer` (the default: TLS if the server offers it, else
+    /// plain; over a unix socket always plain); `require` (TLS or no
+    /// connection); `verify-ca` (the server's certificate must chain to the
+    /// root certificate; host name not checked); `verify-full` (chain and
+    /// host name). The root certificate is the file `sslrootcert` or
+    /// [`PostgresOptions::root_certificate_pem`]; with one, `prefer` and
+    /// `require` check the chain too. A client certificate: `sslcert` and
+    /// `sslkey` files, or [`PostgresOptions::client_certificate_pem`].
+    /// (Not read: libpq's `~/.postgresql/` default files,
+    /// `sslrootcert=system`, `PGSSL*` variables.)
+    ///
+    /// The password: the string's `password`, else `PGPASSWORD`, else the
+    /// first matching line of the password file (`passfile`, `PGPASSFILE`,
+    /// or `~/.pgpass`; `host:port:dbname:user:password`, `*` for any; on
+    /// Unix ignored if group or others may read it), as libpq. It never
+    /// appears in an error, its `Debug`, or this crate's output.
     ///
     /// Appends wait for the database as long as it takes. To bound that,
     /// put a statement timeout in the connection string
@@ -284,9 +385,15 @@ impl PostgresJournal {
     ///
     /// # Errors
     ///
+    /// [`InvalidConfig`](PostgresJournalError::InvalidConfig) for a bad
+    /// connection string or a certificate file that cannot be read,
     /// [`Connect`](PostgresJournalError::Connect) if the database cannot be
-    /// reached, [`NewerSchema`](PostgresJournalError::NewerSchema) if a
-    /// newer version of this crate set it up.
+    /// reached or refuses the credentials,
+    /// [`Certificate`](PostgresJournalError::Certificate) if its TLS
+    /// certificate is refused, [`NewerSchema`](PostgresJournalError::NewerSchema) if a
+    /// newer version of this crate set it up,
+    /// [`NotMigrated`](PostgresJournalError::NotMigrated) with migrations
+    /// off and tables not up to date.
     ///
     /// ```no_run
     /// # async fn f() -> Result<(), transaction_manager_postgres::PostgresJournalError> {
@@ -295,15 +402,14 @@ impl PostgresJournal {
     /// # Ok(()) }
     /// ```
     pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self, PostgresJournalError> {
-        let config: Config = url.parse().map_err(|e| match PostgresJournalError::from_pg(e) {
-            PostgresJournalError::ConnectionLost(cause) | PostgresJournalError::Postgres(cause) => {
-                PostgresJournalError::Connect(cause)
-            }
-            other => other,
-        })?;
+        let target = crate::connection::target(url, &options.tls, options.schema.clone())?;
         let pg = PostgresJournalError::from_pg;
-        let mut first = connect(&config).await?;
-        schema::migrate(&mut first).await?;
+        let mut first = connect(&target).await?;
+        if options.migrate {
+            schema::migrate(&mut first, options.schema.as_deref()).await?;
+        } else {
+            schema::check(&first).await?;
+        }
         let epoch = take_epoch(&first).await?;
         let spare = take_epoch(&first).await?;
         let owner = options.owner.clone().unwrap_or_else(|| {
@@ -323,18 +429,18 @@ impl PostgresJournal {
         let reader = Slot::new(false, Conn { client: first, statements });
         let mut durable = Vec::new();
         for _ in 0..options.durable_connections.max(1) {
-            durable.push(Slot::new(false, open(&config, false).await?));
+            durable.push(Slot::new(false, open(&target, false).await?));
         }
         let mut lazy = Vec::new();
         for _ in 0..options.lazy_connections.max(1) {
-            lazy.push(Slot::new(true, open(&config, true).await?));
+            lazy.push(Slot::new(true, open(&target, true).await?));
         }
         let renew_every = options.renew_every.unwrap_or(options.lease / 3);
-        let heartbeat = tokio::spawn(heartbeat(config.clone(), owner.clone(), options.lease, renew_every));
+        let heartbeat = tokio::spawn(heartbeat(target.clone(), owner.clone(), options.lease, renew_every));
         let ids = Arc::new(Ids::new(epoch, spare));
         Ok(PostgresJournal {
             inner: Arc::new(Inner {
-                config,
+                target,
                 owner,
                 lease: options.lease,
                 durable,
@@ -347,6 +453,29 @@ impl PostgresJournal {
                 heartbeat,
             }),
         })
+    }
+
+    /// Creates or upgrades the journal's tables (in the options'
+    /// [`schema`](PostgresOptions::schema), created if missing) and
+    /// returns, without taking ids or a lease: for a deployment step run as
+    /// the tables' owner, when the application's role may not create them
+    /// and connects with [`migrate(false)`](PostgresOptions::migrate).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), transaction_manager_postgres::PostgresJournalError> {
+    /// use transaction_manager_postgres::{PostgresJournal, PostgresOptions};
+    /// let options = PostgresOptions::new().schema("tm");
+    /// PostgresJournal::migrate("host=db.internal user=tm_owner dbname=app sslmode=verify-full", options).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn migrate(url: &str, options: PostgresOptions) -> Result<(), PostgresJournalError> {
+        let target = crate::connection::target(url, &options.tls, options.schema.clone())?;
+        let mut client = connect(&target).await?;
+        schema::migrate(&mut client, options.schema.as_deref()).await
     }
 
     /// This instance's owner id.
@@ -416,16 +545,31 @@ impl PostgresJournal {
     }
 
     /// The config the journal connects with (for tools that need their own
-    /// connection to the same database).
+    /// connection to the same database), with [`tls_connector`](Self::tls_connector).
+    /// Its `Debug` does not show the password.
     ///
     /// ```no_run
     /// # async fn f(journal: transaction_manager_postgres::PostgresJournal) -> Result<(), tokio_postgres::Error> {
-    /// let (client, connection) = journal.config().connect(tokio_postgres::NoTls).await?;
+    /// let (client, connection) = journal.config().connect(journal.tls_connector()).await?;
     /// # let _ = (client, connection);
     /// # Ok(()) }
     /// ```
     pub fn config(&self) -> &Config {
-        &self.inner.config
+        &self.inner.target.config
+    }
+
+    /// The TLS connector the journal connects with: the connection
+    /// string's `sslmode` and certificates, for a connection of your own
+    /// with [`config`](Self::config). Cloning is cheap.
+    ///
+    /// ```no_run
+    /// # async fn f(journal: transaction_manager_postgres::PostgresJournal) -> Result<(), tokio_postgres::Error> {
+    /// let (client, connection) = journal.config().connect(journal.tls_connector()).await?;
+    /// # let _ = (client, connection);
+    /// # Ok(()) }
+    /// ```
+    pub fn tls_connector(&self) -> MakeRustlsConnect {
+        self.inner.target.tls.clone()
     }
 
     fn slot(&self, durable: bool) -> &Slot {
@@ -438,7 +582,7 @@ impl PostgresJournal {
     where
         F: AsyncFnOnce(&Conn) -> Result<T, tokio_postgres::Error>,
     {
-        let conn = slot.get(&self.inner.config).await?;
+        let conn = slot.get(&self.inner.target).await?;
         let result = run(&conn).await.map_err(PostgresJournalError::from_pg);
         if let Err(error) = &result {
             slot.forget_if_lost(error);
@@ -474,13 +618,13 @@ async fn take_epoch(client: &Client) -> Result<u32, PostgresJournalError> {
 /// the lease expired makes it live again: what was claimed meanwhile stays
 /// with its claimer (the claim bumped its generation), the rest stays this
 /// instance's.
-async fn heartbeat(config: Config, owner: String, lease: Duration, every: Duration) {
+async fn heartbeat(target: Target, owner: String, lease: Duration, every: Duration) {
     let lease_secs = lease.as_secs_f64();
     let mut client: Option<Client> = None;
     loop {
         tokio::time::sleep(every).await;
         if client.as_ref().is_none_or(Client::is_closed) {
-            client = connect(&config).await.ok();
+            client = connect(&target).await.ok();
         }
         let Some(c) = &client else { continue };
         let renewed = c
@@ -538,7 +682,7 @@ impl Journal for PostgresJournal {
     type Error = PostgresJournalError;
 
     fn next_id(&self) -> TransactionId {
-        TransactionId::new(self.inner.ids.next(&self.inner.config))
+        TransactionId::new(self.inner.ids.next(&self.inner.target))
     }
 
     async fn append(&self, entry: &Entry<'_>) -> Result<(), PostgresJournalError> {
@@ -698,7 +842,7 @@ impl Ids {
         self.epochs.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    fn next(self: &Arc<Self>, config: &Config) -> u64 {
+    fn next(self: &Arc<Self>, target: &Target) -> u64 {
         let mut last = self.last.load(Ordering::Relaxed);
         loop {
             if last & u64::from(u32::MAX) == u64::from(u32::MAX) {
@@ -710,10 +854,10 @@ impl Ids {
                     self.epochs.lock().unwrap_or_else(PoisonError::into_inner).push(i64::from(epoch));
                     self.last.store(u64::from(epoch) << 32, Ordering::Relaxed);
                     let ids = self.clone();
-                    let config = config.clone();
+                    let target = target.clone();
                     tokio::spawn(async move {
                         loop {
-                            if let Ok(client) = connect(&config).await {
+                            if let Ok(client) = connect(&target).await {
                                 if let Ok(epoch) = take_epoch(&client).await {
                                     *ids.spare.lock().unwrap_or_else(PoisonError::into_inner) = Some(epoch);
                                     return;

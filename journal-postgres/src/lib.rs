@@ -27,13 +27,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod connection;
 mod error;
 mod journal;
 mod operator;
 pub mod schema;
 mod statements;
 
-pub use error::{PostgresCause, PostgresJournalError};
+pub use error::{CertificateProblem, PostgresCause, PostgresJournalError};
 pub use journal::{MAX_PAYLOAD, PostgresJournal, PostgresOptions};
 pub use operator::{StuckStep, StuckTransaction};
 pub use tokio_postgres::Config;
+pub use tokio_postgres_rustls::MakeRustlsConnect;

@@ -60,13 +60,54 @@ const MIGRATIONS: [&str; SCHEMA as usize] = [
 /// database across processes.
 const MIGRATION_LOCK: i64 = 0x746d_6a6f_7572;
 
-/// Creates or upgrades the tables (one migration at a time, under an
-/// advisory lock, so concurrent connects agree), and refuses a newer
-/// schema.
-pub(crate) async fn migrate(client: &mut Client) -> Result<(), PostgresJournalError> {
+/// `name` as a quoted SQL identifier.
+pub(crate) fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The schema number of the tables on the connection's `search_path` (0:
+/// none yet).
+async fn applied(client: &Client) -> Result<i64, PostgresJournalError> {
     let pg = PostgresJournalError::from_pg;
+    let exists: bool = client.query_one("SELECT to_regclass('tm_meta') IS NOT NULL", &[]).await.map_err(pg)?.get(0);
+    if !exists {
+        return Ok(0);
+    }
+    let row = client.query_opt("SELECT value FROM tm_meta WHERE key = 'schema'", &[]).await.map_err(pg)?;
+    Ok(row.map(|row| row.get(0)).unwrap_or(0))
+}
+
+/// With migrations off: the tables must be there and up to date.
+pub(crate) async fn check(client: &Client) -> Result<(), PostgresJournalError> {
+    match applied(client).await? {
+        found if found > SCHEMA => Err(PostgresJournalError::NewerSchema { found, known: SCHEMA }),
+        found if found < SCHEMA => Err(PostgresJournalError::NotMigrated { found, needed: SCHEMA }),
+        _ => Ok(()),
+    }
+}
+
+/// Creates or upgrades the tables (one migration at a time, under an
+/// advisory lock, so concurrent connects agree), creating `schema` first
+/// if it is given and missing, and refuses a newer schema. Tables already
+/// up to date are only read: a role that may not create anything connects
+/// with migrations on as well.
+pub(crate) async fn migrate(client: &mut Client, schema: Option<&str>) -> Result<(), PostgresJournalError> {
+    let pg = PostgresJournalError::from_pg;
+    match applied(client).await? {
+        SCHEMA => return Ok(()),
+        found if found > SCHEMA => return Err(PostgresJournalError::NewerSchema { found, known: SCHEMA }),
+        _ => {}
+    }
     let tx = client.transaction().await.map_err(pg)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(pg)?;
+    if let Some(schema) = schema {
+        // Checked first: `CREATE SCHEMA IF NOT EXISTS` needs the
+        // database's CREATE privilege even when the schema exists.
+        let exists = tx.query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema]).await.map_err(pg)?;
+        if exists.is_none() {
+            tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_identifier(schema))).await.map_err(pg)?;
+        }
+    }
     tx.batch_execute("CREATE TABLE IF NOT EXISTS tm_meta (key text PRIMARY KEY, value bigint NOT NULL)")
         .await
         .map_err(pg)?;

@@ -237,12 +237,25 @@ impl Supervisor {
 #[test]
 fn workers_killed_and_paused_lose_no_rollback_and_never_roll_back_at_once() {
     let Some(cluster) = Cluster::start("workers") else { return };
+    let url = cluster.url();
+    run_workers(url);
+}
+
+/// The same over TCP, TLS only, `verify-full` against a test CA.
+#[test]
+fn workers_killed_and_paused_over_tls_lose_no_rollback() {
+    let pki = common::pki::pki();
+    let Some(cluster) = common::pki::tls_cluster("workers-tls", &pki, true) else { return };
+    let url = pki.verify_full_url(&cluster);
+    run_workers(url);
+}
+
+fn run_workers(url: String) {
     let seed: u64 = std::env::var("TM_PG_WORKERS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
     });
     println!("TM_PG_WORKERS_SEED={seed}");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let url = cluster.url();
     // The tables, before the workers race to create them.
     let (journal, app) = runtime.block_on(async {
         let journal =

@@ -40,6 +40,11 @@ pub const MAX_PAYLOAD: usize = 16 << 20;
 ///   start-up, rare), a read is an indexed query of well under a
 ///   millisecond, and in WAL mode it never waits for the writer's fsync
 ///   (going through the writer thread would queue it behind commits).
+/// - Private files (Unix): a new journal file is created readable and
+///   writable by its owner only (`0600`, whatever the umask), and SQLite
+///   gives its `-wal` and `-shm` files the same mode; undo records may hold
+///   customer ids or tokens. An existing file is used with the permissions
+///   it has, and a `log` warning if others may read or write it.
 ///
 /// Dropping the journal waits for the writer thread to write what it was
 /// sent (at most one commit), so lazy entries are on disk when `drop`
@@ -87,8 +92,8 @@ struct Writer {
 
 impl SqliteJournal {
     /// Opens the journal at `path`, creating the file and its tables if
-    /// needed, and takes a new epoch for this journal's ids (one durable
-    /// write).
+    /// needed (on Unix with mode `0600`), and takes a new epoch for this
+    /// journal's ids (one durable write).
     ///
     /// A read-only file opens read-only: [`read`](Journal::read) and
     /// [`next_unfinished`](Journal::next_unfinished) work, every
@@ -120,6 +125,7 @@ impl SqliteJournal {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, SqliteJournalError> {
         let path = path.as_ref();
         let opening = |error| SqliteJournalError::opening(path, error);
+        create_private(path);
         let conn = Connection::open(path).map_err(opening)?;
         // SQLite opens a write-protected file read-only without a word.
         if conn.is_readonly("main").map_err(opening)? {
@@ -352,6 +358,44 @@ fn read_only_connection(path: &Path, immutable: bool) -> Result<Connection, Sqli
     schema::check_schema(&conn)?;
     Ok(conn)
 }
+
+/// On Unix, creates `path` empty with mode `0o600` if it does not exist
+/// yet, whatever the umask: SQLite would create it with `0o644` less the
+/// umask, and it gives the `-wal` and `-shm` files the main file's mode.
+/// An existing file is used as it is, with a warning if others may read or
+/// write it. Any other failure is left to SQLite to report, with its own
+/// error (a read-only directory, a missing one).
+#[cfg(unix)]
+fn create_private(path: &Path) {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    const PRIVATE: u32 = 0o600;
+    // SQLite's own names: a URI or an in-memory database is not a file
+    // this crate creates.
+    if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" || path.to_string_lossy().starts_with("file:") {
+        return;
+    }
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(PRIVATE).open(path) {
+        // The umask may have taken owner bits off the mode.
+        Ok(file) => {
+            let _ = file.set_permissions(std::fs::Permissions::from_mode(PRIVATE));
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            if let Ok(metadata) = std::fs::metadata(path) {
+                let mode = metadata.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    log::warn!(
+                        "the journal file {} may be read or written by others (mode {mode:03o}); used as it is",
+                        path.display()
+                    );
+                }
+            }
+        }
+        Err(_) => {}
+    }
+}
+
+#[cfg(not(unix))]
+fn create_private(_: &Path) {}
 
 /// `path` as an absolute `file:` URI, its special characters escaped.
 fn file_uri(path: &Path) -> String {

@@ -14,7 +14,9 @@ pub fn manager(journal: PostgresJournal) -> Manager {
     TransactionManager::new(TokioClock::new()).with_journal(journal, Json::<1>)
 }
 
-pub const EFFECTS: &str = "CREATE TABLE IF NOT EXISTS effects (
+/// In `public`: the application's own table, beside the journal's schema
+/// (`TM_PG_LEAST_PRIVILEGE`).
+pub const EFFECTS: &str = "CREATE TABLE IF NOT EXISTS public.effects (
     seq bigserial PRIMARY KEY, key text NOT NULL, what text NOT NULL, owner text NOT NULL, generation bigint NOT NULL)";
 
 /// What steps and rollbacks write to.
@@ -38,7 +40,7 @@ impl std::error::Error for Refused {}
 
 impl App {
     pub async fn connect(journal: PostgresJournal) -> App {
-        let (client, connection) = journal.config().connect(tokio_postgres::NoTls).await.unwrap();
+        let (client, connection) = journal.config().connect(journal.tls_connector()).await.unwrap();
         tokio::spawn(async move {
             let _ = connection.await;
         });

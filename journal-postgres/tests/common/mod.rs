@@ -11,6 +11,7 @@
 #![allow(dead_code)] // Each test file uses a part.
 
 pub mod app;
+pub mod pki;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +21,38 @@ pub struct Cluster {
     dir: PathBuf,
     bin: PathBuf,
     run_as: Option<String>,
+    port: u16,
+    tcp: bool,
+    least_privilege: bool,
+}
+
+/// The least-privilege roles, as the README's "Several processes" shows
+/// them: the journal's tables in schema `tm`, owned by `tm_owner` (who runs
+/// the migrations); `tm_app` may read and write their rows, take ids, and
+/// nothing else (no DDL, no DELETE).
+pub const LEAST_PRIVILEGE_ROLES: &str = "
+    CREATE ROLE tm_owner LOGIN;
+    CREATE ROLE tm_app LOGIN;
+    CREATE SCHEMA tm AUTHORIZATION tm_owner;
+    GRANT USAGE ON SCHEMA tm TO tm_app;
+    ALTER DEFAULT PRIVILEGES FOR ROLE tm_owner IN SCHEMA tm GRANT SELECT, INSERT, UPDATE ON TABLES TO tm_app;
+    ALTER DEFAULT PRIVILEGES FOR ROLE tm_owner IN SCHEMA tm GRANT USAGE ON SEQUENCES TO tm_app;
+";
+
+/// What a test's cluster has beyond the default (unix socket, trust): a
+/// TCP listener on 127.0.0.1 (on a free port), lines for
+/// `postgresql.conf`, a `pg_hba.conf` replacing initdb's, and files put
+/// in the data directory (a certificate and its key), private to the
+/// server's user.
+#[derive(Default)]
+pub struct Setup {
+    pub tcp: bool,
+    pub conf: Vec<String>,
+    pub hba: Option<String>,
+    pub files: Vec<(&'static str, Vec<u8>)>,
+    /// Journals connect as the superuser even with
+    /// `TM_PG_LEAST_PRIVILEGE` (the test makes its roles itself).
+    pub superuser: bool,
 }
 
 fn find_bin() -> Option<PathBuf> {
@@ -42,6 +75,11 @@ impl Cluster {
     /// A new cluster, started; `None` (and a line saying the test is
     /// skipped) without Postgres binaries outside CI.
     pub fn start(name: &str) -> Option<Cluster> {
+        Cluster::start_with(name, Setup::default())
+    }
+
+    /// A new cluster set up as `setup` says, started.
+    pub fn start_with(name: &str, setup: Setup) -> Option<Cluster> {
         let Some(bin) = find_bin() else {
             assert!(std::env::var_os("CI").is_none(), "no Postgres binaries: run scripts/postgres.sh install");
             eprintln!("SKIPPED {name}: no Postgres binaries (scripts/postgres.sh install)");
@@ -60,9 +98,46 @@ impl Cluster {
         if let Some(user) = &run_as {
             run(Command::new("chown").arg(user).arg(&dir));
         }
-        let cluster = Cluster { dir, bin, run_as };
+        // A free port: the OS gives one, the listener closes, the server
+        // takes it (a unix socket's name needs one even without TCP).
+        let port = if setup.tcp {
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        } else {
+            5432
+        };
+        // `TM_PG_LEAST_PRIVILEGE=1`: the default clusters' journals connect
+        // as `tm_app` (the whole suite then runs with the least-privilege
+        // role); the tests' own client stays the superuser.
+        let least_privilege = std::env::var_os("TM_PG_LEAST_PRIVILEGE").is_some()
+            && !setup.tcp
+            && setup.hba.is_none()
+            && !setup.superuser;
+        let cluster = Cluster { dir, bin, run_as, port, tcp: setup.tcp, least_privilege };
         cluster.pg("initdb", &["-D", "data", "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"]);
+        let data = cluster.dir.join("data");
+        if !setup.conf.is_empty() {
+            let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+            conf.push('\n');
+            conf.push_str(&setup.conf.join("\n"));
+            conf.push('\n');
+            std::fs::write(data.join("postgresql.conf"), conf).unwrap();
+        }
+        if let Some(hba) = &setup.hba {
+            std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
+        }
+        for (name, contents) in &setup.files {
+            use std::os::unix::fs::PermissionsExt;
+            let file = data.join(name);
+            std::fs::write(&file, contents).unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if let Some(user) = &cluster.run_as {
+                run(Command::new("chown").arg(user).arg(&file));
+            }
+        }
         cluster.start_again();
+        if least_privilege {
+            cluster.set_up_least_privilege();
+        }
         Some(cluster)
     }
 
@@ -86,9 +161,11 @@ impl Cluster {
 
     /// Starts the server (again, after `stop`).
     pub fn start_again(&self) {
+        let listen = if self.tcp { "127.0.0.1" } else { "" };
         let options = format!(
-            "-k {} -c listen_addresses= -p 5432 -c max_connections=300 -c shared_buffers=32MB",
-            self.dir.display()
+            "-k {} -c listen_addresses={listen} -p {} -c max_connections=300 -c shared_buffers=32MB",
+            self.dir.display(),
+            self.port
         );
         self.pg("pg_ctl", &["-D", "data", "-o", &options, "-l", "server.log", "-w", "-t", "60", "start"]);
     }
@@ -100,13 +177,53 @@ impl Cluster {
 
     /// The connection string of the server's `postgres` database.
     pub fn url(&self) -> String {
-        format!("host={} port=5432 user=postgres dbname=postgres", self.dir.display())
+        self.url_as(if self.least_privilege { "tm_app" } else { "postgres" })
+    }
+
+    /// The roles, their schema on each role's `search_path` (the test
+    /// application's own `effects` table goes to `public`), and the
+    /// migrations, run as `tm_owner`.
+    fn set_up_least_privilege(&self) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let client = self.superuser_client().await;
+            client.batch_execute(LEAST_PRIVILEGE_ROLES).await.unwrap();
+            client
+                .batch_execute(
+                    "ALTER ROLE tm_app SET search_path = tm, public; ALTER ROLE postgres SET search_path = tm, public;
+                     GRANT CREATE ON SCHEMA public TO tm_app;",
+                )
+                .await
+                .unwrap();
+            let owner = self.url_as("tm_owner");
+            let options = transaction_manager_postgres::PostgresOptions::new().schema("tm");
+            transaction_manager_postgres::PostgresJournal::migrate(&owner, options).await.unwrap();
+        });
+    }
+
+    /// The connection string of the `postgres` database as `user`.
+    pub fn url_as(&self, user: &str) -> String {
+        format!("host={} port={} user={user} dbname=postgres", self.dir.display(), self.port)
+    }
+
+    /// The TCP port (with `Setup::tcp`).
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// A plain client, for the tests' own SQL.
     pub async fn client(&self) -> tokio_postgres::Client {
-        let (client, connection) =
-            self.url().parse::<tokio_postgres::Config>().unwrap().connect(tokio_postgres::NoTls).await.unwrap();
+        self.superuser_client().await
+    }
+
+    async fn superuser_client(&self) -> tokio_postgres::Client {
+        let (client, connection) = self
+            .url_as("postgres")
+            .parse::<tokio_postgres::Config>()
+            .unwrap()
+            .connect(tokio_postgres::NoTls)
+            .await
+            .unwrap();
         tokio::spawn(async move {
             let _ = connection.await;
         });
