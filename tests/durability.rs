@@ -371,3 +371,84 @@ fn recovery_never_rolls_back_a_transaction_running_in_this_process() {
     assert!(other.rolled_back.is_empty());
     assert_eq!(world.borrow().live, ["a"]);
 }
+
+/// A clock whose `sleep()` panics (against its contract).
+#[derive(Clone, Copy)]
+struct SleepPanics<'c>(&'c ManualClock);
+
+impl<'c> Clock for SleepPanics<'c> {
+    type Sleep = ManualSleep<'c>;
+
+    fn now(&self) -> Duration {
+        self.0.now()
+    }
+
+    fn sleep(&self, _: Duration) -> ManualSleep<'c> {
+        panic!("this clock cannot sleep")
+    }
+}
+
+#[test]
+fn a_clock_whose_sleep_panics_does_not_fail_a_rollback_that_needs_no_timer() {
+    let clock = ManualClock::new();
+    let manager = TransactionManager::new(SleepPanics(&clock));
+    static ROLLED_BACK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let rolled_back = &ROLLED_BACK;
+    let error = clock
+        .block_on(manager.run("timed", async |tx| {
+            // A timeout on the step (and so on its rollback): the rollback
+            // finishes at its first poll and needs no timer.
+            tx.step("a")
+                .timeout(Duration::from_secs(1))
+                .execute(|| async { Ok::<_, String>(()) })
+                .rollback(move |()| async move {
+                    rolled_back.store(true, std::sync::atomic::Ordering::SeqCst);
+                    Ok::<_, String>(())
+                })
+                .await?;
+            tx.step("b").run(|| async { Err::<(), _>("b: refused".to_string()) }).await?;
+            Ok::<_, StepError<String>>(())
+        }))
+        .unwrap_err();
+    assert!(rolled_back.load(std::sync::atomic::Ordering::SeqCst), "the rollback was never polled: {error}");
+    assert!(!error.is_partially_rolled_back(), "{error}");
+}
+
+#[test]
+fn stop_after_a_scope_rollback_failed_stops_the_whole_transaction() {
+    let clock = ManualClock::new();
+    let manager = TransactionManager::new(&clock).with_rollback_failure_policy(RollbackFailurePolicy::Stop);
+    let mut world = World::default();
+    world.failing.insert("inner".into(), 1);
+    let error = clock
+        .block_on(manager.transaction("stop").fixed::<Undo, 4>().run_with(&mut world, async |tx| {
+            tx.step("outer")
+                .execute_with(async |w: &mut World| {
+                    w.live.push("outer".into());
+                    Ok::<_, String>("outer".to_string())
+                })
+                .undo(|n| Undo::Delete(n.clone()))
+                .await?;
+            let scoped = tx
+                .scope("optional", async |tx| {
+                    tx.step("inner")
+                        .execute_with(async |w: &mut World| {
+                            w.live.push("inner".into());
+                            Ok::<_, String>("inner".to_string())
+                        })
+                        .undo(|n| Undo::Delete(n.clone()))
+                        .await?;
+                    tx.step("refused").run(|| async { Err::<(), _>("no".to_string()) }).await?;
+                    Ok::<_, StepError<String>>(())
+                })
+                .await;
+            assert!(scoped.is_err());
+            tx.step("last").run(|| async { Err::<(), _>("last: refused".to_string()) }).await?;
+            Ok::<_, StepError<String>>(())
+        }))
+        .unwrap_err();
+    assert!(error.is_partially_rolled_back(), "{error}");
+    // The scope's rollback of `inner` failed: `Stop` leaves `outer` as it is.
+    assert!(world.rolled_back.is_empty(), "{:?}", world.rolled_back);
+    assert_eq!(error.summary().steps()[0].status(), StepStatus::RollbackSkipped);
+}

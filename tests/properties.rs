@@ -1080,10 +1080,8 @@ impl<'c> Model<'c> {
         // One rule for clean or partial: no rollback failed for good (also
         // one that failed before the drop, whose failure the handed-over
         // rollback does not list) and none was skipped.
-        let skipped = self
-            .steps
-            .iter()
-            .any(|s| matches!(s.status, StepStatus::RollbackSkipped | StepStatus::RollbackFailed));
+        let skipped =
+            self.steps.iter().any(|s| matches!(s.status, StepStatus::RollbackSkipped | StepStatus::RollbackFailed));
         self.complete(false, None);
         let clean = failures.is_empty() && !skipped;
         Observed { log: self.log, steps: self.steps, ending: Ending::Dropped { failures, clean } }

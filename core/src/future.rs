@@ -51,43 +51,65 @@ pin_project! {
     /// gets exactly one poll, the same on every clock (some timers yield
     /// once even when already due). When both are ready at once, the
     /// future wins.
-    pub(crate) struct WithTimeout<F, S> {
+    ///
+    /// The timer is made only when it is needed: after the future's first
+    /// poll left it pending. A future that is ready at once never reads
+    /// the clock, so a clock whose `sleep()` panics (against its
+    /// contract) cannot fail it before it ran.
+    pub(crate) struct WithTimeout<'c, F, C: Clock> {
         #[pin]
         future: F,
         #[pin]
-        sleep: Option<S>,
-        zero: bool,
+        timer: Timer<C::Sleep>,
+        clock: &'c C,
     }
 }
 
-pub(crate) fn with_timeout<C: Clock, F: Future>(
-    clock: &C,
+pin_project! {
+    /// A timeout's timer, made at the future's first `Pending`.
+    #[project = TimerProj]
+    pub(crate) enum Timer<S> {
+        /// No timeout.
+        Off,
+        /// A zero timeout: one poll.
+        Zero,
+        /// Not made yet.
+        Due { timeout: Duration },
+        /// Running.
+        On { #[pin] sleep: S },
+    }
+}
+
+pub(crate) fn with_timeout<'c, C: Clock, F: Future>(
+    clock: &'c C,
     timeout: Option<Duration>,
     future: F,
-) -> WithTimeout<F, C::Sleep> {
-    // One arm per case, so that without a timeout nothing but `None` is
-    // written where the timer would go.
-    match timeout {
-        None => WithTimeout { future, sleep: None, zero: false },
-        Some(timeout) if timeout.is_zero() => WithTimeout { future, sleep: None, zero: true },
-        Some(timeout) => WithTimeout { future, sleep: Some(clock.sleep(timeout)), zero: false },
-    }
+) -> WithTimeout<'c, F, C> {
+    let timer = match timeout {
+        None => Timer::Off,
+        Some(timeout) if timeout.is_zero() => Timer::Zero,
+        Some(timeout) => Timer::Due { timeout },
+    };
+    WithTimeout { future, timer, clock }
 }
 
-impl<F: Future, S: Future<Output = ()>> Future for WithTimeout<F, S> {
+impl<F: Future, C: Clock> Future for WithTimeout<'_, F, C> {
     type Output = Option<F::Output>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let mut this = self.project();
         if let Poll::Ready(output) = this.future.poll(cx) {
             return Poll::Ready(Some(output));
         }
-        if *this.zero {
-            return Poll::Ready(None);
+        if let TimerProj::Due { timeout } = this.timer.as_mut().project() {
+            let sleep = this.clock.sleep(*timeout);
+            this.timer.set(Timer::On { sleep });
         }
-        match this.sleep.as_pin_mut() {
-            Some(sleep) => sleep.poll(cx).map(|()| None),
-            None => Poll::Pending,
+        match this.timer.project() {
+            TimerProj::Off => Poll::Pending,
+            TimerProj::Zero => Poll::Ready(None),
+            TimerProj::On { sleep } => sleep.poll(cx).map(|()| None),
+            TimerProj::Due { .. } => Poll::Pending,
         }
     }
 }

@@ -330,6 +330,12 @@ impl<U, S: Storage> Ledger<U, S> {
         if self.undo.len() <= floor {
             return;
         }
+        if self.on_rollback_failure == RollbackFailurePolicy::Stop && self.summary.rollback_errors() > 0 {
+            // An earlier rollback of this transaction (a scope's) failed for
+            // good: `Stop` stops the whole transaction's rollback there.
+            self.skip_down_to(floor);
+            return;
+        }
         tm_debug!(
             "{} `{}`: {} undo record(s) to run, latest first",
             self.summary.info.id,

@@ -628,7 +628,9 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
         let info = TransactionInfo { id, operation: Name::from("(unknown)") };
         let now = crate::panic::now(&self.clock);
         let seed = self.jitter_seed_for(id);
-        let ledger = Ledger::new(info, now, seed, RollbackFailurePolicy::Continue, self.step_times);
+        // The manager's policy: with `Stop`, recovery stops at the first
+        // rollback that fails again, as the transaction would have.
+        let ledger = Ledger::new(info, now, seed, self.on_rollback_failure, self.step_times);
         let mut read = Read { ledger, problem: None, finished: false };
         let codec = self.journal.codec();
         self.journal
