@@ -11,10 +11,10 @@ use transaction_manager_core::CodecError;
 ///
 /// ```
 /// use transaction_manager_sqlite::SqliteJournalError;
-/// let error = SqliteJournalError::NewerSchema { found: 2, known: 1 };
+/// let error = SqliteJournalError::NewerSchema { found: 3, known: 2 };
 /// assert_eq!(
 ///     error.to_string(),
-///     "the journal has schema 2, written by a newer version of transaction-manager-sqlite (this one reads up to 1)"
+///     "the journal has schema 3, written by a newer version of transaction-manager-sqlite (this one reads up to 2)"
 /// );
 /// ```
 #[derive(Clone, Debug)]
@@ -69,6 +69,16 @@ pub enum SqliteJournalError {
     /// Every transaction id of this file is used (2^32 epochs of 2^32 ids
     /// each): start a new journal file.
     IdsExhausted,
+    /// Whether another journal on the file is alive could not be told:
+    /// its lock file (in the `<journal>.owners` directory beside the
+    /// journal) could not be created, opened or locked. Never guessed at:
+    /// an owner that cannot be checked is not recovered.
+    Owner {
+        /// The lock file or directory.
+        path: PathBuf,
+        /// What the system said.
+        cause: Arc<std::io::Error>,
+    },
     /// Another SQLite failure (a busy timeout, an I/O error, …).
     Sqlite(SqliteCause),
 }
@@ -128,6 +138,9 @@ impl fmt::Display for SqliteJournalError {
             }
             SqliteJournalError::Encode(error) => write!(f, "the entry's payload cannot be encoded: {error}"),
             SqliteJournalError::IdsExhausted => f.write_str("every transaction id of the journal file is used"),
+            SqliteJournalError::Owner { path, cause } => {
+                write!(f, "cannot tell which journals on the file are alive: {}: {cause}", path.display())
+            }
             SqliteJournalError::Sqlite(cause) => write!(f, "SQLite: {cause}"),
         }
     }
@@ -142,6 +155,7 @@ impl std::error::Error for SqliteJournalError {
             | SqliteJournalError::Corrupt { cause }
             | SqliteJournalError::Sqlite(cause) => Some(cause),
             SqliteJournalError::Encode(error) => Some(error),
+            SqliteJournalError::Owner { cause, .. } => Some(&**cause),
             _ => None,
         }
     }

@@ -10,8 +10,9 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use transaction_manager_core::{CodecError, Entry, Journal, StoredEntry, TransactionId};
 
+use crate::owner::{OwnerLock, Owners};
 use crate::writer::{PendingLazy, Request, Row};
-use crate::{SqliteJournalError, oneshot, schema, writer};
+use crate::{SqliteJournalError, oneshot, owner, schema, writer};
 
 /// The largest payload (encoded undo record and its header) an entry may
 /// have: 16 MiB. An undo record is a handful of ids, not a document; a
@@ -20,7 +21,8 @@ use crate::{SqliteJournalError, oneshot, schema, writer};
 pub const MAX_PAYLOAD: usize = 16 << 20;
 
 /// A [`Journal`] in a SQLite file: the embedded default for `std`
-/// programs. Several processes may share the file.
+/// programs. Several processes may share the file, and recovery in one
+/// never rolls back what another one is running (see *Owners* below).
 ///
 /// - One writer thread owns the write connection. `append` encodes the
 ///   entry's payload on the caller's thread and sends it over a channel;
@@ -40,6 +42,39 @@ pub const MAX_PAYLOAD: usize = 16 << 20;
 ///   start-up, rare), a read is an indexed query of well under a
 ///   millisecond, and in WAL mode it never waits for the writer's fsync
 ///   (going through the writer thread would queue it behind commits).
+/// - Owners (Unix): each writable journal is an *owner*, named by the
+///   epoch its `open` took, and each transaction's row names the owner
+///   that wrote its first entry. The journal holds an exclusive `flock` on
+///   its own lock file, `<journal>.owners/<epoch>.lock`, from before its
+///   first write until it is dropped; the kernel releases it when the
+///   process dies, however it dies (`kill -9` too). So
+///   [`next_unfinished`](Journal::next_unfinished) hands out only this
+///   journal's own unfinished transactions (the core's manager knows which
+///   of those are running in this process and leaves them alone) and those
+///   of owners that are gone (their lock can be taken, or their lock file
+///   is missing, or the row predates owners: schema 1). A gone owner's
+///   transaction is *claimed* first (its row moves to this owner, one
+///   compare-and-set through the writer thread), so two journals never
+///   recover it at once, and once it is this journal's, others leave it
+///   alone while this journal lives. A transaction running in another
+///   journal — another process, or a second journal on the file in this
+///   process (`flock` locks belong to an open file, not to a process) —
+///   is never handed out, so `recover` may run in every process, on a
+///   timer, beside their work. No lease and no heartbeat: nothing to tune,
+///   and a paused process (SIGSTOP, a debugger) stays an owner. A lock file
+///   that cannot be checked (no permission) is an
+///   [`Owner`](SqliteJournalError::Owner) error, never a guess. A journal
+///   opened read-only owns and claims nothing: it lists the transactions of
+///   gone owners (checking their locks as a writer does) but cannot roll
+///   them back. Limits: the file must be on a local file system (as SQLite's
+///   WAL needs anyway; on NFS `flock` may be per process or missing);
+///   off Unix, and for `:memory:` or `file:` URIs, owners cannot be told
+///   apart and every unfinished transaction is handed out, as before
+///   schema 2: there, run `recover` only when no other journal on the file
+///   runs transactions. Old journals (schema 1) are migrated in place at the
+///   first writable open: stop processes of an older version of this crate
+///   first (their rows would be nobody's, so recoverable while they run;
+///   after the migration an older version refuses the file).
 /// - Private files (Unix): a new journal file is created readable and
 ///   writable by its owner only (`0600`, whatever the umask), and SQLite
 ///   gives its `-wal` and `-shm` files the same mode; undo records may hold
@@ -81,6 +116,18 @@ pub struct SqliteJournal {
     /// epoch could not be taken. Every `append` returns it.
     cannot_write: OnceLock<SqliteJournalError>,
     reader: Mutex<Connection>,
+    /// This journal's owner id (the epoch its `open` took; `NOBODY` for a
+    /// read-only journal, which owns nothing).
+    owner: i64,
+    /// The lock files of the file's owners; `None` where owners cannot be
+    /// told apart (see [`Owners::of`]).
+    owners: Option<Owners>,
+    /// Whether the file has the `owner` column (a read-only journal of
+    /// schema 1 has none: every row is nobody's).
+    owner_column: bool,
+    /// Held as long as the journal lives; declared last, so it is released
+    /// after the writer thread wrote its last rows.
+    _owner_lock: Option<OwnerLock>,
 }
 
 struct Writer {
@@ -166,6 +213,13 @@ impl SqliteJournal {
             }
             other => other?,
         };
+        let owner = i64::from(epoch);
+        let owners = Owners::of(path);
+        // Before the writer can write a row naming this owner.
+        let owner_lock = owners.as_ref().map(|owners| owners.register(owner)).transpose()?;
+        if let Some(owners) = &owners {
+            owners.sweep(owner);
+        }
         let reader = open_reader(path)?;
         let pending_lazy: PendingLazy = PendingLazy::default();
         let (requests, receiver) = mpsc::channel();
@@ -173,7 +227,7 @@ impl SqliteJournal {
             .name("tm-sqlite-writer".into())
             .spawn({
                 let pending_lazy = pending_lazy.clone();
-                move || writer::run(conn, receiver, pending_lazy)
+                move || writer::run(conn, owner, receiver, pending_lazy)
             })
             .map_err(|_| SqliteJournalError::WriterGone)?;
         Ok(SqliteJournal {
@@ -182,6 +236,10 @@ impl SqliteJournal {
             writer: Some(Writer { requests: Some(requests), thread: Some(thread), pending_lazy }),
             cannot_write: OnceLock::new(),
             reader: Mutex::new(reader),
+            owner,
+            owners,
+            owner_column: true,
+            _owner_lock: owner_lock,
         })
     }
 
@@ -198,12 +256,17 @@ impl SqliteJournal {
         };
         let cannot_write = OnceLock::new();
         let _ = cannot_write.set(SqliteJournalError::ReadOnly { cause: None });
+        let owner_column = schema::has_owner_column(&conn)?;
         Ok(SqliteJournal {
             path: path.to_owned(),
             ids: Ids::new(0),
             writer: None,
             cannot_write,
             reader: Mutex::new(conn),
+            owner: owner::NOBODY,
+            owners: Owners::of(path),
+            owner_column,
+            _owner_lock: None,
         })
     }
 
@@ -459,7 +522,7 @@ impl Journal for SqliteJournal {
     }
 
     async fn next_unfinished(&self, after: Option<TransactionId>) -> Result<Option<TransactionId>, SqliteJournalError> {
-        let start = match after {
+        let mut start = match after {
             None => 0,
             Some(after) => match after.get().checked_add(1) {
                 Some(start) => start,
@@ -467,18 +530,38 @@ impl Journal for SqliteJournal {
             },
         };
         self.settle(start..).await?;
-        let conn = self.reader();
-        let mut query = conn
-            .prepare("SELECT tx FROM tm_transactions WHERE finished = 0 AND tx BETWEEN ?1 AND ?2 ORDER BY tx LIMIT 1")
-            .map_err(SqliteJournalError::from_sqlite)?;
-        for (low, high) in schema::unsigned_ranges(start) {
-            let mut rows = query.query([low, high]).map_err(SqliteJournalError::from_sqlite)?;
-            if let Some(row) = rows.next().map_err(SqliteJournalError::from_sqlite)? {
-                let id: i64 = row.get(0).map_err(SqliteJournalError::from_sqlite)?;
-                return Ok(Some(TransactionId::new(schema::from_sql(id))));
+        loop {
+            let Some((tx, owner)) = self.unfinished_from(start)? else { return Ok(None) };
+            let id = TransactionId::new(tx);
+            // This journal's own (the core knows which of them are running
+            // in this process), or where owners cannot be told apart.
+            let Some(owners) = &self.owners else { return Ok(Some(id)) };
+            if owner == self.owner {
+                return Ok(Some(id));
+            }
+            if !owners.is_alive(owner)? {
+                match &self.writer {
+                    // Taken over first, so that no other journal recovers
+                    // it at the same time; if another one was quicker, its
+                    // row is read again (now owned by that one).
+                    Some(writer) if self.cannot_write.get().is_none() => {
+                        let (reply, answer) = oneshot::channel();
+                        writer.send(Request::Claim { tx: schema::to_sql(tx), from: owner, reply })?;
+                        if answer.await? {
+                            return Ok(Some(id));
+                        }
+                        continue;
+                    }
+                    // A read-only journal lists it (it cannot recover it).
+                    _ => return Ok(Some(id)),
+                }
+            }
+            // Running in another journal: left alone.
+            match tx.checked_add(1) {
+                Some(next) => start = next,
+                None => return Ok(None),
             }
         }
-        Ok(None)
     }
 
     async fn read(&self, id: TransactionId, visit: &mut dyn FnMut(StoredEntry<'_>)) -> Result<(), SqliteJournalError> {
@@ -517,6 +600,29 @@ impl Journal for SqliteJournal {
             visit(StoredEntry { step: *step, kind: *kind, payload });
         }
         Ok(())
+    }
+}
+
+impl SqliteJournal {
+    /// The unfinished transaction with the smallest id from `start` up (in
+    /// unsigned order), and its owner.
+    fn unfinished_from(&self, start: u64) -> Result<Option<(u64, i64)>, SqliteJournalError> {
+        let conn = self.reader();
+        let sql = if self.owner_column {
+            "SELECT tx, owner FROM tm_transactions WHERE finished = 0 AND tx BETWEEN ?1 AND ?2 ORDER BY tx LIMIT 1"
+        } else {
+            "SELECT tx, 0 FROM tm_transactions WHERE finished = 0 AND tx BETWEEN ?1 AND ?2 ORDER BY tx LIMIT 1"
+        };
+        let mut query = conn.prepare(sql).map_err(SqliteJournalError::from_sqlite)?;
+        for (low, high) in schema::unsigned_ranges(start) {
+            let mut rows = query.query([low, high]).map_err(SqliteJournalError::from_sqlite)?;
+            if let Some(row) = rows.next().map_err(SqliteJournalError::from_sqlite)? {
+                let tx: i64 = row.get(0).map_err(SqliteJournalError::from_sqlite)?;
+                let owner: i64 = row.get(1).map_err(SqliteJournalError::from_sqlite)?;
+                return Ok(Some((schema::from_sql(tx), owner)));
+            }
+        }
+        Ok(None)
     }
 }
 

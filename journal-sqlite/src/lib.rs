@@ -6,7 +6,9 @@
 //!
 //! [`SqliteJournal::open`] a file and hand the journal to a manager
 //! (`TransactionManager::with_journal`). Several processes may share one
-//! file: each has its own writer, ids never collide.
+//! file: each has its own writer, ids never collide, and recovery in one
+//! leaves alone what another one is running (each journal holds a lock the
+//! kernel releases when its process dies).
 //!
 //! ```
 //! use transaction_manager::Journal;
@@ -32,6 +34,7 @@
 mod error;
 mod journal;
 mod oneshot;
+mod owner;
 mod schema;
 mod writer;
 

@@ -8,11 +8,10 @@ use std::task::{Context, Poll, Waker};
 
 use crate::SqliteJournalError;
 
-type Reply = Result<(), SqliteJournalError>;
+type Reply<T> = Result<T, SqliteJournalError>;
 
-#[derive(Default)]
-struct Slot {
-    reply: Option<Reply>,
+struct Slot<T> {
+    reply: Option<Reply<T>>,
     waker: Option<Waker>,
     /// The sender was dropped without replying (the writer thread
     /// panicked): the receiver reads `WriterGone`.
@@ -20,23 +19,23 @@ struct Slot {
 }
 
 /// A new reply channel.
-pub(crate) fn channel() -> (Sender, Receiver) {
-    let slot = Arc::new(Mutex::new(Slot::default()));
+pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
+    let slot = Arc::new(Mutex::new(Slot { reply: None, waker: None, closed: false }));
     (Sender(Some(slot.clone())), Receiver(slot))
 }
 
 /// The writer's end: replies once.
-pub(crate) struct Sender(Option<Arc<Mutex<Slot>>>);
+pub(crate) struct Sender<T = ()>(Option<Arc<Mutex<Slot<T>>>>);
 
-impl Sender {
-    pub(crate) fn send(mut self, reply: Reply) {
+impl<T> Sender<T> {
+    pub(crate) fn send(mut self, reply: Reply<T>) {
         if let Some(slot) = self.0.take() {
             finish(&slot, Some(reply));
         }
     }
 }
 
-impl Drop for Sender {
+impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         if let Some(slot) = self.0.take() {
             finish(&slot, None);
@@ -44,7 +43,7 @@ impl Drop for Sender {
     }
 }
 
-fn finish(slot: &Mutex<Slot>, reply: Option<Reply>) {
+fn finish<T>(slot: &Mutex<Slot<T>>, reply: Option<Reply<T>>) {
     // A poisoned lock only means a waker panicked while it was held; the
     // slot's data is still whole.
     let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
@@ -60,12 +59,12 @@ fn finish(slot: &Mutex<Slot>, reply: Option<Reply>) {
 }
 
 /// The awaiting end.
-pub(crate) struct Receiver(Arc<Mutex<Slot>>);
+pub(crate) struct Receiver<T = ()>(Arc<Mutex<Slot<T>>>);
 
-impl Future for Receiver {
-    type Output = Reply;
+impl<T> Future for Receiver<T> {
+    type Output = Reply<T>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply<T>> {
         let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(reply) = slot.reply.take() {
             return Poll::Ready(reply);

@@ -2,13 +2,19 @@
 //! transaction ids unique across processes.
 //!
 //! ```sql
-//! tm_meta(key, value)                 -- 'schema' = 1, 'epoch' = last epoch handed out
+//! tm_meta(key, value)                 -- 'schema' = 2, 'epoch' = last epoch handed out
 //! tm_entries(seq, tx, step, kind, payload)
 //!     seq: the rowid, in first-append order; UNIQUE (tx, step, kind)
 //!     step: -1 for the transaction's own entries
-//! tm_transactions(tx, finished)       -- one row per transaction; a partial
+//! tm_transactions(tx, finished, owner) -- one row per transaction; a partial
 //!                                     -- index on the unfinished ones
+//!     owner: the epoch of the journal that wrote its first entry (or
+//!     claimed it from a gone owner); 0 = nobody (rows of schema 1)
 //! ```
+//!
+//! Schema 1 had no `owner`: opening such a file for writing adds the
+//! column in place (its rows owned by nobody: recoverable) and sets the
+//! schema to 2, which an older version of this crate refuses to open.
 //!
 //! Ids are stored as SQLite's signed 64-bit integers, bit for bit (`u64 as
 //! i64`): the ids this crate hands out stay below 2^63 for the first 2^31
@@ -23,7 +29,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::SqliteJournalError;
 
 /// The schema number this version writes and the newest it reads.
-pub(crate) const SCHEMA: i64 = 1;
+pub(crate) const SCHEMA: i64 = 2;
 
 /// How long a connection waits for another connection's write lock (two
 /// processes sharing the file) before a write fails with "busy".
@@ -40,10 +46,17 @@ const CREATE: &str = "
     );
     CREATE TABLE IF NOT EXISTS tm_transactions (
         tx INTEGER PRIMARY KEY,
-        finished INTEGER NOT NULL
+        finished INTEGER NOT NULL,
+        owner INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX IF NOT EXISTS tm_unfinished ON tm_transactions (tx) WHERE finished = 0;
-    INSERT OR IGNORE INTO tm_meta (key, value) VALUES ('schema', 1);
+    INSERT OR IGNORE INTO tm_meta (key, value) VALUES ('schema', 2);
+";
+
+/// Schema 1 to 2: who owns each transaction (nobody, for the old rows).
+const MIGRATE_1_TO_2: &str = "
+    ALTER TABLE tm_transactions ADD COLUMN owner INTEGER NOT NULL DEFAULT 0;
+    UPDATE tm_meta SET value = 2 WHERE key = 'schema';
 ";
 
 /// Sets up the write connection: WAL, `synchronous = FULL`, the busy
@@ -94,6 +107,9 @@ pub(crate) fn set_up(conn: &Connection) -> Result<u32, SqliteJournalError> {
         )?;
         check_schema(conn)?;
         conn.execute_batch(CREATE)?;
+        if !has_owner_column(conn)? {
+            conn.execute_batch(MIGRATE_1_TO_2)?;
+        }
         next_epoch(conn)
     })
 }
@@ -137,6 +153,16 @@ pub(crate) fn has_tables(conn: &Connection) -> Result<bool, SqliteJournalError> 
         |row| row.get::<_, i64>(0),
     )
     .map(|n| n == 3)
+    .map_err(SqliteJournalError::from_sqlite)
+}
+
+/// Whether `tm_transactions` has the `owner` column (schema 2): a
+/// read-only journal of schema 1 cannot add it.
+pub(crate) fn has_owner_column(conn: &Connection) -> Result<bool, SqliteJournalError> {
+    conn.query_row("SELECT count(*) FROM pragma_table_info('tm_transactions') WHERE name = 'owner'", [], |row| {
+        row.get::<_, i64>(0)
+    })
+    .map(|n| n == 1)
     .map_err(SqliteJournalError::from_sqlite)
 }
 

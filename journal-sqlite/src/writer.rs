@@ -36,6 +36,10 @@ pub(crate) enum Request {
     Flush(oneshot::Sender),
     /// Take a new epoch (the id counter ran out).
     NewEpoch(SyncSender<Result<u32, SqliteJournalError>>),
+    /// Take over unfinished transaction `tx` from its gone owner `from`;
+    /// answers whether it was still `from`'s (another journal may have
+    /// taken it first, or it finished).
+    Claim { tx: i64, from: i64, reply: oneshot::Sender<bool> },
 }
 
 /// Lazy rows sent but not committed yet, counted per transaction: a read
@@ -77,9 +81,9 @@ impl Pending {
 }
 
 /// The writer thread's body: runs until every sender is dropped, then
-/// writes what is left and returns.
-pub(crate) fn run(conn: Connection, requests: Receiver<Request>, pending_lazy: PendingLazy) {
-    let mut statements = match Statements::prepare(&conn) {
+/// writes what is left and returns. New transactions are `owner`'s.
+pub(crate) fn run(conn: Connection, owner: i64, requests: Receiver<Request>, pending_lazy: PendingLazy) {
+    let mut statements = match Statements::prepare(&conn, owner) {
         Ok(statements) => statements,
         // Answered by dropping the replies: `WriterGone`. (Unreachable in
         // practice: `open` created these tables just before.)
@@ -102,6 +106,11 @@ pub(crate) fn run(conn: Connection, requests: Receiver<Request>, pending_lazy: P
             Request::NewEpoch(reply) => {
                 // Rare (every 2^32 ids): its own transaction, at once.
                 let _ = reply.send(schema::allocate_epoch(&conn));
+            }
+            Request::Claim { tx, from, reply } => {
+                // Its own transaction, at once: the answer says who rolls
+                // the transaction back.
+                reply.send(claim(&conn, tx, from, owner));
             }
         };
         take(first, &mut rows);
@@ -136,22 +145,39 @@ pub(crate) fn run(conn: Connection, requests: Receiver<Request>, pending_lazy: P
     }
 }
 
+/// Takes unfinished transaction `tx` over from `from` for `owner`, if it is
+/// still `from`'s: one compare-and-set, so of two journals claiming it at
+/// once exactly one gets it.
+fn claim(conn: &Connection, tx: i64, from: i64, owner: i64) -> Result<bool, SqliteJournalError> {
+    schema::in_write_transaction(conn, || {
+        let changed = conn
+            .prepare("UPDATE tm_transactions SET owner = ?1 WHERE tx = ?2 AND owner = ?3 AND finished = 0")?
+            .execute([owner, tx, from])?;
+        Ok::<_, SqliteJournalError>(changed == 1)
+    })
+}
+
 /// The writer's statements, prepared once.
 struct Statements<'c> {
+    owner: i64,
     insert: Statement<'c>,
     open: Statement<'c>,
     finish: Statement<'c>,
 }
 
 impl<'c> Statements<'c> {
-    fn prepare(conn: &'c Connection) -> rusqlite::Result<Self> {
+    fn prepare(conn: &'c Connection, owner: i64) -> rusqlite::Result<Self> {
         Ok(Statements {
+            owner,
             // First write kept: a repeated entry is the same entry.
             insert: conn
                 .prepare("INSERT OR IGNORE INTO tm_entries (tx, step, kind, payload) VALUES (?1, ?2, ?3, ?4)")?,
-            open: conn.prepare("INSERT OR IGNORE INTO tm_transactions (tx, finished) VALUES (?1, 0)")?,
+            // A transaction's owner is the journal that wrote its first
+            // entry; a claim moves it.
+            open: conn.prepare("INSERT OR IGNORE INTO tm_transactions (tx, finished, owner) VALUES (?1, 0, ?2)")?,
             finish: conn.prepare(
-                "INSERT INTO tm_transactions (tx, finished) VALUES (?1, 1) ON CONFLICT (tx) DO UPDATE SET finished = 1",
+                "INSERT INTO tm_transactions (tx, finished, owner) VALUES (?1, 1, ?2)
+                 ON CONFLICT (tx) DO UPDATE SET finished = 1",
             )?,
         })
     }
@@ -165,9 +191,9 @@ impl<'c> Statements<'c> {
             for row in rows {
                 self.insert.execute(params![row.tx, row.step, row.kind, row.payload])?;
                 if row.ends {
-                    self.finish.execute([row.tx])?;
+                    self.finish.execute([row.tx, self.owner])?;
                 } else {
-                    self.open.execute([row.tx])?;
+                    self.open.execute([row.tx, self.owner])?;
                 }
             }
             Ok(())

@@ -182,10 +182,10 @@ fn a_newer_schema_is_refused() {
     let dir = TempDir::new("schema");
     drop(SqliteJournal::open(dir.file()).unwrap());
     let conn = rusqlite::Connection::open(dir.file()).unwrap();
-    conn.execute("UPDATE tm_meta SET value = 2 WHERE key = 'schema'", []).unwrap();
+    conn.execute("UPDATE tm_meta SET value = 3 WHERE key = 'schema'", []).unwrap();
     drop(conn);
     match SqliteJournal::open(dir.file()) {
-        Err(SqliteJournalError::NewerSchema { found: 2, known: 1 }) => {}
+        Err(SqliteJournalError::NewerSchema { found: 3, known: 2 }) => {}
         other => panic!("expected NewerSchema, got {other:?}"),
     }
 }

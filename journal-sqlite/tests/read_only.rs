@@ -109,3 +109,29 @@ fn a_read_only_file_refuses_appends_with_a_typed_error() {
 fn a_read_only_directory_and_file_refuse_appends_with_a_typed_error() {
     check_read_only(true);
 }
+
+#[test]
+fn a_read_only_journal_lists_only_work_of_owners_that_are_gone() {
+    let dir = TempDir::new("read-only-owners");
+    let gone = {
+        let journal = SqliteJournal::open(dir.file()).unwrap();
+        let id = journal.next_id();
+        append(&journal, id, Some(0), EntryKind::Done, b"undo").unwrap();
+        id
+    };
+    // Another journal on the file, still open: its work is running.
+    let running_journal = SqliteJournal::open(dir.file()).unwrap();
+    let running = running_journal.next_id();
+    append(&running_journal, running, Some(0), EntryKind::Done, b"undo").unwrap();
+    let Some(locked) = Locked::new(&dir.file(), None) else {
+        eprintln!("skipped: this process can write a read-only file (root without `chattr`)");
+        return;
+    };
+    let journal = SqliteJournal::open(dir.file()).unwrap();
+    assert!(journal.is_read_only());
+    assert_eq!(unfinished(&journal), [gone]);
+    drop(running_journal);
+    assert_eq!(unfinished(&journal), [gone, running]);
+    drop(journal);
+    drop(locked);
+}
