@@ -1,6 +1,8 @@
 //! Real crashes: a child process runs journaled transactions against a
 //! SQLite journal and is killed with SIGKILL at random points, 200 times;
-//! each restart recovers first. The effects (resources created and
+//! each restart recovers first. A second test runs two such children on one
+//! file at once (each recovering at its start while the other runs) and
+//! kills one of them at random, 120 times, then both. The effects (resources created and
 //! deleted) go to a separate, fsynced log. At the end the journal and the
 //! effects are checked against the guarantees:
 //!
@@ -173,8 +175,13 @@ fn killed_at_random_points_loses_no_owed_rollback() {
         child.wait().unwrap();
     }
 
+    check(&dir, kills(), lines_seen);
+}
+
+/// A last restart that only recovers, then the effects against the journal.
+fn check(dir: &Path, kills: usize, lines_seen: usize) {
     // A last restart that only recovers, and exits.
-    let status = spawn_child(&dir, 0).wait_with_output().unwrap().status;
+    let status = spawn_child(dir, 0).wait_with_output().unwrap().status;
     assert!(status.success(), "the last recovery failed: {status}");
 
     // The effects, and what the journal says.
@@ -233,13 +240,81 @@ fn killed_at_random_points_loses_no_owed_rollback() {
     println!(
         "{} kills, {lines_seen} lines: {} transactions ({committed_count} committed), {} resources created, \
          {} rolled back ({} more than once), {leaked} created but killed before their Done was durable",
-        kills(),
+        kills,
         transactions.len(),
         created.len(),
         deleted.len(),
         deleted.values().filter(|&&n| n > 1).count(),
     );
-    assert!(transactions.len() >= kills() / 2, "too few transactions ran: the kills came too early");
+    assert!(transactions.len() >= kills / 2, "too few transactions ran: the kills came too early");
     drop(journal);
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// How many kills the shared-file test makes (`TM_CRASH_SHARED_KILLS`).
+fn shared_kills() -> usize {
+    std::env::var("TM_CRASH_SHARED_KILLS").ok().and_then(|k| k.parse().ok()).unwrap_or(120)
+}
+
+/// Two processes on one SQLite file, each recovering at every start while
+/// the other runs transactions: a recovery must never roll back the other
+/// one's live work (a committed transaction would then have a step rolled
+/// back), and what a killed one owed is rolled back by the other or by its
+/// own next start.
+#[test]
+fn two_processes_on_one_file_killed_at_random_points_never_roll_back_each_others_work() {
+    let seed: u64 = std::env::var("TM_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    println!("TM_CRASH_SEED={seed}");
+    let dir: PathBuf = std::env::temp_dir().join(format!("tm-crash-shared-{}-{seed}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (lines, from) = std::sync::mpsc::channel::<(usize, u64)>();
+    let mut rng = seed;
+    let mut generation = 0u64;
+    let start = |slot: usize, rng: u64, generation: &mut u64| {
+        *generation += 1;
+        let mut child = spawn_child(&dir, (rng ^ *generation) | 1);
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (lines, me) = (lines.clone(), *generation);
+        // Drains the child's output, so it never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if ["create ", "delete ", "ended"].iter().any(|p| line.starts_with(p))
+                    && lines.send((slot, me)).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        (child, me)
+    };
+    let mut children = [start(0, rng, &mut generation), start(1, next(rng), &mut generation)];
+    let mut seen = [0usize; 2];
+    let mut lines_seen = 0usize;
+    let mut kills = 0;
+    while kills < shared_kills() {
+        rng = next(rng);
+        let victim = (rng >> 40) as usize % 2;
+        let after = 1 + (rng >> 33) as usize % 24;
+        // Lines of both children, until the victim printed `after` more.
+        while seen[victim] < after {
+            let (slot, generation) = from.recv().unwrap();
+            if children[slot].1 == generation {
+                seen[slot] += 1;
+                lines_seen += 1;
+            }
+        }
+        children[victim].0.kill().unwrap();
+        children[victim].0.wait().unwrap();
+        kills += 1;
+        seen[victim] = 0;
+        children[victim] = start(victim, rng, &mut generation);
+    }
+    for (child, _) in &mut children {
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+    }
+    check(&dir, kills, lines_seen);
 }
