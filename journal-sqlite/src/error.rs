@@ -79,6 +79,27 @@ pub enum SqliteJournalError {
         /// What the system said.
         cause: Arc<std::io::Error>,
     },
+    /// Entries the journal committed are missing: the database's last
+    /// entry is below the high-water mark kept beside it (`<journal>-hwm`,
+    /// written after each commit). SQLite reads a damaged WAL frame as the
+    /// end of its log and drops every later commit without a word; this is
+    /// that loss, caught. The file is refused at every open until an
+    /// operator restores it (or, accepting the loss, deletes the `-hwm`
+    /// file).
+    Damaged {
+        /// The sequence number of the last entry committed, as marked.
+        marked: u64,
+        /// The last entry the database holds.
+        found: u64,
+    },
+    /// The high-water mark file beside the journal (`<journal>-hwm`)
+    /// could not be opened for writing.
+    HighWaterMark {
+        /// The mark file.
+        path: PathBuf,
+        /// What the system said.
+        cause: Arc<std::io::Error>,
+    },
     /// Another SQLite failure (a busy timeout, an I/O error, …).
     Sqlite(SqliteCause),
 }
@@ -141,6 +162,14 @@ impl fmt::Display for SqliteJournalError {
             SqliteJournalError::Owner { path, cause } => {
                 write!(f, "cannot tell which journals on the file are alive: {}: {cause}", path.display())
             }
+            SqliteJournalError::Damaged { marked, found } => write!(
+                f,
+                "the journal is damaged: entries were lost (its last entry is #{found}, \
+                 but #{marked} was committed; a damaged WAL?)"
+            ),
+            SqliteJournalError::HighWaterMark { path, cause } => {
+                write!(f, "cannot open the journal's high-water mark {}: {cause}", path.display())
+            }
             SqliteJournalError::Sqlite(cause) => write!(f, "SQLite: {cause}"),
         }
     }
@@ -155,7 +184,7 @@ impl std::error::Error for SqliteJournalError {
             | SqliteJournalError::Corrupt { cause }
             | SqliteJournalError::Sqlite(cause) => Some(cause),
             SqliteJournalError::Encode(error) => Some(error),
-            SqliteJournalError::Owner { cause, .. } => Some(&**cause),
+            SqliteJournalError::Owner { cause, .. } | SqliteJournalError::HighWaterMark { cause, .. } => Some(&**cause),
             _ => None,
         }
     }

@@ -42,6 +42,14 @@ pub const MAX_PAYLOAD: usize = 16 << 20;
 ///   start-up, rare), a read is an indexed query of well under a
 ///   millisecond, and in WAL mode it never waits for the writer's fsync
 ///   (going through the writer thread would queue it behind commits).
+/// - A high-water mark: after each commit the writer thread writes the last
+///   entry's sequence number to `<journal>-hwm` (not fsynced: an fsync
+///   doubled a lone durable append). SQLite reads a damaged WAL frame as
+///   the end of its log and silently drops every later commit; `open`
+///   compares the database with the mark and refuses such a file with
+///   [`SqliteJournalError::Damaged`]. After a power cut the mark may trail
+///   by the last few seconds' commits, which are then not checked; delete
+///   the `-hwm` file together with the journal.
 /// - Owners (Unix): each writable journal is an *owner*, named by the
 ///   epoch its `open` took, and each transaction's row names the owner
 ///   that wrote its first entry. The journal holds an exclusive `flock` on
@@ -154,8 +162,12 @@ impl SqliteJournal {
     /// created, [`NewerSchema`](SqliteJournalError::NewerSchema) if a newer
     /// version of this crate wrote it, [`Corrupt`](SqliteJournalError::Corrupt)
     /// if it is not a SQLite file, [`DiskFull`](SqliteJournalError::DiskFull),
-    /// or [`ReadOnly`](SqliteJournalError::ReadOnly) for a read-only file
-    /// that holds no journal.
+    /// [`ReadOnly`](SqliteJournalError::ReadOnly) for a read-only file
+    /// that holds no journal, [`Damaged`](SqliteJournalError::Damaged) if
+    /// committed entries were lost (a damaged WAL), or
+    /// [`Owner`](SqliteJournalError::Owner) /
+    /// [`HighWaterMark`](SqliteJournalError::HighWaterMark) if the owner
+    /// lock or the mark file beside the journal cannot be made.
     ///
     /// ```
     /// use transaction_manager::Journal;
@@ -213,6 +225,18 @@ impl SqliteJournal {
             }
             other => other?,
         };
+        // Entries lost since the last commit this file saw: refused.
+        let mark = crate::hwm::path_of(path);
+        if let Some(mark) = &mark {
+            crate::hwm::check(mark, &conn)?;
+        }
+        let mark = match &mark {
+            Some(mark) => Some(crate::hwm::Mark::open(mark).map_err(|error| SqliteJournalError::HighWaterMark {
+                path: mark.clone(),
+                cause: std::sync::Arc::new(error),
+            })?),
+            None => None,
+        };
         let owner = i64::from(epoch);
         let owners = Owners::of(path);
         // Before the writer can write a row naming this owner.
@@ -227,7 +251,7 @@ impl SqliteJournal {
             .name("tm-sqlite-writer".into())
             .spawn({
                 let pending_lazy = pending_lazy.clone();
-                move || writer::run(conn, owner, receiver, pending_lazy)
+                move || writer::run(conn, owner, mark, receiver, pending_lazy)
             })
             .map_err(|_| SqliteJournalError::WriterGone)?;
         Ok(SqliteJournal {
@@ -257,6 +281,9 @@ impl SqliteJournal {
         let cannot_write = OnceLock::new();
         let _ = cannot_write.set(SqliteJournalError::ReadOnly { cause: None });
         let owner_column = schema::has_owner_column(&conn)?;
+        if let Some(mark) = crate::hwm::path_of(path) {
+            crate::hwm::check(&mark, &conn)?;
+        }
         Ok(SqliteJournal {
             path: path.to_owned(),
             ids: Ids::new(0),

@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod hwm;
 mod journal;
 mod oneshot;
 mod owner;

@@ -82,7 +82,13 @@ impl Pending {
 
 /// The writer thread's body: runs until every sender is dropped, then
 /// writes what is left and returns. New transactions are `owner`'s.
-pub(crate) fn run(conn: Connection, owner: i64, requests: Receiver<Request>, pending_lazy: PendingLazy) {
+pub(crate) fn run(
+    conn: Connection,
+    owner: i64,
+    mut mark: Option<crate::hwm::Mark>,
+    requests: Receiver<Request>,
+    pending_lazy: PendingLazy,
+) {
     let mut statements = match Statements::prepare(&conn, owner) {
         Ok(statements) => statements,
         // Answered by dropping the replies: `WriterGone`. (Unreachable in
@@ -122,6 +128,16 @@ pub(crate) fn run(conn: Connection, owner: i64, requests: Receiver<Request>, pen
         }
         match statements.write(&conn, &rows) {
             Ok(()) => {
+                // The high-water mark, before anyone is told: a commit
+                // later lost from a damaged WAL is caught at the next open.
+                // (A failure here loses no entry, only that check.)
+                if let (Some(mark), false) = (&mut mark, rows.is_empty()) {
+                    if let Err(error) =
+                        crate::hwm::last_seq(&conn).map_err(std::io::Error::other).and_then(|seq| mark.set(seq))
+                    {
+                        log::warn!("the journal's high-water mark could not be written: {error}");
+                    }
+                }
                 for row in rows.iter().filter(|row| row.is_lazy()) {
                     pending_lazy.remove(schema::from_sql(row.tx));
                 }
