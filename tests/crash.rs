@@ -2,7 +2,8 @@
 //! SQLite journal and is killed with SIGKILL at random points, 200 times;
 //! each restart recovers first. A second test runs two such children on one
 //! file at once (each recovering at its start while the other runs) and
-//! kills one of them at random, 120 times, then both. The effects (resources created and
+//! kills one of them at random, 120 times, then both. A third damages
+//! copies of a killed journal (a WAL frame, the main file cut in half). The effects (resources created and
 //! deleted) go to a separate, fsynced log. At the end the journal and the
 //! effects are checked against the guarantees:
 //!
@@ -163,13 +164,20 @@ fn killed_at_random_points_loses_no_owed_rollback() {
     let dir: PathBuf = std::env::temp_dir().join(format!("tm-crash-{}-{seed}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
 
+    let lines_seen = kill_at_random(&dir, seed, kills());
+    check(&dir, kills(), lines_seen);
+}
+
+/// Starts a child on `dir` `kills` times and kills each after a random
+/// number of lines; returns how many lines they printed.
+fn kill_at_random(dir: &Path, seed: u64, kills: usize) -> usize {
     let mut rng = seed;
     let mut lines_seen = 0usize;
-    for kill in 0..kills() {
+    for kill in 0..kills {
         rng = next(rng);
         // Kill after 1 to 24 lines (effects or ends) past the recovery line.
         let after = 1 + (rng >> 33) as usize % 24;
-        let mut child = spawn_child(&dir, (rng ^ kill as u64) | 1);
+        let mut child = spawn_child(dir, (rng ^ kill as u64) | 1);
         let stdout = BufReader::new(child.stdout.take().unwrap());
         let mut seen = 0;
         for line in stdout.lines() {
@@ -188,7 +196,7 @@ fn killed_at_random_points_loses_no_owed_rollback() {
         child.wait().unwrap();
     }
 
-    check(&dir, kills(), lines_seen);
+    lines_seen
 }
 
 /// A last restart that only recovers, then the effects against the journal.
@@ -340,4 +348,102 @@ fn two_processes_on_one_file_killed_at_random_points_never_roll_back_each_others
         kills += 1;
     }
     check(&dir, kills, lines_seen);
+}
+
+/// Copies the journal's files (`journal.db`, its WAL and mark) to `to`.
+fn copy_journal(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for name in ["journal.db", "journal.db-wal", "journal.db-hwm"] {
+        if from.join(name).exists() {
+            std::fs::copy(from.join(name), to.join(name)).unwrap();
+        }
+    }
+}
+
+/// The journal's files after kills, damaged in copies: a flipped byte in a
+/// WAL frame (SQLite would drop every later commit), the main file cut in
+/// half. Each ends typed or detected: never a hang, never a silent loss.
+#[test]
+fn damaged_journals_end_typed_or_detected() {
+    let seed: u64 = std::env::var("TM_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    println!("TM_CRASH_SEED={seed}");
+    let base: PathBuf = std::env::temp_dir().join(format!("tm-crash-damage-{}-{seed}", std::process::id()));
+    let dir = base.join("journal");
+    std::fs::create_dir_all(&dir).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+
+    // Kill until the journal owes a rollback and its WAL holds frames.
+    let mut rng = seed;
+    let mut kills = 0;
+    let (_owed, _payload) = loop {
+        assert!(kills < 100, "no owed rollback after {kills} kills");
+        rng = next(rng);
+        kill_at_random(&dir, rng, 1);
+        kills += 1;
+        let wal_frames = std::fs::metadata(dir.join("journal.db-wal")).map_or(0, |m| m.len().saturating_sub(32) / 4120);
+        let look = base.join(format!("look-{kills}"));
+        copy_journal(&dir, &look);
+        let journal = SqliteJournal::open(look.join("journal.db")).unwrap();
+        let mut found = None;
+        let mut after = None;
+        while let Some(id) = runtime.block_on(journal.next_unfinished(after)).unwrap() {
+            after = Some(id);
+            let mut done = None;
+            runtime
+                .block_on(journal.read(id, &mut |e| {
+                    if e.kind == EntryKind::Done.code() && done.is_none() {
+                        done = Some(e.payload.to_vec());
+                    }
+                }))
+                .unwrap();
+            if let Some(done) = done {
+                found = Some((id, done));
+                break;
+            }
+        }
+        drop(journal);
+        std::fs::remove_dir_all(&look).unwrap();
+        if let (Some(found), true) = (found, wal_frames >= 6) {
+            break found;
+        }
+    };
+
+    // 1. A damaged WAL frame (the second one; later commits exist).
+    let wal_copy = base.join("wal");
+    copy_journal(&dir, &wal_copy);
+    let mut wal = std::fs::read(wal_copy.join("journal.db-wal")).unwrap();
+    let page_size = u32::from_be_bytes(wal[8..12].try_into().unwrap()) as usize;
+    wal[32 + (24 + page_size) + 24 + page_size / 2] ^= 0x55;
+    std::fs::write(wal_copy.join("journal.db-wal"), &wal).unwrap();
+    let wal_outcome = match SqliteJournal::open(wal_copy.join("journal.db")) {
+        Err(error) => error.to_string(),
+        Ok(_) => panic!("a damaged WAL frame opened without a word"),
+    };
+
+    // 2. The main file cut in half (after a checkpoint): a typed error at
+    // open or at recovery.
+    let cut = base.join("cut");
+    copy_journal(&dir, &cut);
+    drop(SqliteJournal::open(cut.join("journal.db")).unwrap());
+    let file = OpenOptions::new().write(true).open(cut.join("journal.db")).unwrap();
+    let len = file.metadata().unwrap().len();
+    file.set_len(len / 2).unwrap();
+    drop(file);
+    let cut_outcome = match SqliteJournal::open(cut.join("journal.db")) {
+        Err(error) => format!("open: {error}"),
+        Ok(journal) => runtime.block_on(async {
+            let manager: Manager = TransactionManager::new(TokioClock::new()).with_journal(journal, Postcard::<1>);
+            let mut effects = Effects::open(&cut, 0);
+            match manager.recover::<Delete, Unbounded, _>(&mut effects).await {
+                Err(error) => format!("recover: {error}"),
+                Ok(report) => {
+                    panic!("a main file cut in half ({len} -> {} bytes) recovered without a word: {report}", len / 2)
+                }
+            }
+        }),
+    };
+    println!("{kills} kills; damaged WAL frame: {wal_outcome}; main file cut in half: {cut_outcome}");
+    std::fs::remove_dir_all(&base).unwrap();
 }
