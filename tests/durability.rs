@@ -452,3 +452,50 @@ fn stop_after_a_scope_rollback_failed_stops_the_whole_transaction() {
     assert!(world.rolled_back.is_empty(), "{:?}", world.rolled_back);
     assert_eq!(error.summary().steps()[0].status(), StepStatus::RollbackSkipped);
 }
+
+#[test]
+fn a_damaged_undo_record_makes_its_transaction_stuck_never_trusted() {
+    // A crash right after `a`'s `Done`: one rollback owed.
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    journal.cut_power_after(2);
+    let mut world = World::default();
+    let crashed = clock.block_on(future::or(
+        async { Some(create_two_then_fail(&manager(&clock, &journal), &mut world).await) },
+        async {
+            journal.power_lost().await;
+            None
+        },
+    ));
+    assert!(crashed.is_none());
+    let rows = journal.restart().entries(TransactionId::new(1));
+    let done = rows.iter().position(|row| row.kind == EntryKind::Done.code()).expect("a durable Done");
+    // Every single flipped bit, anywhere in the record (its retry policy,
+    // its timeout, its name, the undo value, the checksum itself), makes
+    // the transaction stuck: never a rollback run with a damaged policy.
+    let len = rows[done].payload.len();
+    for at in 0..len {
+        for bit in [0x01u8, 0x10, 0x80] {
+            let damaged = MemoryJournal::new();
+            for (i, row) in rows.iter().enumerate() {
+                let mut payload = row.payload.clone();
+                if i == done {
+                    payload[at] ^= bit;
+                }
+                damaged.insert_raw(row.transaction, row.step, row.kind, &payload);
+            }
+            let mut world = World::default();
+            let (report, _) = recover_each(&manager(&clock, &damaged), &mut world);
+            assert_eq!(report.stuck(), 1, "byte {at} of {len}, bit {bit:#x}: {report}");
+            assert!(world.rolled_back.is_empty());
+        }
+    }
+    // Undamaged, it rolls back.
+    let intact = MemoryJournal::new();
+    for row in &rows {
+        intact.insert_raw(row.transaction, row.step, row.kind, &row.payload);
+    }
+    let mut world = World::default();
+    assert_eq!(recover_each(&manager(&clock, &intact), &mut world).0.rolled_back(), 1);
+    assert_eq!(world.rolled_back, ["a"]);
+}

@@ -218,6 +218,7 @@ impl Format for crate::CodecError {
                 write!(f, "undo record has schema {=u32}, newer than {=u32}", found, known)
             }
             crate::CodecError::NewerFormat { found } => write!(f, "journal entry has newer format {=u8}", found),
+            crate::CodecError::Damaged => write!(f, "undo record damaged (checksum)"),
         }
     }
 }

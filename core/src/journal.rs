@@ -216,6 +216,9 @@ pub enum CodecError {
         /// The format number in the journal.
         found: u8,
     },
+    /// The undo record's checksum does not match its bytes: it was damaged
+    /// on its medium (a flipped bit, a torn write the journal missed).
+    Damaged,
 }
 
 impl fmt::Display for CodecError {
@@ -229,6 +232,7 @@ impl fmt::Display for CodecError {
             CodecError::NewerFormat { found } => {
                 write!(f, "the journal entry has format {found}, newer than this library's {FORMAT}")
             }
+            CodecError::Damaged => f.write_str("the undo record is damaged (its checksum does not match)"),
         }
     }
 }
@@ -377,8 +381,9 @@ where
 
 /// The format number of the payloads the core writes. Entries with a
 /// higher number are refused (the transaction becomes stuck), never
-/// guessed at.
-pub const FORMAT: u8 = 1;
+/// guessed at. Format 2 ends an undo payload with a CRC-32 of the rest;
+/// format 1 (no checksum) is still read.
+pub const FORMAT: u8 = 2;
 
 /// One entry a transaction appends to its journal.
 ///
@@ -502,7 +507,12 @@ impl<'a> Entry<'a> {
                 at = put(buf, at, &[jitter])?;
                 at = put(buf, at, &timeout.to_le_bytes())?;
                 let rest = buf.get_mut(at..).ok_or(CodecError::BufferTooSmall)?;
-                Ok(at + (undo.undo)(rest)?)
+                at += (undo.undo)(rest)?;
+                // A damaged record (one flipped bit turned a 1 ms retry
+                // interval into years) makes its transaction stuck instead
+                // of being trusted.
+                let checksum = crc32(&buf[..at]);
+                put(buf, at, &checksum.to_le_bytes())
             }
         }
     }
@@ -557,8 +567,22 @@ impl fmt::Debug for Entry<'_> {
     }
 }
 
-/// Bytes of an undo payload before the name and the undo record.
-const UNDO_HEADER: usize = 1 + 4 + 2 + 4 + 4 + 8 + 8 + 1 + 8;
+/// Bytes of an undo payload besides the name and the undo record: the
+/// header before them and the checksum after.
+const UNDO_HEADER: usize = 1 + 4 + 2 + 4 + 4 + 8 + 8 + 1 + 8 + 4;
+
+/// CRC-32 (IEEE 802.3, the zlib one), bit by bit: a few dozen bytes of
+/// code, fast enough for the undo records it guards (tens of bytes).
+pub(crate) fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
+}
 
 fn put(buf: &mut [u8], at: usize, bytes: &[u8]) -> Result<usize, CodecError> {
     let end = at + bytes.len();
@@ -589,11 +613,22 @@ pub(crate) struct DecodedUndo<'a> {
 
 /// Reads an undo payload written by [`Entry::write_payload`].
 pub(crate) fn decode_undo_payload(bytes: &[u8]) -> Result<DecodedUndo<'_>, CodecError> {
+    let format = *bytes.first().ok_or(CodecError::Invalid)?;
+    let bytes = match format {
+        0 => return Err(CodecError::Invalid),
+        1 => bytes,
+        2 => {
+            let (rest, checksum) = bytes.split_at_checked(bytes.len().wrapping_sub(4)).ok_or(CodecError::Invalid)?;
+            let checksum = u32::from_le_bytes(checksum.try_into().map_err(|_| CodecError::Invalid)?);
+            if crc32(rest) != checksum {
+                return Err(CodecError::Damaged);
+            }
+            rest
+        }
+        _ => return Err(CodecError::NewerFormat { found: format }),
+    };
     let mut reader = Reader(bytes);
-    let format = reader.take::<1>()?[0];
-    if format > FORMAT {
-        return Err(CodecError::NewerFormat { found: format });
-    }
+    reader.take::<1>()?;
     let schema = u32::from_le_bytes(reader.take()?);
     let name_len = usize::from(u16::from_le_bytes(reader.take()?));
     let name = core::str::from_utf8(reader.slice(name_len)?).map_err(|_| CodecError::Invalid)?;
