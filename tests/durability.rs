@@ -499,3 +499,76 @@ fn a_damaged_undo_record_makes_its_transaction_stuck_never_trusted() {
     assert_eq!(recover_each(&manager(&clock, &intact), &mut world).0.rolled_back(), 1);
     assert_eq!(world.rolled_back, ["a"]);
 }
+
+/// Undo records that a concurrent group rolls back: `Slow` waits until
+/// `SLOW_UNBLOCKED` is set.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+enum GroupUndo {
+    Fast(String),
+    Slow(String),
+}
+
+static GROUP_ROLLED_BACK: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+static SLOW_UNBLOCKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl Rollback<()> for GroupUndo {
+    type Error = String;
+
+    async fn rollback(&mut self, _: &mut ()) -> Result<(), String> {
+        let name = match self {
+            GroupUndo::Fast(name) => name.clone(),
+            GroupUndo::Slow(name) => {
+                // Pending without a wake-up until unblocked: the manual
+                // clock moves on to the drop meanwhile.
+                future::poll_fn(|_| {
+                    if SLOW_UNBLOCKED.load(std::sync::atomic::Ordering::SeqCst) {
+                        std::task::Poll::Ready(())
+                    } else {
+                        std::task::Poll::Pending
+                    }
+                })
+                .await;
+                name.clone()
+            }
+        };
+        GROUP_ROLLED_BACK.lock().unwrap().push(name);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_concurrent_group_rollback_dropped_midway_is_not_repeated_by_recover_dropped() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = TransactionManager::new(&clock).with_journal(journal.clone(), Postcard::<1>);
+    clock.block_on(async {
+        let transaction = manager.transaction("group").fixed::<GroupUndo, 4>().run(async |tx| {
+            tx.group()
+                .roll_back_concurrently()
+                .run((
+                    member("fast")
+                        .execute(|| async { Ok::<_, String>("fast".to_string()) })
+                        .undo(|n: &String| GroupUndo::Fast(n.clone())),
+                    member("slow")
+                        .execute(|| async { Ok::<_, String>("slow".to_string()) })
+                        .undo(|n: &String| GroupUndo::Slow(n.clone())),
+                ))
+                .await?;
+            tx.step("refused").run(|| async { Err::<(), _>("refused".to_string()) }).await?;
+            Ok::<_, StepError<String>>(())
+        });
+        // Dropped while `slow` rolls back, after `fast`'s rollback ended.
+        let stopped = future::or(async { Some(transaction.await) }, async {
+            clock.sleep(Duration::from_secs(1)).await;
+            None
+        })
+        .await;
+        assert!(stopped.is_none());
+    });
+    assert_eq!(*GROUP_ROLLED_BACK.lock().unwrap(), ["fast"]);
+    // `fast`'s `Undone` was written as it ended: only `slow` is owed.
+    SLOW_UNBLOCKED.store(true, std::sync::atomic::Ordering::SeqCst);
+    let report = clock.block_on(manager.recover_dropped::<GroupUndo, Fixed<4>, _>(&mut ())).unwrap();
+    assert_eq!(report.rolled_back(), 1, "{report}");
+    assert_eq!(*GROUP_ROLLED_BACK.lock().unwrap(), ["fast", "slow"]);
+}

@@ -602,6 +602,27 @@ pub struct StoredEntry<'a> {
     pub payload: &'a [u8],
 }
 
+impl<'a> StoredEntry<'a> {
+    /// The step's name and the codec's bytes of the undo record, for an
+    /// `Intent` or `Done` entry whose payload checks out (its format known,
+    /// its checksum right); `None` otherwise. For journals that show undo
+    /// records to operators (the Postgres journal keeps JSON ones as
+    /// `jsonb`): the payload's layout stays the core's business.
+    ///
+    /// ```
+    /// use transaction_manager::{EntryKind, StoredEntry};
+    /// let entry = StoredEntry { step: Some(0), kind: EntryKind::Done.code(), payload: b"not an undo payload" };
+    /// assert_eq!(entry.undo_parts(), None);
+    /// ```
+    pub fn undo_parts(&self) -> Option<(&'a str, &'a [u8])> {
+        if !matches!(EntryKind::from_code(self.kind), Some(EntryKind::Intent | EntryKind::Done)) {
+            return None;
+        }
+        let decoded = decode_undo_payload(self.payload).ok()?;
+        Some((decoded.name, decoded.undo))
+    }
+}
+
 /// A decoded undo payload.
 pub(crate) struct DecodedUndo<'a> {
     pub(crate) name: &'a str,

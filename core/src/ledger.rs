@@ -415,24 +415,9 @@ impl<U, S: Storage> Ledger<U, S> {
         );
     }
 
-    /// With a journal, the lazy `Undone` or `UndoFailed` of one step: if it
-    /// is lost, recovery repeats this (idempotent) rollback.
+    /// With a journal, the lazy `Undone` or `UndoFailed` of one step.
     async fn journal_rollback_end<J: JournalFor<U>>(summary: &Summary<S>, index: usize, undone: bool, journal: &J) {
-        if J::ENABLED {
-            let record = &summary.steps[index];
-            let step = u32::try_from(record.index).unwrap_or(u32::MAX);
-            let entry = if undone {
-                Entry::new(summary.info.id, Some(step), EntryKind::Undone)
-            } else {
-                // The error, for the list of what is owed.
-                Entry::new(summary.info.id, Some(step), EntryKind::UndoFailed)
-                    .with_text(record.rollback_error().unwrap_or_default())
-            };
-            if let Err(failure) = journal.write(&entry).await {
-                let failure: crate::JournalFailure = failure.into();
-                tm_error!("{}: {}", summary.info.id, failure);
-            }
-        }
+        journal_rollback_end(summary.info.id, &summary.steps[index], undone, journal).await;
     }
 
     /// The last hook of a step's rollback, once its record left the ledger.
@@ -516,8 +501,14 @@ impl<U, S: Storage> Ledger<U, S> {
                     return None;
                 }
                 let mut rng = SplitMix64::new(self.rng.next_u64());
-                let rollback =
-                    async move { roll_back_one::<K, U, Ctx, C, H>(record, entry, fork(unit), env, &mut rng).await };
+                let rollback = async move {
+                    let failed = roll_back_one::<K, U, Ctx, C, H>(&mut *record, entry, fork(unit), env, &mut rng).await;
+                    // Its `Undone` (or `UndoFailed`) as it ends, not once the
+                    // whole batch did: a drop in between must not make
+                    // recovery run a finished rollback again.
+                    journal_rollback_end(env.info.id, record, failed.is_none(), journal).await;
+                    failed
+                };
                 Some((index, Some(Box::pin(rollback))))
             })
             .collect();
@@ -545,9 +536,6 @@ impl<U, S: Storage> Ledger<U, S> {
                 let _ = failures.push(failure);
             }
         }
-        for &(index, undone) in &outcomes {
-            Self::journal_rollback_end(&self.summary, index, undone, journal).await;
-        }
         while self.undo.len() > first {
             self.undo.pop();
         }
@@ -555,6 +543,24 @@ impl<U, S: Storage> Ledger<U, S> {
             Self::rollback_ended_hook(&self.summary, index, undone, hooks).await;
         }
         stop
+    }
+}
+
+/// With a journal, the lazy `Undone` or `UndoFailed` of one step: if it is
+/// lost, recovery repeats this (idempotent) rollback.
+async fn journal_rollback_end<U, J: JournalFor<U>>(id: TransactionId, record: &StepRecord, undone: bool, journal: &J) {
+    if J::ENABLED {
+        let step = u32::try_from(record.index).unwrap_or(u32::MAX);
+        let entry = if undone {
+            Entry::new(id, Some(step), EntryKind::Undone)
+        } else {
+            // The error, for the list of what is owed.
+            Entry::new(id, Some(step), EntryKind::UndoFailed).with_text(record.rollback_error().unwrap_or_default())
+        };
+        if let Err(failure) = journal.write(&entry).await {
+            let failure: crate::JournalFailure = failure.into();
+            tm_error!("{}: {}", id, failure);
+        }
     }
 }
 

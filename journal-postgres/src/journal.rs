@@ -648,18 +648,6 @@ fn encode(entry: &Entry<'_>) -> Result<Vec<u8>, PostgresJournalError> {
     })
 }
 
-/// The step name and the codec's bytes of an undo payload (format 1:
-/// format, schema, name length, name, retry policy, timeout, record).
-fn undo_parts(payload: &[u8]) -> Option<(&str, &[u8])> {
-    if payload.first() != Some(&1) {
-        return None;
-    }
-    let name_len = usize::from(u16::from_le_bytes(payload.get(5..7)?.try_into().ok()?));
-    let name = std::str::from_utf8(payload.get(7..7 + name_len)?).ok()?;
-    let record = payload.get(7 + name_len + 4 + 4 + 8 + 8 + 1 + 8..)?;
-    Some((name, record))
-}
-
 /// The record as JSON text, if the codec wrote JSON (an object, an array
 /// or a string: what serde gives for the enums undo records are). Text
 /// Postgres would refuse in `jsonb` (a NUL character) is left out.
@@ -689,10 +677,12 @@ impl Journal for PostgresJournal {
         let payload = encode(entry)?;
         let kind = entry.kind();
         let (step_name, json) = match kind {
-            EntryKind::Intent | EntryKind::Done => match undo_parts(&payload) {
-                Some((name, record)) => (Some(name.to_owned()), undo_json(record)),
-                None => (None, None),
-            },
+            EntryKind::Intent | EntryKind::Done => {
+                match (StoredEntry { step: entry.step(), kind: kind.code(), payload: &payload }).undo_parts() {
+                    Some((name, record)) => (Some(name.to_owned()), undo_json(record)),
+                    None => (None, None),
+                }
+            }
             _ => (None, None),
         };
         let tx = to_sql(entry.transaction());
