@@ -75,8 +75,8 @@ pin_project! {
         Zero,
         /// Not made yet.
         Due { timeout: Duration },
-        /// Running.
-        On { #[pin] sleep: S },
+        /// Running until the clock reads `end`.
+        On { #[pin] sleep: S, end: Duration },
     }
 }
 
@@ -102,14 +102,33 @@ impl<F: Future, C: Clock> Future for WithTimeout<'_, F, C> {
             return Poll::Ready(Some(output));
         }
         if let TimerProj::Due { timeout } = this.timer.as_mut().project() {
-            let sleep = this.clock.sleep(*timeout);
-            this.timer.set(Timer::On { sleep });
+            let timeout = *timeout;
+            let end = this.clock.now().saturating_add(timeout);
+            this.timer.set(Timer::On { sleep: this.clock.sleep(timeout), end });
         }
-        match this.timer.project() {
-            TimerProj::Off => Poll::Pending,
-            TimerProj::Zero => Poll::Ready(None),
-            TimerProj::On { sleep } => sleep.poll(cx).map(|()| None),
-            TimerProj::Due { .. } => Poll::Pending,
+        // A timer that wakes early is armed again once per poll; one that is
+        // done again at once (a clock whose time does not move) counts as
+        // the timeout, rather than spinning here.
+        let mut rearmed = false;
+        loop {
+            match this.timer.as_mut().project() {
+                TimerProj::Off | TimerProj::Due { .. } => return Poll::Pending,
+                TimerProj::Zero => return Poll::Ready(None),
+                TimerProj::On { sleep, end } => {
+                    if sleep.poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    // A wake-up is not proof (tokio caps a sleep at about
+                    // 30 years): the clock says whether the timeout passed.
+                    let end = *end;
+                    let now = this.clock.now();
+                    if now >= end || rearmed {
+                        return Poll::Ready(None);
+                    }
+                    rearmed = true;
+                    this.timer.set(Timer::On { sleep: this.clock.sleep(end - now), end });
+                }
+            }
         }
     }
 }
