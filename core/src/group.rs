@@ -25,8 +25,8 @@ use crate::panic::caught;
 use crate::text::ErrorText;
 use crate::transaction::{NoContext, TimedOut, is_last_attempt};
 use crate::{
-    AbandonPolicy, Clock, Hooks, List, Maybe, Name, RetryPolicy, Rollback, RollbackFn, StepError, StepErrorKind,
-    StepEvent, StepRecord, StepStatus, Storage, Transaction, TransactionManager,
+    AbandonPolicy, Clock, Hooks, List, Maybe, Name, RetryAlways, RetryCondition, RetryPolicy, Rollback, RollbackFn,
+    StepError, StepErrorKind, StepEvent, StepRecord, StepStatus, Storage, Transaction, TransactionManager,
 };
 
 pub use driver::{Lend, Member, Members};
@@ -1307,6 +1307,15 @@ where
         kind: &StepErrorKind<E>,
         ran: bool,
     ) -> (usize, u32, bool) {
+        let retry_allowed = {
+            let run = slot.as_mut().run_mut();
+            ran && !is_last_attempt(run.attempt, run.settings.retry().max_retries())
+        };
+        // A permanent error (its condition said so) is not retried.
+        let verdict = match kind {
+            StepErrorKind::Failed(error) if retry_allowed => slot.as_mut().retries(error),
+            _ => None,
+        };
         let run = slot.as_mut().run_mut();
         if ran {
             run.uncertain |= kind.is_uncertain();
@@ -1325,14 +1334,20 @@ where
             };
             crate::trace::outcome(span, outcome);
         }
-        let last = !ran || is_last_attempt(run.attempt, run.settings.retry().max_retries());
+        let permanent = verdict.as_ref().filter(|verdict| !verdict.retries());
+        let last = !retry_allowed || permanent.is_some();
         // As for a step: the time is kept only when the member fails for
         // good (no clock reading for an attempt that will be retried), and
         // the text goes into the previous attempt's buffer.
         let now = if last { self.stamp() } else { crate::record::At::NONE };
         let record = &mut self.ledger.summary.steps[run.index];
         match kind {
-            StepErrorKind::Failed(error) => ErrorText::capture_into(&mut record.error, error),
+            StepErrorKind::Failed(error) => match permanent {
+                Some(verdict) => {
+                    ErrorText::capture_into(&mut record.error, &crate::condition::NotRetried(verdict, error));
+                }
+                None => ErrorText::capture_into(&mut record.error, error),
+            },
             StepErrorKind::TimedOut { timeout } => ErrorText::capture_into(&mut record.error, &TimedOut(*timeout)),
             StepErrorKind::Panicked(message) => ErrorText::capture_into(&mut record.error, &Panicked(message)),
             _ => ErrorText::capture_into(&mut record.error, &"failed"),
@@ -1727,9 +1742,10 @@ mod driver {
         /// rollback. Made by [`member`]; run with [`Transaction::parallel`]
         /// or [`Group::run`].
         #[must_use = "a member does nothing until it is run in a group"]
-        pub struct Member<F: MemberFn, R> {
+        pub struct Member<F: MemberFn, R, W = RetryAlways> {
             execute: F,
             undo: R,
+            retry_if: W,
             run: Run,
             #[pin]
             attempt: Option<F::Attempt>,
@@ -1738,7 +1754,7 @@ mod driver {
         }
     }
 
-    impl<F: MemberFn, R> fmt::Debug for Member<F, R> {
+    impl<F: MemberFn, R, W> fmt::Debug for Member<F, R, W> {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.debug_struct("Member").field("name", &self.run.settings.name).finish_non_exhaustive()
         }
@@ -1746,11 +1762,7 @@ mod driver {
 
     impl<F: MemberFn, R> Member<F, R> {
         pub(super) fn new(settings: Settings, execute: F, undo: R) -> Self {
-            Self { execute, undo, run: Run::new(settings), attempt: None, output: None, error: None }
-        }
-
-        fn with<R2>(self, undo: R2) -> Member<F, R2> {
-            Member::new(self.run.settings, self.execute, undo)
+            Self::with_condition(settings, execute, undo, RetryAlways)
         }
 
         /// Converts each failed attempt's error with `map`, as
@@ -1772,10 +1784,49 @@ mod driver {
         {
             self.map_err(E2::from as fn(F::Error) -> E2)
         }
+    }
+
+    impl<F: MemberFn, R, W> Member<F, R, W> {
+        fn with_condition(settings: Settings, execute: F, undo: R, retry_if: W) -> Self {
+            Self { execute, undo, retry_if, run: Run::new(settings), attempt: None, output: None, error: None }
+        }
+
+        fn with<R2>(self, undo: R2) -> Member<F, R2, W> {
+            Member::with_condition(self.run.settings, self.execute, undo, self.retry_if)
+        }
+
+        /// Retries a failed attempt only if `condition` accepts its error,
+        /// as [`Execute::retry_if`](crate::Execute::retry_if) does for a
+        /// step: a rejected (permanent) error fails the member for good at
+        /// once, with no backoff wait, and its record says `not retried:
+        /// permanent: …`. Set it after [`map_err`](Member::map_err): it
+        /// sees the group's error type.
+        ///
+        /// ```
+        /// # use core::time::Duration;
+        /// # use transaction_manager::*;
+        /// let clock = ManualClock::new();
+        /// let manager = TransactionManager::new(&clock);
+        /// let err = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |tx| {
+        ///     tx.parallel((member("register")
+        ///         .max_retries(5)
+        ///         .execute(|| async { Err::<(), _>("zone refuses this name") })
+        ///         .retry_if(|error| *error != "zone refuses this name"),))
+        ///         .await?;
+        ///     Ok::<_, StepError<&str>>(())
+        /// })).unwrap_err();
+        /// assert_eq!((err.summary().steps()[0].attempts(), clock.now()), (1, Duration::ZERO));
+        /// ```
+        pub fn retry_if<W2>(self, condition: W2) -> Member<F, R, W2>
+        where
+            W2: FnMut(&F::Error) -> bool,
+        {
+            Member::with_condition(self.run.settings, self.execute, self.undo, condition)
+        }
 
         /// A rollback closure that receives (a clone of) the member's
         /// output, as [`Execute::rollback`](crate::Execute::rollback).
-        pub fn rollback<G, Fut, RE>(self, rollback: G) -> Member<F, OnCompleted<G>>
+        pub fn rollback<G, Fut, RE>(self, rollback: G) -> Member<F, OnCompleted<G>, W>
         where
             G: FnMut(F::Output) -> Fut,
             Fut: Future<Output = Result<(), RE>>,
@@ -1786,7 +1837,7 @@ mod driver {
 
         /// A rollback closure that receives a clone of `state` and of the
         /// output, as [`Execute::rollback_using`](crate::Execute::rollback_using).
-        pub fn rollback_using<St, G, Fut, RE>(self, state: &St, rollback: G) -> Member<F, OnCompletedUsing<St, G>>
+        pub fn rollback_using<St, G, Fut, RE>(self, state: &St, rollback: G) -> Member<F, OnCompletedUsing<St, G>, W>
         where
             St: Clone,
             G: FnMut((St, F::Output)) -> Fut,
@@ -1799,7 +1850,7 @@ mod driver {
         /// A rollback closure that also covers an uncertain outcome (an
         /// attempt that timed out, panicked, was cut short or cancelled),
         /// as [`Execute::rollback_uncertain`](crate::Execute::rollback_uncertain).
-        pub fn rollback_uncertain<G, Fut, RE>(self, rollback: G) -> Member<F, OnUncertain<G>>
+        pub fn rollback_uncertain<G, Fut, RE>(self, rollback: G) -> Member<F, OnUncertain<G>, W>
         where
             G: FnMut(Maybe<F::Output>) -> Fut + Clone,
             Fut: Future<Output = Result<(), RE>>,
@@ -1810,7 +1861,7 @@ mod driver {
 
         /// An undo record (data) made from the output, as
         /// [`Execute::undo`](crate::Execute::undo).
-        pub fn undo<Mk, U>(self, make_undo: Mk) -> Member<F, UndoWith<Mk>>
+        pub fn undo<Mk, U>(self, make_undo: Mk) -> Member<F, UndoWith<Mk>, W>
         where
             Mk: FnOnce(&F::Output) -> U,
         {
@@ -1819,7 +1870,7 @@ mod driver {
 
         /// An undo record (data) that also covers an uncertain outcome, as
         /// [`Execute::undo_uncertain`](crate::Execute::undo_uncertain).
-        pub fn undo_uncertain<Mk, U>(self, make_undo: Mk) -> Member<F, UndoMaybe<Mk>>
+        pub fn undo_uncertain<Mk, U>(self, make_undo: Mk) -> Member<F, UndoMaybe<Mk>, W>
         where
             Mk: FnMut(Maybe<&F::Output>) -> U,
         {
@@ -1844,13 +1895,16 @@ mod driver {
         fn poll_attempt(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E>>;
         /// Drops the attempt in flight, if any.
         fn stop(self: Pin<&mut Self>);
+        /// Asks the member's retry condition about an attempt that failed
+        /// with `error` (`None` without a condition).
+        fn retries(self: Pin<&mut Self>, error: &E) -> Option<crate::condition::Verdict>;
         /// Keeps why the member failed for good.
         fn fail(self: Pin<&mut Self>, kind: StepErrorKind<E>);
         /// Takes why the member failed for good.
         fn take_error(self: Pin<&mut Self>) -> Option<StepErrorKind<E>>;
     }
 
-    impl<U, F: MemberFn, R: MemberUndo<F::Output, U>> Slot<U, F::Error> for Member<F, R> {
+    impl<U, F: MemberFn, R: MemberUndo<F::Output, U>, W: RetryCondition<F::Error>> Slot<U, F::Error> for Member<F, R, W> {
         fn settings(&self) -> &Settings {
             &self.run.settings
         }
@@ -1923,6 +1977,14 @@ mod driver {
             }
         }
 
+        fn retries(self: Pin<&mut Self>, error: &F::Error) -> Option<crate::condition::Verdict> {
+            if W::ALWAYS {
+                return None;
+            }
+            let condition = self.project().retry_if;
+            Some(crate::condition::ask(|| condition.retries(error)))
+        }
+
         fn fail(self: Pin<&mut Self>, kind: StepErrorKind<F::Error>) {
             *self.project().error = Some(kind);
         }
@@ -1940,7 +2002,7 @@ mod driver {
         fn take_output(self: Pin<&mut Self>) -> Option<Self::Output>;
     }
 
-    impl<F: MemberFn, R> TakeOutput for Member<F, R> {
+    impl<F: MemberFn, R, W> TakeOutput for Member<F, R, W> {
         type Output = F::Output;
 
         fn take_output(self: Pin<&mut Self>) -> Option<F::Output> {
@@ -1957,7 +2019,7 @@ mod driver {
         fn lend(&mut self, stopping: &'s AtomicBool);
     }
 
-    impl<'s, F: MemberFn + LendFlag<'s>, R> Lend<'s> for Member<F, R> {
+    impl<'s, F: MemberFn + LendFlag<'s>, R, W> Lend<'s> for Member<F, R, W> {
         fn lend(&mut self, stopping: &'s AtomicBool) {
             self.execute.lend(stopping);
         }

@@ -124,6 +124,7 @@ mod abandon;
 mod action;
 mod any_manager;
 mod clock;
+mod condition;
 #[cfg(feature = "defmt")]
 mod defmt_impls;
 mod error;
@@ -160,6 +161,7 @@ pub use any_manager::Manager;
 pub use clock::Clock;
 #[doc(hidden)]
 pub use clock::div_rem_narrow;
+pub use condition::{RetryAlways, RetryCondition};
 pub use error::{
     Committed, RollbackErrorKind, RollbackFailure, RollbackState, StepError, StepErrorKind, TransactionError,
 };

@@ -793,7 +793,20 @@ where
                 }
             }
             crate::trace::outcome(&span, outcome_of(&kind));
+            // A permanent error (its condition said so) is not retried.
+            // Without a condition this is not compiled.
+            let verdict = match &kind {
+                StepErrorKind::Failed(error)
+                    if P::CONDITIONAL && ran && !is_last_attempt(attempt, self.config.retry.max_retries()) =>
+                {
+                    crate::condition::ask(|| parts.retries(error))
+                }
+                _ => crate::condition::Verdict::Retry,
+            };
             let mut last = match &kind {
+                StepErrorKind::Failed(error) if !verdict.retries() => {
+                    self.step_failed(index, attempt, &crate::condition::NotRetried(&verdict, error), true)
+                }
                 StepErrorKind::Failed(error) => self.step_failed(index, attempt, error, !ran),
                 StepErrorKind::TimedOut { timeout } => self.step_failed(index, attempt, &TimedOut(*timeout), !ran),
                 StepErrorKind::Panicked(message) => self.step_failed(index, attempt, &Panicked(message), !ran),
