@@ -758,3 +758,57 @@ fn permanent_failures_are_journaled_like_any_failure() {
     assert_eq!(count, 1);
     assert_eq!(owed, [("record".to_string(), Some("not retried: permanent: www: locked".to_string()))]);
 }
+
+/// An undo record that keeps its step's idempotency key, for the API the
+/// rollback calls (here: the list of keys undone).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct UndoByKey(IdempotencyKey);
+
+impl Rollback<Vec<String>> for UndoByKey {
+    type Error = String;
+
+    async fn rollback(&mut self, undone: &mut Vec<String>) -> Result<(), String> {
+        undone.push(self.0.to_string());
+        Ok(())
+    }
+}
+
+#[test]
+fn execute_and_undo_makers_get_their_step_key() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = TransactionManager::new(&clock).with_journal(journal.clone(), Postcard::<1>);
+    let called = std::cell::RefCell::new(Vec::new());
+    let mut undone = Vec::new();
+    let err = clock
+        .block_on(manager.transaction("t").fixed::<UndoByKey, 4>().run_with(&mut undone, async |tx| {
+            tx.step("a")
+                .execute_keyed(|key| {
+                    called.borrow_mut().push(format!("a {key}"));
+                    async { Ok::<_, String>(()) }
+                })
+                .undo_keyed(|(), key| UndoByKey(key))
+                .await?;
+            tx.parallel((
+                member("b")
+                    .execute_keyed(|key| {
+                        called.borrow_mut().push(format!("b {key}"));
+                        async { Ok::<_, String>(()) }
+                    })
+                    .undo_keyed(|(), key| UndoByKey(key)),
+                member("c")
+                    .execute_keyed(|key| {
+                        called.borrow_mut().push(format!("c {key}"));
+                        async { Ok::<_, String>(()) }
+                    })
+                    .undo_keyed(|(), key| UndoByKey(key)),
+            ))
+            .await?;
+            tx.step("d").run(|| async { Err::<(), _>(String::from("boom")) }).await?;
+            Ok::<_, StepError<String>>(())
+        }))
+        .unwrap_err();
+    assert_eq!(err.cause().step(), "d");
+    assert_eq!(*called.borrow(), ["a tx-1.0", "b tx-1.1", "c tx-1.2"]);
+    assert_eq!(undone, ["tx-1.2", "tx-1.1", "tx-1.0"]);
+}

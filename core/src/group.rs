@@ -25,8 +25,8 @@ use crate::panic::caught;
 use crate::text::ErrorText;
 use crate::transaction::{NoContext, TimedOut, is_last_attempt};
 use crate::{
-    AbandonPolicy, Clock, Hooks, List, Maybe, Name, RetryAlways, RetryCondition, RetryPolicy, Rollback, RollbackFn,
-    StepError, StepErrorKind, StepEvent, StepRecord, StepStatus, Storage, Transaction, TransactionManager,
+    AbandonPolicy, Clock, Hooks, IdempotencyKey, List, Maybe, Name, RetryAlways, RetryCondition, RetryPolicy, Rollback,
+    RollbackFn, StepError, StepErrorKind, StepEvent, StepRecord, StepStatus, Storage, Transaction, TransactionManager,
 };
 
 pub use driver::{Lend, Member, Members};
@@ -170,6 +170,33 @@ impl MemberBuilder {
         Member::new(self.settings, Attempts(execute), NoUndo)
     }
 
+    /// Like [`execute`](MemberBuilder::execute), but each attempt receives
+    /// the member's [`IdempotencyKey`] (the transaction's id and the
+    /// member's step index, known once its group starts), to pass to the
+    /// API it calls.
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let done = clock.block_on(manager.transaction("t").with_id(TransactionId::new(2)).fixed::<NoRollback, 2>().run(async |tx| {
+    ///     let keys = tx.parallel((
+    ///         member("a").execute_keyed(|key| async move { Ok::<_, &str>(key.to_string()) }),
+    ///         member("b").execute_keyed(|key| async move { Ok::<_, &str>(key.to_string()) }),
+    ///     )).await?;
+    ///     Ok::<_, StepError<&str>>(keys)
+    /// }));
+    /// assert_eq!(done.unwrap().into_value(), ("tx-2.0".to_string(), "tx-2.1".to_string()));
+    /// ```
+    pub fn execute_keyed<F, Fut, Out, E>(self, execute: F) -> Member<KeyedAttempts<F>, NoUndo>
+    where
+        F: FnMut(IdempotencyKey) -> Fut,
+        Fut: Future<Output = Result<Out, E>>,
+        E: fmt::Display,
+    {
+        Member::new(self.settings, KeyedAttempts(execute), NoUndo)
+    }
+
     /// Gives the member a part it borrows mutably (`&mut board.i2c`) and
     /// its execute function, which gets the part for each attempt:
     /// `async |bus: &mut I2c| bus.init().await`.
@@ -302,7 +329,7 @@ where
     type Error = E;
     type Attempt = A;
 
-    fn start(&mut self) -> A {
+    fn start(&mut self, _: IdempotencyKey) -> A {
         match (self.part.take(), self.execute.take()) {
             (Some(part), Some(execute)) => (self.attempt)(part, execute, self.stopping),
             // Only after an attempt that panicked: it took the part along.
@@ -342,6 +369,10 @@ impl<'s, F> LendFlag<'s> for Attempts<F> {
     fn lend(&mut self, _: &'s AtomicBool) {}
 }
 
+impl<'s, F> LendFlag<'s> for KeyedAttempts<F> {
+    fn lend(&mut self, _: &'s AtomicBool) {}
+}
+
 impl<'s, F: LendFlag<'s>, G> LendFlag<'s> for MapErrors<F, G> {
     fn lend(&mut self, stopping: &'s AtomicBool) {
         self.inner.lend(stopping);
@@ -355,8 +386,8 @@ impl<'s: 'p, 'p, P: ?Sized, F, A> LendFlag<'s> for Lent<'p, P, F, A> {
 }
 
 /// How a member makes its attempts: its execute function, and how its
-/// errors are converted. Implemented by [`Attempts`], [`Lent`] and
-/// [`MapErrors`]; you do not implement it yourself.
+/// errors are converted. Implemented by [`Attempts`], [`KeyedAttempts`],
+/// [`Lent`] and [`MapErrors`]; you do not implement it yourself.
 pub trait MemberFn {
     /// What a successful attempt returns.
     type Output;
@@ -367,8 +398,8 @@ pub trait MemberFn {
     /// One attempt.
     type Attempt: Future;
 
-    /// Starts an attempt.
-    fn start(&mut self) -> Self::Attempt;
+    /// Starts an attempt of the member whose idempotency key is `key`.
+    fn start(&mut self, key: IdempotencyKey) -> Self::Attempt;
 
     /// Takes what an attempt ended with: its result, or `None` if the
     /// group stopped it (see [`stopping`](MemberFn::stopping)).
@@ -401,8 +432,37 @@ where
     type Error = E;
     type Attempt = Fut;
 
-    fn start(&mut self) -> Fut {
+    fn start(&mut self, _: IdempotencyKey) -> Fut {
         (self.0)()
+    }
+
+    fn finish(&mut self, ended: Result<Out, E>) -> Option<Result<Out, E>> {
+        Some(ended)
+    }
+
+    fn convert(&mut self, raw: E) -> E {
+        raw
+    }
+}
+
+/// An execute function `FnMut(IdempotencyKey) -> Future` of a group
+/// member. Made by [`MemberBuilder::execute_keyed`].
+#[derive(Debug)]
+pub struct KeyedAttempts<F>(F);
+
+impl<F, Fut, Out, E> MemberFn for KeyedAttempts<F>
+where
+    F: FnMut(IdempotencyKey) -> Fut,
+    Fut: Future<Output = Result<Out, E>>,
+    E: fmt::Display,
+{
+    type Output = Out;
+    type Raw = E;
+    type Error = E;
+    type Attempt = Fut;
+
+    fn start(&mut self, key: IdempotencyKey) -> Fut {
+        (self.0)(key)
     }
 
     fn finish(&mut self, ended: Result<Out, E>) -> Option<Result<Out, E>> {
@@ -438,8 +498,8 @@ where
     type Error = E2;
     type Attempt = F::Attempt;
 
-    fn start(&mut self) -> F::Attempt {
-        self.inner.start()
+    fn start(&mut self, key: IdempotencyKey) -> F::Attempt {
+        self.inner.start(key)
     }
 
     fn finish(&mut self, ended: <F::Attempt as Future>::Output) -> Option<Result<F::Output, F::Raw>> {
@@ -458,14 +518,15 @@ where
 
 /// The undo record a member owes for its output, if any: how its rollback
 /// was given. Implemented by [`NoUndo`], [`OnCompleted`], [`OnCompletedUsing`],
-/// [`OnUncertain`], [`UndoWith`] and [`UndoMaybe`]; you do not implement it
+/// [`OnUncertain`], [`UndoWith`], [`UndoKeyed`] and [`UndoMaybe`]; you do not implement it
 /// yourself.
 pub trait MemberUndo<Out, U> {
     /// Whether the member may owe an undo record (it needs room for one).
     fn has_undo(&self) -> bool;
 
-    /// The undo record owed for `output`, if any.
-    fn make(&mut self, output: Maybe<&Out>) -> Option<U>;
+    /// The undo record owed for `output`, if any, by the member whose
+    /// idempotency key is `key`.
+    fn make(&mut self, output: Maybe<&Out>, key: IdempotencyKey) -> Option<U>;
 }
 
 /// A member without a rollback.
@@ -477,7 +538,7 @@ impl<Out, U> MemberUndo<Out, U> for NoUndo {
         false
     }
 
-    fn make(&mut self, _: Maybe<&Out>) -> Option<U> {
+    fn make(&mut self, _: Maybe<&Out>, _: IdempotencyKey) -> Option<U> {
         None
     }
 }
@@ -494,7 +555,7 @@ where
         true
     }
 
-    fn make(&mut self, output: Maybe<&Out>) -> Option<U> {
+    fn make(&mut self, output: Maybe<&Out>, _: IdempotencyKey) -> Option<U> {
         let output = output.completed()?;
         Some(U::from(RollbackFn::new(self.0.take()?, output.clone())))
     }
@@ -513,7 +574,7 @@ where
         true
     }
 
-    fn make(&mut self, output: Maybe<&Out>) -> Option<U> {
+    fn make(&mut self, output: Maybe<&Out>, _: IdempotencyKey) -> Option<U> {
         let output = output.completed()?;
         Some(U::from(RollbackFn::new(self.1.take()?, (self.0.clone(), output.clone()))))
     }
@@ -532,7 +593,7 @@ where
         true
     }
 
-    fn make(&mut self, output: Maybe<&Out>) -> Option<U> {
+    fn make(&mut self, output: Maybe<&Out>, _: IdempotencyKey) -> Option<U> {
         Some(U::from(RollbackFn::new(self.0.clone(), output.cloned())))
     }
 }
@@ -547,9 +608,25 @@ impl<Out, U, Mk: FnOnce(&Out) -> U> MemberUndo<Out, U> for UndoWith<Mk> {
         true
     }
 
-    fn make(&mut self, output: Maybe<&Out>) -> Option<U> {
+    fn make(&mut self, output: Maybe<&Out>, _: IdempotencyKey) -> Option<U> {
         let output = output.completed()?;
         Some(self.0.take()?(output))
+    }
+}
+
+/// An undo record (data) made from the member's output and its idempotency
+/// key. Made by [`Member::undo_keyed`].
+#[derive(Debug)]
+pub struct UndoKeyed<Mk>(Option<Mk>);
+
+impl<Out, U, Mk: FnOnce(&Out, IdempotencyKey) -> U> MemberUndo<Out, U> for UndoKeyed<Mk> {
+    fn has_undo(&self) -> bool {
+        true
+    }
+
+    fn make(&mut self, output: Maybe<&Out>, key: IdempotencyKey) -> Option<U> {
+        let output = output.completed()?;
+        Some(self.0.take()?(output, key))
     }
 }
 
@@ -563,7 +640,7 @@ impl<Out, U, Mk: FnMut(Maybe<&Out>) -> U> MemberUndo<Out, U> for UndoMaybe<Mk> {
         true
     }
 
-    fn make(&mut self, output: Maybe<&Out>) -> Option<U> {
+    fn make(&mut self, output: Maybe<&Out>, _: IdempotencyKey) -> Option<U> {
         Some((self.0)(output))
     }
 }
@@ -1106,7 +1183,8 @@ where
         let now = crate::panic::now(&self.manager.clock);
         let timeout = slot.settings().timeout();
         let span = slot.as_mut().run_mut().span.take();
-        let started = within_span(&span, || caught(|| slot.as_mut().start()));
+        let id = self.ledger.summary.info.id;
+        let started = within_span(&span, || caught(|| slot.as_mut().start(id)));
         let run = slot.as_mut().run_mut();
         run.span = span;
         match started {
@@ -1130,7 +1208,8 @@ where
         if uncertain || owed {
             return Ok(false);
         }
-        match caught(|| slot.as_mut().make_undo(false)) {
+        let id = self.ledger.summary.info.id;
+        match caught(|| slot.as_mut().make_undo(false, id)) {
             Ok(Some(undo)) => {
                 let undo = self.member_undo_record(slot.as_mut().run_mut(), undo);
                 // Cannot fail: room was reserved.
@@ -1193,7 +1272,8 @@ where
     /// joins the ledger now (completion order). Returns why it broke if
     /// its undo record could not be made.
     fn member_completed<E>(&mut self, mut slot: Pin<&mut dyn driver::Slot<U, E>>) -> Option<StepErrorKind<E>> {
-        match caught(|| slot.as_mut().make_undo(true)) {
+        let id = self.ledger.summary.info.id;
+        match caught(|| slot.as_mut().make_undo(true, id)) {
             Ok(Some(undo)) => {
                 let run = slot.as_mut().run_mut();
                 if run.owed {
@@ -1868,6 +1948,37 @@ mod driver {
             self.with(UndoWith(Some(make_undo)))
         }
 
+        /// An undo record (data) made from the output and the member's
+        /// [`IdempotencyKey`], as [`Execute::undo_keyed`](crate::Execute::undo_keyed).
+        ///
+        /// ```
+        /// # use transaction_manager::*;
+        /// struct Release(IdempotencyKey);
+        /// impl Rollback<Vec<String>> for Release {
+        ///     type Error = &'static str;
+        ///     async fn rollback(&mut self, released: &mut Vec<String>) -> Result<(), &'static str> {
+        ///         released.push(self.0.to_string());
+        ///         Ok(())
+        ///     }
+        /// }
+        ///
+        /// let clock = ManualClock::new();
+        /// let manager = TransactionManager::new(&clock);
+        /// let mut released = Vec::new();
+        /// let tx = manager.transaction("t").with_id(TransactionId::new(6)).fixed::<Release, 3>();
+        /// let err = clock.block_on(tx.run_with(&mut released, async |tx| {
+        ///     tx.parallel((member("ip").execute(|| async { Ok::<_, &str>(()) }).undo_keyed(|(), key| Release(key)),)).await?;
+        ///     tx.step("fails").run(|| async { Err::<(), _>("boom") }).await
+        /// })).unwrap_err();
+        /// assert_eq!(released, ["tx-6.0"]);
+        /// ```
+        pub fn undo_keyed<Mk, U>(self, make_undo: Mk) -> Member<F, UndoKeyed<Mk>, W>
+        where
+            Mk: FnOnce(&F::Output, IdempotencyKey) -> U,
+        {
+            self.with(UndoKeyed(Some(make_undo)))
+        }
+
         /// An undo record (data) that also covers an uncertain outcome, as
         /// [`Execute::undo_uncertain`](crate::Execute::undo_uncertain).
         pub fn undo_uncertain<Mk, U>(self, make_undo: Mk) -> Member<F, UndoMaybe<Mk>, W>
@@ -1888,9 +1999,9 @@ mod driver {
         fn has_undo(&self) -> bool;
         /// The undo record owed: for the stored output if `completed`, else
         /// for an uncertain outcome.
-        fn make_undo(self: Pin<&mut Self>, completed: bool) -> Option<U>;
-        /// Starts an attempt.
-        fn start(self: Pin<&mut Self>);
+        fn make_undo(self: Pin<&mut Self>, completed: bool, id: crate::TransactionId) -> Option<U>;
+        /// Starts an attempt, in transaction `id`.
+        fn start(self: Pin<&mut Self>, id: crate::TransactionId);
         /// Polls the attempt; on success the output is kept in the member.
         fn poll_attempt(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E>>;
         /// Drops the attempt in flight, if any.
@@ -1917,18 +2028,20 @@ mod driver {
             self.undo.has_undo()
         }
 
-        fn make_undo(self: Pin<&mut Self>, completed: bool) -> Option<U> {
+        fn make_undo(self: Pin<&mut Self>, completed: bool, id: crate::TransactionId) -> Option<U> {
             let this = self.project();
+            let key = IdempotencyKey::new(id, crate::transaction::step_index(this.run.index));
             match (completed, this.output.as_ref()) {
-                (true, Some(output)) => this.undo.make(Maybe::Completed(output)),
+                (true, Some(output)) => this.undo.make(Maybe::Completed(output), key),
                 (true, None) => None,
-                (false, _) => this.undo.make(Maybe::Uncertain),
+                (false, _) => this.undo.make(Maybe::Uncertain, key),
             }
         }
 
-        fn start(self: Pin<&mut Self>) {
+        fn start(self: Pin<&mut Self>, id: crate::TransactionId) {
             let mut this = self.project();
-            let attempt = this.execute.start();
+            let key = IdempotencyKey::new(id, crate::transaction::step_index(this.run.index));
+            let attempt = this.execute.start(key);
             this.attempt.set(Some(attempt));
         }
 

@@ -241,7 +241,7 @@ impl<'s, 't, M, Ctx: ?Sized, U, S: Storage> Step<'s, 't, M, Ctx, U, S> {
     }
 }
 
-impl<C, H, A, J, Ctx: ?Sized, U, S: Storage> Step<'_, '_, TransactionManager<C, H, A, J>, Ctx, U, S>
+impl<'s, 't, C, H, A, J, Ctx: ?Sized, U, S: Storage> Step<'s, 't, TransactionManager<C, H, A, J>, Ctx, U, S>
 where
     C: Clock,
     H: Hooks,
@@ -249,6 +249,59 @@ where
     A: AbandonPolicy<C, H, Ctx, U, S>,
     J: crate::JournalFor<U>,
 {
+    /// The step's idempotency key: the transaction's id and this step's
+    /// index, as [`Transaction::next_step_key`] gives it before the step.
+    /// For steps whose execute function or rollback needs it and that use
+    /// none of the `_keyed` methods (a step with a context,
+    /// [`execute_with`](Step::execute_with), or an action).
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let mut tries = Vec::new();
+    /// clock.block_on(manager.transaction("t").with_id(TransactionId::new(4)).fixed::<NoRollback, 1>().run_with(
+    ///     &mut tries,
+    ///     async |tx| {
+    ///         let step = tx.step("log");
+    ///         let key = step.key();
+    ///         step.run_with(async move |tries: &mut Vec<String>| { tries.push(key.to_string()); Ok::<_, &str>(()) }).await
+    ///     },
+    /// )).unwrap();
+    /// assert_eq!(tries, ["tx-4.0"]);
+    /// ```
+    pub fn key(&self) -> crate::IdempotencyKey {
+        self.tx.next_step_key()
+    }
+
+    /// Like [`execute`](Step::execute), but each attempt receives the
+    /// step's [`IdempotencyKey`](crate::IdempotencyKey), to pass to the API
+    /// it calls: `|key| api.create_user("alice", key)`. Every attempt gets
+    /// the same key, so the API sees a retry as the same request.
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let done = clock.block_on(manager.transaction("t").with_id(TransactionId::new(9)).fixed::<NoRollback, 2>().run(async |tx| {
+    ///     tx.step("a").run(|| async { Ok::<_, &str>(()) }).await?;
+    ///     tx.step("b").execute_keyed(|key| async move { Ok::<_, &str>(key.to_string()) }).no_rollback().await
+    /// }));
+    /// assert_eq!(done.unwrap().into_value(), "tx-9.1");
+    /// ```
+    #[allow(clippy::type_complexity)]
+    pub fn execute_keyed<F, Fut, Out, E>(
+        self,
+        execute: F,
+    ) -> Execute<'s, 't, TransactionManager<C, H, A, J>, Ctx, U, S, Keyed<F>>
+    where
+        F: FnMut(crate::IdempotencyKey) -> Fut,
+        Fut: Future<Output = Result<Out, E>>,
+    {
+        let key = self.key();
+        Execute { step: self, execute: Keyed { execute, key }, retry_if: RetryAlways, rollback_retry_if: RetryAlways }
+    }
+
     /// Runs the step without a rollback: nothing to undo if a later step
     /// fails. Returns execute's value, or why it failed for good. `execute`
     /// is as for [`Step::execute`].
@@ -339,6 +392,28 @@ where
 
     fn call(&mut self, ctx: &mut Ctx) -> impl Future<Output = Result<Out, E>> {
         (self.0)(ctx)
+    }
+}
+
+/// An execute function that receives the step's idempotency key:
+/// `FnMut(IdempotencyKey) -> Future`. Made by [`Step::execute_keyed`].
+#[derive(Debug)]
+pub struct Keyed<F> {
+    execute: F,
+    key: crate::IdempotencyKey,
+}
+
+impl<Ctx: ?Sized, F, Fut, Out, E> StepFn<Ctx> for Keyed<F>
+where
+    F: FnMut(crate::IdempotencyKey) -> Fut,
+    Fut: Future<Output = Result<Out, E>>,
+    E: fmt::Display,
+{
+    type Output = Out;
+    type Error = E;
+
+    fn call(&mut self, _: &mut Ctx) -> impl Future<Output = Result<Out, E>> {
+        (self.execute)(self.key)
     }
 }
 
@@ -611,6 +686,50 @@ where
             .execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo), retry_if: self.retry_if })
     }
 
+    /// Like [`rollback`](Execute::rollback), but each rollback attempt
+    /// receives the step's [`IdempotencyKey`](crate::IdempotencyKey) with
+    /// the output, as a pair: `|(key, user)| api.delete_user(user.id, key)`.
+    ///
+    /// ```
+    /// # #[cfg(feature = "std")] {
+    /// # use std::sync::{Arc, Mutex};
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let undone = Arc::new(Mutex::new(Vec::new()));
+    /// let log = undone.clone();
+    /// let err = clock.block_on(manager.transaction("t").with_id(TransactionId::new(5)).run(async |tx| {
+    ///     tx.step("create")
+    ///         .execute(|| async { Ok::<_, &str>(7) })
+    ///         .rollback_keyed(move |(key, id)| {
+    ///             let log = log.clone();
+    ///             async move { log.lock().unwrap().push(format!("{key}: {id}")); Ok::<_, &str>(()) }
+    ///         })
+    ///         .await?;
+    ///     tx.step("fails").run(|| async { Err::<(), _>("boom") }).await
+    /// })).unwrap_err();
+    /// assert_eq!(*undone.lock().unwrap(), ["tx-5.0: 7"]);
+    /// # }
+    /// ```
+    pub fn rollback_keyed<G, Fut, RE>(self, rollback: G) -> impl Future<Output = Result<F::Output, StepError<F::Error>>>
+    where
+        G: FnMut((crate::IdempotencyKey, F::Output)) -> Fut,
+        Fut: Future<Output = Result<(), RE>>,
+        F::Output: Clone,
+        U: From<crate::RollbackFn<G, (crate::IdempotencyKey, F::Output), RW>>,
+    {
+        let key = self.step.tx.next_step_key();
+        let mut rollback = Some((rollback, self.rollback_retry_if));
+        let make_undo = move |output: Maybe<&F::Output>| {
+            let output = output.completed()?;
+            let (rollback, condition) = rollback.take()?;
+            Some(U::from(crate::RollbackFn::new(rollback, (key, output.clone())).with_retry_if(condition)))
+        };
+        self.step
+            .tx
+            .execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo), retry_if: self.retry_if })
+    }
+
     /// Runs the step with a rollback that also covers an *uncertain*
     /// failure: if the step fails and any attempt timed out, panicked or was
     /// cut short (deadline, cancel signal, dropped transaction), that
@@ -735,6 +854,40 @@ where
         self.step
             .tx
             .execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo), retry_if: self.retry_if })
+    }
+
+    /// Like [`undo`](Execute::undo), but the undo maker also receives the
+    /// step's [`IdempotencyKey`](crate::IdempotencyKey), for the undo
+    /// record to keep: a rollback repeated after a crash (by recovery)
+    /// then passes the same key to the API it calls.
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// struct Delete(IdempotencyKey);
+    /// impl Rollback<Vec<String>> for Delete {
+    ///     type Error = &'static str;
+    ///     async fn rollback(&mut self, undone: &mut Vec<String>) -> Result<(), &'static str> {
+    ///         undone.push(self.0.to_string());
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let mut undone = Vec::new();
+    /// let tx = manager.transaction("t").with_id(TransactionId::new(3)).fixed::<Delete, 2>();
+    /// let err = clock.block_on(tx.run_with(&mut undone, async |tx| {
+    ///     tx.step("create").execute(|| async { Ok::<_, &str>(()) }).undo_keyed(|(), key| Delete(key)).await?;
+    ///     tx.step("fails").run(|| async { Err::<(), _>("boom") }).await
+    /// })).unwrap_err();
+    /// assert_eq!(undone, ["tx-3.0"]);
+    /// ```
+    pub fn undo_keyed<Mk>(self, make_undo: Mk) -> impl Future<Output = Result<F::Output, StepError<F::Error>>>
+    where
+        Mk: FnOnce(&F::Output, crate::IdempotencyKey) -> U,
+    {
+        let key = self.step.tx.next_step_key();
+        self.undo(move |output: &F::Output| make_undo(output, key))
     }
 
     /// Like [`undo`](Execute::undo), for uncertain failures too (see

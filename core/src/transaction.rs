@@ -177,7 +177,10 @@ impl<'t, C, H, A, J, Ctx: ?Sized, U, S: Storage> Transaction<'t, TransactionMana
     /// [`step`](Transaction::step) call starts): this transaction's id and
     /// that step's index. Pass it to the API the step calls, and keep it in
     /// its undo record, so that a step or rollback repeated after a crash
-    /// is recognised by the API.
+    /// is recognised by the API. Where the call is made, a step gets it
+    /// without this call: [`Step::key`], [`Step::execute_keyed`],
+    /// [`Execute::undo_keyed`](crate::Execute::undo_keyed),
+    /// [`Execute::rollback_keyed`](crate::Execute::rollback_keyed).
     ///
     /// ```
     /// # use transaction_manager::*;
