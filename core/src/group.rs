@@ -543,13 +543,14 @@ impl<Out, U> MemberUndo<Out, U> for NoUndo {
     }
 }
 
-/// A rollback closure given the member's output. Made by [`Member::rollback`].
+/// A rollback closure given the member's output, and its retry condition
+/// `RW`. Made by [`Member::rollback`].
 #[derive(Debug)]
-pub struct OnCompleted<G>(Option<G>);
+pub struct OnCompleted<G, RW = RetryAlways>(Option<(G, RW)>);
 
-impl<Out: Clone, U, G> MemberUndo<Out, U> for OnCompleted<G>
+impl<Out: Clone, U, G, RW> MemberUndo<Out, U> for OnCompleted<G, RW>
 where
-    U: From<RollbackFn<G, Out>>,
+    U: From<RollbackFn<G, Out, RW>>,
 {
     fn has_undo(&self) -> bool {
         true
@@ -557,18 +558,19 @@ where
 
     fn make(&mut self, output: Maybe<&Out>, _: IdempotencyKey) -> Option<U> {
         let output = output.completed()?;
-        Some(U::from(RollbackFn::new(self.0.take()?, output.clone())))
+        let (rollback, condition) = self.0.take()?;
+        Some(U::from(RollbackFn::new(rollback, output.clone()).with_retry_if(condition)))
     }
 }
 
-/// A rollback closure given a shared state and the member's output. Made by
-/// [`Member::rollback_using`].
+/// A rollback closure given a shared state and the member's output, and
+/// its retry condition `RW`. Made by [`Member::rollback_using`].
 #[derive(Debug)]
-pub struct OnCompletedUsing<St, G>(St, Option<G>);
+pub struct OnCompletedUsing<St, G, RW = RetryAlways>(St, Option<(G, RW)>);
 
-impl<Out: Clone, U, St: Clone, G> MemberUndo<Out, U> for OnCompletedUsing<St, G>
+impl<Out: Clone, U, St: Clone, G, RW> MemberUndo<Out, U> for OnCompletedUsing<St, G, RW>
 where
-    U: From<RollbackFn<G, (St, Out)>>,
+    U: From<RollbackFn<G, (St, Out), RW>>,
 {
     fn has_undo(&self) -> bool {
         true
@@ -576,25 +578,44 @@ where
 
     fn make(&mut self, output: Maybe<&Out>, _: IdempotencyKey) -> Option<U> {
         let output = output.completed()?;
-        Some(U::from(RollbackFn::new(self.1.take()?, (self.0.clone(), output.clone()))))
+        let (rollback, condition) = self.1.take()?;
+        Some(U::from(RollbackFn::new(rollback, (self.0.clone(), output.clone())).with_retry_if(condition)))
     }
 }
 
-/// A rollback closure that also covers an uncertain outcome. Made by
-/// [`Member::rollback_uncertain`].
+/// A rollback closure that also covers an uncertain outcome, and its retry
+/// condition `RW`. Made by [`Member::rollback_uncertain`].
 #[derive(Debug)]
-pub struct OnUncertain<G>(G);
+pub struct OnUncertain<G, RW = RetryAlways>(G, RW);
 
-impl<Out: Clone, U, G: Clone> MemberUndo<Out, U> for OnUncertain<G>
+impl<Out: Clone, U, G: Clone, RW: Clone> MemberUndo<Out, U> for OnUncertain<G, RW>
 where
-    U: From<RollbackFn<G, Maybe<Out>>>,
+    U: From<RollbackFn<G, Maybe<Out>, RW>>,
 {
     fn has_undo(&self) -> bool {
         true
     }
 
     fn make(&mut self, output: Maybe<&Out>, _: IdempotencyKey) -> Option<U> {
-        Some(U::from(RollbackFn::new(self.0.clone(), output.cloned())))
+        Some(U::from(RollbackFn::new(self.0.clone(), output.cloned()).with_retry_if(self.1.clone())))
+    }
+}
+
+impl<G> OnCompleted<G> {
+    fn retry_if<RW>(self, condition: RW) -> OnCompleted<G, RW> {
+        OnCompleted(self.0.map(|(rollback, RetryAlways)| (rollback, condition)))
+    }
+}
+
+impl<St, G> OnCompletedUsing<St, G> {
+    fn retry_if<RW>(self, condition: RW) -> OnCompletedUsing<St, G, RW> {
+        OnCompletedUsing(self.0, self.1.map(|(rollback, RetryAlways)| (rollback, condition)))
+    }
+}
+
+impl<G> OnUncertain<G> {
+    fn retry_if<RW>(self, condition: RW) -> OnUncertain<G, RW> {
+        OnUncertain(self.0, condition)
     }
 }
 
@@ -1912,7 +1933,7 @@ mod driver {
             Fut: Future<Output = Result<(), RE>>,
             F::Output: Clone,
         {
-            self.with(OnCompleted(Some(rollback)))
+            self.with(OnCompleted(Some((rollback, RetryAlways))))
         }
 
         /// A rollback closure that receives a clone of `state` and of the
@@ -1924,7 +1945,7 @@ mod driver {
             Fut: Future<Output = Result<(), RE>>,
             F::Output: Clone,
         {
-            self.with(OnCompletedUsing(state.clone(), Some(rollback)))
+            self.with(OnCompletedUsing(state.clone(), Some((rollback, RetryAlways))))
         }
 
         /// A rollback closure that also covers an uncertain outcome (an
@@ -1936,7 +1957,7 @@ mod driver {
             Fut: Future<Output = Result<(), RE>>,
             F::Output: Clone,
         {
-            self.with(OnUncertain(rollback))
+            self.with(OnUncertain(rollback, RetryAlways))
         }
 
         /// An undo record (data) made from the output, as
@@ -1986,6 +2007,95 @@ mod driver {
             Mk: FnMut(Maybe<&F::Output>) -> U,
         {
             self.with(UndoMaybe(make_undo))
+        }
+    }
+
+    impl<F: MemberFn, G, W> Member<F, OnCompleted<G>, W> {
+        /// Retries a failed attempt of the member's rollback only if
+        /// `condition` accepts its error, as
+        /// [`Execute::rollback_retry_if`](crate::Execute::rollback_retry_if)
+        /// does for a step; given after the rollback. The condition sees
+        /// the error as the transaction's undo type has it (name its type:
+        /// `|error: &BoxError| …` for [`BoxedRollback`](crate::BoxedRollback)).
+        ///
+        /// ```
+        /// # #[cfg(feature = "std")] {
+        /// # use core::time::Duration;
+        /// # use transaction_manager::*;
+        /// let clock = ManualClock::new();
+        /// let manager = TransactionManager::new(&clock);
+        /// let err = clock.block_on(manager.run("t", async |tx| {
+        ///     tx.parallel((member("ip")
+        ///         .max_retries(3)
+        ///         .execute(|| async { Ok::<_, &str>(7) })
+        ///         .rollback(|_ip| async { Err::<(), _>("address is locked") })
+        ///         .rollback_retry_if(|error: &BoxError| error.to_string() != "address is locked"),))
+        ///         .await?;
+        ///     tx.step("fails").run(|| async { Err::<(), _>("boom") }).await
+        /// })).unwrap_err();
+        /// let ip = &err.summary().steps()[0];
+        /// assert_eq!((ip.rollback_attempts(), clock.now()), (1, Duration::ZERO));
+        /// assert_eq!(ip.rollback_error(), Some("not retried: permanent: address is locked"));
+        /// # }
+        /// ```
+        pub fn rollback_retry_if<RW>(self, condition: RW) -> Member<F, OnCompleted<G, RW>, W> {
+            let Member { execute, undo, retry_if, run, .. } = self;
+            Member::with_condition(run.settings, execute, undo.retry_if(condition), retry_if)
+        }
+    }
+
+    impl<F: MemberFn, St, G, W> Member<F, OnCompletedUsing<St, G>, W> {
+        /// A retry condition for the member's rollback, as for
+        /// [`Member::rollback`]'s ([`rollback_retry_if`](Member::rollback_retry_if)).
+        ///
+        /// ```
+        /// # #[cfg(feature = "std")] {
+        /// # use transaction_manager::*;
+        /// let clock = ManualClock::new();
+        /// let manager = TransactionManager::new(&clock);
+        /// let err = clock.block_on(manager.run("t", async |tx| {
+        ///     tx.parallel((member("ip")
+        ///         .max_retries(3)
+        ///         .execute(|| async { Ok::<_, &str>(7) })
+        ///         .rollback_using(&"pool", |(_pool, _ip)| async { Err::<(), _>("locked") })
+        ///         .rollback_retry_if(|error: &BoxError| error.to_string() != "locked"),))
+        ///         .await?;
+        ///     tx.step("fails").run(|| async { Err::<(), _>("boom") }).await
+        /// })).unwrap_err();
+        /// assert_eq!(err.summary().steps()[0].rollback_attempts(), 1);
+        /// # }
+        /// ```
+        pub fn rollback_retry_if<RW>(self, condition: RW) -> Member<F, OnCompletedUsing<St, G, RW>, W> {
+            let Member { execute, undo, retry_if, run, .. } = self;
+            Member::with_condition(run.settings, execute, undo.retry_if(condition), retry_if)
+        }
+    }
+
+    impl<F: MemberFn, G, W> Member<F, OnUncertain<G>, W> {
+        /// A retry condition for the member's uncertain rollback, as for
+        /// [`Member::rollback`]'s ([`rollback_retry_if`](Member::rollback_retry_if));
+        /// it must be `Clone`.
+        ///
+        /// ```
+        /// # #[cfg(feature = "std")] {
+        /// # use transaction_manager::*;
+        /// let clock = ManualClock::new();
+        /// let manager = TransactionManager::new(&clock);
+        /// let err = clock.block_on(manager.run("t", async |tx| {
+        ///     tx.parallel((member("ip")
+        ///         .max_retries(3)
+        ///         .execute(|| async { Ok::<_, &str>(7) })
+        ///         .rollback_uncertain(|_ip| async { Err::<(), _>("locked") })
+        ///         .rollback_retry_if(|error: &BoxError| error.to_string() != "locked"),))
+        ///         .await?;
+        ///     tx.step("fails").run(|| async { Err::<(), _>("boom") }).await
+        /// })).unwrap_err();
+        /// assert_eq!(err.summary().steps()[0].rollback_attempts(), 1);
+        /// # }
+        /// ```
+        pub fn rollback_retry_if<RW>(self, condition: RW) -> Member<F, OnUncertain<G, RW>, W> {
+            let Member { execute, undo, retry_if, run, .. } = self;
+            Member::with_condition(run.settings, execute, undo.retry_if(condition), retry_if)
         }
     }
 

@@ -197,7 +197,8 @@ pub async fn panicking_retry_conditions_fail_for_good<C: Clock + Clone>(clock: C
 }
 
 /// A group member's condition works as a step's: the member fails for
-/// good at once, the other member finishes, and the body rolls it back.
+/// good at once, the other members finish, and the body rolls them back;
+/// a member's rollback condition stops its rollback's retries.
 pub async fn group_members_take_retry_conditions<C: Clock + Clone>(clock: C, t: Timing) {
     let log = Log::leaked();
     let manager = manager(clock.clone(), log);
@@ -222,6 +223,14 @@ pub async fn group_members_take_retry_conditions<C: Clock + Clone>(clock: C, t: 
                     log.push("undo ok");
                     Ok::<_, &str>(())
                 }),
+                member("locked")
+                    .retry(t.retries(3))
+                    .execute(|| async { Ok(()) })
+                    .rollback(move |()| async move {
+                        log.push("undo locked");
+                        Err::<(), _>(REFUSED)
+                    })
+                    .rollback_retry_if(|error: &BoxError| error.to_string() != REFUSED),
             ))
             .await?;
             R::Ok(())
@@ -239,5 +248,9 @@ pub async fn group_members_take_retry_conditions<C: Clock + Clone>(clock: C, t: 
         Some("not retried: the retry condition panicked (injected: member condition bug): busy")
     );
     assert_eq!(steps[2].status(), StepStatus::RolledBack);
-    assert_eq!(log.calls(), ["undo ok"]);
+    assert_eq!(
+        (steps[3].status(), steps[3].rollback_attempts(), steps[3].rollback_error()),
+        (StepStatus::RollbackFailed, 1, Some("not retried: permanent: zone refuses this name"))
+    );
+    assert_eq!(log.calls(), ["undo locked", "undo ok"]);
 }
