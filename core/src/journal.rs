@@ -156,15 +156,28 @@ impl fmt::Display for EntryKind {
 /// in the undo record), so that an execute or rollback repeated after a
 /// crash is recognised and harmless.
 ///
-/// Printed as `tx-<id>.<index>`.
+/// Printed as `tx-<id>.<index>`. A step gets its own where the call is
+/// made: [`Step::execute_keyed`](crate::Step::execute_keyed),
+/// [`Execute::undo_keyed`](crate::Execute::undo_keyed),
+/// [`Execute::rollback_keyed`](crate::Execute::rollback_keyed), and for a
+/// group's members [`MemberBuilder::execute_keyed`](crate::MemberBuilder::execute_keyed)
+/// and [`Member::undo_keyed`](crate::Member::undo_keyed).
+///
+/// With the `serde` feature (the facade's `serde`, or `postcard` / `json`)
+/// it implements serde's `Serialize` and `Deserialize`, as a struct
+/// `{ transaction, step }` of two numbers, so an undo record can keep it.
 ///
 /// ```
 /// use transaction_manager::{IdempotencyKey, TransactionId};
 /// let key = IdempotencyKey::new(TransactionId::new(42), 3);
 /// assert_eq!(key.to_string(), "tx-42.3");
+/// # #[cfg(feature = "serde")] {
+/// fn keepable<T: serde::Serialize + serde::de::DeserializeOwned>() {}
+/// keepable::<IdempotencyKey>();
+/// # }
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[cfg_attr(any(feature = "postcard", feature = "json"), derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct IdempotencyKey {
     transaction: u64,
     step: u32,

@@ -138,6 +138,9 @@ pub(crate) trait UndoCall<U, Ctx: ?Sized> {
     type Error: fmt::Display;
 
     fn call<'a>(undo: &'a mut U, ctx: &'a mut Ctx) -> impl Future<Output = Result<(), Self::Error>> + 'a;
+
+    /// Whether an attempt that failed with `error` may be retried.
+    fn retries(undo: &mut U, error: &Self::Error) -> bool;
 }
 
 /// Through [`Rollback`], with the transaction's context.
@@ -148,6 +151,10 @@ impl<U: Rollback<Ctx>, Ctx: ?Sized> UndoCall<U, Ctx> for ViaRollback {
 
     fn call<'a>(undo: &'a mut U, ctx: &'a mut Ctx) -> impl Future<Output = Result<(), U::Error>> + 'a {
         undo.rollback(ctx)
+    }
+
+    fn retries(undo: &mut U, error: &U::Error) -> bool {
+        undo.retry_if(error)
     }
 }
 
@@ -619,8 +626,20 @@ where
             Ok(None) => RollbackErrorKind::TimedOut { timeout: timeout.unwrap_or_default() },
             Err(panic) => RollbackErrorKind::Panicked(panic),
         };
+        // A permanent error (its condition said so) is not retried.
+        let verdict = match &kind {
+            RollbackErrorKind::Failed(error) if retry < entry.retry.max_retries() => {
+                crate::condition::ask(|| K::retries(&mut entry.undo, error))
+            }
+            _ => crate::condition::Verdict::Retry,
+        };
         match &kind {
-            RollbackErrorKind::Failed(error) => ErrorText::capture_into(&mut record.rollback_error, error),
+            RollbackErrorKind::Failed(error) if verdict.retries() => {
+                ErrorText::capture_into(&mut record.rollback_error, error);
+            }
+            RollbackErrorKind::Failed(error) => {
+                ErrorText::capture_into(&mut record.rollback_error, &crate::condition::NotRetried(&verdict, error));
+            }
             RollbackErrorKind::TimedOut { timeout } => {
                 ErrorText::capture_into(&mut record.rollback_error, &TimedOut(*timeout));
             }
@@ -637,7 +656,7 @@ where
             },
         );
         tm_event!(error, &span, "rollback attempt failed", error = record.rollback_error().unwrap_or_default());
-        if retry >= entry.retry.max_retries() {
+        if retry >= entry.retry.max_retries() || !verdict.retries() {
             record.status = StepStatus::RollbackFailed;
             record.rollback_completed_at = stamp(step_times, clock);
             tm_error!(

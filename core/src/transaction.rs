@@ -177,7 +177,10 @@ impl<'t, C, H, A, J, Ctx: ?Sized, U, S: Storage> Transaction<'t, TransactionMana
     /// [`step`](Transaction::step) call starts): this transaction's id and
     /// that step's index. Pass it to the API the step calls, and keep it in
     /// its undo record, so that a step or rollback repeated after a crash
-    /// is recognised by the API.
+    /// is recognised by the API. Where the call is made, a step gets it
+    /// without this call: [`Step::key`], [`Step::execute_keyed`],
+    /// [`Execute::undo_keyed`](crate::Execute::undo_keyed),
+    /// [`Execute::rollback_keyed`](crate::Execute::rollback_keyed).
     ///
     /// ```
     /// # use transaction_manager::*;
@@ -793,7 +796,20 @@ where
                 }
             }
             crate::trace::outcome(&span, outcome_of(&kind));
+            // A permanent error (its condition said so) is not retried.
+            // Without a condition this is not compiled.
+            let verdict = match &kind {
+                StepErrorKind::Failed(error)
+                    if P::CONDITIONAL && ran && !is_last_attempt(attempt, self.config.retry.max_retries()) =>
+                {
+                    crate::condition::ask(|| parts.retries(error))
+                }
+                _ => crate::condition::Verdict::Retry,
+            };
             let mut last = match &kind {
+                StepErrorKind::Failed(error) if !verdict.retries() => {
+                    self.step_failed(index, attempt, &crate::condition::NotRetried(&verdict, error), true)
+                }
                 StepErrorKind::Failed(error) => self.step_failed(index, attempt, error, !ran),
                 StepErrorKind::TimedOut { timeout } => self.step_failed(index, attempt, &TimedOut(*timeout), !ran),
                 StepErrorKind::Panicked(message) => self.step_failed(index, attempt, &Panicked(message), !ran),
