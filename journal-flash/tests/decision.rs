@@ -59,7 +59,6 @@ fn the_first_decision_stays_and_the_other_is_refused() {
     assert_eq!(own_kinds(&journal, b), [EntryKind::Aborted.code()]);
     assert_eq!(block_on(journal.next_unfinished(None)).map_err(|_| "next").unwrap(), Some(b));
     // After a reboot, the same.
-    drop(journal);
     let journal = open(&cell);
     assert_eq!(block_on(journal.next_unfinished(None)).map_err(|_| "next").unwrap(), Some(b));
     let error = append(&journal, b, EntryKind::Committed).unwrap_err();
@@ -132,7 +131,6 @@ fn a_commit_written_but_reported_failed_is_committed() {
     assert_eq!(*committed.value(), 7);
     assert!(rolled_back.is_empty());
     let id = committed.summary().transaction_id();
-    drop(manager);
 
     // After a reboot: nothing to recover, and a late `Aborted` is refused.
     let journal = open(&cell);
