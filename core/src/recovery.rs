@@ -8,8 +8,8 @@ use crate::ledger::{Fork, Ledger, Timeout, UndoRecord, ViaRollback};
 use crate::panic::guarded_call;
 use crate::text::Truncating;
 use crate::{
-    Clock, Hooks, List, Name, RollbackFailurePolicy, RollbackState, StepRecord, StepStatus, Storage, TransactionId,
-    TransactionInfo, TransactionManager,
+    Clock, Hooks, List, Name, RollbackState, StepRecord, StepStatus, Storage, TransactionId, TransactionInfo,
+    TransactionManager,
 };
 
 /// What [`TransactionManager::recover`] did: counts of the transactions
