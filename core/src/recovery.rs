@@ -44,7 +44,7 @@ impl Recovery {
     }
 
     /// Of those, the ones where some rollback failed for good (or was
-    /// skipped by [`RollbackFailurePolicy::Stop`]): they stay *owed*,
+    /// skipped by [`RollbackFailurePolicy::Stop`](crate::RollbackFailurePolicy::Stop)): they stay *owed*,
     /// listed by [`owed`](TransactionManager::owed), and the next recovery
     /// tries what they owe again.
     pub fn partially_rolled_back(&self) -> usize {
@@ -103,7 +103,7 @@ pub enum RecoveryOutcome {
     /// Every owed rollback succeeded: the transaction is over.
     RolledBack,
     /// A rollback failed for good (or was skipped by
-    /// [`RollbackFailurePolicy::Stop`]): the transaction stays owed, and
+    /// [`RollbackFailurePolicy::Stop`](crate::RollbackFailurePolicy::Stop)): the transaction stays owed, and
     /// the next recovery tries again.
     Owed,
     /// It cannot be rolled back (see [`TransactionManager::stuck`]).
