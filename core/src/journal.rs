@@ -61,11 +61,19 @@ pub enum EntryKind {
     Stuck,
     /// An operator resolved a stuck transaction by hand.
     Resolved,
+    /// The transaction will not commit: its `Committed` entry could not be
+    /// written, and its completed steps are about to be rolled back.
+    /// Durable before the first rollback, so that the journal holds one
+    /// decision (`Committed` or `Aborted`, whichever came first: see
+    /// [`Journal::decided`]) before anything acts on it. It does not end
+    /// the transaction: the rollbacks are still owed, and recovery rolls
+    /// back a transaction that holds it.
+    Aborted,
 }
 
 impl EntryKind {
     /// Every kind, in code order.
-    pub const ALL: [EntryKind; 10] = [
+    pub const ALL: [EntryKind; 11] = [
         EntryKind::Begin,
         EntryKind::Intent,
         EntryKind::Done,
@@ -76,9 +84,10 @@ impl EntryKind {
         EntryKind::RolledBack,
         EntryKind::Stuck,
         EntryKind::Resolved,
+        EntryKind::Aborted,
     ];
 
-    /// The kind's number in the journal format (1 to 10).
+    /// The kind's number in the journal format (1 to 11).
     pub const fn code(self) -> u8 {
         match self {
             EntryKind::Begin => 1,
@@ -91,6 +100,7 @@ impl EntryKind {
             EntryKind::RolledBack => 8,
             EntryKind::Stuck => 9,
             EntryKind::Resolved => 10,
+            EntryKind::Aborted => 11,
         }
     }
 
@@ -107,25 +117,40 @@ impl EntryKind {
             8 => EntryKind::RolledBack,
             9 => EntryKind::Stuck,
             10 => EntryKind::Resolved,
+            11 => EntryKind::Aborted,
             _ => return None,
         })
     }
 
     /// Whether [`Journal::append`] must make the entry durable before it
-    /// returns: `Intent`, `Done`, `Committed`, `Stuck` and `Resolved`. The
+    /// returns: `Intent`, `Done`, `Committed`, `Aborted`, `Stuck` and
+    /// `Resolved`. The
     /// others may be written lazily: losing one only repeats an idempotent
     /// rollback at recovery.
     pub const fn is_durable(self) -> bool {
         matches!(
             self,
-            EntryKind::Intent | EntryKind::Done | EntryKind::Committed | EntryKind::Stuck | EntryKind::Resolved
+            EntryKind::Intent
+                | EntryKind::Done
+                | EntryKind::Committed
+                | EntryKind::Aborted
+                | EntryKind::Stuck
+                | EntryKind::Resolved
         )
     }
 
     /// Whether the transaction is over once this entry is written
     /// (`Committed`, `RolledBack`, `Resolved`): recovery leaves it alone.
+    /// (`Aborted` does not end it: its rollbacks are still owed.)
     pub const fn ends_transaction(self) -> bool {
         matches!(self, EntryKind::Committed | EntryKind::RolledBack | EntryKind::Resolved)
+    }
+
+    /// Whether the entry is a transaction's decision, `Committed` or
+    /// `Aborted`: a journal holds at most one of the two per transaction,
+    /// the first one appended (see [`Journal::decided`]).
+    pub const fn is_decision(self) -> bool {
+        matches!(self, EntryKind::Committed | EntryKind::Aborted)
     }
 
     /// The kind's name, snake_case.
@@ -141,6 +166,7 @@ impl EntryKind {
             EntryKind::RolledBack => "rolled_back",
             EntryKind::Stuck => "stuck",
             EntryKind::Resolved => "resolved",
+            EntryKind::Aborted => "aborted",
         }
     }
 }
@@ -474,7 +500,7 @@ impl<'a> Entry<'a> {
     }
 
     /// The step's index, or `None` for the transaction's own entries
-    /// (`Begin`, `Committed`, `RolledBack`, `Stuck`, `Resolved`).
+    /// (`Begin`, `Committed`, `Aborted`, `RolledBack`, `Stuck`, `Resolved`).
     pub fn step(&self) -> Option<u32> {
         self.step
     }
@@ -718,7 +744,17 @@ impl<'a> Reader<'a> {
 ///   this journal had before, in this process or an earlier one, or in
 ///   another process sharing the journal;
 /// - never drop an entry it accepted: a write that fails is an `Err` from
-///   `append` (a full disk, a read-only file), never a silent loss.
+///   `append` (a full disk, a read-only file), never a silent loss;
+/// - hold one decision per transaction, the first: refuse to append a
+///   decision ([`EntryKind::is_decision`]: `Committed` or `Aborted`) for a
+///   transaction that already holds the other one, with an error that
+///   [`decided`](Journal::decided) recognises, checked where the write is
+///   serialised (in the write transaction, under a lock, or by a unique
+///   key), so that of two racing decisions exactly one is stored. This is
+///   what lets the engine find out, after a `Committed` append that
+///   failed, whether it reached the journal after all (a connection lost
+///   after the statement was sent, an I/O error after the write): it
+///   appends `Aborted`, and the refusal says the commit is durable.
 #[allow(async_fn_in_trait)] // `Send` follows the implementation: see the crate docs.
 pub trait Journal {
     /// What a failed journal call returns.
@@ -738,6 +774,18 @@ pub trait Journal {
     /// Calls `visit` with each entry of transaction `id`, in the order they
     /// were appended.
     async fn read(&self, id: TransactionId, visit: &mut dyn FnMut(StoredEntry<'_>)) -> Result<(), Self::Error>;
+
+    /// The decision the journal already held when it refused `error`'s
+    /// append of the other one (`Some(EntryKind::Committed)` for a refused
+    /// `Aborted`, and the reverse), or `None` for any other error. A
+    /// journal MUST return it for its "already decided" error (see the
+    /// MUST list above); the default, for a journal that never refuses
+    /// (and so cannot tell the engine that a commit it saw fail was
+    /// durable), is `None`.
+    fn decided(error: &Self::Error) -> Option<EntryKind> {
+        let _ = error;
+        None
+    }
 }
 
 impl<J: Journal + ?Sized> Journal for &J {
@@ -758,6 +806,10 @@ impl<J: Journal + ?Sized> Journal for &J {
     async fn read(&self, id: TransactionId, visit: &mut dyn FnMut(StoredEntry<'_>)) -> Result<(), Self::Error> {
         (**self).read(id, visit).await
     }
+
+    fn decided(error: &Self::Error) -> Option<EntryKind> {
+        J::decided(error)
+    }
 }
 
 /// A journal call that failed: which entry, and the journal's error text.
@@ -776,6 +828,7 @@ impl<J: Journal + ?Sized> Journal for &J {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JournalFailure {
     entry: Option<EntryKind>,
+    decided: Option<EntryKind>,
     text: ErrorText,
 }
 
@@ -783,17 +836,29 @@ impl JournalFailure {
     /// A failure to write `entry`, for `error` (its text is kept with the
     /// `error-text` feature).
     pub fn new(entry: EntryKind, error: &dyn fmt::Display) -> Self {
-        Self { entry: Some(entry), text: ErrorText::capture(error) }
+        Self { entry: Some(entry), decided: None, text: ErrorText::capture(error) }
     }
 
     /// A failure to read the journal (recovery), for `error`.
     pub fn reading(error: &dyn fmt::Display) -> Self {
-        Self { entry: None, text: ErrorText::capture(error) }
+        Self { entry: None, decided: None, text: ErrorText::capture(error) }
+    }
+
+    /// A failure to write `entry` that the journal refused because the
+    /// transaction already holds the decision `decided` ([`Journal::decided`]).
+    fn refused(entry: EntryKind, decided: Option<EntryKind>, error: &dyn fmt::Display) -> Self {
+        Self { entry: Some(entry), decided, text: ErrorText::capture(error) }
     }
 
     /// The entry that could not be written, or `None` if reading failed.
     pub fn entry(&self) -> Option<EntryKind> {
         self.entry
+    }
+
+    /// The decision the transaction already held when the journal refused
+    /// this one ([`Journal::decided`]), if that is why it failed.
+    pub fn decided(&self) -> Option<EntryKind> {
+        self.decided
     }
 
     /// The journal's error text (empty without the `error-text` feature).
@@ -1045,7 +1110,12 @@ impl<U: Sync, J: Journal, Co: UndoCodec<U> + Sync> JournalFor<U> for Journaled<J
     // Not `async fn`: that would capture `U`, which need not outlive `'a`.
     #[allow(clippy::manual_async_fn)]
     fn write<'a>(&'a self, entry: &'a Entry<'a>) -> impl Future<Output = Result<(), JournalFailure>> + 'a {
-        async move { self.journal.append(entry).await.map_err(|error| JournalFailure::new(entry.kind(), &error)) }
+        async move {
+            self.journal
+                .append(entry)
+                .await
+                .map_err(|error| JournalFailure::refused(entry.kind(), J::decided(&error), &error))
+        }
     }
 
     async fn write_undo<'a>(

@@ -408,6 +408,17 @@ impl<U, S: Storage> Ledger<U, S> {
         }
     }
 
+    /// The transaction's outcome is unknown (neither `Committed` nor
+    /// `Aborted` could be written): nothing is rolled back in memory. The
+    /// records still owed stay in the journal, for recovery to roll back
+    /// unless the journal holds `Committed`; here they are dropped unrun,
+    /// their steps `RollbackSkipped`.
+    pub(crate) fn leave_to_recovery(&mut self) {
+        while let Some(left) = self.undo.pop() {
+            self.summary.steps[left.step].status = StepStatus::RollbackSkipped;
+        }
+    }
+
     /// With `Stop`, after a rollback failed for good: the records still owed
     /// above `floor` are dropped unrun, their steps `RollbackSkipped`.
     fn skip_down_to(&mut self, floor: usize) {

@@ -743,6 +743,9 @@ fn apply<U, S: Storage, Co: UndoCodec<U>>(read: &mut Read<U, S>, codec: &Co, ent
         EntryKind::Committed | EntryKind::RolledBack | EntryKind::Resolved => read.finished = true,
         // Still unfinished: tried again.
         EntryKind::Stuck => {}
+        // Decided not to commit (a `Committed` would have been refused
+        // after it): the owed rollbacks are rolled back as usual.
+        EntryKind::Aborted => {}
     }
 }
 

@@ -534,6 +534,29 @@ impl PostgresJournal {
         self.inner.fenced.load(Ordering::Relaxed)
     }
 
+    /// For a decision (`Committed` or `Aborted`), the other one, if the
+    /// transaction holds it.
+    async fn other_decision(
+        &self,
+        transaction: TransactionId,
+        kind: EntryKind,
+    ) -> Result<Option<EntryKind>, PostgresJournalError> {
+        let other = match kind {
+            EntryKind::Committed => EntryKind::Aborted,
+            EntryKind::Aborted => EntryKind::Committed,
+            _ => return Ok(None),
+        };
+        let (tx, code) = (to_sql(transaction), i16::from(other.code()));
+        let held = self
+            .with_conn(self.slot(true), async |c: &Conn| {
+                c.client
+                    .query_opt("SELECT 1 FROM tm_entries WHERE tx = $1 AND step = -1 AND kind = $2", &[&tx, &code])
+                    .await
+            })
+            .await?;
+        Ok(held.map(|_| other))
+    }
+
     fn fenced(&self, transaction: TransactionId) -> PostgresJournalError {
         self.inner.fenced.fetch_add(1, Ordering::Relaxed);
         self.generations().remove(&transaction.get());
@@ -726,10 +749,15 @@ impl Journal for PostgresJournal {
             }
             _ => {
                 let Some(generation) = self.generation(entry.transaction()) else {
+                    // Not held here: ended (a decision after its commit is
+                    // refused as such), or another instance's.
+                    if let Some(held) = self.other_decision(entry.transaction(), kind).await? {
+                        return Err(PostgresJournalError::AlreadyDecided { transaction: entry.transaction(), held });
+                    }
                     return Err(self.fenced(entry.transaction()));
                 };
                 let reason = String::from_utf8_lossy(&payload).into_owned();
-                let (ours, exists): (i64, bool) = self
+                let appended = self
                     .with_conn(slot, async |c: &Conn| {
                         let row = if kind == EntryKind::Stuck {
                             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] =
@@ -744,7 +772,19 @@ impl Journal for PostgresJournal {
                         };
                         Ok((row.get(0), row.get(1)))
                     })
-                    .await?;
+                    .await;
+                let (ours, exists): (i64, bool) = match appended {
+                    // One decision per transaction: the other one is there.
+                    Err(error) if kind.is_decision() && error.is_second_decision() => {
+                        let held = if kind == EntryKind::Committed { EntryKind::Aborted } else { EntryKind::Committed };
+                        if held == EntryKind::Committed {
+                            // It is over: committed.
+                            self.generations().remove(&entry.transaction().get());
+                        }
+                        return Err(PostgresJournalError::AlreadyDecided { transaction: entry.transaction(), held });
+                    }
+                    appended => appended?,
+                };
                 if ours == 0 {
                     self.generations().remove(&entry.transaction().get());
                     return Err(if exists {
@@ -760,6 +800,13 @@ impl Journal for PostgresJournal {
                 }
                 Ok(())
             }
+        }
+    }
+
+    fn decided(error: &PostgresJournalError) -> Option<EntryKind> {
+        match error {
+            PostgresJournalError::AlreadyDecided { held, .. } => Some(*held),
+            _ => None,
         }
     }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rusqlite::ErrorCode;
-use transaction_manager_core::CodecError;
+use transaction_manager_core::{CodecError, EntryKind, TransactionId};
 
 /// Why a [`SqliteJournal`](crate::SqliteJournal) call failed.
 ///
@@ -69,6 +69,16 @@ pub enum SqliteJournalError {
     /// Every transaction id of this file is used (2^32 epochs of 2^32 ids
     /// each): start a new journal file.
     IdsExhausted,
+    /// A decision (`Committed` or `Aborted`) was refused: the transaction
+    /// already holds the other one, and the first decision stays. Nothing
+    /// was written. [`Journal::decided`](transaction_manager_core::Journal::decided)
+    /// returns `held`.
+    AlreadyDecided {
+        /// The transaction.
+        transaction: TransactionId,
+        /// The decision the journal holds.
+        held: EntryKind,
+    },
     /// Another SQLite failure (a busy timeout, an I/O error, …).
     Sqlite(SqliteCause),
 }
@@ -128,6 +138,9 @@ impl fmt::Display for SqliteJournalError {
             }
             SqliteJournalError::Encode(error) => write!(f, "the entry's payload cannot be encoded: {error}"),
             SqliteJournalError::IdsExhausted => f.write_str("every transaction id of the journal file is used"),
+            SqliteJournalError::AlreadyDecided { transaction, held } => {
+                write!(f, "{transaction} is already decided: the journal holds `{held}`")
+            }
             SqliteJournalError::Sqlite(cause) => write!(f, "SQLite: {cause}"),
         }
     }

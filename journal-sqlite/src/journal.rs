@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
-use transaction_manager_core::{CodecError, Entry, Journal, StoredEntry, TransactionId};
+use transaction_manager_core::{CodecError, Entry, EntryKind, Journal, StoredEntry, TransactionId};
 
 use crate::writer::{PendingLazy, Request, Row};
 use crate::{SqliteJournalError, oneshot, schema, writer};
@@ -445,6 +445,7 @@ impl Journal for SqliteJournal {
             durable: entry.is_durable(),
             ends: entry.kind().ends_transaction(),
             payload: encode(entry)?,
+            refused: None,
         };
         if row.durable {
             let (reply, answer) = oneshot::channel();
@@ -517,6 +518,13 @@ impl Journal for SqliteJournal {
             visit(StoredEntry { step: *step, kind: *kind, payload });
         }
         Ok(())
+    }
+
+    fn decided(error: &SqliteJournalError) -> Option<EntryKind> {
+        match error {
+            SqliteJournalError::AlreadyDecided { held, .. } => Some(*held),
+            _ => None,
+        }
     }
 }
 
