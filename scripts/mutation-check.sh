@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FEATURES=tokio,smol,embassy,log,tracing,serde,metrics
-TESTS=(--test manual_clock --test properties --test tokio --test journal --test journal_properties --test durability --test api)
+TESTS=(--test manual_clock --test properties --test tokio --test journal --test journal_properties --test durability --test decision --test api)
 
 patches=("$@")
 if [ ${#patches[@]} -eq 0 ]; then

@@ -452,3 +452,123 @@ fn stop_after_a_scope_rollback_failed_stops_the_whole_transaction() {
     assert!(world.rolled_back.is_empty(), "{:?}", world.rolled_back);
     assert_eq!(error.summary().steps()[0].status(), StepStatus::RollbackSkipped);
 }
+
+#[test]
+fn a_damaged_undo_record_makes_its_transaction_stuck_never_trusted() {
+    // A crash right after `a`'s `Done`: one rollback owed.
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    journal.cut_power_after(2);
+    let mut world = World::default();
+    let crashed = clock.block_on(future::or(
+        async { Some(create_two_then_fail(&manager(&clock, &journal), &mut world).await) },
+        async {
+            journal.power_lost().await;
+            None
+        },
+    ));
+    assert!(crashed.is_none());
+    let rows = journal.restart().entries(TransactionId::new(1));
+    let done = rows.iter().position(|row| row.kind == EntryKind::Done.code()).expect("a durable Done");
+    // Every single flipped bit, anywhere in the record (its retry policy,
+    // its timeout, its name, the undo value, the checksum itself), makes
+    // the transaction stuck: never a rollback run with a damaged policy.
+    let len = rows[done].payload.len();
+    for at in 0..len {
+        for bit in [0x01u8, 0x10, 0x80] {
+            let damaged = MemoryJournal::new();
+            for (i, row) in rows.iter().enumerate() {
+                let mut payload = row.payload.clone();
+                if i == done {
+                    payload[at] ^= bit;
+                }
+                damaged.insert_raw(row.transaction, row.step, row.kind, &payload);
+            }
+            let mut world = World::default();
+            let (report, _) = recover_each(&manager(&clock, &damaged), &mut world);
+            assert_eq!(report.stuck(), 1, "byte {at} of {len}, bit {bit:#x}: {report}");
+            assert!(world.rolled_back.is_empty());
+        }
+    }
+    // Undamaged, it rolls back.
+    let intact = MemoryJournal::new();
+    for row in &rows {
+        intact.insert_raw(row.transaction, row.step, row.kind, &row.payload);
+    }
+    let mut world = World::default();
+    assert_eq!(recover_each(&manager(&clock, &intact), &mut world).0.rolled_back(), 1);
+    assert_eq!(world.rolled_back, ["a"]);
+}
+
+/// Undo records that a concurrent group rolls back: `Slow` waits until
+/// `SLOW_UNBLOCKED` is set.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+enum GroupUndo {
+    Fast(String),
+    Slow(String),
+}
+
+static GROUP_ROLLED_BACK: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+static SLOW_UNBLOCKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl Rollback<()> for GroupUndo {
+    type Error = String;
+
+    async fn rollback(&mut self, _: &mut ()) -> Result<(), String> {
+        let name = match self {
+            GroupUndo::Fast(name) => name.clone(),
+            GroupUndo::Slow(name) => {
+                // Pending without a wake-up until unblocked: the manual
+                // clock moves on to the drop meanwhile.
+                future::poll_fn(|_| {
+                    if SLOW_UNBLOCKED.load(std::sync::atomic::Ordering::SeqCst) {
+                        std::task::Poll::Ready(())
+                    } else {
+                        std::task::Poll::Pending
+                    }
+                })
+                .await;
+                name.clone()
+            }
+        };
+        GROUP_ROLLED_BACK.lock().unwrap().push(name);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_concurrent_group_rollback_dropped_midway_is_not_repeated_by_recover_dropped() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = TransactionManager::new(&clock).with_journal(journal.clone(), Postcard::<1>);
+    clock.block_on(async {
+        let transaction = manager.transaction("group").fixed::<GroupUndo, 4>().run(async |tx| {
+            tx.group()
+                .roll_back_concurrently()
+                .run((
+                    member("fast")
+                        .execute(|| async { Ok::<_, String>("fast".to_string()) })
+                        .undo(|n: &String| GroupUndo::Fast(n.clone())),
+                    member("slow")
+                        .execute(|| async { Ok::<_, String>("slow".to_string()) })
+                        .undo(|n: &String| GroupUndo::Slow(n.clone())),
+                ))
+                .await?;
+            tx.step("refused").run(|| async { Err::<(), _>("refused".to_string()) }).await?;
+            Ok::<_, StepError<String>>(())
+        });
+        // Dropped while `slow` rolls back, after `fast`'s rollback ended.
+        let stopped = future::or(async { Some(transaction.await) }, async {
+            clock.sleep(Duration::from_secs(1)).await;
+            None
+        })
+        .await;
+        assert!(stopped.is_none());
+    });
+    assert_eq!(*GROUP_ROLLED_BACK.lock().unwrap(), ["fast"]);
+    // `fast`'s `Undone` was written as it ended: only `slow` is owed.
+    SLOW_UNBLOCKED.store(true, std::sync::atomic::Ordering::SeqCst);
+    let report = clock.block_on(manager.recover_dropped::<GroupUndo, Fixed<4>, _>(&mut ())).unwrap();
+    assert_eq!(report.rolled_back(), 1, "{report}");
+    assert_eq!(*GROUP_ROLLED_BACK.lock().unwrap(), ["fast", "slow"]);
+}

@@ -374,7 +374,9 @@ fn a_failed_commit_write_rolls_back_and_returns_the_error() {
                 .execute_with(async |w: &mut World| create(w, "r0".into(), 0).await)
                 .undo(|n| Undo::Delete(n.clone()))
                 .await?;
-            journal.fail_writes(Some("read-only file"));
+            // `Committed` is not written; `Aborted` is (see `tests/decision.rs`
+            // for the other outcomes).
+            journal.fail_before_write(Some(EntryKind::Committed));
             Ok::<_, StepError<String>>(())
         }))
         .unwrap_err();
@@ -690,4 +692,125 @@ fn a_group_member_that_failed_cleanly_is_released() {
     let report = clock.block_on(manager.recover_dropped::<Undo, Fixed<2>, _>(&mut world)).unwrap();
     assert_eq!((report.found(), report.rolled_back()), (1, 1), "{report}");
     assert_eq!(world.rolled_back, ["r1"], "r0 failed cleanly: its uncertain rollback is not owed");
+}
+
+/// An undo record whose rollback can fail for good at once: the zone
+/// refuses to delete a locked record.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+enum ZoneUndo {
+    Delete(String),
+}
+
+impl Rollback<World> for ZoneUndo {
+    type Error = String;
+
+    async fn rollback(&mut self, world: &mut World) -> Result<(), String> {
+        let ZoneUndo::Delete(name) = self;
+        *world.rollback_attempts.entry(name.clone()).or_default() += 1;
+        Err(format!("{name}: locked"))
+    }
+
+    fn retry_if(&mut self, error: &String) -> bool {
+        !error.ends_with("locked")
+    }
+}
+
+#[test]
+fn permanent_failures_are_journaled_like_any_failure() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = TransactionManager::new(&clock).with_journal(journal.clone(), Postcard::<1>);
+    let mut world = World::default();
+    let mut calls = 0u32;
+    let err = clock
+        .block_on(manager.transaction("zone").fixed::<ZoneUndo, 2>().run_with(&mut world, async |tx| {
+            tx.step("record")
+                .retry(RetryPolicy::new().with_max_retries(3))
+                .execute(|| async { Ok::<_, String>(()) })
+                .undo(|()| ZoneUndo::Delete("www".into()))
+                .await?;
+            tx.step("name")
+                .retry(RetryPolicy::new().with_max_retries(3))
+                .execute(|| {
+                    calls += 1;
+                    async { Err::<(), _>(String::from("zone refuses this name")) }
+                })
+                .retry_if(|error| !error.starts_with("zone refuses"))
+                .no_rollback()
+                .await?;
+            Ok::<_, StepError<String>>(())
+        }))
+        .unwrap_err();
+    // Neither the step nor the rollback waited for a retry.
+    assert_eq!((calls, world.rollback_attempts["www"], clock.now()), (1, 1, Duration::ZERO));
+    let steps = err.summary().steps();
+    assert_eq!(steps[1].error(), Some("not retried: permanent: zone refuses this name"));
+    assert_eq!(steps[0].rollback_error(), Some("not retried: permanent: www: locked"));
+    // Journaled as a failed rollback: still owed, listed with its error.
+    journal.flush();
+    let id = err.summary().info().id();
+    assert!(journal.has(id, Some(0), EntryKind::UndoFailed));
+    assert!(!journal.has(id, None, EntryKind::RolledBack));
+    let mut owed = Vec::new();
+    let count = clock
+        .block_on(
+            manager.owed(|step: &OwedStep<'_>| owed.push((step.step().to_string(), step.error().map(String::from)))),
+        )
+        .unwrap();
+    assert_eq!(count, 1);
+    assert_eq!(owed, [("record".to_string(), Some("not retried: permanent: www: locked".to_string()))]);
+}
+
+/// An undo record that keeps its step's idempotency key, for the API the
+/// rollback calls (here: the list of keys undone).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct UndoByKey(IdempotencyKey);
+
+impl Rollback<Vec<String>> for UndoByKey {
+    type Error = String;
+
+    async fn rollback(&mut self, undone: &mut Vec<String>) -> Result<(), String> {
+        undone.push(self.0.to_string());
+        Ok(())
+    }
+}
+
+#[test]
+fn execute_and_undo_makers_get_their_step_key() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = TransactionManager::new(&clock).with_journal(journal.clone(), Postcard::<1>);
+    let called = std::cell::RefCell::new(Vec::new());
+    let mut undone = Vec::new();
+    let err = clock
+        .block_on(manager.transaction("t").fixed::<UndoByKey, 4>().run_with(&mut undone, async |tx| {
+            tx.step("a")
+                .execute_keyed(|key| {
+                    called.borrow_mut().push(format!("a {key}"));
+                    async { Ok::<_, String>(()) }
+                })
+                .undo_keyed(|(), key| UndoByKey(key))
+                .await?;
+            tx.parallel((
+                member("b")
+                    .execute_keyed(|key| {
+                        called.borrow_mut().push(format!("b {key}"));
+                        async { Ok::<_, String>(()) }
+                    })
+                    .undo_keyed(|(), key| UndoByKey(key)),
+                member("c")
+                    .execute_keyed(|key| {
+                        called.borrow_mut().push(format!("c {key}"));
+                        async { Ok::<_, String>(()) }
+                    })
+                    .undo_keyed(|(), key| UndoByKey(key)),
+            ))
+            .await?;
+            tx.step("d").run(|| async { Err::<(), _>(String::from("boom")) }).await?;
+            Ok::<_, StepError<String>>(())
+        }))
+        .unwrap_err();
+    assert_eq!(err.cause().step(), "d");
+    assert_eq!(*called.borrow(), ["a tx-1.0", "b tx-1.1", "c tx-1.2"]);
+    assert_eq!(undone, ["tx-1.2", "tx-1.1", "tx-1.0"]);
 }

@@ -68,3 +68,11 @@ fn summary_and_error_json_shape() {
         serde_json::json!({ "step": "charge", "index": 1, "kind": "failed", "error": "step `charge` failed: card declined" })
     );
 }
+
+#[test]
+fn idempotency_keys_serialise_with_the_serde_feature() {
+    let key = IdempotencyKey::new(TransactionId::new(7), 2);
+    let json = serde_json::to_string(&key).unwrap();
+    assert_eq!(json, r#"{"transaction":7,"step":2}"#);
+    assert_eq!(serde_json::from_str::<IdempotencyKey>(&json).unwrap(), key);
+}

@@ -527,3 +527,31 @@ fn groups_and_scopes_are_send_on_a_multi_thread_runtime() {
         assert_eq!(err.summary().steps()[0].scope(), Some("both"));
     });
 }
+
+/// tokio caps a sleep at about 30 years: a `Duration::MAX` timer wakes
+/// then. A wake-up is not proof: a step of 40 (virtual) years under a
+/// `Duration::MAX` timeout and deadline is not cut.
+#[test]
+fn a_duration_max_timeout_or_deadline_is_never_reached() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+    let forty_years = Duration::from_secs(40 * 365 * 24 * 3600);
+    let outcome = rt.block_on(async {
+        let manager = TransactionManager::new(TokioClock::new());
+        manager
+            .transaction("forever")
+            .with_deadline(Duration::MAX)
+            .local()
+            .run(async |tx| {
+                tx.step("slow")
+                    .timeout(Duration::MAX)
+                    .run(|| async move {
+                        tokio::time::sleep(forty_years).await;
+                        Ok::<_, std::io::Error>(())
+                    })
+                    .await?;
+                R::Ok(())
+            })
+            .await
+    });
+    assert!(outcome.is_ok(), "{:?}", outcome.err().map(|e| e.to_string()));
+}

@@ -275,6 +275,24 @@ pub trait DetachedRollback: Send + 'static {
 
     /// Undoes the step; called once per attempt.
     fn rollback_detached(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Whether an attempt that failed with `error` may be retried, as
+    /// [`Rollback::retry_if`](crate::Rollback::retry_if) (the default:
+    /// always).
+    ///
+    /// ```
+    /// # #[cfg(feature = "alloc")] {
+    /// # use transaction_manager::*;
+    /// let mut undo = BoxedRollback::from(
+    ///     RollbackFn::new(|()| async { Err::<(), _>("gone") }, ()).with_retry_if(|e: &BoxError| e.to_string() != "gone"),
+    /// );
+    /// assert!(!DetachedRollback::retry_if(&mut undo, &BoxError::from("gone")));
+    /// # }
+    /// ```
+    fn retry_if(&mut self, error: &Self::Error) -> bool {
+        let _ = error;
+        true
+    }
 }
 
 /// A transaction without rollbacks owes nothing, so a manager with a
@@ -295,5 +313,9 @@ impl<U: DetachedRollback> UndoCall<U, ()> for ViaDetached {
 
     fn call<'a>(undo: &'a mut U, _: &'a mut ()) -> impl Future<Output = Result<(), U::Error>> + 'a {
         undo.rollback_detached()
+    }
+
+    fn retries(undo: &mut U, error: &U::Error) -> bool {
+        undo.retry_if(error)
     }
 }

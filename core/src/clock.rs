@@ -20,7 +20,12 @@ use core::time::Duration;
 ///   `Duration::MAX`): a sleep longer than the clock can represent waits
 ///   "forever" rather than overflowing;
 /// - complete a `sleep(d)` future no earlier than `d` after it was created,
-///   as seen by `now()`.
+///   as seen by `now()` — except that a clock MAY end a sleep longer than
+///   its timer can hold at the longest time it can (tokio ends a
+///   `Duration::MAX` sleep after about 30 years). A wake-up is not proof:
+///   the engine reads `now()` when a timeout's or deadline's sleep ends and
+///   sleeps again for what is left. (A backoff's sleep is taken as it
+///   ends: a retry at worst starts early.)
 ///
 /// `now()` is a time since an epoch the clock chooses (its creation, boot);
 /// only differences between two readings of one clock are meaningful.

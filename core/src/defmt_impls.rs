@@ -218,6 +218,45 @@ impl Format for crate::CodecError {
                 write!(f, "undo record has schema {=u32}, newer than {=u32}", found, known)
             }
             crate::CodecError::NewerFormat { found } => write!(f, "journal entry has newer format {=u8}", found),
+            crate::CodecError::Damaged => write!(f, "undo record damaged (checksum)"),
+        }
+    }
+}
+
+impl Format for crate::Recovery {
+    fn format(&self, f: Formatter<'_>) {
+        write!(
+            f,
+            "{=usize} unfinished transaction(s): {=usize} rolled back, {=usize} partially rolled back (still owed), {=usize} stuck; {=usize} running",
+            self.found(),
+            self.rolled_back(),
+            self.partially_rolled_back(),
+            self.stuck(),
+            self.running()
+        );
+    }
+}
+
+impl Format for crate::RecoveryOutcome {
+    fn format(&self, f: Formatter<'_>) {
+        match self {
+            crate::RecoveryOutcome::RolledBack => write!(f, "rolled back"),
+            crate::RecoveryOutcome::Owed => write!(f, "partially rolled back, still owed"),
+            crate::RecoveryOutcome::Stuck => write!(f, "stuck"),
+            crate::RecoveryOutcome::Running => write!(f, "running, left alone"),
+        }
+    }
+}
+
+impl Format for crate::RecoveryError {
+    fn format(&self, f: Formatter<'_>) {
+        match self {
+            crate::RecoveryError::Journal(failure) => write!(f, "recovery: {}", failure),
+            crate::RecoveryError::LiveUnknown { running } => write!(
+                f,
+                "recovery refused: {=usize} transaction(s) running in this process cannot be told from unfinished ones",
+                running
+            ),
         }
     }
 }

@@ -68,7 +68,11 @@ pub enum StepErrorKind<E> {
     /// (the step did not run) or its `Done` (the step ran and its undo
     /// record is kept in memory, so the transaction rolls it back when the
     /// body stops). For the step named `(commit)`, the transaction's
-    /// `Committed` entry: its steps were rolled back.
+    /// decision: for `committed`, its `Committed` entry could not be
+    /// written and its `Aborted` entry was, and its steps were rolled
+    /// back; for `aborted`, neither could be written: the outcome is
+    /// unknown, nothing was rolled back, and recovery decides (it rolls
+    /// the steps back unless the journal holds `Committed`).
     Journal(crate::JournalFailure),
     /// The step was a member of a parallel group that cancels its other
     /// members when one fails ([`Group::cancel_on_failure`](crate::Group::cancel_on_failure)),
@@ -467,6 +471,15 @@ impl RollbackState {
     }
 }
 
+/// Whether a failed transaction rolled nothing back because its outcome is
+/// unknown: neither `Committed` nor `Aborted` could be written, so what it
+/// owes is left to recovery, its steps `RollbackSkipped`. (Rollbacks are
+/// otherwise skipped only after one failed, under
+/// [`RollbackFailurePolicy::Stop`](crate::RollbackFailurePolicy::Stop).)
+pub(crate) fn left_to_recovery<S: Storage>(failures: usize, summary: &Summary<S>) -> bool {
+    failures == 0 && summary.rollback_errors() == 0 && summary.rollback_skipped_steps() > 0
+}
+
 /// A transaction that did not commit: the error that stopped it, what its
 /// rollback did, and its summary.
 ///
@@ -509,7 +522,15 @@ impl<B, RE, S: Storage> TransactionError<B, RE, S> {
     }
 
     /// [`Clean`](RollbackState::Clean) when every rollback succeeded,
-    /// [`Partial`](RollbackState::Partial) when any failed.
+    /// [`Partial`](RollbackState::Partial) when any failed or was not
+    /// attempted.
+    ///
+    /// A journaled transaction whose outcome is unknown (its `Committed`
+    /// entry and then its `Aborted` entry could not be written, a
+    /// [`JournalFailure`](crate::JournalFailure) for `aborted` in the cause)
+    /// rolled nothing back: its rollbacks are left to recovery, which runs
+    /// them unless the journal holds `Committed`. It is `Partial`, its
+    /// steps [`RollbackSkipped`](StepStatus::RollbackSkipped).
     ///
     /// A scope ([`Transaction::scope`](crate::Transaction::scope)) whose
     /// rollback failed earlier counts too: its step stays `RollbackFailed`.
@@ -525,7 +546,9 @@ impl<B, RE, S: Storage> TransactionError<B, RE, S> {
 
     /// The steps with a rollback that were never attempted because an
     /// earlier rollback failed under
-    /// [`RollbackFailurePolicy::Stop`](crate::RollbackFailurePolicy::Stop).
+    /// [`RollbackFailurePolicy::Stop`](crate::RollbackFailurePolicy::Stop),
+    /// or because the transaction's outcome is unknown and its rollbacks
+    /// are left to recovery (see [`rollback_state`](Self::rollback_state)).
     pub fn skipped_rollbacks(&self) -> impl Iterator<Item = &StepRecord> {
         self.summary.steps().iter().filter(|s| s.status() == StepStatus::RollbackSkipped)
     }
@@ -551,6 +574,13 @@ impl<B: fmt::Display, RE: fmt::Display, S: Storage> fmt::Display for Transaction
         // `RollbackFailed` in the summary.
         match (self.rollback_failures.len().max(self.summary.rollback_errors()), skipped) {
             (0, 0) if rolled_back == 0 => f.write_str("nothing to roll back"),
+            // Only an unknown outcome skips rollbacks without a failure.
+            (0, skipped) if skipped > 0 => write!(
+                f,
+                "outcome unknown: nothing rolled back, {skipped} {} left to recovery (rolled back unless the \
+                 journal holds `committed`)",
+                rollbacks(skipped)
+            ),
             (0, 0) => write!(f, "rolled back cleanly ({rolled_back} {})", steps(rolled_back)),
             (failed, skipped) => {
                 write!(f, "PARTIALLY rolled back ({rolled_back} rolled back, {failed} failed")?;
@@ -589,6 +619,10 @@ where
 
 fn steps(n: usize) -> &'static str {
     if n == 1 { "step" } else { "steps" }
+}
+
+fn rollbacks(n: usize) -> &'static str {
+    if n == 1 { "rollback" } else { "rollbacks" }
 }
 
 /// A transaction whose body returned `Ok`: its value and its summary.

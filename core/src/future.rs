@@ -75,8 +75,8 @@ pin_project! {
         Zero,
         /// Not made yet.
         Due { timeout: Duration },
-        /// Running.
-        On { #[pin] sleep: S },
+        /// Running until the clock reads `end`.
+        On { #[pin] sleep: S, end: Duration },
     }
 }
 
@@ -97,19 +97,47 @@ impl<F: Future, C: Clock> Future for WithTimeout<'_, F, C> {
     type Output = Option<F::Output>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
         if let Poll::Ready(output) = this.future.poll(cx) {
             return Poll::Ready(Some(output));
         }
-        if let TimerProj::Due { timeout } = this.timer.as_mut().project() {
-            let sleep = this.clock.sleep(*timeout);
-            this.timer.set(Timer::On { sleep });
-        }
-        match this.timer.project() {
-            TimerProj::Off => Poll::Pending,
-            TimerProj::Zero => Poll::Ready(None),
-            TimerProj::On { sleep } => sleep.poll(cx).map(|()| None),
-            TimerProj::Due { .. } => Poll::Pending,
+        poll_timer(this.timer, *this.clock, cx).map(|()| None)
+    }
+}
+
+/// A timeout's timer, after its future was polled and is pending: ready
+/// when the timeout passed. Not generic over the timed future, so one copy
+/// serves every step and rollback on a clock (out of line where code size
+/// counts).
+#[cfg_attr(not(target_pointer_width = "64"), inline(never))]
+fn poll_timer<C: Clock>(mut timer: Pin<&mut Timer<C::Sleep>>, clock: &C, cx: &mut Context<'_>) -> Poll<()> {
+    if let TimerProj::Due { timeout } = timer.as_mut().project() {
+        let timeout = *timeout;
+        let end = clock.now().saturating_add(timeout);
+        timer.set(Timer::On { sleep: clock.sleep(timeout), end });
+    }
+    // A timer that wakes early is armed again once per poll; one that is
+    // done again at once (a clock whose time does not move) counts as the
+    // timeout, rather than spinning here.
+    let mut rearmed = false;
+    loop {
+        match timer.as_mut().project() {
+            TimerProj::Off | TimerProj::Due { .. } => return Poll::Pending,
+            TimerProj::Zero => return Poll::Ready(()),
+            TimerProj::On { sleep, end } => {
+                if sleep.poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // A wake-up is not proof (tokio caps a sleep at about 30
+                // years): the clock says whether the timeout passed.
+                let end = *end;
+                let now = clock.now();
+                if now >= end || rearmed {
+                    return Poll::Ready(());
+                }
+                rearmed = true;
+                timer.set(Timer::On { sleep: clock.sleep(end - now), end });
+            }
         }
     }
 }

@@ -25,8 +25,8 @@ use crate::panic::caught;
 use crate::text::ErrorText;
 use crate::transaction::{NoContext, TimedOut, is_last_attempt};
 use crate::{
-    AbandonPolicy, Clock, Hooks, List, Maybe, Name, RetryPolicy, Rollback, RollbackFn, StepError, StepErrorKind,
-    StepEvent, StepRecord, StepStatus, Storage, Transaction, TransactionManager,
+    AbandonPolicy, Clock, Hooks, IdempotencyKey, List, Maybe, Name, RetryAlways, RetryCondition, RetryPolicy, Rollback,
+    RollbackFn, StepError, StepErrorKind, StepEvent, StepRecord, StepStatus, Storage, Transaction, TransactionManager,
 };
 
 pub use driver::{Lend, Member, Members};
@@ -170,6 +170,33 @@ impl MemberBuilder {
         Member::new(self.settings, Attempts(execute), NoUndo)
     }
 
+    /// Like [`execute`](MemberBuilder::execute), but each attempt receives
+    /// the member's [`IdempotencyKey`] (the transaction's id and the
+    /// member's step index, known once its group starts), to pass to the
+    /// API it calls.
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let done = clock.block_on(manager.transaction("t").with_id(TransactionId::new(2)).fixed::<NoRollback, 2>().run(async |tx| {
+    ///     let keys = tx.parallel((
+    ///         member("a").execute_keyed(|key| async move { Ok::<_, &str>(key.to_string()) }),
+    ///         member("b").execute_keyed(|key| async move { Ok::<_, &str>(key.to_string()) }),
+    ///     )).await?;
+    ///     Ok::<_, StepError<&str>>(keys)
+    /// }));
+    /// assert_eq!(done.unwrap().into_value(), ("tx-2.0".to_string(), "tx-2.1".to_string()));
+    /// ```
+    pub fn execute_keyed<F, Fut, Out, E>(self, execute: F) -> Member<KeyedAttempts<F>, NoUndo>
+    where
+        F: FnMut(IdempotencyKey) -> Fut,
+        Fut: Future<Output = Result<Out, E>>,
+        E: fmt::Display,
+    {
+        Member::new(self.settings, KeyedAttempts(execute), NoUndo)
+    }
+
     /// Gives the member a part it borrows mutably (`&mut board.i2c`) and
     /// its execute function, which gets the part for each attempt:
     /// `async |bus: &mut I2c| bus.init().await`.
@@ -302,7 +329,7 @@ where
     type Error = E;
     type Attempt = A;
 
-    fn start(&mut self) -> A {
+    fn start(&mut self, _: IdempotencyKey) -> A {
         match (self.part.take(), self.execute.take()) {
             (Some(part), Some(execute)) => (self.attempt)(part, execute, self.stopping),
             // Only after an attempt that panicked: it took the part along.
@@ -342,6 +369,10 @@ impl<'s, F> LendFlag<'s> for Attempts<F> {
     fn lend(&mut self, _: &'s AtomicBool) {}
 }
 
+impl<'s, F> LendFlag<'s> for KeyedAttempts<F> {
+    fn lend(&mut self, _: &'s AtomicBool) {}
+}
+
 impl<'s, F: LendFlag<'s>, G> LendFlag<'s> for MapErrors<F, G> {
     fn lend(&mut self, stopping: &'s AtomicBool) {
         self.inner.lend(stopping);
@@ -355,8 +386,8 @@ impl<'s: 'p, 'p, P: ?Sized, F, A> LendFlag<'s> for Lent<'p, P, F, A> {
 }
 
 /// How a member makes its attempts: its execute function, and how its
-/// errors are converted. Implemented by [`Attempts`], [`Lent`] and
-/// [`MapErrors`]; you do not implement it yourself.
+/// errors are converted. Implemented by [`Attempts`], [`KeyedAttempts`],
+/// [`Lent`] and [`MapErrors`]; you do not implement it yourself.
 pub trait MemberFn {
     /// What a successful attempt returns.
     type Output;
@@ -367,8 +398,8 @@ pub trait MemberFn {
     /// One attempt.
     type Attempt: Future;
 
-    /// Starts an attempt.
-    fn start(&mut self) -> Self::Attempt;
+    /// Starts an attempt of the member whose idempotency key is `key`.
+    fn start(&mut self, key: IdempotencyKey) -> Self::Attempt;
 
     /// Takes what an attempt ended with: its result, or `None` if the
     /// group stopped it (see [`stopping`](MemberFn::stopping)).
@@ -401,8 +432,37 @@ where
     type Error = E;
     type Attempt = Fut;
 
-    fn start(&mut self) -> Fut {
+    fn start(&mut self, _: IdempotencyKey) -> Fut {
         (self.0)()
+    }
+
+    fn finish(&mut self, ended: Result<Out, E>) -> Option<Result<Out, E>> {
+        Some(ended)
+    }
+
+    fn convert(&mut self, raw: E) -> E {
+        raw
+    }
+}
+
+/// An execute function `FnMut(IdempotencyKey) -> Future` of a group
+/// member. Made by [`MemberBuilder::execute_keyed`].
+#[derive(Debug)]
+pub struct KeyedAttempts<F>(F);
+
+impl<F, Fut, Out, E> MemberFn for KeyedAttempts<F>
+where
+    F: FnMut(IdempotencyKey) -> Fut,
+    Fut: Future<Output = Result<Out, E>>,
+    E: fmt::Display,
+{
+    type Output = Out;
+    type Raw = E;
+    type Error = E;
+    type Attempt = Fut;
+
+    fn start(&mut self, key: IdempotencyKey) -> Fut {
+        (self.0)(key)
     }
 
     fn finish(&mut self, ended: Result<Out, E>) -> Option<Result<Out, E>> {
@@ -438,8 +498,8 @@ where
     type Error = E2;
     type Attempt = F::Attempt;
 
-    fn start(&mut self) -> F::Attempt {
-        self.inner.start()
+    fn start(&mut self, key: IdempotencyKey) -> F::Attempt {
+        self.inner.start(key)
     }
 
     fn finish(&mut self, ended: <F::Attempt as Future>::Output) -> Option<Result<F::Output, F::Raw>> {
@@ -458,14 +518,15 @@ where
 
 /// The undo record a member owes for its output, if any: how its rollback
 /// was given. Implemented by [`NoUndo`], [`OnCompleted`], [`OnCompletedUsing`],
-/// [`OnUncertain`], [`UndoWith`] and [`UndoMaybe`]; you do not implement it
+/// [`OnUncertain`], [`UndoWith`], [`UndoKeyed`] and [`UndoMaybe`]; you do not implement it
 /// yourself.
 pub trait MemberUndo<Out, U> {
     /// Whether the member may owe an undo record (it needs room for one).
     fn has_undo(&self) -> bool;
 
-    /// The undo record owed for `output`, if any.
-    fn make(&mut self, output: Maybe<&Out>) -> Option<U>;
+    /// The undo record owed for `output`, if any, by the member whose
+    /// idempotency key is `key`.
+    fn make(&mut self, output: Maybe<&Out>, key: IdempotencyKey) -> Option<U>;
 }
 
 /// A member without a rollback.
@@ -477,63 +538,84 @@ impl<Out, U> MemberUndo<Out, U> for NoUndo {
         false
     }
 
-    fn make(&mut self, _: Maybe<&Out>) -> Option<U> {
+    fn make(&mut self, _: Maybe<&Out>, _: IdempotencyKey) -> Option<U> {
         None
     }
 }
 
-/// A rollback closure given the member's output. Made by [`Member::rollback`].
+/// A rollback closure given the member's output, and its retry condition
+/// `RW`. Made by [`Member::rollback`].
 #[derive(Debug)]
-pub struct OnCompleted<G>(Option<G>);
+pub struct OnCompleted<G, RW = RetryAlways>(Option<(G, RW)>);
 
-impl<Out: Clone, U, G> MemberUndo<Out, U> for OnCompleted<G>
+impl<Out: Clone, U, G, RW> MemberUndo<Out, U> for OnCompleted<G, RW>
 where
-    U: From<RollbackFn<G, Out>>,
+    U: From<RollbackFn<G, Out, RW>>,
 {
     fn has_undo(&self) -> bool {
         true
     }
 
-    fn make(&mut self, output: Maybe<&Out>) -> Option<U> {
+    fn make(&mut self, output: Maybe<&Out>, _: IdempotencyKey) -> Option<U> {
         let output = output.completed()?;
-        Some(U::from(RollbackFn::new(self.0.take()?, output.clone())))
+        let (rollback, condition) = self.0.take()?;
+        Some(U::from(RollbackFn::new(rollback, output.clone()).with_retry_if(condition)))
     }
 }
 
-/// A rollback closure given a shared state and the member's output. Made by
-/// [`Member::rollback_using`].
+/// A rollback closure given a shared state and the member's output, and
+/// its retry condition `RW`. Made by [`Member::rollback_using`].
 #[derive(Debug)]
-pub struct OnCompletedUsing<St, G>(St, Option<G>);
+pub struct OnCompletedUsing<St, G, RW = RetryAlways>(St, Option<(G, RW)>);
 
-impl<Out: Clone, U, St: Clone, G> MemberUndo<Out, U> for OnCompletedUsing<St, G>
+impl<Out: Clone, U, St: Clone, G, RW> MemberUndo<Out, U> for OnCompletedUsing<St, G, RW>
 where
-    U: From<RollbackFn<G, (St, Out)>>,
+    U: From<RollbackFn<G, (St, Out), RW>>,
 {
     fn has_undo(&self) -> bool {
         true
     }
 
-    fn make(&mut self, output: Maybe<&Out>) -> Option<U> {
+    fn make(&mut self, output: Maybe<&Out>, _: IdempotencyKey) -> Option<U> {
         let output = output.completed()?;
-        Some(U::from(RollbackFn::new(self.1.take()?, (self.0.clone(), output.clone()))))
+        let (rollback, condition) = self.1.take()?;
+        Some(U::from(RollbackFn::new(rollback, (self.0.clone(), output.clone())).with_retry_if(condition)))
     }
 }
 
-/// A rollback closure that also covers an uncertain outcome. Made by
-/// [`Member::rollback_uncertain`].
+/// A rollback closure that also covers an uncertain outcome, and its retry
+/// condition `RW`. Made by [`Member::rollback_uncertain`].
 #[derive(Debug)]
-pub struct OnUncertain<G>(G);
+pub struct OnUncertain<G, RW = RetryAlways>(G, RW);
 
-impl<Out: Clone, U, G: Clone> MemberUndo<Out, U> for OnUncertain<G>
+impl<Out: Clone, U, G: Clone, RW: Clone> MemberUndo<Out, U> for OnUncertain<G, RW>
 where
-    U: From<RollbackFn<G, Maybe<Out>>>,
+    U: From<RollbackFn<G, Maybe<Out>, RW>>,
 {
     fn has_undo(&self) -> bool {
         true
     }
 
-    fn make(&mut self, output: Maybe<&Out>) -> Option<U> {
-        Some(U::from(RollbackFn::new(self.0.clone(), output.cloned())))
+    fn make(&mut self, output: Maybe<&Out>, _: IdempotencyKey) -> Option<U> {
+        Some(U::from(RollbackFn::new(self.0.clone(), output.cloned()).with_retry_if(self.1.clone())))
+    }
+}
+
+impl<G> OnCompleted<G> {
+    fn retry_if<RW>(self, condition: RW) -> OnCompleted<G, RW> {
+        OnCompleted(self.0.map(|(rollback, RetryAlways)| (rollback, condition)))
+    }
+}
+
+impl<St, G> OnCompletedUsing<St, G> {
+    fn retry_if<RW>(self, condition: RW) -> OnCompletedUsing<St, G, RW> {
+        OnCompletedUsing(self.0, self.1.map(|(rollback, RetryAlways)| (rollback, condition)))
+    }
+}
+
+impl<G> OnUncertain<G> {
+    fn retry_if<RW>(self, condition: RW) -> OnUncertain<G, RW> {
+        OnUncertain(self.0, condition)
     }
 }
 
@@ -547,9 +629,25 @@ impl<Out, U, Mk: FnOnce(&Out) -> U> MemberUndo<Out, U> for UndoWith<Mk> {
         true
     }
 
-    fn make(&mut self, output: Maybe<&Out>) -> Option<U> {
+    fn make(&mut self, output: Maybe<&Out>, _: IdempotencyKey) -> Option<U> {
         let output = output.completed()?;
         Some(self.0.take()?(output))
+    }
+}
+
+/// An undo record (data) made from the member's output and its idempotency
+/// key. Made by [`Member::undo_keyed`].
+#[derive(Debug)]
+pub struct UndoKeyed<Mk>(Option<Mk>);
+
+impl<Out, U, Mk: FnOnce(&Out, IdempotencyKey) -> U> MemberUndo<Out, U> for UndoKeyed<Mk> {
+    fn has_undo(&self) -> bool {
+        true
+    }
+
+    fn make(&mut self, output: Maybe<&Out>, key: IdempotencyKey) -> Option<U> {
+        let output = output.completed()?;
+        Some(self.0.take()?(output, key))
     }
 }
 
@@ -563,7 +661,7 @@ impl<Out, U, Mk: FnMut(Maybe<&Out>) -> U> MemberUndo<Out, U> for UndoMaybe<Mk> {
         true
     }
 
-    fn make(&mut self, output: Maybe<&Out>) -> Option<U> {
+    fn make(&mut self, output: Maybe<&Out>, _: IdempotencyKey) -> Option<U> {
         Some((self.0)(output))
     }
 }
@@ -1106,7 +1204,8 @@ where
         let now = crate::panic::now(&self.manager.clock);
         let timeout = slot.settings().timeout();
         let span = slot.as_mut().run_mut().span.take();
-        let started = within_span(&span, || caught(|| slot.as_mut().start()));
+        let id = self.ledger.summary.info.id;
+        let started = within_span(&span, || caught(|| slot.as_mut().start(id)));
         let run = slot.as_mut().run_mut();
         run.span = span;
         match started {
@@ -1130,7 +1229,8 @@ where
         if uncertain || owed {
             return Ok(false);
         }
-        match caught(|| slot.as_mut().make_undo(false)) {
+        let id = self.ledger.summary.info.id;
+        match caught(|| slot.as_mut().make_undo(false, id)) {
             Ok(Some(undo)) => {
                 let undo = self.member_undo_record(slot.as_mut().run_mut(), undo);
                 // Cannot fail: room was reserved.
@@ -1193,7 +1293,8 @@ where
     /// joins the ledger now (completion order). Returns why it broke if
     /// its undo record could not be made.
     fn member_completed<E>(&mut self, mut slot: Pin<&mut dyn driver::Slot<U, E>>) -> Option<StepErrorKind<E>> {
-        match caught(|| slot.as_mut().make_undo(true)) {
+        let id = self.ledger.summary.info.id;
+        match caught(|| slot.as_mut().make_undo(true, id)) {
             Ok(Some(undo)) => {
                 let run = slot.as_mut().run_mut();
                 if run.owed {
@@ -1307,6 +1408,15 @@ where
         kind: &StepErrorKind<E>,
         ran: bool,
     ) -> (usize, u32, bool) {
+        let retry_allowed = {
+            let run = slot.as_mut().run_mut();
+            ran && !is_last_attempt(run.attempt, run.settings.retry().max_retries())
+        };
+        // A permanent error (its condition said so) is not retried.
+        let verdict = match kind {
+            StepErrorKind::Failed(error) if retry_allowed => slot.as_mut().retries(error),
+            _ => None,
+        };
         let run = slot.as_mut().run_mut();
         if ran {
             run.uncertain |= kind.is_uncertain();
@@ -1325,14 +1435,20 @@ where
             };
             crate::trace::outcome(span, outcome);
         }
-        let last = !ran || is_last_attempt(run.attempt, run.settings.retry().max_retries());
+        let permanent = verdict.as_ref().filter(|verdict| !verdict.retries());
+        let last = !retry_allowed || permanent.is_some();
         // As for a step: the time is kept only when the member fails for
         // good (no clock reading for an attempt that will be retried), and
         // the text goes into the previous attempt's buffer.
         let now = if last { self.stamp() } else { crate::record::At::NONE };
         let record = &mut self.ledger.summary.steps[run.index];
         match kind {
-            StepErrorKind::Failed(error) => ErrorText::capture_into(&mut record.error, error),
+            StepErrorKind::Failed(error) => match permanent {
+                Some(verdict) => {
+                    ErrorText::capture_into(&mut record.error, &crate::condition::NotRetried(verdict, error));
+                }
+                None => ErrorText::capture_into(&mut record.error, error),
+            },
             StepErrorKind::TimedOut { timeout } => ErrorText::capture_into(&mut record.error, &TimedOut(*timeout)),
             StepErrorKind::Panicked(message) => ErrorText::capture_into(&mut record.error, &Panicked(message)),
             _ => ErrorText::capture_into(&mut record.error, &"failed"),
@@ -1727,9 +1843,10 @@ mod driver {
         /// rollback. Made by [`member`]; run with [`Transaction::parallel`]
         /// or [`Group::run`].
         #[must_use = "a member does nothing until it is run in a group"]
-        pub struct Member<F: MemberFn, R> {
+        pub struct Member<F: MemberFn, R, W = RetryAlways> {
             execute: F,
             undo: R,
+            retry_if: W,
             run: Run,
             #[pin]
             attempt: Option<F::Attempt>,
@@ -1738,7 +1855,7 @@ mod driver {
         }
     }
 
-    impl<F: MemberFn, R> fmt::Debug for Member<F, R> {
+    impl<F: MemberFn, R, W> fmt::Debug for Member<F, R, W> {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.debug_struct("Member").field("name", &self.run.settings.name).finish_non_exhaustive()
         }
@@ -1746,11 +1863,7 @@ mod driver {
 
     impl<F: MemberFn, R> Member<F, R> {
         pub(super) fn new(settings: Settings, execute: F, undo: R) -> Self {
-            Self { execute, undo, run: Run::new(settings), attempt: None, output: None, error: None }
-        }
-
-        fn with<R2>(self, undo: R2) -> Member<F, R2> {
-            Member::new(self.run.settings, self.execute, undo)
+            Self::with_condition(settings, execute, undo, RetryAlways)
         }
 
         /// Converts each failed attempt's error with `map`, as
@@ -1772,58 +1885,217 @@ mod driver {
         {
             self.map_err(E2::from as fn(F::Error) -> E2)
         }
+    }
+
+    impl<F: MemberFn, R, W> Member<F, R, W> {
+        fn with_condition(settings: Settings, execute: F, undo: R, retry_if: W) -> Self {
+            Self { execute, undo, retry_if, run: Run::new(settings), attempt: None, output: None, error: None }
+        }
+
+        fn with<R2>(self, undo: R2) -> Member<F, R2, W> {
+            Member::with_condition(self.run.settings, self.execute, undo, self.retry_if)
+        }
+
+        /// Retries a failed attempt only if `condition` accepts its error,
+        /// as [`Execute::retry_if`](crate::Execute::retry_if) does for a
+        /// step: a rejected (permanent) error fails the member for good at
+        /// once, with no backoff wait, and its record says `not retried:
+        /// permanent: …`. Set it after [`map_err`](Member::map_err): it
+        /// sees the group's error type.
+        ///
+        /// ```
+        /// # use core::time::Duration;
+        /// # use transaction_manager::*;
+        /// let clock = ManualClock::new();
+        /// let manager = TransactionManager::new(&clock);
+        /// let err = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |tx| {
+        ///     tx.parallel((member("register")
+        ///         .max_retries(5)
+        ///         .execute(|| async { Err::<(), _>("zone refuses this name") })
+        ///         .retry_if(|error| *error != "zone refuses this name"),))
+        ///         .await?;
+        ///     Ok::<_, StepError<&str>>(())
+        /// })).unwrap_err();
+        /// assert_eq!((err.summary().steps()[0].attempts(), clock.now()), (1, Duration::ZERO));
+        /// ```
+        pub fn retry_if<W2>(self, condition: W2) -> Member<F, R, W2>
+        where
+            W2: FnMut(&F::Error) -> bool,
+        {
+            Member::with_condition(self.run.settings, self.execute, self.undo, condition)
+        }
 
         /// A rollback closure that receives (a clone of) the member's
         /// output, as [`Execute::rollback`](crate::Execute::rollback).
-        pub fn rollback<G, Fut, RE>(self, rollback: G) -> Member<F, OnCompleted<G>>
+        pub fn rollback<G, Fut, RE>(self, rollback: G) -> Member<F, OnCompleted<G>, W>
         where
             G: FnMut(F::Output) -> Fut,
             Fut: Future<Output = Result<(), RE>>,
             F::Output: Clone,
         {
-            self.with(OnCompleted(Some(rollback)))
+            self.with(OnCompleted(Some((rollback, RetryAlways))))
         }
 
         /// A rollback closure that receives a clone of `state` and of the
         /// output, as [`Execute::rollback_using`](crate::Execute::rollback_using).
-        pub fn rollback_using<St, G, Fut, RE>(self, state: &St, rollback: G) -> Member<F, OnCompletedUsing<St, G>>
+        pub fn rollback_using<St, G, Fut, RE>(self, state: &St, rollback: G) -> Member<F, OnCompletedUsing<St, G>, W>
         where
             St: Clone,
             G: FnMut((St, F::Output)) -> Fut,
             Fut: Future<Output = Result<(), RE>>,
             F::Output: Clone,
         {
-            self.with(OnCompletedUsing(state.clone(), Some(rollback)))
+            self.with(OnCompletedUsing(state.clone(), Some((rollback, RetryAlways))))
         }
 
         /// A rollback closure that also covers an uncertain outcome (an
         /// attempt that timed out, panicked, was cut short or cancelled),
         /// as [`Execute::rollback_uncertain`](crate::Execute::rollback_uncertain).
-        pub fn rollback_uncertain<G, Fut, RE>(self, rollback: G) -> Member<F, OnUncertain<G>>
+        pub fn rollback_uncertain<G, Fut, RE>(self, rollback: G) -> Member<F, OnUncertain<G>, W>
         where
             G: FnMut(Maybe<F::Output>) -> Fut + Clone,
             Fut: Future<Output = Result<(), RE>>,
             F::Output: Clone,
         {
-            self.with(OnUncertain(rollback))
+            self.with(OnUncertain(rollback, RetryAlways))
         }
 
         /// An undo record (data) made from the output, as
         /// [`Execute::undo`](crate::Execute::undo).
-        pub fn undo<Mk, U>(self, make_undo: Mk) -> Member<F, UndoWith<Mk>>
+        pub fn undo<Mk, U>(self, make_undo: Mk) -> Member<F, UndoWith<Mk>, W>
         where
             Mk: FnOnce(&F::Output) -> U,
         {
             self.with(UndoWith(Some(make_undo)))
         }
 
+        /// An undo record (data) made from the output and the member's
+        /// [`IdempotencyKey`], as [`Execute::undo_keyed`](crate::Execute::undo_keyed).
+        ///
+        /// ```
+        /// # use transaction_manager::*;
+        /// struct Release(IdempotencyKey);
+        /// impl Rollback<Vec<String>> for Release {
+        ///     type Error = &'static str;
+        ///     async fn rollback(&mut self, released: &mut Vec<String>) -> Result<(), &'static str> {
+        ///         released.push(self.0.to_string());
+        ///         Ok(())
+        ///     }
+        /// }
+        ///
+        /// let clock = ManualClock::new();
+        /// let manager = TransactionManager::new(&clock);
+        /// let mut released = Vec::new();
+        /// let tx = manager.transaction("t").with_id(TransactionId::new(6)).fixed::<Release, 3>();
+        /// let err = clock.block_on(tx.run_with(&mut released, async |tx| {
+        ///     tx.parallel((member("ip").execute(|| async { Ok::<_, &str>(()) }).undo_keyed(|(), key| Release(key)),)).await?;
+        ///     tx.step("fails").run(|| async { Err::<(), _>("boom") }).await
+        /// })).unwrap_err();
+        /// assert_eq!(released, ["tx-6.0"]);
+        /// ```
+        pub fn undo_keyed<Mk, U>(self, make_undo: Mk) -> Member<F, UndoKeyed<Mk>, W>
+        where
+            Mk: FnOnce(&F::Output, IdempotencyKey) -> U,
+        {
+            self.with(UndoKeyed(Some(make_undo)))
+        }
+
         /// An undo record (data) that also covers an uncertain outcome, as
         /// [`Execute::undo_uncertain`](crate::Execute::undo_uncertain).
-        pub fn undo_uncertain<Mk, U>(self, make_undo: Mk) -> Member<F, UndoMaybe<Mk>>
+        pub fn undo_uncertain<Mk, U>(self, make_undo: Mk) -> Member<F, UndoMaybe<Mk>, W>
         where
             Mk: FnMut(Maybe<&F::Output>) -> U,
         {
             self.with(UndoMaybe(make_undo))
+        }
+    }
+
+    impl<F: MemberFn, G, W> Member<F, OnCompleted<G>, W> {
+        /// Retries a failed attempt of the member's rollback only if
+        /// `condition` accepts its error, as
+        /// [`Execute::rollback_retry_if`](crate::Execute::rollback_retry_if)
+        /// does for a step; given after the rollback. The condition sees
+        /// the error as the transaction's undo type has it (name its type:
+        /// `|error: &BoxError| …` for [`BoxedRollback`](crate::BoxedRollback)).
+        ///
+        /// ```
+        /// # #[cfg(feature = "std")] {
+        /// # use core::time::Duration;
+        /// # use transaction_manager::*;
+        /// let clock = ManualClock::new();
+        /// let manager = TransactionManager::new(&clock);
+        /// let err = clock.block_on(manager.run("t", async |tx| {
+        ///     tx.parallel((member("ip")
+        ///         .max_retries(3)
+        ///         .execute(|| async { Ok::<_, &str>(7) })
+        ///         .rollback(|_ip| async { Err::<(), _>("address is locked") })
+        ///         .rollback_retry_if(|error: &BoxError| error.to_string() != "address is locked"),))
+        ///         .await?;
+        ///     tx.step("fails").run(|| async { Err::<(), _>("boom") }).await
+        /// })).unwrap_err();
+        /// let ip = &err.summary().steps()[0];
+        /// assert_eq!((ip.rollback_attempts(), clock.now()), (1, Duration::ZERO));
+        /// assert_eq!(ip.rollback_error(), Some("not retried: permanent: address is locked"));
+        /// # }
+        /// ```
+        pub fn rollback_retry_if<RW>(self, condition: RW) -> Member<F, OnCompleted<G, RW>, W> {
+            let Member { execute, undo, retry_if, run, .. } = self;
+            Member::with_condition(run.settings, execute, undo.retry_if(condition), retry_if)
+        }
+    }
+
+    impl<F: MemberFn, St, G, W> Member<F, OnCompletedUsing<St, G>, W> {
+        /// A retry condition for the member's rollback, as for
+        /// [`Member::rollback`]'s ([`rollback_retry_if`](Member::rollback_retry_if)).
+        ///
+        /// ```
+        /// # #[cfg(feature = "std")] {
+        /// # use transaction_manager::*;
+        /// let clock = ManualClock::new();
+        /// let manager = TransactionManager::new(&clock);
+        /// let err = clock.block_on(manager.run("t", async |tx| {
+        ///     tx.parallel((member("ip")
+        ///         .max_retries(3)
+        ///         .execute(|| async { Ok::<_, &str>(7) })
+        ///         .rollback_using(&"pool", |(_pool, _ip)| async { Err::<(), _>("locked") })
+        ///         .rollback_retry_if(|error: &BoxError| error.to_string() != "locked"),))
+        ///         .await?;
+        ///     tx.step("fails").run(|| async { Err::<(), _>("boom") }).await
+        /// })).unwrap_err();
+        /// assert_eq!(err.summary().steps()[0].rollback_attempts(), 1);
+        /// # }
+        /// ```
+        pub fn rollback_retry_if<RW>(self, condition: RW) -> Member<F, OnCompletedUsing<St, G, RW>, W> {
+            let Member { execute, undo, retry_if, run, .. } = self;
+            Member::with_condition(run.settings, execute, undo.retry_if(condition), retry_if)
+        }
+    }
+
+    impl<F: MemberFn, G, W> Member<F, OnUncertain<G>, W> {
+        /// A retry condition for the member's uncertain rollback, as for
+        /// [`Member::rollback`]'s ([`rollback_retry_if`](Member::rollback_retry_if));
+        /// it must be `Clone`.
+        ///
+        /// ```
+        /// # #[cfg(feature = "std")] {
+        /// # use transaction_manager::*;
+        /// let clock = ManualClock::new();
+        /// let manager = TransactionManager::new(&clock);
+        /// let err = clock.block_on(manager.run("t", async |tx| {
+        ///     tx.parallel((member("ip")
+        ///         .max_retries(3)
+        ///         .execute(|| async { Ok::<_, &str>(7) })
+        ///         .rollback_uncertain(|_ip| async { Err::<(), _>("locked") })
+        ///         .rollback_retry_if(|error: &BoxError| error.to_string() != "locked"),))
+        ///         .await?;
+        ///     tx.step("fails").run(|| async { Err::<(), _>("boom") }).await
+        /// })).unwrap_err();
+        /// assert_eq!(err.summary().steps()[0].rollback_attempts(), 1);
+        /// # }
+        /// ```
+        pub fn rollback_retry_if<RW>(self, condition: RW) -> Member<F, OnUncertain<G, RW>, W> {
+            let Member { execute, undo, retry_if, run, .. } = self;
+            Member::with_condition(run.settings, execute, undo.retry_if(condition), retry_if)
         }
     }
 
@@ -1837,20 +2109,23 @@ mod driver {
         fn has_undo(&self) -> bool;
         /// The undo record owed: for the stored output if `completed`, else
         /// for an uncertain outcome.
-        fn make_undo(self: Pin<&mut Self>, completed: bool) -> Option<U>;
-        /// Starts an attempt.
-        fn start(self: Pin<&mut Self>);
+        fn make_undo(self: Pin<&mut Self>, completed: bool, id: crate::TransactionId) -> Option<U>;
+        /// Starts an attempt, in transaction `id`.
+        fn start(self: Pin<&mut Self>, id: crate::TransactionId);
         /// Polls the attempt; on success the output is kept in the member.
         fn poll_attempt(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E>>;
         /// Drops the attempt in flight, if any.
         fn stop(self: Pin<&mut Self>);
+        /// Asks the member's retry condition about an attempt that failed
+        /// with `error` (`None` without a condition).
+        fn retries(self: Pin<&mut Self>, error: &E) -> Option<crate::condition::Verdict>;
         /// Keeps why the member failed for good.
         fn fail(self: Pin<&mut Self>, kind: StepErrorKind<E>);
         /// Takes why the member failed for good.
         fn take_error(self: Pin<&mut Self>) -> Option<StepErrorKind<E>>;
     }
 
-    impl<U, F: MemberFn, R: MemberUndo<F::Output, U>> Slot<U, F::Error> for Member<F, R> {
+    impl<U, F: MemberFn, R: MemberUndo<F::Output, U>, W: RetryCondition<F::Error>> Slot<U, F::Error> for Member<F, R, W> {
         fn settings(&self) -> &Settings {
             &self.run.settings
         }
@@ -1863,18 +2138,20 @@ mod driver {
             self.undo.has_undo()
         }
 
-        fn make_undo(self: Pin<&mut Self>, completed: bool) -> Option<U> {
+        fn make_undo(self: Pin<&mut Self>, completed: bool, id: crate::TransactionId) -> Option<U> {
             let this = self.project();
+            let key = IdempotencyKey::new(id, crate::transaction::step_index(this.run.index));
             match (completed, this.output.as_ref()) {
-                (true, Some(output)) => this.undo.make(Maybe::Completed(output)),
+                (true, Some(output)) => this.undo.make(Maybe::Completed(output), key),
                 (true, None) => None,
-                (false, _) => this.undo.make(Maybe::Uncertain),
+                (false, _) => this.undo.make(Maybe::Uncertain, key),
             }
         }
 
-        fn start(self: Pin<&mut Self>) {
+        fn start(self: Pin<&mut Self>, id: crate::TransactionId) {
             let mut this = self.project();
-            let attempt = this.execute.start();
+            let key = IdempotencyKey::new(id, crate::transaction::step_index(this.run.index));
+            let attempt = this.execute.start(key);
             this.attempt.set(Some(attempt));
         }
 
@@ -1923,6 +2200,14 @@ mod driver {
             }
         }
 
+        fn retries(self: Pin<&mut Self>, error: &F::Error) -> Option<crate::condition::Verdict> {
+            if W::ALWAYS {
+                return None;
+            }
+            let condition = self.project().retry_if;
+            Some(crate::condition::ask(|| condition.retries(error)))
+        }
+
         fn fail(self: Pin<&mut Self>, kind: StepErrorKind<F::Error>) {
             *self.project().error = Some(kind);
         }
@@ -1940,7 +2225,7 @@ mod driver {
         fn take_output(self: Pin<&mut Self>) -> Option<Self::Output>;
     }
 
-    impl<F: MemberFn, R> TakeOutput for Member<F, R> {
+    impl<F: MemberFn, R, W> TakeOutput for Member<F, R, W> {
         type Output = F::Output;
 
         fn take_output(self: Pin<&mut Self>) -> Option<F::Output> {
@@ -1957,7 +2242,7 @@ mod driver {
         fn lend(&mut self, stopping: &'s AtomicBool);
     }
 
-    impl<'s, F: MemberFn + LendFlag<'s>, R> Lend<'s> for Member<F, R> {
+    impl<'s, F: MemberFn + LendFlag<'s>, R, W> Lend<'s> for Member<F, R, W> {
         fn lend(&mut self, stopping: &'s AtomicBool) {
             self.execute.lend(stopping);
         }

@@ -157,11 +157,49 @@ impl<C: Clock> Interrupt<C> for Deadline {
     type Output = InterruptReason;
 
     fn wait(self, clock: &C) -> impl Future<Output = InterruptReason> {
-        Then { future: clock.sleep(self.0), value: InterruptReason::DeadlineExceeded { deadline: self.0 } }
+        let end = clock.now().saturating_add(self.0);
+        UntilDeadline { sleep: clock.sleep(self.0), clock, end, deadline: self.0 }
     }
 
     fn deadline(&self) -> Option<Duration> {
         Some(self.0)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Sleeps until the clock reads `end`. A timer that wakes early (tokio
+    /// caps a sleep at about 30 years, so a `Duration::MAX` deadline wakes
+    /// then) is slept again for what is left: a wake-up is not proof that
+    /// the deadline passed, the clock is.
+    struct UntilDeadline<'c, C: Clock> {
+        #[pin]
+        sleep: C::Sleep,
+        clock: &'c C,
+        end: Duration,
+        deadline: Duration,
+    }
+}
+
+impl<C: Clock> Future for UntilDeadline<'_, C> {
+    type Output = InterruptReason;
+
+    fn poll(self: core::pin::Pin<&mut Self>, cx: &mut core::task::Context<'_>) -> core::task::Poll<InterruptReason> {
+        let mut this = self.project();
+        // Armed again once per poll: a timer done again at once (a clock
+        // whose time does not move) counts as the deadline, rather than
+        // spinning here.
+        let mut rearmed = false;
+        loop {
+            if this.sleep.as_mut().poll(cx).is_pending() {
+                return core::task::Poll::Pending;
+            }
+            let now = this.clock.now();
+            if now >= *this.end || rearmed {
+                return core::task::Poll::Ready(InterruptReason::DeadlineExceeded { deadline: *this.deadline });
+            }
+            rearmed = true;
+            this.sleep.set(this.clock.sleep(*this.end - now));
+        }
     }
 }
 

@@ -61,11 +61,19 @@ pub enum EntryKind {
     Stuck,
     /// An operator resolved a stuck transaction by hand.
     Resolved,
+    /// The transaction will not commit: its `Committed` entry could not be
+    /// written, and its completed steps are about to be rolled back.
+    /// Durable before the first rollback, so that the journal holds one
+    /// decision (`Committed` or `Aborted`, whichever came first: see
+    /// [`Journal::decided`]) before anything acts on it. It does not end
+    /// the transaction: the rollbacks are still owed, and recovery rolls
+    /// back a transaction that holds it.
+    Aborted,
 }
 
 impl EntryKind {
     /// Every kind, in code order.
-    pub const ALL: [EntryKind; 10] = [
+    pub const ALL: [EntryKind; 11] = [
         EntryKind::Begin,
         EntryKind::Intent,
         EntryKind::Done,
@@ -76,9 +84,10 @@ impl EntryKind {
         EntryKind::RolledBack,
         EntryKind::Stuck,
         EntryKind::Resolved,
+        EntryKind::Aborted,
     ];
 
-    /// The kind's number in the journal format (1 to 10).
+    /// The kind's number in the journal format (1 to 11).
     pub const fn code(self) -> u8 {
         match self {
             EntryKind::Begin => 1,
@@ -91,6 +100,7 @@ impl EntryKind {
             EntryKind::RolledBack => 8,
             EntryKind::Stuck => 9,
             EntryKind::Resolved => 10,
+            EntryKind::Aborted => 11,
         }
     }
 
@@ -107,25 +117,40 @@ impl EntryKind {
             8 => EntryKind::RolledBack,
             9 => EntryKind::Stuck,
             10 => EntryKind::Resolved,
+            11 => EntryKind::Aborted,
             _ => return None,
         })
     }
 
     /// Whether [`Journal::append`] must make the entry durable before it
-    /// returns: `Intent`, `Done`, `Committed`, `Stuck` and `Resolved`. The
+    /// returns: `Intent`, `Done`, `Committed`, `Aborted`, `Stuck` and
+    /// `Resolved`. The
     /// others may be written lazily: losing one only repeats an idempotent
     /// rollback at recovery.
     pub const fn is_durable(self) -> bool {
         matches!(
             self,
-            EntryKind::Intent | EntryKind::Done | EntryKind::Committed | EntryKind::Stuck | EntryKind::Resolved
+            EntryKind::Intent
+                | EntryKind::Done
+                | EntryKind::Committed
+                | EntryKind::Aborted
+                | EntryKind::Stuck
+                | EntryKind::Resolved
         )
     }
 
     /// Whether the transaction is over once this entry is written
     /// (`Committed`, `RolledBack`, `Resolved`): recovery leaves it alone.
+    /// (`Aborted` does not end it: its rollbacks are still owed.)
     pub const fn ends_transaction(self) -> bool {
         matches!(self, EntryKind::Committed | EntryKind::RolledBack | EntryKind::Resolved)
+    }
+
+    /// Whether the entry is a transaction's decision, `Committed` or
+    /// `Aborted`: a journal holds at most one of the two per transaction,
+    /// the first one appended (see [`Journal::decided`]).
+    pub const fn is_decision(self) -> bool {
+        matches!(self, EntryKind::Committed | EntryKind::Aborted)
     }
 
     /// The kind's name, snake_case.
@@ -141,6 +166,7 @@ impl EntryKind {
             EntryKind::RolledBack => "rolled_back",
             EntryKind::Stuck => "stuck",
             EntryKind::Resolved => "resolved",
+            EntryKind::Aborted => "aborted",
         }
     }
 }
@@ -156,15 +182,28 @@ impl fmt::Display for EntryKind {
 /// in the undo record), so that an execute or rollback repeated after a
 /// crash is recognised and harmless.
 ///
-/// Printed as `tx-<id>.<index>`.
+/// Printed as `tx-<id>.<index>`. A step gets its own where the call is
+/// made: [`Step::execute_keyed`](crate::Step::execute_keyed),
+/// [`Execute::undo_keyed`](crate::Execute::undo_keyed),
+/// [`Execute::rollback_keyed`](crate::Execute::rollback_keyed), and for a
+/// group's members [`MemberBuilder::execute_keyed`](crate::MemberBuilder::execute_keyed)
+/// and [`Member::undo_keyed`](crate::Member::undo_keyed).
+///
+/// With the `serde` feature (the facade's `serde`, or `postcard` / `json`)
+/// it implements serde's `Serialize` and `Deserialize`, as a struct
+/// `{ transaction, step }` of two numbers, so an undo record can keep it.
 ///
 /// ```
 /// use transaction_manager::{IdempotencyKey, TransactionId};
 /// let key = IdempotencyKey::new(TransactionId::new(42), 3);
 /// assert_eq!(key.to_string(), "tx-42.3");
+/// # #[cfg(feature = "serde")] {
+/// fn keepable<T: serde::Serialize + serde::de::DeserializeOwned>() {}
+/// keepable::<IdempotencyKey>();
+/// # }
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[cfg_attr(any(feature = "postcard", feature = "json"), derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct IdempotencyKey {
     transaction: u64,
     step: u32,
@@ -216,6 +255,9 @@ pub enum CodecError {
         /// The format number in the journal.
         found: u8,
     },
+    /// The undo record's checksum does not match its bytes: it was damaged
+    /// on its medium (a flipped bit, a torn write the journal missed).
+    Damaged,
 }
 
 impl fmt::Display for CodecError {
@@ -229,6 +271,7 @@ impl fmt::Display for CodecError {
             CodecError::NewerFormat { found } => {
                 write!(f, "the journal entry has format {found}, newer than this library's {FORMAT}")
             }
+            CodecError::Damaged => f.write_str("the undo record is damaged (its checksum does not match)"),
         }
     }
 }
@@ -377,8 +420,9 @@ where
 
 /// The format number of the payloads the core writes. Entries with a
 /// higher number are refused (the transaction becomes stuck), never
-/// guessed at.
-pub const FORMAT: u8 = 1;
+/// guessed at. Format 2 ends an undo payload with a CRC-32 of the rest;
+/// format 1 (no checksum) is still read.
+pub const FORMAT: u8 = 2;
 
 /// One entry a transaction appends to its journal.
 ///
@@ -456,7 +500,7 @@ impl<'a> Entry<'a> {
     }
 
     /// The step's index, or `None` for the transaction's own entries
-    /// (`Begin`, `Committed`, `RolledBack`, `Stuck`, `Resolved`).
+    /// (`Begin`, `Committed`, `Aborted`, `RolledBack`, `Stuck`, `Resolved`).
     pub fn step(&self) -> Option<u32> {
         self.step
     }
@@ -502,7 +546,12 @@ impl<'a> Entry<'a> {
                 at = put(buf, at, &[jitter])?;
                 at = put(buf, at, &timeout.to_le_bytes())?;
                 let rest = buf.get_mut(at..).ok_or(CodecError::BufferTooSmall)?;
-                Ok(at + (undo.undo)(rest)?)
+                at += (undo.undo)(rest)?;
+                // A damaged record (one flipped bit turned a 1 ms retry
+                // interval into years) makes its transaction stuck instead
+                // of being trusted.
+                let checksum = crc32(&buf[..at]);
+                put(buf, at, &checksum.to_le_bytes())
             }
         }
     }
@@ -557,8 +606,22 @@ impl fmt::Debug for Entry<'_> {
     }
 }
 
-/// Bytes of an undo payload before the name and the undo record.
-const UNDO_HEADER: usize = 1 + 4 + 2 + 4 + 4 + 8 + 8 + 1 + 8;
+/// Bytes of an undo payload besides the name and the undo record: the
+/// header before them and the checksum after.
+const UNDO_HEADER: usize = 1 + 4 + 2 + 4 + 4 + 8 + 8 + 1 + 8 + 4;
+
+/// CRC-32 (IEEE 802.3, the zlib one), bit by bit: a few dozen bytes of
+/// code, fast enough for the undo records it guards (tens of bytes).
+pub(crate) fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
+}
 
 fn put(buf: &mut [u8], at: usize, bytes: &[u8]) -> Result<usize, CodecError> {
     let end = at + bytes.len();
@@ -578,6 +641,27 @@ pub struct StoredEntry<'a> {
     pub payload: &'a [u8],
 }
 
+impl<'a> StoredEntry<'a> {
+    /// The step's name and the codec's bytes of the undo record, for an
+    /// `Intent` or `Done` entry whose payload checks out (its format known,
+    /// its checksum right); `None` otherwise. For journals that show undo
+    /// records to operators (the Postgres journal keeps JSON ones as
+    /// `jsonb`): the payload's layout stays the core's business.
+    ///
+    /// ```
+    /// use transaction_manager::{EntryKind, StoredEntry};
+    /// let entry = StoredEntry { step: Some(0), kind: EntryKind::Done.code(), payload: b"not an undo payload" };
+    /// assert_eq!(entry.undo_parts(), None);
+    /// ```
+    pub fn undo_parts(&self) -> Option<(&'a str, &'a [u8])> {
+        if !matches!(EntryKind::from_code(self.kind), Some(EntryKind::Intent | EntryKind::Done)) {
+            return None;
+        }
+        let decoded = decode_undo_payload(self.payload).ok()?;
+        Some((decoded.name, decoded.undo))
+    }
+}
+
 /// A decoded undo payload.
 pub(crate) struct DecodedUndo<'a> {
     pub(crate) name: &'a str,
@@ -589,11 +673,22 @@ pub(crate) struct DecodedUndo<'a> {
 
 /// Reads an undo payload written by [`Entry::write_payload`].
 pub(crate) fn decode_undo_payload(bytes: &[u8]) -> Result<DecodedUndo<'_>, CodecError> {
+    let format = *bytes.first().ok_or(CodecError::Invalid)?;
+    let bytes = match format {
+        0 => return Err(CodecError::Invalid),
+        1 => bytes,
+        2 => {
+            let (rest, checksum) = bytes.split_at_checked(bytes.len().wrapping_sub(4)).ok_or(CodecError::Invalid)?;
+            let checksum = u32::from_le_bytes(checksum.try_into().map_err(|_| CodecError::Invalid)?);
+            if crc32(rest) != checksum {
+                return Err(CodecError::Damaged);
+            }
+            rest
+        }
+        _ => return Err(CodecError::NewerFormat { found: format }),
+    };
     let mut reader = Reader(bytes);
-    let format = reader.take::<1>()?[0];
-    if format > FORMAT {
-        return Err(CodecError::NewerFormat { found: format });
-    }
+    reader.take::<1>()?;
     let schema = u32::from_le_bytes(reader.take()?);
     let name_len = usize::from(u16::from_le_bytes(reader.take()?));
     let name = core::str::from_utf8(reader.slice(name_len)?).map_err(|_| CodecError::Invalid)?;
@@ -649,7 +744,17 @@ impl<'a> Reader<'a> {
 ///   this journal had before, in this process or an earlier one, or in
 ///   another process sharing the journal;
 /// - never drop an entry it accepted: a write that fails is an `Err` from
-///   `append` (a full disk, a read-only file), never a silent loss.
+///   `append` (a full disk, a read-only file), never a silent loss;
+/// - hold one decision per transaction, the first: refuse to append a
+///   decision ([`EntryKind::is_decision`]: `Committed` or `Aborted`) for a
+///   transaction that already holds the other one, with an error that
+///   [`decided`](Journal::decided) recognises, checked where the write is
+///   serialised (in the write transaction, under a lock, or by a unique
+///   key), so that of two racing decisions exactly one is stored. This is
+///   what lets the engine find out, after a `Committed` append that
+///   failed, whether it reached the journal after all (a connection lost
+///   after the statement was sent, an I/O error after the write): it
+///   appends `Aborted`, and the refusal says the commit is durable.
 #[allow(async_fn_in_trait)] // `Send` follows the implementation: see the crate docs.
 pub trait Journal {
     /// What a failed journal call returns.
@@ -669,6 +774,18 @@ pub trait Journal {
     /// Calls `visit` with each entry of transaction `id`, in the order they
     /// were appended.
     async fn read(&self, id: TransactionId, visit: &mut dyn FnMut(StoredEntry<'_>)) -> Result<(), Self::Error>;
+
+    /// The decision the journal already held when it refused `error`'s
+    /// append of the other one (`Some(EntryKind::Committed)` for a refused
+    /// `Aborted`, and the reverse), or `None` for any other error. A
+    /// journal MUST return it for its "already decided" error (see the
+    /// MUST list above); the default, for a journal that never refuses
+    /// (and so cannot tell the engine that a commit it saw fail was
+    /// durable), is `None`.
+    fn decided(error: &Self::Error) -> Option<EntryKind> {
+        let _ = error;
+        None
+    }
 }
 
 impl<J: Journal + ?Sized> Journal for &J {
@@ -689,6 +806,10 @@ impl<J: Journal + ?Sized> Journal for &J {
     async fn read(&self, id: TransactionId, visit: &mut dyn FnMut(StoredEntry<'_>)) -> Result<(), Self::Error> {
         (**self).read(id, visit).await
     }
+
+    fn decided(error: &Self::Error) -> Option<EntryKind> {
+        J::decided(error)
+    }
 }
 
 /// A journal call that failed: which entry, and the journal's error text.
@@ -707,6 +828,7 @@ impl<J: Journal + ?Sized> Journal for &J {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JournalFailure {
     entry: Option<EntryKind>,
+    decided: Option<EntryKind>,
     text: ErrorText,
 }
 
@@ -714,17 +836,29 @@ impl JournalFailure {
     /// A failure to write `entry`, for `error` (its text is kept with the
     /// `error-text` feature).
     pub fn new(entry: EntryKind, error: &dyn fmt::Display) -> Self {
-        Self { entry: Some(entry), text: ErrorText::capture(error) }
+        Self { entry: Some(entry), decided: None, text: ErrorText::capture(error) }
     }
 
     /// A failure to read the journal (recovery), for `error`.
     pub fn reading(error: &dyn fmt::Display) -> Self {
-        Self { entry: None, text: ErrorText::capture(error) }
+        Self { entry: None, decided: None, text: ErrorText::capture(error) }
+    }
+
+    /// A failure to write `entry` that the journal refused because the
+    /// transaction already holds the decision `decided` ([`Journal::decided`]).
+    fn refused(entry: EntryKind, decided: Option<EntryKind>, error: &dyn fmt::Display) -> Self {
+        Self { entry: Some(entry), decided, text: ErrorText::capture(error) }
     }
 
     /// The entry that could not be written, or `None` if reading failed.
     pub fn entry(&self) -> Option<EntryKind> {
         self.entry
+    }
+
+    /// The decision the transaction already held when the journal refused
+    /// this one ([`Journal::decided`]), if that is why it failed.
+    pub fn decided(&self) -> Option<EntryKind> {
+        self.decided
     }
 
     /// The journal's error text (empty without the `error-text` feature).
@@ -976,7 +1110,12 @@ impl<U: Sync, J: Journal, Co: UndoCodec<U> + Sync> JournalFor<U> for Journaled<J
     // Not `async fn`: that would capture `U`, which need not outlive `'a`.
     #[allow(clippy::manual_async_fn)]
     fn write<'a>(&'a self, entry: &'a Entry<'a>) -> impl Future<Output = Result<(), JournalFailure>> + 'a {
-        async move { self.journal.append(entry).await.map_err(|error| JournalFailure::new(entry.kind(), &error)) }
+        async move {
+            self.journal
+                .append(entry)
+                .await
+                .map_err(|error| JournalFailure::refused(entry.kind(), J::decided(&error), &error))
+        }
     }
 
     async fn write_undo<'a>(

@@ -138,6 +138,9 @@ pub(crate) trait UndoCall<U, Ctx: ?Sized> {
     type Error: fmt::Display;
 
     fn call<'a>(undo: &'a mut U, ctx: &'a mut Ctx) -> impl Future<Output = Result<(), Self::Error>> + 'a;
+
+    /// Whether an attempt that failed with `error` may be retried.
+    fn retries(undo: &mut U, error: &Self::Error) -> bool;
 }
 
 /// Through [`Rollback`], with the transaction's context.
@@ -148,6 +151,10 @@ impl<U: Rollback<Ctx>, Ctx: ?Sized> UndoCall<U, Ctx> for ViaRollback {
 
     fn call<'a>(undo: &'a mut U, ctx: &'a mut Ctx) -> impl Future<Output = Result<(), U::Error>> + 'a {
         undo.rollback(ctx)
+    }
+
+    fn retries(undo: &mut U, error: &U::Error) -> bool {
+        undo.retry_if(error)
     }
 }
 
@@ -401,6 +408,17 @@ impl<U, S: Storage> Ledger<U, S> {
         }
     }
 
+    /// The transaction's outcome is unknown (neither `Committed` nor
+    /// `Aborted` could be written): nothing is rolled back in memory. The
+    /// records still owed stay in the journal, for recovery to roll back
+    /// unless the journal holds `Committed`; here they are dropped unrun,
+    /// their steps `RollbackSkipped`.
+    pub(crate) fn leave_to_recovery(&mut self) {
+        while let Some(left) = self.undo.pop() {
+            self.summary.steps[left.step].status = StepStatus::RollbackSkipped;
+        }
+    }
+
     /// With `Stop`, after a rollback failed for good: the records still owed
     /// above `floor` are dropped unrun, their steps `RollbackSkipped`.
     fn skip_down_to(&mut self, floor: usize) {
@@ -415,24 +433,9 @@ impl<U, S: Storage> Ledger<U, S> {
         );
     }
 
-    /// With a journal, the lazy `Undone` or `UndoFailed` of one step: if it
-    /// is lost, recovery repeats this (idempotent) rollback.
+    /// With a journal, the lazy `Undone` or `UndoFailed` of one step.
     async fn journal_rollback_end<J: JournalFor<U>>(summary: &Summary<S>, index: usize, undone: bool, journal: &J) {
-        if J::ENABLED {
-            let record = &summary.steps[index];
-            let step = u32::try_from(record.index).unwrap_or(u32::MAX);
-            let entry = if undone {
-                Entry::new(summary.info.id, Some(step), EntryKind::Undone)
-            } else {
-                // The error, for the list of what is owed.
-                Entry::new(summary.info.id, Some(step), EntryKind::UndoFailed)
-                    .with_text(record.rollback_error().unwrap_or_default())
-            };
-            if let Err(failure) = journal.write(&entry).await {
-                let failure: crate::JournalFailure = failure.into();
-                tm_error!("{}: {}", summary.info.id, failure);
-            }
-        }
+        journal_rollback_end(summary.info.id, &summary.steps[index], undone, journal).await;
     }
 
     /// The last hook of a step's rollback, once its record left the ledger.
@@ -516,8 +519,14 @@ impl<U, S: Storage> Ledger<U, S> {
                     return None;
                 }
                 let mut rng = SplitMix64::new(self.rng.next_u64());
-                let rollback =
-                    async move { roll_back_one::<K, U, Ctx, C, H>(record, entry, fork(unit), env, &mut rng).await };
+                let rollback = async move {
+                    let failed = roll_back_one::<K, U, Ctx, C, H>(&mut *record, entry, fork(unit), env, &mut rng).await;
+                    // Its `Undone` (or `UndoFailed`) as it ends, not once the
+                    // whole batch did: a drop in between must not make
+                    // recovery run a finished rollback again.
+                    journal_rollback_end(env.info.id, record, failed.is_none(), journal).await;
+                    failed
+                };
                 Some((index, Some(Box::pin(rollback))))
             })
             .collect();
@@ -545,9 +554,6 @@ impl<U, S: Storage> Ledger<U, S> {
                 let _ = failures.push(failure);
             }
         }
-        for &(index, undone) in &outcomes {
-            Self::journal_rollback_end(&self.summary, index, undone, journal).await;
-        }
         while self.undo.len() > first {
             self.undo.pop();
         }
@@ -555,6 +561,24 @@ impl<U, S: Storage> Ledger<U, S> {
             Self::rollback_ended_hook(&self.summary, index, undone, hooks).await;
         }
         stop
+    }
+}
+
+/// With a journal, the lazy `Undone` or `UndoFailed` of one step: if it is
+/// lost, recovery repeats this (idempotent) rollback.
+async fn journal_rollback_end<U, J: JournalFor<U>>(id: TransactionId, record: &StepRecord, undone: bool, journal: &J) {
+    if J::ENABLED {
+        let step = u32::try_from(record.index).unwrap_or(u32::MAX);
+        let entry = if undone {
+            Entry::new(id, Some(step), EntryKind::Undone)
+        } else {
+            // The error, for the list of what is owed.
+            Entry::new(id, Some(step), EntryKind::UndoFailed).with_text(record.rollback_error().unwrap_or_default())
+        };
+        if let Err(failure) = journal.write(&entry).await {
+            let failure: crate::JournalFailure = failure.into();
+            tm_error!("{}: {}", id, failure);
+        }
     }
 }
 
@@ -613,8 +637,20 @@ where
             Ok(None) => RollbackErrorKind::TimedOut { timeout: timeout.unwrap_or_default() },
             Err(panic) => RollbackErrorKind::Panicked(panic),
         };
+        // A permanent error (its condition said so) is not retried.
+        let verdict = match &kind {
+            RollbackErrorKind::Failed(error) if retry < entry.retry.max_retries() => {
+                crate::condition::ask(|| K::retries(&mut entry.undo, error))
+            }
+            _ => crate::condition::Verdict::Retry,
+        };
         match &kind {
-            RollbackErrorKind::Failed(error) => ErrorText::capture_into(&mut record.rollback_error, error),
+            RollbackErrorKind::Failed(error) if verdict.retries() => {
+                ErrorText::capture_into(&mut record.rollback_error, error);
+            }
+            RollbackErrorKind::Failed(error) => {
+                ErrorText::capture_into(&mut record.rollback_error, &crate::condition::NotRetried(&verdict, error));
+            }
             RollbackErrorKind::TimedOut { timeout } => {
                 ErrorText::capture_into(&mut record.rollback_error, &TimedOut(*timeout));
             }
@@ -631,7 +667,7 @@ where
             },
         );
         tm_event!(error, &span, "rollback attempt failed", error = record.rollback_error().unwrap_or_default());
-        if retry >= entry.retry.max_retries() {
+        if retry >= entry.retry.max_retries() || !verdict.retries() {
             record.status = StepStatus::RollbackFailed;
             record.rollback_completed_at = stamp(step_times, clock);
             tm_error!(

@@ -124,6 +124,7 @@ mod abandon;
 mod action;
 mod any_manager;
 mod clock;
+mod condition;
 #[cfg(feature = "defmt")]
 mod defmt_impls;
 mod error;
@@ -160,12 +161,14 @@ pub use any_manager::Manager;
 pub use clock::Clock;
 #[doc(hidden)]
 pub use clock::div_rem_narrow;
+pub use condition::{RetryAlways, RetryCondition};
 pub use error::{
     Committed, RollbackErrorKind, RollbackFailure, RollbackState, StepError, StepErrorKind, TransactionError,
 };
 pub use group::{
-    Attempts, Group, GroupError, Lend, LendFlag, Lent, LentEnd, MapErrors, Member, MemberBuilder, MemberFn, MemberUndo,
-    Members, NoUndo, OnCompleted, OnCompletedUsing, OnUncertain, UndoMaybe, UndoWith, member,
+    Attempts, Group, GroupError, KeyedAttempts, Lend, LendFlag, Lent, LentEnd, MapErrors, Member, MemberBuilder,
+    MemberFn, MemberUndo, Members, NoUndo, OnCompleted, OnCompletedUsing, OnUncertain, UndoKeyed, UndoMaybe, UndoWith,
+    member,
 };
 pub use hooks::{Hooks, StepEvent};
 pub use interrupt::{
@@ -195,7 +198,7 @@ pub use rollback::{BoxError, BoxedRollback, LocalBoxedRollback};
 pub use rollback::{NoRollback, Rollback, RollbackFn};
 pub use scope::ScopeError;
 pub use spawn::Spawner;
-pub use step::{Execute, MapErr, Maybe, Plain, Step, StepFn, WithContext};
+pub use step::{Execute, Keyed, MapErr, Maybe, Plain, Step, StepFn, WithContext};
 #[cfg(feature = "alloc")]
 pub use storage::Unbounded;
 pub use storage::{Fixed, List, Storage};

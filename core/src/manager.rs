@@ -9,6 +9,7 @@ use crate::future::{Either, race};
 use crate::interrupt::{Cancel, Deadline, IntoBodyError, IntoReason, NoInterrupt};
 use crate::journal::{JournalFailure, JournalFor, JournalIds, Journaled, NoJournal};
 use crate::ledger::Ledger;
+use crate::transaction::CommitFailed;
 use crate::{
     AbandonPolicy, Clock, Committed, Hooks, Interrupt, Name, RetryPolicy, Rollback, RollbackFailurePolicy, Spawned,
     Storage, Transaction, TransactionError, TransactionId, TransactionInfo, Unattended,
@@ -788,10 +789,18 @@ where
                 let ended = match stopped {
                     Ok(Either::Right(Ok(value))) => match tx.commit().await {
                         Ok(()) => Ok(value),
-                        // The journal could not record the commit: roll back.
-                        Err(failure) => {
+                        // The journal could not record the commit, and
+                        // holds `Aborted`: roll back.
+                        Err(CommitFailed::Aborted(failure)) => {
                             let steps = tx.steps().len();
                             Err(failure.into_body_error(None, steps))
+                        }
+                        // Neither decision could be written: nothing is
+                        // rolled back (recovery decides), and the
+                        // transaction has ended.
+                        Err(CommitFailed::Undecided(failure)) => {
+                            let steps = tx.steps().len();
+                            return Err(failure.into_body_error(None, steps));
                         }
                     },
                     Ok(Either::Right(Err(cause))) => Err(cause),
@@ -835,6 +844,7 @@ where
                 match &ended {
                     Ok(_) => "committed",
                     Err(_) if crate::RollbackState::of(failures.len(), &ledger.summary).is_clean() => "rolled_back",
+                    Err(_) if crate::error::left_to_recovery(failures.len(), &ledger.summary) => "undecided",
                     Err(_) => "partially_rolled_back",
                 },
             );

@@ -26,6 +26,15 @@ use crate::{Entry, EntryKind, Journal, StoredEntry, TransactionId};
 ///   entries only.
 /// - [`fail_writes`](MemoryJournal::fail_writes): every append fails, as on
 ///   a full disk or a read-only file.
+/// - [`fail_before_write`](MemoryJournal::fail_before_write)`(kind)`:
+///   appends of one kind fail without storing anything;
+///   [`fail_after_write`](MemoryJournal::fail_after_write)`(kind)`: they
+///   store the entry, then fail (a connection lost after the statement was
+///   sent, an I/O error after the write).
+///
+/// Like every journal, it holds one decision per transaction: an
+/// `Aborted` for a transaction that holds `Committed` (or the reverse) is
+/// refused, and [`Journal::decided`] names the decision it holds.
 /// - [`insert_raw`](MemoryJournal::insert_raw): plants any entry, such as a
 ///   corrupt one or one from a newer program.
 ///
@@ -52,6 +61,8 @@ struct State {
     power_lost: bool,
     wakers: Vec<Waker>,
     failing: Option<String>,
+    fail_before: Option<EntryKind>,
+    fail_after: Option<EntryKind>,
 }
 
 /// One stored entry: transaction, step, kind code, payload.
@@ -68,9 +79,10 @@ pub struct JournalRow {
 }
 
 /// Why a [`MemoryJournal`] append failed (set with
-/// [`fail_writes`](MemoryJournal::fail_writes)).
+/// [`fail_writes`](MemoryJournal::fail_writes) and the other failure
+/// knobs, or a second decision refused: see [`Journal::decided`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MemoryJournalError(pub String);
+pub struct MemoryJournalError(pub String, Option<EntryKind>);
 
 impl fmt::Display for MemoryJournalError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -123,6 +135,21 @@ impl MemoryJournal {
     /// Makes every append fail with `error` (`None`: work again).
     pub fn fail_writes(&self, error: Option<&str>) {
         self.state().failing = error.map(String::from);
+    }
+
+    /// Makes every append of an entry of `kind` fail without storing it
+    /// (`None`: work again).
+    pub fn fail_before_write(&self, kind: Option<EntryKind>) {
+        self.state().fail_before = kind;
+    }
+
+    /// Makes every append of an entry of `kind` store it (durably, if it
+    /// is durable) and then fail, as a journal whose connection was lost
+    /// after the statement was sent, or whose disk failed after the write
+    /// (`None`: work again). An append refused (a second decision) stores
+    /// nothing and returns its refusal.
+    pub fn fail_after_write(&self, kind: Option<EntryKind>) {
+        self.state().fail_after = kind;
     }
 
     /// How many appends were accepted so far.
@@ -209,14 +236,18 @@ impl Journal for MemoryJournal {
                 Err(crate::CodecError::BufferTooSmall) if payload.len() < 1 << 24 => {
                     payload.resize(payload.len() * 2, 0);
                 }
-                Err(error) => return Err(MemoryJournalError(alloc::format!("encoding: {error}"))),
+                Err(error) => return Err(MemoryJournalError(alloc::format!("encoding: {error}"), None)),
             }
         };
         payload.truncate(len);
+        let kind = entry.kind();
         let lost = {
             let mut state = self.state();
             if let Some(error) = &state.failing {
-                return Err(MemoryJournalError(error.clone()));
+                return Err(MemoryJournalError(error.clone(), None));
+            }
+            if state.fail_before == Some(kind) {
+                return Err(MemoryJournalError(alloc::format!("`{kind}` not written (injected failure)"), None));
             }
             if state.power_lost || state.cut_after.is_some_and(|cut| state.appends >= cut) {
                 state.power_lost = true;
@@ -226,6 +257,24 @@ impl Journal for MemoryJournal {
                 }
                 true
             } else {
+                // One decision per transaction: the first one stays.
+                let other = match kind {
+                    EntryKind::Committed => Some(EntryKind::Aborted),
+                    EntryKind::Aborted => Some(EntryKind::Committed),
+                    _ => None,
+                };
+                if let Some(other) = other {
+                    let id = entry.transaction();
+                    let held = state
+                        .durable
+                        .iter()
+                        .chain(&state.buffered)
+                        .any(|r| r.transaction == id && r.step.is_none() && r.kind == other.code());
+                    if held {
+                        let text = alloc::format!("{id} is already decided: the journal holds `{other}`, not `{kind}`");
+                        return Err(MemoryJournalError(text, Some(other)));
+                    }
+                }
                 state.appends += 1;
                 let row = JournalRow {
                     transaction: entry.transaction(),
@@ -252,6 +301,9 @@ impl Journal for MemoryJournal {
             // The machine is dead: this call never returns.
             pending::<()>().await;
         }
+        if self.state().fail_after == Some(kind) {
+            return Err(MemoryJournalError(alloc::format!("`{kind}` written, then failed (injected failure)"), None));
+        }
         Ok(())
     }
 
@@ -272,5 +324,9 @@ impl Journal for MemoryJournal {
             visit(StoredEntry { step: row.step, kind: row.kind, payload: &row.payload });
         }
         Ok(())
+    }
+
+    fn decided(error: &MemoryJournalError) -> Option<EntryKind> {
+        error.1
     }
 }

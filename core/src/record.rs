@@ -34,7 +34,10 @@ pub enum StepStatus {
     RollbackFailed,
     /// Completed and has a rollback, but it was never attempted: an
     /// earlier rollback failed and the transaction's
-    /// [`RollbackFailurePolicy`](crate::RollbackFailurePolicy) is `Stop`.
+    /// [`RollbackFailurePolicy`](crate::RollbackFailurePolicy) is `Stop`;
+    /// or the transaction's outcome is unknown (neither its `Committed`
+    /// nor its `Aborted` journal entry could be written) and the rollback
+    /// is left to recovery.
     RollbackSkipped,
 }
 

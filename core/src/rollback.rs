@@ -52,6 +52,46 @@ pub trait Rollback<Ctx: ?Sized> {
     /// (with `&mut self` kept between attempts) until it succeeds or its
     /// retries run out.
     async fn rollback(&mut self, ctx: &mut Ctx) -> Result<(), Self::Error>;
+
+    /// Whether a rollback attempt that failed with `error` may be retried
+    /// (the default: always, as the rollback policy allows). Return
+    /// `false` for a permanent error: the rollback then fails for good at
+    /// once, with no backoff wait, its record's rollback error reading
+    /// `not retried: permanent: …`; like any rollback that failed for
+    /// good it stays owed in a journal. Asked live and by recovery alike,
+    /// only about errors (not timeouts or panics); a panic in it fails the
+    /// rollback for good, with the panic in the record.
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// enum DnsUndo { Delete(&'static str) }
+    ///
+    /// impl Rollback<()> for DnsUndo {
+    ///     type Error = &'static str;
+    ///     async fn rollback(&mut self, _: &mut ()) -> Result<(), &'static str> {
+    ///         let DnsUndo::Delete(_name) = self;
+    ///         Err("record is locked")
+    ///     }
+    ///     fn retry_if(&mut self, error: &&'static str) -> bool {
+    ///         *error != "record is locked"
+    ///     }
+    /// }
+    ///
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let err = clock.block_on(manager.transaction("t").fixed::<DnsUndo, 2>().run(async |tx| {
+    ///     tx.step("record").max_retries(3).execute(|| async { Ok::<_, &str>(()) })
+    ///         .undo(|()| DnsUndo::Delete("www")).await?;
+    ///     tx.step("fails").run(|| async { Err::<(), _>("boom") }).await
+    /// })).unwrap_err();
+    /// let record = &err.summary().steps()[0];
+    /// assert_eq!((record.status(), record.rollback_attempts()), (StepStatus::RollbackFailed, 1));
+    /// assert_eq!(clock.now(), core::time::Duration::ZERO);
+    /// ```
+    fn retry_if(&mut self, error: &Self::Error) -> bool {
+        let _ = error;
+        true
+    }
 }
 
 /// The undo type of a transaction none of whose steps has a rollback.
@@ -78,10 +118,15 @@ impl<Ctx: ?Sized> Rollback<Ctx> for NoRollback {
 }
 
 /// A rollback closure and the step output it will be called with: what
-/// `Execute::rollback` hands to the transaction's undo type through `From`.
+/// `Execute::rollback` hands to the transaction's undo type through `From`,
+/// with the step's rollback retry condition `W`
+/// ([`Execute::rollback_retry_if`](crate::Execute::rollback_retry_if);
+/// [`RetryAlways`](crate::RetryAlways) when none was set).
 ///
-/// [`BoxedRollback`] and [`LocalBoxedRollback`] convert from it; an undo type
-/// of your own can too.
+/// [`BoxedRollback`] and [`LocalBoxedRollback`] convert from it, condition
+/// included; an undo type of your own can too (from `RollbackFn<G, Out>`:
+/// a step with a rollback condition then does not compile, rather than
+/// lose it).
 ///
 /// ```
 /// use transaction_manager::RollbackFn;
@@ -89,25 +134,47 @@ impl<Ctx: ?Sized> Rollback<Ctx> for NoRollback {
 /// assert_eq!(record.output(), &[10, 0, 0, 7]);
 /// ```
 #[derive(Clone, Debug)]
-pub struct RollbackFn<G, Out> {
+pub struct RollbackFn<G, Out, W = crate::RetryAlways> {
     rollback: G,
     output: Out,
+    retry_if: W,
 }
 
 impl<G, Out> RollbackFn<G, Out> {
     /// Pairs a rollback closure with the output of its step.
     pub fn new(rollback: G, output: Out) -> Self {
-        Self { rollback, output }
-    }
-
-    /// The step's output the rollback will receive.
-    pub fn output(&self) -> &Out {
-        &self.output
+        Self { rollback, output, retry_if: crate::RetryAlways }
     }
 
     /// The closure and the output.
     pub fn into_parts(self) -> (G, Out) {
         (self.rollback, self.output)
+    }
+}
+
+impl<G, Out, W> RollbackFn<G, Out, W> {
+    /// The step's output the rollback will receive.
+    pub fn output(&self) -> &Out {
+        &self.output
+    }
+
+    /// The same rollback, retried only when `condition` accepts its error
+    /// (see [`Rollback::retry_if`]).
+    ///
+    /// ```
+    /// use transaction_manager::{RetryCondition, RollbackFn};
+    /// let record = RollbackFn::new(|id: u32| async move { Ok::<_, &str>(()) }, 7)
+    ///     .with_retry_if(|error: &&str| *error != "gone");
+    /// let (_rollback, output, mut condition) = record.into_parts_and_condition();
+    /// assert_eq!((output, condition.retries(&"gone")), (7, false));
+    /// ```
+    pub fn with_retry_if<W2>(self, condition: W2) -> RollbackFn<G, Out, W2> {
+        RollbackFn { rollback: self.rollback, output: self.output, retry_if: condition }
+    }
+
+    /// The closure, the output and the retry condition.
+    pub fn into_parts_and_condition(self) -> (G, Out, W) {
+        (self.rollback, self.output, self.retry_if)
     }
 }
 
@@ -121,6 +188,7 @@ mod boxed {
     use core::pin::Pin;
 
     use super::{Rollback, RollbackFn};
+    use crate::RetryCondition;
 
     /// A rollback error of any type, boxed: what closure rollbacks return,
     /// so steps with different error types can share one transaction. Use
@@ -139,6 +207,8 @@ mod boxed {
                         $(+ $bound)?
                         + $life,
                 >,
+                /// The retry condition, if the step set one.
+                Option<Box<dyn FnMut(&BoxError) -> bool $(+ $bound)? + $life>>,
             );
 
             impl<$($lt)?> $name<$($lt)?> {
@@ -154,20 +224,25 @@ mod boxed {
                     Self(Box::new(move || {
                         let attempt = rollback(output.clone());
                         Box::pin(async move { attempt.await.map_err(Into::into) })
-                    }))
+                    }), None)
                 }
             }
 
-            impl<$($lt,)? G, Out, Fut, E> From<RollbackFn<G, Out>> for $name<$($lt)?>
+            impl<$($lt,)? G, Out, Fut, E, W> From<RollbackFn<G, Out, W>> for $name<$($lt)?>
             where
                 G: FnMut(Out) -> Fut $(+ $bound)? + $life,
                 Out: Clone $(+ $bound)? + $life,
                 Fut: Future<Output = Result<(), E>> $(+ $bound)? + $life,
                 E: Into<BoxError>,
+                W: RetryCondition<BoxError> $(+ $bound)? + $life,
             {
-                fn from(f: RollbackFn<G, Out>) -> Self {
-                    let (rollback, output) = f.into_parts();
-                    Self::new(rollback, output)
+                fn from(f: RollbackFn<G, Out, W>) -> Self {
+                    let (rollback, output, mut condition) = f.into_parts_and_condition();
+                    let mut boxed = Self::new(rollback, output);
+                    if !W::ALWAYS {
+                        boxed.1 = Some(Box::new(move |error: &BoxError| condition.retries(error)));
+                    }
+                    boxed
                 }
             }
 
@@ -176,6 +251,10 @@ mod boxed {
 
                 async fn rollback(&mut self, _: &mut Ctx) -> Result<(), BoxError> {
                     (self.0)().await
+                }
+
+                fn retry_if(&mut self, error: &BoxError) -> bool {
+                    self.1.as_mut().is_none_or(|condition| condition(error))
                 }
             }
 
@@ -226,6 +305,10 @@ mod boxed {
 
         fn rollback_detached(&mut self) -> impl Future<Output = Result<(), BoxError>> + Send {
             (self.0)()
+        }
+
+        fn retry_if(&mut self, error: &BoxError) -> bool {
+            <Self as Rollback<()>>::retry_if(self, error)
         }
     }
 

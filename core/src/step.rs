@@ -4,7 +4,10 @@ use core::fmt;
 use core::future::Future;
 use core::time::Duration;
 
-use crate::{AbandonPolicy, Clock, Hooks, RetryPolicy, Rollback, StepError, Storage, Transaction, TransactionManager};
+use crate::{
+    AbandonPolicy, Clock, Hooks, RetryAlways, RetryCondition, RetryPolicy, Rollback, StepError, Storage, Transaction,
+    TransactionManager,
+};
 
 /// A step's settings, set by [`Step`]'s options where the transaction
 /// keeps them for the step it runs next (the step's builder borrows the
@@ -215,7 +218,7 @@ impl<'s, 't, M, Ctx: ?Sized, U, S: Storage> Step<'s, 't, M, Ctx, U, S> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Out, E>>,
     {
-        Execute { step: self, execute: Plain(execute) }
+        Execute { step: self, execute: Plain(execute), retry_if: RetryAlways, rollback_retry_if: RetryAlways }
     }
 
     /// Like [`execute`](Step::execute), but each attempt borrows the
@@ -234,11 +237,11 @@ impl<'s, 't, M, Ctx: ?Sized, U, S: Storage> Step<'s, 't, M, Ctx, U, S> {
     where
         F: AsyncFnMut(&mut Ctx) -> Result<Out, E>,
     {
-        Execute { step: self, execute: WithContext(execute) }
+        Execute { step: self, execute: WithContext(execute), retry_if: RetryAlways, rollback_retry_if: RetryAlways }
     }
 }
 
-impl<C, H, A, J, Ctx: ?Sized, U, S: Storage> Step<'_, '_, TransactionManager<C, H, A, J>, Ctx, U, S>
+impl<'s, 't, C, H, A, J, Ctx: ?Sized, U, S: Storage> Step<'s, 't, TransactionManager<C, H, A, J>, Ctx, U, S>
 where
     C: Clock,
     H: Hooks,
@@ -246,6 +249,59 @@ where
     A: AbandonPolicy<C, H, Ctx, U, S>,
     J: crate::JournalFor<U>,
 {
+    /// The step's idempotency key: the transaction's id and this step's
+    /// index, as [`Transaction::next_step_key`] gives it before the step.
+    /// For steps whose execute function or rollback needs it and that use
+    /// none of the `_keyed` methods (a step with a context,
+    /// [`execute_with`](Step::execute_with), or an action).
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let mut tries = Vec::new();
+    /// clock.block_on(manager.transaction("t").with_id(TransactionId::new(4)).fixed::<NoRollback, 1>().run_with(
+    ///     &mut tries,
+    ///     async |tx| {
+    ///         let step = tx.step("log");
+    ///         let key = step.key();
+    ///         step.run_with(async move |tries: &mut Vec<String>| { tries.push(key.to_string()); Ok::<_, &str>(()) }).await
+    ///     },
+    /// )).unwrap();
+    /// assert_eq!(tries, ["tx-4.0"]);
+    /// ```
+    pub fn key(&self) -> crate::IdempotencyKey {
+        self.tx.next_step_key()
+    }
+
+    /// Like [`execute`](Step::execute), but each attempt receives the
+    /// step's [`IdempotencyKey`](crate::IdempotencyKey), to pass to the API
+    /// it calls: `|key| api.create_user("alice", key)`. Every attempt gets
+    /// the same key, so the API sees a retry as the same request.
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let done = clock.block_on(manager.transaction("t").with_id(TransactionId::new(9)).fixed::<NoRollback, 2>().run(async |tx| {
+    ///     tx.step("a").run(|| async { Ok::<_, &str>(()) }).await?;
+    ///     tx.step("b").execute_keyed(|key| async move { Ok::<_, &str>(key.to_string()) }).no_rollback().await
+    /// }));
+    /// assert_eq!(done.unwrap().into_value(), "tx-9.1");
+    /// ```
+    #[allow(clippy::type_complexity)]
+    pub fn execute_keyed<F, Fut, Out, E>(
+        self,
+        execute: F,
+    ) -> Execute<'s, 't, TransactionManager<C, H, A, J>, Ctx, U, S, Keyed<F>>
+    where
+        F: FnMut(crate::IdempotencyKey) -> Fut,
+        Fut: Future<Output = Result<Out, E>>,
+    {
+        let key = self.key();
+        Execute { step: self, execute: Keyed { execute, key }, retry_if: RetryAlways, rollback_retry_if: RetryAlways }
+    }
+
     /// Runs the step without a rollback: nothing to undo if a later step
     /// fails. Returns execute's value, or why it failed for good. `execute`
     /// is as for [`Step::execute`].
@@ -255,7 +311,10 @@ where
         Fut: Future<Output = Result<Out, E>>,
         E: fmt::Display,
     {
-        self.tx.execute(self.name, Parts { execute: Plain(execute), undo: None::<fn(crate::Maybe<&Out>) -> Option<U>> })
+        self.tx.execute(
+            self.name,
+            Parts { execute: Plain(execute), undo: None::<fn(crate::Maybe<&Out>) -> Option<U>>, retry_if: RetryAlways },
+        )
     }
 
     /// Runs the step given as data (an [`Action`](crate::Action), usually a
@@ -278,7 +337,11 @@ where
     {
         self.tx.execute(
             self.name,
-            Parts { execute: WithContext(execute), undo: None::<fn(crate::Maybe<&Out>) -> Option<U>> },
+            Parts {
+                execute: WithContext(execute),
+                undo: None::<fn(crate::Maybe<&Out>) -> Option<U>>,
+                retry_if: RetryAlways,
+            },
         )
     }
 }
@@ -332,6 +395,28 @@ where
     }
 }
 
+/// An execute function that receives the step's idempotency key:
+/// `FnMut(IdempotencyKey) -> Future`. Made by [`Step::execute_keyed`].
+#[derive(Debug)]
+pub struct Keyed<F> {
+    execute: F,
+    key: crate::IdempotencyKey,
+}
+
+impl<Ctx: ?Sized, F, Fut, Out, E> StepFn<Ctx> for Keyed<F>
+where
+    F: FnMut(crate::IdempotencyKey) -> Fut,
+    Fut: Future<Output = Result<Out, E>>,
+    E: fmt::Display,
+{
+    type Output = Out;
+    type Error = E;
+
+    fn call(&mut self, _: &mut Ctx) -> impl Future<Output = Result<Out, E>> {
+        (self.execute)(self.key)
+    }
+}
+
 /// An execute function whose errors are converted, attempt by attempt. Made
 /// by [`Execute::map_err`] and [`Execute::err_into`].
 pub struct MapErr<F, G> {
@@ -363,13 +448,65 @@ where
 
 /// A step with its execute function, waiting for its rollback. Made by
 /// [`Step::execute`] and [`Step::execute_with`].
+///
+/// `W` and `RW` are its retry conditions ([`retry_if`](Execute::retry_if),
+/// [`rollback_retry_if`](Execute::rollback_retry_if)): [`RetryAlways`]
+/// unless set, which costs nothing.
 #[must_use = "a step does nothing until its rollback is given and it is awaited"]
-pub struct Execute<'s, 't, M, Ctx: ?Sized, U, S: Storage, F> {
+pub struct Execute<'s, 't, M, Ctx: ?Sized, U, S: Storage, F, W = RetryAlways, RW = RetryAlways> {
     step: Step<'s, 't, M, Ctx, U, S>,
     execute: F,
+    retry_if: W,
+    rollback_retry_if: RW,
 }
 
-impl<'s, 't, M, Ctx: ?Sized, U, S: Storage, F: StepFn<Ctx>> Execute<'s, 't, M, Ctx, U, S, F> {
+impl<'s, 't, M, Ctx: ?Sized, U, S: Storage, F: StepFn<Ctx>, W, RW> Execute<'s, 't, M, Ctx, U, S, F, W, RW> {
+    /// Retries a failed attempt only if `condition` accepts its error: an
+    /// error it rejects (returns `false` for) is permanent, and fails the
+    /// step for good at once, with no backoff wait. Its record's error
+    /// then reads `not retried: permanent: …` (the summary, the
+    /// `on_step_failure` hook, logs); the step's error stays the typed
+    /// error. Timeouts and panics are not errors of the step and are
+    /// retried as the policy says. A condition that panics fails the step
+    /// for good too, with the panic in the record (`not retried: the retry
+    /// condition panicked (…): …`).
+    ///
+    /// It sees the error as execute returns it (or as
+    /// [`map_err`](Execute::map_err) converted it: convert first, then set
+    /// the condition).
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let mut calls = 0;
+    /// let err = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |tx| {
+    ///     tx.step("register")
+    ///         .max_retries(5)
+    ///         .execute(|| {
+    ///             calls += 1;
+    ///             async { Err::<(), _>("zone refuses this name") }
+    ///         })
+    ///         .retry_if(|error| *error != "zone refuses this name")
+    ///         .no_rollback()
+    ///         .await
+    /// })).unwrap_err();
+    /// assert_eq!((calls, clock.now()), (1, Duration::ZERO)); // no retry, no backoff
+    /// assert_eq!(err.cause().error(), Some(&"zone refuses this name"));
+    /// # #[cfg(feature = "error-text")]
+    /// assert_eq!(err.summary().steps()[0].error(), Some("not retried: permanent: zone refuses this name"));
+    /// ```
+    pub fn retry_if<W2>(self, condition: W2) -> Execute<'s, 't, M, Ctx, U, S, F, W2, RW>
+    where
+        W2: FnMut(&F::Error) -> bool,
+    {
+        let Execute { step, execute, retry_if: _, rollback_retry_if } = self;
+        Execute { step, execute, retry_if: condition, rollback_retry_if }
+    }
+}
+
+impl<'s, 't, M, Ctx: ?Sized, U, S: Storage, F: StepFn<Ctx>, RW> Execute<'s, 't, M, Ctx, U, S, F, RetryAlways, RW> {
     /// Converts each failed attempt's error with `map`, so this step's error
     /// type matches the body's and `?` works, while execute keeps its own
     /// type. The summary records the converted error's text.
@@ -403,12 +540,13 @@ impl<'s, 't, M, Ctx: ?Sized, U, S: Storage, F: StepFn<Ctx>> Execute<'s, 't, M, C
     /// # #[cfg(feature = "error-text")]
     /// assert_eq!(err.summary().steps()[1].error(), Some("parse: invalid digit found in string"));
     /// ```
-    pub fn map_err<G, E2>(self, map: G) -> Execute<'s, 't, M, Ctx, U, S, MapErr<F, G>>
+    pub fn map_err<G, E2>(self, map: G) -> Execute<'s, 't, M, Ctx, U, S, MapErr<F, G>, RetryAlways, RW>
     where
         G: FnMut(F::Error) -> E2,
         E2: fmt::Display,
     {
-        Execute { step: self.step, execute: MapErr { execute: self.execute, map } }
+        let Execute { step, execute, retry_if, rollback_retry_if } = self;
+        Execute { step, execute: MapErr { execute, map }, retry_if, rollback_retry_if }
     }
 
     /// Converts each failed attempt's error with `Into`: `.err_into::<AppError>()`
@@ -426,7 +564,7 @@ impl<'s, 't, M, Ctx: ?Sized, U, S: Storage, F: StepFn<Ctx>> Execute<'s, 't, M, C
     /// assert_eq!(err.cause().error(), Some(&70_000));
     /// ```
     #[allow(clippy::type_complexity)]
-    pub fn err_into<E2>(self) -> Execute<'s, 't, M, Ctx, U, S, MapErr<F, fn(F::Error) -> E2>>
+    pub fn err_into<E2>(self) -> Execute<'s, 't, M, Ctx, U, S, MapErr<F, fn(F::Error) -> E2>, RetryAlways, RW>
     where
         E2: From<F::Error> + fmt::Display,
     {
@@ -434,7 +572,8 @@ impl<'s, 't, M, Ctx: ?Sized, U, S: Storage, F: StepFn<Ctx>> Execute<'s, 't, M, C
     }
 }
 
-impl<C, H, A, J, Ctx: ?Sized, U, S: Storage, F> Execute<'_, '_, TransactionManager<C, H, A, J>, Ctx, U, S, F>
+impl<'s, 't, C, H, A, J, Ctx: ?Sized, U, S: Storage, F, W, RW>
+    Execute<'s, 't, TransactionManager<C, H, A, J>, Ctx, U, S, F, W, RW>
 where
     C: Clock,
     H: Hooks,
@@ -442,15 +581,53 @@ where
     A: AbandonPolicy<C, H, Ctx, U, S>,
     J: crate::JournalFor<U>,
     F: StepFn<Ctx>,
+    W: RetryCondition<F::Error>,
 {
-    /// Runs the step without a rollback, like [`Step::run`]: for a step
-    /// whose errors were converted with [`map_err`](Execute::map_err) or
-    /// [`err_into`](Execute::err_into) and that has nothing to undo.
-    pub fn no_rollback(self) -> impl Future<Output = Result<F::Output, StepError<F::Error>>> {
-        self.step.tx.execute(
-            self.step.name,
-            Parts { execute: self.execute, undo: None::<fn(crate::Maybe<&F::Output>) -> Option<U>> },
-        )
+    /// Retries a failed rollback attempt only if `condition` accepts its
+    /// error, as [`retry_if`](Execute::retry_if) does for execute: a
+    /// rejected error fails the rollback for good at once (the step is
+    /// rollback-failed, its record's rollback error reads `not retried:
+    /// permanent: …`, and it stays owed in a journal, like any rollback
+    /// that failed for good); rollback goes on with the earlier steps.
+    ///
+    /// For closure rollbacks ([`rollback`](Execute::rollback) and its
+    /// variants), given before them; it sees the error as the
+    /// transaction's undo type has it ([`BoxError`](crate::BoxError) for
+    /// [`BoxedRollback`](crate::BoxedRollback): downcast it). Undo records
+    /// as data say it in [`Rollback::retry_if`], which recovery after a
+    /// crash asks too.
+    ///
+    /// ```
+    /// # #[cfg(feature = "std")] {
+    /// # use core::time::Duration;
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let err = clock.block_on(manager.run("t", async |tx| {
+    ///     tx.step("record")
+    ///         .max_retries(3)
+    ///         .execute(|| async { Ok::<_, &str>("www") })
+    ///         .rollback_retry_if(|error: &BoxError| error.to_string() != "record is locked")
+    ///         .rollback(|_name| async { Err::<(), _>("record is locked") })
+    ///         .await?;
+    ///     tx.step("fails").run(|| async { Err::<(), _>("boom") }).await
+    /// })).unwrap_err();
+    /// assert_eq!(clock.now(), Duration::ZERO); // no rollback retry, no backoff
+    /// let record = &err.summary().steps()[0];
+    /// assert_eq!((record.status(), record.rollback_attempts()), (StepStatus::RollbackFailed, 1));
+    /// assert_eq!(record.rollback_error(), Some("not retried: permanent: record is locked"));
+    /// # }
+    /// ```
+    #[allow(clippy::type_complexity)]
+    pub fn rollback_retry_if<RW2>(
+        self,
+        condition: RW2,
+    ) -> Execute<'s, 't, TransactionManager<C, H, A, J>, Ctx, U, S, F, W, RW2>
+    where
+        RW2: FnMut(&U::Error) -> bool,
+    {
+        let Execute { step, execute, retry_if, rollback_retry_if: _ } = self;
+        Execute { step, execute, retry_if, rollback_retry_if: condition }
     }
 
     /// Runs the step with a rollback closure that receives (a clone of) the
@@ -463,14 +640,17 @@ where
         G: FnMut(F::Output) -> Fut,
         Fut: Future<Output = Result<(), RE>>,
         F::Output: Clone,
-        U: From<crate::RollbackFn<G, F::Output>>,
+        U: From<crate::RollbackFn<G, F::Output, RW>>,
     {
-        let mut rollback = Some(rollback);
+        let mut rollback = Some((rollback, self.rollback_retry_if));
         let make_undo = move |output: Maybe<&F::Output>| {
             let output = output.completed()?;
-            Some(U::from(crate::RollbackFn::new(rollback.take()?, output.clone())))
+            let (rollback, condition) = rollback.take()?;
+            Some(U::from(crate::RollbackFn::new(rollback, output.clone()).with_retry_if(condition)))
         };
-        self.step.tx.execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo) })
+        self.step
+            .tx
+            .execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo), retry_if: self.retry_if })
     }
 
     /// Like [`rollback`](Execute::rollback), but each rollback attempt
@@ -492,15 +672,62 @@ where
         G: FnMut((St, F::Output)) -> Fut,
         Fut: Future<Output = Result<(), RE>>,
         F::Output: Clone,
-        U: From<crate::RollbackFn<G, (St, F::Output)>>,
+        U: From<crate::RollbackFn<G, (St, F::Output), RW>>,
     {
         let state = state.clone();
-        let mut rollback = Some(rollback);
+        let mut rollback = Some((rollback, self.rollback_retry_if));
         let make_undo = move |output: Maybe<&F::Output>| {
             let output = output.completed()?;
-            Some(U::from(crate::RollbackFn::new(rollback.take()?, (state.clone(), output.clone()))))
+            let (rollback, condition) = rollback.take()?;
+            Some(U::from(crate::RollbackFn::new(rollback, (state.clone(), output.clone())).with_retry_if(condition)))
         };
-        self.step.tx.execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo) })
+        self.step
+            .tx
+            .execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo), retry_if: self.retry_if })
+    }
+
+    /// Like [`rollback`](Execute::rollback), but each rollback attempt
+    /// receives the step's [`IdempotencyKey`](crate::IdempotencyKey) with
+    /// the output, as a pair: `|(key, user)| api.delete_user(user.id, key)`.
+    ///
+    /// ```
+    /// # #[cfg(feature = "std")] {
+    /// # use std::sync::{Arc, Mutex};
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let undone = Arc::new(Mutex::new(Vec::new()));
+    /// let log = undone.clone();
+    /// let err = clock.block_on(manager.transaction("t").with_id(TransactionId::new(5)).run(async |tx| {
+    ///     tx.step("create")
+    ///         .execute(|| async { Ok::<_, &str>(7) })
+    ///         .rollback_keyed(move |(key, id)| {
+    ///             let log = log.clone();
+    ///             async move { log.lock().unwrap().push(format!("{key}: {id}")); Ok::<_, &str>(()) }
+    ///         })
+    ///         .await?;
+    ///     tx.step("fails").run(|| async { Err::<(), _>("boom") }).await
+    /// })).unwrap_err();
+    /// assert_eq!(*undone.lock().unwrap(), ["tx-5.0: 7"]);
+    /// # }
+    /// ```
+    pub fn rollback_keyed<G, Fut, RE>(self, rollback: G) -> impl Future<Output = Result<F::Output, StepError<F::Error>>>
+    where
+        G: FnMut((crate::IdempotencyKey, F::Output)) -> Fut,
+        Fut: Future<Output = Result<(), RE>>,
+        F::Output: Clone,
+        U: From<crate::RollbackFn<G, (crate::IdempotencyKey, F::Output), RW>>,
+    {
+        let key = self.step.tx.next_step_key();
+        let mut rollback = Some((rollback, self.rollback_retry_if));
+        let make_undo = move |output: Maybe<&F::Output>| {
+            let output = output.completed()?;
+            let (rollback, condition) = rollback.take()?;
+            Some(U::from(crate::RollbackFn::new(rollback, (key, output.clone())).with_retry_if(condition)))
+        };
+        self.step
+            .tx
+            .execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo), retry_if: self.retry_if })
     }
 
     /// Runs the step with a rollback that also covers an *uncertain*
@@ -522,11 +749,16 @@ where
         G: FnMut(Maybe<F::Output>) -> Fut + Clone,
         Fut: Future<Output = Result<(), RE>>,
         F::Output: Clone,
-        U: From<crate::RollbackFn<G, Maybe<F::Output>>>,
+        U: From<crate::RollbackFn<G, Maybe<F::Output>, RW>>,
+        RW: Clone,
     {
-        let make_undo =
-            move |output: Maybe<&F::Output>| Some(U::from(crate::RollbackFn::new(rollback.clone(), output.cloned())));
-        self.step.tx.execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo) })
+        let condition = self.rollback_retry_if;
+        let make_undo = move |output: Maybe<&F::Output>| {
+            Some(U::from(crate::RollbackFn::new(rollback.clone(), output.cloned()).with_retry_if(condition.clone())))
+        };
+        self.step
+            .tx
+            .execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo), retry_if: self.retry_if })
     }
 
     /// [`rollback_uncertain`](Execute::rollback_uncertain) with a shared
@@ -566,13 +798,46 @@ where
         G: FnMut((St, Maybe<F::Output>)) -> Fut + Clone,
         Fut: Future<Output = Result<(), RE>>,
         F::Output: Clone,
-        U: From<crate::RollbackFn<G, (St, Maybe<F::Output>)>>,
+        U: From<crate::RollbackFn<G, (St, Maybe<F::Output>), RW>>,
+        RW: Clone,
     {
         let state = state.clone();
+        let condition = self.rollback_retry_if;
         let make_undo = move |output: Maybe<&F::Output>| {
-            Some(U::from(crate::RollbackFn::new(rollback.clone(), (state.clone(), output.cloned()))))
+            let undo = crate::RollbackFn::new(rollback.clone(), (state.clone(), output.cloned()));
+            Some(U::from(undo.with_retry_if(condition.clone())))
         };
-        self.step.tx.execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo) })
+        self.step
+            .tx
+            .execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo), retry_if: self.retry_if })
+    }
+}
+
+/// Steps without a rollback condition: undo records as data say theirs in
+/// [`Rollback::retry_if`].
+impl<C, H, A, J, Ctx: ?Sized, U, S: Storage, F, W> Execute<'_, '_, TransactionManager<C, H, A, J>, Ctx, U, S, F, W>
+where
+    C: Clock,
+    H: Hooks,
+    U: Rollback<Ctx>,
+    A: AbandonPolicy<C, H, Ctx, U, S>,
+    J: crate::JournalFor<U>,
+    F: StepFn<Ctx>,
+    W: RetryCondition<F::Error>,
+{
+    /// Runs the step without a rollback, like [`Step::run`]: for a step
+    /// whose errors were converted with [`map_err`](Execute::map_err) or
+    /// [`err_into`](Execute::err_into), or that has a retry condition
+    /// ([`retry_if`](Execute::retry_if)), and that has nothing to undo.
+    pub fn no_rollback(self) -> impl Future<Output = Result<F::Output, StepError<F::Error>>> {
+        self.step.tx.execute(
+            self.step.name,
+            Parts {
+                execute: self.execute,
+                undo: None::<fn(crate::Maybe<&F::Output>) -> Option<U>>,
+                retry_if: self.retry_if,
+            },
+        )
     }
 
     /// Runs the step and, once it completes, records `make_undo(&output)` as
@@ -586,7 +851,43 @@ where
             let output = output.completed()?;
             Some(make_undo.take()?(output))
         };
-        self.step.tx.execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo) })
+        self.step
+            .tx
+            .execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo), retry_if: self.retry_if })
+    }
+
+    /// Like [`undo`](Execute::undo), but the undo maker also receives the
+    /// step's [`IdempotencyKey`](crate::IdempotencyKey), for the undo
+    /// record to keep: a rollback repeated after a crash (by recovery)
+    /// then passes the same key to the API it calls.
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// struct Delete(IdempotencyKey);
+    /// impl Rollback<Vec<String>> for Delete {
+    ///     type Error = &'static str;
+    ///     async fn rollback(&mut self, undone: &mut Vec<String>) -> Result<(), &'static str> {
+    ///         undone.push(self.0.to_string());
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let mut undone = Vec::new();
+    /// let tx = manager.transaction("t").with_id(TransactionId::new(3)).fixed::<Delete, 2>();
+    /// let err = clock.block_on(tx.run_with(&mut undone, async |tx| {
+    ///     tx.step("create").execute(|| async { Ok::<_, &str>(()) }).undo_keyed(|(), key| Delete(key)).await?;
+    ///     tx.step("fails").run(|| async { Err::<(), _>("boom") }).await
+    /// })).unwrap_err();
+    /// assert_eq!(undone, ["tx-3.0"]);
+    /// ```
+    pub fn undo_keyed<Mk>(self, make_undo: Mk) -> impl Future<Output = Result<F::Output, StepError<F::Error>>>
+    where
+        Mk: FnOnce(&F::Output, crate::IdempotencyKey) -> U,
+    {
+        let key = self.step.tx.next_step_key();
+        self.undo(move |output: &F::Output| make_undo(output, key))
     }
 
     /// Like [`undo`](Execute::undo), for uncertain failures too (see
@@ -598,7 +899,9 @@ where
         Mk: FnMut(Maybe<&F::Output>) -> U,
     {
         let make_undo = move |output: Maybe<&F::Output>| Some(make_undo(output));
-        self.step.tx.execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo) })
+        self.step
+            .tx
+            .execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo), retry_if: self.retry_if })
     }
 }
 
@@ -612,27 +915,46 @@ pub(crate) trait StepParts<Ctx: ?Sized, U> {
     /// Whether the step may owe an undo record (it then needs room for one).
     fn has_undo(&self) -> bool;
 
+    /// Whether the step has a retry condition: without one (the default)
+    /// the engine asks nothing.
+    const CONDITIONAL: bool = false;
+
     /// Starts one attempt.
     fn call(&mut self, ctx: &mut Ctx) -> impl Future<Output = Result<Self::Output, Self::Error>>;
+
+    /// Whether an attempt that failed with `error` may be retried.
+    fn retries(&mut self, error: &Self::Error) -> bool {
+        let _ = error;
+        true
+    }
 
     /// The undo record owed for `output` (`Maybe::Uncertain`: while an
     /// attempt is in flight, or after an uncertain one), if any.
     fn make_undo(&mut self, output: Maybe<&Self::Output>) -> Option<U>;
 }
 
-/// A step given as closures: an execute function, and an undo maker.
-pub(crate) struct Parts<F, M> {
+/// A step given as closures: an execute function, an undo maker, and a
+/// retry condition.
+pub(crate) struct Parts<F, M, W> {
     pub(crate) execute: F,
     pub(crate) undo: Option<M>,
+    pub(crate) retry_if: W,
 }
 
-impl<Ctx: ?Sized, U, F, M> StepParts<Ctx, U> for Parts<F, M>
+impl<Ctx: ?Sized, U, F, M, W> StepParts<Ctx, U> for Parts<F, M, W>
 where
     F: StepFn<Ctx>,
     M: FnMut(Maybe<&F::Output>) -> Option<U>,
+    W: RetryCondition<F::Error>,
 {
     type Output = F::Output;
     type Error = F::Error;
+
+    const CONDITIONAL: bool = !W::ALWAYS;
+
+    fn retries(&mut self, error: &F::Error) -> bool {
+        self.retry_if.retries(error)
+    }
 
     fn has_undo(&self) -> bool {
         self.undo.is_some()

@@ -177,7 +177,10 @@ impl<'t, C, H, A, J, Ctx: ?Sized, U, S: Storage> Transaction<'t, TransactionMana
     /// [`step`](Transaction::step) call starts): this transaction's id and
     /// that step's index. Pass it to the API the step calls, and keep it in
     /// its undo record, so that a step or rollback repeated after a crash
-    /// is recognised by the API.
+    /// is recognised by the API. Where the call is made, a step gets it
+    /// without this call: [`Step::key`], [`Step::execute_keyed`],
+    /// [`Execute::undo_keyed`](crate::Execute::undo_keyed),
+    /// [`Execute::rollback_keyed`](crate::Execute::rollback_keyed).
     ///
     /// ```
     /// # use transaction_manager::*;
@@ -395,18 +398,55 @@ where
     }
 
     /// The body returned `Ok`: commit. With a journal, the `Committed`
-    /// entry is durable first; if it cannot be written the transaction is
-    /// not committed (recovery would roll it back after `Ok`): the caller
-    /// rolls it back instead.
-    pub(crate) async fn commit(&mut self) -> Result<(), J::CommitFailure> {
+    /// entry is durable first. If that append fails, the transaction's one
+    /// decision is settled in the journal before anything acts on it: an
+    /// `Aborted` entry is appended. Written, the transaction is not
+    /// committed and the caller rolls it back ([`CommitFailed::Aborted`]).
+    /// Refused because the journal holds `Committed` ([`Journal::decided`](crate::Journal::decided)),
+    /// the commit was durable after all: the transaction commits. Failed
+    /// otherwise, the outcome is unknown: nothing is rolled back, the
+    /// transaction is left unfinished in the journal for recovery to
+    /// decide from what it holds, and it ends here
+    /// ([`CommitFailed::Undecided`]).
+    pub(crate) async fn commit(&mut self) -> Result<(), CommitFailed<J::CommitFailure>> {
         self.settle_dropped_step();
         if J::ENABLED {
             let info = &self.ledger.summary.info;
             let entry = Entry::new(info.id, None, EntryKind::Committed);
             if let Err(failure) = self.manager.journal.write(&entry).await {
                 let failure: JournalFailure = failure.into();
-                tm_error!("{} `{}`: not committed: {}; rolling back", info.id, info.operation, failure);
-                return Err(J::commit_failure(failure));
+                let aborted = Entry::new(info.id, None, EntryKind::Aborted);
+                match self.manager.journal.write(&aborted).await {
+                    Ok(()) => {
+                        tm_error!(
+                            "{} `{}`: not committed: {}; aborted, rolling back",
+                            info.id,
+                            info.operation,
+                            failure
+                        );
+                        return Err(CommitFailed::Aborted(J::commit_failure(failure)));
+                    }
+                    Err(refusal) => {
+                        let refusal: JournalFailure = refusal.into();
+                        if refusal.decided() != Some(EntryKind::Committed) {
+                            tm_error!(
+                                "{} `{}`: outcome unknown: {}, and {}; nothing rolled back, left to recovery",
+                                info.id,
+                                info.operation,
+                                failure,
+                                refusal
+                            );
+                            self.leave_to_recovery().await;
+                            return Err(CommitFailed::Undecided(J::commit_failure(refusal)));
+                        }
+                        tm_warn!(
+                            "{} `{}`: {}, but the journal holds the commit: committed",
+                            info.id,
+                            info.operation,
+                            failure
+                        );
+                    }
+                }
             }
         }
         self.on_drop = None;
@@ -420,6 +460,24 @@ where
         tm_info!("{} `{}`: committed after {} step(s)", summary.info.id, summary.info.operation, summary.total_steps());
         complete(&manager.hooks, &self.ledger.summary, true).await;
         Ok(())
+    }
+
+    /// The outcome is unknown (neither decision could be written): the
+    /// transaction ends here without rolling anything back. What it owes
+    /// stays in the journal, unfinished, for
+    /// [`recover_dropped`](crate::TransactionManager::recover_dropped) or
+    /// the next `recover`: they roll it back unless the journal holds
+    /// `Committed`.
+    async fn leave_to_recovery(&mut self) {
+        let manager = self.manager;
+        self.on_drop = None;
+        self.ledger.leave_to_recovery();
+        let id = self.ledger.summary.info.id;
+        manager.journal.ended(id);
+        manager.journal.dropped(id);
+        let now = self.now();
+        self.ledger.summary.completed_at = now;
+        complete(&manager.hooks, &self.ledger.summary, false).await;
     }
 
     /// The body failed: roll back the completed steps.
@@ -793,7 +851,20 @@ where
                 }
             }
             crate::trace::outcome(&span, outcome_of(&kind));
+            // A permanent error (its condition said so) is not retried.
+            // Without a condition this is not compiled.
+            let verdict = match &kind {
+                StepErrorKind::Failed(error)
+                    if P::CONDITIONAL && ran && !is_last_attempt(attempt, self.config.retry.max_retries()) =>
+                {
+                    crate::condition::ask(|| parts.retries(error))
+                }
+                _ => crate::condition::Verdict::Retry,
+            };
             let mut last = match &kind {
+                StepErrorKind::Failed(error) if !verdict.retries() => {
+                    self.step_failed(index, attempt, &crate::condition::NotRetried(&verdict, error), true)
+                }
                 StepErrorKind::Failed(error) => self.step_failed(index, attempt, error, !ran),
                 StepErrorKind::TimedOut { timeout } => self.step_failed(index, attempt, &TimedOut(*timeout), !ran),
                 StepErrorKind::Panicked(message) => self.step_failed(index, attempt, &Panicked(message), !ran),
@@ -878,6 +949,16 @@ pub(crate) async fn complete<H: Hooks, S: Storage>(hooks: &H, summary: &crate::S
     if let Err(panic) = hook_call(hooks, || hooks.on_transaction_complete(&summary.info, success, summary)).await {
         tm_error!("{}: on_transaction_complete hook panicked: {}", summary.info.id, panic);
     }
+}
+
+/// Why [`Transaction::commit`] did not commit, with the body error it is
+/// built from.
+pub(crate) enum CommitFailed<F> {
+    /// `Committed` could not be written and `Aborted` was: roll back.
+    Aborted(F),
+    /// Neither could be written: the outcome is unknown, nothing is rolled
+    /// back, and the transaction has ended here (left to recovery).
+    Undecided(F),
 }
 
 /// A failed attempt's `outcome`, for its span.

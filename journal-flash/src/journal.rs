@@ -62,6 +62,17 @@ type Map<'a, K, S> = MapStorage<K, &'a mut S, Uncache<K>>;
 ///   `Stuck` reason. An `UndoFailed` is not written: it changes nothing
 ///   for recovery, which tries the step's owed rollback again, exactly as
 ///   it does with the `Done` that stays;
+/// - one decision per transaction: the transaction's own record is read
+///   before `Committed` or `Aborted` is written over it, and a decision
+///   for a transaction whose record holds the other one is refused
+///   ([`FlashJournalError::AlreadyDecided`]). `Aborted` replaces `Begin`
+///   (the operation's name is then not shown by recovery), and
+///   `RolledBack` replaces `Aborted`. After a commit, the record is found
+///   until the next clear of the records range (when no transaction is
+///   unfinished and the range is nearly full): an `Aborted` appended after
+///   that clear fails with `UnknownTransaction`, not `AlreadyDecided`, and
+///   the engine reports the outcome unknown (recovery finds the
+///   transaction ended);
 /// - a write the flash refuses is an `Err`, never a silent loss.
 ///
 /// `BUF` is the buffer one record is built and read in: the longest
@@ -128,6 +139,15 @@ pub enum FlashJournalError<E> {
     StepOutOfRange(u32),
     /// The boot counter reached `u32::MAX`.
     BootsExhausted,
+    /// A decision (`Committed` or `Aborted`) was refused: the transaction's
+    /// record holds the other one, and the first decision stays. Nothing
+    /// was written. [`Journal::decided`] returns `held`.
+    AlreadyDecided {
+        /// The transaction.
+        transaction: TransactionId,
+        /// The decision its record holds.
+        held: EntryKind,
+    },
 }
 
 impl<E: fmt::Debug> fmt::Display for FlashJournalError<E> {
@@ -139,6 +159,9 @@ impl<E: fmt::Debug> fmt::Display for FlashJournalError<E> {
             FlashJournalError::UnknownTransaction(id) => write!(f, "{id} holds no journal slot"),
             FlashJournalError::StepOutOfRange(step) => write!(f, "step #{step} is above the journal's {MAX_STEP}"),
             FlashJournalError::BootsExhausted => f.write_str("the boot counter is exhausted"),
+            FlashJournalError::AlreadyDecided { transaction, held } => {
+                write!(f, "{transaction} is already decided: the journal holds `{held}`")
+            }
         }
     }
 }
@@ -287,6 +310,23 @@ impl<S: NorFlash, const SLOTS: usize, const BUF: usize> State<S, SLOTS, BUF> {
         self.slots.iter().position(|slot| *slot == Some(id))
     }
 
+    /// The kind of transaction `id`'s own record, in `slot` or (a
+    /// transaction that ended, whose slot is free) in any slot.
+    async fn own_kind(
+        &mut self,
+        id: TransactionId,
+        slot: Option<usize>,
+    ) -> Result<Option<u8>, FlashJournalError<S::Error>> {
+        for at in slot.map_or(0..SLOTS, |slot| slot..slot + 1) {
+            if let Some(record) = self.fetch(key(at, TRANSACTION)).await? {
+                if record.id == id.get() {
+                    return Ok(Some(record.kind));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Erases the records range when nothing is unfinished and all but one
     /// and a half of its pages have been written: the generation goes up
     /// first, so an erase cut halfway leaves only records the journal
@@ -423,6 +463,20 @@ impl<S: NorFlash, const SLOTS: usize, const BUF: usize> Journal for FlashJournal
         state.settle_generation().await?;
         let id = entry.transaction();
         let kind = entry.kind();
+        // One decision per transaction: the record is read before a
+        // decision is written over it (the state is this journal's lock, so
+        // nothing comes in between).
+        let other = match kind {
+            EntryKind::Committed => Some(EntryKind::Aborted),
+            EntryKind::Aborted => Some(EntryKind::Committed),
+            _ => None,
+        };
+        if let Some(other) = other {
+            let held = state.own_kind(id, state.slot_of(id)).await?;
+            if held == Some(other.code()) {
+                return Err(FlashJournalError::AlreadyDecided { transaction: id, held: other });
+            }
+        }
         let slot = match (kind, state.slot_of(id)) {
             (_, Some(slot)) => slot,
             (EntryKind::Begin, None) => {
@@ -464,6 +518,13 @@ impl<S: NorFlash, const SLOTS: usize, const BUF: usize> Journal for FlashJournal
     async fn next_unfinished(&self, after: Option<TransactionId>) -> Result<Option<TransactionId>, Self::Error> {
         let state = lock(&self.state).await;
         Ok(state.slots.iter().flatten().copied().filter(|id| after.is_none_or(|after| *id > after)).min())
+    }
+
+    fn decided(error: &Self::Error) -> Option<EntryKind> {
+        match error {
+            FlashJournalError::AlreadyDecided { held, .. } => Some(*held),
+            _ => None,
+        }
     }
 
     #[allow(clippy::await_holding_refcell_ref)]

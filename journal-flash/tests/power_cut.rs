@@ -70,6 +70,10 @@ impl Journal for Watched<'_> {
     async fn read(&self, id: TransactionId, visit: &mut dyn FnMut(StoredEntry<'_>)) -> Result<(), Self::Error> {
         self.journal.read(id, visit).await
     }
+
+    fn decided(error: &Self::Error) -> Option<EntryKind> {
+        FlashJournal::<Flash<'static>>::decided(error)
+    }
 }
 
 /// Resources a transaction creates, as the outside world sees them.

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use transaction_manager_core::{CodecError, TransactionId};
+use transaction_manager_core::{CodecError, EntryKind, TransactionId};
 
 /// Why a [`PostgresJournal`](crate::PostgresJournal) call failed.
 ///
@@ -53,8 +53,11 @@ pub enum PostgresJournalError {
         needed: i64,
     },
     /// The connection was lost (the server went away or ended the
-    /// session). The entry was not written; the journal reconnects at its
-    /// next call.
+    /// session). The journal reconnects at its next call. The entry may
+    /// have been written all the same, if the statement reached the server
+    /// before the connection went: the engine settles that for a
+    /// transaction's decision (it appends `Aborted`, which is refused as
+    /// [`AlreadyDecided`](Self::AlreadyDecided) if `Committed` is there).
     ConnectionLost(PostgresCause),
     /// The database holds a journal schema newer than this version of the
     /// crate knows. It is refused, never guessed at.
@@ -92,6 +95,17 @@ pub enum PostgresJournalError {
     Encode(CodecError),
     /// Every transaction id epoch is used (2^31 epochs of 2^32 ids).
     IdsExhausted,
+    /// A decision (`Committed` or `Aborted`) was refused: the transaction
+    /// already holds the other one, and the first decision stays (a unique
+    /// index). Nothing was written.
+    /// [`Journal::decided`](transaction_manager_core::Journal::decided)
+    /// returns `held`.
+    AlreadyDecided {
+        /// The transaction.
+        transaction: TransactionId,
+        /// The decision the journal holds.
+        held: EntryKind,
+    },
     /// Another Postgres failure (a statement timeout, a constraint, …).
     Postgres(PostgresCause),
 }
@@ -148,6 +162,16 @@ impl PostgresJournalError {
     /// Whether the connection it came from is unusable (reconnect).
     pub(crate) fn is_connection_lost(&self) -> bool {
         matches!(self, PostgresJournalError::ConnectionLost(_))
+    }
+
+    /// Whether a decision's insert was refused by the index that keeps one
+    /// decision per transaction.
+    pub(crate) fn is_second_decision(&self) -> bool {
+        let PostgresJournalError::Postgres(cause) = self else { return false };
+        cause
+            .0
+            .as_db_error()
+            .is_some_and(|db| db.code().code() == "23505" && db.constraint() == Some(crate::schema::ONE_DECISION))
     }
 }
 
@@ -217,6 +241,9 @@ impl fmt::Display for PostgresJournalError {
             }
             PostgresJournalError::Encode(error) => write!(f, "the entry's payload cannot be encoded: {error}"),
             PostgresJournalError::IdsExhausted => f.write_str("every transaction id epoch of the journal is used"),
+            PostgresJournalError::AlreadyDecided { transaction, held } => {
+                write!(f, "{transaction} is already decided: the journal holds `{held}`")
+            }
             PostgresJournalError::Postgres(cause) => write!(f, "Postgres: {cause}"),
         }
     }

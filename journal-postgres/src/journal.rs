@@ -534,6 +534,29 @@ impl PostgresJournal {
         self.inner.fenced.load(Ordering::Relaxed)
     }
 
+    /// For a decision (`Committed` or `Aborted`), the other one, if the
+    /// transaction holds it.
+    async fn other_decision(
+        &self,
+        transaction: TransactionId,
+        kind: EntryKind,
+    ) -> Result<Option<EntryKind>, PostgresJournalError> {
+        let other = match kind {
+            EntryKind::Committed => EntryKind::Aborted,
+            EntryKind::Aborted => EntryKind::Committed,
+            _ => return Ok(None),
+        };
+        let (tx, code) = (to_sql(transaction), i16::from(other.code()));
+        let held = self
+            .with_conn(self.slot(true), async |c: &Conn| {
+                c.client
+                    .query_opt("SELECT 1 FROM tm_entries WHERE tx = $1 AND step = -1 AND kind = $2", &[&tx, &code])
+                    .await
+            })
+            .await?;
+        Ok(held.map(|_| other))
+    }
+
     fn fenced(&self, transaction: TransactionId) -> PostgresJournalError {
         self.inner.fenced.fetch_add(1, Ordering::Relaxed);
         self.generations().remove(&transaction.get());
@@ -648,18 +671,6 @@ fn encode(entry: &Entry<'_>) -> Result<Vec<u8>, PostgresJournalError> {
     })
 }
 
-/// The step name and the codec's bytes of an undo payload (format 1:
-/// format, schema, name length, name, retry policy, timeout, record).
-fn undo_parts(payload: &[u8]) -> Option<(&str, &[u8])> {
-    if payload.first() != Some(&1) {
-        return None;
-    }
-    let name_len = usize::from(u16::from_le_bytes(payload.get(5..7)?.try_into().ok()?));
-    let name = std::str::from_utf8(payload.get(7..7 + name_len)?).ok()?;
-    let record = payload.get(7 + name_len + 4 + 4 + 8 + 8 + 1 + 8..)?;
-    Some((name, record))
-}
-
 /// The record as JSON text, if the codec wrote JSON (an object, an array
 /// or a string: what serde gives for the enums undo records are). Text
 /// Postgres would refuse in `jsonb` (a NUL character) is left out.
@@ -689,10 +700,12 @@ impl Journal for PostgresJournal {
         let payload = encode(entry)?;
         let kind = entry.kind();
         let (step_name, json) = match kind {
-            EntryKind::Intent | EntryKind::Done => match undo_parts(&payload) {
-                Some((name, record)) => (Some(name.to_owned()), undo_json(record)),
-                None => (None, None),
-            },
+            EntryKind::Intent | EntryKind::Done => {
+                match (StoredEntry { step: entry.step(), kind: kind.code(), payload: &payload }).undo_parts() {
+                    Some((name, record)) => (Some(name.to_owned()), undo_json(record)),
+                    None => (None, None),
+                }
+            }
             _ => (None, None),
         };
         let tx = to_sql(entry.transaction());
@@ -736,10 +749,15 @@ impl Journal for PostgresJournal {
             }
             _ => {
                 let Some(generation) = self.generation(entry.transaction()) else {
+                    // Not held here: ended (a decision after its commit is
+                    // refused as such), or another instance's.
+                    if let Some(held) = self.other_decision(entry.transaction(), kind).await? {
+                        return Err(PostgresJournalError::AlreadyDecided { transaction: entry.transaction(), held });
+                    }
                     return Err(self.fenced(entry.transaction()));
                 };
                 let reason = String::from_utf8_lossy(&payload).into_owned();
-                let (ours, exists): (i64, bool) = self
+                let appended = self
                     .with_conn(slot, async |c: &Conn| {
                         let row = if kind == EntryKind::Stuck {
                             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] =
@@ -754,7 +772,19 @@ impl Journal for PostgresJournal {
                         };
                         Ok((row.get(0), row.get(1)))
                     })
-                    .await?;
+                    .await;
+                let (ours, exists): (i64, bool) = match appended {
+                    // One decision per transaction: the other one is there.
+                    Err(error) if kind.is_decision() && error.is_second_decision() => {
+                        let held = if kind == EntryKind::Committed { EntryKind::Aborted } else { EntryKind::Committed };
+                        if held == EntryKind::Committed {
+                            // It is over: committed.
+                            self.generations().remove(&entry.transaction().get());
+                        }
+                        return Err(PostgresJournalError::AlreadyDecided { transaction: entry.transaction(), held });
+                    }
+                    appended => appended?,
+                };
                 if ours == 0 {
                     self.generations().remove(&entry.transaction().get());
                     return Err(if exists {
@@ -770,6 +800,13 @@ impl Journal for PostgresJournal {
                 }
                 Ok(())
             }
+        }
+    }
+
+    fn decided(error: &PostgresJournalError) -> Option<EntryKind> {
+        match error {
+            PostgresJournalError::AlreadyDecided { held, .. } => Some(*held),
+            _ => None,
         }
     }
 

@@ -8,7 +8,9 @@
 //! tm_entries(seq, tx, step, kind, payload, undo, step_name, written_by, written_at)
 //!     seq: first-append order; UNIQUE (tx, step, kind); step -1 for the
 //!     transaction's own entries; undo: the undo record as JSONB when its
-//!     codec wrote JSON (for operators; recovery reads `payload`)
+//!     codec wrote JSON (for operators; recovery reads `payload`);
+//!     UNIQUE (tx) of the decisions (`Committed` 7, `Aborted` 11): one per
+//!     transaction, the first
 //! ```
 
 use tokio_postgres::Client;
@@ -16,7 +18,7 @@ use tokio_postgres::Client;
 use crate::PostgresJournalError;
 
 /// The schema number this version writes and the newest it reads.
-pub const SCHEMA: i64 = 1;
+pub const SCHEMA: i64 = 2;
 
 /// Migrations, in order: migration `n` (1-based) takes the schema from
 /// `n - 1` to `n`. Never edit one that shipped: add the next.
@@ -54,7 +56,17 @@ const MIGRATIONS: [&str; SCHEMA as usize] = [
         UNIQUE (tx, step, kind)
     );
     ",
+    // 2: one decision per transaction. Of `Committed` (7) and `Aborted`
+    // (11), the first one stays: the other's insert fails on this index
+    // (waiting for a concurrent one to commit or roll back first), and the
+    // journal reports it as `AlreadyDecided`.
+    "
+    CREATE UNIQUE INDEX tm_entries_one_decision ON tm_entries (tx) WHERE step = -1 AND kind IN (7, 11);
+    ",
 ];
+
+/// The index that keeps one decision per transaction (migration 2).
+pub(crate) const ONE_DECISION: &str = "tm_entries_one_decision";
 
 /// Any constant: the advisory lock that serialises migrations of one
 /// database across processes.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rusqlite::ErrorCode;
-use transaction_manager_core::CodecError;
+use transaction_manager_core::{CodecError, EntryKind, TransactionId};
 
 /// Why a [`SqliteJournal`](crate::SqliteJournal) call failed.
 ///
@@ -100,6 +100,16 @@ pub enum SqliteJournalError {
         /// What the system said.
         cause: Arc<std::io::Error>,
     },
+    /// A decision (`Committed` or `Aborted`) was refused: the transaction
+    /// already holds the other one, and the first decision stays. Nothing
+    /// was written. [`Journal::decided`](transaction_manager_core::Journal::decided)
+    /// returns `held`.
+    AlreadyDecided {
+        /// The transaction.
+        transaction: TransactionId,
+        /// The decision the journal holds.
+        held: EntryKind,
+    },
     /// Another SQLite failure (a busy timeout, an I/O error, …).
     Sqlite(SqliteCause),
 }
@@ -169,6 +179,9 @@ impl fmt::Display for SqliteJournalError {
             ),
             SqliteJournalError::HighWaterMark { path, cause } => {
                 write!(f, "cannot open the journal's high-water mark {}: {cause}", path.display())
+            }
+            SqliteJournalError::AlreadyDecided { transaction, held } => {
+                write!(f, "{transaction} is already decided: the journal holds `{held}`")
             }
             SqliteJournalError::Sqlite(cause) => write!(f, "SQLite: {cause}"),
         }

@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
-use transaction_manager_core::{CodecError, Entry, Journal, StoredEntry, TransactionId};
+use transaction_manager_core::{CodecError, Entry, EntryKind, Journal, StoredEntry, TransactionId};
 
 use crate::owner::{OwnerLock, Owners};
 use crate::writer::{PendingLazy, Request, Row};
@@ -535,6 +535,7 @@ impl Journal for SqliteJournal {
             durable: entry.is_durable(),
             ends: entry.kind().ends_transaction(),
             payload: encode(entry)?,
+            refused: None,
         };
         if row.durable {
             let (reply, answer) = oneshot::channel();
@@ -627,6 +628,13 @@ impl Journal for SqliteJournal {
             visit(StoredEntry { step: *step, kind: *kind, payload });
         }
         Ok(())
+    }
+
+    fn decided(error: &SqliteJournalError) -> Option<EntryKind> {
+        match error {
+            SqliteJournalError::AlreadyDecided { held, .. } => Some(*held),
+            _ => None,
+        }
     }
 }
 

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use rusqlite::{Connection, Statement, params};
+use rusqlite::{Connection, OptionalExtension, Statement, params};
+use transaction_manager_core::{EntryKind, TransactionId};
 
 use crate::{SqliteJournalError, oneshot, schema};
 
@@ -25,6 +26,9 @@ pub(crate) struct Row {
     /// `EntryKind::ends_transaction`: the transaction is marked finished.
     pub(crate) ends: bool,
     pub(crate) payload: Vec<u8>,
+    /// Set by the writer: a decision refused because the transaction
+    /// holds this other one (nothing was written).
+    pub(crate) refused: Option<EntryKind>,
 }
 
 /// What the writer thread is asked to do.
@@ -100,15 +104,16 @@ pub(crate) fn run(
     let mut carried: Vec<Row> = Vec::new();
     while let Ok(first) = requests.recv() {
         let mut rows = std::mem::take(&mut carried);
+        // Each reply, with the row it answers for (a flush answers for none).
         let mut waiting = Vec::new();
         let mut take = |request: Request, rows: &mut Vec<Row>| match request {
             Request::Append(row, reply) => {
-                rows.push(row);
                 if let Some(reply) = reply {
-                    waiting.push(reply);
+                    waiting.push((Some(rows.len()), reply));
                 }
+                rows.push(row);
             }
-            Request::Flush(reply) => waiting.push(reply),
+            Request::Flush(reply) => waiting.push((None, reply)),
             Request::NewEpoch(reply) => {
                 // Rare (every 2^32 ids): its own transaction, at once.
                 let _ = reply.send(schema::allocate_epoch(&conn));
@@ -126,7 +131,7 @@ pub(crate) fn run(
                 Err(_) => break,
             }
         }
-        match statements.write(&conn, &rows) {
+        match statements.write(&conn, &mut rows) {
             Ok(()) => {
                 // The high-water mark, before anyone is told: a commit
                 // later lost from a damaged WAL is caught at the next open.
@@ -141,14 +146,21 @@ pub(crate) fn run(
                 for row in rows.iter().filter(|row| row.is_lazy()) {
                     pending_lazy.remove(schema::from_sql(row.tx));
                 }
-                for reply in waiting {
-                    reply.send(Ok(()));
+                for (at, reply) in waiting {
+                    let refused = at.and_then(|at| Some((rows[at].tx, rows[at].refused?)));
+                    reply.send(match refused {
+                        Some((tx, held)) => Err(SqliteJournalError::AlreadyDecided {
+                            transaction: TransactionId::new(schema::from_sql(tx)),
+                            held,
+                        }),
+                        None => Ok(()),
+                    });
                 }
             }
             Err(error) => {
                 let error = SqliteJournalError::from_sqlite(error);
                 carried = rows.into_iter().filter(Row::is_lazy).collect();
-                for reply in waiting {
+                for (_, reply) in waiting {
                     reply.send(Err(error.clone()));
                 }
             }
@@ -157,7 +169,7 @@ pub(crate) fn run(
     // Every sender is gone (the journal was dropped): one last try for lazy
     // rows a failed batch left; nobody is left to tell if it fails too.
     if !carried.is_empty() {
-        let _ = statements.write(&conn, &carried);
+        let _ = statements.write(&conn, &mut carried);
     }
 }
 
@@ -179,6 +191,8 @@ struct Statements<'c> {
     insert: Statement<'c>,
     open: Statement<'c>,
     finish: Statement<'c>,
+    /// `?1` tx, `?2` kind: whether the transaction holds that decision.
+    decided: Statement<'c>,
 }
 
 impl<'c> Statements<'c> {
@@ -195,16 +209,28 @@ impl<'c> Statements<'c> {
                 "INSERT INTO tm_transactions (tx, finished, owner) VALUES (?1, 1, ?2)
                  ON CONFLICT (tx) DO UPDATE SET finished = 1",
             )?,
+            decided: conn.prepare("SELECT 1 FROM tm_entries WHERE tx = ?1 AND step = -1 AND kind = ?2")?,
         })
     }
 
-    /// Writes `rows` in one transaction: one fsync at its commit.
-    fn write(&mut self, conn: &Connection, rows: &[Row]) -> rusqlite::Result<()> {
+    /// Writes `rows` in one transaction: one fsync at its commit. A
+    /// decision for a transaction that holds the other one is not written
+    /// (`refused`): checked inside the write transaction, which the writer
+    /// thread serialises in this process and `BEGIN IMMEDIATE` across
+    /// processes, so of two decisions the first one stays.
+    fn write(&mut self, conn: &Connection, rows: &mut [Row]) -> rusqlite::Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
         schema::in_write_transaction(conn, || {
-            for row in rows {
+            for row in rows.iter_mut() {
+                row.refused = None;
+                if let Some(other) = other_decision(row.kind) {
+                    if self.decided.query_row(params![row.tx, other.code()], |_| Ok(())).optional()?.is_some() {
+                        row.refused = Some(other);
+                        continue;
+                    }
+                }
                 self.insert.execute(params![row.tx, row.step, row.kind, row.payload])?;
                 if row.ends {
                     self.finish.execute([row.tx, self.owner])?;
@@ -220,5 +246,14 @@ impl<'c> Statements<'c> {
 impl Row {
     fn is_lazy(&self) -> bool {
         !self.durable
+    }
+}
+
+/// For a decision's kind code, the other decision.
+fn other_decision(kind: u8) -> Option<EntryKind> {
+    match EntryKind::from_code(kind)? {
+        EntryKind::Committed => Some(EntryKind::Aborted),
+        EntryKind::Aborted => Some(EntryKind::Committed),
+        _ => None,
     }
 }

@@ -16,10 +16,13 @@ use std::time::Duration;
 
 use transaction_manager::*;
 
+mod conditions;
 mod groups;
 mod interleavings;
 mod reliability;
 mod scenarios;
+#[allow(unused_imports)]
+pub use conditions::*;
 #[allow(unused_imports)]
 pub use groups::*;
 #[allow(unused_imports)]
@@ -196,6 +199,10 @@ macro_rules! conformance_suite {
             group_member_panics_are_failures_of_their_attempt,
             group_hook_panics_and_cancel_signal,
             group_members_borrow_parts_of_the_context,
+            permanent_errors_are_not_retried,
+            permanent_rollback_errors_are_not_retried,
+            panicking_retry_conditions_fail_for_good,
+            group_members_take_retry_conditions,
         );
     };
     (@tests $run:ident: $($name:ident),* $(,)?) => {
