@@ -3,7 +3,8 @@
 //! each restart recovers first. A second test runs two such children on one
 //! file at once (each recovering at its start while the other runs) and
 //! kills one of them at random, 120 times, then both. A third damages
-//! copies of a killed journal (a WAL frame, the main file cut in half). The effects (resources created and
+//! copies of a killed journal (a WAL frame, the main file cut in half, an
+//! owed undo record). The effects (resources created and
 //! deleted) go to a separate, fsynced log. At the end the journal and the
 //! effects are checked against the guarantees:
 //!
@@ -362,9 +363,10 @@ fn copy_journal(from: &Path, to: &Path) {
 
 /// The journal's files after kills, damaged in copies: a flipped byte in a
 /// WAL frame (SQLite would drop every later commit), the main file cut in
-/// half. Each ends typed or detected: never a hang, never a silent loss.
+/// half, a flipped byte in an owed undo record. Each ends typed, stuck or
+/// detected: never a hang, never a silent loss.
 #[test]
-fn damaged_journals_end_typed_or_detected() {
+fn damaged_journals_end_typed_stuck_or_detected() {
     let seed: u64 = std::env::var("TM_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
     });
@@ -377,7 +379,7 @@ fn damaged_journals_end_typed_or_detected() {
     // Kill until the journal owes a rollback and its WAL holds frames.
     let mut rng = seed;
     let mut kills = 0;
-    let (_owed, _payload) = loop {
+    let (owed, payload) = loop {
         assert!(kills < 100, "no owed rollback after {kills} kills");
         rng = next(rng);
         kill_at_random(&dir, rng, 1);
@@ -444,6 +446,36 @@ fn damaged_journals_end_typed_or_detected() {
             }
         }),
     };
-    println!("{kills} kills; damaged WAL frame: {wal_outcome}; main file cut in half: {cut_outcome}");
+    // 3. A flipped byte in an owed undo record (checkpointed into the main
+    // file first, where SQLite keeps no checksum of its own): recovery
+    // makes the transaction stuck, and ends.
+    let record = base.join("record");
+    copy_journal(&dir, &record);
+    drop(SqliteJournal::open(record.join("journal.db")).unwrap());
+    let mut db = std::fs::read(record.join("journal.db")).unwrap();
+    let mut flipped = 0;
+    let mut at = 0;
+    while let Some(offset) = db[at..].windows(payload.len()).position(|w| w == payload.as_slice()) {
+        db[at + offset + payload.len() / 2] ^= 0x10;
+        flipped += 1;
+        at += offset + payload.len();
+    }
+    assert!(flipped > 0, "the owed record is not in the main file");
+    std::fs::write(record.join("journal.db"), &db).unwrap();
+    let stuck = runtime.block_on(async {
+        let journal = SqliteJournal::open(record.join("journal.db")).unwrap();
+        let manager: Manager = TransactionManager::new(TokioClock::new()).with_journal(journal, Postcard::<1>);
+        let mut effects = Effects::open(&record, 0);
+        let report = manager.recover::<Delete, Unbounded, _>(&mut effects).await.unwrap();
+        let mut stuck = Vec::new();
+        manager.stuck(|id, _| stuck.push(id)).await.unwrap();
+        assert!(stuck.contains(&owed), "{owed}: its damaged record was not made stuck ({report})");
+        stuck.len()
+    });
+
+    println!(
+        "{kills} kills; damaged WAL frame: {wal_outcome}; main file cut in half: {cut_outcome}; \
+         flipped byte in an owed record ({flipped} copies): {stuck} stuck"
+    );
     std::fs::remove_dir_all(&base).unwrap();
 }
