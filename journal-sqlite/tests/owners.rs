@@ -152,7 +152,7 @@ fn recovery_in_another_process_leaves_a_running_transaction_alone_until_its_proc
         let report = block_on(manager.recover::<Delete, Unbounded, _>(&mut deleted)).unwrap();
         assert_eq!(report.found(), 0, "{report}");
     }
-    assert_eq!(deleted, []);
+    assert!(deleted.is_empty(), "{deleted:?}");
 
     // kill -9: the kernel drops the child's lock, its work is owed.
     child.0.kill().unwrap();
