@@ -17,6 +17,10 @@ struct World {
     rolled_back: Vec<String>,
     /// How many more rollback attempts of a resource fail.
     failing: BTreeMap<String, u32>,
+    /// Resources whose rollback never ends.
+    hanging: Vec<String>,
+    /// Rollback attempts, per resource.
+    attempts: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -29,6 +33,10 @@ impl Rollback<World> for Undo {
 
     async fn rollback(&mut self, world: &mut World) -> Result<(), String> {
         let Undo::Delete(name) = self;
+        *world.attempts.entry(name.clone()).or_default() += 1;
+        if world.hanging.contains(name) {
+            std::future::pending::<()>().await;
+        }
         if let Some(left) = world.failing.get_mut(name.as_str()).filter(|left| **left > 0) {
             *left -= 1;
             return Err(format!("{name}: still attached"));
@@ -64,6 +72,32 @@ async fn create_two_then_fail(
                     .await?;
             }
             tx.step("c").run(|| async { Err::<(), _>("c: refused".to_string()) }).await?;
+            Ok::<_, StepError<String>>(())
+        })
+        .await
+        .unwrap_err()
+}
+
+/// Creates each of `names`, then fails: all are rolled back, latest first.
+async fn create_then_fail(
+    manager: &Manager<'_>,
+    world: &mut World,
+    names: &[&'static str],
+) -> TransactionError<StepError<String>, String, Fixed<4>> {
+    manager
+        .transaction("provision")
+        .fixed::<Undo, 4>()
+        .run_with(world, async |tx| {
+            for &name in names {
+                tx.step(name)
+                    .execute_with(async move |w: &mut World| {
+                        w.live.push(name.to_string());
+                        Ok::<_, String>(name.to_string())
+                    })
+                    .undo(|n| Undo::Delete(n.clone()))
+                    .await?;
+            }
+            tx.step("last").run(|| async { Err::<(), _>("last: refused".to_string()) }).await?;
             Ok::<_, StepError<String>>(())
         })
         .await
@@ -571,4 +605,332 @@ fn a_concurrent_group_rollback_dropped_midway_is_not_repeated_by_recover_dropped
     let report = clock.block_on(manager.recover_dropped::<GroupUndo, Fixed<4>, _>(&mut ())).unwrap();
     assert_eq!(report.rolled_back(), 1, "{report}");
     assert_eq!(*GROUP_ROLLED_BACK.lock().unwrap(), ["fast", "slow"]);
+}
+
+#[test]
+fn owed_rollbacks_backing_off_are_tried_at_fewer_recoveries_up_to_a_cap() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = manager(&clock, &journal).with_owed_retry(OwedRetry::Backoff { cap: 3 });
+    let mut world = World::default();
+    // `a`'s rollback fails live and at its next 3 tries.
+    world.failing.insert("a".into(), 4);
+    let id = clock.block_on(create_then_fail(&manager, &mut world, &["a"])).summary().transaction_id().get();
+    let mut rounds = Vec::new();
+    for _ in 0..10 {
+        let (report, touched) = recover_each(&manager, &mut world);
+        assert_eq!(touched.len(), report.found(), "{report}");
+        assert!(touched.iter().all(|t| t.0 == id));
+        rounds.push(touched.first().map(|t| t.2));
+        if report.deferred() > 0 {
+            assert!(report.to_string().contains("1 owed and not tried this time (backing off)"), "{report}");
+        }
+    }
+    use RecoveryOutcome::*;
+    // Tried, skip 1; tried, skip 3; tried, skip 3 (the cap, not 7); tried: rolled back.
+    assert_eq!(
+        rounds,
+        [
+            Some(Owed),
+            Some(Deferred),
+            Some(Owed),
+            Some(Deferred),
+            Some(Deferred),
+            Some(Deferred),
+            Some(Owed),
+            Some(Deferred),
+            Some(Deferred),
+            Some(Deferred),
+        ]
+    );
+    assert_eq!(world.attempts["a"], 4, "1 live try and 3 in recovery");
+    let (report, _) = recover_each(&manager, &mut world);
+    assert_eq!(report.rolled_back(), 1, "{report}");
+    assert_eq!(world.rolled_back, ["a"]);
+    // Rolled back: nothing left to back off from.
+    assert_eq!(recover_each(&manager, &mut world).0.found(), 0);
+}
+
+#[test]
+fn an_operator_tries_a_transaction_backing_off_now() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = manager(&clock, &journal).with_owed_retry(OwedRetry::Backoff { cap: 100 });
+    let mut world = World::default();
+    world.failing.insert("a".into(), 2);
+    let id = clock.block_on(create_then_fail(&manager, &mut world, &["a"])).summary().transaction_id();
+    assert_eq!(recover_each(&manager, &mut world).1[0].2, RecoveryOutcome::Owed);
+    assert_eq!(recover_each(&manager, &mut world).1[0].2, RecoveryOutcome::Deferred);
+    let outcome = clock.block_on(manager.recover_transaction::<Undo, Fixed<4>, _>(id, &mut world)).unwrap();
+    assert_eq!(outcome, Some(RecoveryOutcome::RolledBack));
+    assert_eq!(world.rolled_back, ["a"]);
+    assert_eq!(clock.block_on(manager.recover_transaction::<Undo, Fixed<4>, _>(id, &mut world)).unwrap(), None);
+}
+
+#[test]
+fn owed_rollbacks_never_retried_leave_the_transaction_stuck_for_an_operator() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = manager(&clock, &journal).with_owed_retry(OwedRetry::Never);
+    let mut world = World::default();
+    world.failing.insert("a".into(), 1);
+    let id = clock.block_on(create_then_fail(&manager, &mut world, &["a", "b"])).summary().transaction_id();
+    assert_eq!(world.rolled_back, ["b"]);
+    for _ in 0..3 {
+        let (report, touched) = recover_each(&manager, &mut world);
+        assert_eq!((report.found(), report.stuck()), (1, 1), "{report}");
+        assert_eq!(touched, [(id.get(), "provision".to_string(), RecoveryOutcome::Stuck)]);
+    }
+    assert_eq!(world.attempts["a"], 1, "never tried again by recovery");
+    let mut reasons = Vec::new();
+    clock.block_on(manager.stuck(|stuck, reason| reasons.push((stuck, reason.to_string())))).unwrap();
+    assert_eq!(
+        reasons,
+        [(id, "a rollback failed for good; recovery never retries owed rollbacks (OwedRetry::Never)".to_string())]
+    );
+    // The operator fixed what made it fail, and tries it now.
+    let outcome = clock.block_on(manager.recover_transaction::<Undo, Fixed<4>, _>(id, &mut world)).unwrap();
+    assert_eq!(outcome, Some(RecoveryOutcome::RolledBack));
+    assert_eq!(world.rolled_back, ["b", "a"]);
+    assert_eq!(clock.block_on(manager.stuck(|_, _| {})).unwrap(), 0);
+}
+
+#[test]
+fn a_rollback_failing_in_recovery_never_retried_makes_its_transaction_stuck() {
+    // A crash after `a`'s `Done`: recovery tries it once, it fails, and
+    // from then on the transaction waits for an operator.
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    journal.cut_power_after(2);
+    let mut world = World::default();
+    let crashed = clock.block_on(future::or(
+        async { Some(create_then_fail(&manager(&clock, &journal), &mut world, &["a", "b"]).await) },
+        async {
+            journal.power_lost().await;
+            None
+        },
+    ));
+    assert!(crashed.is_none());
+    let restarted = journal.restart();
+    let manager = manager(&clock, &restarted).with_owed_retry(OwedRetry::Never);
+    world.failing.insert("a".into(), 1);
+    let (report, touched) = recover_each(&manager, &mut world);
+    assert_eq!((report.found(), report.stuck()), (1, 1), "{report}");
+    assert_eq!(touched[0].2, RecoveryOutcome::Stuck);
+    assert_eq!(world.attempts["a"], 1);
+    assert_eq!(recover_each(&manager, &mut world).0.stuck(), 1);
+    assert_eq!(world.attempts["a"], 1, "not tried again");
+    assert_eq!(clock.block_on(manager.stuck(|_, _| {})).unwrap(), 1);
+}
+
+#[test]
+fn one_transactions_recovery_is_bounded_and_the_others_go_on() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = manager(&clock, &journal).with_recovery_bound(Some(Duration::from_secs(60)));
+    let mut world = World::default();
+    world.failing.insert("a".into(), 1);
+    world.failing.insert("x".into(), 1);
+    let first = clock.block_on(create_then_fail(&manager, &mut world, &["a", "b"])).summary().transaction_id();
+    let second = clock.block_on(create_then_fail(&manager, &mut world, &["x"])).summary().transaction_id();
+    // `a`'s rollback now hangs: its recovery is cut at the bound, and the
+    // second transaction is still recovered.
+    world.hanging.push("a".into());
+    let started = clock.now();
+    let (report, touched) = recover_each(&manager, &mut world);
+    assert_eq!((report.found(), report.partially_rolled_back(), report.rolled_back()), (2, 1, 1), "{report}");
+    assert_eq!(
+        touched,
+        [
+            (first.get(), "provision".to_string(), RecoveryOutcome::Owed),
+            (second.get(), "provision".to_string(), RecoveryOutcome::RolledBack),
+        ]
+    );
+    assert_eq!(clock.now() - started, Duration::from_secs(60), "one bound, then the next transaction");
+    assert_eq!(world.rolled_back, ["b", "x"]);
+    let mut owed = Vec::new();
+    clock.block_on(manager.owed(|step| owed.push(step.step().to_string()))).unwrap();
+    assert_eq!(owed, ["a"]);
+    // Unstuck, the next recovery rolls it back.
+    world.hanging.clear();
+    let (report, _) = recover_each(&manager, &mut world);
+    assert_eq!(report.rolled_back(), 1, "{report}");
+    assert_eq!(world.rolled_back, ["b", "x", "a"]);
+}
+
+#[test]
+fn a_retry_policy_waiting_for_years_cannot_hold_up_recovery() {
+    // A rollback whose retry policy waits a year between attempts (as a
+    // damaged record once read): recovery moves on after its bound.
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = manager(&clock, &journal);
+    let mut world = World::default();
+    // Fails both live attempts and the first in recovery.
+    world.failing.insert("slow".into(), 3);
+    world.failing.insert("x".into(), 1);
+    let year = Duration::from_secs(365 * 24 * 3600);
+    let error = clock.block_on(manager.transaction("provision").fixed::<Undo, 4>().run_with(&mut world, async |tx| {
+        tx.step("slow")
+            .rollback_retry(RetryPolicy::new().with_max_retries(1).with_initial_interval(year))
+            .execute_with(async |w: &mut World| {
+                w.live.push("slow".into());
+                Ok::<_, String>("slow".to_string())
+            })
+            .undo(|n| Undo::Delete(n.clone()))
+            .await?;
+        tx.step("last").run(|| async { Err::<(), _>("refused".to_string()) }).await?;
+        Ok::<_, StepError<String>>(())
+    }));
+    assert!(error.unwrap_err().is_partially_rolled_back());
+    let second = clock.block_on(create_then_fail(&manager, &mut world, &["x"])).summary().transaction_id();
+    let started = clock.now();
+    let (report, touched) = recover_each(&manager, &mut world);
+    assert_eq!((report.partially_rolled_back(), report.rolled_back()), (1, 1), "{report}");
+    assert_eq!(touched[1], (second.get(), "provision".to_string(), RecoveryOutcome::RolledBack));
+    assert_eq!(clock.now() - started, Duration::from_secs(600), "the default bound: 10 minutes");
+    assert_eq!(world.attempts["slow"], 3);
+    let (report, _) = recover_each(&manager, &mut world);
+    assert_eq!(report.rolled_back(), 1, "{report}");
+    assert_eq!(world.rolled_back, ["x", "slow"]);
+}
+
+/// What recovery reports through the hooks: each call, with the steps'
+/// statuses in the summary of the recovered transaction.
+#[derive(Default)]
+struct HookLog(std::sync::Mutex<Vec<String>>);
+
+impl Hooks for HookLog {
+    async fn on_transaction_recovered(&self, transaction: &TransactionInfo, owed: usize) {
+        self.0.lock().unwrap().push(format!("recovered {} owing {owed}", transaction.operation()));
+    }
+    async fn on_rollback_start(&self, _: &TransactionInfo) {
+        self.0.lock().unwrap().push("rollback start".into());
+    }
+    async fn on_step_rollback(&self, event: &StepEvent<'_>) {
+        self.0.lock().unwrap().push(format!("rolled back {}", event.step.name()));
+    }
+    async fn on_step_rollback_failure(&self, event: &StepEvent<'_>) {
+        self.0.lock().unwrap().push(format!(
+            "rollback failed {}: {:?}",
+            event.step.name(),
+            event.step.rollback_error()
+        ));
+    }
+    async fn on_transaction_complete<S: Storage>(&self, _: &TransactionInfo, success: bool, summary: &Summary<S>) {
+        let steps: Vec<String> = summary
+            .steps()
+            .iter()
+            .map(|s| format!("{}#{}={}/{}", s.name(), s.index(), s.status(), s.succeeded()))
+            .collect();
+        self.0.lock().unwrap().push(format!(
+            "complete {success} [{}] rollback errors {}",
+            steps.join(" "),
+            summary.rollback_errors()
+        ));
+    }
+    async fn on_transaction_stuck(&self, transaction: &TransactionInfo, reason: &str) {
+        self.0.lock().unwrap().push(format!("stuck {}: {reason}", transaction.operation()));
+    }
+}
+
+#[test]
+fn a_recovered_transaction_reports_each_steps_status_to_the_hooks() {
+    // A crash after `a`'s and `b`'s `Done` and `c`'s intent (an uncertain
+    // step whose attempt never ended).
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    journal.cut_power_after(4);
+    let mut world = World::default();
+    let crashed = clock.block_on(future::or(
+        async {
+            let manager = manager(&clock, &journal);
+            let run = manager.transaction("provision").fixed::<Undo, 4>().run_with(&mut world, async |tx| {
+                for name in ["a", "b"] {
+                    tx.step(name)
+                        .execute_with(async move |w: &mut World| {
+                            w.live.push(name.to_string());
+                            Ok::<_, String>(name.to_string())
+                        })
+                        .undo(|n| Undo::Delete(n.clone()))
+                        .await?;
+                }
+                tx.step("c")
+                    .execute(|| async {
+                        clock.sleep(Duration::from_secs(1)).await;
+                        Err::<String, String>("c: no answer".into())
+                    })
+                    .undo_uncertain(|_| Undo::Delete("c".into()))
+                    .await?;
+                Ok::<_, StepError<String>>(())
+            });
+            Some(run.await.map(|_| ()))
+        },
+        async {
+            journal.power_lost().await;
+            None
+        },
+    ));
+    assert!(crashed.is_none());
+    let restarted = journal.restart();
+    let recovering =
+        TransactionManager::new(&clock).with_hooks(HookLog::default()).with_journal(restarted, Postcard::<1>);
+    world.failing.insert("a".into(), 1);
+    let report = clock.block_on(recovering.recover::<Undo, Fixed<4>, _>(&mut world)).unwrap();
+    assert_eq!(
+        (report.found(), report.rolled_back(), report.partially_rolled_back(), report.stuck(), report.deferred()),
+        (1, 0, 1, 0, 0)
+    );
+    assert_eq!(
+        report.to_string(),
+        "1 unfinished transaction(s): 0 rolled back, 1 partially rolled back (still owed), 0 stuck"
+    );
+    assert_eq!(
+        std::mem::take(&mut *recovering.hooks().0.lock().unwrap()),
+        [
+            "recovered provision owing 3",
+            "rollback start",
+            "rolled back c",
+            "rolled back b",
+            "rollback failed a: Some(\"a: still attached\")",
+            "complete false [a#0=rollback_failed/true b#1=rolled_back/true c#2=rolled_back/false] rollback errors 1",
+        ]
+    );
+    // The next recovery owes only `a`.
+    let report = clock.block_on(recovering.recover::<Undo, Fixed<4>, _>(&mut world)).unwrap();
+    assert_eq!((report.found(), report.rolled_back()), (1, 1), "{report}");
+    assert_eq!(
+        std::mem::take(&mut *recovering.hooks().0.lock().unwrap()),
+        [
+            "recovered provision owing 1",
+            "rollback start",
+            "rolled back a",
+            "complete false [a#0=rolled_back/true b#1=rolled_back/true c#2=rolled_back/false] rollback errors 0",
+        ]
+    );
+    assert_eq!(world.rolled_back, ["c", "b", "a"]);
+}
+
+#[test]
+fn stuck_lists_only_stuck_transactions_and_the_hook_hears_why() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    // One stuck (a `Done` without a step), one owed, one finished.
+    journal.insert_raw(TransactionId::new(70), None, EntryKind::Begin.code(), b"broken");
+    journal.insert_raw(TransactionId::new(70), None, EntryKind::Done.code(), b"");
+    let mut world = World::default();
+    world.failing.insert("a".into(), 2);
+    let owing = manager(&clock, &journal);
+    let owed = clock.block_on(create_then_fail(&owing, &mut world, &["a"])).summary().transaction_id();
+    let manager =
+        TransactionManager::new(&clock).with_hooks(HookLog::default()).with_journal(journal.clone(), Postcard::<1>);
+    let report = clock.block_on(manager.recover::<Undo, Fixed<4>, _>(&mut world)).unwrap();
+    assert_eq!((report.found(), report.stuck(), report.partially_rolled_back()), (2, 1, 1), "{report}");
+    assert!(manager.hooks().0.lock().unwrap().contains(&"stuck broken: a `done` entry without a step".to_string()));
+    let mut stuck = Vec::new();
+    clock.block_on(manager.stuck(|id, reason| stuck.push((id.get(), reason.to_string())))).unwrap();
+    assert_eq!(stuck, [(70, "a `done` entry without a step".to_string())]);
+    let mut listed = Vec::new();
+    clock.block_on(manager.owed(|step| listed.push((step.transaction(), step.step().to_string())))).unwrap();
+    assert_eq!(listed, [(owed, "a".to_string())]);
 }

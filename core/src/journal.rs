@@ -1076,11 +1076,22 @@ pub struct Journaled<J, Co> {
     codec: Co,
     pub(crate) dropped: DroppedIds,
     pub(crate) live: LiveIds,
+    pub(crate) owed_retry: crate::OwedRetry,
+    pub(crate) recovery_bound: Option<Duration>,
+    pub(crate) backoffs: crate::recovery::Backoffs,
 }
 
 impl<J, Co> Journaled<J, Co> {
     pub(crate) fn new(journal: J, codec: Co) -> Self {
-        Self { journal, codec, dropped: DroppedIds::new(), live: LiveIds::new() }
+        Self {
+            journal,
+            codec,
+            dropped: DroppedIds::new(),
+            live: LiveIds::new(),
+            owed_retry: crate::OwedRetry::EveryRecovery,
+            recovery_bound: Some(crate::recovery::RECOVERY_BOUND),
+            backoffs: crate::recovery::Backoffs::new(),
+        }
     }
 
     /// The journal.

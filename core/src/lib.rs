@@ -191,7 +191,7 @@ pub use memory_journal::{JournalRow, MemoryJournal, MemoryJournalError};
 pub use metrics::{Metrics, StepMetrics};
 pub use panic::PanicMessage;
 pub use record::{StepRecord, StepStatus, TransactionId, TransactionInfo};
-pub use recovery::{OwedStep, RecoveredTransaction, Recovery, RecoveryError, RecoveryOutcome};
+pub use recovery::{OwedRetry, OwedStep, RecoveredTransaction, Recovery, RecoveryError, RecoveryOutcome};
 pub use retry::{Jitter, RetryPolicy, SplitMix64};
 #[cfg(feature = "alloc")]
 pub use rollback::{BoxError, BoxedRollback, LocalBoxedRollback};

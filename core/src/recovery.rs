@@ -2,6 +2,7 @@
 //! shows unfinished, with the same engine, policies and hooks.
 
 use core::fmt::{self, Write as _};
+use core::time::Duration;
 
 use crate::journal::{CodecError, Entry, EntryKind, Journal, JournalFailure, Journaled, StoredEntry, UndoCodec};
 use crate::ledger::{Fork, Ledger, Timeout, UndoRecord, ViaRollback};
@@ -28,6 +29,7 @@ pub struct Recovery {
     partially_rolled_back: usize,
     stuck: usize,
     running: usize,
+    deferred: usize,
 }
 
 impl Recovery {
@@ -63,11 +65,18 @@ impl Recovery {
         self.running
     }
 
+    /// Of those found, the owed ones this recovery did not try, backing
+    /// off ([`OwedRetry::Backoff`]): still owed.
+    pub fn deferred(&self) -> usize {
+        self.deferred
+    }
+
     fn count(&mut self, outcome: RecoveryOutcome) {
         match outcome {
             RecoveryOutcome::RolledBack => self.rolled_back += 1,
             RecoveryOutcome::Owed => self.partially_rolled_back += 1,
             RecoveryOutcome::Stuck => self.stuck += 1,
+            RecoveryOutcome::Deferred => self.deferred += 1,
             RecoveryOutcome::Running => {
                 self.running += 1;
                 return;
@@ -84,6 +93,9 @@ impl fmt::Display for Recovery {
             "{} unfinished transaction(s): {} rolled back, {} partially rolled back (still owed), {} stuck",
             self.found, self.rolled_back, self.partially_rolled_back, self.stuck
         )?;
+        if self.deferred > 0 {
+            write!(f, ", {} owed and not tried this time (backing off)", self.deferred)?;
+        }
         if self.running > 0 {
             write!(f, "; {} running, left alone", self.running)?;
         }
@@ -110,6 +122,9 @@ pub enum RecoveryOutcome {
     Stuck,
     /// It is running in this process: left alone.
     Running,
+    /// It is owed, and this recovery did not try it: backing off
+    /// ([`OwedRetry::Backoff`]).
+    Deferred,
 }
 
 impl fmt::Display for RecoveryOutcome {
@@ -119,6 +134,7 @@ impl fmt::Display for RecoveryOutcome {
             RecoveryOutcome::Owed => "partially rolled back, still owed",
             RecoveryOutcome::Stuck => "stuck",
             RecoveryOutcome::Running => "running, left alone",
+            RecoveryOutcome::Deferred => "owed, not tried this time (backing off)",
         })
     }
 }
@@ -203,6 +219,157 @@ impl From<JournalFailure> for RecoveryError {
     }
 }
 
+/// When recovery tries a transaction's owed rollbacks again, once one of
+/// them failed for good (set with
+/// [`with_owed_retry`](TransactionManager::with_owed_retry)).
+///
+/// A rollback that fails for good — live, or in a recovery — leaves its
+/// transaction *owed*. This is the schedule on which later recoveries try
+/// it again. An operator can always try one now with
+/// [`recover_transaction`](TransactionManager::recover_transaction), or end
+/// it with [`resolve`](TransactionManager::resolve).
+///
+/// ```
+/// use transaction_manager::OwedRetry;
+/// assert_eq!(OwedRetry::default(), OwedRetry::EveryRecovery);
+/// // Skip 1, then 3, then 7 recoveries after each failed one, at most 20.
+/// let backoff = OwedRetry::Backoff { cap: 20 };
+/// # let _ = backoff;
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OwedRetry {
+    /// Every recovery tries them again (the default): right for a recovery
+    /// that runs at start-up, or rarely.
+    #[default]
+    EveryRecovery,
+    /// Recovery rounds back off: after the `k`-th recovery in this process
+    /// that left the transaction owed, the next `2^k - 1` recoveries (at
+    /// most `cap`) leave it owed without trying it
+    /// ([`RecoveryOutcome::Deferred`]). For a recovery that runs on a timer
+    /// (every second, as beside the Postgres journal), so that a rollback
+    /// failing against a service that is down is not tried every round.
+    /// Counted in this process's memory, for up to 16 transactions at a
+    /// time (with 64-bit atomics; others, and every transaction on targets
+    /// without them, are tried at every recovery); a restart tries each
+    /// one again at its first recovery.
+    Backoff {
+        /// The most recoveries skipped in a row.
+        cap: u32,
+    },
+    /// Never by itself: a transaction with a rollback that failed for good
+    /// is *stuck* for an operator (listed by
+    /// [`stuck`](TransactionManager::stuck), reported as
+    /// [`RecoveryOutcome::Stuck`]) — so is one that is stuck for another
+    /// reason: no recovery tries it again until an operator runs
+    /// [`recover_transaction`](TransactionManager::recover_transaction) or
+    /// [`resolve`](TransactionManager::resolve)s it. (The flash journal
+    /// keeps no record of a rollback that failed in the live transaction:
+    /// there the first recovery tries it once, and a failure then makes
+    /// it stuck.)
+    Never,
+}
+
+/// The recovery rounds left to skip, per owed transaction, for
+/// [`OwedRetry::Backoff`]: a fixed set of slots (no allocator, no lock).
+/// Each transaction's slot is changed only while recovery holds it live,
+/// so one recovery at a time.
+pub(crate) struct Backoffs {
+    #[cfg(target_has_atomic = "64")]
+    ids: [core::sync::atomic::AtomicU64; Backoffs::SLOTS],
+    /// Failed rounds in the high half, rounds left to skip in the low half.
+    #[cfg(target_has_atomic = "64")]
+    rounds: [core::sync::atomic::AtomicU64; Backoffs::SLOTS],
+}
+
+impl Backoffs {
+    #[cfg(target_has_atomic = "64")]
+    const SLOTS: usize = 16;
+
+    pub(crate) fn new() -> Self {
+        Self {
+            #[cfg(target_has_atomic = "64")]
+            ids: [const { core::sync::atomic::AtomicU64::new(0) }; Backoffs::SLOTS],
+            #[cfg(target_has_atomic = "64")]
+            rounds: [const { core::sync::atomic::AtomicU64::new(0) }; Backoffs::SLOTS],
+        }
+    }
+
+    #[cfg(target_has_atomic = "64")]
+    fn slot(&self, id: TransactionId) -> Option<usize> {
+        use core::sync::atomic::Ordering;
+        let value = id.get().checked_add(1)?;
+        self.ids.iter().position(|slot| slot.load(Ordering::Acquire) == value)
+    }
+
+    /// Whether this round skips `id`: counts one skipped round if so.
+    pub(crate) fn defer(&self, id: TransactionId) -> bool {
+        #[cfg(target_has_atomic = "64")]
+        {
+            use core::sync::atomic::Ordering;
+            let Some(at) = self.slot(id) else { return false };
+            let rounds = self.rounds[at].load(Ordering::Acquire);
+            if rounds & u64::from(u32::MAX) == 0 {
+                return false;
+            }
+            self.rounds[at].store(rounds - 1, Ordering::Release);
+            true
+        }
+        #[cfg(not(target_has_atomic = "64"))]
+        {
+            let _ = id;
+            false
+        }
+    }
+
+    /// A recovery left `id` owed: it skips the next `2^k - 1` rounds (at
+    /// most `cap`) after its `k`-th failed one.
+    pub(crate) fn failed(&self, id: TransactionId, cap: u32) {
+        #[cfg(target_has_atomic = "64")]
+        {
+            use core::sync::atomic::Ordering;
+            let at = match self.slot(id) {
+                Some(at) => at,
+                None => {
+                    let Some(value) = id.get().checked_add(1) else { return };
+                    let free = self
+                        .ids
+                        .iter()
+                        .position(|slot| slot.compare_exchange(0, value, Ordering::AcqRel, Ordering::Acquire).is_ok());
+                    let Some(at) = free else { return };
+                    self.rounds[at].store(0, Ordering::Release);
+                    at
+                }
+            };
+            let failed = (self.rounds[at].load(Ordering::Acquire) >> 32).saturating_add(1).min(u64::from(u32::MAX));
+            let skip = 1u64.checked_shl(failed.min(63) as u32).map_or(u64::MAX, |n| n - 1).min(u64::from(cap));
+            self.rounds[at].store(failed << 32 | skip, Ordering::Release);
+        }
+        #[cfg(not(target_has_atomic = "64"))]
+        {
+            let _ = (id, cap);
+        }
+    }
+
+    /// `id` is over (or was tried and owes nothing more): its slot is free.
+    pub(crate) fn ended(&self, id: TransactionId) {
+        #[cfg(target_has_atomic = "64")]
+        if let Some(at) = self.slot(id) {
+            use core::sync::atomic::Ordering;
+            self.rounds[at].store(0, Ordering::Release);
+            self.ids[at].store(0, Ordering::Release);
+        }
+        #[cfg(not(target_has_atomic = "64"))]
+        let _ = id;
+    }
+}
+
+impl fmt::Debug for Backoffs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Backoffs")
+    }
+}
+
 /// One owed step, as [`owed`](TransactionManager::owed) hands it to its
 /// visitor: a rollback that failed for good and is still owed.
 #[derive(Clone, Copy, Debug)]
@@ -254,6 +421,9 @@ enum Problem {
         error: CodecError,
     },
     Capacity(usize),
+    /// A rollback failed for good, and the manager never retries owed
+    /// rollbacks by itself ([`OwedRetry::Never`]).
+    NotRetried,
 }
 
 impl fmt::Display for Problem {
@@ -265,18 +435,74 @@ impl fmt::Display for Problem {
             Problem::Capacity(capacity) => {
                 write!(f, "it owes more rollbacks than the recovery's storage holds ({capacity})")
             }
+            Problem::NotRetried => f.write_str(NOT_RETRIED),
         }
     }
 }
+
+/// Why a transaction is stuck under [`OwedRetry::Never`].
+const NOT_RETRIED: &str = "a rollback failed for good; recovery never retries owed rollbacks (OwedRetry::Never)";
 
 /// What reading one transaction's entries gave.
 struct Read<U, S: Storage> {
     ledger: Ledger<U, S>,
     problem: Option<Problem>,
     finished: bool,
+    /// A rollback failed for good before (an `UndoFailed` entry), or the
+    /// transaction was marked stuck: what [`OwedRetry::Never`] leaves to
+    /// an operator.
+    failed_before: bool,
 }
 
+/// How long recovery spends on one transaction unless set otherwise.
+pub(crate) const RECOVERY_BOUND: Duration = Duration::from_secs(600);
+
 impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journaled<J, Co>> {
+    /// When recovery tries the owed rollbacks of a transaction again once
+    /// one failed for good: at every recovery (the default), backing off
+    /// over recovery rounds, or never by itself (stuck for an operator).
+    /// See [`OwedRetry`].
+    ///
+    /// ```
+    /// # #[cfg(feature = "std")] {
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock)
+    ///     .with_journal(MemoryJournal::new(), Postcard::<1>)
+    ///     .with_owed_retry(OwedRetry::Backoff { cap: 60 });
+    /// # let _ = manager;
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_owed_retry(mut self, schedule: OwedRetry) -> Self {
+        self.journal.owed_retry = schedule;
+        self
+    }
+
+    /// The longest recovery spends rolling back one transaction (default:
+    /// 10 minutes; `None`: no bound). When it passes, the rollback under
+    /// way is dropped, what was not rolled back stays owed for the next
+    /// recovery ([`RecoveryOutcome::Owed`]), and recovery goes on with the
+    /// next transaction: one transaction whose rollbacks hang, or whose
+    /// retry policy waits for years, never holds up the others.
+    ///
+    /// ```
+    /// # #[cfg(feature = "std")] {
+    /// # use transaction_manager::*;
+    /// # use core::time::Duration;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock)
+    ///     .with_journal(MemoryJournal::new(), Postcard::<1>)
+    ///     .with_recovery_bound(Some(Duration::from_secs(30)));
+    /// # let _ = manager;
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_recovery_bound(mut self, bound: Option<Duration>) -> Self {
+        self.journal.recovery_bound = bound;
+        self
+    }
+
     /// Rolls back every transaction the journal shows unfinished — cut by
     /// a crash, a power cut or a dropped future — and returns what it did.
     /// Call it at start-up, **before** this process runs transactions on
@@ -352,7 +578,7 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
         let journal = self.journal.journal();
         while let Some(id) = journal.next_unfinished(after).await.map_err(|e| JournalFailure::reading(&e))? {
             after = Some(id);
-            self.recover_one::<U, S, Ctx, _>(id, ctx, &mut report, &mut visit).await?;
+            self.recover_one::<U, S, Ctx, _>(id, false, ctx, &mut report, &mut visit).await?;
         }
         if report.found > 0 {
             tm_info!("recovery: {}", report);
@@ -382,16 +608,58 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
     {
         let mut report = Recovery::default();
         while let Some(id) = self.journal.dropped.take() {
-            self.recover_one::<U, S, Ctx, _>(id, ctx, &mut report, &mut |_: &RecoveredTransaction<'_>| {}).await?;
+            self.recover_one::<U, S, Ctx, _>(id, false, ctx, &mut report, &mut |_: &RecoveredTransaction<'_>| {})
+                .await?;
         }
         Ok(report)
     }
 
+    /// Recovers one transaction now, whatever the
+    /// [`OwedRetry`] schedule says: what an operator runs to try a stuck or
+    /// owed transaction again (after fixing what made its rollback fail).
+    /// Returns how it left it, or `None` when the journal holds it
+    /// finished (or holds nothing of it). Running in this process, it is
+    /// left alone ([`RecoveryOutcome::Running`]).
+    ///
+    /// ```
+    /// # #[cfg(all(feature = "std", feature = "postcard"))] {
+    /// # use transaction_manager::*;
+    /// # #[derive(serde::Serialize, serde::Deserialize)] enum Undo { Off }
+    /// # impl Rollback<()> for Undo { type Error = core::convert::Infallible;
+    /// #     async fn rollback(&mut self, _: &mut ()) -> Result<(), Self::Error> { Ok(()) } }
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock).with_journal(MemoryJournal::new(), Postcard::<1>);
+    /// let outcome = clock.block_on(manager.recover_transaction::<Undo, Fixed<4>, _>(TransactionId::new(7), &mut ()));
+    /// assert_eq!(outcome, Ok(None));   // nothing of it in the journal
+    /// # }
+    /// ```
+    pub async fn recover_transaction<U, S, Ctx>(
+        &self,
+        id: TransactionId,
+        ctx: &mut Ctx,
+    ) -> Result<Option<RecoveryOutcome>, RecoveryError>
+    where
+        Ctx: ?Sized,
+        U: crate::Rollback<Ctx> + Sync,
+        Co: UndoCodec<U> + Sync,
+        S: Storage,
+    {
+        let mut outcome = None;
+        let mut report = Recovery::default();
+        self.recover_one::<U, S, Ctx, _>(id, true, ctx, &mut report, &mut |tx: &RecoveredTransaction<'_>| {
+            outcome = Some(tx.outcome());
+        })
+        .await?;
+        Ok(outcome)
+    }
+
     /// Rolls back one unfinished transaction from its journal records, or
-    /// marks it stuck; leaves it alone if it runs in this process.
+    /// marks it stuck; leaves it alone if it runs in this process, or (not
+    /// `forced`) if the [`OwedRetry`] schedule says so.
     async fn recover_one<U, S, Ctx, V>(
         &self,
         id: TransactionId,
+        forced: bool,
         ctx: &mut Ctx,
         report: &mut Recovery,
         visit: &mut V,
@@ -420,12 +688,30 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
         // `with_id` cannot start a transaction under its id.
         let _held = live.hold(id);
         let journal = self.journal.journal();
+        let schedule = self.journal.owed_retry;
+        let backoffs = &self.journal.backoffs;
         let read = self.read_transaction::<U, S>(id).await?;
         if read.finished {
+            backoffs.ended(id);
             return Ok(());
         }
-        let Read { mut ledger, problem, .. } = read;
+        let Read { mut ledger, mut problem, failed_before, .. } = read;
         let info = ledger.summary.info.clone();
+        if !forced && matches!(schedule, OwedRetry::Backoff { .. }) && backoffs.defer(id) {
+            let owed = ledger.undo.len();
+            tm_info!("{} `{}`: owed, not tried by this recovery (backing off)", info.id, info.operation);
+            report.count(RecoveryOutcome::Deferred);
+            visit(&RecoveredTransaction {
+                id,
+                operation: info.operation.as_str(),
+                outcome: RecoveryOutcome::Deferred,
+                owed,
+            });
+            return Ok(());
+        }
+        if !forced && schedule == OwedRetry::Never && failed_before && problem.is_none() {
+            problem = Some(Problem::NotRetried);
+        }
         if let Some(problem) = problem {
             report.count(RecoveryOutcome::Stuck);
             let mut reason = Truncating::<120>::new();
@@ -457,12 +743,25 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
                 tm_error!("on_transaction_recovered hook panicked: {}", panic);
             }
         }
-        let failures = ledger
-            .roll_back::<ViaRollback, _, _, _, _>(&mut *ctx, Fork::NONE, &self.clock, &self.hooks, &self.journal)
-            .await;
+        // One transaction's recovery is bounded: what its rollbacks have not
+        // done by then stays owed, and recovery goes on with the next.
+        let bound = self.journal.recovery_bound;
+        let rolling_back =
+            ledger.roll_back::<ViaRollback, _, _, _, _>(&mut *ctx, Fork::NONE, &self.clock, &self.hooks, &self.journal);
+        let failures =
+            crate::future::with_timeout(&self.clock, bound, rolling_back).await.map(|failures| failures.len());
+        if failures.is_none() {
+            tm_error!(
+                "{} `{}`: recovery cut after {:?}; what it did not roll back stays owed",
+                info.id,
+                info.operation,
+                bound.unwrap_or_default()
+            );
+            // The rollbacks not done (the one cut midway too) are owed.
+            ledger.leave_to_recovery();
+        }
         ledger.summary.completed_at = crate::panic::now(&self.clock);
-        let clean = RollbackState::of(failures.len(), &ledger.summary).is_clean();
-        drop(failures);
+        let clean = failures.is_some_and(|failures| RollbackState::of(failures, &ledger.summary).is_clean());
         let still_owed = ledger.summary.rollback_errors() + ledger.summary.rollback_skipped_steps();
         let outcome = if clean {
             tm_info!("{} `{}`: recovered and rolled back", info.id, info.operation);
@@ -473,14 +772,28 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
                 // Lazy: the next recovery repeats the idempotent rollbacks.
                 tm_error!("{}: {}", id, JournalFailure::new(EntryKind::RolledBack, &error));
             }
+            backoffs.ended(id);
             RecoveryOutcome::RolledBack
-        } else {
+        } else if schedule == OwedRetry::Never {
             tm_error!(
-                "{} `{}`: recovered, PARTIALLY rolled back: {} rollback(s) still owed, tried again at the next recovery",
+                "{} `{}`: recovered, PARTIALLY rolled back: {} rollback(s) still owed, STUCK for an operator",
                 info.id,
                 info.operation,
                 still_owed
             );
+            let entry = Entry::new(id, None, EntryKind::Stuck).with_text(NOT_RETRIED);
+            journal.append(&entry).await.map_err(|e| JournalFailure::new(EntryKind::Stuck, &e))?;
+            RecoveryOutcome::Stuck
+        } else {
+            tm_error!(
+                "{} `{}`: recovered, PARTIALLY rolled back: {} rollback(s) still owed, tried again at a later recovery",
+                info.id,
+                info.operation,
+                still_owed
+            );
+            if let OwedRetry::Backoff { cap } = schedule {
+                backoffs.failed(id, cap);
+            }
             RecoveryOutcome::Owed
         };
         report.count(outcome);
@@ -632,7 +945,7 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
         // The manager's policy: with `Stop`, recovery stops at the first
         // rollback that fails again, as the transaction would have.
         let ledger = Ledger::new(info, now, seed, self.on_rollback_failure, self.step_times);
-        let mut read = Read { ledger, problem: None, finished: false };
+        let mut read = Read { ledger, problem: None, finished: false, failed_before: false };
         let codec = self.journal.codec();
         self.journal
             .journal()
@@ -739,10 +1052,11 @@ fn apply<U, S: Storage, Co: UndoCodec<U>>(read: &mut Read<U, S>, codec: &Co, ent
             if step.is_none() {
                 read.problem.get_or_insert(Problem::NoStep(kind));
             }
+            read.failed_before = true;
         }
         EntryKind::Committed | EntryKind::RolledBack | EntryKind::Resolved => read.finished = true,
-        // Still unfinished: tried again.
-        EntryKind::Stuck => {}
+        // Still unfinished: tried again (unless the manager never retries).
+        EntryKind::Stuck => read.failed_before = true,
         // Decided not to commit (a `Committed` would have been refused
         // after it): the owed rollbacks are rolled back as usual.
         EntryKind::Aborted => {}
