@@ -227,11 +227,12 @@ impl Format for crate::Recovery {
     fn format(&self, f: Formatter<'_>) {
         write!(
             f,
-            "{=usize} unfinished transaction(s): {=usize} rolled back, {=usize} partially rolled back (still owed), {=usize} stuck; {=usize} running",
+            "{=usize} unfinished transaction(s): {=usize} rolled back, {=usize} partially rolled back (still owed), {=usize} stuck, {=usize} owed and not tried this time (backing off); {=usize} running",
             self.found(),
             self.rolled_back(),
             self.partially_rolled_back(),
             self.stuck(),
+            self.deferred(),
             self.running()
         );
     }
@@ -244,6 +245,7 @@ impl Format for crate::RecoveryOutcome {
             crate::RecoveryOutcome::Owed => write!(f, "partially rolled back, still owed"),
             crate::RecoveryOutcome::Stuck => write!(f, "stuck"),
             crate::RecoveryOutcome::Running => write!(f, "running, left alone"),
+            crate::RecoveryOutcome::Deferred => write!(f, "owed, not tried this time (backing off)"),
         }
     }
 }
@@ -257,6 +259,16 @@ impl Format for crate::RecoveryError {
                 "recovery refused: {=usize} transaction(s) running in this process cannot be told from unfinished ones",
                 running
             ),
+        }
+    }
+}
+
+impl Format for crate::OwedRetry {
+    fn format(&self, f: Formatter<'_>) {
+        match self {
+            crate::OwedRetry::EveryRecovery => write!(f, "every recovery"),
+            crate::OwedRetry::Backoff { cap } => write!(f, "backing off, at most {=u32} recoveries skipped", cap),
+            crate::OwedRetry::Never => write!(f, "never"),
         }
     }
 }
