@@ -6,12 +6,8 @@
 
 mod common;
 
-use std::io::{Read as _, Write as _};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
 use common::app::{App, Undo, manager};
+use common::proxy::{Cut, Proxy};
 use common::{Cluster, Setup};
 use transaction_manager::{Entry, EntryKind, Journal, StepError, TransactionId, Unbounded};
 use transaction_manager_postgres::{PostgresJournal, PostgresJournalError, PostgresOptions};
@@ -72,113 +68,6 @@ fn the_first_decision_stays_and_the_other_is_refused() {
     });
 }
 
-/// The bytes of a `Bind` that appends a transaction-level `Committed`: the
-/// step parameter (-1, an `int4`) followed by the kind (7, an `int2`), each
-/// after its length, as tokio-postgres sends them (binary).
-const COMMITTED_BIND: [u8; 14] = [0, 0, 0, 4, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 2, 0, 7];
-
-/// The protocol's `Sync` message: the server commits the statement's
-/// implicit transaction when it reads it.
-const SYNC: [u8; 5] = [b'S', 0, 0, 0, 4];
-
-/// A TCP proxy in front of the server that, once armed, forwards the
-/// client's bytes that carry the `Committed` statement, up to its `Sync`,
-/// and then cuts that connection: the server runs the statement and
-/// commits it, the client never hears back (it sees the connection closed
-/// once the server has closed its side).
-struct Proxy {
-    port: u16,
-    armed: Arc<AtomicBool>,
-    cuts: Arc<AtomicUsize>,
-}
-
-impl Proxy {
-    fn start(upstream: u16) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let armed = Arc::new(AtomicBool::new(false));
-        let cuts = Arc::new(AtomicUsize::new(0));
-        let (armed_, cuts_) = (armed.clone(), cuts.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { return };
-                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
-                let (armed, cuts) = (armed_.clone(), cuts_.clone());
-                // Set once the commit is on its way: the server's answers
-                // are no longer passed on; `ended`: the server closed.
-                let swallow = Arc::new(AtomicBool::new(false));
-                let ended = Arc::new(AtomicBool::new(false));
-                let (swallow_, ended_) = (swallow.clone(), ended.clone());
-                let (mut from_client, mut to_server) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let (mut from_server, mut to_client) = (server, client);
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 64 * 1024];
-                    // Where the armed commit's `Bind` was seen, in this chunk.
-                    let mut commit_at: Option<usize> = None;
-                    loop {
-                        let n = match from_client.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        if commit_at.is_none() {
-                            let bind = buf[..n].windows(COMMITTED_BIND.len()).position(|w| w == COMMITTED_BIND);
-                            if bind.is_some() && armed.swap(false, Ordering::SeqCst) {
-                                commit_at = bind;
-                            }
-                        } else {
-                            commit_at = Some(0);
-                        }
-                        let synced = commit_at.is_some_and(|at| buf[at..n].windows(SYNC.len()).any(|w| w == SYNC));
-                        if synced {
-                            swallow.store(true, Ordering::SeqCst);
-                        }
-                        if to_server.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                        if synced {
-                            // The server reads the statement, commits it,
-                            // answers (into the void), reads the end of the
-                            // stream and closes: only then is the client cut,
-                            // so the commit is known to have reached the
-                            // journal when the client sees the error.
-                            let _ = to_server.shutdown(Shutdown::Write);
-                            for _ in 0..1000 {
-                                if ended.load(Ordering::SeqCst) {
-                                    break;
-                                }
-                                std::thread::sleep(std::time::Duration::from_millis(10));
-                            }
-                            let _ = from_client.shutdown(Shutdown::Both);
-                            cuts.fetch_add(1, Ordering::SeqCst);
-                            return;
-                        }
-                    }
-                    let _ = to_server.shutdown(Shutdown::Both);
-                    let _ = from_client.shutdown(Shutdown::Both);
-                });
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 64 * 1024];
-                    loop {
-                        let n = match from_server.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        if !swallow_.load(Ordering::SeqCst) && to_client.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                    ended_.store(true, Ordering::SeqCst);
-                    if !swallow_.load(Ordering::SeqCst) {
-                        let _ = to_client.shutdown(Shutdown::Both);
-                    }
-                    let _ = from_server.shutdown(Shutdown::Both);
-                });
-            }
-        });
-        Proxy { port, armed, cuts }
-    }
-}
-
 #[test]
 fn a_connection_cut_after_the_commit_was_sent_is_committed() {
     let Some(cluster) = Cluster::start_with("decision-cut", Setup { tcp: true, ..Setup::default() }) else { return };
@@ -188,7 +77,6 @@ fn a_connection_cut_after_the_commit_was_sent_is_committed() {
         let journal = PostgresJournal::connect(&url, PostgresOptions::new()).await.unwrap();
         let mut app = App::connect(journal.clone()).await;
         let manager = manager(journal.clone());
-        let armed = proxy.armed.clone();
         let outcome = manager
             .transaction("provision")
             .unbounded::<Undo>()
@@ -202,11 +90,11 @@ fn a_connection_cut_after_the_commit_was_sent_is_committed() {
                 }
                 // The next statement with a transaction-level `Committed`
                 // is the commit: the proxy cuts its connection.
-                armed.store(true, Ordering::SeqCst);
+                proxy.arm(Cut::AfterSent);
                 Ok::<_, StepError<common::app::Refused>>(7)
             })
             .await;
-        assert_eq!(proxy.cuts.load(Ordering::SeqCst), 1, "the commit's connection was cut");
+        assert_eq!(proxy.cuts(), 1, "the commit's connection was cut");
         let committed = outcome.expect("the commit reached the server: committed");
         assert_eq!(*committed.value(), 7);
         let id = committed.summary().transaction_id();

@@ -4,7 +4,11 @@
 //! workers with SIGKILL (and starts replacements) and pauses others with
 //! SIGSTOP until every transaction they had in flight was claimed by
 //! another worker, then wakes them with SIGCONT: the stale owner must be
-//! fenced.
+//! fenced. In the plain run the workers reach the server through a proxy
+//! of their own (`common::proxy`) that cuts the connection carrying a
+//! quarter of their commits: half of them right after the commit statement
+//! was sent (it is in the database, the worker never hears back), half
+//! before it was forwarded (it never reaches the database).
 //!
 //! Steps and rollbacks write an effects table in the same database, each
 //! write fenced by the transaction's (owner, generation). After the run
@@ -17,7 +21,11 @@
 //!   over), never twice at one generation by two owners;
 //! - nothing is left unfinished;
 //! - every pause that had a transaction claimed ended with the woken
-//!   worker fenced.
+//!   worker fenced;
+//! - `run`'s result agrees with the journal's decision: committed exactly
+//!   when the journal holds `Committed` (an outcome reported unknown may
+//!   be either), so a commit cut after it was sent is committed and a cut
+//!   before it was sent is rolled back (by the worker or by a recovery).
 //!
 //! No sleeps wait for state: the supervisor waits for lines the workers
 //! print after each effect is committed, and for claims in the database.
@@ -31,9 +39,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::Cluster;
 use common::app::{App, Refused, Undo, manager};
-use transaction_manager::{Journal, StepError, Unbounded};
+use common::proxy::{Cut, Proxy};
+use common::{Cluster, Setup};
+use transaction_manager::{EntryKind, Journal, StepError, StepErrorKind, Unbounded};
 use transaction_manager_postgres::{PostgresJournal, PostgresOptions};
 
 const WORKERS: usize = 4;
@@ -41,6 +50,8 @@ const WORKERS: usize = 4;
 const CONCURRENCY: usize = 4;
 const LEASE: Duration = Duration::from_secs(1);
 const URL_ENV: &str = "TM_PG_WORKER_URL";
+/// The server's TCP port: the worker puts a cutting proxy in front of it.
+const CUT_ENV: &str = "TM_PG_WORKER_CUT";
 
 fn rounds() -> usize {
     std::env::var("TM_PG_WORKERS_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(8)
@@ -59,11 +70,17 @@ fn next(state: u64) -> u64 {
 }
 
 /// A worker: recovery in a loop, and `CONCURRENCY` loops of transactions,
-/// until killed.
-fn worker(url: &str, seed: u64) {
+/// until killed. With `upstream` (the server's port), its connections go
+/// through a proxy that cuts some commits' connections.
+fn worker(url: &str, seed: u64, upstream: Option<u16>) {
+    let proxy = upstream.map(|port| std::sync::Arc::new(Proxy::start(port)));
+    let url = match &proxy {
+        Some(proxy) => format!("host=127.0.0.1 port={} user=postgres dbname=postgres", proxy.port),
+        None => url.to_string(),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
-        let journal = PostgresJournal::connect(url, options()).await.unwrap();
+        let journal = PostgresJournal::connect(&url, options()).await.unwrap();
         let epoch = journal.next_id().get() >> 32;
         println!("owner {} {epoch}", journal.owner());
         let mut recovering = App::connect(journal.clone()).await;
@@ -86,6 +103,7 @@ fn worker(url: &str, seed: u64) {
         let mut loops = Vec::new();
         for n in 0..CONCURRENCY {
             let journal = journal.clone();
+            let proxy = proxy.clone();
             loops.push(tokio::spawn(async move {
                 let mut app = App::connect(journal.clone()).await;
                 app.report = true;
@@ -94,6 +112,13 @@ fn worker(url: &str, seed: u64) {
                 loop {
                     rng = next(rng);
                     let fail = rng % 2 == 0;
+                    // A quarter of the commits have their connection cut.
+                    let cut = match (&proxy, (rng >> 8) % 8) {
+                        (Some(_), 0) if !fail => Some(Cut::AfterSent),
+                        (Some(_), 1) if !fail => Some(Cut::BeforeSent),
+                        _ => None,
+                    };
+                    let mut ticket = None;
                     let fenced_before = journal.fenced_appends();
                     let outcome = manager
                         .transaction("provision")
@@ -111,13 +136,33 @@ fn worker(url: &str, seed: u64) {
                             if fail {
                                 tx.step("check").run(|| async { Err(Refused("no".into())) }).await?;
                             }
+                            if let (Some(proxy), Some(cut)) = (&proxy, cut) {
+                                let id = tx.next_step_key().transaction();
+                                ticket = Some(proxy.arm_for(id, journal.owner(), cut));
+                            }
                             Ok::<_, StepError<Refused>>(())
                         })
                         .await;
                     if journal.fenced_appends() > fenced_before {
                         println!("fenced");
                     }
-                    println!("ended {}", if outcome.is_ok() { "committed" } else { "rolled_back" });
+                    let cut = match (ticket.is_some_and(|t| proxy.as_ref().unwrap().take(t)), cut) {
+                        (true, Some(Cut::AfterSent)) => "cut_after",
+                        (true, Some(Cut::BeforeSent)) => "cut_before",
+                        _ => "whole",
+                    };
+                    let (ended, id) = match &outcome {
+                        Ok(done) => ("committed", done.summary().transaction_id()),
+                        // Neither decision could be written: recovery decides.
+                        Err(error)
+                            if matches!(error.cause().kind(),
+                                StepErrorKind::Journal(f) if f.entry() == Some(EntryKind::Aborted)) =>
+                        {
+                            ("unknown", error.summary().transaction_id())
+                        }
+                        Err(error) => ("rolled_back", error.summary().transaction_id()),
+                    };
+                    println!("ended {ended} {} {cut}", id.get());
                 }
             }));
         }
@@ -137,7 +182,8 @@ fn worker_entry() {
     // Only does something when started by the supervisor below.
     if let Ok(url) = std::env::var(URL_ENV) {
         let seed = std::env::var("TM_PG_WORKER_SEED").unwrap().parse().unwrap();
-        worker(&url, seed);
+        let upstream = std::env::var(CUT_ENV).ok().map(|port| port.parse().unwrap());
+        worker(&url, seed, upstream);
     }
 }
 
@@ -146,8 +192,12 @@ struct Worker {
     owner: Option<(String, i64)>,
 }
 
-fn spawn(url: &str, seed: u64, slot: usize, lines: &mpsc::Sender<(usize, String)>) -> Worker {
-    let mut child = Command::new(std::env::current_exe().unwrap())
+fn spawn(url: &str, cut: Option<u16>, seed: u64, slot: usize, lines: &mpsc::Sender<(usize, String)>) -> Worker {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    if let Some(port) = cut {
+        command.env(CUT_ENV, port.to_string());
+    }
+    let mut child = command
         .args(["--exact", "worker_entry", "--nocapture", "--test-threads=1"])
         .env(URL_ENV, url)
         .env("TM_PG_WORKER_SEED", seed.to_string())
@@ -175,6 +225,10 @@ fn signal(child: &Child, signal: &str) {
 
 struct Supervisor {
     url: String,
+    cut: Option<u16>,
+    /// Each transaction's end as its worker's `run` reported it, and
+    /// whether its commit's connection was cut: `(ended, cut)`.
+    ended: BTreeMap<i64, (String, String)>,
     workers: BTreeMap<usize, Worker>,
     lines: mpsc::Receiver<(usize, String)>,
     sender: mpsc::Sender<(usize, String)>,
@@ -200,10 +254,31 @@ impl Supervisor {
                 worker.owner = Some((owner.to_string(), epoch.parse().unwrap()));
             }
         }
-        for kind in ["create", "delete", "ended", "fenced", "recovered", "recovery failed"] {
+        for kind in ["create", "delete", "ended", "fenced", "recovery failed"] {
             if line.starts_with(kind) {
                 *self.counts.entry(kind).or_default() += 1;
             }
+        }
+        if let Some(n) = line.strip_prefix("recovered ") {
+            *self.counts.entry("recovered").or_default() += n.parse::<usize>().unwrap();
+        }
+        if let Some(rest) = line.strip_prefix("ended ") {
+            let mut words = rest.split(' ');
+            let (ended, id, cut) = (words.next().unwrap(), words.next().unwrap(), words.next().unwrap());
+            *self
+                .counts
+                .entry(if ended == "committed" {
+                    "committed"
+                } else if ended == "unknown" {
+                    "unknown"
+                } else {
+                    "rolled_back"
+                })
+                .or_default() += 1;
+            if cut != "whole" {
+                *self.counts.entry(if cut == "cut_after" { "cut_after" } else { "cut_before" }).or_default() += 1;
+            }
+            self.ended.insert(id.parse().unwrap(), (ended.to_string(), cut.to_string()));
         }
         Some((slot, line))
     }
@@ -223,7 +298,7 @@ impl Supervisor {
     fn spawn(&mut self, seed: u64) -> usize {
         let slot = self.next_slot;
         self.next_slot += 1;
-        let worker = spawn(&self.url, seed, slot, &self.sender);
+        let worker = spawn(&self.url, self.cut, seed, slot, &self.sender);
         self.workers.insert(slot, worker);
         // Its owner line first (the supervisor needs it to pause it).
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -236,9 +311,9 @@ impl Supervisor {
 
 #[test]
 fn workers_killed_and_paused_lose_no_rollback_and_never_roll_back_at_once() {
-    let Some(cluster) = Cluster::start("workers") else { return };
-    let url = cluster.url();
-    run_workers(url);
+    // TCP, for the workers' proxies; the supervisor on the unix socket.
+    let Some(cluster) = Cluster::start_with("workers", Setup { tcp: true, ..Setup::default() }) else { return };
+    run_workers(cluster.url(), Some(cluster.port()));
 }
 
 /// The same over TCP, TLS only, `verify-full` against a test CA.
@@ -247,10 +322,12 @@ fn workers_killed_and_paused_over_tls_lose_no_rollback() {
     let pki = common::pki::pki();
     let Some(cluster) = common::pki::tls_cluster("workers-tls", &pki, true) else { return };
     let url = pki.verify_full_url(&cluster);
-    run_workers(url);
+    // No cuts: the proxy cannot read TLS.
+    run_workers(url, None);
 }
 
-fn run_workers(url: String) {
+/// `cut`: the server's TCP port, for the workers' cutting proxies.
+fn run_workers(url: String, cut: Option<u16>) {
     let seed: u64 = std::env::var("TM_PG_WORKERS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
     });
@@ -264,8 +341,16 @@ fn run_workers(url: String) {
         (journal, app)
     });
     let (sender, lines) = mpsc::channel();
-    let mut sup =
-        Supervisor { url: url.clone(), workers: BTreeMap::new(), lines, sender, next_slot: 0, counts: HashMap::new() };
+    let mut sup = Supervisor {
+        url: url.clone(),
+        cut,
+        ended: BTreeMap::new(),
+        workers: BTreeMap::new(),
+        lines,
+        sender,
+        next_slot: 0,
+        counts: HashMap::new(),
+    };
     let mut rng = seed;
     for _ in 0..WORKERS {
         rng = next(rng);
@@ -401,6 +486,27 @@ fn run_workers(url: String) {
                 assert!(deleted.contains_key(&key), "{key}: its Done was durable, yet it was never rolled back");
             }
         }
+        // `run`'s result agrees with the journal's decision.
+        let decided: std::collections::BTreeSet<i64> = client
+            .query("SELECT DISTINCT tx FROM tm_entries WHERE kind = 7", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut cut_ends: BTreeMap<String, usize> = BTreeMap::new();
+        for (tx, (ended, cut)) in &sup.ended {
+            let committed = decided.contains(tx);
+            match ended.as_str() {
+                "committed" => assert!(committed, "tx-{tx}: `run` said committed, the journal holds no `Committed`"),
+                "rolled_back" => assert!(!committed, "tx-{tx}: `run` said failed, the journal holds `Committed`"),
+                _ => {}
+            }
+            if cut != "whole" {
+                let decision = if committed { "committed" } else { "rolled back" };
+                *cut_ends.entry(format!("{cut} reported {ended}, {decision}")).or_default() += 1;
+            }
+        }
         let transactions: i64 = client.query_one("SELECT count(*) FROM tm_transactions", &[]).await.unwrap().get(0);
         let committed: i64 =
             client.query_one("SELECT count(*) FROM tm_entries WHERE kind = 7", &[]).await.unwrap().get(0);
@@ -409,15 +515,30 @@ fn run_workers(url: String) {
         println!(
             "{kills} kills, {pauses} pauses ({pauses_fenced} woke up fenced); {transactions} transactions \
              ({committed} committed, {claimed} claimed by another instance), {} created, {owed} rollbacks owed, \
-             {} keys rolled back ({} more than once); lines: {:?}",
+             {} keys rolled back ({} more than once); ended as `run` reported: {} committed, {} rolled back, \
+             {} unknown; {} transactions recovered; {} commits cut after sent, {} before ({cut_ends:?}); \
+             lines: {:?}",
             created.len(),
             deleted.len(),
             deleted.values().filter(|by| by.len() > 1).count(),
+            count(&sup, "committed"),
+            count(&sup, "rolled_back"),
+            count(&sup, "unknown"),
+            count(&sup, "recovered"),
+            count(&sup, "cut_after"),
+            count(&sup, "cut_before"),
             sup.counts,
         );
         assert!(kills >= 1 && pauses >= 1);
+        if cut.is_some() {
+            assert!(count(&sup, "cut_after") + count(&sup, "cut_before") > 0, "no commit's connection was cut");
+        }
         assert!(claimed > 0, "no transaction was ever claimed");
         assert!(transactions >= 50, "too few transactions ran");
     });
     drop(journal);
+}
+
+fn count(sup: &Supervisor, what: &str) -> usize {
+    sup.counts.get(what).copied().unwrap_or(0)
 }

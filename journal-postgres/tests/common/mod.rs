@@ -12,6 +12,7 @@
 
 pub mod app;
 pub mod pki;
+pub mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
