@@ -10,11 +10,16 @@
 # Patches apply with one line of context (-C1), so that unrelated edits near
 # a mutated line do not break them; one whose lines changed fails loudly
 # ("no longer applies"): regenerate it from a hand edit with `git diff`.
+# A patch may name the test files that catch it on a line before its first
+# `diff` (git apply ignores it), e.g. `# tests: durability journal`: only
+# those are built and run for it, which keeps this check within CI's time.
+# Without the line, every file in ALL_TESTS runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FEATURES=tokio,smol,embassy,log,tracing,serde,metrics
-TESTS=(--test manual_clock --test properties --test tokio --test journal --test journal_properties --test durability --test decision --test api)
+# The test files run against a patch without a `# tests:` line.
+ALL_TESTS=(manual_clock properties tokio journal journal_properties durability decision api)
 
 patches=("$@")
 if [ ${#patches[@]} -eq 0 ]; then
@@ -44,6 +49,11 @@ for patch in "${patches[@]}"; do
     fi
     git apply -C1 "$patch"
     applied="$patch"
+    listed=$(sed -n '/^diff /q; s/^# tests: *//p' "$patch")
+    TESTS=()
+    for test in ${listed:-${ALL_TESTS[*]}}; do
+        TESTS+=(--test "$test")
+    done
     # Build first, so that a mutant that does not compile is reported as
     # such instead of as "caught".
     if ! cargo test --quiet --features "$FEATURES" "${TESTS[@]}" --no-run >/dev/null 2>&1; then
