@@ -195,7 +195,7 @@ impl<'t, C, H, A, J, Ctx: ?Sized, U, S: Storage> Transaction<'t, TransactionMana
     /// ```
     pub fn next_step_key(&self) -> crate::IdempotencyKey {
         let index = u32::try_from(self.ledger.summary.steps.len()).unwrap_or(u32::MAX);
-        crate::IdempotencyKey::new(self.ledger.summary.info.id, index)
+        crate::IdempotencyKey::new(self.ledger.origin, self.ledger.summary.info.id, index)
     }
 
     /// The records of the steps run so far.
