@@ -644,10 +644,15 @@ fn ids_and_keys_read_short() {
     let key = IdempotencyKey::new(0x9f3a_0c5e_1b2d_4f68, TransactionId::new(3 << 32 | 17), 2);
     assert_eq!(key.to_string(), "tx-3.17.2-9f3a0c5e1b2d4f68");
     assert_eq!(IdempotencyKey::new(1, TransactionId::new(17), 2).to_string(), "tx-17.2-0000000000000001");
-    for key in [key, IdempotencyKey::new(1, TransactionId::new(17), 2), IdempotencyKey::new(u64::MAX, TransactionId::new(u64::MAX), u32::MAX)] {
+    for key in [
+        key,
+        IdempotencyKey::new(1, TransactionId::new(17), 2),
+        IdempotencyKey::new(u64::MAX, TransactionId::new(u64::MAX), u32::MAX),
+    ] {
         assert_eq!(key.to_string().parse::<IdempotencyKey>(), Ok(key));
     }
-    for bad in ["", "tx-", "tx-1.", "17", "tx-1.2.3.4", "tx-1.x", "tx-4294967296.0", "tx-1.2-zz", "tx-1.2.3-", "tx-+1"] {
+    for bad in ["", "tx-", "tx-1.", "17", "tx-1.2.3.4", "tx-1.x", "tx-4294967296.0", "tx-1.2-zz", "tx-1.2.3-", "tx-+1"]
+    {
         assert!(bad.parse::<TransactionId>().is_err() || bad.parse::<IdempotencyKey>().is_err(), "{bad}");
     }
     assert!("tx-1.2-0000000000000001".parse::<TransactionId>().is_err());
@@ -924,6 +929,9 @@ fn execute_and_undo_makers_get_their_step_key() {
         .unwrap_err();
     assert_eq!(err.cause().step(), "d");
     let o = journal.origin();
-    assert_eq!(*called.borrow(), [format!("a tx-1.0-{o:016x}"), format!("b tx-1.1-{o:016x}"), format!("c tx-1.2-{o:016x}")]);
+    assert_eq!(
+        *called.borrow(),
+        [format!("a tx-1.0-{o:016x}"), format!("b tx-1.1-{o:016x}"), format!("c tx-1.2-{o:016x}")]
+    );
     assert_eq!(undone, [format!("tx-1.2-{o:016x}"), format!("tx-1.1-{o:016x}"), format!("tx-1.0-{o:016x}")]);
 }

@@ -178,7 +178,7 @@ impl MemberBuilder {
     /// ```
     /// # use transaction_manager::*;
     /// let clock = ManualClock::new();
-    /// let manager = TransactionManager::new(&clock);
+    /// let manager = TransactionManager::new(&clock).with_origin(0x2a);
     /// let done = clock.block_on(manager.transaction("t").with_id(TransactionId::new(2)).fixed::<NoRollback, 2>().run(async |tx| {
     ///     let keys = tx.parallel((
     ///         member("a").execute_keyed(|key| async move { Ok::<_, &str>(key.to_string()) }),
@@ -186,7 +186,7 @@ impl MemberBuilder {
     ///     )).await?;
     ///     Ok::<_, StepError<&str>>(keys)
     /// }));
-    /// assert_eq!(done.unwrap().into_value(), ("tx-2.0".to_string(), "tx-2.1".to_string()));
+    /// assert_eq!(done.unwrap().into_value(), ("tx-2.0-000000000000002a".to_string(), "tx-2.1-000000000000002a".to_string()));
     /// ```
     pub fn execute_keyed<F, Fut, Out, E>(self, execute: F) -> Member<KeyedAttempts<F>, NoUndo>
     where
@@ -1984,14 +1984,14 @@ mod driver {
         /// }
         ///
         /// let clock = ManualClock::new();
-        /// let manager = TransactionManager::new(&clock);
+        /// let manager = TransactionManager::new(&clock).with_origin(0x2a);
         /// let mut released = Vec::new();
         /// let tx = manager.transaction("t").with_id(TransactionId::new(6)).fixed::<Release, 3>();
         /// let err = clock.block_on(tx.run_with(&mut released, async |tx| {
         ///     tx.parallel((member("ip").execute(|| async { Ok::<_, &str>(()) }).undo_keyed(|(), key| Release(key)),)).await?;
         ///     tx.step("fails").run(|| async { Err::<(), _>("boom") }).await
         /// })).unwrap_err();
-        /// assert_eq!(released, ["tx-6.0"]);
+        /// assert_eq!(released, ["tx-6.0-000000000000002a"]);
         /// ```
         pub fn undo_keyed<Mk, U>(self, make_undo: Mk) -> Member<F, UndoKeyed<Mk>, W>
         where

@@ -123,13 +123,11 @@ pub(crate) fn set_up(conn: &Connection) -> Result<(u32, u64), SqliteJournalError
         }
         // Made once, in the same write transaction: two processes creating
         // the file at once read the same origin.
-        conn.execute(
-            "INSERT OR IGNORE INTO tm_meta (key, value) VALUES ('origin', ?1)",
-            [to_sql(random_origin())],
-        )
-        .map_err(SqliteJournalError::from_sqlite)?;
+        conn.execute("INSERT OR IGNORE INTO tm_meta (key, value) VALUES ('origin', ?1)", [to_sql(random_origin())])
+            .map_err(SqliteJournalError::from_sqlite)?;
         conn.execute_batch(MIGRATE_2_TO_3)?;
-        let origin = stored_origin(conn)?.ok_or_else(|| SqliteJournalError::from_sqlite(rusqlite::Error::QueryReturnedNoRows))?;
+        let origin = stored_origin(conn)?
+            .ok_or_else(|| SqliteJournalError::from_sqlite(rusqlite::Error::QueryReturnedNoRows))?;
         Ok((next_epoch(conn)?, origin))
     })
 }
