@@ -239,6 +239,10 @@ impl Journal for Unreachable {
         self.0.next_id()
     }
 
+    fn origin(&self) -> u64 {
+        self.0.origin()
+    }
+
     async fn append(&self, entry: &Entry<'_>) -> Result<(), MemoryJournalError> {
         if entry.kind() == EntryKind::Aborted {
             let gone = MemoryJournal::new();

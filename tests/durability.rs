@@ -223,6 +223,10 @@ impl Journal for FromZero {
         TransactionId::new(self.0.next_id().get() - 1)
     }
 
+    fn origin(&self) -> u64 {
+        self.0.origin()
+    }
+
     async fn append(&self, entry: &Entry<'_>) -> Result<(), Self::Error> {
         self.0.append(entry).await
     }

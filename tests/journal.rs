@@ -539,7 +539,124 @@ fn idempotency_keys_name_the_step_across_restarts() {
         }))
         .unwrap()
         .into_value();
-    assert_eq!((keys.0.to_string(), keys.1.to_string()), ("tx-1.0".into(), "tx-1.1".into()));
+    let origin = journal.origin();
+    assert_eq!((keys.0.origin(), keys.1.origin()), (origin, origin));
+    assert_eq!(
+        (keys.0.to_string(), keys.1.to_string()),
+        (format!("tx-1.0-{origin:016x}"), format!("tx-1.1-{origin:016x}"))
+    );
+}
+
+/// The key of a transaction's first step, on `manager`.
+macro_rules! first_key {
+    ($clock:expr, $manager:expr) => {
+        $clock
+            .block_on($manager.transaction("t").fixed::<UndoByKey, 1>().run_with(&mut Vec::new(), async |tx| {
+                tx.step("a").execute_keyed(|key| async move { Ok::<_, String>(key) }).no_rollback().await
+            }))
+            .unwrap()
+            .into_value()
+    };
+}
+
+#[test]
+fn two_journals_hand_out_different_keys() {
+    let clock = ManualClock::new();
+    let (one, two) = (MemoryJournal::new(), MemoryJournal::new());
+    assert_ne!(one.origin(), two.origin());
+    let first = TransactionManager::new(&clock).with_journal(one.clone(), Postcard::<1>);
+    let second = TransactionManager::new(&clock).with_journal(two.clone(), Postcard::<1>);
+    let (a, b) = (first_key!(clock, first), first_key!(clock, second));
+    // Same transaction id and step in both journals, different keys.
+    assert_eq!((a.transaction(), a.step()), (b.transaction(), b.step()));
+    assert_ne!(a, b);
+    assert_ne!(a.to_string(), b.to_string());
+    assert_eq!((a.origin(), b.origin()), (one.origin(), two.origin()));
+    // A journal keeps its origin across a restart; a chosen one is used.
+    assert_eq!(one.restart().origin(), one.origin());
+    let chosen = TransactionManager::new(&clock).with_journal(MemoryJournal::with_origin(0xfeed), Postcard::<1>);
+    assert_eq!(first_key!(clock, chosen).to_string(), "tx-1.0-000000000000feed");
+}
+
+#[test]
+fn two_managers_without_a_journal_hand_out_different_keys() {
+    let clock = ManualClock::new();
+    let (first, second) = (TransactionManager::new(&clock), TransactionManager::new(&clock));
+    let (a, b) = (first_key!(clock, first), first_key!(clock, second));
+    assert_eq!(a.transaction(), b.transaction());
+    assert_ne!(a, b);
+    assert_ne!(a.origin(), 0);
+    // The same manager keeps its origin.
+    assert_eq!(first_key!(clock, first).origin(), a.origin());
+    let chosen = TransactionManager::new(&clock).with_origin(42);
+    assert_eq!(first_key!(clock, chosen), IdempotencyKey::new(42, TransactionId::new(1), 0));
+}
+
+#[test]
+fn a_step_key_survives_recovery_unchanged() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = TransactionManager::new(&clock).with_journal(journal.clone(), Postcard::<1>);
+    let live = std::cell::Cell::new(None);
+    let mut seen = Vec::new();
+    clock.block_on(future::or(
+        async {
+            let _ = manager
+                .transaction("t")
+                .fixed::<UndoByKey, 2>()
+                .run_with(&mut seen, async |tx| {
+                    tx.step("a")
+                        .execute_keyed(|key| {
+                            live.set(Some(key));
+                            async { Ok::<_, String>(()) }
+                        })
+                        .undo_keyed(|(), key| UndoByKey(key))
+                        .await?;
+                    // The process dies during step `b`: step `a` is owed.
+                    tx.step("b")
+                        .run(|| {
+                            journal.cut_power_now();
+                            future::pending::<Result<(), String>>()
+                        })
+                        .await
+                })
+                .await;
+        },
+        journal.power_lost(),
+    ));
+    let live = live.get().expect("step `a` ran");
+    assert_ne!(live.origin(), 0);
+    let restarted = TransactionManager::new(&clock).with_journal(journal.restart(), Postcard::<1>);
+    let mut undone = Vec::new();
+    clock.block_on(restarted.recover::<UndoByKey, Fixed<2>, _>(&mut undone)).unwrap();
+    assert_eq!(undone, [live.to_string()]);
+}
+
+#[test]
+fn ids_and_keys_read_short() {
+    assert_eq!(TransactionId::new(17).to_string(), "tx-17");
+    assert_eq!(TransactionId::new(3 << 32 | 17).to_string(), "tx-3.17");
+    assert_eq!(TransactionId::new(1 << 32).to_string(), "tx-1.0");
+    for id in [0, 17, 1 << 32, 3 << 32 | 17, u64::MAX] {
+        let id = TransactionId::new(id);
+        assert_eq!(id.to_string().parse::<TransactionId>(), Ok(id));
+    }
+    let key = IdempotencyKey::new(0x9f3a_0c5e_1b2d_4f68, TransactionId::new(3 << 32 | 17), 2);
+    assert_eq!(key.to_string(), "tx-3.17.2-9f3a0c5e1b2d4f68");
+    assert_eq!(IdempotencyKey::new(1, TransactionId::new(17), 2).to_string(), "tx-17.2-0000000000000001");
+    for key in [
+        key,
+        IdempotencyKey::new(1, TransactionId::new(17), 2),
+        IdempotencyKey::new(u64::MAX, TransactionId::new(u64::MAX), u32::MAX),
+    ] {
+        assert_eq!(key.to_string().parse::<IdempotencyKey>(), Ok(key));
+    }
+    for bad in ["", "tx-", "tx-1.", "17", "tx-1.2.3.4", "tx-1.x", "tx-4294967296.0", "tx-1.2-zz", "tx-1.2.3-", "tx-+1"]
+    {
+        assert!(bad.parse::<TransactionId>().is_err() || bad.parse::<IdempotencyKey>().is_err(), "{bad}");
+    }
+    assert!("tx-1.2-0000000000000001".parse::<TransactionId>().is_err());
+    assert!("tx-1.2".parse::<IdempotencyKey>().is_err());
 }
 
 #[test]
@@ -811,6 +928,10 @@ fn execute_and_undo_makers_get_their_step_key() {
         }))
         .unwrap_err();
     assert_eq!(err.cause().step(), "d");
-    assert_eq!(*called.borrow(), ["a tx-1.0", "b tx-1.1", "c tx-1.2"]);
-    assert_eq!(undone, ["tx-1.2", "tx-1.1", "tx-1.0"]);
+    let o = journal.origin();
+    assert_eq!(
+        *called.borrow(),
+        [format!("a tx-1.0-{o:016x}"), format!("b tx-1.1-{o:016x}"), format!("c tx-1.2-{o:016x}")]
+    );
+    assert_eq!(undone, [format!("tx-1.2-{o:016x}"), format!("tx-1.1-{o:016x}"), format!("tx-1.0-{o:016x}")]);
 }

@@ -43,7 +43,10 @@ impl Format for Interrupted {
 
 impl Format for TransactionId {
     fn format(&self, f: Formatter<'_>) {
-        write!(f, "tx-{=u64}", self.get())
+        match self.parts() {
+            (0, counter) => write!(f, "tx-{=u32}", counter),
+            (epoch, counter) => write!(f, "tx-{=u32}.{=u32}", epoch, counter),
+        }
     }
 }
 

@@ -178,7 +178,7 @@ impl MemberBuilder {
     /// ```
     /// # use transaction_manager::*;
     /// let clock = ManualClock::new();
-    /// let manager = TransactionManager::new(&clock);
+    /// let manager = TransactionManager::new(&clock).with_origin(0x2a);
     /// let done = clock.block_on(manager.transaction("t").with_id(TransactionId::new(2)).fixed::<NoRollback, 2>().run(async |tx| {
     ///     let keys = tx.parallel((
     ///         member("a").execute_keyed(|key| async move { Ok::<_, &str>(key.to_string()) }),
@@ -186,7 +186,7 @@ impl MemberBuilder {
     ///     )).await?;
     ///     Ok::<_, StepError<&str>>(keys)
     /// }));
-    /// assert_eq!(done.unwrap().into_value(), ("tx-2.0".to_string(), "tx-2.1".to_string()));
+    /// assert_eq!(done.unwrap().into_value(), ("tx-2.0-000000000000002a".to_string(), "tx-2.1-000000000000002a".to_string()));
     /// ```
     pub fn execute_keyed<F, Fut, Out, E>(self, execute: F) -> Member<KeyedAttempts<F>, NoUndo>
     where
@@ -1204,8 +1204,8 @@ where
         let now = crate::panic::now(&self.manager.clock);
         let timeout = slot.settings().timeout();
         let span = slot.as_mut().run_mut().span.take();
-        let id = self.ledger.summary.info.id;
-        let started = within_span(&span, || caught(|| slot.as_mut().start(id)));
+        let (origin, id) = (self.ledger.origin, self.ledger.summary.info.id);
+        let started = within_span(&span, || caught(|| slot.as_mut().start(origin, id)));
         let run = slot.as_mut().run_mut();
         run.span = span;
         match started {
@@ -1229,8 +1229,8 @@ where
         if uncertain || owed {
             return Ok(false);
         }
-        let id = self.ledger.summary.info.id;
-        match caught(|| slot.as_mut().make_undo(false, id)) {
+        let (origin, id) = (self.ledger.origin, self.ledger.summary.info.id);
+        match caught(|| slot.as_mut().make_undo(false, origin, id)) {
             Ok(Some(undo)) => {
                 let undo = self.member_undo_record(slot.as_mut().run_mut(), undo);
                 // Cannot fail: room was reserved.
@@ -1293,8 +1293,8 @@ where
     /// joins the ledger now (completion order). Returns why it broke if
     /// its undo record could not be made.
     fn member_completed<E>(&mut self, mut slot: Pin<&mut dyn driver::Slot<U, E>>) -> Option<StepErrorKind<E>> {
-        let id = self.ledger.summary.info.id;
-        match caught(|| slot.as_mut().make_undo(true, id)) {
+        let (origin, id) = (self.ledger.origin, self.ledger.summary.info.id);
+        match caught(|| slot.as_mut().make_undo(true, origin, id)) {
             Ok(Some(undo)) => {
                 let run = slot.as_mut().run_mut();
                 if run.owed {
@@ -1984,14 +1984,14 @@ mod driver {
         /// }
         ///
         /// let clock = ManualClock::new();
-        /// let manager = TransactionManager::new(&clock);
+        /// let manager = TransactionManager::new(&clock).with_origin(0x2a);
         /// let mut released = Vec::new();
         /// let tx = manager.transaction("t").with_id(TransactionId::new(6)).fixed::<Release, 3>();
         /// let err = clock.block_on(tx.run_with(&mut released, async |tx| {
         ///     tx.parallel((member("ip").execute(|| async { Ok::<_, &str>(()) }).undo_keyed(|(), key| Release(key)),)).await?;
         ///     tx.step("fails").run(|| async { Err::<(), _>("boom") }).await
         /// })).unwrap_err();
-        /// assert_eq!(released, ["tx-6.0"]);
+        /// assert_eq!(released, ["tx-6.0-000000000000002a"]);
         /// ```
         pub fn undo_keyed<Mk, U>(self, make_undo: Mk) -> Member<F, UndoKeyed<Mk>, W>
         where
@@ -2109,9 +2109,9 @@ mod driver {
         fn has_undo(&self) -> bool;
         /// The undo record owed: for the stored output if `completed`, else
         /// for an uncertain outcome.
-        fn make_undo(self: Pin<&mut Self>, completed: bool, id: crate::TransactionId) -> Option<U>;
-        /// Starts an attempt, in transaction `id`.
-        fn start(self: Pin<&mut Self>, id: crate::TransactionId);
+        fn make_undo(self: Pin<&mut Self>, completed: bool, origin: u64, id: crate::TransactionId) -> Option<U>;
+        /// Starts an attempt, in transaction `id` of origin `origin`.
+        fn start(self: Pin<&mut Self>, origin: u64, id: crate::TransactionId);
         /// Polls the attempt; on success the output is kept in the member.
         fn poll_attempt(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E>>;
         /// Drops the attempt in flight, if any.
@@ -2138,9 +2138,9 @@ mod driver {
             self.undo.has_undo()
         }
 
-        fn make_undo(self: Pin<&mut Self>, completed: bool, id: crate::TransactionId) -> Option<U> {
+        fn make_undo(self: Pin<&mut Self>, completed: bool, origin: u64, id: crate::TransactionId) -> Option<U> {
             let this = self.project();
-            let key = IdempotencyKey::new(id, crate::transaction::step_index(this.run.index));
+            let key = IdempotencyKey::new(origin, id, crate::transaction::step_index(this.run.index));
             match (completed, this.output.as_ref()) {
                 (true, Some(output)) => this.undo.make(Maybe::Completed(output), key),
                 (true, None) => None,
@@ -2148,9 +2148,9 @@ mod driver {
             }
         }
 
-        fn start(self: Pin<&mut Self>, id: crate::TransactionId) {
+        fn start(self: Pin<&mut Self>, origin: u64, id: crate::TransactionId) {
             let mut this = self.project();
-            let key = IdempotencyKey::new(id, crate::transaction::step_index(this.run.index));
+            let key = IdempotencyKey::new(origin, id, crate::transaction::step_index(this.run.index));
             let attempt = this.execute.start(key);
             this.attempt.set(Some(attempt));
         }

@@ -177,13 +177,32 @@ impl fmt::Display for EntryKind {
     }
 }
 
-/// A stable key for one step of one transaction: the transaction's id and
+/// A stable key for one step of one transaction: the *origin* of its ids
+/// (the journal's, or the manager's without one), the transaction's id and
 /// the step's index. Pass it to the external API a step calls (and keep it
 /// in the undo record), so that an execute or rollback repeated after a
 /// crash is recognised and harmless.
 ///
-/// Printed as `tx-<id>.<index>`. A step gets its own where the call is
-/// made: [`Step::execute_keyed`](crate::Step::execute_keyed),
+/// The origin makes keys unique across journals and processes: two
+/// services whose journals both hand out `tx-1` give their first steps
+/// different keys. It is the journal's [`Journal::origin`] (random, made
+/// when the journal was created and kept in it; chosen by the user for a
+/// flash journal), or for a manager without a journal its
+/// [`origin`](crate::TransactionManager::origin): random per manager with
+/// `std`, [`with_origin`](crate::TransactionManager::with_origin) on
+/// `no_std` (else 0 there). Recovery rebuilds nothing: the key a rollback
+/// reads back from its undo record is the key its step saw.
+///
+/// Printed as `tx-<id>.<index>-<origin>`, the id as
+/// [`TransactionId`] prints it without `tx-` and the origin as 16 hex
+/// digits: `tx-3.17.2-9f3a0c5e1b2d4f68` is step 2 of `tx-3.17`, and
+/// `tx-17.2-9f3a0c5e1b2d4f68` step 2 of `tx-17` (so a search for a
+/// transaction's id finds its keys too). Only ASCII letters, digits, `-`
+/// and `.`: safe in a header, a URL or a file name.
+/// [`FromStr`](core::str::FromStr) reads it back.
+///
+/// A step gets its own where the call is made:
+/// [`Step::execute_keyed`](crate::Step::execute_keyed),
 /// [`Execute::undo_keyed`](crate::Execute::undo_keyed),
 /// [`Execute::rollback_keyed`](crate::Execute::rollback_keyed), and for a
 /// group's members [`MemberBuilder::execute_keyed`](crate::MemberBuilder::execute_keyed)
@@ -191,12 +210,17 @@ impl fmt::Display for EntryKind {
 ///
 /// With the `serde` feature (the facade's `serde`, or `postcard` / `json`)
 /// it implements serde's `Serialize` and `Deserialize`, as a struct
-/// `{ transaction, step }` of two numbers, so an undo record can keep it.
+/// `{ origin, transaction, step }` of three numbers, so an undo record can
+/// keep it. A record without `origin` (JSON written before keys had one)
+/// reads with origin 0; a binary (`postcard`) record of the old two-number
+/// shape does not read correctly: bump the codec's schema if such records
+/// may be owed.
 ///
 /// ```
 /// use transaction_manager::{IdempotencyKey, TransactionId};
-/// let key = IdempotencyKey::new(TransactionId::new(42), 3);
-/// assert_eq!(key.to_string(), "tx-42.3");
+/// let key = IdempotencyKey::new(0x9f3a_0c5e_1b2d_4f68, TransactionId::new(42), 3);
+/// assert_eq!(key.to_string(), "tx-42.3-9f3a0c5e1b2d4f68");
+/// assert_eq!("tx-42.3-9f3a0c5e1b2d4f68".parse(), Ok(key));
 /// # #[cfg(feature = "serde")] {
 /// fn keepable<T: serde::Serialize + serde::de::DeserializeOwned>() {}
 /// keepable::<IdempotencyKey>();
@@ -205,14 +229,23 @@ impl fmt::Display for EntryKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct IdempotencyKey {
+    #[cfg_attr(feature = "serde", serde(default))]
+    origin: u64,
     transaction: u64,
     step: u32,
 }
 
 impl IdempotencyKey {
-    /// The key of step `step` of transaction `transaction`.
-    pub const fn new(transaction: TransactionId, step: u32) -> Self {
-        Self { transaction: transaction.get(), step }
+    /// The key of step `step` of transaction `transaction`, from a journal
+    /// (or manager) of origin `origin`.
+    pub const fn new(origin: u64, transaction: TransactionId, step: u32) -> Self {
+        Self { origin, transaction: transaction.get(), step }
+    }
+
+    /// The origin: which journal (or manager without one) gave out the
+    /// transaction's id.
+    pub const fn origin(self) -> u64 {
+        self.origin
     }
 
     /// The transaction's id.
@@ -228,7 +261,28 @@ impl IdempotencyKey {
 
 impl fmt::Display for IdempotencyKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "tx-{}.{}", self.transaction, self.step)
+        f.write_str("tx-")?;
+        self.transaction().fmt_number(f)?;
+        write!(f, ".{}-{:016x}", self.step, self.origin)
+    }
+}
+
+impl core::str::FromStr for IdempotencyKey {
+    type Err = crate::ParseIdError;
+
+    /// Reads what [`Display`](fmt::Display) writes:
+    /// `tx-3.17.2-9f3a0c5e1b2d4f68` or `tx-17.2-9f3a0c5e1b2d4f68`.
+    fn from_str(text: &str) -> Result<Self, crate::ParseIdError> {
+        use crate::ParseIdError;
+        let rest = text.strip_prefix("tx-").ok_or(ParseIdError)?;
+        let (numbers, origin) = rest.rsplit_once('-').ok_or(ParseIdError)?;
+        if origin.len() != 16 || !origin.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ParseIdError);
+        }
+        let origin = u64::from_str_radix(origin, 16).map_err(|_| ParseIdError)?;
+        let (id, step) = numbers.rsplit_once('.').ok_or(ParseIdError)?;
+        let step = crate::record::parse_u32(step)?;
+        Ok(Self::new(origin, crate::record::parse_number(id)?, step))
     }
 }
 
@@ -763,6 +817,14 @@ pub trait Journal {
     /// A transaction id never given out before by this journal.
     fn next_id(&self) -> TransactionId;
 
+    /// This journal's origin, which every [`IdempotencyKey`] of its
+    /// transactions carries: a number made once, when the journal (its
+    /// file, database or flash range) was created, kept in it and the same
+    /// at every open, and different from every other journal's (random,
+    /// or a device-unique value). Two journals with the same origin hand
+    /// out the same keys.
+    fn origin(&self) -> u64;
+
     /// Appends `entry` (durably, if [`Entry::is_durable`]).
     async fn append(&self, entry: &Entry<'_>) -> Result<(), Self::Error>;
 
@@ -793,6 +855,10 @@ impl<J: Journal + ?Sized> Journal for &J {
 
     fn next_id(&self) -> TransactionId {
         (**self).next_id()
+    }
+
+    fn origin(&self) -> u64 {
+        (**self).origin()
     }
 
     async fn append(&self, entry: &Entry<'_>) -> Result<(), Self::Error> {
@@ -999,6 +1065,10 @@ pub trait JournalIds: sealed::Sealed {
     /// An id from the journal, or `None` without one.
     #[doc(hidden)]
     fn next_id(&self) -> Option<TransactionId>;
+
+    /// The journal's origin, or `None` without one.
+    #[doc(hidden)]
+    fn origin(&self) -> Option<u64>;
 }
 
 pub(crate) mod sealed {
@@ -1013,6 +1083,10 @@ impl sealed::Sealed for NoJournal {}
 
 impl JournalIds for NoJournal {
     fn next_id(&self) -> Option<TransactionId> {
+        None
+    }
+
+    fn origin(&self) -> Option<u64> {
         None
     }
 }
@@ -1110,6 +1184,10 @@ impl<J, Co> sealed::Sealed for Journaled<J, Co> {}
 impl<J: Journal, Co> JournalIds for Journaled<J, Co> {
     fn next_id(&self) -> Option<TransactionId> {
         Some(self.journal.next_id())
+    }
+
+    fn origin(&self) -> Option<u64> {
+        Some(self.journal.origin())
     }
 }
 

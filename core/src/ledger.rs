@@ -90,6 +90,8 @@ pub(crate) struct Ledger<U, S: Storage> {
     pub(crate) on_rollback_failure: RollbackFailurePolicy,
     /// Whether step records get start and end times.
     pub(crate) step_times: bool,
+    /// The origin of the transaction's idempotency keys.
+    pub(crate) origin: u64,
     /// No step record below this index is `InProgress` (a record is
     /// `InProgress` only from its push until its first status change, and
     /// never again): the search for the step in progress starts here, so
@@ -171,6 +173,7 @@ impl<U, S: Storage> Ledger<U, S> {
             rng: SplitMix64::new(seed),
             on_rollback_failure,
             step_times,
+            origin: 0,
             settled: 0,
             undo: Default::default(),
         }

@@ -190,7 +190,7 @@ pub use memory_journal::{JournalRow, MemoryJournal, MemoryJournalError};
 #[cfg(feature = "metrics")]
 pub use metrics::{Metrics, StepMetrics};
 pub use panic::PanicMessage;
-pub use record::{StepRecord, StepStatus, TransactionId, TransactionInfo};
+pub use record::{ParseIdError, StepRecord, StepStatus, TransactionId, TransactionInfo};
 pub use recovery::{OwedRetry, OwedStep, RecoveredTransaction, Recovery, RecoveryError, RecoveryOutcome};
 pub use retry::{Jitter, RetryPolicy, SplitMix64};
 #[cfg(feature = "alloc")]

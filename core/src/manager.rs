@@ -56,6 +56,55 @@ pub struct TransactionManager<C, H = (), A = Unattended, J = NoJournal> {
     pub(crate) step_times: bool,
     jitter_seed: u64,
     next_id: AtomicUsize,
+    origin: Origin,
+}
+
+/// The origin of the keys of a manager without a journal: the one given
+/// ([`TransactionManager::with_origin`], 0 = none), or with `std` one
+/// drawn at random the first time it is needed.
+#[derive(Debug)]
+struct Origin {
+    given: u64,
+    #[cfg(feature = "std")]
+    drawn: std::sync::OnceLock<u64>,
+}
+
+impl Origin {
+    const fn new(given: u64) -> Self {
+        Self {
+            given,
+            #[cfg(feature = "std")]
+            drawn: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn get(&self) -> u64 {
+        #[cfg(feature = "std")]
+        if self.given == 0 {
+            return *self.drawn.get_or_init(random_origin);
+        }
+        self.given
+    }
+}
+
+/// A random non-zero origin: std's randomly keyed hasher over the time,
+/// the process id and a counter (no RNG crate needed).
+#[cfg(feature = "std")]
+pub(crate) fn random_origin() -> u64 {
+    use core::hash::{BuildHasher, Hasher};
+    static DRAWS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+    loop {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(DRAWS.fetch_add(1, Ordering::Relaxed));
+        hasher.write_u32(std::process::id());
+        if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            hasher.write_u128(now.as_nanos());
+        }
+        let origin = hasher.finish();
+        if origin != 0 {
+            return origin;
+        }
+    }
 }
 
 impl<C: Clock> TransactionManager<C> {
@@ -79,6 +128,7 @@ impl<C: Clock> TransactionManager<C> {
             step_times: true,
             jitter_seed: 0x05EE_D0F7_AB1E,
             next_id: AtomicUsize::new(1),
+            origin: Origin::new(0),
         }
     }
 }
@@ -106,6 +156,7 @@ impl<C, H, A, J> TransactionManager<C, H, A, J> {
             step_times: self.step_times,
             jitter_seed: self.jitter_seed,
             next_id: self.next_id,
+            origin: self.origin,
         }
     }
 
@@ -148,6 +199,7 @@ impl<C, H, A, J> TransactionManager<C, H, A, J> {
             step_times: self.step_times,
             jitter_seed: self.jitter_seed,
             next_id: self.next_id,
+            origin: self.origin,
         }
     }
 
@@ -184,6 +236,7 @@ impl<C, H, A, J> TransactionManager<C, H, A, J> {
             step_times: self.step_times,
             jitter_seed: self.jitter_seed,
             next_id: self.next_id,
+            origin: self.origin,
         }
     }
 
@@ -310,7 +363,46 @@ impl<C, H, A, J> TransactionManager<C, H, A, J> {
     }
 }
 
+impl<C, H, A> TransactionManager<C, H, A, NoJournal> {
+    /// Sets the origin of this manager's [`IdempotencyKey`](crate::IdempotencyKey)s (a manager
+    /// with a journal uses the journal's [`origin`](crate::Journal::origin)).
+    /// Without a journal, ids count from `tx-1` in every process and every
+    /// run, so the origin is what keeps two of them from handing the same
+    /// key to an API: with `std`, one is drawn at random for each manager
+    /// unless one is set here; on `no_std` it is 0 unless set here, so set
+    /// it to something unique to the device and boot (a chip id mixed with
+    /// a boot counter, a random number from the hardware). 0 means "none
+    /// given".
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock).with_origin(0x2a);
+    /// assert_eq!(manager.origin(), 0x2a);
+    /// let done = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |tx| {
+    ///     tx.step("a").execute_keyed(|key| async move { Ok::<_, &str>(key.to_string()) }).no_rollback().await
+    /// }));
+    /// assert_eq!(done.unwrap().into_value(), "tx-1.0-000000000000002a");
+    /// ```
+    #[must_use]
+    pub fn with_origin(mut self, origin: u64) -> Self {
+        self.origin = Origin::new(origin);
+        self
+    }
+}
+
 impl<C, H, A, J: JournalIds> TransactionManager<C, H, A, J> {
+    /// The origin of this manager's [`IdempotencyKey`](crate::IdempotencyKey)s: its journal's
+    /// [`origin`](crate::Journal::origin), or without a journal the one
+    /// set with [`with_origin`](TransactionManager::with_origin) (with
+    /// `std`, a random one drawn for this manager otherwise; 0 on `no_std`).
+    pub fn origin(&self) -> u64 {
+        match self.journal.origin() {
+            Some(origin) => origin,
+            None => self.origin.get(),
+        }
+    }
+
     /// Prepares a transaction for `operation`. Choose where its undo records
     /// live ([`fixed`](TransactionBuilder::fixed), or with `alloc` the
     /// closure-friendly default), then [`run`](TransactionBuilder::run) it.
@@ -755,6 +847,7 @@ where
                 self.on_rollback_failure,
                 manager.step_times,
             );
+            ledger.origin = manager.origin();
             let ledger_ref = &mut ledger;
             // The rollbacks that failed, kept out here too (not moved out of the
             // rollback's future, nor through this one's return).

@@ -46,7 +46,7 @@ use crate::{Entry, EntryKind, Journal, StoredEntry, TransactionId};
 /// let restarted = journal.restart();
 /// assert_eq!(restarted.entries(TransactionId::new(7)).len(), 1);
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemoryJournal {
     state: Arc<Mutex<State>>,
 }
@@ -56,6 +56,7 @@ struct State {
     durable: Vec<JournalRow>,
     buffered: Vec<JournalRow>,
     next_id: u64,
+    origin: u64,
     appends: usize,
     cut_after: Option<usize>,
     power_lost: bool,
@@ -92,10 +93,30 @@ impl fmt::Display for MemoryJournalError {
 
 impl std::error::Error for MemoryJournalError {}
 
+impl Default for MemoryJournal {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl MemoryJournal {
-    /// An empty journal; its ids start at 1.
+    /// An empty journal; its ids start at 1, its
+    /// [`origin`](Journal::origin) is random.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_origin(crate::manager::random_origin())
+    }
+
+    /// An empty journal of origin `origin` (its keys'
+    /// [`origin`](crate::IdempotencyKey::origin)); its ids start at 1.
+    /// [`restart`](MemoryJournal::restart) keeps it.
+    ///
+    /// ```
+    /// use transaction_manager::{Journal, MemoryJournal};
+    /// assert_eq!(MemoryJournal::with_origin(7).origin(), 7);
+    /// assert_ne!(MemoryJournal::new().origin(), MemoryJournal::new().origin());
+    /// ```
+    pub fn with_origin(origin: u64) -> Self {
+        Self { state: Arc::new(Mutex::new(State { origin, ..State::default() })) }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -170,7 +191,8 @@ impl MemoryJournal {
     /// every id given out before.
     pub fn restart(&self) -> MemoryJournal {
         let state = self.state();
-        let restarted = State { durable: state.durable.clone(), next_id: state.next_id, ..State::default() };
+        let restarted =
+            State { durable: state.durable.clone(), next_id: state.next_id, origin: state.origin, ..State::default() };
         MemoryJournal { state: Arc::new(Mutex::new(restarted)) }
     }
 
@@ -226,6 +248,10 @@ impl Journal for MemoryJournal {
         let mut state = self.state();
         state.next_id += 1;
         TransactionId::new(state.next_id)
+    }
+
+    fn origin(&self) -> u64 {
+        self.state().origin
     }
 
     async fn append(&self, entry: &Entry<'_>) -> Result<(), MemoryJournalError> {

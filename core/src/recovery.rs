@@ -944,7 +944,8 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
         let seed = self.jitter_seed_for(id);
         // The manager's policy: with `Stop`, recovery stops at the first
         // rollback that fails again, as the transaction would have.
-        let ledger = Ledger::new(info, now, seed, self.on_rollback_failure, self.step_times);
+        let mut ledger = Ledger::new(info, now, seed, self.on_rollback_failure, self.step_times);
+        ledger.origin = self.journal.journal().origin();
         let mut read = Read { ledger, problem: None, finished: false, failed_before: false };
         let codec = self.journal.codec();
         self.journal

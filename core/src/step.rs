@@ -258,7 +258,7 @@ where
     /// ```
     /// # use transaction_manager::*;
     /// let clock = ManualClock::new();
-    /// let manager = TransactionManager::new(&clock);
+    /// let manager = TransactionManager::new(&clock).with_origin(0x2a);
     /// let mut tries = Vec::new();
     /// clock.block_on(manager.transaction("t").with_id(TransactionId::new(4)).fixed::<NoRollback, 1>().run_with(
     ///     &mut tries,
@@ -268,7 +268,7 @@ where
     ///         step.run_with(async move |tries: &mut Vec<String>| { tries.push(key.to_string()); Ok::<_, &str>(()) }).await
     ///     },
     /// )).unwrap();
-    /// assert_eq!(tries, ["tx-4.0"]);
+    /// assert_eq!(tries, ["tx-4.0-000000000000002a"]);
     /// ```
     pub fn key(&self) -> crate::IdempotencyKey {
         self.tx.next_step_key()
@@ -282,12 +282,12 @@ where
     /// ```
     /// # use transaction_manager::*;
     /// let clock = ManualClock::new();
-    /// let manager = TransactionManager::new(&clock);
+    /// let manager = TransactionManager::new(&clock).with_origin(0x2a);
     /// let done = clock.block_on(manager.transaction("t").with_id(TransactionId::new(9)).fixed::<NoRollback, 2>().run(async |tx| {
     ///     tx.step("a").run(|| async { Ok::<_, &str>(()) }).await?;
     ///     tx.step("b").execute_keyed(|key| async move { Ok::<_, &str>(key.to_string()) }).no_rollback().await
     /// }));
-    /// assert_eq!(done.unwrap().into_value(), "tx-9.1");
+    /// assert_eq!(done.unwrap().into_value(), "tx-9.1-000000000000002a");
     /// ```
     #[allow(clippy::type_complexity)]
     pub fn execute_keyed<F, Fut, Out, E>(
@@ -695,7 +695,7 @@ where
     /// # use std::sync::{Arc, Mutex};
     /// # use transaction_manager::*;
     /// let clock = ManualClock::new();
-    /// let manager = TransactionManager::new(&clock);
+    /// let manager = TransactionManager::new(&clock).with_origin(0x2a);
     /// let undone = Arc::new(Mutex::new(Vec::new()));
     /// let log = undone.clone();
     /// let err = clock.block_on(manager.transaction("t").with_id(TransactionId::new(5)).run(async |tx| {
@@ -708,7 +708,7 @@ where
     ///         .await?;
     ///     tx.step("fails").run(|| async { Err::<(), _>("boom") }).await
     /// })).unwrap_err();
-    /// assert_eq!(*undone.lock().unwrap(), ["tx-5.0: 7"]);
+    /// assert_eq!(*undone.lock().unwrap(), ["tx-5.0-000000000000002a: 7"]);
     /// # }
     /// ```
     pub fn rollback_keyed<G, Fut, RE>(self, rollback: G) -> impl Future<Output = Result<F::Output, StepError<F::Error>>>
@@ -873,14 +873,14 @@ where
     /// }
     ///
     /// let clock = ManualClock::new();
-    /// let manager = TransactionManager::new(&clock);
+    /// let manager = TransactionManager::new(&clock).with_origin(0x2a);
     /// let mut undone = Vec::new();
     /// let tx = manager.transaction("t").with_id(TransactionId::new(3)).fixed::<Delete, 2>();
     /// let err = clock.block_on(tx.run_with(&mut undone, async |tx| {
     ///     tx.step("create").execute(|| async { Ok::<_, &str>(()) }).undo_keyed(|(), key| Delete(key)).await?;
     ///     tx.step("fails").run(|| async { Err::<(), _>("boom") }).await
     /// })).unwrap_err();
-    /// assert_eq!(undone, ["tx-3.0"]);
+    /// assert_eq!(undone, ["tx-3.0-000000000000002a"]);
     /// ```
     pub fn undo_keyed<Mk>(self, make_undo: Mk) -> impl Future<Output = Result<F::Output, StepError<F::Error>>>
     where

@@ -185,17 +185,17 @@ impl<'t, C, H, A, J, Ctx: ?Sized, U, S: Storage> Transaction<'t, TransactionMana
     /// ```
     /// # use transaction_manager::*;
     /// let clock = ManualClock::new();
-    /// let manager = TransactionManager::new(&clock);
+    /// let manager = TransactionManager::new(&clock).with_origin(0x2a);
     /// let done = clock.block_on(manager.transaction("t").with_id(TransactionId::new(9)).fixed::<NoRollback, 2>().run(async |tx| {
     ///     tx.step("a").run(|| async { Ok::<_, &str>(()) }).await?;
     ///     let key = tx.next_step_key();
     ///     tx.step("b").run(|| async move { Ok::<_, &str>(key.to_string()) }).await
     /// }));
-    /// assert_eq!(done.unwrap().into_value(), "tx-9.1");
+    /// assert_eq!(done.unwrap().into_value(), "tx-9.1-000000000000002a");
     /// ```
     pub fn next_step_key(&self) -> crate::IdempotencyKey {
         let index = u32::try_from(self.ledger.summary.steps.len()).unwrap_or(u32::MAX);
-        crate::IdempotencyKey::new(self.ledger.summary.info.id, index)
+        crate::IdempotencyKey::new(self.ledger.origin, self.ledger.summary.info.id, index)
     }
 
     /// The records of the steps run so far.

@@ -104,6 +104,7 @@ pub struct FlashJournal<S: NorFlash, const SLOTS: usize = 1, const BUF: usize = 
     state: RefCell<State<S, SLOTS, BUF>>,
     boot: u32,
     next: Cell<u32>,
+    origin: u64,
 }
 
 struct State<S, const SLOTS: usize, const BUF: usize> {
@@ -430,7 +431,30 @@ impl<S: NorFlash, const SLOTS: usize, const BUF: usize> FlashJournal<S, SLOTS, B
             };
             state.slots[slot] = unfinished;
         }
-        Ok(Self { state: RefCell::new(state), boot, next: Cell::new(1) })
+        Ok(Self { state: RefCell::new(state), boot, next: Cell::new(1), origin: 0 })
+    }
+
+    /// Sets the journal's [`origin`](Journal::origin), which every
+    /// idempotency key of its transactions carries: a value unique to the
+    /// device and the same at every boot, such as the chip's unique id
+    /// (the flash journal has no random source and keeps nothing for it in
+    /// the meta range). Without it the origin is 0, and two devices hand
+    /// out the same keys (`tx-1.1.0-0000000000000000`): set it on every
+    /// device whose keys reach a shared API.
+    ///
+    /// ```
+    /// # use transaction_manager::Journal;
+    /// # use transaction_manager_flash::FlashJournal;
+    /// # fn chip_unique_id() -> u64 { 0x1234 }
+    /// # async fn example<S: embedded_storage_async::nor_flash::NorFlash>(flash: S) {
+    /// let journal = FlashJournal::<_>::open(flash, 0..8192, 8192..16384).await.unwrap().with_origin(chip_unique_id());
+    /// assert_eq!(journal.origin(), 0x1234);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_origin(mut self, origin: u64) -> Self {
+        self.origin = origin;
+        self
     }
 
     /// This boot's number (1 on a blank flash), the high half of every id
@@ -452,6 +476,12 @@ impl<S: NorFlash, const SLOTS: usize, const BUF: usize> Journal for FlashJournal
         let n = self.next.get();
         self.next.set(n.wrapping_add(1));
         TransactionId::new(u64::from(self.boot) << 32 | u64::from(n))
+    }
+
+    /// The value given to [`with_origin`](FlashJournal::with_origin), 0
+    /// without one.
+    fn origin(&self) -> u64 {
+        self.origin
     }
 
     // Holding the state across the flash operation is the point: it is

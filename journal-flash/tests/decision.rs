@@ -92,6 +92,10 @@ impl Journal for FailsAfterCommit<'_> {
         self.0.next_id()
     }
 
+    fn origin(&self) -> u64 {
+        self.0.origin()
+    }
+
     async fn append(&self, entry: &Entry<'_>) -> Result<(), Error> {
         self.0.append(entry).await?;
         if entry.kind() == EntryKind::Committed {

@@ -55,6 +55,10 @@ impl Journal for Watched<'_> {
         self.journal.next_id()
     }
 
+    fn origin(&self) -> u64 {
+        self.journal.origin()
+    }
+
     async fn append(&self, entry: &Entry<'_>) -> Result<(), Self::Error> {
         let key = (entry.step(), entry.kind().code());
         self.acks.borrow_mut().started.insert(key);

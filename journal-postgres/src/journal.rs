@@ -267,6 +267,8 @@ impl Clone for PostgresJournal {
 }
 
 struct Inner {
+    /// The journal's origin (`tm_meta`, made by migration 3).
+    origin: u64,
     target: Target,
     owner: String,
     lease: Duration,
@@ -410,6 +412,7 @@ impl PostgresJournal {
         } else {
             schema::check(&first).await?;
         }
+        let origin = schema::origin(&first).await?;
         let epoch = take_epoch(&first).await?;
         let spare = take_epoch(&first).await?;
         let owner = options.owner.clone().unwrap_or_else(|| {
@@ -440,6 +443,7 @@ impl PostgresJournal {
         let ids = Arc::new(Ids::new(epoch, spare));
         Ok(PostgresJournal {
             inner: Arc::new(Inner {
+                origin,
                 target,
                 owner,
                 lease: options.lease,
@@ -694,6 +698,13 @@ impl Journal for PostgresJournal {
 
     fn next_id(&self) -> TransactionId {
         TransactionId::new(self.inner.ids.next(&self.inner.target))
+    }
+
+    /// Made at random by the migration that added it, kept in `tm_meta`:
+    /// every worker on the database shares it (ids are unique within the
+    /// database already).
+    fn origin(&self) -> u64 {
+        self.inner.origin
     }
 
     async fn append(&self, entry: &Entry<'_>) -> Result<(), PostgresJournalError> {

@@ -1,7 +1,8 @@
 //! The journal's tables and the migrations that create them.
 //!
 //! ```sql
-//! tm_meta(key, value)                    -- 'schema' = the applied migration
+//! tm_meta(key, value)                    -- 'schema' = the applied migration,
+//!                                        -- 'origin' = the journal's origin (random, migration 3)
 //! tm_epochs                              -- sequence: one epoch per connect
 //! tm_owners(owner, lease_until, ...)     -- one row per instance: its lease
 //! tm_transactions(tx, owner, generation, operation, finished, stuck, ...)
@@ -18,7 +19,7 @@ use tokio_postgres::Client;
 use crate::PostgresJournalError;
 
 /// The schema number this version writes and the newest it reads.
-pub const SCHEMA: i64 = 2;
+pub const SCHEMA: i64 = 3;
 
 /// Migrations, in order: migration `n` (1-based) takes the schema from
 /// `n - 1` to `n`. Never edit one that shipped: add the next.
@@ -63,7 +64,23 @@ const MIGRATIONS: [&str; SCHEMA as usize] = [
     "
     CREATE UNIQUE INDEX tm_entries_one_decision ON tm_entries (tx) WHERE step = -1 AND kind IN (7, 11);
     ",
+    // 3: the journal's origin, which every idempotency key carries: made
+    // once, at random, shared by every worker on this database.
+    "
+    INSERT INTO tm_meta (key, value)
+        VALUES ('origin', floor(random() * 9.2e18)::bigint + 1)
+        ON CONFLICT (key) DO NOTHING;
+    ",
 ];
+
+/// The journal's origin (migration 3).
+pub(crate) async fn origin(client: &Client) -> Result<u64, PostgresJournalError> {
+    let row = client
+        .query_one("SELECT value FROM tm_meta WHERE key = 'origin'", &[])
+        .await
+        .map_err(PostgresJournalError::from_pg)?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
 
 /// The index that keeps one decision per transaction (migration 2).
 pub(crate) const ONE_DECISION: &str = "tm_entries_one_decision";

@@ -118,6 +118,8 @@ pub const MAX_PAYLOAD: usize = 16 << 20;
 pub struct SqliteJournal {
     path: PathBuf,
     ids: Ids,
+    /// The file's origin (see [`Journal::origin`]).
+    origin: u64,
     /// `None` for a read-only file.
     writer: Option<Writer>,
     /// Set when nothing can be written: the file is read-only, or a new
@@ -208,13 +210,13 @@ impl SqliteJournal {
                 return Err(opening(error));
             }
         }
-        let epoch = loop {
+        let set_up = loop {
             match schema::set_up(&conn) {
                 Err(SqliteJournalError::Sqlite(cause)) if retry_busy(cause.is_busy()) => {}
                 other => break other,
             }
         };
-        let epoch = match epoch {
+        let (epoch, origin) = match set_up {
             // A read-only directory (no `-wal` file) or mount.
             Err(SqliteJournalError::ReadOnly { .. }) => {
                 drop(conn);
@@ -257,6 +259,7 @@ impl SqliteJournal {
         Ok(SqliteJournal {
             path: path.to_owned(),
             ids: Ids::new(epoch),
+            origin,
             writer: Some(Writer { requests: Some(requests), thread: Some(thread), pending_lazy }),
             cannot_write: OnceLock::new(),
             reader: Mutex::new(reader),
@@ -281,12 +284,14 @@ impl SqliteJournal {
         let cannot_write = OnceLock::new();
         let _ = cannot_write.set(SqliteJournalError::ReadOnly { cause: None });
         let owner_column = schema::has_owner_column(&conn)?;
+        let origin = schema::stored_origin(&conn).ok().flatten().unwrap_or_else(schema::random_origin);
         if let Some(mark) = crate::hwm::path_of(path) {
             crate::hwm::check(&mark, &conn)?;
         }
         Ok(SqliteJournal {
             path: path.to_owned(),
             ids: Ids::new(0),
+            origin,
             writer: None,
             cannot_write,
             reader: Mutex::new(conn),
@@ -521,6 +526,13 @@ impl Journal for SqliteJournal {
 
     fn next_id(&self) -> TransactionId {
         TransactionId::new(self.ids.next(|| self.new_epoch()))
+    }
+
+    /// Made at random when the file was created (or first opened for
+    /// writing by this version), kept in its `tm_meta` table: the same at
+    /// every open, and for every process sharing the file.
+    fn origin(&self) -> u64 {
+        self.origin
     }
 
     async fn append(&self, entry: &Entry<'_>) -> Result<(), SqliteJournalError> {

@@ -2,7 +2,8 @@
 //! transaction ids unique across processes.
 //!
 //! ```sql
-//! tm_meta(key, value)                 -- 'schema' = 2, 'epoch' = last epoch handed out
+//! tm_meta(key, value)                 -- 'schema' = 3, 'epoch' = last epoch handed out,
+//!                                     -- 'origin' = the file's origin (random, made once)
 //! tm_entries(seq, tx, step, kind, payload)
 //!     seq: the rowid, in first-append order; UNIQUE (tx, step, kind)
 //!     step: -1 for the transaction's own entries
@@ -15,6 +16,12 @@
 //! Schema 1 had no `owner`: opening such a file for writing adds the
 //! column in place (its rows owned by nobody: recoverable) and sets the
 //! schema to 2, which an older version of this crate refuses to open.
+//! Schema 3 adds the `origin` row (the journal's
+//! [`Journal::origin`](transaction_manager_core::Journal::origin), which
+//! every idempotency key carries): opening a file of schema 1 or 2 for
+//! writing adds it, and an older version refuses the file from then on (it
+//! would read undo records whose keys it does not know). A read-only file
+//! without the row gets a random origin for as long as it is open.
 //!
 //! Ids are stored as SQLite's signed 64-bit integers, bit for bit (`u64 as
 //! i64`): the ids this crate hands out stay below 2^63 for the first 2^31
@@ -29,7 +36,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::SqliteJournalError;
 
 /// The schema number this version writes and the newest it reads.
-pub(crate) const SCHEMA: i64 = 2;
+pub(crate) const SCHEMA: i64 = 3;
 
 /// How long a connection waits for another connection's write lock (two
 /// processes sharing the file) before a write fails with "busy".
@@ -50,7 +57,7 @@ const CREATE: &str = "
         owner INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX IF NOT EXISTS tm_unfinished ON tm_transactions (tx) WHERE finished = 0;
-    INSERT OR IGNORE INTO tm_meta (key, value) VALUES ('schema', 2);
+    INSERT OR IGNORE INTO tm_meta (key, value) VALUES ('schema', 3);
 ";
 
 /// Schema 1 to 2: who owns each transaction (nobody, for the old rows).
@@ -58,6 +65,10 @@ const MIGRATE_1_TO_2: &str = "
     ALTER TABLE tm_transactions ADD COLUMN owner INTEGER NOT NULL DEFAULT 0;
     UPDATE tm_meta SET value = 2 WHERE key = 'schema';
 ";
+
+/// Schema 2 to 3: the file's origin (the row itself is added by
+/// [`origin`]).
+const MIGRATE_2_TO_3: &str = "UPDATE tm_meta SET value = 3 WHERE key = 'schema';";
 
 /// Sets up the write connection: WAL, `synchronous = FULL`, the busy
 /// timeout.
@@ -100,7 +111,7 @@ pub(crate) fn in_write_transaction<T, E: From<rusqlite::Error>>(
 /// Creates the tables if needed, refuses a newer schema, and takes the next
 /// epoch, all in one write transaction: two processes opening the file at
 /// once get different epochs.
-pub(crate) fn set_up(conn: &Connection) -> Result<u32, SqliteJournalError> {
+pub(crate) fn set_up(conn: &Connection) -> Result<(u32, u64), SqliteJournalError> {
     in_write_transaction(conn, || {
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS tm_meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;",
@@ -110,8 +121,42 @@ pub(crate) fn set_up(conn: &Connection) -> Result<u32, SqliteJournalError> {
         if !has_owner_column(conn)? {
             conn.execute_batch(MIGRATE_1_TO_2)?;
         }
-        next_epoch(conn)
+        // Made once, in the same write transaction: two processes creating
+        // the file at once read the same origin.
+        conn.execute("INSERT OR IGNORE INTO tm_meta (key, value) VALUES ('origin', ?1)", [to_sql(random_origin())])
+            .map_err(SqliteJournalError::from_sqlite)?;
+        conn.execute_batch(MIGRATE_2_TO_3)?;
+        let origin = stored_origin(conn)?
+            .ok_or_else(|| SqliteJournalError::from_sqlite(rusqlite::Error::QueryReturnedNoRows))?;
+        Ok((next_epoch(conn)?, origin))
     })
+}
+
+/// The file's origin, if it has one (files of schema 1 and 2 have none
+/// until opened for writing).
+pub(crate) fn stored_origin(conn: &Connection) -> Result<Option<u64>, SqliteJournalError> {
+    conn.query_row("SELECT value FROM tm_meta WHERE key = 'origin'", [], |row| row.get::<_, i64>(0))
+        .optional()
+        .map(|origin| origin.map(from_sql))
+        .map_err(SqliteJournalError::from_sqlite)
+}
+
+/// A random non-zero origin: std's randomly keyed hasher over the time,
+/// the process id and the thread (no RNG crate needed).
+pub(crate) fn random_origin() -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    loop {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        std::process::id().hash(&mut hasher);
+        std::thread::current().id().hash(&mut hasher);
+        if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            now.as_nanos().hash(&mut hasher);
+        }
+        let origin = hasher.finish();
+        if origin != 0 {
+            return origin;
+        }
+    }
 }
 
 /// Takes the next epoch in its own write transaction.

@@ -93,6 +93,10 @@ impl Journal for FailsAfterCommit {
         self.0.next_id()
     }
 
+    fn origin(&self) -> u64 {
+        self.0.origin()
+    }
+
     async fn append(&self, entry: &Entry<'_>) -> Result<(), SqliteJournalError> {
         self.0.append(entry).await?;
         if entry.kind() == Committed {

@@ -182,12 +182,56 @@ fn a_newer_schema_is_refused() {
     let dir = TempDir::new("schema");
     drop(SqliteJournal::open(dir.file()).unwrap());
     let conn = rusqlite::Connection::open(dir.file()).unwrap();
-    conn.execute("UPDATE tm_meta SET value = 3 WHERE key = 'schema'", []).unwrap();
+    conn.execute("UPDATE tm_meta SET value = 4 WHERE key = 'schema'", []).unwrap();
     drop(conn);
     match SqliteJournal::open(dir.file()) {
-        Err(SqliteJournalError::NewerSchema { found: 3, known: 2 }) => {}
+        Err(SqliteJournalError::NewerSchema { found: 4, known: 3 }) => {}
         other => panic!("expected NewerSchema, got {other:?}"),
     }
+}
+
+#[test]
+fn two_files_have_different_origins_and_a_file_keeps_its_own() {
+    let dir = TempDir::new("origin");
+    let (one, two) = (dir.path().join("one.db"), dir.path().join("two.db"));
+    let first = SqliteJournal::open(&one).unwrap().origin();
+    let second = SqliteJournal::open(&two).unwrap().origin();
+    assert_ne!(first, second);
+    assert_ne!(first, 0);
+    // Reopened, a file keeps its origin (a new epoch, the same keys' origin).
+    let again = SqliteJournal::open(&one).unwrap();
+    assert_eq!(again.origin(), first);
+    drop(again);
+    // Two journals open on one file at once share it.
+    let (a, b) = (SqliteJournal::open(&two).unwrap(), SqliteJournal::open(&two).unwrap());
+    assert_eq!((a.origin(), b.origin()), (second, second));
+}
+
+#[test]
+fn a_schema_2_file_gets_an_origin_and_keeps_its_entries() {
+    let dir = TempDir::new("origin-migrate");
+    let file = dir.file();
+    drop(SqliteJournal::open(&file).unwrap());
+    {
+        // Back to the file as schema 2 wrote it: no origin.
+        let conn = rusqlite::Connection::open(&file).unwrap();
+        conn.execute_batch(
+            "DELETE FROM tm_meta WHERE key = 'origin'; UPDATE tm_meta SET value = 2 WHERE key = 'schema';
+             INSERT INTO tm_entries (tx, step, kind, payload) VALUES (4294967297, -1, 1, x'00');
+             INSERT INTO tm_transactions VALUES (4294967297, 0, 0);",
+        )
+        .unwrap();
+    }
+    let journal = SqliteJournal::open(&file).unwrap();
+    let origin = journal.origin();
+    assert_ne!(origin, 0);
+    assert_eq!(unfinished(&journal), [TransactionId::new(1 << 32 | 1)]);
+    drop(journal);
+    let conn = rusqlite::Connection::open(&file).unwrap();
+    let schema: i64 = conn.query_row("SELECT value FROM tm_meta WHERE key = 'schema'", [], |r| r.get(0)).unwrap();
+    assert_eq!(schema, 3);
+    drop(conn);
+    assert_eq!(SqliteJournal::open(&file).unwrap().origin(), origin);
 }
 
 #[test]
