@@ -228,7 +228,7 @@ fn check(dir: &Path, kills: usize, lines_seen: usize) {
     let journal = SqliteJournal::open(dir.join("journal.db")).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let transactions: BTreeSet<u64> =
-        created.iter().map(|key| key.trim_start_matches("tx-").split('.').next().unwrap().parse().unwrap()).collect();
+        created.iter().map(|key| key.parse::<IdempotencyKey>().unwrap().transaction().get()).collect();
     let mut committed_count = 0;
     let mut leaked = 0;
     for &id in &transactions {
@@ -241,7 +241,7 @@ fn check(dir: &Path, kills: usize, lines_seen: usize) {
             if kind != EntryKind::Done.code() {
                 continue;
             }
-            let key = IdempotencyKey::new(id, step.unwrap()).to_string();
+            let key = IdempotencyKey::new(journal.origin(), id, step.unwrap()).to_string();
             if committed {
                 assert!(!deleted.contains_key(&key), "{key}: its transaction committed, yet it was rolled back");
             } else {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::Cluster;
 use common::app::{App, Refused, Undo, manager};
-use transaction_manager::{EntryKind, Journal, StepError, StepErrorKind, TransactionId, Unbounded};
+use transaction_manager::{EntryKind, IdempotencyKey, Journal, StepError, StepErrorKind, TransactionId, Unbounded};
 use transaction_manager_postgres::{PostgresJournal, PostgresOptions};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -244,9 +244,10 @@ async fn effect_then_pause(
     (error.summary().transaction_id(), error)
 }
 
-/// A step's effect key, as `IdempotencyKey` shows it.
-fn key(id: TransactionId, step: u32) -> String {
-    format!("tx-{}.{step}", id.get())
+/// A step's effect key, as `IdempotencyKey` shows it (every journal on
+/// one database shares its origin).
+fn key(journal: &PostgresJournal, id: TransactionId, step: u32) -> String {
+    IdempotencyKey::new(journal.origin(), id, step).to_string()
 }
 
 /// Issue 22 item 15: owner A applies step 1's effect under a valid fence and
@@ -317,7 +318,7 @@ fn pause_between_effect_and_done(
         }
         // Both effects were applied, by A at generation 1.
         let created = app_b.effects("create").await;
-        assert_eq!(created, [(key(id, 0), "a".to_string(), 1), (key(id, 1), "a".to_string(), 1)]);
+        assert_eq!(created, [(key(&b, id, 0), "a".to_string(), 1), (key(&b, id, 1), "a".to_string(), 1)]);
         check(id, &mut app_b, &b).await;
     });
 }
@@ -332,7 +333,7 @@ fn a_paused_owners_effect_without_uncertain_rollback_is_the_documented_gap() {
     pause_between_effect_and_done("paused-gap", false, async |id, app_b, b| {
         let deleted = app_b.effects("delete").await;
         // B rolled back step 0 only (its `Done` was durable).
-        assert_eq!(deleted, [(key(id, 0), "b".to_string(), 2)], "{deleted:?}");
+        assert_eq!(deleted, [(key(b, id, 0), "b".to_string(), 2)], "{deleted:?}");
         // Nothing in the journal for step 1.
         let mut step_1 = Vec::new();
         b.read(id, &mut |e| {
@@ -360,7 +361,7 @@ fn a_paused_owners_effect_with_uncertain_rollback_is_undone_once_by_the_new_owne
     pause_between_effect_and_done("paused-uncertain", true, async |id, app_b, b| {
         let mut deleted = app_b.effects("delete").await;
         deleted.sort();
-        assert_eq!(deleted, [(key(id, 0), "b".to_string(), 2), (key(id, 1), "b".to_string(), 2)], "{deleted:?}");
+        assert_eq!(deleted, [(key(b, id, 0), "b".to_string(), 2), (key(b, id, 1), "b".to_string(), 2)], "{deleted:?}");
         let report = manager(b.clone()).recover::<Undo, Unbounded, _>(app_b).await.unwrap();
         assert_eq!(report.found(), 0, "{report}");
         assert_eq!(app_b.effects("delete").await.len(), 2, "undone more than once");

@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use common::app::{App, Refused, Undo, manager};
 use common::proxy::{Cut, Proxy};
 use common::{Cluster, Setup};
-use transaction_manager::{EntryKind, Journal, StepError, StepErrorKind, Unbounded};
+use transaction_manager::{EntryKind, IdempotencyKey, Journal, StepError, StepErrorKind, Unbounded};
 use transaction_manager_postgres::{PostgresJournal, PostgresOptions};
 
 const WORKERS: usize = 4;
@@ -475,15 +475,23 @@ fn run_workers(url: String, cut: Option<u16>) {
             )
             .await
             .unwrap();
+        // The (transaction, step) of each rolled-back key.
+        let deleted_steps: std::collections::BTreeSet<(u64, u32)> = deleted
+            .keys()
+            .map(|key| {
+                let key: IdempotencyKey = key.parse().expect("an idempotency key");
+                (key.transaction().get(), key.step())
+            })
+            .collect();
         let mut owed = 0;
         for row in &done {
             let (tx, step, committed): (i64, i32, bool) = (row.get(0), row.get(1), row.get(2));
-            let key = format!("tx-{tx}.{step}");
+            let key = (tx as u64, step as u32);
             if committed {
-                assert!(!deleted.contains_key(&key), "{key}: its transaction committed, yet it was rolled back");
+                assert!(!deleted_steps.contains(&key), "{key:?}: its transaction committed, yet it was rolled back");
             } else {
                 owed += 1;
-                assert!(deleted.contains_key(&key), "{key}: its Done was durable, yet it was never rolled back");
+                assert!(deleted_steps.contains(&key), "{key:?}: its Done was durable, yet it was never rolled back");
             }
         }
         // `run`'s result agrees with the journal's decision.
