@@ -248,8 +248,8 @@ fn check(dir: &Path, kills: usize, lines_seen: usize) {
                 assert!(deleted.contains_key(&key), "{key}: its Done was durable, yet it was never rolled back");
             }
         }
-        for key in created.iter().filter(|k| k.starts_with(&format!("{id}."))) {
-            let step: u32 = key.rsplit('.').next().unwrap().parse().unwrap();
+        for key in created.iter().filter(|k| k.parse::<IdempotencyKey>().unwrap().transaction() == id) {
+            let step = key.parse::<IdempotencyKey>().unwrap().step();
             let done = entries.iter().any(|&(s, kind)| s == Some(step) && kind == EntryKind::Done.code());
             if !done && !deleted.contains_key(key) {
                 // Created, killed before its `Done` was durable: the gap
