@@ -83,7 +83,6 @@ impl fmt::Display for StepStatus {
 /// assert_eq!(TransactionId::new(3 << 32 | 17).to_string(), "tx-3.17");
 /// assert_eq!("tx-3.17".parse(), Ok(TransactionId::new(3 << 32 | 17)));
 /// ```
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TransactionId(u64);
 

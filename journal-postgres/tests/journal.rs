@@ -7,7 +7,9 @@ mod common;
 
 use common::Cluster;
 use common::app::{App, Undo, manager};
-use transaction_manager::{Entry, EntryKind, Journal, Json, StepError, TokioClock, TransactionManager, Unbounded};
+use transaction_manager::{
+    Entry, EntryKind, IdempotencyKey, Journal, Json, StepError, TokioClock, TransactionManager, Unbounded,
+};
 use transaction_manager_postgres::{PostgresJournal, PostgresJournalError, PostgresOptions};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -157,7 +159,8 @@ fn a_restarted_instance_recovers_what_it_left_unfinished() {
         let report = manager(journal.clone()).recover::<Undo, Unbounded, _>(&mut app).await.unwrap();
         assert_eq!((report.found(), report.rolled_back()), (1, 1), "{report}");
         let deleted: Vec<(String, String, i64)> = app.effects("delete").await;
-        assert_eq!(deleted, [(format!("{id}.1"), "worker-1".into(), 2), (format!("{id}.0"), "worker-1".into(), 2)]);
+        let key = |step| IdempotencyKey::new(journal.origin(), id, step).to_string();
+        assert_eq!(deleted, [(key(1), "worker-1".into(), 2), (key(0), "worker-1".into(), 2)]);
         let report = manager(journal).recover::<Undo, Unbounded, _>(&mut app).await.unwrap();
         assert_eq!(report.found(), 0);
     });
@@ -221,7 +224,7 @@ fn a_newer_schema_is_refused() {
         client.execute("UPDATE tm_meta SET value = 99 WHERE key = 'schema'", &[]).await.unwrap();
         let refused = PostgresJournal::connect(&cluster.url(), PostgresOptions::new()).await;
         assert!(
-            matches!(refused, Err(PostgresJournalError::NewerSchema { found: 99, known: 2 })),
+            matches!(refused, Err(PostgresJournalError::NewerSchema { found: 99, known: 3 })),
             "{:?}",
             refused.err()
         );

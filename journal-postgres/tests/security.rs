@@ -248,7 +248,7 @@ fn a_least_privilege_role_uses_the_journal_and_nothing_else() {
         let app = || few().schema("tm").migrate(false);
         // Before the owner migrated: a typed error, nothing created.
         let error = connect_err(&cluster.url_as("tm_app"), app()).await;
-        assert!(matches!(error, PostgresJournalError::NotMigrated { found: 0, needed: 2 }), "{error}");
+        assert!(matches!(error, PostgresJournalError::NotMigrated { found: 0, needed: 3 }), "{error}");
         // With migrations on, the app role may not create the tables.
         let error = connect_err(&cluster.url_as("tm_app"), few().schema("tm")).await;
         assert!(
