@@ -183,7 +183,9 @@ pub use journal::{
     StoredEntry, UndoCodec,
 };
 pub use ledger::RollbackFailurePolicy;
-pub use manager::{Closures, LocalClosures, Outcome, Records, TransactionBuilder, TransactionManager, UndoLog};
+pub use manager::{
+    Closures, JournalKeeps, LocalClosures, Outcome, Records, TransactionBuilder, TransactionManager, UndoLog,
+};
 pub use manual_clock::{ManualClock, ManualSleep};
 #[cfg(feature = "std")]
 pub use memory_journal::{JournalRow, MemoryJournal, MemoryJournalError};

@@ -469,10 +469,7 @@ impl<C, H, A, J: JournalIds> TransactionManager<C, H, A, J> {
 }
 
 #[cfg(feature = "alloc")]
-impl<C: Clock, H: Hooks, A> TransactionManager<C, H, A>
-where
-    A: AbandonPolicy<C, H, (), crate::BoxedRollback, crate::Unbounded>,
-{
+impl<C: Clock, H: Hooks, A, J: JournalIds> TransactionManager<C, H, A, J> {
     /// Runs `body` as a transaction named `operation`, with closure
     /// rollbacks ([`BoxedRollback`](crate::BoxedRollback)) and no limit on
     /// steps. The same as `self.transaction(operation).run(body)`.
@@ -498,6 +495,11 @@ where
         body: F,
     ) -> Outcome<T, B, crate::BoxError, crate::Unbounded>
     where
+        // On the method, not the impl: rustc then names the fix for a
+        // journaled manager (`JournalKeeps`'s message) instead of saying
+        // there is no method `run`.
+        J: JournalKeeps<Closures> + JournalFor<crate::BoxedRollback, CommitFailure = crate::Never>,
+        A: AbandonPolicy<C, H, (), crate::BoxedRollback, crate::Unbounded>,
         F: AsyncFnOnce(&mut Transaction<'_, Self, (), crate::BoxedRollback, crate::Unbounded>) -> Result<T, B>,
     {
         self.transaction(operation).run(body).await
@@ -520,6 +522,27 @@ pub trait UndoLog {
     /// The storage for step and undo records.
     type Storage: Storage;
 }
+
+/// Whether a manager's journal can keep the undo records of log `L`:
+/// every log without a journal ([`NoJournal`]); with one
+/// ([`Journaled`](crate::Journaled)), only undo records that are data
+/// ([`Records`], chosen with [`fixed`](TransactionBuilder::fixed) or
+/// [`unbounded`](TransactionBuilder::unbounded)), never closure
+/// rollbacks. It is here so that rustc's error for a closure rollback on a
+/// journaled manager names the fix. Implemented by the library only.
+#[diagnostic::on_unimplemented(
+    message = "a manager with a journal cannot keep closure rollbacks: give the transaction an undo type that is data",
+    label = "closure rollbacks (`BoxedRollback`) on a journaled manager",
+    note = "a journal keeps undo records as data: use `manager.transaction(op).fixed::<Undo, N>()` (or \
+            `.unbounded::<Undo>()`) with `#[derive(serde::Serialize, serde::Deserialize)] enum Undo {{ … }}` \
+            implementing `Rollback`, and `.undo(|output| Undo::…)` on its steps; or use a manager without \
+            `.with_journal(..)`"
+)]
+pub trait JournalKeeps<L>: crate::journal::sealed::Sealed {}
+
+impl<L> JournalKeeps<L> for crate::NoJournal {}
+
+impl<J, Co, U, S> JournalKeeps<Records<U, S>> for crate::Journaled<J, Co> {}
 
 /// Undo records of type `U` in storage `S`. See [`TransactionBuilder::fixed`].
 #[derive(Debug)]
@@ -728,7 +751,7 @@ where
         L: UndoLog,
         L::Undo: Rollback<()>,
         A: AbandonPolicy<C, H, (), L::Undo, L::Storage>,
-        J: JournalFor<L::Undo>,
+        J: JournalKeeps<L> + JournalFor<L::Undo>,
         J::CommitFailure: IntoBodyError<B>,
         I::Output: IntoBodyError<B>,
         F: AsyncFnOnce(&mut Transaction<'_, TransactionManager<C, H, A, J>, (), L::Undo, L::Storage>) -> Result<T, B>,
@@ -750,7 +773,7 @@ where
         L: UndoLog,
         L::Undo: Rollback<Ctx>,
         A: AbandonPolicy<C, H, Ctx, L::Undo, L::Storage>,
-        J: JournalFor<L::Undo>,
+        J: JournalKeeps<L> + JournalFor<L::Undo>,
         J::CommitFailure: IntoBodyError<B>,
         I::Output: IntoBodyError<B>,
         F: AsyncFnOnce(&mut Transaction<'_, TransactionManager<C, H, A, J>, Ctx, L::Undo, L::Storage>) -> Result<T, B>,
@@ -804,7 +827,7 @@ where
         L: UndoLog,
         L::Undo: Rollback<Ctx>,
         A: AbandonPolicy<C, H, Ctx, L::Undo, L::Storage>,
-        J: JournalFor<L::Undo>,
+        J: JournalKeeps<L> + JournalFor<L::Undo>,
         J::CommitFailure: IntoBodyError<B>,
         I::Output: IntoBodyError<B>,
         F: AsyncFnOnce(&mut Transaction<'_, TransactionManager<C, H, A, J>, Ctx, L::Undo, L::Storage>) -> Result<T, B>,
@@ -827,7 +850,7 @@ where
         L: UndoLog,
         L::Undo: Rollback<Ctx>,
         A: AbandonPolicy<C, H, Ctx, L::Undo, L::Storage>,
-        J: JournalFor<L::Undo>,
+        J: JournalKeeps<L> + JournalFor<L::Undo>,
         J::CommitFailure: IntoBodyError<B>,
         I::Output: IntoBodyError<B>,
         F: AsyncFnOnce(&mut Transaction<'_, TransactionManager<C, H, A, J>, Ctx, L::Undo, L::Storage>) -> Result<T, B>,
