@@ -452,6 +452,8 @@ struct Read<U, S: Storage> {
     /// transaction was marked stuck: what [`OwedRetry::Never`] leaves to
     /// an operator.
     failed_before: bool,
+    /// The journal holds an entry of it.
+    found: bool,
 }
 
 /// How long recovery spends on one transaction unless set otherwise.
@@ -691,7 +693,7 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
         let schedule = self.journal.owed_retry;
         let backoffs = &self.journal.backoffs;
         let read = self.read_transaction::<U, S>(id).await?;
-        if read.finished {
+        if read.finished || !read.found {
             backoffs.ended(id);
             return Ok(());
         }
@@ -946,7 +948,7 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
         // rollback that fails again, as the transaction would have.
         let mut ledger = Ledger::new(info, now, seed, self.on_rollback_failure, self.step_times);
         ledger.origin = self.journal.journal().origin();
-        let mut read = Read { ledger, problem: None, finished: false, failed_before: false };
+        let mut read = Read { ledger, problem: None, finished: false, failed_before: false, found: false };
         let codec = self.journal.codec();
         self.journal
             .journal()
@@ -959,6 +961,7 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
 
 /// Applies one stored entry to what a transaction owes.
 fn apply<U, S: Storage, Co: UndoCodec<U>>(read: &mut Read<U, S>, codec: &Co, entry: StoredEntry<'_>) {
+    read.found = true;
     let Some(kind) = EntryKind::from_code(entry.kind) else {
         read.problem.get_or_insert(Problem::UnknownKind(entry.kind));
         return;
