@@ -931,6 +931,7 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
     pub async fn resolve(&self, id: TransactionId) -> Result<(), JournalFailure> {
         let entry = Entry::new(id, None, EntryKind::Resolved);
         self.journal.journal().append(&entry).await.map_err(|e| JournalFailure::new(EntryKind::Resolved, &e))?;
+        self.journal.backoffs.ended(id);
         tm_warn!("{}: resolved by hand", id);
         Ok(())
     }

@@ -399,8 +399,11 @@ pub async fn dropped_during_concurrent_rollbacks_rolls_back_each_member_once<C: 
         }
         assert_each_completed_step_undone_once(log, 3, k);
         if finished {
-            assert!(k > 5, "the transaction has several await points");
+            // How many polls it takes depends on the runtime's timing: on
+            // real time (smol) a loaded machine finishes the sleeps sooner,
+            // in polls. Only virtual time counts them.
             if matches!(t, Timing::Exact) {
+                assert!(k > 5, "the transaction has several await points");
                 assert!(mid_batch >= 2, "several drops came after some rollbacks of the group ended ({mid_batch})");
             }
             break;
