@@ -89,6 +89,45 @@ pub trait Action<Ctx: ?Sized> {
         let _ = output;
         None
     }
+
+    /// Whether an attempt that failed with `error` may be retried (the
+    /// default: always, as the step's retry policy allows). Return `false`
+    /// for a permanent error: the step then fails for good at once, with
+    /// no backoff wait, its record's error reading `not retried:
+    /// permanent: …` — as [`Execute::retry_if`](crate::Execute::retry_if)
+    /// does for a step given as closures. Asked only about errors (not
+    /// timeouts or panics); a panic in it fails the step for good.
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// enum Zone { AddRecord }
+    ///
+    /// impl Action<()> for Zone {
+    ///     type Output = ();
+    ///     type Error = &'static str;
+    ///     type Undo = NoRollback;
+    ///     async fn execute(&mut self, _: &mut ()) -> Result<(), &'static str> {
+    ///         Err("zone refuses this name")
+    ///     }
+    ///     fn retry_if(&mut self, error: &&'static str) -> bool {
+    ///         *error != "zone refuses this name"
+    ///     }
+    /// }
+    ///
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let err = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |tx| {
+    ///     tx.step("record").max_retries(3).perform(Zone::AddRecord).await
+    /// })).unwrap_err();
+    /// let record = &err.summary().steps()[0];
+    /// assert_eq!(record.attempts(), 1);
+    /// assert_eq!(record.error(), Some("not retried: permanent: zone refuses this name"));
+    /// assert_eq!(clock.now(), core::time::Duration::ZERO);   // no backoff wait
+    /// ```
+    fn retry_if(&mut self, error: &Self::Error) -> bool {
+        let _ = error;
+        true
+    }
 }
 
 /// An [`Action`] as the engine runs it.
@@ -104,6 +143,14 @@ impl<Ctx: ?Sized, A: Action<Ctx>> StepParts<Ctx, A::Undo> for ActionParts<A> {
 
     fn call(&mut self, ctx: &mut Ctx) -> impl Future<Output = Result<A::Output, A::Error>> {
         self.0.execute(ctx)
+    }
+
+    // Asked like a rollback's `retry_if`: an action that keeps the default
+    // answers `true` at the cost of one call per failed attempt.
+    const CONDITIONAL: bool = true;
+
+    fn retries(&mut self, error: &A::Error) -> bool {
+        self.0.retry_if(error)
     }
 
     fn make_undo(&mut self, output: Maybe<&A::Output>) -> Option<A::Undo> {
