@@ -825,7 +825,7 @@ impl Hooks for HookLog {
         let steps: Vec<String> = summary
             .steps()
             .iter()
-            .map(|s| format!("{}#{}={}/{}", s.name(), s.index(), s.status(), s.succeeded()))
+            .map(|s| format!("{}#{}={}/{}/{}", s.name(), s.index(), s.status(), s.succeeded(), s.has_rollback()))
             .collect();
         self.0.lock().unwrap().push(format!(
             "complete {success} [{}] rollback errors {}",
@@ -840,25 +840,31 @@ impl Hooks for HookLog {
 
 #[test]
 fn a_recovered_transaction_reports_each_steps_status_to_the_hooks() {
-    // A crash after `a`'s and `b`'s `Done` and `c`'s intent (an uncertain
-    // step whose attempt never ended).
+    // A crash after `a`'s `Done`, `b`'s intent and `Done` (an uncertain
+    // step that completed) and `c`'s intent (an uncertain step whose
+    // attempt never ended).
     let clock = ManualClock::new();
     let journal = MemoryJournal::new();
-    journal.cut_power_after(4);
+    journal.cut_power_after(5);
     let mut world = World::default();
     let crashed = clock.block_on(future::or(
         async {
             let manager = manager(&clock, &journal);
             let run = manager.transaction("provision").fixed::<Undo, 4>().run_with(&mut world, async |tx| {
-                for name in ["a", "b"] {
-                    tx.step(name)
-                        .execute_with(async move |w: &mut World| {
-                            w.live.push(name.to_string());
-                            Ok::<_, String>(name.to_string())
-                        })
-                        .undo(|n| Undo::Delete(n.clone()))
-                        .await?;
-                }
+                tx.step("a")
+                    .execute_with(async move |w: &mut World| {
+                        w.live.push("a".to_string());
+                        Ok::<_, String>("a".to_string())
+                    })
+                    .undo(|n| Undo::Delete(n.clone()))
+                    .await?;
+                tx.step("b")
+                    .execute_with(async move |w: &mut World| {
+                        w.live.push("b".to_string());
+                        Ok::<_, String>("b".to_string())
+                    })
+                    .undo_uncertain(|_| Undo::Delete("b".into()))
+                    .await?;
                 tx.step("c")
                     .execute(|| async {
                         clock.sleep(Duration::from_secs(1)).await;
@@ -897,7 +903,7 @@ fn a_recovered_transaction_reports_each_steps_status_to_the_hooks() {
             "rolled back c",
             "rolled back b",
             "rollback failed a: Some(\"a: still attached\")",
-            "complete false [a#0=rollback_failed/true b#1=rolled_back/true c#2=rolled_back/false] rollback errors 1",
+            "complete false [a#0=rollback_failed/true/true b#1=rolled_back/true/true c#2=rolled_back/false/true] rollback errors 1",
         ]
     );
     // The next recovery owes only `a`.
@@ -909,7 +915,7 @@ fn a_recovered_transaction_reports_each_steps_status_to_the_hooks() {
             "recovered provision owing 1",
             "rollback start",
             "rolled back a",
-            "complete false [a#0=rolled_back/true b#1=rolled_back/true c#2=rolled_back/false] rollback errors 0",
+            "complete false [a#0=rolled_back/true/true b#1=rolled_back/true/true c#2=rolled_back/false/true] rollback errors 0",
         ]
     );
     assert_eq!(world.rolled_back, ["c", "b", "a"]);
@@ -937,4 +943,122 @@ fn stuck_lists_only_stuck_transactions_and_the_hook_hears_why() {
     let mut listed = Vec::new();
     clock.block_on(manager.owed(|step| listed.push((step.transaction(), step.step().to_string())))).unwrap();
     assert_eq!(listed, [(owed, "a".to_string())]);
+}
+
+#[test]
+fn owed_lists_each_failed_rollback_by_its_step_until_a_recovery_settles_it() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = manager(&clock, &journal);
+    let mut world = World::default();
+    // Both rollbacks fail live; at the first recovery `b`'s succeeds and
+    // `a`'s fails again.
+    world.failing.insert("a".into(), 2);
+    world.failing.insert("b".into(), 1);
+    let id = clock.block_on(create_then_fail(&manager, &mut world, &["a", "b"])).summary().transaction_id();
+    let owed = |manager: &Manager<'_>| {
+        let mut listed = Vec::new();
+        let count = clock
+            .block_on(manager.owed(|step| {
+                listed.push((
+                    step.transaction(),
+                    step.step().to_string(),
+                    step.index(),
+                    step.error().map(str::to_string),
+                ))
+            }))
+            .unwrap();
+        assert_eq!(count, listed.len());
+        listed
+    };
+    assert_eq!(
+        owed(&manager),
+        [
+            (id, "b".to_string(), 1, Some("b: still attached".to_string())),
+            (id, "a".to_string(), 0, Some("a: still attached".to_string())),
+        ]
+    );
+    let mut named = Vec::new();
+    clock
+        .block_on(manager.recover_each::<Undo, Fixed<4>, _>(&mut world, |tx| named.push((tx.owed(), tx.to_string()))))
+        .unwrap();
+    assert_eq!(named, [(1, format!("{id} `provision`: partially rolled back, still owed (1 rollback(s) owed)"))]);
+    assert_eq!(owed(&manager), [(id, "a".to_string(), 0, Some("a: still attached".to_string()))]);
+}
+
+#[test]
+fn backing_off_is_kept_per_transaction() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = manager(&clock, &journal).with_owed_retry(OwedRetry::Backoff { cap: 10 });
+    let mut world = World::default();
+    // `a` fails live and at its first two recoveries; `x` fails live and at
+    // its first recovery, then succeeds.
+    world.failing.insert("a".into(), 3);
+    world.failing.insert("x".into(), 2);
+    let first = clock.block_on(create_then_fail(&manager, &mut world, &["a"])).summary().transaction_id().get();
+    let second = clock.block_on(create_then_fail(&manager, &mut world, &["x"])).summary().transaction_id().get();
+    let mut rounds = Vec::new();
+    for _ in 0..4 {
+        let (_, touched) = recover_each(&manager, &mut world);
+        rounds.push(touched.iter().map(|t| (t.0, t.2)).collect::<Vec<_>>());
+    }
+    use RecoveryOutcome::*;
+    assert_eq!(
+        rounds,
+        [
+            vec![(first, Owed), (second, Owed)],
+            vec![(first, Deferred), (second, Deferred)],
+            // `x` is rolled back and ends; `a` fails again: it sits out 3.
+            vec![(first, Owed), (second, RolledBack)],
+            vec![(first, Deferred)],
+        ]
+    );
+}
+
+#[test]
+fn recovery_refuses_when_it_cannot_name_every_running_transaction() {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Waker};
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = manager(&clock, &journal);
+    // 65 journaled transactions wait in their first step: one more than
+    // the manager names.
+    let mut running: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = (0..65)
+        .map(|_| {
+            let manager = &manager;
+            let clock = &clock;
+            Box::pin(async move {
+                let mut world = World::default();
+                let _ = manager
+                    .transaction("waits")
+                    .fixed::<Undo, 1>()
+                    .run_with(&mut world, async |tx| {
+                        tx.step("wait")
+                            .run(|| async {
+                                clock.sleep(Duration::from_secs(60)).await;
+                                Ok::<_, String>(())
+                            })
+                            .await
+                    })
+                    .await;
+            }) as Pin<Box<dyn Future<Output = ()> + '_>>
+        })
+        .collect();
+    let mut cx = Context::from_waker(Waker::noop());
+    for transaction in &mut running {
+        assert!(transaction.as_mut().poll(&mut cx).is_pending());
+    }
+    let refused = clock.block_on(manager.recover::<Undo, Fixed<4>, _>(&mut World::default()));
+    assert_eq!(refused, Err(RecoveryError::LiveUnknown { running: 1 }));
+    assert_eq!(
+        refused.unwrap_err().to_string(),
+        "recovery refused: 1 transaction(s) running in this process cannot be told from unfinished ones"
+    );
+    // One ends: recovery runs, and leaves the other 64 alone.
+    drop(running.pop());
+    let report = clock.block_on(manager.recover::<Undo, Fixed<4>, _>(&mut World::default())).unwrap();
+    assert_eq!(report.running(), 64, "{report}");
 }
