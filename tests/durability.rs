@@ -626,9 +626,10 @@ fn owed_rollbacks_backing_off_are_tried_at_fewer_recoveries_up_to_a_cap() {
         assert_eq!(touched.len(), report.found(), "{report}");
         assert!(touched.iter().all(|t| t.0 == id));
         rounds.push(touched.first().map(|t| t.2));
-        if report.deferred() > 0 {
-            assert!(report.to_string().contains("1 owed and not tried this time (backing off)"), "{report}");
-        }
+        let deferred = usize::from(touched[0].2 == RecoveryOutcome::Deferred);
+        assert_eq!(report.deferred(), deferred, "{report}");
+        let said = report.to_string().contains(", 1 owed and not tried this time (backing off)");
+        assert_eq!(said, deferred == 1, "{report}");
     }
     use RecoveryOutcome::*;
     // Tried, skip 1; tried, skip 3; tried, skip 3 (the cap, not 7); tried: rolled back.
@@ -908,7 +909,7 @@ fn a_recovered_transaction_reports_each_steps_status_to_the_hooks() {
     );
     // The next recovery owes only `a`.
     let report = clock.block_on(recovering.recover::<Undo, Fixed<4>, _>(&mut world)).unwrap();
-    assert_eq!((report.found(), report.rolled_back()), (1, 1), "{report}");
+    assert_eq!((report.found(), report.rolled_back(), report.partially_rolled_back()), (1, 1, 0), "{report}");
     assert_eq!(
         std::mem::take(&mut *recovering.hooks().0.lock().unwrap()),
         [
@@ -984,6 +985,36 @@ fn owed_lists_each_failed_rollback_by_its_step_until_a_recovery_settles_it() {
         .unwrap();
     assert_eq!(named, [(1, format!("{id} `provision`: partially rolled back, still owed (1 rollback(s) owed)"))]);
     assert_eq!(owed(&manager), [(id, "a".to_string(), 0, Some("a: still attached".to_string()))]);
+    // The next one rolls `a` back: nothing owed, and the line says so.
+    named.clear();
+    clock
+        .block_on(manager.recover_each::<Undo, Fixed<4>, _>(&mut world, |tx| named.push((tx.owed(), tx.to_string()))))
+        .unwrap();
+    assert_eq!(named, [(0, format!("{id} `provision`: rolled back"))]);
+    assert!(owed(&manager).is_empty());
+}
+
+#[test]
+fn backing_off_frees_its_slot_when_a_transaction_ends() {
+    // 16 owed transactions take every slot, then end; a 17th still backs off.
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = manager(&clock, &journal).with_owed_retry(OwedRetry::Backoff { cap: 10 });
+    let mut world = World::default();
+    let names: Vec<&'static str> = (0..16).map(|n| &*format!("r{n}").leak()).collect();
+    for name in &names {
+        world.failing.insert(name.to_string(), 2);
+        clock.block_on(create_then_fail(&manager, &mut world, &[name]));
+    }
+    let outcomes = |world: &mut World| recover_each(&manager, world).1.into_iter().map(|t| t.2).collect::<Vec<_>>();
+    use RecoveryOutcome::*;
+    assert_eq!(outcomes(&mut world), [Owed; 16]);
+    assert_eq!(outcomes(&mut world), [Deferred; 16]);
+    assert_eq!(outcomes(&mut world), [RolledBack; 16]);
+    world.failing.insert("z".into(), 2);
+    clock.block_on(create_then_fail(&manager, &mut world, &["z"]));
+    assert_eq!(outcomes(&mut world), [Owed]);
+    assert_eq!(outcomes(&mut world), [Deferred], "the ended transactions' slots were freed");
 }
 
 #[test]
@@ -1057,8 +1088,13 @@ fn recovery_refuses_when_it_cannot_name_every_running_transaction() {
         refused.unwrap_err().to_string(),
         "recovery refused: 1 transaction(s) running in this process cannot be told from unfinished ones"
     );
-    // One ends: recovery runs, and leaves the other 64 alone.
+    // One is dropped: recovery runs, and leaves the other 64 alone.
     drop(running.pop());
     let report = clock.block_on(manager.recover::<Undo, Fixed<4>, _>(&mut World::default())).unwrap();
     assert_eq!(report.running(), 64, "{report}");
+    assert_eq!(
+        report.to_string(),
+        // The dropped one is unfinished in the journal: recovered (it owed nothing).
+        "1 unfinished transaction(s): 1 rolled back, 0 partially rolled back (still owed), 0 stuck; 64 running, left alone"
+    );
 }
