@@ -47,8 +47,8 @@ impl Recovery {
 
     /// Of those, the ones where some rollback failed for good (or was
     /// skipped by [`RollbackFailurePolicy::Stop`](crate::RollbackFailurePolicy::Stop)): they stay *owed*,
-    /// listed by [`owed`](TransactionManager::owed), and the next recovery
-    /// tries what they owe again.
+    /// listed by [`owed`](TransactionManager::owed), and a later recovery
+    /// tries what they owe again (on the [`OwedRetry`] schedule).
     pub fn partially_rolled_back(&self) -> usize {
         self.partially_rolled_back
     }
@@ -115,8 +115,9 @@ pub enum RecoveryOutcome {
     /// Every owed rollback succeeded: the transaction is over.
     RolledBack,
     /// A rollback failed for good (or was skipped by
-    /// [`RollbackFailurePolicy::Stop`](crate::RollbackFailurePolicy::Stop)): the transaction stays owed, and
-    /// the next recovery tries again.
+    /// [`RollbackFailurePolicy::Stop`](crate::RollbackFailurePolicy::Stop)), or recovery's time for it ran
+    /// out ([`with_recovery_bound`](TransactionManager::with_recovery_bound)): the transaction stays owed, and
+    /// a later recovery tries again (on the [`OwedRetry`] schedule).
     Owed,
     /// It cannot be rolled back (see [`TransactionManager::stuck`]).
     Stuck,
@@ -531,8 +532,14 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
     /// dropped: it is marked *stuck* in the journal, reported to
     /// [`Hooks::on_transaction_stuck`], listed by
     /// [`stuck`](TransactionManager::stuck), tried again by the next
-    /// recovery, and ends only when rolled back or
-    /// [`resolve`](TransactionManager::resolve)d by an operator.
+    /// recovery (not with [`OwedRetry::Never`]: then only
+    /// [`recover_transaction`](TransactionManager::recover_transaction)
+    /// tries it), and ends only when rolled back or
+    /// [`resolve`](TransactionManager::resolve)d by an operator. A
+    /// transaction that owes a rollback that failed for good is tried again
+    /// on the manager's [`OwedRetry`] schedule, and one transaction's
+    /// recovery is bounded in time
+    /// ([`with_recovery_bound`](TransactionManager::with_recovery_bound)).
     ///
     /// Fails only when the journal cannot be read or a `Stuck` entry cannot
     /// be written; what was rolled back before that stays rolled back.
@@ -806,9 +813,9 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
 
     /// Calls `visit` with each rollback that failed for good and is still
     /// owed — its transaction, step and error — and returns how many there
-    /// are. Such a transaction stays unfinished in the journal: every
-    /// [`recover`](TransactionManager::recover) tries its owed rollbacks
-    /// again, and it ends when they all succeeded or an operator
+    /// are. Such a transaction stays unfinished in the journal: later
+    /// recoveries try its owed rollbacks again, on the manager's
+    /// [`OwedRetry`] schedule, and it ends when they all succeeded or an operator
     /// [`resolve`](TransactionManager::resolve)s it. No allocator needed
     /// (the journal is read once per owed step).
     pub async fn owed(&self, mut visit: impl FnMut(&OwedStep<'_>)) -> Result<usize, JournalFailure> {
