@@ -484,3 +484,54 @@ fn run_with_into_ends_as_run_with_returns() {
         }
     }
 }
+
+/// A group the body drops (its own timeout around it) after some members
+/// completed: each member still running is recorded as interrupted, also
+/// when steps ran before the group and the member still running is two
+/// records past the first (the search for steps in progress starts at a
+/// mark, which must not pass it).
+#[test]
+fn a_group_dropped_by_the_body_records_its_running_members_as_interrupted() {
+    use std::future::{Future, poll_fn};
+    use std::pin::pin;
+    use std::task::Poll;
+    use transaction_manager::member;
+    let clock = ManualClock::new();
+    let manager = TransactionManager::new(&clock);
+    let c = &clock;
+    let done = clock
+        .block_on(manager.transaction("select").fixed::<NoRollback, 8>().run(async |tx| {
+            for name in ["a", "b", "c"] {
+                tx.step(name).run(|| async { Ok::<_, &str>(()) }).await?;
+            }
+            {
+                let group = tx.group().run([1u64, 2, 1000].map(|secs| {
+                    member(format!("m{secs}")).execute(move || async move {
+                        c.sleep(Duration::from_secs(secs)).await;
+                        Ok::<_, &str>(())
+                    })
+                }));
+                let mut group = pin!(group);
+                let mut waited = pin!(c.sleep(Duration::from_secs(10)));
+                poll_fn(|cx| match group.as_mut().poll(cx) {
+                    Poll::Ready(_) => Poll::Ready(()),
+                    Poll::Pending => waited.as_mut().poll(cx),
+                })
+                .await;
+            }
+            tx.step("after").run(|| async { Ok::<_, &str>(()) }).await?;
+            Ok::<_, StepError<&str>>(())
+        }))
+        .expect("the body commits");
+    let summary = done.summary();
+    let statuses: Vec<(String, StepStatus)> =
+        summary.steps().iter().map(|s| (s.name().to_string(), s.status())).collect();
+    let names = ["a", "b", "c", "m1", "m2", "m1000", "after"];
+    let expected: Vec<(String, StepStatus)> = names
+        .iter()
+        .map(|n| (n.to_string(), if *n == "m1000" { StepStatus::Failed } else { StepStatus::Completed }))
+        .collect();
+    assert_eq!(statuses, expected);
+    assert!(summary.steps()[5].error().unwrap().contains("interrupted"), "{:?}", summary.steps()[5].error());
+    assert_eq!(summary.completed_steps() + summary.failed_steps(), summary.total_steps());
+}
