@@ -1098,3 +1098,51 @@ fn recovery_refuses_when_it_cannot_name_every_running_transaction() {
         "1 unfinished transaction(s): 1 rolled back, 0 partially rolled back (still owed), 0 stuck; 64 running, left alone"
     );
 }
+
+#[test]
+fn stop_inside_a_scope_leaves_the_steps_before_the_scope_alone_when_the_body_goes_on() {
+    // `Stop` after the scope's rollback failed skips what the scope still
+    // owes, never a step before the scope: the body goes on and commits.
+    let clock = ManualClock::new();
+    let manager = TransactionManager::new(&clock).with_rollback_failure_policy(RollbackFailurePolicy::Stop);
+    let mut world = World::default();
+    world.failing.insert("inner".into(), 1);
+    let done = clock
+        .block_on(manager.transaction("stop").fixed::<Undo, 4>().run_with(&mut world, async |tx| {
+            tx.step("outer")
+                .execute_with(async |w: &mut World| {
+                    w.live.push("outer".into());
+                    Ok::<_, String>("outer".to_string())
+                })
+                .undo(|n| Undo::Delete(n.clone()))
+                .await?;
+            let scoped = tx
+                .scope("optional", async |tx| {
+                    tx.step("inner")
+                        .execute_with(async |w: &mut World| {
+                            w.live.push("inner".into());
+                            Ok::<_, String>("inner".to_string())
+                        })
+                        .undo(|n| Undo::Delete(n.clone()))
+                        .await?;
+                    tx.step("refused").run(|| async { Err::<(), _>("no".to_string()) }).await?;
+                    Ok::<_, StepError<String>>(())
+                })
+                .await;
+            assert!(scoped.is_err());
+            tx.step("last").run(|| async { Ok::<_, String>(()) }).await?;
+            Ok::<_, StepError<String>>(())
+        }))
+        .expect("the body goes on and commits");
+    let statuses: Vec<(String, StepStatus)> =
+        done.summary().steps().iter().map(|s| (s.name().to_string(), s.status())).collect();
+    assert_eq!(
+        statuses,
+        [
+            ("outer".to_string(), StepStatus::Completed),
+            ("inner".to_string(), StepStatus::RollbackFailed),
+            ("refused".to_string(), StepStatus::Failed),
+            ("last".to_string(), StepStatus::Completed),
+        ]
+    );
+}
