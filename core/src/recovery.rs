@@ -700,7 +700,11 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
         let schedule = self.journal.owed_retry;
         let backoffs = &self.journal.backoffs;
         let read = self.read_transaction::<U, S>(id).await?;
-        if read.finished || !read.found {
+        // An id the operator named that the journal holds nothing of is
+        // not a transaction: nothing is written for it. (One the journal
+        // handed out is recovered even without entries: on flash an append
+        // cut halfway holds a slot that only its end frees.)
+        if read.finished || (forced && !read.found) {
             backoffs.ended(id);
             return Ok(());
         }
