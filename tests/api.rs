@@ -492,6 +492,14 @@ fn run_with_into_ends_as_run_with_returns() {
 /// mark, which must not pass it).
 #[test]
 fn a_group_dropped_by_the_body_records_its_running_members_as_interrupted() {
+    // With no step before the group too: the mark is then below the
+    // member still running by more than it is itself.
+    for before in [&["a", "b", "c"][..], &[][..]] {
+        group_dropped_after(before);
+    }
+}
+
+fn group_dropped_after(before: &[&'static str]) {
     use std::future::{Future, poll_fn};
     use std::pin::pin;
     use std::task::Poll;
@@ -501,7 +509,7 @@ fn a_group_dropped_by_the_body_records_its_running_members_as_interrupted() {
     let c = &clock;
     let done = clock
         .block_on(manager.transaction("select").fixed::<NoRollback, 8>().run(async |tx| {
-            for name in ["a", "b", "c"] {
+            for &name in before {
                 tx.step(name).run(|| async { Ok::<_, &str>(()) }).await?;
             }
             {
@@ -526,12 +534,48 @@ fn a_group_dropped_by_the_body_records_its_running_members_as_interrupted() {
     let summary = done.summary();
     let statuses: Vec<(String, StepStatus)> =
         summary.steps().iter().map(|s| (s.name().to_string(), s.status())).collect();
-    let names = ["a", "b", "c", "m1", "m2", "m1000", "after"];
+    let names: Vec<&str> = before.iter().copied().chain(["m1", "m2", "m1000", "after"]).collect();
     let expected: Vec<(String, StepStatus)> = names
         .iter()
         .map(|n| (n.to_string(), if *n == "m1000" { StepStatus::Failed } else { StepStatus::Completed }))
         .collect();
     assert_eq!(statuses, expected);
-    assert!(summary.steps()[5].error().unwrap().contains("interrupted"), "{:?}", summary.steps()[5].error());
+    let running = &summary.steps()[before.len() + 2];
+    assert!(running.error().unwrap().contains("interrupted"), "{:?}", running.error());
     assert_eq!(summary.completed_steps() + summary.failed_steps(), summary.total_steps());
+}
+
+/// A rollback's retry condition is asked only when a retry could follow:
+/// on the last attempt the error is recorded as it is, not as "not
+/// retried: permanent".
+#[test]
+fn a_rollback_condition_is_not_asked_on_the_last_attempt() {
+    struct Locked(Arc<Mutex<u32>>);
+    impl transaction_manager::Rollback<()> for Locked {
+        type Error = &'static str;
+        async fn rollback(&mut self, _: &mut ()) -> Result<(), &'static str> {
+            Err("record is locked")
+        }
+        fn retry_if(&mut self, _: &&'static str) -> bool {
+            *self.0.lock().unwrap() += 1;
+            false
+        }
+    }
+    let asked = Arc::new(Mutex::new(0));
+    let clock = ManualClock::new();
+    let manager = TransactionManager::new(&clock);
+    let error = clock
+        .block_on(manager.transaction("t").fixed::<Locked, 2>().run(async |tx| {
+            tx.step("record")
+                .rollback_retry(RetryPolicy::new().with_max_retries(0))
+                .execute(|| async { Ok::<_, &str>(()) })
+                .undo(|()| Locked(asked.clone()))
+                .await?;
+            tx.step("fails").run(|| async { Err::<(), _>("boom") }).await
+        }))
+        .unwrap_err();
+    let record = &error.summary().steps()[0];
+    assert_eq!((record.status(), record.rollback_attempts()), (StepStatus::RollbackFailed, 1));
+    assert_eq!(record.rollback_error(), Some("record is locked"));
+    assert_eq!(*asked.lock().unwrap(), 0, "no retry could follow: nothing to ask");
 }
