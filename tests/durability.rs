@@ -452,39 +452,49 @@ fn a_clock_whose_sleep_panics_does_not_fail_a_rollback_that_needs_no_timer() {
     assert!(!error.is_partially_rolled_back(), "{error}");
 }
 
-#[test]
-fn stop_after_a_scope_rollback_failed_stops_the_whole_transaction() {
+/// `outer`, then a scope whose `inner` rollback fails for good (its
+/// `refused` step fails), then `last`, which fails or not: run with `Stop`.
+fn stop_after_a_failed_scope(
+    world: &mut World,
+    last_fails: bool,
+) -> Result<Vec<(String, StepStatus)>, TransactionError<StepError<String>, String, Fixed<4>>> {
     let clock = ManualClock::new();
     let manager = TransactionManager::new(&clock).with_rollback_failure_policy(RollbackFailurePolicy::Stop);
-    let mut world = World::default();
     world.failing.insert("inner".into(), 1);
-    let error = clock
-        .block_on(manager.transaction("stop").fixed::<Undo, 4>().run_with(&mut world, async |tx| {
-            tx.step("outer")
-                .execute_with(async |w: &mut World| {
-                    w.live.push("outer".into());
-                    Ok::<_, String>("outer".to_string())
-                })
-                .undo(|n| Undo::Delete(n.clone()))
-                .await?;
-            let scoped = tx
-                .scope("optional", async |tx| {
-                    tx.step("inner")
-                        .execute_with(async |w: &mut World| {
-                            w.live.push("inner".into());
-                            Ok::<_, String>("inner".to_string())
-                        })
-                        .undo(|n| Undo::Delete(n.clone()))
-                        .await?;
-                    tx.step("refused").run(|| async { Err::<(), _>("no".to_string()) }).await?;
-                    Ok::<_, StepError<String>>(())
-                })
-                .await;
-            assert!(scoped.is_err());
-            tx.step("last").run(|| async { Err::<(), _>("last: refused".to_string()) }).await?;
-            Ok::<_, StepError<String>>(())
-        }))
-        .unwrap_err();
+    let outcome = clock.block_on(manager.transaction("stop").fixed::<Undo, 4>().run_with(world, async |tx| {
+        tx.step("outer")
+            .execute_with(async |w: &mut World| {
+                w.live.push("outer".into());
+                Ok::<_, String>("outer".to_string())
+            })
+            .undo(|n| Undo::Delete(n.clone()))
+            .await?;
+        let scoped = tx
+            .scope("optional", async |tx| {
+                tx.step("inner")
+                    .execute_with(async |w: &mut World| {
+                        w.live.push("inner".into());
+                        Ok::<_, String>("inner".to_string())
+                    })
+                    .undo(|n| Undo::Delete(n.clone()))
+                    .await?;
+                tx.step("refused").run(|| async { Err::<(), _>("no".to_string()) }).await?;
+                Ok::<_, StepError<String>>(())
+            })
+            .await;
+        assert!(scoped.is_err());
+        tx.step("last")
+            .run(|| async move { if last_fails { Err("last: refused".to_string()) } else { Ok(()) } })
+            .await?;
+        Ok::<_, StepError<String>>(())
+    }));
+    outcome.map(|done| done.summary().steps().iter().map(|s| (s.name().to_string(), s.status())).collect())
+}
+
+#[test]
+fn stop_after_a_scope_rollback_failed_stops_the_whole_transaction() {
+    let mut world = World::default();
+    let error = stop_after_a_failed_scope(&mut world, true).unwrap_err();
     assert!(error.is_partially_rolled_back(), "{error}");
     // The scope's rollback of `inner` failed: `Stop` leaves `outer` as it is.
     assert!(world.rolled_back.is_empty(), "{:?}", world.rolled_back);
@@ -1103,39 +1113,7 @@ fn recovery_refuses_when_it_cannot_name_every_running_transaction() {
 fn stop_inside_a_scope_leaves_the_steps_before_the_scope_alone_when_the_body_goes_on() {
     // `Stop` after the scope's rollback failed skips what the scope still
     // owes, never a step before the scope: the body goes on and commits.
-    let clock = ManualClock::new();
-    let manager = TransactionManager::new(&clock).with_rollback_failure_policy(RollbackFailurePolicy::Stop);
-    let mut world = World::default();
-    world.failing.insert("inner".into(), 1);
-    let done = clock
-        .block_on(manager.transaction("stop").fixed::<Undo, 4>().run_with(&mut world, async |tx| {
-            tx.step("outer")
-                .execute_with(async |w: &mut World| {
-                    w.live.push("outer".into());
-                    Ok::<_, String>("outer".to_string())
-                })
-                .undo(|n| Undo::Delete(n.clone()))
-                .await?;
-            let scoped = tx
-                .scope("optional", async |tx| {
-                    tx.step("inner")
-                        .execute_with(async |w: &mut World| {
-                            w.live.push("inner".into());
-                            Ok::<_, String>("inner".to_string())
-                        })
-                        .undo(|n| Undo::Delete(n.clone()))
-                        .await?;
-                    tx.step("refused").run(|| async { Err::<(), _>("no".to_string()) }).await?;
-                    Ok::<_, StepError<String>>(())
-                })
-                .await;
-            assert!(scoped.is_err());
-            tx.step("last").run(|| async { Ok::<_, String>(()) }).await?;
-            Ok::<_, StepError<String>>(())
-        }))
-        .expect("the body goes on and commits");
-    let statuses: Vec<(String, StepStatus)> =
-        done.summary().steps().iter().map(|s| (s.name().to_string(), s.status())).collect();
+    let statuses = stop_after_a_failed_scope(&mut World::default(), false).expect("the body goes on and commits");
     assert_eq!(
         statuses,
         [
