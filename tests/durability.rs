@@ -454,6 +454,7 @@ fn a_clock_whose_sleep_panics_does_not_fail_a_rollback_that_needs_no_timer() {
 
 /// `outer`, then a scope whose `inner` rollback fails for good (its
 /// `refused` step fails), then `last`, which fails or not: run with `Stop`.
+#[allow(clippy::result_large_err)] // the error as `run` returns it
 fn stop_after_a_failed_scope(
     world: &mut World,
     last_fails: bool,
