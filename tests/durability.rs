@@ -452,13 +452,13 @@ fn a_clock_whose_sleep_panics_does_not_fail_a_rollback_that_needs_no_timer() {
     assert!(!error.is_partially_rolled_back(), "{error}");
 }
 
+/// What a transaction of these tests returns when it fails.
+type Failed = TransactionError<StepError<String>, String, Fixed<4>>;
+
 /// `outer`, then a scope whose `inner` rollback fails for good (its
 /// `refused` step fails), then `last`, which fails or not: run with `Stop`.
 #[allow(clippy::result_large_err)] // the error as `run` returns it
-fn stop_after_a_failed_scope(
-    world: &mut World,
-    last_fails: bool,
-) -> Result<Vec<(String, StepStatus)>, TransactionError<StepError<String>, String, Fixed<4>>> {
+fn stop_after_a_failed_scope(world: &mut World, last_fails: bool) -> Result<Vec<(String, StepStatus)>, Failed> {
     let clock = ManualClock::new();
     let manager = TransactionManager::new(&clock).with_rollback_failure_policy(RollbackFailurePolicy::Stop);
     world.failing.insert("inner".into(), 1);
