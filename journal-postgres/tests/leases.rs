@@ -141,15 +141,7 @@ fn a_stale_owner_is_fenced_after_a_slow_database_let_its_lease_expire() {
             // this lock, and its lease runs out.
             let lock = slow.transaction().await.unwrap();
             lock.execute("SELECT 1 FROM tm_owners WHERE owner = 'a' FOR UPDATE", &[]).await.unwrap();
-            let start = Instant::now();
-            let report = loop {
-                let report = manager(b.clone()).recover::<Undo, Unbounded, _>(&mut app_b).await.unwrap();
-                if report.found() > 0 {
-                    break report;
-                }
-                assert!(start.elapsed() < Duration::from_secs(30), "B never claimed A's transaction");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            };
+            let (report, start) = recover_until_claimed(&b, &mut app_b).await;
             assert!(start.elapsed() >= lease / 2, "claimed after {:?}, before the lease ran out", start.elapsed());
             assert_eq!(report.rolled_back(), 1, "{report}");
             lock.commit().await.unwrap();
@@ -278,15 +270,7 @@ fn pause_between_effect_and_done(
             // runs out, and B's recovery claims the transaction.
             let lock = slow.transaction().await.unwrap();
             lock.execute("SELECT 1 FROM tm_owners WHERE owner = 'a' FOR UPDATE", &[]).await.unwrap();
-            let start = Instant::now();
-            let report = loop {
-                let report = manager(b.clone()).recover::<Undo, Unbounded, _>(&mut app_b).await.unwrap();
-                if report.found() > 0 {
-                    break report;
-                }
-                assert!(start.elapsed() < Duration::from_secs(30), "B never claimed A's transaction");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            };
+            let (report, _) = recover_until_claimed(&b, &mut app_b).await;
             assert_eq!(report.rolled_back(), 1, "{report}");
             lock.commit().await.unwrap();
             // A wakes up: step 1 returns, its `Done` is fenced.
@@ -366,4 +350,18 @@ fn a_paused_owners_effect_with_uncertain_rollback_is_undone_once_by_the_new_owne
         assert_eq!(report.found(), 0, "{report}");
         assert_eq!(app_b.effects("delete").await.len(), 2, "undone more than once");
     });
+}
+
+/// B's recovery, repeated until it claims A's transaction (at most 30 s):
+/// its report, and when it started trying.
+async fn recover_until_claimed(b: &PostgresJournal, app_b: &mut App) -> (transaction_manager::Recovery, Instant) {
+    let start = Instant::now();
+    loop {
+        let report = manager(b.clone()).recover::<Undo, Unbounded, _>(app_b).await.unwrap();
+        if report.found() > 0 {
+            return (report, start);
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "B never claimed A's transaction");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
