@@ -3,11 +3,7 @@
 
 use defmt::{Format, Formatter, write};
 
-use crate::{
-    Committed, InterruptReason, Interrupted, Jitter, Name, PanicMessage, RetryPolicy, RollbackErrorKind,
-    RollbackFailure, RollbackState, StepError, StepErrorKind, StepRecord, StepStatus, Storage, Summary,
-    TransactionError, TransactionId, TransactionInfo,
-};
+use crate::{api::error::{Committed, RollbackErrorKind, RollbackFailure, RollbackState, StepError, StepErrorKind, TransactionError}, ledger::{record::{StepRecord, StepStatus, TransactionId, TransactionInfo}, summary::Summary}, timing::{interrupt::{InterruptReason, Interrupted}, retry::{Jitter, RetryPolicy}}, util::{panic::PanicMessage, storage::Storage, text::Name}};
 
 impl Format for Name {
     fn format(&self, f: Formatter<'_>) {
@@ -194,13 +190,13 @@ impl<T: Format, S: Storage> Format for Committed<T, S> {
     }
 }
 
-impl Format for crate::EntryKind {
+impl Format for crate::durable::journal::EntryKind {
     fn format(&self, f: Formatter<'_>) {
         write!(f, "{=str}", self.as_str())
     }
 }
 
-impl Format for crate::JournalFailure {
+impl Format for crate::durable::journal::JournalFailure {
     fn format(&self, f: Formatter<'_>) {
         match self.entry() {
             Some(entry) => write!(f, "journal: writing `{}` failed", entry),
@@ -212,21 +208,21 @@ impl Format for crate::JournalFailure {
     }
 }
 
-impl Format for crate::CodecError {
+impl Format for crate::durable::journal::CodecError {
     fn format(&self, f: Formatter<'_>) {
         match self {
-            crate::CodecError::BufferTooSmall => write!(f, "buffer too small for the undo record"),
-            crate::CodecError::Invalid => write!(f, "undo record cannot be decoded"),
-            crate::CodecError::NewerSchema { found, known } => {
+            crate::durable::journal::CodecError::BufferTooSmall => write!(f, "buffer too small for the undo record"),
+            crate::durable::journal::CodecError::Invalid => write!(f, "undo record cannot be decoded"),
+            crate::durable::journal::CodecError::NewerSchema { found, known } => {
                 write!(f, "undo record has schema {=u32}, newer than {=u32}", found, known)
             }
-            crate::CodecError::NewerFormat { found } => write!(f, "journal entry has newer format {=u8}", found),
-            crate::CodecError::Damaged => write!(f, "undo record damaged (checksum)"),
+            crate::durable::journal::CodecError::NewerFormat { found } => write!(f, "journal entry has newer format {=u8}", found),
+            crate::durable::journal::CodecError::Damaged => write!(f, "undo record damaged (checksum)"),
         }
     }
 }
 
-impl Format for crate::Recovery {
+impl Format for crate::engine::recovery::Recovery {
     fn format(&self, f: Formatter<'_>) {
         write!(
             f,
@@ -241,23 +237,23 @@ impl Format for crate::Recovery {
     }
 }
 
-impl Format for crate::RecoveryOutcome {
+impl Format for crate::engine::recovery::RecoveryOutcome {
     fn format(&self, f: Formatter<'_>) {
         match self {
-            crate::RecoveryOutcome::RolledBack => write!(f, "rolled back"),
-            crate::RecoveryOutcome::Owed => write!(f, "partially rolled back, still owed"),
-            crate::RecoveryOutcome::Stuck => write!(f, "stuck"),
-            crate::RecoveryOutcome::Running => write!(f, "running, left alone"),
-            crate::RecoveryOutcome::Deferred => write!(f, "owed, not tried this time (backing off)"),
+            crate::engine::recovery::RecoveryOutcome::RolledBack => write!(f, "rolled back"),
+            crate::engine::recovery::RecoveryOutcome::Owed => write!(f, "partially rolled back, still owed"),
+            crate::engine::recovery::RecoveryOutcome::Stuck => write!(f, "stuck"),
+            crate::engine::recovery::RecoveryOutcome::Running => write!(f, "running, left alone"),
+            crate::engine::recovery::RecoveryOutcome::Deferred => write!(f, "owed, not tried this time (backing off)"),
         }
     }
 }
 
-impl Format for crate::RecoveryError {
+impl Format for crate::engine::recovery::RecoveryError {
     fn format(&self, f: Formatter<'_>) {
         match self {
-            crate::RecoveryError::Journal(failure) => write!(f, "recovery: {}", failure),
-            crate::RecoveryError::LiveUnknown { running } => write!(
+            crate::engine::recovery::RecoveryError::Journal(failure) => write!(f, "recovery: {}", failure),
+            crate::engine::recovery::RecoveryError::LiveUnknown { running } => write!(
                 f,
                 "recovery refused: {=usize} transaction(s) running in this process cannot be told from unfinished ones",
                 running
@@ -266,12 +262,12 @@ impl Format for crate::RecoveryError {
     }
 }
 
-impl Format for crate::OwedRetry {
+impl Format for crate::engine::recovery::OwedRetry {
     fn format(&self, f: Formatter<'_>) {
         match self {
-            crate::OwedRetry::EveryRecovery => write!(f, "every recovery"),
-            crate::OwedRetry::Backoff { cap } => write!(f, "backing off, at most {=u32} recoveries skipped", cap),
-            crate::OwedRetry::Never => write!(f, "never"),
+            crate::engine::recovery::OwedRetry::EveryRecovery => write!(f, "every recovery"),
+            crate::engine::recovery::OwedRetry::Backoff { cap } => write!(f, "backing off, at most {=u32} recoveries skipped", cap),
+            crate::engine::recovery::OwedRetry::Never => write!(f, "never"),
         }
     }
 }

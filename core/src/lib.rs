@@ -120,90 +120,228 @@ mod fmt;
 #[macro_use]
 mod trace;
 
-mod abandon;
-mod action;
-mod any_manager;
-mod clock;
-mod condition;
+mod api;
 #[cfg(feature = "defmt")]
 mod defmt_impls;
-mod error;
-mod future;
-mod group;
-mod hooks;
-mod interrupt;
-mod journal;
+mod durable;
+mod engine;
 mod ledger;
-mod manager;
-mod manual_clock;
-#[cfg(feature = "std")]
-mod memory_journal;
-#[cfg(feature = "metrics")]
-mod metrics;
-mod panic;
-mod record;
-mod recovery;
-mod retry;
-mod rollback;
-mod scope;
+mod observe;
 #[cfg(feature = "serde")]
 mod serde_impls;
-mod spawn;
-mod step;
-mod storage;
-mod summary;
-mod text;
-mod transaction;
+mod timing;
+mod util;
 
-pub use abandon::{AbandonPolicy, Abandoned, DetachedRollback, RollbackReport, Spawned, Unattended};
-pub use action::Action;
-pub use any_manager::Manager;
-pub use clock::Clock;
-#[doc(hidden)]
-pub use clock::div_rem_narrow;
-pub use condition::{RetryAlways, RetryCondition};
-pub use error::{
-    Committed, RollbackErrorKind, RollbackFailure, RollbackState, StepError, StepErrorKind, TransactionError,
-};
-pub use group::{
-    Attempts, Group, GroupError, KeyedAttempts, Lend, LendFlag, Lent, LentEnd, MapErrors, Member, MemberBuilder,
-    MemberFn, MemberUndo, Members, NoUndo, OnCompleted, OnCompletedUsing, OnUncertain, UndoKeyed, UndoMaybe, UndoWith,
-    member,
-};
-pub use hooks::{Hooks, StepEvent};
-pub use interrupt::{
-    Cancel, Deadline, Interrupt, InterruptReason, Interrupted, IntoBodyError, IntoReason, Never, NoInterrupt,
-};
-#[cfg(feature = "json")]
-pub use journal::Json;
-#[cfg(feature = "postcard")]
-pub use journal::Postcard;
-pub use journal::{
-    CodecError, Entry, EntryKind, FORMAT, IdempotencyKey, Journal, JournalFailure, JournalFor, Journaled, NoJournal,
-    StoredEntry, UndoCodec,
-};
-pub use ledger::RollbackFailurePolicy;
-pub use manager::{
-    Closures, JournalKeeps, LocalClosures, Outcome, Records, TransactionBuilder, TransactionManager, UndoLog,
-};
-pub use manual_clock::{ManualClock, ManualSleep};
-#[cfg(feature = "std")]
-pub use memory_journal::{JournalRow, MemoryJournal, MemoryJournalError};
-#[cfg(feature = "metrics")]
-pub use metrics::{Metrics, StepMetrics};
-pub use panic::PanicMessage;
-pub use record::{ParseIdError, StepRecord, StepStatus, TransactionId, TransactionInfo};
-pub use recovery::{OwedRetry, OwedStep, RecoveredTransaction, Recovery, RecoveryError, RecoveryOutcome};
-pub use retry::{Jitter, RetryPolicy, SplitMix64};
+pub use crate::api::manager::TransactionManager;
+pub use crate::api::manager::TransactionBuilder;
+pub use crate::api::transaction::Transaction;
+pub use crate::api::any_manager::Manager;
+pub use crate::api::step::Step;
+pub use crate::api::action::Action;
+pub use crate::api::rollback::Rollback;
 #[cfg(feature = "alloc")]
-pub use rollback::{BoxError, BoxedRollback, LocalBoxedRollback};
-pub use rollback::{NoRollback, Rollback, RollbackFn};
-pub use scope::ScopeError;
-pub use spawn::Spawner;
-pub use step::{Execute, Keyed, MapErr, Maybe, Plain, Step, StepFn, WithContext};
-#[cfg(feature = "alloc")]
-pub use storage::Unbounded;
-pub use storage::{Fixed, List, Storage};
-pub use summary::Summary;
-pub use text::Name;
-pub use transaction::Transaction;
+pub use crate::api::rollback::BoxedRollback;
+pub use crate::api::rollback::NoRollback;
+pub use crate::timing::retry::RetryPolicy;
+pub use crate::timing::clock::Clock;
+pub use crate::timing::manual_clock::ManualClock;
+pub use crate::api::error::StepError;
+pub use crate::api::error::StepErrorKind;
+pub use crate::api::error::TransactionError;
+pub use crate::api::error::Committed;
+pub use crate::api::manager::Outcome;
+pub use crate::api::error::RollbackState;
+pub use crate::ledger::summary::Summary;
+pub use crate::ledger::record::StepRecord;
+pub use crate::ledger::record::StepStatus;
+pub use crate::ledger::record::TransactionId;
+pub use crate::ledger::record::TransactionInfo;
+
+pub mod step {
+    //! The step builder's states: what [`Transaction::step`](crate::Transaction::step) returns as it is given an
+    //! execute, a rollback, a retry condition. You rarely name them.
+    pub use crate::api::step::Execute;
+    pub use crate::api::step::Keyed;
+    pub use crate::api::step::MapErr;
+    pub use crate::api::step::Maybe;
+    pub use crate::api::step::Plain;
+    pub use crate::api::step::WithContext;
+    #[doc(hidden)]
+    pub use crate::api::step::StepFn;
+}
+
+pub mod group {
+    //! Parallel groups: several steps run at once, each with its own retries and
+    //! rollback, rolled back together if one fails. See [`Group`].
+    pub use crate::api::group::Attempts;
+    pub use crate::api::group::Group;
+    pub use crate::api::group::GroupError;
+    pub use crate::api::group::KeyedAttempts;
+    pub use crate::api::group::Lent;
+    pub use crate::api::group::LentEnd;
+    pub use crate::api::group::MapErrors;
+    pub use crate::api::group::Member;
+    pub use crate::api::group::MemberBuilder;
+    pub use crate::api::group::Members;
+    pub use crate::api::group::NoUndo;
+    pub use crate::api::group::OnCompleted;
+    pub use crate::api::group::OnCompletedUsing;
+    pub use crate::api::group::OnUncertain;
+    pub use crate::api::group::UndoKeyed;
+    pub use crate::api::group::UndoMaybe;
+    pub use crate::api::group::UndoWith;
+    pub use crate::api::group::member;
+    #[doc(hidden)]
+    pub use crate::api::group::Lend;
+    #[doc(hidden)]
+    pub use crate::api::group::LendFlag;
+    #[doc(hidden)]
+    pub use crate::api::group::MemberFn;
+    #[doc(hidden)]
+    pub use crate::api::group::MemberUndo;
+}
+
+pub mod scope {
+    //! Scopes: a part of a transaction that rolls back on its own
+    //! ([`Transaction::scope`](crate::Transaction::scope)).
+    pub use crate::api::scope::ScopeError;
+}
+
+pub mod rollback {
+    //! Rollbacks as closures and what happens when one fails for good.
+    #[cfg(feature = "alloc")]
+    pub use crate::api::rollback::BoxError;
+    #[cfg(feature = "alloc")]
+    pub use crate::api::rollback::LocalBoxedRollback;
+    pub use crate::api::rollback::RollbackFn;
+    pub use crate::ledger::book::RollbackFailurePolicy;
+    pub use crate::api::error::RollbackFailure;
+    pub use crate::api::error::RollbackErrorKind;
+}
+
+pub mod retry {
+    //! Retry policies' parts: jitter, the random source and retry conditions.
+    //! [`RetryPolicy`](crate::RetryPolicy) itself is at the crate root.
+    pub use crate::timing::retry::Jitter;
+    pub use crate::timing::retry::SplitMix64;
+    pub use crate::timing::condition::RetryAlways;
+    pub use crate::timing::condition::RetryCondition;
+}
+
+pub mod interrupt {
+    //! Stopping a transaction from outside: a deadline for the whole
+    //! transaction, or a cancel signal.
+    pub use crate::timing::interrupt::Cancel;
+    pub use crate::timing::interrupt::Deadline;
+    pub use crate::timing::interrupt::Interrupt;
+    pub use crate::timing::interrupt::InterruptReason;
+    pub use crate::timing::interrupt::Interrupted;
+    pub use crate::timing::interrupt::IntoReason;
+    pub use crate::timing::interrupt::Never;
+    pub use crate::timing::interrupt::NoInterrupt;
+    #[doc(hidden)]
+    pub use crate::timing::interrupt::IntoBodyError;
+}
+
+pub mod hooks {
+    //! Observability: [`Hooks`] called at each step, attempt, retry and
+    //! rollback, and a ready-made [`Metrics`] hook.
+    pub use crate::observe::hooks::Hooks;
+    pub use crate::observe::hooks::StepEvent;
+    #[cfg(feature = "metrics")]
+    pub use crate::observe::metrics::Metrics;
+    #[cfg(feature = "metrics")]
+    pub use crate::observe::metrics::StepMetrics;
+}
+
+pub mod journal {
+    //! Durability: the journal a transaction writes so that a crash or a
+    //! power cut does not lose the rollbacks it owes, its codecs, the memory
+    //! journal for tests, and recovery.
+    pub use crate::durable::journal::CodecError;
+    pub use crate::durable::journal::Entry;
+    pub use crate::durable::journal::EntryKind;
+    pub use crate::durable::journal::FORMAT;
+    pub use crate::durable::journal::IdempotencyKey;
+    pub use crate::durable::journal::Journal;
+    pub use crate::durable::journal::JournalFailure;
+    pub use crate::durable::journal::Journaled;
+    pub use crate::durable::journal::NoJournal;
+    pub use crate::durable::journal::StoredEntry;
+    pub use crate::durable::journal::UndoCodec;
+    #[cfg(feature = "json")]
+    pub use crate::durable::journal::Json;
+    #[cfg(feature = "postcard")]
+    pub use crate::durable::journal::Postcard;
+    #[cfg(feature = "std")]
+    pub use crate::durable::memory::MemoryJournal;
+    #[cfg(feature = "std")]
+    pub use crate::durable::memory::JournalRow;
+    #[cfg(feature = "std")]
+    pub use crate::durable::memory::MemoryJournalError;
+    pub use crate::ledger::record::ParseIdError;
+    pub use crate::engine::recovery::OwedRetry;
+    pub use crate::engine::recovery::OwedStep;
+    pub use crate::engine::recovery::RecoveredTransaction;
+    pub use crate::engine::recovery::Recovery;
+    pub use crate::engine::recovery::RecoveryError;
+    pub use crate::engine::recovery::RecoveryOutcome;
+    pub use crate::api::manager::JournalKeeps;
+    #[doc(hidden)]
+    pub use crate::durable::journal::JournalFor;
+}
+
+pub mod storage {
+    //! Where a transaction keeps its step records and undo records: a fixed
+    //! capacity ([`Fixed`], no allocator) or a growing list ([`Unbounded`]).
+    pub use crate::util::storage::Storage;
+    pub use crate::util::storage::Fixed;
+    pub use crate::util::storage::List;
+    #[cfg(feature = "alloc")]
+    pub use crate::util::storage::Unbounded;
+    pub use crate::api::manager::Records;
+    pub use crate::api::manager::Closures;
+    pub use crate::api::manager::LocalClosures;
+    pub use crate::api::manager::UndoLog;
+}
+
+pub mod abandon {
+    //! What happens to the rollbacks of a transaction that is dropped before it ends.
+    pub use crate::engine::abandon::AbandonPolicy;
+    pub use crate::engine::abandon::Abandoned;
+    pub use crate::engine::abandon::DetachedRollback;
+    pub use crate::engine::abandon::RollbackReport;
+    pub use crate::engine::abandon::Spawned;
+    pub use crate::engine::abandon::Unattended;
+}
+
+pub mod summary {
+    //! The parts of a transaction's [`Summary`](crate::Summary): names and panic messages.
+    pub use crate::util::text::Name;
+    pub use crate::util::panic::PanicMessage;
+}
+
+pub mod time {
+    //! Time: the [`Clock`] a runtime adapter implements, and [`ManualClock`]'s
+    //! sleep future. Tests run on virtual time with [`ManualClock`].
+    pub use crate::timing::clock::Clock;
+    pub use crate::timing::manual_clock::ManualClock;
+    pub use crate::timing::manual_clock::ManualSleep;
+}
+
+pub mod backend {
+    //! The surface for runtime adapters and journal backends: what a crate that
+    //! implements [`Clock`], [`Spawner`] or [`Journal`] needs, and nothing else.
+    //! The engine can change behind it without touching them.
+    pub use crate::timing::clock::Clock;
+    pub use crate::durable::journal::Journal;
+    pub use crate::durable::journal::Entry;
+    pub use crate::durable::journal::EntryKind;
+    pub use crate::durable::journal::StoredEntry;
+    pub use crate::ledger::record::TransactionId;
+    pub use crate::durable::journal::CodecError;
+    pub use crate::durable::journal::IdempotencyKey;
+    pub use crate::ledger::record::ParseIdError;
+    pub use crate::engine::spawn::Spawner;
+    pub use crate::timing::clock::div_rem_narrow;
+}

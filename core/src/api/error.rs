@@ -1,0 +1,672 @@
+//! Typed errors: of a step, of a rollback, and of a whole transaction.
+
+use core::fmt;
+use core::time::Duration;
+
+use crate::{ledger::{record::{StepRecord, StepStatus}, summary::Summary}, timing::interrupt::InterruptReason, util::{panic::PanicMessage, storage::Storage, text::Name}};
+
+/// Why a step did not produce a value. Returned by awaiting a step, so the
+/// body can stop with `?` (which rolls back the completed steps).
+///
+/// Keeps the step's own error type `E`: a failed step is
+/// [`StepErrorKind::Failed`] holding the error of its last attempt.
+///
+/// ```
+/// # use transaction_manager::*;
+/// let clock = ManualClock::new();
+/// let manager = TransactionManager::new(&clock);
+/// let err = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |tx| {
+///     tx.step("charge").run(|| async { Err::<(), _>(402u16) }).await
+/// })).unwrap_err();
+/// let step_error: &StepError<u16> = err.cause();
+/// assert_eq!(step_error.step(), "charge");
+/// assert!(matches!(step_error.kind(), StepErrorKind::Failed(402)));
+/// assert_eq!(step_error.to_string(), "step `charge` failed: 402");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepError<E> {
+    pub(crate) step: Name,
+    pub(crate) index: usize,
+    pub(crate) kind: StepErrorKind<E>,
+}
+
+/// The ways a step can fail.
+///
+/// ```
+/// use core::time::Duration;
+/// use transaction_manager::StepErrorKind;
+/// let kind: StepErrorKind<()> = StepErrorKind::TimedOut { timeout: Duration::from_secs(1) };
+/// assert!(kind.is_timeout());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StepErrorKind<E> {
+    /// Execute returned this error on its last attempt.
+    Failed(E),
+    /// The last attempt did not finish within the step's timeout.
+    TimedOut {
+        /// The per-attempt timeout that ran out.
+        timeout: Duration,
+    },
+    /// The step was not run: the transaction already holds as many steps as
+    /// its [`Storage`] allows.
+    CapacityExceeded {
+        /// The transaction's capacity, in steps.
+        capacity: usize,
+    },
+    /// Execute, or a hook of this step, panicked (caught with the `std`
+    /// feature). A step whose hook panicked is not retried.
+    Panicked(PanicMessage),
+    /// The transaction was stopped from outside while this step was in
+    /// progress (or, for the step named `(between steps)`, while the body
+    /// was between steps). See [`Interrupted`](crate::interrupt::Interrupted).
+    Interrupted(InterruptReason),
+    /// The step was not run: its name is empty. Names identify steps in
+    /// summaries, logs and hooks.
+    EmptyName,
+    /// The manager's journal could not write this step's entry: its intent
+    /// (the step did not run) or its `Done` (the step ran and its undo
+    /// record is kept in memory, so the transaction rolls it back when the
+    /// body stops). For the step named `(commit)`, the transaction's
+    /// decision: for `committed`, its `Committed` entry could not be
+    /// written and its `Aborted` entry was, and its steps were rolled
+    /// back; for `aborted`, neither could be written: the outcome is
+    /// unknown, nothing was rolled back, and recovery decides (it rolls
+    /// the steps back unless the journal holds `Committed`).
+    Journal(crate::durable::journal::JournalFailure),
+    /// The step was a member of a parallel group that cancels its other
+    /// members when one fails ([`Group::cancel_on_failure`](crate::group::Group::cancel_on_failure)),
+    /// and another member failed first. An attempt in flight was dropped,
+    /// so its outcome is uncertain.
+    Cancelled,
+}
+
+impl<E> StepErrorKind<E> {
+    /// Converts the step's own error (in [`Failed`](StepErrorKind::Failed))
+    /// with `f`; the other kinds carry no error and stay as they are.
+    ///
+    /// ```
+    /// use transaction_manager::StepErrorKind;
+    /// let kind: StepErrorKind<u16> = StepErrorKind::Failed(503);
+    /// assert_eq!(kind.map(u32::from), StepErrorKind::Failed(503u32));
+    /// ```
+    pub fn map<E2>(self, f: impl FnOnce(E) -> E2) -> StepErrorKind<E2> {
+        match self {
+            StepErrorKind::Failed(e) => StepErrorKind::Failed(f(e)),
+            StepErrorKind::TimedOut { timeout } => StepErrorKind::TimedOut { timeout },
+            StepErrorKind::CapacityExceeded { capacity } => StepErrorKind::CapacityExceeded { capacity },
+            StepErrorKind::Panicked(message) => StepErrorKind::Panicked(message),
+            StepErrorKind::Interrupted(reason) => StepErrorKind::Interrupted(reason),
+            StepErrorKind::EmptyName => StepErrorKind::EmptyName,
+            StepErrorKind::Journal(failure) => StepErrorKind::Journal(failure),
+            StepErrorKind::Cancelled => StepErrorKind::Cancelled,
+        }
+    }
+
+    /// Whether the step ran out of time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, StepErrorKind::TimedOut { .. })
+    }
+
+    /// The kind's name, without formatting machinery: for compact
+    /// firmware logs. The same names as the `kind` field of a serialized
+    /// `StepError` (`serde` feature).
+    ///
+    /// ```
+    /// use transaction_manager::StepErrorKind;
+    /// let kind: StepErrorKind<&str> = StepErrorKind::TimedOut { timeout: core::time::Duration::from_millis(20) };
+    /// assert_eq!(kind.as_str(), "timed_out");
+    /// ```
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StepErrorKind::Failed(_) => "failed",
+            StepErrorKind::TimedOut { .. } => "timed_out",
+            StepErrorKind::CapacityExceeded { .. } => "capacity_exceeded",
+            StepErrorKind::Panicked(_) => "panicked",
+            StepErrorKind::Interrupted(_) => "interrupted",
+            StepErrorKind::EmptyName => "empty_name",
+            StepErrorKind::Journal(_) => "journal",
+            StepErrorKind::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the step may have taken effect although it failed: it timed
+    /// out, panicked, or was interrupted mid-attempt.
+    pub fn is_uncertain(&self) -> bool {
+        matches!(
+            self,
+            StepErrorKind::TimedOut { .. }
+                | StepErrorKind::Panicked(_)
+                | StepErrorKind::Interrupted(_)
+                | StepErrorKind::Cancelled
+        )
+    }
+}
+
+impl<E> StepError<E> {
+    /// The name of the step that failed.
+    pub fn step(&self) -> &Name {
+        &self.step
+    }
+
+    /// The index of the step that failed, from 0.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// How the step failed.
+    pub fn kind(&self) -> &StepErrorKind<E> {
+        &self.kind
+    }
+
+    /// How the step failed, by value.
+    pub fn into_kind(self) -> StepErrorKind<E> {
+        self.kind
+    }
+
+    /// Converts the step's own error with `f`, keeping the step's name,
+    /// index and the kind of failure: for a body whose steps have different
+    /// error types, `.await.map_err(|e| e.map(AppError::Io))?`. (On the step
+    /// itself, [`Execute::map_err`](crate::step::Execute::map_err) does the same
+    /// for each attempt, so the summary shows the converted text.)
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// #[derive(Debug, PartialEq)]
+    /// enum AppError { Http(u16), Parse(&'static str) }
+    ///
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let err = clock.block_on(manager.transaction("t").fixed::<NoRollback, 2>().run(async |tx| {
+    ///     let body = tx.step("fetch").run(|| async { Ok::<_, u16>("42x") }).await.map_err(|e| e.map(AppError::Http))?;
+    ///     let n: u32 = tx.step("parse")
+    ///         .run(|| async move { body.parse::<u32>().map_err(|_| "not a number") })
+    ///         .await
+    ///         .map_err(|e| e.map(AppError::Parse))?;
+    ///     Ok::<_, StepError<AppError>>(n)
+    /// })).unwrap_err();
+    /// assert_eq!(err.cause().kind(), &StepErrorKind::Failed(AppError::Parse("not a number")));
+    /// assert_eq!(err.cause().step(), "parse");
+    /// ```
+    pub fn map<E2>(self, f: impl FnOnce(E) -> E2) -> StepError<E2> {
+        StepError { step: self.step, index: self.index, kind: self.kind.map(f) }
+    }
+
+    /// Converts the step's own error with `Into`: `map(Into::into)`, for
+    /// `.await.map_err(StepError::err_into)?` into a body whose error type
+    /// converts from each step's.
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let err = clock.block_on(manager.transaction("t").fixed::<NoRollback, 2>().run(async |tx| {
+    ///     tx.step("small").run(|| async { Ok::<_, u8>(1) }).await.map_err(StepError::err_into)?;
+    ///     tx.step("large").run(|| async { Err::<(), u16>(503) }).await?;
+    ///     Ok::<_, StepError<u16>>(())
+    /// })).unwrap_err();
+    /// assert_eq!(err.cause().to_string(), "step `large` failed: 503");
+    /// ```
+    pub fn err_into<E2: From<E>>(self) -> StepError<E2> {
+        self.map(E2::from)
+    }
+
+    /// The step's own error, if execute returned one (not a timeout or a
+    /// capacity error).
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// # let clock = ManualClock::new();
+    /// # let manager = TransactionManager::new(&clock);
+    /// let err = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |tx| {
+    ///     tx.step("charge").run(|| async { Err::<(), _>(402u16) }).await
+    /// })).unwrap_err();
+    /// assert_eq!(err.cause().error(), Some(&402));
+    /// ```
+    pub fn error(&self) -> Option<&E> {
+        match &self.kind {
+            StepErrorKind::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The step's own error, if execute returned one (not a timeout or a
+    /// capacity error).
+    pub fn into_inner(self) -> Option<E> {
+        match self.kind {
+            StepErrorKind::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether the step ran out of time.
+    pub fn is_timeout(&self) -> bool {
+        self.kind.is_timeout()
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for StepError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let StepErrorKind::EmptyName = self.kind {
+            return f.write_str("step not run: its name is empty");
+        }
+        write!(f, "step `{}` ", self.step)?;
+        match &self.kind {
+            StepErrorKind::Failed(e) => write!(f, "failed: {e}"),
+            StepErrorKind::TimedOut { timeout } => write!(f, "timed out after {}", crate::util::text::Dur(*timeout)),
+            StepErrorKind::CapacityExceeded { capacity } => {
+                write!(f, "not run: the transaction's capacity of {capacity} steps is used up")
+            }
+            StepErrorKind::Panicked(message) => write!(f, "panicked: {message}"),
+            StepErrorKind::Interrupted(reason) => write!(f, "interrupted: {reason}"),
+            StepErrorKind::Cancelled => f.write_str("cancelled: another member of its group failed"),
+            StepErrorKind::EmptyName => Ok(()),
+            StepErrorKind::Journal(failure) => write!(f, "not recorded: {failure}"),
+        }
+    }
+}
+
+impl<E: core::error::Error + 'static> core::error::Error for StepError<E> {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match &self.kind {
+            StepErrorKind::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// A step whose rollback failed on every attempt, and why.
+///
+/// ```
+/// # use transaction_manager::*;
+/// # use transaction_manager::rollback::RollbackErrorKind;
+/// # let clock = ManualClock::new();
+/// # let manager = TransactionManager::new(&clock);
+/// struct Undo;
+/// impl Rollback<()> for Undo {
+///     type Error = &'static str;
+///     async fn rollback(&mut self, _: &mut ()) -> Result<(), &'static str> { Err("busy") }
+/// }
+/// let err = clock.block_on(manager.transaction("t").fixed::<Undo, 2>().run(async |tx| {
+///     tx.step("a").execute(|| async { Ok::<_, &str>(()) }).undo(|_| Undo).await?;
+///     tx.step("b").run(|| async { Err::<(), _>("down") }).await
+/// })).unwrap_err();
+/// let failure = &err.rollback_failures()[0];
+/// assert_eq!((failure.step().as_str(), failure.index()), ("a", 0));
+/// assert!(matches!(failure.kind(), RollbackErrorKind::Failed("busy")));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RollbackFailure<RE> {
+    pub(crate) step: Name,
+    pub(crate) index: usize,
+    pub(crate) kind: RollbackErrorKind<RE>,
+}
+
+/// The ways a rollback can fail.
+///
+/// ```
+/// use transaction_manager::rollback::RollbackErrorKind;
+/// let kind: RollbackErrorKind<&str> = RollbackErrorKind::Failed("busy");
+/// assert!(!kind.is_timeout());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RollbackErrorKind<RE> {
+    /// The rollback returned this error on its last attempt.
+    Failed(RE),
+    /// The last rollback attempt did not finish within its timeout.
+    TimedOut {
+        /// The per-attempt rollback timeout that ran out.
+        timeout: Duration,
+    },
+    /// The rollback, or a hook of it, panicked (caught with the `std`
+    /// feature).
+    Panicked(PanicMessage),
+}
+
+impl<RE> RollbackErrorKind<RE> {
+    /// Whether the rollback ran out of time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, RollbackErrorKind::TimedOut { .. })
+    }
+}
+
+impl<RE> RollbackFailure<RE> {
+    /// The name of the step whose rollback failed.
+    pub fn step(&self) -> &Name {
+        &self.step
+    }
+
+    /// The index of that step, from 0.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// How the rollback failed.
+    pub fn kind(&self) -> &RollbackErrorKind<RE> {
+        &self.kind
+    }
+
+    /// How the rollback failed, by value.
+    pub fn into_kind(self) -> RollbackErrorKind<RE> {
+        self.kind
+    }
+
+    /// The rollback's own error, if it returned one (not a timeout or a
+    /// panic). For closure rollbacks this is a [`BoxError`](crate::rollback::BoxError):
+    /// see [`downcast_ref`](RollbackFailure::downcast_ref).
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// # let clock = ManualClock::new();
+    /// # let manager = TransactionManager::new(&clock);
+    /// struct Undo;
+    /// impl Rollback<()> for Undo {
+    ///     type Error = u16;
+    ///     async fn rollback(&mut self, _: &mut ()) -> Result<(), u16> { Err(503) }
+    /// }
+    /// let err = clock.block_on(manager.transaction("t").fixed::<Undo, 2>().run(async |tx| {
+    ///     tx.step("a").execute(|| async { Ok::<_, &str>(()) }).undo(|_| Undo).await?;
+    ///     tx.step("b").run(|| async { Err::<(), _>("down") }).await
+    /// })).unwrap_err();
+    /// assert_eq!(err.rollback_failures()[0].error(), Some(&503));
+    /// ```
+    pub fn error(&self) -> Option<&RE> {
+        match &self.kind {
+            RollbackErrorKind::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl RollbackFailure<crate::api::rollback::BoxError> {
+    /// The boxed error of a closure rollback as its own type `T`, for tests
+    /// and for handling: `None` if the rollback timed out or panicked, or
+    /// its error is of another type.
+    ///
+    /// Errors boxed from a `&str` or a `String` become a private type of
+    /// the standard library: compare their text instead
+    /// (`failure.error().map(ToString::to_string)`).
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// #[derive(Debug, PartialEq)]
+    /// struct Conflict { version: u32 }
+    /// impl core::fmt::Display for Conflict {
+    ///     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    ///         write!(f, "conflict at version {}", self.version)
+    ///     }
+    /// }
+    /// impl core::error::Error for Conflict {}
+    ///
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let err = clock.block_on(manager.run("t", async |tx| {
+    ///     tx.step("a")
+    ///         .execute(|| async { Ok::<_, &str>(()) })
+    ///         .rollback(|()| async { Err::<(), _>(Conflict { version: 7 }) })
+    ///         .await?;
+    ///     tx.step("b").run(|| async { Err::<(), _>("down") }).await
+    /// })).unwrap_err();
+    /// let failure = &err.rollback_failures()[0];
+    /// assert_eq!(failure.downcast_ref::<Conflict>(), Some(&Conflict { version: 7 }));
+    /// assert!(failure.downcast_ref::<std::io::Error>().is_none());
+    /// ```
+    pub fn downcast_ref<T: core::error::Error + 'static>(&self) -> Option<&T> {
+        self.error()?.downcast_ref::<T>()
+    }
+}
+
+impl<RE: fmt::Display> fmt::Display for RollbackFailure<RE> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            RollbackErrorKind::Failed(e) => {
+                write!(f, "rollback of step `{}` failed: {e}", self.step)
+            }
+            RollbackErrorKind::TimedOut { timeout } => {
+                write!(f, "rollback of step `{}` timed out after {}", self.step, crate::util::text::Dur(*timeout))
+            }
+            RollbackErrorKind::Panicked(message) => {
+                write!(f, "rollback of step `{}` panicked: {message}", self.step)
+            }
+        }
+    }
+}
+
+impl<RE: fmt::Debug + fmt::Display> core::error::Error for RollbackFailure<RE> {}
+
+/// Whether a failed transaction left anything behind.
+///
+/// ```
+/// use transaction_manager::RollbackState;
+/// assert!(RollbackState::Clean.is_clean());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RollbackState {
+    /// Every completed step that has a rollback was rolled back (or there was
+    /// nothing to roll back).
+    Clean,
+    /// At least one rollback failed, or was never attempted: effects of
+    /// those steps may remain. See [`TransactionError::rollback_failures`]
+    /// and [`TransactionError::skipped_rollbacks`].
+    Partial,
+}
+
+impl RollbackState {
+    /// The one rule for clean or partial, used by the error, the journal,
+    /// the log and recovery alike: clean when no rollback failed for good
+    /// (`failures` of this rollback, or a step left `RollbackFailed` by an
+    /// earlier one, such as a scope's) and none was skipped.
+    pub(crate) fn of<S: Storage>(failures: usize, summary: &Summary<S>) -> Self {
+        if failures == 0 && summary.rollback_errors() == 0 && summary.rollback_skipped_steps() == 0 {
+            RollbackState::Clean
+        } else {
+            RollbackState::Partial
+        }
+    }
+
+    /// Whether nothing was left behind.
+    pub fn is_clean(self) -> bool {
+        self == RollbackState::Clean
+    }
+}
+
+/// Whether a failed transaction rolled nothing back because its outcome is
+/// unknown: neither `Committed` nor `Aborted` could be written, so what it
+/// owes is left to recovery, its steps `RollbackSkipped`. (Rollbacks are
+/// otherwise skipped only after one failed, under
+/// [`RollbackFailurePolicy::Stop`](crate::rollback::RollbackFailurePolicy::Stop).)
+pub(crate) fn left_to_recovery<S: Storage>(failures: usize, summary: &Summary<S>) -> bool {
+    failures == 0 && summary.rollback_errors() == 0 && summary.rollback_skipped_steps() > 0
+}
+
+/// A transaction that did not commit: the error that stopped it, what its
+/// rollback did, and its summary.
+///
+/// `cause` is what the body returned — usually a [`StepError`] passed on with
+/// `?`, or the caller's own error type. Every rollback failure is kept, with
+/// its step's name, so nothing is swallowed.
+///
+/// ```
+/// # use transaction_manager::*;
+/// # let clock = ManualClock::new();
+/// # let manager = TransactionManager::new(&clock);
+/// let err = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |_tx| {
+///     Err::<(), _>("validation failed")
+/// })).unwrap_err();
+/// assert_eq!(*err.cause(), "validation failed");
+/// assert_eq!(err.rollback_state(), RollbackState::Clean);
+/// assert_eq!(err.to_string(), "transaction `t` (tx-1) failed: validation failed; nothing to roll back");
+/// ```
+pub struct TransactionError<B, RE, S: Storage> {
+    pub(crate) cause: B,
+    pub(crate) rollback_failures: S::List<RollbackFailure<RE>>,
+    pub(crate) summary: Summary<S>,
+}
+
+impl<B, RE, S: Storage> TransactionError<B, RE, S> {
+    /// The error that stopped the transaction.
+    pub fn cause(&self) -> &B {
+        &self.cause
+    }
+
+    /// The error that stopped the transaction, by value.
+    pub fn into_cause(self) -> B {
+        self.cause
+    }
+
+    /// Every rollback that failed, in the order rollback ran (latest step
+    /// first).
+    pub fn rollback_failures(&self) -> &[RollbackFailure<RE>] {
+        &self.rollback_failures
+    }
+
+    /// [`Clean`](RollbackState::Clean) when every rollback succeeded,
+    /// [`Partial`](RollbackState::Partial) when any failed or was not
+    /// attempted.
+    ///
+    /// A journaled transaction whose outcome is unknown (its `Committed`
+    /// entry and then its `Aborted` entry could not be written, a
+    /// [`JournalFailure`](crate::journal::JournalFailure) for `aborted` in the cause)
+    /// rolled nothing back: its rollbacks are left to recovery, which runs
+    /// them unless the journal holds `Committed`. It is `Partial`, its
+    /// steps [`RollbackSkipped`](StepStatus::RollbackSkipped).
+    ///
+    /// A scope ([`Transaction::scope`](crate::Transaction::scope)) whose
+    /// rollback failed earlier counts too: its step stays `RollbackFailed`.
+    pub fn rollback_state(&self) -> RollbackState {
+        RollbackState::of(self.rollback_failures.len(), &self.summary)
+    }
+
+    /// Whether a rollback failed or was skipped, so effects of the
+    /// transaction may remain.
+    pub fn is_partially_rolled_back(&self) -> bool {
+        self.rollback_state() == RollbackState::Partial
+    }
+
+    /// The steps with a rollback that were never attempted because an
+    /// earlier rollback failed under
+    /// [`RollbackFailurePolicy::Stop`](crate::rollback::RollbackFailurePolicy::Stop),
+    /// or because the transaction's outcome is unknown and its rollbacks
+    /// are left to recovery (see [`rollback_state`](Self::rollback_state)).
+    pub fn skipped_rollbacks(&self) -> impl Iterator<Item = &StepRecord> {
+        self.summary.steps().iter().filter(|s| s.status() == StepStatus::RollbackSkipped)
+    }
+
+    /// The transaction's summary.
+    pub fn summary(&self) -> &Summary<S> {
+        &self.summary
+    }
+
+    /// The parts: cause, rollback failures, summary.
+    #[allow(clippy::type_complexity)]
+    pub fn into_parts(self) -> (B, S::List<RollbackFailure<RE>>, Summary<S>) {
+        (self.cause, self.rollback_failures, self.summary)
+    }
+}
+
+impl<B: fmt::Display, RE: fmt::Display, S: Storage> fmt::Display for TransactionError<B, RE, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "transaction `{}` ({}) failed: {}; ", self.summary.info.operation, self.summary.info.id, self.cause)?;
+        let rolled_back = self.summary.rolled_back_steps();
+        let skipped = self.summary.rollback_skipped_steps();
+        // A scope's rollback that failed earlier counts too: its step is
+        // `RollbackFailed` in the summary.
+        match (self.rollback_failures.len().max(self.summary.rollback_errors()), skipped) {
+            (0, 0) if rolled_back == 0 => f.write_str("nothing to roll back"),
+            // Only an unknown outcome skips rollbacks without a failure.
+            (0, skipped) if skipped > 0 => write!(
+                f,
+                "outcome unknown: nothing rolled back, {skipped} {} left to recovery (rolled back unless the \
+                 journal holds `committed`)",
+                rollbacks(skipped)
+            ),
+            (0, 0) => write!(f, "rolled back cleanly ({rolled_back} {})", steps(rolled_back)),
+            (failed, skipped) => {
+                write!(f, "PARTIALLY rolled back ({rolled_back} rolled back, {failed} failed")?;
+                if skipped > 0 {
+                    write!(f, ", {skipped} never attempted")?;
+                }
+                for failure in self.rollback_failures.iter() {
+                    write!(f, "; {failure}")?;
+                }
+                f.write_str(")")
+            }
+        }
+    }
+}
+
+impl<B: fmt::Debug, RE: fmt::Debug, S: Storage> fmt::Debug for TransactionError<B, RE, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransactionError")
+            .field("cause", &self.cause)
+            .field("rollback_failures", &self.rollback_failures())
+            .field("summary", &self.summary)
+            .finish()
+    }
+}
+
+impl<B, RE, S> core::error::Error for TransactionError<B, RE, S>
+where
+    B: core::error::Error + 'static,
+    RE: fmt::Debug + fmt::Display,
+    S: Storage,
+{
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        Some(&self.cause)
+    }
+}
+
+fn steps(n: usize) -> &'static str {
+    if n == 1 { "step" } else { "steps" }
+}
+
+fn rollbacks(n: usize) -> &'static str {
+    if n == 1 { "rollback" } else { "rollbacks" }
+}
+
+/// A transaction whose body returned `Ok`: its value and its summary.
+///
+/// ```
+/// # use transaction_manager::*;
+/// # let clock = ManualClock::new();
+/// # let manager = TransactionManager::new(&clock);
+/// let done = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |_tx| {
+///     Ok::<_, ()>(7)
+/// })).unwrap();
+/// assert_eq!(*done.value(), 7);
+/// assert_eq!(done.into_value(), 7);
+/// ```
+pub struct Committed<T, S: Storage> {
+    pub(crate) value: T,
+    pub(crate) summary: Summary<S>,
+}
+
+impl<T, S: Storage> Committed<T, S> {
+    /// The body's value.
+    pub fn value(&self) -> &T {
+        &self.value
+    }
+
+    /// The body's value, by value.
+    pub fn into_value(self) -> T {
+        self.value
+    }
+
+    /// The transaction's summary.
+    pub fn summary(&self) -> &Summary<S> {
+        &self.summary
+    }
+
+    /// The value and the summary.
+    pub fn into_parts(self) -> (T, Summary<S>) {
+        (self.value, self.summary)
+    }
+}
+
+impl<T: fmt::Debug, S: Storage> fmt::Debug for Committed<T, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Committed").field("value", &self.value).field("summary", &self.summary).finish()
+    }
+}

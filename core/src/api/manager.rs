@@ -1,0 +1,1081 @@
+//! The entry point: a manager holds a clock, hooks and defaults, and starts
+//! transactions.
+
+use core::marker::PhantomData;
+use core::sync::atomic::{AtomicUsize, Ordering};
+use core::time::Duration;
+
+use crate::util::future::{Either, race};
+use crate::timing::interrupt::{Cancel, Deadline, IntoBodyError, IntoReason, NoInterrupt};
+use crate::durable::journal::{JournalFailure, JournalFor, JournalIds, Journaled, NoJournal};
+use crate::ledger::book::Ledger;
+use crate::api::transaction::CommitFailed;
+use crate::{api::{error::{Committed, TransactionError}, rollback::Rollback, transaction::Transaction}, engine::abandon::{AbandonPolicy, Spawned, Unattended}, ledger::{book::RollbackFailurePolicy, record::{TransactionId, TransactionInfo}}, observe::hooks::Hooks, timing::{clock::Clock, interrupt::Interrupt, retry::RetryPolicy}, util::{storage::Storage, text::Name}};
+
+/// What running a transaction returns: the value and summary of a committed
+/// transaction, or the error of one that was rolled back.
+///
+/// `T` is the body's value, `B` its error, `RE` the rollback error type and
+/// `S` the storage.
+pub type Outcome<T, B, RE, S> = Result<Committed<T, S>, TransactionError<B, RE, S>>;
+
+/// Starts transactions: owns the [`Clock`], the [`Hooks`] and the default
+/// step policy shared by every transaction it runs.
+///
+/// One manager can run any number of transactions, one after another or at
+/// the same time (it is `Sync` when its clock and hooks are); each gets a
+/// fresh [`TransactionId`].
+///
+/// ```
+/// use core::time::Duration;
+/// use transaction_manager::*;
+///
+/// let clock = ManualClock::new();
+/// let manager = TransactionManager::new(&clock)
+///     .with_retry(RetryPolicy::new().with_max_retries(2))
+///     .with_timeout(Duration::from_secs(5));
+///
+/// let done = clock.block_on(manager.transaction("provision").fixed::<NoRollback, 4>().run(async |tx| {
+///     let user = tx.step("create_user").run(|| async { Ok::<_, &str>(42) }).await?;
+///     Ok::<_, StepError<&str>>(user)
+/// }));
+/// assert_eq!(done.unwrap().into_value(), 42);
+/// ```
+#[derive(Debug)]
+pub struct TransactionManager<C, H = (), A = Unattended, J = NoJournal> {
+    pub(crate) clock: C,
+    pub(crate) hooks: H,
+    pub(crate) abandon: A,
+    pub(crate) journal: J,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) on_rollback_failure: RollbackFailurePolicy,
+    pub(crate) step_times: bool,
+    jitter_seed: u64,
+    next_id: AtomicUsize,
+    origin: Origin,
+}
+
+/// The origin of the keys of a manager without a journal: the one given
+/// ([`TransactionManager::with_origin`], 0 = none), or with `std` one
+/// drawn at random the first time it is needed.
+#[derive(Debug)]
+struct Origin {
+    given: u64,
+    #[cfg(feature = "std")]
+    drawn: std::sync::OnceLock<u64>,
+}
+
+impl Origin {
+    const fn new(given: u64) -> Self {
+        Self {
+            given,
+            #[cfg(feature = "std")]
+            drawn: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn get(&self) -> u64 {
+        #[cfg(feature = "std")]
+        if self.given == 0 {
+            return *self.drawn.get_or_init(random_origin);
+        }
+        self.given
+    }
+}
+
+/// A random non-zero origin: std's randomly keyed hasher over the time,
+/// the process id and a counter (no RNG crate needed).
+#[cfg(feature = "std")]
+pub(crate) fn random_origin() -> u64 {
+    use core::hash::{BuildHasher, Hasher};
+    static DRAWS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+    loop {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(DRAWS.fetch_add(1, Ordering::Relaxed));
+        hasher.write_u32(std::process::id());
+        if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            hasher.write_u128(now.as_nanos());
+        }
+        let origin = hasher.finish();
+        if origin != 0 {
+            return origin;
+        }
+    }
+}
+
+impl<C: Clock> TransactionManager<C> {
+    /// A manager with no hooks, no retries and no timeouts by default.
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// # let _ = manager;
+    /// ```
+    pub const fn new(clock: C) -> Self {
+        Self {
+            clock,
+            hooks: (),
+            abandon: Unattended,
+            journal: NoJournal,
+            retry: RetryPolicy::new(),
+            timeout: None,
+            on_rollback_failure: RollbackFailurePolicy::Continue,
+            step_times: true,
+            jitter_seed: 0x05EE_D0F7_AB1E,
+            next_id: AtomicUsize::new(1),
+            origin: Origin::new(0),
+        }
+    }
+}
+
+impl<C, H, A, J> TransactionManager<C, H, A, J> {
+    /// Replaces the hooks. Combine several with a tuple: `(a, b)`.
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// # use transaction_manager::hooks::Hooks;
+    /// struct Quiet;
+    /// impl Hooks for Quiet {}
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock).with_hooks((Quiet, Quiet));
+    /// # let _ = manager;
+    /// ```
+    pub fn with_hooks<H2: Hooks>(self, hooks: H2) -> TransactionManager<C, H2, A, J> {
+        TransactionManager {
+            clock: self.clock,
+            hooks,
+            abandon: self.abandon,
+            journal: self.journal,
+            retry: self.retry,
+            timeout: self.timeout,
+            on_rollback_failure: self.on_rollback_failure,
+            step_times: self.step_times,
+            jitter_seed: self.jitter_seed,
+            next_id: self.next_id,
+            origin: self.origin,
+        }
+    }
+
+    /// Finishes the rollbacks of transactions whose future is dropped before
+    /// they end (cancellation), on tasks spawned with `spawner`. See
+    /// [`AbandonPolicy`] and [`Spawned`].
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// # use transaction_manager::backend::Spawner;
+    /// struct Inline;
+    /// impl Spawner for Inline {
+    ///     fn spawn<F: core::future::Future<Output = ()> + Send + 'static>(&self, f: F) {
+    ///         ManualClock::new().block_on(f)
+    ///     }
+    /// }
+    /// let manager = TransactionManager::new(Frozen).with_spawner(Inline);
+    /// # #[derive(Clone)] struct Frozen;
+    /// # impl Clock for Frozen {
+    /// #     type Sleep = core::future::Ready<()>;
+    /// #     fn now(&self) -> core::time::Duration { core::time::Duration::ZERO }
+    /// #     fn sleep(&self, _: core::time::Duration) -> Self::Sleep { core::future::ready(()) }
+    /// # }
+    /// # let _ = manager;
+    /// ```
+    pub fn with_spawner<Sp>(self, spawner: Sp) -> TransactionManager<C, H, Spawned<Sp>, J> {
+        self.with_abandon_policy(Spawned(spawner))
+    }
+
+    /// Sets what happens to the rollbacks a dropped transaction still owes
+    /// (default: [`Unattended`]). See [`AbandonPolicy`].
+    pub fn with_abandon_policy<A2>(self, policy: A2) -> TransactionManager<C, H, A2, J> {
+        TransactionManager {
+            clock: self.clock,
+            hooks: self.hooks,
+            abandon: policy,
+            journal: self.journal,
+            retry: self.retry,
+            timeout: self.timeout,
+            on_rollback_failure: self.on_rollback_failure,
+            step_times: self.step_times,
+            jitter_seed: self.jitter_seed,
+            next_id: self.next_id,
+            origin: self.origin,
+        }
+    }
+
+    /// Writes every transaction this manager runs to `journal`, its undo
+    /// records encoded by `codec`, so that the rollbacks a transaction owes
+    /// survive a crash or a power cut: after a restart,
+    /// [`recover`](TransactionManager::recover) rolls back every
+    /// transaction the journal shows unfinished.
+    ///
+    /// A journaled step's `Done` entry (its undo record) is durable before
+    /// its value returns to the body, and a transaction's `Committed`
+    /// before `run` returns `Ok`; ids come from the journal, unique across
+    /// restarts. Only undo records the codec can encode can be journaled:
+    /// a closure rollback does not compile with a journaled manager.
+    ///
+    /// ```
+    /// # #[cfg(all(feature = "postcard", feature = "std"))] {
+    /// use transaction_manager::*;
+    /// use transaction_manager::journal::{Journal, MemoryJournal, Postcard};
+    /// # fn journal() -> impl Journal { MemoryJournal::new() }
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock).with_journal(journal(), Postcard::<1>);
+    /// # let _ = manager;
+    /// # }
+    /// ```
+    pub fn with_journal<J2, Co>(self, journal: J2, codec: Co) -> TransactionManager<C, H, A, Journaled<J2, Co>> {
+        TransactionManager {
+            clock: self.clock,
+            hooks: self.hooks,
+            abandon: self.abandon,
+            journal: Journaled::new(journal, codec),
+            retry: self.retry,
+            timeout: self.timeout,
+            on_rollback_failure: self.on_rollback_failure,
+            step_times: self.step_times,
+            jitter_seed: self.jitter_seed,
+            next_id: self.next_id,
+            origin: self.origin,
+        }
+    }
+
+    /// The manager's journal ([`NoJournal`] unless set with
+    /// [`with_journal`](TransactionManager::with_journal)).
+    pub fn journal(&self) -> &J {
+        &self.journal
+    }
+
+    /// What happens to the remaining rollbacks when one fails for good
+    /// (default: [`RollbackFailurePolicy::Continue`]).
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// # use transaction_manager::rollback::RollbackFailurePolicy;
+    /// # let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock).with_rollback_failure_policy(RollbackFailurePolicy::Stop);
+    /// # let _ = manager;
+    /// ```
+    #[must_use]
+    pub fn with_rollback_failure_policy(mut self, policy: RollbackFailurePolicy) -> Self {
+        self.on_rollback_failure = policy;
+        self
+    }
+
+    /// Whether step records get their start and end times (default: yes).
+    ///
+    /// Each step reads the clock twice for them (and each rollback twice
+    /// more); on tokio and smol a reading costs about 20 ns, which is most
+    /// of what the library adds per step there. Without them
+    /// [`StepRecord::started_at`](crate::StepRecord::started_at),
+    /// `completed_at`, `duration` and the rollback times are `None`; the
+    /// transaction's own start and end times are kept, and timeouts,
+    /// backoff and deadlines work the same.
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock).with_step_times(false);
+    /// let done = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |tx| {
+    ///     tx.step("a").run(|| async { Ok::<_, &str>(()) }).await
+    /// })).unwrap();
+    /// assert_eq!(done.summary().steps()[0].started_at(), None);
+    /// assert_eq!(done.summary().steps()[0].status(), StepStatus::Completed);
+    /// ```
+    #[must_use]
+    pub fn with_step_times(mut self, on: bool) -> Self {
+        self.step_times = on;
+        self
+    }
+
+    /// The abandon policy.
+    pub fn abandon_policy(&self) -> &A {
+        &self.abandon
+    }
+
+    /// The retry policy of steps that do not set their own (and of their
+    /// rollbacks).
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// # let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock).with_retry(RetryPolicy::new().with_max_retries(3));
+    /// assert_eq!(manager.retry().max_retries(), 3);
+    /// ```
+    #[must_use]
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The per-attempt timeout of steps that do not set their own (and of
+    /// their rollbacks).
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// # use transaction_manager::*;
+    /// # let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock).with_timeout(Duration::from_secs(30));
+    /// assert_eq!(manager.timeout(), Some(Duration::from_secs(30)));
+    /// ```
+    ///
+    /// Takes any duration that converts into `core::time::Duration`, such as
+    /// `embassy_time::Duration`.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: impl Into<Duration>) -> Self {
+        self.timeout = Some(timeout.into());
+        self
+    }
+
+    /// Seeds the jitter of every transaction this manager runs (each
+    /// transaction mixes in its id, so two transactions jitter differently
+    /// but a rerun with the same seed and ids replays the same delays).
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// # let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock).with_jitter_seed(1234);
+    /// # let _ = manager;
+    /// ```
+    #[must_use]
+    pub fn with_jitter_seed(mut self, seed: u64) -> Self {
+        self.jitter_seed = seed;
+        self
+    }
+
+    /// The manager's clock.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    /// The manager's hooks.
+    pub fn hooks(&self) -> &H {
+        &self.hooks
+    }
+
+    /// The default retry policy.
+    pub fn retry(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    /// The default per-attempt timeout.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+}
+
+impl<C, H, A> TransactionManager<C, H, A, NoJournal> {
+    /// Sets the origin of this manager's [`IdempotencyKey`](crate::journal::IdempotencyKey)s (a manager
+    /// with a journal uses the journal's [`origin`](crate::journal::Journal::origin)).
+    /// Without a journal, ids count from `tx-1` in every process and every
+    /// run, so the origin is what keeps two of them from handing the same
+    /// key to an API: with `std`, one is drawn at random for each manager
+    /// unless one is set here; on `no_std` it is 0 unless set here, so set
+    /// it to something unique to the device and boot (a chip id mixed with
+    /// a boot counter, a random number from the hardware). 0 means "none
+    /// given".
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock).with_origin(0x2a);
+    /// assert_eq!(manager.origin(), 0x2a);
+    /// let done = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |tx| {
+    ///     tx.step("a").execute_keyed(|key| async move { Ok::<_, &str>(key.to_string()) }).no_rollback().await
+    /// }));
+    /// assert_eq!(done.unwrap().into_value(), "tx-1.0-000000000000002a");
+    /// ```
+    #[must_use]
+    pub fn with_origin(mut self, origin: u64) -> Self {
+        self.origin = Origin::new(origin);
+        self
+    }
+}
+
+impl<C, H, A, J: JournalIds> TransactionManager<C, H, A, J> {
+    /// The origin of this manager's [`IdempotencyKey`](crate::journal::IdempotencyKey)s: its journal's
+    /// [`origin`](crate::journal::Journal::origin), or without a journal the one
+    /// set with [`with_origin`](TransactionManager::with_origin) (with
+    /// `std`, a random one drawn for this manager otherwise; 0 on `no_std`).
+    pub fn origin(&self) -> u64 {
+        match self.journal.origin() {
+            Some(origin) => origin,
+            None => self.origin.get(),
+        }
+    }
+
+    /// Prepares a transaction for `operation`. Choose where its undo records
+    /// live ([`fixed`](TransactionBuilder::fixed), or with `alloc` the
+    /// closure-friendly default), then [`run`](TransactionBuilder::run) it.
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// # let clock = ManualClock::new();
+    /// # let manager = TransactionManager::new(&clock);
+    /// let builder = manager.transaction("provision");
+    /// assert_eq!(builder.info().operation(), "provision");
+    /// ```
+    pub fn transaction(&self, operation: impl Into<Name>) -> TransactionBuilder<'_, Self> {
+        let id = self.next_id();
+        self.builder(id, Some(operation.into()))
+    }
+
+    /// Prepares a transaction whose operation name is its id (`tx-N`).
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// # let clock = ManualClock::new();
+    /// # let manager = TransactionManager::new(&clock);
+    /// let builder = manager.unnamed_transaction();
+    /// assert_eq!(builder.info().operation(), "tx-1");
+    /// ```
+    pub fn unnamed_transaction(&self) -> TransactionBuilder<'_, Self> {
+        let id = self.next_id();
+        self.builder(id, None)
+    }
+
+    fn builder(&self, id: TransactionId, operation: Option<Name>) -> TransactionBuilder<'_, Self> {
+        TransactionBuilder {
+            manager: self,
+            unnamed: operation.is_none(),
+            id_given: false,
+            info: TransactionInfo { id, operation: operation.unwrap_or_else(|| Name::format(id)) },
+            jitter_seed: None,
+            on_rollback_failure: self.on_rollback_failure,
+            interrupt: NoInterrupt,
+            log: PhantomData,
+        }
+    }
+
+    pub(crate) fn jitter_seed_for(&self, id: TransactionId) -> u64 {
+        self.jitter_seed ^ id.get().wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    fn next_id(&self) -> TransactionId {
+        if let Some(id) = self.journal.next_id() {
+            return id;
+        }
+        #[cfg(target_has_atomic = "ptr")]
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // Targets without atomic read-modify-write (thumbv6m) are single-core:
+        // only an interrupt starting a transaction in between could repeat an id.
+        #[cfg(not(target_has_atomic = "ptr"))]
+        let id = {
+            let id = self.next_id.load(Ordering::Relaxed);
+            self.next_id.store(id.wrapping_add(1), Ordering::Relaxed);
+            id
+        };
+        TransactionId::new(id as u64)
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl<C: Clock, H: Hooks, A, J: JournalIds> TransactionManager<C, H, A, J> {
+    /// Runs `body` as a transaction named `operation`, with closure
+    /// rollbacks ([`BoxedRollback`](crate::BoxedRollback)) and no limit on
+    /// steps. The same as `self.transaction(operation).run(body)`.
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let result = clock.block_on(manager.run("provision", async |tx| {
+    ///     let id = tx
+    ///         .step("create_user")
+    ///         .execute(|| async { Ok::<_, &str>(7) })
+    ///         .rollback(|id| async move { println!("delete user {id}"); Ok::<_, &str>(()) })
+    ///         .await?;
+    ///     Ok::<_, StepError<&str>>(id)
+    /// }));
+    /// assert_eq!(result.unwrap().into_value(), 7);
+    /// ```
+    #[allow(clippy::type_complexity)]
+    pub async fn run<T, B, F>(
+        &self,
+        operation: impl Into<Name>,
+        body: F,
+    ) -> Outcome<T, B, crate::api::rollback::BoxError, crate::util::storage::Unbounded>
+    where
+        // On the method, not the impl: rustc then names the fix for a
+        // journaled manager (`JournalKeeps`'s message) instead of saying
+        // there is no method `run`.
+        J: JournalKeeps<Closures> + JournalFor<crate::api::rollback::BoxedRollback, CommitFailure = crate::timing::interrupt::Never>,
+        A: AbandonPolicy<C, H, (), crate::api::rollback::BoxedRollback, crate::util::storage::Unbounded>,
+        F: AsyncFnOnce(&mut Transaction<'_, Self, (), crate::api::rollback::BoxedRollback, crate::util::storage::Unbounded>) -> Result<T, B>,
+    {
+        self.transaction(operation).run(body).await
+    }
+}
+
+/// Chooses where a transaction's undo records live and of what type they
+/// are. Set by [`TransactionBuilder::fixed`], [`TransactionBuilder::unbounded`],
+/// [`TransactionBuilder::local`], or left at the default.
+#[diagnostic::on_unimplemented(
+    message = "choose where this transaction keeps its undo records",
+    label = "no undo log chosen",
+    note = "without the `alloc` feature, call `.fixed::<UndoType, CAPACITY>()` on the transaction builder \
+            (use `NoRollback` as UndoType if no step has a rollback); with `alloc`, the default keeps \
+            closure rollbacks on the heap"
+)]
+pub trait UndoLog {
+    /// The undo record type.
+    type Undo;
+    /// The storage for step and undo records.
+    type Storage: Storage;
+}
+
+/// Whether a manager's journal can keep the undo records of log `L`:
+/// every log without a journal ([`NoJournal`]); with one
+/// ([`Journaled`](crate::journal::Journaled)), only undo records that are data
+/// ([`Records`], chosen with [`fixed`](TransactionBuilder::fixed) or
+/// [`unbounded`](TransactionBuilder::unbounded)), never closure
+/// rollbacks. It is here so that rustc's error for a closure rollback on a
+/// journaled manager names the fix. Implemented by the library only.
+#[diagnostic::on_unimplemented(
+    message = "a manager with a journal cannot keep closure rollbacks: give the transaction an undo type that is data",
+    label = "closure rollbacks (`BoxedRollback`) on a journaled manager",
+    note = "a journal keeps undo records as data: use `manager.transaction(op).fixed::<Undo, N>()` (or \
+            `.unbounded::<Undo>()`) with `#[derive(serde::Serialize, serde::Deserialize)] enum Undo {{ … }}` \
+            implementing `Rollback`, and `.undo(|output| Undo::…)` on its steps; or use a manager without \
+            `.with_journal(..)`"
+)]
+pub trait JournalKeeps<L>: crate::durable::journal::sealed::Sealed {}
+
+impl<L> JournalKeeps<L> for crate::durable::journal::NoJournal {}
+
+impl<J, Co, U, S> JournalKeeps<Records<U, S>> for crate::durable::journal::Journaled<J, Co> {}
+
+/// Undo records of type `U` in storage `S`. See [`TransactionBuilder::fixed`].
+#[derive(Debug)]
+pub struct Records<U, S>(PhantomData<fn() -> (U, S)>);
+
+impl<U, S: Storage> UndoLog for Records<U, S> {
+    type Undo = U;
+    type Storage = S;
+}
+
+/// The default undo log: with `alloc`, `Send` closure rollbacks
+/// ([`BoxedRollback`](crate::BoxedRollback)) without a limit on steps.
+#[derive(Debug)]
+pub struct Closures(());
+
+/// Closure rollbacks that need not be `Send` and may borrow for `'r`
+/// ([`LocalBoxedRollback`](crate::rollback::LocalBoxedRollback)). See
+/// [`TransactionBuilder::local`].
+#[derive(Debug)]
+pub struct LocalClosures<'r>(PhantomData<&'r ()>);
+
+#[cfg(feature = "alloc")]
+impl UndoLog for Closures {
+    type Undo = crate::api::rollback::BoxedRollback;
+    type Storage = crate::util::storage::Unbounded;
+}
+
+#[cfg(feature = "alloc")]
+impl<'r> UndoLog for LocalClosures<'r> {
+    type Undo = crate::api::rollback::LocalBoxedRollback<'r>;
+    type Storage = crate::util::storage::Unbounded;
+}
+
+/// A transaction about to run: its id and operation are fixed, its undo log
+/// and interrupts can still be chosen. Made by
+/// [`TransactionManager::transaction`].
+///
+/// ```
+/// # use transaction_manager::*;
+/// let clock = ManualClock::new();
+/// let manager = TransactionManager::new(&clock);
+/// let done = clock.block_on(
+///     manager
+///         .transaction("count")
+///         .with_id(TransactionId::new(100))
+///         .fixed::<NoRollback, 1>()
+///         .run(async |tx| Ok::<_, ()>(tx.id())),
+/// );
+/// assert_eq!(done.unwrap().into_value(), TransactionId::new(100));
+/// ```
+#[must_use = "a transaction does nothing until it is run"]
+pub struct TransactionBuilder<'m, M, L = Closures, I = NoInterrupt> {
+    manager: &'m M,
+    info: TransactionInfo,
+    /// The operation name is the id's text, to follow `with_id`.
+    unnamed: bool,
+    /// The id was given by `with_id`, not by the journal: a journal checks
+    /// it has not seen it before the transaction starts.
+    id_given: bool,
+    /// Set by `with_jitter_seed`; otherwise derived from the manager's seed
+    /// and the final id when the transaction runs.
+    jitter_seed: Option<u64>,
+    on_rollback_failure: RollbackFailurePolicy,
+    interrupt: I,
+    log: PhantomData<fn() -> L>,
+}
+
+impl<'m, M, L, I> TransactionBuilder<'m, M, L, I> {
+    /// The id and operation the transaction will run with.
+    pub fn info(&self) -> &TransactionInfo {
+        &self.info
+    }
+
+    /// Uses `id` instead of the one the manager assigned (for example an id
+    /// from an incoming request). Not for a manager with a journal: there
+    /// the id comes from the journal, which alone knows it was never used,
+    /// and a transaction given one is refused before it starts (its error
+    /// is a [`JournalFailure`] for the `Begin` entry).
+    pub fn with_id(mut self, id: TransactionId) -> Self {
+        self.info.id = id;
+        self.id_given = true;
+        if self.unnamed {
+            self.info.operation = Name::format(id);
+        }
+        self
+    }
+
+    /// Seeds this transaction's jitter.
+    pub fn with_jitter_seed(mut self, seed: u64) -> Self {
+        self.jitter_seed = Some(seed);
+        self
+    }
+
+    /// What happens to the remaining rollbacks when one fails for good, for
+    /// this transaction.
+    pub fn with_rollback_failure_policy(mut self, policy: RollbackFailurePolicy) -> Self {
+        self.on_rollback_failure = policy;
+        self
+    }
+
+    /// Gives the whole transaction a deadline, measured on its clock from
+    /// when the body starts. When it passes, the body is dropped at its
+    /// current await point (the step in progress is abandoned and counts as
+    /// failed), the completed steps are rolled back — the rollback itself is
+    /// not cut short — and the body's error is built from an
+    /// [`Interrupted`](crate::interrupt::Interrupted) (`B: From<Interrupted>`; `StepError` qualifies).
+    ///
+    /// No step and no retry starts at or after the deadline: with
+    /// `Duration::ZERO` no step runs at all, and an attempt that would end
+    /// exactly at the deadline is cut (the deadline wins the tie; the step
+    /// counts as uncertain).
+    ///
+    /// Takes any duration that converts into `core::time::Duration`, such as
+    /// `embassy_time::Duration`.
+    pub fn with_deadline(self, deadline: impl Into<Duration>) -> TransactionBuilder<'m, M, L, (I, Deadline)> {
+        let deadline = deadline.into();
+        self.with_interrupt(|previous| (previous, Deadline(deadline)))
+    }
+
+    /// Stops the transaction when `signal` completes, as
+    /// [`with_deadline`](TransactionBuilder::with_deadline) does when its
+    /// deadline passes: the body is dropped and the completed steps are
+    /// rolled back before `run` returns. The way to cancel a transaction
+    /// without losing its rollback on any runtime, including `no_std`.
+    ///
+    /// The signal is checked before the body each time the transaction is
+    /// polled: a signal that has already completed (`async {}`) starts no
+    /// step.
+    pub fn cancel_on<F: core::future::Future<Output = ()>>(
+        self,
+        signal: F,
+    ) -> TransactionBuilder<'m, M, L, (I, Cancel<F>)> {
+        self.with_interrupt(|previous| (previous, Cancel(signal)))
+    }
+
+    fn with_interrupt<I2>(self, add: impl FnOnce(I) -> I2) -> TransactionBuilder<'m, M, L, I2> {
+        self.rebuild(add)
+    }
+
+    /// Keeps at most `N` steps, inline, with undo records of type `U`: no
+    /// allocator needed. Step `N + 1` fails with `CapacityExceeded` before
+    /// it runs; with `N = 0` every step does. `U` is usually an enum
+    /// implementing [`Rollback`], one variant per kind of step; use
+    /// [`NoRollback`](crate::NoRollback) when no step has a rollback.
+    ///
+    /// The records live inside the transaction's future, so its size grows
+    /// with `N`: measured on x86_64 with `std`, a one-step transaction's
+    /// future is 1.6 KiB with `N = 1` and about 360 bytes more per slot —
+    /// `Fixed<64>` 24 KiB, `Fixed<2048>` 721 KiB, more than a thread's
+    /// default stack. Keep `N` to what the transaction needs, box the
+    /// future (`Box::pin`) when `N` is large, or use
+    /// [`unbounded`](TransactionBuilder::unbounded) (heap) for long
+    /// transactions.
+    pub fn fixed<U, const N: usize>(self) -> TransactionBuilder<'m, M, Records<U, crate::util::storage::Fixed<N>>, I> {
+        self.with_log()
+    }
+
+    /// Keeps any number of steps on the heap, with undo records of type `U`.
+    #[cfg(feature = "alloc")]
+    pub fn unbounded<U>(self) -> TransactionBuilder<'m, M, Records<U, crate::util::storage::Unbounded>, I> {
+        self.with_log()
+    }
+
+    /// Closure rollbacks that need not be `Send`
+    /// ([`LocalBoxedRollback`](crate::rollback::LocalBoxedRollback)), any number of
+    /// steps. For transactions that stay on one thread.
+    #[cfg(feature = "alloc")]
+    pub fn local<'r>(self) -> TransactionBuilder<'m, M, LocalClosures<'r>, I> {
+        self.with_log()
+    }
+
+    fn with_log<L2>(self) -> TransactionBuilder<'m, M, L2, I> {
+        self.rebuild(|interrupt| interrupt)
+    }
+
+    /// The same builder with another undo log type and interrupt.
+    fn rebuild<L2, I2>(self, interrupt: impl FnOnce(I) -> I2) -> TransactionBuilder<'m, M, L2, I2> {
+        TransactionBuilder {
+            manager: self.manager,
+            info: self.info,
+            unnamed: self.unnamed,
+            id_given: self.id_given,
+            jitter_seed: self.jitter_seed,
+            on_rollback_failure: self.on_rollback_failure,
+            interrupt: interrupt(self.interrupt),
+            log: PhantomData,
+        }
+    }
+}
+
+impl<C: Clock, H: Hooks, A, J, L, I> TransactionBuilder<'_, TransactionManager<C, H, A, J>, L, I>
+where
+    I: Interrupt<C>,
+{
+    /// Runs `body` as the transaction, with no context (`()`).
+    ///
+    /// `body` receives the [`Transaction`] and adds steps to it. If it
+    /// returns `Ok`, the transaction commits. If it returns `Err` — a step's
+    /// error passed on with `?`, or an error of its own — every completed
+    /// step with a rollback is rolled back, latest first, and the error comes
+    /// back in a [`TransactionError`] with every rollback failure. With the
+    /// `std` feature, a panic in the body rolls back too, then resumes.
+    #[allow(clippy::type_complexity)]
+    pub async fn run<T, B, F>(self, body: F) -> Outcome<T, B, <L::Undo as Rollback<()>>::Error, L::Storage>
+    where
+        L: UndoLog,
+        L::Undo: Rollback<()>,
+        A: AbandonPolicy<C, H, (), L::Undo, L::Storage>,
+        J: JournalKeeps<L> + JournalFor<L::Undo>,
+        J::CommitFailure: IntoBodyError<B>,
+        I::Output: IntoBodyError<B>,
+        F: AsyncFnOnce(&mut Transaction<'_, TransactionManager<C, H, A, J>, (), L::Undo, L::Storage>) -> Result<T, B>,
+    {
+        self.run_with(&mut (), body).await
+    }
+
+    /// Runs `body` as the transaction, lending `context` mutably to every
+    /// step's execute and every rollback, so steps can use `&mut`
+    /// resources (peripherals, a connection) without `RefCell`. The body
+    /// reaches it with [`Transaction::context`].
+    #[allow(clippy::type_complexity)]
+    pub fn run_with<Ctx: ?Sized, T, B, F>(
+        self,
+        context: &mut Ctx,
+        body: F,
+    ) -> impl Future<Output = Outcome<T, B, <L::Undo as Rollback<Ctx>>::Error, L::Storage>>
+    where
+        L: UndoLog,
+        L::Undo: Rollback<Ctx>,
+        A: AbandonPolicy<C, H, Ctx, L::Undo, L::Storage>,
+        J: JournalKeeps<L> + JournalFor<L::Undo>,
+        J::CommitFailure: IntoBodyError<B>,
+        I::Output: IntoBodyError<B>,
+        F: AsyncFnOnce(&mut Transaction<'_, TransactionManager<C, H, A, J>, Ctx, L::Undo, L::Storage>) -> Result<T, B>,
+    {
+        // Polled from a function of its own: the caller's frame does not
+        // grow by the transaction's (on a Cortex-M3, the firmware's stack
+        // high-water mark fell by 264 bytes and `.text` by 72).
+        crate::util::future::outlined(self.run_with_inner(context, body, Returned))
+    }
+
+    /// Runs `body` as [`run_with`](TransactionBuilder::run_with) does, and
+    /// writes the outcome into `outcome` instead of returning it.
+    ///
+    /// For small stacks: a returned outcome (with a `fixed` log, its
+    /// summary, every rollback failure and the cause: 856 bytes for the
+    /// five-step firmware bring-up on a Cortex-M3) passes through the
+    /// awaiting task's stack frame twice, once as the ready poll and once
+    /// as the value. Written in place, it does not; keep `outcome` in the
+    /// task (across the `.await`) and read it by reference. On the firmware
+    /// example (thumbv7m) the stack high-water mark is 2,016 bytes with it
+    /// and 3,632 with `run_with`; the task's future grows by the outcome
+    /// instead.
+    ///
+    /// Whatever `outcome` held before is dropped when the transaction ends.
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock);
+    /// let mut counter = 0u32;
+    /// let mut outcome = None;
+    /// clock.block_on(manager.transaction("count").fixed::<NoRollback, 1>().run_with_into(
+    ///     &mut counter,
+    ///     &mut outcome,
+    ///     async |tx| {
+    ///         tx.step("add").execute_with(async |n: &mut u32| { *n += 1; Ok::<_, &str>(()) }).no_rollback().await?;
+    ///         Ok::<_, StepError<&str>>(7)
+    ///     },
+    /// ));
+    /// let committed = outcome.as_ref().unwrap().as_ref().unwrap();
+    /// assert_eq!((*committed.value(), counter), (7, 1));
+    /// ```
+    #[allow(clippy::type_complexity)]
+    pub fn run_with_into<Ctx: ?Sized, T, B, F>(
+        self,
+        context: &mut Ctx,
+        outcome: &mut Option<Outcome<T, B, <L::Undo as Rollback<Ctx>>::Error, L::Storage>>,
+        body: F,
+    ) -> impl Future<Output = ()>
+    where
+        L: UndoLog,
+        L::Undo: Rollback<Ctx>,
+        A: AbandonPolicy<C, H, Ctx, L::Undo, L::Storage>,
+        J: JournalKeeps<L> + JournalFor<L::Undo>,
+        J::CommitFailure: IntoBodyError<B>,
+        I::Output: IntoBodyError<B>,
+        F: AsyncFnOnce(&mut Transaction<'_, TransactionManager<C, H, A, J>, Ctx, L::Undo, L::Storage>) -> Result<T, B>,
+    {
+        crate::util::future::outlined(self.run_with_inner(context, body, outcome))
+    }
+
+    // Not an `async fn`: one moves its arguments into locals, and this
+    // builder would be kept twice for good; an `async move` block uses
+    // what it captures where it is.
+    #[allow(clippy::type_complexity, clippy::manual_async_fn)]
+    fn run_with_inner<Ctx: ?Sized, T, B, F, P>(
+        self,
+        context: &mut Ctx,
+        body: F,
+        place: P,
+    ) -> impl Future<Output = P::Output>
+    where
+        P: Place<T, B, <L::Undo as Rollback<Ctx>>::Error, L::Undo, L::Storage>,
+        L: UndoLog,
+        L::Undo: Rollback<Ctx>,
+        A: AbandonPolicy<C, H, Ctx, L::Undo, L::Storage>,
+        J: JournalKeeps<L> + JournalFor<L::Undo>,
+        J::CommitFailure: IntoBodyError<B>,
+        I::Output: IntoBodyError<B>,
+        F: AsyncFnOnce(&mut Transaction<'_, TransactionManager<C, H, A, J>, Ctx, L::Undo, L::Storage>) -> Result<T, B>,
+    {
+        async move {
+            let manager = self.manager;
+            let span = tm_span!("transaction", id = self.info.id, operation = self.info.operation);
+            // The ledger lives out here: the future below ends with the small
+            // `ended`, and the outcome is built around the summary as the last
+            // thing this function does (no copy of it through an inner future's
+            // return).
+            let seed = self.jitter_seed.unwrap_or_else(|| manager.jitter_seed_for(self.info.id));
+            let mut ledger = Ledger::new(
+                self.info,
+                crate::util::panic::now(&manager.clock),
+                seed,
+                self.on_rollback_failure,
+                manager.step_times,
+            );
+            ledger.origin = manager.origin();
+            let ledger_ref = &mut ledger;
+            // The rollbacks that failed, kept out here too (not moved out of the
+            // rollback's future, nor through this one's return).
+            let mut failures = <L::Storage as Storage>::List::default();
+            let failures_ref = &mut failures;
+            let id_given = self.id_given;
+            let ended = crate::trace::within(&span, async {
+                if J::ENABLED && id_given {
+                    // An id the journal may have seen would mix two
+                    // transactions' entries (and lose what the first one
+                    // owes): refused before anything is written or run.
+                    let id = ledger_ref.summary.info.id;
+                    if let Err(failure) = manager.journal.refuse_given_id(id) {
+                        let failure: JournalFailure = failure.into();
+                        return Err(J::commit_failure(failure).into_body_error(None, 0));
+                    }
+                }
+                let mut tx = Transaction::new(manager, context, ledger_ref);
+                tx.start().await;
+                let interrupt = self.interrupt;
+                tx.deadline_at = interrupt.deadline().map(|d| crate::util::panic::now(&manager.clock).saturating_add(d));
+                let stopped = {
+                    // The interrupt is polled first: one that has already fired
+                    // (a cancel signal, a zero deadline) starts no step, and at
+                    // the deadline instant the deadline wins over whatever else
+                    // is due. Both are inside the panic guard: a panicking cancel
+                    // future or clock rolls back like a panicking body.
+                    let wait = crate::util::panic::guarded_call(|| interrupt.wait(&manager.clock));
+                    let body = async { body(&mut tx).await };
+                    crate::util::panic::guarded_body(race(wait, body)).await
+                };
+                let ended = match stopped {
+                    Ok(Either::Right(Ok(value))) => match tx.commit().await {
+                        Ok(()) => Ok(value),
+                        // The journal could not record the commit, and
+                        // holds `Aborted`: roll back.
+                        Err(CommitFailed::Aborted(failure)) => {
+                            let steps = tx.steps().len();
+                            Err(failure.into_body_error(None, steps))
+                        }
+                        // Neither decision could be written: nothing is
+                        // rolled back (recovery decides), and the
+                        // transaction has ended.
+                        Err(CommitFailed::Undecided(failure)) => {
+                            let steps = tx.steps().len();
+                            return Err(failure.into_body_error(None, steps));
+                        }
+                    },
+                    Ok(Either::Right(Err(cause))) => Err(cause),
+                    Ok(Either::Left(Ok(interrupt))) => {
+                        let reason = interrupt.into_reason();
+                        tm_warn!("{}: interrupted: {}", tx.id(), reason);
+                        let (step, steps) = tx.interrupted(&reason);
+                        Err(interrupt.into_body_error(step, steps))
+                    }
+                    // Panics are caught only with `std`: without it these arms
+                    // cannot happen (their values do not exist), and compile
+                    // to nothing.
+                    Ok(Either::Left(Err(panic))) => {
+                        #[cfg(feature = "std")]
+                        {
+                            tm_error!("{}: the interrupt panicked: {}; rolling back", tx.id(), panic);
+                            tx.abort(&mut *failures_ref).await;
+                        }
+                        crate::util::panic::resume_message(panic)
+                    }
+                    Err(panic) => {
+                        #[cfg(feature = "std")]
+                        {
+                            tm_error!("{}: the body panicked; rolling back before resuming the panic", tx.id());
+                            tx.abort(&mut *failures_ref).await;
+                        }
+                        crate::util::panic::resume(panic)
+                    }
+                };
+                // One place awaits the rollback of a failed transaction: its
+                // future gets one slot in this state machine, not one per way to
+                // fail.
+                if ended.is_err() {
+                    crate::util::future::outlined(tx.abort(failures_ref)).await;
+                }
+                ended
+            })
+            .await;
+            crate::trace::outcome(
+                &span,
+                match &ended {
+                    Ok(_) => "committed",
+                    Err(_) if crate::api::error::RollbackState::of(failures.len(), &ledger.summary).is_clean() => "rolled_back",
+                    Err(_) if crate::api::error::left_to_recovery(failures.len(), &ledger.summary) => "undecided",
+                    Err(_) => "partially_rolled_back",
+                },
+            );
+            // The outcome is built once, around the summary moved out of the
+            // ledger: no copy of it travels through the layers above.
+            if P::IN_PLACE {
+                return place.put_in_place(ended, &mut failures, &mut ledger);
+            }
+            place.put(ended, failures, ledger.summary)
+        }
+    }
+}
+
+/// Where [`TransactionBuilder::run_with_inner`] puts the outcome: returned,
+/// or written into the caller's `Option`.
+trait Place<T, B, RE, U, S: Storage> {
+    type Output;
+    /// `put_in_place` is the one to call, not `put`.
+    const IN_PLACE: bool;
+    /// Builds the outcome from the parts, moved out of the transaction's
+    /// state.
+    fn put(
+        self,
+        ended: Result<T, B>,
+        failures: S::List<crate::api::error::RollbackFailure<RE>>,
+        summary: crate::ledger::summary::Summary<S>,
+    ) -> Self::Output;
+    /// Builds the outcome with the parts taken by reference (passed by
+    /// value, they are first copied into the caller's frame).
+    fn put_in_place(
+        self,
+        ended: Result<T, B>,
+        failures: &mut S::List<crate::api::error::RollbackFailure<RE>>,
+        ledger: &mut Ledger<U, S>,
+    ) -> Self::Output;
+}
+
+/// The outcome is the future's output.
+struct Returned;
+
+impl<T, B, RE, U, S: Storage> Place<T, B, RE, U, S> for Returned {
+    type Output = Outcome<T, B, RE, S>;
+    const IN_PLACE: bool = false;
+    fn put(
+        self,
+        ended: Result<T, B>,
+        failures: S::List<crate::api::error::RollbackFailure<RE>>,
+        summary: crate::ledger::summary::Summary<S>,
+    ) -> Self::Output {
+        outcome_of(ended, failures, summary)
+    }
+    fn put_in_place(
+        self,
+        ended: Result<T, B>,
+        failures: &mut S::List<crate::api::error::RollbackFailure<RE>>,
+        ledger: &mut Ledger<U, S>,
+    ) -> Self::Output {
+        outcome_of(ended, core::mem::take(failures), ledger.take_summary())
+    }
+}
+
+impl<T, B, RE, U, S: Storage> Place<T, B, RE, U, S> for &mut Option<Outcome<T, B, RE, S>> {
+    type Output = ();
+    const IN_PLACE: bool = true;
+    fn put(self, ended: Result<T, B>, failures: S::List<crate::api::error::RollbackFailure<RE>>, summary: crate::ledger::summary::Summary<S>) {
+        *self = Some(outcome_of(ended, failures, summary));
+    }
+    /// The outcome is made in place with an empty summary and list, which
+    /// are then swapped with the transaction's: built whole and moved, it
+    /// took a frame of its own size (856 bytes on the firmware) or a place
+    /// in the transaction's.
+    #[inline(never)]
+    fn put_in_place(
+        self,
+        ended: Result<T, B>,
+        failures: &mut S::List<crate::api::error::RollbackFailure<RE>>,
+        ledger: &mut Ledger<U, S>,
+    ) {
+        let summary = crate::ledger::book::empty_summary();
+        let outcome = self.insert(match ended {
+            Ok(value) => Ok(Committed { value, summary }),
+            Err(cause) => Err(TransactionError { cause, rollback_failures: S::List::default(), summary }),
+        });
+        match outcome {
+            Ok(committed) => ledger.swap_summary(&mut committed.summary),
+            Err(error) => {
+                core::mem::swap(&mut error.rollback_failures, failures);
+                ledger.swap_summary(&mut error.summary);
+            }
+        }
+    }
+}
+
+/// The outcome of a transaction that ended: its value, or its body's error
+/// and the rollbacks that failed; with its summary. Out of line, so the
+/// moves of the summary are in one place, not in every caller's frame.
+#[inline(never)]
+#[allow(clippy::type_complexity)]
+fn outcome_of<T, B, RE, S: Storage>(
+    ended: Result<T, B>,
+    rollback_failures: S::List<crate::api::error::RollbackFailure<RE>>,
+    summary: crate::ledger::summary::Summary<S>,
+) -> Outcome<T, B, RE, S> {
+    match ended {
+        Ok(value) => Ok(Committed { value, summary }),
+        Err(cause) => Err(transaction_error(cause, rollback_failures, summary)),
+    }
+}
+
+#[inline(never)]
+fn transaction_error<B, RE, S: Storage>(
+    cause: B,
+    rollback_failures: S::List<crate::api::error::RollbackFailure<RE>>,
+    summary: crate::ledger::summary::Summary<S>,
+) -> TransactionError<B, RE, S> {
+    TransactionError { cause, rollback_failures, summary }
+}

@@ -1,0 +1,6 @@
+//! The journal: the byte-level trait, its entries and codecs, the binding
+//! of a journal to a manager, and the memory journal.
+
+pub(crate) mod journal;
+#[cfg(feature = "std")]
+pub(crate) mod memory;

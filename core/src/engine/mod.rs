@@ -1,0 +1,6 @@
+//! The engine behind the handles: recovery of what a crash left, and the
+//! rollbacks of a dropped transaction.
+
+pub(crate) mod abandon;
+pub(crate) mod recovery;
+pub(crate) mod spawn;

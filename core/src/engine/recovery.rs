@@ -1,0 +1,1093 @@
+//! Recovery: after a restart, roll back every transaction the journal
+//! shows unfinished, with the same engine, policies and hooks.
+
+use core::fmt::{self, Write as _};
+use core::time::Duration;
+
+use crate::durable::journal::{CodecError, Entry, EntryKind, Journal, JournalFailure, Journaled, StoredEntry, UndoCodec};
+use crate::ledger::book::{Fork, Ledger, Timeout, UndoRecord, ViaRollback};
+use crate::util::panic::guarded_call;
+use crate::util::text::Truncating;
+use crate::{api::{error::RollbackState, manager::TransactionManager}, ledger::record::{StepRecord, StepStatus, TransactionId, TransactionInfo}, observe::hooks::Hooks, timing::clock::Clock, util::{storage::{List, Storage}, text::Name}};
+
+/// What [`TransactionManager::recover`] did: counts of the transactions
+/// it touched ([`recover_each`](TransactionManager::recover_each) names
+/// each one).
+///
+/// ```
+/// use transaction_manager::journal::Recovery;
+/// let report = Recovery::default();
+/// assert_eq!(report.found(), 0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Recovery {
+    found: usize,
+    rolled_back: usize,
+    partially_rolled_back: usize,
+    stuck: usize,
+    running: usize,
+    deferred: usize,
+}
+
+impl Recovery {
+    /// Unfinished transactions found in the journal and recovered (not
+    /// counting those still [`running`](Recovery::running)).
+    pub fn found(&self) -> usize {
+        self.found
+    }
+
+    /// Of those, the ones whose owed rollbacks all succeeded (including
+    /// those that owed nothing): they are over.
+    pub fn rolled_back(&self) -> usize {
+        self.rolled_back
+    }
+
+    /// Of those, the ones where some rollback failed for good (or was
+    /// skipped by [`RollbackFailurePolicy::Stop`](crate::rollback::RollbackFailurePolicy::Stop)): they stay *owed*,
+    /// listed by [`owed`](TransactionManager::owed), and a later recovery
+    /// tries what they owe again (on the [`OwedRetry`] schedule).
+    pub fn partially_rolled_back(&self) -> usize {
+        self.partially_rolled_back
+    }
+
+    /// Of those, the ones that could not be rolled back and stay in the
+    /// journal as *stuck* (see [`TransactionManager::stuck`]).
+    pub fn stuck(&self) -> usize {
+        self.stuck
+    }
+
+    /// Unfinished transactions left alone because they are running in
+    /// this process.
+    pub fn running(&self) -> usize {
+        self.running
+    }
+
+    /// Of those found, the owed ones this recovery did not try, backing
+    /// off ([`OwedRetry::Backoff`]): still owed.
+    pub fn deferred(&self) -> usize {
+        self.deferred
+    }
+
+    fn count(&mut self, outcome: RecoveryOutcome) {
+        match outcome {
+            RecoveryOutcome::RolledBack => self.rolled_back += 1,
+            RecoveryOutcome::Owed => self.partially_rolled_back += 1,
+            RecoveryOutcome::Stuck => self.stuck += 1,
+            RecoveryOutcome::Deferred => self.deferred += 1,
+            RecoveryOutcome::Running => {
+                self.running += 1;
+                return;
+            }
+        }
+        self.found += 1;
+    }
+}
+
+impl fmt::Display for Recovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} unfinished transaction(s): {} rolled back, {} partially rolled back (still owed), {} stuck",
+            self.found, self.rolled_back, self.partially_rolled_back, self.stuck
+        )?;
+        if self.deferred > 0 {
+            write!(f, ", {} owed and not tried this time (backing off)", self.deferred)?;
+        }
+        if self.running > 0 {
+            write!(f, "; {} running, left alone", self.running)?;
+        }
+        Ok(())
+    }
+}
+
+/// How recovery left one transaction.
+///
+/// ```
+/// use transaction_manager::journal::RecoveryOutcome;
+/// assert_eq!(RecoveryOutcome::Owed.to_string(), "partially rolled back, still owed");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RecoveryOutcome {
+    /// Every owed rollback succeeded: the transaction is over.
+    RolledBack,
+    /// A rollback failed for good (or was skipped by
+    /// [`RollbackFailurePolicy::Stop`](crate::rollback::RollbackFailurePolicy::Stop)), or recovery's time for it ran
+    /// out ([`with_recovery_bound`](TransactionManager::with_recovery_bound)): the transaction stays owed, and
+    /// a later recovery tries again (on the [`OwedRetry`] schedule).
+    Owed,
+    /// It cannot be rolled back (see [`TransactionManager::stuck`]).
+    Stuck,
+    /// It is running in this process: left alone.
+    Running,
+    /// It is owed, and this recovery did not try it: backing off
+    /// ([`OwedRetry::Backoff`]).
+    Deferred,
+}
+
+impl fmt::Display for RecoveryOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RecoveryOutcome::RolledBack => "rolled back",
+            RecoveryOutcome::Owed => "partially rolled back, still owed",
+            RecoveryOutcome::Stuck => "stuck",
+            RecoveryOutcome::Running => "running, left alone",
+            RecoveryOutcome::Deferred => "owed, not tried this time (backing off)",
+        })
+    }
+}
+
+/// One transaction recovery touched, as
+/// [`recover_each`](TransactionManager::recover_each) hands it to its
+/// visitor.
+#[derive(Clone, Copy, Debug)]
+pub struct RecoveredTransaction<'a> {
+    id: TransactionId,
+    operation: &'a str,
+    outcome: RecoveryOutcome,
+    owed: usize,
+}
+
+impl RecoveredTransaction<'_> {
+    /// The transaction's id.
+    pub fn id(&self) -> TransactionId {
+        self.id
+    }
+
+    /// Its operation name (`(unknown)` when the journal kept none).
+    pub fn operation(&self) -> &str {
+        self.operation
+    }
+
+    /// How recovery left it.
+    pub fn outcome(&self) -> RecoveryOutcome {
+        self.outcome
+    }
+
+    /// The rollbacks it still owes after this recovery.
+    pub fn owed(&self) -> usize {
+        self.owed
+    }
+}
+
+impl fmt::Display for RecoveredTransaction<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} `{}`: {}", self.id, self.operation, self.outcome)?;
+        if self.owed > 0 {
+            write!(f, " ({} rollback(s) owed)", self.owed)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why [`recover`](TransactionManager::recover) could not run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecoveryError {
+    /// The journal could not be read, or a `Stuck` entry not written. What
+    /// was rolled back before stays rolled back.
+    Journal(JournalFailure),
+    /// Transactions are running in this process that recovery cannot name
+    /// (more than it keeps track of, or a target without 64-bit atomics):
+    /// it cannot tell them from unfinished ones, so it did nothing. Run it
+    /// when fewer transactions run (at start-up, for example).
+    LiveUnknown {
+        /// How many running transactions have no name.
+        running: usize,
+    },
+}
+
+impl fmt::Display for RecoveryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecoveryError::Journal(failure) => write!(f, "recovery: {failure}"),
+            RecoveryError::LiveUnknown { running } => write!(
+                f,
+                "recovery refused: {running} transaction(s) running in this process cannot be told from unfinished ones"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for RecoveryError {}
+
+impl From<JournalFailure> for RecoveryError {
+    fn from(failure: JournalFailure) -> Self {
+        RecoveryError::Journal(failure)
+    }
+}
+
+/// When recovery tries a transaction's owed rollbacks again, once one of
+/// them failed for good (set with
+/// [`with_owed_retry`](TransactionManager::with_owed_retry)).
+///
+/// A rollback that fails for good — live, or in a recovery — leaves its
+/// transaction *owed*. This is the schedule on which later recoveries try
+/// it again. An operator can always try one now with
+/// [`recover_transaction`](TransactionManager::recover_transaction), or end
+/// it with [`resolve`](TransactionManager::resolve).
+///
+/// ```
+/// use transaction_manager::journal::OwedRetry;
+/// assert_eq!(OwedRetry::default(), OwedRetry::EveryRecovery);
+/// // Skip 1, then 3, then 7 recoveries after each failed one, at most 20.
+/// let backoff = OwedRetry::Backoff { cap: 20 };
+/// # let _ = backoff;
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OwedRetry {
+    /// Every recovery tries them again (the default): right for a recovery
+    /// that runs at start-up, or rarely.
+    #[default]
+    EveryRecovery,
+    /// Recovery rounds back off: after the `k`-th recovery in this process
+    /// that left the transaction owed, the next `2^k - 1` recoveries (at
+    /// most `cap`) leave it owed without trying it
+    /// ([`RecoveryOutcome::Deferred`]). For a recovery that runs on a timer
+    /// (every second, as beside the Postgres journal), so that a rollback
+    /// failing against a service that is down is not tried every round.
+    /// Counted in this process's memory, for up to 16 transactions at a
+    /// time (with 64-bit atomics; others, and every transaction on targets
+    /// without them, are tried at every recovery); a restart tries each
+    /// one again at its first recovery.
+    Backoff {
+        /// The most recoveries skipped in a row.
+        cap: u32,
+    },
+    /// Never by itself: a transaction with a rollback that failed for good
+    /// is *stuck* for an operator (listed by
+    /// [`stuck`](TransactionManager::stuck), reported as
+    /// [`RecoveryOutcome::Stuck`]) — so is one that is stuck for another
+    /// reason: no recovery tries it again until an operator runs
+    /// [`recover_transaction`](TransactionManager::recover_transaction) or
+    /// [`resolve`](TransactionManager::resolve)s it. (The flash journal
+    /// keeps no record of a rollback that failed in the live transaction:
+    /// there the first recovery tries it once, and a failure then makes
+    /// it stuck.)
+    Never,
+}
+
+/// The recovery rounds left to skip, per owed transaction, for
+/// [`OwedRetry::Backoff`]: a fixed set of slots (no allocator, no lock).
+/// Each transaction's slot is changed only while recovery holds it live,
+/// so one recovery at a time.
+pub(crate) struct Backoffs {
+    #[cfg(target_has_atomic = "64")]
+    ids: [core::sync::atomic::AtomicU64; Backoffs::SLOTS],
+    /// Failed rounds in the high half, rounds left to skip in the low half.
+    #[cfg(target_has_atomic = "64")]
+    rounds: [core::sync::atomic::AtomicU64; Backoffs::SLOTS],
+}
+
+impl Backoffs {
+    #[cfg(target_has_atomic = "64")]
+    const SLOTS: usize = 16;
+
+    pub(crate) fn new() -> Self {
+        Self {
+            #[cfg(target_has_atomic = "64")]
+            ids: [const { core::sync::atomic::AtomicU64::new(0) }; Backoffs::SLOTS],
+            #[cfg(target_has_atomic = "64")]
+            rounds: [const { core::sync::atomic::AtomicU64::new(0) }; Backoffs::SLOTS],
+        }
+    }
+
+    #[cfg(target_has_atomic = "64")]
+    fn slot(&self, id: TransactionId) -> Option<usize> {
+        use core::sync::atomic::Ordering;
+        let value = id.get().checked_add(1)?;
+        self.ids.iter().position(|slot| slot.load(Ordering::Acquire) == value)
+    }
+
+    /// Whether this round skips `id`: counts one skipped round if so.
+    pub(crate) fn defer(&self, id: TransactionId) -> bool {
+        #[cfg(target_has_atomic = "64")]
+        {
+            use core::sync::atomic::Ordering;
+            let Some(at) = self.slot(id) else { return false };
+            let rounds = self.rounds[at].load(Ordering::Acquire);
+            if rounds & u64::from(u32::MAX) == 0 {
+                return false;
+            }
+            self.rounds[at].store(rounds - 1, Ordering::Release);
+            true
+        }
+        #[cfg(not(target_has_atomic = "64"))]
+        {
+            let _ = id;
+            false
+        }
+    }
+
+    /// A recovery left `id` owed: it skips the next `2^k - 1` rounds (at
+    /// most `cap`) after its `k`-th failed one.
+    pub(crate) fn failed(&self, id: TransactionId, cap: u32) {
+        #[cfg(target_has_atomic = "64")]
+        {
+            use core::sync::atomic::Ordering;
+            let at = match self.slot(id) {
+                Some(at) => at,
+                None => {
+                    let Some(value) = id.get().checked_add(1) else { return };
+                    let free = self
+                        .ids
+                        .iter()
+                        .position(|slot| slot.compare_exchange(0, value, Ordering::AcqRel, Ordering::Acquire).is_ok());
+                    let Some(at) = free else { return };
+                    self.rounds[at].store(0, Ordering::Release);
+                    at
+                }
+            };
+            let failed = (self.rounds[at].load(Ordering::Acquire) >> 32).saturating_add(1).min(u64::from(u32::MAX));
+            let skip = 1u64.checked_shl(failed.min(63) as u32).map_or(u64::MAX, |n| n - 1).min(u64::from(cap));
+            self.rounds[at].store(failed << 32 | skip, Ordering::Release);
+        }
+        #[cfg(not(target_has_atomic = "64"))]
+        {
+            let _ = (id, cap);
+        }
+    }
+
+    /// `id` is over (or was tried and owes nothing more): its slot is free.
+    pub(crate) fn ended(&self, id: TransactionId) {
+        #[cfg(target_has_atomic = "64")]
+        if let Some(at) = self.slot(id) {
+            use core::sync::atomic::Ordering;
+            self.rounds[at].store(0, Ordering::Release);
+            self.ids[at].store(0, Ordering::Release);
+        }
+        #[cfg(not(target_has_atomic = "64"))]
+        let _ = id;
+    }
+}
+
+impl fmt::Debug for Backoffs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Backoffs")
+    }
+}
+
+/// One owed step, as [`owed`](TransactionManager::owed) hands it to its
+/// visitor: a rollback that failed for good and is still owed.
+#[derive(Clone, Copy, Debug)]
+pub struct OwedStep<'a> {
+    transaction: TransactionId,
+    operation: &'a str,
+    step: &'a str,
+    index: u32,
+    error: Option<&'a str>,
+}
+
+impl OwedStep<'_> {
+    /// The transaction's id.
+    pub fn transaction(&self) -> TransactionId {
+        self.transaction
+    }
+
+    /// The transaction's operation name (`(unknown)` when the journal kept
+    /// none).
+    pub fn operation(&self) -> &str {
+        self.operation
+    }
+
+    /// The step's name.
+    pub fn step(&self) -> &str {
+        self.step
+    }
+
+    /// The step's index in its transaction.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// The error its rollback failed with when it was first recorded as
+    /// failed for good (none where the journal keeps no text: the flash
+    /// journal, or a build without `error-text`).
+    pub fn error(&self) -> Option<&str> {
+        self.error
+    }
+}
+
+/// Why a transaction is stuck.
+enum Problem {
+    UnknownKind(u8),
+    /// An entry that needs a step and has none.
+    NoStep(EntryKind),
+    Undecodable {
+        step: u32,
+        error: CodecError,
+    },
+    Capacity(usize),
+    /// A rollback failed for good, and the manager never retries owed
+    /// rollbacks by itself ([`OwedRetry::Never`]).
+    NotRetried,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::UnknownKind(code) => write!(f, "a journal entry of unknown kind {code}"),
+            Problem::NoStep(kind) => write!(f, "a `{kind}` entry without a step"),
+            Problem::Undecodable { step, error } => write!(f, "step #{step}: {error}"),
+            Problem::Capacity(capacity) => {
+                write!(f, "it owes more rollbacks than the recovery's storage holds ({capacity})")
+            }
+            Problem::NotRetried => f.write_str(NOT_RETRIED),
+        }
+    }
+}
+
+/// Why a transaction is stuck under [`OwedRetry::Never`].
+const NOT_RETRIED: &str = "a rollback failed for good; recovery never retries owed rollbacks (OwedRetry::Never)";
+
+/// What reading one transaction's entries gave.
+struct Read<U, S: Storage> {
+    ledger: Ledger<U, S>,
+    problem: Option<Problem>,
+    finished: bool,
+    /// A rollback failed for good before (an `UndoFailed` entry), or the
+    /// transaction was marked stuck: what [`OwedRetry::Never`] leaves to
+    /// an operator.
+    failed_before: bool,
+    /// The journal holds an entry of it.
+    found: bool,
+}
+
+/// How long recovery spends on one transaction unless set otherwise.
+pub(crate) const RECOVERY_BOUND: Duration = Duration::from_secs(600);
+
+impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journaled<J, Co>> {
+    /// When recovery tries the owed rollbacks of a transaction again once
+    /// one failed for good: at every recovery (the default), backing off
+    /// over recovery rounds, or never by itself (stuck for an operator).
+    /// See [`OwedRetry`].
+    ///
+    /// ```
+    /// # #[cfg(feature = "std")] {
+    /// # use transaction_manager::*;
+    /// # use transaction_manager::journal::{MemoryJournal, OwedRetry, Postcard};
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock)
+    ///     .with_journal(MemoryJournal::new(), Postcard::<1>)
+    ///     .with_owed_retry(OwedRetry::Backoff { cap: 60 });
+    /// # let _ = manager;
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_owed_retry(mut self, schedule: OwedRetry) -> Self {
+        self.journal.owed_retry = schedule;
+        self
+    }
+
+    /// The longest recovery spends rolling back one transaction (default:
+    /// 10 minutes; `None`: no bound). When it passes, the rollback under
+    /// way is dropped, what was not rolled back stays owed for the next
+    /// recovery ([`RecoveryOutcome::Owed`]), and recovery goes on with the
+    /// next transaction: one transaction whose rollbacks hang, or whose
+    /// retry policy waits for years, never holds up the others.
+    ///
+    /// ```
+    /// # #[cfg(feature = "std")] {
+    /// # use transaction_manager::*;
+    /// # use transaction_manager::journal::{MemoryJournal, Postcard};
+    /// # use core::time::Duration;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock)
+    ///     .with_journal(MemoryJournal::new(), Postcard::<1>)
+    ///     .with_recovery_bound(Some(Duration::from_secs(30)));
+    /// # let _ = manager;
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_recovery_bound(mut self, bound: Option<Duration>) -> Self {
+        self.journal.recovery_bound = bound;
+        self
+    }
+
+    /// Rolls back every transaction the journal shows unfinished — cut by
+    /// a crash, a power cut or a dropped future — and returns what it did.
+    /// Call it at start-up, **before** this process runs transactions on
+    /// the journal (it cannot tell an unfinished transaction from one still
+    /// running), and in every process sharing the journal only when none
+    /// of them is running transactions — unless the journal's
+    /// [`next_unfinished`](Journal::next_unfinished) hands out only
+    /// transactions nobody is running: the Postgres journal claims only
+    /// those whose owner's lease expired, so there `recover` may run
+    /// continuously in every process beside their transactions.
+    ///
+    /// Recovery rolls back; it never replays a body. Each owed undo record
+    /// (a durable `Done`, or an uncertain step's intent) is decoded with the
+    /// manager's codec and rolled back with `ctx`, latest first, under the
+    /// rollback policy and timeout it was written with, calling
+    /// [`Hooks::on_transaction_recovered`], the rollback hooks and
+    /// `on_transaction_complete`. `S` is the storage of one recovered
+    /// transaction's records (`Fixed<N>` with `N` at least the transaction
+    /// capacity used when running, or `Unbounded`).
+    ///
+    /// A transaction that cannot be rolled back — an undo record the codec
+    /// cannot decode (corrupt, an unknown variant, a newer schema), an entry
+    /// of an unknown kind, more owed rollbacks than `S` holds — is never
+    /// dropped: it is marked *stuck* in the journal, reported to
+    /// [`Hooks::on_transaction_stuck`], listed by
+    /// [`stuck`](TransactionManager::stuck), tried again by the next
+    /// recovery (not with [`OwedRetry::Never`]: then only
+    /// [`recover_transaction`](TransactionManager::recover_transaction)
+    /// tries it), and ends only when rolled back or
+    /// [`resolve`](TransactionManager::resolve)d by an operator. A
+    /// transaction that owes a rollback that failed for good is tried again
+    /// on the manager's [`OwedRetry`] schedule, and one transaction's
+    /// recovery is bounded in time
+    /// ([`with_recovery_bound`](TransactionManager::with_recovery_bound)).
+    ///
+    /// Fails only when the journal cannot be read or a `Stuck` entry cannot
+    /// be written; what was rolled back before that stays rolled back.
+    pub async fn recover<U, S, Ctx>(&self, ctx: &mut Ctx) -> Result<Recovery, RecoveryError>
+    where
+        Ctx: ?Sized,
+        U: crate::api::rollback::Rollback<Ctx> + Sync,
+        Co: UndoCodec<U> + Sync,
+        S: Storage,
+    {
+        self.recover_each::<U, S, Ctx>(ctx, |_| {}).await
+    }
+
+    /// [`recover`](TransactionManager::recover), calling `visit` with each
+    /// transaction it touched and how it left it (rolled back, still owed,
+    /// stuck, or running and left alone), as it goes: no allocator needed.
+    ///
+    /// ```
+    /// # #[cfg(all(feature = "std", feature = "postcard"))] {
+    /// # use transaction_manager::*;
+    /// # use transaction_manager::{journal::{MemoryJournal, Postcard, RecoveredTransaction}, storage::Fixed};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] enum Undo { Off }
+    /// # impl Rollback<()> for Undo { type Error = core::convert::Infallible;
+    /// #     async fn rollback(&mut self, _: &mut ()) -> Result<(), Self::Error> { Ok(()) } }
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock).with_journal(MemoryJournal::new(), Postcard::<1>);
+    /// let report = clock.block_on(manager.recover_each::<Undo, Fixed<4>, _>(&mut (), |tx: &RecoveredTransaction<'_>| {
+    ///     println!("{tx}");   // tx-7 `provision`: partially rolled back, still owed (1 rollback(s) owed)
+    /// }));
+    /// assert_eq!(report.unwrap().found(), 0);
+    /// # }
+    /// ```
+    pub async fn recover_each<U, S, Ctx>(
+        &self,
+        ctx: &mut Ctx,
+        mut visit: impl FnMut(&RecoveredTransaction<'_>),
+    ) -> Result<Recovery, RecoveryError>
+    where
+        Ctx: ?Sized,
+        U: crate::api::rollback::Rollback<Ctx> + Sync,
+        Co: UndoCodec<U> + Sync,
+        S: Storage,
+    {
+        let mut report = Recovery::default();
+        let mut after = None;
+        let journal = self.journal.journal();
+        while let Some(id) = journal.next_unfinished(after).await.map_err(|e| JournalFailure::reading(&e))? {
+            after = Some(id);
+            self.recover_one::<U, S, Ctx, _>(id, false, ctx, &mut report, &mut visit).await?;
+        }
+        if report.found > 0 {
+            tm_info!("recovery: {}", report);
+        }
+        Ok(report)
+    }
+
+    /// Rolls back the journaled transactions of this manager that were
+    /// dropped before they finished (a `select!` that picked another
+    /// branch, an aborted task), from their journal records — while other
+    /// transactions run, as [`recover`](TransactionManager::recover) may too.
+    /// Call it now and then (after a request was cancelled, or on a timer).
+    ///
+    /// The manager keeps the ids of up to 16 dropped transactions between
+    /// calls; one dropped when all 16 wait is logged and left to the next
+    /// `recover`. Needs 64-bit atomics (every server target;
+    /// on a 32-bit microcontroller nothing is kept and the next boot's
+    /// `recover` rolls them back). A transaction whose rollbacks the
+    /// abandon policy already ran in memory (a spawner) is rolled back
+    /// again from the journal: rollbacks must be idempotent.
+    pub async fn recover_dropped<U, S, Ctx>(&self, ctx: &mut Ctx) -> Result<Recovery, RecoveryError>
+    where
+        Ctx: ?Sized,
+        U: crate::api::rollback::Rollback<Ctx> + Sync,
+        Co: UndoCodec<U> + Sync,
+        S: Storage,
+    {
+        let mut report = Recovery::default();
+        while let Some(id) = self.journal.dropped.take() {
+            self.recover_one::<U, S, Ctx, _>(id, false, ctx, &mut report, &mut |_: &RecoveredTransaction<'_>| {})
+                .await?;
+        }
+        Ok(report)
+    }
+
+    /// Recovers one transaction now, whatever the
+    /// [`OwedRetry`] schedule says: what an operator runs to try a stuck or
+    /// owed transaction again (after fixing what made its rollback fail).
+    /// Returns how it left it, or `None` when the journal holds it
+    /// finished (or holds nothing of it). Running in this process, it is
+    /// left alone ([`RecoveryOutcome::Running`]).
+    ///
+    /// ```
+    /// # #[cfg(all(feature = "std", feature = "postcard"))] {
+    /// # use transaction_manager::*;
+    /// # use transaction_manager::{journal::{MemoryJournal, Postcard}, storage::Fixed};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] enum Undo { Off }
+    /// # impl Rollback<()> for Undo { type Error = core::convert::Infallible;
+    /// #     async fn rollback(&mut self, _: &mut ()) -> Result<(), Self::Error> { Ok(()) } }
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock).with_journal(MemoryJournal::new(), Postcard::<1>);
+    /// let outcome = clock.block_on(manager.recover_transaction::<Undo, Fixed<4>, _>(TransactionId::new(7), &mut ()));
+    /// assert_eq!(outcome, Ok(None));   // nothing of it in the journal
+    /// # }
+    /// ```
+    pub async fn recover_transaction<U, S, Ctx>(
+        &self,
+        id: TransactionId,
+        ctx: &mut Ctx,
+    ) -> Result<Option<RecoveryOutcome>, RecoveryError>
+    where
+        Ctx: ?Sized,
+        U: crate::api::rollback::Rollback<Ctx> + Sync,
+        Co: UndoCodec<U> + Sync,
+        S: Storage,
+    {
+        let mut outcome = None;
+        let mut report = Recovery::default();
+        self.recover_one::<U, S, Ctx, _>(id, true, ctx, &mut report, &mut |tx: &RecoveredTransaction<'_>| {
+            outcome = Some(tx.outcome());
+        })
+        .await?;
+        Ok(outcome)
+    }
+
+    /// Rolls back one unfinished transaction from its journal records, or
+    /// marks it stuck; leaves it alone if it runs in this process, or (not
+    /// `forced`) if the [`OwedRetry`] schedule says so.
+    async fn recover_one<U, S, Ctx, V>(
+        &self,
+        id: TransactionId,
+        forced: bool,
+        ctx: &mut Ctx,
+        report: &mut Recovery,
+        visit: &mut V,
+    ) -> Result<(), RecoveryError>
+    where
+        V: FnMut(&RecoveredTransaction<'_>),
+        Ctx: ?Sized,
+        U: crate::api::rollback::Rollback<Ctx> + Sync,
+        Co: UndoCodec<U> + Sync,
+        S: Storage,
+    {
+        let live = &self.journal.live;
+        if live.contains(id) {
+            tm_debug!("{}: running in this process, left alone by recovery", id);
+            report.count(RecoveryOutcome::Running);
+            visit(&RecoveredTransaction { id, operation: "(running)", outcome: RecoveryOutcome::Running, owed: 0 });
+            return Ok(());
+        }
+        let untracked = live.untracked();
+        if untracked > 0 {
+            let error = RecoveryError::LiveUnknown { running: untracked };
+            tm_error!("{}", error);
+            return Err(error);
+        }
+        // Held live while recovered: a second recovery leaves it alone, and
+        // `with_id` cannot start a transaction under its id.
+        let _held = live.hold(id);
+        let journal = self.journal.journal();
+        let schedule = self.journal.owed_retry;
+        let backoffs = &self.journal.backoffs;
+        let read = self.read_transaction::<U, S>(id).await?;
+        // An id the operator named that the journal holds nothing of is
+        // not a transaction: nothing is written for it. (One the journal
+        // handed out is recovered even without entries: on flash an append
+        // cut halfway holds a slot that only its end frees.)
+        if read.finished || (forced && !read.found) {
+            backoffs.ended(id);
+            return Ok(());
+        }
+        let Read { mut ledger, mut problem, failed_before, .. } = read;
+        let info = ledger.summary.info.clone();
+        if !forced && matches!(schedule, OwedRetry::Backoff { .. }) && backoffs.defer(id) {
+            let owed = ledger.undo.len();
+            tm_info!("{} `{}`: owed, not tried by this recovery (backing off)", info.id, info.operation);
+            report.count(RecoveryOutcome::Deferred);
+            visit(&RecoveredTransaction {
+                id,
+                operation: info.operation.as_str(),
+                outcome: RecoveryOutcome::Deferred,
+                owed,
+            });
+            return Ok(());
+        }
+        if !forced && schedule == OwedRetry::Never && failed_before && problem.is_none() {
+            problem = Some(Problem::NotRetried);
+        }
+        if let Some(problem) = problem {
+            report.count(RecoveryOutcome::Stuck);
+            let mut reason = Truncating::<120>::new();
+            let _ = write!(reason, "{problem}");
+            let reason = reason.finish();
+            tm_error!("{} `{}`: STUCK, cannot be rolled back: {}", info.id, info.operation, reason.as_str());
+            let entry = Entry::new(id, None, EntryKind::Stuck).with_text(reason.as_str());
+            journal.append(&entry).await.map_err(|e| JournalFailure::new(EntryKind::Stuck, &e))?;
+            if H::ENABLED {
+                let hooks = &self.hooks;
+                if let Err(panic) = guarded_call(|| hooks.on_transaction_stuck(&info, reason.as_str())).await {
+                    tm_error!("on_transaction_stuck hook panicked: {}", panic);
+                }
+            }
+            let owed = ledger.undo.len();
+            visit(&RecoveredTransaction {
+                id,
+                operation: info.operation.as_str(),
+                outcome: RecoveryOutcome::Stuck,
+                owed,
+            });
+            return Ok(());
+        }
+        let owed = ledger.undo.len();
+        tm_warn!("{} `{}`: recovered unfinished; rolling back {} step(s)", info.id, info.operation, owed);
+        if H::ENABLED {
+            let hooks = &self.hooks;
+            if let Err(panic) = guarded_call(|| hooks.on_transaction_recovered(&info, owed)).await {
+                tm_error!("on_transaction_recovered hook panicked: {}", panic);
+            }
+        }
+        // One transaction's recovery is bounded: what its rollbacks have not
+        // done by then stays owed, and recovery goes on with the next.
+        let bound = self.journal.recovery_bound;
+        let rolling_back =
+            ledger.roll_back::<ViaRollback, _, _, _, _>(&mut *ctx, Fork::NONE, &self.clock, &self.hooks, &self.journal);
+        let failures =
+            crate::util::future::with_timeout(&self.clock, bound, rolling_back).await.map(|failures| failures.len());
+        if failures.is_none() {
+            tm_error!(
+                "{} `{}`: recovery cut after {:?}; what it did not roll back stays owed",
+                info.id,
+                info.operation,
+                bound.unwrap_or_default()
+            );
+            // The rollbacks not done (the one cut midway too) are owed.
+            ledger.leave_to_recovery();
+        }
+        ledger.summary.completed_at = crate::util::panic::now(&self.clock);
+        let clean = failures.is_some_and(|failures| RollbackState::of(failures, &ledger.summary).is_clean());
+        let still_owed = ledger.summary.rollback_errors() + ledger.summary.rollback_skipped_steps();
+        let outcome = if clean {
+            tm_info!("{} `{}`: recovered and rolled back", info.id, info.operation);
+            // Only a clean rollback ends the transaction: what is still owed
+            // stays unfinished, for the next recovery.
+            let entry = Entry::new(id, None, EntryKind::RolledBack).with_byte(1);
+            if let Err(error) = journal.append(&entry).await {
+                // Lazy: the next recovery repeats the idempotent rollbacks.
+                tm_error!("{}: {}", id, JournalFailure::new(EntryKind::RolledBack, &error));
+            }
+            backoffs.ended(id);
+            RecoveryOutcome::RolledBack
+        } else if schedule == OwedRetry::Never {
+            tm_error!(
+                "{} `{}`: recovered, PARTIALLY rolled back: {} rollback(s) still owed, STUCK for an operator",
+                info.id,
+                info.operation,
+                still_owed
+            );
+            let entry = Entry::new(id, None, EntryKind::Stuck).with_text(NOT_RETRIED);
+            journal.append(&entry).await.map_err(|e| JournalFailure::new(EntryKind::Stuck, &e))?;
+            RecoveryOutcome::Stuck
+        } else {
+            tm_error!(
+                "{} `{}`: recovered, PARTIALLY rolled back: {} rollback(s) still owed, tried again at a later recovery",
+                info.id,
+                info.operation,
+                still_owed
+            );
+            if let OwedRetry::Backoff { cap } = schedule {
+                backoffs.failed(id, cap);
+            }
+            RecoveryOutcome::Owed
+        };
+        report.count(outcome);
+        crate::api::transaction::complete(&self.hooks, &ledger.summary, false).await;
+        visit(&RecoveredTransaction { id, operation: info.operation.as_str(), outcome, owed: still_owed });
+        Ok(())
+    }
+
+    /// Calls `visit` with each rollback that failed for good and is still
+    /// owed — its transaction, step and error — and returns how many there
+    /// are. Such a transaction stays unfinished in the journal: later
+    /// recoveries try its owed rollbacks again, on the manager's
+    /// [`OwedRetry`] schedule, and it ends when they all succeeded or an operator
+    /// [`resolve`](TransactionManager::resolve)s it. No allocator needed
+    /// (the journal is read once per owed step).
+    pub async fn owed(&self, mut visit: impl FnMut(&OwedStep<'_>)) -> Result<usize, JournalFailure> {
+        let journal = self.journal.journal();
+        let mut after = None;
+        let mut count = 0;
+        while let Some(id) = journal.next_unfinished(after).await.map_err(|e| JournalFailure::reading(&e))? {
+            after = Some(id);
+            // First read: the operation, and how many `UndoFailed` entries.
+            let mut operation = Truncating::<64>::new();
+            let mut failed = 0usize;
+            journal
+                .read(id, &mut |entry| match EntryKind::from_code(entry.kind) {
+                    Some(EntryKind::Begin) => {
+                        let _ = operation.write_str(core::str::from_utf8(entry.payload).unwrap_or("?"));
+                    }
+                    Some(EntryKind::UndoFailed) => failed += 1,
+                    _ => {}
+                })
+                .await
+                .map_err(|e| JournalFailure::reading(&e))?;
+            if failed == 0 {
+                continue;
+            }
+            let operation = operation.finish();
+            let operation = if operation.is_empty() { "(unknown)" } else { operation.as_str() };
+            // One more read per failed rollback: is it still owed, and what
+            // are its step's name and error?
+            for nth in 0..failed {
+                let mut seen = 0usize;
+                let mut step: Option<u32> = None;
+                let mut name = Truncating::<64>::new();
+                let mut error = Truncating::<120>::new();
+                let mut has_error = false;
+                let mut settled = false;
+                journal
+                    .read(id, &mut |entry| {
+                        let kind = EntryKind::from_code(entry.kind);
+                        match (kind, step) {
+                            (Some(EntryKind::UndoFailed), None) => {
+                                if seen == nth {
+                                    step = entry.step;
+                                    has_error = !entry.payload.is_empty();
+                                    let _ = error.write_str(core::str::from_utf8(entry.payload).unwrap_or("?"));
+                                }
+                                seen += 1;
+                            }
+                            (Some(EntryKind::Undone | EntryKind::Released), Some(owed)) if entry.step == Some(owed) => {
+                                settled = true;
+                            }
+                            _ => {}
+                        }
+                    })
+                    .await
+                    .map_err(|e| JournalFailure::reading(&e))?;
+                let Some(index) = step else { continue };
+                if settled {
+                    continue;
+                }
+                // The step's name is in its `Done` (or intent).
+                journal
+                    .read(id, &mut |entry| {
+                        if entry.step == Some(index)
+                            && matches!(EntryKind::from_code(entry.kind), Some(EntryKind::Done | EntryKind::Intent))
+                            && name.is_empty()
+                        {
+                            if let Ok(payload) = crate::durable::journal::decode_undo_payload(entry.payload) {
+                                let _ = name.write_str(payload.name);
+                            }
+                        }
+                    })
+                    .await
+                    .map_err(|e| JournalFailure::reading(&e))?;
+                let name = name.finish();
+                let error = error.finish();
+                count += 1;
+                visit(&OwedStep {
+                    transaction: id,
+                    operation,
+                    step: if name.is_empty() { "(unknown)" } else { name.as_str() },
+                    index,
+                    error: if has_error { Some(error.as_str()) } else { None },
+                });
+            }
+        }
+        Ok(count)
+    }
+
+    /// Calls `visit` with the id and reason of each *stuck* transaction
+    /// (one an earlier [`recover`](TransactionManager::recover) could not
+    /// roll back), and returns how many there are.
+    pub async fn stuck(&self, mut visit: impl FnMut(TransactionId, &str)) -> Result<usize, JournalFailure> {
+        let journal = self.journal.journal();
+        let mut after = None;
+        let mut count = 0;
+        while let Some(id) = journal.next_unfinished(after).await.map_err(|e| JournalFailure::reading(&e))? {
+            after = Some(id);
+            let mut reason: Option<Truncating<120>> = None;
+            journal
+                .read(id, &mut |entry| {
+                    if entry.kind == EntryKind::Stuck.code() && reason.is_none() {
+                        let mut text = Truncating::<120>::new();
+                        let _ = text.write_str(core::str::from_utf8(entry.payload).unwrap_or("?"));
+                        reason = Some(text);
+                    }
+                })
+                .await
+                .map_err(|e| JournalFailure::reading(&e))?;
+            if let Some(reason) = reason {
+                count += 1;
+                visit(id, reason.finish().as_str());
+            }
+        }
+        Ok(count)
+    }
+
+    /// Ends a stuck transaction by hand: an operator has dealt with what it
+    /// owed (or decided nothing is owed). Recovery leaves it alone from
+    /// then on. Durable when it returns.
+    pub async fn resolve(&self, id: TransactionId) -> Result<(), JournalFailure> {
+        let entry = Entry::new(id, None, EntryKind::Resolved);
+        self.journal.journal().append(&entry).await.map_err(|e| JournalFailure::new(EntryKind::Resolved, &e))?;
+        self.journal.backoffs.ended(id);
+        tm_warn!("{}: resolved by hand", id);
+        Ok(())
+    }
+
+    /// Reads one transaction's entries into a ledger of what it owes.
+    async fn read_transaction<U, S>(&self, id: TransactionId) -> Result<Read<U, S>, JournalFailure>
+    where
+        Co: UndoCodec<U>,
+        S: Storage,
+    {
+        let info = TransactionInfo { id, operation: Name::from("(unknown)") };
+        let now = crate::util::panic::now(&self.clock);
+        let seed = self.jitter_seed_for(id);
+        // The manager's policy: with `Stop`, recovery stops at the first
+        // rollback that fails again, as the transaction would have.
+        let mut ledger = Ledger::new(info, now, seed, self.on_rollback_failure, self.step_times);
+        ledger.origin = self.journal.journal().origin();
+        let mut read = Read { ledger, problem: None, finished: false, failed_before: false, found: false };
+        let codec = self.journal.codec();
+        self.journal
+            .journal()
+            .read(id, &mut |entry| apply(&mut read, codec, entry))
+            .await
+            .map_err(|e| JournalFailure::reading(&e))?;
+        Ok(read)
+    }
+}
+
+/// Applies one stored entry to what a transaction owes.
+fn apply<U, S: Storage, Co: UndoCodec<U>>(read: &mut Read<U, S>, codec: &Co, entry: StoredEntry<'_>) {
+    read.found = true;
+    let Some(kind) = EntryKind::from_code(entry.kind) else {
+        read.problem.get_or_insert(Problem::UnknownKind(entry.kind));
+        return;
+    };
+    let ledger = &mut read.ledger;
+    let step = entry.step;
+    let position = step.and_then(|step| ledger.summary.steps.iter().position(|r| r.index == step as usize));
+    match kind {
+        EntryKind::Begin => {
+            if let Ok(text) = core::str::from_utf8(entry.payload) {
+                ledger.summary.info.operation = owned_name(text);
+            }
+        }
+        EntryKind::Intent | EntryKind::Done => {
+            let Some(step) = step else {
+                read.problem.get_or_insert(Problem::NoStep(kind));
+                return;
+            };
+            let decoded = crate::durable::journal::decode_undo_payload(entry.payload).and_then(|payload| {
+                if payload.schema > Co::SCHEMA {
+                    return Err(CodecError::NewerSchema { found: payload.schema, known: Co::SCHEMA });
+                }
+                let undo = codec.decode(payload.schema, payload.undo)?;
+                Ok((payload, undo))
+            });
+            let (payload, undo) = match decoded {
+                Ok(decoded) => decoded,
+                Err(error) => {
+                    read.problem.get_or_insert(Problem::Undecodable { step, error });
+                    return;
+                }
+            };
+            let status = if kind == EntryKind::Done { StepStatus::Completed } else { StepStatus::Failed };
+            match position {
+                Some(at) => {
+                    // A `Done` after the step's intent: the completed record
+                    // replaces the uncertain one.
+                    ledger.summary.steps[at].status = status;
+                    ledger.summary.steps[at].succeeded = kind == EntryKind::Done;
+                    if let Some(owed) = ledger.undo.iter_mut().find(|u| u.step == at) {
+                        owed.undo = undo;
+                        owed.retry = payload.retry;
+                        owed.timeout = Timeout::new(payload.timeout);
+                    } else if ledger
+                        .undo
+                        .push(UndoRecord {
+                            step: at,
+                            undo,
+                            retry: payload.retry,
+                            timeout: Timeout::new(payload.timeout),
+                        })
+                        .is_err()
+                    {
+                        read.problem.get_or_insert(Problem::Capacity(S::CAPACITY.unwrap_or(usize::MAX)));
+                    }
+                }
+                None => {
+                    let at = ledger.summary.steps.len();
+                    let mut record = StepRecord::new(step as usize, owned_name(payload.name), None, true);
+                    record.status = status;
+                    record.succeeded = kind == EntryKind::Done;
+                    let record_room = ledger.summary.steps.push(record).is_ok();
+                    let undo =
+                        UndoRecord { step: at, undo, retry: payload.retry, timeout: Timeout::new(payload.timeout) };
+                    if !record_room || ledger.undo.push(undo).is_err() {
+                        read.problem.get_or_insert(Problem::Capacity(S::CAPACITY.unwrap_or(usize::MAX)));
+                    }
+                }
+            }
+        }
+        EntryKind::Released | EntryKind::Undone => {
+            if step.is_none() {
+                read.problem.get_or_insert(Problem::NoStep(kind));
+                return;
+            }
+            // A step this read has no record of: on a journal that keeps
+            // only a step's latest entry (flash), an `Undone` replaced its
+            // `Done`: nothing is owed.
+            let Some(at) = position else { return };
+            if let Some(owed) = ledger.undo.iter().position(|u| u.step == at) {
+                ledger.undo.remove_at(owed);
+            }
+            let record = &mut ledger.summary.steps[at];
+            record.has_rollback = kind == EntryKind::Undone;
+            if kind == EntryKind::Undone {
+                record.status = StepStatus::RolledBack;
+            }
+        }
+        // Tried again: a rollback that failed for good before the crash may
+        // succeed now (the transaction did not end).
+        EntryKind::UndoFailed => {
+            if step.is_none() {
+                read.problem.get_or_insert(Problem::NoStep(kind));
+            }
+            read.failed_before = true;
+        }
+        EntryKind::Committed | EntryKind::RolledBack | EntryKind::Resolved => read.finished = true,
+        // Still unfinished: tried again (unless the manager never retries).
+        EntryKind::Stuck => read.failed_before = true,
+        // Decided not to commit (a `Committed` would have been refused
+        // after it): the owed rollbacks are rolled back as usual.
+        EntryKind::Aborted => {}
+    }
+}
+
+/// A name read from the journal (cut to 16 bytes without an allocator).
+fn owned_name(text: &str) -> Name {
+    #[cfg(feature = "alloc")]
+    {
+        Name::from(alloc::string::String::from(text))
+    }
+    #[cfg(not(feature = "alloc"))]
+    {
+        Name::format(text)
+    }
+}
