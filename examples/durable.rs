@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use transaction_manager::{Postcard, Rollback, SqliteJournal, StepError, TokioClock, TransactionManager, Unbounded};
+use transaction_manager::{
+    Rollback, SqliteJournal, StepError, TokioClock, TransactionManager, journal::Postcard, storage::Unbounded,
+};
 
 /// The fake cloud: one file per resource.
 struct Cloud {

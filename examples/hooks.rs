@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use common::{CloudError, FakeCloud};
 use transaction_manager::{
-    Hooks, RetryPolicy, StepError, StepEvent, Storage, Summary, TokioClock, TransactionInfo, TransactionManager,
+    RetryPolicy, StepError, Summary, TokioClock, TransactionInfo, TransactionManager,
+    hooks::{Hooks, StepEvent},
+    storage::Storage,
 };
 
 /// Prints each event as it happens.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{CloudError, FakeCloud};
-use transaction_manager::{Metrics, RetryPolicy, StepError, TokioClock, TransactionManager};
+use transaction_manager::{RetryPolicy, StepError, TokioClock, TransactionManager, hooks::Metrics};
 
 #[tokio::main]
 async fn main() {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{CloudError, FakeCloud};
-use transaction_manager::{RetryPolicy, StepError, TokioClock, TransactionManager, member};
+use transaction_manager::{RetryPolicy, StepError, TokioClock, TransactionManager, group::member};
 
 #[tokio::main]
 async fn main() {

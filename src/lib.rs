@@ -53,7 +53,7 @@
 //! manager's abandon policy:
 //!
 //! ```
-//! use transaction_manager::{AbandonPolicy, Fixed, Manager, NoRollback, StepError};
+//! use transaction_manager::{Manager, NoRollback, StepError, abandon::AbandonPolicy, storage::Fixed};
 //!
 //! /// Closure rollbacks: `&impl Manager` is all it takes.
 //! pub async fn create_account(manager: &impl Manager) -> Result<u64, StepError<std::io::Error>> {
@@ -92,7 +92,7 @@
 //! // The application picks the runtime, the hooks, the spawner; here,
 //! // virtual time and a hook.
 //! struct Audit;
-//! impl transaction_manager::Hooks for Audit {}
+//! impl transaction_manager::hooks::Hooks for Audit {}
 //! let clock = transaction_manager::ManualClock::new();
 //! let manager = transaction_manager::TransactionManager::new(&clock).with_hooks(Audit);
 //! assert_eq!(clock.block_on(create_account(&manager)).unwrap(), 42);

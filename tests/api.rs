@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use transaction_manager::{
-    AbandonPolicy, Fixed, Hooks, Manager, ManualClock, NoRollback, RetryPolicy, StepError, StepErrorKind, StepStatus,
-    TransactionManager,
+    Manager, ManualClock, NoRollback, RetryPolicy, StepError, StepErrorKind, StepStatus, TransactionManager,
+    abandon::AbandonPolicy, hooks::Hooks, storage::Fixed,
 };
 
 /// A body's own error type, converting from each step's.
@@ -368,7 +368,7 @@ fn step_times_can_be_turned_off() {
 #[test]
 fn stop_policy_with_concurrent_group_rollbacks_skips_the_steps_before() {
     use std::sync::{Arc, Mutex};
-    use transaction_manager::{RollbackFailurePolicy, member};
+    use transaction_manager::{group::member, rollback::RollbackFailurePolicy};
     let clock = ManualClock::new();
     let manager = TransactionManager::new(&clock).with_rollback_failure_policy(RollbackFailurePolicy::Stop);
     let undone = Arc::new(Mutex::new(Vec::new()));
@@ -503,7 +503,7 @@ fn group_dropped_after(before: &[&'static str]) {
     use std::future::{Future, poll_fn};
     use std::pin::pin;
     use std::task::Poll;
-    use transaction_manager::member;
+    use transaction_manager::group::member;
     let clock = ManualClock::new();
     let manager = TransactionManager::new(&clock);
     let c = &clock;

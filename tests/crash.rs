@@ -27,8 +27,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use transaction_manager::{
-    EntryKind, IdempotencyKey, Journal, Postcard, Rollback, SqliteJournal, StepError, TokioClock, TransactionId,
-    TransactionManager, Unbounded,
+    Rollback, SqliteJournal, StepError, TokioClock, TransactionId, TransactionManager,
+    journal::{EntryKind, IdempotencyKey, Journal, Postcard},
+    storage::Unbounded,
 };
 
 /// How many kills (`TM_CRASH_KILLS` overrides, for a longer soak).
@@ -86,8 +87,8 @@ impl Rollback<Effects> for Delete {
 type Manager = TransactionManager<
     TokioClock,
     (),
-    transaction_manager::Unattended,
-    transaction_manager::Journaled<SqliteJournal, Postcard<1>>,
+    transaction_manager::abandon::Unattended,
+    transaction_manager::journal::Journaled<SqliteJournal, Postcard<1>>,
 >;
 
 /// The child: recover, then run transactions until killed.

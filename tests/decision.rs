@@ -7,6 +7,13 @@
 
 use futures_lite::future;
 use transaction_manager::*;
+use transaction_manager::{
+    abandon::Unattended,
+    journal::{
+        Entry, EntryKind, Journal, Journaled, MemoryJournal, MemoryJournalError, Postcard, Recovery, StoredEntry,
+    },
+    storage::Fixed,
+};
 
 /// The outside world: resources that exist, and those rolled back.
 #[derive(Default, Debug)]

@@ -9,6 +9,18 @@ use std::time::Duration;
 
 use futures_lite::future;
 use transaction_manager::*;
+use transaction_manager::{
+    abandon::Unattended,
+    group::member,
+    hooks::{Hooks, StepEvent},
+    journal::{
+        Entry, EntryKind, Journal, Journaled, MemoryJournal, MemoryJournalError, OwedRetry, OwedStep, Postcard,
+        RecoveredTransaction, Recovery, RecoveryError, RecoveryOutcome, StoredEntry,
+    },
+    rollback::RollbackFailurePolicy,
+    storage::{Fixed, Storage},
+    time::ManualSleep,
+};
 
 /// The outside world: resources that exist, and rollbacks made to fail.
 #[derive(Default, Debug)]

@@ -7,6 +7,13 @@ use std::time::Duration;
 
 use futures_lite::future;
 use transaction_manager::*;
+use transaction_manager::{
+    abandon::Unattended,
+    group::member,
+    hooks::{Hooks, StepEvent},
+    journal::{EntryKind, IdempotencyKey, Journal, Journaled, MemoryJournal, OwedStep, Postcard},
+    storage::{Fixed, Storage},
+};
 
 /// Resources a transaction creates, as the outside world sees them.
 #[derive(Default, Debug)]

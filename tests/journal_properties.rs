@@ -20,6 +20,11 @@ use std::time::Duration;
 
 use futures_lite::future;
 use transaction_manager::*;
+use transaction_manager::{
+    abandon::Unattended,
+    journal::{EntryKind, JournalFailure, JournalRow, Journaled, MemoryJournal, Postcard, Recovery},
+    storage::Fixed,
+};
 
 #[derive(Default, Debug)]
 struct World {

@@ -44,6 +44,16 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use transaction_manager::*;
+use transaction_manager::{
+    abandon::{AbandonPolicy, Abandoned},
+    group::member,
+    hooks::{Hooks, StepEvent},
+    interrupt::{InterruptReason, Interrupted},
+    retry::{Jitter, SplitMix64},
+    rollback::{LocalBoxedRollback, RollbackErrorKind, RollbackFailure, RollbackFailurePolicy},
+    step::Maybe,
+    storage::{Fixed, Unbounded},
+};
 
 const TIMEOUT: Duration = Duration::from_millis(10);
 const SLOW: Duration = Duration::from_millis(3);
@@ -505,7 +515,7 @@ impl Hooks for Recorder<'_> {
     async fn on_step_rollback_failure(&self, e: &StepEvent<'_>) {
         self.step(Event::RollbackFailure, "rollback_failure", e, e.step.rollback_error()).await
     }
-    async fn on_transaction_complete<S: transaction_manager::Storage>(
+    async fn on_transaction_complete<S: transaction_manager::storage::Storage>(
         &self,
         _: &TransactionInfo,
         success: bool,
@@ -519,21 +529,21 @@ impl Hooks for Recorder<'_> {
         ));
         self.0.act(self.0.case.complete).await;
     }
-    fn on_transaction_abandoned<U, S: transaction_manager::Storage>(&self, abandoned: &Abandoned<U, S>) {
+    fn on_transaction_abandoned<U, S: transaction_manager::storage::Storage>(&self, abandoned: &Abandoned<U, S>) {
         self.0.push(format!("hook abandoned pending={}", abandoned.pending_len()));
     }
 }
 
 /// Keeps what a dropped transaction hands over, to roll it back after.
-struct Keep<U, S: transaction_manager::Storage>(Rc<RefCell<Vec<Abandoned<U, S>>>>);
+struct Keep<U, S: transaction_manager::storage::Storage>(Rc<RefCell<Vec<Abandoned<U, S>>>>);
 
-impl<U, S: transaction_manager::Storage> Clone for Keep<U, S> {
+impl<U, S: transaction_manager::storage::Storage> Clone for Keep<U, S> {
     fn clone(&self) -> Self {
         Keep(self.0.clone())
     }
 }
 
-impl<C, H, Ctx: ?Sized, U, S: transaction_manager::Storage> AbandonPolicy<C, H, Ctx, U, S> for Keep<U, S> {
+impl<C, H, Ctx: ?Sized, U, S: transaction_manager::storage::Storage> AbandonPolicy<C, H, Ctx, U, S> for Keep<U, S> {
     fn abandon(&self, _: &C, _: &H, abandoned: Abandoned<U, S>) {
         self.0.borrow_mut().push(abandoned);
     }
@@ -750,7 +760,7 @@ async fn finish<U, S, Ctx>(
     ctx: &mut Ctx,
 ) -> (Vec<StepView>, Ending)
 where
-    S: transaction_manager::Storage,
+    S: transaction_manager::storage::Storage,
     U: Rollback<Ctx>,
     Ctx: ?Sized,
 {

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use transaction_manager::*;
 
+use transaction_manager::journal::{IdempotencyKey, Postcard, UndoCodec};
+
 #[test]
 fn summary_and_error_json_shape() {
     let clock = ManualClock::new();

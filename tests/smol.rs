@@ -8,7 +8,7 @@ mod conformance;
 
 use std::sync::{Arc, Mutex};
 
-use transaction_manager::{RollbackState, SmolClock, SmolSpawner, Spawner, StepError, TransactionManager};
+use transaction_manager::{RollbackState, SmolClock, SmolSpawner, StepError, TransactionManager, backend::Spawner};
 
 macro_rules! on_smol {
     ($scenario:path) => {{

@@ -297,7 +297,9 @@ fn runtime_shutdown_reports_each_lost_rollback() {
 /// for a fixed log of `NoRollback`.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn any_manager_bound_accepts_a_manager_with_a_spawner() {
-    use transaction_manager::{AbandonPolicy, Fixed, Hooks, Manager, NoRollback, TokioSpawner};
+    use transaction_manager::{
+        Manager, NoRollback, TokioSpawner, abandon::AbandonPolicy, hooks::Hooks, storage::Fixed,
+    };
 
     async fn provision(manager: &impl Manager) -> Result<u32, StepError<&'static str>> {
         let done = manager
@@ -486,7 +488,7 @@ fn rollback_start_is_a_warning_and_its_end_error_or_info() {
 /// runtime, and the group's members really overlap.
 #[test]
 fn groups_and_scopes_are_send_on_a_multi_thread_runtime() {
-    use transaction_manager::member;
+    use transaction_manager::group::member;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().unwrap();
     rt.block_on(async {
         let undone = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -7,6 +7,7 @@ mod tree;
 use std::time::Duration;
 
 use tracing_subscriber::layer::SubscriberExt;
+use transaction_manager::group::member;
 use transaction_manager::*;
 
 #[test]

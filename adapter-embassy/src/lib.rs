@@ -45,7 +45,7 @@
 //! embassy spawns only `#[embassy_executor::task]` functions, whose futures
 //! live in static memory sized at compile time; it cannot run an arbitrary
 //! future handed over at run time, so this crate has no
-//! [`Spawner`](transaction_manager_core::Spawner). What takes its place is
+//! [`Spawner`](transaction_manager_core::backend::Spawner). What takes its place is
 //! a task the firmware writes once — "the rollback task" — fed the *data*
 //! of pending rollbacks (the undo enum, which is plain data) through a
 //! static `embassy_sync::channel::Channel`; it owns or borrows the
@@ -111,7 +111,7 @@ pub fn ticks_to_duration(ticks: u64) -> Duration {
     // Below 2^24 ticks a second (every common rate), with 32-bit divisions
     // only: no 64-bit division routine on a 32-bit Cortex-M.
     let (secs, rest) = if TICK_HZ < 1 << 24 {
-        let (secs, rest) = transaction_manager_core::div_rem_narrow(ticks, TICK_HZ as u32);
+        let (secs, rest) = transaction_manager_core::backend::div_rem_narrow(ticks, TICK_HZ as u32);
         (secs, u64::from(rest))
     } else {
         (ticks / TICK_HZ, ticks % TICK_HZ)

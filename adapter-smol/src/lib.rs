@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use async_executor::Executor;
 use async_io::Timer;
-pub use transaction_manager_core::{Clock, Spawner};
+pub use transaction_manager_core::{Clock, backend::Spawner};
 
 /// A [`Clock`] on `async-io`: `sleep` is an `async_io::Timer`, `now` the
 /// time since the clock was created, by `std::time::Instant`.
@@ -116,7 +116,7 @@ impl Future for SmolSleep {
 /// ```
 /// use std::sync::Arc;
 /// use std::sync::atomic::{AtomicBool, Ordering};
-/// use transaction_manager::{SmolSpawner, Spawner};
+/// use transaction_manager::{SmolSpawner, backend::Spawner};
 ///
 /// let executor = Arc::new(async_executor::Executor::new());
 /// let spawner = SmolSpawner::new(executor.clone());

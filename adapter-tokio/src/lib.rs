@@ -26,7 +26,7 @@ use core::future::Future;
 
 use tokio::runtime::Handle;
 use tokio::time::Instant;
-pub use transaction_manager_core::{Clock, Spawner};
+pub use transaction_manager_core::{Clock, backend::Spawner};
 
 /// A [`Clock`] on tokio's timer: `sleep` is `tokio::time::sleep`, and `now`
 /// is the time since the clock was created, by `tokio::time::Instant` — so
@@ -102,7 +102,7 @@ impl Clock for TokioClock {
 /// A [`Spawner`] on a tokio runtime: spawned futures are detached tasks.
 ///
 /// ```
-/// use transaction_manager::{Spawner, TokioSpawner};
+/// use transaction_manager::{TokioSpawner, backend::Spawner};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {

@@ -20,7 +20,7 @@ use transaction_manager_bench::{
     CountingAlloc, Mode, Report, Stopwatch, Timing, core_has_alloc, machine, measure, start_counting, stop_counting,
 };
 use transaction_manager_core::{
-    Fixed, ManualClock, NoRollback, Outcome, RetryPolicy, StepError, StepRecord, TransactionManager,
+    ManualClock, NoRollback, Outcome, RetryPolicy, StepError, StepRecord, TransactionManager, storage::Fixed,
 };
 
 #[macro_use]

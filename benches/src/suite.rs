@@ -25,8 +25,12 @@ use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use transaction_manager::{
-    BoxError, Clock, Fixed, ManualClock, ManualSleep, NoRollback, Outcome, RetryPolicy, SmolClock, StepError,
-    StepRecord, Summary, TokioClock, TransactionManager, Unbounded, member,
+    Clock, ManualClock, NoRollback, Outcome, RetryPolicy, SmolClock, StepError, StepRecord, Summary, TokioClock,
+    TransactionManager,
+    group::member,
+    rollback::BoxError,
+    storage::{Fixed, Unbounded},
+    time::ManualSleep,
 };
 use transaction_manager_bench::{
     CountingAlloc, Mode, Report, Stopwatch, Timing, core_has_alloc, machine, measure, proc_status_kib, start_counting,

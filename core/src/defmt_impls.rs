@@ -3,7 +3,20 @@
 
 use defmt::{Format, Formatter, write};
 
-use crate::{api::error::{Committed, RollbackErrorKind, RollbackFailure, RollbackState, StepError, StepErrorKind, TransactionError}, ledger::{record::{StepRecord, StepStatus, TransactionId, TransactionInfo}, summary::Summary}, timing::{interrupt::{InterruptReason, Interrupted}, retry::{Jitter, RetryPolicy}}, util::{panic::PanicMessage, storage::Storage, text::Name}};
+use crate::{
+    api::error::{
+        Committed, RollbackErrorKind, RollbackFailure, RollbackState, StepError, StepErrorKind, TransactionError,
+    },
+    ledger::{
+        record::{StepRecord, StepStatus, TransactionId, TransactionInfo},
+        summary::Summary,
+    },
+    timing::{
+        interrupt::{InterruptReason, Interrupted},
+        retry::{Jitter, RetryPolicy},
+    },
+    util::{panic::PanicMessage, storage::Storage, text::Name},
+};
 
 impl Format for Name {
     fn format(&self, f: Formatter<'_>) {
@@ -216,7 +229,9 @@ impl Format for crate::durable::journal::CodecError {
             crate::durable::journal::CodecError::NewerSchema { found, known } => {
                 write!(f, "undo record has schema {=u32}, newer than {=u32}", found, known)
             }
-            crate::durable::journal::CodecError::NewerFormat { found } => write!(f, "journal entry has newer format {=u8}", found),
+            crate::durable::journal::CodecError::NewerFormat { found } => {
+                write!(f, "journal entry has newer format {=u8}", found)
+            }
             crate::durable::journal::CodecError::Damaged => write!(f, "undo record damaged (checksum)"),
         }
     }
@@ -266,7 +281,9 @@ impl Format for crate::engine::recovery::OwedRetry {
     fn format(&self, f: Formatter<'_>) {
         match self {
             crate::engine::recovery::OwedRetry::EveryRecovery => write!(f, "every recovery"),
-            crate::engine::recovery::OwedRetry::Backoff { cap } => write!(f, "backing off, at most {=u32} recoveries skipped", cap),
+            crate::engine::recovery::OwedRetry::Backoff { cap } => {
+                write!(f, "backing off, at most {=u32} recoveries skipped", cap)
+            }
             crate::engine::recovery::OwedRetry::Never => write!(f, "never"),
         }
     }

@@ -83,16 +83,21 @@
 //!
 //! These docs are complete with every feature on (as on docs.rs); a build
 //! without a feature links the items it would add to docs.rs instead.
+//!
+//! [`Hooks`]: hooks::Hooks
+//! [`Jitter`]: retry::Jitter
 // Link reference definitions, in doc attributes of their own, join the
 // crate docs above only when the item is not in this build.
 #![cfg_attr(not(all(feature = "alloc", feature = "metrics")), doc = "")]
+#![cfg_attr(feature = "metrics", doc = "[`Metrics`]: hooks::Metrics")]
+#![cfg_attr(feature = "alloc", doc = "[`Unbounded`]: storage::Unbounded")]
 #![cfg_attr(
     not(feature = "metrics"),
-    doc = "[`Metrics`]: https://docs.rs/transaction-manager-core/latest/transaction_manager_core/struct.Metrics.html"
+    doc = "[`Metrics`]: https://docs.rs/transaction-manager-core/latest/transaction_manager_core/hooks/struct.Metrics.html"
 )]
 #![cfg_attr(
     not(feature = "alloc"),
-    doc = "[`Unbounded`]: https://docs.rs/transaction-manager-core/latest/transaction_manager_core/struct.Unbounded.html"
+    doc = "[`Unbounded`]: https://docs.rs/transaction-manager-core/latest/transaction_manager_core/storage/struct.Unbounded.html"
 )]
 #![cfg_attr(
     not(feature = "alloc"),
@@ -132,30 +137,30 @@ mod serde_impls;
 mod timing;
 mod util;
 
-pub use crate::api::manager::TransactionManager;
-pub use crate::api::manager::TransactionBuilder;
-pub use crate::api::transaction::Transaction;
-pub use crate::api::any_manager::Manager;
-pub use crate::api::step::Step;
 pub use crate::api::action::Action;
-pub use crate::api::rollback::Rollback;
-#[cfg(feature = "alloc")]
-pub use crate::api::rollback::BoxedRollback;
-pub use crate::api::rollback::NoRollback;
-pub use crate::timing::retry::RetryPolicy;
-pub use crate::timing::clock::Clock;
-pub use crate::timing::manual_clock::ManualClock;
+pub use crate::api::any_manager::Manager;
+pub use crate::api::error::Committed;
+pub use crate::api::error::RollbackState;
 pub use crate::api::error::StepError;
 pub use crate::api::error::StepErrorKind;
 pub use crate::api::error::TransactionError;
-pub use crate::api::error::Committed;
 pub use crate::api::manager::Outcome;
-pub use crate::api::error::RollbackState;
-pub use crate::ledger::summary::Summary;
+pub use crate::api::manager::TransactionBuilder;
+pub use crate::api::manager::TransactionManager;
+#[cfg(feature = "alloc")]
+pub use crate::api::rollback::BoxedRollback;
+pub use crate::api::rollback::NoRollback;
+pub use crate::api::rollback::Rollback;
+pub use crate::api::step::Step;
+pub use crate::api::transaction::Transaction;
 pub use crate::ledger::record::StepRecord;
 pub use crate::ledger::record::StepStatus;
 pub use crate::ledger::record::TransactionId;
 pub use crate::ledger::record::TransactionInfo;
+pub use crate::ledger::summary::Summary;
+pub use crate::timing::clock::Clock;
+pub use crate::timing::manual_clock::ManualClock;
+pub use crate::timing::retry::RetryPolicy;
 
 pub mod step {
     //! The step builder's states: what [`Transaction::step`](crate::Transaction::step) returns as it is given an
@@ -165,9 +170,9 @@ pub mod step {
     pub use crate::api::step::MapErr;
     pub use crate::api::step::Maybe;
     pub use crate::api::step::Plain;
-    pub use crate::api::step::WithContext;
     #[doc(hidden)]
     pub use crate::api::step::StepFn;
+    pub use crate::api::step::WithContext;
 }
 
 pub mod group {
@@ -177,11 +182,19 @@ pub mod group {
     pub use crate::api::group::Group;
     pub use crate::api::group::GroupError;
     pub use crate::api::group::KeyedAttempts;
+    #[doc(hidden)]
+    pub use crate::api::group::Lend;
+    #[doc(hidden)]
+    pub use crate::api::group::LendFlag;
     pub use crate::api::group::Lent;
     pub use crate::api::group::LentEnd;
     pub use crate::api::group::MapErrors;
     pub use crate::api::group::Member;
     pub use crate::api::group::MemberBuilder;
+    #[doc(hidden)]
+    pub use crate::api::group::MemberFn;
+    #[doc(hidden)]
+    pub use crate::api::group::MemberUndo;
     pub use crate::api::group::Members;
     pub use crate::api::group::NoUndo;
     pub use crate::api::group::OnCompleted;
@@ -191,14 +204,6 @@ pub mod group {
     pub use crate::api::group::UndoMaybe;
     pub use crate::api::group::UndoWith;
     pub use crate::api::group::member;
-    #[doc(hidden)]
-    pub use crate::api::group::Lend;
-    #[doc(hidden)]
-    pub use crate::api::group::LendFlag;
-    #[doc(hidden)]
-    pub use crate::api::group::MemberFn;
-    #[doc(hidden)]
-    pub use crate::api::group::MemberUndo;
 }
 
 pub mod scope {
@@ -209,23 +214,23 @@ pub mod scope {
 
 pub mod rollback {
     //! Rollbacks as closures and what happens when one fails for good.
+    pub use crate::api::error::RollbackErrorKind;
+    pub use crate::api::error::RollbackFailure;
     #[cfg(feature = "alloc")]
     pub use crate::api::rollback::BoxError;
     #[cfg(feature = "alloc")]
     pub use crate::api::rollback::LocalBoxedRollback;
     pub use crate::api::rollback::RollbackFn;
     pub use crate::ledger::book::RollbackFailurePolicy;
-    pub use crate::api::error::RollbackFailure;
-    pub use crate::api::error::RollbackErrorKind;
 }
 
 pub mod retry {
     //! Retry policies' parts: jitter, the random source and retry conditions.
     //! [`RetryPolicy`](crate::RetryPolicy) itself is at the crate root.
-    pub use crate::timing::retry::Jitter;
-    pub use crate::timing::retry::SplitMix64;
     pub use crate::timing::condition::RetryAlways;
     pub use crate::timing::condition::RetryCondition;
+    pub use crate::timing::retry::Jitter;
+    pub use crate::timing::retry::SplitMix64;
 }
 
 pub mod interrupt {
@@ -236,11 +241,11 @@ pub mod interrupt {
     pub use crate::timing::interrupt::Interrupt;
     pub use crate::timing::interrupt::InterruptReason;
     pub use crate::timing::interrupt::Interrupted;
+    #[doc(hidden)]
+    pub use crate::timing::interrupt::IntoBodyError;
     pub use crate::timing::interrupt::IntoReason;
     pub use crate::timing::interrupt::Never;
     pub use crate::timing::interrupt::NoInterrupt;
-    #[doc(hidden)]
-    pub use crate::timing::interrupt::IntoBodyError;
 }
 
 pub mod hooks {
@@ -258,6 +263,7 @@ pub mod journal {
     //! Durability: the journal a transaction writes so that a crash or a
     //! power cut does not lose the rollbacks it owes, its codecs, the memory
     //! journal for tests, and recovery.
+    pub use crate::api::manager::JournalKeeps;
     pub use crate::durable::journal::CodecError;
     pub use crate::durable::journal::Entry;
     pub use crate::durable::journal::EntryKind;
@@ -265,44 +271,43 @@ pub mod journal {
     pub use crate::durable::journal::IdempotencyKey;
     pub use crate::durable::journal::Journal;
     pub use crate::durable::journal::JournalFailure;
+    #[doc(hidden)]
+    pub use crate::durable::journal::JournalFor;
     pub use crate::durable::journal::Journaled;
-    pub use crate::durable::journal::NoJournal;
-    pub use crate::durable::journal::StoredEntry;
-    pub use crate::durable::journal::UndoCodec;
     #[cfg(feature = "json")]
     pub use crate::durable::journal::Json;
+    pub use crate::durable::journal::NoJournal;
     #[cfg(feature = "postcard")]
     pub use crate::durable::journal::Postcard;
-    #[cfg(feature = "std")]
-    pub use crate::durable::memory::MemoryJournal;
+    pub use crate::durable::journal::StoredEntry;
+    pub use crate::durable::journal::UndoCodec;
     #[cfg(feature = "std")]
     pub use crate::durable::memory::JournalRow;
     #[cfg(feature = "std")]
+    pub use crate::durable::memory::MemoryJournal;
+    #[cfg(feature = "std")]
     pub use crate::durable::memory::MemoryJournalError;
-    pub use crate::ledger::record::ParseIdError;
     pub use crate::engine::recovery::OwedRetry;
     pub use crate::engine::recovery::OwedStep;
     pub use crate::engine::recovery::RecoveredTransaction;
     pub use crate::engine::recovery::Recovery;
     pub use crate::engine::recovery::RecoveryError;
     pub use crate::engine::recovery::RecoveryOutcome;
-    pub use crate::api::manager::JournalKeeps;
-    #[doc(hidden)]
-    pub use crate::durable::journal::JournalFor;
+    pub use crate::ledger::record::ParseIdError;
 }
 
 pub mod storage {
     //! Where a transaction keeps its step records and undo records: a fixed
     //! capacity ([`Fixed`], no allocator) or a growing list ([`Unbounded`]).
-    pub use crate::util::storage::Storage;
-    pub use crate::util::storage::Fixed;
-    pub use crate::util::storage::List;
-    #[cfg(feature = "alloc")]
-    pub use crate::util::storage::Unbounded;
-    pub use crate::api::manager::Records;
     pub use crate::api::manager::Closures;
     pub use crate::api::manager::LocalClosures;
+    pub use crate::api::manager::Records;
     pub use crate::api::manager::UndoLog;
+    pub use crate::util::storage::Fixed;
+    pub use crate::util::storage::List;
+    pub use crate::util::storage::Storage;
+    #[cfg(feature = "alloc")]
+    pub use crate::util::storage::Unbounded;
 }
 
 pub mod abandon {
@@ -317,8 +322,8 @@ pub mod abandon {
 
 pub mod summary {
     //! The parts of a transaction's [`Summary`](crate::Summary): names and panic messages.
-    pub use crate::util::text::Name;
     pub use crate::util::panic::PanicMessage;
+    pub use crate::util::text::Name;
 }
 
 pub mod time {
@@ -333,15 +338,15 @@ pub mod backend {
     //! The surface for runtime adapters and journal backends: what a crate that
     //! implements [`Clock`], [`Spawner`] or [`Journal`] needs, and nothing else.
     //! The engine can change behind it without touching them.
-    pub use crate::timing::clock::Clock;
-    pub use crate::durable::journal::Journal;
+    pub use crate::durable::journal::CodecError;
     pub use crate::durable::journal::Entry;
     pub use crate::durable::journal::EntryKind;
-    pub use crate::durable::journal::StoredEntry;
-    pub use crate::ledger::record::TransactionId;
-    pub use crate::durable::journal::CodecError;
     pub use crate::durable::journal::IdempotencyKey;
-    pub use crate::ledger::record::ParseIdError;
+    pub use crate::durable::journal::Journal;
+    pub use crate::durable::journal::StoredEntry;
     pub use crate::engine::spawn::Spawner;
+    pub use crate::ledger::record::ParseIdError;
+    pub use crate::ledger::record::TransactionId;
+    pub use crate::timing::clock::Clock;
     pub use crate::timing::clock::div_rem_narrow;
 }

@@ -7,7 +7,14 @@ use core::time::Duration;
 
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
-use crate::{api::error::{Committed, RollbackErrorKind, RollbackFailure, RollbackState, StepError, TransactionError}, ledger::{record::{StepRecord, StepStatus, TransactionId}, summary::Summary}, util::{storage::Storage, text::Name}};
+use crate::{
+    api::error::{Committed, RollbackErrorKind, RollbackFailure, RollbackState, StepError, TransactionError},
+    ledger::{
+        record::{StepRecord, StepStatus, TransactionId},
+        summary::Summary,
+    },
+    util::{storage::Storage, text::Name},
+};
 
 fn secs(duration: Duration) -> f64 {
     duration.as_secs_f64()

@@ -10,7 +10,10 @@ use core::task::Poll;
 use embedded_storage_async::nor_flash::NorFlash;
 use sequential_storage::cache::{Cache, Uncached};
 use sequential_storage::map::{MapConfig, MapStorage, SerializationError, Value};
-use transaction_manager_core::{Entry, EntryKind, Journal, StoredEntry, TransactionId};
+use transaction_manager_core::{
+    TransactionId,
+    journal::{Entry, EntryKind, Journal, StoredEntry},
+};
 
 /// The key of a transaction's own record within its slot.
 const TRANSACTION: u8 = 0;
@@ -81,7 +84,7 @@ type Map<'a, K, S> = MapStorage<K, &'a mut S, Uncache<K>>;
 /// (an embassy task, a single-threaded runtime) uses it.
 ///
 /// ```
-/// use transaction_manager::{ManualClock, Postcard, TransactionManager, Unbounded};
+/// use transaction_manager::{ManualClock, TransactionManager, journal::Postcard, storage::Unbounded};
 /// use transaction_manager_flash::{FlashCell, FlashJournal};
 ///
 /// #[derive(serde::Serialize, serde::Deserialize)]
@@ -194,7 +197,7 @@ impl<'a> Value<'a> for Record<'_> {
         header[12] = self.kind;
         let rest = &mut buffer[HEADER..];
         let len = self.entry.write_payload(rest).map_err(|error| match error {
-            transaction_manager_core::CodecError::BufferTooSmall => SerializationError::BufferTooSmall,
+            transaction_manager_core::journal::CodecError::BufferTooSmall => SerializationError::BufferTooSmall,
             _ => SerializationError::InvalidData,
         })?;
         self.len.set(HEADER + len);
@@ -443,7 +446,7 @@ impl<S: NorFlash, const SLOTS: usize, const BUF: usize> FlashJournal<S, SLOTS, B
     /// device whose keys reach a shared API.
     ///
     /// ```
-    /// # use transaction_manager::Journal;
+    /// # use transaction_manager::journal::Journal;
     /// # use transaction_manager_flash::FlashJournal;
     /// # fn chip_unique_id() -> u64 { 0x1234 }
     /// # async fn example<S: embedded_storage_async::nor_flash::NorFlash>(flash: S) {

@@ -5,6 +5,10 @@
 
 use futures_lite::future::block_on;
 use transaction_manager::*;
+use transaction_manager::{
+    journal::{Entry, EntryKind, Journal, Postcard, StoredEntry},
+    storage::Fixed,
+};
 use transaction_manager_flash::{FlashCell, FlashJournal, FlashJournalError, RamFlash};
 
 const PAGE: usize = 512;

@@ -13,6 +13,11 @@ use std::time::Duration;
 
 use futures_lite::future;
 use transaction_manager::*;
+use transaction_manager::{
+    abandon::Unattended,
+    journal::{Entry, EntryKind, Journal, Journaled, Postcard, StoredEntry},
+    storage::Fixed,
+};
 use transaction_manager_flash::{FlashCell, FlashJournal, RamFlash};
 
 /// 512-byte pages: 4 for the records, 2 for the meta map.

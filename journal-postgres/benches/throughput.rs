@@ -28,8 +28,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use transaction_manager::{
-    Entry, EntryKind, IdempotencyKey, Journal, Journaled, Json, Rollback, StepError, TokioClock, TransactionManager,
-    Unattended, Unbounded,
+    Rollback, StepError, TokioClock, TransactionManager,
+    abandon::Unattended,
+    journal::{Entry, EntryKind, IdempotencyKey, Journal, Journaled, Json},
+    storage::Unbounded,
 };
 use transaction_manager_postgres::{PostgresJournal, PostgresOptions};
 

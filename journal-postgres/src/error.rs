@@ -3,7 +3,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use transaction_manager_core::{CodecError, EntryKind, TransactionId};
+use transaction_manager_core::{
+    TransactionId,
+    journal::{CodecError, EntryKind},
+};
 
 /// Why a [`PostgresJournal`](crate::PostgresJournal) call failed.
 ///
@@ -98,7 +101,7 @@ pub enum PostgresJournalError {
     /// A decision (`Committed` or `Aborted`) was refused: the transaction
     /// already holds the other one, and the first decision stays (a unique
     /// index). Nothing was written.
-    /// [`Journal::decided`](transaction_manager_core::Journal::decided)
+    /// [`Journal::decided`](transaction_manager_core::journal::Journal::decided)
     /// returns `held`.
     AlreadyDecided {
         /// The transaction.

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, Config};
 use tokio_postgres_rustls::MakeRustlsConnect;
-use transaction_manager_core::{CodecError, Entry, EntryKind, Journal, StoredEntry, TransactionId};
+use transaction_manager_core::{
+    TransactionId,
+    journal::{CodecError, Entry, EntryKind, Journal, StoredEntry},
+};
 
 use crate::connection::{Target, TlsPem};
 use crate::statements::Statements;
@@ -511,7 +514,7 @@ impl PostgresJournal {
     /// generation) is no longer the transaction's row in `tm_transactions`.
     ///
     /// ```no_run
-    /// # async fn f(journal: transaction_manager_postgres::PostgresJournal, key: transaction_manager::IdempotencyKey) {
+    /// # async fn f(journal: transaction_manager_postgres::PostgresJournal, key: transaction_manager::journal::IdempotencyKey) {
     /// // In a step: write the effect only while the transaction is ours.
     /// let fence = (journal.owner(), journal.generation(key.transaction()));
     /// # let _ = fence;

@@ -1,4 +1,4 @@
-//! A Postgres [journal](transaction_manager_core::Journal) for
+//! A Postgres [journal](transaction_manager_core::journal::Journal) for
 //! [transaction-manager](https://docs.rs/transaction-manager), shared by
 //! many processes on many machines: each instance leases the transactions
 //! it runs, recovery in any instance claims those whose owner's lease
@@ -8,7 +8,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use transaction_manager::{Json, TokioClock, TransactionManager, Unbounded};
+//! use transaction_manager::{TokioClock, TransactionManager, journal::Json, storage::Unbounded};
 //! use transaction_manager_postgres::{PostgresJournal, PostgresOptions};
 //! # #[derive(serde::Serialize, serde::Deserialize)] enum Undo {}
 //! # impl transaction_manager::Rollback<()> for Undo { type Error = std::io::Error;

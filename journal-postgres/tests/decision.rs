@@ -9,7 +9,11 @@ mod common;
 use common::app::{App, Undo, manager};
 use common::proxy::{Cut, Proxy};
 use common::{Cluster, Setup};
-use transaction_manager::{Entry, EntryKind, Journal, StepError, TransactionId, Unbounded};
+use transaction_manager::{
+    StepError, TransactionId,
+    journal::{Entry, EntryKind, Journal},
+    storage::Unbounded,
+};
 use transaction_manager_postgres::{PostgresJournal, PostgresJournalError, PostgresOptions};
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -8,7 +8,9 @@ mod common;
 use common::Cluster;
 use common::app::{App, Undo, manager};
 use transaction_manager::{
-    Entry, EntryKind, IdempotencyKey, Journal, Json, StepError, TokioClock, TransactionManager, Unbounded,
+    StepError, TokioClock, TransactionManager,
+    journal::{Entry, EntryKind, IdempotencyKey, Journal, Json},
+    storage::Unbounded,
 };
 use transaction_manager_postgres::{PostgresJournal, PostgresJournalError, PostgresOptions};
 

@@ -18,7 +18,11 @@ use std::time::{Duration, Instant};
 
 use common::Cluster;
 use common::app::{App, Refused, Undo, manager};
-use transaction_manager::{EntryKind, IdempotencyKey, Journal, StepError, StepErrorKind, TransactionId, Unbounded};
+use transaction_manager::{
+    StepError, StepErrorKind, TransactionId,
+    journal::{EntryKind, IdempotencyKey, Journal},
+    storage::Unbounded,
+};
 use transaction_manager_postgres::{PostgresJournal, PostgresOptions};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -162,7 +166,7 @@ fn a_stale_owner_is_fenced_after_a_slow_database_let_its_lease_expire() {
 
 #[test]
 fn a_statement_timeout_bounds_an_append_on_a_slow_database() {
-    use transaction_manager::{Entry, EntryKind, Journal};
+    use transaction_manager::journal::{Entry, EntryKind, Journal};
     use transaction_manager_postgres::PostgresJournalError;
     let Some(cluster) = Cluster::start("timeout") else { return };
     runtime().block_on(async {
@@ -354,7 +358,10 @@ fn a_paused_owners_effect_with_uncertain_rollback_is_undone_once_by_the_new_owne
 
 /// B's recovery, repeated until it claims A's transaction (at most 30 s):
 /// its report, and when it started trying.
-async fn recover_until_claimed(b: &PostgresJournal, app_b: &mut App) -> (transaction_manager::Recovery, Instant) {
+async fn recover_until_claimed(
+    b: &PostgresJournal,
+    app_b: &mut App,
+) -> (transaction_manager::journal::Recovery, Instant) {
     let start = Instant::now();
     loop {
         let report = manager(b.clone()).recover::<Undo, Unbounded, _>(app_b).await.unwrap();

@@ -240,7 +240,10 @@ fn sqlstate(result: Result<u64, tokio_postgres::Error>) -> Option<String> {
 
 #[test]
 fn a_least_privilege_role_uses_the_journal_and_nothing_else() {
-    use transaction_manager::{Entry, EntryKind, Journal, TransactionId};
+    use transaction_manager::{
+        TransactionId,
+        journal::{Entry, EntryKind, Journal},
+    };
     let Some(cluster) = Cluster::start_with("least", Setup { superuser: true, ..Setup::default() }) else { return };
     runtime().block_on(async {
         let superuser = cluster.client().await;

@@ -42,7 +42,11 @@ use std::time::{Duration, Instant};
 use common::app::{App, Refused, Undo, manager};
 use common::proxy::{Cut, Proxy};
 use common::{Cluster, Setup};
-use transaction_manager::{EntryKind, IdempotencyKey, Journal, StepError, StepErrorKind, Unbounded};
+use transaction_manager::{
+    StepError, StepErrorKind,
+    journal::{EntryKind, IdempotencyKey, Journal},
+    storage::Unbounded,
+};
 use transaction_manager_postgres::{PostgresJournal, PostgresOptions};
 
 const WORKERS: usize = 4;

@@ -22,7 +22,9 @@ use std::cell::Cell;
 use std::convert::Infallible;
 
 use transaction_manager::{
-    Entry, EntryKind, Fixed, Journal, ManualClock, Postcard, Rollback, StepError, TransactionManager,
+    ManualClock, Rollback, StepError, TransactionManager,
+    journal::{Entry, EntryKind, Journal, Postcard},
+    storage::Fixed,
 };
 use transaction_manager_sqlite::SqliteJournal;
 

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rusqlite::ErrorCode;
-use transaction_manager_core::{CodecError, EntryKind, TransactionId};
+use transaction_manager_core::{
+    TransactionId,
+    journal::{CodecError, EntryKind},
+};
 
 /// Why a [`SqliteJournal`](crate::SqliteJournal) call failed.
 ///
@@ -102,7 +105,7 @@ pub enum SqliteJournalError {
     },
     /// A decision (`Committed` or `Aborted`) was refused: the transaction
     /// already holds the other one, and the first decision stays. Nothing
-    /// was written. [`Journal::decided`](transaction_manager_core::Journal::decided)
+    /// was written. [`Journal::decided`](transaction_manager_core::journal::Journal::decided)
     /// returns `held`.
     AlreadyDecided {
         /// The transaction.

@@ -8,7 +8,10 @@ use std::thread::JoinHandle;
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
-use transaction_manager_core::{CodecError, Entry, EntryKind, Journal, StoredEntry, TransactionId};
+use transaction_manager_core::{
+    TransactionId,
+    journal::{CodecError, Entry, EntryKind, Journal, StoredEntry},
+};
 
 use crate::owner::{OwnerLock, Owners};
 use crate::writer::{PendingLazy, Request, Row};
@@ -94,7 +97,7 @@ pub const MAX_PAYLOAD: usize = 16 << 20;
 /// returns.
 ///
 /// ```
-/// use transaction_manager::{Entry, EntryKind, Journal, TransactionId};
+/// use transaction_manager::{TransactionId, journal::{Entry, EntryKind, Journal}};
 /// use transaction_manager_sqlite::SqliteJournal;
 ///
 /// # let dir = std::env::temp_dir().join(format!("tm-sqlite-doc-{}", std::process::id()));
@@ -172,7 +175,7 @@ impl SqliteJournal {
     /// lock or the mark file beside the journal cannot be made.
     ///
     /// ```
-    /// use transaction_manager::Journal;
+    /// use transaction_manager::journal::Journal;
     /// use transaction_manager_sqlite::SqliteJournal;
     ///
     /// # let dir = std::env::temp_dir().join(format!("tm-sqlite-doc-open-{}", std::process::id()));
@@ -344,7 +347,7 @@ impl SqliteJournal {
     /// are kept and written again with the next one).
     ///
     /// ```
-    /// use transaction_manager::{Entry, EntryKind, Journal};
+    /// use transaction_manager::journal::{Entry, EntryKind, Journal};
     /// # use transaction_manager_sqlite::SqliteJournal;
     /// # let dir = std::env::temp_dir().join(format!("tm-sqlite-doc-flush-{}", std::process::id()));
     /// # std::fs::create_dir_all(&dir).unwrap();

@@ -1,4 +1,4 @@
-//! A SQLite [journal](transaction_manager_core::Journal) for
+//! A SQLite [journal](transaction_manager_core::journal::Journal) for
 //! [transaction-manager](https://docs.rs/transaction-manager): the undo
 //! records a transaction still owes survive a crash or a power cut, so
 //! recovery can roll them back at the next start. The embedded default for
@@ -11,7 +11,7 @@
 //! kernel releases when its process dies).
 //!
 //! ```
-//! use transaction_manager::Journal;
+//! use transaction_manager::journal::Journal;
 //! use transaction_manager_sqlite::SqliteJournal;
 //!
 //! # let dir = std::env::temp_dir().join(format!("tm-sqlite-doc-crate-{}", std::process::id()));

@@ -8,7 +8,7 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, Statement, params};
-use transaction_manager_core::{EntryKind, TransactionId};
+use transaction_manager_core::{TransactionId, journal::EntryKind};
 
 use crate::{SqliteJournalError, oneshot, schema};
 

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{TempDir, append};
-use transaction_manager::{EntryKind, Journal};
+use transaction_manager::journal::{EntryKind, Journal};
 use transaction_manager_sqlite::{SqliteJournal, SqliteJournalError};
 
 /// Copies the journal's files (the WAL still holding its frames: the

@@ -7,6 +7,10 @@ mod common;
 
 use common::{Read, TempDir, append, block_on, read, unfinished};
 use transaction_manager::*;
+use transaction_manager::{
+    journal::{Entry, EntryKind, Journal, Postcard, StoredEntry},
+    storage::Fixed,
+};
 use transaction_manager_sqlite::{SqliteJournal, SqliteJournalError};
 
 use EntryKind::{Aborted, Begin, Committed, Done};

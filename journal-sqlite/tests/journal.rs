@@ -6,7 +6,10 @@ use std::collections::HashSet;
 use std::sync::{Arc, Barrier};
 
 use common::{Read, TempDir, append, block_on, read, unfinished};
-use transaction_manager::{Entry, EntryKind, Journal, TransactionId};
+use transaction_manager::{
+    TransactionId,
+    journal::{Entry, EntryKind, Journal},
+};
 use transaction_manager_sqlite::{MAX_PAYLOAD, SqliteJournal, SqliteJournalError};
 
 use EntryKind::{Begin, Committed, Done, Intent, Released, RolledBack, Undone};

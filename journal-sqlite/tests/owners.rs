@@ -10,7 +10,9 @@ use std::process::{Command, Stdio};
 
 use common::{TempDir, append, block_on, unfinished};
 use transaction_manager::{
-    EntryKind, Journal, ManualClock, Postcard, Rollback, StepError, TransactionId, TransactionManager, Unbounded,
+    ManualClock, Rollback, StepError, TransactionId, TransactionManager,
+    journal::{EntryKind, Journal, Postcard},
+    storage::Unbounded,
 };
 use transaction_manager_sqlite::SqliteJournal;
 

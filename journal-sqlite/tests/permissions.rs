@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use common::{TempDir, block_on};
-use transaction_manager::{Entry, EntryKind, Journal};
+use transaction_manager::journal::{Entry, EntryKind, Journal};
 use transaction_manager_sqlite::SqliteJournal;
 
 /// Every warning logged by this test binary, as text.

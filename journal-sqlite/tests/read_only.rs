@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{Read, TempDir, append, read, unfinished};
-use transaction_manager::{EntryKind, Journal};
+use transaction_manager::journal::{EntryKind, Journal};
 use transaction_manager_sqlite::{SqliteJournal, SqliteJournalError};
 
 /// Makes paths unwritable until dropped.

@@ -4,6 +4,8 @@
 
 use transaction_manager::*;
 
+use transaction_manager::{group::member, rollback::BoxError};
+
 use super::{Log, Recorder, Timing};
 
 type R<T> = Result<T, StepError<&'static str>>;

@@ -6,6 +6,14 @@ use std::time::Duration;
 
 use transaction_manager::*;
 
+use transaction_manager::{
+    abandon::{AbandonPolicy, Abandoned},
+    group::member,
+    interrupt::InterruptReason,
+    step::Maybe,
+    storage::Fixed,
+};
+
 use super::reliability::{Rig, ToRollbackTask, Undo, assert_each_completed_step_undone_once, poll_then_drop};
 use super::{Log, Recorder, Timing};
 

@@ -16,6 +16,12 @@ use std::time::Duration;
 
 use transaction_manager::*;
 
+use transaction_manager::{
+    hooks::{Hooks, StepEvent},
+    interrupt::InterruptReason,
+    step::Maybe,
+};
+
 use super::reliability::{Rig, ToRollbackTask, Undo, catch_panic, poll_once};
 use super::{Log, Timing};
 

@@ -16,6 +16,11 @@ use std::time::Duration;
 
 use transaction_manager::*;
 
+use transaction_manager::{
+    hooks::{Hooks, StepEvent},
+    storage::Storage,
+};
+
 mod conditions;
 mod groups;
 mod interleavings;

@@ -10,6 +10,15 @@ use std::time::Duration;
 
 use transaction_manager::*;
 
+use transaction_manager::{
+    abandon::{AbandonPolicy, Abandoned},
+    hooks::{Hooks, StepEvent},
+    interrupt::InterruptReason,
+    rollback::{RollbackErrorKind, RollbackFailurePolicy},
+    step::Maybe,
+    storage::Fixed,
+};
+
 use super::{Log, Recorder, Timing};
 
 type R<T> = Result<T, StepError<&'static str>>;

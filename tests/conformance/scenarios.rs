@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use transaction_manager::*;
 
+use transaction_manager::{retry::Jitter, rollback::RollbackErrorKind};
+
 use super::{Log, Recorder, Timing};
 
 type R<T> = Result<T, StepError<&'static str>>;

@@ -64,7 +64,13 @@ pub trait Manager: sealed::Sealed {
     type Hooks: Hooks;
     /// What the manager does with the rollbacks of a dropped transaction.
     #[cfg(feature = "alloc")]
-    type Abandon: crate::engine::abandon::AbandonPolicy<Self::Clock, Self::Hooks, (), crate::api::rollback::BoxedRollback, crate::util::storage::Unbounded>;
+    type Abandon: crate::engine::abandon::AbandonPolicy<
+            Self::Clock,
+            Self::Hooks,
+            (),
+            crate::api::rollback::BoxedRollback,
+            crate::util::storage::Unbounded,
+        >;
     /// What the manager does with the rollbacks of a dropped transaction.
     #[cfg(not(feature = "alloc"))]
     type Abandon;
@@ -76,7 +82,13 @@ pub trait Manager: sealed::Sealed {
 #[cfg(feature = "alloc")]
 impl<C: Clock, H: Hooks, A> Manager for TransactionManager<C, H, A>
 where
-    A: crate::engine::abandon::AbandonPolicy<C, H, (), crate::api::rollback::BoxedRollback, crate::util::storage::Unbounded>,
+    A: crate::engine::abandon::AbandonPolicy<
+            C,
+            H,
+            (),
+            crate::api::rollback::BoxedRollback,
+            crate::util::storage::Unbounded,
+        >,
 {
     type Clock = C;
     type Hooks = H;

@@ -3,7 +3,14 @@
 use core::fmt;
 use core::time::Duration;
 
-use crate::{ledger::{record::{StepRecord, StepStatus}, summary::Summary}, timing::interrupt::InterruptReason, util::{panic::PanicMessage, storage::Storage, text::Name}};
+use crate::{
+    ledger::{
+        record::{StepRecord, StepStatus},
+        summary::Summary,
+    },
+    timing::interrupt::InterruptReason,
+    util::{panic::PanicMessage, storage::Storage, text::Name},
+};
 
 /// Why a step did not produce a value. Returned by awaiting a step, so the
 /// body can stop with `?` (which rolls back the completed steps).

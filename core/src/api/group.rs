@@ -19,12 +19,33 @@ use core::time::Duration;
 
 use pin_project_lite::pin_project;
 
-use crate::observe::hooks::hook_call;
+use crate::api::transaction::{NoContext, TimedOut, is_last_attempt};
 use crate::ledger::book::{Panicked, UndoRecord};
+use crate::observe::hooks::hook_call;
 use crate::util::panic::caught;
 use crate::util::text::ErrorText;
-use crate::api::transaction::{NoContext, TimedOut, is_last_attempt};
-use crate::{api::{error::{StepError, StepErrorKind}, manager::TransactionManager, rollback::{Rollback, RollbackFn}, step::Maybe, transaction::Transaction}, durable::journal::IdempotencyKey, engine::abandon::AbandonPolicy, ledger::record::{StepRecord, StepStatus}, observe::hooks::{Hooks, StepEvent}, timing::{clock::Clock, condition::{RetryAlways, RetryCondition}, retry::RetryPolicy}, util::{storage::{List, Storage}, text::Name}};
+use crate::{
+    api::{
+        error::{StepError, StepErrorKind},
+        manager::TransactionManager,
+        rollback::{Rollback, RollbackFn},
+        step::Maybe,
+        transaction::Transaction,
+    },
+    durable::journal::IdempotencyKey,
+    engine::abandon::AbandonPolicy,
+    ledger::record::{StepRecord, StepStatus},
+    observe::hooks::{Hooks, StepEvent},
+    timing::{
+        clock::Clock,
+        condition::{RetryAlways, RetryCondition},
+        retry::RetryPolicy,
+    },
+    util::{
+        storage::{List, Storage},
+        text::Name,
+    },
+};
 
 pub use driver::{Lend, Member, Members};
 
@@ -2120,7 +2141,12 @@ mod driver {
         fn has_undo(&self) -> bool;
         /// The undo record owed: for the stored output if `completed`, else
         /// for an uncertain outcome.
-        fn make_undo(self: Pin<&mut Self>, completed: bool, origin: u64, id: crate::ledger::record::TransactionId) -> Option<U>;
+        fn make_undo(
+            self: Pin<&mut Self>,
+            completed: bool,
+            origin: u64,
+            id: crate::ledger::record::TransactionId,
+        ) -> Option<U>;
         /// Starts an attempt, in transaction `id` of origin `origin`.
         fn start(self: Pin<&mut Self>, origin: u64, id: crate::ledger::record::TransactionId);
         /// Polls the attempt; on success the output is kept in the member.
@@ -2149,7 +2175,12 @@ mod driver {
             self.undo.has_undo()
         }
 
-        fn make_undo(self: Pin<&mut Self>, completed: bool, origin: u64, id: crate::ledger::record::TransactionId) -> Option<U> {
+        fn make_undo(
+            self: Pin<&mut Self>,
+            completed: bool,
+            origin: u64,
+            id: crate::ledger::record::TransactionId,
+        ) -> Option<U> {
             let this = self.project();
             let key = IdempotencyKey::new(origin, id, crate::api::transaction::step_index(this.run.index));
             match (completed, this.output.as_ref()) {

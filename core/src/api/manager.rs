@@ -5,12 +5,26 @@ use core::marker::PhantomData;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use core::time::Duration;
 
-use crate::util::future::{Either, race};
-use crate::timing::interrupt::{Cancel, Deadline, IntoBodyError, IntoReason, NoInterrupt};
+use crate::api::transaction::CommitFailed;
 use crate::durable::journal::{JournalFailure, JournalFor, JournalIds, Journaled, NoJournal};
 use crate::ledger::book::Ledger;
-use crate::api::transaction::CommitFailed;
-use crate::{api::{error::{Committed, TransactionError}, rollback::Rollback, transaction::Transaction}, engine::abandon::{AbandonPolicy, Spawned, Unattended}, ledger::{book::RollbackFailurePolicy, record::{TransactionId, TransactionInfo}}, observe::hooks::Hooks, timing::{clock::Clock, interrupt::Interrupt, retry::RetryPolicy}, util::{storage::Storage, text::Name}};
+use crate::timing::interrupt::{Cancel, Deadline, IntoBodyError, IntoReason, NoInterrupt};
+use crate::util::future::{Either, race};
+use crate::{
+    api::{
+        error::{Committed, TransactionError},
+        rollback::Rollback,
+        transaction::Transaction,
+    },
+    engine::abandon::{AbandonPolicy, Spawned, Unattended},
+    ledger::{
+        book::RollbackFailurePolicy,
+        record::{TransactionId, TransactionInfo},
+    },
+    observe::hooks::Hooks,
+    timing::{clock::Clock, interrupt::Interrupt, retry::RetryPolicy},
+    util::{storage::Storage, text::Name},
+};
 
 /// What running a transaction returns: the value and summary of a committed
 /// transaction, or the error of one that was rolled back.
@@ -499,9 +513,12 @@ impl<C: Clock, H: Hooks, A, J: JournalIds> TransactionManager<C, H, A, J> {
         // On the method, not the impl: rustc then names the fix for a
         // journaled manager (`JournalKeeps`'s message) instead of saying
         // there is no method `run`.
-        J: JournalKeeps<Closures> + JournalFor<crate::api::rollback::BoxedRollback, CommitFailure = crate::timing::interrupt::Never>,
+        J: JournalKeeps<Closures>
+            + JournalFor<crate::api::rollback::BoxedRollback, CommitFailure = crate::timing::interrupt::Never>,
         A: AbandonPolicy<C, H, (), crate::api::rollback::BoxedRollback, crate::util::storage::Unbounded>,
-        F: AsyncFnOnce(&mut Transaction<'_, Self, (), crate::api::rollback::BoxedRollback, crate::util::storage::Unbounded>) -> Result<T, B>,
+        F: AsyncFnOnce(
+            &mut Transaction<'_, Self, (), crate::api::rollback::BoxedRollback, crate::util::storage::Unbounded>,
+        ) -> Result<T, B>,
     {
         self.transaction(operation).run(body).await
     }
@@ -892,7 +909,8 @@ where
                 let mut tx = Transaction::new(manager, context, ledger_ref);
                 tx.start().await;
                 let interrupt = self.interrupt;
-                tx.deadline_at = interrupt.deadline().map(|d| crate::util::panic::now(&manager.clock).saturating_add(d));
+                tx.deadline_at =
+                    interrupt.deadline().map(|d| crate::util::panic::now(&manager.clock).saturating_add(d));
                 let stopped = {
                     // The interrupt is polled first: one that has already fired
                     // (a cancel signal, a zero deadline) starts no step, and at
@@ -960,7 +978,9 @@ where
                 &span,
                 match &ended {
                     Ok(_) => "committed",
-                    Err(_) if crate::api::error::RollbackState::of(failures.len(), &ledger.summary).is_clean() => "rolled_back",
+                    Err(_) if crate::api::error::RollbackState::of(failures.len(), &ledger.summary).is_clean() => {
+                        "rolled_back"
+                    }
                     Err(_) if crate::api::error::left_to_recovery(failures.len(), &ledger.summary) => "undecided",
                     Err(_) => "partially_rolled_back",
                 },
@@ -1026,7 +1046,12 @@ impl<T, B, RE, U, S: Storage> Place<T, B, RE, U, S> for Returned {
 impl<T, B, RE, U, S: Storage> Place<T, B, RE, U, S> for &mut Option<Outcome<T, B, RE, S>> {
     type Output = ();
     const IN_PLACE: bool = true;
-    fn put(self, ended: Result<T, B>, failures: S::List<crate::api::error::RollbackFailure<RE>>, summary: crate::ledger::summary::Summary<S>) {
+    fn put(
+        self,
+        ended: Result<T, B>,
+        failures: S::List<crate::api::error::RollbackFailure<RE>>,
+        summary: crate::ledger::summary::Summary<S>,
+    ) {
         *self = Some(outcome_of(ended, failures, summary));
     }
     /// The outcome is made in place with an empty summary and list, which

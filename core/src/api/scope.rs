@@ -6,7 +6,19 @@
 use core::fmt;
 
 use crate::ledger::book::ViaRollback;
-use crate::{api::{error::{RollbackFailure, RollbackState, StepError}, manager::TransactionManager, rollback::Rollback, transaction::Transaction}, engine::abandon::AbandonPolicy, ledger::record::StepStatus, observe::hooks::Hooks, timing::clock::Clock, util::storage::Storage};
+use crate::{
+    api::{
+        error::{RollbackFailure, RollbackState, StepError},
+        manager::TransactionManager,
+        rollback::Rollback,
+        transaction::Transaction,
+    },
+    engine::abandon::AbandonPolicy,
+    ledger::record::StepStatus,
+    observe::hooks::Hooks,
+    timing::clock::Clock,
+    util::storage::Storage,
+};
 
 impl<C, H, A, J, Ctx: ?Sized, U, S: Storage> Transaction<'_, TransactionManager<C, H, A, J>, Ctx, U, S>
 where

@@ -4,7 +4,17 @@ use core::fmt;
 use core::future::Future;
 use core::time::Duration;
 
-use crate::{api::{error::StepError, manager::TransactionManager, rollback::Rollback, transaction::Transaction}, engine::abandon::AbandonPolicy, observe::hooks::Hooks, timing::{clock::Clock, condition::{RetryAlways, RetryCondition}, retry::RetryPolicy}, util::storage::Storage};
+use crate::{
+    api::{error::StepError, manager::TransactionManager, rollback::Rollback, transaction::Transaction},
+    engine::abandon::AbandonPolicy,
+    observe::hooks::Hooks,
+    timing::{
+        clock::Clock,
+        condition::{RetryAlways, RetryCondition},
+        retry::RetryPolicy,
+    },
+    util::storage::Storage,
+};
 
 /// A step's settings, set by [`Step`]'s options where the transaction
 /// keeps them for the step it runs next (the step's builder borrows the
@@ -310,7 +320,11 @@ where
     {
         self.tx.execute(
             self.name,
-            Parts { execute: Plain(execute), undo: None::<fn(crate::api::step::Maybe<&Out>) -> Option<U>>, retry_if: RetryAlways },
+            Parts {
+                execute: Plain(execute),
+                undo: None::<fn(crate::api::step::Maybe<&Out>) -> Option<U>>,
+                retry_if: RetryAlways,
+            },
         )
     }
 
@@ -677,7 +691,10 @@ where
         let make_undo = move |output: Maybe<&F::Output>| {
             let output = output.completed()?;
             let (rollback, condition) = rollback.take()?;
-            Some(U::from(crate::api::rollback::RollbackFn::new(rollback, (state.clone(), output.clone())).with_retry_if(condition)))
+            Some(U::from(
+                crate::api::rollback::RollbackFn::new(rollback, (state.clone(), output.clone()))
+                    .with_retry_if(condition),
+            ))
         };
         self.step
             .tx
@@ -721,7 +738,9 @@ where
         let make_undo = move |output: Maybe<&F::Output>| {
             let output = output.completed()?;
             let (rollback, condition) = rollback.take()?;
-            Some(U::from(crate::api::rollback::RollbackFn::new(rollback, (key, output.clone())).with_retry_if(condition)))
+            Some(U::from(
+                crate::api::rollback::RollbackFn::new(rollback, (key, output.clone())).with_retry_if(condition),
+            ))
         };
         self.step
             .tx
@@ -752,7 +771,10 @@ where
     {
         let condition = self.rollback_retry_if;
         let make_undo = move |output: Maybe<&F::Output>| {
-            Some(U::from(crate::api::rollback::RollbackFn::new(rollback.clone(), output.cloned()).with_retry_if(condition.clone())))
+            Some(U::from(
+                crate::api::rollback::RollbackFn::new(rollback.clone(), output.cloned())
+                    .with_retry_if(condition.clone()),
+            ))
         };
         self.step
             .tx

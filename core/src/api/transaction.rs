@@ -7,15 +7,26 @@ use core::future::Future;
 use core::sync::atomic::AtomicBool;
 use core::time::Duration;
 
-use crate::util::future::with_timeout;
-use crate::observe::hooks::hook_call;
+use crate::api::step::{Maybe, Step, StepConfig, StepParts};
 use crate::durable::journal::{Entry, EntryKind, JournalFailure, JournalFor};
 use crate::ledger::book::{Fork, Ledger, Panicked, UndoRecord, ViaRollback};
-use crate::util::panic::guarded_call;
-use crate::api::step::{Maybe, Step, StepConfig, StepParts};
-use crate::util::text::ErrorText;
+use crate::observe::hooks::hook_call;
 use crate::trace::within;
-use crate::{api::{error::{RollbackState, StepError, StepErrorKind}, manager::TransactionManager, rollback::Rollback}, engine::abandon::{AbandonPolicy, Abandoned}, ledger::record::{StepRecord, StepStatus, TransactionInfo}, observe::hooks::{Hooks, StepEvent}, timing::clock::Clock, util::storage::{List, Storage}};
+use crate::util::future::with_timeout;
+use crate::util::panic::guarded_call;
+use crate::util::text::ErrorText;
+use crate::{
+    api::{
+        error::{RollbackState, StepError, StepErrorKind},
+        manager::TransactionManager,
+        rollback::Rollback,
+    },
+    engine::abandon::{AbandonPolicy, Abandoned},
+    ledger::record::{StepRecord, StepStatus, TransactionInfo},
+    observe::hooks::{Hooks, StepEvent},
+    timing::clock::Clock,
+    util::storage::{List, Storage},
+};
 
 /// A transaction in progress: the handle its body receives, to add steps.
 ///
@@ -144,7 +155,10 @@ impl<'t, C, H, A, J, Ctx: ?Sized, U, S: Storage> Transaction<'t, TransactionMana
     /// Starts building a step named `name`; set its options, then run it
     /// with [`Step::run`] (no rollback) or [`Step::execute`] followed by a
     /// rollback.
-    pub fn step(&mut self, name: impl Into<crate::util::text::Name>) -> Step<'_, 't, TransactionManager<C, H, A, J>, Ctx, U, S> {
+    pub fn step(
+        &mut self,
+        name: impl Into<crate::util::text::Name>,
+    ) -> Step<'_, 't, TransactionManager<C, H, A, J>, Ctx, U, S> {
         self.config = StepConfig {
             timeout: self.manager.timeout,
             retry: self.manager.retry,
@@ -355,7 +369,8 @@ where
         if let Err(panic) = crate::util::panic::caught(|| manager.hooks.on_transaction_abandoned(&abandoned)) {
             tm_error!("on_transaction_abandoned hook panicked: {}", panic);
         }
-        if let Err(panic) = crate::util::panic::caught(|| manager.abandon.abandon(&manager.clock, &manager.hooks, abandoned))
+        if let Err(panic) =
+            crate::util::panic::caught(|| manager.abandon.abandon(&manager.clock, &manager.hooks, abandoned))
         {
             tm_error!("abandon policy panicked: {}", panic);
         }
@@ -481,7 +496,10 @@ where
     /// Adds the rollbacks that failed for good to `rollback_failures`, a
     /// list the caller keeps: it builds the error around them and the
     /// summary, once (not moved through layers).
-    pub(crate) async fn abort(&mut self, rollback_failures: &mut S::List<crate::api::error::RollbackFailure<U::Error>>) {
+    pub(crate) async fn abort(
+        &mut self,
+        rollback_failures: &mut S::List<crate::api::error::RollbackFailure<U::Error>>,
+    ) {
         self.settle_dropped_step();
         let manager = self.manager;
         let info = &self.ledger.summary.info;
@@ -540,7 +558,11 @@ where
     /// Records a new step (its record, and its policies for the attempts
     /// to come), or says why it cannot run. Not generic over the step, so
     /// one copy serves every step of a transaction type.
-    fn begin_step(&mut self, name: crate::util::text::Name, with_undo: bool) -> Result<usize, (crate::util::text::Name, usize, Refused)> {
+    fn begin_step(
+        &mut self,
+        name: crate::util::text::Name,
+        with_undo: bool,
+    ) -> Result<usize, (crate::util::text::Name, usize, Refused)> {
         self.settle_dropped_step();
         let now = self.stamp();
         let ledger = &mut self.ledger;
@@ -706,7 +728,11 @@ where
     /// Every call into user code (the execute closure and its future, the
     /// undo maker and the output's `Clone`, hooks, the clock's `sleep`) is
     /// inside the panic guard.
-    pub(crate) async fn execute<P>(&mut self, name: crate::util::text::Name, mut parts: P) -> Result<P::Output, StepError<P::Error>>
+    pub(crate) async fn execute<P>(
+        &mut self,
+        name: crate::util::text::Name,
+        mut parts: P,
+    ) -> Result<P::Output, StepError<P::Error>>
     where
         P: StepParts<Ctx, U>,
     {
@@ -939,7 +965,11 @@ pub(crate) fn is_last_attempt(attempt: u32, max_retries: u32) -> bool {
 /// `on_transaction_complete`, with the summary borrowed where it is. It
 /// borrows only the hooks and the summary (not the whole transaction, whose
 /// undo records need not be `Sync`), so the future stays `Send`.
-pub(crate) async fn complete<H: Hooks, S: Storage>(hooks: &H, summary: &crate::ledger::summary::Summary<S>, success: bool) {
+pub(crate) async fn complete<H: Hooks, S: Storage>(
+    hooks: &H,
+    summary: &crate::ledger::summary::Summary<S>,
+    success: bool,
+) {
     if !H::ENABLED {
         return;
     }

@@ -961,7 +961,11 @@ impl<E> From<JournalFailure> for crate::api::error::StepError<E> {
     fn from(failure: JournalFailure) -> Self {
         // `Begin`: an id given by hand that the journal has seen.
         let step = if failure.entry() == Some(EntryKind::Begin) { "(begin)" } else { "(commit)" };
-        crate::api::error::StepError { step: Name::from(step), index: usize::MAX, kind: crate::api::error::StepErrorKind::Journal(failure) }
+        crate::api::error::StepError {
+            step: Name::from(step),
+            index: usize::MAX,
+            kind: crate::api::error::StepErrorKind::Journal(failure),
+        }
     }
 }
 

@@ -9,7 +9,10 @@ use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::{durable::journal::{Entry, EntryKind, Journal, StoredEntry}, ledger::record::TransactionId};
+use crate::{
+    durable::journal::{Entry, EntryKind, Journal, StoredEntry},
+    ledger::record::TransactionId,
+};
 
 /// A [`Journal`] in memory, for tests of journaled transactions and of
 /// recovery. Clones share one journal.

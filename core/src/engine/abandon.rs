@@ -5,7 +5,17 @@ use core::fmt;
 use core::future::Future;
 
 use crate::ledger::book::{Fork, Ledger, UndoCall, ViaRollback};
-use crate::{api::error::{RollbackFailure, RollbackState}, engine::spawn::Spawner, ledger::{record::{StepRecord, TransactionInfo}, summary::Summary}, observe::hooks::Hooks, timing::clock::Clock, util::storage::Storage};
+use crate::{
+    api::error::{RollbackFailure, RollbackState},
+    engine::spawn::Spawner,
+    ledger::{
+        record::{StepRecord, TransactionInfo},
+        summary::Summary,
+    },
+    observe::hooks::Hooks,
+    timing::clock::Clock,
+    util::storage::Storage,
+};
 
 /// The rollbacks a dropped transaction still owes, as plain data: its step
 /// records and its undo records (with their retry policies and timeouts).
@@ -53,8 +63,10 @@ impl<U, S: Storage> Abandoned<U, S> {
         C: Clock,
         H: Hooks,
     {
-        let failures =
-            self.ledger.roll_back::<ViaRollback, _, _, _, _>(ctx, Fork::NONE, clock, hooks, &crate::durable::journal::NoJournal).await;
+        let failures = self
+            .ledger
+            .roll_back::<ViaRollback, _, _, _, _>(ctx, Fork::NONE, clock, hooks, &crate::durable::journal::NoJournal)
+            .await;
         let summary = &mut self.ledger.summary;
         summary.completed_at = clock.now();
         if H::ENABLED {
@@ -80,7 +92,13 @@ impl<U, S: Storage> Abandoned<U, S> {
         );
         let failures = crate::trace::within(
             &span,
-            self.ledger.roll_back::<ViaDetached, (), C, (), _>(&mut (), Fork::NONE, clock, &(), &crate::durable::journal::NoJournal),
+            self.ledger.roll_back::<ViaDetached, (), C, (), _>(
+                &mut (),
+                Fork::NONE,
+                clock,
+                &(),
+                &crate::durable::journal::NoJournal,
+            ),
         )
         .await;
         self.ledger.summary.completed_at = clock.now();

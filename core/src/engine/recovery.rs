@@ -4,11 +4,22 @@
 use core::fmt::{self, Write as _};
 use core::time::Duration;
 
-use crate::durable::journal::{CodecError, Entry, EntryKind, Journal, JournalFailure, Journaled, StoredEntry, UndoCodec};
+use crate::durable::journal::{
+    CodecError, Entry, EntryKind, Journal, JournalFailure, Journaled, StoredEntry, UndoCodec,
+};
 use crate::ledger::book::{Fork, Ledger, Timeout, UndoRecord, ViaRollback};
 use crate::util::panic::guarded_call;
 use crate::util::text::Truncating;
-use crate::{api::{error::RollbackState, manager::TransactionManager}, ledger::record::{StepRecord, StepStatus, TransactionId, TransactionInfo}, observe::hooks::Hooks, timing::clock::Clock, util::{storage::{List, Storage}, text::Name}};
+use crate::{
+    api::{error::RollbackState, manager::TransactionManager},
+    ledger::record::{StepRecord, StepStatus, TransactionId, TransactionInfo},
+    observe::hooks::Hooks,
+    timing::clock::Clock,
+    util::{
+        storage::{List, Storage},
+        text::Name,
+    },
+};
 
 /// What [`TransactionManager::recover`] did: counts of the transactions
 /// it touched ([`recover_each`](TransactionManager::recover_each) names

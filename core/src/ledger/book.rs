@@ -6,14 +6,32 @@ use core::future::Future;
 use core::marker::PhantomData;
 use core::time::Duration;
 
-use crate::util::future::with_timeout;
-use crate::observe::hooks::hook_call;
+use crate::api::transaction::TimedOut;
 use crate::durable::journal::{Entry, EntryKind, JournalFor};
+use crate::observe::hooks::hook_call;
+use crate::trace::within;
+use crate::util::future::with_timeout;
 use crate::util::panic::guarded_call;
 use crate::util::text::ErrorText;
-use crate::trace::within;
-use crate::api::transaction::TimedOut;
-use crate::{api::{error::{RollbackErrorKind, RollbackFailure}, rollback::Rollback}, ledger::{record::{StepRecord, StepStatus, TransactionId, TransactionInfo}, summary::Summary}, observe::hooks::{Hooks, StepEvent}, timing::{clock::Clock, retry::{RetryPolicy, SplitMix64}}, util::{storage::{List, Storage}, text::Name}};
+use crate::{
+    api::{
+        error::{RollbackErrorKind, RollbackFailure},
+        rollback::Rollback,
+    },
+    ledger::{
+        record::{StepRecord, StepStatus, TransactionId, TransactionInfo},
+        summary::Summary,
+    },
+    observe::hooks::{Hooks, StepEvent},
+    timing::{
+        clock::Clock,
+        retry::{RetryPolicy, SplitMix64},
+    },
+    util::{
+        storage::{List, Storage},
+        text::Name,
+    },
+};
 
 /// What happens to the remaining rollbacks when one fails for good.
 ///
@@ -649,7 +667,10 @@ where
                 ErrorText::capture_into(&mut record.rollback_error, error);
             }
             RollbackErrorKind::Failed(error) => {
-                ErrorText::capture_into(&mut record.rollback_error, &crate::timing::condition::NotRetried(&verdict, error));
+                ErrorText::capture_into(
+                    &mut record.rollback_error,
+                    &crate::timing::condition::NotRetried(&verdict, error),
+                );
             }
             RollbackErrorKind::TimedOut { timeout } => {
                 ErrorText::capture_into(&mut record.rollback_error, &TimedOut(*timeout));

@@ -3,8 +3,8 @@
 use core::fmt;
 use core::time::Duration;
 
-use crate::util::text::Name;
 use crate::util::text::ErrorText;
+use crate::util::text::Name;
 
 /// Where a step is in its life.
 ///

@@ -3,7 +3,10 @@
 use core::fmt;
 use core::time::Duration;
 
-use crate::{ledger::record::{StepRecord, StepStatus, TransactionId, TransactionInfo}, util::{storage::Storage, text::Name}};
+use crate::{
+    ledger::record::{StepRecord, StepStatus, TransactionId, TransactionInfo},
+    util::{storage::Storage, text::Name},
+};
 
 /// What happened in a transaction: its id and operation, when it ran, and a
 /// [`StepRecord`] per step in the order the steps ran.

@@ -8,7 +8,14 @@ use core::task::{Context, Poll};
 use pin_project_lite::pin_project;
 
 use crate::util::panic::{PanicMessage, guarded_call};
-use crate::{engine::abandon::Abandoned, ledger::{record::{StepRecord, TransactionInfo}, summary::Summary}, util::storage::Storage};
+use crate::{
+    engine::abandon::Abandoned,
+    ledger::{
+        record::{StepRecord, TransactionInfo},
+        summary::Summary,
+    },
+    util::storage::Storage,
+};
 
 pin_project! {
     /// A hook call that is not polled at all when `H` has no hooks

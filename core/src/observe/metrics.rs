@@ -7,7 +7,11 @@ use core::time::Duration;
 
 use critical_section::Mutex;
 
-use crate::{ledger::record::StepStatus, observe::hooks::{Hooks, StepEvent}, util::text::Name};
+use crate::{
+    ledger::record::StepStatus,
+    observe::hooks::{Hooks, StepEvent},
+    util::text::Name,
+};
 
 /// Counters for the steps of one name.
 ///

@@ -6,7 +6,11 @@ use core::fmt;
 use core::future::{Future, pending};
 use core::time::Duration;
 
-use crate::{api::error::{StepError, StepErrorKind}, timing::clock::Clock, util::text::Name};
+use crate::{
+    api::error::{StepError, StepErrorKind},
+    timing::clock::Clock,
+    util::text::Name,
+};
 
 /// Why a transaction was stopped from outside its body.
 ///

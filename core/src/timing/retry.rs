@@ -318,7 +318,11 @@ impl RetryPolicy {
     /// assert_eq!(RetryPolicy::new().max_interval(), None);
     /// ```
     pub const fn max_interval(&self) -> Option<Duration> {
-        if self.max_interval == u64::MAX { None } else { Some(crate::timing::clock::duration_from_nanos(self.max_interval)) }
+        if self.max_interval == u64::MAX {
+            None
+        } else {
+            Some(crate::timing::clock::duration_from_nanos(self.max_interval))
+        }
     }
 
     /// How the delay is randomised.

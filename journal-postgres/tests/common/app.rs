@@ -5,7 +5,11 @@
 
 #![allow(dead_code)]
 
-use transaction_manager::{IdempotencyKey, Journaled, Json, Rollback, TokioClock, TransactionManager, Unattended};
+use transaction_manager::{
+    Rollback, TokioClock, TransactionManager,
+    abandon::Unattended,
+    journal::{IdempotencyKey, Journaled, Json},
+};
 use transaction_manager_postgres::PostgresJournal;
 
 pub type Manager = TransactionManager<TokioClock, (), Unattended, Journaled<PostgresJournal, Json<1>>>;

@@ -6,7 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use transaction_manager::{Entry, EntryKind, Journal, StoredEntry, TransactionId};
+use transaction_manager::{
+    TransactionId,
+    journal::{Entry, EntryKind, Journal, StoredEntry},
+};
 use transaction_manager_sqlite::{SqliteJournal, SqliteJournalError};
 
 /// A fresh directory under the system's temp dir, removed with everything

@@ -37,8 +37,11 @@ use firmware::board::{Board, Faults, HwError};
 use firmware::say;
 use firmware::trace::{self, Event};
 use transaction_manager::{
-    Action, EmbassyClock, Fixed, Journaled, Maybe, Postcard, RetryPolicy, Rollback, StepError, TransactionManager,
-    Unattended,
+    Action, EmbassyClock, RetryPolicy, Rollback, StepError, TransactionManager,
+    abandon::Unattended,
+    journal::{Journaled, Postcard},
+    step::Maybe,
+    storage::Fixed,
 };
 use transaction_manager_flash::{FlashCell, FlashJournal, RamFlash};
 
@@ -138,7 +141,7 @@ async fn open(cell: &FlashCell<SIZE>) -> Option<Manager<'_>> {
         Ok(journal) => Some(
             TransactionManager::new(EmbassyClock)
                 .with_timeout(Duration::from_millis(50))
-                .with_journal(journal, transaction_manager::Postcard::<1>),
+                .with_journal(journal, transaction_manager::journal::Postcard::<1>),
         ),
         Err(_) => {
             say!("UNEXPECTED: the journal does not open");
