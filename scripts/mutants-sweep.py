@@ -6,8 +6,8 @@ cargo-mutants (27.1) runs only the mutated package's tests for a file in
 ignored, and the engine's tests live in the facade. This script takes
 cargo-mutants' list and does the rest itself:
 
-    cargo mutants --workspace -f core/src/recovery.rs --list --json > /tmp/m.json
-    python3 scripts/mutants-sweep.py /tmp/m.json core/src/recovery.rs out.txt durability journal
+    cargo mutants --workspace -f core/src/engine/recovery.rs --list --json > /tmp/m.json
+    python3 scripts/mutants-sweep.py /tmp/m.json core/src/engine/recovery.rs out.txt durability journal
 
 It applies each mutant to the file in place (run it in a worktree of its
 own: `git worktree add ../wt-mut HEAD`), builds and runs

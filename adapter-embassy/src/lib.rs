@@ -58,7 +58,7 @@
 use core::time::Duration;
 
 use embassy_time::{Instant, TICK_HZ, Timer};
-pub use transaction_manager_core::Clock;
+pub use transaction_manager_core::backend::Clock;
 
 /// A [`Clock`] on `embassy-time`: `now` is `embassy_time::Instant::now()`
 /// (time since boot), `sleep` an `embassy_time::Timer`.

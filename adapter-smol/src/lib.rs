@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use async_executor::Executor;
 use async_io::Timer;
-pub use transaction_manager_core::{Clock, backend::Spawner};
+pub use transaction_manager_core::backend::{Clock, Spawner};
 
 /// A [`Clock`] on `async-io`: `sleep` is an `async_io::Timer`, `now` the
 /// time since the clock was created, by `std::time::Instant`.

@@ -26,7 +26,7 @@ use core::future::Future;
 
 use tokio::runtime::Handle;
 use tokio::time::Instant;
-pub use transaction_manager_core::{Clock, backend::Spawner};
+pub use transaction_manager_core::backend::{Clock, Spawner};
 
 /// A [`Clock`] on tokio's timer: `sleep` is `tokio::time::sleep`, and `now`
 /// is the time since the clock was created, by `tokio::time::Instant` — so

@@ -151,7 +151,6 @@ pub use crate::api::manager::TransactionManager;
 pub use crate::api::rollback::BoxedRollback;
 pub use crate::api::rollback::NoRollback;
 pub use crate::api::rollback::Rollback;
-pub use crate::api::step::Step;
 pub use crate::api::transaction::Transaction;
 pub use crate::ledger::record::StepRecord;
 pub use crate::ledger::record::StepStatus;
@@ -163,13 +162,15 @@ pub use crate::timing::manual_clock::ManualClock;
 pub use crate::timing::retry::RetryPolicy;
 
 pub mod step {
-    //! The step builder's states: what [`Transaction::step`](crate::Transaction::step) returns as it is given an
-    //! execute, a rollback, a retry condition. You rarely name them.
+    //! The step builder, [`Step`], which [`Transaction::step`](crate::Transaction::step)
+    //! returns, and the states it goes through as it is given an execute, a
+    //! rollback, a retry condition. You rarely name them.
     pub use crate::api::step::Execute;
     pub use crate::api::step::Keyed;
     pub use crate::api::step::MapErr;
     pub use crate::api::step::Maybe;
     pub use crate::api::step::Plain;
+    pub use crate::api::step::Step;
     #[doc(hidden)]
     pub use crate::api::step::StepFn;
     pub use crate::api::step::WithContext;

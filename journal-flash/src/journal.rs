@@ -10,10 +10,7 @@ use core::task::Poll;
 use embedded_storage_async::nor_flash::NorFlash;
 use sequential_storage::cache::{Cache, Uncached};
 use sequential_storage::map::{MapConfig, MapStorage, SerializationError, Value};
-use transaction_manager_core::{
-    TransactionId,
-    journal::{Entry, EntryKind, Journal, StoredEntry},
-};
+use transaction_manager_core::backend::{Entry, EntryKind, Journal, StoredEntry, TransactionId};
 
 /// The key of a transaction's own record within its slot.
 const TRANSACTION: u8 = 0;
@@ -197,7 +194,7 @@ impl<'a> Value<'a> for Record<'_> {
         header[12] = self.kind;
         let rest = &mut buffer[HEADER..];
         let len = self.entry.write_payload(rest).map_err(|error| match error {
-            transaction_manager_core::journal::CodecError::BufferTooSmall => SerializationError::BufferTooSmall,
+            transaction_manager_core::backend::CodecError::BufferTooSmall => SerializationError::BufferTooSmall,
             _ => SerializationError::InvalidData,
         })?;
         self.len.set(HEADER + len);

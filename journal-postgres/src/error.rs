@@ -3,10 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use transaction_manager_core::{
-    TransactionId,
-    journal::{CodecError, EntryKind},
-};
+use transaction_manager_core::backend::{CodecError, EntryKind, TransactionId};
 
 /// Why a [`PostgresJournal`](crate::PostgresJournal) call failed.
 ///
@@ -101,7 +98,7 @@ pub enum PostgresJournalError {
     /// A decision (`Committed` or `Aborted`) was refused: the transaction
     /// already holds the other one, and the first decision stays (a unique
     /// index). Nothing was written.
-    /// [`Journal::decided`](transaction_manager_core::journal::Journal::decided)
+    /// [`Journal::decided`](transaction_manager_core::backend::Journal::decided)
     /// returns `held`.
     AlreadyDecided {
         /// The transaction.

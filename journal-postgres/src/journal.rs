@@ -8,10 +8,7 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, Config};
 use tokio_postgres_rustls::MakeRustlsConnect;
-use transaction_manager_core::{
-    TransactionId,
-    journal::{CodecError, Entry, EntryKind, Journal, StoredEntry},
-};
+use transaction_manager_core::backend::{CodecError, Entry, EntryKind, Journal, StoredEntry, TransactionId};
 
 use crate::connection::{Target, TlsPem};
 use crate::statements::Statements;

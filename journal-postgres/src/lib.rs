@@ -1,4 +1,4 @@
-//! A Postgres [journal](transaction_manager_core::journal::Journal) for
+//! A Postgres [journal](transaction_manager_core::backend::Journal) for
 //! [transaction-manager](https://docs.rs/transaction-manager), shared by
 //! many processes on many machines: each instance leases the transactions
 //! it runs, recovery in any instance claims those whose owner's lease

@@ -1,7 +1,7 @@
 //! The operator's view: stuck transactions with their steps, and resolving
 //! one by hand.
 
-use transaction_manager_core::{TransactionId, journal::EntryKind};
+use transaction_manager_core::backend::{EntryKind, TransactionId};
 
 use crate::{PostgresJournal, PostgresJournalError};
 
@@ -135,8 +135,8 @@ impl PostgresJournal {
     /// # Ok(()) }
     /// ```
     pub async fn resolve(&self, id: TransactionId) -> Result<(), PostgresJournalError> {
-        use transaction_manager_core::journal::Journal;
-        let entry = transaction_manager_core::journal::Entry::new_raw(id, None, EntryKind::Resolved, &[]);
+        use transaction_manager_core::backend::Journal;
+        let entry = transaction_manager_core::backend::Entry::new_raw(id, None, EntryKind::Resolved, &[]);
         self.append(&entry).await
     }
 }

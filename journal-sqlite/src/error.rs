@@ -5,10 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rusqlite::ErrorCode;
-use transaction_manager_core::{
-    TransactionId,
-    journal::{CodecError, EntryKind},
-};
+use transaction_manager_core::backend::{CodecError, EntryKind, TransactionId};
 
 /// Why a [`SqliteJournal`](crate::SqliteJournal) call failed.
 ///
@@ -105,7 +102,7 @@ pub enum SqliteJournalError {
     },
     /// A decision (`Committed` or `Aborted`) was refused: the transaction
     /// already holds the other one, and the first decision stays. Nothing
-    /// was written. [`Journal::decided`](transaction_manager_core::journal::Journal::decided)
+    /// was written. [`Journal::decided`](transaction_manager_core::backend::Journal::decided)
     /// returns `held`.
     AlreadyDecided {
         /// The transaction.

@@ -8,10 +8,7 @@ use std::thread::JoinHandle;
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
-use transaction_manager_core::{
-    TransactionId,
-    journal::{CodecError, Entry, EntryKind, Journal, StoredEntry},
-};
+use transaction_manager_core::backend::{CodecError, Entry, EntryKind, Journal, StoredEntry, TransactionId};
 
 use crate::owner::{OwnerLock, Owners};
 use crate::writer::{PendingLazy, Request, Row};

@@ -1,4 +1,4 @@
-//! A SQLite [journal](transaction_manager_core::journal::Journal) for
+//! A SQLite [journal](transaction_manager_core::backend::Journal) for
 //! [transaction-manager](https://docs.rs/transaction-manager): the undo
 //! records a transaction still owes survive a crash or a power cut, so
 //! recovery can roll them back at the next start. The embedded default for

@@ -17,7 +17,7 @@
 //! column in place (its rows owned by nobody: recoverable) and sets the
 //! schema to 2, which an older version of this crate refuses to open.
 //! Schema 3 adds the `origin` row (the journal's
-//! [`Journal::origin`](transaction_manager_core::journal::Journal::origin), which
+//! [`Journal::origin`](transaction_manager_core::backend::Journal::origin), which
 //! every idempotency key carries): opening a file of schema 1 or 2 for
 //! writing adds it, and an older version refuses the file from then on (it
 //! would read undo records whose keys it does not know). A read-only file

@@ -8,7 +8,7 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, Statement, params};
-use transaction_manager_core::{TransactionId, journal::EntryKind};
+use transaction_manager_core::backend::{EntryKind, TransactionId};
 
 use crate::{SqliteJournalError, oneshot, schema};
 

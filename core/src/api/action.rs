@@ -9,7 +9,7 @@ use crate::api::step::StepParts;
 
 /// A step given as data: typically an enum with one variant per step of a
 /// bring-up, whose `execute` matches on the variant. Run it with
-/// [`Step::perform`](crate::Step::perform).
+/// [`Step::perform`](crate::step::Step::perform).
 ///
 /// Every step performed with the same action type shares one copy of the
 /// step engine (attempts, timeout race, retries, hooks, records), where a

@@ -117,7 +117,7 @@ pub struct MemberBuilder {
 }
 
 impl MemberBuilder {
-    /// Gives each execute attempt at most `timeout` (see [`Step::timeout`](crate::Step::timeout)).
+    /// Gives each execute attempt at most `timeout` (see [`Step::timeout`](crate::step::Step::timeout)).
     pub fn timeout(mut self, timeout: impl Into<Duration>) -> Self {
         self.settings.timeout = Some(Some(timeout.into()));
         self

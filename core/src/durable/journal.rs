@@ -202,7 +202,7 @@ impl fmt::Display for EntryKind {
 /// [`FromStr`](core::str::FromStr) reads it back.
 ///
 /// A step gets its own where the call is made:
-/// [`Step::execute_keyed`](crate::Step::execute_keyed),
+/// [`Step::execute_keyed`](crate::step::Step::execute_keyed),
 /// [`Execute::undo_keyed`](crate::step::Execute::undo_keyed),
 /// [`Execute::rollback_keyed`](crate::step::Execute::rollback_keyed), and for a
 /// group's members [`MemberBuilder::execute_keyed`](crate::group::MemberBuilder::execute_keyed)

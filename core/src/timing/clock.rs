@@ -86,14 +86,16 @@ impl<C: Clock + ?Sized> Clock for &C {
 /// division links a software routine of about 540 bytes. On 64-bit targets
 /// it is the plain division.
 ///
-/// For the runtime adapters (tick conversions); not part of the API.
+/// For runtime adapters that convert a timer's ticks to a `Duration`
+/// (the embassy adapter does): any tick rate below 2^24 per second divides
+/// without the 64-bit routine. Panics in debug builds if `d` is 0 or not
+/// below 2^24.
 ///
 /// ```
 /// use transaction_manager_core::backend::div_rem_narrow;
 /// assert_eq!(div_rem_narrow(10_000_000_007, 1000), (10_000_000, 7));
 /// assert_eq!(div_rem_narrow(u64::MAX, 1_953_125), (u64::MAX / 1_953_125, (u64::MAX % 1_953_125) as u32));
 /// ```
-#[doc(hidden)]
 #[inline]
 pub const fn div_rem_narrow(n: u64, d: u32) -> (u64, u32) {
     debug_assert!(d != 0 && d < 1 << 24, "divisor out of range");
