@@ -15,7 +15,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use transaction_manager::{
-    Rollback, SqliteJournal, StepError, TokioClock, TransactionManager, journal::Postcard, storage::Unbounded,
+    Rollback, StepError, TokioClock, TransactionManager,
+    journal::{Postcard, SqliteJournal},
+    storage::Unbounded,
 };
 
 /// The fake cloud: one file per resource.

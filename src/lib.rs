@@ -117,18 +117,51 @@ pub use transaction_manager_core::*;
 #[cfg(feature = "embassy")]
 #[doc(inline)]
 pub use transaction_manager_embassy::EmbassyClock;
-#[cfg(feature = "postgres")]
-#[doc(inline)]
-pub use transaction_manager_postgres::{PostgresJournal, PostgresJournalError, PostgresOptions};
 #[cfg(feature = "smol")]
 #[doc(inline)]
-pub use transaction_manager_smol::{SmolClock, SmolSleep, SmolSpawner};
-#[cfg(feature = "sqlite")]
-#[doc(inline)]
-pub use transaction_manager_sqlite::{SqliteCause, SqliteJournal, SqliteJournalError};
+pub use transaction_manager_smol::SmolClock;
 #[cfg(feature = "tokio")]
 #[doc(inline)]
-pub use transaction_manager_tokio::{TokioClock, TokioSpawner};
+pub use transaction_manager_tokio::TokioClock;
+
+pub mod journal {
+    //! Durability: the journal a transaction writes so that a crash or a
+    //! power cut does not lose the rollbacks it owes, its codecs, the memory
+    //! journal for tests, recovery, and the SQLite and Postgres journals
+    //! (features `sqlite`, `postgres`).
+    #[doc(inline)]
+    pub use transaction_manager_core::journal::*;
+    #[cfg(feature = "postgres")]
+    #[doc(inline)]
+    pub use transaction_manager_postgres::{PostgresJournal, PostgresJournalError, PostgresOptions};
+    #[cfg(feature = "sqlite")]
+    #[doc(inline)]
+    pub use transaction_manager_sqlite::{SqliteCause, SqliteJournal, SqliteJournalError};
+}
+
+pub mod abandon {
+    //! What happens to the rollbacks of a transaction that is dropped before
+    //! it ends, and the spawners that finish them on a task of their own
+    //! (features `tokio`, `smol`).
+    #[doc(inline)]
+    pub use transaction_manager_core::abandon::*;
+    #[cfg(feature = "smol")]
+    #[doc(inline)]
+    pub use transaction_manager_smol::SmolSpawner;
+    #[cfg(feature = "tokio")]
+    #[doc(inline)]
+    pub use transaction_manager_tokio::TokioSpawner;
+}
+
+pub mod time {
+    //! Time: the [`Clock`] a runtime adapter implements, and the sleep
+    //! futures of [`ManualClock`] and (feature `smol`) `SmolClock`.
+    #[doc(inline)]
+    pub use transaction_manager_core::time::*;
+    #[cfg(feature = "smol")]
+    #[doc(inline)]
+    pub use transaction_manager_smol::SmolSleep;
+}
 
 /// The README's examples that compile as they stand (the other blocks are
 /// excerpts, marked `ignore`), checked by `cargo test --doc`.

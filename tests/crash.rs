@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use transaction_manager::{
-    Rollback, SqliteJournal, StepError, TokioClock, TransactionId, TransactionManager,
-    journal::{EntryKind, IdempotencyKey, Journal, Postcard},
+    Rollback, StepError, TokioClock, TransactionId, TransactionManager,
+    journal::{EntryKind, IdempotencyKey, Journal, Postcard, SqliteJournal},
     storage::Unbounded,
 };
 

@@ -8,7 +8,9 @@ mod conformance;
 
 use std::sync::{Arc, Mutex};
 
-use transaction_manager::{RollbackState, SmolClock, SmolSpawner, StepError, TransactionManager, backend::Spawner};
+use transaction_manager::{
+    RollbackState, SmolClock, StepError, TransactionManager, abandon::SmolSpawner, backend::Spawner,
+};
 
 macro_rules! on_smol {
     ($scenario:path) => {{

@@ -40,7 +40,8 @@ fn spawned_on_a_multi_thread_runtime() {
         // real: the steps yield instead, and nothing retries or times out.
         // With a spawner, so that the Send check covers that policy too.
         let manager = std::sync::Arc::new(
-            TransactionManager::new(TokioClock::new()).with_spawner(transaction_manager::TokioSpawner::current()),
+            TransactionManager::new(TokioClock::new())
+                .with_spawner(transaction_manager::abandon::TokioSpawner::current()),
         );
         let undone = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut handles = Vec::new();
@@ -161,7 +162,7 @@ fn clock_follows_paused_time() {
 /// step's rollback retry policy too.
 #[test]
 fn dropped_at_every_await_point_rolls_back_on_a_spawned_task() {
-    use transaction_manager::{RetryPolicy, TokioSpawner};
+    use transaction_manager::{RetryPolicy, abandon::TokioSpawner};
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
     rt.block_on(async {
@@ -255,8 +256,8 @@ fn runtime_shutdown_reports_each_lost_rollback() {
     let _ = captured_lines("");
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
     rt.block_on(async {
-        let manager =
-            TransactionManager::new(TokioClock::new()).with_spawner(transaction_manager::TokioSpawner::current());
+        let manager = TransactionManager::new(TokioClock::new())
+            .with_spawner(transaction_manager::abandon::TokioSpawner::current());
         let transaction = manager.run("shutdown-lost", async |tx| {
             for name in ["first", "second"] {
                 tx.step(name)
@@ -298,7 +299,10 @@ fn runtime_shutdown_reports_each_lost_rollback() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn any_manager_bound_accepts_a_manager_with_a_spawner() {
     use transaction_manager::{
-        Manager, NoRollback, TokioSpawner, abandon::AbandonPolicy, hooks::Hooks, storage::Fixed,
+        Manager, NoRollback,
+        abandon::{AbandonPolicy, TokioSpawner},
+        hooks::Hooks,
+        storage::Fixed,
     };
 
     async fn provision(manager: &impl Manager) -> Result<u32, StepError<&'static str>> {
@@ -346,7 +350,7 @@ async fn any_manager_bound_accepts_a_manager_with_a_spawner() {
 /// (the README's "Nested transactions").
 #[test]
 fn nested_transaction_cut_by_the_outer_deadline_rolls_back_with_a_spawner() {
-    use transaction_manager::TokioSpawner;
+    use transaction_manager::abandon::TokioSpawner;
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
     rt.block_on(async {
