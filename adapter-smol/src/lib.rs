@@ -116,7 +116,7 @@ impl Future for SmolSleep {
 /// ```
 /// use std::sync::Arc;
 /// use std::sync::atomic::{AtomicBool, Ordering};
-/// use transaction_manager::{SmolSpawner, backend::Spawner};
+/// use transaction_manager::{abandon::SmolSpawner, backend::Spawner};
 ///
 /// let executor = Arc::new(async_executor::Executor::new());
 /// let spawner = SmolSpawner::new(executor.clone());
@@ -143,7 +143,7 @@ impl SmolSpawner {
     /// how many): for a program that runs no executor of its own.
     ///
     /// ```
-    /// use transaction_manager::{SmolClock, SmolSpawner, TransactionManager};
+    /// use transaction_manager::{SmolClock, TransactionManager, abandon::SmolSpawner};
     ///
     /// // A dropped transaction's rollbacks run on smol's global executor.
     /// let manager = TransactionManager::new(SmolClock::new()).with_spawner(SmolSpawner::global());
@@ -156,7 +156,7 @@ impl SmolSpawner {
     /// The executor, or `None` for smol's global executor.
     ///
     /// ```
-    /// # use transaction_manager::SmolSpawner;
+    /// # use transaction_manager::abandon::SmolSpawner;
     /// assert!(SmolSpawner::global().inner().is_none());
     /// ```
     pub fn inner(&self) -> Option<&Arc<Executor<'static>>> {

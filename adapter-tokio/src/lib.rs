@@ -102,7 +102,7 @@ impl Clock for TokioClock {
 /// A [`Spawner`] on a tokio runtime: spawned futures are detached tasks.
 ///
 /// ```
-/// use transaction_manager::{TokioSpawner, backend::Spawner};
+/// use transaction_manager::{abandon::TokioSpawner, backend::Spawner};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
