@@ -19,7 +19,17 @@ use crate::{
 /// transaction, or the error of one that was rolled back.
 ///
 /// `T` is the body's value, `B` its error, `RE` the rollback error type and
+/// `S` the storage. With `alloc`, `RE` and `S` default to those of closure
+/// rollbacks ([`TransactionManager::run`]), as for [`TransactionError`].
+#[cfg(feature = "alloc")]
+pub type Outcome<T, B, RE = crate::BoxError, S = crate::Unbounded> =
+    Result<Committed<T, S>, TransactionError<B, RE, S>>;
+/// What running a transaction returns: the value and summary of a committed
+/// transaction, or the error of one that was rolled back.
+///
+/// `T` is the body's value, `B` its error, `RE` the rollback error type and
 /// `S` the storage.
+#[cfg(not(feature = "alloc"))]
 pub type Outcome<T, B, RE, S> = Result<Committed<T, S>, TransactionError<B, RE, S>>;
 
 /// Starts transactions: owns the [`Clock`], the [`Hooks`] and the default
