@@ -299,7 +299,9 @@ fn runtime_shutdown_reports_each_lost_rollback() {
 async fn any_manager_bound_accepts_a_manager_with_a_spawner() {
     use transaction_manager::{AbandonPolicy, Fixed, Hooks, Manager, NoRollback, TokioSpawner};
 
-    async fn provision(manager: &impl Manager) -> Result<u32, StepError<&'static str>> {
+    async fn provision(
+        manager: &impl Manager<Journal = transaction_manager::NoJournal>,
+    ) -> Result<u32, StepError<&'static str>> {
         let done = manager
             .manager()
             .run("provision", async |tx| {
@@ -310,7 +312,9 @@ async fn any_manager_bound_accepts_a_manager_with_a_spawner() {
         Ok(done.into_value())
     }
 
-    async fn ping<M: Manager>(manager: &M) -> Result<u32, StepError<&'static str>>
+    async fn ping<M: Manager<Journal = transaction_manager::NoJournal>>(
+        manager: &M,
+    ) -> Result<u32, StepError<&'static str>>
     where
         M::Abandon: AbandonPolicy<M::Clock, M::Hooks, (), NoRollback, Fixed<1>>,
     {

@@ -1058,6 +1058,33 @@ pub trait JournalFor<U>: JournalIds {
     fn refuse_given_id(&self, id: TransactionId) -> Result<(), Self::Failure>;
 }
 
+/// The bound a function generic over the manager's journal
+/// ([`Manager::Journal`](crate::Manager::Journal)) writes to run a
+/// transaction whose undo records are `U` and whose body fails with `B`:
+/// the journal, if the manager has one, can encode `U` (for `Postcard` and
+/// `Json`: `U` derives serde's `Serialize` and `Deserialize`), and a
+/// decision it could not write becomes a `B` (a [`StepError`](crate::StepError),
+/// or any type with `From<JournalFailure>`). [`NoJournal`] has it for every
+/// `U` and `B`. Implemented for every journal that meets both, by the
+/// library.
+///
+/// See [`Manager`](crate::Manager) for an example.
+#[diagnostic::on_unimplemented(
+    message = "this manager's journal cannot run a transaction with undo records `{U}` and body error `{B}`",
+    label = "the manager's journal, if any, must encode `{U}` and report a failed write as `{B}`",
+    note = "in a function generic over the manager, add `where M::Journal: JournalRun<{U}, {B}>`; the undo type \
+            must be data the journal's codec encodes (closure rollbacks cannot be journaled), and the body's \
+            error must convert from `JournalFailure` (`StepError` does)"
+)]
+pub trait JournalRun<U, B>: JournalFor<U, CommitFailure: crate::IntoBodyError<B>> {}
+
+impl<J, U, B> JournalRun<U, B> for J
+where
+    J: JournalFor<U>,
+    J::CommitFailure: crate::IntoBodyError<B>,
+{
+}
+
 /// Where a manager's transaction ids come from: its journal, if it has one
 /// (ids unique across restarts), or else a counter. Implemented by
 /// [`NoJournal`] and [`Journaled`] only.

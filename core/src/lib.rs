@@ -179,8 +179,8 @@ pub use journal::Json;
 #[cfg(feature = "postcard")]
 pub use journal::Postcard;
 pub use journal::{
-    CodecError, Entry, EntryKind, FORMAT, IdempotencyKey, Journal, JournalFailure, JournalFor, Journaled, NoJournal,
-    StoredEntry, UndoCodec,
+    CodecError, Entry, EntryKind, FORMAT, IdempotencyKey, Journal, JournalFailure, JournalFor, JournalRun, Journaled,
+    NoJournal, StoredEntry, UndoCodec,
 };
 pub use ledger::RollbackFailurePolicy;
 pub use manager::{

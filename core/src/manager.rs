@@ -534,25 +534,33 @@ pub trait UndoLog {
 }
 
 /// Whether a manager's journal can keep the undo records of log `L`:
-/// every log without a journal ([`NoJournal`]); with one
-/// ([`Journaled`](crate::Journaled)), only undo records that are data
-/// ([`Records`], chosen with [`fixed`](TransactionBuilder::fixed) or
-/// [`unbounded`](TransactionBuilder::unbounded)), never closure
-/// rollbacks. It is here so that rustc's error for a closure rollback on a
-/// journaled manager names the fix. Implemented by the library only.
+/// undo records that are data ([`Records`], chosen with
+/// [`fixed`](TransactionBuilder::fixed) or
+/// [`unbounded`](TransactionBuilder::unbounded)) with any journal, or
+/// none; closure rollbacks ([`Closures`], [`LocalClosures`]) only without
+/// a journal ([`NoJournal`]), as a closure cannot be written to one. It is
+/// here so that rustc's error for a closure rollback on a journaled
+/// manager names the fix. Implemented by the library only.
 #[diagnostic::on_unimplemented(
-    message = "a manager with a journal cannot keep closure rollbacks: give the transaction an undo type that is data",
-    label = "closure rollbacks (`BoxedRollback`) on a journaled manager",
-    note = "a journal keeps undo records as data: use `manager.transaction(op).fixed::<Undo, N>()` (or \
-            `.unbounded::<Undo>()`) with `#[derive(serde::Serialize, serde::Deserialize)] enum Undo {{ … }}` \
-            implementing `Rollback`, and `.undo(|output| Undo::…)` on its steps; or use a manager without \
-            `.with_journal(..)`"
+    message = "closure rollbacks cannot be written to a journal, and this manager's journal is `{Self}`",
+    label = "closure rollbacks (`BoxedRollback`) need a manager without a journal",
+    note = "a journal keeps undo records as data, so a closure rollback cannot be journaled: give the \
+            transaction an undo type that is data, with `manager.transaction(op).fixed::<Undo, N>()` (or \
+            `.unbounded::<Undo>()`), `#[derive(serde::Serialize, serde::Deserialize)] enum Undo {{ … }}` \
+            implementing `Rollback`, and `.undo(|output| Undo::…)` on its steps; or run it on a manager \
+            without `.with_journal(..)` (in a function generic over the manager: \
+            `manager: &impl Manager<Journal = NoJournal>`)"
 )]
 pub trait JournalKeeps<L>: crate::journal::sealed::Sealed {}
 
-impl<L> JournalKeeps<L> for crate::NoJournal {}
+impl JournalKeeps<Closures> for NoJournal {}
 
-impl<J, Co, U, S> JournalKeeps<Records<U, S>> for crate::Journaled<J, Co> {}
+impl<'r> JournalKeeps<LocalClosures<'r>> for NoJournal {}
+
+/// Any journal, or none: so that a function generic over the manager's
+/// journal ([`Manager::Journal`](crate::Manager::Journal)) needs no bound
+/// for it.
+impl<J: crate::journal::sealed::Sealed, U, S> JournalKeeps<Records<U, S>> for J {}
 
 /// Undo records of type `U` in storage `S`. See [`TransactionBuilder::fixed`].
 #[derive(Debug)]
