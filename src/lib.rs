@@ -49,14 +49,16 @@
 //! on `transaction-manager` with `default-features = false` (plus `alloc`
 //! for closure rollbacks) and takes the application's manager as
 //! [`&impl Manager`](Manager): any clock, any hooks, with or without a
-//! spawner. A transaction with a fixed undo log adds one bound on the
-//! manager's abandon policy:
+//! spawner or a journal. Closure rollbacks cannot be written to a journal,
+//! so a function that runs them takes `&impl Manager<Journal = NoJournal>`.
+//! A transaction with a fixed undo log adds one bound on the manager's
+//! abandon policy:
 //!
 //! ```
-//! use transaction_manager::{Manager, NoRollback, StepError, abandon::AbandonPolicy, storage::Fixed};
+//! use transaction_manager::{Manager, NoRollback, StepError, abandon::AbandonPolicy, journal::NoJournal, storage::Fixed};
 //!
-//! /// Closure rollbacks: `&impl Manager` is all it takes.
-//! pub async fn create_account(manager: &impl Manager) -> Result<u64, StepError<std::io::Error>> {
+//! /// Closure rollbacks: any manager without a journal.
+//! pub async fn create_account(manager: &impl Manager<Journal = NoJournal>) -> Result<u64, StepError<std::io::Error>> {
 //!     let committed = manager
 //!         .manager()
 //!         .run("create_account", async |tx| {
@@ -71,7 +73,7 @@
 //! }
 //!
 //! /// A fixed undo log (no allocator): one more bound.
-//! pub async fn health_check<M: Manager>(manager: &M) -> Result<u32, StepError<&'static str>>
+//! pub async fn health_check<M: Manager<Journal = NoJournal>>(manager: &M) -> Result<u32, StepError<&'static str>>
 //! where
 //!     M::Abandon: AbandonPolicy<M::Clock, M::Hooks, (), NoRollback, Fixed<2>>,
 //! {

@@ -8,8 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use transaction_manager::{
-    Manager, ManualClock, NoRollback, RetryPolicy, StepError, StepErrorKind, StepStatus, TransactionManager,
-    abandon::AbandonPolicy, hooks::Hooks, storage::Fixed,
+    Manager, ManualClock, NoRollback, RetryPolicy, Rollback, StepError, StepErrorKind, StepStatus, TransactionManager,
+    abandon::AbandonPolicy,
+    hooks::Hooks,
+    journal::{JournalRun, MemoryJournal, NoJournal, Postcard},
+    storage::Fixed,
 };
 
 /// A body's own error type, converting from each step's.
@@ -276,9 +279,9 @@ fn rollback_failures_downcast_to_their_own_type() {
     assert_eq!(failures[1].downcast_ref::<Conflict>(), Some(&Conflict { version: 3 }));
 }
 
-/// A library function written against `Manager`: closure rollbacks need no
-/// further bound.
-async fn provision(manager: &impl Manager) -> Result<u32, StepError<&'static str>> {
+/// A library function written against `Manager`: closure rollbacks need a
+/// manager without a journal, and no further bound.
+async fn provision(manager: &impl Manager<Journal = NoJournal>) -> Result<u32, StepError<&'static str>> {
     let done = manager
         .manager()
         .run("provision", async |tx| {
@@ -289,8 +292,9 @@ async fn provision(manager: &impl Manager) -> Result<u32, StepError<&'static str
     Ok(done.into_value())
 }
 
-/// A fixed undo log adds one bound, on the manager's abandon policy.
-async fn health_check<M: Manager>(manager: &M) -> Result<u32, StepError<&'static str>>
+/// A fixed undo log adds one bound, on the manager's abandon policy (and,
+/// on any manager, journaled or not, one on its journal: see `reserve_ip`).
+async fn health_check<M: Manager<Journal = NoJournal>>(manager: &M) -> Result<u32, StepError<&'static str>>
 where
     M::Abandon: AbandonPolicy<M::Clock, M::Hooks, (), NoRollback, Fixed<2>>,
 {
@@ -326,6 +330,58 @@ fn one_bound_accepts_any_manager() {
     // `&&TransactionManager` works too.
     assert_eq!(clock.block_on(provision(&&with_hooks)), Ok(7));
     assert_eq!(*started.lock().unwrap(), 3);
+}
+
+/// Undo records that are data, for a library function that takes any
+/// manager, journaled or not.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum ReleaseIp {
+    Ip(u32),
+}
+
+static RELEASED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl Rollback<()> for ReleaseIp {
+    type Error = &'static str;
+    async fn rollback(&mut self, _: &mut ()) -> Result<(), &'static str> {
+        let ReleaseIp::Ip(ip) = self;
+        RELEASED.fetch_add(*ip, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Reserves an IP, then fails if `fail`: the IP is released again.
+async fn reserve_ip<M: Manager>(manager: &M, fail: bool) -> Result<u32, StepError<&'static str>>
+where
+    M::Journal: JournalRun<ReleaseIp, StepError<&'static str>>,
+    M::Abandon: AbandonPolicy<M::Clock, M::Hooks, (), ReleaseIp, Fixed<2>>,
+{
+    let done = manager
+        .manager()
+        .transaction("reserve-ip")
+        .fixed::<ReleaseIp, 2>()
+        .run(async |tx| {
+            let ip = tx.step("reserve").execute(|| async { Ok::<_, &str>(10) }).undo(|ip| ReleaseIp::Ip(*ip)).await?;
+            tx.step("check").run(|| async move { if fail { Err("taken") } else { Ok(ip) } }).await
+        })
+        .await
+        .map_err(|e| e.into_cause())?;
+    Ok(done.into_value())
+}
+
+#[test]
+fn one_bound_accepts_a_journaled_manager_for_undo_records_that_are_data() {
+    let clock = ManualClock::new();
+    let journaled = TransactionManager::new(&clock).with_journal(MemoryJournal::new(), Postcard::<1>);
+    assert_eq!(clock.block_on(reserve_ip(&journaled, false)), Ok(10));
+    let error = clock.block_on(reserve_ip(&journaled, true)).unwrap_err();
+    assert_eq!(error.step(), "check");
+    assert_eq!(RELEASED.load(std::sync::atomic::Ordering::SeqCst), 10);
+    // Committed or rolled back: nothing left for recovery.
+    let recovered = clock.block_on(journaled.recover::<ReleaseIp, Fixed<2>, _>(&mut ())).unwrap();
+    assert_eq!(recovered.found(), 0);
+    // And the same function on a manager without a journal.
+    assert_eq!(clock.block_on(reserve_ip(&TransactionManager::new(&clock), false)), Ok(10));
 }
 
 /// Without per-step times (`with_step_times(false)`) no step or rollback

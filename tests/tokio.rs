@@ -305,7 +305,9 @@ async fn any_manager_bound_accepts_a_manager_with_a_spawner() {
         storage::Fixed,
     };
 
-    async fn provision(manager: &impl Manager) -> Result<u32, StepError<&'static str>> {
+    async fn provision(
+        manager: &impl Manager<Journal = transaction_manager::journal::NoJournal>,
+    ) -> Result<u32, StepError<&'static str>> {
         let done = manager
             .manager()
             .run("provision", async |tx| {
@@ -316,7 +318,9 @@ async fn any_manager_bound_accepts_a_manager_with_a_spawner() {
         Ok(done.into_value())
     }
 
-    async fn ping<M: Manager>(manager: &M) -> Result<u32, StepError<&'static str>>
+    async fn ping<M: Manager<Journal = transaction_manager::journal::NoJournal>>(
+        manager: &M,
+    ) -> Result<u32, StepError<&'static str>>
     where
         M::Abandon: AbandonPolicy<M::Clock, M::Hooks, (), NoRollback, Fixed<1>>,
     {

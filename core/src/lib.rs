@@ -274,6 +274,7 @@ pub mod journal {
     pub use crate::durable::journal::JournalFailure;
     #[doc(hidden)]
     pub use crate::durable::journal::JournalFor;
+    pub use crate::durable::journal::JournalRun;
     pub use crate::durable::journal::Journaled;
     #[cfg(feature = "json")]
     pub use crate::durable::journal::Json;

@@ -1,17 +1,18 @@
 //! The provisioning transaction itself, generic over the manager (so over
-//! the runtime's clock, the hooks and the spawner):
+//! the runtime's clock, the hooks and the spawner; its closure rollbacks
+//! need a manager without a journal):
 //! `provision` (tokio), `provision_smol` and the embassy host example all
 //! run exactly this code, and print the same story.
 
 use std::sync::Arc;
 
-use transaction_manager::{Clock, Manager, StepError};
+use transaction_manager::{Clock, Manager, StepError, journal::NoJournal};
 
 use super::{CloudError, FakeCloud, User, Vm};
 
 /// Creates a user, then a VM owned by that user, as one transaction. If the
 /// VM cannot be created, the user is deleted again.
-pub async fn provision<M: Manager>(
+pub async fn provision<M: Manager<Journal = NoJournal>>(
     manager: &M,
     cloud: &Arc<FakeCloud<M::Clock>>,
     name: &str,

@@ -1,31 +1,49 @@
 //! One bound for code that takes the application's manager, whatever its
-//! clock, hooks and abandon policy.
+//! clock, hooks, abandon policy and journal.
 
+use crate::durable::journal::JournalIds;
 use crate::{api::manager::TransactionManager, observe::hooks::Hooks, timing::clock::Clock};
 
-/// Any [`TransactionManager`]: the bound for a library that runs
-/// transactions with a manager the application built, whatever its clock,
-/// hooks and spawner. Write `manager: &impl Manager` (or `M: Manager`)
-/// instead of naming `TransactionManager<C, H, A>` and its bounds.
+/// Any [`TransactionManager`], journaled or not: the bound for a library
+/// that runs transactions with a manager the application built, whatever
+/// its clock, hooks, spawner and journal. Write `manager: &impl Manager`
+/// (or `M: Manager`) instead of naming `TransactionManager<C, H, A, J>`
+/// and its bounds.
 ///
-/// [`manager()`](Manager::manager) gives the `TransactionManager` back. With
-/// the `alloc` feature the bounds that closure transactions need
-/// ([`TransactionManager::run`], [`transaction(..).run(..)`](crate::TransactionBuilder::run))
-/// come with the trait, so they need nothing more. A transaction with a
-/// fixed undo log of type `U` and capacity `N` adds one bound for the
-/// manager's abandon policy:
+/// [`manager()`](Manager::manager) gives the `TransactionManager` back.
+/// What a transaction needs of the manager's journal depends on its undo
+/// records:
+///
+/// - undo records that are data ([`fixed`](crate::TransactionBuilder::fixed),
+///   [`unbounded`](crate::TransactionBuilder::unbounded)) run on every
+///   manager, journaled or not; the function states that the journal, if
+///   any, can encode them: `where M::Journal: JournalRun<Undo, BodyError>`
+///   (see [`JournalRun`](crate::journal::JournalRun)).
+/// - closure rollbacks ([`TransactionManager::run`],
+///   [`transaction(..).run(..)`](crate::TransactionBuilder::run)) cannot be
+///   written to a journal, so they run only on a manager without one: take
+///   `manager: &impl Manager<Journal = NoJournal>`. With the `alloc`
+///   feature, the rest of what they need comes with the trait.
+///
+/// A transaction with a fixed undo log of type `U` and capacity `N` adds
+/// one bound for the manager's abandon policy:
 /// `where M::Abandon: AbandonPolicy<M::Clock, M::Hooks, (), U, Fixed<N>>`.
 ///
 /// Every `TransactionManager` implements it (with `alloc`: every one whose
 /// abandon policy can take closure rollbacks, which [`Unattended`](crate::abandon::Unattended)
-/// and [`Spawned`](crate::abandon::Spawned) can); it is sealed.
+/// and [`Spawned`](crate::abandon::Spawned) can), and so does a reference to one;
+/// it is sealed.
 ///
 /// ```
 /// # #[cfg(feature = "alloc")] {
-/// use transaction_manager::{Manager, StepError};
+/// use transaction_manager::{Manager, StepError, journal::NoJournal};
 ///
-/// /// A library function: runs on any runtime, with any hooks or spawner.
-/// pub async fn provision(manager: &impl Manager, name: &str) -> Result<u32, StepError<&'static str>> {
+/// /// A library function with closure rollbacks: runs on any runtime, with
+/// /// any hooks or spawner, on a manager without a journal.
+/// pub async fn provision(
+///     manager: &impl Manager<Journal = NoJournal>,
+///     name: &str,
+/// ) -> Result<u32, StepError<&'static str>> {
 ///     let name = name.to_owned();
 ///     let done = manager
 ///         .manager()
@@ -51,11 +69,53 @@ use crate::{api::manager::TransactionManager, observe::hooks::Hooks, timing::clo
 /// assert_eq!(clock.block_on(provision(&manager, "alice")), Ok(7));
 /// # }
 /// ```
+///
+/// Undo records that are data run on a journaled manager too:
+///
+/// ```
+/// # #[cfg(all(feature = "std", feature = "postcard"))] {
+/// use transaction_manager::{Manager, Rollback, StepError, abandon::AbandonPolicy, journal::JournalRun, storage::Fixed};
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// pub enum Undo { ReleaseIp(u32) }
+///
+/// impl Rollback<()> for Undo {
+///     type Error = &'static str;
+///     async fn rollback(&mut self, _: &mut ()) -> Result<(), &'static str> {
+///         let Undo::ReleaseIp(_ip) = self;
+///         Ok(()) // call the API here
+///     }
+/// }
+///
+/// /// A library function: any manager, journaled or not.
+/// pub async fn reserve_ip<M: Manager>(manager: &M) -> Result<u32, StepError<&'static str>>
+/// where
+///     M::Journal: JournalRun<Undo, StepError<&'static str>>,
+///     M::Abandon: AbandonPolicy<M::Clock, M::Hooks, (), Undo, Fixed<2>>,
+/// {
+///     let done = manager
+///         .manager()
+///         .transaction("reserve-ip")
+///         .fixed::<Undo, 2>()
+///         .run(async |tx| tx.step("reserve").execute(|| async { Ok::<_, &str>(10) }).undo(|ip| Undo::ReleaseIp(*ip)).await)
+///         .await
+///         .map_err(|e| e.into_cause())?;
+///     Ok(done.into_value())
+/// }
+///
+/// # use transaction_manager::{ManualClock, TransactionManager, journal::{MemoryJournal, Postcard}};
+/// let clock = ManualClock::new();
+/// let journaled = TransactionManager::new(&clock).with_journal(MemoryJournal::new(), Postcard::<1>);
+/// assert_eq!(clock.block_on(reserve_ip(&journaled)), Ok(10));
+/// let plain = TransactionManager::new(&clock);
+/// assert_eq!(clock.block_on(reserve_ip(&plain)), Ok(10));
+/// # }
+/// ```
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a `TransactionManager` that can run closure transactions",
-    label = "not a transaction manager",
-    note = "pass the manager by reference (`&manager`); with a spawner (`with_spawner`), the clock must be \
-            `Clone + Send + Sync + 'static` for its abandoned rollbacks to run on another task"
+    message = "`{Self}` is not a `TransactionManager`",
+    label = "expected a transaction manager",
+    note = "`Manager` is implemented by every `TransactionManager` (any clock, hooks, abandon policy and journal) \
+            and by references to one"
 )]
 pub trait Manager: sealed::Sealed {
     /// The manager's clock.
@@ -74,13 +134,16 @@ pub trait Manager: sealed::Sealed {
     /// What the manager does with the rollbacks of a dropped transaction.
     #[cfg(not(feature = "alloc"))]
     type Abandon;
+    /// The manager's journal: [`NoJournal`](crate::journal::NoJournal), or a
+    /// [`Journaled`](crate::journal::Journaled) journal and codec.
+    type Journal: JournalIds;
 
     /// The manager itself, to start transactions with.
-    fn manager(&self) -> &TransactionManager<Self::Clock, Self::Hooks, Self::Abandon>;
+    fn manager(&self) -> &TransactionManager<Self::Clock, Self::Hooks, Self::Abandon, Self::Journal>;
 }
 
 #[cfg(feature = "alloc")]
-impl<C: Clock, H: Hooks, A> Manager for TransactionManager<C, H, A>
+impl<C: Clock, H: Hooks, A, J: JournalIds> Manager for TransactionManager<C, H, A, J>
 where
     A: crate::engine::abandon::AbandonPolicy<
             C,
@@ -93,6 +156,7 @@ where
     type Clock = C;
     type Hooks = H;
     type Abandon = A;
+    type Journal = J;
 
     fn manager(&self) -> &Self {
         self
@@ -100,10 +164,11 @@ where
 }
 
 #[cfg(not(feature = "alloc"))]
-impl<C: Clock, H: Hooks, A> Manager for TransactionManager<C, H, A> {
+impl<C: Clock, H: Hooks, A, J: JournalIds> Manager for TransactionManager<C, H, A, J> {
     type Clock = C;
     type Hooks = H;
     type Abandon = A;
+    type Journal = J;
 
     fn manager(&self) -> &Self {
         self
@@ -114,14 +179,15 @@ impl<M: Manager + ?Sized> Manager for &M {
     type Clock = M::Clock;
     type Hooks = M::Hooks;
     type Abandon = M::Abandon;
+    type Journal = M::Journal;
 
-    fn manager(&self) -> &TransactionManager<M::Clock, M::Hooks, M::Abandon> {
+    fn manager(&self) -> &TransactionManager<M::Clock, M::Hooks, M::Abandon, M::Journal> {
         (**self).manager()
     }
 }
 
 mod sealed {
     pub trait Sealed {}
-    impl<C, H, A> Sealed for crate::api::manager::TransactionManager<C, H, A> {}
+    impl<C, H, A, J> Sealed for crate::api::manager::TransactionManager<C, H, A, J> {}
     impl<M: Sealed + ?Sized> Sealed for &M {}
 }

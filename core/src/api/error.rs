@@ -66,7 +66,7 @@ pub enum StepErrorKind<E> {
     Panicked(PanicMessage),
     /// The transaction was stopped from outside while this step was in
     /// progress (or, for the step named `(between steps)`, while the body
-    /// was between steps). See [`Interrupted`](crate::interrupt::Interrupted).
+    /// was between steps). See [`Interrupted`](crate::timing::interrupt::Interrupted).
     Interrupted(InterruptReason),
     /// The step was not run: its name is empty. Names identify steps in
     /// summaries, logs and hooks.
@@ -82,7 +82,7 @@ pub enum StepErrorKind<E> {
     /// the steps back unless the journal holds `Committed`).
     Journal(crate::durable::journal::JournalFailure),
     /// The step was a member of a parallel group that cancels its other
-    /// members when one fails ([`Group::cancel_on_failure`](crate::group::Group::cancel_on_failure)),
+    /// members when one fails ([`Group::cancel_on_failure`](crate::api::group::Group::cancel_on_failure)),
     /// and another member failed first. An attempt in flight was dropped,
     /// so its outcome is uncertain.
     Cancelled,
@@ -174,7 +174,7 @@ impl<E> StepError<E> {
     /// Converts the step's own error with `f`, keeping the step's name,
     /// index and the kind of failure: for a body whose steps have different
     /// error types, `.await.map_err(|e| e.map(AppError::Io))?`. (On the step
-    /// itself, [`Execute::map_err`](crate::step::Execute::map_err) does the same
+    /// itself, [`Execute::map_err`](crate::api::step::Execute::map_err) does the same
     /// for each attempt, so the summary shows the converted text.)
     ///
     /// ```
@@ -360,7 +360,7 @@ impl<RE> RollbackFailure<RE> {
     }
 
     /// The rollback's own error, if it returned one (not a timeout or a
-    /// panic). For closure rollbacks this is a [`BoxError`](crate::rollback::BoxError):
+    /// panic). For closure rollbacks this is a [`BoxError`](crate::api::rollback::BoxError):
     /// see [`downcast_ref`](RollbackFailure::downcast_ref).
     ///
     /// ```
@@ -488,29 +488,88 @@ pub(crate) fn left_to_recovery<S: Storage>(failures: usize, summary: &Summary<S>
     failures == 0 && summary.rollback_errors() == 0 && summary.rollback_skipped_steps() > 0
 }
 
-/// A transaction that did not commit: the error that stopped it, what its
-/// rollback did, and its summary.
-///
-/// `cause` is what the body returned — usually a [`StepError`] passed on with
-/// `?`, or the caller's own error type. Every rollback failure is kept, with
-/// its step's name, so nothing is swallowed.
-///
-/// ```
-/// # use transaction_manager::*;
-/// # let clock = ManualClock::new();
-/// # let manager = TransactionManager::new(&clock);
-/// let err = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |_tx| {
-///     Err::<(), _>("validation failed")
-/// })).unwrap_err();
-/// assert_eq!(*err.cause(), "validation failed");
-/// assert_eq!(err.rollback_state(), RollbackState::Clean);
-/// assert_eq!(err.to_string(), "transaction `t` (tx-1) failed: validation failed; nothing to roll back");
-/// ```
-pub struct TransactionError<B, RE, S: Storage> {
-    pub(crate) cause: B,
-    pub(crate) rollback_failures: S::List<RollbackFailure<RE>>,
-    pub(crate) summary: Summary<S>,
+// Defined through a macro: the defaults of `RE` and `S` exist only with
+// `alloc` (a default type parameter cannot be `cfg`-gated on its own).
+macro_rules! transaction_error {
+    ($($params:tt)*) => {
+        /// A transaction that did not commit: the error that stopped it, what its
+        /// rollback did, and its summary.
+        ///
+        /// `cause` is what the body returned — usually a [`StepError`] passed on with
+        /// `?`, or the caller's own error type. Every rollback failure is kept, with
+        /// its step's name, so nothing is swallowed.
+        ///
+        /// ```
+        /// # use transaction_manager::*;
+        /// # let clock = ManualClock::new();
+        /// # let manager = TransactionManager::new(&clock);
+        /// let err = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |_tx| {
+        ///     Err::<(), _>("validation failed")
+        /// })).unwrap_err();
+        /// assert_eq!(*err.cause(), "validation failed");
+        /// assert_eq!(err.rollback_state(), RollbackState::Clean);
+        /// assert_eq!(err.to_string(), "transaction `t` (tx-1) failed: validation failed; nothing to roll back");
+        /// ```
+        ///
+        /// `B` is the body's error, `RE` the rollback error type and `S` the
+        /// storage. With the `alloc` feature, `RE` and `S` default to what
+        /// [`TransactionManager::run`](crate::TransactionManager::run) (closure
+        /// rollbacks) returns — [`BoxError`](crate::rollback::BoxError) and
+        /// [`Unbounded`](crate::storage::Unbounded) — so that transaction's error is
+        /// `TransactionError<B>`. Without `alloc` there is no default (there is
+        /// no storage every transaction uses, and a default that changed when
+        /// another crate turns `alloc` on would break code): write all three, for
+        /// example `TransactionError<B, Infallible, Fixed<4>>` for a
+        /// `fixed::<NoRollback, 4>()` transaction, or the undo type's
+        /// `<Undo as Rollback<Ctx>>::Error` as `RE`.
+        ///
+        /// ```
+        /// # #[cfg(feature = "alloc")] {
+        /// use transaction_manager::*;
+        ///
+        /// #[derive(Debug)]
+        /// enum MyError { Api(StepError<&'static str>), EmptyName }
+        ///
+        /// impl From<StepError<&'static str>> for MyError {
+        ///     fn from(error: StepError<&'static str>) -> Self { MyError::Api(error) }
+        /// }
+        ///
+        /// async fn provision(manager: &TransactionManager<&ManualClock>, name: &str) -> Result<u32, TransactionError<MyError>> {
+        ///     let done = manager
+        ///         .run("provision", async |tx| {
+        ///             if name.is_empty() {
+        ///                 return Err(MyError::EmptyName);
+        ///             }
+        ///             let id = tx
+        ///                 .step("create_user")
+        ///                 .execute(|| async { Ok::<_, &str>(7) })
+        ///                 .rollback(|id| async move { println!("delete user {id}"); Ok::<_, &str>(()) })
+        ///                 .await?;
+        ///             Ok(id)
+        ///         })
+        ///         .await?;
+        ///     Ok(done.into_value())
+        /// }
+        ///
+        /// let clock = ManualClock::new();
+        /// let manager = TransactionManager::new(&clock);
+        /// assert_eq!(clock.block_on(provision(&manager, "alice")).unwrap(), 7);
+        /// let error = clock.block_on(provision(&manager, "")).unwrap_err();
+        /// assert!(matches!(error.cause(), MyError::EmptyName));
+        /// # }
+        /// ```
+        pub struct TransactionError<B, $($params)*> {
+            pub(crate) cause: B,
+            pub(crate) rollback_failures: S::List<RollbackFailure<RE>>,
+            pub(crate) summary: Summary<S>,
+        }
+    };
 }
+
+#[cfg(feature = "alloc")]
+transaction_error!(RE = crate::api::rollback::BoxError, S: Storage = crate::util::storage::Unbounded);
+#[cfg(not(feature = "alloc"))]
+transaction_error!(RE, S: Storage);
 
 impl<B, RE, S: Storage> TransactionError<B, RE, S> {
     /// The error that stopped the transaction.
@@ -535,7 +594,7 @@ impl<B, RE, S: Storage> TransactionError<B, RE, S> {
     ///
     /// A journaled transaction whose outcome is unknown (its `Committed`
     /// entry and then its `Aborted` entry could not be written, a
-    /// [`JournalFailure`](crate::journal::JournalFailure) for `aborted` in the cause)
+    /// [`JournalFailure`](crate::durable::journal::JournalFailure) for `aborted` in the cause)
     /// rolled nothing back: its rollbacks are left to recovery, which runs
     /// them unless the journal holds `Committed`. It is `Partial`, its
     /// steps [`RollbackSkipped`](StepStatus::RollbackSkipped).

@@ -30,7 +30,17 @@ use crate::{
 /// transaction, or the error of one that was rolled back.
 ///
 /// `T` is the body's value, `B` its error, `RE` the rollback error type and
+/// `S` the storage. With `alloc`, `RE` and `S` default to those of closure
+/// rollbacks ([`TransactionManager::run`]), as for [`TransactionError`].
+#[cfg(feature = "alloc")]
+pub type Outcome<T, B, RE = crate::api::rollback::BoxError, S = crate::util::storage::Unbounded> =
+    Result<Committed<T, S>, TransactionError<B, RE, S>>;
+/// What running a transaction returns: the value and summary of a committed
+/// transaction, or the error of one that was rolled back.
+///
+/// `T` is the body's value, `B` its error, `RE` the rollback error type and
 /// `S` the storage.
+#[cfg(not(feature = "alloc"))]
 pub type Outcome<T, B, RE, S> = Result<Committed<T, S>, TransactionError<B, RE, S>>;
 
 /// Starts transactions: owns the [`Clock`], the [`Hooks`] and the default
@@ -379,8 +389,8 @@ impl<C, H, A, J> TransactionManager<C, H, A, J> {
 }
 
 impl<C, H, A> TransactionManager<C, H, A, NoJournal> {
-    /// Sets the origin of this manager's [`IdempotencyKey`](crate::journal::IdempotencyKey)s (a manager
-    /// with a journal uses the journal's [`origin`](crate::journal::Journal::origin)).
+    /// Sets the origin of this manager's [`IdempotencyKey`](crate::durable::journal::IdempotencyKey)s (a manager
+    /// with a journal uses the journal's [`origin`](crate::durable::journal::Journal::origin)).
     /// Without a journal, ids count from `tx-1` in every process and every
     /// run, so the origin is what keeps two of them from handing the same
     /// key to an API: with `std`, one is drawn at random for each manager
@@ -407,8 +417,8 @@ impl<C, H, A> TransactionManager<C, H, A, NoJournal> {
 }
 
 impl<C, H, A, J: JournalIds> TransactionManager<C, H, A, J> {
-    /// The origin of this manager's [`IdempotencyKey`](crate::journal::IdempotencyKey)s: its journal's
-    /// [`origin`](crate::journal::Journal::origin), or without a journal the one
+    /// The origin of this manager's [`IdempotencyKey`](crate::durable::journal::IdempotencyKey)s: its journal's
+    /// [`origin`](crate::durable::journal::Journal::origin), or without a journal the one
     /// set with [`with_origin`](TransactionManager::with_origin) (with
     /// `std`, a random one drawn for this manager otherwise; 0 on `no_std`).
     pub fn origin(&self) -> u64 {
@@ -542,25 +552,33 @@ pub trait UndoLog {
 }
 
 /// Whether a manager's journal can keep the undo records of log `L`:
-/// every log without a journal ([`NoJournal`]); with one
-/// ([`Journaled`](crate::journal::Journaled)), only undo records that are data
-/// ([`Records`], chosen with [`fixed`](TransactionBuilder::fixed) or
-/// [`unbounded`](TransactionBuilder::unbounded)), never closure
-/// rollbacks. It is here so that rustc's error for a closure rollback on a
-/// journaled manager names the fix. Implemented by the library only.
+/// undo records that are data ([`Records`], chosen with
+/// [`fixed`](TransactionBuilder::fixed) or
+/// [`unbounded`](TransactionBuilder::unbounded)) with any journal, or
+/// none; closure rollbacks ([`Closures`], [`LocalClosures`]) only without
+/// a journal ([`NoJournal`]), as a closure cannot be written to one. It is
+/// here so that rustc's error for a closure rollback on a journaled
+/// manager names the fix. Implemented by the library only.
 #[diagnostic::on_unimplemented(
-    message = "a manager with a journal cannot keep closure rollbacks: give the transaction an undo type that is data",
-    label = "closure rollbacks (`BoxedRollback`) on a journaled manager",
-    note = "a journal keeps undo records as data: use `manager.transaction(op).fixed::<Undo, N>()` (or \
-            `.unbounded::<Undo>()`) with `#[derive(serde::Serialize, serde::Deserialize)] enum Undo {{ … }}` \
-            implementing `Rollback`, and `.undo(|output| Undo::…)` on its steps; or use a manager without \
-            `.with_journal(..)`"
+    message = "closure rollbacks cannot be written to a journal, and this manager's journal is `{Self}`",
+    label = "closure rollbacks (`BoxedRollback`) need a manager without a journal",
+    note = "a journal keeps undo records as data, so a closure rollback cannot be journaled: give the \
+            transaction an undo type that is data, with `manager.transaction(op).fixed::<Undo, N>()` (or \
+            `.unbounded::<Undo>()`), `#[derive(serde::Serialize, serde::Deserialize)] enum Undo {{ … }}` \
+            implementing `Rollback`, and `.undo(|output| Undo::…)` on its steps; or run it on a manager \
+            without `.with_journal(..)` (in a function generic over the manager: \
+            `manager: &impl Manager<Journal = NoJournal>`)"
 )]
 pub trait JournalKeeps<L>: crate::durable::journal::sealed::Sealed {}
 
-impl<L> JournalKeeps<L> for crate::durable::journal::NoJournal {}
+impl JournalKeeps<Closures> for NoJournal {}
 
-impl<J, Co, U, S> JournalKeeps<Records<U, S>> for crate::durable::journal::Journaled<J, Co> {}
+impl<'r> JournalKeeps<LocalClosures<'r>> for NoJournal {}
+
+/// Any journal, or none: so that a function generic over the manager's
+/// journal ([`Manager::Journal`](crate::Manager::Journal)) needs no bound
+/// for it.
+impl<J: crate::durable::journal::sealed::Sealed, U, S> JournalKeeps<Records<U, S>> for J {}
 
 /// Undo records of type `U` in storage `S`. See [`TransactionBuilder::fixed`].
 #[derive(Debug)]
@@ -577,7 +595,7 @@ impl<U, S: Storage> UndoLog for Records<U, S> {
 pub struct Closures(());
 
 /// Closure rollbacks that need not be `Send` and may borrow for `'r`
-/// ([`LocalBoxedRollback`](crate::rollback::LocalBoxedRollback)). See
+/// ([`LocalBoxedRollback`](crate::api::rollback::LocalBoxedRollback)). See
 /// [`TransactionBuilder::local`].
 #[derive(Debug)]
 pub struct LocalClosures<'r>(PhantomData<&'r ()>);
@@ -666,7 +684,7 @@ impl<'m, M, L, I> TransactionBuilder<'m, M, L, I> {
     /// current await point (the step in progress is abandoned and counts as
     /// failed), the completed steps are rolled back — the rollback itself is
     /// not cut short — and the body's error is built from an
-    /// [`Interrupted`](crate::interrupt::Interrupted) (`B: From<Interrupted>`; `StepError` qualifies).
+    /// [`Interrupted`](crate::timing::interrupt::Interrupted) (`B: From<Interrupted>`; `StepError` qualifies).
     ///
     /// No step and no retry starts at or after the deadline: with
     /// `Duration::ZERO` no step runs at all, and an attempt that would end
@@ -725,7 +743,7 @@ impl<'m, M, L, I> TransactionBuilder<'m, M, L, I> {
     }
 
     /// Closure rollbacks that need not be `Send`
-    /// ([`LocalBoxedRollback`](crate::rollback::LocalBoxedRollback)), any number of
+    /// ([`LocalBoxedRollback`](crate::api::rollback::LocalBoxedRollback)), any number of
     /// steps. For transactions that stay on one thread.
     #[cfg(feature = "alloc")]
     pub fn local<'r>(self) -> TransactionBuilder<'m, M, LocalClosures<'r>, I> {

@@ -202,11 +202,11 @@ impl fmt::Display for EntryKind {
 /// [`FromStr`](core::str::FromStr) reads it back.
 ///
 /// A step gets its own where the call is made:
-/// [`Step::execute_keyed`](crate::step::Step::execute_keyed),
-/// [`Execute::undo_keyed`](crate::step::Execute::undo_keyed),
-/// [`Execute::rollback_keyed`](crate::step::Execute::rollback_keyed), and for a
-/// group's members [`MemberBuilder::execute_keyed`](crate::group::MemberBuilder::execute_keyed)
-/// and [`Member::undo_keyed`](crate::group::Member::undo_keyed).
+/// [`Step::execute_keyed`](crate::api::step::Step::execute_keyed),
+/// [`Execute::undo_keyed`](crate::api::step::Execute::undo_keyed),
+/// [`Execute::rollback_keyed`](crate::api::step::Execute::rollback_keyed), and for a
+/// group's members [`MemberBuilder::execute_keyed`](crate::api::group::MemberBuilder::execute_keyed)
+/// and [`Member::undo_keyed`](crate::api::group::Member::undo_keyed).
 ///
 /// With the `serde` feature (the facade's `serde`, or `postcard` / `json`)
 /// it implements serde's `Serialize` and `Deserialize`, as a struct
@@ -1002,7 +1002,7 @@ pub trait JournalFor<U>: JournalIds {
     #[doc(hidden)]
     type CommitFailure;
 
-    /// What a failed write carries: [`JournalFailure`], or [`Never`](crate::interrupt::Never)
+    /// What a failed write carries: [`JournalFailure`], or [`Never`](crate::timing::interrupt::Never)
     /// without a journal. Uninhabited there, so the engine's failure paths
     /// after a write compile to nothing; and [`NoJournal`]'s writes are a
     /// zero-sized future that is ready at once, so the await points they
@@ -1060,6 +1060,33 @@ pub trait JournalFor<U>: JournalIds {
     /// `Send`.
     #[doc(hidden)]
     fn refuse_given_id(&self, id: TransactionId) -> Result<(), Self::Failure>;
+}
+
+/// The bound a function generic over the manager's journal
+/// ([`Manager::Journal`](crate::Manager::Journal)) writes to run a
+/// transaction whose undo records are `U` and whose body fails with `B`:
+/// the journal, if the manager has one, can encode `U` (for `Postcard` and
+/// `Json`: `U` derives serde's `Serialize` and `Deserialize`), and a
+/// decision it could not write becomes a `B` (a [`StepError`](crate::StepError),
+/// or any type with `From<JournalFailure>`). [`NoJournal`] has it for every
+/// `U` and `B`. Implemented for every journal that meets both, by the
+/// library.
+///
+/// See [`Manager`](crate::Manager) for an example.
+#[diagnostic::on_unimplemented(
+    message = "this manager's journal cannot run a transaction with undo records `{U}` and body error `{B}`",
+    label = "the manager's journal, if any, must encode `{U}` and report a failed write as `{B}`",
+    note = "in a function generic over the manager, add `where M::Journal: JournalRun<{U}, {B}>`; the undo type \
+            must be data the journal's codec encodes (closure rollbacks cannot be journaled), and the body's \
+            error must convert from `JournalFailure` (`StepError` does)"
+)]
+pub trait JournalRun<U, B>: JournalFor<U, CommitFailure: crate::timing::interrupt::IntoBodyError<B>> {}
+
+impl<J, U, B> JournalRun<U, B> for J
+where
+    J: JournalFor<U>,
+    J::CommitFailure: crate::timing::interrupt::IntoBodyError<B>,
+{
 }
 
 /// Where a manager's transaction ids come from: its journal, if it has one
@@ -1281,7 +1308,7 @@ fn slot_value(id: TransactionId) -> Option<u64> {
 /// 64-bit atomics, and a count of those that found no slot (or, without
 /// 64-bit atomics, all of them). While that count is not zero, recovery
 /// cannot tell which unfinished transactions are live and refuses to run
-/// ([`RecoveryError::LiveUnknown`](crate::journal::RecoveryError::LiveUnknown)).
+/// ([`RecoveryError::LiveUnknown`](crate::durable::journal::RecoveryError::LiveUnknown)).
 pub(crate) struct LiveIds {
     #[cfg(target_has_atomic = "64")]
     slots: [core::sync::atomic::AtomicU64; LiveIds::SLOTS],
