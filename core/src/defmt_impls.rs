@@ -15,7 +15,7 @@ use crate::{
         interrupt::{InterruptReason, Interrupted},
         retry::{Jitter, RetryPolicy},
     },
-    util::{panic::PanicMessage, storage::Storage, text::Name},
+    util::{storage::Storage, text::Name, text::PanicMessage},
 };
 
 impl Format for Name {

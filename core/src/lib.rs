@@ -324,8 +324,8 @@ pub mod abandon {
 
 pub mod summary {
     //! The parts of a transaction's [`Summary`](crate::Summary): names and panic messages.
-    pub use crate::util::panic::PanicMessage;
     pub use crate::util::text::Name;
+    pub use crate::util::text::PanicMessage;
 }
 
 pub mod time {

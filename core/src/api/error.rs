@@ -9,7 +9,7 @@ use crate::{
         summary::Summary,
     },
     timing::interrupt::InterruptReason,
-    util::{panic::PanicMessage, storage::Storage, text::Name},
+    util::{storage::Storage, text::Name, text::PanicMessage},
 };
 
 /// Why a step did not produce a value. Returned by awaiting a step, so the

@@ -20,10 +20,11 @@ use core::time::Duration;
 use pin_project_lite::pin_project;
 
 use crate::api::transaction::{NoContext, TimedOut, is_last_attempt};
-use crate::ledger::book::{Panicked, UndoRecord};
+use crate::engine::rollback::Panicked;
+use crate::ledger::book::UndoRecord;
 use crate::observe::hooks::hook_call;
-use crate::util::panic::caught;
 use crate::util::text::ErrorText;
+use crate::util::text::caught;
 use crate::{
     api::{
         error::{StepError, StepErrorKind},
@@ -790,7 +791,7 @@ impl<M, U, S: Storage> Group<'_, '_, M, (), U, S> {
     /// ```
     pub fn roll_back_concurrently(mut self) -> Self {
         self.concurrent_rollbacks = true;
-        self.tx.fork = crate::ledger::book::Fork::UNIT;
+        self.tx.fork = crate::engine::rollback::Fork::UNIT;
         self
     }
 }
@@ -826,7 +827,7 @@ where
     {
         let (_, stopping, detached) = self.tx.split();
         // Not an `async fn`: a wrapper would keep a second copy of the members.
-        crate::util::future::outlined(detached.run_group(self.on_failure, self.concurrent_rollbacks, move || {
+        crate::timing::future::outlined(detached.run_group(self.on_failure, self.concurrent_rollbacks, move || {
             let mut members = members;
             members.lend(stopping);
             members
@@ -882,7 +883,7 @@ where
         let (ctx, stopping, detached) = self.tx.split();
         // The members are built inside the group's future, where they stay:
         // one copy of them, not the argument and the pinned one.
-        crate::util::future::outlined(detached.run_group(self.on_failure, self.concurrent_rollbacks, move || {
+        crate::timing::future::outlined(detached.run_group(self.on_failure, self.concurrent_rollbacks, move || {
             let mut members = build(ctx);
             members.lend(stopping);
             members
@@ -1227,7 +1228,7 @@ where
     /// ledger while it is in flight. A panic in the execute closure fails
     /// the attempt.
     fn start_attempt<E>(&mut self, mut slot: Pin<&mut dyn driver::Slot<U, E>>) -> Option<StepErrorKind<E>> {
-        let now = crate::util::panic::now(&self.manager.clock);
+        let now = crate::timing::clock::now(&self.manager.clock);
         let timeout = slot.settings().timeout();
         let span = slot.as_mut().run_mut().span.take();
         let (origin, id) = (self.ledger.origin, self.ledger.summary.info.id);
@@ -1413,7 +1414,7 @@ where
             }
         } else {
             drop(kind);
-            let now = crate::util::panic::now(&self.manager.clock);
+            let now = crate::timing::clock::now(&self.manager.clock);
             let mut slot = Ms::slot(pinned.as_mut(), i);
             let run = slot.as_mut().run_mut();
             let delay = run.settings.retry().jittered_delay(attempt - 1, &mut self.ledger.rng);
@@ -1671,7 +1672,7 @@ where
         }
     }
     loop {
-        let now = crate::util::panic::now(clock);
+        let now = crate::timing::clock::now(clock);
         let mut wake: Option<Duration> = None;
         for i in 0..n {
             let mut slot = Ms::slot(pinned.as_mut(), i);

@@ -8,8 +8,8 @@ use core::time::Duration;
 use crate::api::transaction::CommitFailed;
 use crate::durable::journal::{JournalFailure, JournalFor, JournalIds, Journaled, NoJournal};
 use crate::ledger::book::Ledger;
+use crate::timing::future::{Either, race};
 use crate::timing::interrupt::{Cancel, Deadline, IntoBodyError, IntoReason, NoInterrupt};
-use crate::util::future::{Either, race};
 use crate::{
     api::{
         error::{Committed, TransactionError},
@@ -817,7 +817,7 @@ where
         // Polled from a function of its own: the caller's frame does not
         // grow by the transaction's (on a Cortex-M3, the firmware's stack
         // high-water mark fell by 264 bytes and `.text` by 72).
-        crate::util::future::outlined(self.run_with_inner(context, body, Returned))
+        crate::timing::future::outlined(self.run_with_inner(context, body, Returned))
     }
 
     /// Runs `body` as [`run_with`](TransactionBuilder::run_with) does, and
@@ -868,7 +868,7 @@ where
         I::Output: IntoBodyError<B>,
         F: AsyncFnOnce(&mut Transaction<'_, TransactionManager<C, H, A, J>, Ctx, L::Undo, L::Storage>) -> Result<T, B>,
     {
-        crate::util::future::outlined(self.run_with_inner(context, body, outcome))
+        crate::timing::future::outlined(self.run_with_inner(context, body, outcome))
     }
 
     // Not an `async fn`: one moves its arguments into locals, and this
@@ -901,7 +901,7 @@ where
             let seed = self.jitter_seed.unwrap_or_else(|| manager.jitter_seed_for(self.info.id));
             let mut ledger = Ledger::new(
                 self.info,
-                crate::util::panic::now(&manager.clock),
+                crate::timing::clock::now(&manager.clock),
                 seed,
                 self.on_rollback_failure,
                 manager.step_times,
@@ -928,7 +928,7 @@ where
                 tx.start().await;
                 let interrupt = self.interrupt;
                 tx.deadline_at =
-                    interrupt.deadline().map(|d| crate::util::panic::now(&manager.clock).saturating_add(d));
+                    interrupt.deadline().map(|d| crate::timing::clock::now(&manager.clock).saturating_add(d));
                 let stopped = {
                     // The interrupt is polled first: one that has already fired
                     // (a cancel signal, a zero deadline) starts no step, and at
@@ -987,7 +987,7 @@ where
                 // future gets one slot in this state machine, not one per way to
                 // fail.
                 if ended.is_err() {
-                    crate::util::future::outlined(tx.abort(failures_ref)).await;
+                    crate::timing::future::outlined(tx.abort(failures_ref)).await;
                 }
                 ended
             })

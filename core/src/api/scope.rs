@@ -5,7 +5,7 @@
 
 use core::fmt;
 
-use crate::ledger::book::ViaRollback;
+use crate::engine::rollback::ViaRollback;
 use crate::{
     api::{
         error::{RollbackFailure, RollbackState, StepError},

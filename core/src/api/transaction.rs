@@ -9,10 +9,11 @@ use core::time::Duration;
 
 use crate::api::step::{Maybe, Step, StepConfig, StepParts};
 use crate::durable::journal::{Entry, EntryKind, JournalFailure, JournalFor};
-use crate::ledger::book::{Fork, Ledger, Panicked, UndoRecord, ViaRollback};
+use crate::engine::rollback::{Fork, Panicked, ViaRollback};
+use crate::ledger::book::{Ledger, UndoRecord};
 use crate::observe::hooks::hook_call;
+use crate::timing::future::with_timeout;
 use crate::trace::within;
-use crate::util::future::with_timeout;
 use crate::util::panic::guarded_call;
 use crate::util::text::ErrorText;
 use crate::{
@@ -249,7 +250,7 @@ impl<C: Clock, H, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
 {
     /// The clock's time (a panicking `now()` reads as zero).
     fn now(&self) -> Duration {
-        crate::util::panic::now(&self.manager.clock)
+        crate::timing::clock::now(&self.manager.clock)
     }
 
     /// A step's timestamp: the clock's time, or none when the manager turned
@@ -313,7 +314,7 @@ impl<C: Clock, H, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
         // step without one writes nothing).
         let written = undo
             .map(|undo| journal.write_undo(entry, record.name.as_str(), undo.retry, undo.timeout.get(), &undo.undo));
-        crate::util::future::Maybe::new(written)
+        crate::timing::future::Maybe::new(written)
     }
 }
 
@@ -366,11 +367,11 @@ where
         }
         let abandoned = Abandoned { ledger: core::mem::replace(ledger, Ledger::empty()) };
         // Panics must not escape `Drop` (a panic while unwinding aborts).
-        if let Err(panic) = crate::util::panic::caught(|| manager.hooks.on_transaction_abandoned(&abandoned)) {
+        if let Err(panic) = crate::util::text::caught(|| manager.hooks.on_transaction_abandoned(&abandoned)) {
             tm_error!("on_transaction_abandoned hook panicked: {}", panic);
         }
         if let Err(panic) =
-            crate::util::panic::caught(|| manager.abandon.abandon(&manager.clock, &manager.hooks, abandoned))
+            crate::util::text::caught(|| manager.abandon.abandon(&manager.clock, &manager.hooks, abandoned))
         {
             tm_error!("abandon policy panicked: {}", panic);
         }
@@ -647,7 +648,7 @@ where
 
     /// Ends a step for good on a panic outside its attempts (its undo
     /// record could not be made, or the clock panicked in the backoff).
-    fn step_broke<E>(&mut self, index: usize, panic: crate::util::panic::PanicMessage) -> StepError<E> {
+    fn step_broke<E>(&mut self, index: usize, panic: crate::util::text::PanicMessage) -> StepError<E> {
         let now = self.stamp();
         let record = &mut self.ledger.summary.steps[index];
         record.status = StepStatus::Failed;
@@ -704,7 +705,7 @@ where
         output: &P::Output,
         span: &crate::trace::Span,
     ) -> Result<(), StepError<P::Error>> {
-        match crate::util::panic::caught(|| parts.make_undo(Maybe::Completed(output))) {
+        match crate::util::text::caught(|| parts.make_undo(Maybe::Completed(output))) {
             Ok(Some(undo)) => self.keep_undo(index, undo),
             Ok(None) => {}
             // As in `execute`: the step took effect but its undo record
@@ -776,7 +777,7 @@ where
                 Ok(()) => {
                     if !uncertain {
                         if parked.is_none() {
-                            let made = crate::util::panic::caught(|| parts.make_undo(Maybe::Uncertain));
+                            let made = crate::util::text::caught(|| parts.make_undo(Maybe::Uncertain));
                             match made {
                                 Ok(undo) => parked = undo.map(|undo| self.undo_record(index, undo)),
                                 Err(panic) => return Err(self.step_broke(index, panic)),
@@ -820,7 +821,7 @@ where
             };
             let kind = match result {
                 Ok(output) => {
-                    let made = crate::util::panic::caught(|| parts.make_undo(Maybe::Completed(&output)));
+                    let made = crate::util::text::caught(|| parts.make_undo(Maybe::Completed(&output)));
                     match made {
                         Ok(Some(undo)) => {
                             self.keep_undo(index, undo);

@@ -4,7 +4,8 @@
 use core::fmt;
 use core::future::Future;
 
-use crate::ledger::book::{Fork, Ledger, UndoCall, ViaRollback};
+use crate::engine::rollback::{Fork, UndoCall, ViaRollback};
+use crate::ledger::book::Ledger;
 use crate::{
     api::error::{RollbackFailure, RollbackState},
     engine::spawn::Spawner,

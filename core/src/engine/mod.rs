@@ -3,4 +3,5 @@
 
 pub(crate) mod abandon;
 pub(crate) mod recovery;
+pub(crate) mod rollback;
 pub(crate) mod spawn;

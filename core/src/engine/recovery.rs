@@ -7,7 +7,8 @@ use core::time::Duration;
 use crate::durable::journal::{
     CodecError, Entry, EntryKind, Journal, JournalFailure, Journaled, StoredEntry, UndoCodec,
 };
-use crate::ledger::book::{Fork, Ledger, Timeout, UndoRecord, ViaRollback};
+use crate::engine::rollback::{Fork, ViaRollback};
+use crate::ledger::book::{Ledger, Timeout, UndoRecord};
 use crate::util::panic::guarded_call;
 use crate::util::text::Truncating;
 use crate::{
@@ -774,7 +775,7 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
         let rolling_back =
             ledger.roll_back::<ViaRollback, _, _, _, _>(&mut *ctx, Fork::NONE, &self.clock, &self.hooks, &self.journal);
         let failures =
-            crate::util::future::with_timeout(&self.clock, bound, rolling_back).await.map(|failures| failures.len());
+            crate::timing::future::with_timeout(&self.clock, bound, rolling_back).await.map(|failures| failures.len());
         if failures.is_none() {
             tm_error!(
                 "{} `{}`: recovery cut after {:?}; what it did not roll back stays owed",
@@ -785,7 +786,7 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
             // The rollbacks not done (the one cut midway too) are owed.
             ledger.leave_to_recovery();
         }
-        ledger.summary.completed_at = crate::util::panic::now(&self.clock);
+        ledger.summary.completed_at = crate::timing::clock::now(&self.clock);
         let clean = failures.is_some_and(|failures| RollbackState::of(failures, &ledger.summary).is_clean());
         let still_owed = ledger.summary.rollback_errors() + ledger.summary.rollback_skipped_steps();
         let outcome = if clean {
@@ -966,7 +967,7 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
         S: Storage,
     {
         let info = TransactionInfo { id, operation: Name::from("(unknown)") };
-        let now = crate::util::panic::now(&self.clock);
+        let now = crate::timing::clock::now(&self.clock);
         let seed = self.jitter_seed_for(id);
         // The manager's policy: with `Stop`, recovery stops at the first
         // rollback that fails again, as the transaction would have.

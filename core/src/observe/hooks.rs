@@ -7,7 +7,8 @@ use core::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use crate::util::panic::{PanicMessage, guarded_call};
+use crate::util::panic::guarded_call;
+use crate::util::text::PanicMessage;
 use crate::{
     engine::abandon::Abandoned,
     ledger::{

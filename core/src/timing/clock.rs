@@ -137,6 +137,16 @@ pub(crate) const fn duration_from_nanos(nanos: u64) -> Duration {
     Duration::new(secs, (rest << 9) | (nanos & 511) as u32)
 }
 
+/// The clock's time; a `now()` that panics (against the [`Clock`]
+/// contract) reads as zero instead of unwinding through the engine's
+/// bookkeeping, where it could stop a rollback.
+pub(crate) fn now<C: Clock + ?Sized>(clock: &C) -> core::time::Duration {
+    crate::util::text::caught(|| clock.now()).unwrap_or_else(|panic| {
+        tm_error!("the clock's now() panicked: {}", panic);
+        core::time::Duration::ZERO
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

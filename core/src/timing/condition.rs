@@ -4,7 +4,7 @@
 
 use core::fmt;
 
-use crate::util::panic::PanicMessage;
+use crate::util::text::PanicMessage;
 
 /// Decides, after an attempt failed with an error, whether the attempt may
 /// be retried: `true` retries it (as the retry policy allows), `false`
@@ -83,7 +83,7 @@ impl Verdict {
 
 /// Asks a condition (`ask` calls it), inside the panic guard.
 pub(crate) fn ask(ask: impl FnOnce() -> bool) -> Verdict {
-    match crate::util::panic::caught(ask) {
+    match crate::util::text::caught(ask) {
         Ok(true) => Verdict::Retry,
         Ok(false) => Verdict::Permanent,
         Err(panic) => {

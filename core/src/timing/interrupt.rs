@@ -250,9 +250,9 @@ where
 
     fn wait(self, clock: &C) -> impl Future<Output = InterruptReason> {
         let (a, b) = self;
-        crate::util::future::map(crate::util::future::race(a.wait(clock), b.wait(clock)), |either| match either {
-            crate::util::future::Either::Left(first) => first.into_reason(),
-            crate::util::future::Either::Right(second) => second.into_reason(),
+        crate::timing::future::map(crate::timing::future::race(a.wait(clock), b.wait(clock)), |either| match either {
+            crate::timing::future::Either::Left(first) => first.into_reason(),
+            crate::timing::future::Either::Right(second) => second.into_reason(),
         })
     }
 

@@ -387,7 +387,7 @@ mod tests {
                 clock.sleep(Duration::from_millis(10)).await;
                 order.borrow_mut().push(10).unwrap();
             };
-            crate::util::future::race(crate::util::future::race(late, early), core::future::pending::<()>()).await;
+            crate::timing::future::race(crate::timing::future::race(late, early), core::future::pending::<()>()).await;
         });
         assert_eq!(order.borrow().as_slice(), [10]);
         assert_eq!(clock.now(), Duration::from_millis(10));

@@ -3,6 +3,7 @@
 
 pub(crate) mod clock;
 pub(crate) mod condition;
+pub(crate) mod future;
 pub(crate) mod interrupt;
 pub(crate) mod manual_clock;
 pub(crate) mod retry;

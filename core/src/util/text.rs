@@ -154,7 +154,7 @@ impl ErrorText {
     /// text saying so instead of unwinding through the engine (with `std`).
     #[cfg(feature = "error-text")]
     pub(crate) fn capture(error: &dyn Display) -> Self {
-        match crate::util::panic::caught(|| Self::capture_unguarded(error)) {
+        match crate::util::text::caught(|| Self::capture_unguarded(error)) {
             Ok(text) => text,
             Err(panic) => Self::capture_unguarded(&DisplayPanicked(&panic)),
         }
@@ -168,7 +168,7 @@ impl ErrorText {
         #[cfg(feature = "alloc")]
         if let Some(Self(text)) = slot {
             text.clear();
-            match crate::util::panic::caught(|| fmt::write(text, format_args!("{error}"))) {
+            match crate::util::text::caught(|| fmt::write(text, format_args!("{error}"))) {
                 Ok(Ok(())) => return,
                 // A `Display` that returned an error (against its
                 // contract): as `capture` has it.
@@ -210,7 +210,7 @@ impl ErrorText {
 
 /// The text kept for an error whose `Display` panicked.
 #[cfg(feature = "error-text")]
-struct DisplayPanicked<'a>(&'a crate::util::panic::PanicMessage);
+struct DisplayPanicked<'a>(&'a crate::util::text::PanicMessage);
 
 #[cfg(feature = "error-text")]
 impl Display for DisplayPanicked<'_> {
@@ -271,6 +271,91 @@ impl<const N: usize> Write for Truncating<N> {
         }
         Ok(())
     }
+}
+
+/// The message of a panic caught in a step, a rollback or a hook.
+///
+/// Only produced with the `std` feature (catching a panic needs
+/// unwinding); the type exists everywhere so matching on errors is the same
+/// with and without it. Without `std` it has no values at all, so errors
+/// and records carry no room for a message that can never exist, and the
+/// code that would handle one is compiled out.
+///
+/// ```
+/// # use transaction_manager::*;
+/// let clock = ManualClock::new();
+/// let manager = TransactionManager::new(&clock);
+/// # #[cfg(feature = "std")] {
+/// let err = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |tx| {
+///     tx.step("boom").run(|| async { if true { panic!("sensor driver bug") } Ok::<(), &str>(()) }).await
+/// })).unwrap_err();
+/// let StepErrorKind::Panicked(message) = err.cause().kind() else { panic!() };
+/// assert_eq!(message.as_str(), "sensor driver bug");
+/// # }
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct PanicMessage(
+    #[cfg(feature = "std")] pub(crate) ErrorText,
+    #[cfg(not(feature = "std"))] pub(crate) core::convert::Infallible,
+);
+
+impl PanicMessage {
+    /// The panic's message (`"<non-string panic payload>"` when the payload
+    /// was not text).
+    pub fn as_str(&self) -> &str {
+        #[cfg(feature = "std")]
+        {
+            self.0.as_str()
+        }
+        #[cfg(not(feature = "std"))]
+        match self.0 {}
+    }
+}
+
+impl fmt::Debug for PanicMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for PanicMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Runs `f`, returning a panic in it as `Err` (with `std`; without, a panic
+/// follows the target's panic strategy).
+#[cfg(feature = "std")]
+pub(crate) fn caught<T>(f: impl FnOnce() -> T) -> Result<T, PanicMessage> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(message_of)
+}
+
+#[cfg(not(feature = "std"))]
+pub(crate) fn caught<T>(f: impl FnOnce() -> T) -> Result<T, PanicMessage> {
+    Ok(f())
+}
+
+/// A caught panic's payload, to resume unwinding with later.
+#[cfg(feature = "std")]
+pub(crate) type Payload = std::boxed::Box<dyn core::any::Any + Send + 'static>;
+
+#[cfg(feature = "std")]
+pub(crate) fn message_of(payload: Payload) -> PanicMessage {
+    let text: &str = if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<std::string::String>() {
+        s
+    } else {
+        "<non-string panic payload>"
+    };
+    PanicMessage(ErrorText::capture(&text))
+}
+
+/// Without `std` nothing is caught, so there is never a message to take.
+#[cfg(not(feature = "std"))]
+pub(crate) fn message_of(never: core::convert::Infallible) -> PanicMessage {
+    match never {}
 }
 
 #[cfg(test)]
