@@ -19,7 +19,10 @@ use firmware::say;
 use firmware::scenario::{self, Outcome, Report, Status};
 #[cfg(not(feature = "sequential-buses"))]
 use transaction_manager::group::member;
-use transaction_manager::{Action, Committed, EmbassyClock, RetryPolicy, Rollback, StepError, StepStatus, TransactionError, TransactionManager, step::Maybe, storage::Fixed};
+use transaction_manager::{
+    Action, Committed, EmbassyClock, RetryPolicy, Rollback, StepError, StepStatus, TransactionError,
+    TransactionManager, step::Maybe, storage::Fixed,
+};
 
 /// How to undo each step that has a rollback: plain data, kept inline in
 /// the transaction (no allocator).

@@ -36,7 +36,13 @@ use embassy_executor::Spawner;
 use firmware::board::{Board, Faults, HwError};
 use firmware::say;
 use firmware::trace::{self, Event};
-use transaction_manager::{Action, EmbassyClock, RetryPolicy, Rollback, StepError, TransactionManager, abandon::Unattended, journal::{Journaled, Postcard}, step::Maybe, storage::Fixed};
+use transaction_manager::{
+    Action, EmbassyClock, RetryPolicy, Rollback, StepError, TransactionManager,
+    abandon::Unattended,
+    journal::{Journaled, Postcard},
+    step::Maybe,
+    storage::Fixed,
+};
 use transaction_manager_flash::{FlashCell, FlashJournal, RamFlash};
 
 /// How to undo each step that has a rollback: data, encoded by postcard
