@@ -4,18 +4,22 @@
 use defmt::{Format, Formatter, write};
 
 use crate::{
-    api::error::{
-        Committed, RollbackErrorKind, RollbackFailure, RollbackState, StepError, StepErrorKind, TransactionError,
-    },
+    durable::id::TransactionId,
     ledger::{
-        record::{StepRecord, StepStatus, TransactionId, TransactionInfo},
+        error::{
+            Committed, RollbackErrorKind, RollbackFailure, RollbackState, StepError, StepErrorKind, TransactionError,
+        },
+        record::{StepRecord, StepStatus, TransactionInfo},
         summary::Summary,
     },
     timing::{
         interrupt::{InterruptReason, Interrupted},
         retry::{Jitter, RetryPolicy},
     },
-    util::{storage::Storage, text::Name, text::PanicMessage},
+    util::{
+        storage::Storage,
+        text::{Name, PanicMessage},
+    },
 };
 
 impl Format for Name {

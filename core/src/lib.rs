@@ -139,23 +139,23 @@ mod util;
 
 pub use crate::api::action::Action;
 pub use crate::api::any_manager::Manager;
-pub use crate::api::error::Committed;
-pub use crate::api::error::RollbackState;
-pub use crate::api::error::StepError;
-pub use crate::api::error::StepErrorKind;
-pub use crate::api::error::TransactionError;
 pub use crate::api::manager::Outcome;
 pub use crate::api::manager::TransactionBuilder;
 pub use crate::api::manager::TransactionManager;
-#[cfg(feature = "alloc")]
-pub use crate::api::rollback::BoxedRollback;
-pub use crate::api::rollback::NoRollback;
-pub use crate::api::rollback::Rollback;
 pub use crate::api::transaction::Transaction;
+pub use crate::durable::id::TransactionId;
+pub use crate::ledger::error::Committed;
+pub use crate::ledger::error::RollbackState;
+pub use crate::ledger::error::StepError;
+pub use crate::ledger::error::StepErrorKind;
+pub use crate::ledger::error::TransactionError;
 pub use crate::ledger::record::StepRecord;
 pub use crate::ledger::record::StepStatus;
-pub use crate::ledger::record::TransactionId;
 pub use crate::ledger::record::TransactionInfo;
+#[cfg(feature = "alloc")]
+pub use crate::ledger::rollback::BoxedRollback;
+pub use crate::ledger::rollback::NoRollback;
+pub use crate::ledger::rollback::Rollback;
 pub use crate::ledger::summary::Summary;
 pub use crate::timing::clock::Clock;
 pub use crate::timing::manual_clock::ManualClock;
@@ -215,14 +215,14 @@ pub mod scope {
 
 pub mod rollback {
     //! Rollbacks as closures and what happens when one fails for good.
-    pub use crate::api::error::RollbackErrorKind;
-    pub use crate::api::error::RollbackFailure;
-    #[cfg(feature = "alloc")]
-    pub use crate::api::rollback::BoxError;
-    #[cfg(feature = "alloc")]
-    pub use crate::api::rollback::LocalBoxedRollback;
-    pub use crate::api::rollback::RollbackFn;
     pub use crate::ledger::book::RollbackFailurePolicy;
+    pub use crate::ledger::error::RollbackErrorKind;
+    pub use crate::ledger::error::RollbackFailure;
+    #[cfg(feature = "alloc")]
+    pub use crate::ledger::rollback::BoxError;
+    #[cfg(feature = "alloc")]
+    pub use crate::ledger::rollback::LocalBoxedRollback;
+    pub use crate::ledger::rollback::RollbackFn;
 }
 
 pub mod retry {
@@ -265,20 +265,16 @@ pub mod journal {
     //! power cut does not lose the rollbacks it owes, its codecs, the memory
     //! journal for tests, and recovery.
     pub use crate::api::manager::JournalKeeps;
+    pub use crate::durable::id::IdempotencyKey;
+    pub use crate::durable::id::ParseIdError;
     pub use crate::durable::journal::CodecError;
     pub use crate::durable::journal::Entry;
     pub use crate::durable::journal::EntryKind;
     pub use crate::durable::journal::FORMAT;
-    pub use crate::durable::journal::IdempotencyKey;
     pub use crate::durable::journal::Journal;
     pub use crate::durable::journal::JournalFailure;
-    #[doc(hidden)]
-    pub use crate::durable::journal::JournalFor;
-    pub use crate::durable::journal::JournalRun;
-    pub use crate::durable::journal::Journaled;
     #[cfg(feature = "json")]
     pub use crate::durable::journal::Json;
-    pub use crate::durable::journal::NoJournal;
     #[cfg(feature = "postcard")]
     pub use crate::durable::journal::Postcard;
     pub use crate::durable::journal::StoredEntry;
@@ -289,13 +285,17 @@ pub mod journal {
     pub use crate::durable::memory::MemoryJournal;
     #[cfg(feature = "std")]
     pub use crate::durable::memory::MemoryJournalError;
+    #[doc(hidden)]
+    pub use crate::engine::binding::JournalFor;
+    pub use crate::engine::binding::JournalRun;
+    pub use crate::engine::binding::Journaled;
+    pub use crate::engine::binding::NoJournal;
     pub use crate::engine::recovery::OwedRetry;
     pub use crate::engine::recovery::OwedStep;
     pub use crate::engine::recovery::RecoveredTransaction;
     pub use crate::engine::recovery::Recovery;
     pub use crate::engine::recovery::RecoveryError;
     pub use crate::engine::recovery::RecoveryOutcome;
-    pub use crate::ledger::record::ParseIdError;
 }
 
 pub mod storage {
@@ -340,15 +340,15 @@ pub mod backend {
     //! The surface for runtime adapters and journal backends: what a crate that
     //! implements [`Clock`], [`Spawner`] or [`Journal`] needs, and nothing else.
     //! The engine can change behind it without touching them.
+    pub use crate::durable::id::IdempotencyKey;
+    pub use crate::durable::id::ParseIdError;
+    pub use crate::durable::id::TransactionId;
     pub use crate::durable::journal::CodecError;
     pub use crate::durable::journal::Entry;
     pub use crate::durable::journal::EntryKind;
-    pub use crate::durable::journal::IdempotencyKey;
     pub use crate::durable::journal::Journal;
     pub use crate::durable::journal::StoredEntry;
     pub use crate::engine::spawn::Spawner;
-    pub use crate::ledger::record::ParseIdError;
-    pub use crate::ledger::record::TransactionId;
     pub use crate::timing::clock::Clock;
     pub use crate::timing::clock::div_rem_narrow;
 }

@@ -8,9 +8,10 @@ use core::time::Duration;
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use crate::{
-    api::error::{Committed, RollbackErrorKind, RollbackFailure, RollbackState, StepError, TransactionError},
+    durable::id::TransactionId,
     ledger::{
-        record::{StepRecord, StepStatus, TransactionId},
+        error::{Committed, RollbackErrorKind, RollbackFailure, RollbackState, StepError, TransactionError},
+        record::{StepRecord, StepStatus},
         summary::Summary,
     },
     util::{storage::Storage, text::Name},

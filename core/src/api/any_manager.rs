@@ -1,7 +1,7 @@
 //! One bound for code that takes the application's manager, whatever its
 //! clock, hooks, abandon policy and journal.
 
-use crate::durable::journal::JournalIds;
+use crate::engine::binding::JournalIds;
 use crate::{api::manager::TransactionManager, observe::hooks::Hooks, timing::clock::Clock};
 
 /// Any [`TransactionManager`], journaled or not: the bound for a library
@@ -128,7 +128,7 @@ pub trait Manager: sealed::Sealed {
             Self::Clock,
             Self::Hooks,
             (),
-            crate::api::rollback::BoxedRollback,
+            crate::ledger::rollback::BoxedRollback,
             crate::util::storage::Unbounded,
         >;
     /// What the manager does with the rollbacks of a dropped transaction.
@@ -149,7 +149,7 @@ where
             C,
             H,
             (),
-            crate::api::rollback::BoxedRollback,
+            crate::ledger::rollback::BoxedRollback,
             crate::util::storage::Unbounded,
         >,
 {

@@ -26,16 +26,14 @@ use crate::observe::hooks::hook_call;
 use crate::util::text::ErrorText;
 use crate::util::text::caught;
 use crate::{
-    api::{
-        error::{StepError, StepErrorKind},
-        manager::TransactionManager,
-        rollback::{Rollback, RollbackFn},
-        step::Maybe,
-        transaction::Transaction,
-    },
-    durable::journal::IdempotencyKey,
+    api::{manager::TransactionManager, step::Maybe, transaction::Transaction},
+    durable::id::IdempotencyKey,
     engine::abandon::AbandonPolicy,
-    ledger::record::{StepRecord, StepStatus},
+    ledger::{
+        error::{StepError, StepErrorKind},
+        record::{StepRecord, StepStatus},
+        rollback::{Rollback, RollbackFn},
+    },
     observe::hooks::{Hooks, StepEvent},
     timing::{
         clock::Clock,
@@ -802,7 +800,7 @@ where
     H: Hooks,
     U: Rollback<Ctx>,
     A: AbandonPolicy<C, H, Ctx, U, S>,
-    J: crate::durable::journal::JournalFor<U>,
+    J: crate::engine::binding::JournalFor<U>,
 {
     /// Runs the members at the same time and returns their values, as a
     /// tuple for a tuple of members, an array for an array, a `Vec` for a
@@ -897,7 +895,7 @@ where
     H: Hooks,
     U: Rollback<Ctx>,
     A: AbandonPolicy<C, H, Ctx, U, S>,
-    J: crate::durable::journal::JournalFor<U>,
+    J: crate::engine::binding::JournalFor<U>,
 {
     /// Starts configuring a parallel group; see [`Group`]. For the default
     /// options, [`parallel`](Transaction::parallel) is shorter.
@@ -965,7 +963,7 @@ impl<'t, C, H, A, J, U, S: Storage> Transaction<'t, TransactionManager<C, H, A, 
 where
     C: Clock,
     H: Hooks,
-    J: crate::durable::journal::JournalFor<U>,
+    J: crate::engine::binding::JournalFor<U>,
 {
     /// The group engine: reserve, start, poll, bookkeeping, until every
     /// member is done. Generic over the members only where it must be
@@ -2146,10 +2144,10 @@ mod driver {
             self: Pin<&mut Self>,
             completed: bool,
             origin: u64,
-            id: crate::ledger::record::TransactionId,
+            id: crate::durable::id::TransactionId,
         ) -> Option<U>;
         /// Starts an attempt, in transaction `id` of origin `origin`.
-        fn start(self: Pin<&mut Self>, origin: u64, id: crate::ledger::record::TransactionId);
+        fn start(self: Pin<&mut Self>, origin: u64, id: crate::durable::id::TransactionId);
         /// Polls the attempt; on success the output is kept in the member.
         fn poll_attempt(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E>>;
         /// Drops the attempt in flight, if any.
@@ -2180,7 +2178,7 @@ mod driver {
             self: Pin<&mut Self>,
             completed: bool,
             origin: u64,
-            id: crate::ledger::record::TransactionId,
+            id: crate::durable::id::TransactionId,
         ) -> Option<U> {
             let this = self.project();
             let key = IdempotencyKey::new(origin, id, crate::api::transaction::step_index(this.run.index));
@@ -2191,7 +2189,7 @@ mod driver {
             }
         }
 
-        fn start(self: Pin<&mut Self>, origin: u64, id: crate::ledger::record::TransactionId) {
+        fn start(self: Pin<&mut Self>, origin: u64, id: crate::durable::id::TransactionId) {
             let mut this = self.project();
             let key = IdempotencyKey::new(origin, id, crate::api::transaction::step_index(this.run.index));
             let attempt = this.execute.start(key);

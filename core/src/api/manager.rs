@@ -6,24 +6,26 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use core::time::Duration;
 
 use crate::api::transaction::CommitFailed;
-use crate::durable::journal::{JournalFailure, JournalFor, JournalIds, Journaled, NoJournal};
 use crate::ledger::book::Ledger;
 use crate::timing::future::{Either, race};
 use crate::timing::interrupt::{Cancel, Deadline, IntoBodyError, IntoReason, NoInterrupt};
 use crate::{
-    api::{
-        error::{Committed, TransactionError},
-        rollback::Rollback,
-        transaction::Transaction,
-    },
+    api::transaction::Transaction,
+    durable::id::TransactionId,
     engine::abandon::{AbandonPolicy, Spawned, Unattended},
     ledger::{
         book::RollbackFailurePolicy,
-        record::{TransactionId, TransactionInfo},
+        error::{Committed, TransactionError},
+        record::TransactionInfo,
+        rollback::Rollback,
     },
     observe::hooks::Hooks,
     timing::{clock::Clock, interrupt::Interrupt, retry::RetryPolicy},
     util::{storage::Storage, text::Name},
+};
+use crate::{
+    durable::journal::JournalFailure,
+    engine::binding::{JournalFor, JournalIds, Journaled, NoJournal},
 };
 
 /// What running a transaction returns: the value and summary of a committed
@@ -33,7 +35,7 @@ use crate::{
 /// `S` the storage. With `alloc`, `RE` and `S` default to those of closure
 /// rollbacks ([`TransactionManager::run`]), as for [`TransactionError`].
 #[cfg(feature = "alloc")]
-pub type Outcome<T, B, RE = crate::api::rollback::BoxError, S = crate::util::storage::Unbounded> =
+pub type Outcome<T, B, RE = crate::ledger::rollback::BoxError, S = crate::util::storage::Unbounded> =
     Result<Committed<T, S>, TransactionError<B, RE, S>>;
 /// What running a transaction returns: the value and summary of a committed
 /// transaction, or the error of one that was rolled back.
@@ -389,7 +391,7 @@ impl<C, H, A, J> TransactionManager<C, H, A, J> {
 }
 
 impl<C, H, A> TransactionManager<C, H, A, NoJournal> {
-    /// Sets the origin of this manager's [`IdempotencyKey`](crate::durable::journal::IdempotencyKey)s (a manager
+    /// Sets the origin of this manager's [`IdempotencyKey`](crate::durable::id::IdempotencyKey)s (a manager
     /// with a journal uses the journal's [`origin`](crate::durable::journal::Journal::origin)).
     /// Without a journal, ids count from `tx-1` in every process and every
     /// run, so the origin is what keeps two of them from handing the same
@@ -417,7 +419,7 @@ impl<C, H, A> TransactionManager<C, H, A, NoJournal> {
 }
 
 impl<C, H, A, J: JournalIds> TransactionManager<C, H, A, J> {
-    /// The origin of this manager's [`IdempotencyKey`](crate::durable::journal::IdempotencyKey)s: its journal's
+    /// The origin of this manager's [`IdempotencyKey`](crate::durable::id::IdempotencyKey)s: its journal's
     /// [`origin`](crate::durable::journal::Journal::origin), or without a journal the one
     /// set with [`with_origin`](TransactionManager::with_origin) (with
     /// `std`, a random one drawn for this manager otherwise; 0 on `no_std`).
@@ -518,16 +520,16 @@ impl<C: Clock, H: Hooks, A, J: JournalIds> TransactionManager<C, H, A, J> {
         &self,
         operation: impl Into<Name>,
         body: F,
-    ) -> Outcome<T, B, crate::api::rollback::BoxError, crate::util::storage::Unbounded>
+    ) -> Outcome<T, B, crate::ledger::rollback::BoxError, crate::util::storage::Unbounded>
     where
         // On the method, not the impl: rustc then names the fix for a
         // journaled manager (`JournalKeeps`'s message) instead of saying
         // there is no method `run`.
         J: JournalKeeps<Closures>
-            + JournalFor<crate::api::rollback::BoxedRollback, CommitFailure = crate::timing::interrupt::Never>,
-        A: AbandonPolicy<C, H, (), crate::api::rollback::BoxedRollback, crate::util::storage::Unbounded>,
+            + JournalFor<crate::ledger::rollback::BoxedRollback, CommitFailure = crate::timing::interrupt::Never>,
+        A: AbandonPolicy<C, H, (), crate::ledger::rollback::BoxedRollback, crate::util::storage::Unbounded>,
         F: AsyncFnOnce(
-            &mut Transaction<'_, Self, (), crate::api::rollback::BoxedRollback, crate::util::storage::Unbounded>,
+            &mut Transaction<'_, Self, (), crate::ledger::rollback::BoxedRollback, crate::util::storage::Unbounded>,
         ) -> Result<T, B>,
     {
         self.transaction(operation).run(body).await
@@ -569,7 +571,7 @@ pub trait UndoLog {
             without `.with_journal(..)` (in a function generic over the manager: \
             `manager: &impl Manager<Journal = NoJournal>`)"
 )]
-pub trait JournalKeeps<L>: crate::durable::journal::sealed::Sealed {}
+pub trait JournalKeeps<L>: crate::engine::binding::sealed::Sealed {}
 
 impl JournalKeeps<Closures> for NoJournal {}
 
@@ -578,7 +580,7 @@ impl<'r> JournalKeeps<LocalClosures<'r>> for NoJournal {}
 /// Any journal, or none: so that a function generic over the manager's
 /// journal ([`Manager::Journal`](crate::Manager::Journal)) needs no bound
 /// for it.
-impl<J: crate::durable::journal::sealed::Sealed, U, S> JournalKeeps<Records<U, S>> for J {}
+impl<J: crate::engine::binding::sealed::Sealed, U, S> JournalKeeps<Records<U, S>> for J {}
 
 /// Undo records of type `U` in storage `S`. See [`TransactionBuilder::fixed`].
 #[derive(Debug)]
@@ -595,20 +597,20 @@ impl<U, S: Storage> UndoLog for Records<U, S> {
 pub struct Closures(());
 
 /// Closure rollbacks that need not be `Send` and may borrow for `'r`
-/// ([`LocalBoxedRollback`](crate::api::rollback::LocalBoxedRollback)). See
+/// ([`LocalBoxedRollback`](crate::ledger::rollback::LocalBoxedRollback)). See
 /// [`TransactionBuilder::local`].
 #[derive(Debug)]
 pub struct LocalClosures<'r>(PhantomData<&'r ()>);
 
 #[cfg(feature = "alloc")]
 impl UndoLog for Closures {
-    type Undo = crate::api::rollback::BoxedRollback;
+    type Undo = crate::ledger::rollback::BoxedRollback;
     type Storage = crate::util::storage::Unbounded;
 }
 
 #[cfg(feature = "alloc")]
 impl<'r> UndoLog for LocalClosures<'r> {
-    type Undo = crate::api::rollback::LocalBoxedRollback<'r>;
+    type Undo = crate::ledger::rollback::LocalBoxedRollback<'r>;
     type Storage = crate::util::storage::Unbounded;
 }
 
@@ -743,7 +745,7 @@ impl<'m, M, L, I> TransactionBuilder<'m, M, L, I> {
     }
 
     /// Closure rollbacks that need not be `Send`
-    /// ([`LocalBoxedRollback`](crate::api::rollback::LocalBoxedRollback)), any number of
+    /// ([`LocalBoxedRollback`](crate::ledger::rollback::LocalBoxedRollback)), any number of
     /// steps. For transactions that stay on one thread.
     #[cfg(feature = "alloc")]
     pub fn local<'r>(self) -> TransactionBuilder<'m, M, LocalClosures<'r>, I> {
@@ -996,10 +998,10 @@ where
                 &span,
                 match &ended {
                     Ok(_) => "committed",
-                    Err(_) if crate::api::error::RollbackState::of(failures.len(), &ledger.summary).is_clean() => {
+                    Err(_) if crate::ledger::error::RollbackState::of(failures.len(), &ledger.summary).is_clean() => {
                         "rolled_back"
                     }
-                    Err(_) if crate::api::error::left_to_recovery(failures.len(), &ledger.summary) => "undecided",
+                    Err(_) if crate::ledger::error::left_to_recovery(failures.len(), &ledger.summary) => "undecided",
                     Err(_) => "partially_rolled_back",
                 },
             );
@@ -1024,7 +1026,7 @@ trait Place<T, B, RE, U, S: Storage> {
     fn put(
         self,
         ended: Result<T, B>,
-        failures: S::List<crate::api::error::RollbackFailure<RE>>,
+        failures: S::List<crate::ledger::error::RollbackFailure<RE>>,
         summary: crate::ledger::summary::Summary<S>,
     ) -> Self::Output;
     /// Builds the outcome with the parts taken by reference (passed by
@@ -1032,7 +1034,7 @@ trait Place<T, B, RE, U, S: Storage> {
     fn put_in_place(
         self,
         ended: Result<T, B>,
-        failures: &mut S::List<crate::api::error::RollbackFailure<RE>>,
+        failures: &mut S::List<crate::ledger::error::RollbackFailure<RE>>,
         ledger: &mut Ledger<U, S>,
     ) -> Self::Output;
 }
@@ -1046,7 +1048,7 @@ impl<T, B, RE, U, S: Storage> Place<T, B, RE, U, S> for Returned {
     fn put(
         self,
         ended: Result<T, B>,
-        failures: S::List<crate::api::error::RollbackFailure<RE>>,
+        failures: S::List<crate::ledger::error::RollbackFailure<RE>>,
         summary: crate::ledger::summary::Summary<S>,
     ) -> Self::Output {
         outcome_of(ended, failures, summary)
@@ -1054,7 +1056,7 @@ impl<T, B, RE, U, S: Storage> Place<T, B, RE, U, S> for Returned {
     fn put_in_place(
         self,
         ended: Result<T, B>,
-        failures: &mut S::List<crate::api::error::RollbackFailure<RE>>,
+        failures: &mut S::List<crate::ledger::error::RollbackFailure<RE>>,
         ledger: &mut Ledger<U, S>,
     ) -> Self::Output {
         outcome_of(ended, core::mem::take(failures), ledger.take_summary())
@@ -1067,7 +1069,7 @@ impl<T, B, RE, U, S: Storage> Place<T, B, RE, U, S> for &mut Option<Outcome<T, B
     fn put(
         self,
         ended: Result<T, B>,
-        failures: S::List<crate::api::error::RollbackFailure<RE>>,
+        failures: S::List<crate::ledger::error::RollbackFailure<RE>>,
         summary: crate::ledger::summary::Summary<S>,
     ) {
         *self = Some(outcome_of(ended, failures, summary));
@@ -1080,7 +1082,7 @@ impl<T, B, RE, U, S: Storage> Place<T, B, RE, U, S> for &mut Option<Outcome<T, B
     fn put_in_place(
         self,
         ended: Result<T, B>,
-        failures: &mut S::List<crate::api::error::RollbackFailure<RE>>,
+        failures: &mut S::List<crate::ledger::error::RollbackFailure<RE>>,
         ledger: &mut Ledger<U, S>,
     ) {
         let summary = crate::ledger::book::empty_summary();
@@ -1105,7 +1107,7 @@ impl<T, B, RE, U, S: Storage> Place<T, B, RE, U, S> for &mut Option<Outcome<T, B
 #[allow(clippy::type_complexity)]
 fn outcome_of<T, B, RE, S: Storage>(
     ended: Result<T, B>,
-    rollback_failures: S::List<crate::api::error::RollbackFailure<RE>>,
+    rollback_failures: S::List<crate::ledger::error::RollbackFailure<RE>>,
     summary: crate::ledger::summary::Summary<S>,
 ) -> Outcome<T, B, RE, S> {
     match ended {
@@ -1117,7 +1119,7 @@ fn outcome_of<T, B, RE, S: Storage>(
 #[inline(never)]
 fn transaction_error<B, RE, S: Storage>(
     cause: B,
-    rollback_failures: S::List<crate::api::error::RollbackFailure<RE>>,
+    rollback_failures: S::List<crate::ledger::error::RollbackFailure<RE>>,
     summary: crate::ledger::summary::Summary<S>,
 ) -> TransactionError<B, RE, S> {
     TransactionError { cause, rollback_failures, summary }

@@ -1,13 +1,10 @@
 //! What the user writes: the manager and its transaction builder, the
-//! transaction handle, steps and actions, groups, scopes, rollbacks and
-//! the errors a transaction returns.
+//! transaction handle, steps and actions, groups and scopes.
 
 pub(crate) mod action;
 pub(crate) mod any_manager;
-pub(crate) mod error;
 pub(crate) mod group;
 pub(crate) mod manager;
-pub(crate) mod rollback;
 pub(crate) mod scope;
 pub(crate) mod step;
 pub(crate) mod transaction;

@@ -7,14 +7,13 @@ use core::fmt;
 
 use crate::engine::rollback::ViaRollback;
 use crate::{
-    api::{
-        error::{RollbackFailure, RollbackState, StepError},
-        manager::TransactionManager,
-        rollback::Rollback,
-        transaction::Transaction,
-    },
+    api::{manager::TransactionManager, transaction::Transaction},
     engine::abandon::AbandonPolicy,
-    ledger::record::StepStatus,
+    ledger::{
+        error::{RollbackFailure, RollbackState, StepError},
+        record::StepStatus,
+        rollback::Rollback,
+    },
     observe::hooks::Hooks,
     timing::clock::Clock,
     util::storage::Storage,
@@ -26,7 +25,7 @@ where
     H: Hooks,
     U: Rollback<Ctx>,
     A: AbandonPolicy<C, H, Ctx, U, S>,
-    J: crate::durable::journal::JournalFor<U>,
+    J: crate::engine::binding::JournalFor<U>,
 {
     /// Runs `body` as a nested transaction named `name`, on this
     /// transaction's records.

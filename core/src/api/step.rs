@@ -5,8 +5,9 @@ use core::future::Future;
 use core::time::Duration;
 
 use crate::{
-    api::{error::StepError, manager::TransactionManager, rollback::Rollback, transaction::Transaction},
+    api::{manager::TransactionManager, transaction::Transaction},
     engine::abandon::AbandonPolicy,
+    ledger::{error::StepError, rollback::Rollback},
     observe::hooks::Hooks,
     timing::{
         clock::Clock,
@@ -254,7 +255,7 @@ where
     H: Hooks,
     U: Rollback<Ctx>,
     A: AbandonPolicy<C, H, Ctx, U, S>,
-    J: crate::durable::journal::JournalFor<U>,
+    J: crate::engine::binding::JournalFor<U>,
 {
     /// The step's idempotency key: the transaction's id and this step's
     /// index, as [`Transaction::next_step_key`] gives it before the step.
@@ -277,7 +278,7 @@ where
     /// )).unwrap();
     /// assert_eq!(tries, ["tx-4.0-000000000000002a"]);
     /// ```
-    pub fn key(&self) -> crate::durable::journal::IdempotencyKey {
+    pub fn key(&self) -> crate::durable::id::IdempotencyKey {
         self.tx.next_step_key()
     }
 
@@ -302,7 +303,7 @@ where
         execute: F,
     ) -> Execute<'s, 't, TransactionManager<C, H, A, J>, Ctx, U, S, Keyed<F>>
     where
-        F: FnMut(crate::durable::journal::IdempotencyKey) -> Fut,
+        F: FnMut(crate::durable::id::IdempotencyKey) -> Fut,
         Fut: Future<Output = Result<Out, E>>,
     {
         let key = self.key();
@@ -411,12 +412,12 @@ where
 #[derive(Debug)]
 pub struct Keyed<F> {
     execute: F,
-    key: crate::durable::journal::IdempotencyKey,
+    key: crate::durable::id::IdempotencyKey,
 }
 
 impl<Ctx: ?Sized, F, Fut, Out, E> StepFn<Ctx> for Keyed<F>
 where
-    F: FnMut(crate::durable::journal::IdempotencyKey) -> Fut,
+    F: FnMut(crate::durable::id::IdempotencyKey) -> Fut,
     Fut: Future<Output = Result<Out, E>>,
     E: fmt::Display,
 {
@@ -590,7 +591,7 @@ where
     H: Hooks,
     U: Rollback<Ctx>,
     A: AbandonPolicy<C, H, Ctx, U, S>,
-    J: crate::durable::journal::JournalFor<U>,
+    J: crate::engine::binding::JournalFor<U>,
     F: StepFn<Ctx>,
     W: RetryCondition<F::Error>,
 {
@@ -652,13 +653,13 @@ where
         G: FnMut(F::Output) -> Fut,
         Fut: Future<Output = Result<(), RE>>,
         F::Output: Clone,
-        U: From<crate::api::rollback::RollbackFn<G, F::Output, RW>>,
+        U: From<crate::ledger::rollback::RollbackFn<G, F::Output, RW>>,
     {
         let mut rollback = Some((rollback, self.rollback_retry_if));
         let make_undo = move |output: Maybe<&F::Output>| {
             let output = output.completed()?;
             let (rollback, condition) = rollback.take()?;
-            Some(U::from(crate::api::rollback::RollbackFn::new(rollback, output.clone()).with_retry_if(condition)))
+            Some(U::from(crate::ledger::rollback::RollbackFn::new(rollback, output.clone()).with_retry_if(condition)))
         };
         self.step
             .tx
@@ -684,7 +685,7 @@ where
         G: FnMut((St, F::Output)) -> Fut,
         Fut: Future<Output = Result<(), RE>>,
         F::Output: Clone,
-        U: From<crate::api::rollback::RollbackFn<G, (St, F::Output), RW>>,
+        U: From<crate::ledger::rollback::RollbackFn<G, (St, F::Output), RW>>,
     {
         let state = state.clone();
         let mut rollback = Some((rollback, self.rollback_retry_if));
@@ -692,7 +693,7 @@ where
             let output = output.completed()?;
             let (rollback, condition) = rollback.take()?;
             Some(U::from(
-                crate::api::rollback::RollbackFn::new(rollback, (state.clone(), output.clone()))
+                crate::ledger::rollback::RollbackFn::new(rollback, (state.clone(), output.clone()))
                     .with_retry_if(condition),
             ))
         };
@@ -728,10 +729,10 @@ where
     /// ```
     pub fn rollback_keyed<G, Fut, RE>(self, rollback: G) -> impl Future<Output = Result<F::Output, StepError<F::Error>>>
     where
-        G: FnMut((crate::durable::journal::IdempotencyKey, F::Output)) -> Fut,
+        G: FnMut((crate::durable::id::IdempotencyKey, F::Output)) -> Fut,
         Fut: Future<Output = Result<(), RE>>,
         F::Output: Clone,
-        U: From<crate::api::rollback::RollbackFn<G, (crate::durable::journal::IdempotencyKey, F::Output), RW>>,
+        U: From<crate::ledger::rollback::RollbackFn<G, (crate::durable::id::IdempotencyKey, F::Output), RW>>,
     {
         let key = self.step.tx.next_step_key();
         let mut rollback = Some((rollback, self.rollback_retry_if));
@@ -739,7 +740,7 @@ where
             let output = output.completed()?;
             let (rollback, condition) = rollback.take()?;
             Some(U::from(
-                crate::api::rollback::RollbackFn::new(rollback, (key, output.clone())).with_retry_if(condition),
+                crate::ledger::rollback::RollbackFn::new(rollback, (key, output.clone())).with_retry_if(condition),
             ))
         };
         self.step
@@ -766,13 +767,13 @@ where
         G: FnMut(Maybe<F::Output>) -> Fut + Clone,
         Fut: Future<Output = Result<(), RE>>,
         F::Output: Clone,
-        U: From<crate::api::rollback::RollbackFn<G, Maybe<F::Output>, RW>>,
+        U: From<crate::ledger::rollback::RollbackFn<G, Maybe<F::Output>, RW>>,
         RW: Clone,
     {
         let condition = self.rollback_retry_if;
         let make_undo = move |output: Maybe<&F::Output>| {
             Some(U::from(
-                crate::api::rollback::RollbackFn::new(rollback.clone(), output.cloned())
+                crate::ledger::rollback::RollbackFn::new(rollback.clone(), output.cloned())
                     .with_retry_if(condition.clone()),
             ))
         };
@@ -819,13 +820,13 @@ where
         G: FnMut((St, Maybe<F::Output>)) -> Fut + Clone,
         Fut: Future<Output = Result<(), RE>>,
         F::Output: Clone,
-        U: From<crate::api::rollback::RollbackFn<G, (St, Maybe<F::Output>), RW>>,
+        U: From<crate::ledger::rollback::RollbackFn<G, (St, Maybe<F::Output>), RW>>,
         RW: Clone,
     {
         let state = state.clone();
         let condition = self.rollback_retry_if;
         let make_undo = move |output: Maybe<&F::Output>| {
-            let undo = crate::api::rollback::RollbackFn::new(rollback.clone(), (state.clone(), output.cloned()));
+            let undo = crate::ledger::rollback::RollbackFn::new(rollback.clone(), (state.clone(), output.cloned()));
             Some(U::from(undo.with_retry_if(condition.clone())))
         };
         self.step
@@ -842,7 +843,7 @@ where
     H: Hooks,
     U: Rollback<Ctx>,
     A: AbandonPolicy<C, H, Ctx, U, S>,
-    J: crate::durable::journal::JournalFor<U>,
+    J: crate::engine::binding::JournalFor<U>,
     F: StepFn<Ctx>,
     W: RetryCondition<F::Error>,
 {
@@ -906,7 +907,7 @@ where
     /// ```
     pub fn undo_keyed<Mk>(self, make_undo: Mk) -> impl Future<Output = Result<F::Output, StepError<F::Error>>>
     where
-        Mk: FnOnce(&F::Output, crate::durable::journal::IdempotencyKey) -> U,
+        Mk: FnOnce(&F::Output, crate::durable::id::IdempotencyKey) -> U,
     {
         let key = self.step.tx.next_step_key();
         self.undo(move |output: &F::Output| make_undo(output, key))

@@ -8,7 +8,6 @@ use core::sync::atomic::AtomicBool;
 use core::time::Duration;
 
 use crate::api::step::{Maybe, Step, StepConfig, StepParts};
-use crate::durable::journal::{Entry, EntryKind, JournalFailure, JournalFor};
 use crate::engine::rollback::{Fork, Panicked, ViaRollback};
 use crate::ledger::book::{Ledger, UndoRecord};
 use crate::observe::hooks::hook_call;
@@ -17,16 +16,20 @@ use crate::trace::within;
 use crate::util::panic::guarded_call;
 use crate::util::text::ErrorText;
 use crate::{
-    api::{
+    api::manager::TransactionManager,
+    engine::abandon::{AbandonPolicy, Abandoned},
+    ledger::{
         error::{RollbackState, StepError, StepErrorKind},
-        manager::TransactionManager,
+        record::{StepRecord, StepStatus, TransactionInfo},
         rollback::Rollback,
     },
-    engine::abandon::{AbandonPolicy, Abandoned},
-    ledger::record::{StepRecord, StepStatus, TransactionInfo},
     observe::hooks::{Hooks, StepEvent},
     timing::clock::Clock,
     util::storage::{List, Storage},
+};
+use crate::{
+    durable::journal::{Entry, EntryKind, JournalFailure},
+    engine::binding::JournalFor,
 };
 
 /// A transaction in progress: the handle its body receives, to add steps.
@@ -181,7 +184,7 @@ impl<'t, C, H, A, J, Ctx: ?Sized, U, S: Storage> Transaction<'t, TransactionMana
     }
 
     /// The transaction's id.
-    pub fn id(&self) -> crate::ledger::record::TransactionId {
+    pub fn id(&self) -> crate::durable::id::TransactionId {
         self.ledger.summary.info.id
     }
 
@@ -205,9 +208,9 @@ impl<'t, C, H, A, J, Ctx: ?Sized, U, S: Storage> Transaction<'t, TransactionMana
     /// }));
     /// assert_eq!(done.unwrap().into_value(), "tx-9.1-000000000000002a");
     /// ```
-    pub fn next_step_key(&self) -> crate::durable::journal::IdempotencyKey {
+    pub fn next_step_key(&self) -> crate::durable::id::IdempotencyKey {
         let index = u32::try_from(self.ledger.summary.steps.len()).unwrap_or(u32::MAX);
-        crate::durable::journal::IdempotencyKey::new(self.ledger.origin, self.ledger.summary.info.id, index)
+        crate::durable::id::IdempotencyKey::new(self.ledger.origin, self.ledger.summary.info.id, index)
     }
 
     /// The records of the steps run so far.
@@ -499,7 +502,7 @@ where
     /// summary, once (not moved through layers).
     pub(crate) async fn abort(
         &mut self,
-        rollback_failures: &mut S::List<crate::api::error::RollbackFailure<U::Error>>,
+        rollback_failures: &mut S::List<crate::ledger::error::RollbackFailure<U::Error>>,
     ) {
         self.settle_dropped_step();
         let manager = self.manager;

@@ -9,9 +9,9 @@ use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::{
-    durable::journal::{Entry, EntryKind, Journal, StoredEntry},
-    ledger::record::TransactionId,
+use crate::durable::{
+    id::TransactionId,
+    journal::{Entry, EntryKind, Journal, StoredEntry},
 };
 
 /// A [`Journal`] in memory, for tests of journaled transactions and of

@@ -1,6 +1,7 @@
 //! The journal: the byte-level trait, its entries and codecs, the binding
 //! of a journal to a manager, and the memory journal.
 
+pub(crate) mod id;
 pub(crate) mod journal;
 #[cfg(feature = "std")]
 pub(crate) mod memory;

@@ -7,9 +7,9 @@ use core::future::Future;
 use crate::engine::rollback::{Fork, UndoCall, ViaRollback};
 use crate::ledger::book::Ledger;
 use crate::{
-    api::error::{RollbackFailure, RollbackState},
     engine::spawn::Spawner,
     ledger::{
+        error::{RollbackFailure, RollbackState},
         record::{StepRecord, TransactionInfo},
         summary::Summary,
     },
@@ -59,14 +59,14 @@ impl<U, S: Storage> Abandoned<U, S> {
     /// step; run it to completion (a task of its own) to avoid that.
     pub async fn roll_back<Ctx, C, H>(mut self, ctx: &mut Ctx, clock: &C, hooks: &H) -> RollbackReport<U::Error, S>
     where
-        U: crate::api::rollback::Rollback<Ctx>,
+        U: crate::ledger::rollback::Rollback<Ctx>,
         Ctx: ?Sized,
         C: Clock,
         H: Hooks,
     {
         let failures = self
             .ledger
-            .roll_back::<ViaRollback, _, _, _, _>(ctx, Fork::NONE, clock, hooks, &crate::durable::journal::NoJournal)
+            .roll_back::<ViaRollback, _, _, _, _>(ctx, Fork::NONE, clock, hooks, &crate::engine::binding::NoJournal)
             .await;
         let summary = &mut self.ledger.summary;
         summary.completed_at = clock.now();
@@ -98,7 +98,7 @@ impl<U, S: Storage> Abandoned<U, S> {
                 Fork::NONE,
                 clock,
                 &(),
-                &crate::durable::journal::NoJournal,
+                &crate::engine::binding::NoJournal,
             ),
         )
         .await;
@@ -317,7 +317,7 @@ pub trait DetachedRollback: Send + 'static {
 
 /// A transaction without rollbacks owes nothing, so a manager with a
 /// spawner runs it too.
-impl DetachedRollback for crate::api::rollback::NoRollback {
+impl DetachedRollback for crate::ledger::rollback::NoRollback {
     type Error = core::convert::Infallible;
 
     async fn rollback_detached(&mut self) -> Result<(), Self::Error> {

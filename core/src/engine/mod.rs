@@ -2,6 +2,7 @@
 //! rollbacks of a dropped transaction.
 
 pub(crate) mod abandon;
+pub(crate) mod binding;
 pub(crate) mod recovery;
 pub(crate) mod rollback;
 pub(crate) mod spawn;

@@ -4,22 +4,27 @@
 use core::fmt::{self, Write as _};
 use core::time::Duration;
 
-use crate::durable::journal::{
-    CodecError, Entry, EntryKind, Journal, JournalFailure, Journaled, StoredEntry, UndoCodec,
-};
 use crate::engine::rollback::{Fork, ViaRollback};
 use crate::ledger::book::{Ledger, Timeout, UndoRecord};
 use crate::util::panic::guarded_call;
 use crate::util::text::Truncating;
 use crate::{
-    api::{error::RollbackState, manager::TransactionManager},
-    ledger::record::{StepRecord, StepStatus, TransactionId, TransactionInfo},
+    api::manager::TransactionManager,
+    durable::id::TransactionId,
+    ledger::{
+        error::RollbackState,
+        record::{StepRecord, StepStatus, TransactionInfo},
+    },
     observe::hooks::Hooks,
     timing::clock::Clock,
     util::{
         storage::{List, Storage},
         text::Name,
     },
+};
+use crate::{
+    durable::journal::{CodecError, Entry, EntryKind, Journal, JournalFailure, StoredEntry, UndoCodec},
+    engine::binding::Journaled,
 };
 
 /// What [`TransactionManager::recover`] did: counts of the transactions
@@ -557,7 +562,7 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
     pub async fn recover<U, S, Ctx>(&self, ctx: &mut Ctx) -> Result<Recovery, RecoveryError>
     where
         Ctx: ?Sized,
-        U: crate::api::rollback::Rollback<Ctx> + Sync,
+        U: crate::ledger::rollback::Rollback<Ctx> + Sync,
         Co: UndoCodec<U> + Sync,
         S: Storage,
     {
@@ -590,7 +595,7 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
     ) -> Result<Recovery, RecoveryError>
     where
         Ctx: ?Sized,
-        U: crate::api::rollback::Rollback<Ctx> + Sync,
+        U: crate::ledger::rollback::Rollback<Ctx> + Sync,
         Co: UndoCodec<U> + Sync,
         S: Storage,
     {
@@ -623,7 +628,7 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
     pub async fn recover_dropped<U, S, Ctx>(&self, ctx: &mut Ctx) -> Result<Recovery, RecoveryError>
     where
         Ctx: ?Sized,
-        U: crate::api::rollback::Rollback<Ctx> + Sync,
+        U: crate::ledger::rollback::Rollback<Ctx> + Sync,
         Co: UndoCodec<U> + Sync,
         S: Storage,
     {
@@ -662,7 +667,7 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
     ) -> Result<Option<RecoveryOutcome>, RecoveryError>
     where
         Ctx: ?Sized,
-        U: crate::api::rollback::Rollback<Ctx> + Sync,
+        U: crate::ledger::rollback::Rollback<Ctx> + Sync,
         Co: UndoCodec<U> + Sync,
         S: Storage,
     {
@@ -689,7 +694,7 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
     where
         V: FnMut(&RecoveredTransaction<'_>),
         Ctx: ?Sized,
-        U: crate::api::rollback::Rollback<Ctx> + Sync,
+        U: crate::ledger::rollback::Rollback<Ctx> + Sync,
         Co: UndoCodec<U> + Sync,
         S: Storage,
     {

@@ -7,7 +7,6 @@ use core::future::Future;
 use core::marker::PhantomData;
 
 use crate::api::transaction::TimedOut;
-use crate::durable::journal::{Entry, EntryKind, JournalFor};
 use crate::ledger::book::{Ledger, RollbackFailurePolicy, UndoRecord, stamp};
 use crate::observe::hooks::hook_call;
 use crate::timing::future::with_timeout;
@@ -15,17 +14,20 @@ use crate::trace::within;
 use crate::util::panic::guarded_call;
 use crate::util::text::ErrorText;
 use crate::{
-    api::{
-        error::{RollbackErrorKind, RollbackFailure},
-        rollback::Rollback,
-    },
+    durable::id::TransactionId,
     ledger::{
-        record::{StepRecord, StepStatus, TransactionId, TransactionInfo},
+        error::{RollbackErrorKind, RollbackFailure},
+        record::{StepRecord, StepStatus, TransactionInfo},
+        rollback::Rollback,
         summary::Summary,
     },
     observe::hooks::{Hooks, StepEvent},
     timing::{clock::Clock, retry::SplitMix64},
     util::storage::{List, Storage},
+};
+use crate::{
+    durable::journal::{Entry, EntryKind},
+    engine::binding::JournalFor,
 };
 
 /// How a transaction without a context (`()`) lends one to each of a

@@ -7,8 +7,9 @@ use core::time::Duration;
 
 use crate::util::text::ErrorText;
 use crate::{
+    durable::id::TransactionId,
     ledger::{
-        record::{StepRecord, StepStatus, TransactionId, TransactionInfo},
+        record::{StepRecord, StepStatus, TransactionInfo},
         summary::Summary,
     },
     timing::{

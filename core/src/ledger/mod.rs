@@ -1,6 +1,9 @@
-//! What a transaction knows and owes: its step records and summary, and
-//! its undo records.
+//! What a transaction knows and owes: its step records and summary, its
+//! undo records and the `Rollback` trait they implement, and the errors
+//! and outcomes it ends with.
 
 pub(crate) mod book;
+pub(crate) mod error;
 pub(crate) mod record;
+pub(crate) mod rollback;
 pub(crate) mod summary;

@@ -3,6 +3,7 @@
 use core::fmt;
 use core::time::Duration;
 
+use crate::durable::id::TransactionId;
 use crate::util::text::ErrorText;
 use crate::util::text::Name;
 
@@ -65,110 +66,6 @@ impl StepStatus {
 impl fmt::Display for StepStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// Identifies one transaction run by a manager; unique per manager.
-///
-/// Journals hand out ids `epoch << 32 | counter` (a new epoch per open of
-/// a SQLite file or Postgres worker, per boot of a flash journal), and
-/// ids read that way: `tx-3.17` is counter 17 of epoch 3, and an id below
-/// 2^32 (epoch 0: a manager without a journal, the in-memory journal) is
-/// just `tx-17`. [`FromStr`](core::str::FromStr) reads both forms back.
-///
-/// ```
-/// use transaction_manager::TransactionId;
-/// assert_eq!(TransactionId::new(7).to_string(), "tx-7");
-/// assert_eq!(TransactionId::new(7).get(), 7);
-/// assert_eq!(TransactionId::new(3 << 32 | 17).to_string(), "tx-3.17");
-/// assert_eq!("tx-3.17".parse(), Ok(TransactionId::new(3 << 32 | 17)));
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TransactionId(u64);
-
-impl TransactionId {
-    /// An id with the given number.
-    ///
-    /// ```
-    /// # use transaction_manager::TransactionId;
-    /// let id = TransactionId::new(1);
-    /// # let _ = id;
-    /// ```
-    pub const fn new(id: u64) -> Self {
-        Self(id)
-    }
-
-    /// The number.
-    ///
-    /// ```
-    /// # use transaction_manager::TransactionId;
-    /// assert_eq!(TransactionId::new(3).get(), 3);
-    /// ```
-    pub const fn get(self) -> u64 {
-        self.0
-    }
-}
-
-impl TransactionId {
-    /// The epoch (high 32 bits) and counter (low 32 bits).
-    pub(crate) const fn parts(self) -> (u32, u32) {
-        ((self.0 >> 32) as u32, self.0 as u32)
-    }
-
-    /// Writes `3.17` (or `17` in epoch 0): the id without `tx-`.
-    pub(crate) fn fmt_number(self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (epoch, counter) = self.parts();
-        if epoch != 0 {
-            fmt::Display::fmt(&epoch, f)?;
-            f.write_str(".")?;
-        }
-        fmt::Display::fmt(&counter, f)
-    }
-}
-
-impl fmt::Display for TransactionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("tx-")?;
-        self.fmt_number(f)
-    }
-}
-
-/// Text that is not a transaction id (`tx-17`, `tx-3.17`) or idempotency
-/// key (`tx-3.17.2-9f3a0c5e1b2d4f68`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ParseIdError;
-
-impl fmt::Display for ParseIdError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("not a transaction id (`tx-17`, `tx-3.17`) or idempotency key (`tx-3.17.2-9f3a0c5e1b2d4f68`)")
-    }
-}
-
-impl core::error::Error for ParseIdError {}
-
-/// Decimal digits only (no sign, no spaces) as a `u32`.
-pub(crate) fn parse_u32(text: &str) -> Result<u32, ParseIdError> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ParseIdError);
-    }
-    text.parse().map_err(|_| ParseIdError)
-}
-
-/// `3.17` or `17` (the id without `tx-`).
-pub(crate) fn parse_number(text: &str) -> Result<TransactionId, ParseIdError> {
-    let (epoch, counter) = match text.split_once('.') {
-        Some((epoch, counter)) => (parse_u32(epoch)?, parse_u32(counter)?),
-        None => (0, parse_u32(text)?),
-    };
-    Ok(TransactionId::new(u64::from(epoch) << 32 | u64::from(counter)))
-}
-
-impl core::str::FromStr for TransactionId {
-    type Err = ParseIdError;
-
-    /// Reads what [`Display`](fmt::Display) writes: `tx-17` or `tx-3.17`.
-    fn from_str(text: &str) -> Result<Self, ParseIdError> {
-        parse_number(text.strip_prefix("tx-").ok_or(ParseIdError)?)
     }
 }
 

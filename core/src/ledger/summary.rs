@@ -4,7 +4,8 @@ use core::fmt;
 use core::time::Duration;
 
 use crate::{
-    ledger::record::{StepRecord, StepStatus, TransactionId, TransactionInfo},
+    durable::id::TransactionId,
+    ledger::record::{StepRecord, StepStatus, TransactionInfo},
     util::{storage::Storage, text::Name},
 };
 

@@ -7,7 +7,7 @@ use core::future::{Future, pending};
 use core::time::Duration;
 
 use crate::{
-    api::error::{StepError, StepErrorKind},
+    ledger::error::{StepError, StepErrorKind},
     timing::clock::Clock,
     util::text::Name,
 };

@@ -9,7 +9,10 @@ use crate::{
         summary::Summary,
     },
     timing::interrupt::InterruptReason,
-    util::{storage::Storage, text::Name, text::PanicMessage},
+    util::{
+        storage::Storage,
+        text::{Name, PanicMessage},
+    },
 };
 
 /// Why a step did not produce a value. Returned by awaiting a step, so the
@@ -360,7 +363,7 @@ impl<RE> RollbackFailure<RE> {
     }
 
     /// The rollback's own error, if it returned one (not a timeout or a
-    /// panic). For closure rollbacks this is a [`BoxError`](crate::api::rollback::BoxError):
+    /// panic). For closure rollbacks this is a [`BoxError`](crate::ledger::rollback::BoxError):
     /// see [`downcast_ref`](RollbackFailure::downcast_ref).
     ///
     /// ```
@@ -387,7 +390,7 @@ impl<RE> RollbackFailure<RE> {
 }
 
 #[cfg(feature = "alloc")]
-impl RollbackFailure<crate::api::rollback::BoxError> {
+impl RollbackFailure<crate::ledger::rollback::BoxError> {
     /// The boxed error of a closure rollback as its own type `T`, for tests
     /// and for handling: `None` if the rollback timed out or panicked, or
     /// its error is of another type.
@@ -567,7 +570,7 @@ macro_rules! transaction_error {
 }
 
 #[cfg(feature = "alloc")]
-transaction_error!(RE = crate::api::rollback::BoxError, S: Storage = crate::util::storage::Unbounded);
+transaction_error!(RE = crate::ledger::rollback::BoxError, S: Storage = crate::util::storage::Unbounded);
 #[cfg(not(feature = "alloc"))]
 transaction_error!(RE, S: Storage);
 
@@ -734,5 +737,17 @@ impl<T, S: Storage> Committed<T, S> {
 impl<T: fmt::Debug, S: Storage> fmt::Debug for Committed<T, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Committed").field("value", &self.value).field("summary", &self.summary).finish()
+    }
+}
+
+/// The body error of a journaled transaction whose `Committed` entry could
+/// not be written: its steps are rolled back (the journal would otherwise
+/// roll them back at the next recovery, after `run` said `Ok`).
+impl<E> From<crate::durable::journal::JournalFailure> for StepError<E> {
+    fn from(failure: crate::durable::journal::JournalFailure) -> Self {
+        // `Begin`: an id given by hand that the journal has seen.
+        let step =
+            if failure.entry() == Some(crate::durable::journal::EntryKind::Begin) { "(begin)" } else { "(commit)" };
+        StepError { step: Name::from(step), index: usize::MAX, kind: StepErrorKind::Journal(failure) }
     }
 }
