@@ -315,11 +315,11 @@ pub mod storage {
 pub mod abandon {
     //! What happens to the rollbacks of a transaction that is dropped before it ends.
     pub use crate::engine::abandon::AbandonPolicy;
-    pub use crate::engine::abandon::Abandoned;
-    pub use crate::engine::abandon::DetachedRollback;
     pub use crate::engine::abandon::RollbackReport;
     pub use crate::engine::abandon::Spawned;
     pub use crate::engine::abandon::Unattended;
+    pub use crate::ledger::abandoned::Abandoned;
+    pub use crate::ledger::rollback::DetachedRollback;
 }
 
 pub mod summary {

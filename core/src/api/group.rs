@@ -19,12 +19,15 @@ use core::time::Duration;
 
 use pin_project_lite::pin_project;
 
-use crate::api::transaction::{NoContext, TimedOut, is_last_attempt};
 use crate::engine::rollback::Panicked;
 use crate::ledger::book::UndoRecord;
 use crate::observe::hooks::hook_call;
 use crate::util::text::ErrorText;
 use crate::util::text::caught;
+use crate::{
+    api::transaction::{NoContext, is_last_attempt},
+    timing::future::TimedOut,
+};
 use crate::{
     api::{manager::TransactionManager, step::Maybe, transaction::Transaction},
     durable::id::IdempotencyKey,

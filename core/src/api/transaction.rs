@@ -17,8 +17,9 @@ use crate::util::panic::guarded_call;
 use crate::util::text::ErrorText;
 use crate::{
     api::manager::TransactionManager,
-    engine::abandon::{AbandonPolicy, Abandoned},
+    engine::abandon::AbandonPolicy,
     ledger::{
+        abandoned::Abandoned,
         error::{RollbackState, StepError, StepErrorKind},
         record::{StepRecord, StepStatus, TransactionInfo},
         rollback::Rollback,
@@ -893,7 +894,9 @@ where
                     self.step_failed(index, attempt, &crate::timing::condition::NotRetried(&verdict, error), true)
                 }
                 StepErrorKind::Failed(error) => self.step_failed(index, attempt, error, !ran),
-                StepErrorKind::TimedOut { timeout } => self.step_failed(index, attempt, &TimedOut(*timeout), !ran),
+                StepErrorKind::TimedOut { timeout } => {
+                    self.step_failed(index, attempt, &crate::timing::future::TimedOut(*timeout), !ran)
+                }
                 StepErrorKind::Panicked(message) => self.step_failed(index, attempt, &Panicked(message), !ran),
                 _ => self.step_failed(index, attempt, &"failed", !ran),
             };
@@ -1013,15 +1016,6 @@ impl Refused {
             Refused::EmptyName => StepErrorKind::EmptyName,
             Refused::Capacity(capacity) => StepErrorKind::CapacityExceeded { capacity },
         }
-    }
-}
-
-/// The text recorded for an attempt that ran out of time.
-pub(crate) struct TimedOut(pub(crate) Duration);
-
-impl fmt::Display for TimedOut {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "timed out after {}", crate::util::text::Dur(self.0))
     }
 }
 

@@ -215,3 +215,23 @@ impl core::str::FromStr for IdempotencyKey {
         Ok(Self::new(origin, crate::durable::id::parse_number(id)?, step))
     }
 }
+
+/// A random non-zero origin: std's randomly keyed hasher over the time,
+/// the process id and a counter (no RNG crate needed).
+#[cfg(feature = "std")]
+pub(crate) fn random_origin() -> u64 {
+    use core::hash::{BuildHasher, Hasher};
+    static DRAWS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+    loop {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(DRAWS.fetch_add(1, core::sync::atomic::Ordering::Relaxed));
+        hasher.write_u32(std::process::id());
+        if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            hasher.write_u128(now.as_nanos());
+        }
+        let origin = hasher.finish();
+        if origin != 0 {
+            return origin;
+        }
+    }
+}

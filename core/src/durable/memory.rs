@@ -106,7 +106,7 @@ impl MemoryJournal {
     /// An empty journal; its ids start at 1, its
     /// [`origin`](Journal::origin) is random.
     pub fn new() -> Self {
-        Self::with_origin(crate::api::manager::random_origin())
+        Self::with_origin(crate::durable::id::random_origin())
     }
 
     /// An empty journal of origin `origin` (its keys'

@@ -5,12 +5,12 @@ use core::fmt;
 use core::future::Future;
 
 use crate::engine::rollback::{Fork, UndoCall, ViaRollback};
-use crate::ledger::book::Ledger;
+use crate::ledger::abandoned::Abandoned;
+use crate::ledger::rollback::DetachedRollback;
 use crate::{
     engine::spawn::Spawner,
     ledger::{
         error::{RollbackFailure, RollbackState},
-        record::{StepRecord, TransactionInfo},
         summary::Summary,
     },
     observe::hooks::Hooks,
@@ -18,38 +18,7 @@ use crate::{
     util::storage::Storage,
 };
 
-/// The rollbacks a dropped transaction still owes, as plain data: its step
-/// records and its undo records (with their retry policies and timeouts).
-///
-/// Made when a transaction's future is dropped before it finished (see
-/// [`AbandonPolicy`]). Roll it back with [`Abandoned::roll_back`] — on a
-/// spawned task, or in a firmware's rollback task that received it over a
-/// channel.
-pub struct Abandoned<U, S: Storage> {
-    pub(crate) ledger: Ledger<U, S>,
-}
-
 impl<U, S: Storage> Abandoned<U, S> {
-    /// The transaction's id and operation.
-    pub fn info(&self) -> &TransactionInfo {
-        &self.ledger.summary.info
-    }
-
-    /// Every step record of the transaction so far.
-    pub fn steps(&self) -> &[StepRecord] {
-        &self.ledger.summary.steps
-    }
-
-    /// The steps whose rollback is still owed, latest first.
-    pub fn pending(&self) -> impl Iterator<Item = &StepRecord> {
-        self.ledger.pending()
-    }
-
-    /// How many rollbacks are owed.
-    pub fn pending_len(&self) -> usize {
-        self.ledger.pending().count()
-    }
-
     /// Rolls back the owed steps, latest first, with each step's retries and
     /// timeout, calling the rollback hooks and, at the end,
     /// `on_transaction_complete` with `success = false`.
@@ -104,25 +73,6 @@ impl<U, S: Storage> Abandoned<U, S> {
         .await;
         self.ledger.summary.completed_at = clock.now();
         RollbackReport { failures, summary: self.ledger.take_summary() }
-    }
-}
-
-/// Dropped while it still owes rollbacks — by the [`Unattended`] policy, by
-/// a runtime shutting down with the rollback task spawned by [`Spawned`]
-/// still running, or by [`Abandoned::roll_back`] dropped half-way: the lost
-/// rollbacks are logged at error level, one line per step.
-impl<U, S: Storage> Drop for Abandoned<U, S> {
-    fn drop(&mut self) {
-        self.ledger.report_lost();
-    }
-}
-
-impl<U, S: Storage> fmt::Debug for Abandoned<U, S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Abandoned")
-            .field("transaction", &self.ledger.summary.info)
-            .field("pending", &self.pending_len())
-            .finish()
     }
 }
 
@@ -259,70 +209,6 @@ spawned_for_storage! {
 #[cfg(feature = "alloc")]
 spawned_for_storage! {
     impl[] crate::util::storage::Unbounded;
-}
-
-/// An undo record that can be rolled back on another task, with no context:
-/// what [`Spawned`] needs to finish the rollbacks of a dropped transaction.
-///
-/// The future must be `Send`; implement it with an `async fn` whose future
-/// is. [`BoxedRollback`](crate::BoxedRollback) implements it.
-///
-/// ```
-/// use transaction_manager::abandon::DetachedRollback;
-///
-/// enum Undo { DeleteUser(u32) }
-///
-/// impl DetachedRollback for Undo {
-///     type Error = std::io::Error;
-///     async fn rollback_detached(&mut self) -> Result<(), Self::Error> {
-///         match self {
-///             Undo::DeleteUser(_id) => Ok(()), // call the API here
-///         }
-///     }
-/// }
-/// ```
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be rolled back on a spawned task: it does not implement `DetachedRollback`",
-    label = "the manager has a spawner, so its undo records must implement `DetachedRollback`",
-    note = "`with_spawner` finishes a dropped transaction's rollbacks on another task, without the context: \
-            implement `DetachedRollback` for `{Self}`, or build this manager without `with_spawner` \
-            (the default `Unattended` policy takes any undo type)"
-)]
-pub trait DetachedRollback: Send + 'static {
-    /// What a failed attempt returns.
-    type Error: fmt::Display + Send + 'static;
-
-    /// Undoes the step; called once per attempt.
-    fn rollback_detached(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send;
-
-    /// Whether an attempt that failed with `error` may be retried, as
-    /// [`Rollback::retry_if`](crate::Rollback::retry_if) (the default:
-    /// always).
-    ///
-    /// ```
-    /// # #[cfg(feature = "alloc")] {
-    /// # use transaction_manager::*;
-    /// # use transaction_manager::{abandon::DetachedRollback, rollback::{BoxError, RollbackFn}};
-    /// let mut undo = BoxedRollback::from(
-    ///     RollbackFn::new(|()| async { Err::<(), _>("gone") }, ()).with_retry_if(|e: &BoxError| e.to_string() != "gone"),
-    /// );
-    /// assert!(!DetachedRollback::retry_if(&mut undo, &BoxError::from("gone")));
-    /// # }
-    /// ```
-    fn retry_if(&mut self, error: &Self::Error) -> bool {
-        let _ = error;
-        true
-    }
-}
-
-/// A transaction without rollbacks owes nothing, so a manager with a
-/// spawner runs it too.
-impl DetachedRollback for crate::ledger::rollback::NoRollback {
-    type Error = core::convert::Infallible;
-
-    async fn rollback_detached(&mut self) -> Result<(), Self::Error> {
-        match *self {}
-    }
 }
 
 /// Through [`DetachedRollback`], without a context.

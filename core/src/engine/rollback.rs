@@ -6,9 +6,9 @@ use core::fmt;
 use core::future::Future;
 use core::marker::PhantomData;
 
-use crate::api::transaction::TimedOut;
 use crate::ledger::book::{Ledger, RollbackFailurePolicy, UndoRecord, stamp};
 use crate::observe::hooks::hook_call;
+use crate::timing::future::TimedOut;
 use crate::timing::future::with_timeout;
 use crate::trace::within;
 use crate::util::panic::guarded_call;

@@ -751,3 +751,13 @@ impl<E> From<crate::durable::journal::JournalFailure> for StepError<E> {
         StepError { step: Name::from(step), index: usize::MAX, kind: StepErrorKind::Journal(failure) }
     }
 }
+
+/// An interrupted transaction as a step error: the step in progress (or,
+/// between steps, the name `(between steps)` and the index the next step
+/// would have had) with [`StepErrorKind::Interrupted`].
+impl<E> From<crate::timing::interrupt::Interrupted> for StepError<E> {
+    fn from(interrupted: crate::timing::interrupt::Interrupted) -> Self {
+        let (step, index) = interrupted.step.unwrap_or_else(|| (Name::from("(between steps)"), interrupted.steps));
+        StepError { step, index, kind: StepErrorKind::Interrupted(interrupted.reason) }
+    }
+}

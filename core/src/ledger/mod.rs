@@ -2,6 +2,7 @@
 //! undo records and the `Rollback` trait they implement, and the errors
 //! and outcomes it ends with.
 
+pub(crate) mod abandoned;
 pub(crate) mod book;
 pub(crate) mod error;
 pub(crate) mod record;

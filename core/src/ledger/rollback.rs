@@ -178,6 +178,70 @@ impl<G, Out, W> RollbackFn<G, Out, W> {
     }
 }
 
+/// An undo record that can be rolled back on another task, with no context:
+/// what [`Spawned`](crate::abandon::Spawned) needs to finish the rollbacks of a dropped transaction.
+///
+/// The future must be `Send`; implement it with an `async fn` whose future
+/// is. [`BoxedRollback`](crate::BoxedRollback) implements it.
+///
+/// ```
+/// use transaction_manager::abandon::DetachedRollback;
+///
+/// enum Undo { DeleteUser(u32) }
+///
+/// impl DetachedRollback for Undo {
+///     type Error = std::io::Error;
+///     async fn rollback_detached(&mut self) -> Result<(), Self::Error> {
+///         match self {
+///             Undo::DeleteUser(_id) => Ok(()), // call the API here
+///         }
+///     }
+/// }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be rolled back on a spawned task: it does not implement `DetachedRollback`",
+    label = "the manager has a spawner, so its undo records must implement `DetachedRollback`",
+    note = "`with_spawner` finishes a dropped transaction's rollbacks on another task, without the context: \
+            implement `DetachedRollback` for `{Self}`, or build this manager without `with_spawner` \
+            (the default `Unattended` policy takes any undo type)"
+)]
+pub trait DetachedRollback: Send + 'static {
+    /// What a failed attempt returns.
+    type Error: fmt::Display + Send + 'static;
+
+    /// Undoes the step; called once per attempt.
+    fn rollback_detached(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Whether an attempt that failed with `error` may be retried, as
+    /// [`Rollback::retry_if`](crate::Rollback::retry_if) (the default:
+    /// always).
+    ///
+    /// ```
+    /// # #[cfg(feature = "alloc")] {
+    /// # use transaction_manager::*;
+    /// # use transaction_manager::{abandon::DetachedRollback, rollback::{BoxError, RollbackFn}};
+    /// let mut undo = BoxedRollback::from(
+    ///     RollbackFn::new(|()| async { Err::<(), _>("gone") }, ()).with_retry_if(|e: &BoxError| e.to_string() != "gone"),
+    /// );
+    /// assert!(!DetachedRollback::retry_if(&mut undo, &BoxError::from("gone")));
+    /// # }
+    /// ```
+    fn retry_if(&mut self, error: &Self::Error) -> bool {
+        let _ = error;
+        true
+    }
+}
+
+/// A transaction without rollbacks owes nothing, so a manager with a
+/// spawner runs it too.
+impl DetachedRollback for NoRollback {
+    type Error = core::convert::Infallible;
+
+    async fn rollback_detached(&mut self) -> Result<(), Self::Error> {
+        match *self {}
+    }
+}
+
 #[cfg(feature = "alloc")]
 pub use boxed::{BoxError, BoxedRollback, LocalBoxedRollback};
 
@@ -300,7 +364,7 @@ mod boxed {
 
     /// A dropped transaction's closure rollbacks can finish on a spawned
     /// task.
-    impl crate::engine::abandon::DetachedRollback for BoxedRollback {
+    impl crate::ledger::rollback::DetachedRollback for BoxedRollback {
         type Error = BoxError;
 
         fn rollback_detached(&mut self) -> impl Future<Output = Result<(), BoxError>> + Send {

@@ -10,8 +10,8 @@ use pin_project_lite::pin_project;
 use crate::util::panic::guarded_call;
 use crate::util::text::PanicMessage;
 use crate::{
-    engine::abandon::Abandoned,
     ledger::{
+        abandoned::Abandoned,
         record::{StepRecord, TransactionInfo},
         summary::Summary,
     },

@@ -216,3 +216,12 @@ impl<F: Future> Future for Outlined<F> {
         self.project().future.poll(cx)
     }
 }
+
+/// The text recorded for an attempt that ran out of time.
+pub(crate) struct TimedOut(pub(crate) Duration);
+
+impl core::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "timed out after {}", crate::util::text::Dur(self.0))
+    }
+}

@@ -6,11 +6,7 @@ use core::fmt;
 use core::future::{Future, pending};
 use core::time::Duration;
 
-use crate::{
-    ledger::error::{StepError, StepErrorKind},
-    timing::clock::Clock,
-    util::text::Name,
-};
+use crate::{timing::clock::Clock, util::text::Name};
 
 /// Why a transaction was stopped from outside its body.
 ///
@@ -108,16 +104,6 @@ impl fmt::Display for Interrupted {
 }
 
 impl core::error::Error for Interrupted {}
-
-/// An interrupted transaction as a step error: the step in progress (or,
-/// between steps, the name `(between steps)` and the index the next step
-/// would have had) with [`StepErrorKind::Interrupted`].
-impl<E> From<Interrupted> for StepError<E> {
-    fn from(interrupted: Interrupted) -> Self {
-        let (step, index) = interrupted.step.unwrap_or_else(|| (Name::from("(between steps)"), interrupted.steps));
-        StepError { step, index, kind: StepErrorKind::Interrupted(interrupted.reason) }
-    }
-}
 
 /// A value that cannot exist: what [`NoInterrupt`] resolves to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
