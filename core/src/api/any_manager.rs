@@ -2,7 +2,7 @@
 //! clock, hooks, abandon policy and journal.
 
 use crate::engine::binding::JournalIds;
-use crate::{api::manager::TransactionManager, observe::hooks::Hooks, timing::clock::Clock};
+use crate::{engine::manager::TransactionManager, observe::hooks::Hooks, timing::clock::Clock};
 
 /// Any [`TransactionManager`], journaled or not: the bound for a library
 /// that runs transactions with a manager the application built, whatever
@@ -188,6 +188,6 @@ impl<M: Manager + ?Sized> Manager for &M {
 
 mod sealed {
     pub trait Sealed {}
-    impl<C, H, A, J> Sealed for crate::api::manager::TransactionManager<C, H, A, J> {}
+    impl<C, H, A, J> Sealed for crate::engine::manager::TransactionManager<C, H, A, J> {}
     impl<M: Sealed + ?Sized> Sealed for &M {}
 }

@@ -29,9 +29,9 @@ use crate::{
     timing::future::TimedOut,
 };
 use crate::{
-    api::{manager::TransactionManager, step::Maybe, transaction::Transaction},
+    api::{step::Maybe, transaction::Transaction},
     durable::id::IdempotencyKey,
-    engine::abandon::AbandonPolicy,
+    engine::{abandon::AbandonPolicy, manager::TransactionManager},
     ledger::{
         error::{StepError, StepErrorKind},
         record::{StepRecord, StepStatus},
@@ -1313,7 +1313,7 @@ where
             step: run.index,
             undo,
             retry: settings.rollback_retry.unwrap_or_default(),
-            timeout: crate::ledger::book::Timeout::new(settings.rollback_timeout.flatten()),
+            timeout: crate::timing::future::Timeout::new(settings.rollback_timeout.flatten()),
         }
     }
 

@@ -6,6 +6,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use core::time::Duration;
 
 use crate::api::transaction::CommitFailed;
+use crate::engine::manager::{Origin, TransactionManager};
 use crate::ledger::book::Ledger;
 use crate::timing::future::{Either, race};
 use crate::timing::interrupt::{Cancel, Deadline, IntoBodyError, IntoReason, NoInterrupt};
@@ -44,71 +45,6 @@ pub type Outcome<T, B, RE = crate::ledger::rollback::BoxError, S = crate::util::
 /// `S` the storage.
 #[cfg(not(feature = "alloc"))]
 pub type Outcome<T, B, RE, S> = Result<Committed<T, S>, TransactionError<B, RE, S>>;
-
-/// Starts transactions: owns the [`Clock`], the [`Hooks`] and the default
-/// step policy shared by every transaction it runs.
-///
-/// One manager can run any number of transactions, one after another or at
-/// the same time (it is `Sync` when its clock and hooks are); each gets a
-/// fresh [`TransactionId`].
-///
-/// ```
-/// use core::time::Duration;
-/// use transaction_manager::*;
-///
-/// let clock = ManualClock::new();
-/// let manager = TransactionManager::new(&clock)
-///     .with_retry(RetryPolicy::new().with_max_retries(2))
-///     .with_timeout(Duration::from_secs(5));
-///
-/// let done = clock.block_on(manager.transaction("provision").fixed::<NoRollback, 4>().run(async |tx| {
-///     let user = tx.step("create_user").run(|| async { Ok::<_, &str>(42) }).await?;
-///     Ok::<_, StepError<&str>>(user)
-/// }));
-/// assert_eq!(done.unwrap().into_value(), 42);
-/// ```
-#[derive(Debug)]
-pub struct TransactionManager<C, H = (), A = Unattended, J = NoJournal> {
-    pub(crate) clock: C,
-    pub(crate) hooks: H,
-    pub(crate) abandon: A,
-    pub(crate) journal: J,
-    pub(crate) retry: RetryPolicy,
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) on_rollback_failure: RollbackFailurePolicy,
-    pub(crate) step_times: bool,
-    jitter_seed: u64,
-    next_id: AtomicUsize,
-    origin: Origin,
-}
-
-/// The origin of the keys of a manager without a journal: the one given
-/// ([`TransactionManager::with_origin`], 0 = none), or with `std` one
-/// drawn at random the first time it is needed.
-#[derive(Debug)]
-struct Origin {
-    given: u64,
-    #[cfg(feature = "std")]
-    drawn: std::sync::OnceLock<u64>,
-}
-
-impl Origin {
-    const fn new(given: u64) -> Self {
-        Self {
-            given,
-            #[cfg(feature = "std")]
-            drawn: std::sync::OnceLock::new(),
-        }
-    }
-
-    fn get(&self) -> u64 {
-        #[cfg(feature = "std")]
-        if self.given == 0 {
-            return *self.drawn.get_or_init(crate::durable::id::random_origin);
-        }
-        self.given
-    }
-}
 
 impl<C: Clock> TransactionManager<C> {
     /// A manager with no hooks, no retries and no timeouts by default.

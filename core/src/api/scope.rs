@@ -7,8 +7,8 @@ use core::fmt;
 
 use crate::engine::rollback::ViaRollback;
 use crate::{
-    api::{manager::TransactionManager, transaction::Transaction},
-    engine::abandon::AbandonPolicy,
+    api::transaction::Transaction,
+    engine::{abandon::AbandonPolicy, manager::TransactionManager},
     ledger::{
         error::{RollbackFailure, RollbackState, StepError},
         record::StepStatus,

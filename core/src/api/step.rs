@@ -5,8 +5,8 @@ use core::future::Future;
 use core::time::Duration;
 
 use crate::{
-    api::{manager::TransactionManager, transaction::Transaction},
-    engine::abandon::AbandonPolicy,
+    api::transaction::Transaction,
+    engine::{abandon::AbandonPolicy, manager::TransactionManager},
     ledger::{error::StepError, rollback::Rollback},
     observe::hooks::Hooks,
     timing::{

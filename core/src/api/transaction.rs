@@ -10,14 +10,17 @@ use core::time::Duration;
 use crate::api::step::{Maybe, Step, StepConfig, StepParts};
 use crate::engine::rollback::{Fork, Panicked, ViaRollback};
 use crate::ledger::book::{Ledger, UndoRecord};
-use crate::observe::hooks::hook_call;
+use crate::observe::hooks::{complete, hook_call};
 use crate::timing::future::with_timeout;
 use crate::trace::within;
 use crate::util::panic::guarded_call;
 use crate::util::text::ErrorText;
 use crate::{
-    api::manager::TransactionManager,
-    engine::abandon::AbandonPolicy,
+    durable::journal::{Entry, EntryKind, JournalFailure},
+    engine::binding::JournalFor,
+};
+use crate::{
+    engine::{abandon::AbandonPolicy, manager::TransactionManager},
     ledger::{
         abandoned::Abandoned,
         error::{RollbackState, StepError, StepErrorKind},
@@ -27,10 +30,6 @@ use crate::{
     observe::hooks::{Hooks, StepEvent},
     timing::clock::Clock,
     util::storage::{List, Storage},
-};
-use crate::{
-    durable::journal::{Entry, EntryKind, JournalFailure},
-    engine::binding::JournalFor,
 };
 
 /// A transaction in progress: the handle its body receives, to add steps.
@@ -603,7 +602,7 @@ where
             step: index,
             undo,
             retry: self.config.rollback_retry(),
-            timeout: crate::ledger::book::Timeout::new(self.config.rollback_timeout()),
+            timeout: crate::timing::future::Timeout::new(self.config.rollback_timeout()),
         }
     }
 
@@ -967,22 +966,6 @@ pub(crate) fn step_index(index: usize) -> u32 {
 /// counter cannot pass `u32::MAX`, so that attempt is the last.
 pub(crate) fn is_last_attempt(attempt: u32, max_retries: u32) -> bool {
     attempt > max_retries || attempt == u32::MAX
-}
-
-/// `on_transaction_complete`, with the summary borrowed where it is. It
-/// borrows only the hooks and the summary (not the whole transaction, whose
-/// undo records need not be `Sync`), so the future stays `Send`.
-pub(crate) async fn complete<H: Hooks, S: Storage>(
-    hooks: &H,
-    summary: &crate::ledger::summary::Summary<S>,
-    success: bool,
-) {
-    if !H::ENABLED {
-        return;
-    }
-    if let Err(panic) = hook_call(hooks, || hooks.on_transaction_complete(&summary.info, success, summary)).await {
-        tm_error!("{}: on_transaction_complete hook panicked: {}", summary.info.id, panic);
-    }
 }
 
 /// Why [`Transaction::commit`] did not commit, with the body error it is

@@ -115,7 +115,7 @@ impl core::str::FromStr for TransactionId {
 ///
 /// The origin makes keys unique across journals and processes: two
 /// services whose journals both hand out `tx-1` give their first steps
-/// different keys. It is the journal's [`Journal::origin`] (random, made
+/// different keys. It is the journal's [`Journal::origin`](crate::journal::Journal::origin) (random, made
 /// when the journal was created and kept in it; chosen by the user for a
 /// flash journal), or for a manager without a journal its
 /// [`origin`](crate::TransactionManager::origin): random per manager with

@@ -707,7 +707,7 @@ pub trait Journal {
     /// A transaction id never given out before by this journal.
     fn next_id(&self) -> TransactionId;
 
-    /// This journal's origin, which every [`IdempotencyKey`] of its
+    /// This journal's origin, which every [`IdempotencyKey`](crate::journal::IdempotencyKey) of its
     /// transactions carries: a number made once, when the journal (its
     /// file, database or flash range) was created, kept in it and the same
     /// at every open, and different from every other journal's (random,

@@ -3,6 +3,7 @@
 
 pub(crate) mod abandon;
 pub(crate) mod binding;
+pub(crate) mod manager;
 pub(crate) mod recovery;
 pub(crate) mod rollback;
 pub(crate) mod spawn;

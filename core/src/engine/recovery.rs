@@ -5,12 +5,11 @@ use core::fmt::{self, Write as _};
 use core::time::Duration;
 
 use crate::engine::rollback::{Fork, ViaRollback};
-use crate::ledger::book::{Ledger, Timeout, UndoRecord};
 use crate::util::panic::guarded_call;
 use crate::util::text::Truncating;
 use crate::{
-    api::manager::TransactionManager,
     durable::id::TransactionId,
+    engine::manager::TransactionManager,
     ledger::{
         error::RollbackState,
         record::{StepRecord, StepStatus, TransactionInfo},
@@ -25,6 +24,10 @@ use crate::{
 use crate::{
     durable::journal::{CodecError, Entry, EntryKind, Journal, JournalFailure, StoredEntry, UndoCodec},
     engine::binding::Journaled,
+};
+use crate::{
+    ledger::book::{Ledger, UndoRecord},
+    timing::future::Timeout,
 };
 
 /// What [`TransactionManager::recover`] did: counts of the transactions
@@ -828,7 +831,7 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
             RecoveryOutcome::Owed
         };
         report.count(outcome);
-        crate::api::transaction::complete(&self.hooks, &ledger.summary, false).await;
+        crate::observe::hooks::complete(&self.hooks, &ledger.summary, false).await;
         visit(&RecoveredTransaction { id, operation: info.operation.as_str(), outcome, owed: still_owed });
         Ok(())
     }

@@ -5,6 +5,7 @@
 use core::fmt;
 use core::time::Duration;
 
+use crate::timing::future::Timeout;
 use crate::util::text::ErrorText;
 use crate::{
     durable::id::TransactionId,
@@ -47,42 +48,6 @@ pub(crate) struct UndoRecord<U> {
     pub(crate) undo: U,
     pub(crate) retry: RetryPolicy,
     pub(crate) timeout: Timeout,
-}
-
-/// A rollback timeout (`Option<Duration>`) in 12 bytes aligned to 4, where
-/// an `Option<Duration>` takes 16 aligned to 8: with the 4-byte aligned
-/// [`RetryPolicy`], an undo record of a small undo value is 48 bytes on
-/// 32-bit targets instead of 56.
-#[derive(Clone, Copy)]
-#[repr(Rust, packed(4))]
-pub(crate) struct Timeout {
-    secs: u64,
-    /// `NONE` for no timeout.
-    nanos: u32,
-}
-
-/// As the `Option<Duration>` it holds.
-impl fmt::Debug for Timeout {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.get(), f)
-    }
-}
-
-impl Timeout {
-    /// Not a valid sub-second count: no timeout.
-    const NONE: u32 = 1_000_000_000;
-
-    pub(crate) const fn new(timeout: Option<Duration>) -> Self {
-        match timeout {
-            Some(timeout) => Self { secs: timeout.as_secs(), nanos: timeout.subsec_nanos() },
-            None => Self { secs: 0, nanos: Self::NONE },
-        }
-    }
-
-    pub(crate) const fn get(self) -> Option<Duration> {
-        let nanos = self.nanos;
-        if nanos >= Self::NONE { None } else { Some(Duration::new(self.secs, nanos)) }
-    }
 }
 
 /// The records of one transaction: the summary being written, and the undo
@@ -262,17 +227,4 @@ pub(crate) fn stamp<C: Clock + ?Sized>(step_times: bool, clock: &C) -> crate::le
 #[cfg_attr(not(target_pointer_width = "64"), inline(never))]
 fn stamp_now<C: Clock + ?Sized>(clock: &C) -> crate::ledger::record::At {
     crate::ledger::record::At::some(crate::timing::clock::now(clock))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Timeout;
-    use core::time::Duration;
-
-    #[test]
-    fn a_packed_timeout_is_the_timeout() {
-        for timeout in [None, Some(Duration::ZERO), Some(Duration::new(1, 500)), Some(Duration::MAX)] {
-            assert_eq!(Timeout::new(timeout).get(), timeout);
-        }
-    }
 }

@@ -139,7 +139,7 @@ pub struct StepRecord {
     pub(crate) succeeded: bool,
     /// Packed (12 bytes aligned to 4), like the [`At`]s: a record is 104
     /// bytes on 32-bit targets instead of 112.
-    pub(crate) timeout: crate::ledger::book::Timeout,
+    pub(crate) timeout: crate::timing::future::Timeout,
     pub(crate) started_at: At,
     pub(crate) completed_at: At,
     pub(crate) attempts: u32,
@@ -164,7 +164,7 @@ impl StepRecord {
             status: StepStatus::Pending,
             has_rollback,
             succeeded: false,
-            timeout: crate::ledger::book::Timeout::new(timeout),
+            timeout: crate::timing::future::Timeout::new(timeout),
             started_at: At::NONE,
             completed_at: At::NONE,
             attempts: 0,

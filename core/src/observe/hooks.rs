@@ -421,3 +421,19 @@ impl_for_tuple!(A.0, B.1, C.2, D.3, E.4);
 impl_for_tuple!(A.0, B.1, C.2, D.3, E.4, F.5);
 impl_for_tuple!(A.0, B.1, C.2, D.3, E.4, F.5, G.6);
 impl_for_tuple!(A.0, B.1, C.2, D.3, E.4, F.5, G.6, H.7);
+
+/// `on_transaction_complete`, with the summary borrowed where it is. It
+/// borrows only the hooks and the summary (not the whole transaction, whose
+/// undo records need not be `Sync`), so the future stays `Send`.
+pub(crate) async fn complete<H: Hooks, S: Storage>(
+    hooks: &H,
+    summary: &crate::ledger::summary::Summary<S>,
+    success: bool,
+) {
+    if !H::ENABLED {
+        return;
+    }
+    if let Err(panic) = hook_call(hooks, || hooks.on_transaction_complete(&summary.info, success, summary)).await {
+        tm_error!("{}: on_transaction_complete hook panicked: {}", summary.info.id, panic);
+    }
+}

@@ -225,3 +225,52 @@ impl core::fmt::Display for TimedOut {
         write!(f, "timed out after {}", crate::util::text::Dur(self.0))
     }
 }
+
+/// A rollback timeout (`Option<Duration>`) in 12 bytes aligned to 4, where
+/// an `Option<Duration>` takes 16 aligned to 8: with the 4-byte aligned
+/// [`RetryPolicy`](crate::RetryPolicy), an undo record of a small undo value is 48 bytes on
+/// 32-bit targets instead of 56.
+#[derive(Clone, Copy)]
+#[repr(Rust, packed(4))]
+pub(crate) struct Timeout {
+    secs: u64,
+    /// `NONE` for no timeout.
+    nanos: u32,
+}
+
+/// As the `Option<Duration>` it holds.
+impl core::fmt::Debug for Timeout {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Debug::fmt(&self.get(), f)
+    }
+}
+
+impl Timeout {
+    /// Not a valid sub-second count: no timeout.
+    const NONE: u32 = 1_000_000_000;
+
+    pub(crate) const fn new(timeout: Option<Duration>) -> Self {
+        match timeout {
+            Some(timeout) => Self { secs: timeout.as_secs(), nanos: timeout.subsec_nanos() },
+            None => Self { secs: 0, nanos: Self::NONE },
+        }
+    }
+
+    pub(crate) const fn get(self) -> Option<Duration> {
+        let nanos = self.nanos;
+        if nanos >= Self::NONE { None } else { Some(Duration::new(self.secs, nanos)) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Timeout;
+    use core::time::Duration;
+
+    #[test]
+    fn a_packed_timeout_is_the_timeout() {
+        for timeout in [None, Some(Duration::ZERO), Some(Duration::new(1, 500)), Some(Duration::MAX)] {
+            assert_eq!(Timeout::new(timeout).get(), timeout);
+        }
+    }
+}
