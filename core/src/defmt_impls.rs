@@ -281,14 +281,14 @@ impl Format for crate::engine::recovery::RecoveryError {
     }
 }
 
-impl Format for crate::engine::recovery::OwedRetry {
+impl Format for crate::engine::binding::OwedRetry {
     fn format(&self, f: Formatter<'_>) {
         match self {
-            crate::engine::recovery::OwedRetry::EveryRecovery => write!(f, "every recovery"),
-            crate::engine::recovery::OwedRetry::Backoff { cap } => {
+            crate::engine::binding::OwedRetry::EveryRecovery => write!(f, "every recovery"),
+            crate::engine::binding::OwedRetry::Backoff { cap } => {
                 write!(f, "backing off, at most {=u32} recoveries skipped", cap)
             }
-            crate::engine::recovery::OwedRetry::Never => write!(f, "never"),
+            crate::engine::binding::OwedRetry::Never => write!(f, "never"),
         }
     }
 }

@@ -141,9 +141,9 @@ pub use crate::api::action::Action;
 pub use crate::api::any_manager::Manager;
 pub use crate::api::manager::Outcome;
 pub use crate::api::manager::TransactionBuilder;
-pub use crate::api::transaction::Transaction;
 pub use crate::durable::id::TransactionId;
 pub use crate::engine::manager::TransactionManager;
+pub use crate::engine::transaction::Transaction;
 pub use crate::ledger::error::Committed;
 pub use crate::ledger::error::RollbackState;
 pub use crate::ledger::error::StepError;
@@ -168,12 +168,12 @@ pub mod step {
     pub use crate::api::step::Execute;
     pub use crate::api::step::Keyed;
     pub use crate::api::step::MapErr;
-    pub use crate::api::step::Maybe;
     pub use crate::api::step::Plain;
     pub use crate::api::step::Step;
     #[doc(hidden)]
     pub use crate::api::step::StepFn;
     pub use crate::api::step::WithContext;
+    pub use crate::engine::attempt::Maybe;
 }
 
 pub mod group {
@@ -290,7 +290,7 @@ pub mod journal {
     pub use crate::engine::binding::JournalRun;
     pub use crate::engine::binding::Journaled;
     pub use crate::engine::binding::NoJournal;
-    pub use crate::engine::recovery::OwedRetry;
+    pub use crate::engine::binding::OwedRetry;
     pub use crate::engine::recovery::OwedStep;
     pub use crate::engine::recovery::RecoveredTransaction;
     pub use crate::engine::recovery::Recovery;

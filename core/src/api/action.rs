@@ -4,8 +4,8 @@
 use core::fmt;
 use core::future::Future;
 
-use crate::api::step::Maybe;
-use crate::api::step::StepParts;
+use crate::engine::attempt::Maybe;
+use crate::engine::attempt::StepParts;
 
 /// A step given as data: typically an enum with one variant per step of a
 /// bring-up, whose `execute` matches on the variant. Run it with

@@ -25,13 +25,8 @@ use crate::observe::hooks::hook_call;
 use crate::util::text::ErrorText;
 use crate::util::text::caught;
 use crate::{
-    api::transaction::{NoContext, is_last_attempt},
-    timing::future::TimedOut,
-};
-use crate::{
-    api::{step::Maybe, transaction::Transaction},
     durable::id::IdempotencyKey,
-    engine::{abandon::AbandonPolicy, manager::TransactionManager},
+    engine::{abandon::AbandonPolicy, attempt::Maybe, manager::TransactionManager, transaction::Transaction},
     ledger::{
         error::{StepError, StepErrorKind},
         record::{StepRecord, StepStatus},
@@ -47,6 +42,10 @@ use crate::{
         storage::{List, Storage},
         text::Name,
     },
+};
+use crate::{
+    engine::{attempt::is_last_attempt, transaction::NoContext},
+    timing::future::TimedOut,
 };
 
 pub use driver::{Lend, Member, Members};
@@ -2184,7 +2183,7 @@ mod driver {
             id: crate::durable::id::TransactionId,
         ) -> Option<U> {
             let this = self.project();
-            let key = IdempotencyKey::new(origin, id, crate::api::transaction::step_index(this.run.index));
+            let key = IdempotencyKey::new(origin, id, crate::engine::transaction::step_index(this.run.index));
             match (completed, this.output.as_ref()) {
                 (true, Some(output)) => this.undo.make(Maybe::Completed(output), key),
                 (true, None) => None,
@@ -2194,7 +2193,7 @@ mod driver {
 
         fn start(self: Pin<&mut Self>, origin: u64, id: crate::durable::id::TransactionId) {
             let mut this = self.project();
-            let key = IdempotencyKey::new(origin, id, crate::api::transaction::step_index(this.run.index));
+            let key = IdempotencyKey::new(origin, id, crate::engine::transaction::step_index(this.run.index));
             let attempt = this.execute.start(key);
             this.attempt.set(Some(attempt));
         }

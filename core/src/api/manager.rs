@@ -5,15 +5,17 @@ use core::marker::PhantomData;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use core::time::Duration;
 
-use crate::api::transaction::CommitFailed;
 use crate::engine::manager::{Origin, TransactionManager};
+use crate::engine::transaction::CommitFailed;
 use crate::ledger::book::Ledger;
 use crate::timing::future::{Either, race};
 use crate::timing::interrupt::{Cancel, Deadline, IntoBodyError, IntoReason, NoInterrupt};
 use crate::{
-    api::transaction::Transaction,
     durable::id::TransactionId,
-    engine::abandon::{AbandonPolicy, Spawned, Unattended},
+    engine::{
+        abandon::{AbandonPolicy, Spawned, Unattended},
+        transaction::Transaction,
+    },
     ledger::{
         book::RollbackFailurePolicy,
         error::{Committed, TransactionError},

@@ -7,8 +7,7 @@ use core::fmt;
 
 use crate::engine::rollback::ViaRollback;
 use crate::{
-    api::transaction::Transaction,
-    engine::{abandon::AbandonPolicy, manager::TransactionManager},
+    engine::{abandon::AbandonPolicy, manager::TransactionManager, transaction::Transaction},
     ledger::{
         error::{RollbackFailure, RollbackState, StepError},
         record::StepStatus,

@@ -4,9 +4,10 @@ use core::fmt;
 use core::future::Future;
 use core::time::Duration;
 
+use crate::engine::attempt::{Maybe, StepParts};
+
 use crate::{
-    api::transaction::Transaction,
-    engine::{abandon::AbandonPolicy, manager::TransactionManager},
+    engine::{abandon::AbandonPolicy, manager::TransactionManager, transaction::Transaction},
     ledger::{error::StepError, rollback::Rollback},
     observe::hooks::Hooks,
     timing::{
@@ -16,86 +17,6 @@ use crate::{
     },
     util::storage::Storage,
 };
-
-/// A step's settings, set by [`Step`]'s options where the transaction
-/// keeps them for the step it runs next (the step's builder borrows the
-/// transaction, so no other step can use them meanwhile): the step's
-/// future does not carry a copy of them, and running the step copies
-/// nothing. The rollback's settings default to the step's, resolved when
-/// the undo record is made.
-#[derive(Default)]
-pub(crate) struct StepConfig {
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) retry: RetryPolicy,
-    pub(crate) rollback_timeout: Option<Option<Duration>>,
-    pub(crate) rollback_retry: Option<RetryPolicy>,
-}
-
-impl StepConfig {
-    /// The rollback's retries and backoff.
-    pub(crate) fn rollback_retry(&self) -> RetryPolicy {
-        self.rollback_retry.unwrap_or(self.retry)
-    }
-
-    /// The rollback's per-attempt timeout.
-    pub(crate) fn rollback_timeout(&self) -> Option<Duration> {
-        self.rollback_timeout.unwrap_or(self.timeout)
-    }
-}
-
-/// What an uncertain rollback receives: the step's output if it completed,
-/// or `Uncertain` if it failed in a way that may still have taken effect —
-/// an attempt that timed out, panicked, or was cut short by a deadline, a
-/// cancel signal or a dropped transaction.
-///
-/// The rule: a step is uncertain only while an attempt of it is actually
-/// in flight, or after an attempt that ended in a way that may have taken
-/// effect. Where a hook or a backoff wait was interrupted never makes it
-/// uncertain: a step stopped before its first attempt started, or whose
-/// attempts all failed with an error, is not rolled back.
-///
-/// See [`Execute::rollback_uncertain`] and [`Execute::undo_uncertain`].
-///
-/// ```
-/// use transaction_manager::step::Maybe;
-/// let maybe: Maybe<u32> = Maybe::Uncertain;
-/// assert_eq!(maybe.completed(), None);
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Maybe<T> {
-    /// The step completed and returned this.
-    Completed(T),
-    /// The step failed, but one of its attempts may have taken effect.
-    Uncertain,
-}
-
-impl<T> Maybe<T> {
-    /// The output, if the step completed.
-    pub fn completed(self) -> Option<T> {
-        match self {
-            Maybe::Completed(output) => Some(output),
-            Maybe::Uncertain => None,
-        }
-    }
-
-    /// A `Maybe` of a reference.
-    pub fn as_ref(&self) -> Maybe<&T> {
-        match self {
-            Maybe::Completed(output) => Maybe::Completed(output),
-            Maybe::Uncertain => Maybe::Uncertain,
-        }
-    }
-}
-
-impl<T: Clone> Maybe<&T> {
-    /// A `Maybe` of a clone.
-    pub fn cloned(self) -> Maybe<T> {
-        match self {
-            Maybe::Completed(output) => Maybe::Completed(output.clone()),
-            Maybe::Uncertain => Maybe::Uncertain,
-        }
-    }
-}
 
 /// A step being configured. Made by [`Transaction::step`].
 ///
@@ -323,7 +244,7 @@ where
             self.name,
             Parts {
                 execute: Plain(execute),
-                undo: None::<fn(crate::api::step::Maybe<&Out>) -> Option<U>>,
+                undo: None::<fn(crate::engine::attempt::Maybe<&Out>) -> Option<U>>,
                 retry_if: RetryAlways,
             },
         )
@@ -351,7 +272,7 @@ where
             self.name,
             Parts {
                 execute: WithContext(execute),
-                undo: None::<fn(crate::api::step::Maybe<&Out>) -> Option<U>>,
+                undo: None::<fn(crate::engine::attempt::Maybe<&Out>) -> Option<U>>,
                 retry_if: RetryAlways,
             },
         )
@@ -856,7 +777,7 @@ where
             self.step.name,
             Parts {
                 execute: self.execute,
-                undo: None::<fn(crate::api::step::Maybe<&F::Output>) -> Option<U>>,
+                undo: None::<fn(crate::engine::attempt::Maybe<&F::Output>) -> Option<U>>,
                 retry_if: self.retry_if,
             },
         )
@@ -926,34 +847,6 @@ where
             .tx
             .execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo), retry_if: self.retry_if })
     }
-}
-
-/// What the engine needs of one step: its attempts, and its undo records.
-/// Not generic over the call site when the step is an [`Action`]: every
-/// step of one action type shares one copy of the step engine.
-pub(crate) trait StepParts<Ctx: ?Sized, U> {
-    type Output;
-    type Error: fmt::Display;
-
-    /// Whether the step may owe an undo record (it then needs room for one).
-    fn has_undo(&self) -> bool;
-
-    /// Whether the step has a retry condition: without one (the default)
-    /// the engine asks nothing.
-    const CONDITIONAL: bool = false;
-
-    /// Starts one attempt.
-    fn call(&mut self, ctx: &mut Ctx) -> impl Future<Output = Result<Self::Output, Self::Error>>;
-
-    /// Whether an attempt that failed with `error` may be retried.
-    fn retries(&mut self, error: &Self::Error) -> bool {
-        let _ = error;
-        true
-    }
-
-    /// The undo record owed for `output` (`Maybe::Uncertain`: while an
-    /// attempt is in flight, or after an uncertain one), if any.
-    fn make_undo(&mut self, output: Maybe<&Self::Output>) -> Option<U>;
 }
 
 /// A step given as closures: an execute function, an undo maker, and a

@@ -2,8 +2,10 @@
 //! rollbacks of a dropped transaction.
 
 pub(crate) mod abandon;
+pub(crate) mod attempt;
 pub(crate) mod binding;
 pub(crate) mod manager;
 pub(crate) mod recovery;
 pub(crate) mod rollback;
 pub(crate) mod spawn;
+pub(crate) mod transaction;

@@ -23,7 +23,7 @@ use crate::{
 };
 use crate::{
     durable::journal::{CodecError, Entry, EntryKind, Journal, JournalFailure, StoredEntry, UndoCodec},
-    engine::binding::Journaled,
+    engine::binding::{Journaled, OwedRetry},
 };
 use crate::{
     ledger::book::{Ledger, UndoRecord},
@@ -237,157 +237,6 @@ impl From<JournalFailure> for RecoveryError {
     }
 }
 
-/// When recovery tries a transaction's owed rollbacks again, once one of
-/// them failed for good (set with
-/// [`with_owed_retry`](TransactionManager::with_owed_retry)).
-///
-/// A rollback that fails for good — live, or in a recovery — leaves its
-/// transaction *owed*. This is the schedule on which later recoveries try
-/// it again. An operator can always try one now with
-/// [`recover_transaction`](TransactionManager::recover_transaction), or end
-/// it with [`resolve`](TransactionManager::resolve).
-///
-/// ```
-/// use transaction_manager::journal::OwedRetry;
-/// assert_eq!(OwedRetry::default(), OwedRetry::EveryRecovery);
-/// // Skip 1, then 3, then 7 recoveries after each failed one, at most 20.
-/// let backoff = OwedRetry::Backoff { cap: 20 };
-/// # let _ = backoff;
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum OwedRetry {
-    /// Every recovery tries them again (the default): right for a recovery
-    /// that runs at start-up, or rarely.
-    #[default]
-    EveryRecovery,
-    /// Recovery rounds back off: after the `k`-th recovery in this process
-    /// that left the transaction owed, the next `2^k - 1` recoveries (at
-    /// most `cap`) leave it owed without trying it
-    /// ([`RecoveryOutcome::Deferred`]). For a recovery that runs on a timer
-    /// (every second, as beside the Postgres journal), so that a rollback
-    /// failing against a service that is down is not tried every round.
-    /// Counted in this process's memory, for up to 16 transactions at a
-    /// time (with 64-bit atomics; others, and every transaction on targets
-    /// without them, are tried at every recovery); a restart tries each
-    /// one again at its first recovery.
-    Backoff {
-        /// The most recoveries skipped in a row.
-        cap: u32,
-    },
-    /// Never by itself: a transaction with a rollback that failed for good
-    /// is *stuck* for an operator (listed by
-    /// [`stuck`](TransactionManager::stuck), reported as
-    /// [`RecoveryOutcome::Stuck`]) — so is one that is stuck for another
-    /// reason: no recovery tries it again until an operator runs
-    /// [`recover_transaction`](TransactionManager::recover_transaction) or
-    /// [`resolve`](TransactionManager::resolve)s it. (The flash journal
-    /// keeps no record of a rollback that failed in the live transaction:
-    /// there the first recovery tries it once, and a failure then makes
-    /// it stuck.)
-    Never,
-}
-
-/// The recovery rounds left to skip, per owed transaction, for
-/// [`OwedRetry::Backoff`]: a fixed set of slots (no allocator, no lock).
-/// Each transaction's slot is changed only while recovery holds it live,
-/// so one recovery at a time.
-pub(crate) struct Backoffs {
-    #[cfg(target_has_atomic = "64")]
-    ids: [core::sync::atomic::AtomicU64; Backoffs::SLOTS],
-    /// Failed rounds in the high half, rounds left to skip in the low half.
-    #[cfg(target_has_atomic = "64")]
-    rounds: [core::sync::atomic::AtomicU64; Backoffs::SLOTS],
-}
-
-impl Backoffs {
-    #[cfg(target_has_atomic = "64")]
-    const SLOTS: usize = 16;
-
-    pub(crate) fn new() -> Self {
-        Self {
-            #[cfg(target_has_atomic = "64")]
-            ids: [const { core::sync::atomic::AtomicU64::new(0) }; Backoffs::SLOTS],
-            #[cfg(target_has_atomic = "64")]
-            rounds: [const { core::sync::atomic::AtomicU64::new(0) }; Backoffs::SLOTS],
-        }
-    }
-
-    #[cfg(target_has_atomic = "64")]
-    fn slot(&self, id: TransactionId) -> Option<usize> {
-        use core::sync::atomic::Ordering;
-        let value = id.get().checked_add(1)?;
-        self.ids.iter().position(|slot| slot.load(Ordering::Acquire) == value)
-    }
-
-    /// Whether this round skips `id`: counts one skipped round if so.
-    pub(crate) fn defer(&self, id: TransactionId) -> bool {
-        #[cfg(target_has_atomic = "64")]
-        {
-            use core::sync::atomic::Ordering;
-            let Some(at) = self.slot(id) else { return false };
-            let rounds = self.rounds[at].load(Ordering::Acquire);
-            if rounds & u64::from(u32::MAX) == 0 {
-                return false;
-            }
-            self.rounds[at].store(rounds - 1, Ordering::Release);
-            true
-        }
-        #[cfg(not(target_has_atomic = "64"))]
-        {
-            let _ = id;
-            false
-        }
-    }
-
-    /// A recovery left `id` owed: it skips the next `2^k - 1` rounds (at
-    /// most `cap`) after its `k`-th failed one.
-    pub(crate) fn failed(&self, id: TransactionId, cap: u32) {
-        #[cfg(target_has_atomic = "64")]
-        {
-            use core::sync::atomic::Ordering;
-            let at = match self.slot(id) {
-                Some(at) => at,
-                None => {
-                    let Some(value) = id.get().checked_add(1) else { return };
-                    let free = self
-                        .ids
-                        .iter()
-                        .position(|slot| slot.compare_exchange(0, value, Ordering::AcqRel, Ordering::Acquire).is_ok());
-                    let Some(at) = free else { return };
-                    self.rounds[at].store(0, Ordering::Release);
-                    at
-                }
-            };
-            let failed = (self.rounds[at].load(Ordering::Acquire) >> 32).saturating_add(1).min(u64::from(u32::MAX));
-            let skip = 1u64.checked_shl(failed.min(63) as u32).map_or(u64::MAX, |n| n - 1).min(u64::from(cap));
-            self.rounds[at].store(failed << 32 | skip, Ordering::Release);
-        }
-        #[cfg(not(target_has_atomic = "64"))]
-        {
-            let _ = (id, cap);
-        }
-    }
-
-    /// `id` is over (or was tried and owes nothing more): its slot is free.
-    pub(crate) fn ended(&self, id: TransactionId) {
-        #[cfg(target_has_atomic = "64")]
-        if let Some(at) = self.slot(id) {
-            use core::sync::atomic::Ordering;
-            self.rounds[at].store(0, Ordering::Release);
-            self.ids[at].store(0, Ordering::Release);
-        }
-        #[cfg(not(target_has_atomic = "64"))]
-        let _ = id;
-    }
-}
-
-impl fmt::Debug for Backoffs {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Backoffs")
-    }
-}
-
 /// One owed step, as [`owed`](TransactionManager::owed) hands it to its
 /// visitor: a rollback that failed for good and is still owed.
 #[derive(Clone, Copy, Debug)]
@@ -473,9 +322,6 @@ struct Read<U, S: Storage> {
     /// The journal holds an entry of it.
     found: bool,
 }
-
-/// How long recovery spends on one transaction unless set otherwise.
-pub(crate) const RECOVERY_BOUND: Duration = Duration::from_secs(600);
 
 impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journaled<J, Co>> {
     /// When recovery tries the owed rollbacks of a transaction again once

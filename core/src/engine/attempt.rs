@@ -1,0 +1,565 @@
+//! The attempt loop: one step's attempts, each raced against its timeout
+//! and guarded against panics, retried with backoff; its record, undo
+//! record and journal entries.
+
+use crate::engine::transaction::step_index;
+use core::fmt;
+use core::future::Future;
+use core::time::Duration;
+
+use crate::engine::rollback::Panicked;
+use crate::engine::transaction::Transaction;
+use crate::ledger::book::UndoRecord;
+use crate::observe::hooks::hook_call;
+use crate::timing::future::with_timeout;
+use crate::trace::within;
+use crate::util::panic::guarded_call;
+use crate::util::text::ErrorText;
+use crate::{
+    durable::journal::{Entry, EntryKind, JournalFailure},
+    engine::binding::JournalFor,
+};
+use crate::{
+    engine::{abandon::AbandonPolicy, manager::TransactionManager},
+    ledger::{
+        error::{StepError, StepErrorKind},
+        record::{StepRecord, StepStatus},
+        rollback::Rollback,
+    },
+    observe::hooks::{Hooks, StepEvent},
+    timing::clock::Clock,
+    util::storage::{List, Storage},
+};
+
+/// What an uncertain rollback receives: the step's output if it completed,
+/// or `Uncertain` if it failed in a way that may still have taken effect —
+/// an attempt that timed out, panicked, or was cut short by a deadline, a
+/// cancel signal or a dropped transaction.
+///
+/// The rule: a step is uncertain only while an attempt of it is actually
+/// in flight, or after an attempt that ended in a way that may have taken
+/// effect. Where a hook or a backoff wait was interrupted never makes it
+/// uncertain: a step stopped before its first attempt started, or whose
+/// attempts all failed with an error, is not rolled back.
+///
+/// See [`Execute::rollback_uncertain`](crate::step::Execute::rollback_uncertain) and
+/// [`Execute::undo_uncertain`](crate::step::Execute::undo_uncertain).
+///
+/// ```
+/// use transaction_manager::step::Maybe;
+/// let maybe: Maybe<u32> = Maybe::Uncertain;
+/// assert_eq!(maybe.completed(), None);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Maybe<T> {
+    /// The step completed and returned this.
+    Completed(T),
+    /// The step failed, but one of its attempts may have taken effect.
+    Uncertain,
+}
+
+impl<T> Maybe<T> {
+    /// The output, if the step completed.
+    pub fn completed(self) -> Option<T> {
+        match self {
+            Maybe::Completed(output) => Some(output),
+            Maybe::Uncertain => None,
+        }
+    }
+
+    /// A `Maybe` of a reference.
+    pub fn as_ref(&self) -> Maybe<&T> {
+        match self {
+            Maybe::Completed(output) => Maybe::Completed(output),
+            Maybe::Uncertain => Maybe::Uncertain,
+        }
+    }
+}
+
+impl<T: Clone> Maybe<&T> {
+    /// A `Maybe` of a clone.
+    pub fn cloned(self) -> Maybe<T> {
+        match self {
+            Maybe::Completed(output) => Maybe::Completed(output.clone()),
+            Maybe::Uncertain => Maybe::Uncertain,
+        }
+    }
+}
+
+/// What the engine needs of one step: its attempts, and its undo records.
+/// Not generic over the call site when the step is an [`Action`](crate::Action): every
+/// step of one action type shares one copy of the step engine.
+pub(crate) trait StepParts<Ctx: ?Sized, U> {
+    type Output;
+    type Error: fmt::Display;
+
+    /// Whether the step may owe an undo record (it then needs room for one).
+    fn has_undo(&self) -> bool;
+
+    /// Whether the step has a retry condition: without one (the default)
+    /// the engine asks nothing.
+    const CONDITIONAL: bool = false;
+
+    /// Starts one attempt.
+    fn call(&mut self, ctx: &mut Ctx) -> impl Future<Output = Result<Self::Output, Self::Error>>;
+
+    /// Whether an attempt that failed with `error` may be retried.
+    fn retries(&mut self, error: &Self::Error) -> bool {
+        let _ = error;
+        true
+    }
+
+    /// The undo record owed for `output` (`Maybe::Uncertain`: while an
+    /// attempt is in flight, or after an uncertain one), if any.
+    fn make_undo(&mut self, output: Maybe<&Self::Output>) -> Option<U>;
+}
+
+impl<'t, C: Clock, H: Hooks, A, J, Ctx: ?Sized, U: Rollback<Ctx>, S: Storage>
+    Transaction<'t, TransactionManager<C, H, A, J>, Ctx, U, S>
+where
+    A: AbandonPolicy<C, H, Ctx, U, S>,
+    J: JournalFor<U>,
+{
+    /// Records a new step (its record, and its policies for the attempts
+    /// to come), or says why it cannot run. Not generic over the step, so
+    /// one copy serves every step of a transaction type.
+    fn begin_step(
+        &mut self,
+        name: crate::util::text::Name,
+        with_undo: bool,
+    ) -> Result<usize, (crate::util::text::Name, usize, Refused)> {
+        self.settle_dropped_step();
+        let now = self.stamp();
+        let ledger = &mut self.ledger;
+        let index = ledger.summary.steps.len();
+        let info = &ledger.summary.info;
+        if name.as_str().is_empty() {
+            tm_error!("{} `{}`: step #{} refused: empty name", info.id, info.operation, index);
+            return Err((name, index, Refused::EmptyName));
+        }
+        if !ledger.summary.steps.has_room() || (with_undo && !ledger.undo.has_room()) {
+            let capacity = S::CAPACITY.unwrap_or(usize::MAX);
+            tm_error!(
+                "{} `{}`: step `{}` refused: capacity of {} steps used up",
+                info.id,
+                info.operation,
+                name,
+                capacity
+            );
+            return Err((name, index, Refused::Capacity(capacity)));
+        }
+        let mut record = StepRecord::new(index, name, self.config.timeout, with_undo);
+        record.status = StepStatus::InProgress;
+        record.started_at = now;
+        record.scope = self.scope;
+        // Cannot fail: room was checked above.
+        let _ = ledger.summary.steps.push(record);
+        Ok(index)
+    }
+
+    /// An undo record for the running step.
+    fn undo_record(&self, index: usize, undo: U) -> UndoRecord<U> {
+        UndoRecord {
+            step: index,
+            undo,
+            retry: self.config.rollback_retry(),
+            timeout: crate::timing::future::Timeout::new(self.config.rollback_timeout()),
+        }
+    }
+
+    /// Pushes an undo record for the running step, built where it goes.
+    /// Room was checked before the step ran, so it cannot fail. Not
+    /// inlined, for the reason given at [`push_some`](crate::util::storage::push_some).
+    #[inline(never)]
+    fn push_undo(&mut self, index: usize, undo: U) {
+        let record = self.undo_record(index, undo);
+        let _ = self.ledger.undo.push(record);
+    }
+
+    /// Bookkeeping of a failed attempt: its error text, and whether it was
+    /// the last. Not generic over the step.
+    fn step_failed(&mut self, index: usize, attempt: u32, error: &dyn fmt::Display, final_: bool) -> bool {
+        let last = final_ || is_last_attempt(attempt, self.config.retry.max_retries());
+        // The time is kept only when the step fails for good: no clock
+        // reading for an attempt that will be retried.
+        let now = if last { self.stamp() } else { crate::ledger::record::At::NONE };
+        let record = &mut self.ledger.summary.steps[index];
+        ErrorText::capture_into(&mut record.error, error);
+        let info = &self.ledger.summary.info;
+        if last {
+            record.status = StepStatus::Failed;
+            record.completed_at = now;
+            tm_error!(
+                "{} `{}`: step `{}` failed for good on attempt {}: {}",
+                info.id,
+                info.operation,
+                record.name,
+                attempt,
+                record.error().unwrap_or_default()
+            );
+        } else {
+            tm_warn!(
+                "{} `{}`: step `{}` attempt {} failed: {}; retrying",
+                info.id,
+                info.operation,
+                record.name,
+                attempt,
+                record.error().unwrap_or_default()
+            );
+        }
+        last
+    }
+
+    /// Ends a step for good on a panic outside its attempts (its undo
+    /// record could not be made, or the clock panicked in the backoff).
+    fn step_broke<E>(&mut self, index: usize, panic: crate::util::text::PanicMessage) -> StepError<E> {
+        let now = self.stamp();
+        let record = &mut self.ledger.summary.steps[index];
+        record.status = StepStatus::Failed;
+        record.completed_at = now;
+        record.error = Some(ErrorText::capture(&Panicked(&panic)));
+        let info = &self.ledger.summary.info;
+        tm_error!("{} `{}`: step `{}` failed for good: {}", info.id, info.operation, record.name, panic);
+        StepError { step: record.name.clone(), index, kind: StepErrorKind::Panicked(panic) }
+    }
+
+    /// Ends a step for good because the journal could not record it.
+    fn step_not_recorded<E>(&mut self, index: usize, failure: JournalFailure) -> StepError<E> {
+        let now = self.stamp();
+        let info = &self.ledger.summary.info;
+        tm_error!("{} `{}`: step #{}: {}", info.id, info.operation, index, failure);
+        let record = &mut self.ledger.summary.steps[index];
+        if record.status != StepStatus::Completed {
+            record.status = StepStatus::Failed;
+            record.completed_at = now;
+        }
+        record.error = Some(ErrorText::capture(&failure));
+        StepError { step: record.name.clone(), index, kind: StepErrorKind::Journal(failure) }
+    }
+
+    /// Whether the running step's undo record is the last one in the ledger
+    /// (pushed for an uncertain rollback while an attempt runs).
+    fn owes(&self, index: usize) -> bool {
+        self.ledger.undo.last().is_some_and(|u| u.step == index)
+    }
+
+    /// Keeps the undo record of the completed step `index`: in place of
+    /// its uncertain one if it owes one, else a new one.
+    fn keep_undo(&mut self, index: usize, undo: U) {
+        if self.owes(index) {
+            // Only the undo value changes: the step and its rollback
+            // policy are the uncertain record's (assigning the whole record
+            // moved it with a `memmove`).
+            if let Some(last) = self.ledger.undo.last_mut() {
+                last.undo = undo;
+            }
+        } else {
+            self.push_undo(index, undo);
+        }
+    }
+
+    /// A completed step without a journal or hooks: its undo record (made
+    /// inside the panic guard), its record and its span's outcome, in the
+    /// order of the general path, with nothing to await.
+    fn record_completion<P: StepParts<Ctx, U>>(
+        &mut self,
+        index: usize,
+        attempt: u32,
+        parts: &mut P,
+        output: &P::Output,
+        span: &crate::trace::Span,
+    ) -> Result<(), StepError<P::Error>> {
+        match crate::util::text::caught(|| parts.make_undo(Maybe::Completed(output))) {
+            Ok(Some(undo)) => self.keep_undo(index, undo),
+            Ok(None) => {}
+            // As in `execute`: the step took effect but its undo record
+            // cannot be made; an uncertain record, if any, stays owed.
+            Err(panic) => {
+                crate::trace::outcome(span, "panic");
+                return Err(self.step_broke(index, panic));
+            }
+        }
+        self.step_completed(index, attempt);
+        crate::trace::outcome(span, "ok");
+        Ok(())
+    }
+
+    /// Runs one step: attempts with timeout and retries, records each in the
+    /// summary, calls the hooks, and keeps an undo record when the step
+    /// completes — or, for uncertain rollbacks, while an attempt is in
+    /// flight and after one that may have taken effect. Only what differs
+    /// per step lives here; the bookkeeping is in the helpers above.
+    ///
+    /// Every call into user code (the execute closure and its future, the
+    /// undo maker and the output's `Clone`, hooks, the clock's `sleep`) is
+    /// inside the panic guard.
+    pub(crate) async fn execute<P>(
+        &mut self,
+        name: crate::util::text::Name,
+        mut parts: P,
+    ) -> Result<P::Output, StepError<P::Error>>
+    where
+        P: StepParts<Ctx, U>,
+    {
+        if self.past_deadline() {
+            // No step starts at or after the deadline: wait for the
+            // interrupt, which is due and stops the body.
+            core::future::pending::<()>().await;
+        }
+        let index = match self.begin_step(name, parts.has_undo()) {
+            Ok(index) => index,
+            Err((step, index, refused)) => return Err(StepError { step, index, kind: refused.into_kind() }),
+        };
+        let clock = &self.manager.clock;
+        let hooks = &self.manager.hooks;
+        // The step's timeout, as its record has it (read from the settings,
+        // not decoded back from the record).
+        let timeout = self.config.timeout;
+        // The uncertain undo record, while it is not in the ledger. It is in
+        // the ledger exactly while an attempt is in flight, or after one that
+        // may have taken effect (timed out, panicked): never because of where
+        // a hook or a backoff wait was interrupted.
+        let mut parked: Option<UndoRecord<U>> = None;
+        let mut uncertain = false;
+        let mut attempt = 0u32;
+        loop {
+            attempt = attempt.saturating_add(1);
+            let ledger = &mut self.ledger;
+            ledger.summary.steps[index].attempts = attempt;
+            let span = tm_span!("step", name = ledger.summary.steps[index].name, index = index, attempt = attempt);
+            let hook = if H::ENABLED {
+                let event =
+                    StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
+                within(&span, hook_call(hooks, || hooks.on_step_execute(&event))).await
+            } else {
+                Ok(())
+            };
+            // A broken hook fails the attempt before it starts: nothing ran,
+            // and it is not retried around.
+            let (result, ran) = match hook {
+                Err(panic) => (Err(StepErrorKind::Panicked(panic)), false),
+                Ok(()) => {
+                    if !uncertain {
+                        if parked.is_none() {
+                            let made = crate::util::text::caught(|| parts.make_undo(Maybe::Uncertain));
+                            match made {
+                                Ok(undo) => parked = undo.map(|undo| self.undo_record(index, undo)),
+                                Err(panic) => return Err(self.step_broke(index, panic)),
+                            }
+                        }
+                        // (Tested first: `take` copies the whole record out
+                        // before testing it.)
+                        if parked.is_some() {
+                            // Cannot fail: room was checked before the step ran.
+                            crate::util::storage::push_some(&mut self.ledger.undo, parked.take());
+                            if J::ENABLED && attempt == 1 {
+                                // The intent is durable before the first
+                                // attempt: if it cannot be written, the step
+                                // does not run.
+                                if let Err(failure) = self.journal_undo(index, EntryKind::Intent).await {
+                                    self.ledger.undo.pop();
+                                    return Err(self.step_not_recorded(index, failure.into()));
+                                }
+                            }
+                        }
+                    }
+                    let ctx = &mut *self.ctx;
+                    let attempt_result =
+                        within(&span, guarded_call(|| with_timeout(clock, timeout, parts.call(ctx)))).await;
+                    let result = match attempt_result {
+                        // Without a journal or hooks, nothing is awaited once
+                        // the step completed: this arm's values are not kept
+                        // in the step's future across an await (those of the
+                        // general arm below are).
+                        Ok(Some(Ok(output))) if !J::ENABLED && !H::ENABLED => {
+                            let completed = self.record_completion(index, attempt, &mut parts, &output, &span);
+                            return completed.map(|()| output);
+                        }
+                        Ok(Some(Ok(output))) => Ok(output),
+                        Ok(Some(Err(error))) => Err(StepErrorKind::Failed(error)),
+                        Ok(None) => Err(StepErrorKind::TimedOut { timeout: timeout.unwrap_or_default() }),
+                        Err(panic) => Err(StepErrorKind::Panicked(panic)),
+                    };
+                    (result, true)
+                }
+            };
+            let kind = match result {
+                Ok(output) => {
+                    let made = crate::util::text::caught(|| parts.make_undo(Maybe::Completed(&output)));
+                    match made {
+                        Ok(Some(undo)) => {
+                            self.keep_undo(index, undo);
+                            if J::ENABLED {
+                                // Durable before the value reaches the body. If
+                                // it cannot be written, the undo record stays
+                                // owed in memory and the step fails, so the
+                                // body stops and rolls it back.
+                                if let Err(failure) = self.journal_undo(index, EntryKind::Done).await {
+                                    self.step_completed(index, attempt);
+                                    return Err(self.step_not_recorded(index, failure.into()));
+                                }
+                            }
+                        }
+                        Ok(None) => {}
+                        // The step took effect but its undo record cannot be
+                        // made: it fails for good (a retry would repeat the
+                        // effect); an uncertain record, if any, stays owed.
+                        Err(panic) => {
+                            crate::trace::outcome(&span, "panic");
+                            return Err(self.step_broke(index, panic));
+                        }
+                    }
+                    self.step_completed(index, attempt);
+                    crate::trace::outcome(&span, "ok");
+                    if !H::ENABLED {
+                        return Ok(output);
+                    }
+                    let ledger = &self.ledger;
+                    let event =
+                        StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
+                    return match within(&span, hook_call(hooks, || hooks.on_step_success(&event))).await {
+                        Ok(()) => Ok(output),
+                        // The step did its work, so its undo record stays
+                        // and is rolled back when the body stops.
+                        Err(panic) => {
+                            let record = &mut self.ledger.summary.steps[index];
+                            record.error = Some(ErrorText::capture(&Panicked(&panic)));
+                            tm_error!("on_step_success hook panicked: {}", panic);
+                            Err(StepError { step: record.name.clone(), index, kind: StepErrorKind::Panicked(panic) })
+                        }
+                    };
+                }
+                Err(kind) => kind,
+            };
+            if ran {
+                uncertain |= kind.is_uncertain();
+                if !uncertain && self.owes(index) {
+                    // A clean failure: nothing took effect, nothing owed.
+                    parked = crate::util::storage::pop(&mut self.ledger.undo);
+                }
+            }
+            crate::trace::outcome(&span, outcome_of(&kind));
+            // A permanent error (its condition said so) is not retried.
+            // Without a condition this is not compiled.
+            let verdict = match &kind {
+                StepErrorKind::Failed(error)
+                    if P::CONDITIONAL && ran && !is_last_attempt(attempt, self.config.retry.max_retries()) =>
+                {
+                    crate::timing::condition::ask(|| parts.retries(error))
+                }
+                _ => crate::timing::condition::Verdict::Retry,
+            };
+            let mut last = match &kind {
+                StepErrorKind::Failed(error) if !verdict.retries() => {
+                    self.step_failed(index, attempt, &crate::timing::condition::NotRetried(&verdict, error), true)
+                }
+                StepErrorKind::Failed(error) => self.step_failed(index, attempt, error, !ran),
+                StepErrorKind::TimedOut { timeout } => {
+                    self.step_failed(index, attempt, &crate::timing::future::TimedOut(*timeout), !ran)
+                }
+                StepErrorKind::Panicked(message) => self.step_failed(index, attempt, &Panicked(message), !ran),
+                _ => self.step_failed(index, attempt, &"failed", !ran),
+            };
+            let ledger = &mut self.ledger;
+            tm_event!(warn, &span, "attempt failed", error = ledger.summary.steps[index].error().unwrap_or_default());
+            if H::ENABLED {
+                let event =
+                    StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
+                if let Err(panic) = within(&span, hook_call(hooks, || hooks.on_step_failure(&event))).await {
+                    tm_error!("on_step_failure hook panicked: {}", panic);
+                    let now = self.stamp();
+                    let record = &mut self.ledger.summary.steps[index];
+                    record.status = StepStatus::Failed;
+                    if record.completed_at.is_none() {
+                        record.completed_at = now;
+                    }
+                    last = true;
+                }
+            }
+            let ledger = &mut self.ledger;
+            if last {
+                if parked.is_some() {
+                    // Its uncertain rollback is not owed: every attempt
+                    // failed cleanly.
+                    ledger.summary.steps[index].has_rollback = false;
+                    if J::ENABLED {
+                        // Lazy: if it is lost, recovery runs the (idempotent)
+                        // uncertain rollback once more than needed.
+                        let entry = Entry::new(ledger.summary.info.id, Some(step_index(index)), EntryKind::Released);
+                        if let Err(failure) = self.manager.journal.write(&entry).await {
+                            let failure: JournalFailure = failure.into();
+                            tm_error!("{}: {}", self.ledger.summary.info.id, failure);
+                        }
+                    }
+                }
+                let ledger = &mut self.ledger;
+                return Err(StepError { step: ledger.summary.steps[index].name.clone(), index, kind });
+            }
+            // The error of an attempt that will be retried is dropped here;
+            // its text stays in the step's record.
+            drop(kind);
+            let retry = &self.config.retry;
+            let delay =
+                if retry.never_waits() { Duration::ZERO } else { retry.jittered_delay(attempt - 1, &mut ledger.rng) };
+            tm_event!(info, &span, "retrying", delay = crate::trace::AsDebug(delay));
+            crate::trace::close(span);
+            tm_debug!("step `{}` retrying in {:?}", ledger.summary.steps[index].name, delay);
+            if !delay.is_zero() {
+                if let Err(panic) = guarded_call(|| clock.sleep(delay)).await {
+                    return Err(self.step_broke(index, panic));
+                }
+            }
+            if self.past_deadline() {
+                // No retry starts at or after the deadline.
+                core::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// Whether attempt number `attempt` (from 1) is the last one a policy of
+/// `max_retries` allows. Bounded even for `u32::MAX` retries: the attempt
+/// counter cannot pass `u32::MAX`, so that attempt is the last.
+pub(crate) fn is_last_attempt(attempt: u32, max_retries: u32) -> bool {
+    attempt > max_retries || attempt == u32::MAX
+}
+
+/// A failed attempt's `outcome`, for its span.
+fn outcome_of<E>(kind: &StepErrorKind<E>) -> &'static str {
+    match kind {
+        StepErrorKind::TimedOut { .. } => "timeout",
+        StepErrorKind::Panicked(_) => "panic",
+        _ => "error",
+    }
+}
+
+/// Why a step was refused before it ran.
+enum Refused {
+    EmptyName,
+    Capacity(usize),
+}
+
+impl Refused {
+    fn into_kind<E>(self) -> StepErrorKind<E> {
+        match self {
+            Refused::EmptyName => StepErrorKind::EmptyName,
+            Refused::Capacity(capacity) => StepErrorKind::CapacityExceeded { capacity },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_last_attempt;
+
+    #[test]
+    fn attempts_are_bounded_even_for_u32_max_retries() {
+        assert!(!is_last_attempt(1, 1));
+        assert!(is_last_attempt(2, 1));
+        assert!(is_last_attempt(1, 0));
+        // The attempt counter saturates at u32::MAX: that attempt is the
+        // last, so an always-failing step with u32::MAX retries stops.
+        assert!(!is_last_attempt(u32::MAX - 1, u32::MAX));
+        assert!(is_last_attempt(u32::MAX, u32::MAX));
+    }
+}
