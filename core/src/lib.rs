@@ -139,12 +139,12 @@ mod util;
 
 pub use crate::api::action::Action;
 pub use crate::api::any_manager::Manager;
-pub use crate::api::manager::Outcome;
-pub use crate::api::manager::TransactionBuilder;
 pub use crate::durable::id::TransactionId;
 pub use crate::engine::manager::TransactionManager;
+pub use crate::engine::run::TransactionBuilder;
 pub use crate::engine::transaction::Transaction;
 pub use crate::ledger::error::Committed;
+pub use crate::ledger::error::Outcome;
 pub use crate::ledger::error::RollbackState;
 pub use crate::ledger::error::StepError;
 pub use crate::ledger::error::StepErrorKind;
@@ -264,7 +264,6 @@ pub mod journal {
     //! Durability: the journal a transaction writes so that a crash or a
     //! power cut does not lose the rollbacks it owes, its codecs, the memory
     //! journal for tests, and recovery.
-    pub use crate::api::manager::JournalKeeps;
     pub use crate::durable::id::IdempotencyKey;
     pub use crate::durable::id::ParseIdError;
     pub use crate::durable::journal::CodecError;
@@ -296,15 +295,16 @@ pub mod journal {
     pub use crate::engine::recovery::Recovery;
     pub use crate::engine::recovery::RecoveryError;
     pub use crate::engine::recovery::RecoveryOutcome;
+    pub use crate::engine::run::JournalKeeps;
 }
 
 pub mod storage {
     //! Where a transaction keeps its step records and undo records: a fixed
     //! capacity ([`Fixed`], no allocator) or a growing list ([`Unbounded`]).
-    pub use crate::api::manager::Closures;
-    pub use crate::api::manager::LocalClosures;
-    pub use crate::api::manager::Records;
-    pub use crate::api::manager::UndoLog;
+    pub use crate::engine::run::Closures;
+    pub use crate::engine::run::LocalClosures;
+    pub use crate::engine::run::Records;
+    pub use crate::engine::run::UndoLog;
     pub use crate::util::storage::Fixed;
     pub use crate::util::storage::List;
     pub use crate::util::storage::Storage;

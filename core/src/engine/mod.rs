@@ -7,5 +7,6 @@ pub(crate) mod binding;
 pub(crate) mod manager;
 pub(crate) mod recovery;
 pub(crate) mod rollback;
+pub(crate) mod run;
 pub(crate) mod spawn;
 pub(crate) mod transaction;

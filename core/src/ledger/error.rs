@@ -761,3 +761,20 @@ impl<E> From<crate::timing::interrupt::Interrupted> for StepError<E> {
         StepError { step, index, kind: StepErrorKind::Interrupted(interrupted.reason) }
     }
 }
+
+/// What running a transaction returns: the value and summary of a committed
+/// transaction, or the error of one that was rolled back.
+///
+/// `T` is the body's value, `B` its error, `RE` the rollback error type and
+/// `S` the storage. With `alloc`, `RE` and `S` default to those of closure
+/// rollbacks ([`TransactionManager::run`](crate::TransactionManager::run)), as for [`TransactionError`].
+#[cfg(feature = "alloc")]
+pub type Outcome<T, B, RE = crate::ledger::rollback::BoxError, S = crate::util::storage::Unbounded> =
+    Result<Committed<T, S>, TransactionError<B, RE, S>>;
+/// What running a transaction returns: the value and summary of a committed
+/// transaction, or the error of one that was rolled back.
+///
+/// `T` is the body's value, `B` its error, `RE` the rollback error type and
+/// `S` the storage.
+#[cfg(not(feature = "alloc"))]
+pub type Outcome<T, B, RE, S> = Result<Committed<T, S>, TransactionError<B, RE, S>>;
