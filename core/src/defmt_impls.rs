@@ -6,9 +6,8 @@ use defmt::{Format, Formatter, write};
 use crate::{
     durable::id::TransactionId,
     ledger::{
-        error::{
-            Committed, RollbackErrorKind, RollbackFailure, RollbackState, StepError, StepErrorKind, TransactionError,
-        },
+        error::{RollbackErrorKind, RollbackFailure, RollbackState, StepError, StepErrorKind},
+        outcome::{Committed, TransactionError},
         record::{StepRecord, StepStatus, TransactionInfo},
         summary::Summary,
     },
@@ -207,7 +206,7 @@ impl<T: Format, S: Storage> Format for Committed<T, S> {
     }
 }
 
-impl Format for crate::durable::journal::EntryKind {
+impl Format for crate::durable::entry::EntryKind {
     fn format(&self, f: Formatter<'_>) {
         write!(f, "{=str}", self.as_str())
     }
@@ -225,18 +224,18 @@ impl Format for crate::durable::journal::JournalFailure {
     }
 }
 
-impl Format for crate::durable::journal::CodecError {
+impl Format for crate::durable::codec::CodecError {
     fn format(&self, f: Formatter<'_>) {
         match self {
-            crate::durable::journal::CodecError::BufferTooSmall => write!(f, "buffer too small for the undo record"),
-            crate::durable::journal::CodecError::Invalid => write!(f, "undo record cannot be decoded"),
-            crate::durable::journal::CodecError::NewerSchema { found, known } => {
+            crate::durable::codec::CodecError::BufferTooSmall => write!(f, "buffer too small for the undo record"),
+            crate::durable::codec::CodecError::Invalid => write!(f, "undo record cannot be decoded"),
+            crate::durable::codec::CodecError::NewerSchema { found, known } => {
                 write!(f, "undo record has schema {=u32}, newer than {=u32}", found, known)
             }
-            crate::durable::journal::CodecError::NewerFormat { found } => {
+            crate::durable::codec::CodecError::NewerFormat { found } => {
                 write!(f, "journal entry has newer format {=u8}", found)
             }
-            crate::durable::journal::CodecError::Damaged => write!(f, "undo record damaged (checksum)"),
+            crate::durable::codec::CodecError::Damaged => write!(f, "undo record damaged (checksum)"),
         }
     }
 }

@@ -143,12 +143,12 @@ pub use crate::durable::id::TransactionId;
 pub use crate::engine::manager::TransactionManager;
 pub use crate::engine::run::TransactionBuilder;
 pub use crate::engine::transaction::Transaction;
-pub use crate::ledger::error::Committed;
-pub use crate::ledger::error::Outcome;
 pub use crate::ledger::error::RollbackState;
 pub use crate::ledger::error::StepError;
 pub use crate::ledger::error::StepErrorKind;
-pub use crate::ledger::error::TransactionError;
+pub use crate::ledger::outcome::Committed;
+pub use crate::ledger::outcome::Outcome;
+pub use crate::ledger::outcome::TransactionError;
 pub use crate::ledger::record::StepRecord;
 pub use crate::ledger::record::StepStatus;
 pub use crate::ledger::record::TransactionInfo;
@@ -264,20 +264,20 @@ pub mod journal {
     //! Durability: the journal a transaction writes so that a crash or a
     //! power cut does not lose the rollbacks it owes, its codecs, the memory
     //! journal for tests, and recovery.
+    pub use crate::durable::codec::CodecError;
+    pub use crate::durable::codec::FORMAT;
+    #[cfg(feature = "json")]
+    pub use crate::durable::codec::Json;
+    #[cfg(feature = "postcard")]
+    pub use crate::durable::codec::Postcard;
+    pub use crate::durable::codec::UndoCodec;
+    pub use crate::durable::entry::Entry;
+    pub use crate::durable::entry::EntryKind;
+    pub use crate::durable::entry::StoredEntry;
     pub use crate::durable::id::IdempotencyKey;
     pub use crate::durable::id::ParseIdError;
-    pub use crate::durable::journal::CodecError;
-    pub use crate::durable::journal::Entry;
-    pub use crate::durable::journal::EntryKind;
-    pub use crate::durable::journal::FORMAT;
     pub use crate::durable::journal::Journal;
     pub use crate::durable::journal::JournalFailure;
-    #[cfg(feature = "json")]
-    pub use crate::durable::journal::Json;
-    #[cfg(feature = "postcard")]
-    pub use crate::durable::journal::Postcard;
-    pub use crate::durable::journal::StoredEntry;
-    pub use crate::durable::journal::UndoCodec;
     #[cfg(feature = "std")]
     pub use crate::durable::memory::JournalRow;
     #[cfg(feature = "std")]
@@ -340,14 +340,14 @@ pub mod backend {
     //! The surface for runtime adapters and journal backends: what a crate that
     //! implements [`Clock`], [`Spawner`] or [`Journal`] needs, and nothing else.
     //! The engine can change behind it without touching them.
+    pub use crate::durable::codec::CodecError;
+    pub use crate::durable::entry::Entry;
+    pub use crate::durable::entry::EntryKind;
+    pub use crate::durable::entry::StoredEntry;
     pub use crate::durable::id::IdempotencyKey;
     pub use crate::durable::id::ParseIdError;
     pub use crate::durable::id::TransactionId;
-    pub use crate::durable::journal::CodecError;
-    pub use crate::durable::journal::Entry;
-    pub use crate::durable::journal::EntryKind;
     pub use crate::durable::journal::Journal;
-    pub use crate::durable::journal::StoredEntry;
     pub use crate::engine::spawn::Spawner;
     pub use crate::timing::clock::Clock;
     pub use crate::timing::clock::div_rem_narrow;

@@ -10,7 +10,8 @@ use serde::ser::{Serialize, SerializeStruct, Serializer};
 use crate::{
     durable::id::TransactionId,
     ledger::{
-        error::{Committed, RollbackErrorKind, RollbackFailure, RollbackState, StepError, TransactionError},
+        error::{RollbackErrorKind, RollbackFailure, RollbackState, StepError},
+        outcome::{Committed, TransactionError},
         record::{StepRecord, StepStatus},
         summary::Summary,
     },

@@ -10,7 +10,7 @@
 
 use core::fmt;
 
-use crate::durable::journal::EntryKind;
+use crate::durable::entry::EntryKind;
 use core::future::{Future, poll_fn};
 use core::pin::{Pin, pin};
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -1298,7 +1298,7 @@ where
         if J::ENABLED && released {
             let id = self.ledger.summary.info.id;
             let step = u32::try_from(index).unwrap_or(u32::MAX);
-            let entry = crate::durable::journal::Entry::new(id, Some(step), EntryKind::Released);
+            let entry = crate::durable::entry::Entry::new(id, Some(step), EntryKind::Released);
             if let Err(failure) = self.manager.journal.write(&entry).await {
                 let failure: crate::durable::journal::JournalFailure = failure.into();
                 tm_error!("{}: {}", id, failure);

@@ -8,7 +8,7 @@ use core::time::Duration;
 use crate::engine::binding::{JournalFor, JournalIds, Journaled, NoJournal};
 use crate::engine::manager::{Origin, TransactionManager};
 use crate::engine::run::{JournalKeeps, Records, Returned, TransactionBuilder, UndoLog};
-use crate::ledger::error::Outcome;
+use crate::ledger::outcome::Outcome;
 use crate::timing::interrupt::{Cancel, Deadline, IntoBodyError, NoInterrupt};
 use crate::{
     durable::id::TransactionId,

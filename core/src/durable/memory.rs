@@ -10,8 +10,9 @@ use core::task::{Context, Poll, Waker};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::durable::{
+    entry::{Entry, EntryKind, StoredEntry},
     id::TransactionId,
-    journal::{Entry, EntryKind, Journal, StoredEntry},
+    journal::Journal,
 };
 
 /// A [`Journal`] in memory, for tests of journaled transactions and of
@@ -262,7 +263,7 @@ impl Journal for MemoryJournal {
         let len = loop {
             match entry.write_payload(&mut payload) {
                 Ok(len) => break len,
-                Err(crate::durable::journal::CodecError::BufferTooSmall) if payload.len() < 1 << 24 => {
+                Err(crate::durable::codec::CodecError::BufferTooSmall) if payload.len() < 1 << 24 => {
                     payload.resize(payload.len() * 2, 0);
                 }
                 Err(error) => return Err(MemoryJournalError(alloc::format!("encoding: {error}"), None)),

@@ -1,6 +1,8 @@
 //! The journal: the byte-level trait, its entries and codecs, the binding
 //! of a journal to a manager, and the memory journal.
 
+pub(crate) mod codec;
+pub(crate) mod entry;
 pub(crate) mod id;
 pub(crate) mod journal;
 #[cfg(feature = "std")]

@@ -16,7 +16,10 @@ use crate::trace::within;
 use crate::util::panic::guarded_call;
 use crate::util::text::ErrorText;
 use crate::{
-    durable::journal::{Entry, EntryKind, JournalFailure},
+    durable::{
+        entry::{Entry, EntryKind},
+        journal::JournalFailure,
+    },
     engine::binding::JournalFor,
 };
 use crate::{

@@ -9,7 +9,11 @@ use core::time::Duration;
 
 use crate::{durable::id::TransactionId, timing::retry::RetryPolicy};
 
-use crate::durable::journal::{Entry, EntryKind, Journal, JournalFailure, UndoCodec, UndoPayload};
+use crate::durable::{
+    codec::UndoCodec,
+    entry::{Entry, EntryKind, UndoPayload},
+    journal::{Journal, JournalFailure},
+};
 
 /// What a manager writes its transactions to: [`NoJournal`] (the default)
 /// or a [`Journaled`] journal and codec. The engine's view of a journal,

@@ -22,7 +22,11 @@ use crate::{
     },
 };
 use crate::{
-    durable::journal::{CodecError, Entry, EntryKind, Journal, JournalFailure, StoredEntry, UndoCodec},
+    durable::{
+        codec::{CodecError, UndoCodec},
+        entry::{Entry, EntryKind, StoredEntry},
+        journal::{Journal, JournalFailure},
+    },
     engine::binding::{Journaled, OwedRetry},
 };
 use crate::{
@@ -753,7 +757,7 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
                             && matches!(EntryKind::from_code(entry.kind), Some(EntryKind::Done | EntryKind::Intent))
                             && name.is_empty()
                         {
-                            if let Ok(payload) = crate::durable::journal::decode_undo_payload(entry.payload) {
+                            if let Ok(payload) = crate::durable::entry::decode_undo_payload(entry.payload) {
                                 let _ = name.write_str(payload.name);
                             }
                         }
@@ -859,7 +863,7 @@ fn apply<U, S: Storage, Co: UndoCodec<U>>(read: &mut Read<U, S>, codec: &Co, ent
                 read.problem.get_or_insert(Problem::NoStep(kind));
                 return;
             };
-            let decoded = crate::durable::journal::decode_undo_payload(entry.payload).and_then(|payload| {
+            let decoded = crate::durable::entry::decode_undo_payload(entry.payload).and_then(|payload| {
                 if payload.schema > Co::SCHEMA {
                     return Err(CodecError::NewerSchema { found: payload.schema, known: Co::SCHEMA });
                 }

@@ -14,6 +14,10 @@ use crate::trace::within;
 use crate::util::panic::guarded_call;
 use crate::util::text::ErrorText;
 use crate::{
+    durable::entry::{Entry, EntryKind},
+    engine::binding::JournalFor,
+};
+use crate::{
     durable::id::TransactionId,
     ledger::{
         error::{RollbackErrorKind, RollbackFailure},
@@ -24,10 +28,6 @@ use crate::{
     observe::hooks::{Hooks, StepEvent},
     timing::{clock::Clock, retry::SplitMix64},
     util::storage::{List, Storage},
-};
-use crate::{
-    durable::journal::{Entry, EntryKind},
-    engine::binding::JournalFor,
 };
 
 /// How a transaction without a context (`()`) lends one to each of a

@@ -4,7 +4,7 @@
 //! Also the builder's state and the undo logs it chooses between; the
 //! builder's methods are the API's (`api/manager.rs`).
 
-use crate::ledger::error::Outcome;
+use crate::ledger::outcome::Outcome;
 use core::marker::PhantomData;
 
 use crate::engine::manager::TransactionManager;
@@ -20,7 +20,7 @@ use crate::{
     engine::{abandon::AbandonPolicy, transaction::Transaction},
     ledger::{
         book::RollbackFailurePolicy,
-        error::{Committed, TransactionError},
+        outcome::{Committed, TransactionError},
         record::TransactionInfo,
         rollback::Rollback,
     },
@@ -273,7 +273,7 @@ where
                     Err(_) if crate::ledger::error::RollbackState::of(failures.len(), &ledger.summary).is_clean() => {
                         "rolled_back"
                     }
-                    Err(_) if crate::ledger::error::left_to_recovery(failures.len(), &ledger.summary) => "undecided",
+                    Err(_) if crate::ledger::outcome::left_to_recovery(failures.len(), &ledger.summary) => "undecided",
                     Err(_) => "partially_rolled_back",
                 },
             );

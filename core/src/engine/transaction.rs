@@ -13,7 +13,10 @@ use crate::engine::rollback::{Fork, ViaRollback};
 use crate::ledger::book::Ledger;
 use crate::observe::hooks::{complete, hook_call};
 use crate::{
-    durable::journal::{Entry, EntryKind, JournalFailure},
+    durable::{
+        entry::{Entry, EntryKind},
+        journal::JournalFailure,
+    },
     engine::binding::JournalFor,
 };
 use crate::{

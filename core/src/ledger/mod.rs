@@ -5,6 +5,7 @@
 pub(crate) mod abandoned;
 pub(crate) mod book;
 pub(crate) mod error;
+pub(crate) mod outcome;
 pub(crate) mod record;
 pub(crate) mod rollback;
 pub(crate) mod summary;
