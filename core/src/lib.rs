@@ -165,14 +165,14 @@ pub mod step {
     //! The step builder, [`Step`], which [`Transaction::step`](crate::Transaction::step)
     //! returns, and the states it goes through as it is given an execute, a
     //! rollback, a retry condition. You rarely name them.
-    pub use crate::api::step::Execute;
-    pub use crate::api::step::Keyed;
-    pub use crate::api::step::MapErr;
-    pub use crate::api::step::Plain;
+    pub use crate::api::execute::Execute;
     pub use crate::api::step::Step;
+    pub use crate::api::step_fn::Keyed;
+    pub use crate::api::step_fn::MapErr;
+    pub use crate::api::step_fn::Plain;
     #[doc(hidden)]
-    pub use crate::api::step::StepFn;
-    pub use crate::api::step::WithContext;
+    pub use crate::api::step_fn::StepFn;
+    pub use crate::api::step_fn::WithContext;
     pub use crate::engine::attempt::Maybe;
 }
 

@@ -3,8 +3,10 @@
 
 pub(crate) mod action;
 pub(crate) mod any_manager;
+pub(crate) mod execute;
 pub(crate) mod group;
 pub(crate) mod manager;
 pub(crate) mod scope;
 pub(crate) mod step;
+pub(crate) mod step_fn;
 pub(crate) mod transaction;

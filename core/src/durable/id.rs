@@ -133,8 +133,8 @@ impl core::str::FromStr for TransactionId {
 ///
 /// A step gets its own where the call is made:
 /// [`Step::execute_keyed`](crate::api::step::Step::execute_keyed),
-/// [`Execute::undo_keyed`](crate::api::step::Execute::undo_keyed),
-/// [`Execute::rollback_keyed`](crate::api::step::Execute::rollback_keyed), and for a
+/// [`Execute::undo_keyed`](crate::api::execute::Execute::undo_keyed),
+/// [`Execute::rollback_keyed`](crate::api::execute::Execute::rollback_keyed), and for a
 /// group's members [`MemberBuilder::execute_keyed`](crate::api::group::MemberBuilder::execute_keyed)
 /// and [`Member::undo_keyed`](crate::api::group::Member::undo_keyed).
 ///

@@ -174,7 +174,7 @@ impl<E> StepError<E> {
     /// Converts the step's own error with `f`, keeping the step's name,
     /// index and the kind of failure: for a body whose steps have different
     /// error types, `.await.map_err(|e| e.map(AppError::Io))?`. (On the step
-    /// itself, [`Execute::map_err`](crate::api::step::Execute::map_err) does the same
+    /// itself, [`Execute::map_err`](crate::api::execute::Execute::map_err) does the same
     /// for each attempt, so the summary shows the converted text.)
     ///
     /// ```
