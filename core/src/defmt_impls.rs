@@ -240,7 +240,7 @@ impl Format for crate::durable::codec::CodecError {
     }
 }
 
-impl Format for crate::engine::recovery::Recovery {
+impl Format for crate::engine::report::Recovery {
     fn format(&self, f: Formatter<'_>) {
         write!(
             f,
@@ -255,23 +255,23 @@ impl Format for crate::engine::recovery::Recovery {
     }
 }
 
-impl Format for crate::engine::recovery::RecoveryOutcome {
+impl Format for crate::engine::report::RecoveryOutcome {
     fn format(&self, f: Formatter<'_>) {
         match self {
-            crate::engine::recovery::RecoveryOutcome::RolledBack => write!(f, "rolled back"),
-            crate::engine::recovery::RecoveryOutcome::Owed => write!(f, "partially rolled back, still owed"),
-            crate::engine::recovery::RecoveryOutcome::Stuck => write!(f, "stuck"),
-            crate::engine::recovery::RecoveryOutcome::Running => write!(f, "running, left alone"),
-            crate::engine::recovery::RecoveryOutcome::Deferred => write!(f, "owed, not tried this time (backing off)"),
+            crate::engine::report::RecoveryOutcome::RolledBack => write!(f, "rolled back"),
+            crate::engine::report::RecoveryOutcome::Owed => write!(f, "partially rolled back, still owed"),
+            crate::engine::report::RecoveryOutcome::Stuck => write!(f, "stuck"),
+            crate::engine::report::RecoveryOutcome::Running => write!(f, "running, left alone"),
+            crate::engine::report::RecoveryOutcome::Deferred => write!(f, "owed, not tried this time (backing off)"),
         }
     }
 }
 
-impl Format for crate::engine::recovery::RecoveryError {
+impl Format for crate::engine::report::RecoveryError {
     fn format(&self, f: Formatter<'_>) {
         match self {
-            crate::engine::recovery::RecoveryError::Journal(failure) => write!(f, "recovery: {}", failure),
-            crate::engine::recovery::RecoveryError::LiveUnknown { running } => write!(
+            crate::engine::report::RecoveryError::Journal(failure) => write!(f, "recovery: {}", failure),
+            crate::engine::report::RecoveryError::LiveUnknown { running } => write!(
                 f,
                 "recovery refused: {=usize} transaction(s) running in this process cannot be told from unfinished ones",
                 running

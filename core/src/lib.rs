@@ -290,11 +290,11 @@ pub mod journal {
     pub use crate::engine::binding::Journaled;
     pub use crate::engine::binding::NoJournal;
     pub use crate::engine::binding::OwedRetry;
-    pub use crate::engine::recovery::OwedStep;
-    pub use crate::engine::recovery::RecoveredTransaction;
-    pub use crate::engine::recovery::Recovery;
-    pub use crate::engine::recovery::RecoveryError;
-    pub use crate::engine::recovery::RecoveryOutcome;
+    pub use crate::engine::report::OwedStep;
+    pub use crate::engine::report::RecoveredTransaction;
+    pub use crate::engine::report::Recovery;
+    pub use crate::engine::report::RecoveryError;
+    pub use crate::engine::report::RecoveryOutcome;
     pub use crate::engine::run::JournalKeeps;
 }
 

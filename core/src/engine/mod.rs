@@ -6,6 +6,7 @@ pub(crate) mod attempt;
 pub(crate) mod binding;
 pub(crate) mod manager;
 pub(crate) mod recovery;
+pub(crate) mod report;
 pub(crate) mod rollback;
 pub(crate) mod run;
 pub(crate) mod spawn;
