@@ -51,6 +51,13 @@
 //! assert!(!board.rail_on && !board.bus_ready);
 //! ```
 //!
+//! # Layout
+//!
+//! The engine is layered (`util` < `timing` < `durable` < `ledger` <
+//! `observe` < `engine` < `api`, imports running one way); the public names
+//! live at this root and in the modules below. `ARCHITECTURE.md` in the
+//! repository draws the layers and says what lives where.
+//!
 //! # `Send`
 //!
 //! [`Hooks`] and [`Rollback`] use `async fn` in traits. A transaction future
