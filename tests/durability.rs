@@ -752,6 +752,41 @@ fn a_rollback_failing_in_recovery_never_retried_makes_its_transaction_stuck() {
 }
 
 #[test]
+fn every_way_to_become_stuck_in_recovery_calls_the_stuck_hook() {
+    // A crash after `a`'s `Done`; with `OwedRetry::Never`, recovery tries
+    // it once and it fails for good there: stuck, reported to the hook as
+    // a transaction found stuck when it is read is.
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    journal.cut_power_after(2);
+    let mut world = World::default();
+    let crashed = clock.block_on(future::or(
+        async { Some(create_then_fail(&manager(&clock, &journal), &mut world, &["a", "b"]).await) },
+        async {
+            journal.power_lost().await;
+            None
+        },
+    ));
+    assert!(crashed.is_none());
+    let recovering = TransactionManager::new(&clock)
+        .with_hooks(HookLog::default())
+        .with_journal(journal.restart(), Postcard::<1>)
+        .with_owed_retry(OwedRetry::Never);
+    world.failing.insert("a".into(), 1);
+    let report = clock.block_on(recovering.recover::<Undo, Fixed<4>, _>(&mut world)).unwrap();
+    assert_eq!((report.found(), report.stuck()), (1, 1), "{report}");
+    let stuck = |log: Vec<String>| log.into_iter().filter(|line| line.starts_with("stuck")).collect::<Vec<_>>();
+    let not_retried =
+        "stuck provision: a rollback failed for good; recovery never retries owed rollbacks (OwedRetry::Never)";
+    assert_eq!(stuck(std::mem::take(&mut *recovering.hooks().0.lock().unwrap())), [not_retried]);
+    // Found stuck when read, at the next recovery: the same report.
+    let report = clock.block_on(recovering.recover::<Undo, Fixed<4>, _>(&mut world)).unwrap();
+    assert_eq!((report.found(), report.stuck()), (1, 1), "{report}");
+    assert_eq!(stuck(std::mem::take(&mut *recovering.hooks().0.lock().unwrap())), [not_retried]);
+    assert_eq!(world.attempts["a"], 1, "not tried again");
+}
+
+#[test]
 fn one_transactions_recovery_is_bounded_and_the_others_go_on() {
     let clock = ManualClock::new();
     let journal = MemoryJournal::new();

@@ -286,6 +286,21 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
         Ok(outcome)
     }
 
+    /// Marks a transaction stuck, for an operator: its `Stuck` entry, with
+    /// the reason, and the stuck hook. Every way a recovery finds or leaves
+    /// a transaction stuck goes through here.
+    async fn mark_stuck(&self, info: &TransactionInfo, reason: &str) -> Result<(), JournalFailure> {
+        let entry = Entry::new(info.id, None, EntryKind::Stuck).with_text(reason);
+        self.journal.journal().append(&entry).await.map_err(|e| JournalFailure::new(EntryKind::Stuck, &e))?;
+        if H::ENABLED {
+            let hooks = &self.hooks;
+            if let Err(panic) = guarded_call(|| hooks.on_transaction_stuck(info, reason)).await {
+                tm_error!("on_transaction_stuck hook panicked: {}", panic);
+            }
+        }
+        Ok(())
+    }
+
     /// Rolls back one unfinished transaction from its journal records, or
     /// marks it stuck; leaves it alone if it runs in this process, or (not
     /// `forced`) if the [`OwedRetry`] schedule says so.
@@ -355,14 +370,7 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
             let _ = write!(reason, "{problem}");
             let reason = reason.finish();
             tm_error!("{} `{}`: STUCK, cannot be rolled back: {}", info.id, info.operation, reason.as_str());
-            let entry = Entry::new(id, None, EntryKind::Stuck).with_text(reason.as_str());
-            journal.append(&entry).await.map_err(|e| JournalFailure::new(EntryKind::Stuck, &e))?;
-            if H::ENABLED {
-                let hooks = &self.hooks;
-                if let Err(panic) = guarded_call(|| hooks.on_transaction_stuck(&info, reason.as_str())).await {
-                    tm_error!("on_transaction_stuck hook panicked: {}", panic);
-                }
-            }
+            self.mark_stuck(&info, reason.as_str()).await?;
             let owed = ledger.undo.len();
             visit(&RecoveredTransaction {
                 id,
@@ -418,8 +426,7 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
                 info.operation,
                 still_owed
             );
-            let entry = Entry::new(id, None, EntryKind::Stuck).with_text(NOT_RETRIED);
-            journal.append(&entry).await.map_err(|e| JournalFailure::new(EntryKind::Stuck, &e))?;
+            self.mark_stuck(&info, NOT_RETRIED).await?;
             RecoveryOutcome::Stuck
         } else {
             tm_error!(
