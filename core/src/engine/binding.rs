@@ -342,51 +342,107 @@ impl fmt::Display for IdGiven {
     }
 }
 
-/// A transaction id in a slot of 64-bit atomics: the id plus one, so that
-/// 0 marks an empty slot and id 0 can be kept; `u64::MAX` cannot be.
+/// A fixed set of transaction ids (no allocator, no lock), in 64-bit
+/// atomics: each slot holds an id plus one, so that 0 marks an empty slot
+/// and id 0 is kept like any other (`u64::MAX` cannot be). Without 64-bit
+/// atomics (32-bit microcontrollers) it keeps nothing: every call finds
+/// no slot. What the live, dropped and backing-off ids share.
+pub(crate) struct IdSlots<const N: usize> {
+    #[cfg(target_has_atomic = "64")]
+    slots: [core::sync::atomic::AtomicU64; N],
+}
+
 #[cfg(target_has_atomic = "64")]
-fn slot_value(id: TransactionId) -> Option<u64> {
-    id.get().checked_add(1)
+use core::sync::atomic::Ordering;
+
+impl<const N: usize> IdSlots<N> {
+    pub(crate) const fn new() -> Self {
+        Self {
+            #[cfg(target_has_atomic = "64")]
+            slots: [const { core::sync::atomic::AtomicU64::new(0) }; N],
+        }
+    }
+
+    /// Keeps `id` in a free slot: its index, or `None` when every slot is
+    /// taken (or ids cannot be kept).
+    pub(crate) fn insert(&self, id: TransactionId) -> Option<usize> {
+        #[cfg(target_has_atomic = "64")]
+        {
+            let value = id.get().checked_add(1)?;
+            self.slots
+                .iter()
+                .position(|slot| slot.compare_exchange(0, value, Ordering::AcqRel, Ordering::Acquire).is_ok())
+        }
+        #[cfg(not(target_has_atomic = "64"))]
+        {
+            let _ = id;
+            None
+        }
+    }
+
+    /// The slot holding `id`, if any.
+    pub(crate) fn find(&self, id: TransactionId) -> Option<usize> {
+        #[cfg(target_has_atomic = "64")]
+        {
+            let value = id.get().checked_add(1)?;
+            self.slots.iter().position(|slot| slot.load(Ordering::Acquire) == value)
+        }
+        #[cfg(not(target_has_atomic = "64"))]
+        {
+            let _ = id;
+            None
+        }
+    }
+
+    /// Frees the slot holding `id`: whether one did.
+    pub(crate) fn remove(&self, id: TransactionId) -> bool {
+        #[cfg(target_has_atomic = "64")]
+        {
+            let Some(value) = id.get().checked_add(1) else { return false };
+            self.slots.iter().any(|slot| slot.compare_exchange(value, 0, Ordering::AcqRel, Ordering::Acquire).is_ok())
+        }
+        #[cfg(not(target_has_atomic = "64"))]
+        {
+            let _ = id;
+            false
+        }
+    }
+
+    /// Takes one kept id out, if any.
+    pub(crate) fn take(&self) -> Option<TransactionId> {
+        #[cfg(target_has_atomic = "64")]
+        {
+            self.slots.iter().find_map(|slot| match slot.swap(0, Ordering::AcqRel) {
+                0 => None,
+                value => Some(TransactionId::new(value - 1)),
+            })
+        }
+        #[cfg(not(target_has_atomic = "64"))]
+        None
+    }
 }
 
 /// The journaled transactions running in this process, which recovery
-/// must leave alone: a fixed set of slots (no allocator, no lock) with
-/// 64-bit atomics, and a count of those that found no slot (or, without
-/// 64-bit atomics, all of them). While that count is not zero, recovery
-/// cannot tell which unfinished transactions are live and refuses to run
-/// ([`RecoveryError::LiveUnknown`](crate::durable::journal::RecoveryError::LiveUnknown)).
+/// must leave alone: [`IdSlots`], and a count of those that found no slot
+/// (or, without 64-bit atomics, all of them). While that count is not
+/// zero, recovery cannot tell which unfinished transactions are live and
+/// refuses to run
+/// ([`RecoveryError::LiveUnknown`](crate::journal::RecoveryError::LiveUnknown)).
 pub(crate) struct LiveIds {
-    #[cfg(target_has_atomic = "64")]
-    slots: [core::sync::atomic::AtomicU64; LiveIds::SLOTS],
+    slots: IdSlots<64>,
     untracked: core::sync::atomic::AtomicUsize,
 }
 
 impl LiveIds {
-    /// How many running transactions are named at most.
-    #[cfg(target_has_atomic = "64")]
-    const SLOTS: usize = 64;
-
     fn new() -> Self {
-        Self {
-            #[cfg(target_has_atomic = "64")]
-            slots: [const { core::sync::atomic::AtomicU64::new(0) }; LiveIds::SLOTS],
-            untracked: core::sync::atomic::AtomicUsize::new(0),
-        }
+        Self { slots: IdSlots::new(), untracked: core::sync::atomic::AtomicUsize::new(0) }
     }
 
     fn enter(&self, id: TransactionId) {
-        use core::sync::atomic::Ordering;
-        let _ = id; // only kept with 64-bit atomics
-        #[cfg(target_has_atomic = "64")]
-        if let Some(value) = slot_value(id) {
-            if self
-                .slots
-                .iter()
-                .any(|slot| slot.compare_exchange(0, value, Ordering::AcqRel, Ordering::Acquire).is_ok())
-            {
-                return;
-            }
+        if self.slots.insert(id).is_some() {
+            return;
         }
+        use core::sync::atomic::Ordering;
         #[cfg(target_has_atomic = "ptr")]
         self.untracked.fetch_add(1, Ordering::AcqRel);
         #[cfg(not(target_has_atomic = "ptr"))]
@@ -394,18 +450,10 @@ impl LiveIds {
     }
 
     fn leave(&self, id: TransactionId) {
-        use core::sync::atomic::Ordering;
-        let _ = id; // only kept with 64-bit atomics
-        #[cfg(target_has_atomic = "64")]
-        if let Some(value) = slot_value(id) {
-            if self
-                .slots
-                .iter()
-                .any(|slot| slot.compare_exchange(value, 0, Ordering::AcqRel, Ordering::Acquire).is_ok())
-            {
-                return;
-            }
+        if self.slots.remove(id) {
+            return;
         }
+        use core::sync::atomic::Ordering;
         #[cfg(target_has_atomic = "ptr")]
         {
             let _ = self.untracked.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
@@ -416,13 +464,7 @@ impl LiveIds {
 
     /// Whether `id` is known to run in this process.
     pub(crate) fn contains(&self, id: TransactionId) -> bool {
-        #[cfg(target_has_atomic = "64")]
-        if let Some(value) = slot_value(id) {
-            use core::sync::atomic::Ordering;
-            return self.slots.iter().any(|slot| slot.load(Ordering::Acquire) == value);
-        }
-        let _ = id;
-        false
+        self.slots.find(id).is_some()
     }
 
     /// How many running transactions have no name here.
@@ -456,13 +498,10 @@ impl Drop for LiveGuard<'_> {
 }
 
 /// The ids of journaled transactions dropped in this process and not yet
-/// recovered: a fixed set of slots (no allocator, no lock), with 64-bit
-/// atomics. Without them (32-bit microcontrollers) nothing is kept: a
-/// firmware recovers at its next boot. A slot holds the id plus one (0 is
-/// an empty slot), so id 0 is kept like any other.
+/// recovered ([`IdSlots`]: without 64-bit atomics nothing is kept, and a
+/// firmware recovers at its next boot).
 pub(crate) struct DroppedIds {
-    #[cfg(target_has_atomic = "64")]
-    slots: [core::sync::atomic::AtomicU64; DroppedIds::SLOTS],
+    slots: IdSlots<{ DroppedIds::SLOTS }>,
 }
 
 impl DroppedIds {
@@ -470,39 +509,17 @@ impl DroppedIds {
     pub(crate) const SLOTS: usize = 16;
 
     fn new() -> Self {
-        Self {
-            #[cfg(target_has_atomic = "64")]
-            slots: [const { core::sync::atomic::AtomicU64::new(0) }; DroppedIds::SLOTS],
-        }
+        Self { slots: IdSlots::new() }
     }
 
     /// Keeps `id`; `false` when every slot is taken (or ids cannot be kept).
     fn push(&self, id: TransactionId) -> bool {
-        #[cfg(target_has_atomic = "64")]
-        {
-            use core::sync::atomic::Ordering;
-            let Some(value) = slot_value(id) else { return false };
-            self.slots.iter().any(|slot| slot.compare_exchange(0, value, Ordering::AcqRel, Ordering::Acquire).is_ok())
-        }
-        #[cfg(not(target_has_atomic = "64"))]
-        {
-            let _ = id;
-            false
-        }
+        self.slots.insert(id).is_some()
     }
 
     /// Takes one kept id, if any.
     pub(crate) fn take(&self) -> Option<TransactionId> {
-        #[cfg(target_has_atomic = "64")]
-        {
-            use core::sync::atomic::Ordering;
-            self.slots.iter().find_map(|slot| match slot.swap(0, Ordering::AcqRel) {
-                0 => None,
-                value => Some(TransactionId::new(value - 1)),
-            })
-        }
-        #[cfg(not(target_has_atomic = "64"))]
-        None
+        self.slots.take()
     }
 }
 
@@ -568,39 +585,29 @@ pub enum OwedRetry {
 /// Each transaction's slot is changed only while recovery holds it live,
 /// so one recovery at a time.
 pub(crate) struct Backoffs {
-    #[cfg(target_has_atomic = "64")]
-    ids: [core::sync::atomic::AtomicU64; Backoffs::SLOTS],
-    /// Failed rounds in the high half, rounds left to skip in the low half.
+    ids: IdSlots<{ Backoffs::SLOTS }>,
+    /// Per slot of `ids`: failed rounds in the high half, rounds left to
+    /// skip in the low half.
     #[cfg(target_has_atomic = "64")]
     rounds: [core::sync::atomic::AtomicU64; Backoffs::SLOTS],
 }
 
 impl Backoffs {
-    #[cfg(target_has_atomic = "64")]
     const SLOTS: usize = 16;
 
     pub(crate) fn new() -> Self {
         Self {
-            #[cfg(target_has_atomic = "64")]
-            ids: [const { core::sync::atomic::AtomicU64::new(0) }; Backoffs::SLOTS],
+            ids: IdSlots::new(),
             #[cfg(target_has_atomic = "64")]
             rounds: [const { core::sync::atomic::AtomicU64::new(0) }; Backoffs::SLOTS],
         }
     }
 
-    #[cfg(target_has_atomic = "64")]
-    fn slot(&self, id: TransactionId) -> Option<usize> {
-        use core::sync::atomic::Ordering;
-        let value = id.get().checked_add(1)?;
-        self.ids.iter().position(|slot| slot.load(Ordering::Acquire) == value)
-    }
-
     /// Whether this round skips `id`: counts one skipped round if so.
     pub(crate) fn defer(&self, id: TransactionId) -> bool {
+        let Some(at) = self.ids.find(id) else { return false };
         #[cfg(target_has_atomic = "64")]
         {
-            use core::sync::atomic::Ordering;
-            let Some(at) = self.slot(id) else { return false };
             let rounds = self.rounds[at].load(Ordering::Acquire);
             if rounds & u64::from(u32::MAX) == 0 {
                 return false;
@@ -610,7 +617,7 @@ impl Backoffs {
         }
         #[cfg(not(target_has_atomic = "64"))]
         {
-            let _ = id;
+            let _ = at;
             false
         }
     }
@@ -618,42 +625,32 @@ impl Backoffs {
     /// A recovery left `id` owed: it skips the next `2^k - 1` rounds (at
     /// most `cap`) after its `k`-th failed one.
     pub(crate) fn failed(&self, id: TransactionId, cap: u32) {
+        let at = match self.ids.find(id) {
+            Some(at) => at,
+            None => {
+                let Some(at) = self.ids.insert(id) else { return };
+                #[cfg(target_has_atomic = "64")]
+                self.rounds[at].store(0, Ordering::Release);
+                at
+            }
+        };
         #[cfg(target_has_atomic = "64")]
         {
-            use core::sync::atomic::Ordering;
-            let at = match self.slot(id) {
-                Some(at) => at,
-                None => {
-                    let Some(value) = id.get().checked_add(1) else { return };
-                    let free = self
-                        .ids
-                        .iter()
-                        .position(|slot| slot.compare_exchange(0, value, Ordering::AcqRel, Ordering::Acquire).is_ok());
-                    let Some(at) = free else { return };
-                    self.rounds[at].store(0, Ordering::Release);
-                    at
-                }
-            };
             let failed = (self.rounds[at].load(Ordering::Acquire) >> 32).saturating_add(1).min(u64::from(u32::MAX));
             let skip = 1u64.checked_shl(failed.min(63) as u32).map_or(u64::MAX, |n| n - 1).min(u64::from(cap));
             self.rounds[at].store(failed << 32 | skip, Ordering::Release);
         }
         #[cfg(not(target_has_atomic = "64"))]
-        {
-            let _ = (id, cap);
-        }
+        let _ = (at, cap);
     }
 
     /// `id` is over (or was tried and owes nothing more): its slot is free.
     pub(crate) fn ended(&self, id: TransactionId) {
         #[cfg(target_has_atomic = "64")]
-        if let Some(at) = self.slot(id) {
-            use core::sync::atomic::Ordering;
+        if let Some(at) = self.ids.find(id) {
             self.rounds[at].store(0, Ordering::Release);
-            self.ids[at].store(0, Ordering::Release);
         }
-        #[cfg(not(target_has_atomic = "64"))]
-        let _ = id;
+        self.ids.remove(id);
     }
 }
 
