@@ -280,14 +280,14 @@ impl Format for crate::engine::report::RecoveryError {
     }
 }
 
-impl Format for crate::engine::binding::OwedRetry {
+impl Format for crate::engine::schedule::OwedRetry {
     fn format(&self, f: Formatter<'_>) {
         match self {
-            crate::engine::binding::OwedRetry::EveryRecovery => write!(f, "every recovery"),
-            crate::engine::binding::OwedRetry::Backoff { cap } => {
+            crate::engine::schedule::OwedRetry::EveryRecovery => write!(f, "every recovery"),
+            crate::engine::schedule::OwedRetry::Backoff { cap } => {
                 write!(f, "backing off, at most {=u32} recoveries skipped", cap)
             }
-            crate::engine::binding::OwedRetry::Never => write!(f, "never"),
+            crate::engine::schedule::OwedRetry::Never => write!(f, "never"),
         }
     }
 }

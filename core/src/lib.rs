@@ -296,13 +296,13 @@ pub mod journal {
     pub use crate::engine::binding::JournalRun;
     pub use crate::engine::binding::Journaled;
     pub use crate::engine::binding::NoJournal;
-    pub use crate::engine::binding::OwedRetry;
     pub use crate::engine::report::OwedStep;
     pub use crate::engine::report::RecoveredTransaction;
     pub use crate::engine::report::Recovery;
     pub use crate::engine::report::RecoveryError;
     pub use crate::engine::report::RecoveryOutcome;
     pub use crate::engine::run::JournalKeeps;
+    pub use crate::engine::schedule::OwedRetry;
 }
 
 pub mod storage {
