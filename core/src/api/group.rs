@@ -20,16 +20,18 @@ use core::time::Duration;
 use pin_project_lite::pin_project;
 
 use crate::engine::rollback::Panicked;
+use crate::engine::{
+    attempt::{AttemptText, is_last_attempt, outcome_of},
+    transaction::NoContext,
+};
 use crate::ledger::book::UndoRecord;
 use crate::observe::hooks::hook_call;
-use crate::util::text::ErrorText;
 use crate::util::text::caught;
 use crate::{
     durable::id::IdempotencyKey,
     engine::{abandon::AbandonPolicy, attempt::Maybe, manager::TransactionManager, transaction::Transaction},
     ledger::{
         error::{StepError, StepErrorKind},
-        record::{StepRecord, StepStatus},
         rollback::{Rollback, RollbackFn},
     },
     observe::hooks::{Hooks, StepEvent},
@@ -42,10 +44,6 @@ use crate::{
         storage::{List, Storage},
         text::Name,
     },
-};
-use crate::{
-    engine::{attempt::is_last_attempt, transaction::NoContext},
-    timing::future::TimedOut,
 };
 
 pub use driver::{Lend, Member, Members};
@@ -1039,9 +1037,7 @@ where
             if concurrent_rollbacks {
                 // One number per group: its first step's index, from 1.
                 let group = u32::try_from(base + 1).unwrap_or(u32::MAX);
-                for record in &mut self.ledger.summary.steps[base..] {
-                    record.rollback_group = group;
-                }
+                self.ledger.roll_back_together(base, group);
             }
             #[cfg(not(feature = "alloc"))]
             let _ = concurrent_rollbacks;
@@ -1193,7 +1189,6 @@ where
         let now = self.stamp();
         let manager = self.manager;
         let has_undo = slot.has_undo();
-        let index = self.ledger.summary.steps.len();
         let run = slot.as_mut().run_mut();
         let settings = &mut run.settings;
         let timeout = settings.timeout.unwrap_or(manager.timeout);
@@ -1205,21 +1200,16 @@ where
         settings.retry = Some(retry);
         settings.rollback_retry = Some(settings.rollback_retry.unwrap_or(retry));
         settings.rollback_timeout = Some(settings.rollback_timeout.unwrap_or(timeout));
-        let mut record = StepRecord::new(index, settings.name.clone(), timeout, has_undo);
-        record.status = StepStatus::InProgress;
-        record.started_at = now;
-        record.scope = self.scope;
-        // Cannot fail: room was reserved.
-        let _ = self.ledger.summary.steps.push(record);
-        run.index = index;
+        // Room was reserved.
+        run.index = self.ledger.step_begins(settings.name.clone(), timeout, has_undo, self.scope, now);
     }
 
     /// Counts a member's next attempt.
     fn next_attempt<E>(&mut self, mut slot: Pin<&mut dyn driver::Slot<U, E>>) -> (usize, u32) {
         let run = slot.as_mut().run_mut();
         run.attempt = run.attempt.saturating_add(1);
-        let record = &mut self.ledger.summary.steps[run.index];
-        record.attempts = run.attempt;
+        let record = self.ledger.step_mut(run.index);
+        record.attempt_begins(run.attempt);
         run.span = Some(tm_span!("step", name = record.name, index = run.index, attempt = run.attempt));
         (run.index, run.attempt)
     }
@@ -1282,7 +1272,8 @@ where
         let failure: crate::durable::journal::JournalFailure = self.journal_undo(index, kind).await.err()?.into();
         let info = &self.ledger.summary.info;
         tm_error!("{} `{}`: step #{}: {}", info.id, info.operation, index, failure);
-        self.ledger.summary.steps[index].error = Some(ErrorText::capture(&failure));
+        let now = self.stamp();
+        self.ledger.step_mut(index).not_recorded(&failure, now);
         if kind == EntryKind::Intent {
             remove_undo::<U, S>(&mut self.ledger.undo, index);
         }
@@ -1337,10 +1328,7 @@ where
             Err(panic) => {
                 let run = slot.as_mut().run_mut();
                 let now = self.stamp();
-                let record = &mut self.ledger.summary.steps[run.index];
-                record.status = StepStatus::Failed;
-                record.completed_at = now;
-                record.error = Some(ErrorText::capture(&Panicked(&panic)));
+                self.ledger.step_mut(run.index).broke(&Panicked(&panic), now);
                 end_span(run, "panic");
                 return Some(StepErrorKind::Panicked(panic));
             }
@@ -1365,7 +1353,7 @@ where
             Ok(()) => Ok(()),
             Err(panic) => {
                 tm_error!("on_step_success hook panicked: {}", panic);
-                self.ledger.summary.steps[index].error = Some(ErrorText::capture(&Panicked(&panic)));
+                self.ledger.step_mut(index).errored_after_completion(&Panicked(&panic));
                 Err(StepErrorKind::Panicked(panic))
             }
         }
@@ -1395,11 +1383,7 @@ where
             if let Err(panic) = hook_call(hooks, || hooks.on_step_failure(&event)).await {
                 tm_error!("on_step_failure hook panicked: {}", panic);
                 let now = self.stamp();
-                let record = &mut self.ledger.summary.steps[index];
-                record.status = StepStatus::Failed;
-                if record.completed_at.is_none() {
-                    record.completed_at = now;
-                }
+                self.ledger.step_mut(index).failure_hook_broke(now);
                 last = true;
             }
         }
@@ -1455,55 +1439,17 @@ where
             }
         }
         if let Some(span) = &run.span {
-            let outcome = match kind {
-                StepErrorKind::TimedOut { .. } => "timeout",
-                StepErrorKind::Panicked(_) => "panic",
-                _ => "error",
-            };
-            crate::trace::outcome(span, outcome);
+            crate::trace::outcome(span, outcome_of(kind));
         }
         let permanent = verdict.as_ref().filter(|verdict| !verdict.retries());
         let last = !retry_allowed || permanent.is_some();
         // As for a step: the time is kept only when the member fails for
-        // good (no clock reading for an attempt that will be retried), and
-        // the text goes into the previous attempt's buffer.
+        // good (no clock reading for an attempt that will be retried).
         let now = if last { self.stamp() } else { crate::ledger::record::At::NONE };
-        let record = &mut self.ledger.summary.steps[run.index];
-        match kind {
-            StepErrorKind::Failed(error) => match permanent {
-                Some(verdict) => {
-                    ErrorText::capture_into(&mut record.error, &crate::timing::condition::NotRetried(verdict, error));
-                }
-                None => ErrorText::capture_into(&mut record.error, error),
-            },
-            StepErrorKind::TimedOut { timeout } => ErrorText::capture_into(&mut record.error, &TimedOut(*timeout)),
-            StepErrorKind::Panicked(message) => ErrorText::capture_into(&mut record.error, &Panicked(message)),
-            _ => ErrorText::capture_into(&mut record.error, &"failed"),
-        }
+        self.ledger.attempt_failed(run.index, run.attempt, &AttemptText { kind, not_retried: permanent }, last, now);
         if let Some(span) = &run.span {
-            tm_event!(warn, span, "attempt failed", error = record.error().unwrap_or_default());
-        }
-        let info = &self.ledger.summary.info;
-        if last {
-            record.status = StepStatus::Failed;
-            record.completed_at = now;
-            tm_error!(
-                "{} `{}`: step `{}` failed for good on attempt {}: {}",
-                info.id,
-                info.operation,
-                record.name,
-                run.attempt,
-                record.error().unwrap_or_default()
-            );
-        } else {
-            tm_warn!(
-                "{} `{}`: step `{}` attempt {} failed: {}; retrying",
-                info.id,
-                info.operation,
-                record.name,
-                run.attempt,
-                record.error().unwrap_or_default()
-            );
+            let error = self.ledger.summary.steps[run.index].error();
+            tm_event!(warn, span, "attempt failed", error = error.unwrap_or_default());
         }
         (run.index, run.attempt, last)
     }
@@ -1520,7 +1466,7 @@ where
         run.phase = Phase::Done;
         if run.unowed && !run.owed {
             // Its uncertain rollback is not owed: every attempt failed cleanly.
-            self.ledger.summary.steps[run.index].has_rollback = false;
+            self.ledger.step_mut(run.index).rollback_released();
         }
         if let Some(kind) = kind {
             if first.is_none() {
@@ -1566,11 +1512,8 @@ where
         let (index, attempt) = (run.index, run.attempt);
         slot.as_mut().stop();
         let now = self.stamp();
-        let record = &mut self.ledger.summary.steps[index];
-        record.status = StepStatus::Failed;
-        record.completed_at = now;
-        record.error = Some(ErrorText::capture(&"cancelled: another member of its group failed"));
-        let info = &self.ledger.summary.info;
+        self.ledger.step_mut(index).broke(&"cancelled: another member of its group failed", now);
+        let (info, record) = (&self.ledger.summary.info, &self.ledger.summary.steps[index]);
         tm_warn!(
             "{} `{}`: step `{}` cancelled: another member of its group failed",
             info.id,

@@ -121,7 +121,7 @@ where
             )
             .await;
         let skipped =
-            self.ledger.summary.steps[first_step..].iter().any(|step| step.status == StepStatus::RollbackSkipped);
+            self.ledger.summary.steps[first_step..].iter().any(|step| step.status() == StepStatus::RollbackSkipped);
         let rollback_state =
             if rollback_failures.is_empty() && !skipped { RollbackState::Clean } else { RollbackState::Partial };
         let info = &self.ledger.summary.info;

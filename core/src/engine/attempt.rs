@@ -14,7 +14,6 @@ use crate::observe::hooks::hook_call;
 use crate::timing::future::with_timeout;
 use crate::trace::within;
 use crate::util::panic::guarded_call;
-use crate::util::text::ErrorText;
 use crate::{
     durable::{
         entry::{Entry, EntryKind},
@@ -26,7 +25,6 @@ use crate::{
     engine::{abandon::AbandonPolicy, manager::TransactionManager},
     ledger::{
         error::{StepError, StepErrorKind},
-        record::{StepRecord, StepStatus},
         rollback::Rollback,
     },
     observe::hooks::{Hooks, StepEvent},
@@ -151,13 +149,7 @@ where
             );
             return Err((name, index, Refused::Capacity(capacity)));
         }
-        let mut record = StepRecord::new(index, name, self.config.timeout, with_undo);
-        record.status = StepStatus::InProgress;
-        record.started_at = now;
-        record.scope = self.scope;
-        // Cannot fail: room was checked above.
-        let _ = ledger.summary.steps.push(record);
-        Ok(index)
+        Ok(ledger.step_begins(name, self.config.timeout, with_undo, self.scope, now))
     }
 
     /// An undo record for the running step.
@@ -186,30 +178,7 @@ where
         // The time is kept only when the step fails for good: no clock
         // reading for an attempt that will be retried.
         let now = if last { self.stamp() } else { crate::ledger::record::At::NONE };
-        let record = &mut self.ledger.summary.steps[index];
-        ErrorText::capture_into(&mut record.error, error);
-        let info = &self.ledger.summary.info;
-        if last {
-            record.status = StepStatus::Failed;
-            record.completed_at = now;
-            tm_error!(
-                "{} `{}`: step `{}` failed for good on attempt {}: {}",
-                info.id,
-                info.operation,
-                record.name,
-                attempt,
-                record.error().unwrap_or_default()
-            );
-        } else {
-            tm_warn!(
-                "{} `{}`: step `{}` attempt {} failed: {}; retrying",
-                info.id,
-                info.operation,
-                record.name,
-                attempt,
-                record.error().unwrap_or_default()
-            );
-        }
+        self.ledger.attempt_failed(index, attempt, error, last, now);
         last
     }
 
@@ -217,11 +186,8 @@ where
     /// record could not be made, or the clock panicked in the backoff).
     fn step_broke<E>(&mut self, index: usize, panic: crate::util::text::PanicMessage) -> StepError<E> {
         let now = self.stamp();
-        let record = &mut self.ledger.summary.steps[index];
-        record.status = StepStatus::Failed;
-        record.completed_at = now;
-        record.error = Some(ErrorText::capture(&Panicked(&panic)));
-        let info = &self.ledger.summary.info;
+        self.ledger.step_mut(index).broke(&Panicked(&panic), now);
+        let (info, record) = (&self.ledger.summary.info, &self.ledger.summary.steps[index]);
         tm_error!("{} `{}`: step `{}` failed for good: {}", info.id, info.operation, record.name, panic);
         StepError { step: record.name.clone(), index, kind: StepErrorKind::Panicked(panic) }
     }
@@ -231,12 +197,8 @@ where
         let now = self.stamp();
         let info = &self.ledger.summary.info;
         tm_error!("{} `{}`: step #{}: {}", info.id, info.operation, index, failure);
-        let record = &mut self.ledger.summary.steps[index];
-        if record.status != StepStatus::Completed {
-            record.status = StepStatus::Failed;
-            record.completed_at = now;
-        }
-        record.error = Some(ErrorText::capture(&failure));
+        let record = self.ledger.step_mut(index);
+        record.not_recorded(&failure, now);
         StepError { step: record.name.clone(), index, kind: StepErrorKind::Journal(failure) }
     }
 
@@ -328,7 +290,7 @@ where
         loop {
             attempt = attempt.saturating_add(1);
             let ledger = &mut self.ledger;
-            ledger.summary.steps[index].attempts = attempt;
+            ledger.step_mut(index).attempt_begins(attempt);
             let span = tm_span!("step", name = ledger.summary.steps[index].name, index = index, attempt = attempt);
             let hook = if H::ENABLED {
                 let event =
@@ -425,8 +387,8 @@ where
                         // The step did its work, so its undo record stays
                         // and is rolled back when the body stops.
                         Err(panic) => {
-                            let record = &mut self.ledger.summary.steps[index];
-                            record.error = Some(ErrorText::capture(&Panicked(&panic)));
+                            let record = self.ledger.step_mut(index);
+                            record.errored_after_completion(&Panicked(&panic));
                             tm_error!("on_step_success hook panicked: {}", panic);
                             Err(StepError { step: record.name.clone(), index, kind: StepErrorKind::Panicked(panic) })
                         }
@@ -452,17 +414,9 @@ where
                 }
                 _ => crate::timing::condition::Verdict::Retry,
             };
-            let mut last = match &kind {
-                StepErrorKind::Failed(error) if !verdict.retries() => {
-                    self.step_failed(index, attempt, &crate::timing::condition::NotRetried(&verdict, error), true)
-                }
-                StepErrorKind::Failed(error) => self.step_failed(index, attempt, error, !ran),
-                StepErrorKind::TimedOut { timeout } => {
-                    self.step_failed(index, attempt, &crate::timing::future::TimedOut(*timeout), !ran)
-                }
-                StepErrorKind::Panicked(message) => self.step_failed(index, attempt, &Panicked(message), !ran),
-                _ => self.step_failed(index, attempt, &"failed", !ran),
-            };
+            let not_retried = (!verdict.retries()).then_some(&verdict);
+            let text = AttemptText { kind: &kind, not_retried };
+            let mut last = self.step_failed(index, attempt, &text, !ran || not_retried.is_some());
             let ledger = &mut self.ledger;
             tm_event!(warn, &span, "attempt failed", error = ledger.summary.steps[index].error().unwrap_or_default());
             if H::ENABLED {
@@ -471,11 +425,7 @@ where
                 if let Err(panic) = within(&span, hook_call(hooks, || hooks.on_step_failure(&event))).await {
                     tm_error!("on_step_failure hook panicked: {}", panic);
                     let now = self.stamp();
-                    let record = &mut self.ledger.summary.steps[index];
-                    record.status = StepStatus::Failed;
-                    if record.completed_at.is_none() {
-                        record.completed_at = now;
-                    }
+                    self.ledger.step_mut(index).failure_hook_broke(now);
                     last = true;
                 }
             }
@@ -484,7 +434,7 @@ where
                 if parked.is_some() {
                     // Its uncertain rollback is not owed: every attempt
                     // failed cleanly.
-                    ledger.summary.steps[index].has_rollback = false;
+                    ledger.step_mut(index).rollback_released();
                     if J::ENABLED {
                         // Lazy: if it is lost, recovery runs the (idempotent)
                         // uncertain rollback once more than needed.
@@ -527,8 +477,32 @@ pub(crate) fn is_last_attempt(attempt: u32, max_retries: u32) -> bool {
     attempt > max_retries || attempt == u32::MAX
 }
 
+/// The text a failed attempt leaves in its step's record, for steps and
+/// group members alike: the error (and why it is not retried, when its
+/// condition said so), the timeout, the panic, or the journal's failure.
+pub(crate) struct AttemptText<'a, E> {
+    pub(crate) kind: &'a StepErrorKind<E>,
+    /// The retry condition's verdict, when it said not to retry.
+    pub(crate) not_retried: Option<&'a crate::timing::condition::Verdict>,
+}
+
+impl<E: fmt::Display> fmt::Display for AttemptText<'_, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            StepErrorKind::Failed(error) => match self.not_retried {
+                Some(verdict) => crate::timing::condition::NotRetried(verdict, error).fmt(f),
+                None => error.fmt(f),
+            },
+            StepErrorKind::TimedOut { timeout } => crate::timing::future::TimedOut(*timeout).fmt(f),
+            StepErrorKind::Panicked(message) => Panicked(message).fmt(f),
+            StepErrorKind::Journal(failure) => failure.fmt(f),
+            _ => f.write_str("failed"),
+        }
+    }
+}
+
 /// A failed attempt's `outcome`, for its span.
-fn outcome_of<E>(kind: &StepErrorKind<E>) -> &'static str {
+pub(crate) fn outcome_of<E>(kind: &StepErrorKind<E>) -> &'static str {
     match kind {
         StepErrorKind::TimedOut { .. } => "timeout",
         StepErrorKind::Panicked(_) => "panic",

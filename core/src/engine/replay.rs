@@ -12,7 +12,7 @@ use crate::{
     timing::future::Timeout,
 };
 use crate::{
-    ledger::record::{StepRecord, StepStatus},
+    ledger::record::StepRecord,
     util::{storage::Storage, text::Name},
 };
 use core::fmt;
@@ -98,13 +98,11 @@ pub(crate) fn apply<U, S: Storage, Co: UndoCodec<U>>(read: &mut Read<U, S>, code
                     return;
                 }
             };
-            let status = if kind == EntryKind::Done { StepStatus::Completed } else { StepStatus::Failed };
             match position {
                 Some(at) => {
                     // A `Done` after the step's intent: the completed record
                     // replaces the uncertain one.
-                    ledger.summary.steps[at].status = status;
-                    ledger.summary.steps[at].succeeded = kind == EntryKind::Done;
+                    ledger.step_mut(at).replayed_end(kind == EntryKind::Done);
                     if let Some(owed) = ledger.undo.iter_mut().find(|u| u.step == at) {
                         owed.undo = undo;
                         owed.retry = payload.retry;
@@ -125,8 +123,7 @@ pub(crate) fn apply<U, S: Storage, Co: UndoCodec<U>>(read: &mut Read<U, S>, code
                 None => {
                     let at = ledger.summary.steps.len();
                     let mut record = StepRecord::new(step as usize, owned_name(payload.name), None, true);
-                    record.status = status;
-                    record.succeeded = kind == EntryKind::Done;
+                    record.replayed_end(kind == EntryKind::Done);
                     let record_room = ledger.summary.steps.push(record).is_ok();
                     let undo =
                         UndoRecord { step: at, undo, retry: payload.retry, timeout: Timeout::new(payload.timeout) };
@@ -148,11 +145,7 @@ pub(crate) fn apply<U, S: Storage, Co: UndoCodec<U>>(read: &mut Read<U, S>, code
             if let Some(owed) = ledger.undo.iter().position(|u| u.step == at) {
                 ledger.undo.remove_at(owed);
             }
-            let record = &mut ledger.summary.steps[at];
-            record.has_rollback = kind == EntryKind::Undone;
-            if kind == EntryKind::Undone {
-                record.status = StepStatus::RolledBack;
-            }
+            ledger.step_mut(at).replayed_rollback(kind == EntryKind::Undone);
         }
         // Tried again: a rollback that failed for good before the crash may
         // succeed now (the transaction did not end).

@@ -12,7 +12,6 @@ use crate::timing::future::TimedOut;
 use crate::timing::future::with_timeout;
 use crate::trace::within;
 use crate::util::panic::guarded_call;
-use crate::util::text::ErrorText;
 use crate::{
     durable::entry::{Entry, EntryKind},
     engine::binding::JournalFor,
@@ -21,7 +20,7 @@ use crate::{
     durable::id::TransactionId,
     ledger::{
         error::{RollbackErrorKind, RollbackFailure},
-        record::{StepRecord, StepStatus, TransactionInfo},
+        record::{StepRecord, TransactionInfo},
         rollback::Rollback,
         summary::Summary,
     },
@@ -243,7 +242,7 @@ impl<U, S: Storage> Ledger<U, S> {
     async fn rollback_ended_hook<H: Hooks>(summary: &Summary<S>, index: usize, undone: bool, hooks: &H) {
         if H::ENABLED {
             let step = &summary.steps[index];
-            let event = StepEvent { transaction: &summary.info, step, attempt: step.rollback_attempts };
+            let event = StepEvent { transaction: &summary.info, step, attempt: step.rollback_attempts() };
             let hook = if undone {
                 hook_call(hooks, || hooks.on_step_rollback(&event)).await
             } else {
@@ -261,11 +260,11 @@ impl<U, S: Storage> Ledger<U, S> {
     fn batch_len(&self, floor: usize) -> usize {
         let owed = &self.undo[floor..];
         let Some(top) = owed.last() else { return 0 };
-        let group = self.summary.steps[top.step].rollback_group;
+        let group = self.summary.steps[top.step].rollback_group();
         if group == 0 {
             return 0;
         }
-        owed.iter().rev().take_while(|u| self.summary.steps[u.step].rollback_group == group).count()
+        owed.iter().rev().take_while(|u| self.summary.steps[u.step].rollback_group() == group).count()
     }
 
     /// Rolls back the latest `batch` records at the same time, each with its
@@ -416,11 +415,11 @@ where
     H: Hooks,
 {
     let RollbackEnv { info, clock, hooks, step_times } = env;
-    record.rollback_started_at = stamp(step_times, clock);
+    record.rollback_begins(stamp(step_times, clock));
     let mut retry = 0u32;
     loop {
         let attempt = retry.saturating_add(1);
-        record.rollback_attempts = attempt;
+        record.rollback_attempt_begins(attempt);
         tm_debug!("{} `{}`: rolling back step `{}`, attempt {}", info.id, info.operation, record.name, attempt);
         let span = tm_span!("rollback", step = record.name, index = record.index, attempt = attempt);
         let undo = &mut entry.undo;
@@ -429,8 +428,7 @@ where
         let kind = match result {
             Ok(Some(Ok(()))) => {
                 crate::trace::outcome(&span, "ok");
-                record.status = StepStatus::RolledBack;
-                record.rollback_completed_at = stamp(step_times, clock);
+                record.rolled_back(stamp(step_times, clock));
                 tm_info!("{} `{}`: step `{}` rolled back", info.id, info.operation, record.name);
                 return None;
             }
@@ -446,21 +444,12 @@ where
             _ => crate::timing::condition::Verdict::Retry,
         };
         match &kind {
-            RollbackErrorKind::Failed(error) if verdict.retries() => {
-                ErrorText::capture_into(&mut record.rollback_error, error);
-            }
+            RollbackErrorKind::Failed(error) if verdict.retries() => record.rollback_attempt_failed(error),
             RollbackErrorKind::Failed(error) => {
-                ErrorText::capture_into(
-                    &mut record.rollback_error,
-                    &crate::timing::condition::NotRetried(&verdict, error),
-                );
+                record.rollback_attempt_failed(&crate::timing::condition::NotRetried(&verdict, error));
             }
-            RollbackErrorKind::TimedOut { timeout } => {
-                ErrorText::capture_into(&mut record.rollback_error, &TimedOut(*timeout));
-            }
-            RollbackErrorKind::Panicked(message) => {
-                ErrorText::capture_into(&mut record.rollback_error, &Panicked(message));
-            }
+            RollbackErrorKind::TimedOut { timeout } => record.rollback_attempt_failed(&TimedOut(*timeout)),
+            RollbackErrorKind::Panicked(message) => record.rollback_attempt_failed(&Panicked(message)),
         }
         crate::trace::outcome(
             &span,
@@ -472,8 +461,7 @@ where
         );
         tm_event!(error, &span, "rollback attempt failed", error = record.rollback_error().unwrap_or_default());
         if retry >= entry.retry.max_retries() || !verdict.retries() {
-            record.status = StepStatus::RollbackFailed;
-            record.rollback_completed_at = stamp(step_times, clock);
+            record.rollback_failed(stamp(step_times, clock));
             tm_error!(
                 "{} `{}`: rollback of step `{}` failed for good on attempt {}: {}",
                 info.id,
@@ -507,9 +495,7 @@ where
             if let Err(panic) = guarded_call(|| clock.sleep(delay)).await {
                 // The clock broke its contract: this rollback ends as
                 // failed, the earlier ones still run.
-                record.status = StepStatus::RollbackFailed;
-                record.rollback_completed_at = stamp(step_times, clock);
-                record.rollback_error = Some(ErrorText::capture(&Panicked(&panic)));
+                record.rollback_broke(&Panicked(&panic), stamp(step_times, clock));
                 tm_error!("the clock's sleep() panicked in a rollback backoff: {}", panic);
                 let kind = RollbackErrorKind::Panicked(panic);
                 return Some(RollbackFailure { step: record.name.clone(), index: record.index, kind });

@@ -21,7 +21,7 @@ use crate::{
 };
 use crate::{
     engine::{abandon::AbandonPolicy, manager::TransactionManager},
-    ledger::{abandoned::Abandoned, error::RollbackState, record::StepStatus, rollback::Rollback},
+    ledger::{abandoned::Abandoned, error::RollbackState, rollback::Rollback},
     observe::hooks::Hooks,
     timing::clock::Clock,
     util::storage::Storage,
@@ -194,12 +194,7 @@ impl<C: Clock, H, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
     /// Bookkeeping of a completed attempt. Not generic over the step.
     pub(crate) fn step_completed(&mut self, index: usize, attempt: u32) {
         let now = self.stamp();
-        let record = &mut self.ledger.summary.steps[index];
-        record.status = StepStatus::Completed;
-        record.succeeded = true;
-        record.completed_at = now;
-        let info = &self.ledger.summary.info;
-        tm_debug!("{} `{}`: step `{}` completed on attempt {}", info.id, info.operation, record.name, attempt);
+        self.ledger.step_completed(index, attempt, now);
     }
 
     /// Writes step `index`'s undo record (the latest it has in the ledger)

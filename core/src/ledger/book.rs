@@ -6,7 +6,6 @@ use core::fmt;
 use core::time::Duration;
 
 use crate::timing::future::Timeout;
-use crate::util::text::ErrorText;
 use crate::{
     durable::id::TransactionId,
     ledger::{
@@ -136,9 +135,7 @@ impl<U, S: Storage> Ledger<U, S> {
     pub(crate) fn abandon_in_progress(&mut self, why: &dyn fmt::Display, now: crate::ledger::record::At) {
         let from = self.settled.min(self.summary.steps.len());
         for step in self.summary.steps[from..].iter_mut().filter(|s| s.status == StepStatus::InProgress) {
-            step.status = StepStatus::Failed;
-            step.completed_at = now;
-            step.error = Some(ErrorText::capture(why));
+            step.broke(why, now);
         }
         self.settled = self.summary.steps.len();
     }
@@ -184,7 +181,7 @@ impl<U, S: Storage> Ledger<U, S> {
     /// their steps `RollbackSkipped`.
     pub(crate) fn leave_to_recovery(&mut self) {
         while let Some(left) = self.undo.pop() {
-            self.summary.steps[left.step].status = StepStatus::RollbackSkipped;
+            self.summary.steps[left.step].rollback_skipped();
         }
     }
 
@@ -193,7 +190,7 @@ impl<U, S: Storage> Ledger<U, S> {
     pub(crate) fn skip_down_to(&mut self, floor: usize) {
         while self.undo.len() > floor {
             let Some(skipped) = self.undo.pop() else { break };
-            self.summary.steps[skipped.step].status = StepStatus::RollbackSkipped;
+            self.summary.steps[skipped.step].rollback_skipped();
         }
         tm_error!(
             "{} `{}`: rollback stopped at the first failure; earlier steps left as they are",

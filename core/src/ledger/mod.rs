@@ -9,3 +9,4 @@ pub(crate) mod outcome;
 pub(crate) mod record;
 pub(crate) mod rollback;
 pub(crate) mod summary;
+pub(crate) mod transitions;

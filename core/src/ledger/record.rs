@@ -132,28 +132,28 @@ impl TransactionInfo {
 pub struct StepRecord {
     pub(crate) index: usize,
     pub(crate) name: Name,
-    pub(crate) status: StepStatus,
-    pub(crate) has_rollback: bool,
+    pub(in crate::ledger) status: StepStatus,
+    pub(in crate::ledger) has_rollback: bool,
     /// Execute's last attempt succeeded (the step's own status may have
     /// moved on to a rollback status since).
-    pub(crate) succeeded: bool,
+    pub(in crate::ledger) succeeded: bool,
     /// Packed (12 bytes aligned to 4), like the [`At`]s: a record is 104
     /// bytes on 32-bit targets instead of 112.
     pub(crate) timeout: crate::timing::future::Timeout,
-    pub(crate) started_at: At,
-    pub(crate) completed_at: At,
-    pub(crate) attempts: u32,
-    pub(crate) error: Option<ErrorText>,
-    pub(crate) rollback_started_at: At,
-    pub(crate) rollback_completed_at: At,
-    pub(crate) rollback_attempts: u32,
-    pub(crate) rollback_error: Option<ErrorText>,
+    pub(in crate::ledger) started_at: At,
+    pub(in crate::ledger) completed_at: At,
+    pub(in crate::ledger) attempts: u32,
+    pub(in crate::ledger) error: Option<ErrorText>,
+    pub(in crate::ledger) rollback_started_at: At,
+    pub(in crate::ledger) rollback_completed_at: At,
+    pub(in crate::ledger) rollback_attempts: u32,
+    pub(in crate::ledger) rollback_error: Option<ErrorText>,
     /// The innermost scope the step ran in ([`Transaction::scope`](crate::Transaction::scope)).
-    pub(crate) scope: Option<&'static str>,
+    pub(in crate::ledger) scope: Option<&'static str>,
     /// Nonzero for the members of a group whose rollbacks run at the same
     /// time: the same number for the members of one group.
     #[cfg(feature = "alloc")]
-    pub(crate) rollback_group: u32,
+    pub(in crate::ledger) rollback_group: u32,
 }
 
 impl StepRecord {
