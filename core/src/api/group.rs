@@ -1125,6 +1125,9 @@ where
                         if let Err(kind) = result {
                             // Its undo record, if made, stays owed.
                             self.member_done(Ms::slot(pinned.as_mut(), i), Some(kind), &mut first, i);
+                            if Ms::slot(pinned.as_mut(), i).run_mut().released() {
+                                self.release_rollback(index).await;
+                            }
                             if on_failure == OnMemberFailure::Cancel {
                                 self.cancel_members::<Ms, E>(pinned.as_mut(), n).await;
                             }
@@ -1280,23 +1283,6 @@ where
         Some(StepErrorKind::Journal(failure))
     }
 
-    /// With a journal, after a member failed for good: if its uncertain
-    /// undo record was taken out (every attempt failed cleanly), the lazy
-    /// `Released` that tells recovery its intent is not owed. If it is
-    /// lost, recovery runs that (idempotent) rollback once more than
-    /// needed.
-    async fn journal_released(&mut self, index: usize, released: bool) {
-        if J::ENABLED && released {
-            let id = self.ledger.summary.info.id;
-            let step = u32::try_from(index).unwrap_or(u32::MAX);
-            let entry = crate::durable::entry::Entry::new(id, Some(step), EntryKind::Released);
-            if let Err(failure) = self.manager.journal.write(&entry).await {
-                let failure: crate::durable::journal::JournalFailure = failure.into();
-                tm_error!("{}: {}", id, failure);
-            }
-        }
-    }
-
     fn member_undo_record(&self, run: &Run, undo: U) -> UndoRecord<U> {
         let settings = &run.settings;
         UndoRecord {
@@ -1390,8 +1376,9 @@ where
         if last {
             close_span(Ms::slot(pinned.as_mut(), i).run_mut());
             self.member_done(Ms::slot(pinned.as_mut(), i), Some(kind), first, i);
-            let released = Ms::slot(pinned.as_mut(), i).run_mut().released();
-            self.journal_released(index, released).await;
+            if Ms::slot(pinned.as_mut(), i).run_mut().released() {
+                self.release_rollback(index).await;
+            }
             if on_failure == OnMemberFailure::Cancel {
                 let n = Ms::count_pinned(pinned.as_mut());
                 self.cancel_members::<Ms, E>(pinned.as_mut(), n).await;
@@ -1464,10 +1451,6 @@ where
     ) {
         let run = slot.as_mut().run_mut();
         run.phase = Phase::Done;
-        if run.unowed && !run.owed {
-            // Its uncertain rollback is not owed: every attempt failed cleanly.
-            self.ledger.step_mut(run.index).rollback_released();
-        }
         if let Some(kind) = kind {
             if first.is_none() {
                 *first = Some(i);
@@ -1486,8 +1469,9 @@ where
     {
         for j in 0..n {
             let Some((index, attempt)) = self.cancel_member(Ms::slot(pinned.as_mut(), j)) else { continue };
-            let released = Ms::slot(pinned.as_mut(), j).run_mut().released();
-            self.journal_released(index, released).await;
+            if Ms::slot(pinned.as_mut(), j).run_mut().released() {
+                self.release_rollback(index).await;
+            }
             if H::ENABLED {
                 let hooks = &self.manager.hooks;
                 let ledger = &self.ledger;

@@ -2,7 +2,6 @@
 //! and guarded against panics, retried with backoff; its record, undo
 //! record and journal entries.
 
-use crate::engine::transaction::step_index;
 use core::fmt;
 use core::future::Future;
 use core::time::Duration;
@@ -15,10 +14,7 @@ use crate::timing::future::with_timeout;
 use crate::trace::within;
 use crate::util::panic::guarded_call;
 use crate::{
-    durable::{
-        entry::{Entry, EntryKind},
-        journal::JournalFailure,
-    },
+    durable::{entry::EntryKind, journal::JournalFailure},
     engine::binding::JournalFor,
 };
 use crate::{
@@ -434,16 +430,7 @@ where
                 if parked.is_some() {
                     // Its uncertain rollback is not owed: every attempt
                     // failed cleanly.
-                    ledger.step_mut(index).rollback_released();
-                    if J::ENABLED {
-                        // Lazy: if it is lost, recovery runs the (idempotent)
-                        // uncertain rollback once more than needed.
-                        let entry = Entry::new(ledger.summary.info.id, Some(step_index(index)), EntryKind::Released);
-                        if let Err(failure) = self.manager.journal.write(&entry).await {
-                            let failure: JournalFailure = failure.into();
-                            tm_error!("{}: {}", self.ledger.summary.info.id, failure);
-                        }
-                    }
+                    self.release_rollback(index).await;
                 }
                 let ledger = &mut self.ledger;
                 return Err(StepError { step: ledger.summary.steps[index].name.clone(), index, kind });

@@ -197,6 +197,24 @@ impl<C: Clock, H, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
         self.ledger.step_completed(index, attempt, now);
     }
 
+    /// Step `index`'s uncertain rollback is not owed (every attempt failed
+    /// cleanly, so its undo record was taken out): its record says so and,
+    /// with a journal, the lazy `Released` tells recovery that its intent is
+    /// not owed. If that entry is lost, recovery runs the (idempotent)
+    /// uncertain rollback once more than needed. The one place for both,
+    /// for steps and group members alike.
+    pub(crate) async fn release_rollback(&mut self, index: usize) {
+        self.ledger.step_mut(index).rollback_released();
+        if J::ENABLED {
+            let id = self.ledger.summary.info.id;
+            let entry = Entry::new(id, Some(step_index(index)), EntryKind::Released);
+            if let Err(failure) = self.manager.journal.write(&entry).await {
+                let failure: crate::durable::journal::JournalFailure = failure.into();
+                tm_error!("{}: {}", id, failure);
+            }
+        }
+    }
+
     /// Writes step `index`'s undo record (the latest it has in the ledger)
     /// to the journal as `kind`.
     ///
