@@ -369,6 +369,37 @@ fn a_failed_done_write_fails_the_step_and_rolls_it_back_in_memory() {
     assert!(err.rollback_state().is_clean());
 }
 
+/// A step whose `Done` could not be written took effect: it stays
+/// `Completed` (with the journal's error as its text, and its undo record
+/// owed in memory), whatever the body does next. A body that goes on and
+/// commits shows it so in its summary.
+#[test]
+fn a_step_whose_done_write_failed_stays_completed_when_the_body_goes_on() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = TransactionManager::new(&clock).with_journal(journal.clone(), Postcard::<1>);
+    let mut world = World::default();
+    let done = clock
+        .block_on(manager.transaction("t").fixed::<Undo, 2>().run_with(&mut world, async |tx| {
+            journal.fail_writes(Some("disk full"));
+            let err = tx
+                .step("r0")
+                .execute_with(async |w: &mut World| create(w, "r0".into(), 0).await)
+                .undo(|n| Undo::Delete(n.clone()))
+                .await
+                .unwrap_err();
+            assert!(matches!(err.kind(), StepErrorKind::Journal(_)), "{err:?}");
+            journal.fail_writes(None);
+            Ok::<_, StepError<String>>(())
+        }))
+        .unwrap();
+    let step = &done.summary().steps()[0];
+    assert_eq!(step.status(), StepStatus::Completed, "{step}");
+    assert!(step.succeeded());
+    assert!(step.error().is_some_and(|e| e.contains("disk full")), "{step}");
+    assert!(world.live.contains("r0"));
+}
+
 #[test]
 fn a_failed_commit_write_rolls_back_and_returns_the_error() {
     let clock = ManualClock::new();
