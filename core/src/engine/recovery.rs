@@ -13,7 +13,7 @@ use crate::util::text::Truncating;
 use crate::{
     durable::id::TransactionId,
     engine::manager::TransactionManager,
-    ledger::{error::RollbackState, record::TransactionInfo},
+    ledger::record::TransactionInfo,
     observe::hooks::Hooks,
     timing::clock::Clock,
     util::{storage::Storage, text::Name},
@@ -352,14 +352,12 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
             // The rollbacks not done (the one cut midway too) are owed.
             ledger.leave_to_recovery();
         }
-        ledger.summary.completed_at = crate::timing::clock::now(&self.clock);
-        let clean = failures.is_some_and(|failures| RollbackState::of(failures, &ledger.summary).is_clean());
+        // Only a clean rollback ends the transaction: what is still owed
+        // stays unfinished, for the next recovery. Decided by the ledger.
+        let end = ledger.rollback_ended(failures, crate::timing::clock::now(&self.clock));
         let still_owed = ledger.summary.rollback_errors() + ledger.summary.rollback_skipped_steps();
-        let outcome = if clean {
+        let outcome = if let Some(entry) = end {
             tm_info!("{} `{}`: recovered and rolled back", info.id, info.operation);
-            // Only a clean rollback ends the transaction: what is still owed
-            // stays unfinished, for the next recovery.
-            let entry = Entry::new(id, None, EntryKind::RolledBack).with_byte(1);
             if let Err(error) = journal.append(&entry).await {
                 // Lazy: the next recovery repeats the idempotent rollbacks.
                 tm_error!("{}: {}", id, JournalFailure::new(EntryKind::RolledBack, &error));

@@ -21,7 +21,7 @@ use crate::{
 };
 use crate::{
     engine::{abandon::AbandonPolicy, manager::TransactionManager},
-    ledger::{abandoned::Abandoned, error::RollbackState, rollback::Rollback},
+    ledger::{abandoned::Abandoned, rollback::Rollback},
     observe::hooks::Hooks,
     timing::clock::Clock,
     util::storage::Storage,
@@ -441,15 +441,14 @@ where
             )
             .await;
         let now = self.now();
-        let summary = &mut self.ledger.summary;
-        summary.completed_at = now;
-        let clean = RollbackState::of(rollback_failures.len(), summary).is_clean();
         // Only a clean rollback ends the transaction in the journal: one
         // that left a rollback owed (failed for good, or skipped by `Stop`)
         // stays unfinished, listed by `owed`, and every later recovery
-        // tries what it still owes again.
-        if J::ENABLED && clean {
-            let entry = Entry::new(summary.info.id, None, EntryKind::RolledBack).with_byte(1);
+        // tries what it still owes again. Decided by the ledger.
+        let end = self.ledger.rollback_ended(Some(rollback_failures.len()), now);
+        let clean = end.is_some();
+        let summary = &self.ledger.summary;
+        if let Some(entry) = end.filter(|_| J::ENABLED) {
             if let Err(failure) = manager.journal.write(&entry).await {
                 let failure: JournalFailure = failure.into();
                 // Lazy: if it is lost, recovery repeats the (idempotent)

@@ -20,7 +20,9 @@
 use core::fmt;
 use core::time::Duration;
 
+use crate::durable::entry::{Entry, EntryKind};
 use crate::ledger::book::Ledger;
+use crate::ledger::error::RollbackState;
 use crate::ledger::record::{At, StepRecord, StepStatus};
 use crate::util::storage::{List, Storage};
 use crate::util::text::{ErrorText, Name};
@@ -246,5 +248,19 @@ impl<U, S: Storage> Ledger<U, S> {
     /// The step records, to move one through a transition.
     pub(crate) fn step_mut(&mut self, index: usize) -> &mut StepRecord {
         &mut self.summary.steps[index]
+    }
+
+    /// The transaction's rollback ended, at `now`, with `failures`
+    /// rollbacks failed for good (`None`: it was cut short, and what it did
+    /// not do stays owed). The one place that decides clean or partial for
+    /// the journal: returns the `RolledBack` entry that ends the transaction
+    /// there when, and only when, nothing is left owed (none failed for
+    /// good, none skipped). A partial one stays unfinished, listed by
+    /// `owed`, for every later recovery to try again. Abort and recovery
+    /// both end here.
+    pub(crate) fn rollback_ended(&mut self, failures: Option<usize>, now: Duration) -> Option<Entry<'static>> {
+        self.summary.completed_at = now;
+        let clean = failures.is_some_and(|failures| RollbackState::of(failures, &self.summary).is_clean());
+        clean.then(|| Entry::new(self.summary.info.id, None, EntryKind::RolledBack).with_byte(1))
     }
 }
