@@ -410,9 +410,16 @@ where
                 }
                 _ => crate::timing::condition::Verdict::Retry,
             };
-            let not_retried = (!verdict.retries()).then_some(&verdict);
-            let text = AttemptText { kind: &kind, not_retried };
-            let mut last = self.step_failed(index, attempt, &text, !ran || not_retried.is_some());
+            // In a block: nothing of it is kept across the awaits below.
+            let mut last = {
+                let not_retried = (!verdict.retries()).then_some(&verdict);
+                self.step_failed(
+                    index,
+                    attempt,
+                    &AttemptText { kind: &kind, not_retried },
+                    !ran || not_retried.is_some(),
+                )
+            };
             let ledger = &mut self.ledger;
             tm_event!(warn, &span, "attempt failed", error = ledger.summary.steps[index].error().unwrap_or_default());
             if H::ENABLED {

@@ -147,6 +147,13 @@ pub trait JournalIds: sealed::Sealed {
     /// The journal's origin, or `None` without one.
     #[doc(hidden)]
     fn origin(&self) -> Option<u64>;
+
+    /// Writes a lazy entry without a payload: a failure is only logged
+    /// (losing it makes recovery repeat an idempotent rollback). Without a
+    /// journal, a zero-sized future that is ready at once, so an await of
+    /// it costs nothing in the step engine's state machine.
+    #[doc(hidden)]
+    fn write_lazy(&self, id: TransactionId, step: Option<u32>, kind: EntryKind) -> impl Future<Output = ()> + '_;
 }
 
 pub(crate) mod sealed {
@@ -166,6 +173,10 @@ impl JournalIds for NoJournal {
 
     fn origin(&self) -> Option<u64> {
         None
+    }
+
+    fn write_lazy(&self, _: TransactionId, _: Option<u32>, _: EntryKind) -> impl Future<Output = ()> + '_ {
+        core::future::ready(())
     }
 }
 
@@ -266,6 +277,13 @@ impl<J: Journal, Co> JournalIds for Journaled<J, Co> {
 
     fn origin(&self) -> Option<u64> {
         Some(self.journal.origin())
+    }
+
+    async fn write_lazy(&self, id: TransactionId, step: Option<u32>, kind: EntryKind) {
+        let entry = Entry::new(id, step, kind);
+        if let Err(error) = self.journal.append(&entry).await {
+            tm_error!("{}: {}", id, JournalFailure::refused(kind, J::decided(&error), &error));
+        }
     }
 }
 

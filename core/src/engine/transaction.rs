@@ -153,8 +153,8 @@ pub(crate) type NoContext = [(); 0];
 /// What the step engine and the group engine share, with no bound on the
 /// context or the abandon policy (the group engine runs on a handle without
 /// the context).
-impl<C: Clock, H, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
-    Transaction<'_, TransactionManager<C, H, A, J>, Ctx, U, S>
+impl<'t, C: Clock, H, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
+    Transaction<'t, TransactionManager<C, H, A, J>, Ctx, U, S>
 {
     /// The clock's time (a panicking `now()` reads as zero).
     fn now(&self) -> Duration {
@@ -203,16 +203,9 @@ impl<C: Clock, H, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
     /// not owed. If that entry is lost, recovery runs the (idempotent)
     /// uncertain rollback once more than needed. The one place for both,
     /// for steps and group members alike.
-    pub(crate) async fn release_rollback(&mut self, index: usize) {
+    pub(crate) fn release_rollback(&mut self, index: usize) -> impl Future<Output = ()> + 't {
         self.ledger.step_mut(index).rollback_released();
-        if J::ENABLED {
-            let id = self.ledger.summary.info.id;
-            let entry = Entry::new(id, Some(step_index(index)), EntryKind::Released);
-            if let Err(failure) = self.manager.journal.write(&entry).await {
-                let failure: crate::durable::journal::JournalFailure = failure.into();
-                tm_error!("{}: {}", id, failure);
-            }
-        }
+        self.manager.journal.write_lazy(self.ledger.summary.info.id, Some(step_index(index)), EntryKind::Released)
     }
 
     /// Writes step `index`'s undo record (the latest it has in the ledger)
