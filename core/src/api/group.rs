@@ -103,6 +103,12 @@ impl Settings {
         self.timeout.flatten()
     }
 
+    /// The rollback's retry policy and timeout (set when the member enrolled).
+    fn rollback_policy(&self) -> (RetryPolicy, crate::timing::future::Timeout) {
+        let timeout = crate::timing::future::Timeout::new(self.rollback_timeout.flatten());
+        (self.rollback_retry.unwrap_or_default(), timeout)
+    }
+
     fn retry(&self) -> RetryPolicy {
         self.retry.unwrap_or_default()
     }
@@ -1003,7 +1009,7 @@ where
             let base = self.ledger.summary.steps.len();
             let capacity = S::CAPACITY.unwrap_or(usize::MAX);
             let step_room = capacity.saturating_sub(base);
-            let mut undo_room = capacity.saturating_sub(self.ledger.undo.len());
+            let mut undo_room = capacity.saturating_sub(self.ledger.owed());
             for i in 0..n {
                 let slot = Ms::slot(pinned.as_mut(), i);
                 let refused = if slot.settings().name.as_str().is_empty() {
@@ -1253,8 +1259,8 @@ where
         match caught(|| slot.as_mut().make_undo(false, origin, id)) {
             Ok(Some(undo)) => {
                 let undo = self.member_undo_record(slot.as_mut().run_mut(), undo);
-                // Cannot fail: room was reserved.
-                let _ = self.ledger.undo.push(undo);
+                // Room was reserved.
+                self.ledger.owe(undo);
                 slot.as_mut().run_mut().owed = true;
                 Ok(true)
             }
@@ -1278,19 +1284,14 @@ where
         let now = self.stamp();
         self.ledger.step_mut(index).not_recorded(&failure, now);
         if kind == EntryKind::Intent {
-            remove_undo::<U, S>(&mut self.ledger.undo, index);
+            self.ledger.take_back(index);
         }
         Some(StepErrorKind::Journal(failure))
     }
 
     fn member_undo_record(&self, run: &Run, undo: U) -> UndoRecord<U> {
-        let settings = &run.settings;
-        UndoRecord {
-            step: run.index,
-            undo,
-            retry: settings.rollback_retry.unwrap_or_default(),
-            timeout: crate::timing::future::Timeout::new(settings.rollback_timeout.flatten()),
-        }
+        let (retry, timeout) = run.settings.rollback_policy();
+        UndoRecord { step: run.index, undo, retry, timeout }
     }
 
     /// Bookkeeping of a member's attempt that succeeded: its undo record
@@ -1301,13 +1302,10 @@ where
         match caught(|| slot.as_mut().make_undo(true, origin, id)) {
             Ok(Some(undo)) => {
                 let run = slot.as_mut().run_mut();
-                if run.owed {
-                    // The uncertain record moves to where the member completed.
-                    remove_undo::<U, S>(&mut self.ledger.undo, run.index);
-                }
-                let undo = self.member_undo_record(run, undo);
-                // Cannot fail: room was reserved.
-                let _ = self.ledger.undo.push(undo);
+                // Its uncertain record, if owed, moves to where the member
+                // completed. Room was reserved.
+                let settings = &run.settings;
+                self.ledger.keep_completed(run.index, undo, run.owed, || settings.rollback_policy());
                 run.owed = true;
             }
             Ok(None) => {}
@@ -1420,7 +1418,7 @@ where
             run.uncertain |= kind.is_uncertain();
             if !run.uncertain && run.owed {
                 // A clean failure: nothing took effect, nothing owed.
-                remove_undo::<U, S>(&mut self.ledger.undo, run.index);
+                self.ledger.take_back(run.index);
                 run.owed = false;
                 run.unowed = true;
             }
@@ -1506,26 +1504,13 @@ where
         );
         let run = slot.as_mut().run_mut();
         if run.owed && !run.uncertain {
-            remove_undo::<U, S>(&mut self.ledger.undo, index);
+            self.ledger.take_back(index);
             run.owed = false;
             run.unowed = true;
         }
         let mut first = Some(usize::MAX);
         self.member_done(slot, Some(StepErrorKind::Cancelled), &mut first, usize::MAX);
         Some((index, attempt))
-    }
-}
-
-/// Removes the undo record of step `step` from the undo list, keeping the
-/// order of the others.
-fn remove_undo<U, S: Storage>(undo: &mut S::List<UndoRecord<U>>, step: usize) {
-    if let Some(position) = undo.iter().rposition(|u| u.step == step) {
-        // Swaps, not `rotate_left`: that links `memmove` (712 bytes on a
-        // Cortex-M3) for a list of a few records.
-        for i in position + 1..undo.len() {
-            undo.swap(i - 1, i);
-        }
-        undo.pop();
     }
 }
 

@@ -80,7 +80,7 @@ where
         F: AsyncFnOnce(&mut Transaction<'_, TransactionManager<C, H, A, J>, Ctx, U, S>) -> Result<T, B>,
     {
         self.settle_dropped_step();
-        let floor = self.ledger.undo.len();
+        let floor = self.ledger.owed();
         let first_step = self.ledger.summary.steps.len();
         let info = &self.ledger.summary.info;
         tm_debug!("{} `{}`: scope `{}` started", info.id, info.operation, name);
@@ -107,7 +107,7 @@ where
             info.id,
             info.operation,
             name,
-            self.ledger.undo.len().saturating_sub(floor)
+            self.ledger.owed().saturating_sub(floor)
         );
         let rollback_failures = self
             .ledger

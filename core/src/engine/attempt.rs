@@ -134,7 +134,7 @@ where
             tm_error!("{} `{}`: step #{} refused: empty name", info.id, info.operation, index);
             return Err((name, index, Refused::EmptyName));
         }
-        if !ledger.summary.steps.has_room() || (with_undo && !ledger.undo.has_room()) {
+        if !ledger.summary.steps.has_room() || (with_undo && !ledger.has_undo_room()) {
             let capacity = S::CAPACITY.unwrap_or(usize::MAX);
             tm_error!(
                 "{} `{}`: step `{}` refused: capacity of {} steps used up",
@@ -156,15 +156,6 @@ where
             retry: self.config.rollback_retry(),
             timeout: crate::timing::future::Timeout::new(self.config.rollback_timeout()),
         }
-    }
-
-    /// Pushes an undo record for the running step, built where it goes.
-    /// Room was checked before the step ran, so it cannot fail. Not
-    /// inlined, for the reason given at [`push_some`](crate::util::storage::push_some).
-    #[inline(never)]
-    fn push_undo(&mut self, index: usize, undo: U) {
-        let record = self.undo_record(index, undo);
-        let _ = self.ledger.undo.push(record);
     }
 
     /// Bookkeeping of a failed attempt: its error text, and whether it was
@@ -198,25 +189,14 @@ where
         StepError { step: record.name.clone(), index, kind: StepErrorKind::Journal(failure) }
     }
 
-    /// Whether the running step's undo record is the last one in the ledger
-    /// (pushed for an uncertain rollback while an attempt runs).
-    fn owes(&self, index: usize) -> bool {
-        self.ledger.undo.last().is_some_and(|u| u.step == index)
-    }
-
     /// Keeps the undo record of the completed step `index`: in place of
-    /// its uncertain one if it owes one, else a new one.
+    /// its uncertain one if it owes one (the latest), else a new one.
     fn keep_undo(&mut self, index: usize, undo: U) {
-        if self.owes(index) {
-            // Only the undo value changes: the step and its rollback
-            // policy are the uncertain record's (assigning the whole record
-            // moved it with a `memmove`).
-            if let Some(last) = self.ledger.undo.last_mut() {
-                last.undo = undo;
-            }
-        } else {
-            self.push_undo(index, undo);
-        }
+        let owed = self.ledger.owes_latest(index);
+        let config = &self.config;
+        self.ledger.keep_completed(index, undo, owed, || {
+            (config.rollback_retry(), crate::timing::future::Timeout::new(config.rollback_timeout()))
+        });
     }
 
     /// A completed step without a journal or hooks: its undo record (made
@@ -312,13 +292,13 @@ where
                         // before testing it.)
                         if parked.is_some() {
                             // Cannot fail: room was checked before the step ran.
-                            crate::util::storage::push_some(&mut self.ledger.undo, parked.take());
+                            self.ledger.owe_some(parked.take());
                             if J::ENABLED && attempt == 1 {
                                 // The intent is durable before the first
                                 // attempt: if it cannot be written, the step
                                 // does not run.
                                 if let Err(failure) = self.journal_undo(index, EntryKind::Intent).await {
-                                    self.ledger.undo.pop();
+                                    self.ledger.take_back_latest();
                                     return Err(self.step_not_recorded(index, failure.into()));
                                 }
                             }
@@ -394,9 +374,9 @@ where
             };
             if ran {
                 uncertain |= kind.is_uncertain();
-                if !uncertain && self.owes(index) {
+                if !uncertain && self.ledger.owes_latest(index) {
                     // A clean failure: nothing took effect, nothing owed.
-                    parked = crate::util::storage::pop(&mut self.ledger.undo);
+                    parked = self.ledger.take_back_latest();
                 }
             }
             crate::trace::outcome(&span, outcome_of(&kind));

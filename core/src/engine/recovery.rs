@@ -297,7 +297,7 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
         let Read { mut ledger, mut problem, failed_before, .. } = read;
         let info = ledger.summary.info.clone();
         if !forced && matches!(schedule, OwedRetry::Backoff { .. }) && backoffs.defer(id) {
-            let owed = ledger.undo.len();
+            let owed = ledger.owed();
             tm_info!("{} `{}`: owed, not tried by this recovery (backing off)", info.id, info.operation);
             report.count(RecoveryOutcome::Deferred);
             visit(&RecoveredTransaction {
@@ -318,7 +318,7 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
             let reason = reason.finish();
             tm_error!("{} `{}`: STUCK, cannot be rolled back: {}", info.id, info.operation, reason.as_str());
             self.mark_stuck(&info, reason.as_str()).await?;
-            let owed = ledger.undo.len();
+            let owed = ledger.owed();
             visit(&RecoveredTransaction {
                 id,
                 operation: info.operation.as_str(),
@@ -327,7 +327,7 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
             });
             return Ok(());
         }
-        let owed = ledger.undo.len();
+        let owed = ledger.owed();
         tm_warn!("{} `{}`: recovered unfinished; rolling back {} step(s)", info.id, info.operation, owed);
         if H::ENABLED {
             let hooks = &self.hooks;

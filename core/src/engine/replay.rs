@@ -6,11 +6,8 @@ use crate::durable::{
     codec::{CodecError, UndoCodec},
     entry::{EntryKind, StoredEntry},
 };
+use crate::ledger::book::Ledger;
 use crate::util::storage::List;
-use crate::{
-    ledger::book::{Ledger, UndoRecord},
-    timing::future::Timeout,
-};
 use crate::{
     ledger::record::StepRecord,
     util::{storage::Storage, text::Name},
@@ -103,20 +100,7 @@ pub(crate) fn apply<U, S: Storage, Co: UndoCodec<U>>(read: &mut Read<U, S>, code
                     // A `Done` after the step's intent: the completed record
                     // replaces the uncertain one.
                     ledger.step_mut(at).replayed_end(kind == EntryKind::Done);
-                    if let Some(owed) = ledger.undo.iter_mut().find(|u| u.step == at) {
-                        owed.undo = undo;
-                        owed.retry = payload.retry;
-                        owed.timeout = Timeout::new(payload.timeout);
-                    } else if ledger
-                        .undo
-                        .push(UndoRecord {
-                            step: at,
-                            undo,
-                            retry: payload.retry,
-                            timeout: Timeout::new(payload.timeout),
-                        })
-                        .is_err()
-                    {
+                    if !ledger.replay_owed(at, undo, payload.retry, payload.timeout) {
                         read.problem.get_or_insert(Problem::Capacity(S::CAPACITY.unwrap_or(usize::MAX)));
                     }
                 }
@@ -125,9 +109,7 @@ pub(crate) fn apply<U, S: Storage, Co: UndoCodec<U>>(read: &mut Read<U, S>, code
                     let mut record = StepRecord::new(step as usize, owned_name(payload.name), None, true);
                     record.replayed_end(kind == EntryKind::Done);
                     let record_room = ledger.summary.steps.push(record).is_ok();
-                    let undo =
-                        UndoRecord { step: at, undo, retry: payload.retry, timeout: Timeout::new(payload.timeout) };
-                    if !record_room || ledger.undo.push(undo).is_err() {
+                    if !record_room || !ledger.replay_owed_new(at, undo, payload.retry, payload.timeout) {
                         read.problem.get_or_insert(Problem::Capacity(S::CAPACITY.unwrap_or(usize::MAX)));
                     }
                 }
@@ -142,9 +124,7 @@ pub(crate) fn apply<U, S: Storage, Co: UndoCodec<U>>(read: &mut Read<U, S>, code
             // only a step's latest entry (flash), an `Undone` replaced its
             // `Done`: nothing is owed.
             let Some(at) = position else { return };
-            if let Some(owed) = ledger.undo.iter().position(|u| u.step == at) {
-                ledger.undo.remove_at(owed);
-            }
+            ledger.replay_paid(at);
             ledger.step_mut(at).replayed_rollback(kind == EntryKind::Undone);
         }
         // Tried again: a rollback that failed for good before the crash may

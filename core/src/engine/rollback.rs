@@ -7,11 +7,16 @@ use core::future::Future;
 use core::marker::PhantomData;
 
 use crate::ledger::book::{Ledger, RollbackFailurePolicy, UndoRecord, stamp};
+use crate::ledger::owed::Paying;
+#[cfg(feature = "alloc")]
+use crate::ledger::owed::PayingBatch;
 use crate::observe::hooks::hook_call;
 use crate::timing::future::TimedOut;
 use crate::timing::future::with_timeout;
 use crate::trace::within;
 use crate::util::panic::guarded_call;
+#[cfg(feature = "alloc")]
+use crate::util::storage::List;
 use crate::{
     durable::entry::{Entry, EntryKind},
     engine::binding::JournalFor,
@@ -26,7 +31,7 @@ use crate::{
     },
     observe::hooks::{Hooks, StepEvent},
     timing::{clock::Clock, retry::SplitMix64},
-    util::storage::{List, Storage},
+    util::storage::Storage,
 };
 
 /// How a transaction without a context (`()`) lends one to each of a
@@ -159,7 +164,7 @@ impl<U, S: Storage> Ledger<U, S> {
         H: Hooks,
         J: JournalFor<U>,
     {
-        if self.undo.len() <= floor {
+        if self.owed() <= floor {
             return;
         }
         if self.on_rollback_failure == RollbackFailurePolicy::Stop && self.summary.rollback_errors() > 0 {
@@ -172,7 +177,7 @@ impl<U, S: Storage> Ledger<U, S> {
             "{} `{}`: {} undo record(s) to run, latest first",
             self.summary.info.id,
             self.summary.info.operation,
-            self.undo.len() - floor
+            self.owed() - floor
         );
         let hook =
             if H::ENABLED { hook_call(hooks, || hooks.on_rollback_start(&self.summary.info)).await } else { Ok(()) };
@@ -189,7 +194,7 @@ impl<U, S: Storage> Ledger<U, S> {
         let _ = fork;
         // Hooks only observe: a panic in one is logged and neither stops nor
         // shortens a rollback.
-        while self.undo.len() > floor {
+        while self.owed() > floor {
             #[cfg(feature = "alloc")]
             if let Some(fork) = fork.lend {
                 let batch = self.batch_len(floor);
@@ -201,28 +206,21 @@ impl<U, S: Storage> Ledger<U, S> {
                     continue;
                 }
             }
-            let Some(entry) = self.undo.last_mut() else { break };
-            let index = entry.step;
-            let record = &mut self.summary.steps[index];
+            let Some(Paying { undo, record, info, rng }) = self.paying() else { break };
+            let index = undo.step;
             if record.ended_in_batch() {
                 // Rolled back by a concurrent batch that was dropped before
                 // it took its records out: not again.
-                self.undo.pop();
+                self.paid();
                 continue;
             }
-            let failed = roll_back_one::<K, U, Ctx, C, H>(
-                record,
-                entry,
-                &mut *ctx,
-                RollbackEnv { info: &self.summary.info, clock, hooks, step_times },
-                &mut self.rng,
-            )
-            .await;
+            let env = RollbackEnv { info, clock, hooks, step_times };
+            let failed = roll_back_one::<K, U, Ctx, C, H>(record, undo, &mut *ctx, env, rng).await;
             Self::journal_rollback_end(&self.summary, index, failed.is_none(), journal).await;
             // The rollback is over: the record leaves the ledger before the
             // step's last hook, so a drop during that hook does not repeat it
             // (and, with `Stop`, does not roll back the steps it skips).
-            self.undo.pop();
+            self.paid();
             if failed.is_some() && self.on_rollback_failure == RollbackFailurePolicy::Stop {
                 self.skip_down_to(floor);
             }
@@ -258,7 +256,7 @@ impl<U, S: Storage> Ledger<U, S> {
     /// that rolls back concurrently ([`Group::roll_back_concurrently`](crate::group::Group::roll_back_concurrently)).
     #[cfg(feature = "alloc")]
     fn batch_len(&self, floor: usize) -> usize {
-        let owed = &self.undo[floor..];
+        let owed = &self.owed_records()[floor..];
         let Some(top) = owed.last() else { return 0 };
         let group = self.summary.steps[top.step].rollback_group();
         if group == 0 {
@@ -296,17 +294,19 @@ impl<U, S: Storage> Ledger<U, S> {
         use alloc::boxed::Box;
         use alloc::vec::Vec;
 
-        let first = self.undo.len() - batch;
-        let env = RollbackEnv { info: &self.summary.info, clock, hooks, step_times: self.step_times };
+        let first = self.owed() - batch;
+        let step_times = self.step_times;
+        let PayingBatch { undo, records, info, rng } = self.paying_batch(batch);
+        let env = RollbackEnv { info, clock, hooks, step_times };
         tm_debug!("{} `{}`: rolling back {} steps at the same time", env.info.id, env.info.operation, batch);
         // Each rollback gets the step record and undo record it owns, a
         // context of its own (the transaction has none: `()`), and a
         // generator seeded from the transaction's.
-        let mut records: Vec<Option<&mut StepRecord>> = self.summary.steps.iter_mut().map(Some).collect();
+        let mut records: Vec<Option<&mut StepRecord>> = records.iter_mut().map(Some).collect();
         let mut units: Vec<()> = Vec::new();
         units.resize(batch, ());
         // Started latest first, as one after another would.
-        let mut rollbacks: Vec<_> = self.undo[first..]
+        let mut rollbacks: Vec<_> = undo
             .iter_mut()
             .rev()
             .zip(units.iter_mut())
@@ -318,7 +318,7 @@ impl<U, S: Storage> Ledger<U, S> {
                     // out with the others, not run (nor reported) again.
                     return None;
                 }
-                let mut rng = SplitMix64::new(self.rng.next_u64());
+                let mut rng = SplitMix64::new(rng.next_u64());
                 let rollback = async move {
                     let failed = roll_back_one::<K, U, Ctx, C, H>(&mut *record, entry, fork(unit), env, &mut rng).await;
                     // Its `Undone` (or `UndoFailed`) as it ends, not once the
@@ -354,9 +354,7 @@ impl<U, S: Storage> Ledger<U, S> {
                 let _ = failures.push(failure);
             }
         }
-        while self.undo.len() > first {
-            self.undo.pop();
-        }
+        self.paid_down_to(first);
         for &(index, undone) in &outcomes {
             Self::rollback_ended_hook(&self.summary, index, undone, hooks).await;
         }

@@ -220,7 +220,7 @@ impl<'t, C: Clock, H, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
         kind: EntryKind,
     ) -> impl Future<Output = Result<(), J::Failure>> + '_ {
         let ledger = &*self.ledger;
-        let undo = ledger.undo.iter().rev().find(|u| u.step == index);
+        let undo = ledger.undo_of(index);
         let record = &ledger.summary.steps[index];
         let entry = Entry::new(ledger.summary.info.id, Some(step_index(index)), kind);
         let journal = &self.manager.journal;
@@ -271,7 +271,7 @@ where
             "{} `{}`: dropped before it finished, owing {} rollback(s)",
             ledger.summary.info.id,
             ledger.summary.info.operation,
-            ledger.undo.len()
+            ledger.owed()
         );
         if !A::TAKES_RECORDS && !H::ENABLED {
             // Nobody takes the records and no hook looks at them: report
@@ -418,7 +418,7 @@ where
         self.settle_dropped_step();
         let manager = self.manager;
         let info = &self.ledger.summary.info;
-        let owed = self.ledger.undo.len();
+        let owed = self.ledger.owed();
         tm_warn!("{} `{}`: body failed; rolling back {} step(s)", info.id, info.operation, owed);
         // The ledger stays in `self` while rolling back: if this future is
         // dropped now, what is still owed goes to the abandon policy.

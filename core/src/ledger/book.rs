@@ -65,7 +65,7 @@ pub(crate) struct Ledger<U, S: Storage> {
     /// never again): the search for the step in progress starts here, so
     /// it does not walk every earlier record at every step.
     settled: usize,
-    pub(crate) undo: S::List<UndoRecord<U>>,
+    pub(in crate::ledger) undo: S::List<UndoRecord<U>>,
 }
 
 impl<U, S: Storage> Ledger<U, S> {

@@ -6,6 +6,7 @@ pub(crate) mod abandoned;
 pub(crate) mod book;
 pub(crate) mod error;
 pub(crate) mod outcome;
+pub(crate) mod owed;
 pub(crate) mod record;
 pub(crate) mod rollback;
 pub(crate) mod summary;
