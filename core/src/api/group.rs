@@ -1082,7 +1082,7 @@ where
                                 // The intent is durable before the first attempt;
                                 // if it cannot be written, the member does not run.
                                 let refused = if J::ENABLED && owed && attempt == 1 {
-                                    let refused = self.journal_member(index, EntryKind::Intent).await;
+                                    let refused = self.journal_step(index, EntryKind::Intent).await.err();
                                     if refused.is_some() {
                                         // Its record was taken back: nothing owed.
                                         Ms::slot(pinned.as_mut(), i).run_mut().owed = false;
@@ -1092,7 +1092,7 @@ where
                                     None
                                 };
                                 match refused {
-                                    Some(kind) => Some((kind, false)),
+                                    Some(failure) => Some((StepErrorKind::Journal(failure), false)),
                                     None => self.start_attempt(Ms::slot(pinned.as_mut(), i)).map(|kind| (kind, true)),
                                 }
                             }
@@ -1120,7 +1120,7 @@ where
                         let owed = Ms::slot(pinned.as_mut(), i).run_mut().owed;
                         let unrecorded = if J::ENABLED && broke.is_none() && owed {
                             // Durable before the group's values reach the body.
-                            self.journal_member(index, EntryKind::Done).await
+                            self.journal_step(index, EntryKind::Done).await.err().map(StepErrorKind::Journal)
                         } else {
                             None
                         };
@@ -1267,26 +1267,6 @@ where
             Ok(None) => Ok(false),
             Err(panic) => Err(StepErrorKind::Panicked(panic)),
         }
-    }
-
-    /// With a journal: a member's intent (before its first attempt) or its
-    /// `Done` (before the group's values reach the body), from its undo
-    /// record. If the intent cannot be written the
-    /// record is taken back (the attempt does not start); a `Done` that
-    /// cannot be written leaves the record owed in memory.
-    ///
-    /// Takes the member's index, not its slot: a `dyn Slot` is not held
-    /// across an await (it would make the group `!Send`).
-    async fn journal_member<E>(&mut self, index: usize, kind: EntryKind) -> Option<StepErrorKind<E>> {
-        let failure: crate::durable::journal::JournalFailure = self.journal_undo(index, kind).await.err()?.into();
-        let info = &self.ledger.summary.info;
-        tm_error!("{} `{}`: step #{}: {}", info.id, info.operation, index, failure);
-        let now = self.stamp();
-        self.ledger.step_mut(index).not_recorded(&failure, now);
-        if kind == EntryKind::Intent {
-            self.ledger.take_back(index);
-        }
-        Some(StepErrorKind::Journal(failure))
     }
 
     fn member_undo_record(&self, run: &Run, undo: U) -> UndoRecord<U> {

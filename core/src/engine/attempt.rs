@@ -13,10 +13,7 @@ use crate::observe::hooks::hook_call;
 use crate::timing::future::with_timeout;
 use crate::trace::within;
 use crate::util::panic::guarded_call;
-use crate::{
-    durable::{entry::EntryKind, journal::JournalFailure},
-    engine::binding::JournalFor,
-};
+use crate::{durable::entry::EntryKind, engine::binding::JournalFor};
 use crate::{
     engine::{abandon::AbandonPolicy, manager::TransactionManager},
     ledger::{
@@ -179,14 +176,9 @@ where
         StepError { step: record.name.clone(), index, kind: StepErrorKind::Panicked(panic) }
     }
 
-    /// Ends a step for good because the journal could not record it.
-    fn step_not_recorded<E>(&mut self, index: usize, failure: JournalFailure) -> StepError<E> {
-        let now = self.stamp();
-        let info = &self.ledger.summary.info;
-        tm_error!("{} `{}`: step #{}: {}", info.id, info.operation, index, failure);
-        let record = self.ledger.step_mut(index);
-        record.not_recorded(&failure, now);
-        StepError { step: record.name.clone(), index, kind: StepErrorKind::Journal(failure) }
+    /// The error a step fails with: its name and index, and `kind`.
+    fn step_error<E>(&self, index: usize, kind: StepErrorKind<E>) -> StepError<E> {
+        StepError { step: self.ledger.summary.steps[index].name.clone(), index, kind }
     }
 
     /// Keeps the undo record of the completed step `index`: in place of
@@ -297,9 +289,8 @@ where
                                 // The intent is durable before the first
                                 // attempt: if it cannot be written, the step
                                 // does not run.
-                                if let Err(failure) = self.journal_undo(index, EntryKind::Intent).await {
-                                    self.ledger.take_back_latest();
-                                    return Err(self.step_not_recorded(index, failure.into()));
+                                if let Err(failure) = self.journal_step(index, EntryKind::Intent).await {
+                                    return Err(self.step_error(index, StepErrorKind::Journal(failure)));
                                 }
                             }
                         }
@@ -327,21 +318,12 @@ where
             let kind = match result {
                 Ok(output) => {
                     let made = crate::util::text::caught(|| parts.make_undo(Maybe::Completed(&output)));
-                    match made {
+                    let kept = match made {
                         Ok(Some(undo)) => {
                             self.keep_undo(index, undo);
-                            if J::ENABLED {
-                                // Durable before the value reaches the body. If
-                                // it cannot be written, the undo record stays
-                                // owed in memory and the step fails, so the
-                                // body stops and rolls it back.
-                                if let Err(failure) = self.journal_undo(index, EntryKind::Done).await {
-                                    self.step_completed(index, attempt);
-                                    return Err(self.step_not_recorded(index, failure.into()));
-                                }
-                            }
+                            true
                         }
-                        Ok(None) => {}
+                        Ok(None) => false,
                         // The step took effect but its undo record cannot be
                         // made: it fails for good (a retry would repeat the
                         // effect); an uncertain record, if any, stays owed.
@@ -349,8 +331,17 @@ where
                             crate::trace::outcome(&span, "panic");
                             return Err(self.step_broke(index, panic));
                         }
-                    }
+                    };
                     self.step_completed(index, attempt);
+                    if J::ENABLED && kept {
+                        // Durable before the value reaches the body. If it
+                        // cannot be written, the undo record stays owed in
+                        // memory and the step fails, so the body stops and
+                        // rolls it back.
+                        if let Err(failure) = self.journal_step(index, EntryKind::Done).await {
+                            return Err(self.step_error(index, StepErrorKind::Journal(failure)));
+                        }
+                    }
                     crate::trace::outcome(&span, "ok");
                     if !H::ENABLED {
                         return Ok(output);
@@ -419,8 +410,7 @@ where
                     // failed cleanly.
                     self.release_rollback(index).await;
                 }
-                let ledger = &mut self.ledger;
-                return Err(StepError { step: ledger.summary.steps[index].name.clone(), index, kind });
+                return Err(self.step_error(index, kind));
             }
             // The error of an attempt that will be retried is dropped here;
             // its text stays in the step's record.

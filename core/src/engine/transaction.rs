@@ -208,6 +208,27 @@ impl<'t, C: Clock, H, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
         self.manager.journal.write_lazy(self.ledger.summary.info.id, Some(step_index(index)), EntryKind::Released)
     }
 
+    /// With a journal, step `index`'s durable entry, from its undo record:
+    /// its `Intent` (before its first attempt) or its `Done` (before its
+    /// output reaches the body). The one place for both, for steps and
+    /// group members alike. If the intent cannot be written, the record is
+    /// taken back and the attempt does not start; a `Done` that cannot be
+    /// written leaves the record owed in memory (so the body stops and
+    /// rolls it back). Either way the step is not recorded: its record says
+    /// why, and the failure is returned to fail it with.
+    pub(crate) async fn journal_step(&mut self, index: usize, kind: EntryKind) -> Result<(), JournalFailure> {
+        let Err(failure) = self.journal_undo(index, kind).await else { return Ok(()) };
+        let failure: JournalFailure = failure.into();
+        let info = &self.ledger.summary.info;
+        tm_error!("{} `{}`: step #{}: {}", info.id, info.operation, index, failure);
+        if kind == EntryKind::Intent {
+            self.ledger.take_back(index);
+        }
+        let now = self.stamp();
+        self.ledger.step_mut(index).not_recorded(&failure, now);
+        Err(failure)
+    }
+
     /// Writes step `index`'s undo record (the latest it has in the ledger)
     /// to the journal as `kind`.
     ///
