@@ -5,7 +5,7 @@
 
 use core::fmt;
 
-use crate::engine::rollback::ViaRollback;
+use crate::engine::rollback::{Services, ViaRollback};
 use crate::{
     engine::{abandon::AbandonPolicy, manager::TransactionManager, transaction::Transaction},
     ledger::{
@@ -115,9 +115,7 @@ where
                 floor,
                 &mut *self.ctx,
                 self.fork,
-                &manager.clock,
-                &manager.hooks,
-                &manager.journal,
+                Services { clock: &manager.clock, hooks: &manager.hooks, journal: &manager.journal },
             )
             .await;
         let skipped =

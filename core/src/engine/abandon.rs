@@ -4,7 +4,8 @@
 use core::fmt;
 use core::future::Future;
 
-use crate::engine::rollback::{Fork, UndoCall, ViaRollback};
+use crate::engine::binding::NoJournal;
+use crate::engine::rollback::{Fork, Services, UndoCall, ViaRollback};
 use crate::ledger::abandoned::Abandoned;
 use crate::ledger::rollback::DetachedRollback;
 use crate::{
@@ -35,7 +36,7 @@ impl<U, S: Storage> Abandoned<U, S> {
     {
         let failures = self
             .ledger
-            .roll_back::<ViaRollback, _, _, _, _>(ctx, Fork::NONE, clock, hooks, &crate::engine::binding::NoJournal)
+            .roll_back::<ViaRollback, _, _, _, _>(ctx, Fork::NONE, Services { clock, hooks, journal: &NoJournal })
             .await;
         let summary = &mut self.ledger.summary;
         summary.completed_at = clock.now();
@@ -65,9 +66,7 @@ impl<U, S: Storage> Abandoned<U, S> {
             self.ledger.roll_back::<ViaDetached, (), C, (), _>(
                 &mut (),
                 Fork::NONE,
-                clock,
-                &(),
-                &crate::engine::binding::NoJournal,
+                Services { clock, hooks: &(), journal: &NoJournal },
             ),
         )
         .await;

@@ -6,7 +6,7 @@ use crate::engine::report::{OwedStep, RecoveredTransaction, Recovery, RecoveryEr
 use core::fmt::Write as _;
 use core::time::Duration;
 
-use crate::engine::rollback::{Fork, ViaRollback};
+use crate::engine::rollback::{Fork, Services, ViaRollback};
 use crate::ledger::book::Ledger;
 use crate::util::panic::guarded_call;
 use crate::util::text::Truncating;
@@ -338,8 +338,11 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
         // One transaction's recovery is bounded: what its rollbacks have not
         // done by then stays owed, and recovery goes on with the next.
         let bound = self.journal.recovery_bound;
-        let rolling_back =
-            ledger.roll_back::<ViaRollback, _, _, _, _>(&mut *ctx, Fork::NONE, &self.clock, &self.hooks, &self.journal);
+        let rolling_back = ledger.roll_back::<ViaRollback, _, _, _, _>(
+            &mut *ctx,
+            Fork::NONE,
+            Services { clock: &self.clock, hooks: &self.hooks, journal: &self.journal },
+        );
         let failures =
             crate::timing::future::with_timeout(&self.clock, bound, rolling_back).await.map(|failures| failures.len());
         if failures.is_none() {

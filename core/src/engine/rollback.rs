@@ -105,9 +105,7 @@ impl<U, S: Storage> Ledger<U, S> {
         &'a mut self,
         ctx: &'a mut Ctx,
         fork: Fork<Ctx>,
-        clock: &'a C,
-        hooks: &'a H,
-        journal: &'a J,
+        services: Services<'a, C, H, J>,
     ) -> impl Future<Output = S::List<RollbackFailure<K::Error>>> + 'a
     where
         K: UndoCall<U, Ctx> + 'a,
@@ -116,7 +114,7 @@ impl<U, S: Storage> Ledger<U, S> {
         H: Hooks,
         J: JournalFor<U>,
     {
-        self.roll_back_to::<K, Ctx, C, H, J>(0, ctx, fork, clock, hooks, journal)
+        self.roll_back_to::<K, Ctx, C, H, J>(0, ctx, fork, services)
     }
 
     /// Rolls back the undo records above `floor` (a scope's savepoint: the
@@ -127,9 +125,7 @@ impl<U, S: Storage> Ledger<U, S> {
         floor: usize,
         ctx: &mut Ctx,
         fork: Fork<Ctx>,
-        clock: &C,
-        hooks: &H,
-        journal: &J,
+        services: Services<'_, C, H, J>,
     ) -> S::List<RollbackFailure<K::Error>>
     where
         K: UndoCall<U, Ctx>,
@@ -139,7 +135,7 @@ impl<U, S: Storage> Ledger<U, S> {
         J: JournalFor<U>,
     {
         let mut failures = S::List::default();
-        self.roll_back_into::<K, Ctx, C, H, J>(floor, ctx, fork, clock, hooks, journal, &mut failures).await;
+        self.roll_back_into::<K, Ctx, C, H, J>(floor, ctx, fork, services, &mut failures).await;
         failures
     }
 
@@ -147,15 +143,12 @@ impl<U, S: Storage> Ledger<U, S> {
     /// list the caller keeps: the list is not moved out of this future's
     /// state when it ends (on a Cortex-M3 that move of five failures was a
     /// `memmove` of 288 bytes, and linked `memmove` itself).
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn roll_back_into<K, Ctx, C, H, J>(
         &mut self,
         floor: usize,
         ctx: &mut Ctx,
         fork: Fork<Ctx>,
-        clock: &C,
-        hooks: &H,
-        journal: &J,
+        services: Services<'_, C, H, J>,
         failures: &mut S::List<RollbackFailure<K::Error>>,
     ) where
         K: UndoCall<U, Ctx>,
@@ -164,6 +157,9 @@ impl<U, S: Storage> Ledger<U, S> {
         H: Hooks,
         J: JournalFor<U>,
     {
+        // `services` is used through its fields, not destructured: copies
+        // of its three references would be kept in this future beside it
+        // (24 bytes in every transaction future).
         if self.owed() <= floor {
             return;
         }
@@ -179,8 +175,11 @@ impl<U, S: Storage> Ledger<U, S> {
             self.summary.info.operation,
             self.owed() - floor
         );
-        let hook =
-            if H::ENABLED { hook_call(hooks, || hooks.on_rollback_start(&self.summary.info)).await } else { Ok(()) };
+        let hook = if H::ENABLED {
+            hook_call(services.hooks, || services.hooks.on_rollback_start(&self.summary.info)).await
+        } else {
+            Ok(())
+        };
         if let Err(panic) = hook {
             tm_error!(
                 "{} `{}`: on_rollback_start hook panicked: {}",
@@ -199,7 +198,7 @@ impl<U, S: Storage> Ledger<U, S> {
             if let Some(fork) = fork.lend {
                 let batch = self.batch_len(floor);
                 if batch > 1 {
-                    let stop = self.roll_back_batch::<K, Ctx, C, H, J>(batch, fork, clock, hooks, journal, failures);
+                    let stop = self.roll_back_batch::<K, Ctx, C, H, J>(batch, fork, services, failures);
                     if stop.await {
                         self.skip_down_to(floor);
                     }
@@ -214,9 +213,9 @@ impl<U, S: Storage> Ledger<U, S> {
                 self.paid();
                 continue;
             }
-            let env = RollbackEnv { info, clock, hooks, step_times };
+            let env = RollbackEnv { info, clock: services.clock, hooks: services.hooks, step_times };
             let failed = roll_back_one::<K, U, Ctx, C, H>(record, undo, &mut *ctx, env, rng).await;
-            Self::journal_rollback_end(&self.summary, index, failed.is_none(), journal).await;
+            Self::journal_rollback_end(&self.summary, index, failed.is_none(), services.journal).await;
             // The rollback is over: the record leaves the ledger before the
             // step's last hook, so a drop during that hook does not repeat it
             // (and, with `Stop`, does not roll back the steps it skips).
@@ -224,7 +223,7 @@ impl<U, S: Storage> Ledger<U, S> {
             if failed.is_some() && self.on_rollback_failure == RollbackFailurePolicy::Stop {
                 self.skip_down_to(floor);
             }
-            Self::rollback_ended_hook(&self.summary, index, failed.is_none(), hooks).await;
+            Self::rollback_ended_hook(&self.summary, index, failed.is_none(), services.hooks).await;
             // Cannot fail: there are no more failures than undo records,
             // and both lists have the same capacity.
             crate::util::storage::push_some(failures, failed);
@@ -279,9 +278,7 @@ impl<U, S: Storage> Ledger<U, S> {
         &mut self,
         batch: usize,
         fork: for<'c> fn(&'c mut ()) -> &'c mut Ctx,
-        clock: &C,
-        hooks: &H,
-        journal: &J,
+        services: Services<'_, C, H, J>,
         failures: &mut S::List<RollbackFailure<K::Error>>,
     ) -> bool
     where
@@ -293,6 +290,8 @@ impl<U, S: Storage> Ledger<U, S> {
     {
         use alloc::boxed::Box;
         use alloc::vec::Vec;
+
+        let Services { clock, hooks, journal } = services;
 
         let first = self.owed() - batch;
         let step_times = self.step_times;
@@ -381,6 +380,23 @@ async fn journal_rollback_end<U, J: JournalFor<U>>(id: TransactionId, record: &S
 }
 
 /// What every rollback of a transaction shares.
+/// What the rollback loop runs with: the clock for its timeouts and
+/// backoffs, the hooks it reports to, and the journal its `Undone` and
+/// `UndoFailed` entries go to. One value, passed down whole.
+pub(crate) struct Services<'a, C, H, J> {
+    pub(crate) clock: &'a C,
+    pub(crate) hooks: &'a H,
+    pub(crate) journal: &'a J,
+}
+
+impl<C, H, J> Clone for Services<'_, C, H, J> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<C, H, J> Copy for Services<'_, C, H, J> {}
+
 pub(crate) struct RollbackEnv<'a, C, H> {
     pub(crate) info: &'a TransactionInfo,
     pub(crate) clock: &'a C,

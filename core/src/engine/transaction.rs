@@ -9,7 +9,7 @@ use core::future::Future;
 use core::sync::atomic::AtomicBool;
 use core::time::Duration;
 
-use crate::engine::rollback::{Fork, ViaRollback};
+use crate::engine::rollback::{Fork, Services, ViaRollback};
 use crate::ledger::book::Ledger;
 use crate::observe::hooks::{complete, hook_call};
 use crate::{
@@ -448,9 +448,7 @@ where
                 0,
                 &mut *self.ctx,
                 self.fork,
-                &manager.clock,
-                &manager.hooks,
-                &manager.journal,
+                Services { clock: &manager.clock, hooks: &manager.hooks, journal: &manager.journal },
                 &mut *rollback_failures,
             )
             .await;
