@@ -10,7 +10,6 @@ use crate::{
     engine::{abandon::AbandonPolicy, manager::TransactionManager, transaction::Transaction},
     ledger::{
         error::{RollbackFailure, RollbackState, StepError},
-        record::StepStatus,
         rollback::Rollback,
     },
     observe::hooks::Hooks,
@@ -118,10 +117,7 @@ where
                 Services { clock: &manager.clock, hooks: &manager.hooks, journal: &manager.journal },
             )
             .await;
-        let skipped =
-            self.ledger.summary.steps[first_step..].iter().any(|step| step.status() == StepStatus::RollbackSkipped);
-        let rollback_state =
-            if rollback_failures.is_empty() && !skipped { RollbackState::Clean } else { RollbackState::Partial };
+        let rollback_state = self.ledger.scope_rollback_ended(first_step, rollback_failures.len());
         let info = &self.ledger.summary.info;
         match rollback_state {
             RollbackState::Clean => tm_info!("{} `{}`: scope `{}` rolled back cleanly", info.id, info.operation, name),

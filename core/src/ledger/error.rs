@@ -466,11 +466,19 @@ impl RollbackState {
     /// (`failures` of this rollback, or a step left `RollbackFailed` by an
     /// earlier one, such as a scope's) and none was skipped.
     pub(crate) fn of<S: Storage>(failures: usize, summary: &Summary<S>) -> Self {
-        if failures == 0 && summary.rollback_errors() == 0 && summary.rollback_skipped_steps() == 0 {
-            RollbackState::Clean
-        } else {
-            RollbackState::Partial
-        }
+        Self::of_steps(failures, &summary.steps)
+    }
+
+    /// [`of`](Self::of) over some steps only: a scope's, for its own
+    /// rollback.
+    pub(crate) fn of_steps(failures: usize, steps: &[crate::ledger::record::StepRecord]) -> Self {
+        let left = |s: &crate::ledger::record::StepRecord| {
+            matches!(
+                s.status(),
+                crate::ledger::record::StepStatus::RollbackFailed | crate::ledger::record::StepStatus::RollbackSkipped
+            )
+        };
+        if failures == 0 && !steps.iter().any(left) { RollbackState::Clean } else { RollbackState::Partial }
     }
 
     /// Whether nothing was left behind.

@@ -263,4 +263,12 @@ impl<U, S: Storage> Ledger<U, S> {
         let clean = failures.is_some_and(|failures| RollbackState::of(failures, &self.summary).is_clean());
         clean.then(|| Entry::new(self.summary.info.id, None, EntryKind::RolledBack).with_byte(1))
     }
+
+    /// A scope's rollback, of the steps from `first` on, ended with
+    /// `failures` rollbacks failed for good: clean or partial by the same
+    /// rule as the transaction's, over the scope's own steps. A scope ends
+    /// nothing in the journal: the transaction goes on.
+    pub(crate) fn scope_rollback_ended(&self, first: usize, failures: usize) -> RollbackState {
+        RollbackState::of_steps(failures, &self.summary.steps[first..])
+    }
 }
