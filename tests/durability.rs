@@ -514,6 +514,42 @@ fn stop_after_a_scope_rollback_failed_stops_the_whole_transaction() {
     assert_eq!(error.summary().steps()[0].status(), StepStatus::RollbackSkipped);
 }
 
+/// Under `Stop`, once a scope's rollback failed for good, a later scope's
+/// rollback is skipped as a whole: nothing of it failed, but its steps were
+/// left as they are, so it reports itself partial, as the transaction would.
+#[test]
+fn a_scope_whose_rollback_stop_skipped_reports_itself_partial() {
+    let clock = ManualClock::new();
+    let manager = TransactionManager::new(&clock).with_rollback_failure_policy(RollbackFailurePolicy::Stop);
+    let mut world = World::default();
+    world.failing.insert("first".into(), 1);
+    let states = clock.block_on(manager.transaction("stop").fixed::<Undo, 4>().run_with(&mut world, async |tx| {
+        let mut states = Vec::new();
+        for name in ["first", "second"] {
+            let scoped = tx
+                .scope(name, async |tx| {
+                    tx.step(name)
+                        .execute_with(async |w: &mut World| {
+                            w.live.push(name.into());
+                            Ok::<_, String>(name.to_string())
+                        })
+                        .undo(|n| Undo::Delete(n.clone()))
+                        .await?;
+                    tx.step("refused").run(|| async { Err::<(), _>("no".to_string()) }).await?;
+                    Ok::<_, StepError<String>>(())
+                })
+                .await;
+            let error = scoped.expect_err("the scope fails");
+            states.push((error.rollback_failures().len(), error.rollback_state()));
+        }
+        Ok::<_, StepError<String>>(states)
+    }));
+    let states = states.expect("the body goes on after both scopes").into_value();
+    // The first scope's rollback failed; the second's was skipped by `Stop`.
+    assert_eq!(states, [(1, RollbackState::Partial), (0, RollbackState::Partial)]);
+    assert_eq!(world.live, ["first", "second"]);
+}
+
 #[test]
 fn a_damaged_undo_record_makes_its_transaction_stuck_never_trusted() {
     // A crash right after `a`'s `Done`: one rollback owed.
