@@ -38,8 +38,8 @@ impl<U, S: Storage> Abandoned<U, S> {
             .ledger
             .roll_back::<ViaRollback, _, _, _, _>(ctx, Fork::NONE, Services { clock, hooks, journal: &NoJournal })
             .await;
-        let summary = &mut self.ledger.summary;
-        summary.completed_at = clock.now();
+        self.ledger.ended(clock.now());
+        let summary = &self.ledger.summary;
         if H::ENABLED {
             if let Err(panic) =
                 crate::util::panic::guarded(hooks.on_transaction_complete(&summary.info, false, summary)).await
@@ -70,7 +70,7 @@ impl<U, S: Storage> Abandoned<U, S> {
             ),
         )
         .await;
-        self.ledger.summary.completed_at = clock.now();
+        self.ledger.ended(clock.now());
         RollbackReport { failures, summary: self.ledger.take_summary() }
     }
 }

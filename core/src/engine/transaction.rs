@@ -403,8 +403,8 @@ where
             manager.journal.ended(self.ledger.summary.info.id);
         }
         let now = self.now();
-        let summary = &mut self.ledger.summary;
-        summary.completed_at = now;
+        self.ledger.ended(now);
+        let summary = &self.ledger.summary;
         tm_info!("{} `{}`: committed after {} step(s)", summary.info.id, summary.info.operation, summary.total_steps());
         complete(&manager.hooks, &self.ledger.summary, true).await;
         Ok(())
@@ -424,7 +424,7 @@ where
         manager.journal.ended(id);
         manager.journal.dropped(id);
         let now = self.now();
-        self.ledger.summary.completed_at = now;
+        self.ledger.ended(now);
         complete(&manager.hooks, &self.ledger.summary, false).await;
     }
 

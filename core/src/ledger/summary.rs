@@ -37,7 +37,7 @@ use crate::{
 pub struct Summary<S: Storage> {
     pub(crate) info: TransactionInfo,
     pub(crate) started_at: Duration,
-    pub(crate) completed_at: Duration,
+    pub(in crate::ledger) completed_at: Duration,
     pub(crate) steps: S::List<StepRecord>,
 }
 

@@ -259,9 +259,15 @@ impl<U, S: Storage> Ledger<U, S> {
     /// `owed`, for every later recovery to try again. Abort and recovery
     /// both end here.
     pub(crate) fn rollback_ended(&mut self, failures: Option<usize>, now: Duration) -> Option<Entry<'static>> {
-        self.summary.completed_at = now;
+        self.ended(now);
         let clean = failures.is_some_and(|failures| RollbackState::of(failures, &self.summary).is_clean());
         clean.then(|| Entry::new(self.summary.info.id, None, EntryKind::RolledBack).with_byte(1))
+    }
+
+    /// The transaction ended at `now` (committed, rolled back, left to
+    /// recovery, or abandoned and rolled back): its summary is complete.
+    pub(crate) fn ended(&mut self, now: Duration) {
+        self.summary.completed_at = now;
     }
 
     /// A scope's rollback, of the steps from `first` on, ended with
