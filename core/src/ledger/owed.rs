@@ -132,14 +132,13 @@ impl<U, S: Storage> Ledger<U, S> {
         retry: RetryPolicy,
         timeout: Option<core::time::Duration>,
     ) -> bool {
-        let timeout = crate::timing::future::Timeout::new(timeout);
         if let Some(owed) = self.undo.iter_mut().find(|u| u.step == step) {
             owed.undo = undo;
             owed.retry = retry;
-            owed.timeout = timeout;
+            owed.timeout = crate::timing::future::Timeout::new(timeout);
             return true;
         }
-        self.undo.push(UndoRecord { step, undo, retry, timeout }).is_ok()
+        self.replay_owed_new(step, undo, retry, timeout)
     }
 
     /// Replayed from the journal: step `step`, new to this read, owes
