@@ -1,0 +1,561 @@
+//! The group engine: reserve, start, poll, bookkeeping, until every member is done.
+
+use super::*;
+
+/// The group engine runs on a handle without the context
+/// ([`Transaction::split`]): the members may hold parts of the context
+/// while it runs, and one copy of the engine serves groups with and
+/// without them.
+impl<'t, C, H, A, J, U, S: Storage> Transaction<'t, TransactionManager<C, H, A, J>, NoContext, U, S>
+where
+    C: Clock,
+    H: Hooks,
+    J: crate::engine::binding::JournalFor<U>,
+{
+    /// The group engine: reserve, start, poll, bookkeeping, until every
+    /// member is done. Generic over the members only where it must be
+    /// (pinning and outputs); the bookkeeping helpers below take a
+    /// `dyn Slot` and are compiled once per transaction type.
+    ///
+    /// Takes a function that makes the members: members built inside this
+    /// future are kept once (an `async fn` keeps its arguments for good,
+    /// next to the pinned copy it polls).
+    ///
+    /// Not an `async fn`: one moves its arguments into locals, and the
+    /// handle (136 bytes on 32-bit targets) would be kept twice for good.
+    /// An `async move` block uses what it captures where it is.
+    #[allow(clippy::manual_async_fn)]
+    pub(super) fn run_group<Ms, E>(
+        mut self,
+        on_failure: OnMemberFailure,
+        concurrent_rollbacks: bool,
+        make: impl FnOnce() -> Ms,
+    ) -> impl Future<Output = Result<Ms::Output, GroupError<E, S>>>
+    where
+        Ms: Members<U, E>,
+        E: fmt::Display,
+    {
+        async move {
+            if self.past_deadline() {
+                // No step starts at or after the deadline: wait for the
+                // interrupt, which is due and stops the body.
+                core::future::pending::<()>().await;
+            }
+            self.settle_dropped_step();
+            // No `members` local: a value moved out of keeps its place in the
+            // future until its scope ends (576 bytes for the firmware's two).
+            let mut pinned = pin!(make().into_pinned());
+            let n = Ms::count_pinned(pinned.as_mut());
+            // Reserve: every member fits, or none runs.
+            let base = self.ledger.summary.steps.len();
+            let capacity = S::CAPACITY.unwrap_or(usize::MAX);
+            let step_room = capacity.saturating_sub(base);
+            let mut undo_room = capacity.saturating_sub(self.ledger.owed());
+            for i in 0..n {
+                let slot = Ms::slot(pinned.as_mut(), i);
+                let refused = if slot.settings().name.as_str().is_empty() {
+                    Some(StepErrorKind::EmptyName)
+                } else if i >= step_room || (slot.has_undo() && undo_room == 0) {
+                    Some(StepErrorKind::CapacityExceeded { capacity })
+                } else {
+                    None
+                };
+                if let Some(kind) = refused {
+                    let info = &self.ledger.summary.info;
+                    tm_error!(
+                        "{} `{}`: group of {} step(s) refused at member `{}`: {}",
+                        info.id,
+                        info.operation,
+                        n,
+                        slot.settings().name,
+                        kind.as_str()
+                    );
+                    let first = StepError { step: slot.settings().name.clone(), index: base + i, kind };
+                    return Err(GroupError { first, others: S::List::default() });
+                }
+                if slot.has_undo() {
+                    undo_room -= 1;
+                }
+            }
+            for i in 0..n {
+                self.enroll(Ms::slot(pinned.as_mut(), i));
+            }
+            #[cfg(feature = "alloc")]
+            if concurrent_rollbacks {
+                // One number per group: its first step's index, from 1.
+                let group = u32::try_from(base + 1).unwrap_or(u32::MAX);
+                self.ledger.roll_back_together(base, group);
+            }
+            #[cfg(not(feature = "alloc"))]
+            let _ = concurrent_rollbacks;
+            let info = &self.ledger.summary.info;
+            tm_info!("{} `{}`: group of {} step(s) started", info.id, info.operation, n);
+
+            let manager = self.manager;
+            let hooks = &manager.hooks;
+            let mut timer = pin!(None::<C::Sleep>);
+            let mut timer_at: Option<Duration> = None;
+            let mut first: Option<usize> = None;
+            loop {
+                // Start the members that are due: hook, then attempt.
+                for i in 0..n {
+                    if !Ms::slot(pinned.as_mut(), i).run_mut().is_due() || self.past_deadline() {
+                        continue;
+                    }
+                    let (index, attempt) = self.next_attempt(Ms::slot(pinned.as_mut(), i));
+                    let hook = if H::ENABLED {
+                        let ledger = &self.ledger;
+                        let event = StepEvent {
+                            transaction: &ledger.summary.info,
+                            step: &ledger.summary.steps[index],
+                            attempt,
+                        };
+                        hook_call(hooks, || hooks.on_step_execute(&event)).await
+                    } else {
+                        Ok(())
+                    };
+                    let failed = match hook {
+                        // A broken hook fails the attempt before it starts.
+                        Err(panic) => Some((StepErrorKind::Panicked(panic), false)),
+                        Ok(()) => match self.owe_uncertain(Ms::slot(pinned.as_mut(), i)) {
+                            Err(kind) => Some((kind, true)),
+                            Ok(owed) => {
+                                // The intent is durable before the first attempt;
+                                // if it cannot be written, the member does not run.
+                                let refused = if J::ENABLED && owed && attempt == 1 {
+                                    let refused = self.journal_step(index, EntryKind::Intent).await.err();
+                                    if refused.is_some() {
+                                        // Its record was taken back: nothing owed.
+                                        Ms::slot(pinned.as_mut(), i).run_mut().owed = false;
+                                    }
+                                    refused
+                                } else {
+                                    None
+                                };
+                                match refused {
+                                    Some(failure) => Some((StepErrorKind::Journal(failure), false)),
+                                    None => self.start_attempt(Ms::slot(pinned.as_mut(), i)).map(|kind| (kind, true)),
+                                }
+                            }
+                        },
+                    };
+                    if let Some((kind, ran)) = failed {
+                        self.member_failed::<Ms, E>(pinned.as_mut(), i, kind, ran, on_failure, &mut first).await;
+                    }
+                }
+                if (0..n).all(|i| Ms::slot(pinned.as_mut(), i).run_mut().is_done()) {
+                    break;
+                }
+                let event = poll_fn(|cx| {
+                    poll_members::<Ms, U, E, C>(&manager.clock, pinned.as_mut(), n, &mut timer, &mut timer_at, cx)
+                })
+                .await;
+                match event {
+                    Event::Ended(i, Ok(())) => {
+                        let broke = self.member_completed(Ms::slot(pinned.as_mut(), i));
+                        let (index, attempt) = {
+                            let run = Ms::slot(pinned.as_mut(), i).run_mut();
+                            run.phase = Phase::Done;
+                            (run.index, run.attempt)
+                        };
+                        let owed = Ms::slot(pinned.as_mut(), i).run_mut().owed;
+                        let unrecorded = if J::ENABLED && broke.is_none() && owed {
+                            // Durable before the group's values reach the body.
+                            self.journal_step(index, EntryKind::Done).await.err().map(StepErrorKind::Journal)
+                        } else {
+                            None
+                        };
+                        let result = match broke.or(unrecorded) {
+                            Some(kind) => Err(kind),
+                            None => self.success_hook(index, attempt).await,
+                        };
+                        if let Err(kind) = result {
+                            // Its undo record, if made, stays owed.
+                            self.member_done(Ms::slot(pinned.as_mut(), i), Some(kind), &mut first, i);
+                            if Ms::slot(pinned.as_mut(), i).run_mut().released() {
+                                self.release_rollback(index).await;
+                            }
+                            if on_failure == OnMemberFailure::Cancel {
+                                self.cancel_members::<Ms, E>(pinned.as_mut(), n).await;
+                            }
+                        }
+                    }
+                    Event::Ended(i, Err(kind)) => {
+                        self.member_failed::<Ms, E>(pinned.as_mut(), i, kind, true, on_failure, &mut first).await;
+                    }
+                    Event::TimedOut(i) => {
+                        let timeout = {
+                            let mut slot = Ms::slot(pinned.as_mut(), i);
+                            slot.as_mut().stop();
+                            slot.settings().timeout().unwrap_or_default()
+                        };
+                        let kind = StepErrorKind::TimedOut { timeout };
+                        self.member_failed::<Ms, E>(pinned.as_mut(), i, kind, true, on_failure, &mut first).await;
+                    }
+                    Event::Due(i) => Ms::slot(pinned.as_mut(), i).run_mut().phase = Phase::Due,
+                }
+            }
+            match first {
+                None => match Ms::outputs(pinned.as_mut()) {
+                    Some(outputs) => Ok(outputs),
+                    // Every member completed, so every output is there.
+                    None => Err(GroupError {
+                        first: StepError { step: Name::from("(group)"), index: base, kind: StepErrorKind::Cancelled },
+                        others: S::List::default(),
+                    }),
+                },
+                Some(first) => {
+                    let mut others = S::List::default();
+                    let mut first_error = None;
+                    for i in 0..n {
+                        let mut slot = Ms::slot(pinned.as_mut(), i);
+                        let Some(kind) = slot.as_mut().take_error() else { continue };
+                        let error = StepError {
+                            step: slot.settings().name.clone(),
+                            index: slot.as_mut().run_mut().index,
+                            kind,
+                        };
+                        if i == first {
+                            first_error = Some(error);
+                        } else {
+                            // Cannot fail: room for every member was reserved.
+                            let _ = others.push(error);
+                        }
+                    }
+                    let first = first_error.unwrap_or(StepError {
+                        step: Name::from("(group)"),
+                        index: base + first,
+                        kind: StepErrorKind::Cancelled,
+                    });
+                    Err(GroupError { first, others })
+                }
+            }
+        }
+    }
+
+    /// Gives a member its step record (in progress from now on) and its
+    /// policies.
+    fn enroll<E>(&mut self, mut slot: Pin<&mut dyn driver::Slot<U, E>>) {
+        let now = self.stamp();
+        let manager = self.manager;
+        let has_undo = slot.has_undo();
+        let run = slot.as_mut().run_mut();
+        let settings = &mut run.settings;
+        let timeout = settings.timeout.unwrap_or(manager.timeout);
+        let mut retry = settings.retry.unwrap_or(manager.retry);
+        if let Some(retries) = settings.max_retries {
+            retry = retry.with_max_retries(retries);
+        }
+        settings.timeout = Some(timeout);
+        settings.retry = Some(retry);
+        settings.rollback_retry = Some(settings.rollback_retry.unwrap_or(retry));
+        settings.rollback_timeout = Some(settings.rollback_timeout.unwrap_or(timeout));
+        // Room was reserved.
+        run.index = self.ledger.step_begins(settings.name.clone(), timeout, has_undo, self.scope, now);
+    }
+
+    /// Counts a member's next attempt.
+    fn next_attempt<E>(&mut self, mut slot: Pin<&mut dyn driver::Slot<U, E>>) -> (usize, u32) {
+        let run = slot.as_mut().run_mut();
+        run.attempt = run.attempt.saturating_add(1);
+        let record = self.ledger.step_mut(run.index);
+        record.attempt_begins(run.attempt);
+        run.span = Some(tm_span!("step", name = record.name, index = run.index, attempt = run.attempt));
+        (run.index, run.attempt)
+    }
+
+    /// Starts a member's attempt: its uncertain undo record goes into the
+    /// ledger while it is in flight. A panic in the execute closure fails
+    /// the attempt.
+    fn start_attempt<E>(&mut self, mut slot: Pin<&mut dyn driver::Slot<U, E>>) -> Option<StepErrorKind<E>> {
+        let now = crate::timing::clock::now(&self.manager.clock);
+        let timeout = slot.settings().timeout();
+        let span = slot.as_mut().run_mut().span.take();
+        let (origin, id) = (self.ledger.origin, self.ledger.summary.info.id);
+        let started = within_span(&span, || caught(|| slot.as_mut().start(origin, id)));
+        let run = slot.as_mut().run_mut();
+        run.span = span;
+        match started {
+            Ok(()) => {
+                run.phase = Phase::Running { until: timeout.map(|t| now.saturating_add(t)) };
+                None
+            }
+            Err(panic) => Some(StepErrorKind::Panicked(panic)),
+        }
+    }
+
+    /// Puts a member's uncertain undo record into the ledger before its
+    /// attempt starts (it stays there while the attempt is in flight).
+    /// Returns whether one was put there; a panic in the undo maker fails
+    /// the attempt.
+    fn owe_uncertain<E>(&mut self, mut slot: Pin<&mut dyn driver::Slot<U, E>>) -> Result<bool, StepErrorKind<E>> {
+        let (uncertain, owed) = {
+            let run = slot.as_mut().run_mut();
+            (run.uncertain, run.owed)
+        };
+        if uncertain || owed {
+            return Ok(false);
+        }
+        let (origin, id) = (self.ledger.origin, self.ledger.summary.info.id);
+        match caught(|| slot.as_mut().make_undo(false, origin, id)) {
+            Ok(Some(undo)) => {
+                let undo = self.member_undo_record(slot.as_mut().run_mut(), undo);
+                // Room was reserved.
+                self.ledger.owe(undo);
+                slot.as_mut().run_mut().owed = true;
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(panic) => Err(StepErrorKind::Panicked(panic)),
+        }
+    }
+
+    fn member_undo_record(&self, run: &Run, undo: U) -> UndoRecord<U> {
+        let (retry, timeout) = run.settings.rollback_policy();
+        UndoRecord { step: run.index, undo, retry, timeout }
+    }
+
+    /// Bookkeeping of a member's attempt that succeeded: its undo record
+    /// joins the ledger now (completion order). Returns why it broke if
+    /// its undo record could not be made.
+    fn member_completed<E>(&mut self, mut slot: Pin<&mut dyn driver::Slot<U, E>>) -> Option<StepErrorKind<E>> {
+        let (origin, id) = (self.ledger.origin, self.ledger.summary.info.id);
+        match caught(|| slot.as_mut().make_undo(true, origin, id)) {
+            Ok(Some(undo)) => {
+                let run = slot.as_mut().run_mut();
+                // Its uncertain record, if owed, moves to where the member
+                // completed. Room was reserved.
+                let settings = &run.settings;
+                self.ledger.keep_completed(run.index, undo, run.owed, || settings.rollback_policy());
+                run.owed = true;
+            }
+            Ok(None) => {}
+            Err(panic) => {
+                let run = slot.as_mut().run_mut();
+                let now = self.stamp();
+                self.ledger.step_mut(run.index).broke(&Panicked(&panic), now);
+                end_span(run, "panic");
+                return Some(StepErrorKind::Panicked(panic));
+            }
+        }
+        let run = slot.as_mut().run_mut();
+        end_span(run, "ok");
+        let (index, attempt) = (run.index, run.attempt);
+        self.step_completed(index, attempt);
+        None
+    }
+
+    /// `on_step_success` of a member that completed; a panic in it fails
+    /// the member (its undo record stays owed).
+    async fn success_hook<E>(&mut self, index: usize, attempt: u32) -> Result<(), StepErrorKind<E>> {
+        if !H::ENABLED {
+            return Ok(());
+        }
+        let hooks = &self.manager.hooks;
+        let ledger = &self.ledger;
+        let event = StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
+        match hook_call(hooks, || hooks.on_step_success(&event)).await {
+            Ok(()) => Ok(()),
+            Err(panic) => {
+                tm_error!("on_step_success hook panicked: {}", panic);
+                self.ledger.step_mut(index).errored_after_completion(&Panicked(&panic));
+                Err(StepErrorKind::Panicked(panic))
+            }
+        }
+    }
+
+    /// A member's attempt failed: record it, call `on_step_failure`, then
+    /// retry after its backoff, or end the member (and, with
+    /// `cancel_on_failure`, the others).
+    #[allow(clippy::too_many_arguments)]
+    async fn member_failed<Ms, E>(
+        &mut self,
+        mut pinned: Pin<&mut Ms::Pinned>,
+        i: usize,
+        kind: StepErrorKind<E>,
+        ran: bool,
+        on_failure: OnMemberFailure,
+        first: &mut Option<usize>,
+    ) where
+        Ms: Members<U, E>,
+        E: fmt::Display,
+    {
+        let (index, attempt, mut last) = self.attempt_failed(Ms::slot(pinned.as_mut(), i), &kind, ran);
+        if H::ENABLED {
+            let hooks = &self.manager.hooks;
+            let ledger = &self.ledger;
+            let event = StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
+            if let Err(panic) = hook_call(hooks, || hooks.on_step_failure(&event)).await {
+                tm_error!("on_step_failure hook panicked: {}", panic);
+                let now = self.stamp();
+                self.ledger.step_mut(index).failure_hook_broke(now);
+                last = true;
+            }
+        }
+        if last {
+            close_span(Ms::slot(pinned.as_mut(), i).run_mut());
+            self.member_done(Ms::slot(pinned.as_mut(), i), Some(kind), first, i);
+            if Ms::slot(pinned.as_mut(), i).run_mut().released() {
+                self.release_rollback(index).await;
+            }
+            if on_failure == OnMemberFailure::Cancel {
+                let n = Ms::count_pinned(pinned.as_mut());
+                self.cancel_members::<Ms, E>(pinned.as_mut(), n).await;
+            }
+        } else {
+            drop(kind);
+            let now = crate::timing::clock::now(&self.manager.clock);
+            let mut slot = Ms::slot(pinned.as_mut(), i);
+            let run = slot.as_mut().run_mut();
+            let delay = run.settings.retry().jittered_delay(attempt - 1, &mut self.ledger.rng);
+            if let Some(span) = &run.span {
+                tm_event!(info, span, "retrying", delay = crate::trace::AsDebug(delay));
+            }
+            close_span(run);
+            tm_debug!("step `{}` retrying in {:?}", self.ledger.summary.steps[index].name, delay);
+            run.phase = if delay.is_zero() { Phase::Due } else { Phase::Backoff { until: now.saturating_add(delay) } };
+        }
+    }
+
+    /// Bookkeeping of a failed attempt; returns the member's index, the
+    /// attempt, and whether it was the last.
+    fn attempt_failed<E: fmt::Display>(
+        &mut self,
+        mut slot: Pin<&mut dyn driver::Slot<U, E>>,
+        kind: &StepErrorKind<E>,
+        ran: bool,
+    ) -> (usize, u32, bool) {
+        let retry_allowed = {
+            let run = slot.as_mut().run_mut();
+            ran && !is_last_attempt(run.attempt, run.settings.retry().max_retries())
+        };
+        // A permanent error (its condition said so) is not retried.
+        let verdict = match kind {
+            StepErrorKind::Failed(error) if retry_allowed => slot.as_mut().retries(error),
+            _ => None,
+        };
+        let run = slot.as_mut().run_mut();
+        if ran {
+            run.uncertain |= kind.is_uncertain();
+            if !run.uncertain && run.owed {
+                // A clean failure: nothing took effect, nothing owed.
+                self.ledger.take_back(run.index);
+                run.owed = false;
+                run.unowed = true;
+            }
+        }
+        if let Some(span) = &run.span {
+            crate::trace::outcome(span, outcome_of(kind));
+        }
+        let permanent = verdict.as_ref().filter(|verdict| !verdict.retries());
+        let last = !retry_allowed || permanent.is_some();
+        // As for a step: the time is kept only when the member fails for
+        // good (no clock reading for an attempt that will be retried).
+        let now = if last { self.stamp() } else { crate::ledger::record::At::NONE };
+        self.ledger.attempt_failed(run.index, run.attempt, &AttemptText { kind, not_retried: permanent }, last, now);
+        if let Some(span) = &run.span {
+            let error = self.ledger.summary.steps[run.index].error();
+            tm_event!(warn, span, "attempt failed", error = error.unwrap_or_default());
+        }
+        (run.index, run.attempt, last)
+    }
+
+    /// A member ended for good, failed with `kind` if given.
+    fn member_done<E>(
+        &mut self,
+        mut slot: Pin<&mut dyn driver::Slot<U, E>>,
+        kind: Option<StepErrorKind<E>>,
+        first: &mut Option<usize>,
+        i: usize,
+    ) {
+        let run = slot.as_mut().run_mut();
+        run.phase = Phase::Done;
+        if let Some(kind) = kind {
+            if first.is_none() {
+                *first = Some(i);
+            }
+            slot.as_mut().fail(kind);
+        }
+    }
+
+    /// Cancels every member still running or waiting to retry: an attempt
+    /// in flight is dropped (uncertain: its undo record, if it opted in,
+    /// stays owed), one waiting fails cleanly.
+    async fn cancel_members<Ms, E>(&mut self, mut pinned: Pin<&mut Ms::Pinned>, n: usize)
+    where
+        Ms: Members<U, E>,
+        E: fmt::Display,
+    {
+        for j in 0..n {
+            let Some((index, attempt)) = self.cancel_member(Ms::slot(pinned.as_mut(), j)) else { continue };
+            if Ms::slot(pinned.as_mut(), j).run_mut().released() {
+                self.release_rollback(index).await;
+            }
+            if H::ENABLED {
+                let hooks = &self.manager.hooks;
+                let ledger = &self.ledger;
+                let event =
+                    StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
+                if let Err(panic) = hook_call(hooks, || hooks.on_step_failure(&event)).await {
+                    tm_error!("on_step_failure hook panicked: {}", panic);
+                }
+            }
+        }
+    }
+
+    fn cancel_member<E>(&mut self, mut slot: Pin<&mut dyn driver::Slot<U, E>>) -> Option<(usize, u32)> {
+        let run = slot.as_mut().run_mut();
+        let in_flight = match run.phase {
+            Phase::Done => return None,
+            Phase::Running { .. } => true,
+            Phase::Due | Phase::Backoff { .. } => false,
+        };
+        run.uncertain |= in_flight;
+        end_span(run, "cancelled");
+        let (index, attempt) = (run.index, run.attempt);
+        slot.as_mut().stop();
+        let now = self.stamp();
+        self.ledger.step_mut(index).broke(&"cancelled: another member of its group failed", now);
+        let (info, record) = (&self.ledger.summary.info, &self.ledger.summary.steps[index]);
+        tm_warn!(
+            "{} `{}`: step `{}` cancelled: another member of its group failed",
+            info.id,
+            info.operation,
+            record.name
+        );
+        let run = slot.as_mut().run_mut();
+        if run.owed && !run.uncertain {
+            self.ledger.take_back(index);
+            run.owed = false;
+            run.unowed = true;
+        }
+        let mut first = Some(usize::MAX);
+        self.member_done(slot, Some(StepErrorKind::Cancelled), &mut first, usize::MAX);
+        Some((index, attempt))
+    }
+}
+
+/// Ends the span of a member's attempt with its outcome.
+fn end_span(run: &mut Run, outcome: &'static str) {
+    if let Some(span) = run.span.take() {
+        crate::trace::outcome(&span, outcome);
+        crate::trace::close(span);
+    }
+}
+
+/// Ends the span of a member's attempt whose outcome is recorded.
+fn close_span(run: &mut Run) {
+    if let Some(span) = run.span.take() {
+        crate::trace::close(span);
+    }
+}
+
+/// Runs `f` inside `span` (entered), when there is one.
+pub(super) fn within_span<R>(span: &Option<crate::trace::Span>, f: impl FnOnce() -> R) -> R {
+    #[cfg(feature = "tracing")]
+    if let Some(span) = span {
+        return span.in_scope(f);
+    }
+    let _ = span;
+    f()
+}

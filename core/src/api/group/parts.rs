@@ -1,0 +1,410 @@
+//! What a member is made of: its attempts (`MemberFn`) and its undo maker (`MemberUndo`).
+
+use super::*;
+
+/// What an attempt of a member with a part ([`MemberBuilder::execute_on`])
+/// ends with: its result (`None` if the group stopped it), and the part
+/// and execute function, handed back for the next attempt.
+pub type LentEnd<'p, P, F, Out, E> = (Option<Result<Out, E>>, &'p mut P, F);
+
+/// One attempt of a member with a part: the part and the execute function
+/// go into the attempt, and come back out when it ends — also when the
+/// group stops it, which it does by raising `stopping` and polling once.
+pub(super) async fn lent_attempt<'p, P, F, Out, E>(
+    part: &'p mut P,
+    mut execute: F,
+    stopping: Option<&'p AtomicBool>,
+) -> LentEnd<'p, P, F, Out, E>
+where
+    P: ?Sized + 'p,
+    F: AsyncFnMut(&mut P) -> Result<Out, E> + 'p,
+{
+    let result = Stoppable { stopping, attempt: execute(&mut *part) }.await;
+    (result, part, execute)
+}
+
+pin_project! {
+    /// An attempt that ends with `None`, dropping the user's future, when
+    /// polled while the group stops it.
+    struct Stoppable<'s, Fut> {
+        stopping: Option<&'s AtomicBool>,
+        #[pin]
+        attempt: Fut,
+    }
+}
+
+impl<Fut: Future> Future for Stoppable<'_, Fut> {
+    type Output = Option<Fut::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if this.stopping.is_some_and(|stopping| stopping.load(Ordering::Relaxed)) {
+            return Poll::Ready(None);
+        }
+        this.attempt.poll(cx).map(Some)
+    }
+}
+
+/// A member's execute function with the part it borrows. Made by
+/// [`MemberBuilder::execute_on`].
+pub struct Lent<'p, P: ?Sized, F, A> {
+    /// Here between attempts; in the attempt while it runs.
+    pub(super) part: Option<&'p mut P>,
+    pub(super) execute: Option<F>,
+    /// The transaction's stop flag, lent by the group before it starts.
+    pub(super) stopping: Option<&'p AtomicBool>,
+    pub(super) attempt: fn(&'p mut P, F, Option<&'p AtomicBool>) -> A,
+}
+
+impl<P: ?Sized, F, A> fmt::Debug for Lent<'_, P, F, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lent").field("lent", &self.part.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl<'p, P: ?Sized, F, A, Out, E> MemberFn for Lent<'p, P, F, A>
+where
+    A: Future<Output = LentEnd<'p, P, F, Out, E>>,
+    E: fmt::Display,
+{
+    type Output = Out;
+    type Raw = E;
+    type Error = E;
+    type Attempt = A;
+
+    fn start(&mut self, _: IdempotencyKey) -> A {
+        match (self.part.take(), self.execute.take()) {
+            (Some(part), Some(execute)) => (self.attempt)(part, execute, self.stopping),
+            // Only after an attempt that panicked: it took the part along.
+            _ => panic!("the member's part was lost with an attempt that panicked"),
+        }
+    }
+
+    fn finish(&mut self, (result, part, execute): LentEnd<'p, P, F, Out, E>) -> Option<Result<Out, E>> {
+        self.part = Some(part);
+        self.execute = Some(execute);
+        result
+    }
+
+    fn stopping(&mut self, on: bool) -> bool {
+        match self.stopping {
+            Some(stopping) => {
+                stopping.store(on, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn convert(&mut self, raw: E) -> E {
+        raw
+    }
+}
+
+/// Receives the transaction's stop flag before the group starts; see
+/// [`Lend`].
+pub trait LendFlag<'s> {
+    /// Keeps `stopping`.
+    fn lend(&mut self, stopping: &'s AtomicBool);
+}
+
+impl<'s, F> LendFlag<'s> for Attempts<F> {
+    fn lend(&mut self, _: &'s AtomicBool) {}
+}
+
+impl<'s, F> LendFlag<'s> for KeyedAttempts<F> {
+    fn lend(&mut self, _: &'s AtomicBool) {}
+}
+
+impl<'s, F: LendFlag<'s>, G> LendFlag<'s> for MapErrors<F, G> {
+    fn lend(&mut self, stopping: &'s AtomicBool) {
+        self.inner.lend(stopping);
+    }
+}
+
+impl<'s: 'p, 'p, P: ?Sized, F, A> LendFlag<'s> for Lent<'p, P, F, A> {
+    fn lend(&mut self, stopping: &'s AtomicBool) {
+        self.stopping = Some(stopping);
+    }
+}
+
+/// How a member makes its attempts: its execute function, and how its
+/// errors are converted. Implemented by [`Attempts`], [`KeyedAttempts`],
+/// [`Lent`] and [`MapErrors`]; you do not implement it yourself.
+pub trait MemberFn {
+    /// What a successful attempt returns.
+    type Output;
+    /// What an attempt's future fails with, before conversion.
+    type Raw;
+    /// The member's error type, after conversion.
+    type Error: fmt::Display;
+    /// One attempt.
+    type Attempt: Future;
+
+    /// Starts an attempt of the member whose idempotency key is `key`.
+    fn start(&mut self, key: IdempotencyKey) -> Self::Attempt;
+
+    /// Takes what an attempt ended with: its result, or `None` if the
+    /// group stopped it (see [`stopping`](MemberFn::stopping)).
+    fn finish(&mut self, ended: <Self::Attempt as Future>::Output) -> Option<Result<Self::Output, Self::Raw>>;
+
+    /// Raises (`on`) or lowers the flag that makes the attempt in flight
+    /// end at its next poll instead of being dropped; returns whether this
+    /// member has one.
+    fn stopping(&mut self, on: bool) -> bool {
+        let _ = on;
+        false
+    }
+
+    /// Converts a failed attempt's error.
+    fn convert(&mut self, raw: Self::Raw) -> Self::Error;
+}
+
+/// An execute function `FnMut() -> Future` of a group member.
+#[derive(Debug)]
+pub struct Attempts<F>(pub(super) F);
+
+impl<F, Fut, Out, E> MemberFn for Attempts<F>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Out, E>>,
+    E: fmt::Display,
+{
+    type Output = Out;
+    type Raw = E;
+    type Error = E;
+    type Attempt = Fut;
+
+    fn start(&mut self, _: IdempotencyKey) -> Fut {
+        (self.0)()
+    }
+
+    fn finish(&mut self, ended: Result<Out, E>) -> Option<Result<Out, E>> {
+        Some(ended)
+    }
+
+    fn convert(&mut self, raw: E) -> E {
+        raw
+    }
+}
+
+/// An execute function `FnMut(IdempotencyKey) -> Future` of a group
+/// member. Made by [`MemberBuilder::execute_keyed`].
+#[derive(Debug)]
+pub struct KeyedAttempts<F>(pub(super) F);
+
+impl<F, Fut, Out, E> MemberFn for KeyedAttempts<F>
+where
+    F: FnMut(IdempotencyKey) -> Fut,
+    Fut: Future<Output = Result<Out, E>>,
+    E: fmt::Display,
+{
+    type Output = Out;
+    type Raw = E;
+    type Error = E;
+    type Attempt = Fut;
+
+    fn start(&mut self, key: IdempotencyKey) -> Fut {
+        (self.0)(key)
+    }
+
+    fn finish(&mut self, ended: Result<Out, E>) -> Option<Result<Out, E>> {
+        Some(ended)
+    }
+
+    fn convert(&mut self, raw: E) -> E {
+        raw
+    }
+}
+
+/// A member's execute function whose errors are converted. Made by
+/// [`Member::map_err`] and [`Member::err_into`].
+pub struct MapErrors<F, G> {
+    pub(super) inner: F,
+    pub(super) map: G,
+}
+
+impl<F: fmt::Debug, G> fmt::Debug for MapErrors<F, G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MapErrors").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+impl<F, G, E2> MemberFn for MapErrors<F, G>
+where
+    F: MemberFn,
+    G: FnMut(F::Error) -> E2,
+    E2: fmt::Display,
+{
+    type Output = F::Output;
+    type Raw = F::Raw;
+    type Error = E2;
+    type Attempt = F::Attempt;
+
+    fn start(&mut self, key: IdempotencyKey) -> F::Attempt {
+        self.inner.start(key)
+    }
+
+    fn finish(&mut self, ended: <F::Attempt as Future>::Output) -> Option<Result<F::Output, F::Raw>> {
+        self.inner.finish(ended)
+    }
+
+    fn stopping(&mut self, on: bool) -> bool {
+        self.inner.stopping(on)
+    }
+
+    fn convert(&mut self, raw: F::Raw) -> E2 {
+        let error = self.inner.convert(raw);
+        (self.map)(error)
+    }
+}
+
+/// The undo record a member owes for its output, if any: how its rollback
+/// was given. Implemented by [`NoUndo`], [`OnCompleted`], [`OnCompletedUsing`],
+/// [`OnUncertain`], [`UndoWith`], [`UndoKeyed`] and [`UndoMaybe`]; you do not implement it
+/// yourself.
+pub trait MemberUndo<Out, U> {
+    /// Whether the member may owe an undo record (it needs room for one).
+    fn has_undo(&self) -> bool;
+
+    /// The undo record owed for `output`, if any, by the member whose
+    /// idempotency key is `key`.
+    fn make(&mut self, output: Maybe<&Out>, key: IdempotencyKey) -> Option<U>;
+}
+
+/// A member without a rollback.
+#[derive(Clone, Copy, Debug)]
+pub struct NoUndo;
+
+impl<Out, U> MemberUndo<Out, U> for NoUndo {
+    fn has_undo(&self) -> bool {
+        false
+    }
+
+    fn make(&mut self, _: Maybe<&Out>, _: IdempotencyKey) -> Option<U> {
+        None
+    }
+}
+
+/// A rollback closure given the member's output, and its retry condition
+/// `RW`. Made by [`Member::rollback`].
+#[derive(Debug)]
+pub struct OnCompleted<G, RW = RetryAlways>(pub(super) Option<(G, RW)>);
+
+impl<Out: Clone, U, G, RW> MemberUndo<Out, U> for OnCompleted<G, RW>
+where
+    U: From<RollbackFn<G, Out, RW>>,
+{
+    fn has_undo(&self) -> bool {
+        true
+    }
+
+    fn make(&mut self, output: Maybe<&Out>, _: IdempotencyKey) -> Option<U> {
+        let output = output.completed()?;
+        let (rollback, condition) = self.0.take()?;
+        Some(U::from(RollbackFn::new(rollback, output.clone()).with_retry_if(condition)))
+    }
+}
+
+/// A rollback closure given a shared state and the member's output, and
+/// its retry condition `RW`. Made by [`Member::rollback_using`].
+#[derive(Debug)]
+pub struct OnCompletedUsing<St, G, RW = RetryAlways>(pub(super) St, pub(super) Option<(G, RW)>);
+
+impl<Out: Clone, U, St: Clone, G, RW> MemberUndo<Out, U> for OnCompletedUsing<St, G, RW>
+where
+    U: From<RollbackFn<G, (St, Out), RW>>,
+{
+    fn has_undo(&self) -> bool {
+        true
+    }
+
+    fn make(&mut self, output: Maybe<&Out>, _: IdempotencyKey) -> Option<U> {
+        let output = output.completed()?;
+        let (rollback, condition) = self.1.take()?;
+        Some(U::from(RollbackFn::new(rollback, (self.0.clone(), output.clone())).with_retry_if(condition)))
+    }
+}
+
+/// A rollback closure that also covers an uncertain outcome, and its retry
+/// condition `RW`. Made by [`Member::rollback_uncertain`].
+#[derive(Debug)]
+pub struct OnUncertain<G, RW = RetryAlways>(pub(super) G, pub(super) RW);
+
+impl<Out: Clone, U, G: Clone, RW: Clone> MemberUndo<Out, U> for OnUncertain<G, RW>
+where
+    U: From<RollbackFn<G, Maybe<Out>, RW>>,
+{
+    fn has_undo(&self) -> bool {
+        true
+    }
+
+    fn make(&mut self, output: Maybe<&Out>, _: IdempotencyKey) -> Option<U> {
+        Some(U::from(RollbackFn::new(self.0.clone(), output.cloned()).with_retry_if(self.1.clone())))
+    }
+}
+
+impl<G> OnCompleted<G> {
+    pub(super) fn retry_if<RW>(self, condition: RW) -> OnCompleted<G, RW> {
+        OnCompleted(self.0.map(|(rollback, RetryAlways)| (rollback, condition)))
+    }
+}
+
+impl<St, G> OnCompletedUsing<St, G> {
+    pub(super) fn retry_if<RW>(self, condition: RW) -> OnCompletedUsing<St, G, RW> {
+        OnCompletedUsing(self.0, self.1.map(|(rollback, RetryAlways)| (rollback, condition)))
+    }
+}
+
+impl<G> OnUncertain<G> {
+    pub(super) fn retry_if<RW>(self, condition: RW) -> OnUncertain<G, RW> {
+        OnUncertain(self.0, condition)
+    }
+}
+
+/// An undo record (data) made from the member's output. Made by
+/// [`Member::undo`].
+#[derive(Debug)]
+pub struct UndoWith<Mk>(pub(super) Option<Mk>);
+
+impl<Out, U, Mk: FnOnce(&Out) -> U> MemberUndo<Out, U> for UndoWith<Mk> {
+    fn has_undo(&self) -> bool {
+        true
+    }
+
+    fn make(&mut self, output: Maybe<&Out>, _: IdempotencyKey) -> Option<U> {
+        let output = output.completed()?;
+        Some(self.0.take()?(output))
+    }
+}
+
+/// An undo record (data) made from the member's output and its idempotency
+/// key. Made by [`Member::undo_keyed`].
+#[derive(Debug)]
+pub struct UndoKeyed<Mk>(pub(super) Option<Mk>);
+
+impl<Out, U, Mk: FnOnce(&Out, IdempotencyKey) -> U> MemberUndo<Out, U> for UndoKeyed<Mk> {
+    fn has_undo(&self) -> bool {
+        true
+    }
+
+    fn make(&mut self, output: Maybe<&Out>, key: IdempotencyKey) -> Option<U> {
+        let output = output.completed()?;
+        Some(self.0.take()?(output, key))
+    }
+}
+
+/// An undo record (data) that also covers an uncertain outcome. Made by
+/// [`Member::undo_uncertain`].
+#[derive(Debug)]
+pub struct UndoMaybe<Mk>(pub(super) Mk);
+
+impl<Out, U, Mk: FnMut(Maybe<&Out>) -> U> MemberUndo<Out, U> for UndoMaybe<Mk> {
+    fn has_undo(&self) -> bool {
+        true
+    }
+
+    fn make(&mut self, output: Maybe<&Out>, _: IdempotencyKey) -> Option<U> {
+        Some((self.0)(output))
+    }
+}
