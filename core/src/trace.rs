@@ -23,6 +23,18 @@ pub(crate) fn within<F: Future>(_: &Span, future: F) -> F {
     future
 }
 
+/// `future`, entered in `span` if there is one.
+#[cfg(feature = "tracing")]
+pub(crate) fn within_some<F: Future>(span: Option<&Span>, future: F) -> tracing::instrument::Instrumented<F> {
+    tracing::Instrument::instrument(future, span.cloned().unwrap_or_else(Span::none))
+}
+
+/// Without `tracing`, the future itself.
+#[cfg(not(feature = "tracing"))]
+pub(crate) fn within_some<F: Future>(_: Option<&Span>, future: F) -> F {
+    future
+}
+
 /// Fills in the span's `outcome` field.
 #[cfg(feature = "tracing")]
 pub(crate) fn outcome(span: &Span, outcome: &'static str) {

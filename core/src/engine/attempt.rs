@@ -11,7 +11,7 @@ use crate::engine::transaction::Transaction;
 use crate::ledger::book::UndoRecord;
 use crate::observe::hooks::hook_call;
 use crate::timing::future::with_timeout;
-use crate::trace::within;
+use crate::trace::{within, within_some};
 use crate::util::panic::guarded_call;
 use crate::{durable::entry::EntryKind, engine::binding::JournalFor};
 use crate::{
@@ -108,6 +108,88 @@ pub(crate) trait StepParts<Ctx: ?Sized, U> {
     fn make_undo(&mut self, output: Maybe<&Self::Output>) -> Option<U>;
 }
 
+/// The step hooks and a failed attempt's bookkeeping, for plain steps and
+/// group members alike. The callers test `H::ENABLED` before awaiting a
+/// hook, so a transaction without hooks keeps no await point for them.
+impl<'t, C: Clock, H: Hooks, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
+    Transaction<'t, TransactionManager<C, H, A, J>, Ctx, U, S>
+{
+    /// Bookkeeping of a failed attempt: its error text in the step's
+    /// record, and, if it was the `last`, the step's end. Not generic over
+    /// the step.
+    pub(crate) fn record_failed_attempt(
+        &mut self,
+        index: usize,
+        attempt: u32,
+        error: &dyn fmt::Display,
+        last: bool,
+        span: Option<&crate::trace::Span>,
+    ) {
+        // The time is kept only when the step fails for good: no clock
+        // reading for an attempt that will be retried.
+        let now = if last { self.stamp() } else { crate::ledger::record::At::NONE };
+        self.ledger.attempt_failed(index, attempt, error, last, now);
+        if let Some(span) = span {
+            tm_event!(
+                warn,
+                span,
+                "attempt failed",
+                error = self.ledger.summary.steps[index].error().unwrap_or_default()
+            );
+        }
+    }
+
+    /// `on_step_execute` for attempt `attempt` of step `index`. A panic in
+    /// it fails the attempt before it starts (the caller's to record).
+    pub(crate) async fn execute_hook(
+        &self,
+        index: usize,
+        attempt: u32,
+        span: Option<&crate::trace::Span>,
+    ) -> Result<(), crate::util::text::PanicMessage> {
+        let hooks = &self.manager.hooks;
+        let ledger = &self.ledger;
+        let event = StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
+        within_some(span, hook_call(hooks, || hooks.on_step_execute(&event))).await
+    }
+
+    /// `on_step_failure` after attempt `attempt` of step `index` failed.
+    /// Returns whether the hook panicked: the step then fails for good,
+    /// and its record says so.
+    pub(crate) async fn failure_hook(&mut self, index: usize, attempt: u32, span: Option<&crate::trace::Span>) -> bool {
+        let hooks = &self.manager.hooks;
+        let ledger = &self.ledger;
+        let event = StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
+        let Err(panic) = within_some(span, hook_call(hooks, || hooks.on_step_failure(&event))).await else {
+            return false;
+        };
+        tm_error!("on_step_failure hook panicked: {}", panic);
+        let now = self.stamp();
+        self.ledger.step_mut(index).failure_hook_broke(now);
+        true
+    }
+
+    /// `on_step_success` after step `index` completed at attempt
+    /// `attempt`. A panic in it fails the step, whose record says so; its
+    /// undo record stays owed (the step did its work).
+    pub(crate) async fn success_hook(
+        &mut self,
+        index: usize,
+        attempt: u32,
+        span: Option<&crate::trace::Span>,
+    ) -> Result<(), crate::util::text::PanicMessage> {
+        let hooks = &self.manager.hooks;
+        let ledger = &self.ledger;
+        let event = StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
+        let Err(panic) = within_some(span, hook_call(hooks, || hooks.on_step_success(&event))).await else {
+            return Ok(());
+        };
+        tm_error!("on_step_success hook panicked: {}", panic);
+        self.ledger.step_mut(index).errored_after_completion(&Panicked(&panic));
+        Err(panic)
+    }
+}
+
 impl<'t, C: Clock, H: Hooks, A, J, Ctx: ?Sized, U: Rollback<Ctx>, S: Storage>
     Transaction<'t, TransactionManager<C, H, A, J>, Ctx, U, S>
 where
@@ -153,17 +235,6 @@ where
             retry: self.config.rollback_retry(),
             timeout: crate::timing::future::Timeout::new(self.config.rollback_timeout()),
         }
-    }
-
-    /// Bookkeeping of a failed attempt: its error text, and whether it was
-    /// the last. Not generic over the step.
-    fn step_failed(&mut self, index: usize, attempt: u32, error: &dyn fmt::Display, final_: bool) -> bool {
-        let last = final_ || is_last_attempt(attempt, self.config.retry.max_retries());
-        // The time is kept only when the step fails for good: no clock
-        // reading for an attempt that will be retried.
-        let now = if last { self.stamp() } else { crate::ledger::record::At::NONE };
-        self.ledger.attempt_failed(index, attempt, error, last, now);
-        last
     }
 
     /// Ends a step for good on a panic outside its attempts (its undo
@@ -244,7 +315,6 @@ where
             Err((step, index, refused)) => return Err(StepError { step, index, kind: refused.into_kind() }),
         };
         let clock = &self.manager.clock;
-        let hooks = &self.manager.hooks;
         // The step's timeout, as its record has it (read from the settings,
         // not decoded back from the record).
         let timeout = self.config.timeout;
@@ -260,13 +330,7 @@ where
             let ledger = &mut self.ledger;
             ledger.step_mut(index).attempt_begins(attempt);
             let span = tm_span!("step", name = ledger.summary.steps[index].name, index = index, attempt = attempt);
-            let hook = if H::ENABLED {
-                let event =
-                    StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-                within(&span, hook_call(hooks, || hooks.on_step_execute(&event))).await
-            } else {
-                Ok(())
-            };
+            let hook = if H::ENABLED { self.execute_hook(index, attempt, Some(&span)).await } else { Ok(()) };
             // A broken hook fails the attempt before it starts: nothing ran,
             // and it is not retried around.
             let (result, ran) = match hook {
@@ -346,19 +410,11 @@ where
                     if !H::ENABLED {
                         return Ok(output);
                     }
-                    let ledger = &self.ledger;
-                    let event =
-                        StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-                    return match within(&span, hook_call(hooks, || hooks.on_step_success(&event))).await {
+                    // A panic in the hook fails the step, whose undo record
+                    // stays and is rolled back when the body stops.
+                    return match self.success_hook(index, attempt, Some(&span)).await {
                         Ok(()) => Ok(output),
-                        // The step did its work, so its undo record stays
-                        // and is rolled back when the body stops.
-                        Err(panic) => {
-                            let record = self.ledger.step_mut(index);
-                            record.errored_after_completion(&Panicked(&panic));
-                            tm_error!("on_step_success hook panicked: {}", panic);
-                            Err(StepError { step: record.name.clone(), index, kind: StepErrorKind::Panicked(panic) })
-                        }
+                        Err(panic) => Err(self.step_error(index, StepErrorKind::Panicked(panic))),
                     };
                 }
                 Err(kind) => kind,
@@ -384,24 +440,18 @@ where
             // In a block: nothing of it is kept across the awaits below.
             let mut last = {
                 let not_retried = (!verdict.retries()).then_some(&verdict);
-                self.step_failed(
+                let last = !ran || not_retried.is_some() || is_last_attempt(attempt, self.config.retry.max_retries());
+                self.record_failed_attempt(
                     index,
                     attempt,
                     &AttemptText { kind: &kind, not_retried },
-                    !ran || not_retried.is_some(),
-                )
+                    last,
+                    Some(&span),
+                );
+                last
             };
-            let ledger = &mut self.ledger;
-            tm_event!(warn, &span, "attempt failed", error = ledger.summary.steps[index].error().unwrap_or_default());
-            if H::ENABLED {
-                let event =
-                    StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-                if let Err(panic) = within(&span, hook_call(hooks, || hooks.on_step_failure(&event))).await {
-                    tm_error!("on_step_failure hook panicked: {}", panic);
-                    let now = self.stamp();
-                    self.ledger.step_mut(index).failure_hook_broke(now);
-                    last = true;
-                }
+            if H::ENABLED && self.failure_hook(index, attempt, Some(&span)).await {
+                last = true;
             }
             let ledger = &mut self.ledger;
             if last {

@@ -92,7 +92,6 @@ where
             tm_info!("{} `{}`: group of {} step(s) started", info.id, info.operation, n);
 
             let manager = self.manager;
-            let hooks = &manager.hooks;
             let mut timer = pin!(None::<C::Sleep>);
             let mut timer_at: Option<Duration> = None;
             let mut first: Option<usize> = None;
@@ -104,13 +103,8 @@ where
                     }
                     let (index, attempt) = self.next_attempt(Ms::slot(pinned.as_mut(), i));
                     let hook = if H::ENABLED {
-                        let ledger = &self.ledger;
-                        let event = StepEvent {
-                            transaction: &ledger.summary.info,
-                            step: &ledger.summary.steps[index],
-                            attempt,
-                        };
-                        hook_call(hooks, || hooks.on_step_execute(&event)).await
+                        let span = Ms::slot(pinned.as_mut(), i).run_mut().span.as_ref();
+                        self.execute_hook(index, attempt, span).await
                     } else {
                         Ok(())
                     };
@@ -167,7 +161,11 @@ where
                         };
                         let result = match broke.or(unrecorded) {
                             Some(kind) => Err(kind),
-                            None => self.success_hook(index, attempt).await,
+                            // Its span has ended with its outcome.
+                            None if H::ENABLED => {
+                                self.success_hook(index, attempt, None).await.map_err(StepErrorKind::Panicked)
+                            }
+                            None => Ok(()),
                         };
                         if let Err(kind) = result {
                             // Its undo record, if made, stays owed.
@@ -345,25 +343,6 @@ where
         None
     }
 
-    /// `on_step_success` of a member that completed; a panic in it fails
-    /// the member (its undo record stays owed).
-    async fn success_hook<E>(&mut self, index: usize, attempt: u32) -> Result<(), StepErrorKind<E>> {
-        if !H::ENABLED {
-            return Ok(());
-        }
-        let hooks = &self.manager.hooks;
-        let ledger = &self.ledger;
-        let event = StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-        match hook_call(hooks, || hooks.on_step_success(&event)).await {
-            Ok(()) => Ok(()),
-            Err(panic) => {
-                tm_error!("on_step_success hook panicked: {}", panic);
-                self.ledger.step_mut(index).errored_after_completion(&Panicked(&panic));
-                Err(StepErrorKind::Panicked(panic))
-            }
-        }
-    }
-
     /// A member's attempt failed: record it, call `on_step_failure`, then
     /// retry after its backoff, or end the member (and, with
     /// `cancel_on_failure`, the others).
@@ -382,13 +361,8 @@ where
     {
         let (index, attempt, mut last) = self.attempt_failed(Ms::slot(pinned.as_mut(), i), &kind, ran);
         if H::ENABLED {
-            let hooks = &self.manager.hooks;
-            let ledger = &self.ledger;
-            let event = StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-            if let Err(panic) = hook_call(hooks, || hooks.on_step_failure(&event)).await {
-                tm_error!("on_step_failure hook panicked: {}", panic);
-                let now = self.stamp();
-                self.ledger.step_mut(index).failure_hook_broke(now);
+            let span = Ms::slot(pinned.as_mut(), i).run_mut().span.as_ref();
+            if self.failure_hook(index, attempt, span).await {
                 last = true;
             }
         }
@@ -449,14 +423,8 @@ where
         }
         let permanent = verdict.as_ref().filter(|verdict| !verdict.retries());
         let last = !retry_allowed || permanent.is_some();
-        // As for a step: the time is kept only when the member fails for
-        // good (no clock reading for an attempt that will be retried).
-        let now = if last { self.stamp() } else { crate::ledger::record::At::NONE };
-        self.ledger.attempt_failed(run.index, run.attempt, &AttemptText { kind, not_retried: permanent }, last, now);
-        if let Some(span) = &run.span {
-            let error = self.ledger.summary.steps[run.index].error();
-            tm_event!(warn, span, "attempt failed", error = error.unwrap_or_default());
-        }
+        let text = AttemptText { kind, not_retried: permanent };
+        self.record_failed_attempt(run.index, run.attempt, &text, last, run.span.as_ref());
         (run.index, run.attempt, last)
     }
 
@@ -492,13 +460,9 @@ where
                 self.release_rollback(index).await;
             }
             if H::ENABLED {
-                let hooks = &self.manager.hooks;
-                let ledger = &self.ledger;
-                let event =
-                    StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-                if let Err(panic) = hook_call(hooks, || hooks.on_step_failure(&event)).await {
-                    tm_error!("on_step_failure hook panicked: {}", panic);
-                }
+                // Its span has ended, cancelled; the step has failed for
+                // good already, whatever the hook does.
+                self.failure_hook(index, attempt, None).await;
             }
         }
     }

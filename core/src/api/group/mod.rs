@@ -25,7 +25,6 @@ use crate::engine::{
     transaction::NoContext,
 };
 use crate::ledger::book::UndoRecord;
-use crate::observe::hooks::hook_call;
 use crate::util::text::caught;
 use crate::{
     durable::id::IdempotencyKey,
@@ -34,7 +33,7 @@ use crate::{
         error::{StepError, StepErrorKind},
         rollback::{Rollback, RollbackFn},
     },
-    observe::hooks::{Hooks, StepEvent},
+    observe::hooks::Hooks,
     timing::{
         clock::Clock,
         condition::{RetryAlways, RetryCondition},
