@@ -142,7 +142,7 @@ impl<'t, C: Clock, H: Hooks, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
     /// `on_step_execute` for attempt `attempt` of step `index`. A panic in
     /// it fails the attempt before it starts (the caller's to record).
     pub(crate) async fn execute_hook(
-        &self,
+        &mut self,
         index: usize,
         attempt: u32,
         span: Option<&crate::trace::Span>,
