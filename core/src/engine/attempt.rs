@@ -11,8 +11,9 @@ use crate::engine::transaction::Transaction;
 use crate::ledger::book::UndoRecord;
 use crate::observe::hooks::hook_call;
 use crate::timing::future::with_timeout;
-use crate::trace::{within, within_some};
+use crate::trace::within;
 use crate::util::panic::guarded_call;
+use crate::util::text::PanicMessage;
 use crate::{durable::entry::EntryKind, engine::binding::JournalFor};
 use crate::{
     engine::{abandon::AbandonPolicy, manager::TransactionManager},
@@ -108,9 +109,8 @@ pub(crate) trait StepParts<Ctx: ?Sized, U> {
     fn make_undo(&mut self, output: Maybe<&Self::Output>) -> Option<U>;
 }
 
-/// The step hooks and a failed attempt's bookkeeping, for plain steps and
-/// group members alike. The callers test `H::ENABLED` before awaiting a
-/// hook, so a transaction without hooks keeps no await point for them.
+/// What the step hooks see and what their ends mean, and a failed
+/// attempt's bookkeeping, for plain steps and group members alike.
 impl<'t, C: Clock, H: Hooks, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
     Transaction<'t, TransactionManager<C, H, A, J>, Ctx, U, S>
 {
@@ -139,51 +139,36 @@ impl<'t, C: Clock, H: Hooks, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
         }
     }
 
-    /// `on_step_execute` for attempt `attempt` of step `index`. A panic in
-    /// it fails the attempt before it starts (the caller's to record).
-    pub(crate) async fn execute_hook(
-        &mut self,
-        index: usize,
-        attempt: u32,
-        span: Option<&crate::trace::Span>,
-    ) -> Result<(), crate::util::text::PanicMessage> {
-        let hooks = &self.manager.hooks;
-        let ledger = &self.ledger;
-        let event = StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-        within_some(span, hook_call(hooks, || hooks.on_step_execute(&event))).await
+    /// What a step hook sees of attempt `attempt` of step `index`.
+    ///
+    /// The hooks are awaited at their call sites, as
+    /// `hook_call(hooks, || hooks.on_step_…(&event))` behind `if H::ENABLED`:
+    /// an `async fn` around them would keep its own state in every
+    /// transaction future, hooks or not (56 bytes more for a 2-member
+    /// group). What a hook's end means is decided here, once.
+    pub(crate) fn step_event(&self, index: usize, attempt: u32) -> StepEvent<'_> {
+        StepEvent { transaction: &self.ledger.summary.info, step: &self.ledger.summary.steps[index], attempt }
     }
 
-    /// `on_step_failure` after attempt `attempt` of step `index` failed.
-    /// Returns whether the hook panicked: the step then fails for good,
-    /// and its record says so.
-    pub(crate) async fn failure_hook(&mut self, index: usize, attempt: u32, span: Option<&crate::trace::Span>) -> bool {
-        let hooks = &self.manager.hooks;
-        let ledger = &self.ledger;
-        let event = StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-        let Err(panic) = within_some(span, hook_call(hooks, || hooks.on_step_failure(&event))).await else {
-            return false;
-        };
+    /// `on_step_failure` ended with `called`. Returns whether it panicked:
+    /// the step then fails for good, and its record says so.
+    pub(crate) fn failure_hook_ended(&mut self, index: usize, called: Result<(), PanicMessage>) -> bool {
+        let Err(panic) = called else { return false };
         tm_error!("on_step_failure hook panicked: {}", panic);
         let now = self.stamp();
         self.ledger.step_mut(index).failure_hook_broke(now);
         true
     }
 
-    /// `on_step_success` after step `index` completed at attempt
-    /// `attempt`. A panic in it fails the step, whose record says so; its
-    /// undo record stays owed (the step did its work).
-    pub(crate) async fn success_hook(
+    /// `on_step_success` ended with `called`. A panic fails the step,
+    /// whose record says why; its undo record stays owed (the step did its
+    /// work).
+    pub(crate) fn success_hook_ended(
         &mut self,
         index: usize,
-        attempt: u32,
-        span: Option<&crate::trace::Span>,
-    ) -> Result<(), crate::util::text::PanicMessage> {
-        let hooks = &self.manager.hooks;
-        let ledger = &self.ledger;
-        let event = StepEvent { transaction: &ledger.summary.info, step: &ledger.summary.steps[index], attempt };
-        let Err(panic) = within_some(span, hook_call(hooks, || hooks.on_step_success(&event))).await else {
-            return Ok(());
-        };
+        called: Result<(), PanicMessage>,
+    ) -> Result<(), PanicMessage> {
+        let Err(panic) = called else { return Ok(()) };
         tm_error!("on_step_success hook panicked: {}", panic);
         self.ledger.step_mut(index).errored_after_completion(&Panicked(&panic));
         Err(panic)
@@ -315,6 +300,7 @@ where
             Err((step, index, refused)) => return Err(StepError { step, index, kind: refused.into_kind() }),
         };
         let clock = &self.manager.clock;
+        let hooks = &self.manager.hooks;
         // The step's timeout, as its record has it (read from the settings,
         // not decoded back from the record).
         let timeout = self.config.timeout;
@@ -330,7 +316,12 @@ where
             let ledger = &mut self.ledger;
             ledger.step_mut(index).attempt_begins(attempt);
             let span = tm_span!("step", name = ledger.summary.steps[index].name, index = index, attempt = attempt);
-            let hook = if H::ENABLED { self.execute_hook(index, attempt, Some(&span)).await } else { Ok(()) };
+            let hook = if H::ENABLED {
+                let event = self.step_event(index, attempt);
+                within(&span, hook_call(hooks, || hooks.on_step_execute(&event))).await
+            } else {
+                Ok(())
+            };
             // A broken hook fails the attempt before it starts: nothing ran,
             // and it is not retried around.
             let (result, ran) = match hook {
@@ -412,7 +403,9 @@ where
                     }
                     // A panic in the hook fails the step, whose undo record
                     // stays and is rolled back when the body stops.
-                    return match self.success_hook(index, attempt, Some(&span)).await {
+                    let event = self.step_event(index, attempt);
+                    let called = within(&span, hook_call(hooks, || hooks.on_step_success(&event))).await;
+                    return match self.success_hook_ended(index, called) {
                         Ok(()) => Ok(output),
                         Err(panic) => Err(self.step_error(index, StepErrorKind::Panicked(panic))),
                     };
@@ -450,8 +443,10 @@ where
                 );
                 last
             };
-            if H::ENABLED && self.failure_hook(index, attempt, Some(&span)).await {
-                last = true;
+            if H::ENABLED {
+                let event = self.step_event(index, attempt);
+                let called = within(&span, hook_call(hooks, || hooks.on_step_failure(&event))).await;
+                last |= self.failure_hook_ended(index, called);
             }
             let ledger = &mut self.ledger;
             if last {

@@ -1,6 +1,8 @@
 //! The group engine: reserve, start, poll, bookkeeping, until every member is done.
 
 use super::*;
+use crate::observe::hooks::hook_call;
+use crate::trace::within_some;
 
 /// The group engine runs on a handle without the context
 /// ([`Transaction::split`]): the members may hold parts of the context
@@ -92,6 +94,7 @@ where
             tm_info!("{} `{}`: group of {} step(s) started", info.id, info.operation, n);
 
             let manager = self.manager;
+            let hooks = &manager.hooks;
             let mut timer = pin!(None::<C::Sleep>);
             let mut timer_at: Option<Duration> = None;
             let mut first: Option<usize> = None;
@@ -104,7 +107,8 @@ where
                     let (index, attempt) = self.next_attempt(Ms::slot(pinned.as_mut(), i));
                     let hook = if H::ENABLED {
                         let span = Ms::slot(pinned.as_mut(), i).run_mut().span.as_ref();
-                        self.execute_hook(index, attempt, span).await
+                        let event = self.step_event(index, attempt);
+                        within_some(span, hook_call(hooks, || hooks.on_step_execute(&event))).await
                     } else {
                         Ok(())
                     };
@@ -162,10 +166,15 @@ where
                         let result = match broke.or(unrecorded) {
                             Some(kind) => Err(kind),
                             // Its span has ended with its outcome.
-                            None if H::ENABLED => {
-                                self.success_hook(index, attempt, None).await.map_err(StepErrorKind::Panicked)
+                            None => {
+                                if H::ENABLED {
+                                    let event = self.step_event(index, attempt);
+                                    let called = hook_call(hooks, || hooks.on_step_success(&event)).await;
+                                    self.success_hook_ended(index, called).map_err(StepErrorKind::Panicked)
+                                } else {
+                                    Ok(())
+                                }
                             }
-                            None => Ok(()),
                         };
                         if let Err(kind) = result {
                             // Its undo record, if made, stays owed.
@@ -361,10 +370,11 @@ where
     {
         let (index, attempt, mut last) = self.attempt_failed(Ms::slot(pinned.as_mut(), i), &kind, ran);
         if H::ENABLED {
+            let hooks = &self.manager.hooks;
             let span = Ms::slot(pinned.as_mut(), i).run_mut().span.as_ref();
-            if self.failure_hook(index, attempt, span).await {
-                last = true;
-            }
+            let event = self.step_event(index, attempt);
+            let called = within_some(span, hook_call(hooks, || hooks.on_step_failure(&event))).await;
+            last |= self.failure_hook_ended(index, called);
         }
         if last {
             close_span(Ms::slot(pinned.as_mut(), i).run_mut());
@@ -462,7 +472,10 @@ where
             if H::ENABLED {
                 // Its span has ended, cancelled; the step has failed for
                 // good already, whatever the hook does.
-                self.failure_hook(index, attempt, None).await;
+                let hooks = &self.manager.hooks;
+                let event = self.step_event(index, attempt);
+                let called = hook_call(hooks, || hooks.on_step_failure(&event)).await;
+                self.failure_hook_ended(index, called);
             }
         }
     }
