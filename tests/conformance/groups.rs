@@ -844,6 +844,49 @@ pub async fn group_hook_panics_and_cancel_signal<C: Clock + Clone>(clock: C, t: 
     );
 }
 
+/// A member whose `on_step_failure` hook panics fails for good at that
+/// attempt (no retries around a broken hook), keeping its attempt's error;
+/// a member whose `on_step_success` hook panics fails with the panic, and
+/// its undo record stays owed: the body's `?` rolls it back. As for a plain
+/// step (`hook_panics_fail_the_attempt` and the property tests).
+pub async fn group_failure_and_success_hook_panics<C: Clock + Clone>(clock: C, t: Timing) {
+    use super::reliability::PanickyHooks;
+    let log = Log::leaked();
+    let manager = TransactionManager::new(clock.clone()).with_hooks(PanickyHooks);
+    let err = manager
+        .run("hooks", async |tx| {
+            let err = tx
+                .parallel((
+                    member("failure-hooked").retry(t.retries(3)).execute(|| async {
+                        log.push("failure-hooked ran");
+                        Err::<(), _>("no")
+                    }),
+                    member("success-hooked").execute(|| async { Ok(()) }).rollback(move |()| async move {
+                        log.push("undo success-hooked");
+                        Ok::<_, &str>(())
+                    }),
+                ))
+                .await
+                .expect_err("both hooks broke their members");
+            assert_eq!(err.first().step(), "failure-hooked");
+            assert_eq!(err.first().kind(), &StepErrorKind::Failed("no"));
+            let others: Vec<_> = err.others().iter().map(|e| (e.step().as_str(), e.kind().clone())).collect();
+            assert!(
+                matches!(&others[..], [("success-hooked", StepErrorKind::Panicked(m))] if m.as_str() == "injected: success hook bug"),
+                "{others:?}"
+            );
+            Err(err)?;
+            R::Ok(())
+        })
+        .await
+        .expect_err("the group failed");
+    assert_eq!(log.calls(), ["failure-hooked ran", "undo success-hooked"], "one attempt; the completed member undone");
+    let statuses: Vec<_> =
+        err.summary().steps().iter().map(|s| (s.name().as_str(), s.status(), s.attempts())).collect();
+    assert_eq!(statuses, [("failure-hooked", StepStatus::Failed, 1), ("success-hooked", StepStatus::RolledBack, 1)]);
+    assert_eq!(err.summary().steps()[1].error().as_deref(), Some("panicked: injected: success hook bug"));
+}
+
 /// The board of [`group_members_borrow_parts_of_the_context`]: two buses a
 /// group brings up at the same time, each member borrowing its own.
 #[derive(Debug, Default)]

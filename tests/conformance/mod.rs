@@ -203,6 +203,7 @@ macro_rules! conformance_suite {
             group_capacity_is_reserved_before_any_member_starts,
             group_member_panics_are_failures_of_their_attempt,
             group_hook_panics_and_cancel_signal,
+            group_failure_and_success_hook_panics,
             group_members_borrow_parts_of_the_context,
             permanent_errors_are_not_retried,
             permanent_rollback_errors_are_not_retried,

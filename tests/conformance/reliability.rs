@@ -312,6 +312,16 @@ impl Hooks for PanickyHooks {
             panic!("injected: hook bug");
         }
     }
+    async fn on_step_failure(&self, event: &StepEvent<'_>) {
+        if event.step.name() == "failure-hooked" {
+            panic!("injected: failure hook bug");
+        }
+    }
+    async fn on_step_success(&self, event: &StepEvent<'_>) {
+        if event.step.name() == "success-hooked" {
+            panic!("injected: success hook bug");
+        }
+    }
 }
 
 /// A panicking hook fails its step's attempt (no retries around a broken
