@@ -884,7 +884,7 @@ pub async fn group_failure_and_success_hook_panics<C: Clock + Clone>(clock: C, t
     let statuses: Vec<_> =
         err.summary().steps().iter().map(|s| (s.name().as_str(), s.status(), s.attempts())).collect();
     assert_eq!(statuses, [("failure-hooked", StepStatus::Failed, 1), ("success-hooked", StepStatus::RolledBack, 1)]);
-    assert_eq!(err.summary().steps()[1].error().as_deref(), Some("panicked: injected: success hook bug"));
+    assert_eq!(err.summary().steps()[1].error(), Some("panicked: injected: success hook bug"));
 }
 
 /// The board of [`group_members_borrow_parts_of_the_context`]: two buses a
