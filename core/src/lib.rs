@@ -196,13 +196,13 @@ pub mod group {
     pub use crate::api::group::LendFlag;
     pub use crate::api::group::Lent;
     pub use crate::api::group::LentEnd;
+    #[doc(hidden)]
+    pub use crate::api::group::MakeUndo;
     pub use crate::api::group::MapErrors;
     pub use crate::api::group::Member;
     pub use crate::api::group::MemberBuilder;
     #[doc(hidden)]
     pub use crate::api::group::MemberFn;
-    #[doc(hidden)]
-    pub use crate::api::group::MemberUndo;
     pub use crate::api::group::Members;
     pub use crate::api::group::NoUndo;
     pub use crate::api::group::OnCompleted;

@@ -155,7 +155,7 @@ impl<Ctx: ?Sized, A: Action<Ctx>> StepParts<Ctx, A::Undo> for ActionParts<A> {
         self.0.retry_if(error)
     }
 
-    fn make_undo(&mut self, output: Maybe<&A::Output>) -> Option<A::Undo> {
+    fn make_undo(&mut self, output: Maybe<&A::Output>, _: crate::durable::id::IdempotencyKey) -> Option<A::Undo> {
         self.0.undo(output)
     }
 }

@@ -4,6 +4,10 @@
 
 use crate::api::step::Step;
 use crate::api::step_fn::{Keyed, MapErr, Parts, Plain, StepFn, WithContext};
+use crate::api::undo::{
+    MakeUndo, NoUndo, OnCompleted, OnCompletedKeyed, OnCompletedUsing, OnUncertain, OnUncertainUsing, UndoKeyed,
+    UndoMaybe, UndoWith,
+};
 use crate::engine::attempt::Maybe;
 use crate::{
     engine::{abandon::AbandonPolicy, manager::TransactionManager},
@@ -125,14 +129,7 @@ where
         Fut: Future<Output = Result<Out, E>>,
         E: fmt::Display,
     {
-        self.tx.execute(
-            self.name,
-            Parts {
-                execute: Plain(execute),
-                undo: None::<fn(crate::engine::attempt::Maybe<&Out>) -> Option<U>>,
-                retry_if: RetryAlways,
-            },
-        )
+        self.tx.execute(self.name, Parts { execute: Plain(execute), undo: NoUndo, retry_if: RetryAlways })
     }
 
     /// Runs the step given as data (an [`Action`](crate::Action), usually a
@@ -153,14 +150,7 @@ where
         F: AsyncFnMut(&mut Ctx) -> Result<Out, E>,
         E: fmt::Display,
     {
-        self.tx.execute(
-            self.name,
-            Parts {
-                execute: WithContext(execute),
-                undo: None::<fn(crate::engine::attempt::Maybe<&Out>) -> Option<U>>,
-                retry_if: RetryAlways,
-            },
-        )
+        self.tx.execute(self.name, Parts { execute: WithContext(execute), undo: NoUndo, retry_if: RetryAlways })
     }
 }
 
@@ -301,6 +291,19 @@ where
     F: StepFn<Ctx>,
     W: RetryCondition<F::Error>,
 {
+    /// Runs the step with the undo maker `make` builds from the rollback's
+    /// retry condition.
+    fn run_with_undo<Mk>(
+        self,
+        make: impl FnOnce(RW) -> Mk,
+    ) -> impl Future<Output = Result<F::Output, StepError<F::Error>>>
+    where
+        Mk: MakeUndo<F::Output, U>,
+    {
+        let Execute { step, execute, retry_if, rollback_retry_if } = self;
+        step.tx.execute(step.name, Parts { execute, undo: make(rollback_retry_if), retry_if })
+    }
+
     /// Retries a failed rollback attempt only if `condition` accepts its
     /// error, as [`retry_if`](Execute::retry_if) does for execute: a
     /// rejected error fails the rollback for good at once (the step is
@@ -361,15 +364,7 @@ where
         F::Output: Clone,
         U: From<crate::ledger::rollback::RollbackFn<G, F::Output, RW>>,
     {
-        let mut rollback = Some((rollback, self.rollback_retry_if));
-        let make_undo = move |output: Maybe<&F::Output>| {
-            let output = output.completed()?;
-            let (rollback, condition) = rollback.take()?;
-            Some(U::from(crate::ledger::rollback::RollbackFn::new(rollback, output.clone()).with_retry_if(condition)))
-        };
-        self.step
-            .tx
-            .execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo), retry_if: self.retry_if })
+        self.run_with_undo(|condition| OnCompleted(Some((rollback, condition))))
     }
 
     /// Like [`rollback`](Execute::rollback), but each rollback attempt
@@ -393,19 +388,7 @@ where
         F::Output: Clone,
         U: From<crate::ledger::rollback::RollbackFn<G, (St, F::Output), RW>>,
     {
-        let state = state.clone();
-        let mut rollback = Some((rollback, self.rollback_retry_if));
-        let make_undo = move |output: Maybe<&F::Output>| {
-            let output = output.completed()?;
-            let (rollback, condition) = rollback.take()?;
-            Some(U::from(
-                crate::ledger::rollback::RollbackFn::new(rollback, (state.clone(), output.clone()))
-                    .with_retry_if(condition),
-            ))
-        };
-        self.step
-            .tx
-            .execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo), retry_if: self.retry_if })
+        self.run_with_undo(|condition| OnCompletedUsing(state.clone(), Some((rollback, condition))))
     }
 
     /// Like [`rollback`](Execute::rollback), but each rollback attempt
@@ -440,18 +423,7 @@ where
         F::Output: Clone,
         U: From<crate::ledger::rollback::RollbackFn<G, (crate::durable::id::IdempotencyKey, F::Output), RW>>,
     {
-        let key = self.step.tx.next_step_key();
-        let mut rollback = Some((rollback, self.rollback_retry_if));
-        let make_undo = move |output: Maybe<&F::Output>| {
-            let output = output.completed()?;
-            let (rollback, condition) = rollback.take()?;
-            Some(U::from(
-                crate::ledger::rollback::RollbackFn::new(rollback, (key, output.clone())).with_retry_if(condition),
-            ))
-        };
-        self.step
-            .tx
-            .execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo), retry_if: self.retry_if })
+        self.run_with_undo(|condition| OnCompletedKeyed(Some((rollback, condition))))
     }
 
     /// Runs the step with a rollback that also covers an *uncertain*
@@ -476,16 +448,7 @@ where
         U: From<crate::ledger::rollback::RollbackFn<G, Maybe<F::Output>, RW>>,
         RW: Clone,
     {
-        let condition = self.rollback_retry_if;
-        let make_undo = move |output: Maybe<&F::Output>| {
-            Some(U::from(
-                crate::ledger::rollback::RollbackFn::new(rollback.clone(), output.cloned())
-                    .with_retry_if(condition.clone()),
-            ))
-        };
-        self.step
-            .tx
-            .execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo), retry_if: self.retry_if })
+        self.run_with_undo(|condition| OnUncertain(rollback, condition))
     }
 
     /// [`rollback_uncertain`](Execute::rollback_uncertain) with a shared
@@ -529,15 +492,7 @@ where
         U: From<crate::ledger::rollback::RollbackFn<G, (St, Maybe<F::Output>), RW>>,
         RW: Clone,
     {
-        let state = state.clone();
-        let condition = self.rollback_retry_if;
-        let make_undo = move |output: Maybe<&F::Output>| {
-            let undo = crate::ledger::rollback::RollbackFn::new(rollback.clone(), (state.clone(), output.cloned()));
-            Some(U::from(undo.with_retry_if(condition.clone())))
-        };
-        self.step
-            .tx
-            .execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo), retry_if: self.retry_if })
+        self.run_with_undo(|condition| OnUncertainUsing(state.clone(), rollback, condition))
     }
 }
 
@@ -558,14 +513,7 @@ where
     /// [`err_into`](Execute::err_into), or that has a retry condition
     /// ([`retry_if`](Execute::retry_if)), and that has nothing to undo.
     pub fn no_rollback(self) -> impl Future<Output = Result<F::Output, StepError<F::Error>>> {
-        self.step.tx.execute(
-            self.step.name,
-            Parts {
-                execute: self.execute,
-                undo: None::<fn(crate::engine::attempt::Maybe<&F::Output>) -> Option<U>>,
-                retry_if: self.retry_if,
-            },
-        )
+        self.run_with_undo(|RetryAlways| NoUndo)
     }
 
     /// Runs the step and, once it completes, records `make_undo(&output)` as
@@ -574,14 +522,7 @@ where
     where
         Mk: FnOnce(&F::Output) -> U,
     {
-        let mut make_undo = Some(make_undo);
-        let make_undo = move |output: Maybe<&F::Output>| {
-            let output = output.completed()?;
-            Some(make_undo.take()?(output))
-        };
-        self.step
-            .tx
-            .execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo), retry_if: self.retry_if })
+        self.run_with_undo(|RetryAlways| UndoWith(Some(make_undo)))
     }
 
     /// Like [`undo`](Execute::undo), but the undo maker also receives the
@@ -615,21 +556,17 @@ where
     where
         Mk: FnOnce(&F::Output, crate::durable::id::IdempotencyKey) -> U,
     {
-        let key = self.step.tx.next_step_key();
-        self.undo(move |output: &F::Output| make_undo(output, key))
+        self.run_with_undo(|RetryAlways| UndoKeyed(Some(make_undo)))
     }
 
     /// Like [`undo`](Execute::undo), for uncertain failures too (see
     /// [`rollback_uncertain`](Execute::rollback_uncertain)): `make_undo`
     /// gets `Maybe::Completed(&output)` or `Maybe::Uncertain`. The undo
     /// record must be idempotent.
-    pub fn undo_uncertain<Mk>(self, mut make_undo: Mk) -> impl Future<Output = Result<F::Output, StepError<F::Error>>>
+    pub fn undo_uncertain<Mk>(self, make_undo: Mk) -> impl Future<Output = Result<F::Output, StepError<F::Error>>>
     where
         Mk: FnMut(Maybe<&F::Output>) -> U,
     {
-        let make_undo = move |output: Maybe<&F::Output>| Some(make_undo(output));
-        self.step
-            .tx
-            .execute(self.step.name, Parts { execute: self.execute, undo: Some(make_undo), retry_if: self.retry_if })
+        self.run_with_undo(|RetryAlways| UndoMaybe(make_undo))
     }
 }

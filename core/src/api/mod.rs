@@ -10,3 +10,4 @@ pub(crate) mod scope;
 pub(crate) mod step;
 pub(crate) mod step_fn;
 pub(crate) mod transaction;
+pub(crate) mod undo;

@@ -5,6 +5,8 @@
 use core::fmt;
 use core::future::Future;
 
+use crate::api::undo::MakeUndo;
+use crate::durable::id::IdempotencyKey;
 use crate::engine::attempt::{Maybe, StepParts};
 use crate::timing::condition::RetryCondition;
 
@@ -112,14 +114,14 @@ where
 /// retry condition.
 pub(crate) struct Parts<F, M, W> {
     pub(crate) execute: F,
-    pub(crate) undo: Option<M>,
+    pub(crate) undo: M,
     pub(crate) retry_if: W,
 }
 
 impl<Ctx: ?Sized, U, F, M, W> StepParts<Ctx, U> for Parts<F, M, W>
 where
     F: StepFn<Ctx>,
-    M: FnMut(Maybe<&F::Output>) -> Option<U>,
+    M: MakeUndo<F::Output, U>,
     W: RetryCondition<F::Error>,
 {
     type Output = F::Output;
@@ -132,14 +134,14 @@ where
     }
 
     fn has_undo(&self) -> bool {
-        self.undo.is_some()
+        self.undo.has_undo()
     }
 
     fn call(&mut self, ctx: &mut Ctx) -> impl Future<Output = Result<F::Output, F::Error>> {
         self.execute.call(ctx)
     }
 
-    fn make_undo(&mut self, output: Maybe<&F::Output>) -> Option<U> {
-        self.undo.as_mut().and_then(|make| make(output))
+    fn make_undo(&mut self, output: Maybe<&F::Output>, key: IdempotencyKey) -> Option<U> {
+        self.undo.make(output, key)
     }
 }

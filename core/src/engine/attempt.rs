@@ -6,6 +6,7 @@ use core::fmt;
 use core::future::Future;
 use core::time::Duration;
 
+use crate::durable::id::IdempotencyKey;
 use crate::engine::rollback::Panicked;
 use crate::engine::transaction::Transaction;
 use crate::ledger::book::UndoRecord;
@@ -105,8 +106,9 @@ pub(crate) trait StepParts<Ctx: ?Sized, U> {
     }
 
     /// The undo record owed for `output` (`Maybe::Uncertain`: while an
-    /// attempt is in flight, or after an uncertain one), if any.
-    fn make_undo(&mut self, output: Maybe<&Self::Output>) -> Option<U>;
+    /// attempt is in flight, or after an uncertain one), if any, by the step
+    /// whose idempotency key is `key`.
+    fn make_undo(&mut self, output: Maybe<&Self::Output>, key: IdempotencyKey) -> Option<U>;
 }
 
 /// What the step hooks see and what their ends mean, and a failed
@@ -137,6 +139,12 @@ impl<'t, C: Clock, H: Hooks, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
                 error = self.ledger.summary.steps[index].error().unwrap_or_default()
             );
         }
+    }
+
+    /// The idempotency key of step `index`.
+    pub(crate) fn step_key(&self, index: usize) -> IdempotencyKey {
+        let ledger = &self.ledger;
+        IdempotencyKey::new(ledger.origin, ledger.summary.info.id, crate::engine::transaction::step_index(index))
     }
 
     /// What a step hook sees of attempt `attempt` of step `index`.
@@ -258,7 +266,8 @@ where
         output: &P::Output,
         span: &crate::trace::Span,
     ) -> Result<(), StepError<P::Error>> {
-        match crate::util::text::caught(|| parts.make_undo(Maybe::Completed(output))) {
+        let key = self.step_key(index);
+        match crate::util::text::caught(|| parts.make_undo(Maybe::Completed(output), key)) {
             Ok(Some(undo)) => self.keep_undo(index, undo),
             Ok(None) => {}
             // As in `execute`: the step took effect but its undo record
@@ -329,7 +338,8 @@ where
                 Ok(()) => {
                     if !uncertain {
                         if parked.is_none() {
-                            let made = crate::util::text::caught(|| parts.make_undo(Maybe::Uncertain));
+                            let key = self.step_key(index);
+                            let made = crate::util::text::caught(|| parts.make_undo(Maybe::Uncertain, key));
                             match made {
                                 Ok(undo) => parked = undo.map(|undo| self.undo_record(index, undo)),
                                 Err(panic) => return Err(self.step_broke(index, panic)),
@@ -372,7 +382,10 @@ where
             };
             let kind = match result {
                 Ok(output) => {
-                    let made = crate::util::text::caught(|| parts.make_undo(Maybe::Completed(&output)));
+                    let made = {
+                        let key = self.step_key(index);
+                        crate::util::text::caught(|| parts.make_undo(Maybe::Completed(&output), key))
+                    };
                     let kept = match made {
                         Ok(Some(undo)) => {
                             self.keep_undo(index, undo);

@@ -300,7 +300,7 @@ pub trait Slot<U, E> {
     fn take_error(self: Pin<&mut Self>) -> Option<StepErrorKind<E>>;
 }
 
-impl<U, F: MemberFn, R: MemberUndo<F::Output, U>, W: RetryCondition<F::Error>> Slot<U, F::Error> for Member<F, R, W> {
+impl<U, F: MemberFn, R: MakeUndo<F::Output, U>, W: RetryCondition<F::Error>> Slot<U, F::Error> for Member<F, R, W> {
     fn settings(&self) -> &Settings {
         &self.run.settings
     }

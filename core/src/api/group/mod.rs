@@ -31,7 +31,7 @@ use crate::{
     engine::{abandon::AbandonPolicy, attempt::Maybe, manager::TransactionManager, transaction::Transaction},
     ledger::{
         error::{StepError, StepErrorKind},
-        rollback::{Rollback, RollbackFn},
+        rollback::Rollback,
     },
     observe::hooks::Hooks,
     timing::{
@@ -51,6 +51,9 @@ mod member;
 mod parts;
 mod poll;
 
+pub use crate::api::undo::{
+    MakeUndo, NoUndo, OnCompleted, OnCompletedUsing, OnUncertain, UndoKeyed, UndoMaybe, UndoWith,
+};
 pub use driver::{Lend, Member, Members};
 use engine::*;
 pub use member::*;
