@@ -80,8 +80,8 @@ where
     {
         self.settle_dropped_step();
         let floor = self.ledger.owed();
-        let first_step = self.ledger.summary.steps.len();
-        let info = &self.ledger.summary.info;
+        let first_step = self.ledger.summary.steps().len();
+        let info = self.ledger.summary.info();
         tm_debug!("{} `{}`: scope `{}` started", info.id, info.operation, name);
         // The body gets a handle of its own (the same records), so a scope
         // future dropped half-way leaves this handle as it was.
@@ -100,7 +100,7 @@ where
         };
         self.settle_dropped_step();
         let manager = self.manager;
-        let info = &self.ledger.summary.info;
+        let info = self.ledger.summary.info();
         tm_warn!(
             "{} `{}`: scope `{}` failed; rolling back {} step(s)",
             info.id,
@@ -118,7 +118,7 @@ where
             )
             .await;
         let rollback_state = self.ledger.scope_rollback_ended(first_step, rollback_failures.len());
-        let info = &self.ledger.summary.info;
+        let info = self.ledger.summary.info();
         match rollback_state {
             RollbackState::Clean => tm_info!("{} `{}`: scope `{}` rolled back cleanly", info.id, info.operation, name),
             RollbackState::Partial => {

@@ -33,12 +33,12 @@ impl<'t, C, H, A, J, Ctx: ?Sized, U, S: Storage> Transaction<'t, TransactionMana
 
     /// The transaction's id and operation.
     pub fn info(&self) -> &TransactionInfo {
-        &self.ledger.summary.info
+        self.ledger.summary.info()
     }
 
     /// The transaction's id.
     pub fn id(&self) -> crate::durable::id::TransactionId {
-        self.ledger.summary.info.id
+        self.ledger.summary.info().id
     }
 
     /// The idempotency key of the next step (the one the next
@@ -62,13 +62,13 @@ impl<'t, C, H, A, J, Ctx: ?Sized, U, S: Storage> Transaction<'t, TransactionMana
     /// assert_eq!(done.unwrap().into_value(), "tx-9.1-000000000000002a");
     /// ```
     pub fn next_step_key(&self) -> crate::durable::id::IdempotencyKey {
-        let index = u32::try_from(self.ledger.summary.steps.len()).unwrap_or(u32::MAX);
-        crate::durable::id::IdempotencyKey::new(self.ledger.origin, self.ledger.summary.info.id, index)
+        let index = u32::try_from(self.ledger.summary.steps().len()).unwrap_or(u32::MAX);
+        crate::durable::id::IdempotencyKey::new(self.ledger.origin, self.ledger.summary.info().id, index)
     }
 
     /// The records of the steps run so far.
     pub fn steps(&self) -> &[StepRecord] {
-        &self.ledger.summary.steps
+        self.ledger.summary.steps()
     }
 
     /// The transaction's clock, for steps that need to wait or read the time.

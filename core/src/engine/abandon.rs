@@ -42,9 +42,9 @@ impl<U, S: Storage> Abandoned<U, S> {
         let summary = &self.ledger.summary;
         if H::ENABLED {
             if let Err(panic) =
-                crate::util::panic::guarded(hooks.on_transaction_complete(&summary.info, false, summary)).await
+                crate::util::panic::guarded(hooks.on_transaction_complete(summary.info(), false, summary)).await
             {
-                tm_error!("{}: on_transaction_complete hook panicked: {}", summary.info.id, panic);
+                tm_error!("{}: on_transaction_complete hook panicked: {}", summary.info().id, panic);
             }
         }
         RollbackReport { failures, summary: self.ledger.take_summary() }
@@ -58,8 +58,8 @@ impl<U, S: Storage> Abandoned<U, S> {
     {
         let span = tm_span!(
             "abandoned_transaction",
-            id = self.ledger.summary.info.id,
-            operation = self.ledger.summary.info.operation
+            id = self.ledger.summary.info().id,
+            operation = self.ledger.summary.info().operation
         );
         let failures = crate::trace::within(
             &span,
@@ -186,7 +186,7 @@ macro_rules! spawned_for_storage {
             fn abandon(&self, clock: &C, _: &H, abandoned: Abandoned<U, $storage>) {
                 let clock = clock.clone();
                 self.0.spawn(async move {
-                    let id = abandoned.ledger.summary.info.id;
+                    let id = abandoned.ledger.summary.info().id;
                     let report = abandoned.roll_back_detached(&clock).await;
                     match report.rollback_state() {
                         RollbackState::Clean => tm_info!("{}: abandoned transaction rolled back", id),

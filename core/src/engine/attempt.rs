@@ -24,7 +24,7 @@ use crate::{
     },
     observe::hooks::{Hooks, StepEvent},
     timing::clock::Clock,
-    util::storage::{List, Storage},
+    util::storage::Storage,
 };
 
 /// What an uncertain rollback receives: the step's output if it completed,
@@ -136,7 +136,7 @@ impl<'t, C: Clock, H: Hooks, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
                 warn,
                 span,
                 "attempt failed",
-                error = self.ledger.summary.steps[index].error().unwrap_or_default()
+                error = self.ledger.summary.steps()[index].error().unwrap_or_default()
             );
         }
     }
@@ -144,7 +144,7 @@ impl<'t, C: Clock, H: Hooks, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
     /// The idempotency key of step `index`.
     pub(crate) fn step_key(&self, index: usize) -> IdempotencyKey {
         let ledger = &self.ledger;
-        IdempotencyKey::new(ledger.origin, ledger.summary.info.id, crate::engine::transaction::step_index(index))
+        IdempotencyKey::new(ledger.origin, ledger.summary.info().id, crate::engine::transaction::step_index(index))
     }
 
     /// What a step hook sees of attempt `attempt` of step `index`.
@@ -155,7 +155,7 @@ impl<'t, C: Clock, H: Hooks, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
     /// transaction future, hooks or not (56 bytes more for a 2-member
     /// group). What a hook's end means is decided here, once.
     pub(crate) fn step_event(&self, index: usize, attempt: u32) -> StepEvent<'_> {
-        StepEvent { transaction: &self.ledger.summary.info, step: &self.ledger.summary.steps[index], attempt }
+        StepEvent { transaction: self.ledger.summary.info(), step: &self.ledger.summary.steps()[index], attempt }
     }
 
     /// `on_step_failure` ended with `called`. Returns whether it panicked:
@@ -200,13 +200,13 @@ where
         self.settle_dropped_step();
         let now = self.stamp();
         let ledger = &mut self.ledger;
-        let index = ledger.summary.steps.len();
-        let info = &ledger.summary.info;
+        let index = ledger.summary.steps().len();
+        let info = ledger.summary.info();
         if name.as_str().is_empty() {
             tm_error!("{} `{}`: step #{} refused: empty name", info.id, info.operation, index);
             return Err((name, index, Refused::EmptyName));
         }
-        if !ledger.summary.steps.has_room() || (with_undo && !ledger.has_undo_room()) {
+        if !ledger.has_step_room() || (with_undo && !ledger.has_undo_room()) {
             let capacity = S::CAPACITY.unwrap_or(usize::MAX);
             tm_error!(
                 "{} `{}`: step `{}` refused: capacity of {} steps used up",
@@ -235,14 +235,14 @@ where
     fn step_broke<E>(&mut self, index: usize, panic: crate::util::text::PanicMessage) -> StepError<E> {
         let now = self.stamp();
         self.ledger.step_mut(index).broke(&Panicked(&panic), now);
-        let (info, record) = (&self.ledger.summary.info, &self.ledger.summary.steps[index]);
+        let (info, record) = (self.ledger.summary.info(), &self.ledger.summary.steps()[index]);
         tm_error!("{} `{}`: step `{}` failed for good: {}", info.id, info.operation, record.name, panic);
         StepError { step: record.name.clone(), index, kind: StepErrorKind::Panicked(panic) }
     }
 
     /// The error a step fails with: its name and index, and `kind`.
     fn step_error<E>(&self, index: usize, kind: StepErrorKind<E>) -> StepError<E> {
-        StepError { step: self.ledger.summary.steps[index].name.clone(), index, kind }
+        StepError { step: self.ledger.summary.steps()[index].name.clone(), index, kind }
     }
 
     /// Keeps the undo record of the completed step `index`: in place of
@@ -324,7 +324,7 @@ where
             attempt = attempt.saturating_add(1);
             let ledger = &mut self.ledger;
             ledger.step_mut(index).attempt_begins(attempt);
-            let span = tm_span!("step", name = ledger.summary.steps[index].name, index = index, attempt = attempt);
+            let span = tm_span!("step", name = ledger.summary.steps()[index].name, index = index, attempt = attempt);
             let hook = if H::ENABLED {
                 let event = self.step_event(index, attempt);
                 within(&span, hook_call(hooks, || hooks.on_step_execute(&event))).await
@@ -478,7 +478,7 @@ where
                 if retry.never_waits() { Duration::ZERO } else { retry.jittered_delay(attempt - 1, &mut ledger.rng) };
             tm_event!(info, &span, "retrying", delay = crate::trace::AsDebug(delay));
             crate::trace::close(span);
-            tm_debug!("step `{}` retrying in {:?}", ledger.summary.steps[index].name, delay);
+            tm_debug!("step `{}` retrying in {:?}", ledger.summary.steps()[index].name, delay);
             if !delay.is_zero() {
                 if let Err(panic) = guarded_call(|| clock.sleep(delay)).await {
                     return Err(self.step_broke(index, panic));

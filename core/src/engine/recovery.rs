@@ -295,7 +295,7 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
             return Ok(());
         }
         let Read { mut ledger, mut problem, failed_before, .. } = read;
-        let info = ledger.summary.info.clone();
+        let info = ledger.summary.info().clone();
         if !forced && matches!(schedule, OwedRetry::Backoff { .. }) && backoffs.defer(id) {
             let owed = ledger.owed();
             tm_info!("{} `{}`: owed, not tried by this recovery (backing off)", info.id, info.operation);

@@ -7,7 +7,6 @@ use crate::durable::{
     entry::{EntryKind, StoredEntry},
 };
 use crate::ledger::book::Ledger;
-use crate::util::storage::List;
 use crate::{
     ledger::record::StepRecord,
     util::{storage::Storage, text::Name},
@@ -69,11 +68,11 @@ pub(crate) fn apply<U, S: Storage, Co: UndoCodec<U>>(read: &mut Read<U, S>, code
     };
     let ledger = &mut read.ledger;
     let step = entry.step;
-    let position = step.and_then(|step| ledger.summary.steps.iter().position(|r| r.index == step as usize));
+    let position = step.and_then(|step| ledger.summary.steps().iter().position(|r| r.index == step as usize));
     match kind {
         EntryKind::Begin => {
             if let Ok(text) = core::str::from_utf8(entry.payload) {
-                ledger.summary.info.operation = owned_name(text);
+                ledger.replayed_operation(owned_name(text));
             }
         }
         EntryKind::Intent | EntryKind::Done => {
@@ -105,10 +104,10 @@ pub(crate) fn apply<U, S: Storage, Co: UndoCodec<U>>(read: &mut Read<U, S>, code
                     }
                 }
                 None => {
-                    let at = ledger.summary.steps.len();
+                    let at = ledger.summary.steps().len();
                     let mut record = StepRecord::new(step as usize, owned_name(payload.name), None, true);
                     record.replayed_end(kind == EntryKind::Done);
-                    let record_room = ledger.summary.steps.push(record).is_ok();
+                    let record_room = ledger.replayed_step(record);
                     if !record_room || !ledger.replay_owed_new(at, undo, payload.retry, payload.timeout) {
                         read.problem.get_or_insert(Problem::Capacity(S::CAPACITY.unwrap_or(usize::MAX)));
                     }

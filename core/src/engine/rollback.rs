@@ -171,20 +171,20 @@ impl<U, S: Storage> Ledger<U, S> {
         }
         tm_debug!(
             "{} `{}`: {} undo record(s) to run, latest first",
-            self.summary.info.id,
-            self.summary.info.operation,
+            self.summary.info().id,
+            self.summary.info().operation,
             self.owed() - floor
         );
         let hook = if H::ENABLED {
-            hook_call(services.hooks, || services.hooks.on_rollback_start(&self.summary.info)).await
+            hook_call(services.hooks, || services.hooks.on_rollback_start(self.summary.info())).await
         } else {
             Ok(())
         };
         if let Err(panic) = hook {
             tm_error!(
                 "{} `{}`: on_rollback_start hook panicked: {}",
-                self.summary.info.id,
-                self.summary.info.operation,
+                self.summary.info().id,
+                self.summary.info().operation,
                 panic
             );
         }
@@ -232,14 +232,14 @@ impl<U, S: Storage> Ledger<U, S> {
 
     /// With a journal, the lazy `Undone` or `UndoFailed` of one step.
     async fn journal_rollback_end<J: JournalFor<U>>(summary: &Summary<S>, index: usize, undone: bool, journal: &J) {
-        journal_rollback_end(summary.info.id, &summary.steps[index], undone, journal).await;
+        journal_rollback_end(summary.info().id, &summary.steps()[index], undone, journal).await;
     }
 
     /// The last hook of a step's rollback, once its record left the ledger.
     async fn rollback_ended_hook<H: Hooks>(summary: &Summary<S>, index: usize, undone: bool, hooks: &H) {
         if H::ENABLED {
-            let step = &summary.steps[index];
-            let event = StepEvent { transaction: &summary.info, step, attempt: step.rollback_attempts() };
+            let step = &summary.steps()[index];
+            let event = StepEvent { transaction: summary.info(), step, attempt: step.rollback_attempts() };
             let hook = if undone {
                 hook_call(hooks, || hooks.on_step_rollback(&event)).await
             } else {
@@ -257,11 +257,11 @@ impl<U, S: Storage> Ledger<U, S> {
     fn batch_len(&self, floor: usize) -> usize {
         let owed = &self.owed_records()[floor..];
         let Some(top) = owed.last() else { return 0 };
-        let group = self.summary.steps[top.step].rollback_group();
+        let group = self.summary.steps()[top.step].rollback_group();
         if group == 0 {
             return 0;
         }
-        owed.iter().rev().take_while(|u| self.summary.steps[u.step].rollback_group() == group).count()
+        owed.iter().rev().take_while(|u| self.summary.steps()[u.step].rollback_group() == group).count()
     }
 
     /// Rolls back the latest `batch` records at the same time, each with its

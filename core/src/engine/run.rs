@@ -192,7 +192,7 @@ where
                     // An id the journal may have seen would mix two
                     // transactions' entries (and lose what the first one
                     // owes): refused before anything is written or run.
-                    let id = ledger_ref.summary.info.id;
+                    let id = ledger_ref.summary.info().id;
                     if let Err(failure) = manager.journal.refuse_given_id(id) {
                         let failure: JournalFailure = failure.into();
                         return Err(J::commit_failure(failure).into_body_error(None, 0));

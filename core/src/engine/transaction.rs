@@ -205,7 +205,7 @@ impl<'t, C: Clock, H, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
     /// for steps and group members alike.
     pub(crate) fn release_rollback(&mut self, index: usize) -> impl Future<Output = ()> + 't {
         self.ledger.step_mut(index).rollback_released();
-        self.manager.journal.write_lazy(self.ledger.summary.info.id, Some(step_index(index)), EntryKind::Released)
+        self.manager.journal.write_lazy(self.ledger.summary.info().id, Some(step_index(index)), EntryKind::Released)
     }
 
     /// With a journal, step `index`'s durable entry, from its undo record:
@@ -219,7 +219,7 @@ impl<'t, C: Clock, H, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
     pub(crate) async fn journal_step(&mut self, index: usize, kind: EntryKind) -> Result<(), JournalFailure> {
         let Err(failure) = self.journal_undo(index, kind).await else { return Ok(()) };
         let failure: JournalFailure = failure.into();
-        let info = &self.ledger.summary.info;
+        let info = self.ledger.summary.info();
         tm_error!("{} `{}`: step #{}: {}", info.id, info.operation, index, failure);
         if kind == EntryKind::Intent {
             self.ledger.take_back(index);
@@ -242,8 +242,8 @@ impl<'t, C: Clock, H, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
     ) -> impl Future<Output = Result<(), J::Failure>> + '_ {
         let ledger = &*self.ledger;
         let undo = ledger.undo_of(index);
-        let record = &ledger.summary.steps[index];
-        let entry = Entry::new(ledger.summary.info.id, Some(step_index(index)), kind);
+        let record = &ledger.summary.steps()[index];
+        let entry = Entry::new(ledger.summary.info().id, Some(step_index(index)), kind);
         let journal = &self.manager.journal;
         // Called right after the step's record was pushed: it is there (a
         // step without one writes nothing).
@@ -285,13 +285,13 @@ where
         ledger.abandon_in_progress(&"interrupted: the transaction was dropped", now);
         if J::ENABLED {
             // Unfinished in the journal: `recover_dropped` rolls it back.
-            manager.journal.ended(ledger.summary.info.id);
-            manager.journal.dropped(ledger.summary.info.id);
+            manager.journal.ended(ledger.summary.info().id);
+            manager.journal.dropped(ledger.summary.info().id);
         }
         tm_error!(
             "{} `{}`: dropped before it finished, owing {} rollback(s)",
-            ledger.summary.info.id,
-            ledger.summary.info.operation,
+            ledger.summary.info().id,
+            ledger.summary.info().operation,
             ledger.owed()
         );
         if !A::TAKES_RECORDS && !H::ENABLED {
@@ -313,7 +313,7 @@ where
     }
 
     pub(crate) async fn start(&mut self) {
-        let info = &self.ledger.summary.info;
+        let info = self.ledger.summary.info();
         tm_info!("{} `{}`: transaction started", info.id, info.operation);
         if J::ENABLED {
             // Live from here until it commits, rolls back or is dropped:
@@ -342,7 +342,7 @@ where
         let step = self.ledger.in_progress();
         let now = self.stamp();
         self.ledger.abandon_in_progress(why, now);
-        (step, self.ledger.summary.steps.len())
+        (step, self.ledger.summary.steps().len())
     }
 
     /// The body returned `Ok`: commit. With a journal, the `Committed`
@@ -359,7 +359,7 @@ where
     pub(crate) async fn commit(&mut self) -> Result<(), CommitFailed<J::CommitFailure>> {
         self.settle_dropped_step();
         if J::ENABLED {
-            let info = &self.ledger.summary.info;
+            let info = self.ledger.summary.info();
             let entry = Entry::new(info.id, None, EntryKind::Committed);
             if let Err(failure) = self.manager.journal.write(&entry).await {
                 let failure: JournalFailure = failure.into();
@@ -400,12 +400,17 @@ where
         self.on_drop = None;
         let manager = self.manager;
         if J::ENABLED {
-            manager.journal.ended(self.ledger.summary.info.id);
+            manager.journal.ended(self.ledger.summary.info().id);
         }
         let now = self.now();
         self.ledger.ended(now);
         let summary = &self.ledger.summary;
-        tm_info!("{} `{}`: committed after {} step(s)", summary.info.id, summary.info.operation, summary.total_steps());
+        tm_info!(
+            "{} `{}`: committed after {} step(s)",
+            summary.info().id,
+            summary.info().operation,
+            summary.total_steps()
+        );
         complete(&manager.hooks, &self.ledger.summary, true).await;
         Ok(())
     }
@@ -420,7 +425,7 @@ where
         let manager = self.manager;
         self.on_drop = None;
         self.ledger.leave_to_recovery();
-        let id = self.ledger.summary.info.id;
+        let id = self.ledger.summary.info().id;
         manager.journal.ended(id);
         manager.journal.dropped(id);
         let now = self.now();
@@ -438,7 +443,7 @@ where
     ) {
         self.settle_dropped_step();
         let manager = self.manager;
-        let info = &self.ledger.summary.info;
+        let info = self.ledger.summary.info();
         let owed = self.ledger.owed();
         tm_warn!("{} `{}`: body failed; rolling back {} step(s)", info.id, info.operation, owed);
         // The ledger stays in `self` while rolling back: if this future is
@@ -470,7 +475,7 @@ where
                         // Lazy: if it is lost, recovery repeats the
                         // (idempotent) rollbacks whose `Undone` it does not
                         // find.
-                        let info = &self.ledger.summary.info;
+                        let info = self.ledger.summary.info();
                         tm_error!("{} `{}`: {}", info.id, info.operation, failure);
                     }
                 }
@@ -479,19 +484,19 @@ where
         };
         let summary = &self.ledger.summary;
         if J::ENABLED {
-            manager.journal.ended(summary.info.id);
+            manager.journal.ended(summary.info().id);
         }
         self.on_drop = None;
         let summary = &self.ledger.summary;
         if clean {
             // The same words as the error's `Display`.
             let what = if owed == 0 { "nothing to roll back" } else { "rolled back cleanly" };
-            tm_info!("{} `{}`: {}", summary.info.id, summary.info.operation, what);
+            tm_info!("{} `{}`: {}", summary.info().id, summary.info().operation, what);
         } else {
             tm_error!(
                 "{} `{}`: PARTIALLY rolled back, {} rollback(s) failed",
-                summary.info.id,
-                summary.info.operation,
+                summary.info().id,
+                summary.info().operation,
                 rollback_failures.len()
             );
         }

@@ -35,10 +35,10 @@ use crate::{
 /// println!("{summary}");
 /// ```
 pub struct Summary<S: Storage> {
-    pub(crate) info: TransactionInfo,
-    pub(crate) started_at: Duration,
+    pub(in crate::ledger) info: TransactionInfo,
+    pub(in crate::ledger) started_at: Duration,
     pub(in crate::ledger) completed_at: Duration,
-    pub(crate) steps: S::List<StepRecord>,
+    pub(in crate::ledger) steps: S::List<StepRecord>,
 }
 
 impl<S: Storage> Summary<S> {

@@ -199,6 +199,23 @@ impl<U, S: Storage> Ledger<U, S> {
         index
     }
 
+    /// Whether there is room for one more step record.
+    pub(crate) fn has_step_room(&self) -> bool {
+        self.summary.steps.has_room()
+    }
+
+    /// Recovery read the operation's name from the journal's `Begin`.
+    pub(crate) fn replayed_operation(&mut self, name: Name) {
+        self.summary.info.operation = name;
+    }
+
+    /// Recovery read a step the ledger has no record of yet (its intent or
+    /// `Done`): its record, as replayed, is pushed. Returns whether there
+    /// was room.
+    pub(crate) fn replayed_step(&mut self, record: StepRecord) -> bool {
+        self.summary.steps.push(record).is_ok()
+    }
+
     /// An attempt of step `index` (number `attempt`) failed with `error`;
     /// if it was the `last`, the step failed for good at `now`. Logged.
     pub(crate) fn attempt_failed(&mut self, index: usize, attempt: u32, error: &dyn fmt::Display, last: bool, now: At) {

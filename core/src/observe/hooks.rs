@@ -433,7 +433,7 @@ pub(crate) async fn complete<H: Hooks, S: Storage>(
     if !H::ENABLED {
         return;
     }
-    if let Err(panic) = hook_call(hooks, || hooks.on_transaction_complete(&summary.info, success, summary)).await {
-        tm_error!("{}: on_transaction_complete hook panicked: {}", summary.info.id, panic);
+    if let Err(panic) = hook_call(hooks, || hooks.on_transaction_complete(summary.info(), success, summary)).await {
+        tm_error!("{}: on_transaction_complete hook panicked: {}", summary.info().id, panic);
     }
 }

@@ -49,7 +49,7 @@ where
             let mut pinned = pin!(make().into_pinned());
             let n = Ms::count_pinned(pinned.as_mut());
             // Reserve: every member fits, or none runs.
-            let base = self.ledger.summary.steps.len();
+            let base = self.ledger.summary.steps().len();
             let capacity = S::CAPACITY.unwrap_or(usize::MAX);
             let step_room = capacity.saturating_sub(base);
             let mut undo_room = capacity.saturating_sub(self.ledger.owed());
@@ -63,7 +63,7 @@ where
                     None
                 };
                 if let Some(kind) = refused {
-                    let info = &self.ledger.summary.info;
+                    let info = self.ledger.summary.info();
                     tm_error!(
                         "{} `{}`: group of {} step(s) refused at member `{}`: {}",
                         info.id,
@@ -90,7 +90,7 @@ where
             }
             #[cfg(not(feature = "alloc"))]
             let _ = concurrent_rollbacks;
-            let info = &self.ledger.summary.info;
+            let info = self.ledger.summary.info();
             tm_info!("{} `{}`: group of {} step(s) started", info.id, info.operation, n);
 
             let manager = self.manager;
@@ -278,7 +278,7 @@ where
         let now = crate::timing::clock::now(&self.manager.clock);
         let timeout = slot.settings().timeout();
         let span = slot.as_mut().run_mut().span.take();
-        let (origin, id) = (self.ledger.origin, self.ledger.summary.info.id);
+        let (origin, id) = (self.ledger.origin, self.ledger.summary.info().id);
         let started = within_span(&span, || caught(|| slot.as_mut().start(origin, id)));
         let run = slot.as_mut().run_mut();
         run.span = span;
@@ -303,7 +303,7 @@ where
         if uncertain || owed {
             return Ok(false);
         }
-        let (origin, id) = (self.ledger.origin, self.ledger.summary.info.id);
+        let (origin, id) = (self.ledger.origin, self.ledger.summary.info().id);
         match caught(|| slot.as_mut().make_undo(false, origin, id)) {
             Ok(Some(undo)) => {
                 let undo = self.member_undo_record(slot.as_mut().run_mut(), undo);
@@ -326,7 +326,7 @@ where
     /// joins the ledger now (completion order). Returns why it broke if
     /// its undo record could not be made.
     fn member_completed<E>(&mut self, mut slot: Pin<&mut dyn driver::Slot<U, E>>) -> Option<StepErrorKind<E>> {
-        let (origin, id) = (self.ledger.origin, self.ledger.summary.info.id);
+        let (origin, id) = (self.ledger.origin, self.ledger.summary.info().id);
         match caught(|| slot.as_mut().make_undo(true, origin, id)) {
             Ok(Some(undo)) => {
                 let run = slot.as_mut().run_mut();
@@ -396,7 +396,7 @@ where
                 tm_event!(info, span, "retrying", delay = crate::trace::AsDebug(delay));
             }
             close_span(run);
-            tm_debug!("step `{}` retrying in {:?}", self.ledger.summary.steps[index].name, delay);
+            tm_debug!("step `{}` retrying in {:?}", self.ledger.summary.steps()[index].name, delay);
             run.phase = if delay.is_zero() { Phase::Due } else { Phase::Backoff { until: now.saturating_add(delay) } };
         }
     }
@@ -493,7 +493,7 @@ where
         slot.as_mut().stop();
         let now = self.stamp();
         self.ledger.step_mut(index).broke(&"cancelled: another member of its group failed", now);
-        let (info, record) = (&self.ledger.summary.info, &self.ledger.summary.steps[index]);
+        let (info, record) = (self.ledger.summary.info(), &self.ledger.summary.steps()[index]);
         tm_warn!(
             "{} `{}`: step `{}` cancelled: another member of its group failed",
             info.id,
