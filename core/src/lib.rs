@@ -186,7 +186,6 @@ pub mod step {
 pub mod group {
     //! Parallel groups: several steps run at once, each with its own retries and
     //! rollback, rolled back together if one fails. See [`Group`].
-    pub use crate::api::group::Attempts;
     pub use crate::api::group::Group;
     pub use crate::api::group::GroupError;
     pub use crate::api::group::KeyedAttempts;
@@ -198,7 +197,6 @@ pub mod group {
     pub use crate::api::group::LentEnd;
     #[doc(hidden)]
     pub use crate::api::group::MakeUndo;
-    pub use crate::api::group::MapErrors;
     pub use crate::api::group::Member;
     pub use crate::api::group::MemberBuilder;
     #[doc(hidden)]

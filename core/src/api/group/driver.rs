@@ -34,17 +34,17 @@ impl<F: MemberFn, R> Member<F, R> {
     /// Converts each failed attempt's error with `map`, as
     /// [`Execute::map_err`](crate::step::Execute::map_err) does for a step:
     /// members of one group need one error type.
-    pub fn map_err<G, E2>(self, map: G) -> Member<MapErrors<F, G>, R>
+    pub fn map_err<G, E2>(self, map: G) -> Member<MapErr<F, G>, R>
     where
         G: FnMut(F::Error) -> E2,
         E2: fmt::Display,
     {
-        Member::new(self.run.settings, MapErrors { inner: self.execute, map }, self.undo)
+        Member::new(self.run.settings, MapErr { execute: self.execute, map }, self.undo)
     }
 
     /// Converts each failed attempt's error with `Into`.
     #[allow(clippy::type_complexity)]
-    pub fn err_into<E2>(self) -> Member<MapErrors<F, fn(F::Error) -> E2>, R>
+    pub fn err_into<E2>(self) -> Member<MapErr<F, fn(F::Error) -> E2>, R>
     where
         E2: From<F::Error> + fmt::Display,
     {

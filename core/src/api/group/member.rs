@@ -140,13 +140,13 @@ impl MemberBuilder {
     /// captures (`Arc`s, references); to borrow a part of the
     /// transaction's context mutably, use
     /// [`execute_on`](MemberBuilder::execute_on).
-    pub fn execute<F, Fut, Out, E>(self, execute: F) -> Member<Attempts<F>, NoUndo>
+    pub fn execute<F, Fut, Out, E>(self, execute: F) -> Member<Plain<F>, NoUndo>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Out, E>>,
         E: fmt::Display,
     {
-        Member::new(self.settings, Attempts(execute), NoUndo)
+        Member::new(self.settings, Plain(execute), NoUndo)
     }
 
     /// Like [`execute`](MemberBuilder::execute), but each attempt receives

@@ -51,6 +51,7 @@ mod member;
 mod parts;
 mod poll;
 
+use crate::api::step_fn::{MapErr, Plain};
 pub use crate::api::undo::{
     MakeUndo, NoUndo, OnCompleted, OnCompletedUsing, OnUncertain, UndoKeyed, UndoMaybe, UndoWith,
 };

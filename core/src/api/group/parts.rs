@@ -108,7 +108,7 @@ pub trait LendFlag<'s> {
     fn lend(&mut self, stopping: &'s AtomicBool);
 }
 
-impl<'s, F> LendFlag<'s> for Attempts<F> {
+impl<'s, F> LendFlag<'s> for Plain<F> {
     fn lend(&mut self, _: &'s AtomicBool) {}
 }
 
@@ -116,9 +116,9 @@ impl<'s, F> LendFlag<'s> for KeyedAttempts<F> {
     fn lend(&mut self, _: &'s AtomicBool) {}
 }
 
-impl<'s, F: LendFlag<'s>, G> LendFlag<'s> for MapErrors<F, G> {
+impl<'s, F: LendFlag<'s>, G> LendFlag<'s> for MapErr<F, G> {
     fn lend(&mut self, stopping: &'s AtomicBool) {
-        self.inner.lend(stopping);
+        self.execute.lend(stopping);
     }
 }
 
@@ -129,8 +129,10 @@ impl<'s: 'p, 'p, P: ?Sized, F, A> LendFlag<'s> for Lent<'p, P, F, A> {
 }
 
 /// How a member makes its attempts: its execute function, and how its
-/// errors are converted. Implemented by [`Attempts`], [`KeyedAttempts`],
-/// [`Lent`] and [`MapErrors`]; you do not implement it yourself.
+/// errors are converted. Implemented by [`Plain`], [`KeyedAttempts`],
+/// [`Lent`] and [`MapErr`] (the first and the last are a step's too: a
+/// member's execute function and its error mapping are a step's); you do
+/// not implement it yourself.
 pub trait MemberFn {
     /// What a successful attempt returns.
     type Output;
@@ -160,11 +162,7 @@ pub trait MemberFn {
     fn convert(&mut self, raw: Self::Raw) -> Self::Error;
 }
 
-/// An execute function `FnMut() -> Future` of a group member.
-#[derive(Debug)]
-pub struct Attempts<F>(pub(super) F);
-
-impl<F, Fut, Out, E> MemberFn for Attempts<F>
+impl<F, Fut, Out, E> MemberFn for Plain<F>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Out, E>>,
@@ -217,20 +215,7 @@ where
     }
 }
 
-/// A member's execute function whose errors are converted. Made by
-/// [`Member::map_err`] and [`Member::err_into`].
-pub struct MapErrors<F, G> {
-    pub(super) inner: F,
-    pub(super) map: G,
-}
-
-impl<F: fmt::Debug, G> fmt::Debug for MapErrors<F, G> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MapErrors").field("inner", &self.inner).finish_non_exhaustive()
-    }
-}
-
-impl<F, G, E2> MemberFn for MapErrors<F, G>
+impl<F, G, E2> MemberFn for MapErr<F, G>
 where
     F: MemberFn,
     G: FnMut(F::Error) -> E2,
@@ -242,19 +227,19 @@ where
     type Attempt = F::Attempt;
 
     fn start(&mut self, key: IdempotencyKey) -> F::Attempt {
-        self.inner.start(key)
+        self.execute.start(key)
     }
 
     fn finish(&mut self, ended: <F::Attempt as Future>::Output) -> Option<Result<F::Output, F::Raw>> {
-        self.inner.finish(ended)
+        self.execute.finish(ended)
     }
 
     fn stopping(&mut self, on: bool) -> bool {
-        self.inner.stopping(on)
+        self.execute.stopping(on)
     }
 
     fn convert(&mut self, raw: F::Raw) -> E2 {
-        let error = self.inner.convert(raw);
+        let error = self.execute.convert(raw);
         (self.map)(error)
     }
 }
