@@ -152,8 +152,9 @@ impl<'t, C: Clock, H: Hooks, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
     /// The hooks are awaited at their call sites, as
     /// `hook_call(hooks, || hooks.on_step_…(&event))` behind `if H::ENABLED`:
     /// an `async fn` around them would keep its own state in every
-    /// transaction future, hooks or not (56 bytes more for a 2-member
-    /// group). What a hook's end means is decided here, once.
+    /// transaction future, hooks or not (measured: 40 bytes more for a
+    /// 2-member group on tokio and smol, 24 bytes and 584 bytes of `.text`
+    /// on the firmware). What a hook's end means is decided here, once.
     pub(crate) fn step_event(&self, index: usize, attempt: u32) -> StepEvent<'_> {
         StepEvent { transaction: self.ledger.summary.info(), step: &self.ledger.summary.steps()[index], attempt }
     }
