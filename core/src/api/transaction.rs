@@ -62,8 +62,7 @@ impl<'t, C, H, A, J, Ctx: ?Sized, U, S: Storage> Transaction<'t, TransactionMana
     /// assert_eq!(done.unwrap().into_value(), "tx-9.1-000000000000002a");
     /// ```
     pub fn next_step_key(&self) -> crate::durable::id::IdempotencyKey {
-        let index = u32::try_from(self.ledger.summary.steps().len()).unwrap_or(u32::MAX);
-        crate::durable::id::IdempotencyKey::new(self.ledger.origin, self.ledger.summary.info().id, index)
+        self.ledger.step_key(self.ledger.summary.steps().len())
     }
 
     /// The records of the steps run so far.

@@ -165,6 +165,11 @@ pub struct IdempotencyKey {
     step: u32,
 }
 
+/// A step's index as the journal and the idempotency keys keep it.
+pub(crate) fn step_index(index: usize) -> u32 {
+    u32::try_from(index).unwrap_or(u32::MAX)
+}
+
 impl IdempotencyKey {
     /// The key of step `step` of transaction `transaction`, from a journal
     /// (or manager) of origin `origin`.

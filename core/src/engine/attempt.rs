@@ -141,12 +141,6 @@ impl<'t, C: Clock, H: Hooks, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
         }
     }
 
-    /// The idempotency key of step `index`.
-    pub(crate) fn step_key(&self, index: usize) -> IdempotencyKey {
-        let ledger = &self.ledger;
-        IdempotencyKey::new(ledger.origin, ledger.summary.info().id, crate::engine::transaction::step_index(index))
-    }
-
     /// What a step hook sees of attempt `attempt` of step `index`.
     ///
     /// The hooks are awaited at their call sites, as
@@ -267,7 +261,7 @@ where
         output: &P::Output,
         span: &crate::trace::Span,
     ) -> Result<(), StepError<P::Error>> {
-        let key = self.step_key(index);
+        let key = self.ledger.step_key(index);
         match crate::util::text::caught(|| parts.make_undo(Maybe::Completed(output), key)) {
             Ok(Some(undo)) => self.keep_undo(index, undo),
             Ok(None) => {}
@@ -339,7 +333,7 @@ where
                 Ok(()) => {
                     if !uncertain {
                         if parked.is_none() {
-                            let key = self.step_key(index);
+                            let key = self.ledger.step_key(index);
                             let made = crate::util::text::caught(|| parts.make_undo(Maybe::Uncertain, key));
                             match made {
                                 Ok(undo) => parked = undo.map(|undo| self.undo_record(index, undo)),
@@ -384,7 +378,7 @@ where
             let kind = match result {
                 Ok(output) => {
                     let made = {
-                        let key = self.step_key(index);
+                        let key = self.ledger.step_key(index);
                         crate::util::text::caught(|| parts.make_undo(Maybe::Completed(&output), key))
                     };
                     let kept = match made {

@@ -205,7 +205,11 @@ impl<'t, C: Clock, H, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
     /// for steps and group members alike.
     pub(crate) fn release_rollback(&mut self, index: usize) -> impl Future<Output = ()> + 't {
         self.ledger.step_mut(index).rollback_released();
-        self.manager.journal.write_lazy(self.ledger.summary.info().id, Some(step_index(index)), EntryKind::Released)
+        self.manager.journal.write_lazy(
+            self.ledger.summary.info().id,
+            Some(crate::durable::id::step_index(index)),
+            EntryKind::Released,
+        )
     }
 
     /// With a journal, step `index`'s durable entry, from its undo record:
@@ -243,7 +247,7 @@ impl<'t, C: Clock, H, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
         let ledger = &*self.ledger;
         let undo = ledger.undo_of(index);
         let record = &ledger.summary.steps()[index];
-        let entry = Entry::new(ledger.summary.info().id, Some(step_index(index)), kind);
+        let entry = Entry::new(ledger.summary.info().id, Some(crate::durable::id::step_index(index)), kind);
         let journal = &self.manager.journal;
         // Called right after the step's record was pushed: it is there (a
         // step without one writes nothing).
@@ -538,9 +542,4 @@ impl StepConfig {
     pub(crate) fn rollback_timeout(&self) -> Option<Duration> {
         self.rollback_timeout.unwrap_or(self.timeout)
     }
-}
-
-/// A step's index as the journal keeps it.
-pub(crate) fn step_index(index: usize) -> u32 {
-    u32::try_from(index).unwrap_or(u32::MAX)
 }

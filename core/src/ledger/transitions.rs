@@ -21,6 +21,7 @@ use core::fmt;
 use core::time::Duration;
 
 use crate::durable::entry::{Entry, EntryKind};
+use crate::durable::id::{IdempotencyKey, step_index};
 use crate::ledger::book::Ledger;
 use crate::ledger::error::RollbackState;
 use crate::ledger::record::{At, StepRecord, StepStatus};
@@ -197,6 +198,12 @@ impl<U, S: Storage> Ledger<U, S> {
         // Cannot fail: room was checked.
         let _ = self.summary.steps.push(StepRecord::begun(index, name, timeout, with_undo, scope, now));
         index
+    }
+
+    /// The idempotency key of step `index`: the one formula for steps and
+    /// group members, at build time (`next_step_key`) and at make time.
+    pub(crate) fn step_key(&self, index: usize) -> IdempotencyKey {
+        IdempotencyKey::new(self.origin, self.summary.info.id, step_index(index))
     }
 
     /// Whether there is room for one more step record.

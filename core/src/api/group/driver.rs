@@ -320,7 +320,7 @@ impl<U, F: MemberFn, R: MakeUndo<F::Output, U>, W: RetryCondition<F::Error>> Slo
         id: crate::durable::id::TransactionId,
     ) -> Option<U> {
         let this = self.project();
-        let key = IdempotencyKey::new(origin, id, crate::engine::transaction::step_index(this.run.index));
+        let key = IdempotencyKey::new(origin, id, crate::durable::id::step_index(this.run.index));
         match (completed, this.output.as_ref()) {
             (true, Some(output)) => this.undo.make(Maybe::Completed(output), key),
             (true, None) => None,
@@ -330,7 +330,7 @@ impl<U, F: MemberFn, R: MakeUndo<F::Output, U>, W: RetryCondition<F::Error>> Slo
 
     fn start(self: Pin<&mut Self>, origin: u64, id: crate::durable::id::TransactionId) {
         let mut this = self.project();
-        let key = IdempotencyKey::new(origin, id, crate::engine::transaction::step_index(this.run.index));
+        let key = IdempotencyKey::new(origin, id, crate::durable::id::step_index(this.run.index));
         let attempt = this.execute.start(key);
         this.attempt.set(Some(attempt));
     }
