@@ -4,12 +4,10 @@
 
 use core::fmt;
 use core::future::Future;
-use core::time::Duration;
 
 use crate::durable::id::IdempotencyKey;
-use crate::engine::rollback::Panicked;
+use crate::engine::step_run::{StepEnv, StepRun};
 use crate::engine::transaction::Transaction;
-use crate::ledger::book::UndoRecord;
 use crate::observe::hooks::hook_call;
 use crate::timing::future::with_timeout;
 use crate::trace::within;
@@ -116,31 +114,6 @@ pub(crate) trait StepParts<Ctx: ?Sized, U> {
 impl<'t, C: Clock, H: Hooks, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
     Transaction<'t, TransactionManager<C, H, A, J>, Ctx, U, S>
 {
-    /// Bookkeeping of a failed attempt: its error text in the step's
-    /// record, and, if it was the `last`, the step's end. Not generic over
-    /// the step.
-    pub(crate) fn record_failed_attempt(
-        &mut self,
-        index: usize,
-        attempt: u32,
-        error: &dyn fmt::Display,
-        last: bool,
-        span: Option<&crate::trace::Span>,
-    ) {
-        // The time is kept only when the step fails for good: no clock
-        // reading for an attempt that will be retried.
-        let now = if last { self.stamp() } else { crate::ledger::record::At::NONE };
-        self.ledger.attempt_failed(index, attempt, error, last, now);
-        if let Some(span) = span {
-            tm_event!(
-                warn,
-                span,
-                "attempt failed",
-                error = self.ledger.summary.steps()[index].error().unwrap_or_default()
-            );
-        }
-    }
-
     /// What a step hook sees of attempt `attempt` of step `index`.
     ///
     /// The hooks are awaited at their call sites, as
@@ -173,7 +146,7 @@ impl<'t, C: Clock, H: Hooks, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
     ) -> Result<(), PanicMessage> {
         let Err(panic) = called else { return Ok(()) };
         tm_error!("on_step_success hook panicked: {}", panic);
-        self.ledger.step_mut(index).errored_after_completion(&Panicked(&panic));
+        self.ledger.step_mut(index).errored_after_completion(&crate::engine::rollback::Panicked(&panic));
         Err(panic)
     }
 }
@@ -215,66 +188,14 @@ where
         Ok(ledger.step_begins(name, self.config.timeout, with_undo, self.scope, now))
     }
 
-    /// An undo record for the running step.
-    fn undo_record(&self, index: usize, undo: U) -> UndoRecord<U> {
-        UndoRecord {
-            step: index,
-            undo,
-            retry: self.config.rollback_retry(),
-            timeout: crate::timing::future::Timeout::new(self.config.rollback_timeout()),
-        }
-    }
-
-    /// Ends a step for good on a panic outside its attempts (its undo
-    /// record could not be made, or the clock panicked in the backoff).
-    fn step_broke<E>(&mut self, index: usize, panic: crate::util::text::PanicMessage) -> StepError<E> {
-        let now = self.stamp();
-        self.ledger.step_mut(index).broke(&Panicked(&panic), now);
-        let (info, record) = (self.ledger.summary.info(), &self.ledger.summary.steps()[index]);
-        tm_error!("{} `{}`: step `{}` failed for good: {}", info.id, info.operation, record.name, panic);
-        StepError { step: record.name.clone(), index, kind: StepErrorKind::Panicked(panic) }
+    /// What the running step's transitions change and read.
+    fn step_env(&mut self) -> StepEnv<'_, U, S, C> {
+        StepEnv { ledger: self.ledger, clock: &self.manager.clock, config: &self.config }
     }
 
     /// The error a step fails with: its name and index, and `kind`.
     fn step_error<E>(&self, index: usize, kind: StepErrorKind<E>) -> StepError<E> {
         StepError { step: self.ledger.summary.steps()[index].name.clone(), index, kind }
-    }
-
-    /// Keeps the undo record of the completed step `index`: in place of
-    /// its uncertain one if it owes one (the latest), else a new one.
-    fn keep_undo(&mut self, index: usize, undo: U) {
-        let owed = self.ledger.owes_latest(index);
-        let config = &self.config;
-        self.ledger.keep_completed(index, undo, owed, || {
-            (config.rollback_retry(), crate::timing::future::Timeout::new(config.rollback_timeout()))
-        });
-    }
-
-    /// A completed step without a journal or hooks: its undo record (made
-    /// inside the panic guard), its record and its span's outcome, in the
-    /// order of the general path, with nothing to await.
-    fn record_completion<P: StepParts<Ctx, U>>(
-        &mut self,
-        index: usize,
-        attempt: u32,
-        parts: &mut P,
-        output: &P::Output,
-        span: &crate::trace::Span,
-    ) -> Result<(), StepError<P::Error>> {
-        let key = self.ledger.step_key(index);
-        match crate::util::text::caught(|| parts.make_undo(Maybe::Completed(output), key)) {
-            Ok(Some(undo)) => self.keep_undo(index, undo),
-            Ok(None) => {}
-            // As in `execute`: the step took effect but its undo record
-            // cannot be made; an uncertain record, if any, stays owed.
-            Err(panic) => {
-                crate::trace::outcome(span, "panic");
-                return Err(self.step_broke(index, panic));
-            }
-        }
-        self.step_completed(index, attempt);
-        crate::trace::outcome(span, "ok");
-        Ok(())
     }
 
     /// Runs one step: attempts with timeout and retries, records each in the
@@ -299,29 +220,20 @@ where
             // interrupt, which is due and stops the body.
             core::future::pending::<()>().await;
         }
-        let index = match self.begin_step(name, parts.has_undo()) {
-            Ok(index) => index,
+        let mut run = match self.begin_step(name, parts.has_undo()) {
+            Ok(index) => StepRun::new(index),
             Err((step, index, refused)) => return Err(StepError { step, index, kind: refused.into_kind() }),
         };
+        let index = run.index;
         let clock = &self.manager.clock;
         let hooks = &self.manager.hooks;
         // The step's timeout, as its record has it (read from the settings,
         // not decoded back from the record).
         let timeout = self.config.timeout;
-        // The uncertain undo record, while it is not in the ledger. It is in
-        // the ledger exactly while an attempt is in flight, or after one that
-        // may have taken effect (timed out, panicked): never because of where
-        // a hook or a backoff wait was interrupted.
-        let mut parked: Option<UndoRecord<U>> = None;
-        let mut uncertain = false;
-        let mut attempt = 0u32;
         loop {
-            attempt = attempt.saturating_add(1);
-            let ledger = &mut self.ledger;
-            ledger.step_mut(index).attempt_begins(attempt);
-            let span = tm_span!("step", name = ledger.summary.steps()[index].name, index = index, attempt = attempt);
+            let span = run.next_attempt(self.ledger);
             let hook = if H::ENABLED {
-                let event = self.step_event(index, attempt);
+                let event = self.step_event(index, run.attempt);
                 within(&span, hook_call(hooks, || hooks.on_step_execute(&event))).await
             } else {
                 Ok(())
@@ -331,29 +243,18 @@ where
             let (result, ran) = match hook {
                 Err(panic) => (Err(StepErrorKind::Panicked(panic)), false),
                 Ok(()) => {
-                    if !uncertain {
-                        if parked.is_none() {
-                            let key = self.ledger.step_key(index);
-                            let made = crate::util::text::caught(|| parts.make_undo(Maybe::Uncertain, key));
-                            match made {
-                                Ok(undo) => parked = undo.map(|undo| self.undo_record(index, undo)),
-                                Err(panic) => return Err(self.step_broke(index, panic)),
+                    let owed = run.owe_uncertain(self.step_env(), |key| parts.make_undo(Maybe::Uncertain, key));
+                    match owed {
+                        Err(panic) => return Err(self.step_error(index, StepErrorKind::Panicked(panic))),
+                        // The intent is durable before the first attempt: if
+                        // it cannot be written, the step does not run.
+                        Ok(true) if J::ENABLED => {
+                            if let Err(failure) = self.journal_step(index, EntryKind::Intent).await {
+                                run.intent_refused();
+                                return Err(self.step_error(index, StepErrorKind::Journal(failure)));
                             }
                         }
-                        // (Tested first: `take` copies the whole record out
-                        // before testing it.)
-                        if parked.is_some() {
-                            // Cannot fail: room was checked before the step ran.
-                            self.ledger.owe_some(parked.take());
-                            if J::ENABLED && attempt == 1 {
-                                // The intent is durable before the first
-                                // attempt: if it cannot be written, the step
-                                // does not run.
-                                if let Err(failure) = self.journal_step(index, EntryKind::Intent).await {
-                                    return Err(self.step_error(index, StepErrorKind::Journal(failure)));
-                                }
-                            }
-                        }
+                        Ok(_) => {}
                     }
                     let ctx = &mut *self.ctx;
                     let attempt_result =
@@ -364,8 +265,11 @@ where
                         // in the step's future across an await (those of the
                         // general arm below are).
                         Ok(Some(Ok(output))) if !J::ENABLED && !H::ENABLED => {
-                            let completed = self.record_completion(index, attempt, &mut parts, &output, &span);
-                            return completed.map(|()| output);
+                            let make = |key| parts.make_undo(Maybe::Completed(&output), key);
+                            return match run.completed(self.step_env(), make, Some(&span)) {
+                                Ok(_) => Ok(output),
+                                Err(panic) => Err(self.step_error(index, StepErrorKind::Panicked(panic))),
+                            };
                         }
                         Ok(Some(Ok(output))) => Ok(output),
                         Ok(Some(Err(error))) => Err(StepErrorKind::Failed(error)),
@@ -377,41 +281,29 @@ where
             };
             let kind = match result {
                 Ok(output) => {
-                    let made = {
-                        let key = self.ledger.step_key(index);
-                        crate::util::text::caught(|| parts.make_undo(Maybe::Completed(&output), key))
-                    };
-                    let kept = match made {
-                        Ok(Some(undo)) => {
-                            self.keep_undo(index, undo);
-                            true
-                        }
-                        Ok(None) => false,
+                    let make = |key| parts.make_undo(Maybe::Completed(&output), key);
+                    match run.completed(self.step_env(), make, Some(&span)) {
                         // The step took effect but its undo record cannot be
                         // made: it fails for good (a retry would repeat the
                         // effect); an uncertain record, if any, stays owed.
-                        Err(panic) => {
-                            crate::trace::outcome(&span, "panic");
-                            return Err(self.step_broke(index, panic));
-                        }
-                    };
-                    self.step_completed(index, attempt);
-                    if J::ENABLED && kept {
+                        Err(panic) => return Err(self.step_error(index, StepErrorKind::Panicked(panic))),
                         // Durable before the value reaches the body. If it
                         // cannot be written, the undo record stays owed in
                         // memory and the step fails, so the body stops and
                         // rolls it back.
-                        if let Err(failure) = self.journal_step(index, EntryKind::Done).await {
-                            return Err(self.step_error(index, StepErrorKind::Journal(failure)));
+                        Ok(true) if J::ENABLED => {
+                            if let Err(failure) = self.journal_step(index, EntryKind::Done).await {
+                                return Err(self.step_error(index, StepErrorKind::Journal(failure)));
+                            }
                         }
+                        Ok(_) => {}
                     }
-                    crate::trace::outcome(&span, "ok");
                     if !H::ENABLED {
                         return Ok(output);
                     }
                     // A panic in the hook fails the step, whose undo record
                     // stays and is rolled back when the body stops.
-                    let event = self.step_event(index, attempt);
+                    let event = self.step_event(index, run.attempt);
                     let called = within(&span, hook_call(hooks, || hooks.on_step_success(&event))).await;
                     return match self.success_hook_ended(index, called) {
                         Ok(()) => Ok(output),
@@ -420,45 +312,16 @@ where
                 }
                 Err(kind) => kind,
             };
-            if ran {
-                uncertain |= kind.is_uncertain();
-                if !uncertain && self.ledger.owes_latest(index) {
-                    // A clean failure: nothing took effect, nothing owed.
-                    parked = self.ledger.take_back_latest();
-                }
-            }
-            crate::trace::outcome(&span, outcome_of(&kind));
-            // A permanent error (its condition said so) is not retried.
-            // Without a condition this is not compiled.
-            let verdict = match &kind {
-                StepErrorKind::Failed(error)
-                    if P::CONDITIONAL && ran && !is_last_attempt(attempt, self.config.retry.max_retries()) =>
-                {
-                    crate::timing::condition::ask(|| parts.retries(error))
-                }
-                _ => crate::timing::condition::Verdict::Retry,
-            };
-            // In a block: nothing of it is kept across the awaits below.
-            let mut last = {
-                let not_retried = (!verdict.retries()).then_some(&verdict);
-                let last = !ran || not_retried.is_some() || is_last_attempt(attempt, self.config.retry.max_retries());
-                self.record_failed_attempt(
-                    index,
-                    attempt,
-                    &AttemptText { kind: &kind, not_retried },
-                    last,
-                    Some(&span),
-                );
-                last
-            };
+            // Without a retry condition, nothing is asked.
+            let ask = |error: &P::Error| P::CONDITIONAL.then(|| crate::timing::condition::ask(|| parts.retries(error)));
+            let mut last = run.failed(self.step_env(), &kind, ran, ask, Some(&span));
             if H::ENABLED {
-                let event = self.step_event(index, attempt);
+                let event = self.step_event(index, run.attempt);
                 let called = within(&span, hook_call(hooks, || hooks.on_step_failure(&event))).await;
                 last |= self.failure_hook_ended(index, called);
             }
-            let ledger = &mut self.ledger;
             if last {
-                if parked.is_some() {
+                if run.released() {
                     // Its uncertain rollback is not owed: every attempt
                     // failed cleanly.
                     self.release_rollback(index).await;
@@ -468,15 +331,14 @@ where
             // The error of an attempt that will be retried is dropped here;
             // its text stays in the step's record.
             drop(kind);
-            let retry = &self.config.retry;
-            let delay =
-                if retry.never_waits() { Duration::ZERO } else { retry.jittered_delay(attempt - 1, &mut ledger.rng) };
+            let delay = run.backoff(self.step_env());
             tm_event!(info, &span, "retrying", delay = crate::trace::AsDebug(delay));
             crate::trace::close(span);
-            tm_debug!("step `{}` retrying in {:?}", ledger.summary.steps()[index].name, delay);
+            tm_debug!("step `{}` retrying in {:?}", self.ledger.summary.steps()[index].name, delay);
             if !delay.is_zero() {
                 if let Err(panic) = guarded_call(|| clock.sleep(delay)).await {
-                    return Err(self.step_broke(index, panic));
+                    run.broke(self.ledger, clock, &panic);
+                    return Err(self.step_error(index, StepErrorKind::Panicked(panic)));
                 }
             }
             if self.past_deadline() {
@@ -484,46 +346,6 @@ where
                 core::future::pending::<()>().await;
             }
         }
-    }
-}
-
-/// Whether attempt number `attempt` (from 1) is the last one a policy of
-/// `max_retries` allows. Bounded even for `u32::MAX` retries: the attempt
-/// counter cannot pass `u32::MAX`, so that attempt is the last.
-pub(crate) fn is_last_attempt(attempt: u32, max_retries: u32) -> bool {
-    attempt > max_retries || attempt == u32::MAX
-}
-
-/// The text a failed attempt leaves in its step's record, for steps and
-/// group members alike: the error (and why it is not retried, when its
-/// condition said so), the timeout, the panic, or the journal's failure.
-pub(crate) struct AttemptText<'a, E> {
-    pub(crate) kind: &'a StepErrorKind<E>,
-    /// The retry condition's verdict, when it said not to retry.
-    pub(crate) not_retried: Option<&'a crate::timing::condition::Verdict>,
-}
-
-impl<E: fmt::Display> fmt::Display for AttemptText<'_, E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kind {
-            StepErrorKind::Failed(error) => match self.not_retried {
-                Some(verdict) => crate::timing::condition::NotRetried(verdict, error).fmt(f),
-                None => error.fmt(f),
-            },
-            StepErrorKind::TimedOut { timeout } => crate::timing::future::TimedOut(*timeout).fmt(f),
-            StepErrorKind::Panicked(message) => Panicked(message).fmt(f),
-            StepErrorKind::Journal(failure) => failure.fmt(f),
-            _ => f.write_str("failed"),
-        }
-    }
-}
-
-/// A failed attempt's `outcome`, for its span.
-pub(crate) fn outcome_of<E>(kind: &StepErrorKind<E>) -> &'static str {
-    match kind {
-        StepErrorKind::TimedOut { .. } => "timeout",
-        StepErrorKind::Panicked(_) => "panic",
-        _ => "error",
     }
 }
 
@@ -539,21 +361,5 @@ impl Refused {
             Refused::EmptyName => StepErrorKind::EmptyName,
             Refused::Capacity(capacity) => StepErrorKind::CapacityExceeded { capacity },
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_last_attempt;
-
-    #[test]
-    fn attempts_are_bounded_even_for_u32_max_retries() {
-        assert!(!is_last_attempt(1, 1));
-        assert!(is_last_attempt(2, 1));
-        assert!(is_last_attempt(1, 0));
-        // The attempt counter saturates at u32::MAX: that attempt is the
-        // last, so an always-failing step with u32::MAX retries stops.
-        assert!(!is_last_attempt(u32::MAX - 1, u32::MAX));
-        assert!(is_last_attempt(u32::MAX, u32::MAX));
     }
 }

@@ -12,4 +12,5 @@ pub(crate) mod rollback;
 pub(crate) mod run;
 pub(crate) mod schedule;
 pub(crate) mod spawn;
+pub(crate) mod step_run;
 pub(crate) mod transaction;

@@ -191,12 +191,6 @@ impl<'t, C: Clock, H, A, J: JournalFor<U>, Ctx: ?Sized, U, S: Storage>
         }
     }
 
-    /// Bookkeeping of a completed attempt. Not generic over the step.
-    pub(crate) fn step_completed(&mut self, index: usize, attempt: u32) {
-        let now = self.stamp();
-        self.ledger.step_completed(index, attempt, now);
-    }
-
     /// Step `index`'s uncertain rollback is not owed (every attempt failed
     /// cleanly, so its undo record was taken out): its record says so and,
     /// with a journal, the lazy `Released` tells recovery that its intent is
@@ -524,7 +518,7 @@ pub(crate) enum CommitFailed<F> {
 /// future does not carry a copy of them, and running the step copies
 /// nothing. The rollback's settings default to the step's, resolved when
 /// the undo record is made.
-#[derive(Default)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct StepConfig {
     pub(crate) timeout: Option<Duration>,
     pub(crate) retry: RetryPolicy,

@@ -62,24 +62,6 @@ impl<U, S: Storage> Ledger<U, S> {
         let _ = self.undo.push(record);
     }
 
-    /// `record`, if any, is owed (taken out of the option where it is,
-    /// without a copy of the whole option first).
-    pub(crate) fn owe_some(&mut self, record: Option<UndoRecord<U>>) {
-        crate::util::storage::push_some(&mut self.undo, record);
-    }
-
-    /// Whether the latest undo record owed is step `step`'s.
-    #[inline]
-    pub(crate) fn owes_latest(&self, step: usize) -> bool {
-        self.undo.last().is_some_and(|u| u.step == step)
-    }
-
-    /// The latest undo record, taken back: its step's attempts all failed
-    /// cleanly, or its intent could not be written.
-    pub(crate) fn take_back_latest(&mut self) -> Option<UndoRecord<U>> {
-        crate::util::storage::pop(&mut self.undo)
-    }
-
     /// Step `step`'s undo record, taken back wherever it is (a group's
     /// members own records in any order); the others keep their order.
     pub(crate) fn take_back(&mut self, step: usize) {

@@ -65,13 +65,6 @@ pub(crate) fn push_some<T, L: List<T>>(list: &mut L, item: Option<T>) {
     }
 }
 
-/// Pops the last item of `list`, not inlined, for the same reason as
-/// [`push_some`].
-#[inline(never)]
-pub(crate) fn pop<T, L: List<T>>(list: &mut L) -> Option<T> {
-    list.pop()
-}
-
 /// Room for `N` steps, inline in the transaction: no allocator needed.
 ///
 /// ```

@@ -10,12 +10,10 @@ pin_project! {
     #[must_use = "a member does nothing until it is run in a group"]
     pub struct Member<F: MemberFn, R, W = RetryAlways> {
         execute: F,
-        undo: R,
-        retry_if: W,
+        asks: Asks<R, W, F::Output>,
         run: Run,
         #[pin]
         attempt: Option<F::Attempt>,
-        output: Option<F::Output>,
         error: Option<StepErrorKind<F::Error>>,
     }
 }
@@ -39,7 +37,7 @@ impl<F: MemberFn, R> Member<F, R> {
         G: FnMut(F::Error) -> E2,
         E2: fmt::Display,
     {
-        Member::new(self.run.settings, MapErr { execute: self.execute, map }, self.undo)
+        Member::new(self.run.settings, MapErr { execute: self.execute, map }, self.asks.undo)
     }
 
     /// Converts each failed attempt's error with `Into`.
@@ -54,11 +52,12 @@ impl<F: MemberFn, R> Member<F, R> {
 
 impl<F: MemberFn, R, W> Member<F, R, W> {
     fn with_condition(settings: Settings, execute: F, undo: R, retry_if: W) -> Self {
-        Self { execute, undo, retry_if, run: Run::new(settings), attempt: None, output: None, error: None }
+        let asks = Asks { undo, retry_if, output: None };
+        Self { execute, asks, run: Run::new(settings), attempt: None, error: None }
     }
 
     fn with<R2>(self, undo: R2) -> Member<F, R2, W> {
-        Member::with_condition(self.run.settings, self.execute, undo, self.retry_if)
+        Member::with_condition(self.run.settings, self.execute, undo, self.asks.retry_if)
     }
 
     /// Retries a failed attempt only if `condition` accepts its error,
@@ -88,7 +87,7 @@ impl<F: MemberFn, R, W> Member<F, R, W> {
     where
         W2: FnMut(&F::Error) -> bool,
     {
-        Member::with_condition(self.run.settings, self.execute, self.undo, condition)
+        Member::with_condition(self.run.settings, self.execute, self.asks.undo, condition)
     }
 
     /// A rollback closure that receives (a clone of) the member's
@@ -207,8 +206,8 @@ impl<F: MemberFn, G, W> Member<F, OnCompleted<G>, W> {
     /// # }
     /// ```
     pub fn rollback_retry_if<RW>(self, condition: RW) -> Member<F, OnCompleted<G, RW>, W> {
-        let Member { execute, undo, retry_if, run, .. } = self;
-        Member::with_condition(run.settings, execute, undo.retry_if(condition), retry_if)
+        let Member { execute, asks, run, .. } = self;
+        Member::with_condition(run.settings, execute, asks.undo.retry_if(condition), asks.retry_if)
     }
 }
 
@@ -235,8 +234,8 @@ impl<F: MemberFn, St, G, W> Member<F, OnCompletedUsing<St, G>, W> {
     /// # }
     /// ```
     pub fn rollback_retry_if<RW>(self, condition: RW) -> Member<F, OnCompletedUsing<St, G, RW>, W> {
-        let Member { execute, undo, retry_if, run, .. } = self;
-        Member::with_condition(run.settings, execute, undo.retry_if(condition), retry_if)
+        let Member { execute, asks, run, .. } = self;
+        Member::with_condition(run.settings, execute, asks.undo.retry_if(condition), asks.retry_if)
     }
 }
 
@@ -264,8 +263,8 @@ impl<F: MemberFn, G, W> Member<F, OnUncertain<G>, W> {
     /// # }
     /// ```
     pub fn rollback_retry_if<RW>(self, condition: RW) -> Member<F, OnUncertain<G, RW>, W> {
-        let Member { execute, undo, retry_if, run, .. } = self;
-        Member::with_condition(run.settings, execute, undo.retry_if(condition), retry_if)
+        let Member { execute, asks, run, .. } = self;
+        Member::with_condition(run.settings, execute, asks.undo.retry_if(condition), asks.retry_if)
     }
 }
 
@@ -275,29 +274,59 @@ pub trait Slot<U, E> {
     fn settings(&self) -> &Settings;
     /// The member's bookkeeping.
     fn run_mut(self: Pin<&mut Self>) -> &mut Run;
+    /// The member's bookkeeping, and what the engine asks of it (its undo
+    /// records, its retry condition) while it changes it.
+    fn split(self: Pin<&mut Self>) -> (&mut Run, &mut dyn Ask<U, E>);
     /// Whether it may owe an undo record.
     fn has_undo(&self) -> bool;
-    /// The undo record owed: for the stored output if `completed`, else
-    /// for an uncertain outcome.
-    fn make_undo(
-        self: Pin<&mut Self>,
-        completed: bool,
-        origin: u64,
-        id: crate::durable::id::TransactionId,
-    ) -> Option<U>;
-    /// Starts an attempt, in transaction `id` of origin `origin`.
-    fn start(self: Pin<&mut Self>, origin: u64, id: crate::durable::id::TransactionId);
+    /// Starts an attempt; `key` is the member's idempotency key.
+    fn start(self: Pin<&mut Self>, key: IdempotencyKey);
     /// Polls the attempt; on success the output is kept in the member.
     fn poll_attempt(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E>>;
     /// Drops the attempt in flight, if any.
     fn stop(self: Pin<&mut Self>);
-    /// Asks the member's retry condition about an attempt that failed
-    /// with `error` (`None` without a condition).
-    fn retries(self: Pin<&mut Self>, error: &E) -> Option<crate::timing::condition::Verdict>;
     /// Keeps why the member failed for good.
     fn fail(self: Pin<&mut Self>, kind: StepErrorKind<E>);
     /// Takes why the member failed for good.
     fn take_error(self: Pin<&mut Self>) -> Option<StepErrorKind<E>>;
+}
+
+/// What the engine asks a member while its step changes: the questions a
+/// plain step's parts answer (`StepParts`).
+pub trait Ask<U, E> {
+    /// The undo record owed, by the member whose key is `key`: for its
+    /// output if `completed`, else for an uncertain outcome.
+    fn make_undo(&mut self, completed: bool, key: IdempotencyKey) -> Option<U>;
+    /// Asks the member's retry condition about an attempt that failed
+    /// with `error` (`None` without a condition).
+    fn retries(&mut self, error: &E) -> Option<crate::timing::condition::Verdict>;
+}
+
+/// A member's undo maker, retry condition and output: what answers
+/// [`Ask`].
+#[derive(Debug)]
+pub struct Asks<R, W, O> {
+    undo: R,
+    retry_if: W,
+    output: Option<O>,
+}
+
+impl<U, E, O, R: MakeUndo<O, U>, W: RetryCondition<E>> Ask<U, E> for Asks<R, W, O> {
+    fn make_undo(&mut self, completed: bool, key: IdempotencyKey) -> Option<U> {
+        match (completed, self.output.as_ref()) {
+            (true, Some(output)) => self.undo.make(Maybe::Completed(output), key),
+            (true, None) => None,
+            (false, _) => self.undo.make(Maybe::Uncertain, key),
+        }
+    }
+
+    fn retries(&mut self, error: &E) -> Option<crate::timing::condition::Verdict> {
+        if W::ALWAYS {
+            return None;
+        }
+        let condition = &mut self.retry_if;
+        Some(crate::timing::condition::ask(|| condition.retries(error)))
+    }
 }
 
 impl<U, F: MemberFn, R: MakeUndo<F::Output, U>, W: RetryCondition<F::Error>> Slot<U, F::Error> for Member<F, R, W> {
@@ -309,28 +338,17 @@ impl<U, F: MemberFn, R: MakeUndo<F::Output, U>, W: RetryCondition<F::Error>> Slo
         self.project().run
     }
 
-    fn has_undo(&self) -> bool {
-        self.undo.has_undo()
-    }
-
-    fn make_undo(
-        self: Pin<&mut Self>,
-        completed: bool,
-        origin: u64,
-        id: crate::durable::id::TransactionId,
-    ) -> Option<U> {
+    fn split(self: Pin<&mut Self>) -> (&mut Run, &mut dyn Ask<U, F::Error>) {
         let this = self.project();
-        let key = IdempotencyKey::new(origin, id, crate::durable::id::step_index(this.run.index));
-        match (completed, this.output.as_ref()) {
-            (true, Some(output)) => this.undo.make(Maybe::Completed(output), key),
-            (true, None) => None,
-            (false, _) => this.undo.make(Maybe::Uncertain, key),
-        }
+        (this.run, this.asks)
     }
 
-    fn start(self: Pin<&mut Self>, origin: u64, id: crate::durable::id::TransactionId) {
+    fn has_undo(&self) -> bool {
+        self.asks.undo.has_undo()
+    }
+
+    fn start(self: Pin<&mut Self>, key: IdempotencyKey) {
         let mut this = self.project();
-        let key = IdempotencyKey::new(origin, id, crate::durable::id::step_index(this.run.index));
         let attempt = this.execute.start(key);
         this.attempt.set(Some(attempt));
     }
@@ -343,7 +361,7 @@ impl<U, F: MemberFn, R: MakeUndo<F::Output, U>, W: RetryCondition<F::Error>> Slo
         this.attempt.set(None);
         match this.execute.finish(ended) {
             Some(Ok(output)) => {
-                *this.output = Some(output);
+                this.asks.output = Some(output);
                 Poll::Ready(Ok(()))
             }
             Some(Err(raw)) => Poll::Ready(Err(this.execute.convert(raw))),
@@ -380,14 +398,6 @@ impl<U, F: MemberFn, R: MakeUndo<F::Output, U>, W: RetryCondition<F::Error>> Slo
         }
     }
 
-    fn retries(self: Pin<&mut Self>, error: &F::Error) -> Option<crate::timing::condition::Verdict> {
-        if W::ALWAYS {
-            return None;
-        }
-        let condition = self.project().retry_if;
-        Some(crate::timing::condition::ask(|| condition.retries(error)))
-    }
-
     fn fail(self: Pin<&mut Self>, kind: StepErrorKind<F::Error>) {
         *self.project().error = Some(kind);
     }
@@ -409,7 +419,7 @@ impl<F: MemberFn, R, W> TakeOutput for Member<F, R, W> {
     type Output = F::Output;
 
     fn take_output(self: Pin<&mut Self>) -> Option<F::Output> {
-        self.project().output.take()
+        self.project().asks.output.take()
     }
 }
 

@@ -116,15 +116,19 @@ where
                         // A broken hook fails the attempt before it starts.
                         Err(panic) => Some((StepErrorKind::Panicked(panic), false)),
                         Ok(()) => match self.owe_uncertain(Ms::slot(pinned.as_mut(), i)) {
-                            Err(kind) => Some((kind, true)),
-                            Ok(owed) => {
+                            // Its undo record cannot be made: it fails for good.
+                            Err(panic) => {
+                                let kind = StepErrorKind::Panicked(panic);
+                                self.member_ended::<Ms, E>(pinned.as_mut(), i, kind, on_failure, &mut first).await;
+                                continue;
+                            }
+                            Ok(intent) => {
                                 // The intent is durable before the first attempt;
                                 // if it cannot be written, the member does not run.
-                                let refused = if J::ENABLED && owed && attempt == 1 {
+                                let refused = if J::ENABLED && intent {
                                     let refused = self.journal_step(index, EntryKind::Intent).await.err();
                                     if refused.is_some() {
-                                        // Its record was taken back: nothing owed.
-                                        Ms::slot(pinned.as_mut(), i).run_mut().owed = false;
+                                        Ms::slot(pinned.as_mut(), i).run_mut().step.intent_refused();
                                     }
                                     refused
                                 } else {
@@ -150,41 +154,32 @@ where
                 .await;
                 match event {
                     Event::Ended(i, Ok(())) => {
-                        let broke = self.member_completed(Ms::slot(pinned.as_mut(), i));
+                        let completed = self.member_completed(Ms::slot(pinned.as_mut(), i));
                         let (index, attempt) = {
                             let run = Ms::slot(pinned.as_mut(), i).run_mut();
                             run.phase = Phase::Done;
-                            (run.index, run.attempt)
+                            (run.step.index, run.step.attempt)
                         };
-                        let owed = Ms::slot(pinned.as_mut(), i).run_mut().owed;
-                        let unrecorded = if J::ENABLED && broke.is_none() && owed {
+                        let result = match completed {
+                            Err(panic) => Err(StepErrorKind::Panicked(panic)),
                             // Durable before the group's values reach the body.
-                            self.journal_step(index, EntryKind::Done).await.err().map(StepErrorKind::Journal)
-                        } else {
-                            None
-                        };
-                        let result = match broke.or(unrecorded) {
-                            Some(kind) => Err(kind),
-                            // Its span has ended with its outcome.
-                            None => {
-                                if H::ENABLED {
-                                    let event = self.step_event(index, attempt);
-                                    let called = hook_call(hooks, || hooks.on_step_success(&event)).await;
-                                    self.success_hook_ended(index, called).map_err(StepErrorKind::Panicked)
-                                } else {
-                                    Ok(())
-                                }
+                            Ok(true) if J::ENABLED => {
+                                self.journal_step(index, EntryKind::Done).await.map_err(StepErrorKind::Journal)
                             }
+                            Ok(_) => Ok(()),
+                        };
+                        // Its span has ended with its outcome.
+                        let result = match result {
+                            Ok(()) if H::ENABLED => {
+                                let event = self.step_event(index, attempt);
+                                let called = hook_call(hooks, || hooks.on_step_success(&event)).await;
+                                self.success_hook_ended(index, called).map_err(StepErrorKind::Panicked)
+                            }
+                            result => result,
                         };
                         if let Err(kind) = result {
                             // Its undo record, if made, stays owed.
-                            self.member_done(Ms::slot(pinned.as_mut(), i), Some(kind), &mut first, i);
-                            if Ms::slot(pinned.as_mut(), i).run_mut().released() {
-                                self.release_rollback(index).await;
-                            }
-                            if on_failure == OnMemberFailure::Cancel {
-                                self.cancel_members::<Ms, E>(pinned.as_mut(), n).await;
-                            }
+                            self.member_ended::<Ms, E>(pinned.as_mut(), i, kind, on_failure, &mut first).await;
                         }
                     }
                     Event::Ended(i, Err(kind)) => {
@@ -194,7 +189,7 @@ where
                         let timeout = {
                             let mut slot = Ms::slot(pinned.as_mut(), i);
                             slot.as_mut().stop();
-                            slot.settings().timeout().unwrap_or_default()
+                            slot.settings().config.timeout.unwrap_or_default()
                         };
                         let kind = StepErrorKind::TimedOut { timeout };
                         self.member_failed::<Ms, E>(pinned.as_mut(), i, kind, true, on_failure, &mut first).await;
@@ -219,7 +214,7 @@ where
                         let Some(kind) = slot.as_mut().take_error() else { continue };
                         let error = StepError {
                             step: slot.settings().name.clone(),
-                            index: slot.as_mut().run_mut().index,
+                            index: slot.as_mut().run_mut().step.index,
                             kind,
                         };
                         if i == first {
@@ -248,27 +243,17 @@ where
         let has_undo = slot.has_undo();
         let run = slot.as_mut().run_mut();
         let settings = &mut run.settings;
-        let timeout = settings.timeout.unwrap_or(manager.timeout);
-        let mut retry = settings.retry.unwrap_or(manager.retry);
-        if let Some(retries) = settings.max_retries {
-            retry = retry.with_max_retries(retries);
-        }
-        settings.timeout = Some(timeout);
-        settings.retry = Some(retry);
-        settings.rollback_retry = Some(settings.rollback_retry.unwrap_or(retry));
-        settings.rollback_timeout = Some(settings.rollback_timeout.unwrap_or(timeout));
+        settings.resolve(manager.timeout, manager.retry);
         // Room was reserved.
-        run.index = self.ledger.step_begins(settings.name.clone(), timeout, has_undo, self.scope, now);
+        let index = self.ledger.step_begins(settings.name.clone(), settings.config.timeout, has_undo, self.scope, now);
+        run.step = StepRun::new(index);
     }
 
     /// Counts a member's next attempt.
     fn next_attempt<E>(&mut self, mut slot: Pin<&mut dyn driver::Slot<U, E>>) -> (usize, u32) {
         let run = slot.as_mut().run_mut();
-        run.attempt = run.attempt.saturating_add(1);
-        let record = self.ledger.step_mut(run.index);
-        record.attempt_begins(run.attempt);
-        run.span = Some(tm_span!("step", name = record.name, index = run.index, attempt = run.attempt));
-        (run.index, run.attempt)
+        run.span = Some(run.step.next_attempt(self.ledger));
+        (run.step.index, run.step.attempt)
     }
 
     /// Starts a member's attempt: its uncertain undo record goes into the
@@ -276,10 +261,11 @@ where
     /// the attempt.
     fn start_attempt<E>(&mut self, mut slot: Pin<&mut dyn driver::Slot<U, E>>) -> Option<StepErrorKind<E>> {
         let now = crate::timing::clock::now(&self.manager.clock);
-        let timeout = slot.settings().timeout();
-        let span = slot.as_mut().run_mut().span.take();
-        let (origin, id) = (self.ledger.origin, self.ledger.summary.info().id);
-        let started = within_span(&span, || caught(|| slot.as_mut().start(origin, id)));
+        let timeout = slot.settings().config.timeout;
+        let run = slot.as_mut().run_mut();
+        let span = run.span.take();
+        let key = self.ledger.step_key(run.step.index);
+        let started = within_span(&span, || caught(|| slot.as_mut().start(key)));
         let run = slot.as_mut().run_mut();
         run.span = span;
         match started {
@@ -292,64 +278,59 @@ where
     }
 
     /// Puts a member's uncertain undo record into the ledger before its
-    /// attempt starts (it stays there while the attempt is in flight).
-    /// Returns whether one was put there; a panic in the undo maker fails
-    /// the attempt.
-    fn owe_uncertain<E>(&mut self, mut slot: Pin<&mut dyn driver::Slot<U, E>>) -> Result<bool, StepErrorKind<E>> {
-        let (uncertain, owed) = {
-            let run = slot.as_mut().run_mut();
-            (run.uncertain, run.owed)
-        };
-        if uncertain || owed {
-            return Ok(false);
-        }
-        let (origin, id) = (self.ledger.origin, self.ledger.summary.info().id);
-        match caught(|| slot.as_mut().make_undo(false, origin, id)) {
-            Ok(Some(undo)) => {
-                let undo = self.member_undo_record(slot.as_mut().run_mut(), undo);
-                // Room was reserved.
-                self.ledger.owe(undo);
-                slot.as_mut().run_mut().owed = true;
-                Ok(true)
-            }
-            Ok(None) => Ok(false),
-            Err(panic) => Err(StepErrorKind::Panicked(panic)),
-        }
+    /// attempt starts (`StepRun::owe_uncertain`).
+    fn owe_uncertain<E>(
+        &mut self,
+        slot: Pin<&mut dyn driver::Slot<U, E>>,
+    ) -> Result<bool, crate::util::text::PanicMessage> {
+        let (run, ask) = slot.split();
+        let make = |key| ask.make_undo(false, key);
+        let env = StepEnv { ledger: self.ledger, clock: &self.manager.clock, config: &run.settings.config };
+        run.step.owe_uncertain(env, make)
     }
 
-    fn member_undo_record(&self, run: &Run, undo: U) -> UndoRecord<U> {
-        let (retry, timeout) = run.settings.rollback_policy();
-        UndoRecord { step: run.index, undo, retry, timeout }
+    /// A member's attempt succeeded (`StepRun::completed`): its undo
+    /// record joins the ledger now (completion order), and its span ends.
+    fn member_completed<E>(
+        &mut self,
+        slot: Pin<&mut dyn driver::Slot<U, E>>,
+    ) -> Result<bool, crate::util::text::PanicMessage> {
+        let (run, ask) = slot.split();
+        let span = run.span.take();
+        let make = |key| ask.make_undo(true, key);
+        let env = StepEnv { ledger: self.ledger, clock: &self.manager.clock, config: &run.settings.config };
+        let completed = run.step.completed(env, make, span.as_ref());
+        if let Some(span) = span {
+            crate::trace::close(span);
+        }
+        completed
     }
 
-    /// Bookkeeping of a member's attempt that succeeded: its undo record
-    /// joins the ledger now (completion order). Returns why it broke if
-    /// its undo record could not be made.
-    fn member_completed<E>(&mut self, mut slot: Pin<&mut dyn driver::Slot<U, E>>) -> Option<StepErrorKind<E>> {
-        let (origin, id) = (self.ledger.origin, self.ledger.summary.info().id);
-        match caught(|| slot.as_mut().make_undo(true, origin, id)) {
-            Ok(Some(undo)) => {
-                let run = slot.as_mut().run_mut();
-                // Its uncertain record, if owed, moves to where the member
-                // completed. Room was reserved.
-                let settings = &run.settings;
-                self.ledger.keep_completed(run.index, undo, run.owed, || settings.rollback_policy());
-                run.owed = true;
-            }
-            Ok(None) => {}
-            Err(panic) => {
-                let run = slot.as_mut().run_mut();
-                let now = self.stamp();
-                self.ledger.step_mut(run.index).broke(&Panicked(&panic), now);
-                end_span(run, "panic");
-                return Some(StepErrorKind::Panicked(panic));
-            }
+    /// A member failed for good outside its attempts (its undo record
+    /// could not be made, its `Done` could not be written, its success hook
+    /// panicked): it ends with `kind`, releasing its uncertain rollback if
+    /// it owes none, and, with `cancel_on_failure`, the others end too.
+    async fn member_ended<Ms, E>(
+        &mut self,
+        mut pinned: Pin<&mut Ms::Pinned>,
+        i: usize,
+        kind: StepErrorKind<E>,
+        on_failure: OnMemberFailure,
+        first: &mut Option<usize>,
+    ) where
+        Ms: Members<U, E>,
+        E: fmt::Display,
+    {
+        close_span(Ms::slot(pinned.as_mut(), i).run_mut());
+        self.member_done(Ms::slot(pinned.as_mut(), i), Some(kind), first, i);
+        let step = Ms::slot(pinned.as_mut(), i).run_mut().step;
+        if step.released() {
+            self.release_rollback(step.index).await;
         }
-        let run = slot.as_mut().run_mut();
-        end_span(run, "ok");
-        let (index, attempt) = (run.index, run.attempt);
-        self.step_completed(index, attempt);
-        None
+        if on_failure == OnMemberFailure::Cancel {
+            let n = Ms::count_pinned(pinned.as_mut());
+            self.cancel_members::<Ms, E>(pinned.as_mut(), n).await;
+        }
     }
 
     /// A member's attempt failed: record it, call `on_step_failure`, then
@@ -377,21 +358,14 @@ where
             last |= self.failure_hook_ended(index, called);
         }
         if last {
-            close_span(Ms::slot(pinned.as_mut(), i).run_mut());
-            self.member_done(Ms::slot(pinned.as_mut(), i), Some(kind), first, i);
-            if Ms::slot(pinned.as_mut(), i).run_mut().released() {
-                self.release_rollback(index).await;
-            }
-            if on_failure == OnMemberFailure::Cancel {
-                let n = Ms::count_pinned(pinned.as_mut());
-                self.cancel_members::<Ms, E>(pinned.as_mut(), n).await;
-            }
+            self.member_ended::<Ms, E>(pinned.as_mut(), i, kind, on_failure, first).await;
         } else {
             drop(kind);
             let now = crate::timing::clock::now(&self.manager.clock);
             let mut slot = Ms::slot(pinned.as_mut(), i);
             let run = slot.as_mut().run_mut();
-            let delay = run.settings.retry().jittered_delay(attempt - 1, &mut self.ledger.rng);
+            let env = StepEnv { ledger: self.ledger, clock: &self.manager.clock, config: &run.settings.config };
+            let delay = run.step.backoff(env);
             if let Some(span) = &run.span {
                 tm_event!(info, span, "retrying", delay = crate::trace::AsDebug(delay));
             }
@@ -401,41 +375,19 @@ where
         }
     }
 
-    /// Bookkeeping of a failed attempt; returns the member's index, the
-    /// attempt, and whether it was the last.
+    /// Bookkeeping of a failed attempt (`StepRun::failed`); returns the
+    /// member's index, the attempt, and whether it was the last.
     fn attempt_failed<E: fmt::Display>(
         &mut self,
-        mut slot: Pin<&mut dyn driver::Slot<U, E>>,
+        slot: Pin<&mut dyn driver::Slot<U, E>>,
         kind: &StepErrorKind<E>,
         ran: bool,
     ) -> (usize, u32, bool) {
-        let retry_allowed = {
-            let run = slot.as_mut().run_mut();
-            ran && !is_last_attempt(run.attempt, run.settings.retry().max_retries())
-        };
-        // A permanent error (its condition said so) is not retried.
-        let verdict = match kind {
-            StepErrorKind::Failed(error) if retry_allowed => slot.as_mut().retries(error),
-            _ => None,
-        };
-        let run = slot.as_mut().run_mut();
-        if ran {
-            run.uncertain |= kind.is_uncertain();
-            if !run.uncertain && run.owed {
-                // A clean failure: nothing took effect, nothing owed.
-                self.ledger.take_back(run.index);
-                run.owed = false;
-                run.unowed = true;
-            }
-        }
-        if let Some(span) = &run.span {
-            crate::trace::outcome(span, outcome_of(kind));
-        }
-        let permanent = verdict.as_ref().filter(|verdict| !verdict.retries());
-        let last = !retry_allowed || permanent.is_some();
-        let text = AttemptText { kind, not_retried: permanent };
-        self.record_failed_attempt(run.index, run.attempt, &text, last, run.span.as_ref());
-        (run.index, run.attempt, last)
+        let (run, ask) = slot.split();
+        let env = StepEnv { ledger: self.ledger, clock: &self.manager.clock, config: &run.settings.config };
+        let ask = |error: &E| ask.retries(error);
+        let last = run.step.failed(env, kind, ran, ask, run.span.as_ref());
+        (run.step.index, run.step.attempt, last)
     }
 
     /// A member ended for good, failed with `kind` if given.
@@ -465,50 +417,36 @@ where
         E: fmt::Display,
     {
         for j in 0..n {
-            let Some((index, attempt)) = self.cancel_member(Ms::slot(pinned.as_mut(), j)) else { continue };
-            if Ms::slot(pinned.as_mut(), j).run_mut().released() {
-                self.release_rollback(index).await;
+            let Some(step) = self.cancel_member(Ms::slot(pinned.as_mut(), j)) else { continue };
+            if step.released() {
+                self.release_rollback(step.index).await;
             }
             if H::ENABLED {
                 // Its span has ended, cancelled; the step has failed for
                 // good already, whatever the hook does.
                 let hooks = &self.manager.hooks;
-                let event = self.step_event(index, attempt);
+                let event = self.step_event(step.index, step.attempt);
                 let called = hook_call(hooks, || hooks.on_step_failure(&event)).await;
-                self.failure_hook_ended(index, called);
+                self.failure_hook_ended(step.index, called);
             }
         }
     }
 
-    fn cancel_member<E>(&mut self, mut slot: Pin<&mut dyn driver::Slot<U, E>>) -> Option<(usize, u32)> {
+    fn cancel_member<E>(&mut self, mut slot: Pin<&mut dyn driver::Slot<U, E>>) -> Option<StepRun> {
         let run = slot.as_mut().run_mut();
         let in_flight = match run.phase {
             Phase::Done => return None,
             Phase::Running { .. } => true,
             Phase::Due | Phase::Backoff { .. } => false,
         };
-        run.uncertain |= in_flight;
         end_span(run, "cancelled");
-        let (index, attempt) = (run.index, run.attempt);
         slot.as_mut().stop();
-        let now = self.stamp();
-        self.ledger.step_mut(index).broke(&"cancelled: another member of its group failed", now);
-        let (info, record) = (self.ledger.summary.info(), &self.ledger.summary.steps()[index]);
-        tm_warn!(
-            "{} `{}`: step `{}` cancelled: another member of its group failed",
-            info.id,
-            info.operation,
-            record.name
-        );
         let run = slot.as_mut().run_mut();
-        if run.owed && !run.uncertain {
-            self.ledger.take_back(index);
-            run.owed = false;
-            run.unowed = true;
-        }
+        run.step.cancelled(self.ledger, &self.manager.clock, in_flight);
+        let step = run.step;
         let mut first = Some(usize::MAX);
         self.member_done(slot, Some(StepErrorKind::Cancelled), &mut first, usize::MAX);
-        Some((index, attempt))
+        Some(step)
     }
 }
 

@@ -30,41 +30,42 @@ pub fn member(name: impl Into<Name>) -> MemberBuilder {
     MemberBuilder {
         settings: Settings {
             name: name.into(),
-            timeout: None,
-            retry: None,
+            config: StepConfig::default(),
+            own_timeout: false,
+            own_retry: false,
             max_retries: None,
-            rollback_timeout: None,
-            rollback_retry: None,
         },
     }
 }
 
-/// A member's options, collected before the group runs; unset ones are
-/// the manager's. When the group starts they are resolved in place (all
-/// `Some`), so the member keeps one copy of its policies.
+/// A member's options, as a step's ([`StepConfig`]), collected before
+/// the group runs; those not set are the manager's, filled in when the
+/// group starts.
 #[derive(Debug)]
 pub struct Settings {
     pub(super) name: Name,
-    pub(super) timeout: Option<Option<Duration>>,
-    pub(super) retry: Option<RetryPolicy>,
-    pub(super) max_retries: Option<u32>,
-    pub(super) rollback_timeout: Option<Option<Duration>>,
-    pub(super) rollback_retry: Option<RetryPolicy>,
+    pub(super) config: StepConfig,
+    /// Its timeout was set (`config.timeout`), not the manager's.
+    own_timeout: bool,
+    /// Its retry policy was set (`config.retry`), not the manager's.
+    own_retry: bool,
+    /// Its number of retries, on its policy or the manager's.
+    max_retries: Option<u32>,
 }
 
 impl Settings {
-    pub(super) fn timeout(&self) -> Option<Duration> {
-        self.timeout.flatten()
-    }
-
-    /// The rollback's retry policy and timeout (set when the member enrolled).
-    pub(super) fn rollback_policy(&self) -> (RetryPolicy, crate::timing::future::Timeout) {
-        let timeout = crate::timing::future::Timeout::new(self.rollback_timeout.flatten());
-        (self.rollback_retry.unwrap_or_default(), timeout)
-    }
-
-    pub(super) fn retry(&self) -> RetryPolicy {
-        self.retry.unwrap_or_default()
+    /// Fills in the manager's `timeout` and `retry` where the member set none.
+    pub(super) fn resolve(&mut self, timeout: Option<Duration>, retry: RetryPolicy) {
+        let config = &mut self.config;
+        if !self.own_timeout {
+            config.timeout = timeout;
+        }
+        if !self.own_retry {
+            config.retry = retry;
+        }
+        if let Some(retries) = self.max_retries {
+            config.retry = config.retry.with_max_retries(retries);
+        }
     }
 }
 
@@ -78,20 +79,23 @@ pub struct MemberBuilder {
 impl MemberBuilder {
     /// Gives each execute attempt at most `timeout` (see [`Step::timeout`](crate::step::Step::timeout)).
     pub fn timeout(mut self, timeout: impl Into<Duration>) -> Self {
-        self.settings.timeout = Some(Some(timeout.into()));
+        self.settings.config.timeout = Some(timeout.into());
+        self.settings.own_timeout = true;
         self
     }
 
     /// No timeout, even if the manager sets a default one.
     pub fn no_timeout(mut self) -> Self {
-        self.settings.timeout = Some(None);
+        self.settings.config.timeout = None;
+        self.settings.own_timeout = true;
         self
     }
 
     /// Retries and backoff of execute (and, unless set separately, of the
     /// rollback).
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.settings.retry = Some(policy);
+        self.settings.config.retry = policy;
+        self.settings.own_retry = true;
         self
     }
 
@@ -125,13 +129,13 @@ impl MemberBuilder {
     /// The rollback's per-attempt timeout (`None`: none), instead of the
     /// member's.
     pub fn rollback_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.settings.rollback_timeout = Some(timeout);
+        self.settings.config.rollback_timeout = Some(timeout);
         self
     }
 
     /// The rollback's retries and backoff, instead of the member's.
     pub fn rollback_retry(mut self, policy: RetryPolicy) -> Self {
-        self.settings.rollback_retry = Some(policy);
+        self.settings.config.rollback_retry = Some(policy);
         self
     }
 

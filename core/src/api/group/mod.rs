@@ -19,12 +19,10 @@ use core::time::Duration;
 
 use pin_project_lite::pin_project;
 
-use crate::engine::rollback::Panicked;
 use crate::engine::{
-    attempt::{AttemptText, is_last_attempt, outcome_of},
-    transaction::NoContext,
+    step_run::{StepEnv, StepRun},
+    transaction::{NoContext, StepConfig},
 };
-use crate::ledger::book::UndoRecord;
 use crate::util::text::caught;
 use crate::{
     durable::id::IdempotencyKey,

@@ -105,36 +105,15 @@ pub enum Phase {
 /// A member's options and bookkeeping while its group runs.
 pub struct Run {
     pub(crate) settings: Settings,
-    pub(crate) index: usize,
-    pub(crate) attempt: u32,
+    /// Its way through its attempts, as a plain step's.
+    pub(crate) step: StepRun,
     pub(crate) phase: Phase,
-    /// An attempt of it ended in a way that may have taken effect.
-    pub(crate) uncertain: bool,
-    /// Its undo record is in the ledger.
-    pub(crate) owed: bool,
-    /// Its uncertain undo record was taken out after a clean failure.
-    pub(crate) unowed: bool,
     pub(crate) span: Option<crate::trace::Span>,
 }
 
 impl Run {
-    /// Its uncertain undo record was taken out after clean failures and
-    /// nothing since made it owed again.
-    pub(crate) fn released(&self) -> bool {
-        self.unowed && !self.owed && !self.uncertain
-    }
-
     pub(super) fn new(settings: Settings) -> Self {
-        Run {
-            settings,
-            index: 0,
-            attempt: 0,
-            phase: Phase::Due,
-            uncertain: false,
-            owed: false,
-            unowed: false,
-            span: None,
-        }
+        Run { settings, step: StepRun::default(), phase: Phase::Due, span: None }
     }
 
     pub(super) fn is_due(&self) -> bool {
@@ -148,6 +127,6 @@ impl Run {
 
 impl fmt::Debug for Run {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Run").field("index", &self.index).field("phase", &self.phase).finish_non_exhaustive()
+        f.debug_struct("Run").field("index", &self.step.index).field("phase", &self.phase).finish_non_exhaustive()
     }
 }
