@@ -112,37 +112,40 @@ where
                     } else {
                         Ok(())
                     };
-                    let failed = match hook {
-                        // A broken hook fails the attempt before it starts.
-                        Err(panic) => Some((StepErrorKind::Panicked(panic), false)),
-                        Ok(()) => match self.owe_uncertain(Ms::slot(pinned.as_mut(), i)) {
+                    // A broken hook fails the attempt before it starts. (One
+                    // `failed` for every way it can fail: each value kept
+                    // across an await takes room in the group's future.)
+                    let mut failed = hook.err().map(|panic| (StepErrorKind::Panicked(panic), false));
+                    // Some(whether its rollback is released), once it ended
+                    // for good.
+                    let mut ended = None;
+                    if failed.is_none() {
+                        let intent = match self.owe_uncertain(Ms::slot(pinned.as_mut(), i)) {
+                            Ok(intent) => intent,
                             // Its undo record cannot be made: it fails for good.
                             Err(panic) => {
                                 let kind = StepErrorKind::Panicked(panic);
-                                self.member_ended::<Ms, E>(pinned.as_mut(), i, kind, on_failure, &mut first).await;
-                                continue;
+                                ended = Some(self.member_ended(Ms::slot(pinned.as_mut(), i), kind, &mut first, i));
+                                false
                             }
-                            Ok(intent) => {
-                                // The intent is durable before the first attempt;
-                                // if it cannot be written, the member does not run.
-                                let refused = if J::ENABLED && intent {
-                                    let refused = self.journal_step(index, EntryKind::Intent).await.err();
-                                    if refused.is_some() {
-                                        Ms::slot(pinned.as_mut(), i).run_mut().step.intent_refused();
-                                    }
-                                    refused
-                                } else {
-                                    None
-                                };
-                                match refused {
-                                    Some(failure) => Some((StepErrorKind::Journal(failure), false)),
-                                    None => self.start_attempt(Ms::slot(pinned.as_mut(), i)).map(|kind| (kind, true)),
-                                }
+                        };
+                        // The intent is durable before the first attempt; if
+                        // it cannot be written, the member does not run.
+                        if J::ENABLED && intent {
+                            if let Err(failure) = self.journal_step(index, EntryKind::Intent).await {
+                                Ms::slot(pinned.as_mut(), i).run_mut().step.intent_refused();
+                                failed = Some((StepErrorKind::Journal(failure), false));
                             }
-                        },
-                    };
+                        }
+                        if failed.is_none() && ended.is_none() {
+                            failed = self.start_attempt(Ms::slot(pinned.as_mut(), i)).map(|kind| (kind, true));
+                        }
+                    }
                     if let Some((kind, ran)) = failed {
-                        self.member_failed::<Ms, E>(pinned.as_mut(), i, kind, ran, on_failure, &mut first).await;
+                        ended = self.member_failed::<Ms, E>(pinned.as_mut(), i, kind, ran, &mut first).await;
+                    }
+                    if let Some(released) = ended {
+                        self.after_member_ended::<Ms, E>(pinned.as_mut(), released, on_failure).await;
                     }
                 }
                 if (0..n).all(|i| Ms::slot(pinned.as_mut(), i).run_mut().is_done()) {
@@ -152,49 +155,55 @@ where
                     poll_members::<Ms, U, E, C>(&manager.clock, pinned.as_mut(), n, &mut timer, &mut timer_at, cx)
                 })
                 .await;
-                match event {
+                let mut ended = None;
+                let failed = match event {
                     Event::Ended(i, Ok(())) => {
-                        let completed = self.member_completed(Ms::slot(pinned.as_mut(), i));
+                        let (mut owed, mut failed) = (false, None);
+                        match self.member_completed(Ms::slot(pinned.as_mut(), i)) {
+                            Ok(owes) => owed = owes,
+                            // Its undo record cannot be made: it fails for good.
+                            Err(panic) => failed = Some(StepErrorKind::Panicked(panic)),
+                        }
                         let (index, attempt) = {
                             let run = Ms::slot(pinned.as_mut(), i).run_mut();
                             run.phase = Phase::Done;
                             (run.step.index, run.step.attempt)
                         };
-                        let result = match completed {
-                            Err(panic) => Err(StepErrorKind::Panicked(panic)),
+                        if J::ENABLED && owed && failed.is_none() {
                             // Durable before the group's values reach the body.
-                            Ok(true) if J::ENABLED => {
-                                self.journal_step(index, EntryKind::Done).await.map_err(StepErrorKind::Journal)
-                            }
-                            Ok(_) => Ok(()),
-                        };
-                        // Its span has ended with its outcome.
-                        let result = match result {
-                            Ok(()) if H::ENABLED => {
-                                let event = self.step_event(index, attempt);
-                                let called = hook_call(hooks, || hooks.on_step_success(&event)).await;
-                                self.success_hook_ended(index, called).map_err(StepErrorKind::Panicked)
-                            }
-                            result => result,
-                        };
-                        if let Err(kind) = result {
-                            // Its undo record, if made, stays owed.
-                            self.member_ended::<Ms, E>(pinned.as_mut(), i, kind, on_failure, &mut first).await;
+                            failed = self.journal_step(index, EntryKind::Done).await.err().map(StepErrorKind::Journal);
                         }
+                        if H::ENABLED && failed.is_none() {
+                            // Its span has ended with its outcome.
+                            let event = self.step_event(index, attempt);
+                            let called = hook_call(hooks, || hooks.on_step_success(&event)).await;
+                            failed = self.success_hook_ended(index, called).err().map(StepErrorKind::Panicked);
+                        }
+                        if let Some(kind) = failed {
+                            // Its undo record, if made, stays owed.
+                            ended = Some(self.member_ended(Ms::slot(pinned.as_mut(), i), kind, &mut first, i));
+                        }
+                        None
                     }
-                    Event::Ended(i, Err(kind)) => {
-                        self.member_failed::<Ms, E>(pinned.as_mut(), i, kind, true, on_failure, &mut first).await;
-                    }
+                    Event::Ended(i, Err(kind)) => Some((i, kind)),
                     Event::TimedOut(i) => {
                         let timeout = {
                             let mut slot = Ms::slot(pinned.as_mut(), i);
                             slot.as_mut().stop();
                             slot.settings().config.timeout.unwrap_or_default()
                         };
-                        let kind = StepErrorKind::TimedOut { timeout };
-                        self.member_failed::<Ms, E>(pinned.as_mut(), i, kind, true, on_failure, &mut first).await;
+                        Some((i, StepErrorKind::TimedOut { timeout }))
                     }
-                    Event::Due(i) => Ms::slot(pinned.as_mut(), i).run_mut().phase = Phase::Due,
+                    Event::Due(i) => {
+                        Ms::slot(pinned.as_mut(), i).run_mut().phase = Phase::Due;
+                        None
+                    }
+                };
+                if let Some((i, kind)) = failed {
+                    ended = self.member_failed::<Ms, E>(pinned.as_mut(), i, kind, true, &mut first).await;
+                }
+                if let Some(released) = ended {
+                    self.after_member_ended::<Ms, E>(pinned.as_mut(), released, on_failure).await;
                 }
             }
             match first {
@@ -306,26 +315,38 @@ where
         completed
     }
 
-    /// A member failed for good outside its attempts (its undo record
-    /// could not be made, its `Done` could not be written, its success hook
-    /// panicked): it ends with `kind`, releasing its uncertain rollback if
-    /// it owes none, and, with `cancel_on_failure`, the others end too.
-    async fn member_ended<Ms, E>(
+    /// A member failed for good with `kind`: after its last attempt, or
+    /// outside its attempts (its undo record could not be made, its `Done`
+    /// could not be written, its success hook panicked). Returns its index
+    /// if its uncertain rollback is released (it owes none).
+    fn member_ended<E>(
+        &mut self,
+        mut slot: Pin<&mut dyn driver::Slot<U, E>>,
+        kind: StepErrorKind<E>,
+        first: &mut Option<usize>,
+        i: usize,
+    ) -> Option<usize> {
+        close_span(slot.as_mut().run_mut());
+        let step = slot.as_mut().run_mut().step;
+        self.member_done(slot, Some(kind), first, i);
+        step.released().then_some(step.index)
+    }
+
+    /// After a member ended (`member_ended`): its uncertain rollback is
+    /// `released`, if given, and with `cancel_on_failure` the others end
+    /// too. (Not one `async fn` with `member_ended`: its arguments, the
+    /// error among them, would be kept in the group's future.)
+    async fn after_member_ended<Ms, E>(
         &mut self,
         mut pinned: Pin<&mut Ms::Pinned>,
-        i: usize,
-        kind: StepErrorKind<E>,
+        released: Option<usize>,
         on_failure: OnMemberFailure,
-        first: &mut Option<usize>,
     ) where
         Ms: Members<U, E>,
         E: fmt::Display,
     {
-        close_span(Ms::slot(pinned.as_mut(), i).run_mut());
-        self.member_done(Ms::slot(pinned.as_mut(), i), Some(kind), first, i);
-        let step = Ms::slot(pinned.as_mut(), i).run_mut().step;
-        if step.released() {
-            self.release_rollback(step.index).await;
+        if let Some(index) = released {
+            self.release_rollback(index).await;
         }
         if on_failure == OnMemberFailure::Cancel {
             let n = Ms::count_pinned(pinned.as_mut());
@@ -334,18 +355,17 @@ where
     }
 
     /// A member's attempt failed: record it, call `on_step_failure`, then
-    /// retry after its backoff, or end the member (and, with
-    /// `cancel_on_failure`, the others).
-    #[allow(clippy::too_many_arguments)]
+    /// retry after its backoff, or end the member: then returns whether
+    /// its rollback is released, for `after_member_ended`.
     async fn member_failed<Ms, E>(
         &mut self,
         mut pinned: Pin<&mut Ms::Pinned>,
         i: usize,
         kind: StepErrorKind<E>,
         ran: bool,
-        on_failure: OnMemberFailure,
         first: &mut Option<usize>,
-    ) where
+    ) -> Option<Option<usize>>
+    where
         Ms: Members<U, E>,
         E: fmt::Display,
     {
@@ -358,8 +378,9 @@ where
             last |= self.failure_hook_ended(index, called);
         }
         if last {
-            self.member_ended::<Ms, E>(pinned.as_mut(), i, kind, on_failure, first).await;
-        } else {
+            return Some(self.member_ended(Ms::slot(pinned.as_mut(), i), kind, first, i));
+        }
+        {
             drop(kind);
             let now = crate::timing::clock::now(&self.manager.clock);
             let mut slot = Ms::slot(pinned.as_mut(), i);
@@ -373,6 +394,7 @@ where
             tm_debug!("step `{}` retrying in {:?}", self.ledger.summary.steps()[index].name, delay);
             run.phase = if delay.is_zero() { Phase::Due } else { Phase::Backoff { until: now.saturating_add(delay) } };
         }
+        None
     }
 
     /// Bookkeeping of a failed attempt (`StepRun::failed`); returns the

@@ -33,7 +33,8 @@ pub fn member(name: impl Into<Name>) -> MemberBuilder {
             config: StepConfig::default(),
             own_timeout: false,
             own_retry: false,
-            max_retries: None,
+            own_max_retries: false,
+            max_retries: 0,
         },
     }
 }
@@ -49,8 +50,12 @@ pub struct Settings {
     own_timeout: bool,
     /// Its retry policy was set (`config.retry`), not the manager's.
     own_retry: bool,
-    /// Its number of retries, on its policy or the manager's.
-    max_retries: Option<u32>,
+    /// Its number of retries was set (`max_retries`), on its policy or
+    /// the manager's.
+    own_max_retries: bool,
+    /// (A `u32` and a flag: an `Option<u32>` would take 8 bytes of each
+    /// member, with padding.)
+    max_retries: u32,
 }
 
 impl Settings {
@@ -63,8 +68,8 @@ impl Settings {
         if !self.own_retry {
             config.retry = retry;
         }
-        if let Some(retries) = self.max_retries {
-            config.retry = config.retry.with_max_retries(retries);
+        if self.own_max_retries {
+            config.retry = config.retry.with_max_retries(self.max_retries);
         }
     }
 }
@@ -122,7 +127,8 @@ impl MemberBuilder {
     /// assert_eq!(clock.now(), Duration::from_millis(300)); // 100 ms, then 200 ms
     /// ```
     pub fn max_retries(mut self, retries: u32) -> Self {
-        self.settings.max_retries = Some(retries);
+        self.settings.max_retries = retries;
+        self.settings.own_max_retries = true;
         self
     }
 
