@@ -635,3 +635,49 @@ fn a_rollback_condition_is_not_asked_on_the_last_attempt() {
     assert_eq!(record.rollback_error(), Some("record is locked"));
     assert_eq!(*asked.lock().unwrap(), 0, "no retry could follow: nothing to ask");
 }
+
+/// An uncertain undo record that cannot be made (its maker panics) stops a
+/// step and a group member alike before their first attempt: each fails
+/// for good, not retried, its execute function never called, its record
+/// naming the panic.
+#[test]
+fn an_undo_maker_that_panics_stops_a_step_and_a_member_alike() {
+    use transaction_manager::group::member;
+    #[derive(Debug)]
+    struct Undo;
+    impl Rollback<()> for Undo {
+        type Error = &'static str;
+        async fn rollback(&mut self, _: &mut ()) -> Result<(), &'static str> {
+            Ok(())
+        }
+    }
+    for in_group in [false, true] {
+        let clock = ManualClock::new();
+        let manager = TransactionManager::new(&clock).with_retry(RetryPolicy::new().with_max_retries(3));
+        let calls = Arc::new(Mutex::new(0));
+        let err = clock
+            .block_on(manager.transaction("t").fixed::<Undo, 1>().run(async |tx| {
+                let calls = calls.clone();
+                let execute = move || {
+                    *calls.lock().unwrap() += 1;
+                    async { Ok::<_, &str>(()) }
+                };
+                if in_group {
+                    tx.parallel((member("a")
+                        .execute(execute)
+                        .undo_uncertain(|_| -> Undo { panic!("no undo for you") }),))
+                        .await
+                        .map_err(|e| e.into_first())?;
+                } else {
+                    tx.step("a").execute(execute).undo_uncertain(|_| -> Undo { panic!("no undo for you") }).await?;
+                }
+                Ok::<_, StepError<&str>>(())
+            }))
+            .unwrap_err();
+        assert!(matches!(err.cause().kind(), StepErrorKind::Panicked(_)), "in a group: {in_group}: {:?}", err.cause());
+        let record = &err.summary().steps()[0];
+        assert_eq!((record.status(), record.attempts()), (StepStatus::Failed, 1), "in a group: {in_group}");
+        assert!(record.error().unwrap().contains("no undo for you"), "in a group: {in_group}: {:?}", record.error());
+        assert_eq!(*calls.lock().unwrap(), 0, "in a group: {in_group}: execute was called");
+    }
+}

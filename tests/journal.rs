@@ -973,3 +973,54 @@ fn execute_and_undo_makers_get_their_step_key() {
     );
     assert_eq!(undone, [format!("tx-1.2-{o:016x}"), format!("tx-1.1-{o:016x}"), format!("tx-1.0-{o:016x}")]);
 }
+
+/// An intent that cannot be written stops a step and a group member alike,
+/// before they run: each fails for good with the journal's error, its
+/// record says why, nothing is owed, and no `on_step_failure` is called
+/// (no attempt failed: none started).
+#[test]
+fn an_intent_that_cannot_be_written_stops_a_step_and_a_member_alike() {
+    #[derive(Default)]
+    struct Failures(std::sync::Mutex<Vec<String>>);
+    impl Hooks for Failures {
+        async fn on_step_failure(&self, event: &StepEvent<'_>) {
+            self.0.lock().unwrap().push(event.step.name().to_string());
+        }
+    }
+    for in_group in [false, true] {
+        let clock = ManualClock::new();
+        let journal = MemoryJournal::new();
+        let manager = TransactionManager::new(&clock)
+            .with_hooks(Failures::default())
+            .with_journal(journal.clone(), Postcard::<1>);
+        let mut world = World::default();
+        journal.fail_before_write(Some(EntryKind::Intent));
+        let err = clock
+            .block_on(manager.transaction("t").fixed::<Undo, 2>().run_with(&mut world, async |tx| {
+                if in_group {
+                    tx.parallel((member("r0")
+                        .execute(member_creates("r0"))
+                        .undo_uncertain(|_| Undo::Delete("r0".into())),))
+                        .await
+                        .map_err(|e| e.into_first())?;
+                } else {
+                    tx.step("r0")
+                        .execute_with(async |w: &mut World| create(w, "r0".into(), 0).await)
+                        .undo_uncertain(|_| Undo::Delete("r0".into()))
+                        .await?;
+                }
+                Ok::<_, StepError<String>>(())
+            }))
+            .unwrap_err();
+        assert!(MEMBERS.with(|m| m.borrow().is_empty()), "in a group: {in_group}: the member ran");
+        let cause = err.cause();
+        assert!(
+            matches!(cause.kind(), StepErrorKind::Journal(f) if f.entry() == Some(EntryKind::Intent)),
+            "in a group: {in_group}: {cause:?}"
+        );
+        let record = &err.summary().steps()[0];
+        assert_eq!((record.status(), record.attempts()), (StepStatus::Failed, 1), "in a group: {in_group}");
+        assert!(world.live.is_empty() && world.rolled_back.is_empty(), "in a group: {in_group}: {world:?}");
+        assert!(manager.hooks().0.lock().unwrap().is_empty(), "in a group: {in_group}");
+    }
+}

@@ -133,8 +133,12 @@ where
                         // it cannot be written, the member does not run.
                         if J::ENABLED && intent {
                             if let Err(failure) = self.journal_step(index, EntryKind::Intent).await {
-                                Ms::slot(pinned.as_mut(), i).run_mut().step.intent_refused();
-                                failed = Some((StepErrorKind::Journal(failure), false));
+                                // As a step's: it fails for good, its record
+                                // says why (`journal_step`).
+                                let mut slot = Ms::slot(pinned.as_mut(), i);
+                                slot.as_mut().run_mut().step.intent_refused();
+                                let kind = StepErrorKind::Journal(failure);
+                                ended = Some(self.member_ended(slot, kind, &mut first, i));
                             }
                         }
                         if failed.is_none() && ended.is_none() {
