@@ -153,6 +153,16 @@ fn lib_group2<C: Clock, W: Work>(m: &TransactionManager<C>, w: W) -> impl Future
     })
 }
 
+/// One step as a group of one: what a plain step would cost if the group
+/// engine drove it (the engine drives both with the same transitions, a
+/// plain step awaiting them in line).
+fn lib_group1<C: Clock, W: Work>(m: &TransactionManager<C>, w: W) -> impl Future<Output = FixedOutcome<1>> + '_ {
+    m.transaction("op").fixed::<Undo<W>, 1>().run(async move |tx| {
+        let (a,) = tx.parallel((member("a").execute(move || w.step(1)).undo(move |&v| Undo::Release(w, v)),)).await?;
+        Ok::<_, StepError<Boom>>(a)
+    })
+}
+
 fn lib_fixed_fail3<C: Clock, W: Work>(m: &TransactionManager<C>, w: W) -> impl Future<Output = FixedOutcome<3>> + '_ {
     lib_fixed!(m, w, 3; "a" => step, "b" => step, "c" => fail)
 }
@@ -676,6 +686,11 @@ fn figure_sizes<R: Runtime>(rt: &R, report: &mut Report) {
     report.value_row(
         "2-member group / 2 sequential steps (fixed, capacity 2)",
         &format!("{group2} / {seq2} = {:.2}x", group2 as f64 / seq2 as f64),
+    );
+    let group1 = size_of_val(&lib_group1(&m, Noop));
+    report.value_row(
+        "1-member group / 1 step (fixed, capacity 1)",
+        &format!("{group1} / {f1} = {:.2}x", group1 as f64 / f1 as f64),
     );
     // Bytes per unit of capacity: the same 1-step body, capacity 1 vs 9;
     // bytes per step: capacity 8, 1 step vs 8 steps.

@@ -3,10 +3,11 @@
 //! executor needed: it works on embassy as on tokio).
 //!
 //! A group is one future that owns its members' attempt futures and polls
-//! them in turn; between polls it does each member's bookkeeping (records,
-//! undo records, hooks, retries) with the transaction it borrows, as the
-//! one-step engine does. Undo records join the ledger in the order members
-//! complete, so rollback undoes them in reverse completion order.
+//! them in turn; between polls it moves each member through the same
+//! transitions as a plain step (`StepRun`: records, undo records, retries)
+//! and calls the same hooks, with the transaction it borrows. Undo records
+//! join the ledger in the order members complete, so rollback undoes them
+//! in reverse completion order.
 
 use core::fmt;
 
