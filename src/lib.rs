@@ -51,11 +51,12 @@
 //! [`&impl Manager`](Manager): any clock, any hooks, with or without a
 //! spawner or a journal. Closure rollbacks cannot be written to a journal,
 //! so a function that runs them takes `&impl Manager<Journal = NoJournal>`.
-//! A transaction with a fixed undo log adds one bound on the manager's
-//! abandon policy:
+//! A transaction with a fixed undo log of type `U` and capacity `N` takes
+//! [`&impl ManagerFor<U, Fixed<N>>`](ManagerFor) instead (its manager can
+//! take the rollbacks of a dropped transaction of that kind):
 //!
 //! ```
-//! use transaction_manager::{Manager, NoRollback, StepError, abandon::AbandonPolicy, journal::NoJournal, storage::Fixed};
+//! use transaction_manager::{Manager, ManagerFor, NoRollback, StepError, journal::NoJournal, storage::Fixed};
 //!
 //! /// Closure rollbacks: any manager without a journal.
 //! pub async fn create_account(manager: &impl Manager<Journal = NoJournal>) -> Result<u64, StepError<std::io::Error>> {
@@ -72,11 +73,10 @@
 //!     Ok(committed.into_value())
 //! }
 //!
-//! /// A fixed undo log (no allocator): one more bound.
-//! pub async fn health_check<M: Manager<Journal = NoJournal>>(manager: &M) -> Result<u32, StepError<&'static str>>
-//! where
-//!     M::Abandon: AbandonPolicy<M::Clock, M::Hooks, (), NoRollback, Fixed<2>>,
-//! {
+//! /// A fixed undo log (no allocator): its undo type and capacity in the bound.
+//! pub async fn health_check(
+//!     manager: &impl ManagerFor<NoRollback, Fixed<2>, Journal = NoJournal>,
+//! ) -> Result<u32, StepError<&'static str>> {
 //!     let done = manager
 //!         .manager()
 //!         .transaction("health-check")

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use transaction_manager::{
-    Manager, ManualClock, NoRollback, RetryPolicy, Rollback, StepError, StepErrorKind, StepStatus, TransactionManager,
-    abandon::AbandonPolicy,
+    Manager, ManagerFor, ManualClock, NoRollback, RetryPolicy, Rollback, StepError, StepErrorKind, StepStatus,
+    TransactionManager,
     hooks::Hooks,
     journal::{JournalRun, MemoryJournal, NoJournal, Postcard},
     storage::Fixed,
@@ -292,12 +292,11 @@ async fn provision(manager: &impl Manager<Journal = NoJournal>) -> Result<u32, S
     Ok(done.into_value())
 }
 
-/// A fixed undo log adds one bound, on the manager's abandon policy (and,
-/// on any manager, journaled or not, one on its journal: see `reserve_ip`).
-async fn health_check<M: Manager<Journal = NoJournal>>(manager: &M) -> Result<u32, StepError<&'static str>>
-where
-    M::Abandon: AbandonPolicy<M::Clock, M::Hooks, (), NoRollback, Fixed<2>>,
-{
+/// A fixed undo log names its undo type and capacity in the bound (and,
+/// on any manager, journaled or not, bounds its journal: see `reserve_ip`).
+async fn health_check(
+    manager: &impl ManagerFor<NoRollback, Fixed<2>, Journal = NoJournal>,
+) -> Result<u32, StepError<&'static str>> {
     let done = manager
         .manager()
         .transaction("health-check")
@@ -351,10 +350,9 @@ impl Rollback<()> for ReleaseIp {
 }
 
 /// Reserves an IP, then fails if `fail`: the IP is released again.
-async fn reserve_ip<M: Manager>(manager: &M, fail: bool) -> Result<u32, StepError<&'static str>>
+async fn reserve_ip<M: ManagerFor<ReleaseIp, Fixed<2>>>(manager: &M, fail: bool) -> Result<u32, StepError<&'static str>>
 where
     M::Journal: JournalRun<ReleaseIp, StepError<&'static str>>,
-    M::Abandon: AbandonPolicy<M::Clock, M::Hooks, (), ReleaseIp, Fixed<2>>,
 {
     let done = manager
         .manager()

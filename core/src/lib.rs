@@ -145,7 +145,7 @@ mod timing;
 mod util;
 
 pub use crate::api::action::Action;
-pub use crate::api::any_manager::Manager;
+pub use crate::api::any_manager::{Manager, ManagerFor};
 pub use crate::durable::id::TransactionId;
 pub use crate::engine::manager::TransactionManager;
 pub use crate::engine::run::TransactionBuilder;

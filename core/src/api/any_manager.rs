@@ -1,7 +1,9 @@
 //! One bound for code that takes the application's manager, whatever its
 //! clock, hooks, abandon policy and journal.
 
+use crate::engine::abandon::AbandonPolicy;
 use crate::engine::binding::JournalIds;
+use crate::util::storage::Storage;
 use crate::{engine::manager::TransactionManager, observe::hooks::Hooks, timing::clock::Clock};
 
 /// Any [`TransactionManager`], journaled or not: the bound for a library
@@ -25,9 +27,9 @@ use crate::{engine::manager::TransactionManager, observe::hooks::Hooks, timing::
 ///   `manager: &impl Manager<Journal = NoJournal>`. With the `alloc`
 ///   feature, the rest of what they need comes with the trait.
 ///
-/// A transaction with a fixed undo log of type `U` and capacity `N` adds
-/// one bound for the manager's abandon policy:
-/// `where M::Abandon: AbandonPolicy<M::Clock, M::Hooks, (), U, Fixed<N>>`.
+/// A transaction with a fixed undo log of type `U` and capacity `N` takes
+/// `M: ManagerFor<U, Fixed<N>>` instead ([`ManagerFor`]: its manager can
+/// hand the rollbacks of a dropped transaction to its abandon policy).
 ///
 /// Every `TransactionManager` implements it (with `alloc`: every one whose
 /// abandon policy can take closure rollbacks, which [`Unattended`](crate::abandon::Unattended)
@@ -74,7 +76,7 @@ use crate::{engine::manager::TransactionManager, observe::hooks::Hooks, timing::
 ///
 /// ```
 /// # #[cfg(all(feature = "std", feature = "postcard"))] {
-/// use transaction_manager::{Manager, Rollback, StepError, abandon::AbandonPolicy, journal::JournalRun, storage::Fixed};
+/// use transaction_manager::{ManagerFor, Rollback, StepError, journal::JournalRun, storage::Fixed};
 ///
 /// #[derive(serde::Serialize, serde::Deserialize)]
 /// pub enum Undo { ReleaseIp(u32) }
@@ -88,10 +90,9 @@ use crate::{engine::manager::TransactionManager, observe::hooks::Hooks, timing::
 /// }
 ///
 /// /// A library function: any manager, journaled or not.
-/// pub async fn reserve_ip<M: Manager>(manager: &M) -> Result<u32, StepError<&'static str>>
+/// pub async fn reserve_ip<M: ManagerFor<Undo, Fixed<2>>>(manager: &M) -> Result<u32, StepError<&'static str>>
 /// where
 ///     M::Journal: JournalRun<Undo, StepError<&'static str>>,
-///     M::Abandon: AbandonPolicy<M::Clock, M::Hooks, (), Undo, Fixed<2>>,
 /// {
 ///     let done = manager
 ///         .manager()
@@ -173,6 +174,58 @@ impl<C: Clock, H: Hooks, A, J: JournalIds> Manager for TransactionManager<C, H, 
     fn manager(&self) -> &Self {
         self
     }
+}
+
+/// A [`Manager`] that runs transactions whose undo records are `U`, kept
+/// in `S` (with a context `Ctx`, `()` by default): its abandon policy can
+/// take the rollbacks such a transaction owes if its future is dropped.
+/// The bound for a library function with a fixed undo log
+/// (`M: ManagerFor<Undo, Fixed<2>>`), instead of spelling out the
+/// policy's own bound (`M::Abandon: AbandonPolicy<M::Clock, M::Hooks, (),
+/// Undo, Fixed<2>>`, which it implies). Implemented for every manager
+/// whose policy takes them: [`Unattended`](crate::abandon::Unattended)
+/// takes every undo type; [`Spawned`](crate::abandon::Spawned) takes those
+/// it can run on a spawned task.
+///
+/// ```
+/// use transaction_manager::{ManagerFor, NoRollback, StepError, journal::NoJournal, storage::Fixed};
+///
+/// /// A fixed undo log (no allocator): any manager without a journal.
+/// pub async fn health_check(
+///     manager: &impl ManagerFor<NoRollback, Fixed<2>, Journal = NoJournal>,
+/// ) -> Result<u32, StepError<&'static str>> {
+///     let done = manager
+///         .manager()
+///         .transaction("health-check")
+///         .fixed::<NoRollback, 2>()
+///         .run(async |tx| {
+///             let a = tx.step("ping_a").run(|| async { Ok(1) }).await?;
+///             let b = tx.step("ping_b").run(|| async { Ok(2) }).await?;
+///             Ok::<_, StepError<&str>>(a + b)
+///         })
+///         .await
+///         .map_err(|e| e.into_cause())?;
+///     Ok(done.into_value())
+/// }
+///
+/// let clock = transaction_manager::ManualClock::new();
+/// let manager = transaction_manager::TransactionManager::new(&clock);
+/// assert_eq!(clock.block_on(health_check(&manager)), Ok(3));
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot run transactions whose undo records are `{U}` kept in `{S}`",
+    label = "its abandon policy cannot take these undo records",
+    note = "a `Spawned` policy takes only undo records it can run on a spawned task; \
+            `Unattended` (the default) takes every one"
+)]
+pub trait ManagerFor<U, S: Storage, Ctx: ?Sized = ()>:
+    Manager<Abandon: AbandonPolicy<<Self as Manager>::Clock, <Self as Manager>::Hooks, Ctx, U, S>>
+{
+}
+
+impl<M: Manager + ?Sized, U, S: Storage, Ctx: ?Sized> ManagerFor<U, S, Ctx> for M where
+    M::Abandon: AbandonPolicy<M::Clock, M::Hooks, Ctx, U, S>
+{
 }
 
 impl<M: Manager + ?Sized> Manager for &M {
