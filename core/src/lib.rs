@@ -188,7 +188,6 @@ pub mod group {
     //! rollback, rolled back together if one fails. See [`Group`].
     pub use crate::api::group::Group;
     pub use crate::api::group::GroupError;
-    pub use crate::api::group::KeyedAttempts;
     #[doc(hidden)]
     pub use crate::api::group::Lend;
     #[doc(hidden)]

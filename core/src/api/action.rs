@@ -143,7 +143,11 @@ impl<Ctx: ?Sized, A: Action<Ctx>> StepParts<Ctx, A::Undo> for ActionParts<A> {
         true
     }
 
-    fn call(&mut self, ctx: &mut Ctx) -> impl Future<Output = Result<A::Output, A::Error>> {
+    fn call(
+        &mut self,
+        ctx: &mut Ctx,
+        _: crate::durable::id::IdempotencyKey,
+    ) -> impl Future<Output = Result<A::Output, A::Error>> {
         self.0.execute(ctx)
     }
 

@@ -116,8 +116,7 @@ where
         F: FnMut(crate::durable::id::IdempotencyKey) -> Fut,
         Fut: Future<Output = Result<Out, E>>,
     {
-        let key = self.key();
-        Execute { step: self, execute: Keyed { execute, key }, retry_if: RetryAlways, rollback_retry_if: RetryAlways }
+        Execute { step: self, execute: Keyed(execute), retry_if: RetryAlways, rollback_retry_if: RetryAlways }
     }
 
     /// Runs the step without a rollback: nothing to undo if a later step

@@ -20,8 +20,12 @@ pub trait StepFn<Ctx: ?Sized> {
     /// What a failed attempt returns.
     type Error: fmt::Display;
 
-    /// Starts one attempt.
-    fn call(&mut self, ctx: &mut Ctx) -> impl Future<Output = Result<Self::Output, Self::Error>>;
+    /// Starts one attempt of the step whose idempotency key is `key`.
+    fn call(
+        &mut self,
+        ctx: &mut Ctx,
+        key: crate::durable::id::IdempotencyKey,
+    ) -> impl Future<Output = Result<Self::Output, Self::Error>>;
 }
 
 /// An execute function that takes no context: `FnMut() -> Future`.
@@ -37,7 +41,7 @@ where
     type Output = Out;
     type Error = E;
 
-    fn call(&mut self, _: &mut Ctx) -> impl Future<Output = Result<Out, E>> {
+    fn call(&mut self, _: &mut Ctx, _: crate::durable::id::IdempotencyKey) -> impl Future<Output = Result<Out, E>> {
         (self.0)()
     }
 }
@@ -54,18 +58,17 @@ where
     type Output = Out;
     type Error = E;
 
-    fn call(&mut self, ctx: &mut Ctx) -> impl Future<Output = Result<Out, E>> {
+    fn call(&mut self, ctx: &mut Ctx, _: crate::durable::id::IdempotencyKey) -> impl Future<Output = Result<Out, E>> {
         (self.0)(ctx)
     }
 }
 
 /// An execute function that receives the step's idempotency key:
-/// `FnMut(IdempotencyKey) -> Future`. Made by [`Step::execute_keyed`](crate::step::Step::execute_keyed).
+/// `FnMut(IdempotencyKey) -> Future`. Made by
+/// [`Step::execute_keyed`](crate::step::Step::execute_keyed) and, for a
+/// group member, [`MemberBuilder::execute_keyed`](crate::group::MemberBuilder::execute_keyed).
 #[derive(Debug)]
-pub struct Keyed<F> {
-    pub(crate) execute: F,
-    pub(crate) key: crate::durable::id::IdempotencyKey,
-}
+pub struct Keyed<F>(pub(crate) F);
 
 impl<Ctx: ?Sized, F, Fut, Out, E> StepFn<Ctx> for Keyed<F>
 where
@@ -76,8 +79,8 @@ where
     type Output = Out;
     type Error = E;
 
-    fn call(&mut self, _: &mut Ctx) -> impl Future<Output = Result<Out, E>> {
-        (self.execute)(self.key)
+    fn call(&mut self, _: &mut Ctx, key: crate::durable::id::IdempotencyKey) -> impl Future<Output = Result<Out, E>> {
+        (self.0)(key)
     }
 }
 
@@ -103,9 +106,13 @@ where
     type Output = F::Output;
     type Error = E2;
 
-    fn call(&mut self, ctx: &mut Ctx) -> impl Future<Output = Result<F::Output, E2>> {
+    fn call(
+        &mut self,
+        ctx: &mut Ctx,
+        key: crate::durable::id::IdempotencyKey,
+    ) -> impl Future<Output = Result<F::Output, E2>> {
         let MapErr { execute, map } = self;
-        let attempt = execute.call(ctx);
+        let attempt = execute.call(ctx, key);
         async move { attempt.await.map_err(map) }
     }
 }
@@ -137,8 +144,8 @@ where
         self.undo.has_undo()
     }
 
-    fn call(&mut self, ctx: &mut Ctx) -> impl Future<Output = Result<F::Output, F::Error>> {
-        self.execute.call(ctx)
+    fn call(&mut self, ctx: &mut Ctx, key: IdempotencyKey) -> impl Future<Output = Result<F::Output, F::Error>> {
+        self.execute.call(ctx, key)
     }
 
     fn make_undo(&mut self, output: Maybe<&F::Output>, key: IdempotencyKey) -> Option<U> {

@@ -94,8 +94,8 @@ pub(crate) trait StepParts<Ctx: ?Sized, U> {
     /// the engine asks nothing.
     const CONDITIONAL: bool = false;
 
-    /// Starts one attempt.
-    fn call(&mut self, ctx: &mut Ctx) -> impl Future<Output = Result<Self::Output, Self::Error>>;
+    /// Starts one attempt of the step whose idempotency key is `key`.
+    fn call(&mut self, ctx: &mut Ctx, key: IdempotencyKey) -> impl Future<Output = Result<Self::Output, Self::Error>>;
 
     /// Whether an attempt that failed with `error` may be retried.
     fn retries(&mut self, error: &Self::Error) -> bool {
@@ -256,9 +256,10 @@ where
                         }
                         Ok(_) => {}
                     }
+                    let key = self.ledger.step_key(index);
                     let ctx = &mut *self.ctx;
                     let attempt_result =
-                        within(&span, guarded_call(|| with_timeout(clock, timeout, parts.call(ctx)))).await;
+                        within(&span, guarded_call(|| with_timeout(clock, timeout, parts.call(ctx, key)))).await;
                     let result = match attempt_result {
                         // Without a journal or hooks, nothing is awaited once
                         // the step completed: this arm's values are not kept

@@ -178,13 +178,13 @@ impl MemberBuilder {
     /// }));
     /// assert_eq!(done.unwrap().into_value(), ("tx-2.0-000000000000002a".to_string(), "tx-2.1-000000000000002a".to_string()));
     /// ```
-    pub fn execute_keyed<F, Fut, Out, E>(self, execute: F) -> Member<KeyedAttempts<F>, NoUndo>
+    pub fn execute_keyed<F, Fut, Out, E>(self, execute: F) -> Member<Keyed<F>, NoUndo>
     where
         F: FnMut(IdempotencyKey) -> Fut,
         Fut: Future<Output = Result<Out, E>>,
         E: fmt::Display,
     {
-        Member::new(self.settings, KeyedAttempts(execute), NoUndo)
+        Member::new(self.settings, Keyed(execute), NoUndo)
     }
 
     /// Gives the member a part it borrows mutably (`&mut board.i2c`) and

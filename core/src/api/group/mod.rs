@@ -50,7 +50,7 @@ mod member;
 mod parts;
 mod poll;
 
-use crate::api::step_fn::{MapErr, Plain};
+use crate::api::step_fn::{Keyed, MapErr, Plain};
 pub use crate::api::undo::{
     MakeUndo, NoUndo, OnCompleted, OnCompletedUsing, OnUncertain, UndoKeyed, UndoMaybe, UndoWith,
 };

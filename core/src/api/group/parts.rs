@@ -112,7 +112,7 @@ impl<'s, F> LendFlag<'s> for Plain<F> {
     fn lend(&mut self, _: &'s AtomicBool) {}
 }
 
-impl<'s, F> LendFlag<'s> for KeyedAttempts<F> {
+impl<'s, F> LendFlag<'s> for Keyed<F> {
     fn lend(&mut self, _: &'s AtomicBool) {}
 }
 
@@ -129,10 +129,10 @@ impl<'s: 'p, 'p, P: ?Sized, F, A> LendFlag<'s> for Lent<'p, P, F, A> {
 }
 
 /// How a member makes its attempts: its execute function, and how its
-/// errors are converted. Implemented by [`Plain`], [`KeyedAttempts`],
-/// [`Lent`] and [`MapErr`] (the first and the last are a step's too: a
-/// member's execute function and its error mapping are a step's); you do
-/// not implement it yourself.
+/// errors are converted. Implemented by [`Plain`], [`Keyed`], [`Lent`]
+/// and [`MapErr`] (all but `Lent` are a step's too: a member's execute
+/// function, keyed or not, and its error mapping are a step's); you do not
+/// implement it yourself.
 pub trait MemberFn {
     /// What a successful attempt returns.
     type Output;
@@ -186,12 +186,7 @@ where
     }
 }
 
-/// An execute function `FnMut(IdempotencyKey) -> Future` of a group
-/// member. Made by [`MemberBuilder::execute_keyed`].
-#[derive(Debug)]
-pub struct KeyedAttempts<F>(pub(super) F);
-
-impl<F, Fut, Out, E> MemberFn for KeyedAttempts<F>
+impl<F, Fut, Out, E> MemberFn for Keyed<F>
 where
     F: FnMut(IdempotencyKey) -> Fut,
     Fut: Future<Output = Result<Out, E>>,
