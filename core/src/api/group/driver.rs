@@ -291,44 +291,6 @@ pub trait Slot<U, E> {
     fn take_error(self: Pin<&mut Self>) -> Option<StepErrorKind<E>>;
 }
 
-/// What the engine asks a member while its step changes: the questions a
-/// plain step's parts answer (`StepParts`).
-pub trait Ask<U, E> {
-    /// The undo record owed, by the member whose key is `key`: for its
-    /// output if `completed`, else for an uncertain outcome.
-    fn make_undo(&mut self, completed: bool, key: IdempotencyKey) -> Option<U>;
-    /// Asks the member's retry condition about an attempt that failed
-    /// with `error` (`None` without a condition).
-    fn retries(&mut self, error: &E) -> Option<crate::timing::condition::Verdict>;
-}
-
-/// A member's undo maker, retry condition and output: what answers
-/// [`Ask`].
-#[derive(Debug)]
-pub struct Asks<R, W, O> {
-    undo: R,
-    retry_if: W,
-    output: Option<O>,
-}
-
-impl<U, E, O, R: MakeUndo<O, U>, W: RetryCondition<E>> Ask<U, E> for Asks<R, W, O> {
-    fn make_undo(&mut self, completed: bool, key: IdempotencyKey) -> Option<U> {
-        match (completed, self.output.as_ref()) {
-            (true, Some(output)) => self.undo.make(Maybe::Completed(output), key),
-            (true, None) => None,
-            (false, _) => self.undo.make(Maybe::Uncertain, key),
-        }
-    }
-
-    fn retries(&mut self, error: &E) -> Option<crate::timing::condition::Verdict> {
-        if W::ALWAYS {
-            return None;
-        }
-        let condition = &mut self.retry_if;
-        Some(crate::timing::condition::ask(|| condition.retries(error)))
-    }
-}
-
 impl<U, F: MemberFn, R: MakeUndo<F::Output, U>, W: RetryCondition<F::Error>> Slot<U, F::Error> for Member<F, R, W> {
     fn settings(&self) -> &Settings {
         &self.run.settings

@@ -1,4 +1,6 @@
-//! What a member is made of: its attempts (`MemberFn`) and its undo maker (`MakeUndo`).
+//! What a member is made of: its attempts (`MemberFn`), and what answers
+//! the engine's questions about it (`Ask`: its undo maker and retry
+//! condition).
 
 use super::*;
 
@@ -236,5 +238,43 @@ where
     fn convert(&mut self, raw: F::Raw) -> E2 {
         let error = self.execute.convert(raw);
         (self.map)(error)
+    }
+}
+
+/// What the engine asks a member while its step changes: the questions a
+/// plain step's parts answer (`StepParts`).
+pub trait Ask<U, E> {
+    /// The undo record owed, by the member whose key is `key`: for its
+    /// output if `completed`, else for an uncertain outcome.
+    fn make_undo(&mut self, completed: bool, key: IdempotencyKey) -> Option<U>;
+    /// Asks the member's retry condition about an attempt that failed
+    /// with `error` (`None` without a condition).
+    fn retries(&mut self, error: &E) -> Option<crate::timing::condition::Verdict>;
+}
+
+/// A member's undo maker, retry condition and output: what answers
+/// [`Ask`].
+#[derive(Debug)]
+pub struct Asks<R, W, O> {
+    pub(super) undo: R,
+    pub(super) retry_if: W,
+    pub(super) output: Option<O>,
+}
+
+impl<U, E, O, R: MakeUndo<O, U>, W: RetryCondition<E>> Ask<U, E> for Asks<R, W, O> {
+    fn make_undo(&mut self, completed: bool, key: IdempotencyKey) -> Option<U> {
+        match (completed, self.output.as_ref()) {
+            (true, Some(output)) => self.undo.make(Maybe::Completed(output), key),
+            (true, None) => None,
+            (false, _) => self.undo.make(Maybe::Uncertain, key),
+        }
+    }
+
+    fn retries(&mut self, error: &E) -> Option<crate::timing::condition::Verdict> {
+        if W::ALWAYS {
+            return None;
+        }
+        let condition = &mut self.retry_if;
+        Some(crate::timing::condition::ask(|| condition.retries(error)))
     }
 }
