@@ -561,7 +561,11 @@ where
     /// Like [`undo`](Execute::undo), for uncertain failures too (see
     /// [`rollback_uncertain`](Execute::rollback_uncertain)): `make_undo`
     /// gets `Maybe::Completed(&output)` or `Maybe::Uncertain`. The undo
-    /// record must be idempotent.
+    /// record must be idempotent. `make_undo` is called before the first
+    /// attempt (`Maybe::Uncertain`, owed while the attempt is in flight),
+    /// again before the next attempt if one failed cleanly (its record was
+    /// taken back), and once more when the step completes. A panic in it
+    /// fails the step for good, for a group member too.
     pub fn undo_uncertain<Mk>(self, make_undo: Mk) -> impl Future<Output = Result<F::Output, StepError<F::Error>>>
     where
         Mk: FnMut(Maybe<&F::Output>) -> U,
