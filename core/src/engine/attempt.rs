@@ -1,6 +1,8 @@
-//! The attempt loop: one step's attempts, each raced against its timeout
-//! and guarded against panics, retried with backoff; its record, undo
-//! record and journal entries.
+//! The attempt loop of a plain step: its attempts, each raced against its
+//! timeout and guarded against panics, retried with backoff, awaited in
+//! line; what each decides is a `StepRun` transition (`step_run.rs`),
+//! shared with group members. Also what steps and members share of the
+//! hooks.
 
 use core::fmt;
 use core::future::Future;
@@ -201,8 +203,8 @@ where
     /// Runs one step: attempts with timeout and retries, records each in the
     /// summary, calls the hooks, and keeps an undo record when the step
     /// completes — or, for uncertain rollbacks, while an attempt is in
-    /// flight and after one that may have taken effect. Only what differs
-    /// per step lives here; the bookkeeping is in the helpers above.
+    /// flight and after one that may have taken effect. Only the order of
+    /// the awaits lives here; every decision is a `StepRun` transition.
     ///
     /// Every call into user code (the execute closure and its future, the
     /// undo maker and the output's `Clone`, hooks, the clock's `sleep`) is

@@ -384,20 +384,20 @@ where
         if last {
             return Some(self.member_ended(Ms::slot(pinned.as_mut(), i), kind, first, i));
         }
-        {
-            drop(kind);
-            let now = crate::timing::clock::now(&self.manager.clock);
-            let mut slot = Ms::slot(pinned.as_mut(), i);
-            let run = slot.as_mut().run_mut();
-            let env = StepEnv { ledger: self.ledger, clock: &self.manager.clock, config: &run.settings.config };
-            let delay = run.step.backoff(env);
-            if let Some(span) = &run.span {
-                tm_event!(info, span, "retrying", delay = crate::trace::AsDebug(delay));
-            }
-            close_span(run);
-            tm_debug!("step `{}` retrying in {:?}", self.ledger.summary.steps()[index].name, delay);
-            run.phase = if delay.is_zero() { Phase::Due } else { Phase::Backoff { until: now.saturating_add(delay) } };
+        // The error of an attempt that will be retried is dropped here;
+        // its text stays in the step's record.
+        drop(kind);
+        let now = crate::timing::clock::now(&self.manager.clock);
+        let mut slot = Ms::slot(pinned.as_mut(), i);
+        let run = slot.as_mut().run_mut();
+        let env = StepEnv { ledger: self.ledger, clock: &self.manager.clock, config: &run.settings.config };
+        let delay = run.step.backoff(env);
+        if let Some(span) = &run.span {
+            tm_event!(info, span, "retrying", delay = crate::trace::AsDebug(delay));
         }
+        close_span(run);
+        tm_debug!("step `{}` retrying in {:?}", self.ledger.summary.steps()[index].name, delay);
+        run.phase = if delay.is_zero() { Phase::Due } else { Phase::Backoff { until: now.saturating_add(delay) } };
         None
     }
 
