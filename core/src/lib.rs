@@ -288,6 +288,7 @@ pub mod journal {
     pub use crate::durable::memory::MemoryJournal;
     #[cfg(feature = "std")]
     pub use crate::durable::memory::MemoryJournalError;
+    pub use crate::durable::retention::Retention;
     #[doc(hidden)]
     pub use crate::engine::binding::JournalFor;
     pub use crate::engine::binding::JournalRun;
@@ -352,6 +353,7 @@ pub mod backend {
     pub use crate::durable::id::ParseIdError;
     pub use crate::durable::id::TransactionId;
     pub use crate::durable::journal::Journal;
+    pub use crate::durable::retention::Retention;
     pub use crate::engine::spawn::Spawner;
     pub use crate::timing::clock::Clock;
     pub use crate::timing::clock::div_rem_narrow;

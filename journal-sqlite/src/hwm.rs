@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 
-use crate::SqliteJournalError;
+use crate::{SqliteJournalError, schema};
 
 /// The mark file of the journal at `path`, or `None` for `:memory:` and
 /// `file:` URIs.
@@ -30,9 +30,10 @@ pub(crate) fn path_of(path: &Path) -> Option<PathBuf> {
     Some(path.with_file_name(name))
 }
 
-/// The last entry's sequence number (0 when there is none).
+/// The last entry's sequence number (0 when there is none), counting
+/// those a prune deleted ([`schema::LAST_SEQ`]).
 pub(crate) fn last_seq(conn: &Connection) -> rusqlite::Result<u64> {
-    conn.query_row("SELECT coalesce(max(seq), 0) FROM tm_entries", [], |row| row.get::<_, i64>(0))
+    conn.query_row(schema::LAST_SEQ, [], |row| row.get::<_, i64>(0))
         .map(|seq| seq.max(0) as u64)
 }
 

@@ -8,9 +8,11 @@ use std::thread::JoinHandle;
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
-use transaction_manager_core::backend::{CodecError, Entry, EntryKind, Journal, StoredEntry, TransactionId};
+use std::time::SystemTime;
+use transaction_manager_core::backend::{CodecError, Entry, EntryKind, Journal, Retention, StoredEntry, TransactionId};
 
 use crate::owner::{OwnerLock, Owners};
+use crate::prune::Pruned;
 use crate::writer::{PendingLazy, Request, Row};
 use crate::{SqliteJournalError, oneshot, owner, schema, writer};
 
@@ -88,6 +90,11 @@ pub const MAX_PAYLOAD: usize = 16 << 20;
 ///   gives its `-wal` and `-shm` files the same mode; undo records may hold
 ///   customer ids or tokens. An existing file is used with the permissions
 ///   it has, and a `log` warning if others may read or write it.
+///
+/// - Retention: finished transactions (committed, rolled back, resolved)
+///   are deleted once they have been over for 7 days, in the background;
+///   see [`with_retention`](Self::with_retention) and
+///   [`prune`](Self::prune). Unfinished ones are never deleted.
 ///
 /// Dropping the journal waits for the writer thread to write what it was
 /// sent (at most one commit), so lazy entries are on disk when `drop`
@@ -283,7 +290,7 @@ impl SqliteJournal {
         };
         let cannot_write = OnceLock::new();
         let _ = cannot_write.set(SqliteJournalError::ReadOnly { cause: None });
-        let owner_column = schema::has_owner_column(&conn)?;
+        let owner_column = schema::has_column(&conn, "tm_transactions", "owner")?;
         let origin = schema::stored_origin(&conn).ok().flatten().unwrap_or_else(schema::random_origin);
         if let Some(mark) = crate::hwm::path_of(path) {
             crate::hwm::check(&mark, &conn)?;
@@ -362,6 +369,113 @@ impl SqliteJournal {
         let Some(writer) = &self.writer else { return Ok(()) };
         let (reply, answer) = oneshot::channel();
         writer.send(Request::Flush(reply))?;
+        answer.await
+    }
+
+    /// Sets how long finished transactions are kept (default:
+    /// [`Retention::KeepFor`] 7 days). The writer thread deletes them in
+    /// the background, at most 512 per write transaction, inside the
+    /// batches it commits anyway (a journal that is idle looks once a
+    /// second, and takes the write lock only when it has something to
+    /// delete), and hands freed space back to the file system after a
+    /// burst (`incremental_vacuum`; a file created by a version before
+    /// schema 4 only reuses its free pages until a `VACUUM`).
+    ///
+    /// It never deletes a transaction that is not over — running, owing a
+    /// rollback that failed for good, stuck — nor one whose ending entry
+    /// this journal saw fail to commit (it may be durable all the same),
+    /// nor another journal's (another process's) transaction until it has
+    /// been over for a minute. What recovery does is the same whatever the
+    /// retention: it reads unfinished transactions only. A read-only
+    /// journal deletes nothing.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use transaction_manager_sqlite::{Retention, SqliteJournal};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("tm-sqlite-doc-retention-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let journal = SqliteJournal::open(dir.join("journal.db"))?
+    ///     .with_retention(Retention::KeepFor(Duration::from_secs(24 * 60 * 60)));
+    /// # drop(journal);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), transaction_manager_sqlite::SqliteJournalError>(())
+    /// ```
+    #[must_use]
+    pub fn with_retention(self, retention: Retention) -> Self {
+        if let Some(writer) = &self.writer {
+            // A writer that is gone prunes nothing; the next append says so.
+            let _ = writer.send(Request::Retention(retention));
+        }
+        self
+    }
+
+    /// Sets the wall clock this journal stamps entries with (the `at` and
+    /// `finished_at` columns) and measures retention by (default:
+    /// [`SystemTime::now`]). For tests and benchmarks that run on virtual
+    /// time.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use transaction_manager_sqlite::SqliteJournal;
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("tm-sqlite-doc-clock-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    /// let journal = SqliteJournal::open(dir.join("journal.db"))?.with_clock(move || start);
+    /// # drop(journal);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), transaction_manager_sqlite::SqliteJournalError>(())
+    /// ```
+    #[must_use]
+    pub fn with_clock(self, clock: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
+        if let Some(writer) = &self.writer {
+            let _ = writer.send(Request::Clock(std::sync::Arc::new(clock)));
+        }
+        self
+    }
+
+    /// Deletes, now, every finished transaction `retention` lets go (an
+    /// operator's prune: `transaction-manager-cli prune`), in batches of
+    /// 512, one write transaction each, and hands freed space back. Never
+    /// touches what [`with_retention`](Self::with_retention) never
+    /// touches. Entries appended before the call are written first.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadOnly`](SqliteJournalError::ReadOnly) for a read-only journal,
+    /// or the error of the write that failed (batches before it stay
+    /// deleted).
+    ///
+    /// ```
+    /// use transaction_manager::journal::{Entry, EntryKind, Journal};
+    /// use transaction_manager_sqlite::{Retention, SqliteJournal};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("tm-sqlite-doc-prune-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let journal = SqliteJournal::open(dir.join("journal.db"))?.with_retention(Retention::KeepAll);
+    /// let (done, running) = (journal.next_id(), journal.next_id());
+    /// futures_lite::future::block_on(async {
+    ///     journal.append(&Entry::new_raw(done, None, EntryKind::Begin, b"a")).await?;
+    ///     journal.append(&Entry::new_raw(done, None, EntryKind::Committed, b"")).await?;
+    ///     journal.append(&Entry::new_raw(running, None, EntryKind::Begin, b"b")).await?;
+    ///     journal.flush().await?;
+    ///     let pruned = journal.prune(Retention::DeleteAtOnce).await?;
+    ///     assert_eq!((pruned.transactions, pruned.entries), (1, 2));
+    ///     assert_eq!(journal.next_unfinished(None).await?, Some(running)); // untouched
+    ///     Ok::<(), transaction_manager_sqlite::SqliteJournalError>(())
+    /// })?;
+    /// # drop(journal);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), transaction_manager_sqlite::SqliteJournalError>(())
+    /// ```
+    pub async fn prune(&self, retention: Retention) -> Result<Pruned, SqliteJournalError> {
+        if let Some(error) = self.cannot_write.get() {
+            return Err(error.clone());
+        }
+        let writer = self.writer.as_ref().ok_or(SqliteJournalError::ReadOnly { cause: None })?;
+        let (reply, answer) = oneshot::channel();
+        writer.send(Request::Prune(retention, reply))?;
         answer.await
     }
 

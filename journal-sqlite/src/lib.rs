@@ -36,8 +36,11 @@ mod hwm;
 mod journal;
 mod oneshot;
 mod owner;
+mod prune;
 mod schema;
 mod writer;
 
 pub use error::{SqliteCause, SqliteJournalError};
 pub use journal::{MAX_PAYLOAD, SqliteJournal};
+pub use prune::Pruned;
+pub use transaction_manager_core::backend::Retention;

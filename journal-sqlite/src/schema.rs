@@ -2,16 +2,27 @@
 //! transaction ids unique across processes.
 //!
 //! ```sql
-//! tm_meta(key, value)                 -- 'schema' = 3, 'epoch' = last epoch handed out,
-//!                                     -- 'origin' = the file's origin (random, made once)
-//! tm_entries(seq, tx, step, kind, payload)
-//!     seq: the rowid, in first-append order; UNIQUE (tx, step, kind)
+//! tm_meta(key, value)                 -- 'schema' = 4, 'epoch' = last epoch handed out,
+//!                                     -- 'origin' = the file's origin (random, made once),
+//!                                     -- 'seq_floor' = the highest `seq` ever deleted
+//! tm_entries(seq, tx, step, kind, payload, at)
+//!     seq: in first-append order, never reused (see below); UNIQUE (tx, step, kind)
 //!     step: -1 for the transaction's own entries
-//! tm_transactions(tx, finished, owner) -- one row per transaction; a partial
-//!                                     -- index on the unfinished ones
+//!     at: when the batch that wrote it committed (Unix milliseconds, by
+//!     the writer's wall clock; NULL for rows of schema 3 and older)
+//! tm_transactions(tx, finished, owner, finished_at) -- one row per transaction;
+//!                                     -- partial indexes on the unfinished ones
+//!                                     -- and on the finished ones by `finished_at`
 //!     owner: the epoch of the journal that wrote its first entry (or
 //!     claimed it from a gone owner); 0 = nobody (rows of schema 1)
+//!     finished_at: when its ending entry was written (Unix ms; for rows
+//!     finished before schema 4, when the file was migrated)
 //! ```
+//!
+//! Retention deletes finished transactions' rows. `seq` must still only
+//! grow (the high-water mark compares the last one with a file beside the
+//! journal), so the writer numbers rows itself, from the larger of the
+//! last `seq` and `seq_floor`, which a prune raises before it deletes.
 //!
 //! Schema 1 had no `owner`: opening such a file for writing adds the
 //! column in place (its rows owned by nobody: recoverable) and sets the
@@ -22,6 +33,10 @@
 //! writing adds it, and an older version refuses the file from then on (it
 //! would read undo records whose keys it does not know). A read-only file
 //! without the row gets a random origin for as long as it is open.
+//! Schema 4 adds the times (`at`, `finished_at`) and `seq_floor`, for
+//! retention and for the operator's view: an older version refuses the
+//! file from then on (it would reuse `seq` numbers a prune deleted, and
+//! its high-water mark would call the file damaged).
 //!
 //! Ids are stored as SQLite's signed 64-bit integers, bit for bit (`u64 as
 //! i64`): the ids this crate hands out stay below 2^63 for the first 2^31
@@ -36,7 +51,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::SqliteJournalError;
 
 /// The schema number this version writes and the newest it reads.
-pub(crate) const SCHEMA: i64 = 3;
+pub(crate) const SCHEMA: i64 = 4;
 
 /// How long a connection waits for another connection's write lock (two
 /// processes sharing the file) before a write fails with "busy".
@@ -49,15 +64,17 @@ const CREATE: &str = "
         step INTEGER NOT NULL,
         kind INTEGER NOT NULL,
         payload BLOB NOT NULL,
+        at INTEGER,
         UNIQUE (tx, step, kind)
     );
     CREATE TABLE IF NOT EXISTS tm_transactions (
         tx INTEGER PRIMARY KEY,
         finished INTEGER NOT NULL,
-        owner INTEGER NOT NULL DEFAULT 0
+        owner INTEGER NOT NULL DEFAULT 0,
+        finished_at INTEGER
     );
     CREATE INDEX IF NOT EXISTS tm_unfinished ON tm_transactions (tx) WHERE finished = 0;
-    INSERT OR IGNORE INTO tm_meta (key, value) VALUES ('schema', 3);
+    INSERT OR IGNORE INTO tm_meta (key, value) VALUES ('schema', 4);
 ";
 
 /// Schema 1 to 2: who owns each transaction (nobody, for the old rows).
@@ -66,14 +83,33 @@ const MIGRATE_1_TO_2: &str = "
     UPDATE tm_meta SET value = 2 WHERE key = 'schema';
 ";
 
-/// Schema 2 to 3: the file's origin (the row itself is added by
-/// [`origin`]).
-const MIGRATE_2_TO_3: &str = "UPDATE tm_meta SET value = 3 WHERE key = 'schema';";
+/// Schema 3 to 4: the times, for retention and the operator's view. The
+/// transactions finished before count as finished at the migration
+/// (`?1`): a retention keeps them as long as it keeps new ones.
+const MIGRATE_3_TO_4: [&str; 3] = [
+    "ALTER TABLE tm_entries ADD COLUMN at INTEGER",
+    "ALTER TABLE tm_transactions ADD COLUMN finished_at INTEGER",
+    "UPDATE tm_transactions SET finished_at = ?1 WHERE finished = 1",
+];
+
+/// Every schema's last step (the origin row itself is added in
+/// [`set_up`]): the index retention scans, the floor of `seq`, and the
+/// schema number.
+const SCHEMA_4: &str = "
+    CREATE INDEX IF NOT EXISTS tm_finished ON tm_transactions (finished_at, tx) WHERE finished = 1;
+    INSERT OR IGNORE INTO tm_meta (key, value) VALUES ('seq_floor', 0);
+    UPDATE tm_meta SET value = 4 WHERE key = 'schema';
+";
 
 /// Sets up the write connection: WAL, `synchronous = FULL`, the busy
 /// timeout.
 pub(crate) fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Pages that retention frees are handed back to the file system by
+    // `incremental_vacuum` (see `prune`). Takes effect only on a file
+    // without tables yet: an older file keeps reusing its free pages
+    // (bounded under a steady load) but never shrinks, until a `VACUUM`.
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     // WAL: readers (recovery, another process) never block the writer, and
     // a commit is one append to the log and one fsync.
     // (Where SQLite cannot use WAL, it keeps its rollback journal: commits
@@ -118,14 +154,21 @@ pub(crate) fn set_up(conn: &Connection) -> Result<(u32, u64), SqliteJournalError
         )?;
         check_schema(conn)?;
         conn.execute_batch(CREATE)?;
-        if !has_owner_column(conn)? {
+        if !has_column(conn, "tm_transactions", "owner")? {
             conn.execute_batch(MIGRATE_1_TO_2)?;
         }
         // Made once, in the same write transaction: two processes creating
         // the file at once read the same origin.
         conn.execute("INSERT OR IGNORE INTO tm_meta (key, value) VALUES ('origin', ?1)", [to_sql(random_origin())])
             .map_err(SqliteJournalError::from_sqlite)?;
-        conn.execute_batch(MIGRATE_2_TO_3)?;
+        if !has_column(conn, "tm_transactions", "finished_at")? {
+            let [entries, transactions, finished] = MIGRATE_3_TO_4;
+            conn.execute_batch(entries)?;
+            conn.execute_batch(transactions)?;
+            conn.execute(finished, [unix_millis(std::time::SystemTime::now())])
+                .map_err(SqliteJournalError::from_sqlite)?;
+        }
+        conn.execute_batch(SCHEMA_4)?;
         let origin = stored_origin(conn)?
             .ok_or_else(|| SqliteJournalError::from_sqlite(rusqlite::Error::QueryReturnedNoRows))?;
         Ok((next_epoch(conn)?, origin))
@@ -201,14 +244,25 @@ pub(crate) fn has_tables(conn: &Connection) -> Result<bool, SqliteJournalError> 
     .map_err(SqliteJournalError::from_sqlite)
 }
 
-/// Whether `tm_transactions` has the `owner` column (schema 2): a
-/// read-only journal of schema 1 cannot add it.
-pub(crate) fn has_owner_column(conn: &Connection) -> Result<bool, SqliteJournalError> {
-    conn.query_row("SELECT count(*) FROM pragma_table_info('tm_transactions') WHERE name = 'owner'", [], |row| {
+/// Whether `table` has `column` (a read-only journal of an older schema
+/// cannot add it: `owner` came with schema 2, the times with 4).
+pub(crate) fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool, SqliteJournalError> {
+    conn.query_row("SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2", [table, column], |row| {
         row.get::<_, i64>(0)
     })
     .map(|n| n == 1)
     .map_err(SqliteJournalError::from_sqlite)
+}
+
+/// The last `seq` handed out: the largest in `tm_entries`, or the floor a
+/// prune left if it deleted the last rows (0 for an empty journal).
+pub(crate) const LAST_SEQ: &str = "SELECT max(
+        (SELECT coalesce(max(seq), 0) FROM tm_entries),
+        coalesce((SELECT value FROM tm_meta WHERE key = 'seq_floor'), 0))";
+
+/// A wall-clock time as Unix milliseconds (0 before 1970).
+pub(crate) fn unix_millis(time: std::time::SystemTime) -> i64 {
+    time.duration_since(std::time::UNIX_EPOCH).map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Transaction ids as stored (`u64` bit for bit in an `i64`).

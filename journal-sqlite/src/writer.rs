@@ -8,8 +8,9 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, Statement, params};
-use transaction_manager_core::backend::{EntryKind, TransactionId};
+use transaction_manager_core::backend::{EntryKind, Retention, TransactionId};
 
+use crate::prune::{Pruned, Pruner, WallClock};
 use crate::{SqliteJournalError, oneshot, schema};
 
 /// The most rows one SQLite transaction takes: bounds how long the first
@@ -44,6 +45,12 @@ pub(crate) enum Request {
     /// answers whether it was still `from`'s (another journal may have
     /// taken it first, or it finished).
     Claim { tx: i64, from: i64, reply: oneshot::Sender<bool> },
+    /// Prune from now on by this retention.
+    Retention(Retention),
+    /// Stamp entries and measure retention by this clock from now on.
+    Clock(WallClock),
+    /// Prune by this retention until nothing is left (an operator's prune).
+    Prune(Retention, oneshot::Sender<Pruned>),
 }
 
 /// Lazy rows sent but not committed yet, counted per transaction: a read
@@ -93,16 +100,17 @@ pub(crate) fn run(
     requests: Receiver<Request>,
     pending_lazy: PendingLazy,
 ) {
-    let mut statements = match Statements::prepare(&conn, owner) {
-        Ok(statements) => statements,
-        // Answered by dropping the replies: `WriterGone`. (Unreachable in
-        // practice: `open` created these tables just before.)
-        Err(_) => return,
-    };
+    let (mut statements, mut pruner) =
+        match Statements::prepare(&conn, owner).and_then(|s| Ok((s, Pruner::new(&conn, owner, DEFAULT_RETENTION)?))) {
+            Ok(prepared) => prepared,
+            // Answered by dropping the replies: `WriterGone`. (Unreachable in
+            // practice: `open` created these tables just before.)
+            Err(_) => return,
+        };
     // Lazy rows of a batch that failed: already acknowledged, so they are
     // written again with the next batch instead of being dropped.
     let mut carried: Vec<Row> = Vec::new();
-    while let Ok(first) = requests.recv() {
+    while let Some(first) = next_request(&requests, &conn, &mut pruner) {
         let mut rows = std::mem::take(&mut carried);
         // Each reply, with the row it answers for (a flush answers for none).
         let mut waiting = Vec::new();
@@ -123,6 +131,11 @@ pub(crate) fn run(
                 // the transaction back.
                 reply.send(claim(&conn, tx, from, owner));
             }
+            Request::Retention(retention) => pruner.retention = retention,
+            Request::Clock(clock) => pruner.clock = clock,
+            Request::Prune(retention, reply) => {
+                reply.send(pruner.prune_all(retention).map_err(SqliteJournalError::from_sqlite));
+            }
         };
         take(first, &mut rows);
         while rows.len() < MAX_BATCH {
@@ -131,8 +144,12 @@ pub(crate) fn run(
                 Err(_) => break,
             }
         }
-        match statements.write(&conn, &mut rows) {
-            Ok(()) => {
+        match statements.write(&conn, &mut rows, &mut pruner) {
+            Ok(pruned) => {
+                pruner.vacuum(pruned);
+                if rows.iter().any(|row| row.ends && row.refused.is_none()) {
+                    pruner.ended();
+                }
                 // The high-water mark, before anyone is told: a commit
                 // later lost from a damaged WAL is caught at the next open.
                 // (A failure here loses no entry, only that check.)
@@ -159,6 +176,9 @@ pub(crate) fn run(
             }
             Err(error) => {
                 let error = SqliteJournalError::from_sqlite(error);
+                for row in rows.iter().filter(|row| row.ends) {
+                    pruner.hold(row.tx);
+                }
                 carried = rows.into_iter().filter(Row::is_lazy).collect();
                 for (_, reply) in waiting {
                     reply.send(Err(error.clone()));
@@ -169,7 +189,36 @@ pub(crate) fn run(
     // Every sender is gone (the journal was dropped): one last try for lazy
     // rows a failed batch left; nobody is left to tell if it fails too.
     if !carried.is_empty() {
-        let _ = statements.write(&conn, &mut carried);
+        let _ = statements.write(&conn, &mut carried, &mut pruner);
+    }
+}
+
+/// The retention of a journal nobody set one on.
+pub(crate) const DEFAULT_RETENTION: Retention = Retention::KeepFor(std::time::Duration::from_secs(7 * 24 * 60 * 60));
+
+/// The next request; while none comes, prunes when there is something to
+/// prune (a retention that keeps for a while finds work as time passes).
+/// `None` once every sender is gone.
+fn next_request(requests: &Receiver<Request>, conn: &Connection, pruner: &mut Pruner<'_>) -> Option<Request> {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        if !pruner.retention.deletes() {
+            return requests.recv().ok();
+        }
+        match requests.recv_timeout(crate::prune::INTERVAL) {
+            Ok(request) => return Some(request),
+            Err(RecvTimeoutError::Disconnected) => return None,
+            Err(RecvTimeoutError::Timeout) => {
+                // An idle prune takes the write lock only when it has work;
+                // a failure is left to the next one (and to the appends,
+                // which report it).
+                if pruner.due() && pruner.has_work().unwrap_or(false) {
+                    if let Ok(pruned) = schema::in_write_transaction(conn, || pruner.run()) {
+                        pruner.vacuum(pruned);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -189,6 +238,8 @@ fn claim(conn: &Connection, tx: i64, from: i64, owner: i64) -> Result<bool, Sqli
 struct Statements<'c> {
     owner: i64,
     insert: Statement<'c>,
+    /// The last `seq` handed out ([`schema::LAST_SEQ`]).
+    last_seq: Statement<'c>,
     open: Statement<'c>,
     finish: Statement<'c>,
     /// `?1` tx, `?2` kind: whether the transaction holds that decision.
@@ -200,14 +251,16 @@ impl<'c> Statements<'c> {
         Ok(Statements {
             owner,
             // First write kept: a repeated entry is the same entry.
-            insert: conn
-                .prepare("INSERT OR IGNORE INTO tm_entries (tx, step, kind, payload) VALUES (?1, ?2, ?3, ?4)")?,
+            insert: conn.prepare(
+                "INSERT OR IGNORE INTO tm_entries (seq, tx, step, kind, payload, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?,
+            last_seq: conn.prepare(schema::LAST_SEQ)?,
             // A transaction's owner is the journal that wrote its first
             // entry; a claim moves it.
             open: conn.prepare("INSERT OR IGNORE INTO tm_transactions (tx, finished, owner) VALUES (?1, 0, ?2)")?,
             finish: conn.prepare(
-                "INSERT INTO tm_transactions (tx, finished, owner) VALUES (?1, 1, ?2)
-                 ON CONFLICT (tx) DO UPDATE SET finished = 1",
+                "INSERT INTO tm_transactions (tx, finished, owner, finished_at) VALUES (?1, 1, ?2, ?3)
+                 ON CONFLICT (tx) DO UPDATE SET finished = 1, finished_at = coalesce(finished_at, ?3)",
             )?,
             decided: conn.prepare("SELECT 1 FROM tm_entries WHERE tx = ?1 AND step = -1 AND kind = ?2")?,
         })
@@ -217,12 +270,18 @@ impl<'c> Statements<'c> {
     /// decision for a transaction that holds the other one is not written
     /// (`refused`): checked inside the write transaction, which the writer
     /// thread serialises in this process and `BEGIN IMMEDIATE` across
-    /// processes, so of two decisions the first one stays.
-    fn write(&mut self, conn: &Connection, rows: &mut [Row]) -> rusqlite::Result<()> {
+    /// processes, so of two decisions the first one stays. A prune that is
+    /// due runs first, in the same transaction (before the rows, so it
+    /// never sees a transaction that ends in this batch), and what it
+    /// deleted is returned.
+    fn write(&mut self, conn: &Connection, rows: &mut [Row], pruner: &mut Pruner<'_>) -> rusqlite::Result<Pruned> {
         if rows.is_empty() {
-            return Ok(());
+            return Ok(Pruned::default());
         }
         schema::in_write_transaction(conn, || {
+            let pruned = if pruner.due() { pruner.run()? } else { Pruned::default() };
+            let at = pruner.now();
+            let mut seq: i64 = self.last_seq.query_row([], |row| row.get(0))?;
             for row in rows.iter_mut() {
                 row.refused = None;
                 if let Some(other) = other_decision(row.kind) {
@@ -231,14 +290,16 @@ impl<'c> Statements<'c> {
                         continue;
                     }
                 }
-                self.insert.execute(params![row.tx, row.step, row.kind, row.payload])?;
+                if self.insert.execute(params![seq + 1, row.tx, row.step, row.kind, row.payload, at])? == 1 {
+                    seq += 1;
+                }
                 if row.ends {
-                    self.finish.execute([row.tx, self.owner])?;
+                    self.finish.execute([row.tx, self.owner, at])?;
                 } else {
                     self.open.execute([row.tx, self.owner])?;
                 }
             }
-            Ok(())
+            Ok(pruned)
         })
     }
 }

@@ -185,10 +185,10 @@ fn a_newer_schema_is_refused() {
     let dir = TempDir::new("schema");
     drop(SqliteJournal::open(dir.file()).unwrap());
     let conn = rusqlite::Connection::open(dir.file()).unwrap();
-    conn.execute("UPDATE tm_meta SET value = 4 WHERE key = 'schema'", []).unwrap();
+    conn.execute("UPDATE tm_meta SET value = 5 WHERE key = 'schema'", []).unwrap();
     drop(conn);
     match SqliteJournal::open(dir.file()) {
-        Err(SqliteJournalError::NewerSchema { found: 4, known: 3 }) => {}
+        Err(SqliteJournalError::NewerSchema { found: 5, known: 4 }) => {}
         other => panic!("expected NewerSchema, got {other:?}"),
     }
 }
@@ -221,7 +221,7 @@ fn a_schema_2_file_gets_an_origin_and_keeps_its_entries() {
         conn.execute_batch(
             "DELETE FROM tm_meta WHERE key = 'origin'; UPDATE tm_meta SET value = 2 WHERE key = 'schema';
              INSERT INTO tm_entries (tx, step, kind, payload) VALUES (4294967297, -1, 1, x'00');
-             INSERT INTO tm_transactions VALUES (4294967297, 0, 0);",
+             INSERT INTO tm_transactions (tx, finished, owner) VALUES (4294967297, 0, 0);",
         )
         .unwrap();
     }
@@ -232,7 +232,7 @@ fn a_schema_2_file_gets_an_origin_and_keeps_its_entries() {
     drop(journal);
     let conn = rusqlite::Connection::open(&file).unwrap();
     let schema: i64 = conn.query_row("SELECT value FROM tm_meta WHERE key = 'schema'", [], |r| r.get(0)).unwrap();
-    assert_eq!(schema, 3);
+    assert_eq!(schema, 4);
     drop(conn);
     assert_eq!(SqliteJournal::open(&file).unwrap().origin(), origin);
 }

@@ -70,7 +70,7 @@ fn a_schema_1_journal_is_migrated_and_its_unfinished_work_is_recoverable() {
     drop(journal);
     let conn = rusqlite::Connection::open(dir.file()).unwrap();
     let schema: i64 = conn.query_row("SELECT value FROM tm_meta WHERE key = 'schema'", [], |r| r.get(0)).unwrap();
-    assert_eq!(schema, 3);
+    assert_eq!(schema, 4);
 }
 
 // --- Two processes -------------------------------------------------------

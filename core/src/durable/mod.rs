@@ -7,3 +7,4 @@ pub(crate) mod id;
 pub(crate) mod journal;
 #[cfg(feature = "std")]
 pub(crate) mod memory;
+pub(crate) mod retention;

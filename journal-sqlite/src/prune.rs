@@ -1,0 +1,257 @@
+//! Retention: the writer thread deletes finished transactions in bounded
+//! batches, inside the write transactions it runs anyway, and hands freed
+//! pages back to the file system.
+//!
+//! What it never deletes: an unfinished transaction (running, owing a
+//! rollback that failed for good, stuck), since only rows marked
+//! `finished` are candidates; a transaction whose ending entry this
+//! journal saw fail to commit (it may be durable all the same, and the
+//! engine's `Aborted` that follows must be refused: see
+//! `Journal::decided`), held in a table of the writer's connection; and
+//! another journal's transaction that ended less than [`FOREIGN_AGE`] ago
+//! (its own writer may be about to do the same check).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use rusqlite::{Connection, OptionalExtension, Statement, params};
+use transaction_manager_core::backend::Retention;
+
+use crate::schema::unix_millis;
+
+/// The wall clock entries are stamped with and retention measures age by.
+pub(crate) type WallClock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// The most transactions one prune deletes (in one write transaction):
+/// bounds how long it delays the appends of its batch.
+pub(crate) const PRUNE_BATCH: usize = 512;
+
+/// How often the writer looks for something to prune when none of its own
+/// transactions ended since it last looked.
+pub(crate) const INTERVAL: Duration = Duration::from_secs(1);
+
+/// Another journal's transaction is pruned only once it has been over for
+/// this long.
+pub(crate) const FOREIGN_AGE: Duration = Duration::from_secs(60);
+
+/// Free pages (4 KiB each) above which a prune hands space back, and how
+/// many it leaves for the next inserts.
+const VACUUM_ABOVE: i64 = 4096;
+const VACUUM_KEEP: i64 = 1024;
+
+/// What a prune deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Pruned {
+    /// Finished transactions deleted.
+    pub transactions: u64,
+    /// Their entries.
+    pub entries: u64,
+}
+
+impl Pruned {
+    fn add(&mut self, other: Pruned) {
+        self.transactions += other.transactions;
+        self.entries += other.entries;
+    }
+}
+
+/// The writer's retention: the policy, its clock, when to look, and its
+/// statements, prepared once.
+pub(crate) struct Pruner<'c> {
+    pub(crate) retention: Retention,
+    pub(crate) clock: WallClock,
+    owner: i64,
+    last: Option<Instant>,
+    /// The last prune deleted a full batch: more is waiting.
+    backlog: bool,
+    /// One of this journal's transactions ended since the last prune.
+    ended: bool,
+    conn: &'c Connection,
+    statements: Statements<'c>,
+}
+
+struct Statements<'c> {
+    /// `?1` cut, `?2` owner, `?3` foreign cut, `?4` limit.
+    older_than: Statement<'c>,
+    /// `?1` how many newer ones to skip: the oldest of the newest ones kept.
+    boundary: Statement<'c>,
+    /// `?1`, `?2` the boundary, `?3` owner, `?4` foreign cut, `?5` limit.
+    before: Statement<'c>,
+    floor: Statement<'c>,
+    delete_entries: Statement<'c>,
+    delete_transaction: Statement<'c>,
+    hold: Statement<'c>,
+}
+
+impl<'c> Pruner<'c> {
+    /// A pruner for the writer of `owner`, on `conn` (makes the table of
+    /// held transactions).
+    pub(crate) fn new(conn: &'c Connection, owner: i64, retention: Retention) -> rusqlite::Result<Pruner<'c>> {
+        conn.execute_batch("CREATE TEMP TABLE IF NOT EXISTS tm_hold (tx INTEGER PRIMARY KEY)")?;
+        let statements = Statements {
+            older_than: conn.prepare(
+                "SELECT tx FROM tm_transactions
+                 WHERE finished = 1 AND finished_at <= ?1 AND (owner = ?2 OR finished_at <= ?3)
+                   AND tx NOT IN (SELECT tx FROM temp.tm_hold)
+                 ORDER BY finished_at, tx LIMIT ?4",
+            )?,
+            boundary: conn.prepare(
+                "SELECT finished_at, tx FROM tm_transactions WHERE finished = 1
+                 ORDER BY finished_at DESC, tx DESC LIMIT 1 OFFSET ?1",
+            )?,
+            before: conn.prepare(
+                "SELECT tx FROM tm_transactions
+                 WHERE finished = 1 AND (finished_at, tx) < (?1, ?2) AND (owner = ?3 OR finished_at <= ?4)
+                   AND tx NOT IN (SELECT tx FROM temp.tm_hold)
+                 ORDER BY finished_at, tx LIMIT ?5",
+            )?,
+            // `seq` never goes back, even when the last rows go.
+            floor: conn.prepare(
+                "UPDATE tm_meta SET value = max(value, (SELECT coalesce(max(seq), 0) FROM tm_entries))
+                 WHERE key = 'seq_floor'",
+            )?,
+            delete_entries: conn.prepare("DELETE FROM tm_entries WHERE tx = ?1")?,
+            delete_transaction: conn.prepare("DELETE FROM tm_transactions WHERE tx = ?1 AND finished = 1")?,
+            hold: conn.prepare("INSERT OR IGNORE INTO temp.tm_hold (tx) VALUES (?1)")?,
+        };
+        Ok(Pruner {
+            retention,
+            clock: Arc::new(SystemTime::now),
+            owner,
+            last: None,
+            backlog: false,
+            ended: false,
+            conn,
+            statements,
+        })
+    }
+
+    /// Now, by the journal's clock, in Unix milliseconds.
+    pub(crate) fn now(&self) -> i64 {
+        unix_millis((self.clock)())
+    }
+
+    /// Whether to look for something to prune now.
+    pub(crate) fn due(&self) -> bool {
+        self.retention.deletes() && (self.backlog || self.ended || self.last.is_none_or(|at| at.elapsed() >= INTERVAL))
+    }
+
+    /// One of this journal's transactions ended (its entry committed).
+    pub(crate) fn ended(&mut self) {
+        self.ended = true;
+    }
+
+    /// Keeps transaction `tx` whatever the retention: its ending entry's
+    /// commit failed, and may have been durable all the same.
+    pub(crate) fn hold(&mut self, tx: i64) {
+        // Failing here (the disk is full) only loses the hold; the write
+        // that failed is what is reported.
+        let _ = self.statements.hold.execute([tx]);
+    }
+
+    /// One bounded prune, in the write transaction the caller holds.
+    pub(crate) fn run(&mut self) -> rusqlite::Result<Pruned> {
+        let pruned = self.prune(self.retention, PRUNE_BATCH)?;
+        self.last = Some(Instant::now());
+        self.ended = false;
+        self.backlog = pruned.transactions >= PRUNE_BATCH as u64;
+        Ok(pruned)
+    }
+
+    /// Whether anything is there to prune (a read, outside a write
+    /// transaction: an idle writer takes the write lock only when it has
+    /// work).
+    pub(crate) fn has_work(&mut self) -> rusqlite::Result<bool> {
+        Ok(!self.candidates(self.retention, 1)?.is_empty())
+    }
+
+    /// Prunes by `retention` until nothing is left, one write transaction
+    /// per batch (an operator's prune).
+    pub(crate) fn prune_all(&mut self, retention: Retention) -> rusqlite::Result<Pruned> {
+        let conn = self.conn;
+        let mut total = Pruned::default();
+        loop {
+            let pruned = crate::schema::in_write_transaction(conn, || self.prune(retention, PRUNE_BATCH))?;
+            total.add(pruned);
+            self.vacuum(pruned);
+            if pruned.transactions < PRUNE_BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Hands free pages back to the file system once there are many (a
+    /// burst of deletions), keeping some for the next inserts. Does nothing
+    /// on a file without `auto_vacuum` (created by an older version): there
+    /// the free pages are only reused.
+    pub(crate) fn vacuum(&self, pruned: Pruned) {
+        if pruned.transactions == 0 {
+            return;
+        }
+        let free: i64 = self.conn.query_row("PRAGMA freelist_count", [], |row| row.get(0)).unwrap_or(0);
+        if free > VACUUM_ABOVE {
+            // Space not handed back is no loss: the pages are reused.
+            let _ = self.conn.query_row(&format!("PRAGMA incremental_vacuum({})", free - VACUUM_KEEP), [], |_| Ok(()));
+        }
+    }
+
+    /// Deletes up to `limit` finished transactions that `retention` lets go
+    /// now, with their entries.
+    fn prune(&mut self, retention: Retention, limit: usize) -> rusqlite::Result<Pruned> {
+        let txs = self.candidates(retention, limit)?;
+        let mut pruned = Pruned::default();
+        if txs.is_empty() {
+            return Ok(pruned);
+        }
+        self.statements.floor.execute([])?;
+        for tx in txs {
+            pruned.entries += self.statements.delete_entries.execute([tx])? as u64;
+            pruned.transactions += self.statements.delete_transaction.execute([tx])? as u64;
+        }
+        Ok(pruned)
+    }
+
+    /// The finished transactions `retention` lets go now, oldest first, at
+    /// most `limit`, without the held ones and the young ones of other
+    /// journals.
+    fn candidates(&mut self, retention: Retention, limit: usize) -> rusqlite::Result<Vec<i64>> {
+        let now = self.now();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let foreign_cut = now.saturating_sub(millis(FOREIGN_AGE));
+        let owner = self.owner;
+        let cut = match retention {
+            Retention::DeleteAtOnce => now,
+            Retention::KeepFor(keep) => now.saturating_sub(millis(keep)),
+            Retention::KeepLast(n) => {
+                // The oldest of the newest `n` finished ones: those before
+                // it go.
+                let (at, tx) = match n.checked_sub(1) {
+                    None => (i64::MAX, i64::MAX),
+                    Some(skip) => {
+                        let skip = i64::try_from(skip).unwrap_or(i64::MAX);
+                        let boundary = self
+                            .statements
+                            .boundary
+                            .query_row([skip], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))
+                            .optional()?;
+                        // Fewer than `n`: all kept.
+                        let Some(boundary) = boundary else { return Ok(Vec::new()) };
+                        boundary
+                    }
+                };
+                return self
+                    .statements
+                    .before
+                    .query_map(params![at, tx, owner, foreign_cut, limit], |row| row.get(0))?
+                    .collect();
+            }
+            _ => return Ok(Vec::new()),
+        };
+        self.statements.older_than.query_map(params![cut, owner, foreign_cut, limit], |row| row.get(0))?.collect()
+    }
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
