@@ -12,6 +12,8 @@ cargo bench --quiet -p transaction-manager-bench --no-default-features --bench n
 # The SQLite journal: durable appends with 1 and 64 appenders; every entry
 # read back.
 cargo bench --quiet -p transaction-manager-sqlite --bench append -- --smoke
+# Retention: the file keeps what each policy keeps, nothing unfinished is lost.
+cargo bench --quiet -p transaction-manager-sqlite --bench retention -- --smoke
 # The Postgres journal (a cluster of its own, as its tests): appends,
 # transactions with 1/16/64 concurrent and 4 processes, a survivor's
 # recovery; every result checked.
