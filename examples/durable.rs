@@ -7,7 +7,11 @@
 //! recovers, and prints what recovery rolled back. Cloud resources are
 //! files in a temporary directory, so you can see them come and go.
 //!
-//! Run with `cargo run --example durable --features sqlite`.
+//! Run with `cargo run --example durable --features sqlite`. With
+//! `-- --journal PATH` the journal is kept at `PATH` afterwards, for the
+//! operator's tool: `cargo run -p transaction-manager-cli -- show --sqlite
+//! PATH tx-…` shows the transaction, its steps and undo records (JSON) and
+//! its timeline, from the crash to the recovery.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -16,7 +20,7 @@ use std::time::Duration;
 
 use transaction_manager::{
     Rollback, StepError, TokioClock, TransactionManager,
-    journal::{Postcard, SqliteJournal},
+    journal::{Json, SqliteJournal},
     storage::Unbounded,
 };
 
@@ -69,17 +73,28 @@ impl Rollback<Cloud> for Undo {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    if let (Some(flag), Some(dir)) = (args.next(), args.next()) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, dir, journal] = args.as_slice() {
         if flag == "--child" {
-            return child(Path::new(&dir)).await;
+            return child(Path::new(dir), Path::new(journal)).await;
         }
     }
+    let kept = match args.as_slice() {
+        [] => None,
+        [flag, path] if flag == "--journal" => Some(PathBuf::from(path)),
+        _ => return Err("usage: durable [--journal PATH]".into()),
+    };
 
     let dir = std::env::temp_dir().join(format!("tm-durable-example-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    println!("1. A process provisions a user and a VM, journaled in {}", dir.join("journal.db").display());
-    let mut child = Command::new(std::env::current_exe()?).arg("--child").arg(&dir).stdout(Stdio::piped()).spawn()?;
+    let journal_path = kept.clone().unwrap_or_else(|| dir.join("journal.db"));
+    println!("1. A process provisions a user and a VM, journaled in {}", journal_path.display());
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("--child")
+        .arg(&dir)
+        .arg(&journal_path)
+        .stdout(Stdio::piped())
+        .spawn()?;
     let lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
     for line in lines {
         let line = line?;
@@ -94,22 +109,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("2. Killed mid-transaction. Left behind: {:?}", cloud.resources());
 
     println!("3. Restart: open the journal and recover before running anything");
-    let journal = SqliteJournal::open(dir.join("journal.db"))?;
-    let manager = TransactionManager::new(TokioClock::new()).with_journal(journal, Postcard::<1>);
+    let journal = SqliteJournal::open(&journal_path)?;
+    let manager = TransactionManager::new(TokioClock::new()).with_journal(journal, Json::<1>);
     let report = manager.recover::<Undo, Unbounded, _>(&mut cloud).await?;
     println!("   {report}");
     println!("4. Left behind now: {:?}", cloud.resources());
     assert!(cloud.resources().is_empty(), "recovery rolled everything back");
     drop(manager);
     std::fs::remove_dir_all(&dir)?;
+    if let Some(path) = kept {
+        println!("5. The journal is kept: cargo run -p transaction-manager-cli -- list --sqlite {}", path.display());
+    }
     Ok(())
 }
 
 /// The process that gets killed.
-async fn child(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    let journal = SqliteJournal::open(dir.join("journal.db"))?;
+async fn child(dir: &Path, journal: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let journal = SqliteJournal::open(journal)?;
     let clock = TokioClock::new();
-    let manager = TransactionManager::new(clock).with_journal(journal, Postcard::<1>);
+    let manager = TransactionManager::new(clock).with_journal(journal, Json::<1>);
     let mut cloud = Cloud { dir: dir.to_path_buf() };
     let _ = manager
         .transaction("provision")

@@ -280,6 +280,10 @@ pub mod journal {
     pub use crate::durable::entry::StoredEntry;
     pub use crate::durable::id::IdempotencyKey;
     pub use crate::durable::id::ParseIdError;
+    #[cfg(feature = "alloc")]
+    pub use crate::durable::inspect;
+    #[cfg(feature = "alloc")]
+    pub use crate::durable::inspect::Browse;
     pub use crate::durable::journal::Journal;
     pub use crate::durable::journal::JournalFailure;
     #[cfg(feature = "std")]
@@ -352,6 +356,8 @@ pub mod backend {
     pub use crate::durable::id::IdempotencyKey;
     pub use crate::durable::id::ParseIdError;
     pub use crate::durable::id::TransactionId;
+    #[cfg(feature = "alloc")]
+    pub use crate::durable::inspect::Browse;
     pub use crate::durable::journal::Journal;
     pub use crate::durable::retention::Retention;
     pub use crate::engine::spawn::Spawner;

@@ -140,8 +140,8 @@ fn run(path: &Path, retention: Retention, total: u64, tasks: u64) -> (Vec<Snapsh
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let smoke = args.iter().any(|a| a == "--smoke")
-        || std::env::var("TM_BENCH_SMOKE").is_ok_and(|v| v != "0" && !v.is_empty());
+    let smoke =
+        args.iter().any(|a| a == "--smoke") || std::env::var("TM_BENCH_SMOKE").is_ok_and(|v| v != "0" && !v.is_empty());
     let total: u64 = match args.iter().position(|a| a == "--transactions") {
         Some(at) => args.get(at + 1).and_then(|n| n.parse().ok()).expect("--transactions N"),
         None if smoke => 3_000,
@@ -178,7 +178,14 @@ fn main() {
         println!("| transactions | database | WAL | entries | transactions kept |");
         println!("|---:|---:|---:|---:|---:|");
         for s in &snapshots {
-            println!("| {} | {:.1} MiB | {:.1} MiB | {} | {} |", s.done, mib(s.db), mib(s.wal), s.entries, s.transactions);
+            println!(
+                "| {} | {:.1} MiB | {:.1} MiB | {} | {} |",
+                s.done,
+                mib(s.db),
+                mib(s.wal),
+                s.entries,
+                s.transactions
+            );
         }
         let last = snapshots.last().unwrap();
         // Checks: what each policy must keep, never timing.

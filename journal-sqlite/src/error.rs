@@ -110,6 +110,13 @@ pub enum SqliteJournalError {
         /// The decision the journal holds.
         held: EntryKind,
     },
+    /// The file is a SQLite database without a journal in it (opened
+    /// with [`open_read_only`](crate::SqliteJournal::open_read_only), which
+    /// creates nothing).
+    NotAJournal {
+        /// The file.
+        path: PathBuf,
+    },
     /// Another SQLite failure (a busy timeout, an I/O error, …).
     Sqlite(SqliteCause),
 }
@@ -182,6 +189,9 @@ impl fmt::Display for SqliteJournalError {
             }
             SqliteJournalError::AlreadyDecided { transaction, held } => {
                 write!(f, "{transaction} is already decided: the journal holds `{held}`")
+            }
+            SqliteJournalError::NotAJournal { path } => {
+                write!(f, "{} is a SQLite database, but holds no transaction-manager journal", path.display())
             }
             SqliteJournalError::Sqlite(cause) => write!(f, "SQLite: {cause}"),
         }

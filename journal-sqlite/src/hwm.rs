@@ -33,8 +33,7 @@ pub(crate) fn path_of(path: &Path) -> Option<PathBuf> {
 /// The last entry's sequence number (0 when there is none), counting
 /// those a prune deleted ([`schema::LAST_SEQ`]).
 pub(crate) fn last_seq(conn: &Connection) -> rusqlite::Result<u64> {
-    conn.query_row(schema::LAST_SEQ, [], |row| row.get::<_, i64>(0))
-        .map(|seq| seq.max(0) as u64)
+    conn.query_row(schema::LAST_SEQ, [], |row| row.get::<_, i64>(0)).map(|seq| seq.max(0) as u64)
 }
 
 /// Refuses a database whose last entry is below the mark.

@@ -9,7 +9,9 @@ use std::thread::JoinHandle;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use std::time::SystemTime;
-use transaction_manager_core::backend::{CodecError, Entry, EntryKind, Journal, Retention, StoredEntry, TransactionId};
+use transaction_manager_core::backend::{
+    Browse, CodecError, Entry, EntryKind, Journal, Retention, StoredEntry, TransactionId,
+};
 
 use crate::owner::{OwnerLock, Owners};
 use crate::prune::Pruned;
@@ -142,6 +144,9 @@ pub struct SqliteJournal {
     /// Whether the file has the `owner` column (a read-only journal of
     /// schema 1 has none: every row is nobody's).
     owner_column: bool,
+    /// Whether the file has the times (schema 4; a read-only journal of an
+    /// older schema has none).
+    times_column: bool,
     /// Held as long as the journal lives; declared last, so it is released
     /// after the writer thread wrote its last rows.
     _owner_lock: Option<OwnerLock>,
@@ -198,7 +203,7 @@ impl SqliteJournal {
         // SQLite opens a write-protected file read-only without a word.
         if conn.is_readonly("main").map_err(opening)? {
             drop(conn);
-            return Self::open_read_only(path);
+            return Self::open_read_only_at(path);
         }
         // Connections opening a fresh file at once can get `SQLITE_BUSY`
         // without the busy handler being asked (switching to WAL, or a
@@ -227,7 +232,7 @@ impl SqliteJournal {
             // A read-only directory (no `-wal` file) or mount.
             Err(SqliteJournalError::ReadOnly { .. }) => {
                 drop(conn);
-                return Self::open_read_only(path);
+                return Self::open_read_only_at(path);
             }
             Err(SqliteJournalError::Sqlite(cause)) => {
                 return Err(SqliteJournalError::Open { path: path.to_owned(), cause });
@@ -273,11 +278,51 @@ impl SqliteJournal {
             owner,
             owners,
             owner_column: true,
+            times_column: true,
             _owner_lock: owner_lock,
         })
     }
 
-    fn open_read_only(path: &Path) -> Result<Self, SqliteJournalError> {
+    /// Opens the journal at `path` for reading only, beside the processes
+    /// that write it (SQLite's WAL lets a reader run beside the writer):
+    /// creates nothing, writes nothing, takes no epoch and owns nothing.
+    /// [`read`](Journal::read), [`next_unfinished`](Journal::next_unfinished)
+    /// and [`Browse`] work; every [`append`](Journal::append) and
+    /// [`prune`](Self::prune) fails with
+    /// [`ReadOnly`](SqliteJournalError::ReadOnly). What an operator's
+    /// listing opens.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open), and
+    /// [`NotAJournal`](SqliteJournalError::NotAJournal) for a SQLite file
+    /// without a journal in it; a missing file is an
+    /// [`Open`](SqliteJournalError::Open) error (nothing is created).
+    ///
+    /// ```
+    /// use transaction_manager::journal::Journal;
+    /// use transaction_manager_sqlite::SqliteJournal;
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("tm-sqlite-doc-open-ro-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let writer = SqliteJournal::open(dir.join("journal.db"))?;
+    /// let reader = SqliteJournal::open_read_only(dir.join("journal.db"))?;
+    /// assert!(reader.is_read_only() && !writer.is_read_only());
+    /// assert!(SqliteJournal::open_read_only(dir.join("missing.db")).is_err());
+    /// assert!(!dir.join("missing.db").exists());
+    /// # drop((writer, reader));
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), transaction_manager_sqlite::SqliteJournalError>(())
+    /// ```
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self, SqliteJournalError> {
+        let path = path.as_ref();
+        Self::open_read_only_at(path).map_err(|error| match error {
+            SqliteJournalError::ReadOnly { cause: None } => SqliteJournalError::NotAJournal { path: path.to_owned() },
+            other => other,
+        })
+    }
+
+    fn open_read_only_at(path: &Path) -> Result<Self, SqliteJournalError> {
         let conn = match read_only_connection(path, false) {
             // A WAL file in a read-only directory without its `-shm` file:
             // SQLite cannot share memory with writers, but there can be
@@ -291,6 +336,7 @@ impl SqliteJournal {
         let cannot_write = OnceLock::new();
         let _ = cannot_write.set(SqliteJournalError::ReadOnly { cause: None });
         let owner_column = schema::has_column(&conn, "tm_transactions", "owner")?;
+        let times_column = schema::has_column(&conn, "tm_entries", "at")?;
         let origin = schema::stored_origin(&conn).ok().flatten().unwrap_or_else(schema::random_origin);
         if let Some(mark) = crate::hwm::path_of(path) {
             crate::hwm::check(&mark, &conn)?;
@@ -305,6 +351,7 @@ impl SqliteJournal {
             owner: owner::NOBODY,
             owners: Owners::of(path),
             owner_column,
+            times_column,
             _owner_lock: None,
         })
     }
@@ -719,14 +766,63 @@ impl Journal for SqliteJournal {
     }
 
     async fn read(&self, id: TransactionId, visit: &mut dyn FnMut(StoredEntry<'_>)) -> Result<(), SqliteJournalError> {
+        self.read_timed(id, &mut |entry, _| visit(entry)).await
+    }
+
+    fn decided(error: &SqliteJournalError) -> Option<EntryKind> {
+        match error {
+            SqliteJournalError::AlreadyDecided { held, .. } => Some(*held),
+            _ => None,
+        }
+    }
+}
+
+impl Browse for SqliteJournal {
+    async fn next_transaction(
+        &self,
+        after: Option<TransactionId>,
+    ) -> Result<Option<TransactionId>, SqliteJournalError> {
+        let start = match after {
+            None => 0,
+            Some(after) => match after.get().checked_add(1) {
+                Some(start) => start,
+                None => return Ok(None),
+            },
+        };
+        self.settle(start..).await?;
+        let conn = self.reader();
+        let mut query = conn
+            .prepare("SELECT tx FROM tm_transactions WHERE tx BETWEEN ?1 AND ?2 ORDER BY tx LIMIT 1")
+            .map_err(SqliteJournalError::from_sqlite)?;
+        for (low, high) in schema::unsigned_ranges(start) {
+            let mut rows = query.query([low, high]).map_err(SqliteJournalError::from_sqlite)?;
+            if let Some(row) = rows.next().map_err(SqliteJournalError::from_sqlite)? {
+                let tx: i64 = row.get(0).map_err(SqliteJournalError::from_sqlite)?;
+                return Ok(Some(TransactionId::new(schema::from_sql(tx))));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Each entry's time is when the batch that wrote it committed, by the
+    /// journal's clock ([`with_clock`](SqliteJournal::with_clock)); `None`
+    /// for entries written before schema 4.
+    async fn read_timed(
+        &self,
+        id: TransactionId,
+        visit: &mut dyn FnMut(StoredEntry<'_>, Option<u64>),
+    ) -> Result<(), SqliteJournalError> {
         self.settle(id.get()..=id.get()).await?;
         // Collected first, so that `visit` runs without the lock (it may
         // use the journal itself).
         let entries = {
             let conn = self.reader();
-            let mut query = conn
-                .prepare("SELECT step, kind, payload FROM tm_entries WHERE tx = ?1 ORDER BY seq")
-                .map_err(SqliteJournalError::from_sqlite)?;
+            let sql = if self.times_column {
+                "SELECT step, kind, payload, at FROM tm_entries WHERE tx = ?1 ORDER BY seq"
+            } else {
+                "SELECT step, kind, payload, NULL FROM tm_entries WHERE tx = ?1 ORDER BY seq"
+            };
+            let mut query = conn.prepare(sql).map_err(SqliteJournalError::from_sqlite)?;
             let rows = query
                 .query_map([schema::to_sql(id.get())], |row| {
                     let step = match row.get::<_, i64>(0)? {
@@ -745,22 +841,16 @@ impl Journal for SqliteJournal {
                             return Err(rusqlite::Error::InvalidColumnType(2, "payload".into(), other.data_type()));
                         }
                     };
-                    Ok((step, kind, payload))
+                    let at = row.get::<_, Option<i64>>(3)?.and_then(|at| u64::try_from(at).ok());
+                    Ok((step, kind, payload, at))
                 })
                 .map_err(SqliteJournalError::from_sqlite)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(SqliteJournalError::from_sqlite)?
         };
-        for (step, kind, payload) in &entries {
-            visit(StoredEntry { step: *step, kind: *kind, payload });
+        for (step, kind, payload, at) in &entries {
+            visit(StoredEntry { step: *step, kind: *kind, payload }, *at);
         }
         Ok(())
-    }
-
-    fn decided(error: &SqliteJournalError) -> Option<EntryKind> {
-        match error {
-            SqliteJournalError::AlreadyDecided { held, .. } => Some(*held),
-            _ => None,
-        }
     }
 }
 

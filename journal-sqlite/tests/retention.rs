@@ -188,8 +188,13 @@ fn seq_keeps_growing_after_the_last_rows_are_deleted() {
     let second = finished(&journal, Committed);
     assert_ne!(first, second);
     let conn = rusqlite::Connection::open(dir.file()).unwrap();
-    let seqs: Vec<i64> =
-        conn.prepare("SELECT seq FROM tm_entries ORDER BY seq").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    let seqs: Vec<i64> = conn
+        .prepare("SELECT seq FROM tm_entries ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(seqs, [4, 5, 6]);
     drop(conn);
     drop(journal);
@@ -275,6 +280,10 @@ enum Op {
     Wait(u64),
 }
 
+/// A transaction of the property test: its id, what it wrote (step,
+/// kind), and whether it is over.
+type Written = (TransactionId, Vec<(Option<u32>, u8)>, bool);
+
 fn op() -> impl Strategy<Value = Op> {
     let retention = prop_oneof![
         Just(Retention::DeleteAtOnce),
@@ -307,7 +316,7 @@ proptest! {
         let clock = Clock::new();
         let mut journal = clock.on(open(&dir, background));
         // What each transaction wrote, and whether it is over.
-        let mut written: Vec<(TransactionId, Vec<(Option<u32>, u8)>, bool)> = Vec::new();
+        let mut written: Vec<Written> = Vec::new();
         for op in ops {
             let live: Vec<usize> = (0..written.len()).filter(|&i| !written[i].2).collect();
             let pick = |n: usize| live.get(n % live.len().max(1)).copied();

@@ -360,3 +360,16 @@ impl Journal for MemoryJournal {
         error.1
     }
 }
+
+impl crate::durable::inspect::Browse for MemoryJournal {
+    async fn next_transaction(&self, after: Option<TransactionId>) -> Result<Option<TransactionId>, Self::Error> {
+        let state = self.state();
+        Ok(state
+            .durable
+            .iter()
+            .chain(&state.buffered)
+            .map(|row| row.transaction)
+            .filter(|&id| after.is_none_or(|after| id > after))
+            .min())
+    }
+}

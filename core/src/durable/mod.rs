@@ -4,6 +4,8 @@
 pub(crate) mod codec;
 pub(crate) mod entry;
 pub(crate) mod id;
+#[cfg(feature = "alloc")]
+pub mod inspect;
 pub(crate) mod journal;
 #[cfg(feature = "std")]
 pub(crate) mod memory;
