@@ -190,8 +190,8 @@ pub mod time {
     pub use transaction_manager_smol::SmolSleep;
 }
 
-/// The README's examples that compile as they stand (the other blocks are
-/// excerpts, marked `ignore`), checked by `cargo test --doc`.
+/// The README's examples, checked by `cargo test --doc`: every Rust block
+/// in it compiles and runs.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 mod readme {}
