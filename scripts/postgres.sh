@@ -12,7 +12,7 @@
 #                                 all of them again as the least-privilege
 #                                 role (TM_PG_LEAST_PRIVILEGE=1: the
 #                                 journals connect as tm_app, whose rights
-#                                 are the README's "Several processes" SQL)
+#                                 are the SQL of the guide's "several processes")
 #
 # Never assumes a server is running, and starts none that outlives a test.
 set -euo pipefail

@@ -33,6 +33,18 @@
 //! # }
 //! ```
 //!
+//! # The guide
+//!
+//! The [`guide`] explains the library topic by topic, every example
+//! compiled: [steps and rollbacks](guide::steps); [retries, timeouts and
+//! interrupts](guide::retries); [parallel groups](guide::groups);
+//! [scopes](guide::scopes); [durability and recovery](guide::durability);
+//! [several processes](guide::processes);
+//! [observability](guide::observability);
+//! [microcontrollers](guide::microcontrollers);
+//! [runtimes](guide::runtimes); [testing with virtual
+//! time](guide::testing); [troubleshooting](guide::troubleshooting).
+//!
 //! # Choosing a runtime
 //!
 //! The engine is the same on every runtime; only the [`Clock`] changes. A
@@ -109,6 +121,17 @@
     not(feature = "docs"),
     doc = "The table of features is rendered on docs.rs (the `docs` feature); they are listed in `Cargo.toml`."
 )]
+//!
+//! Any combination builds: CI checks every combination of the core's
+//! features, and every combination of up to three of the facade's, with
+//! `cargo hack --feature-powerset`; `jitter`, which only adds two `Jitter`
+//! variants, is checked on its own and with `defmt` and `serde`. `Jitter`
+//! is `#[non_exhaustive]`, so a `match` on it keeps compiling when another
+//! crate turns `jitter` on. With none of `tracing`, `serde`, `defmt`,
+//! `metrics`, none of their crates is compiled (CI checks `cargo tree`).
+//! `log` and `defmt` together send messages to both. With
+//! `default-features = false` you get the `no_std` core only; pick a
+//! storage with `.fixed::<Undo, N>()`.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -125,6 +148,8 @@ pub use transaction_manager_smol::SmolClock;
 #[cfg(feature = "tokio")]
 #[doc(inline)]
 pub use transaction_manager_tokio::TokioClock;
+
+pub mod guide;
 
 pub mod journal {
     //! Durability: the journal a transaction writes so that a crash or a
@@ -165,8 +190,8 @@ pub mod time {
     pub use transaction_manager_smol::SmolSleep;
 }
 
-/// The README's examples that compile as they stand (the other blocks are
-/// excerpts, marked `ignore`), checked by `cargo test --doc`.
+/// The README's examples, checked by `cargo test --doc`: every Rust block
+/// in it compiles and runs.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 mod readme {}

@@ -254,7 +254,7 @@ fn check(dir: &Path, kills: usize, lines_seen: usize) {
             let done = entries.iter().any(|&(s, kind)| s == Some(step) && kind == EntryKind::Done.code());
             if !done && !deleted.contains_key(key) {
                 // Created, killed before its `Done` was durable: the gap
-                // the README names (only an uncertain rollback covers it).
+                // GUARANTEES.md names (only an uncertain rollback covers it).
                 leaked += 1;
             }
         }

@@ -1,6 +1,6 @@
 //! Journaled transactions and recovery, on virtual time with the in-memory
 //! journal: crash injection after every write, bad input, and the
-//! guarantees the README states.
+//! guarantees GUARANTEES.md states.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

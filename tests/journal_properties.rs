@@ -270,7 +270,7 @@ fn main_check(plan: &Plan, seed: u64, runtime: &str, results: CaseResult) {
     // Nothing else: a step that never completed is rolled back only if it
     // opted into uncertain rollback (its intent may be durable while its
     // attempts failed cleanly and the `Released` was lost: an extra,
-    // idempotent rollback the README allows).
+    // idempotent rollback GUARANTEES.md allows).
     for name in &world.rolled_back {
         let index: usize = name[1..].parse().unwrap();
         let uncertain = plan.steps[index].undo == UndoKind::Uncertain;

@@ -294,7 +294,7 @@ fn runtime_shutdown_reports_each_lost_rollback() {
 }
 
 /// `&impl Manager` accepts a tokio manager with hooks and a spawner (the
-/// README's runtime-agnostic library function), for closure rollbacks and
+/// runtime-agnostic library function of the guide's "runtimes" chapter), for closure rollbacks and
 /// for a fixed log of `NoRollback`.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn any_manager_bound_accepts_a_manager_with_a_spawner() {
@@ -351,7 +351,7 @@ async fn any_manager_bound_accepts_a_manager_with_a_spawner() {
 /// A transaction run inside a step of another is dropped when the outer
 /// transaction's deadline cuts that step. With a spawner on the nested
 /// transaction's manager, its owed rollbacks still run, on a spawned task
-/// (the README's "Nested transactions").
+/// (GUARANTEES.md, the nested transaction's promise).
 #[test]
 fn nested_transaction_cut_by_the_outer_deadline_rolls_back_with_a_spawner() {
     use transaction_manager::abandon::TokioSpawner;

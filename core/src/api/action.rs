@@ -15,7 +15,7 @@ use crate::engine::attempt::StepParts;
 /// step engine (attempts, timeout race, retries, hooks, records), where a
 /// step given as closures gets a copy of its own: on a microcontroller
 /// this is what keeps the library's flash cost per transaction rather
-/// than per step (see the README's Microcontrollers section). Like an undo
+/// than per step (see the facade's guide, `guide::microcontrollers`). Like an undo
 /// enum implementing [`Rollback`](crate::Rollback), it reaches the
 /// peripherals through the context, so it needs no `RefCell`.
 ///

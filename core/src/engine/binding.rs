@@ -29,8 +29,8 @@ use crate::durable::{
 /// `Postcard` and `Json`, serde's ("the trait bound `BoxedRollback:
 /// serde::Serialize` is not satisfied"); for a codec of the application's
 /// own, [`UndoCodec`]'s message, which says how to fix it. This trait's
-/// message shows only for a journal type with no impl at all. The README's
-/// "Troubleshooting" quotes them.
+/// message shows only for a journal type with no impl at all. The facade's
+/// guide (`guide::troubleshooting`) quotes them.
 #[diagnostic::on_unimplemented(
     message = "this manager's journal cannot keep undo records of type `{U}`",
     label = "a journaled transaction needs undo records as data",

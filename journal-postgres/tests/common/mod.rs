@@ -27,7 +27,7 @@ pub struct Cluster {
     least_privilege: bool,
 }
 
-/// The least-privilege roles, as the README's "Several processes" shows
+/// The least-privilege roles, as the guide's "several processes" chapter shows
 /// them: the journal's tables in schema `tm`, owned by `tm_owner` (who runs
 /// the migrations); `tm_app` may read and write their rows, take ids, and
 /// nothing else (no DDL, no DELETE).
