@@ -85,8 +85,8 @@ enum Command {
         force: bool,
     },
     /// Delete finished transactions (committed, rolled back, resolved) now.
-    /// Never an unfinished, owed or stuck one; another process's
-    /// transaction only once it has been over for a minute.
+    /// Never an unfinished, owed or stuck one; one of a process that is
+    /// still running only once it has been over for a minute.
     Prune {
         /// Every finished transaction.
         #[arg(long, group = "policy", required_unless_present_any = ["keep_for", "keep_last"])]

@@ -265,7 +265,8 @@ impl SqliteJournal {
             .name("tm-sqlite-writer".into())
             .spawn({
                 let pending_lazy = pending_lazy.clone();
-                move || writer::run(conn, owner, mark, receiver, pending_lazy)
+                let thread_path = path.to_owned();
+                move || writer::run(conn, owner, Owners::of(&thread_path), mark, receiver, pending_lazy)
             })
             .map_err(|_| SqliteJournalError::WriterGone)?;
         Ok(SqliteJournal {
@@ -431,8 +432,10 @@ impl SqliteJournal {
     /// It never deletes a transaction that is not over — running, owing a
     /// rollback that failed for good, stuck — nor one whose ending entry
     /// this journal saw fail to commit (it may be durable all the same),
-    /// nor another journal's (another process's) transaction until it has
-    /// been over for a minute. What recovery does is the same whatever the
+    /// nor, for a minute after it ended, a transaction of another journal
+    /// on the file that is still open (another process: its writer may
+    /// still check that transaction's decision; off Unix, where owners
+    /// cannot be told apart, every other journal counts as open). What recovery does is the same whatever the
     /// retention: it reads unfinished transactions only. A read-only
     /// journal deletes nothing.
     ///

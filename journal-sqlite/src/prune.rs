@@ -8,8 +8,9 @@
 //! journal saw fail to commit (it may be durable all the same, and the
 //! engine's `Aborted` that follows must be refused: see
 //! `Journal::decided`), held in a table of the writer's connection; and
-//! another journal's transaction that ended less than [`FOREIGN_AGE`] ago
-//! (its own writer may be about to do the same check).
+//! a transaction of another journal that is alive (another process, or
+//! another journal on the file in this one) that ended less than
+//! [`FOREIGN_AGE`] ago (its own writer may be about to do that check).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rusqlite::{Connection, OptionalExtension, Statement, params};
 use transaction_manager_core::backend::Retention;
 
+use crate::owner::Owners;
 use crate::schema::unix_millis;
 
 /// The wall clock entries are stamped with and retention measures age by.
@@ -30,8 +32,8 @@ pub(crate) const PRUNE_BATCH: usize = 512;
 /// transactions ended since it last looked.
 pub(crate) const INTERVAL: Duration = Duration::from_secs(1);
 
-/// Another journal's transaction is pruned only once it has been over for
-/// this long.
+/// A transaction of another journal that is alive is pruned only once it
+/// has been over for this long.
 pub(crate) const FOREIGN_AGE: Duration = Duration::from_secs(60);
 
 /// Free pages (4 KiB each) above which a prune hands space back, and how
@@ -69,14 +71,18 @@ pub(crate) struct Pruner<'c> {
     ended: bool,
     conn: &'c Connection,
     statements: Statements<'c>,
+    /// The file's owners, to tell whether another journal is alive
+    /// (`None` where they cannot be told apart: then its transactions
+    /// wait [`FOREIGN_AGE`]).
+    owners: Option<Owners>,
 }
 
 struct Statements<'c> {
-    /// `?1` cut, `?2` owner, `?3` foreign cut, `?4` limit.
+    /// `?1` cut, `?2` limit.
     older_than: Statement<'c>,
     /// `?1` how many newer ones to skip: the oldest of the newest ones kept.
     boundary: Statement<'c>,
-    /// `?1`, `?2` the boundary, `?3` owner, `?4` foreign cut, `?5` limit.
+    /// `?1`, `?2` the boundary, `?3` limit.
     before: Statement<'c>,
     floor: Statement<'c>,
     delete_entries: Statement<'c>,
@@ -87,24 +93,27 @@ struct Statements<'c> {
 impl<'c> Pruner<'c> {
     /// A pruner for the writer of `owner`, on `conn` (makes the table of
     /// held transactions).
-    pub(crate) fn new(conn: &'c Connection, owner: i64, retention: Retention) -> rusqlite::Result<Pruner<'c>> {
+    pub(crate) fn new(
+        conn: &'c Connection,
+        owner: i64,
+        owners: Option<Owners>,
+        retention: Retention,
+    ) -> rusqlite::Result<Pruner<'c>> {
         conn.execute_batch("CREATE TEMP TABLE IF NOT EXISTS tm_hold (tx INTEGER PRIMARY KEY)")?;
         let statements = Statements {
             older_than: conn.prepare(
-                "SELECT tx FROM tm_transactions
-                 WHERE finished = 1 AND finished_at <= ?1 AND (owner = ?2 OR finished_at <= ?3)
-                   AND tx NOT IN (SELECT tx FROM temp.tm_hold)
-                 ORDER BY finished_at, tx LIMIT ?4",
+                "SELECT tx, owner, finished_at FROM tm_transactions
+                 WHERE finished = 1 AND finished_at <= ?1 AND tx NOT IN (SELECT tx FROM temp.tm_hold)
+                 ORDER BY finished_at, tx LIMIT ?2",
             )?,
             boundary: conn.prepare(
                 "SELECT finished_at, tx FROM tm_transactions WHERE finished = 1
                  ORDER BY finished_at DESC, tx DESC LIMIT 1 OFFSET ?1",
             )?,
             before: conn.prepare(
-                "SELECT tx FROM tm_transactions
-                 WHERE finished = 1 AND (finished_at, tx) < (?1, ?2) AND (owner = ?3 OR finished_at <= ?4)
-                   AND tx NOT IN (SELECT tx FROM temp.tm_hold)
-                 ORDER BY finished_at, tx LIMIT ?5",
+                "SELECT tx, owner, finished_at FROM tm_transactions
+                 WHERE finished = 1 AND (finished_at, tx) < (?1, ?2) AND tx NOT IN (SELECT tx FROM temp.tm_hold)
+                 ORDER BY finished_at, tx LIMIT ?3",
             )?,
             // `seq` never goes back, even when the last rows go.
             floor: conn.prepare(
@@ -124,6 +133,7 @@ impl<'c> Pruner<'c> {
             ended: false,
             conn,
             statements,
+            owners,
         })
     }
 
@@ -214,15 +224,17 @@ impl<'c> Pruner<'c> {
 
     /// The finished transactions `retention` lets go now, oldest first, at
     /// most `limit`, without the held ones and the young ones of other
-    /// journals.
+    /// journals that are alive.
     fn candidates(&mut self, retention: Retention, limit: usize) -> rusqlite::Result<Vec<i64>> {
         let now = self.now();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let foreign_cut = now.saturating_sub(millis(FOREIGN_AGE));
-        let owner = self.owner;
-        let cut = match retention {
-            Retention::DeleteAtOnce => now,
-            Retention::KeepFor(keep) => now.saturating_sub(millis(keep)),
+        let row = |row: &rusqlite::Row<'_>| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?));
+        let rows: Vec<(i64, i64, i64)> = match retention {
+            Retention::DeleteAtOnce => self.statements.older_than.query_map(params![now, limit], row)?.collect(),
+            Retention::KeepFor(keep) => {
+                let cut = now.saturating_sub(millis(keep));
+                self.statements.older_than.query_map(params![cut, limit], row)?.collect()
+            }
             Retention::KeepLast(n) => {
                 // The oldest of the newest `n` finished ones: those before
                 // it go.
@@ -240,15 +252,30 @@ impl<'c> Pruner<'c> {
                         boundary
                     }
                 };
-                return self
-                    .statements
-                    .before
-                    .query_map(params![at, tx, owner, foreign_cut, limit], |row| row.get(0))?
-                    .collect();
+                self.statements.before.query_map(params![at, tx, limit], row)?.collect()
             }
-            _ => return Ok(Vec::new()),
-        };
-        self.statements.older_than.query_map(params![cut, owner, foreign_cut, limit], |row| row.get(0))?.collect()
+            _ => Ok(Vec::new()),
+        }?;
+        let foreign_cut = now.saturating_sub(millis(FOREIGN_AGE));
+        // Whether each other owner is alive, asked once per prune.
+        let mut alive: Vec<(i64, bool)> = Vec::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for (tx, owner, finished_at) in rows {
+            if owner != self.owner && finished_at > foreign_cut {
+                let known = alive.iter().find(|(o, _)| *o == owner).map(|(_, alive)| *alive);
+                let is_alive = known.unwrap_or_else(|| {
+                    // An owner that cannot be checked counts as alive.
+                    let is_alive = self.owners.as_ref().is_none_or(|owners| owners.is_alive(owner).unwrap_or(true));
+                    alive.push((owner, is_alive));
+                    is_alive
+                });
+                if is_alive {
+                    continue;
+                }
+            }
+            out.push(tx);
+        }
+        Ok(out)
     }
 }
 

@@ -96,17 +96,19 @@ impl Pending {
 pub(crate) fn run(
     conn: Connection,
     owner: i64,
+    owners: Option<crate::owner::Owners>,
     mut mark: Option<crate::hwm::Mark>,
     requests: Receiver<Request>,
     pending_lazy: PendingLazy,
 ) {
-    let (mut statements, mut pruner) =
-        match Statements::prepare(&conn, owner).and_then(|s| Ok((s, Pruner::new(&conn, owner, DEFAULT_RETENTION)?))) {
-            Ok(prepared) => prepared,
-            // Answered by dropping the replies: `WriterGone`. (Unreachable in
-            // practice: `open` created these tables just before.)
-            Err(_) => return,
-        };
+    let (mut statements, mut pruner) = match Statements::prepare(&conn, owner)
+        .and_then(|s| Ok((s, Pruner::new(&conn, owner, owners, DEFAULT_RETENTION)?)))
+    {
+        Ok(prepared) => prepared,
+        // Answered by dropping the replies: `WriterGone`. (Unreachable in
+        // practice: `open` created these tables just before.)
+        Err(_) => return,
+    };
     // Lazy rows of a batch that failed: already acknowledged, so they are
     // written again with the next batch instead of being dropped.
     let mut carried: Vec<Row> = Vec::new();

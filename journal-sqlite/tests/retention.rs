@@ -174,6 +174,17 @@ fn another_journals_transactions_are_left_alone_for_a_minute() {
 }
 
 #[test]
+fn a_gone_journals_transactions_are_pruned_at_once() {
+    let dir = TempDir::new("retention-gone");
+    let service = open(&dir, Retention::KeepAll);
+    let id = finished(&service, Committed);
+    drop(service); // the process is gone: nobody can check a decision
+    let operator = open(&dir, Retention::KeepAll);
+    assert_eq!(block_on(operator.prune(Retention::DeleteAtOnce)).unwrap().transactions, 1);
+    assert_eq!(read(&operator, id).unwrap(), []);
+}
+
+#[test]
 fn seq_keeps_growing_after_the_last_rows_are_deleted() {
     let dir = TempDir::new("retention-seq");
     let journal = open(&dir, Retention::KeepAll);
