@@ -13,6 +13,7 @@
 
 mod render;
 mod source;
+mod svg;
 mod timeline;
 
 use std::path::PathBuf;
@@ -67,6 +68,9 @@ enum Command {
         /// Its id, as printed (`tx-3.17`).
         #[arg(value_parser = parse_id)]
         id: TransactionId,
+        /// Also draw the timeline as an SVG picture into FILE.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
     },
     /// List the stuck transactions, with why recovery could not roll them back.
     Stuck,
@@ -154,10 +158,14 @@ fn run(cli: Cli) -> Result<String, String> {
             let found = Source::read(&path)?.list(&Filter::new().state(TransactionState::Stuck))?;
             Ok(if json { render::list_json(&found) } else { render::list_table(&found, true) })
         }
-        Command::Show { id } => {
+        Command::Show { id, svg } => {
             let Some(found) = Source::read(&path)?.history(id)? else {
                 return Err(format!("{id} is not in the journal (never there, or pruned after it ended)"));
             };
+            if let Some(file) = svg {
+                let picture = svg::svg(&found).ok_or("the journal keeps no times for it: no picture to draw")?;
+                std::fs::write(&file, picture).map_err(|error| format!("cannot write {}: {error}", file.display()))?;
+            }
             Ok(if json { render::show_json(&found) } else { render::show_text(&found) })
         }
         Command::Resolve { id, reason, force } => {

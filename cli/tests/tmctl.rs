@@ -236,6 +236,25 @@ fn show_gives_the_steps_their_undo_records_and_a_timeline() {
     assert!(text.lines().any(|l| l.starts_with("decision") && l.contains("rolled_back")), "{text}");
     assert!(text.contains("entries:") && text.contains("undone #0"), "{text}");
 
+    // The picture: well-formed XML, one lane per step, the decision marked.
+    let picture = dir.file("timeline.svg");
+    ok(&["show", "--sqlite", path, &made.rolled_back.to_string(), "--svg", picture.to_str().unwrap()]);
+    let svg = std::fs::read_to_string(&picture).unwrap();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let class = |name: &str| doc.descendants().filter(|n| n.attribute("class") == Some(name)).count();
+    assert_eq!(class("lane"), 1, "one step wrote an entry: {svg}");
+    assert_eq!(class("run"), 1);
+    assert_eq!(class("rollback"), 1);
+    assert_eq!(class("decision"), 1);
+    ok(&["show", "--sqlite", path, &made.committed.to_string(), "--svg", picture.to_str().unwrap()]);
+    let svg = std::fs::read_to_string(&picture).unwrap();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    assert_eq!(doc.descendants().filter(|n| n.attribute("class") == Some("lane")).count(), 2);
+    let unwritable =
+        fails(&["show", "--sqlite", path, &made.committed.to_string(), "--svg", "/nonexistent/dir/x.svg"], 1);
+    assert!(unwritable.contains("cannot write /nonexistent/dir/x.svg"), "{unwritable}");
+
     let stuck = ok(&["stuck", "--sqlite", path]);
     assert!(stuck.lines().count() == 2 && stuck.contains(&made.stuck.to_string()), "{stuck}");
     assert!(stuck.contains("REASON") && stuck.contains("import"), "{stuck}");
