@@ -5,7 +5,7 @@ Reads the promise table's last column ("tests") and the section "How the
 promises are tested", takes every name in backticks that looks like a
 Rust function name (lower case, digits and underscores, at least one
 underscore), and looks for `fn NAME` (also `async fn NAME`) in the Rust
-files of the repository (tests/, core/, src/, adapter-*/, journal-*/,
+files of the repository (tests/, core/, src/, cli/, adapter-*/, journal-*/,
 examples/, benches/). A name written as a suffix (`_on_tokio` after
 `random_..._on_manual_clock`) stands for the previous name with its last
 `_on_...` replaced. A few words in that column are not test functions
@@ -20,7 +20,7 @@ import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SEARCHED = ["tests", "core", "src", "examples", "benches"]
+SEARCHED = ["tests", "core", "src", "examples", "benches", "cli"]
 SEARCHED_PREFIXES = ["adapter-", "journal-"]
 SKIPPED_DIRS = {"target", ".git", "node_modules"}
 
