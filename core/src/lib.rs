@@ -292,6 +292,7 @@ pub mod journal {
     pub use crate::durable::memory::MemoryJournal;
     #[cfg(feature = "std")]
     pub use crate::durable::memory::MemoryJournalError;
+    pub use crate::durable::retention::Pruned;
     pub use crate::durable::retention::Retention;
     #[doc(hidden)]
     pub use crate::engine::binding::JournalFor;
@@ -359,6 +360,7 @@ pub mod backend {
     #[cfg(feature = "alloc")]
     pub use crate::durable::inspect::Browse;
     pub use crate::durable::journal::Journal;
+    pub use crate::durable::retention::Pruned;
     pub use crate::durable::retention::Retention;
     pub use crate::engine::spawn::Spawner;
     pub use crate::timing::clock::Clock;

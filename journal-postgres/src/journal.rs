@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, Config};
 use tokio_postgres_rustls::MakeRustlsConnect;
-use transaction_manager_core::backend::{CodecError, Entry, EntryKind, Journal, StoredEntry, TransactionId};
+use transaction_manager_core::backend::{
+    Browse, CodecError, Entry, EntryKind, Journal, Pruned, Retention, StoredEntry, TransactionId,
+};
 
 use crate::connection::{Target, TlsPem};
 use crate::statements::Statements;
@@ -36,6 +38,8 @@ pub struct PostgresOptions {
     schema: Option<String>,
     migrate: bool,
     tls: TlsPem,
+    retention: Retention,
+    prune_every: Duration,
 }
 
 /// Without the PEM texts: a client key is a secret.
@@ -49,6 +53,8 @@ impl std::fmt::Debug for PostgresOptions {
             .field("lazy_connections", &self.lazy_connections)
             .field("schema", &self.schema)
             .field("migrate", &self.migrate)
+            .field("retention", &self.retention)
+            .field("prune_every", &self.prune_every)
             .field("root_certificate_pem", &self.tls.root.is_some())
             .field("client_certificate_pem", &self.tls.client.is_some())
             .finish()
@@ -79,7 +85,42 @@ impl PostgresOptions {
             schema: None,
             migrate: true,
             tls: TlsPem::default(),
+            retention: Retention::KeepFor(Duration::from_secs(7 * 24 * 60 * 60)),
+            prune_every: Duration::from_secs(60),
         }
+    }
+
+    /// How long finished transactions (committed, rolled back, resolved)
+    /// are kept before this instance's pruning task deletes them (default:
+    /// [`Retention::KeepFor`] 7 days; [`Retention::KeepAll`] never). Every
+    /// instance prunes, in batches of 512 (`SKIP LOCKED`: they never wait
+    /// for each other), every [`prune_every`](Self::prune_every). A
+    /// transaction that is not over — running, owing a rollback that failed
+    /// for good, stuck — is never deleted. The role needs `DELETE` on
+    /// `tm_entries` and `tm_transactions`; without it, pruning logs one
+    /// warning and the rows are kept.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use transaction_manager_postgres::{PostgresOptions, Retention};
+    /// let options = PostgresOptions::new().retention(Retention::KeepFor(Duration::from_secs(24 * 60 * 60)));
+    /// ```
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// How often this instance prunes (default: every minute; see
+    /// [`retention`](Self::retention)).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use transaction_manager_postgres::PostgresOptions;
+    /// let options = PostgresOptions::new().prune_every(Duration::from_secs(10));
+    /// ```
+    pub fn prune_every(mut self, every: Duration) -> Self {
+        self.prune_every = every;
+        self
     }
 
     /// The Postgres schema that holds the journal's tables (default: the
@@ -282,11 +323,16 @@ struct Inner {
     generations: Mutex<HashMap<u64, i64>>,
     fenced: AtomicU64,
     heartbeat: tokio::task::JoinHandle<()>,
+    /// The pruning task, if the retention deletes anything.
+    pruner: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.heartbeat.abort();
+        if let Some(pruner) = &self.pruner {
+            pruner.abort();
+        }
     }
 }
 
@@ -328,7 +374,7 @@ impl Slot {
     }
 }
 
-async fn connect(target: &Target) -> Result<Client, PostgresJournalError> {
+pub(crate) async fn connect(target: &Target) -> Result<Client, PostgresJournalError> {
     let (client, connection) =
         target.config.connect(target.tls.clone()).await.map_err(PostgresJournalError::connecting)?;
     // The connection's I/O; it ends when the client is dropped or the
@@ -440,6 +486,9 @@ impl PostgresJournal {
         }
         let renew_every = options.renew_every.unwrap_or(options.lease / 3);
         let heartbeat = tokio::spawn(heartbeat(target.clone(), owner.clone(), options.lease, renew_every));
+        let pruner = options.retention.deletes().then(|| {
+            tokio::spawn(crate::retention::background(target.clone(), options.retention, options.prune_every))
+        });
         let ids = Arc::new(Ids::new(epoch, spare));
         Ok(PostgresJournal {
             inner: Arc::new(Inner {
@@ -455,6 +504,7 @@ impl PostgresJournal {
                 generations: Mutex::new(HashMap::new()),
                 fenced: AtomicU64::new(0),
                 heartbeat,
+                pruner,
             }),
         })
     }
@@ -624,6 +674,77 @@ impl PostgresJournal {
     {
         self.with_conn(&self.inner.reader, async |conn: &Conn| run(&conn.client).await).await
     }
+}
+
+impl PostgresJournal {
+    /// Deletes, now, every finished transaction `retention` lets go (an
+    /// operator's prune), in batches of 512. Never one that is not over.
+    ///
+    /// # Errors
+    ///
+    /// The database could not be reached, or refused the delete (the role
+    /// needs `DELETE` on `tm_entries` and `tm_transactions`); batches
+    /// before the failure stay deleted.
+    ///
+    /// ```no_run
+    /// # async fn f(journal: transaction_manager_postgres::PostgresJournal) -> Result<(), transaction_manager_postgres::PostgresJournalError> {
+    /// use transaction_manager_postgres::Retention;
+    /// let pruned = journal.prune(Retention::KeepLast(10_000)).await?;
+    /// println!("{} transactions deleted", pruned.transactions);
+    /// # Ok(()) }
+    /// ```
+    pub async fn prune(&self, retention: Retention) -> Result<Pruned, PostgresJournalError> {
+        let conn = self.inner.reader.get(&self.inner.target).await?;
+        let result = crate::retention::prune_all(&conn.client, retention).await;
+        if let Err(error) = &result {
+            self.inner.reader.forget_if_lost(error);
+        }
+        result
+    }
+}
+
+impl Browse for PostgresJournal {
+    async fn next_transaction(
+        &self,
+        after: Option<TransactionId>,
+    ) -> Result<Option<TransactionId>, PostgresJournalError> {
+        let after = after.map_or(-1, to_sql);
+        let row = self
+            .with_conn(&self.inner.reader, async |c: &Conn| c.client.query_opt(&c.statements.next, &[&after]).await)
+            .await?;
+        Ok(row.map(|row| TransactionId::new(row.get::<_, i64>(0) as u64)))
+    }
+
+    /// Each entry's time is the database's clock when it was written
+    /// (`written_at`).
+    async fn read_timed(
+        &self,
+        id: TransactionId,
+        visit: &mut dyn FnMut(StoredEntry<'_>, Option<u64>),
+    ) -> Result<(), PostgresJournalError> {
+        let tx = to_sql(id);
+        let rows = self
+            .with_conn(&self.inner.reader, async |c: &Conn| c.client.query(&c.statements.read_timed, &[&tx]).await)
+            .await?;
+        for row in &rows {
+            let (step, kind, payload) = stored(row)?;
+            let at = u64::try_from(row.get::<_, i64>(3)).ok();
+            visit(StoredEntry { step, kind, payload }, at);
+        }
+        Ok(())
+    }
+}
+
+/// An entry's step, kind and payload from a row of `tm_entries`.
+fn stored(row: &tokio_postgres::Row) -> Result<(Option<u32>, u8, &[u8]), PostgresJournalError> {
+    let step: i32 = row.get(0);
+    let step = match step {
+        -1 => None,
+        step => Some(u32::try_from(step).map_err(|_| PostgresJournalError::Corrupt { what: "a negative step" })?),
+    };
+    let kind: i16 = row.get(1);
+    let kind = u8::try_from(kind).map_err(|_| PostgresJournalError::Corrupt { what: "a kind out of range" })?;
+    Ok((step, kind, row.get(2)))
 }
 
 async fn take_epoch(client: &Client) -> Result<u32, PostgresJournalError> {
@@ -852,16 +973,7 @@ impl Journal for PostgresJournal {
             .with_conn(&self.inner.reader, async |c: &Conn| c.client.query(&c.statements.read, &[&tx]).await)
             .await?;
         for row in &rows {
-            let step: i32 = row.get(0);
-            let step = match step {
-                -1 => None,
-                step => {
-                    Some(u32::try_from(step).map_err(|_| PostgresJournalError::Corrupt { what: "a negative step" })?)
-                }
-            };
-            let kind: i16 = row.get(1);
-            let kind = u8::try_from(kind).map_err(|_| PostgresJournalError::Corrupt { what: "a kind out of range" })?;
-            let payload: &[u8] = row.get(2);
+            let (step, kind, payload) = stored(row)?;
             visit(StoredEntry { step, kind, payload });
         }
         Ok(())

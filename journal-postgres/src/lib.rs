@@ -31,6 +31,7 @@ mod connection;
 mod error;
 mod journal;
 mod operator;
+mod retention;
 pub mod schema;
 mod statements;
 
@@ -39,3 +40,4 @@ pub use journal::{MAX_PAYLOAD, PostgresJournal, PostgresOptions};
 pub use operator::{StuckStep, StuckTransaction};
 pub use tokio_postgres::Config;
 pub use tokio_postgres_rustls::MakeRustlsConnect;
+pub use transaction_manager_core::backend::{Pruned, Retention};

@@ -5,7 +5,9 @@
 //!                                        -- 'origin' = the journal's origin (random, migration 3)
 //! tm_epochs                              -- sequence: one epoch per connect
 //! tm_owners(owner, lease_until, ...)     -- one row per instance: its lease
-//! tm_transactions(tx, owner, generation, operation, finished, stuck, ...)
+//! tm_transactions(tx, owner, generation, operation, finished, stuck,
+//!                 ..., finished_at)      -- finished_at: when it ended (migration 4);
+//!                                        -- an index on the finished ones by it (retention)
 //! tm_entries(seq, tx, step, kind, payload, undo, step_name, written_by, written_at)
 //!     seq: first-append order; UNIQUE (tx, step, kind); step -1 for the
 //!     transaction's own entries; undo: the undo record as JSONB when its
@@ -19,7 +21,7 @@ use tokio_postgres::Client;
 use crate::PostgresJournalError;
 
 /// The schema number this version writes and the newest it reads.
-pub const SCHEMA: i64 = 3;
+pub const SCHEMA: i64 = 4;
 
 /// Migrations, in order: migration `n` (1-based) takes the schema from
 /// `n - 1` to `n`. Never edit one that shipped: add the next.
@@ -70,6 +72,14 @@ const MIGRATIONS: [&str; SCHEMA as usize] = [
     INSERT INTO tm_meta (key, value)
         VALUES ('origin', floor(random() * 9.2e18)::bigint + 1)
         ON CONFLICT (key) DO NOTHING;
+    ",
+    // 4: when each transaction ended, for retention (those that ended
+    // before count as ending now: a retention keeps them as long as new
+    // ones), and the index a prune scans.
+    "
+    ALTER TABLE tm_transactions ADD COLUMN finished_at timestamptz;
+    UPDATE tm_transactions SET finished_at = clock_timestamp() WHERE finished;
+    CREATE INDEX tm_transactions_finished ON tm_transactions (finished_at, tx) WHERE finished;
     ",
 ];
 

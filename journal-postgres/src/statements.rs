@@ -34,7 +34,8 @@ const APPEND: &str = "
 /// finished in the same statement.
 const APPEND_END: &str = "
     WITH t AS (
-        UPDATE tm_transactions SET finished = true WHERE tx = $1 AND owner = $2 AND generation = $8 RETURNING tx),
+        UPDATE tm_transactions SET finished = true, finished_at = coalesce(finished_at, clock_timestamp())
+        WHERE tx = $1 AND owner = $2 AND generation = $8 RETURNING tx),
     e AS (
         INSERT INTO tm_entries (tx, step, kind, payload, undo, step_name, written_by)
         SELECT tx, $3, $4, $5, CAST($6::text AS jsonb), $7, $2 FROM t
@@ -45,7 +46,8 @@ const APPEND_END: &str = "
 /// ends the transaction whoever holds it). `$1`..`$7` as in [`BEGIN`].
 const RESOLVE: &str = "
     WITH t AS (
-        UPDATE tm_transactions SET finished = true WHERE tx = $1 RETURNING tx),
+        UPDATE tm_transactions SET finished = true, finished_at = coalesce(finished_at, clock_timestamp())
+        WHERE tx = $1 RETURNING tx),
     e AS (
         INSERT INTO tm_entries (tx, step, kind, payload, undo, step_name, written_by)
         SELECT tx, $3, $4, $5, CAST($6::text AS jsonb), $7, $2 FROM t
@@ -87,6 +89,15 @@ const CLAIM: &str = "
 /// `$1` tx: its entries in first-append order.
 const READ: &str = "SELECT step, kind, payload FROM tm_entries WHERE tx = $1 ORDER BY seq";
 
+/// `$1` tx: its entries in first-append order, with when each was written
+/// (Unix milliseconds).
+const READ_TIMED: &str = "
+    SELECT step, kind, payload, (extract(epoch FROM written_at) * 1000)::bigint
+    FROM tm_entries WHERE tx = $1 ORDER BY seq";
+
+/// `$1` after: the next transaction, over or not.
+const NEXT: &str = "SELECT tx FROM tm_transactions WHERE tx > $1 ORDER BY tx LIMIT 1";
+
 /// The prepared statements of one connection.
 pub(crate) struct Statements {
     pub(crate) begin: Statement,
@@ -96,6 +107,8 @@ pub(crate) struct Statements {
     pub(crate) resolve: Statement,
     pub(crate) claim: Statement,
     pub(crate) read: Statement,
+    pub(crate) read_timed: Statement,
+    pub(crate) next: Statement,
 }
 
 impl Statements {
@@ -108,6 +121,8 @@ impl Statements {
             resolve: client.prepare(RESOLVE).await?,
             claim: client.prepare(CLAIM).await?,
             read: client.prepare(READ).await?,
+            read_timed: client.prepare(READ_TIMED).await?,
+            next: client.prepare(NEXT).await?,
         })
     }
 }

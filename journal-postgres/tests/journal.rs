@@ -226,7 +226,7 @@ fn a_newer_schema_is_refused() {
         client.execute("UPDATE tm_meta SET value = 99 WHERE key = 'schema'", &[]).await.unwrap();
         let refused = PostgresJournal::connect(&cluster.url(), PostgresOptions::new()).await;
         assert!(
-            matches!(refused, Err(PostgresJournalError::NewerSchema { found: 99, known: 3 })),
+            matches!(refused, Err(PostgresJournalError::NewerSchema { found: 99, known: 4 })),
             "{:?}",
             refused.err()
         );

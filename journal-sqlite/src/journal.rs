@@ -10,11 +10,10 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use std::time::SystemTime;
 use transaction_manager_core::backend::{
-    Browse, CodecError, Entry, EntryKind, Journal, Retention, StoredEntry, TransactionId,
+    Browse, CodecError, Entry, EntryKind, Journal, Pruned, Retention, StoredEntry, TransactionId,
 };
 
 use crate::owner::{OwnerLock, Owners};
-use crate::prune::Pruned;
 use crate::writer::{PendingLazy, Request, Row};
 use crate::{SqliteJournalError, oneshot, owner, schema, writer};
 

@@ -42,5 +42,4 @@ mod writer;
 
 pub use error::{SqliteCause, SqliteJournalError};
 pub use journal::{MAX_PAYLOAD, SqliteJournal};
-pub use prune::Pruned;
-pub use transaction_manager_core::backend::Retention;
+pub use transaction_manager_core::backend::{Pruned, Retention};

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rusqlite::{Connection, OptionalExtension, Statement, params};
-use transaction_manager_core::backend::Retention;
+use transaction_manager_core::backend::{Pruned, Retention};
 
 use crate::owner::Owners;
 use crate::schema::unix_millis;
@@ -40,23 +40,6 @@ pub(crate) const FOREIGN_AGE: Duration = Duration::from_secs(60);
 /// many it leaves for the next inserts.
 const VACUUM_ABOVE: i64 = 4096;
 const VACUUM_KEEP: i64 = 1024;
-
-/// What a prune deleted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Pruned {
-    /// Finished transactions deleted.
-    pub transactions: u64,
-    /// Their entries.
-    pub entries: u64,
-}
-
-impl Pruned {
-    fn add(&mut self, other: Pruned) {
-        self.transactions += other.transactions;
-        self.entries += other.entries;
-    }
-}
 
 /// The writer's retention: the policy, its clock, when to look, and its
 /// statements, prepared once.
@@ -183,7 +166,7 @@ impl<'c> Pruner<'c> {
         let mut total = Pruned::default();
         loop {
             let pruned = crate::schema::in_write_transaction(conn, || self.prune(retention, PRUNE_BATCH))?;
-            total.add(pruned);
+            total = total + pruned;
             self.vacuum(pruned);
             if pruned.transactions < PRUNE_BATCH as u64 {
                 return Ok(total);

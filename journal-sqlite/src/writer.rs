@@ -10,8 +10,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use rusqlite::{Connection, OptionalExtension, Statement, params};
 use transaction_manager_core::backend::{EntryKind, Retention, TransactionId};
 
-use crate::prune::{Pruned, Pruner, WallClock};
+use crate::prune::{Pruner, WallClock};
 use crate::{SqliteJournalError, oneshot, schema};
+use transaction_manager_core::backend::Pruned;
 
 /// The most rows one SQLite transaction takes: bounds how long the first
 /// appender of a big batch waits.

@@ -46,3 +46,35 @@ impl Retention {
         !matches!(self, Retention::KeepAll)
     }
 }
+
+/// What a prune deleted: finished transactions and their entries.
+///
+/// ```
+/// use transaction_manager::journal::Pruned;
+/// let pruned = Pruned::new(3, 11);
+/// assert_eq!((pruned.transactions, pruned.entries), (3, 11));
+/// assert_eq!(pruned + Pruned::new(1, 4), Pruned::new(4, 15));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Pruned {
+    /// Finished transactions deleted.
+    pub transactions: u64,
+    /// Their entries.
+    pub entries: u64,
+}
+
+impl Pruned {
+    /// `transactions` deleted, with `entries` entries.
+    pub const fn new(transactions: u64, entries: u64) -> Self {
+        Pruned { transactions, entries }
+    }
+}
+
+impl core::ops::Add for Pruned {
+    type Output = Pruned;
+
+    fn add(self, other: Pruned) -> Pruned {
+        Pruned::new(self.transactions + other.transactions, self.entries + other.entries)
+    }
+}

@@ -29,14 +29,14 @@ pub struct Cluster {
 
 /// The least-privilege roles, as the guide's "several processes" chapter shows
 /// them: the journal's tables in schema `tm`, owned by `tm_owner` (who runs
-/// the migrations); `tm_app` may read and write their rows, take ids, and
-/// nothing else (no DDL, no DELETE).
+/// the migrations); `tm_app` may read, write and delete their rows (delete:
+/// retention), take ids, and nothing else (no DDL).
 pub const LEAST_PRIVILEGE_ROLES: &str = "
     CREATE ROLE tm_owner LOGIN;
     CREATE ROLE tm_app LOGIN;
     CREATE SCHEMA tm AUTHORIZATION tm_owner;
     GRANT USAGE ON SCHEMA tm TO tm_app;
-    ALTER DEFAULT PRIVILEGES FOR ROLE tm_owner IN SCHEMA tm GRANT SELECT, INSERT, UPDATE ON TABLES TO tm_app;
+    ALTER DEFAULT PRIVILEGES FOR ROLE tm_owner IN SCHEMA tm GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO tm_app;
     ALTER DEFAULT PRIVILEGES FOR ROLE tm_owner IN SCHEMA tm GRANT USAGE ON SEQUENCES TO tm_app;
 ";
 
