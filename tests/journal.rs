@@ -55,7 +55,7 @@ impl Rollback<World> for Undo {
     }
 }
 
-type Manager<'c> = TransactionManager<&'c ManualClock, (), Unattended, Journaled<MemoryJournal, Postcard<1>>>;
+type Manager<'c, H = ()> = TransactionManager<&'c ManualClock, H, Unattended, Journaled<MemoryJournal, Postcard<1>>>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Scenario {
@@ -108,7 +108,7 @@ async fn create(world: &mut World, name: String, fail_first: u32) -> Result<Stri
     Ok(name)
 }
 
-async fn run(manager: &Manager<'_>, world: &mut World, scenario: Scenario) -> Result<(), String> {
+async fn run<H: Hooks>(manager: &Manager<'_, H>, world: &mut World, scenario: Scenario) -> Result<(), String> {
     let clock: &ManualClock = manager.clock();
     if scenario == Scenario::FailingRollback {
         world.fail_rollback_once.insert("r1".into());
@@ -1022,5 +1022,40 @@ fn an_intent_that_cannot_be_written_stops_a_step_and_a_member_alike() {
         assert_eq!((record.status(), record.attempts()), (StepStatus::Failed, 1), "in a group: {in_group}");
         assert!(world.live.is_empty() && world.rolled_back.is_empty(), "in a group: {in_group}: {world:?}");
         assert!(manager.hooks().0.lock().unwrap().is_empty(), "in a group: {in_group}");
+    }
+}
+
+/// The `Metrics` hook counts how transactions end and what recovery finds:
+/// a rollback failing for good leaves its transaction partially rolled back
+/// (owed); recovery takes it up and rolls it back; an undecodable one is
+/// stuck.
+#[cfg(feature = "metrics")]
+#[test]
+fn metrics_count_owed_recovered_and_stuck_transactions() {
+    use transaction_manager::hooks::Metrics;
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager =
+        TransactionManager::new(&clock).with_hooks(Metrics::<8>::new()).with_journal(journal.clone(), Postcard::<1>);
+    let mut world = World::default();
+    assert!(clock.block_on(run(&manager, &mut world, Scenario::FailingRollback)).is_err());
+    let t = manager.hooks().transactions();
+    assert_eq!((t.committed, t.rolled_back, t.partially_rolled_back, t.recovered, t.stuck), (0, 0, 1, 0, 0));
+
+    // Recovery tries the owed rollback again (it succeeds the second time).
+    journal.insert_raw(TransactionId::new(50), Some(0), EntryKind::Done.code(), b"\x01garbage");
+    let report = clock.block_on(manager.recover::<Undo, Fixed<4>, _>(&mut world)).unwrap();
+    assert_eq!((report.found(), report.rolled_back(), report.stuck()), (2, 1, 1), "{report}");
+    let t = manager.hooks().transactions();
+    assert_eq!((t.committed, t.rolled_back, t.partially_rolled_back, t.recovered, t.stuck), (0, 1, 1, 1, 1));
+    let mut text = String::new();
+    manager.hooks().write_prometheus(&mut text).unwrap();
+    for line in [
+        "transactions_total{outcome=\"rolled_back\"} 1",
+        "transactions_total{outcome=\"partially_rolled_back\"} 1",
+        "transaction_recoveries_total 1",
+        "transaction_stuck_total 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
     }
 }

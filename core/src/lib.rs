@@ -262,6 +262,8 @@ pub mod hooks {
     pub use crate::observe::metrics::Metrics;
     #[cfg(feature = "metrics")]
     pub use crate::observe::metrics::StepMetrics;
+    #[cfg(feature = "metrics")]
+    pub use crate::observe::metrics::TransactionMetrics;
 }
 
 pub mod journal {

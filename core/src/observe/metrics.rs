@@ -1,5 +1,6 @@
-//! A ready-made hook that counts what happens to each step, in a fixed
-//! table: no allocator, safe to share between tasks and threads.
+//! A ready-made hook that counts what happens to each step, and how
+//! transactions end and are recovered, in a fixed table: no allocator,
+//! safe to share between tasks and threads.
 
 use core::cell::RefCell;
 use core::fmt;
@@ -8,9 +9,10 @@ use core::time::Duration;
 use critical_section::Mutex;
 
 use crate::{
-    ledger::record::StepStatus,
+    ledger::record::{StepStatus, TransactionInfo},
+    ledger::summary::Summary,
     observe::hooks::{Hooks, StepEvent},
-    util::text::Name,
+    util::{storage::Storage, text::Name},
 };
 
 /// Counters for the steps of one name.
@@ -69,16 +71,49 @@ impl StepMetrics {
     }
 }
 
+/// How transactions ended and what recovery found, counted by [`Metrics`].
+///
+/// For an operator: `partially_rolled_back` counts transactions that owe a
+/// rollback that failed for good (with a journal they stay owed, and
+/// recovery tries again), `stuck` the times recovery could not roll one
+/// back. How many are owed or stuck *now* is the journal's to say
+/// (`TransactionManager::owed` / `stuck`, or `tmctl list --state owed`).
+///
+/// ```
+/// use transaction_manager::hooks::TransactionMetrics;
+/// assert_eq!(TransactionMetrics::default().committed, 0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TransactionMetrics {
+    /// Transactions that committed.
+    pub committed: u64,
+    /// Transactions that ended rolled back, every rollback done (recovered
+    /// ones included).
+    pub rolled_back: u64,
+    /// Transactions that ended with a rollback that failed for good or was
+    /// skipped (recovered ones included): what they owe is left behind
+    /// (owed in the journal, if there is one).
+    pub partially_rolled_back: u64,
+    /// Unfinished transactions recovery took up (after a crash, a power
+    /// cut, a dropped future, or an owed rollback tried again).
+    pub recovered: u64,
+    /// Times recovery found a transaction it cannot roll back (stuck).
+    pub stuck: u64,
+}
+
 /// A counter family for the Prometheus export: name, help, value.
 type Counter = (&'static str, &'static str, fn(&StepMetrics) -> u64);
 
 struct Table<const N: usize> {
     rows: heapless::Vec<StepMetrics, N>,
     other: StepMetrics,
+    transactions: TransactionMetrics,
 }
 
 /// A [`Hooks`] implementation that counts executes, successes, failures,
-/// retries, rollbacks, rollback failures and durations per step name.
+/// retries, rollbacks, rollback failures and durations per step name, and
+/// how transactions ended and were recovered ([`TransactionMetrics`]).
 ///
 /// The first `N` distinct step names get a row each; steps with further
 /// names are counted together in a row named `(other)`. The table is inline
@@ -115,6 +150,7 @@ impl<const N: usize> Metrics<N> {
             table: Mutex::new(RefCell::new(Table {
                 rows: heapless::Vec::new(),
                 other: StepMetrics::new(Name::from("(other)")),
+                transactions: TransactionMetrics::default(),
             })),
         }
     }
@@ -148,9 +184,31 @@ impl<const N: usize> Metrics<N> {
         critical_section::with(|cs| self.table.borrow_ref(cs).other.clone())
     }
 
+    /// How transactions ended and what recovery found.
+    ///
+    /// ```
+    /// # use transaction_manager::*;
+    /// # use transaction_manager::hooks::Metrics;
+    /// let clock = ManualClock::new();
+    /// let manager = TransactionManager::new(&clock).with_hooks(Metrics::<8>::new());
+    /// let _ = clock.block_on(manager.transaction("t").fixed::<NoRollback, 1>().run(async |tx| {
+    ///     tx.step("ping").run(|| async { Ok::<_, &str>(()) }).await
+    /// }));
+    /// assert_eq!(manager.hooks().transactions().committed, 1);
+    /// ```
+    pub fn transactions(&self) -> TransactionMetrics {
+        critical_section::with(|cs| self.table.borrow_ref(cs).transactions)
+    }
+
+    fn count(&self, f: impl FnOnce(&mut TransactionMetrics)) {
+        critical_section::with(|cs| f(&mut self.table.borrow_ref_mut(cs).transactions));
+    }
+
     /// Writes the counters in the Prometheus text exposition format, one
-    /// family per counter, labelled by step name. Writes into any
-    /// `fmt::Write` (a `String`, a `heapless::String`, a UART writer).
+    /// family per counter, labelled by step name, then the transactions'
+    /// (`transactions_total{outcome=…}`, `transaction_recoveries_total`,
+    /// `transaction_stuck_total`). Writes into any `fmt::Write` (a
+    /// `String`, a `heapless::String`, a UART writer).
     pub fn write_prometheus(&self, out: &mut impl fmt::Write) -> fmt::Result {
         let rows = self.snapshot();
         let other = self.overflow();
@@ -183,6 +241,22 @@ impl<const N: usize> Metrics<N> {
                 d.subsec_micros()
             )?;
         }
+        let t = self.transactions();
+        writeln!(out, "# HELP transactions_total Transactions that ended, by outcome.")?;
+        writeln!(out, "# TYPE transactions_total counter")?;
+        for (outcome, n) in [
+            ("committed", t.committed),
+            ("rolled_back", t.rolled_back),
+            ("partially_rolled_back", t.partially_rolled_back),
+        ] {
+            writeln!(out, "transactions_total{{outcome=\"{outcome}\"}} {n}")?;
+        }
+        writeln!(out, "# HELP transaction_recoveries_total Unfinished transactions recovery took up.")?;
+        writeln!(out, "# TYPE transaction_recoveries_total counter")?;
+        writeln!(out, "transaction_recoveries_total {}", t.recovered)?;
+        writeln!(out, "# HELP transaction_stuck_total Times recovery found a transaction it cannot roll back.")?;
+        writeln!(out, "# TYPE transaction_stuck_total counter")?;
+        writeln!(out, "transaction_stuck_total {}", t.stuck)?;
         Ok(())
     }
 }
@@ -229,5 +303,22 @@ impl<const N: usize> Hooks for Metrics<N> {
 
     async fn on_step_rollback_failure(&self, event: &StepEvent<'_>) {
         self.update(event.step.name(), |m| m.rollback_failures += 1);
+    }
+
+    async fn on_transaction_complete<S: Storage>(&self, _: &TransactionInfo, success: bool, summary: &Summary<S>) {
+        let partial = summary.rollback_errors() > 0 || summary.rollback_skipped_steps() > 0;
+        self.count(|t| match (success, partial) {
+            (true, _) => t.committed += 1,
+            (false, false) => t.rolled_back += 1,
+            (false, true) => t.partially_rolled_back += 1,
+        });
+    }
+
+    async fn on_transaction_recovered(&self, _: &TransactionInfo, _: usize) {
+        self.count(|t| t.recovered += 1);
+    }
+
+    async fn on_transaction_stuck(&self, _: &TransactionInfo, _: &str) {
+        self.count(|t| t.stuck += 1);
     }
 }
