@@ -1,10 +1,11 @@
 //! `tmctl`: the operator's tool for a transaction-manager journal.
 //!
 //! Run it against a live service's journal without stopping the service:
-//! reading commands open the SQLite file read-only (SQLite's WAL lets a
+//! reading commands open a SQLite file read-only (SQLite's WAL lets a
 //! reader run beside the writer). `resolve` and `prune` open it for writing,
 //! as one more journal on the file (they never touch what the service is
-//! running).
+//! running). A Postgres journal (`--postgres`) is joined as one more
+//! instance that runs, claims and prunes nothing by itself.
 //!
 //! Human output by default (aligned tables, colour only on a terminal);
 //! `--json` prints one JSON document whose shape is in `cli/README.md`.
@@ -25,15 +26,24 @@ use transaction_manager::TransactionId;
 use transaction_manager::journal::Retention;
 use transaction_manager::journal::inspect::{Filter, TransactionState};
 
-use crate::source::Source;
+use crate::source::{Source, Target};
 
 /// The operator's tool for transaction-manager journals.
 #[derive(Parser)]
 #[command(name = "tmctl", version, about, long_about = None)]
 struct Cli {
     /// The SQLite journal file.
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", conflicts_with = "postgres")]
     sqlite: Option<PathBuf>,
+    /// The Postgres journal: a connection string (`host=/run/postgresql
+    /// dbname=app user=ops`, or a `postgresql://` URL; the password as libpq
+    /// finds it: the string, `PGPASSWORD`, `~/.pgpass`).
+    #[arg(long, global = true, value_name = "CONNINFO")]
+    postgres: Option<String>,
+    /// The Postgres schema that holds the journal's tables (default: the
+    /// connection's `search_path`).
+    #[arg(long, global = true, value_name = "NAME", requires = "postgres")]
+    schema: Option<String>,
     /// Print one JSON document (shape: cli/README.md) instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -140,8 +150,10 @@ fn main() -> ExitCode {
 
 /// Runs the command; its output, or the one-line error.
 fn run(cli: Cli) -> Result<String, String> {
-    let Some(path) = cli.sqlite else {
-        return Err("no journal given: pass `--sqlite PATH`".into());
+    let path = match (cli.sqlite, cli.postgres) {
+        (Some(path), _) => Target::Sqlite(path),
+        (None, Some(url)) => Target::Postgres { url, schema: cli.schema },
+        (None, None) => return Err("no journal given: pass `--sqlite PATH` or `--postgres CONNINFO`".into()),
     };
     let json = cli.json;
     match cli.command {

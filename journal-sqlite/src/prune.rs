@@ -7,7 +7,7 @@
 //! `finished` are candidates; a transaction whose ending entry this
 //! journal saw fail to commit (it may be durable all the same, and the
 //! engine's `Aborted` that follows must be refused: see
-//! `Journal::decided`), held in a table of the writer's connection; and
+//! `Journal::decided`), held in the writer's memory; and
 //! a transaction of another journal that is alive (another process, or
 //! another journal on the file in this one) that ended less than
 //! [`FOREIGN_AGE`] ago (its own writer may be about to do that check).
@@ -54,6 +54,9 @@ pub(crate) struct Pruner<'c> {
     ended: bool,
     conn: &'c Connection,
     statements: Statements<'c>,
+    /// Transactions whose ending entry's commit failed: never pruned by
+    /// this journal (a handful: one per failed batch's ending entries).
+    held: std::collections::HashSet<i64>,
     /// The file's owners, to tell whether another journal is alive
     /// (`None` where they cannot be told apart: then its transactions
     /// wait [`FOREIGN_AGE`]).
@@ -70,23 +73,20 @@ struct Statements<'c> {
     floor: Statement<'c>,
     delete_entries: Statement<'c>,
     delete_transaction: Statement<'c>,
-    hold: Statement<'c>,
 }
 
 impl<'c> Pruner<'c> {
-    /// A pruner for the writer of `owner`, on `conn` (makes the table of
-    /// held transactions).
+    /// A pruner for the writer of `owner`, on `conn`.
     pub(crate) fn new(
         conn: &'c Connection,
         owner: i64,
         owners: Option<Owners>,
         retention: Retention,
     ) -> rusqlite::Result<Pruner<'c>> {
-        conn.execute_batch("CREATE TEMP TABLE IF NOT EXISTS tm_hold (tx INTEGER PRIMARY KEY)")?;
         let statements = Statements {
             older_than: conn.prepare(
                 "SELECT tx, owner, finished_at FROM tm_transactions
-                 WHERE finished = 1 AND finished_at <= ?1 AND tx NOT IN (SELECT tx FROM temp.tm_hold)
+                 WHERE finished = 1 AND finished_at <= ?1
                  ORDER BY finished_at, tx LIMIT ?2",
             )?,
             boundary: conn.prepare(
@@ -95,7 +95,7 @@ impl<'c> Pruner<'c> {
             )?,
             before: conn.prepare(
                 "SELECT tx, owner, finished_at FROM tm_transactions
-                 WHERE finished = 1 AND (finished_at, tx) < (?1, ?2) AND tx NOT IN (SELECT tx FROM temp.tm_hold)
+                 WHERE finished = 1 AND (finished_at, tx) < (?1, ?2)
                  ORDER BY finished_at, tx LIMIT ?3",
             )?,
             // `seq` never goes back, even when the last rows go.
@@ -105,7 +105,6 @@ impl<'c> Pruner<'c> {
             )?,
             delete_entries: conn.prepare("DELETE FROM tm_entries WHERE tx = ?1")?,
             delete_transaction: conn.prepare("DELETE FROM tm_transactions WHERE tx = ?1 AND finished = 1")?,
-            hold: conn.prepare("INSERT OR IGNORE INTO temp.tm_hold (tx) VALUES (?1)")?,
         };
         Ok(Pruner {
             retention,
@@ -116,6 +115,7 @@ impl<'c> Pruner<'c> {
             ended: false,
             conn,
             statements,
+            held: std::collections::HashSet::new(),
             owners,
         })
     }
@@ -138,9 +138,7 @@ impl<'c> Pruner<'c> {
     /// Keeps transaction `tx` whatever the retention: its ending entry's
     /// commit failed, and may have been durable all the same.
     pub(crate) fn hold(&mut self, tx: i64) {
-        // Failing here (the disk is full) only loses the hold; the write
-        // that failed is what is reported.
-        let _ = self.statements.hold.execute([tx]);
+        self.held.insert(tx);
     }
 
     /// One bounded prune, in the write transaction the caller holds.
@@ -244,6 +242,9 @@ impl<'c> Pruner<'c> {
         let mut alive: Vec<(i64, bool)> = Vec::new();
         let mut out = Vec::with_capacity(rows.len());
         for (tx, owner, finished_at) in rows {
+            if self.held.contains(&tx) {
+                continue;
+            }
             if owner != self.owner && finished_at > foreign_cut {
                 let known = alive.iter().find(|(o, _)| *o == owner).map(|(_, alive)| *alive);
                 let is_alive = known.unwrap_or_else(|| {
