@@ -19,3 +19,5 @@ cargo bench --quiet -p transaction-manager-sqlite --bench retention -- --smoke
 # recovery; every result checked.
 bash scripts/postgres.sh install >/dev/null
 cargo bench --quiet -p transaction-manager-postgres --bench throughput -- --smoke
+# Postgres retention: each policy keeps what it must, the pruning task runs.
+cargo bench --quiet -p transaction-manager-postgres --bench retention -- --smoke
