@@ -284,8 +284,7 @@ pub mod journal {
     pub use crate::durable::id::ParseIdError;
     #[cfg(feature = "alloc")]
     pub use crate::durable::inspect;
-    #[cfg(feature = "alloc")]
-    pub use crate::durable::inspect::Browse;
+    pub use crate::durable::journal::Browse;
     pub use crate::durable::journal::Journal;
     pub use crate::durable::journal::JournalFailure;
     #[cfg(feature = "std")]
@@ -359,8 +358,7 @@ pub mod backend {
     pub use crate::durable::id::IdempotencyKey;
     pub use crate::durable::id::ParseIdError;
     pub use crate::durable::id::TransactionId;
-    #[cfg(feature = "alloc")]
-    pub use crate::durable::inspect::Browse;
+    pub use crate::durable::journal::Browse;
     pub use crate::durable::journal::Journal;
     pub use crate::durable::retention::Pruned;
     pub use crate::durable::retention::Retention;

@@ -10,7 +10,7 @@ use core::task::Poll;
 use embedded_storage_async::nor_flash::NorFlash;
 use sequential_storage::cache::{Cache, Uncached};
 use sequential_storage::map::{MapConfig, MapStorage, SerializationError, Value};
-use transaction_manager_core::backend::{Entry, EntryKind, Journal, StoredEntry, TransactionId};
+use transaction_manager_core::backend::{Browse, Entry, EntryKind, Journal, StoredEntry, TransactionId};
 
 /// The key of a transaction's own record within its slot.
 const TRANSACTION: u8 = 0;
@@ -466,6 +466,18 @@ impl<S: NorFlash, const SLOTS: usize, const BUF: usize> FlashJournal<S, SLOTS, B
     /// Gives the flash back.
     pub fn into_inner(self) -> S {
         self.state.into_inner().flash
+    }
+}
+
+/// The transactions a flash journal holds are its unfinished ones: it
+/// clears what is over by itself (it has no retention to set), so the
+/// operator's view of a flash journal — on the device, or on the host over
+/// a copy of its flash (`FlashCell::set_bytes`) — lists the transactions
+/// recovery would roll back, with their steps and undo records. No times:
+/// flash keeps none.
+impl<S: NorFlash, const SLOTS: usize, const BUF: usize> Browse for FlashJournal<S, SLOTS, BUF> {
+    async fn next_transaction(&self, after: Option<TransactionId>) -> Result<Option<TransactionId>, Self::Error> {
+        self.next_unfinished(after).await
     }
 }
 

@@ -18,42 +18,8 @@ use core::fmt;
 
 use crate::durable::entry::{EntryKind, StoredEntry, decode_undo_payload};
 use crate::durable::id::{IdempotencyKey, TransactionId};
-use crate::durable::journal::{Journal, JournalFailure};
-
-/// A [`Journal`] whose transactions can all be listed, over or not: what
-/// the inspection functions ([`list`], [`history`]) and the operator's
-/// tool need beyond what recovery needs.
-#[allow(async_fn_in_trait)] // `Send` follows the implementation, as for `Journal`.
-pub trait Browse: Journal {
-    /// The transaction with the smallest id above `after` (any id if
-    /// `None`), finished or not, if there is one.
-    async fn next_transaction(&self, after: Option<TransactionId>) -> Result<Option<TransactionId>, Self::Error>;
-
-    /// Calls `visit` with each entry of transaction `id`, in the order they
-    /// were appended, and when it was written (Unix milliseconds), where
-    /// the journal keeps that. The default keeps no times.
-    async fn read_timed(
-        &self,
-        id: TransactionId,
-        visit: &mut dyn FnMut(StoredEntry<'_>, Option<u64>),
-    ) -> Result<(), Self::Error> {
-        self.read(id, &mut |entry| visit(entry, None)).await
-    }
-}
-
-impl<J: Browse + ?Sized> Browse for &J {
-    async fn next_transaction(&self, after: Option<TransactionId>) -> Result<Option<TransactionId>, Self::Error> {
-        (**self).next_transaction(after).await
-    }
-
-    async fn read_timed(
-        &self,
-        id: TransactionId,
-        visit: &mut dyn FnMut(StoredEntry<'_>, Option<u64>),
-    ) -> Result<(), Self::Error> {
-        (**self).read_timed(id, visit).await
-    }
-}
+pub use crate::durable::journal::Browse;
+use crate::durable::journal::JournalFailure;
 
 /// Where a transaction stands, as its journal shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
