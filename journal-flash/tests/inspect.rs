@@ -2,7 +2,6 @@
 //! device's flash: the transactions recovery would roll back, with their
 //! steps and undo records (a finished one is cleared from flash by then).
 
-use std::pin::pin;
 use std::time::Duration;
 
 use futures_lite::future;
@@ -57,7 +56,7 @@ fn a_copy_of_the_flash_lists_what_recovery_would_roll_back() {
         id.unwrap()
     };
     let committed = clock.block_on(bring_up(false));
-    let mut cut = pin!(bring_up(true));
+    let mut cut = Box::pin(bring_up(true));
     assert!(clock.block_on(future::poll_once(&mut cut)).is_none(), "hangs in its third step");
     drop(cut);
 

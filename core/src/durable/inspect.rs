@@ -1,5 +1,5 @@
 //! The operator's view of a journal: every transaction it holds, by state,
-//! and one transaction's history, read through the byte-level [`Journal`]
+//! and one transaction's history, read through the byte-level [`Journal`](crate::durable::journal::Journal)
 //! (any backend that implements [`Browse`]).
 //!
 //! What a journal knows is what the engine writes: the operation's name,
