@@ -12,6 +12,7 @@ use transaction_manager::journal::inspect::{self, Filter, TransactionState};
 use transaction_manager::journal::{Entry, EntryKind, Journal, Json, Retention};
 use transaction_manager::storage::Unbounded;
 use transaction_manager::{ManualClock, Rollback, StepError, TransactionId, TransactionManager};
+use futures_lite::future::block_on;
 use transaction_manager_sqlite::SqliteJournal;
 
 /// A fresh directory, removed when dropped.
@@ -70,13 +71,17 @@ struct Made {
 /// A journal with one transaction in each state, made by the engine
 /// (stuck: by recovery, over an undo record it cannot read; running: its
 /// first entries only, as a process still running it would have them).
+///
+/// Driven by `futures_lite`'s `block_on`, not `ManualClock::block_on`: the
+/// SQLite journal answers from its writer thread, which that executor takes
+/// for a future that can never finish (no step here sleeps on the clock).
 fn make_journal(path: &Path) -> Made {
     let journal = SqliteJournal::open(path).unwrap().with_retention(Retention::KeepAll);
     let clock = ManualClock::new();
     let manager = TransactionManager::new(&clock).with_journal(&journal, Json::<1>);
     let run = |operation: &'static str, fail_at: Option<usize>, undo: fn(String) -> Undo| {
         let mut id = None;
-        let _ = clock.block_on(manager.transaction(operation).unbounded::<Undo>().run(async |tx| {
+        let _ = block_on(manager.transaction(operation).unbounded::<Undo>().run(async |tx| {
             id = Some(tx.id());
             for (i, name) in ["create_user", "create_vm"].into_iter().enumerate() {
                 tx.step(name)
@@ -100,18 +105,18 @@ fn make_journal(path: &Path) -> Made {
     // A transaction cut by a crash whose undo record cannot be read:
     // recovery marks it stuck.
     let stuck = journal.next_id();
-    clock.block_on(async {
+    block_on(async {
         journal.append(&Entry::new_raw(stuck, None, EntryKind::Begin, b"import")).await.unwrap();
         journal.append(&Entry::new_raw(stuck, Some(0), EntryKind::Done, b"\x09not an undo record")).await.unwrap();
     });
-    let report = clock.block_on(manager.recover::<Undo, Unbounded, _>(&mut ())).unwrap();
+    let report = block_on(manager.recover::<Undo, Unbounded, _>(&mut ())).unwrap();
     assert_eq!(report.stuck(), 1, "{report}");
     let running = journal.next_id();
-    clock.block_on(async {
+    block_on(async {
         journal.append(&Entry::new_raw(running, None, EntryKind::Begin, b"provision")).await.unwrap();
         journal.flush().await.unwrap();
     });
-    let states = clock.block_on(inspect::list(&journal, &Filter::new())).unwrap();
+    let states = block_on(inspect::list(&journal, &Filter::new())).unwrap();
     let state = |id| states.iter().find(|t| t.id == id).map(|t| t.state);
     assert_eq!(state(committed), Some(TransactionState::Committed));
     assert_eq!(state(rolled_back), Some(TransactionState::RolledBack));
@@ -283,10 +288,9 @@ fn resolve_ends_a_stuck_transaction_with_its_reason_and_refuses_what_is_not_stuc
     assert_eq!(shown["resolution"], reason);
     // Recovery leaves it alone now.
     let journal = SqliteJournal::open(&file).unwrap();
-    let clock = ManualClock::new();
     let mut unfinished = Vec::new();
     let mut after = None;
-    while let Some(id) = clock.block_on(journal.next_unfinished(after)).unwrap() {
+    while let Some(id) = block_on(journal.next_unfinished(after)).unwrap() {
         unfinished.push(id);
         after = Some(id);
     }
