@@ -251,7 +251,7 @@ fn a_least_privilege_role_uses_the_journal_and_nothing_else() {
         let app = || few().schema("tm").migrate(false);
         // Before the owner migrated: a typed error, nothing created.
         let error = connect_err(&cluster.url_as("tm_app"), app()).await;
-        assert!(matches!(error, PostgresJournalError::NotMigrated { found: 0, needed: 3 }), "{error}");
+        assert!(matches!(error, PostgresJournalError::NotMigrated { found: 0, needed: 4 }), "{error}");
         // With migrations on, the app role may not create the tables.
         let error = connect_err(&cluster.url_as("tm_app"), few().schema("tm")).await;
         assert!(
@@ -277,12 +277,16 @@ fn a_least_privilege_role_uses_the_journal_and_nothing_else() {
         let claimed = restarted.next_unfinished(None).await.unwrap();
         assert_eq!(claimed, Some(abandoned));
 
+        // Retention: the role deletes what is over (and only that).
+        journal.append(&Entry::new_raw(id, None, EntryKind::Committed, b"")).await.unwrap();
+        let pruned = journal.prune(transaction_manager::journal::Retention::DeleteAtOnce).await.unwrap();
+        assert_eq!((pruned.transactions, pruned.entries), (1, 3));
+
         // The role can do nothing else with the journal's schema.
         let (client, connection) = journal.config().connect(tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);
         assert_eq!(sqlstate(client.execute("CREATE TABLE tm.mine (a int)", &[]).await), Some("42501".into()));
         assert_eq!(sqlstate(client.execute("DROP TABLE tm.tm_entries", &[]).await), Some("42501".into()));
-        assert_eq!(sqlstate(client.execute("DELETE FROM tm.tm_entries", &[]).await), Some("42501".into()));
         assert_eq!(sqlstate(client.execute("TRUNCATE tm.tm_transactions", &[]).await), Some("42501".into()));
 
         // A second application's journal in another schema of the same
