@@ -64,10 +64,10 @@ pub const MAX_PAYLOAD: usize = 16 << 20;
 ///   of those are running in this process and leaves them alone) and those
 ///   of owners that are gone (their lock can be taken, or their lock file
 ///   is missing, or the row predates owners: schema 1). A gone owner's
-///   transaction is *claimed* first (its row moves to this owner, one
-///   compare-and-set through the writer thread), so two journals never
-///   recover it at once, and once it is this journal's, others leave it
-///   alone while this journal lives. A transaction running in another
+///   transactions are *claimed* first, all of them at once (their rows
+///   move to this owner, a compare-and-set each, in one write through the
+///   writer thread), so two journals never recover one at once, and once
+///   they are this journal's, others leave them alone while it lives. A transaction running in another
 ///   journal — another process, or a second journal on the file in this
 ///   process (`flock` locks belong to an open file, not to a process) —
 ///   is never handed out, so `recover` may run in every process, on a
