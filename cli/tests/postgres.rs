@@ -6,10 +6,10 @@
 
 #[path = "../../journal-postgres/tests/common/cluster.rs"]
 mod cluster;
-
-use std::process::{Command, Output};
+mod common;
 
 use cluster::{Cluster, Setup};
+use common::{json, states, tmctl};
 use serde::{Deserialize, Serialize};
 use transaction_manager::journal::{Entry, EntryKind, Journal, Json, Retention};
 use transaction_manager::{ManualClock, Rollback, StepError, TransactionId, TransactionManager};
@@ -24,25 +24,6 @@ impl Rollback<()> for Delete {
     async fn rollback(&mut self, _: &mut ()) -> Result<(), std::io::Error> {
         Ok(())
     }
-}
-
-fn tmctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tmctl")).args(args).output().unwrap()
-}
-
-fn json(args: &[&str]) -> serde_json::Value {
-    let out = tmctl(&[args, &["--json"]].concat());
-    assert!(out.status.success(), "tmctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn states(list: &serde_json::Value) -> Vec<(String, String)> {
-    list["transactions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| (t["id"].as_str().unwrap().to_string(), t["state"].as_str().unwrap().to_string()))
-        .collect()
 }
 
 #[test]

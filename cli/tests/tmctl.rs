@@ -4,15 +4,17 @@
 //! a newer schema, a bad id) as one clear line and a non-zero exit.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+mod common;
+
+use common::{fails, json, ok, states};
+use futures_lite::future::block_on;
 use serde::{Deserialize, Serialize};
 use transaction_manager::journal::inspect::{self, Filter, TransactionState};
 use transaction_manager::journal::{Entry, EntryKind, Journal, Json, Retention};
 use transaction_manager::storage::Unbounded;
 use transaction_manager::{ManualClock, Rollback, StepError, TransactionId, TransactionManager};
-use futures_lite::future::block_on;
 use transaction_manager_sqlite::SqliteJournal;
 
 /// A fresh directory, removed when dropped.
@@ -126,42 +128,6 @@ fn make_journal(path: &Path) -> Made {
     Made { committed, rolled_back, owed, stuck, running }
 }
 
-fn tmctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tmctl")).args(args).output().unwrap()
-}
-
-/// Runs `tmctl`, expecting success; its stdout.
-fn ok(args: &[&str]) -> String {
-    let out = tmctl(args);
-    assert!(out.status.success(), "tmctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs `tmctl`, expecting failure; its one-line stderr.
-fn fails(args: &[&str], code: i32) -> String {
-    let out = tmctl(args);
-    assert_eq!(out.status.code(), Some(code), "tmctl {args:?}: {}", String::from_utf8_lossy(&out.stdout));
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    stderr
-}
-
-fn json(args: &[&str]) -> serde_json::Value {
-    let mut args = args.to_vec();
-    args.push("--json");
-    serde_json::from_str(&ok(&args)).unwrap()
-}
-
-/// `(id, state)` of each transaction in a `list --json` document.
-fn ids_and_states(list: &serde_json::Value) -> Vec<(String, String)> {
-    list["transactions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| (t["id"].as_str().unwrap().to_string(), t["state"].as_str().unwrap().to_string()))
-        .collect()
-}
-
 #[test]
 fn list_shows_every_transaction_with_its_state_in_both_forms() {
     let dir = TempDir::new("list");
@@ -176,7 +142,7 @@ fn list_shows_every_transaction_with_its_state_in_both_forms() {
         (made.running, "running"),
     ];
     let list = json(&["list", "--sqlite", path]);
-    assert_eq!(ids_and_states(&list), expected.map(|(id, state)| (id.to_string(), state.to_string())));
+    assert_eq!(states(&list), expected.map(|(id, state)| (id.to_string(), state.to_string())));
     assert_eq!(list["transactions"][0]["operation"], "provision");
     assert_eq!(list["transactions"][0]["steps"].as_array().unwrap().len(), 2);
 
@@ -195,20 +161,20 @@ fn list_shows_every_transaction_with_its_state_in_both_forms() {
 
     // Filters.
     let stuck = json(&["list", "--sqlite", path, "--state", "stuck"]);
-    assert_eq!(ids_and_states(&stuck), [(made.stuck.to_string(), "stuck".to_string())]);
+    assert_eq!(states(&stuck), [(made.stuck.to_string(), "stuck".to_string())]);
     let over = json(&["list", "--sqlite", path, "--state", "committed", "--state", "rolled-back"]);
-    assert_eq!(ids_and_states(&over).len(), 2);
+    assert_eq!(states(&over).len(), 2);
     let billing = json(&["list", "--sqlite", path, "--operation", "billing"]);
-    assert_eq!(ids_and_states(&billing), [(made.owed.to_string(), "owed".to_string())]);
+    assert_eq!(states(&billing), [(made.owed.to_string(), "owed".to_string())]);
     let newest = json(&["list", "--sqlite", path, "--limit", "2"]);
     assert_eq!(
-        ids_and_states(&newest).iter().map(|t| t.0.clone()).collect::<Vec<_>>(),
+        states(&newest).iter().map(|t| t.0.clone()).collect::<Vec<_>>(),
         [made.stuck.to_string(), made.running.to_string()]
     );
     let recent = json(&["list", "--sqlite", path, "--since", "1h"]);
-    assert_eq!(ids_and_states(&recent).len(), 5);
+    assert_eq!(states(&recent).len(), 5);
     let future = json(&["list", "--sqlite", path, "--since", "2999-01-01T00:00:00Z"]);
-    assert_eq!(ids_and_states(&future).len(), 0);
+    assert_eq!(states(&future).len(), 0);
     assert_eq!(ok(&["list", "--sqlite", path, "--since", "2999-01-01T00:00:00Z"]), "no transactions\n");
 }
 
@@ -314,7 +280,7 @@ fn prune_deletes_what_is_over_and_never_what_is_not() {
     assert_eq!(text, "pruned 1 transactions (4 entries)\n");
     let left = json(&["list", "--sqlite", path]);
     assert_eq!(
-        ids_and_states(&left),
+        states(&left),
         [
             (made.owed.to_string(), "owed".to_string()),
             (made.stuck.to_string(), "stuck".to_string()),

@@ -234,7 +234,8 @@ fn next_request(requests: &Receiver<Request>, conn: &Connection, pruner: &mut Pr
 /// owners existed.)
 fn claim(conn: &Connection, tx: i64, from: i64, owner: i64) -> Result<bool, SqliteJournalError> {
     schema::in_write_transaction(conn, || {
-        conn.prepare("UPDATE tm_transactions SET owner = ?1 WHERE owner = ?2 AND finished = 0")?.execute([owner, from])?;
+        conn.prepare("UPDATE tm_transactions SET owner = ?1 WHERE owner = ?2 AND finished = 0")?
+            .execute([owner, from])?;
         let now: Option<i64> = conn
             .prepare("SELECT owner FROM tm_transactions WHERE tx = ?1 AND finished = 0")?
             .query_row([tx], |row| row.get(0))
