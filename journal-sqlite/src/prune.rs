@@ -38,8 +38,8 @@ pub(crate) const FOREIGN_AGE: Duration = Duration::from_secs(60);
 
 /// Free pages (4 KiB each) above which a prune hands space back, and how
 /// many it leaves for the next inserts.
-const VACUUM_ABOVE: i64 = 4096;
-const VACUUM_KEEP: i64 = 1024;
+const VACUUM_ABOVE: i64 = 1024;
+const VACUUM_KEEP: i64 = 256;
 
 /// The writer's retention: the policy, its clock, when to look, and its
 /// statements, prepared once.
@@ -182,8 +182,16 @@ impl<'c> Pruner<'c> {
         }
         let free: i64 = self.conn.query_row("PRAGMA freelist_count", [], |row| row.get(0)).unwrap_or(0);
         if free > VACUUM_ABOVE {
-            // Space not handed back is no loss: the pages are reused.
-            let _ = self.conn.query_row(&format!("PRAGMA incremental_vacuum({})", free - VACUUM_KEEP), [], |_| Ok(()));
+            // Stepped to the end: the pragma frees one page per step
+            // (`execute_batch` steps once). Space not handed back is no
+            // loss: the pages are reused.
+            let _ = self.conn.prepare(&format!("PRAGMA incremental_vacuum({})", free - VACUUM_KEEP)).and_then(
+                |mut pragma| {
+                    let mut steps = pragma.raw_query();
+                    while steps.next()?.is_some() {}
+                    Ok(())
+                },
+            );
         }
     }
 

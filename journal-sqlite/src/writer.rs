@@ -260,9 +260,13 @@ impl<'c> Statements<'c> {
     fn prepare(conn: &'c Connection, owner: i64) -> rusqlite::Result<Self> {
         Ok(Statements {
             owner,
-            // First write kept: a repeated entry is the same entry.
+            // First write kept: a repeated entry is the same entry. Only
+            // that conflict is ignored: one on `seq` (which cannot happen:
+            // it is numbered from the last one inside the write
+            // transaction) would be an error, never a lost entry.
             insert: conn.prepare(
-                "INSERT OR IGNORE INTO tm_entries (seq, tx, step, kind, payload, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO tm_entries (seq, tx, step, kind, payload, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (tx, step, kind) DO NOTHING",
             )?,
             last_seq: conn.prepare(schema::LAST_SEQ)?,
             // A transaction's owner is the journal that wrote its first

@@ -379,3 +379,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn pruning_a_burst_hands_the_space_back_to_the_file_system() {
+    let dir = TempDir::new("retention-vacuum");
+    let journal = open(&dir, Retention::KeepAll);
+    let payload = vec![0x5a; 2048];
+    for _ in 0..10_000 {
+        let id = journal.next_id();
+        append(&journal, id, None, Begin, b"op").unwrap();
+        append(&journal, id, Some(0), Done, &payload).unwrap();
+        append(&journal, id, None, Committed, b"").unwrap();
+    }
+    drop(journal); // the WAL checkpointed into the file
+    let before = std::fs::metadata(dir.file()).unwrap().len();
+    assert!(before > 20 << 20, "{before} bytes");
+    let journal = open(&dir, Retention::KeepAll);
+    assert_eq!(block_on(journal.prune(Retention::DeleteAtOnce)).unwrap().transactions, 10_000);
+    drop(journal);
+    let conn = rusqlite::Connection::open(dir.file()).unwrap();
+    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0)).unwrap();
+    drop(conn);
+    let after = std::fs::metadata(dir.file()).unwrap().len();
+    // Up to 4 MiB of free pages are kept for the next inserts.
+    assert!(free <= 1024, "{free} free pages");
+    assert!(after < 5 << 20, "{before} bytes before, {after} after");
+}
