@@ -67,10 +67,10 @@ pub const MAX_PAYLOAD: usize = 16 << 20;
 ///   transactions are *claimed* first, all of them at once (their rows
 ///   move to this owner, a compare-and-set each, in one write through the
 ///   writer thread), so two journals never recover one at once, and once
-///   they are this journal's, others leave them alone while it lives. A transaction running in another
-///   journal — another process, or a second journal on the file in this
-///   process (`flock` locks belong to an open file, not to a process) —
-///   is never handed out, so `recover` may run in every process, on a
+///   they are this journal's, others leave them alone while it lives. A
+///   transaction running in another journal — another process, or a
+///   second journal on the file in this process (`flock` locks belong to
+///   an open file, not to a process) — is never handed out, so `recover` may run in every process, on a
 ///   timer, beside their work. No lease and no heartbeat: nothing to tune,
 ///   and a paused process (SIGSTOP, a debugger) stays an owner. A lock file
 ///   that cannot be checked (no permission) is an
