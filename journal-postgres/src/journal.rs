@@ -110,8 +110,8 @@ impl PostgresOptions {
         self
     }
 
-    /// How often this instance prunes (default: every minute; see
-    /// [`retention`](Self::retention)).
+    /// How often this instance prunes (default: every minute, at least
+    /// every 10 ms; see [`retention`](Self::retention)).
     ///
     /// ```
     /// # use std::time::Duration;
@@ -119,7 +119,7 @@ impl PostgresOptions {
     /// let options = PostgresOptions::new().prune_every(Duration::from_secs(10));
     /// ```
     pub fn prune_every(mut self, every: Duration) -> Self {
-        self.prune_every = every;
+        self.prune_every = every.max(Duration::from_millis(10));
         self
     }
 
@@ -297,6 +297,12 @@ impl PostgresOptions {
 ///   ([`generation`](Self::generation)) when they write to a store that
 ///   can check it, so that the stale instance's in-memory rollbacks are
 ///   refused there too.
+/// - **Retention**: each instance deletes finished transactions (committed,
+///   rolled back, resolved) 7 days after they ended, in batches
+///   ([`PostgresOptions::retention`], [`prune`](Self::prune) by hand);
+///   never one that is not over. An append for a transaction already
+///   deleted finds no row and is refused, so a late `Aborted` can never
+///   turn a pruned commit into a rollback.
 pub struct PostgresJournal {
     inner: Arc<Inner>,
 }
