@@ -66,7 +66,7 @@ impl Mark {
 
     /// Marks `seq` as committed: written in place, not fsynced. An fsync
     /// here doubled the cost of a durable append (a second fsync per
-    /// commit: BENCHMARKS.md); unsynced, the mark survives any crash of
+    /// commit: BENCHMARKS-HISTORY.md); unsynced, the mark survives any crash of
     /// the process (the kernel writes it back) and after a power cut may
     /// trail by the commits of the last few seconds, which are then not
     /// checked. It never runs ahead of what was committed.
