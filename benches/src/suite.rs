@@ -314,7 +314,7 @@ impl Runtime for Manual {
     }
     /// `ManualClock::block_on` without its stall limit: that limit counts
     /// every pending poll while no timer waits, progress or not, so a batch
-    /// of more than 100,000 yields panics (reported in BENCHMARKS-HISTORY.md).
+    /// of more than 100,000 yields would panic.
     /// Otherwise the same: jump to the next deadline whenever one waits.
     fn block_on<F: Future>(&self, f: F) -> F::Output {
         let mut f = std::pin::pin!(f);
