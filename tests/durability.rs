@@ -732,6 +732,61 @@ fn an_operator_tries_a_transaction_backing_off_now() {
 }
 
 #[test]
+fn a_retry_request_in_the_journal_makes_the_next_recovery_try_a_backing_off_transaction_once() {
+    // What `tmctl retry` does from another process: a request kept in the
+    // journal, taken by the service's next recovery.
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let manager = manager(&clock, &journal).with_owed_retry(OwedRetry::Backoff { cap: 100 });
+    let mut world = World::default();
+    world.failing.insert("a".into(), 3);
+    let id = clock.block_on(create_then_fail(&manager, &mut world, &["a"])).summary().transaction_id();
+    assert_eq!(recover_each(&manager, &mut world).1[0].2, RecoveryOutcome::Owed);
+    assert_eq!(recover_each(&manager, &mut world).1[0].2, RecoveryOutcome::Deferred);
+    assert!(journal.request_retry(id));
+    // Tried at once: it fails again (its third failure), and the request
+    // is used up, so the following recovery backs off again.
+    assert_eq!(recover_each(&manager, &mut world).1[0].2, RecoveryOutcome::Owed);
+    assert_eq!(world.attempts["a"], 3);
+    assert_eq!(recover_each(&manager, &mut world).1[0].2, RecoveryOutcome::Deferred);
+    assert_eq!(world.attempts["a"], 3, "one request, one try");
+    assert!(journal.request_retry(id));
+    assert_eq!(recover_each(&manager, &mut world).1[0].2, RecoveryOutcome::RolledBack);
+    assert_eq!(world.rolled_back, ["a"]);
+    assert!(!journal.request_retry(id), "a transaction that is over takes no request");
+}
+
+#[test]
+fn a_retry_request_in_the_journal_makes_the_next_recovery_try_a_stuck_transaction() {
+    let clock = ManualClock::new();
+    let journal = MemoryJournal::new();
+    let mut world = World::default();
+    world.failing.insert("a".into(), 1);
+    let id = clock
+        .block_on(create_then_fail(&manager(&clock, &journal), &mut world, &["a", "b"]))
+        .summary()
+        .transaction_id();
+    // A restarted service that never retries by itself: stuck.
+    journal.flush();
+    let restarted = journal.restart();
+    let service = manager(&clock, &restarted).with_owed_retry(OwedRetry::Never);
+    assert_eq!(recover_each(&service, &mut world).1[0].2, RecoveryOutcome::Stuck);
+    assert_eq!(recover_each(&service, &mut world).1[0].2, RecoveryOutcome::Stuck);
+    assert_eq!(world.attempts["a"], 1, "not tried by itself");
+    // The request is durable (another process wrote it): a restart after
+    // it keeps it.
+    assert!(restarted.request_retry(id));
+    let restarted = restarted.restart();
+    let service = manager(&clock, &restarted).with_owed_retry(OwedRetry::Never);
+    let (report, touched) = recover_each(&service, &mut world);
+    assert_eq!(touched[0].2, RecoveryOutcome::RolledBack, "{report}");
+    assert_eq!(world.rolled_back, ["b", "a"]);
+    assert_eq!(world.attempts["a"], 2);
+    assert_eq!(clock.block_on(service.stuck(|_, _| {})).unwrap(), 0);
+    assert_eq!(recover_each(&service, &mut world).0.found(), 0);
+}
+
+#[test]
 fn owed_rollbacks_never_retried_leave_the_transaction_stuck_for_an_operator() {
     let clock = ManualClock::new();
     let journal = MemoryJournal::new();

@@ -2,7 +2,7 @@
 //!
 //! Run it against a live service's journal without stopping the service:
 //! reading commands open a SQLite file read-only (SQLite's WAL lets a
-//! reader run beside the writer). `resolve` and `prune` open it for writing,
+//! reader run beside the writer). `resolve`, `retry` and `prune` open it for writing,
 //! as one more journal on the file (they never touch what the service is
 //! running). A Postgres journal (`--postgres`) is joined as one more
 //! instance that runs, claims and prunes nothing by itself.
@@ -97,6 +97,14 @@ enum Command {
         /// process: only when you know it is not).
         #[arg(long)]
         force: bool,
+    },
+    /// Ask the service's next recovery to try an owed or stuck transaction's
+    /// rollbacks again at once, ignoring its backoff (and trying it even if
+    /// the service never retries by itself). One request, one try.
+    Retry {
+        /// Its id, as printed (`tx-3.17`).
+        #[arg(value_parser = parse_id)]
+        id: TransactionId,
     },
     /// Delete finished transactions (committed, rolled back, resolved) now.
     /// Never an unfinished, owed or stuck one; one of a process that is
@@ -198,6 +206,30 @@ fn run(cli: Cli) -> Result<String, String> {
             }
             source.resolve(id, &reason)?;
             Ok(if json { render::resolved_json(id, &reason) } else { format!("{id} resolved: {reason}\n") })
+        }
+        Command::Retry { id } => {
+            let source = Source::write(&path)?;
+            let Some(found) = source.history(id)? else {
+                return Err(format!("{id} is not in the journal"));
+            };
+            match found.state {
+                TransactionState::Stuck | TransactionState::Owed => {}
+                TransactionState::Running => {
+                    return Err(format!(
+                        "{id} is running (or waiting for its first recovery): no rollback of it failed, so there \
+                         is nothing to retry"
+                    ));
+                }
+                over => return Err(format!("{id} is already over ({over}): nothing to retry")),
+            }
+            if !source.request_retry(id)? {
+                return Err(format!("{id} ended while the request was written: nothing to retry"));
+            }
+            Ok(if json {
+                render::retry_json(id)
+            } else {
+                format!("{id}: retry requested; the service's next recovery tries its rollbacks\n")
+            })
         }
         Command::Prune { delete_at_once, keep_for, keep_last } => {
             let retention = match (delete_at_once, keep_for, keep_last) {

@@ -252,6 +252,10 @@ pub(crate) fn resolved_json(id: TransactionId, reason: &str) -> String {
     json(&serde_json::json!({ "resolved": id.to_string(), "reason": reason }))
 }
 
+pub(crate) fn retry_json(id: TransactionId) -> String {
+    json(&serde_json::json!({ "retry_requested": id.to_string() }))
+}
+
 pub(crate) fn pruned_json(transactions: u64, entries: u64) -> String {
     json(&serde_json::json!({ "pruned": { "transactions": transactions, "entries": entries } }))
 }

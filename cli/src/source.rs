@@ -1,5 +1,5 @@
 //! Where the journal is: a SQLite file (opened read-only for reading
-//! commands, and as one more writer for `resolve` and `prune`), or a
+//! commands, and as one more writer for `resolve`, `retry` and `prune`), or a
 //! Postgres database (connected as one more instance, which runs nothing,
 //! claims nothing and prunes nothing by itself).
 
@@ -76,6 +76,18 @@ impl Source {
             Source::Sqlite(journal) => block_on(journal.append(&entry)).map_err(|error| failed(&error)),
             Source::Postgres(journal, runtime) => {
                 runtime.block_on(journal.append(&entry)).map_err(|error| failed(&error))
+            }
+        }
+    }
+
+    /// Asks the next recovery to try the transaction now; `false` if it
+    /// is not (or no longer) unfinished.
+    pub(crate) fn request_retry(&self, id: TransactionId) -> Result<bool, String> {
+        let failed = |error: &dyn std::fmt::Display| format!("writing the retry request of {id} failed: {error}");
+        match self {
+            Source::Sqlite(journal) => block_on(journal.request_retry(id)).map_err(|error| failed(&error)),
+            Source::Postgres(journal, runtime) => {
+                runtime.block_on(journal.request_retry(id)).map_err(|error| failed(&error))
             }
         }
     }

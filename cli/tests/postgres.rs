@@ -1,6 +1,6 @@
 //! `tmctl --postgres` against a real server (started by the test, as the
 //! journal's own tests do): transactions made by the engine listed and
-//! shown, a stuck one resolved, finished ones pruned; a server that refuses
+//! shown, a stuck one asked to retry and then resolved, finished ones pruned; a server that refuses
 //! the connection and a wrong password are one clear line (the password
 //! never shown) and a non-zero exit.
 
@@ -9,7 +9,7 @@ mod cluster;
 mod common;
 
 use cluster::{Cluster, Setup};
-use common::{json, states, tmctl};
+use common::{fails, json, states, tmctl};
 use serde::{Deserialize, Serialize};
 use transaction_manager::journal::{Entry, EntryKind, Journal, Json, Retention};
 use transaction_manager::{ManualClock, Rollback, StepError, TransactionId, TransactionManager};
@@ -27,11 +27,11 @@ impl Rollback<()> for Delete {
 }
 
 #[test]
-fn tmctl_lists_shows_resolves_and_prunes_a_postgres_journal() {
+fn tmctl_lists_shows_retries_resolves_and_prunes_a_postgres_journal() {
     let Some(cluster) = Cluster::start("tmctl") else { return };
     let url = cluster.url();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let (committed, rolled_back, stuck) = runtime.block_on(async {
+    let (journal, committed, rolled_back, stuck) = runtime.block_on(async {
         let journal =
             PostgresJournal::connect(&url, PostgresOptions::new().retention(Retention::KeepAll)).await.unwrap();
         let clock = ManualClock::new();
@@ -61,7 +61,7 @@ fn tmctl_lists_shows_resolves_and_prunes_a_postgres_journal() {
         let stuck = journal.next_id();
         journal.append(&Entry::new_raw(stuck, None, EntryKind::Begin, b"import")).await.unwrap();
         journal.append(&Entry::new_raw(stuck, None, EntryKind::Stuck, b"undecodable")).await.unwrap();
-        (ids[0], ids[1], stuck)
+        (journal, ids[0], ids[1], stuck)
     });
     let id = |id: TransactionId| id.to_string();
 
@@ -79,6 +79,17 @@ fn tmctl_lists_shows_resolves_and_prunes_a_postgres_journal() {
     assert_eq!(shown["steps"][0]["state"], "undone");
     assert_eq!(shown["steps"][0]["undo"]["json"], "user-1");
     assert!(shown["entries"][0]["at"].as_u64().is_some(), "{shown}");
+
+    // A retry request, taken once by the instance that holds it (its next
+    // recovery).
+    let asked = json(&["retry", "--postgres", &url, &id(stuck)]);
+    assert_eq!(asked["retry_requested"], id(stuck));
+    runtime.block_on(async {
+        assert!(journal.take_retry_request(stuck).await.unwrap());
+        assert!(!journal.take_retry_request(stuck).await.unwrap(), "one request, one try");
+    });
+    let over = fails(&["retry", "--postgres", &url, &id(committed)], 1);
+    assert!(over.contains("already over (committed)"), "{over}");
 
     let resolved = json(&["resolve", "--postgres", &url, &id(stuck), "--reason", "import rows deleted by hand"]);
     assert_eq!(resolved["resolved"], id(stuck));

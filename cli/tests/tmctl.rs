@@ -12,7 +12,7 @@ use common::{fails, json, ok, states};
 use futures_lite::future::block_on;
 use serde::{Deserialize, Serialize};
 use transaction_manager::journal::inspect::{self, Filter, TransactionState};
-use transaction_manager::journal::{Entry, EntryKind, Journal, Json, Retention};
+use transaction_manager::journal::{Entry, EntryKind, Journal, Json, OwedRetry, Retention};
 use transaction_manager::storage::Unbounded;
 use transaction_manager::{ManualClock, Rollback, StepError, TransactionId, TransactionManager};
 use transaction_manager_sqlite::SqliteJournal;
@@ -58,6 +58,17 @@ impl Rollback<()> for Undo {
             Undo::Delete(_) => Ok(()),
             Undo::Stubborn(_) => Err(std::io::Error::other("quota service down")),
         }
+    }
+}
+
+/// The same rollbacks, counting each try in the context (the service's
+/// recoveries in the `retry` test).
+impl Rollback<u32> for Undo {
+    type Error = std::io::Error;
+
+    async fn rollback(&mut self, tries: &mut u32) -> Result<(), std::io::Error> {
+        *tries += 1;
+        Rollback::<()>::rollback(self, &mut ()).await
     }
 }
 
@@ -265,6 +276,45 @@ fn resolve_ends_a_stuck_transaction_with_its_reason_and_refuses_what_is_not_stuc
 
     // `--force` resolves a running one (the operator knows it is not).
     ok(&["resolve", "--sqlite", path, &made.running.to_string(), "--reason", "host gone", "--force"]);
+}
+
+#[test]
+fn retry_makes_the_services_next_recovery_try_an_owed_transaction_once() {
+    let dir = TempDir::new("retry");
+    let file = dir.file("journal.db");
+    let made = make_journal(&file);
+    let path = file.to_str().unwrap();
+    // The service: it never retries owed rollbacks by itself.
+    let journal = SqliteJournal::open(&file).unwrap().with_retention(Retention::KeepAll);
+    let clock = ManualClock::new();
+    let manager = TransactionManager::new(&clock).with_journal(&journal, Json::<1>).with_owed_retry(OwedRetry::Never);
+    let mut tries = 0u32;
+    let recover = |tries: &mut u32| block_on(manager.recover::<Undo, Unbounded, _>(tries)).unwrap();
+    recover(&mut tries);
+    assert_eq!(tries, 0, "not tried by itself");
+
+    let said = ok(&["retry", "--sqlite", path, &made.owed.to_string()]);
+    assert_eq!(said, format!("{}: retry requested; the service's next recovery tries its rollbacks\n", made.owed));
+    let report = recover(&mut tries);
+    assert_eq!(tries, 1, "tried at the recovery after the request: {report}");
+    // Its rollback failed again: stuck again, and not tried again.
+    assert_eq!(report.stuck(), 2, "{report}");
+    recover(&mut tries);
+    assert_eq!(tries, 1, "one request, one try");
+    let shown = json(&["show", "--sqlite", path, &made.owed.to_string()]);
+    assert_eq!(shown["state"], "stuck");
+
+    let asked = json(&["retry", "--sqlite", path, &made.owed.to_string()]);
+    assert_eq!(asked["retry_requested"], made.owed.to_string());
+    recover(&mut tries);
+    assert_eq!(tries, 2);
+
+    let over = fails(&["retry", "--sqlite", path, &made.committed.to_string()], 1);
+    assert_eq!(over, format!("tmctl: {} is already over (committed): nothing to retry\n", made.committed));
+    let unknown = fails(&["retry", "--sqlite", path, "tx-9.9"], 1);
+    assert!(unknown.contains("is not in the journal") && unknown.lines().count() == 1, "{unknown}");
+    let usage = fails(&["retry", "--sqlite", path], 2);
+    assert!(usage.contains("<ID>"), "{usage}");
 }
 
 #[test]

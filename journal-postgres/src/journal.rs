@@ -709,6 +709,41 @@ impl PostgresJournal {
     }
 }
 
+impl PostgresJournal {
+    /// Asks the recovery that next finds transaction `id` to try its owed
+    /// rollbacks at once, whatever its manager's `OwedRetry` schedule says
+    /// (no backoff wait; tried even with `OwedRetry::Never`): what
+    /// `tmctl retry` runs. The instance holding the transaction takes the
+    /// request at its next recovery
+    /// ([`take_retry_request`](Journal::take_retry_request)): one request,
+    /// one try. Returns `false` when the journal holds no unfinished
+    /// transaction of that id.
+    ///
+    /// # Errors
+    ///
+    /// The database could not be reached or written.
+    ///
+    /// ```no_run
+    /// # async fn f(journal: transaction_manager_postgres::PostgresJournal) -> Result<(), transaction_manager_postgres::PostgresJournalError> {
+    /// for stuck in journal.stuck().await? {
+    ///     // ... after fixing what made its rollback fail:
+    ///     journal.request_retry(stuck.id).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn request_retry(&self, id: TransactionId) -> Result<bool, PostgresJournalError> {
+        let tx = to_sql(id);
+        let changed = self
+            .with_conn(self.slot(true), async |c: &Conn| {
+                c.client
+                    .execute("UPDATE tm_transactions SET retry_requested = true WHERE tx = $1 AND NOT finished", &[&tx])
+                    .await
+            })
+            .await?;
+        Ok(changed > 0)
+    }
+}
+
 impl Browse for PostgresJournal {
     async fn next_transaction(
         &self,
@@ -983,6 +1018,25 @@ impl Journal for PostgresJournal {
             visit(StoredEntry { step, kind, payload });
         }
         Ok(())
+    }
+
+    /// Taken only by the instance that holds the transaction (the one whose
+    /// recovery claimed it).
+    async fn take_retry_request(&self, id: TransactionId) -> Result<bool, PostgresJournalError> {
+        let tx = to_sql(id);
+        let owner = self.inner.owner.as_str();
+        let changed = self
+            .with_conn(self.slot(true), async |c: &Conn| {
+                c.client
+                    .execute(
+                        "UPDATE tm_transactions SET retry_requested = false
+                         WHERE tx = $1 AND owner = $2 AND retry_requested",
+                        &[&tx, &owner],
+                    )
+                    .await
+            })
+            .await?;
+        Ok(changed > 0)
     }
 }
 

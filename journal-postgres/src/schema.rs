@@ -6,8 +6,10 @@
 //! tm_epochs                              -- sequence: one epoch per connect
 //! tm_owners(owner, lease_until, ...)     -- one row per instance: its lease
 //! tm_transactions(tx, owner, generation, operation, finished, stuck,
-//!                 ..., finished_at)      -- finished_at: when it ended (migration 4);
-//!                                        -- an index on the finished ones by it (retention)
+//!                 ..., finished_at,      -- finished_at: when it ended (migration 4);
+//!                 retry_requested)       -- an index on the finished ones by it (retention);
+//!                                        -- retry_requested: an operator's `tmctl retry`,
+//!                                        -- taken by the next recovery (migration 4)
 //! tm_entries(seq, tx, step, kind, payload, undo, step_name, written_by, written_at)
 //!     seq: first-append order; UNIQUE (tx, step, kind); step -1 for the
 //!     transaction's own entries; undo: the undo record as JSONB when its
@@ -75,8 +77,11 @@ const MIGRATIONS: [&str; SCHEMA as usize] = [
     ",
     // 4: when each transaction ended, for retention (those that ended
     // before count as ending now: a retention keeps them as long as new
-    // ones), and the index a prune scans.
+    // ones), and the index a prune scans; an operator's request to retry a
+    // transaction's owed rollbacks now (`tmctl retry`), which the next
+    // recovery takes.
     "
+    ALTER TABLE tm_transactions ADD COLUMN retry_requested boolean NOT NULL DEFAULT false;
     ALTER TABLE tm_transactions ADD COLUMN finished_at timestamptz;
     UPDATE tm_transactions SET finished_at = clock_timestamp() WHERE finished;
     CREATE INDEX tm_transactions_finished ON tm_transactions (finished_at, tx) WHERE finished;

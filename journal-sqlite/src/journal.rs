@@ -7,7 +7,7 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use std::time::SystemTime;
 use transaction_manager_core::backend::{
     Browse, CodecError, Entry, EntryKind, Journal, Pruned, Retention, StoredEntry, TransactionId,
@@ -528,6 +528,52 @@ impl SqliteJournal {
         answer.await
     }
 
+    /// Asks the recovery that next finds transaction `id` to try its owed
+    /// rollbacks at once, whatever its manager's `OwedRetry` schedule says
+    /// (no backoff wait; tried even with `OwedRetry::Never`): what
+    /// `tmctl retry` runs, beside the service. One request makes one try:
+    /// that recovery takes it
+    /// ([`take_retry_request`](Journal::take_retry_request)). Returns
+    /// `false`, and keeps nothing, when the file holds no unfinished
+    /// transaction of that id. Durable when it returns.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadOnly`](SqliteJournalError::ReadOnly) for a read-only journal,
+    /// or the write's error.
+    ///
+    /// ```
+    /// use transaction_manager::journal::{Entry, EntryKind, Journal};
+    /// use transaction_manager_sqlite::SqliteJournal;
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("tm-sqlite-doc-retry-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// let journal = SqliteJournal::open(dir.join("journal.db"))?;
+    /// let id = journal.next_id();
+    /// futures_lite::future::block_on(async {
+    ///     assert!(!journal.request_retry(id).await?); // nothing of it yet
+    ///     journal.append(&Entry::new_raw(id, None, EntryKind::Begin, b"provision")).await?;
+    ///     assert!(journal.request_retry(id).await?);
+    ///     assert!(journal.take_retry_request(id).await?); // what the next recovery does
+    ///     assert!(!journal.take_retry_request(id).await?);
+    ///     Ok::<(), transaction_manager_sqlite::SqliteJournalError>(())
+    /// })?;
+    /// # drop(journal);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), transaction_manager_sqlite::SqliteJournalError>(())
+    /// ```
+    pub async fn request_retry(&self, id: TransactionId) -> Result<bool, SqliteJournalError> {
+        if let Some(error) = self.cannot_write.get() {
+            return Err(error.clone());
+        }
+        let writer = self.writer.as_ref().ok_or(SqliteJournalError::ReadOnly { cause: None })?;
+        // Written after what this journal appended before.
+        self.flush().await?;
+        let (reply, answer) = oneshot::channel();
+        writer.send(Request::Retry { tx: schema::to_sql(id.get()), request: true, reply })?;
+        answer.await
+    }
+
     /// Waits for this journal's lazy entries of the transactions in `range`
     /// before a read of them, so that a read sees every entry appended
     /// before it.
@@ -775,6 +821,27 @@ impl Journal for SqliteJournal {
         match error {
             SqliteJournalError::AlreadyDecided { held, .. } => Some(*held),
             _ => None,
+        }
+    }
+
+    /// Read first (no write, and no fsync, when there is no request, as
+    /// nearly always); taken in a write transaction of its own when there
+    /// is one.
+    async fn take_retry_request(&self, id: TransactionId) -> Result<bool, SqliteJournalError> {
+        let tx = schema::to_sql(id.get());
+        let requested = self
+            .reader()
+            .prepare("SELECT retry_requested FROM tm_transactions WHERE tx = ?1")
+            .and_then(|mut query| query.query_row([tx], |row| row.get::<_, i64>(0)).optional())
+            .map_err(SqliteJournalError::from_sqlite)?;
+        match (requested, &self.writer) {
+            (Some(1), Some(writer)) if self.cannot_write.get().is_none() => {
+                let (reply, answer) = oneshot::channel();
+                writer.send(Request::Retry { tx, request: false, reply })?;
+                answer.await
+            }
+            // A read-only journal cannot take it (nor recover anything).
+            _ => Ok(false),
         }
     }
 }

@@ -10,13 +10,15 @@
 //!     step: -1 for the transaction's own entries
 //!     at: when the batch that wrote it committed (Unix milliseconds, by
 //!     the writer's wall clock; NULL for rows of schema 3 and older)
-//! tm_transactions(tx, finished, owner, finished_at) -- one row per transaction;
+//! tm_transactions(tx, finished, owner, finished_at, retry_requested) -- one row per transaction;
 //!                                     -- partial indexes on the unfinished ones
 //!                                     -- and on the finished ones by `finished_at`
 //!     owner: the epoch of the journal that wrote its first entry (or
 //!     claimed it from a gone owner); 0 = nobody (rows of schema 1)
 //!     finished_at: when its ending entry was written (Unix ms; for rows
 //!     finished before schema 4, when the file was migrated)
+//!     retry_requested: 1 when an operator asked the next recovery to try
+//!     its owed rollbacks now; that recovery sets it back to 0
 //! ```
 //!
 //! Retention deletes finished transactions' rows. `seq` must still only
@@ -34,7 +36,7 @@
 //! would read undo records whose keys it does not know). A read-only file
 //! without the row gets a random origin for as long as it is open.
 //! Schema 4 adds the times (`at`, `finished_at`) and `seq_floor`, for
-//! retention and for the operator's view: an older version refuses the
+//! retention and for the operator's view, and `retry_requested`: an older version refuses the
 //! file from then on (it would reuse `seq` numbers a prune deleted, and
 //! its high-water mark would call the file damaged).
 //!
@@ -71,7 +73,8 @@ const CREATE: &str = "
         tx INTEGER PRIMARY KEY,
         finished INTEGER NOT NULL,
         owner INTEGER NOT NULL DEFAULT 0,
-        finished_at INTEGER
+        finished_at INTEGER,
+        retry_requested INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX IF NOT EXISTS tm_unfinished ON tm_transactions (tx) WHERE finished = 0;
     INSERT OR IGNORE INTO tm_meta (key, value) VALUES ('schema', 4);
@@ -91,6 +94,11 @@ const MIGRATE_3_TO_4: [&str; 3] = [
     "ALTER TABLE tm_transactions ADD COLUMN finished_at INTEGER",
     "UPDATE tm_transactions SET finished_at = ?1 WHERE finished = 1",
 ];
+
+/// Schema 3 to 4, too: an operator's request to retry a transaction's
+/// owed rollbacks now (`tmctl retry`), taken by the next recovery.
+const MIGRATE_RETRY_REQUESTED: &str =
+    "ALTER TABLE tm_transactions ADD COLUMN retry_requested INTEGER NOT NULL DEFAULT 0";
 
 /// Every schema's last step (the origin row itself is added in
 /// [`set_up`]): the index retention scans, the floor of `seq`, and the
@@ -167,6 +175,9 @@ pub(crate) fn set_up(conn: &Connection) -> Result<(u32, u64), SqliteJournalError
             conn.execute_batch(transactions)?;
             conn.execute(finished, [unix_millis(std::time::SystemTime::now())])
                 .map_err(SqliteJournalError::from_sqlite)?;
+        }
+        if !has_column(conn, "tm_transactions", "retry_requested")? {
+            conn.execute_batch(MIGRATE_RETRY_REQUESTED)?;
         }
         conn.execute_batch(SCHEMA_4)?;
         let origin = stored_origin(conn)?

@@ -52,6 +52,9 @@ pub(crate) enum Request {
     Clock(WallClock),
     /// Prune by this retention until nothing is left (an operator's prune).
     Prune(Retention, oneshot::Sender<Pruned>),
+    /// Set (an operator's request) or take (recovery) `tx`'s request to
+    /// retry its owed rollbacks now; answers whether the row changed.
+    Retry { tx: i64, request: bool, reply: oneshot::Sender<bool> },
 }
 
 /// Lazy rows sent but not committed yet, counted per transaction: a read
@@ -139,6 +142,7 @@ pub(crate) fn run(
             Request::Prune(retention, reply) => {
                 reply.send(pruner.prune_all(retention).map_err(SqliteJournalError::from_sqlite));
             }
+            Request::Retry { tx, request, reply } => reply.send(retry(&conn, tx, request)),
         };
         take(first, &mut rows);
         while rows.len() < MAX_BATCH {
@@ -223,6 +227,19 @@ fn next_request(requests: &Receiver<Request>, conn: &Connection, pruner: &mut Pr
             }
         }
     }
+}
+
+/// Sets (`request`: answers whether `tx` is unfinished) or takes (answers
+/// whether there was a request: of two recoveries taking it at once, one
+/// gets it) the retry request of transaction `tx`, in its own write
+/// transaction.
+fn retry(conn: &Connection, tx: i64, request: bool) -> Result<bool, SqliteJournalError> {
+    let statement = if request {
+        "UPDATE tm_transactions SET retry_requested = 1 WHERE tx = ?1 AND finished = 0"
+    } else {
+        "UPDATE tm_transactions SET retry_requested = 0 WHERE tx = ?1 AND retry_requested = 1"
+    };
+    schema::in_write_transaction(conn, || Ok(conn.prepare(statement)?.execute([tx])? > 0))
 }
 
 /// Takes every unfinished transaction of the gone owner `from` over for

@@ -88,6 +88,21 @@ pub trait Journal {
         let _ = error;
         None
     }
+
+    /// Takes an operator's request to try transaction `id`'s owed
+    /// rollbacks again at once (`tmctl retry`, or the journal's own
+    /// `request_retry`): `true` if there was one, which this call clears, so
+    /// that one request makes one try. Recovery asks only for a transaction
+    /// whose rollback failed before, and with a request it tries it whatever
+    /// the manager's [`OwedRetry`](crate::journal::OwedRetry) schedule says
+    /// (no backoff wait, and not left stuck by
+    /// [`OwedRetry::Never`](crate::journal::OwedRetry::Never)), as
+    /// [`recover_transaction`](crate::TransactionManager::recover_transaction)
+    /// does. The default, for a journal that keeps no requests, is `false`.
+    async fn take_retry_request(&self, id: TransactionId) -> Result<bool, Self::Error> {
+        let _ = id;
+        Ok(false)
+    }
 }
 
 impl<J: Journal + ?Sized> Journal for &J {
@@ -115,6 +130,10 @@ impl<J: Journal + ?Sized> Journal for &J {
 
     fn decided(error: &Self::Error) -> Option<EntryKind> {
         J::decided(error)
+    }
+
+    async fn take_retry_request(&self, id: TransactionId) -> Result<bool, Self::Error> {
+        (**self).take_retry_request(id).await
     }
 }
 

@@ -68,6 +68,8 @@ struct State {
     failing: Option<String>,
     fail_before: Option<EntryKind>,
     fail_after: Option<EntryKind>,
+    /// Operators' requests to retry (see [`MemoryJournal::request_retry`]).
+    retry_requests: Vec<TransactionId>,
 }
 
 /// One stored entry: transaction, step, kind code, payload.
@@ -195,8 +197,13 @@ impl MemoryJournal {
     /// every id given out before.
     pub fn restart(&self) -> MemoryJournal {
         let state = self.state();
-        let restarted =
-            State { durable: state.durable.clone(), next_id: state.next_id, origin: state.origin, ..State::default() };
+        let restarted = State {
+            durable: state.durable.clone(),
+            next_id: state.next_id,
+            origin: state.origin,
+            retry_requests: state.retry_requests.clone(),
+            ..State::default()
+        };
         MemoryJournal { state: Arc::new(Mutex::new(restarted)) }
     }
 
@@ -211,6 +218,42 @@ impl MemoryJournal {
     pub fn entries(&self, transaction: TransactionId) -> Vec<JournalRow> {
         let state = self.state();
         state.durable.iter().chain(&state.buffered).filter(|row| row.transaction == transaction).cloned().collect()
+    }
+
+    /// Asks the next recovery to try `transaction`'s owed rollbacks again
+    /// at once, whatever its [`OwedRetry`](crate::journal::OwedRetry)
+    /// schedule says (see [`Journal::take_retry_request`]); kept across
+    /// [`restart`](MemoryJournal::restart), as a database keeps it. Returns
+    /// `false`, and keeps nothing, when the journal holds no unfinished
+    /// transaction of that id.
+    ///
+    /// ```
+    /// use transaction_manager::{ManualClock, TransactionId, journal::{EntryKind, Journal, MemoryJournal}};
+    /// let journal = MemoryJournal::new();
+    /// let id = TransactionId::new(7);
+    /// assert!(!journal.request_retry(id)); // nothing of it yet
+    /// journal.insert_raw(id, None, EntryKind::Begin.code(), b"op");
+    /// assert!(journal.request_retry(id));
+    /// ManualClock::new().block_on(async {
+    ///     assert_eq!(journal.take_retry_request(id).await, Ok(true));
+    ///     assert_eq!(journal.take_retry_request(id).await, Ok(false)); // one request, one try
+    /// });
+    /// ```
+    pub fn request_retry(&self, transaction: TransactionId) -> bool {
+        let mut state = self.state();
+        let mut rows = state.durable.iter().chain(&state.buffered).filter(|row| row.transaction == transaction);
+        let (mut found, mut over) = (false, false);
+        for row in &mut rows {
+            found = true;
+            over |= EntryKind::from_code(row.kind).is_some_and(EntryKind::ends_transaction);
+        }
+        if !found || over {
+            return false;
+        }
+        if !state.retry_requests.contains(&transaction) {
+            state.retry_requests.push(transaction);
+        }
+        true
     }
 
     /// Whether `transaction` has an entry of `kind` for `step`.
@@ -358,6 +401,13 @@ impl Journal for MemoryJournal {
 
     fn decided(error: &MemoryJournalError) -> Option<EntryKind> {
         error.1
+    }
+
+    async fn take_retry_request(&self, id: TransactionId) -> Result<bool, Self::Error> {
+        let mut state = self.state();
+        let before = state.retry_requests.len();
+        state.retry_requests.retain(|&requested| requested != id);
+        Ok(state.retry_requests.len() != before)
     }
 }
 

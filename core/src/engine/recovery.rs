@@ -296,6 +296,15 @@ impl<C: Clock, H: Hooks, A, J: Journal, Co> TransactionManager<C, H, A, Journale
         }
         let Read { mut ledger, mut problem, failed_before, .. } = read;
         let info = ledger.summary.info().clone();
+        // An operator's request (`tmctl retry`) makes this recovery try it
+        // now, as `recover_transaction` would. Asked only of a transaction
+        // whose rollback failed before: the only kind the schedule holds
+        // back (a backoff wait, or stuck with `OwedRetry::Never`).
+        let mut forced = forced;
+        if !forced && failed_before && journal.take_retry_request(id).await.map_err(|e| JournalFailure::reading(&e))? {
+            tm_info!("{} `{}`: an operator asked to retry it: tried now", info.id, info.operation);
+            forced = true;
+        }
         if !forced && matches!(schedule, OwedRetry::Backoff { .. }) && backoffs.defer(id) {
             let owed = ledger.owed();
             tm_info!("{} `{}`: owed, not tried by this recovery (backing off)", info.id, info.operation);
