@@ -124,8 +124,10 @@
 //!
 //! Any combination builds: CI checks every combination of the core's
 //! features, and every combination of up to three of the facade's, with
-//! `cargo hack --feature-powerset`; `jitter`, which only adds two `Jitter`
-//! variants, is checked on its own and with `defmt` and `serde`. `Jitter`
+//! `cargo hack --feature-powerset`, except the journal features (the
+//! codecs, `sqlite`, `postgres`), checked on their own and in a few pairs,
+//! and `jitter`, which only adds two `Jitter` variants and is checked on
+//! its own and with `defmt` and `serde`. `Jitter`
 //! is `#[non_exhaustive]`, so a `match` on it keeps compiling when another
 //! crate turns `jitter` on. With none of `tracing`, `serde`, `defmt`,
 //! `metrics`, none of their crates is compiled (CI checks `cargo tree`).
