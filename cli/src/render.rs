@@ -51,7 +51,7 @@ pub(crate) fn list_table(found: &[History], with_reason: bool) -> String {
     if found.is_empty() {
         return "no transactions\n".into();
     }
-    let mut header = vec!["ID", "OPERATION", "STATE", "STARTED", "ENDED", "STEPS"];
+    let mut header = vec!["ID", "OPERATION", "STATE", "STARTED", "ENDED", "STEPS", "HELD BY"];
     if with_reason {
         header.push("REASON");
     }
@@ -64,6 +64,7 @@ pub(crate) fn list_table(found: &[History], with_reason: bool) -> String {
             Cell::new(time(t.started_at)),
             Cell::new(time(t.ended_at)),
             Cell::new(t.steps.len()),
+            Cell::new(held_by(t)),
         ];
         if with_reason {
             row.push(Cell::new(t.stuck_reason.as_deref().unwrap_or("-")));
@@ -71,6 +72,18 @@ pub(crate) fn list_table(found: &[History], with_reason: bool) -> String {
         table.add_row(row);
     }
     trimmed(&mut table)
+}
+
+/// Who holds a transaction that is not over, for people: `journal 3
+/// (alive)`, `billing-7 (lease until 2026-…Z)`, `journal 2 (gone)`.
+fn held_by(t: &History) -> String {
+    let Some(held) = &t.held_by else { return "-".into() };
+    match (held.alive, held.lease_until) {
+        (Some(true), Some(until)) => format!("{} (lease until {})", held.owner, time(Some(until))),
+        (Some(true), None) => format!("{} (alive)", held.owner),
+        (Some(false), _) => format!("{} (gone: the next recovery takes it over)", held.owner),
+        (None, _) => held.owner.clone(),
+    }
 }
 
 /// The table's lines without trailing spaces, then a newline; columns two
@@ -96,6 +109,9 @@ pub(crate) fn show_text(t: &History) -> String {
     }
     if let Some(resolution) = &t.resolution {
         let _ = writeln!(out, "resolved: {resolution}");
+    }
+    if t.held_by.is_some() {
+        let _ = writeln!(out, "held by {}", held_by(t));
     }
     out.push('\n');
     if t.steps.is_empty() {
@@ -148,9 +164,17 @@ struct TransactionJson<'a> {
     ended_at: Option<u64>,
     stuck_reason: Option<&'a str>,
     resolution: Option<&'a str>,
+    held_by: Option<HeldByJson<'a>>,
     steps: Vec<StepJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     entries: Option<Vec<EntryJson<'a>>>,
+}
+
+#[derive(Serialize)]
+struct HeldByJson<'a> {
+    owner: &'a str,
+    lease_until: Option<u64>,
+    alive: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -193,6 +217,11 @@ fn transaction_json(t: &History, with_entries: bool) -> TransactionJson<'_> {
         ended_at: t.ended_at,
         stuck_reason: t.stuck_reason.as_deref(),
         resolution: t.resolution.as_deref(),
+        held_by: t.held_by.as_ref().map(|held| HeldByJson {
+            owner: &held.owner,
+            lease_until: held.lease_until,
+            alive: held.alive,
+        }),
         steps: t
             .steps
             .iter()

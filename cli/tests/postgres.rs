@@ -74,6 +74,11 @@ fn tmctl_lists_shows_retries_resolves_and_prunes_a_postgres_journal() {
             (id(stuck), "stuck".to_string()),
         ]
     );
+    // The stuck one is held by the instance that wrote it, its lease running.
+    let held = &list["transactions"][2]["held_by"];
+    assert_eq!((held["owner"].as_str(), held["alive"].as_bool()), (Some(journal.owner()), Some(true)), "{held}");
+    assert!(held["lease_until"].as_u64().is_some(), "{held}");
+    assert_eq!(list["transactions"][0]["held_by"], serde_json::Value::Null);
     let shown = json(&["show", "--postgres", &url, &id(rolled_back)]);
     assert_eq!(shown["steps"][0]["name"], "create_user");
     assert_eq!(shown["steps"][0]["state"], "undone");

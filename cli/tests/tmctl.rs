@@ -156,6 +156,13 @@ fn list_shows_every_transaction_with_its_state_in_both_forms() {
     assert_eq!(states(&list), expected.map(|(id, state)| (id.to_string(), state.to_string())));
     assert_eq!(list["transactions"][0]["operation"], "provision");
     assert_eq!(list["transactions"][0]["steps"].as_array().unwrap().len(), 2);
+    // Who holds what is not over: the journal that made them, closed now.
+    assert_eq!(list["transactions"][0]["held_by"], serde_json::Value::Null);
+    for at in 2..5 {
+        let held = &list["transactions"][at]["held_by"];
+        assert!(held["owner"].as_str().unwrap().starts_with("journal "), "{held}");
+        assert_eq!((held["alive"].as_bool(), held["lease_until"].as_u64()), (Some(false), None), "{held}");
+    }
 
     // People: a header, then one aligned row per transaction.
     let text = ok(&["list", "--sqlite", path]);
@@ -167,6 +174,8 @@ fn list_shows_every_transaction_with_its_state_in_both_forms() {
         assert!(line.starts_with(&id.to_string()), "{line}");
         assert_eq!(&line[column..column + state.len()], state, "{text}");
     }
+    assert!(lines[3].ends_with("(gone: the next recovery takes it over)"), "{text}");
+    assert!(lines[1].ends_with(" -"), "{text}");
     // Not on a terminal: no colour codes.
     assert!(!text.contains('\u{1b}'));
 
@@ -292,6 +301,11 @@ fn retry_makes_the_services_next_recovery_try_an_owed_transaction_once() {
     let recover = |tries: &mut u32| block_on(manager.recover::<Undo, Unbounded, _>(tries)).unwrap();
     recover(&mut tries);
     assert_eq!(tries, 0, "not tried by itself");
+    // Taken over by the service's recovery: held by its journal, alive.
+    let held = &json(&["show", "--sqlite", path, &made.owed.to_string()])["held_by"];
+    assert_eq!(held["alive"], true, "{held}");
+    let shown = ok(&["show", "--sqlite", path, &made.owed.to_string()]);
+    assert!(shown.lines().any(|line| line.starts_with("held by journal ") && line.ends_with(" (alive)")), "{shown}");
 
     let said = ok(&["retry", "--sqlite", path, &made.owed.to_string()]);
     assert_eq!(said, format!("{}: retry requested; the service's next recovery tries its rollbacks\n", made.owed));

@@ -285,6 +285,7 @@ pub mod journal {
     #[cfg(feature = "alloc")]
     pub use crate::durable::inspect;
     pub use crate::durable::journal::Browse;
+    pub use crate::durable::journal::Holder;
     pub use crate::durable::journal::Journal;
     pub use crate::durable::journal::JournalFailure;
     #[cfg(feature = "std")]
@@ -359,6 +360,7 @@ pub mod backend {
     pub use crate::durable::id::ParseIdError;
     pub use crate::durable::id::TransactionId;
     pub use crate::durable::journal::Browse;
+    pub use crate::durable::journal::Holder;
     pub use crate::durable::journal::Journal;
     pub use crate::durable::retention::Pruned;
     pub use crate::durable::retention::Retention;

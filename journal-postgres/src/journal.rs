@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio_postgres::{Client, Config};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use transaction_manager_core::backend::{
-    Browse, CodecError, Entry, EntryKind, Journal, Pruned, Retention, StoredEntry, TransactionId,
+    Browse, CodecError, Entry, EntryKind, Holder, Journal, Pruned, Retention, StoredEntry, TransactionId,
 };
 
 use crate::connection::{Target, TlsPem};
@@ -771,6 +771,37 @@ impl Browse for PostgresJournal {
             let (step, kind, payload) = stored(row)?;
             let at = u64::try_from(row.get::<_, i64>(3)).ok();
             visit(StoredEntry { step, kind, payload }, at);
+        }
+        Ok(())
+    }
+
+    /// The instance that holds the transaction (its owner id) and its
+    /// lease, by the database's clock: alive while the lease runs.
+    async fn read_holder(
+        &self,
+        id: TransactionId,
+        visit: &mut dyn FnMut(Holder<'_>),
+    ) -> Result<(), PostgresJournalError> {
+        let tx = to_sql(id);
+        let row = self
+            .with_conn(&self.inner.reader, async |c: &Conn| {
+                c.client
+                    .query_opt(
+                        "SELECT t.owner, (extract(epoch FROM o.lease_until) * 1000)::bigint,
+                                o.lease_until > clock_timestamp()
+                         FROM tm_transactions t LEFT JOIN tm_owners o ON o.owner = t.owner
+                         WHERE t.tx = $1 AND NOT t.finished",
+                        &[&tx],
+                    )
+                    .await
+            })
+            .await?;
+        if let Some(row) = row {
+            let owner: String = row.get(0);
+            let lease_until = row.get::<_, Option<i64>>(1).and_then(|at| u64::try_from(at).ok());
+            // No lease row: the owner is gone for good.
+            let alive = row.get::<_, Option<bool>>(2).unwrap_or(false);
+            visit(Holder::new(&owner, lease_until, Some(alive)));
         }
         Ok(())
     }

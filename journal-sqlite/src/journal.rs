@@ -10,7 +10,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use std::time::SystemTime;
 use transaction_manager_core::backend::{
-    Browse, CodecError, Entry, EntryKind, Journal, Pruned, Retention, StoredEntry, TransactionId,
+    Browse, CodecError, Entry, EntryKind, Holder, Journal, Pruned, Retention, StoredEntry, TransactionId,
 };
 
 use crate::owner::{OwnerLock, Owners};
@@ -919,6 +919,32 @@ impl Browse for SqliteJournal {
         for (step, kind, payload, at) in &entries {
             visit(StoredEntry { step: *step, kind: *kind, payload }, *at);
         }
+        Ok(())
+    }
+
+    /// The journal (named by the epoch its open took: `journal 7`) that
+    /// wrote the transaction's first entry, or whose recovery took it
+    /// over; alive while its lock is held (off Unix, and for `:memory:`,
+    /// not known). No lease: a gone owner's transactions are taken over by
+    /// the next recovery of any journal on the file.
+    async fn read_holder(
+        &self,
+        id: TransactionId,
+        visit: &mut dyn FnMut(Holder<'_>),
+    ) -> Result<(), SqliteJournalError> {
+        self.settle(id.get()..=id.get()).await?;
+        let owner = self
+            .reader()
+            .prepare("SELECT owner FROM tm_transactions WHERE tx = ?1 AND finished = 0")
+            .and_then(|mut query| query.query_row([schema::to_sql(id.get())], |row| row.get::<_, i64>(0)).optional())
+            .map_err(SqliteJournalError::from_sqlite)?;
+        let Some(owner) = owner else { return Ok(()) };
+        let alive = match &self.owners {
+            Some(owners) => Some(owners.is_alive(owner)?),
+            None => None,
+        };
+        let name = if owner == crate::owner::NOBODY { "nobody".to_owned() } else { format!("journal {owner}") };
+        visit(Holder::new(&name, None, alive));
         Ok(())
     }
 }

@@ -215,10 +215,27 @@ pub struct History {
     pub stuck_reason: Option<String>,
     /// What an operator wrote when resolving it, if anything.
     pub resolution: Option<String>,
+    /// Who holds it, if it is not over and the journal knows (SQLite,
+    /// Postgres: see [`Browse::read_holder`]).
+    pub held_by: Option<HeldBy>,
     /// Its steps that wrote an entry, by index.
     pub steps: Vec<StepHistory>,
     /// Every entry, in the order written.
     pub entries: Vec<HistoryEntry>,
+}
+
+/// Who holds an unfinished transaction: the owned form of a
+/// [`Holder`](crate::journal::Holder).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HeldBy {
+    /// The owner, as the journal names it.
+    pub owner: String,
+    /// Until when its lease runs (Unix milliseconds), for a journal with
+    /// leases.
+    pub lease_until: Option<u64>,
+    /// Whether the owner is alive now, where the journal can tell.
+    pub alive: Option<bool>,
 }
 
 /// Which transactions [`list`] returns.
@@ -312,7 +329,20 @@ pub async fn history<J: Browse + ?Sized>(journal: &J, id: TransactionId) -> Resu
         .read_timed(id, &mut |entry, at| builder.add(entry, at))
         .await
         .map_err(|error| JournalFailure::reading(&error))?;
-    Ok(builder.finish())
+    let Some(mut found) = builder.finish() else { return Ok(None) };
+    if !found.state.is_over() {
+        journal
+            .read_holder(id, &mut |holder| {
+                found.held_by = Some(HeldBy {
+                    owner: String::from(holder.owner),
+                    lease_until: holder.lease_until,
+                    alive: holder.alive,
+                });
+            })
+            .await
+            .map_err(|error| JournalFailure::reading(&error))?;
+    }
+    Ok(Some(found))
 }
 
 /// The transactions that pass `filter`, in id order (with a limit, the
@@ -498,6 +528,7 @@ impl Builder {
             ended_at: self.ended.and_then(|(_, at)| at),
             stuck_reason: self.stuck,
             resolution: self.resolution,
+            held_by: None,
             steps: self.steps,
             entries: self.entries,
         })

@@ -157,6 +157,40 @@ pub trait Browse: Journal {
     ) -> Result<(), Self::Error> {
         self.read(id, &mut |entry| visit(entry, None)).await
     }
+
+    /// Calls `visit` with who holds transaction `id`, if it is unfinished
+    /// and the journal knows its owner (a journal shared by processes:
+    /// SQLite, Postgres). The default knows none.
+    async fn read_holder(&self, id: TransactionId, visit: &mut dyn FnMut(Holder<'_>)) -> Result<(), Self::Error> {
+        let _ = (id, visit);
+        Ok(())
+    }
+}
+
+/// Who holds an unfinished transaction of a journal shared by processes
+/// (see [`Browse::read_holder`]): the process (or instance) that runs it,
+/// or whose recovery took it over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Holder<'a> {
+    /// The owner, as the journal names it (SQLite: `journal 7`, the epoch
+    /// its journal took at open; Postgres: the instance's owner id).
+    pub owner: &'a str,
+    /// Until when the owner's lease runs (Unix milliseconds), for a
+    /// journal with leases (Postgres).
+    pub lease_until: Option<u64>,
+    /// Whether the owner is alive now, where the journal can tell (SQLite:
+    /// its lock is held; Postgres: its lease has not run out). A gone
+    /// owner's transactions wait for a recovery to take them over.
+    pub alive: Option<bool>,
+}
+
+impl<'a> Holder<'a> {
+    /// A holder: `owner`, its lease's end (Unix milliseconds) and whether
+    /// it is alive, where known.
+    pub fn new(owner: &'a str, lease_until: Option<u64>, alive: Option<bool>) -> Self {
+        Holder { owner, lease_until, alive }
+    }
 }
 
 impl<J: Browse + ?Sized> Browse for &J {
@@ -170,6 +204,10 @@ impl<J: Browse + ?Sized> Browse for &J {
         visit: &mut dyn FnMut(StoredEntry<'_>, Option<u64>),
     ) -> Result<(), Self::Error> {
         (**self).read_timed(id, visit).await
+    }
+
+    async fn read_holder(&self, id: TransactionId, visit: &mut dyn FnMut(Holder<'_>)) -> Result<(), Self::Error> {
+        (**self).read_holder(id, visit).await
     }
 }
 
