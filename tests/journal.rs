@@ -1059,3 +1059,88 @@ fn metrics_count_owed_recovered_and_stuck_transactions() {
         assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
     }
 }
+
+/// A journal that counts the transactions `inspect` reads.
+struct Counting {
+    inner: MemoryJournal,
+    reads: std::cell::Cell<usize>,
+}
+
+impl Journal for Counting {
+    type Error = journal::MemoryJournalError;
+
+    fn next_id(&self) -> TransactionId {
+        self.inner.next_id()
+    }
+
+    fn origin(&self) -> u64 {
+        self.inner.origin()
+    }
+
+    async fn append(&self, entry: &journal::Entry<'_>) -> Result<(), Self::Error> {
+        self.inner.append(entry).await
+    }
+
+    async fn next_unfinished(&self, after: Option<TransactionId>) -> Result<Option<TransactionId>, Self::Error> {
+        self.inner.next_unfinished(after).await
+    }
+
+    async fn read(
+        &self,
+        id: TransactionId,
+        visit: &mut dyn FnMut(journal::StoredEntry<'_>),
+    ) -> Result<(), Self::Error> {
+        self.reads.set(self.reads.get() + 1);
+        self.inner.read(id, visit).await
+    }
+}
+
+impl journal::Browse for Counting {
+    async fn next_transaction(
+        &self,
+        after: Option<TransactionId>,
+        unfinished_only: bool,
+    ) -> Result<Option<TransactionId>, Self::Error> {
+        self.inner.next_transaction(after, unfinished_only).await
+    }
+
+    async fn previous_transaction(
+        &self,
+        before: Option<TransactionId>,
+        unfinished_only: bool,
+    ) -> Result<Option<TransactionId>, Self::Error> {
+        self.inner.previous_transaction(before, unfinished_only).await
+    }
+}
+
+#[test]
+fn inspect_lists_the_newest_first_and_reads_only_what_it_needs() {
+    use journal::inspect::{Filter, TransactionState::*, list};
+    let journal = Counting { inner: MemoryJournal::new(), reads: Default::default() };
+    // 1 committed, 2 running, 3 stuck, 4 committed, 5 running, 6 rolled back.
+    let ends = [Some(EntryKind::Committed), None, Some(EntryKind::Stuck), Some(EntryKind::Committed), None];
+    for (id, end) in (1..).zip(ends.into_iter().chain([Some(EntryKind::RolledBack)])) {
+        let id = TransactionId::new(id);
+        journal.inner.insert_raw(id, None, EntryKind::Begin.code(), b"provision");
+        if let Some(end) = end {
+            journal.inner.insert_raw(id, None, end.code(), &[1]);
+        }
+    }
+    let clock = ManualClock::new();
+    let ids = |filter: Filter| {
+        journal.reads.set(0);
+        let found = clock.block_on(list(&journal, &filter)).unwrap();
+        (found.iter().map(|t| t.id.get()).collect::<Vec<_>>(), journal.reads.get())
+    };
+    // The newest, oldest first: only those read.
+    assert_eq!(ids(Filter::new().limit(2)), (vec![5, 6], 2));
+    assert_eq!(ids(Filter::new().limit(0)), (vec![], 0));
+    // Only what is not over: the finished ones are never read.
+    assert_eq!(ids(Filter::new().state(Running)), (vec![2, 5], 3));
+    assert_eq!(ids(Filter::new().state(Running).limit(1)), (vec![5], 1));
+    assert_eq!(ids(Filter::new().state(Running).state(Stuck)), (vec![2, 3, 5], 3));
+    // A state of what is over: every transaction, newest first up to the limit.
+    assert_eq!(ids(Filter::new().state(Committed).limit(1)), (vec![4], 3));
+    assert_eq!(ids(Filter::new().state(Committed).state(Running)), (vec![1, 2, 4, 5], 6));
+    assert_eq!(ids(Filter::new()), (vec![1, 2, 3, 4, 5, 6], 6));
+}

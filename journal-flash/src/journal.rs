@@ -476,8 +476,22 @@ impl<S: NorFlash, const SLOTS: usize, const BUF: usize> FlashJournal<S, SLOTS, B
 /// recovery would roll back, with their steps and undo records. No times:
 /// flash keeps none.
 impl<S: NorFlash, const SLOTS: usize, const BUF: usize> Browse for FlashJournal<S, SLOTS, BUF> {
-    async fn next_transaction(&self, after: Option<TransactionId>) -> Result<Option<TransactionId>, Self::Error> {
+    /// Every transaction it holds is unfinished.
+    async fn next_transaction(
+        &self,
+        after: Option<TransactionId>,
+        _: bool,
+    ) -> Result<Option<TransactionId>, Self::Error> {
         self.next_unfinished(after).await
+    }
+
+    async fn previous_transaction(
+        &self,
+        before: Option<TransactionId>,
+        _: bool,
+    ) -> Result<Option<TransactionId>, Self::Error> {
+        let state = lock(&self.state).await;
+        Ok(state.slots.iter().flatten().copied().filter(|id| before.is_none_or(|before| *id < before)).max())
     }
 }
 

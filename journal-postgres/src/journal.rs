@@ -748,10 +748,31 @@ impl Browse for PostgresJournal {
     async fn next_transaction(
         &self,
         after: Option<TransactionId>,
+        unfinished_only: bool,
     ) -> Result<Option<TransactionId>, PostgresJournalError> {
         let after = after.map_or(-1, to_sql);
         let row = self
-            .with_conn(&self.inner.reader, async |c: &Conn| c.client.query_opt(&c.statements.next, &[&after]).await)
+            .with_conn(&self.inner.reader, async |c: &Conn| {
+                let statement = if unfinished_only { &c.statements.next_unfinished } else { &c.statements.next };
+                c.client.query_opt(statement, &[&after]).await
+            })
+            .await?;
+        Ok(row.map(|row| TransactionId::new(row.get::<_, i64>(0) as u64)))
+    }
+
+    /// (Ids stay below 2^63: epochs below 2^31.)
+    async fn previous_transaction(
+        &self,
+        before: Option<TransactionId>,
+        unfinished_only: bool,
+    ) -> Result<Option<TransactionId>, PostgresJournalError> {
+        let before = before.map_or(i64::MAX, to_sql);
+        let row = self
+            .with_conn(&self.inner.reader, async |c: &Conn| {
+                let statement =
+                    if unfinished_only { &c.statements.previous_unfinished } else { &c.statements.previous };
+                c.client.query_opt(statement, &[&before]).await
+            })
             .await?;
         Ok(row.map(|row| TransactionId::new(row.get::<_, i64>(0) as u64)))
     }

@@ -98,6 +98,16 @@ const READ_TIMED: &str = "
 /// `$1` after: the next transaction, over or not.
 const NEXT: &str = "SELECT tx FROM tm_transactions WHERE tx > $1 ORDER BY tx LIMIT 1";
 
+/// `$1` after: the next transaction that is not over.
+const NEXT_UNFINISHED: &str = "SELECT tx FROM tm_transactions WHERE NOT finished AND tx > $1 ORDER BY tx LIMIT 1";
+
+/// `$1` before: the previous transaction, over or not.
+const PREVIOUS: &str = "SELECT tx FROM tm_transactions WHERE tx < $1 ORDER BY tx DESC LIMIT 1";
+
+/// `$1` before: the previous transaction that is not over.
+const PREVIOUS_UNFINISHED: &str =
+    "SELECT tx FROM tm_transactions WHERE NOT finished AND tx < $1 ORDER BY tx DESC LIMIT 1";
+
 /// The prepared statements of one connection.
 pub(crate) struct Statements {
     pub(crate) begin: Statement,
@@ -109,6 +119,9 @@ pub(crate) struct Statements {
     pub(crate) read: Statement,
     pub(crate) read_timed: Statement,
     pub(crate) next: Statement,
+    pub(crate) next_unfinished: Statement,
+    pub(crate) previous: Statement,
+    pub(crate) previous_unfinished: Statement,
 }
 
 impl Statements {
@@ -123,6 +136,9 @@ impl Statements {
             read: client.prepare(READ).await?,
             read_timed: client.prepare(READ_TIMED).await?,
             next: client.prepare(NEXT).await?,
+            next_unfinished: client.prepare(NEXT_UNFINISHED).await?,
+            previous: client.prepare(PREVIOUS).await?,
+            previous_unfinished: client.prepare(PREVIOUS_UNFINISHED).await?,
         })
     }
 }

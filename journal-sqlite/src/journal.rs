@@ -850,6 +850,7 @@ impl Browse for SqliteJournal {
     async fn next_transaction(
         &self,
         after: Option<TransactionId>,
+        unfinished_only: bool,
     ) -> Result<Option<TransactionId>, SqliteJournalError> {
         let start = match after {
             None => 0,
@@ -859,18 +860,33 @@ impl Browse for SqliteJournal {
             },
         };
         self.settle(start..).await?;
-        let conn = self.reader();
-        let mut query = conn
-            .prepare("SELECT tx FROM tm_transactions WHERE tx BETWEEN ?1 AND ?2 ORDER BY tx LIMIT 1")
-            .map_err(SqliteJournalError::from_sqlite)?;
-        for (low, high) in schema::unsigned_ranges(start) {
-            let mut rows = query.query([low, high]).map_err(SqliteJournalError::from_sqlite)?;
-            if let Some(row) = rows.next().map_err(SqliteJournalError::from_sqlite)? {
-                let tx: i64 = row.get(0).map_err(SqliteJournalError::from_sqlite)?;
-                return Ok(Some(TransactionId::new(schema::from_sql(tx))));
-            }
-        }
-        Ok(None)
+        let sql = if unfinished_only {
+            "SELECT tx FROM tm_transactions WHERE finished = 0 AND tx BETWEEN ?1 AND ?2 ORDER BY tx LIMIT 1"
+        } else {
+            "SELECT tx FROM tm_transactions WHERE tx BETWEEN ?1 AND ?2 ORDER BY tx LIMIT 1"
+        };
+        self.first_in(sql, schema::unsigned_ranges(start))
+    }
+
+    async fn previous_transaction(
+        &self,
+        before: Option<TransactionId>,
+        unfinished_only: bool,
+    ) -> Result<Option<TransactionId>, SqliteJournalError> {
+        let end = match before {
+            None => u64::MAX,
+            Some(before) => match before.get().checked_sub(1) {
+                Some(end) => end,
+                None => return Ok(None),
+            },
+        };
+        self.settle(..=end).await?;
+        let sql = if unfinished_only {
+            "SELECT tx FROM tm_transactions WHERE finished = 0 AND tx BETWEEN ?1 AND ?2 ORDER BY tx DESC LIMIT 1"
+        } else {
+            "SELECT tx FROM tm_transactions WHERE tx BETWEEN ?1 AND ?2 ORDER BY tx DESC LIMIT 1"
+        };
+        self.first_in(sql, schema::unsigned_ranges_down(end))
     }
 
     /// Each entry's time is when the batch that wrote it committed, by the
@@ -952,6 +968,25 @@ impl Browse for SqliteJournal {
 impl SqliteJournal {
     /// The unfinished transaction with the smallest id from `start` up (in
     /// unsigned order), and its owner.
+    /// The first transaction `sql` (one id of `tm_transactions` between
+    /// `?1` and `?2`) finds in the first of `ranges` that holds one.
+    fn first_in(
+        &self,
+        sql: &str,
+        ranges: impl Iterator<Item = (i64, i64)>,
+    ) -> Result<Option<TransactionId>, SqliteJournalError> {
+        let conn = self.reader();
+        let mut query = conn.prepare(sql).map_err(SqliteJournalError::from_sqlite)?;
+        for (low, high) in ranges {
+            let mut rows = query.query([low, high]).map_err(SqliteJournalError::from_sqlite)?;
+            if let Some(row) = rows.next().map_err(SqliteJournalError::from_sqlite)? {
+                let tx: i64 = row.get(0).map_err(SqliteJournalError::from_sqlite)?;
+                return Ok(Some(TransactionId::new(schema::from_sql(tx))));
+            }
+        }
+        Ok(None)
+    }
+
     fn unfinished_from(&self, start: u64) -> Result<Option<(u64, i64)>, SqliteJournalError> {
         let conn = self.reader();
         let sql = if self.owner_column {

@@ -299,3 +299,15 @@ pub(crate) fn unsigned_ranges(start: u64) -> impl Iterator<Item = (i64, i64)> {
     .into_iter()
     .flatten()
 }
+
+/// The same downwards: the stored ranges that hold the ids from `end`
+/// (inclusive) down, in the order to search them (each from its top).
+pub(crate) fn unsigned_ranges_down(end: u64) -> impl Iterator<Item = (i64, i64)> {
+    if end <= i64::MAX as u64 {
+        [Some((0, end as i64)), None]
+    } else {
+        [Some((i64::MIN, to_sql(end))), Some((0, i64::MAX))]
+    }
+    .into_iter()
+    .flatten()
+}

@@ -130,6 +130,42 @@ fn next_unfinished_orders_ids_above_2_pow_63_as_unsigned() {
 }
 
 #[test]
+fn browsing_goes_both_ways_over_ids_above_2_pow_63_and_can_skip_what_is_over() {
+    use transaction_manager_core::backend::Browse;
+    let dir = TempDir::new("browse-big-ids");
+    let journal = SqliteJournal::open(dir.file()).unwrap();
+    let ids = [5, 9, 1 << 63, (1 << 63) + 7, u64::MAX].map(TransactionId::new);
+    for id in ids.iter().rev() {
+        append(&journal, *id, None, Begin, &[]).unwrap();
+    }
+    // 9 and 2^63 + 7 are over.
+    append(&journal, ids[1], None, Committed, &[]).unwrap();
+    append(&journal, ids[3], None, Committed, &[]).unwrap();
+    let walk = |unfinished_only: bool, up: bool| {
+        let mut seen = Vec::new();
+        let mut at = None;
+        loop {
+            let next = if up {
+                block_on(journal.next_transaction(at, unfinished_only))
+            } else {
+                block_on(journal.previous_transaction(at, unfinished_only))
+            };
+            let Some(id) = next.unwrap() else { return seen };
+            seen.push(id);
+            at = Some(id);
+        }
+    };
+    assert_eq!(walk(false, true), ids);
+    assert_eq!(walk(true, true), [ids[0], ids[2], ids[4]]);
+    let mut down = ids.to_vec();
+    down.reverse();
+    assert_eq!(walk(false, false), down);
+    assert_eq!(walk(true, false), [ids[4], ids[2], ids[0]]);
+    assert_eq!(block_on(journal.previous_transaction(Some(ids[2]), false)).unwrap(), Some(ids[1]));
+    assert_eq!(block_on(journal.previous_transaction(Some(TransactionId::new(0)), false)).unwrap(), None);
+}
+
+#[test]
 fn ids_are_unique_across_opens_and_never_zero() {
     let dir = TempDir::new("ids-reopen");
     let mut seen = HashSet::new();

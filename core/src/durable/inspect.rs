@@ -11,7 +11,6 @@
 //! them (the SQLite journal stamps each entry with its commit's wall-clock
 //! time; the memory journal keeps none).
 
-use alloc::collections::VecDeque;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
@@ -346,8 +345,9 @@ pub async fn history<J: Browse + ?Sized>(journal: &J, id: TransactionId) -> Resu
 }
 
 /// The transactions that pass `filter`, in id order (with a limit, the
-/// newest ones). Reads every transaction the journal holds: a journal with
-/// a retention holds few finished ones.
+/// newest ones). Reads the transactions the journal holds, newest first
+/// when there is a limit, until it has enough; when only states of
+/// transactions not over are wanted (running, owed, stuck), only those.
 ///
 /// # Errors
 ///
@@ -372,21 +372,33 @@ pub async fn history<J: Browse + ?Sized>(journal: &J, id: TransactionId) -> Resu
 /// # }
 /// ```
 pub async fn list<J: Browse + ?Sized>(journal: &J, filter: &Filter) -> Result<Vec<History>, JournalFailure> {
-    let mut out = VecDeque::new();
-    let mut after = None;
-    while let Some(id) = journal.next_transaction(after).await.map_err(|error| JournalFailure::reading(&error))? {
-        after = Some(id);
-        let Some(found) = history(journal, id).await? else { continue };
-        if filter.matches(&found) {
-            if filter.limit.is_some_and(|limit| out.len() >= limit) {
-                out.pop_front();
+    let reading = |error: J::Error| JournalFailure::reading(&error);
+    // Only states of transactions that are not over: the journal's index
+    // of those, not every transaction it keeps.
+    let unfinished_only = !filter.states.is_empty() && filter.states.iter().all(|state| !state.is_over());
+    let mut out = Vec::new();
+    match filter.limit {
+        // The newest first, until there are enough.
+        Some(limit) => {
+            let mut before = None;
+            while out.len() < limit {
+                let Some(id) = journal.previous_transaction(before, unfinished_only).await.map_err(reading)? else {
+                    break;
+                };
+                before = Some(id);
+                out.extend(history(journal, id).await?.filter(|found| filter.matches(found)));
             }
-            if filter.limit != Some(0) {
-                out.push_back(found);
+            out.reverse();
+        }
+        None => {
+            let mut after = None;
+            while let Some(id) = journal.next_transaction(after, unfinished_only).await.map_err(reading)? {
+                after = Some(id);
+                out.extend(history(journal, id).await?.filter(|found| filter.matches(found)));
             }
         }
     }
-    Ok(out.into())
+    Ok(out)
 }
 
 /// Builds a [`History`] from entries as they are read.

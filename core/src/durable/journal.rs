@@ -144,8 +144,23 @@ impl<J: Journal + ?Sized> Journal for &J {
 #[allow(async_fn_in_trait)] // `Send` follows the implementation, as for `Journal`.
 pub trait Browse: Journal {
     /// The transaction with the smallest id above `after` (any id if
-    /// `None`), finished or not, if there is one.
-    async fn next_transaction(&self, after: Option<TransactionId>) -> Result<Option<TransactionId>, Self::Error>;
+    /// `None`), if there is one: over or not, or with `unfinished_only`
+    /// only one that is not over (running here or in another process,
+    /// owed or stuck; unlike [`Journal::next_unfinished`], it claims
+    /// nothing).
+    async fn next_transaction(
+        &self,
+        after: Option<TransactionId>,
+        unfinished_only: bool,
+    ) -> Result<Option<TransactionId>, Self::Error>;
+
+    /// The same, downwards: the transaction with the largest id below
+    /// `before` (any id if `None`), so that the newest can be read first.
+    async fn previous_transaction(
+        &self,
+        before: Option<TransactionId>,
+        unfinished_only: bool,
+    ) -> Result<Option<TransactionId>, Self::Error>;
 
     /// Calls `visit` with each entry of transaction `id`, in the order they
     /// were appended, and when it was written (Unix milliseconds), where
@@ -194,8 +209,20 @@ impl<'a> Holder<'a> {
 }
 
 impl<J: Browse + ?Sized> Browse for &J {
-    async fn next_transaction(&self, after: Option<TransactionId>) -> Result<Option<TransactionId>, Self::Error> {
-        (**self).next_transaction(after).await
+    async fn next_transaction(
+        &self,
+        after: Option<TransactionId>,
+        unfinished_only: bool,
+    ) -> Result<Option<TransactionId>, Self::Error> {
+        (**self).next_transaction(after, unfinished_only).await
+    }
+
+    async fn previous_transaction(
+        &self,
+        before: Option<TransactionId>,
+        unfinished_only: bool,
+    ) -> Result<Option<TransactionId>, Self::Error> {
+        (**self).previous_transaction(before, unfinished_only).await
     }
 
     async fn read_timed(

@@ -256,6 +256,21 @@ impl MemoryJournal {
         true
     }
 
+    /// The ids of the transactions it holds (with `unfinished_only`, of
+    /// those not over), with repeats.
+    fn transactions(&self, unfinished_only: bool) -> alloc::vec::IntoIter<TransactionId> {
+        let state = self.state();
+        let rows = || state.durable.iter().chain(&state.buffered);
+        let over = |id: TransactionId| {
+            rows().any(|row| {
+                row.transaction == id && EntryKind::from_code(row.kind).is_some_and(EntryKind::ends_transaction)
+            })
+        };
+        let ids: Vec<TransactionId> =
+            rows().map(|row| row.transaction).filter(|&id| !unfinished_only || !over(id)).collect();
+        ids.into_iter()
+    }
+
     /// Whether `transaction` has an entry of `kind` for `step`.
     pub fn has(&self, transaction: TransactionId, step: Option<u32>, kind: EntryKind) -> bool {
         self.entries(transaction).iter().any(|row| row.step == step && row.kind == kind.code())
@@ -412,14 +427,19 @@ impl Journal for MemoryJournal {
 }
 
 impl crate::durable::inspect::Browse for MemoryJournal {
-    async fn next_transaction(&self, after: Option<TransactionId>) -> Result<Option<TransactionId>, Self::Error> {
-        let state = self.state();
-        Ok(state
-            .durable
-            .iter()
-            .chain(&state.buffered)
-            .map(|row| row.transaction)
-            .filter(|&id| after.is_none_or(|after| id > after))
-            .min())
+    async fn next_transaction(
+        &self,
+        after: Option<TransactionId>,
+        unfinished_only: bool,
+    ) -> Result<Option<TransactionId>, Self::Error> {
+        Ok(self.transactions(unfinished_only).filter(|&id| after.is_none_or(|after| id > after)).min())
+    }
+
+    async fn previous_transaction(
+        &self,
+        before: Option<TransactionId>,
+        unfinished_only: bool,
+    ) -> Result<Option<TransactionId>, Self::Error> {
+        Ok(self.transactions(unfinished_only).filter(|&id| before.is_none_or(|before| id < before)).max())
     }
 }
