@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 cargo bench --quiet -p transaction-manager-bench --bench suite -- --smoke
 # The core alone without `alloc`: zero allocations on every path.
 cargo bench --quiet -p transaction-manager-bench --no-default-features --bench no_alloc -- --smoke
+# Against cano's saga: commit and failure, cano's compensations latest first.
+cargo bench --quiet -p transaction-manager-bench --bench cano -- --smoke
 # The SQLite journal: durable appends with 1 and 64 appenders; every entry
 # read back.
 cargo bench --quiet -p transaction-manager-sqlite --bench append -- --smoke
