@@ -67,9 +67,24 @@ impl TransactionState {
     }
 
     /// Whether the transaction is over (committed, rolled back, resolved):
-    /// what a journal's retention may delete.
+    /// what a journal's retention may delete. Exactly the states an entry
+    /// that [`ends_transaction`](EntryKind::ends_transaction) leaves (see
+    /// [`ended_by`](Self::ended_by)).
     pub const fn is_over(self) -> bool {
         matches!(self, TransactionState::Committed | TransactionState::RolledBack | TransactionState::Resolved)
+    }
+
+    /// The state an entry of `kind` leaves its transaction in when it ends
+    /// it, or `None` if it does not ([`EntryKind::ends_transaction`]).
+    pub const fn ended_by(kind: EntryKind) -> Option<TransactionState> {
+        if !kind.ends_transaction() {
+            return None;
+        }
+        Some(match kind {
+            EntryKind::Committed => TransactionState::Committed,
+            EntryKind::Resolved => TransactionState::Resolved,
+            _ => TransactionState::RolledBack,
+        })
     }
 }
 
@@ -411,7 +426,7 @@ struct Builder {
     stuck: Option<String>,
     resolution: Option<String>,
     started_at: Option<u64>,
-    ended: Option<(EntryKind, Option<u64>)>,
+    ended: Option<(TransactionState, Option<u64>)>,
 }
 
 impl Builder {
@@ -471,19 +486,12 @@ impl Builder {
                 self.stuck.get_or_insert_with(|| reason.clone());
                 shown = Some(reason);
             }
-            (Some(EntryKind::Resolved), None) => {
-                if !entry.payload.is_empty() {
-                    self.resolution = Some(text(entry.payload));
-                    shown.clone_from(&self.resolution);
-                }
-                self.ended.get_or_insert((EntryKind::Resolved, at));
+            (Some(EntryKind::Resolved), None) if !entry.payload.is_empty() => {
+                self.resolution = Some(text(entry.payload));
+                shown.clone_from(&self.resolution);
             }
             (Some(EntryKind::RolledBack), None) => {
                 shown = Some(String::from(if entry.payload == [0] { "partial" } else { "clean" }));
-                self.ended.get_or_insert((EntryKind::RolledBack, at));
-            }
-            (Some(EntryKind::Committed), None) => {
-                self.ended.get_or_insert((EntryKind::Committed, at));
             }
             (Some(kind @ (EntryKind::Intent | EntryKind::Done)), Some(index)) => {
                 let decoded = decode_undo_payload(entry.payload).ok();
@@ -517,6 +525,10 @@ impl Builder {
             }
             _ => {}
         }
+        // The first entry that ends it decides how it ended.
+        if let (Some(state), None) = (kind.and_then(TransactionState::ended_by), entry.step) {
+            self.ended.get_or_insert((state, at));
+        }
         self.entries.push(HistoryEntry { kind, code: entry.kind, step: entry.step, at, text: shown });
     }
 
@@ -525,9 +537,7 @@ impl Builder {
             return None;
         }
         let state = match self.ended {
-            Some((EntryKind::Committed, _)) => TransactionState::Committed,
-            Some((EntryKind::Resolved, _)) => TransactionState::Resolved,
-            Some(_) => TransactionState::RolledBack,
+            Some((state, _)) => state,
             None if self.stuck.is_some() => TransactionState::Stuck,
             None if self.steps.iter().any(|step| step.state == StepState::UndoFailed) => TransactionState::Owed,
             None => TransactionState::Running,
@@ -544,5 +554,23 @@ impl Builder {
             steps: self.steps,
             entries: self.entries,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_states_that_are_over_are_those_an_ending_entry_leaves() {
+        for kind in EntryKind::ALL {
+            let ended = TransactionState::ended_by(kind);
+            assert_eq!(ended.is_some(), kind.ends_transaction(), "{kind}");
+            assert!(ended.is_none_or(TransactionState::is_over), "{kind}");
+        }
+        for state in TransactionState::ALL {
+            let left_by_an_entry = EntryKind::ALL.iter().any(|&kind| TransactionState::ended_by(kind) == Some(state));
+            assert_eq!(state.is_over(), left_by_an_entry, "{state}");
+        }
     }
 }
