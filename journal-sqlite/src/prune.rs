@@ -64,11 +64,12 @@ pub(crate) struct Pruner<'c> {
 }
 
 struct Statements<'c> {
-    /// `?1` cut, `?2` limit.
+    /// `?1` cut, `?2` limit, `?3`, `?4` after this (finished_at, tx).
     older_than: Statement<'c>,
     /// `?1` how many newer ones to skip: the oldest of the newest ones kept.
     boundary: Statement<'c>,
-    /// `?1`, `?2` the boundary, `?3` limit.
+    /// `?1`, `?2` the boundary, `?3` limit, `?4`, `?5` after this
+    /// (finished_at, tx).
     before: Statement<'c>,
     floor: Statement<'c>,
     delete_entries: Statement<'c>,
@@ -86,7 +87,7 @@ impl<'c> Pruner<'c> {
         let statements = Statements {
             older_than: conn.prepare(
                 "SELECT tx, owner, finished_at FROM tm_transactions
-                 WHERE finished = 1 AND finished_at <= ?1
+                 WHERE finished = 1 AND finished_at <= ?1 AND (finished_at, tx) > (?3, ?4)
                  ORDER BY finished_at, tx LIMIT ?2",
             )?,
             boundary: conn.prepare(
@@ -95,7 +96,7 @@ impl<'c> Pruner<'c> {
             )?,
             before: conn.prepare(
                 "SELECT tx, owner, finished_at FROM tm_transactions
-                 WHERE finished = 1 AND (finished_at, tx) < (?1, ?2)
+                 WHERE finished = 1 AND (finished_at, tx) < (?1, ?2) AND (finished_at, tx) > (?4, ?5)
                  ORDER BY finished_at, tx LIMIT ?3",
             )?,
             // `seq` never goes back, even when the last rows go.
@@ -216,58 +217,80 @@ impl<'c> Pruner<'c> {
     /// journals that are alive.
     fn candidates(&mut self, retention: Retention, limit: usize) -> rusqlite::Result<Vec<i64>> {
         let now = self.now();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let row = |row: &rusqlite::Row<'_>| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?));
-        let rows: Vec<(i64, i64, i64)> = match retention {
-            Retention::DeleteAtOnce => self.statements.older_than.query_map(params![now, limit], row)?.collect(),
-            Retention::KeepFor(keep) => {
-                let cut = now.saturating_sub(millis(keep));
-                self.statements.older_than.query_map(params![cut, limit], row)?.collect()
-            }
-            Retention::KeepLast(n) => {
+        // The newest finished transaction `retention` lets go is before
+        // this (finished_at, tx), exclusive.
+        let until = match retention {
+            Retention::DeleteAtOnce => (now, i64::MAX),
+            Retention::KeepFor(keep) => (now.saturating_sub(millis(keep)), i64::MAX),
+            Retention::KeepLast(n) => match n.checked_sub(1) {
                 // The oldest of the newest `n` finished ones: those before
                 // it go.
-                let (at, tx) = match n.checked_sub(1) {
-                    None => (i64::MAX, i64::MAX),
-                    Some(skip) => {
-                        let skip = i64::try_from(skip).unwrap_or(i64::MAX);
-                        let boundary = self
-                            .statements
-                            .boundary
-                            .query_row([skip], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))
-                            .optional()?;
-                        // Fewer than `n`: all kept.
-                        let Some(boundary) = boundary else { return Ok(Vec::new()) };
-                        boundary
-                    }
-                };
-                self.statements.before.query_map(params![at, tx, limit], row)?.collect()
-            }
-            _ => Ok(Vec::new()),
-        }?;
+                None => (i64::MAX, i64::MAX),
+                Some(skip) => {
+                    let skip = i64::try_from(skip).unwrap_or(i64::MAX);
+                    let boundary = self
+                        .statements
+                        .boundary
+                        .query_row([skip], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))
+                        .optional()?;
+                    // Fewer than `n`: all kept.
+                    let Some(boundary) = boundary else { return Ok(Vec::new()) };
+                    boundary
+                }
+            },
+            _ => return Ok(Vec::new()),
+        };
         let foreign_cut = now.saturating_sub(millis(FOREIGN_AGE));
         // Whether each other owner is alive, asked once per prune.
         let mut alive: Vec<(i64, bool)> = Vec::new();
-        let mut out = Vec::with_capacity(rows.len());
-        for (tx, owner, finished_at) in rows {
-            if self.held.contains(&tx) {
-                continue;
-            }
-            if owner != self.owner && finished_at > foreign_cut {
-                let known = alive.iter().find(|(o, _)| *o == owner).map(|(_, alive)| *alive);
-                let is_alive = known.unwrap_or_else(|| {
-                    // An owner that cannot be checked counts as alive.
-                    let is_alive = self.owners.as_ref().is_none_or(|owners| owners.is_alive(owner).unwrap_or(true));
-                    alive.push((owner, is_alive));
-                    is_alive
-                });
-                if is_alive {
+        let mut out = Vec::with_capacity(limit.min(PRUNE_BATCH));
+        // Read page after page, past the rows left alone (held, or young
+        // and of a live journal), until `limit` are found or none is left:
+        // rows left alone at the front never stop the ones behind them.
+        let page = i64::try_from(limit.max(64)).unwrap_or(i64::MAX);
+        let mut after = (i64::MIN, i64::MIN);
+        loop {
+            let row =
+                |row: &rusqlite::Row<'_>| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?));
+            let rows: Vec<(i64, i64, i64)> = match retention {
+                Retention::KeepLast(_) => self
+                    .statements
+                    .before
+                    .query_map(params![until.0, until.1, page, after.0, after.1], row)?
+                    .collect::<rusqlite::Result<_>>()?,
+                _ => self
+                    .statements
+                    .older_than
+                    .query_map(params![until.0, page, after.0, after.1], row)?
+                    .collect::<rusqlite::Result<_>>()?,
+            };
+            let last_page = rows.len() < usize::try_from(page).unwrap_or(usize::MAX);
+            for (tx, owner, finished_at) in rows {
+                after = (finished_at, tx);
+                if self.held.contains(&tx) {
                     continue;
                 }
+                if owner != self.owner && finished_at > foreign_cut {
+                    let known = alive.iter().find(|(o, _)| *o == owner).map(|(_, alive)| *alive);
+                    let is_alive = known.unwrap_or_else(|| {
+                        // An owner that cannot be checked counts as alive.
+                        let is_alive = self.owners.as_ref().is_none_or(|owners| owners.is_alive(owner).unwrap_or(true));
+                        alive.push((owner, is_alive));
+                        is_alive
+                    });
+                    if is_alive {
+                        continue;
+                    }
+                }
+                out.push(tx);
+                if out.len() == limit {
+                    return Ok(out);
+                }
             }
-            out.push(tx);
+            if last_page {
+                return Ok(out);
+            }
         }
-        Ok(out)
     }
 }
 

@@ -174,6 +174,29 @@ fn another_journals_transactions_are_left_alone_for_a_minute() {
 }
 
 #[test]
+fn what_is_left_alone_never_holds_up_what_is_behind_it() {
+    // More than a batch (512) of a live journal's young transactions
+    // first, then the operator's own: a prune reads past the ones it must
+    // leave and deletes the rest.
+    let dir = TempDir::new("retention-behind");
+    let clock = Clock::new();
+    let service = clock.on(open(&dir, Retention::KeepAll));
+    for _ in 0..520 {
+        finished(&service, Committed);
+    }
+    clock.advance(Duration::from_millis(5));
+    let operator = clock.on(open(&dir, Retention::KeepAll));
+    let own: Vec<TransactionId> = (0..3).map(|_| finished(&operator, Committed)).collect();
+    assert_eq!(block_on(operator.prune(Retention::DeleteAtOnce)).unwrap().transactions, 3);
+    for id in own {
+        assert_eq!(read(&operator, id).unwrap(), []);
+    }
+    assert_eq!(count(&dir, "tm_transactions"), 520);
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(block_on(operator.prune(Retention::DeleteAtOnce)).unwrap().transactions, 520);
+}
+
+#[test]
 fn a_gone_journals_transactions_are_pruned_at_once() {
     let dir = TempDir::new("retention-gone");
     let service = open(&dir, Retention::KeepAll);
