@@ -456,6 +456,10 @@ fn stop_policy_with_concurrent_group_rollbacks_skips_the_steps_before() {
         statuses,
         [StepStatus::RollbackSkipped, StepStatus::RollbackFailed, StepStatus::RolledBack, StepStatus::Failed]
     );
+    // The summary says so, in both forms.
+    let said = err.summary().to_string();
+    assert!(said.contains("1 rollback errors, 1 rollbacks skipped, took "), "{said}");
+    assert!(format!("{:?}", err.summary()).contains("rollback_skipped_steps: 1"));
     assert_eq!(err.rollback_failures().len(), 1);
     assert!(err.is_partially_rolled_back());
 }

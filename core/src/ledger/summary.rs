@@ -137,6 +137,7 @@ impl<S: Storage> fmt::Debug for Summary<S> {
             .field("failed_steps", &self.failed_steps())
             .field("rolled_back_steps", &self.rolled_back_steps())
             .field("rollback_errors", &self.rollback_errors())
+            .field("rollback_skipped_steps", &self.rollback_skipped_steps())
             .field("started_at", &self.started_at)
             .field("completed_at", &self.completed_at)
             .field("steps", &self.steps())
@@ -148,7 +149,7 @@ impl<S: Storage> fmt::Display for Summary<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "transaction `{}` ({}): {} steps, {} completed, {} failed, {} rolled back, {} rollback errors, took {}",
+            "transaction `{}` ({}): {} steps, {} completed, {} failed, {} rolled back, {} rollback errors",
             self.info.operation,
             self.info.id,
             self.total_steps(),
@@ -156,8 +157,13 @@ impl<S: Storage> fmt::Display for Summary<S> {
             self.failed_steps(),
             self.rolled_back_steps(),
             self.rollback_errors(),
-            crate::util::text::Dur(self.duration()),
         )?;
+        // Said only when there are some: most transactions have none.
+        let skipped = self.rollback_skipped_steps();
+        if skipped > 0 {
+            write!(f, ", {skipped} rollbacks skipped")?;
+        }
+        write!(f, ", took {}", crate::util::text::Dur(self.duration()))?;
         for step in self.steps() {
             write!(f, "\n  {step}")?;
         }
