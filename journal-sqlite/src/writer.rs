@@ -152,7 +152,7 @@ pub(crate) fn run(
             }
         }
         match statements.write(&conn, &mut rows, &mut pruner) {
-            Ok(pruned) => {
+            Ok((pruned, last_seq)) => {
                 pruner.vacuum(pruned);
                 if rows.iter().any(|row| row.ends && row.refused.is_none()) {
                     pruner.ended();
@@ -161,9 +161,7 @@ pub(crate) fn run(
                 // later lost from a damaged WAL is caught at the next open.
                 // (A failure here loses no entry, only that check.)
                 if let (Some(mark), false) = (&mut mark, rows.is_empty()) {
-                    if let Err(error) =
-                        crate::hwm::last_seq(&conn).map_err(std::io::Error::other).and_then(|seq| mark.set(seq))
-                    {
+                    if let Err(error) = mark.set(last_seq) {
                         log::warn!("the journal's high-water mark could not be written: {error}");
                     }
                 }
@@ -304,10 +302,16 @@ impl<'c> Statements<'c> {
     /// processes, so of two decisions the first one stays. A prune that is
     /// due runs first, in the same transaction (before the rows, so it
     /// never sees a transaction that ends in this batch), and what it
-    /// deleted is returned.
-    fn write(&mut self, conn: &Connection, rows: &mut [Row], pruner: &mut Pruner<'_>) -> rusqlite::Result<Pruned> {
+    /// deleted is returned, with the last `seq` once the rows are in (what
+    /// the high-water mark records: no second query for it).
+    fn write(
+        &mut self,
+        conn: &Connection,
+        rows: &mut [Row],
+        pruner: &mut Pruner<'_>,
+    ) -> rusqlite::Result<(Pruned, u64)> {
         if rows.is_empty() {
-            return Ok(Pruned::default());
+            return Ok((Pruned::default(), 0));
         }
         schema::in_write_transaction(conn, || {
             let pruned = if pruner.due() { pruner.run()? } else { Pruned::default() };
@@ -330,7 +334,7 @@ impl<'c> Statements<'c> {
                     self.open.execute([row.tx, self.owner])?;
                 }
             }
-            Ok(pruned)
+            Ok((pruned, u64::try_from(seq).unwrap_or(0)))
         })
     }
 }
