@@ -422,10 +422,9 @@ impl SqliteJournal {
     /// Sets how long finished transactions are kept (default:
     /// [`Retention::KeepFor`] 7 days). The writer thread deletes them in
     /// the background, at most 512 per write transaction, inside the
-    /// batches it commits anyway: it looks once a second (and, with
-    /// `DeleteAtOnce` or `KeepLast`, at the batch after a transaction
-    /// ended; a journal that is idle takes the write lock only when it has
-    /// something to delete), and hands freed space back to the file system after a
+    /// batches it commits anyway (a journal that is idle looks once a
+    /// second, and takes the write lock only when it has something to
+    /// delete), and hands freed space back to the file system after a
     /// burst (`incremental_vacuum`; a file created by a version before
     /// schema 4 only reuses its free pages until a `VACUUM`).
     ///

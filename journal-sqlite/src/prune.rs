@@ -126,17 +126,9 @@ impl<'c> Pruner<'c> {
         unix_millis((self.clock)())
     }
 
-    /// Whether to look for something to prune now: at once after a
-    /// transaction ended only where that can make one go (delete at once,
-    /// keep the last N); a retention that keeps for a while looks once per
-    /// interval (after every commit, it cost a query per batch for nothing).
+    /// Whether to look for something to prune now.
     pub(crate) fn due(&self) -> bool {
-        let ending_counts = match self.retention {
-            Retention::KeepFor(keep) => keep.is_zero(),
-            _ => true,
-        };
-        self.retention.deletes()
-            && (self.backlog || (self.ended && ending_counts) || self.last.is_none_or(|at| at.elapsed() >= INTERVAL))
+        self.retention.deletes() && (self.backlog || self.ended || self.last.is_none_or(|at| at.elapsed() >= INTERVAL))
     }
 
     /// One of this journal's transactions ended (its entry committed).
