@@ -70,24 +70,6 @@ fn ours_fixed_fail3(m: &M) -> impl Future<Output = FixedOutcome> + '_ {
     lib_fixed!(m, Noop, 3; "a" => step, "b" => step, "c" => fail)
 }
 
-/// `manager.run` (closure rollbacks, boxed), as the suite's `lib_alloc!`.
-macro_rules! ours_run {
-    ($m:expr; $($name:literal => $kind:ident),+) => {{
-        $m.run("op", async move |tx| {
-            let mut acc = 0u32;
-            $(
-                let prev = acc;
-                acc = tx
-                    .step($name)
-                    .execute(move || Noop.$kind(prev + 1))
-                    .rollback(move |v| Noop.undo(v))
-                    .await?;
-            )+
-            Ok::<_, StepError<Boom>>(acc)
-        })
-    }};
-}
-
 fn hand_ok3() -> impl Future<Output = Result<u32, HandError>> {
     hand!(Noop, 3; "a" => step, "b" => step, "c" => step)
 }
@@ -211,7 +193,7 @@ fn check_results(rt: &tokio::runtime::Runtime, m: &M, report: &mut Report) {
         matches!(&ok, Ok(c) if *c.value() == 3 && c.summary().completed_steps() == 3),
         "ours, fixed: commit returns 3 with 3 completed steps",
     );
-    let ok = rt.block_on(ours_run!(m; "a" => step, "b" => step, "c" => step));
+    let ok = rt.block_on(lib_alloc!(m, Noop; "a" => step, "b" => step, "c" => step));
     report.check(
         matches!(&ok, Ok(c) if *c.value() == 3 && c.summary().completed_steps() == 3),
         "ours, manager.run: commit returns 3 with 3 completed steps",
@@ -227,7 +209,7 @@ fn check_results(rt: &tokio::runtime::Runtime, m: &M, report: &mut Report) {
         fixed == Some((2, 2, true)),
         format!("ours, fixed: failure at step 2, 2 steps rolled back cleanly (got {fixed:?})"),
     );
-    let run = rolled_back!(rt.block_on(ours_run!(m; "a" => step, "b" => step, "c" => fail)));
+    let run = rolled_back!(rt.block_on(lib_alloc!(m, Noop; "a" => step, "b" => step, "c" => fail)));
     report.check(
         run == Some((2, 2, true)),
         format!("ours, manager.run: failure at step 2, 2 steps rolled back cleanly (got {run:?})"),
@@ -408,7 +390,7 @@ fn main() {
         [
             time(&rt, mode, hand_ok3),
             time(&rt, mode, || ours_fixed_ok3(&m)),
-            time(&rt, mode, || ours_run!(&m; "a" => step, "b" => step, "c" => step)),
+            time(&rt, mode, || lib_alloc!(&m, Noop; "a" => step, "b" => step, "c" => step)),
             time(&rt, mode, || cano_run(&commit)),
         ]
     });
@@ -416,7 +398,7 @@ fn main() {
         [
             time(&rt, mode, hand_fail3),
             time(&rt, mode, || ours_fixed_fail3(&m)),
-            time(&rt, mode, || ours_run!(&m; "a" => step, "b" => step, "c" => fail)),
+            time(&rt, mode, || lib_alloc!(&m, Noop; "a" => step, "b" => step, "c" => fail)),
             time(&rt, mode, || cano_run(&failing)),
         ]
     });
@@ -427,13 +409,13 @@ fn main() {
         ("commit: ours, fixed", allocs_per_run(&rt, runs, || ours_fixed_ok3(&m))),
         (
             "commit: ours, manager.run",
-            allocs_per_run(&rt, runs, || ours_run!(&m; "a" => step, "b" => step, "c" => step)),
+            allocs_per_run(&rt, runs, || lib_alloc!(&m, Noop; "a" => step, "b" => step, "c" => step)),
         ),
         ("commit: cano", allocs_per_run(&rt, runs, || cano_run(&commit))),
         ("failure: ours, fixed", allocs_per_run(&rt, runs, || ours_fixed_fail3(&m))),
         (
             "failure: ours, manager.run",
-            allocs_per_run(&rt, runs, || ours_run!(&m; "a" => step, "b" => step, "c" => fail)),
+            allocs_per_run(&rt, runs, || lib_alloc!(&m, Noop; "a" => step, "b" => step, "c" => fail)),
         ),
         ("failure: cano", allocs_per_run(&rt, runs, || cano_run(&failing))),
     ];

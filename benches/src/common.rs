@@ -107,6 +107,26 @@ macro_rules! lib_fixed {
     }};
 }
 
+/// Default (alloc) path: `manager.run`, closure rollbacks (`BoxedRollback`).
+#[allow(unused_macros)]
+macro_rules! lib_alloc {
+    ($m:expr, $w:expr; $($name:literal => $kind:ident),+) => {{
+        let w = $w;
+        $m.run("op", async move |tx| {
+            let mut acc = 0u32;
+            $(
+                let prev = acc;
+                acc = tx
+                    .step($name)
+                    .execute(move || w.$kind(prev + 1))
+                    .rollback(move |v| w.undo(v))
+                    .await?;
+            )+
+            Ok::<_, StepError<Boom>>(acc)
+        })
+    }};
+}
+
 /// By hand: the same futures, the completed steps' values kept in an
 /// array, and on failure each completed step rolled back, latest first,
 /// counting failed rollbacks.

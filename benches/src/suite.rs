@@ -113,25 +113,6 @@ impl Work for LiteYield {
     }
 }
 
-/// Default (alloc) path: `manager.run`, closure rollbacks (`BoxedRollback`).
-macro_rules! lib_alloc {
-    ($m:expr, $w:expr; $($name:literal => $kind:ident),+) => {{
-        let w = $w;
-        $m.run("op", async move |tx| {
-            let mut acc = 0u32;
-            $(
-                let prev = acc;
-                acc = tx
-                    .step($name)
-                    .execute(move || w.$kind(prev + 1))
-                    .rollback(move |v| w.undo(v))
-                    .await?;
-            )+
-            Ok::<_, StepError<Boom>>(acc)
-        })
-    }};
-}
-
 type FixedOutcome<const N: usize> = Outcome<u32, StepError<Boom>, Boom, Fixed<N>>;
 type AllocOutcome = Outcome<u32, StepError<Boom>, BoxError, Unbounded>;
 
