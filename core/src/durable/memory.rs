@@ -240,16 +240,10 @@ impl MemoryJournal {
     /// });
     /// ```
     pub fn request_retry(&self, transaction: TransactionId) -> bool {
-        let mut state = self.state();
-        let mut rows = state.durable.iter().chain(&state.buffered).filter(|row| row.transaction == transaction);
-        let (mut found, mut over) = (false, false);
-        for row in &mut rows {
-            found = true;
-            over |= EntryKind::from_code(row.kind).is_some_and(EntryKind::ends_transaction);
-        }
-        if !found || over {
+        if !self.transactions(true).any(|id| id == transaction) {
             return false;
         }
+        let mut state = self.state();
         if !state.retry_requests.contains(&transaction) {
             state.retry_requests.push(transaction);
         }
@@ -396,14 +390,7 @@ impl Journal for MemoryJournal {
     }
 
     async fn next_unfinished(&self, after: Option<TransactionId>) -> Result<Option<TransactionId>, Self::Error> {
-        let state = self.state();
-        let rows = || state.durable.iter().chain(&state.buffered);
-        let finished = |id: TransactionId| {
-            rows().any(|row| {
-                row.transaction == id && EntryKind::from_code(row.kind).is_some_and(|k| k.ends_transaction())
-            })
-        };
-        Ok(rows().map(|row| row.transaction).filter(|&id| after.is_none_or(|after| id > after) && !finished(id)).min())
+        Ok(self.transactions(true).filter(|&id| after.is_none_or(|after| id > after)).min())
     }
 
     async fn read(&self, id: TransactionId, visit: &mut dyn FnMut(StoredEntry<'_>)) -> Result<(), Self::Error> {
